@@ -1,0 +1,109 @@
+"""A small builder for ONNX graphs: unique names, deduplicated constants, subgraphs.
+
+Every lowering in `ops/` emits nodes through a `GraphBuilder`; it owns naming so that
+names stay unique across nested subgraphs (ONNX forbids shadowing outer-scope names).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 18
+
+ELEM_TYPES = {
+    np.dtype("float32"): TensorProto.FLOAT,
+    np.dtype("float64"): TensorProto.DOUBLE,
+    np.dtype("int64"): TensorProto.INT64,
+    np.dtype("int32"): TensorProto.INT32,
+    np.dtype("bool"): TensorProto.BOOL,
+}
+
+
+def elem_type(dtype) -> int:
+    return ELEM_TYPES[np.dtype(dtype)]
+
+
+@dataclass
+class _Names:
+    counter: itertools.count = field(default_factory=itertools.count)
+
+    def fresh(self, hint: str) -> str:
+        return f"{hint}_{next(self.counter)}"
+
+
+class GraphBuilder:
+    """Collects nodes, inputs, outputs and constants for one ONNX graph.
+
+    Constants are deduplicated by value and always stored on the root graph, so a
+    subgraph (a Scan body) refers to them through the outer scope.
+    """
+
+    def __init__(self, names: _Names | None = None, root: GraphBuilder | None = None):
+        self._names = names or _Names()
+        self._root = root or self
+        self.nodes: list[onnx.NodeProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._constants: dict[tuple, str] = {}
+
+    def fresh(self, hint: str) -> str:
+        return self._names.fresh(hint)
+
+    def subgraph(self) -> GraphBuilder:
+        return GraphBuilder(self._names, self._root)
+
+    # -- nodes ---------------------------------------------------------------------
+    def op(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1,
+           hint: str | None = None, **attrs) -> str | list[str]:
+        """Emit one node; returns its output name (or list of names if several)."""
+        if isinstance(outputs, int):
+            out_names = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
+        else:
+            out_names = list(outputs)
+        ins = ["" if i is None else i for i in inputs]
+        self.nodes.append(helper.make_node(op_type, ins, out_names,
+                                           name=self.fresh("n_" + op_type), **attrs))
+        return out_names[0] if len(out_names) == 1 and isinstance(outputs, int) else out_names
+
+    def const(self, value, dtype="float32") -> str:
+        """A constant tensor (deduplicated), stored as a root-graph initializer."""
+        array = np.asarray(value, dtype=dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        root = self._root
+        if key not in root._constants:
+            name = root.fresh("const")
+            root.initializers.append(numpy_helper.from_array(array, name))
+            root._constants[key] = name
+        return root._constants[key]
+
+    def ints(self, *values: int) -> str:
+        return self.const(list(values), "int64")
+
+    # -- graph I/O -------------------------------------------------------------------
+    def add_input(self, name: str, dtype, shape) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type(dtype), shape))
+        return name
+
+    def add_output(self, name: str, dtype, shape=None) -> str:
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type(dtype), shape))
+        return name
+
+    def identity(self, source: str, name: str) -> str:
+        """Give `source` a fixed public name (graph outputs need stable names)."""
+        return self.op("Identity", source, outputs=[name])[0]
+
+    def to_graph(self, name: str) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, name, self.inputs, self.outputs,
+                                 initializer=self.initializers)
+
+    def to_model(self, name: str) -> onnx.ModelProto:
+        model = helper.make_model(self.to_graph(name),
+                                  opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="edge-fl model_zoo")
+        model.ir_version = 8
+        return model

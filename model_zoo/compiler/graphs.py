@@ -1,0 +1,132 @@
+"""Assemble the bundle's three graphs from a traced program, a loss and an optimizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+import torch
+
+from .graph import GraphBuilder
+from .losses import CrossEntropy
+from .ops.base import add_all
+from .optimizers import Optimizer
+from .trace import Program, TapeEntry, emit
+
+TOP_K = 3  # language-model metrics and suggestions use the top 3, as keyboards show three
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple  # ints, or strings naming a dynamic dimension
+
+    def to_json(self) -> dict:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+def state_name(opt: Optimizer, slot: str, param: str) -> str:
+    return f"{opt.name}.{slot}.{param}"
+
+
+def updated(name: str) -> str:
+    return f"new.{name}"
+
+
+@dataclass
+class GraphPlan:
+    program: Program
+    loss: CrossEntropy
+    optimizer: Optimizer
+    inputs: list[TensorSpec]
+    target: TensorSpec
+    num_classes: int
+    sequence_model: bool
+
+    def _declare(self, g: GraphBuilder, with_target: bool) -> dict[str, str]:
+        for spec in self.inputs + ([self.target] if with_target else []):
+            g.add_input(spec.name, spec.dtype, list(spec.shape))
+        for name, p in self.program.parameters.items():
+            g.add_input(name, "float32", list(p.shape))
+        return {spec.name: spec.name for spec in self.inputs}
+
+    def _logits_shape(self) -> list:
+        return ["batch", "seq", self.num_classes] if self.sequence_model else ["batch", self.num_classes]
+
+    # -- train step -------------------------------------------------------------------
+    def train_step(self) -> onnx.ModelProto:
+        g = GraphBuilder()
+        inputs = self._declare(g, with_target=True)
+        opt, params = self.optimizer, self.program.parameters
+        for name, p in params.items():
+            for slot in opt.slots:
+                g.add_input(state_name(opt, slot, name), "float32", list(p.shape))
+        lr = g.add_input("lr", "float32", [])
+        step = g.add_input("step", "int64", [])
+        if self.program.uses_dropout:
+            g.add_input("seed", "int64", [])
+        requires = set(params)
+        logits, tape = emit(self.program, g, inputs, training=True, requires_grad=requires)
+        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True)
+        grads = backpropagate(g, tape, {logits: loss["dlogits"]})
+        for key in ("loss", "loss_sum", "correct", "count"):
+            g.add_output(g.identity(loss[key], key), "float32", [])
+        for name, p in params.items():
+            state = {slot: state_name(opt, slot, name) for slot in opt.slots}
+            if name in grads:
+                new_p, new_state = opt.emit(g, name, grads[name], state, lr, step)
+            else:  # unused by the forward: torch leaves it (and its state) untouched
+                new_p, new_state = name, state
+            g.add_output(g.identity(new_p, updated(name)), "float32", list(p.shape))
+            for slot, value in new_state.items():
+                out = updated(state[slot])
+                g.add_output(g.identity(value, out), "float32", list(p.shape))
+        return g.to_model("train_step")
+
+    # -- evaluation ---------------------------------------------------------------------
+    def eval(self) -> onnx.ModelProto:
+        g = GraphBuilder()
+        inputs = self._declare(g, with_target=True)
+        logits, _ = emit(self.program, g, inputs, training=False, requires_grad=set())
+        top_k = TOP_K if self.sequence_model else 0
+        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=False,
+                              top_k=top_k)
+        for key in self.eval_metrics():
+            g.add_output(g.identity(loss[key], key), "float32", [])
+        return g.to_model("eval")
+
+    def eval_metrics(self) -> list[str]:
+        return ["loss_sum", "correct", "count"] + ([f"correct_top{TOP_K}"] if self.sequence_model else [])
+
+    # -- inference ----------------------------------------------------------------------
+    def infer(self) -> onnx.ModelProto:
+        g = GraphBuilder()
+        inputs = self._declare(g, with_target=False)
+        logits, _ = emit(self.program, g, inputs, training=False, requires_grad=set())
+        g.add_output(g.identity(logits, "logits"), "float32", self._logits_shape())
+        probs = g.op("Softmax", logits, axis=-1)
+        top_shape = self._logits_shape()[:-1] + [TOP_K]
+        k = min(TOP_K, self.num_classes)
+        g.op("TopK", probs, g.ints(k), axis=-1, outputs=["top_scores", "top_ids"])
+        g.add_output("top_scores", "float32", top_shape)
+        g.add_output("top_ids", "int64", top_shape)
+        return g.to_model("infer")
+
+
+def backpropagate(g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, str]) -> dict[str, str]:
+    """Reverse-mode differentiation over the tape; returns the summed gradient per tensor."""
+    pending: dict[str, list[str]] = {name: [grad] for name, grad in seeds.items()}
+    for entry in reversed(tape):
+        grad_outputs = [add_all(g, pending.pop(o)) if o in pending else None for o in entry.outputs]
+        if all(gr is None for gr in grad_outputs):
+            continue
+        grad_inputs = entry.op.backward(g, grad_outputs, entry.needs_grad)
+        for name, grad, needed in zip(entry.inputs, grad_inputs, entry.needs_grad):
+            if needed and grad is not None:
+                pending.setdefault(name, []).append(grad)
+    return {name: add_all(g, grads) for name, grads in pending.items()}
+
+
+def spec_from_tensor(name: str, t: torch.Tensor, dynamic: dict[int, str]) -> TensorSpec:
+    shape = tuple(dynamic.get(i, n) for i, n in enumerate(t.shape))
+    return TensorSpec(name, str(t.dtype).removeprefix("torch."), shape)

