@@ -67,7 +67,8 @@ class GraphPlan:
             g.add_input("seed", "int64", [])
         requires = set(params)
         logits, tape = emit(self.program, g, inputs, training=True, requires_grad=requires)
-        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True)
+        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True,
+                              grad_scale=lr if opt.prescales_gradient else None)
         grads = backpropagate(g, tape, {logits: loss["dlogits"]})
         for key in ("loss", "loss_sum", "correct", "count"):
             g.add_output(g.identity(loss[key], key), "float32", [])
@@ -105,8 +106,8 @@ class GraphPlan:
         logits, _ = emit(self.program, g, inputs, training=False, requires_grad=set())
         g.add_output(g.identity(logits, "logits"), "float32", self._logits_shape())
         probs = g.op("Softmax", logits, axis=-1)
-        top_shape = self._logits_shape()[:-1] + [TOP_K]
         k = min(TOP_K, self.num_classes)
+        top_shape = self._logits_shape()[:-1] + [k]
         g.op("TopK", probs, g.ints(k), axis=-1, outputs=["top_scores", "top_ids"])
         g.add_output("top_scores", "float32", top_shape)
         g.add_output("top_ids", "int64", top_shape)

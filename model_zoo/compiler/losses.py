@@ -29,9 +29,9 @@ class CrossEntropy:
         return cls(loss.ignore_index)
 
     def emit(self, g: GraphBuilder, logits: str, targets: str, num_classes: int,
-             want_grad: bool, top_k: int = 0) -> dict[str, str]:
-        """Returns names for loss, loss_sum, correct, count (and correct_top{k},
-        dlogits when asked)."""
+             want_grad: bool, top_k: int = 0, grad_scale: str | None = None) -> dict[str, str]:
+        """Returns names for loss, loss_sum, correct, count (and correct_top{k}, and
+        dlogits, the gradient of grad_scale * loss, when asked)."""
         flat_logits = g.op("Reshape", logits, g.ints(-1, num_classes))
         flat_t = g.op("Reshape", targets, g.ints(-1))
         valid = g.op("Not", g.op("Equal", flat_t, g.const(self.ignore_index, "int64")))
@@ -52,9 +52,12 @@ class CrossEntropy:
             in_top = g.op("ReduceMax", hits, g.ints(1), keepdims=0)
             out[f"correct_top{top_k}"] = g.op("ReduceSum", g.op("Mul", in_top, mask), keepdims=0)
         if want_grad:
-            onehot = g.op("OneHot", safe_t, g.const(num_classes, "int64"), g.const([0.0, 1.0]),
-                          axis=-1)
-            scale = g.op("Unsqueeze", g.op("Div", mask, denom), g.ints(1))
-            dflat = g.op("Mul", g.op("Sub", g.op("Exp", logp), onehot), scale)
+            # d loss / d logits = (softmax - onehot(target)) * mask / count; the one-hot part
+            # is scattered into the target column instead of materialising [N, C] one-hots
+            scale = g.op("Unsqueeze", g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0)),
+                         g.ints(1))
+            dflat = g.op("Mul", g.op("Exp", logp), scale)
+            dflat = g.op("ScatterElements", dflat, g.op("Unsqueeze", safe_t, g.ints(1)),
+                         g.op("Neg", scale), axis=1, reduction="add")
             out["dlogits"] = g.op("Reshape", dflat, g.op("Shape", logits))
         return out

@@ -26,8 +26,17 @@ class SGD:
     def slots(self) -> tuple[str, ...]:
         return ("momentum",) if self.momentum else ()
 
+    @property
+    def prescales_gradient(self) -> bool:
+        """Plain SGD differentiates lr * loss, which saves a pass over every parameter."""
+        return not self.momentum
+
     def emit(self, g: GraphBuilder, p: str, grad: str, state: dict[str, str], lr: str,
              step: str) -> tuple[str, dict[str, str]]:
+        if self.prescales_gradient:  # grad is already lr * dL/dp
+            if self.weight_decay:
+                p = g.op("Mul", p, g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(self.weight_decay))))
+            return g.op("Sub", p, grad), {}
         d = grad
         if self.weight_decay:
             d = g.op("Add", d, g.op("Mul", p, g.const(self.weight_decay)))
@@ -57,6 +66,7 @@ class Adam:
         return "adamw" if self.decoupled else "adam"
 
     slots = ("m", "v")
+    prescales_gradient = False
 
     def emit(self, g: GraphBuilder, p: str, grad: str, state: dict[str, str], lr: str,
              step: str) -> tuple[str, dict[str, str]]:

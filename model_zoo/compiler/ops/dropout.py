@@ -2,8 +2,9 @@
 
 ONNX's random operators take their seed as an attribute, fixed at export; a train step
 needs a fresh mask per step, so the seed is a graph input and the mask is a pure function
-of (seed, element index). `dropout_keep_mask` is the same function in numpy, so tests and
-PyTorch references can reproduce a step exactly.
+of (seed, element index). The hash is written once against a tiny arithmetic interface and
+evaluated both as graph nodes and in numpy (`dropout_keep_mask`), so tests and PyTorch
+references reproduce a step's masks exactly. It is a statistical hash, not a secure one.
 """
 from __future__ import annotations
 
@@ -15,20 +16,60 @@ _P = 2147483647  # 2^31 - 1: every product below stays under 2^62 in int64
 _SALT = 1000003  # each dropout layer salts the seed so two layers never share a mask
 
 
-def _hash_uniform(pos: np.ndarray, seed: int, salt: int) -> np.ndarray:
-    """Uniform [0, 1) floats from int64 positions (two mixed Lehmer streams)."""
-    s = np.int64((seed + salt * _SALT) % _P)
-    a = (pos * 48271 + s) % _P
-    a = (a * 16807) % _P
-    b = (pos * 69621 + s * 7 + 1) % _P
-    mixed = np.bitwise_xor(a, b)
-    return ((mixed * 48271) % _P).astype(np.float32) / np.float32(_P)
+def _hash_uniform(ops, pos, seed):
+    """Uniform [0, 1) from int64 positions and a seed, through `ops` (numpy or graph)."""
+    add, mul, mod, xor, const = ops.add, ops.mul, ops.mod, ops.xor, ops.const
+    p = const(_P)
+    s = mod(add(mul(seed, const(48271)), const(11)), p)
+    s = mod(mul(s, s), p)  # squaring mod p makes the hash nonlinear in the seed...
+    a = mod(add(mul(pos, const(48271)), s), p)
+    a = mod(mul(a, a), p)  # ...and in the position
+    b = mod(add(mul(pos, const(69621)), add(mul(s, const(7)), const(1))), p)
+    x = mod(add(mul(xor(a, b), const(16807)), s), p)
+    return ops.to_unit(mod(mul(x, x), p))
+
+
+class _NumpyOps:
+    add, mul, mod, xor = staticmethod(np.add), staticmethod(np.multiply), staticmethod(np.mod), \
+        staticmethod(np.bitwise_xor)
+
+    @staticmethod
+    def const(v):
+        return np.int64(v)
+
+    @staticmethod
+    def to_unit(x):
+        return x.astype(np.float32) / np.float32(_P)
+
+
+class _GraphOps:
+    def __init__(self, g):
+        self.g = g
+
+    def add(self, a, b):
+        return self.g.op("Add", a, b)
+
+    def mul(self, a, b):
+        return self.g.op("Mul", a, b)
+
+    def mod(self, a, b):
+        return self.g.op("Mod", a, b)
+
+    def xor(self, a, b):
+        return self.g.op("BitwiseXor", a, b)
+
+    def const(self, v):
+        return self.g.const(v, "int64")
+
+    def to_unit(self, x):
+        return self.g.op("Div", self.g.op("Cast", x, to=1), self.g.const(float(_P)))
 
 
 def dropout_keep_mask(seed: int, shape: tuple[int, ...], p: float, salt: int = 0) -> np.ndarray:
     """The float32 keep mask (1 or 0) the graphs use for `seed` at dropout layer `salt`."""
     pos = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
-    return (_hash_uniform(pos, seed, salt) >= np.float32(p)).astype(np.float32)
+    seed = np.int64((seed + salt * _SALT) % _P)
+    return (_hash_uniform(_NumpyOps, pos, seed) >= np.float32(p)).astype(np.float32)
 
 
 class Dropout(Op):
@@ -48,15 +89,7 @@ class Dropout(Op):
                                    g.const(1, "int64")), shape)
         seed = g.op("Mod", g.op("Add", self.seed_input, g.const(self.salt * _SALT, "int64")),
                     g.const(_P, "int64"))
-        a = g.op("Mod", g.op("Add", g.op("Mul", pos, g.const(48271, "int64")), seed),
-                 g.const(_P, "int64"))
-        a = g.op("Mod", g.op("Mul", a, g.const(16807, "int64")), g.const(_P, "int64"))
-        b = g.op("Mod", g.op("Add", g.op("Add", g.op("Mul", pos, g.const(69621, "int64")),
-                                         g.op("Mul", seed, g.const(7, "int64"))),
-                             g.const(1, "int64")), g.const(_P, "int64"))
-        mixed = g.op("BitwiseXor", a, b)
-        u = g.op("Div", g.op("Cast", g.op("Mod", g.op("Mul", mixed, g.const(48271, "int64")),
-                                           g.const(_P, "int64")), to=1), g.const(float(_P)))
+        u = _hash_uniform(_GraphOps(g), pos, seed)
         keep = g.op("Cast", g.op("GreaterOrEqual", u, g.const(self.p)), to=1)
         self.scale = g.op("Mul", keep, g.const(1.0 / (1.0 - self.p)))
         return g.op("Mul", x, self.scale)
