@@ -1,0 +1,38 @@
+"""The SDK's errors. Each also subclasses the nearest builtin, so callers may catch either.
+
+    EdgeSdkError
+    ├── BundleError (ValueError)        a bundle or checkpoint that cannot be used
+    ├── StoreError (RuntimeError)       the on-device example store failed or is corrupt
+    ├── IneligibleError (RuntimeError)  work was refused: the device is not eligible now
+    ├── TrainingAborted (RuntimeError)  training stopped early (reason code attached)
+    └── TransportError (ConnectionError) the server could not be reached or refused us
+"""
+from __future__ import annotations
+
+
+class EdgeSdkError(Exception):
+    """Base of every error the SDK raises on purpose."""
+
+
+class BundleError(EdgeSdkError, ValueError):
+    pass
+
+
+class StoreError(EdgeSdkError, RuntimeError):
+    pass
+
+
+class IneligibleError(EdgeSdkError, RuntimeError):
+    def __init__(self, message: str, codes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.codes = codes
+
+
+class TrainingAborted(EdgeSdkError, RuntimeError):
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+class TransportError(EdgeSdkError, ConnectionError):
+    pass
