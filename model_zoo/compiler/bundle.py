@@ -29,7 +29,8 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
                    loss: nn.Module | CrossEntropy, optimizer: torch.optim.Optimizer | Optimizer,
                    out: str | Path, model_name: str | None = None, task: str = "classification",
                    vocabulary: dict | None = None, target: str = "targets",
-                   sequence_dims: bool | None = None) -> Path:
+                   sequence_dims: bool | None = None,
+                   clip_grad_norm: float | None = None) -> Path:
     """Write the training bundle for `module` to `out`; returns the directory.
 
     sample_batch: the model's inputs by forward-parameter name plus the targets under
@@ -37,7 +38,11 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
     (default: when the targets are rank 2, i.e. one target per position) dimension 1 of
     the rank-2 inputs and the targets is the dynamic "seq".
     vocabulary: the tokenizer's JSON document, stored as vocabulary.json.
+    clip_grad_norm: clip the gradients' global L2 norm before the update, as
+    torch.nn.utils.clip_grad_norm_ does (recurrent models want it).
     """
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm}")
     module = module.train()
     if target not in sample_batch:
         raise ValueError(f"sample_batch has no targets under {target!r}")
@@ -60,7 +65,8 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
         raise UnsupportedError("the module must return one logits tensor")
     plan = GraphPlan(program, loss_spec, opt, inputs,
                      spec_from_tensor(target, targets, dynamic(targets)),
-                     num_classes=logits.shape[-1], sequence_model=sequence_dims)
+                     num_classes=logits.shape[-1], sequence_model=sequence_dims,
+                     clip_grad_norm=clip_grad_norm)
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,6 +96,7 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
             {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
             for n in params for slot in opt.slots]},
         "uses_seed": program.uses_dropout,
+        "clip_grad_norm": clip_grad_norm,
         "graphs": GRAPH_FILES,
         "metrics": {"train_step": ["loss", "loss_sum", "correct", "count"],
                     "eval": plan.eval_metrics()},

@@ -42,6 +42,7 @@ class GraphPlan:
     target: TensorSpec
     num_classes: int
     sequence_model: bool
+    clip_grad_norm: float | None = None
 
     def _declare(self, g: GraphBuilder, with_target: bool) -> dict[str, str]:
         for spec in self.inputs + ([self.target] if with_target else []):
@@ -70,6 +71,9 @@ class GraphPlan:
         loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True,
                               grad_scale=lr if opt.prescales_gradient else None)
         grads = backpropagate(g, tape, {logits: loss["dlogits"]})
+        if self.clip_grad_norm is not None:
+            scale = lr if opt.prescales_gradient else None
+            grads = clip_by_global_norm(g, grads, self.clip_grad_norm, scale)
         for key in ("loss", "loss_sum", "correct", "count"):
             g.add_output(g.identity(loss[key], key), "float32", [])
         for name, p in params.items():
@@ -126,6 +130,22 @@ def backpropagate(g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, str])
             if needed and grad is not None:
                 pending.setdefault(name, []).append(grad)
     return {name: add_all(g, grads) for name, grads in pending.items()}
+
+
+def clip_by_global_norm(g: GraphBuilder, grads: dict[str, str], max_norm: float,
+                        scale: str | None) -> dict[str, str]:
+    """torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (norm + 1e-6)).
+
+    `scale` is the factor the gradients already carry (plain SGD's lr), so the norm is
+    compared as if unscaled.
+    """
+    squares = [g.op("ReduceSumSquare", grad, keepdims=0) for grad in grads.values()]
+    norm = g.op("Sqrt", add_all(g, squares))
+    if scale is not None:
+        norm = g.op("Div", norm, scale)
+    coef = g.op("Min", g.op("Div", g.const(max_norm), g.op("Add", norm, g.const(1e-6))),
+                g.const(1.0))
+    return {name: g.op("Mul", grad, coef) for name, grad in grads.items()}
 
 
 def spec_from_tensor(name: str, t: torch.Tensor, dynamic: dict[int, str]) -> TensorSpec:

@@ -44,17 +44,20 @@ class OrtTrainer:
         return outs
 
 
-def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor]) -> float:
+def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
+               clip_grad_norm: float | None = None) -> float:
     optimizer.zero_grad()
     logits = model(**{k: v for k, v in batch.items() if k != "targets"})
     loss = loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
     loss.backward()
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     optimizer.step()
     return float(loss.detach())
 
 
 def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps: int = 20,
-                       rtol: float = 1e-4, atol: float = 1e-6):
+                       rtol: float = 1e-4, atol: float = 1e-6, clip_grad_norm: float | None = None):
     """Compile `model`, then train the bundle and the PyTorch model on the same batches.
 
     Every parameter must match PyTorch within (rtol, atol). Adam's m / sqrt(v) amplifies
@@ -68,21 +71,23 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     twin = copy.deepcopy(model)
     exact = copy.deepcopy(model).double()
     bundle = compile_bundle(twin, batches[0], loss=loss_fn,
-                            optimizer=make_optimizer(twin.parameters()), out=out)
+                            optimizer=make_optimizer(twin.parameters()), out=out,
+                            clip_grad_norm=clip_grad_norm)
     trainer = OrtTrainer(bundle)
     optimizer = make_optimizer(model.parameters())
     lr = optimizer.param_groups[0]["lr"]
     for i in range(steps):
         batch = batches[i % len(batches)]
         outs = trainer.step({k: v.numpy() for k, v in batch.items()}, lr)
-        torch_loss = torch_step(model, optimizer, loss_fn, batch)
+        torch_loss = torch_step(model, optimizer, loss_fn, batch, clip_grad_norm)
         np.testing.assert_allclose(outs["loss"], torch_loss, rtol=1e-4, atol=1e-5,
                                    err_msg=f"loss at step {i}")
     reference = dict(model.named_parameters())
     mismatched = {name: ~np.isclose(trainer.params[name], p.detach().numpy(), rtol=rtol, atol=atol)
                   for name, p in reference.items()}
     if any(m.any() for m in mismatched.values()):
-        exact_params = _train_float64(exact, make_optimizer, loss_fn, batches, steps)
+        exact_params = _train_float64(exact, make_optimizer, loss_fn, batches, steps,
+                                      clip_grad_norm)
         for name, bad in mismatched.items():
             if not bad.any():
                 continue
@@ -98,10 +103,11 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     return bundle, trainer
 
 
-def _train_float64(model, make_optimizer, loss_fn, batches, steps) -> dict[str, np.ndarray]:
+def _train_float64(model, make_optimizer, loss_fn, batches, steps,
+                   clip_grad_norm=None) -> dict[str, np.ndarray]:
     optimizer = make_optimizer(model.parameters())
     for i in range(steps):
         batch = {k: (v.double() if v.is_floating_point() else v)
                  for k, v in batches[i % len(batches)].items()}
-        torch_step(model, optimizer, loss_fn, batch)
+        torch_step(model, optimizer, loss_fn, batch, clip_grad_norm)
     return {name: p.detach().numpy() for name, p in model.named_parameters()}

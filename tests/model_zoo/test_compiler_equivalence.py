@@ -2,6 +2,8 @@
 equal 20 PyTorch steps on the same batches, for every zoo model and every optimizer."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -110,3 +112,18 @@ def test_sequence_model_outside_zoo_equals_pytorch(optimizer, tmp_path):
         batches.append({"ids": ids, "targets": targets})
     assert_steps_match(SequenceNet(), OPTIMIZERS[optimizer], nn.CrossEntropyLoss(ignore_index=0),
                        batches, tmp_path / "b")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum", "adam"])
+def test_gradient_clipping_equals_clip_grad_norm(optimizer, tmp_path):
+    torch.manual_seed(0)
+    model = ZOO["keyboard_cifg_tiny"].build()
+    batches = _batches("keyboard_cifg_tiny", seq=8)
+    # a max norm below the gradients' norm, so clipping acts
+    probe = copy.deepcopy(model)
+    logits = probe(batches[0]["tokens"])
+    ZOO["keyboard_cifg_tiny"].loss()(logits.reshape(-1, logits.shape[-1]),
+                                     batches[0]["targets"].reshape(-1)).backward()
+    assert torch.nn.utils.clip_grad_norm_(probe.parameters(), 1e9) > 0.1
+    assert_steps_match(model, OPTIMIZERS[optimizer], ZOO["keyboard_cifg_tiny"].loss(), batches,
+                       tmp_path / "b", clip_grad_norm=0.05)

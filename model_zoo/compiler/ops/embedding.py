@@ -1,8 +1,6 @@
 """nn.Embedding: a row lookup whose gradient scatters-adds rows back into the table."""
 from __future__ import annotations
 
-import numpy as np
-
 from .base import Op
 
 
@@ -30,5 +28,5 @@ class Embedding(Op):
         if self.padding_idx is not None:
             keep = g.op("Cast", g.op("Not", g.op("Equal", ids, g.ints(self.padding_idx))), to=1)
             updates = g.op("Mul", updates, keep)
-        zeros = g.const(np.zeros((self.num_embeddings, self.dim), np.float32))
+        zeros = g.op("ConstantOfShape", g.ints(self.num_embeddings, self.dim))
         return [None, g.op("ScatterND", zeros, ids, updates, reduction="add")]

@@ -1,0 +1,122 @@
+"""Training-step speed of each zoo bundle on onnxruntime vs PyTorch eager (1 thread).
+
+Each measurement runs in a fresh process so its peak RSS is its own: the ONNX process
+imports only numpy and onnxruntime, as a device would.
+
+    python -m bench.compiler_bench [--models a,b] [--steps 30]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+# model -> (batch size, sequence length or None): the sizes the papers train with
+WORKLOADS = {
+    "keyboard_cifg": (16, 20),
+    "shakespeare_char": (10, 80),
+    "femnist_cnn": (10, None),
+    "logreg": (32, None),
+    "mlp": (32, None),
+}
+
+_ORT_CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, {root!r})
+from bench.memory import peak_rss_mb
+from edge_sdk.bundle import Bundle
+from edge_sdk.runtime import StatefulStepRunner
+bundle = Bundle.load({bundle!r})
+params = bundle.initial_parameters()
+state = {{s["name"]: np.zeros_like(params[s["like"]]) for s in bundle.optimizer_state_specs}}
+runner = StatefulStepRunner(bundle.graph_path("train_step"), params | state)
+batch = dict(np.load({batch!r}))
+times = []
+for i in range({steps}):
+    feeds = dict(batch, lr=np.array(0.01, np.float32), step=np.array(i + 1, np.int64))
+    t = time.perf_counter(); runner.step(feeds); times.append(time.perf_counter() - t)
+print(json.dumps({{"ms": float(np.median(times[3:]) * 1e3),
+                  "rss_mb": peak_rss_mb()}}))
+"""
+
+_TORCH_CHILD = r"""
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {root!r})
+from bench.memory import peak_rss_mb
+from model_zoo.zoo import ZOO
+entry = ZOO[{name!r}]
+torch.manual_seed(0)
+model = entry.build()
+opt = entry.optimizer(model.parameters())
+loss_fn = entry.loss()
+batch = {{k: torch.from_numpy(v) for k, v in np.load({batch!r}).items()}}
+inputs = {{k: v for k, v in batch.items() if k != "targets"}}
+times = []
+for i in range({steps}):
+    t = time.perf_counter()
+    opt.zero_grad()
+    logits = model(**inputs)
+    loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1)).backward()
+    opt.step()
+    times.append(time.perf_counter() - t)
+print(json.dumps({{"ms": float(np.median(times[3:]) * 1e3),
+                  "rss_mb": peak_rss_mb()}}))
+"""
+
+
+def _child(code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(name: str, steps: int, workdir: Path) -> dict:
+    import torch
+
+    from model_zoo.zoo import ZOO, build_bundle
+    size, seq = WORKLOADS[name]
+    batch = ZOO[name].batch(size, torch.Generator().manual_seed(0))
+    if seq is not None:
+        batch = {k: v[:, :seq] for k, v in batch.items()}
+    bundle = build_bundle(name, workdir / name, batch_size=size)
+    batch_file = workdir / f"{name}-batch.npz"
+    np.savez(batch_file, **{k: v.numpy() for k, v in batch.items()})
+    root = str(Path(__file__).resolve().parents[1])
+    args = dict(root=root, bundle=str(bundle), batch=str(batch_file), steps=steps, name=name)
+    onnx_run = _child(_ORT_CHILD.format(**args))
+    torch_run = _child(_TORCH_CHILD.format(**args))
+    size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20
+    return {"model": name, "batch": f"{size}x{seq}" if seq else str(size),
+            "onnx_ms": onnx_run["ms"], "torch_ms": torch_run["ms"],
+            "ratio": onnx_run["ms"] / torch_run["ms"], "bundle_mb": size_mb,
+            "onnx_rss_mb": onnx_run["rss_mb"], "torch_rss_mb": torch_run["rss_mb"]}
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(WORKLOADS))
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args(argv)
+    rows = []
+    print("\n== Training step, 1 thread: ONNX bundle on onnxruntime vs PyTorch eager ==")
+    print(f"{'model':18s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
+          f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            r = measure(name, args.steps, Path(tmp))
+            rows.append(r)
+            print(f"{r['model']:18s} {r['batch']:>7s} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} "
+                  f"{r['ratio']:6.2f} {r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M "
+                  f"{r['torch_rss_mb']:8.0f}M", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""`make bench`: every benchmark, one after another, printing its table."""
+from __future__ import annotations
+
+from . import compiler_bench
+
+
+def main() -> None:
+    compiler_bench.main([])
+
+
+if __name__ == "__main__":
+    main()
