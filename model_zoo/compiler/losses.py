@@ -44,10 +44,11 @@ class CrossEntropy:
                "count": g.op("ReduceSum", mask, keepdims=0)}
         denom = g.op("Max", out["count"], g.const(1.0))
         out["loss"] = g.op("Div", out["loss_sum"], denom)
-        hit = g.op("Equal", g.op("ArgMax", flat_logits, axis=1, keepdims=0), safe_t)
+        # metrics read logp, not the logits, so the logits die right after LogSoftmax
+        hit = g.op("Equal", g.op("ArgMax", logp, axis=1, keepdims=0), safe_t)
         out["correct"] = g.op("ReduceSum", g.op("Mul", g.op("Cast", hit, to=1), mask), keepdims=0)
         if top_k:
-            _, top_ids = g.op("TopK", flat_logits, g.ints(top_k), axis=1, outputs=2)
+            _, top_ids = g.op("TopK", logp, g.ints(top_k), axis=1, outputs=2)
             hits = g.op("Cast", g.op("Equal", top_ids, g.op("Unsqueeze", safe_t, g.ints(1))), to=1)
             in_top = g.op("ReduceMax", hits, g.ints(1), keepdims=0)
             out[f"correct_top{top_k}"] = g.op("ReduceSum", g.op("Mul", in_top, mask), keepdims=0)

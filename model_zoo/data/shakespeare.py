@@ -86,7 +86,7 @@ def sentences(lines: list[str]) -> list[str]:
     return [s for s in split_sentences(" ".join(lines))]
 
 
-def word_examples(vocab: WordVocabulary, lines: list[str], max_len: int = 30) -> list[dict]:
+def word_examples(vocab: WordVocabulary, lines: list[str], max_len: int = 20) -> list[dict]:
     """Next-word examples: one per sentence, <s> w1 .. wn </s>, cut to max_len + 1 ids."""
     out = []
     for sentence in sentences(lines):
