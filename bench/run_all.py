@@ -1,12 +1,13 @@
 """`make bench`: every benchmark, one after another, printing its table."""
 from __future__ import annotations
 
-from . import compiler_bench, device_bench
+from . import codec_bench, compiler_bench, device_bench
 
 
 def main() -> None:
     compiler_bench.main([])
     device_bench.main([])
+    codec_bench.main([])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""Per-tensor codecs: optional sparsification, optional rotation, then quantization.
+
+A `CodecSpec` travels in the update header, so the decoder needs no out-of-band config.
+Encoding order: select k coordinates (top-k by magnitude, or random-k whose indices come
+from a seed and cost nothing on the wire), rotate them (randomized Hadamard), quantize
+per chunk, pack bits. Decoding undoes each step; random-k values are rescaled by n/k so
+the estimate stays unbiased (Konecny et al. 2016, "Federated learning: strategies for
+improving communication efficiency").
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import quantization as q
+from .errors import BadPayload, MalformedHeader
+from .rotation import rotate, rotated_length, unrotate
+
+QUANTIZERS = ("float32", "float16", "int8", "int4", "int2", "int1")
+SPARSIFIERS = ("none", "topk", "randk")
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How each tensor of a delta is encoded. Validated when built."""
+
+    quantizer: str = "float32"
+    stochastic: bool = True  # unbiased stochastic rounding (else nearest)
+    chunk: int = 256  # values per scale
+    sparsifier: str = "none"
+    fraction: float = 1.0  # kept fraction for top-k / random-k
+    rotate: bool = False
+    rotation_block: int = 1024
+
+    def __post_init__(self):
+        types = {"quantizer": str, "stochastic": bool, "chunk": int, "sparsifier": str,
+                 "fraction": (int, float), "rotate": bool, "rotation_block": int}
+        for name, kind in types.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{name} must be {kind}, got {value!r}")
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.sparsifier not in SPARSIFIERS:
+            raise ValueError(f"sparsifier must be one of {SPARSIFIERS}, got {self.sparsifier!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.sparsifier == "none" and self.fraction != 1.0:
+            raise ValueError("fraction < 1 needs a sparsifier ('topk' or 'randk')")
+        if not 8 <= self.chunk <= 65536:
+            raise ValueError(f"chunk must be in 8..65536, got {self.chunk}")
+        block = self.rotation_block
+        if block < 2 or block > 65536 or block & (block - 1):
+            raise ValueError(f"rotation_block must be a power of two in 2..65536, got {block}")
+
+    @property
+    def bits(self) -> int | None:
+        return int(self.quantizer[3:]) if self.quantizer.startswith("int") else None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc) -> CodecSpec:
+        try:
+            return cls(**doc)
+        except (TypeError, ValueError) as e:
+            raise MalformedHeader(f"bad codec description: {e}") from None
+
+    # -- sizes ---------------------------------------------------------------------------
+    def kept(self, n: int) -> int:
+        return n if self.sparsifier == "none" else max(1, int(round(n * self.fraction)))
+
+    def payload_size(self, n: int) -> int:
+        """Exact encoded bytes for a tensor of n values: decoders check it before reading."""
+        k = self.kept(n)
+        size = 4 * k if self.sparsifier == "topk" else 0  # uint32 index gaps
+        m = rotated_length(k, self.rotation_block) if self.rotate else k
+        if self.quantizer == "float32":
+            return size + 4 * m
+        if self.quantizer == "float16":
+            return size + 2 * m
+        return size + 4 * q.num_chunks(m, self.chunk) + q.packed_size(m, self.bits)
+
+
+def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
+                  rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
+    """x float32 (any shape; not mutated) -> (payload, what the decoder will reconstruct,
+    float32 of x's shape). The reconstruction is what error feedback subtracts."""
+    flat = np.ascontiguousarray(x, np.float32).reshape(-1)
+    n, k = flat.size, spec.kept(flat.size)
+    parts = []
+    if spec.sparsifier == "topk":
+        idx = np.sort(np.argpartition(np.abs(flat), n - k)[n - k:])
+        # gaps between sorted indices are small numbers, which zstd packs to ~1 byte each
+        parts.append(np.diff(idx, prepend=0).astype("<u4").tobytes())
+        values = flat[idx]
+    elif spec.sparsifier == "randk":
+        idx = _random_indices(seed, n, k)
+        values = flat[idx]
+    else:
+        idx, values = None, flat
+    body, decoded_values = _encode_values(values, spec, seed)
+    parts.append(body)
+    if idx is None:
+        decoded = decoded_values
+    else:
+        decoded = np.zeros(n, np.float32)
+        scale = n / k if spec.sparsifier == "randk" else 1.0
+        decoded[idx] = decoded_values * scale
+    return b"".join(parts), decoded.reshape(x.shape)
+
+
+def decode_tensor(payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    n = int(np.prod(shape)) if shape else 1
+    if len(payload) != spec.payload_size(n):
+        raise BadPayload(f"tensor payload is {len(payload)} bytes, the codec implies "
+                         f"{spec.payload_size(n)}")
+    k = spec.kept(n)
+    offset = 0
+    if spec.sparsifier == "topk":
+        gaps = np.frombuffer(payload, "<u4", k).astype(np.int64)
+        if np.any(gaps[1:] == 0):
+            raise BadPayload("top-k indices must be strictly increasing")
+        idx = np.cumsum(gaps)
+        if k and idx[-1] >= n:
+            raise BadPayload("top-k index out of range")
+        offset = 4 * k
+    elif spec.sparsifier == "randk":
+        idx = _random_indices(seed, n, k)
+    else:
+        idx = None
+    values = _decode_values(payload[offset:], spec, k, seed)
+    if idx is None:
+        return values.reshape(shape)
+    out = np.zeros(n, np.float32)
+    out[idx] = values * (n / k if spec.sparsifier == "randk" else 1.0)
+    return out.reshape(shape)
+
+
+def _encode_values(values, spec: CodecSpec, seed: int):
+    n = len(values)
+    v = rotate(values, seed, spec.rotation_block) if spec.rotate else values
+    if spec.quantizer == "float32":
+        out, deq = v.astype("<f4").tobytes(), v
+    elif spec.quantizer == "float16":
+        half = v.astype("<f2")
+        out, deq = half.tobytes(), half.astype(np.float32)
+    else:
+        rng = np.random.default_rng([seed, 0x51])  # rounding draws, reproducible per seed
+        idx, scales = q.quantize_chunks(v, spec.bits, spec.chunk, spec.stochastic, rng)
+        out = scales.astype("<f4").tobytes() + q.pack_bits(idx, spec.bits)
+        deq = q.dequantize_chunks(idx, scales, spec.bits, spec.chunk, spec.stochastic)
+    if spec.rotate:
+        deq = unrotate(deq, seed, spec.rotation_block, n)
+    return out, deq.astype(np.float32)
+
+
+def _decode_values(data: bytes, spec: CodecSpec, k: int, seed: int) -> np.ndarray:
+    m = rotated_length(k, spec.rotation_block) if spec.rotate else k
+    if spec.quantizer == "float32":
+        v = np.frombuffer(data, "<f4", m).astype(np.float32)
+    elif spec.quantizer == "float16":
+        v = np.frombuffer(data, "<f2", m).astype(np.float32)
+    else:
+        chunks = q.num_chunks(m, spec.chunk)
+        scales = np.frombuffer(data, "<f4", chunks).astype(np.float32)
+        idx = q.unpack_bits(data[4 * chunks:], spec.bits, m)
+        if np.any(idx >= q.levels(spec.bits)):
+            raise BadPayload("quantized level out of range")
+        if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+            raise BadPayload("chunk scales must be finite and non-negative")
+        v = q.dequantize_chunks(idx, scales, spec.bits, spec.chunk, spec.stochastic)
+    if spec.rotate:
+        v = unrotate(v, seed, spec.rotation_block, k)
+    return v
+
+
+def _random_indices(seed: int, n: int, k: int) -> np.ndarray:
+    return np.sort(np.random.default_rng([seed, 0x7A]).choice(n, size=k, replace=False))
+
+
+def tensor_seed(message_seed: int, index: int) -> int:
+    """Each tensor's seed (random-k mask, rotation signs, rounding), from the message's."""
+    return (message_seed * 1_000_003 + index) % 2**63

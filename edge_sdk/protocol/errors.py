@@ -1,0 +1,64 @@
+"""Errors of the wire format. Every decoding failure is a ProtocolError with a stable
+`code`, which the aggregator maps to HTTP 400 and a device maps to "drop this message".
+
+    ProtocolError (ValueError)
+    ├── Truncated            code "truncated"            fewer bytes than the layout needs
+    ├── BadMagic             code "bad_magic"            not an edge-fl message of this kind
+    ├── UnsupportedVersion   code "unsupported_version"  a format version we do not read
+    ├── TooLarge             code "too_large"            over a size limit (checked first)
+    ├── MalformedHeader      code "malformed_header"     header JSON missing/typed wrong
+    ├── BadChecksum          code "bad_checksum"         bytes changed in transit
+    ├── BadSignature         code "bad_signature"        not signed by the device's key
+    ├── ShapeMismatch        code "shape_mismatch"       names/shapes differ from the model
+    ├── NonFinite            code "non_finite"           NaN or Inf in a tensor
+    └── BadPayload           code "bad_payload"          tensor bytes inconsistent
+"""
+from __future__ import annotations
+
+
+class ProtocolError(ValueError):
+    code = "protocol_error"
+
+
+class Truncated(ProtocolError):
+    code = "truncated"
+
+
+class BadMagic(ProtocolError):
+    code = "bad_magic"
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "unsupported_version"
+
+
+class TooLarge(ProtocolError):
+    code = "too_large"
+
+
+class MalformedHeader(ProtocolError):
+    code = "malformed_header"
+
+
+class BadChecksum(ProtocolError):
+    code = "bad_checksum"
+
+
+class BadSignature(ProtocolError):
+    code = "bad_signature"
+
+
+class ShapeMismatch(ProtocolError):
+    code = "shape_mismatch"
+
+
+class NonFinite(ProtocolError):
+    code = "non_finite"
+
+
+class BadPayload(ProtocolError):
+    code = "bad_payload"
+
+
+ALL_ERRORS = (Truncated, BadMagic, UnsupportedVersion, TooLarge, MalformedHeader, BadChecksum,
+              BadSignature, ShapeMismatch, NonFinite, BadPayload)

@@ -1,0 +1,329 @@
+"""The wire format: updates (device -> server) and models (server -> device).
+
+Layout, little-endian:
+
+    magic        4 bytes   b"EFLU" update | b"EFLM" model
+    version      u16       FORMAT_VERSION
+    flags        u16       bit 0: signed
+    header_len   u32       header bytes
+    body_len     u32       body bytes
+    header       UTF-8 JSON (metadata; for updates also the codec description)
+    body         zstd frame: the tensors' payloads in the model's parameter order
+    checksum     32 bytes  sha256 of everything before it
+    signature    64 bytes  Ed25519 of everything before it (when flags bit 0)
+
+Tensor payload sizes follow from the parameter shapes and the codec, so the body needs
+no framing and a decoder knows every size before it reads or allocates anything.
+Decoding checks, in order: sizes against limits, magic, version, checksum, signature,
+header fields, then tensors one at a time (streamed out of zstd into a sink), each
+checked for shape and finiteness.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import zstandard
+
+from .codec import CodecSpec, decode_tensor, encode_tensor, tensor_seed
+from .error_feedback import ErrorFeedback
+from .errors import (BadChecksum, BadMagic, BadPayload, BadSignature, MalformedHeader, NonFinite,
+                     ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
+from .signing import SIGNATURE_BYTES, sign, verify
+from .transforms import add_gaussian_noise, clip_by_global_norm
+
+FORMAT_VERSION = 1
+UPDATE_MAGIC, MODEL_MAGIC = b"EFLU", b"EFLM"
+_PREFIX = struct.Struct("<4sHHII")
+_CHECKSUM = 32
+_SIGNED = 1
+_FLOAT32 = CodecSpec()
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_message_bytes: int = 64 * 2**20
+    max_header_bytes: int = 64 * 2**10
+
+
+@dataclass(frozen=True)
+class UpdateMeta:
+    """What a device says about its update. num_examples weights it in the average."""
+
+    task_id: str
+    model_id: str
+    model_version: int
+    device_id: str
+    idempotency_key: str
+    num_examples: int
+    metrics: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("task_id", "model_id", "device_id", "idempotency_key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not 0 < len(value) <= 256:
+                raise MalformedHeader(f"{name} must be a non-empty string of <= 256 chars")
+        for name in ("model_version", "num_examples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise MalformedHeader(f"{name} must be a non-negative integer")
+        if self.num_examples < 1:
+            raise MalformedHeader("num_examples must be >= 1")
+        if not isinstance(self.metrics, dict) or len(self.metrics) > 32 or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and np.isfinite(v)
+                for k, v in self.metrics.items()):
+            raise MalformedHeader("metrics must map at most 32 names to finite numbers")
+
+
+@dataclass(frozen=True)
+class UpdatePipeline:
+    """What a device does to a delta before it leaves: clip its L2 norm, add local DP
+    noise (std = noise_multiplier * clip_norm), encode with `codec`."""
+
+    codec: CodecSpec = _FLOAT32
+    clip_norm: float | None = None
+    noise_multiplier: float = 0.0
+
+    def __post_init__(self):
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm}")
+        if self.noise_multiplier < 0:
+            raise ValueError("noise_multiplier must be >= 0")
+        if self.noise_multiplier and self.clip_norm is None:
+            raise ValueError("local DP noise needs a clip_norm to calibrate it")
+
+
+@dataclass(frozen=True)
+class DecodedUpdate:
+    meta: UpdateMeta
+    codec: CodecSpec
+    local_dp: dict | None
+    tensors: dict[str, np.ndarray] | None  # None when a sink received them
+
+
+Spec = dict  # {"name": str, "shape": [int, ...]} as in the bundle manifest
+
+
+def _specs(specs: Iterable) -> list[tuple[str, tuple[int, ...]]]:
+    out = []
+    for s in specs:
+        name, shape = (s["name"], s["shape"]) if isinstance(s, dict) else (s.name, s.shape)
+        out.append((name, tuple(int(d) for d in shape)))
+    return out
+
+
+# -- encoding ---------------------------------------------------------------------------
+def encode_update(delta: dict[str, np.ndarray], specs: Iterable, meta: UpdateMeta,
+                  pipeline: UpdatePipeline, *, signing_key: bytes, rng: np.random.Generator,
+                  feedback: ErrorFeedback | None = None) -> bytes:
+    """Encode and sign a delta (not mutated). With `feedback`, its residual is added
+    first and replaced by this round's compression error."""
+    meta.validate()
+    specs = _specs(specs)
+    _check_names(delta, specs)
+    work = feedback.corrected(delta) if feedback is not None else delta
+    local_dp = None
+    if pipeline.clip_norm is not None:
+        work, norm = clip_by_global_norm(work, pipeline.clip_norm)
+        if pipeline.noise_multiplier:
+            work = add_gaussian_noise(work, pipeline.noise_multiplier * pipeline.clip_norm, rng)
+            local_dp = {"clip_norm": pipeline.clip_norm,
+                        "noise_multiplier": pipeline.noise_multiplier}
+    seed = int(rng.integers(0, 2**62))
+    payloads, reconstructed = [], {}
+    for i, (name, shape) in enumerate(specs):
+        payload, rec = encode_tensor(work[name], pipeline.codec, tensor_seed(seed, i), rng)
+        payloads.append(payload)
+        reconstructed[name] = rec
+    if feedback is not None:
+        feedback.remember(work, reconstructed)
+    header = {"meta": meta.__dict__, "codec": pipeline.codec.to_json(), "seed": seed,
+              "local_dp": local_dp}
+    return _frame(UPDATE_MAGIC, header, payloads, signing_key)
+
+
+def encode_parameters(parameters: dict[str, np.ndarray], specs: Iterable, model_id: str,
+                      model_version: int, signing_key: bytes | None = None) -> bytes:
+    """A model download: float32 parameters in spec order, checksummed, optionally signed."""
+    specs = _specs(specs)
+    _check_names(parameters, specs)
+    payloads = [np.ascontiguousarray(parameters[n], "<f4").tobytes() for n, _ in specs]
+    header = {"model_id": model_id, "model_version": int(model_version)}
+    return _frame(MODEL_MAGIC, header, payloads, signing_key)
+
+
+def _frame(magic: bytes, header: dict, payloads: list[bytes], signing_key: bytes | None) -> bytes:
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    body = zstandard.ZstdCompressor(level=3).compress(b"".join(payloads))
+    flags = _SIGNED if signing_key is not None else 0
+    data = _PREFIX.pack(magic, FORMAT_VERSION, flags, len(head), len(body)) + head + body
+    data += hashlib.sha256(data).digest()
+    if signing_key is not None:
+        data += sign(signing_key, data)
+    return data
+
+
+# -- decoding ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Frame:
+    header: dict
+    body: bytes
+    signed_part: bytes
+    signature: bytes | None
+
+
+def _unframe(data: bytes, magic: bytes, limits: DecodeLimits) -> _Frame:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise BadPayload("a message is bytes")
+    data = bytes(data)
+    if len(data) > limits.max_message_bytes:
+        raise TooLarge(f"message of {len(data)} bytes exceeds {limits.max_message_bytes}")
+    if len(data) < _PREFIX.size + _CHECKSUM:
+        raise Truncated(f"message of {len(data)} bytes is shorter than its fixed fields")
+    got_magic, version, flags, head_len, body_len = _PREFIX.unpack_from(data)
+    if got_magic != magic:
+        raise BadMagic(f"magic {got_magic!r}, expected {magic!r}")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(f"format version {version}; this side reads {FORMAT_VERSION}")
+    if flags & ~_SIGNED:
+        raise MalformedHeader(f"unknown flags {flags:#x}")
+    if head_len > limits.max_header_bytes:
+        raise TooLarge(f"header of {head_len} bytes exceeds {limits.max_header_bytes}")
+    end = _PREFIX.size + head_len + body_len
+    expected = end + _CHECKSUM + (SIGNATURE_BYTES if flags & _SIGNED else 0)
+    if len(data) < expected:
+        raise Truncated(f"message is {len(data)} bytes, its lengths say {expected}")
+    if len(data) > expected:
+        raise BadPayload(f"{len(data) - expected} unexpected bytes after the message")
+    if hashlib.sha256(data[:end]).digest() != data[end:end + _CHECKSUM]:
+        raise BadChecksum("checksum mismatch: the message was altered or damaged")
+    try:
+        header = json.loads(data[_PREFIX.size:_PREFIX.size + head_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MalformedHeader(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise MalformedHeader("header must be a JSON object")
+    signed_part = data[:end + _CHECKSUM]
+    signature = data[end + _CHECKSUM:] if flags & _SIGNED else None
+    return _Frame(header, data[_PREFIX.size + head_len:end], signed_part, signature)
+
+
+def peek_update(data: bytes, limits: DecodeLimits = DecodeLimits()) -> UpdateMeta:
+    """Check sizes, magic, version and checksum and read the metadata, without decoding
+    any tensor: the server authorizes before paying for decompression."""
+    return _update_meta(_unframe(data, UPDATE_MAGIC, limits).header)
+
+
+def decode_update(data: bytes, specs: Iterable, *, public_key: bytes | None,
+                  sink: Callable[[str, np.ndarray], None] | None = None,
+                  limits: DecodeLimits = DecodeLimits()) -> DecodedUpdate:
+    """Verify and decode an update. With `public_key` the signature is required and
+    checked before any tensor is read. Tensors go to `sink(name, array)` one at a time
+    (nothing is kept), or are returned in `tensors`. Raises a ProtocolError subclass for
+    any bad input, and nothing else."""
+    frame = _unframe(data, UPDATE_MAGIC, limits)
+    meta = _update_meta(frame.header)
+    if public_key is not None:
+        if frame.signature is None:
+            raise BadSignature("the update is unsigned; this server requires signatures")
+        verify(public_key, frame.signed_part, frame.signature)
+    codec = CodecSpec.from_json(frame.header.get("codec"))
+    seed = frame.header.get("seed")
+    if not isinstance(seed, int) or not 0 <= seed < 2**62:
+        raise MalformedHeader("seed must be an integer in [0, 2^62)")
+    local_dp = frame.header.get("local_dp")
+    if local_dp is not None and not isinstance(local_dp, dict):
+        raise MalformedHeader("local_dp must be an object or null")
+    specs = _specs(specs)
+    tensors = {} if sink is None else None
+    for i, (name, shape, payload) in enumerate(_payloads(frame.body, specs, codec)):
+        array = decode_tensor(payload, codec, shape, tensor_seed(seed, i))
+        _check_finite(name, array)
+        if sink is None:
+            tensors[name] = array
+        else:
+            sink(name, array)
+    return DecodedUpdate(meta, codec, local_dp, tensors)
+
+
+def decode_parameters(data: bytes, specs: Iterable, *, public_key: bytes | None = None,
+                      limits: DecodeLimits = DecodeLimits()) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header {model_id, model_version}, parameters) of a model download."""
+    frame = _unframe(data, MODEL_MAGIC, limits)
+    if public_key is not None:
+        if frame.signature is None:
+            raise BadSignature("the model is unsigned")
+        verify(public_key, frame.signed_part, frame.signature)
+    header = frame.header
+    if not isinstance(header.get("model_id"), str) or not isinstance(header.get("model_version"), int):
+        raise MalformedHeader("a model header has a string model_id and an int model_version")
+    params = {}
+    for name, shape, payload in _payloads(frame.body, _specs(specs), _FLOAT32):
+        params[name] = np.frombuffer(payload, "<f4").astype(np.float32).reshape(shape)
+        _check_finite(name, params[name])
+    return header, params
+
+
+def _payloads(body: bytes, specs, codec: CodecSpec):
+    """Stream (name, shape, payload bytes) out of the zstd body, each of its exact size."""
+    sizes = [codec.payload_size(int(np.prod(shape)) if shape else 1) for _, shape in specs]
+    try:
+        declared = zstandard.frame_content_size(body)
+    except zstandard.ZstdError as e:
+        raise BadPayload(f"body is not a valid zstd frame: {e}") from None
+    if declared != sum(sizes):  # checked before anything is decompressed
+        raise ShapeMismatch(f"the body holds {declared} bytes of tensors; the model's shapes "
+                            f"and codec need {sum(sizes)}")
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(body)
+        for (name, shape), size in zip(specs, sizes):
+            payload = _read_exactly(reader, size)
+            if len(payload) != size:
+                raise ShapeMismatch(f"tensor {name!r} has {len(payload)} bytes, its shape "
+                                    f"{list(shape)} needs {size}")
+            yield name, shape, payload
+        if reader.read(1):
+            raise ShapeMismatch("the body holds more tensor data than the model's shapes")
+    except zstandard.ZstdError as e:
+        raise BadPayload(f"body is not a valid zstd frame: {e}") from None
+
+
+def _read_exactly(reader, size: int) -> bytes:
+    parts, remaining = [], size
+    while remaining:
+        chunk = reader.read(min(remaining, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+def _update_meta(header: dict) -> UpdateMeta:
+    doc = header.get("meta")
+    fields = ("task_id", "model_id", "model_version", "device_id", "idempotency_key",
+              "num_examples", "metrics")
+    if not isinstance(doc, dict) or set(doc) != set(fields):
+        raise MalformedHeader(f"update metadata must have exactly the fields {fields}")
+    meta = UpdateMeta(**doc)
+    meta.validate()
+    return meta
+
+
+def _check_names(tensors: dict, specs) -> None:
+    names = [n for n, _ in specs]
+    if set(tensors) != set(names):
+        raise ShapeMismatch(f"tensors {sorted(tensors)} differ from the model's {names}")
+    for name, shape in specs:
+        if tuple(np.shape(tensors[name])) != shape:
+            raise ShapeMismatch(f"tensor {name!r} has shape {list(np.shape(tensors[name]))}, "
+                                f"the model says {list(shape)}")
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        raise NonFinite(f"tensor {name!r} contains NaN or Inf")
