@@ -1,0 +1,291 @@
+"""The task state machine: who trains, when a round or buffer is complete, what weight an
+update gets. Synchronous, deterministic, and given `now`; it knows neither HTTP nor
+storage (the service persists what it decides and replays accepted updates on restart).
+
+Sync rounds (Bonawitz et al. 2019): SELECTING (check-ins are assigned until goal x
+overselect are) -> REPORTING; the round is ready to commit when `goal` updates arrived,
+or at the report deadline with at least min_fraction x goal; with fewer it is abandoned
+and a new round starts from the same model. Devices that never report are recorded as
+dropped, by reason.
+
+Buffered async (FedBuff, Nguyen et al. 2022): up to `concurrency` devices in flight, each
+trained from the version current when it checked in; an update of staleness s = current
+- its version is weighted by examples x staleness(s) and refused beyond max_staleness;
+every `buffer_size` accepted updates make a new version.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_sdk.protocol import UpdateMeta
+
+from .config import TaskSettings
+from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
+from .numerics import STALENESS, Delta
+from .stages import Stage
+
+
+@dataclass(frozen=True)
+class Assignment:
+    task_id: str
+    round_id: int
+    model_version: int
+    deadline: float
+
+
+@dataclass(frozen=True)
+class ComeBackLater:
+    retry_at: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    weight: float  # examples x staleness weight
+    staleness: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "accepted" | "duplicate"
+    model_version: int  # the version it was computed from
+    weight: float
+    staleness: int
+    ready_to_commit: bool
+
+
+@dataclass
+class Funnel:
+    """Participation counts for metrics and the dashboard (no personal data)."""
+
+    checked_in: int = 0
+    selected: int = 0
+    reported: int = 0
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict:
+        return {"checked_in": self.checked_in, "selected": self.selected,
+                "reported": self.reported, "accepted": self.accepted,
+                "rejected": dict(self.rejected), "dropped": dict(self.dropped)}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Funnel:
+        return cls(doc["checked_in"], doc["selected"], doc["reported"], doc["accepted"],
+                   Counter(doc["rejected"]), Counter(doc["dropped"]))
+
+
+class TaskCoordinator:
+    def __init__(self, task_id: str, settings: TaskSettings, model_version: int, stage: Stage,
+                 rng: np.random.Generator, now: float):
+        self.task_id, self.settings, self.stage, self.rng = task_id, settings, stage, rng
+        self.version = model_version
+        self.paused = False
+        self.round_id = 0
+        self.funnel = Funnel()
+        self.events: list[dict] = []
+        self._open_round(now)
+
+    # -- rounds / buffers ------------------------------------------------------------------
+    def _open_round(self, now: float) -> None:
+        # devices of the round that just ended: their uploads are late, not unknown
+        self.previous_devices = set(getattr(self, "assigned", {}))
+        self.round_id += 1
+        self.phase = "selecting"
+        self.round_started = now
+        self.assigned: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
+        self.outcomes: dict[str, Outcome] = {}  # idempotency key -> outcome
+        self.reported_devices: set[str] = set()
+        self.accepted = 0
+        self.accumulator = self.stage.start()
+        self.events.append({"event": "round_started", "round": self.round_id,
+                            "version": self.version, "at": now})
+
+    @property
+    def _sync(self):
+        return self.settings.sync
+
+    def _target(self) -> int:
+        return math.ceil(self._sync.goal * self._sync.overselect)
+
+    def _minimum(self) -> int:
+        return math.ceil(self._sync.goal * self._sync.min_fraction)
+
+    def ready_to_commit(self) -> bool:
+        if self.settings.mode == "async":
+            return self.accepted >= self.settings.async_.buffer_size
+        return self.accepted >= self._sync.goal or (
+            self.phase == "closing" and self.accepted >= self._minimum())
+
+    # -- devices -----------------------------------------------------------------------------
+    def check_in(self, device_id: str, now: float) -> Assignment | ComeBackLater:
+        self.funnel.checked_in += 1
+        self.tick(now)
+        if self.paused:
+            return self._later(now)
+        if device_id in self.assigned:  # a device asking again keeps its assignment
+            version, deadline = self.assigned[device_id]
+            return Assignment(self.task_id, self.round_id, version, deadline)
+        if self.settings.mode == "async":
+            if len(self.assigned) >= self.settings.async_.concurrency:
+                return self._later(now)
+            deadline = now + self.settings.async_.report_deadline_s
+        else:
+            if self.phase != "selecting" or len(self.assigned) >= self._target():
+                return self._later(now)
+            deadline = self.round_started + self._sync.selection_timeout_s + \
+                self._sync.report_deadline_s
+        self.assigned[device_id] = (self.version, deadline)
+        self.funnel.selected += 1
+        if self.settings.mode == "sync" and len(self.assigned) >= self._target():
+            self.phase = "reporting"
+        return Assignment(self.task_id, self.round_id, self.version, deadline)
+
+    def _later(self, now: float) -> ComeBackLater:
+        """Pace steering: a random retry time spreads reconnections (no thundering herd)."""
+        s = self.settings
+        return ComeBackLater(now + float(self.rng.uniform(s.retry_min_s, s.retry_max_s)))
+
+    def submit(self, meta: UpdateMeta, delta: Delta, now: float) -> Outcome:
+        """admit, then accept: for callers with nothing to persist in between."""
+        admission = self.admit(meta, now)
+        if isinstance(admission, Outcome):
+            return admission
+        return self.accept(meta, delta, admission)
+
+    def admit(self, meta: UpdateMeta, now: float) -> Admission | Outcome:
+        """Decide whether an update may join the current round/buffer, without changing
+        the aggregate: an Admission (its weight), the first Outcome for a retried
+        idempotency key, or an error saying why not. The service persists the update
+        between admit and accept, so an accepted update is durable before it counts."""
+        if meta.idempotency_key in self.outcomes:  # a retry: the first outcome stands
+            first = self.outcomes[meta.idempotency_key]
+            return Outcome("duplicate", first.model_version, first.weight, first.staleness,
+                           self.ready_to_commit())
+        self.tick(now)
+        self.funnel.reported += 1
+        if self.paused:
+            self._reject("paused")
+            raise TaskPaused(f"task {self.task_id} is paused")
+        assigned = self.assigned.get(meta.device_id)
+        if assigned is None and meta.device_id in self.previous_devices:
+            self._reject("late")
+            raise RoundClosed(f"round {self.round_id - 1} has closed", round=self.round_id)
+        if assigned is None or meta.device_id in self.reported_devices:
+            self._reject("not_selected")
+            raise NotSelected(f"device {meta.device_id} holds no open assignment in round "
+                              f"{self.round_id}", round=self.round_id)
+        version, deadline = assigned
+        if now > deadline:
+            self._reject("late")
+            raise RoundClosed("the reporting deadline has passed", round=self.round_id)
+        if self.settings.mode == "sync":
+            if meta.model_version != self.version:
+                self._reject("stale")
+                raise StaleVersion(f"round {self.round_id} trains version {self.version}",
+                                   current_version=self.version)
+            return Admission(float(meta.num_examples), 0)
+        staleness = self.version - meta.model_version
+        if staleness < 0 or staleness > self.settings.async_.max_staleness:
+            del self.assigned[meta.device_id]
+            self._reject("stale")
+            raise StaleVersion(f"computed from version {meta.model_version}; current is "
+                               f"{self.version}, at most {self.settings.async_.max_staleness} "
+                               f"behind is accepted", current_version=self.version)
+        weight = meta.num_examples * STALENESS[self.settings.async_.staleness](staleness)
+        return Admission(weight, staleness)
+
+    def accept(self, meta: UpdateMeta, delta: Delta, admission: Admission) -> Outcome:
+        """Add an admitted update to the aggregate (also used to replay durable updates
+        after a restart, with the weight they were admitted with)."""
+        self.accumulator.add(delta, admission.weight)
+        self.accepted += 1
+        self.funnel.accepted += 1
+        self.reported_devices.add(meta.device_id)
+        if self.settings.mode == "async":
+            self.assigned.pop(meta.device_id, None)
+        outcome = Outcome("accepted", meta.model_version, admission.weight, admission.staleness,
+                          self.ready_to_commit())
+        self.outcomes[meta.idempotency_key] = outcome
+        return outcome
+
+    def _reject(self, reason: str) -> None:
+        self.funnel.rejected[reason] += 1
+
+    def report_failure(self, device_id: str, reason: str, now: float) -> None:
+        """A device says it gave up (eligibility lost, training failed): a dropout state."""
+        if self.assigned.pop(device_id, None) is not None:
+            self.funnel.dropped[reason] += 1
+
+    # -- time -------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Advance deadlines: end selection, close or abandon a round, expire assignments."""
+        if self.settings.mode == "async":
+            for device, (_, deadline) in list(self.assigned.items()):
+                if now > deadline:
+                    del self.assigned[device]
+                    self.funnel.dropped["deadline"] += 1
+            return
+        s = self._sync
+        if self.phase == "selecting" and now >= self.round_started + s.selection_timeout_s:
+            if len(self.assigned) < self._minimum():
+                self._abandon(now, "too_few_selected")
+                return
+            self.phase = "reporting"
+        if self.phase == "reporting" and now >= self.round_started + s.selection_timeout_s + \
+                s.report_deadline_s:
+            if self.accepted >= self._minimum():
+                self.phase = "closing"  # ready_to_commit is now true
+            else:
+                self._abandon(now, "too_few_reports")
+
+    def _abandon(self, now: float, reason: str) -> None:
+        self._drop_unreported()
+        self.events.append({"event": "round_abandoned", "round": self.round_id,
+                            "reason": reason, "accepted": self.accepted, "at": now})
+        self._open_round(now)
+
+    def _drop_unreported(self) -> None:
+        missing = set(self.assigned) - self.reported_devices
+        self.funnel.dropped["deadline" if self.phase != "selecting" else "abandoned"] += len(missing)
+
+    # -- commit -----------------------------------------------------------------------------
+    def take_aggregate(self, now: float) -> tuple[Delta, dict]:
+        """Close the ready round/buffer: (mean delta, measurements); opens the next one
+        for version + 1 (the caller applies the server optimizer and stores the model)."""
+        if not self.ready_to_commit():
+            raise RoundClosed("the round is not ready to commit")
+        mean, measurements = self.accumulator.result()
+        if self.settings.mode == "sync":
+            self._drop_unreported()
+        keep = self.assigned  # async: devices in flight continue (they will be stale by one)
+        self.events.append({"event": "version_published", "round": self.round_id,
+                            "version": self.version + 1, "accepted": self.accepted, "at": now})
+        self.version += 1
+        self._open_round(now)
+        if self.settings.mode == "async":
+            self.assigned = keep
+        return mean, measurements
+
+    # -- persistence ------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Plain data: everything but the accumulator, which the service rebuilds by
+        replaying the round's durable updates."""
+        return {"version": self.version, "paused": self.paused, "round_id": self.round_id,
+                "phase": self.phase, "round_started": self.round_started,
+                "assigned": {d: list(v) for d, v in self.assigned.items()},
+                "funnel": self.funnel.to_json()}
+
+    def restore(self, snap: dict) -> None:
+        self.version, self.paused = snap["version"], snap["paused"]
+        self.round_id, self.phase = snap["round_id"], snap["phase"]
+        self.round_started = snap["round_started"]
+        self.assigned = {d: (int(v[0]), float(v[1])) for d, v in snap["assigned"].items()}
+        self.funnel = Funnel.from_json(snap["funnel"])
+        self.outcomes, self.reported_devices, self.accepted = {}, set(), 0
+        self.accumulator = self.stage.start()
+        self.events = []

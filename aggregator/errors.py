@@ -1,0 +1,90 @@
+"""The aggregator's errors and the one table that maps them to HTTP statuses.
+
+    AggregatorError
+    ├── BadRequest (ValueError)            400  malformed JSON or fields; wire errors too
+    ├── Unauthorized (PermissionError)     401  no or unknown credentials
+    ├── Forbidden (PermissionError)        403  credentials of the wrong kind or population
+    ├── NotFound (KeyError)                404  unknown task, version or upload
+    ├── StaleVersion (ValueError)          409  computed from an old model (says current)
+    ├── RoundClosed (RuntimeError)         409  the round/buffer no longer takes updates
+    ├── NotSelected (PermissionError)      403  this device holds no assignment
+    ├── TaskPaused (RuntimeError)          409  the task is paused
+    ├── PayloadTooLarge (ValueError)       413  over the body size cap
+    └── RateLimited (RuntimeError)         429  too many requests (says when to retry)
+
+Domain errors know nothing of HTTP; `STATUS` and `status_of` are used only by the
+app's error middleware. Wire-format errors (edge_sdk.protocol.ProtocolError) map to 400
+with their own code.
+"""
+from __future__ import annotations
+
+from edge_sdk.protocol import ProtocolError
+
+
+class AggregatorError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
+
+
+class BadRequest(AggregatorError, ValueError):
+    code = "bad_request"
+
+
+class Unauthorized(AggregatorError, PermissionError):
+    code = "unauthorized"
+
+
+class Forbidden(AggregatorError, PermissionError):
+    code = "forbidden"
+
+
+class NotFound(AggregatorError, KeyError):
+    code = "not_found"
+
+    def __str__(self):  # KeyError would quote the message
+        return self.args[0]
+
+
+class StaleVersion(AggregatorError, ValueError):
+    code = "stale_version"
+
+
+class RoundClosed(AggregatorError, RuntimeError):
+    code = "round_closed"
+
+
+class NotSelected(AggregatorError, PermissionError):
+    code = "not_selected"
+
+
+class TaskPaused(AggregatorError, RuntimeError):
+    code = "task_paused"
+
+
+class PayloadTooLarge(AggregatorError, ValueError):
+    code = "payload_too_large"
+
+
+class RateLimited(AggregatorError, RuntimeError):
+    code = "rate_limited"
+
+
+STATUS: dict[type, int] = {
+    BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
+    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, PayloadTooLarge: 413,
+    RateLimited: 429, ProtocolError: 400,
+}
+
+
+def status_of(error: Exception) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def code_of(error: Exception) -> str:
+    return getattr(error, "code", "internal_error")
