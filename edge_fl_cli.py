@@ -20,6 +20,50 @@ def _zoo_export(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import asyncio
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from aiohttp import web
+
+    from aggregator.app import ServerConfig, build_app, make_service
+    from edge_sdk.clock import SystemClock
+    doc = json.loads(Path(args.config).read_text()) if args.config else {}
+    doc["data_dir"] = args.data_dir
+    if args.admin_token:
+        doc["admin_token"] = args.admin_token
+    for pair in args.enrollment_secret or []:
+        population, _, secret = pair.partition("=")
+        doc.setdefault("enrollment_secrets", {})[population] = secret
+    try:
+        config = ServerConfig(**doc)
+    except (TypeError, ValueError) as e:
+        print(f"edge-fl serve: bad configuration: {e}", file=sys.stderr)
+        return 2
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    service = make_service(config, SystemClock(), np.random.default_rng())
+    app = build_app(config, service)
+
+    async def run():
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"listening on http://{args.host}:{port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--batch-size", type=int, default=8,
                         help="sample batch size (the bundle accepts any batch size)")
     export.set_defaults(func=_zoo_export)
+    serve = sub.add_parser("serve", help="run the aggregator service")
+    serve.add_argument("--data-dir", required=True, help="where state lives (SQLite + files)")
+    serve.add_argument("--config", help="JSON file with ServerConfig fields")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8750, help="0 picks a free port")
+    serve.add_argument("--admin-token", help="token for /v1/admin (>= 16 chars)")
+    serve.add_argument("--enrollment-secret", action="append", metavar="POPULATION=SECRET")
+    serve.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,297 @@
+"""The aiohttp app: thin handlers that decode the request, call the service, encode the
+answer. Errors, authentication and rate limits are middleware; app state is typed."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edge_sdk.protocol import DecodeLimits, ProtocolError
+
+from .config import TaskSettings
+from .coordinator import Assignment
+from .errors import (AggregatorError, BadRequest, Forbidden, RateLimited, Unauthorized, code_of,
+                     status_of)
+from .metrics import Metrics
+from .service import AggregatorService
+from .store import Device
+
+SERVICE = web.AppKey("service", AggregatorService)
+METRICS = web.AppKey("metrics", Metrics)
+CONFIG = web.AppKey("config", "ServerConfig")
+DEVICE = web.RequestKey("device", Device)
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Built once at the entry point; validated here."""
+
+    data_dir: str
+    admin_token: str
+    enrollment_secrets: dict = field(default_factory=lambda: {"default": "change-me"})
+    max_body_bytes: int = 32 * 2**20
+    rate_per_s: float = 20.0
+    burst: int = 40
+    tick_interval_s: float = 1.0
+
+    def __post_init__(self):
+        if len(self.admin_token) < 16:
+            raise ValueError("admin_token must be at least 16 characters")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be >= 1024")
+        if self.rate_per_s <= 0 or self.burst < 1:
+            raise ValueError("rate_per_s must be > 0 and burst >= 1")
+
+
+# -- middleware ---------------------------------------------------------------------------
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """The one place errors become HTTP answers: {"error": {"code", "message", ...}}."""
+    try:
+        return await handler(request)
+    except (AggregatorError, ProtocolError) as e:
+        status = status_of(e)
+        if isinstance(e, ProtocolError):
+            request.app[METRICS].rejected.labels(e.code).inc()
+        elif status in (409, 403):
+            request.app[METRICS].rejected.labels(code_of(e)).inc()
+        body = {"error": {"code": code_of(e), "message": str(e), **getattr(e, "details", {})}}
+        headers = {}
+        if isinstance(e, RateLimited):
+            headers["Retry-After"] = str(max(1, int(e.details.get("retry_after_s", 1))))
+        return web.json_response(body, status=status, headers=headers)
+    except web.HTTPRequestEntityTooLarge as e:
+        return web.json_response({"error": {"code": "payload_too_large", "message": str(e)}},
+                                 status=413)
+
+
+class _Buckets:
+    """Per-device token buckets (rate limits)."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst, self.state = rate, burst, {}
+
+    def take(self, key: str, now: float) -> float:
+        """0 if allowed, else seconds to wait."""
+        tokens, last = self.state.get(key, (float(self.burst), now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.state[key] = (tokens - 1, now)
+            return 0.0
+        self.state[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+def auth_middleware(config: ServerConfig):
+    buckets = _Buckets(config.rate_per_s, config.burst)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        path = request.path
+        if path.startswith("/v1/admin"):
+            token = request.headers.get("X-Admin-Token", "")
+            if token != config.admin_token:
+                raise (Unauthorized if not token else Forbidden)("admin token required")
+        elif path.startswith("/v1/") and path != "/v1/enroll" and path != "/v1/status":
+            auth = request.headers.get("Authorization", "")
+            token = auth[7:] if auth.startswith("Bearer ") else None
+            device = request.app[SERVICE].authenticate(token)
+            wait = buckets.take(device.device_id, time.monotonic())
+            if wait:
+                raise RateLimited("too many requests", retry_after_s=wait)
+            request[DEVICE] = device
+        return await handler(request)
+    return middleware
+
+
+# -- handlers -----------------------------------------------------------------------------
+async def _json(request: web.Request) -> dict:
+    try:
+        doc = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest("the body must be JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the body must be a JSON object")
+    return doc
+
+
+def _field(doc: dict, name: str, kind, required: bool = True):
+    value = doc.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise BadRequest(f"field {name!r} must be {getattr(kind, '__name__', kind)}")
+    return value
+
+
+async def enroll(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    try:
+        key = base64.b64decode(_field(doc, "public_key", str), validate=True)
+    except binascii.Error:
+        raise BadRequest("public_key must be base64") from None
+    result = request.app[SERVICE].enroll(_field(doc, "population", str), _field(doc, "secret", str), key)
+    return web.json_response(result, status=201)
+
+
+async def check_in(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    task_id = _field(doc, "task_id", str, required=False)
+    service, metrics = request.app[SERVICE], request.app[METRICS]
+    result = service.check_in(request[DEVICE], task_id)
+    if isinstance(result, Assignment):
+        task = service.tasks[result.task_id]
+        metrics.check_ins.labels(result.task_id).inc()
+        metrics.selections.labels(result.task_id).inc()
+        return web.json_response({"assignment": {
+            **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan}})
+    now = service.clock.now()
+    return web.json_response({"retry_at": result.retry_at, "retry_after_s": result.retry_at - now})
+
+
+async def download_model(request: web.Request) -> web.StreamResponse:
+    version = request.query.get("version")
+    try:
+        version = None if version is None else int(version)
+    except ValueError:
+        raise BadRequest("version must be an integer") from None
+    number, path = request.app[SERVICE].model_file(request.match_info["task_id"], version)
+    request.app[METRICS].bytes_out.inc(path.stat().st_size)
+    # FileResponse answers Range and If-None-Match requests with the file's ETag
+    return web.FileResponse(path, headers={"X-Model-Version": str(number),
+                                           "Content-Type": "application/octet-stream"})
+
+
+async def upload_update(request: web.Request) -> web.Response:
+    data = await request.read()
+    metrics = request.app[METRICS]
+    metrics.uploads.inc()
+    metrics.bytes_in.inc(len(data))
+    task_id = request.match_info["task_id"]
+    result = request.app[SERVICE].submit_update(request[DEVICE], task_id, data)
+    if result["status"] == "accepted":
+        metrics.accepted.labels(task_id).inc()
+    return web.json_response(result)
+
+
+async def report_failure(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    request.app[SERVICE].report_failure(request[DEVICE], request.match_info["task_id"],
+                                        _field(doc, "reason", str)[:64])
+    return web.Response(status=204)
+
+
+async def admin_create_task(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    try:
+        settings = TaskSettings.from_json(doc.get("settings") or {})
+    except (TypeError, ValueError) as e:
+        raise BadRequest(f"bad task settings: {e}") from None
+    result = request.app[SERVICE].create_task(_field(doc, "task_id", str),
+                                              _field(doc, "bundle_dir", str), settings)
+    return web.json_response(result, status=201)
+
+
+async def admin_list_tasks(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return web.json_response({"tasks": [service.describe(t) for t in service.tasks]})
+
+
+async def admin_task(request: web.Request) -> web.Response:
+    service, task_id = request.app[SERVICE], request.match_info["task_id"]
+    return web.json_response(service.describe(task_id) | service.history(task_id))
+
+
+async def admin_pause(request: web.Request) -> web.Response:
+    paused = request.match_info["action"] == "pause"
+    return web.json_response(request.app[SERVICE].set_paused(request.match_info["task_id"], paused))
+
+
+async def admin_model(request: web.Request) -> web.StreamResponse:
+    _, path = request.app[SERVICE].model_file(request.match_info["task_id"], None)
+    return web.FileResponse(path)
+
+
+async def status(request: web.Request) -> web.Response:
+    """Aggregate, non-personal status for the dashboard."""
+    service = request.app[SERVICE]
+    return web.json_response({"tasks": [service.describe(t) | service.history(t)
+                                        for t in service.tasks]})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    service, metrics = request.app[SERVICE], request.app[METRICS]
+    for task_id, task in service.tasks.items():
+        metrics.model_version.labels(task_id).set(task.coordinator.version)
+        for reason, count in task.coordinator.funnel.dropped.items():
+            metrics.dropouts.labels(task_id, reason).set(count)
+    return web.Response(body=generate_latest(metrics.registry),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "dashboard.html")
+
+
+async def openapi(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "openapi.json")
+
+
+# -- assembly -----------------------------------------------------------------------------
+def build_app(config: ServerConfig, service: AggregatorService) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes,
+                          middlewares=[error_middleware, auth_middleware(config)])
+    app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
+    app.add_routes([
+        web.post("/v1/enroll", enroll),
+        web.post("/v1/checkin", check_in),
+        web.get("/v1/tasks/{task_id}/model", download_model),
+        web.post("/v1/tasks/{task_id}/updates", upload_update),
+        web.post("/v1/tasks/{task_id}/failures", report_failure),
+        web.post("/v1/admin/tasks", admin_create_task),
+        web.get("/v1/admin/tasks", admin_list_tasks),
+        web.get("/v1/admin/tasks/{task_id}", admin_task),
+        web.post("/v1/admin/tasks/{task_id}/{action:pause|resume}", admin_pause),
+        web.get("/v1/admin/tasks/{task_id}/model", admin_model),
+        web.get("/v1/status", status),
+        web.get("/metrics", metrics_endpoint),
+        web.get("/dashboard", dashboard),
+        web.get("/openapi.json", openapi),
+    ])
+    app.cleanup_ctx.append(_ticker(config.tick_interval_s))
+    return app
+
+
+def _ticker(interval: float):
+    async def ctx(app: web.Application):
+        async def loop():
+            while True:
+                await asyncio.sleep(interval)
+                app[SERVICE].tick()
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return ctx
+
+
+def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
+    from .store import SqliteStore
+    service = AggregatorService(SqliteStore(config.data_dir), clock, rng,
+                                dict(config.enrollment_secrets),
+                                DecodeLimits(max_message_bytes=config.max_body_bytes))
+    service.recover()
+    return service
+
+
+__all__ = ["ServerConfig", "build_app", "make_service", "Device"]

@@ -1,0 +1,242 @@
+"""The aggregator's use cases, between the HTTP edge and the coordinator: enrollment,
+check-in, upload, commit, task administration, and recovery at start-up.
+
+Order of an upload: peek the header (cheap) -> authorize -> decode and verify (one update
+in memory) -> coordinator.admit -> store.save_update (durable) -> coordinator.accept ->
+commit a version when the round/buffer is ready -> acknowledge. After a crash,
+`recover()` replays every durable update of the open rounds, so each acknowledged update
+counts exactly once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, decode_update,
+                               encode_parameters, peek_update)
+
+from .config import TaskSettings
+from .coordinator import Admission, Assignment, ComeBackLater, Outcome, TaskCoordinator
+from .errors import BadRequest, Forbidden, NotFound, Unauthorized
+from .server_optimizers import build_server_optimizer
+from .stages import AggregationConfig, build_aggregation
+from .store import Device, PendingUpdate, SqliteStore, TaskRecord
+
+
+@dataclass
+class _Task:
+    record: TaskRecord
+    settings: TaskSettings
+    coordinator: TaskCoordinator
+    parameters: dict[str, np.ndarray]
+    optimizer_state: dict
+
+
+class AggregatorService:
+    def __init__(self, store: SqliteStore, clock, rng: np.random.Generator,
+                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits()):
+        self.store, self.clock, self.rng = store, clock, rng
+        self.enrollment_secrets, self.limits = enrollment_secrets, limits
+        self.tasks: dict[str, _Task] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- start-up ---------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Load every task, restore its coordinator and replay its durable updates."""
+        for record in self.store.tasks():
+            self._load_task(record)
+
+    def _load_task(self, record: TaskRecord) -> _Task:
+        settings = TaskSettings.from_json(record.settings)
+        version, path = self.store.latest_model(record.task_id)
+        _, params = decode_parameters(path.read_bytes(), record.specs)
+        stage = build_aggregation(AggregationConfig(clip_norm=settings.clip_norm))
+        now = self.clock.now()
+        coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now)
+        snapshot, opt_state = self.store.snapshot(record.task_id)
+        if snapshot is not None:
+            coordinator.restore(snapshot)
+        coordinator.version = version  # the stored model is the truth for the version
+        task = _Task(record, settings, coordinator, params, opt_state)
+        self.tasks[record.task_id] = task
+        stale = False
+        for update in self.store.pending_updates(record.task_id):
+            if update.round_id != coordinator.round_id:
+                stale = True  # from an abandoned round
+                continue
+            decoded = decode_update(update.path.read_bytes(), record.specs, public_key=None,
+                                    limits=self.limits)
+            coordinator.accept(decoded.meta, decoded.tensors,
+                               Admission(update.weight, update.staleness))
+        if stale and not coordinator.accepted:
+            self.store.drop_pending(record.task_id)
+        self._maybe_commit(task)
+        return task
+
+    # -- administration ------------------------------------------------------------------------
+    def create_task(self, task_id: str, bundle_dir: str, settings: TaskSettings) -> dict:
+        if task_id in self.tasks or self.store.has_task(task_id):
+            raise BadRequest(f"task {task_id!r} exists")
+        bundle = Path(bundle_dir)
+        try:
+            manifest = json.loads((bundle / "manifest.json").read_text())
+            with np.load(bundle / manifest.get("parameters_file", "parameters.npz"),
+                         allow_pickle=False) as npz:
+                params = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError, KeyError) as e:
+            raise BadRequest(f"cannot read the bundle at {bundle_dir}: {e}") from None
+        specs = [{"name": p["name"], "shape": p["shape"]} for p in manifest["parameters"]]
+        record = TaskRecord(task_id, settings.to_json(), str(bundle), manifest["model_id"], specs)
+        model = encode_parameters(params, specs, manifest["model_id"], 0)
+        self.store.add_task(record, model, self.clock.now())
+        task = self._load_task(record)
+        self.store.save_snapshot(task_id, task.coordinator.snapshot())
+        return self.describe(task_id)
+
+    def set_paused(self, task_id: str, paused: bool) -> dict:
+        task = self._task(task_id)
+        task.coordinator.paused = paused
+        self.store.save_snapshot(task_id, task.coordinator.snapshot())
+        return self.describe(task_id)
+
+    def describe(self, task_id: str) -> dict:
+        task = self._task(task_id)
+        c = task.coordinator
+        return {"task_id": task_id, "mode": task.settings.mode, "model_id": task.record.model_id,
+                "version": c.version, "round": c.round_id, "phase": c.phase,
+                "paused": c.paused, "in_flight": len(c.assigned), "accepted": c.accepted,
+                "funnel": c.funnel.to_json(), "settings": task.settings.to_json()}
+
+    def history(self, task_id: str) -> dict:
+        self._task(task_id)
+        return {"versions": self.store.model_history(task_id),
+                "events": self.store.events(task_id)}
+
+    # -- devices ------------------------------------------------------------------------------
+    def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
+        expected = self.enrollment_secrets.get(population)
+        if expected is None or not secrets.compare_digest(expected, secret):
+            raise Forbidden("wrong enrollment secret for this population")
+        if len(public_key) != 32:
+            raise BadRequest("public_key must be a raw 32-byte Ed25519 key (base64)")
+        device_id = "dev-" + secrets.token_hex(8)
+        token = secrets.token_urlsafe(32)
+        self.store.add_device(Device(device_id, population, public_key), _hash(token),
+                              self.clock.now())
+        return {"device_id": device_id, "token": token}
+
+    def authenticate(self, token: str | None) -> Device:
+        device = self.store.device_by_token(_hash(token)) if token else None
+        if device is None:
+            raise Unauthorized("unknown or missing device token")
+        return device
+
+    def check_in(self, device: Device, task_id: str | None) -> Assignment | ComeBackLater:
+        tasks = [self._task(task_id)] if task_id else list(self.tasks.values())
+        if not tasks:
+            return ComeBackLater(self.clock.now() + 60.0)
+        task = tasks[int(self.rng.integers(len(tasks)))]
+        now = self.clock.now()
+        result = task.coordinator.check_in(device.device_id, now)
+        self._after_change(task)
+        return result
+
+    def report_failure(self, device: Device, task_id: str, reason: str) -> None:
+        task = self._task(task_id)
+        task.coordinator.report_failure(device.device_id, reason, self.clock.now())
+        self._after_change(task)
+
+    def model_file(self, task_id: str, version: int | None) -> tuple[int, Path]:
+        task = self._task(task_id)
+        version = task.coordinator.version if version is None else version
+        path = self.store.model_path(task_id, version)
+        if path is None:
+            raise NotFound(f"task {task_id} has no model version {version}")
+        return version, path
+
+    def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
+        task = self._task(task_id)
+        meta = peek_update(data, self.limits)
+        if meta.device_id != device.device_id:
+            raise Forbidden("an update may only be sent by the device that made it")
+        if meta.task_id != task_id or meta.model_id != task.record.model_id:
+            raise BadRequest("the update is for another task or model")
+        seen = self.store.seen_update(meta.idempotency_key)
+        if seen is not None and seen >= 0:  # already aggregated into a published version
+            return {"status": "duplicate", "aggregated_into": seen}
+        decoded = decode_update(data, task.record.specs, public_key=device.public_key,
+                                limits=self.limits)
+        now = self.clock.now()
+        c = task.coordinator
+        admission = c.admit(meta, now)
+        if isinstance(admission, Outcome):
+            return {"status": "duplicate", "version": c.version}
+        round_id = c.round_id
+        self.store.save_update(task_id, PendingUpdate(meta.idempotency_key, round_id,
+                                                      meta.device_id, meta.model_version,
+                                                      admission.weight, admission.staleness,
+                                                      Path()), data, meta.metrics,
+                               c.snapshot(), now)
+        outcome = c.accept(meta, decoded.tensors, admission)
+        del decoded
+        self._maybe_commit(task)
+        return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
+                "version": c.version}
+
+    # -- commits ---------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Advance every task's deadlines (called periodically by the app)."""
+        for task in self.tasks.values():
+            task.coordinator.tick(self.clock.now())
+            self._after_change(task)
+
+    def _after_change(self, task: _Task) -> None:
+        events = task.coordinator.events
+        if any(e["event"] == "round_abandoned" for e in events):
+            self.store.drop_pending(task.record.task_id)
+        if not self._maybe_commit(task):
+            self.store.save_snapshot(task.record.task_id, task.coordinator.snapshot())
+        self._flush_events(task)
+
+    def _maybe_commit(self, task: _Task) -> bool:
+        c = task.coordinator
+        if not c.ready_to_commit():
+            return False
+        now = self.clock.now()
+        metrics = _mean_metrics(self.store.pending_metrics(task.record.task_id))
+        mean, measurements = c.take_aggregate(now)
+        optimizer = build_server_optimizer(task.settings.server_optimizer, lr=task.settings.server_lr)
+        params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
+        model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
+        self.store.commit_version(task.record.task_id, c.version, model, state, c.snapshot(),
+                                  metrics | {"measurements": measurements}, now)
+        task.parameters, task.optimizer_state = params, state
+        self._flush_events(task)
+        return True
+
+    def _flush_events(self, task: _Task) -> None:
+        self.store.add_events(task.record.task_id, task.coordinator.events)
+        task.coordinator.events = []
+
+    def _task(self, task_id: str) -> _Task:
+        task = self.tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"unknown task {task_id!r}")
+        return task
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _mean_metrics(rows: list[dict]) -> dict:
+    keys = {k for r in rows for k in r}
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in sorted(keys)}
+
+
+__all__ = ["AggregatorService", "UpdateMeta"]

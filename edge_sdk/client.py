@@ -1,0 +1,143 @@
+"""One participation, orchestrated from the SDK's parts: eligibility -> check-in ->
+model download -> local training (eligibility re-checked between batches) -> eligibility
+again -> encode (error feedback) -> signed upload with retries. No maths, no bytes here.
+
+The idempotency key is derived from (device, task, round, model version), so an upload
+retried after a crash or a lost response is counted once by the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .bundle import Bundle
+from .clock import Clock
+from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
+from .example_store import ExampleStore
+from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
+                       decode_parameters, encode_update)
+from .schedules import Constant
+from .trainer import LocalTrainer, TrainingPlan
+from .transport import ServerRejected, Transport
+
+HISTORY_KEY = "client.participation_history"
+RESIDUAL_KEY = "client.error_feedback.{task}"
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    device_id: str
+    signing_key: bytes
+
+
+@dataclass
+class ParticipationResult:
+    """status: "ineligible" | "later" | "completed" | "aborted" | "rejected"."""
+
+    status: str
+    reason: str | None = None
+    retry_at: float | None = None
+    task_id: str | None = None
+    model_version: int | None = None
+    examples: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    server: dict = field(default_factory=dict)
+
+
+class FederatedClient:
+    def __init__(self, bundle: Bundle, transport: Transport, store: ExampleStore,
+                 identity: DeviceIdentity, *, policy: Policy, clock: Clock,
+                 rng: np.random.Generator, collection: str = "default",
+                 pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC)):
+        self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
+        self.policy, self.clock, self.rng = policy, clock, rng
+        self.collection, self.pipeline = collection, pipeline
+        self.reasons = ReasonCounter()
+        self._trainer: LocalTrainer | None = None
+        self._models: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+    def _context(self) -> Context:
+        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
+        return Context(self.clock.now(), self.store.count(self.collection), history)
+
+    async def participate(self, device_state: Callable[[], DeviceState],
+                          task_id: str | None = None) -> ParticipationResult:
+        decision = self.policy.decide(device_state(), self._context())
+        if not decision.allowed:
+            self.reasons.record(decision)
+            return ParticipationResult("ineligible", ",".join(decision.codes))
+        answer = await self.transport.check_in(task_id, self.reasons.export())
+        if "assignment" not in answer:
+            return ParticipationResult("later", retry_at=answer.get("retry_at"))
+        a = answer["assignment"]
+        result = ParticipationResult("aborted", task_id=a["task_id"], model_version=a["model_version"])
+        if a["model_id"] != self.bundle.model_id:
+            await self.transport.report_failure(a["task_id"], "bundle_mismatch")
+            result.reason = "bundle_mismatch"
+            return result
+        params, result.bytes_down = await self._model(a["task_id"], a["model_version"])
+        check = stop_check(self.policy, device_state, self._context, self.reasons)
+        training = await asyncio.to_thread(self._train, params, a["plan"], check)
+        if not training.uploadable:
+            reason = training.stop_reason or "no_examples"
+            await self.transport.report_failure(a["task_id"], reason)
+            result.reason = reason
+            return result
+        reason = check()  # eligibility once more, before spending the uplink
+        if reason is not None:
+            await self.transport.report_failure(a["task_id"], reason)
+            result.reason = reason
+            return result
+        result.examples = training.examples
+        return await self._upload(a, params, training, result)
+
+    async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
+        key = (task_id, version)
+        if key in self._models:
+            return self._models[key], 0
+        data = await self.transport.download_model(task_id, version)
+        _, params = decode_parameters(data, self.bundle.parameter_specs)
+        self._models = {key: params}  # keep the newest only
+        return params, len(data)
+
+    def _train(self, params, plan: dict, check):
+        if self._trainer is None:
+            self._trainer = LocalTrainer(self.bundle, params, clock=self.clock)
+        else:
+            self._trainer.set_parameters(params)
+        seed = int(self.rng.integers(2**31))
+        plan = TrainingPlan(epochs=int(plan.get("epochs", 1)), batch_size=int(plan.get("batch_size", 16)),
+                            max_steps=plan.get("max_steps"), schedule=Constant(float(plan.get("lr", 0.1))),
+                            seed=seed)
+        rng = np.random.default_rng(seed)
+        return self._trainer.train(
+            lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng), plan, check)
+
+    async def _upload(self, a: dict, params, training, result: ParticipationResult):
+        residual_key = RESIDUAL_KEY.format(task=a["task_id"])
+        feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
+        delta = self._trainer.delta(params)
+        key = hashlib.sha256(f"{self.identity.device_id}|{a['task_id']}|{a['round_id']}|"
+                             f"{a['model_version']}".encode()).hexdigest()
+        metrics = {k: float(v) for k, v in training.metrics.items()
+                   if k in ("mean_loss", "accuracy") and np.isfinite(v)}
+        meta = UpdateMeta(a["task_id"], self.bundle.model_id, a["model_version"],
+                          self.identity.device_id, key, training.examples, metrics)
+        data = encode_update(delta, self.bundle.parameter_specs, meta, self.pipeline,
+                             signing_key=self.identity.signing_key, rng=self.rng, feedback=feedback)
+        try:
+            result.server = await self.transport.upload(a["task_id"], data)
+        except ServerRejected as e:
+            result.status, result.reason = "rejected", e.code
+            return result
+        # only an acknowledged upload moves the residual and the participation history on
+        self.store.put_state(residual_key, feedback.to_bytes())
+        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
+        self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
+        result.status, result.bytes_up = "completed", len(data)
+        return result

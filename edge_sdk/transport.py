@@ -1,0 +1,109 @@
+"""The only module making HTTP calls: the aggregator's API, with retries, exponential
+backoff with full jitter (AWS architecture blog, "Exponential Backoff and Jitter"), and
+the server's Retry-After honoured. A rejection the server means (4xx) is raised at once
+as ServerRejected with the server's error code; only transient failures are retried.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import aiohttp
+import numpy as np
+
+from .errors import TransportError
+
+
+class ServerRejected(TransportError):
+    """The server answered 4xx: retrying the same request will not help."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.details = status, code, details
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    base_s: float = 0.2
+    cap_s: float = 30.0
+
+    def __post_init__(self):
+        if self.attempts < 1 or self.base_s <= 0 or self.cap_s < self.base_s:
+            raise ValueError("need attempts >= 1 and 0 < base_s <= cap_s")
+
+
+_TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+class Transport:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession, *, token: str | None = None,
+                 retry: RetryPolicy = RetryPolicy(), rng: np.random.Generator | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.base_url, self.session, self.token = base_url.rstrip("/"), session, token
+        self.retry, self.rng, self.sleep = retry, rng or np.random.default_rng(), sleep
+        self.attempts_made = 0
+
+    async def _request(self, method: str, path: str, *, json=None, data: bytes | None = None,
+                       params=None, raw: bool = False):
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        last: Exception | None = None
+        for attempt in range(self.retry.attempts):
+            self.attempts_made += 1
+            try:
+                async with self.session.request(method, self.base_url + path, json=json,
+                                                data=data, params=params, headers=headers) as r:
+                    body = await r.read()
+                    if r.status < 400:
+                        if raw:
+                            return body, r.headers
+                        return None if r.status == 204 else _json(body)
+                    error = _json(body).get("error", {}) if body else {}
+                    if r.status == 429 or r.status >= 500:
+                        last = TransportError(f"{r.status} {error.get('code', '')}".strip())
+                        wait = float(r.headers.get("Retry-After", 0) or 0)
+                        await self.sleep(max(wait, self._backoff(attempt)))
+                        continue
+                    raise ServerRejected(r.status, error.get("code", "unknown"),
+                                         error.get("message", ""), error)
+            except _TRANSIENT as e:
+                last = e
+                await self.sleep(self._backoff(attempt))
+        raise TransportError(f"{method} {path} failed after {self.retry.attempts} attempts: {last}")
+
+    def _backoff(self, attempt: int) -> float:
+        return float(self.rng.uniform(0, min(self.retry.cap_s, self.retry.base_s * 2 ** attempt)))
+
+    # -- the API ---------------------------------------------------------------------------
+    async def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
+        doc = await self._request("POST", "/v1/enroll", json={
+            "population": population, "secret": secret,
+            "public_key": base64.b64encode(public_key).decode()})
+        self.token = doc["token"]
+        return doc
+
+    async def check_in(self, task_id: str | None = None, eligibility: dict | None = None,
+                       sdk_version: str = "0.1") -> dict:
+        return await self._request("POST", "/v1/checkin", json={
+            "task_id": task_id, "eligibility": eligibility or {}, "sdk_version": sdk_version})
+
+    async def download_model(self, task_id: str, version: int) -> bytes:
+        body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model",
+                                      params={"version": str(version)}, raw=True)
+        return body
+
+    async def upload(self, task_id: str, data: bytes) -> dict:
+        return await self._request("POST", f"/v1/tasks/{task_id}/updates", data=data)
+
+    async def report_failure(self, task_id: str, reason: str) -> None:
+        await self._request("POST", f"/v1/tasks/{task_id}/failures", json={"reason": reason})
+
+
+def _json(body: bytes):
+    import json
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return {}

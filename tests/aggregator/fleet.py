@@ -1,0 +1,82 @@
+"""Test helpers: a real aggregator on 127.0.0.1 (port 0) and real edge_sdk devices."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+
+from aggregator.app import ServerConfig, build_app, make_service
+from edge_sdk.bundle import Bundle
+from edge_sdk.client import DeviceIdentity, FederatedClient
+from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
+from edge_sdk.example_store import ExampleStore
+from edge_sdk.protocol import CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.transport import RetryPolicy, Transport
+
+ADMIN = "admin-token-for-tests"
+SECRET = "population-secret"
+
+
+@contextlib.asynccontextmanager
+async def running_server(data_dir: Path, clock, **config):
+    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, tick_interval_s=0.05, **config)
+    service = make_service(cfg, clock, np.random.default_rng(0))
+    runner = web.AppRunner(build_app(cfg, service))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", service
+    finally:
+        await runner.cleanup()
+        service.store.close()
+
+
+def good_state(**overrides) -> DeviceState:
+    base = dict(charging=True, battery_level=0.9, network="unmetered", idle=True,
+                thermal="nominal", free_storage_bytes=2**30, local_time=datetime(2026, 1, 1, 3))
+    return DeviceState(**(base | overrides))
+
+
+@dataclass
+class Phone:
+    client: FederatedClient
+    transport: Transport
+    identity: DeviceIdentity
+
+
+async def enroll_phone(url: str, session: aiohttp.ClientSession, bundle: Bundle, tmp: Path,
+                       index: int, clock, examples: list[dict],
+                       codec: CodecSpec = CodecSpec()) -> Phone:
+    key = generate_signing_key()
+    transport = Transport(url, session, retry=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05),
+                          rng=np.random.default_rng(index))
+    doc = await transport.enroll("keyboard", SECRET, public_key_of(key))
+    store = ExampleStore(tmp / f"phone{index}.db", clock=clock)
+    store.add_many("keyboard", examples)
+    identity = DeviceIdentity(doc["device_id"], key)
+    client = FederatedClient(bundle, transport, store, identity,
+                             policy=Policy((RequireCharging(), MinLocalExamples(1))), clock=clock,
+                             rng=np.random.default_rng(100 + index), collection="keyboard",
+                             pipeline=UpdatePipeline(codec))
+    return Phone(client, transport, identity)
+
+
+async def admin(session, url, method, path, json=None):
+    async with session.request(method, url + path, json=json, headers={"X-Admin-Token": ADMIN}) as r:
+        return r.status, await r.json()
+
+
+def lm_examples(seed: int, n: int = 12, vocab: int = 500) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        ids = rng.integers(4, vocab, size=int(rng.integers(4, 10)))
+        out.append({"tokens": ids[:-1], "targets": ids[1:]})
+    return out

@@ -1,0 +1,163 @@
+"""The real app on 127.0.0.1 with real edge_sdk clients over HTTP."""
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+import pytest
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.clock import FakeClock
+from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.transport import ServerRejected
+
+from .fleet import admin, enroll_phone, good_state, lm_examples, running_server
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from model_zoo.zoo import build_bundle
+    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+
+
+def _settings(mode, **kw):
+    base = {"mode": mode, "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}
+    return base | kw
+
+
+async def _model_version(session, url, task):
+    status, doc = await admin(session, url, "GET", f"/v1/admin/tasks/{task}")
+    return doc
+
+
+def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path):
+    async def scenario():
+        clock = FakeClock()
+        async with running_server(tmp_path / "data", clock) as (url, service), \
+                aiohttp.ClientSession() as session:
+            status, _ = await admin(session, url, "POST", "/v1/admin/tasks", {
+                "task_id": "kb", "bundle_dir": str(bundle.path),
+                "settings": _settings("sync", sync={"goal": 4, "overselect": 1.5,
+                                                    "min_fraction": 0.75})})
+            assert status == 201
+            for round_ in range(2):
+                phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i, clock,
+                                             lm_examples(i)) for i in range(8)]
+                # two of the six selected drop: one goes silent after check-in, one loses
+                # charging mid-training and reports it
+                silent = await phones[0].transport.check_in("kb")
+                assert "assignment" in silent
+                charging = iter([True] * 2 + [False] * 100)
+                flaky = phones[1].client.participate(
+                    lambda: good_state(charging=next(charging)), "kb")
+                rest = [p.client.participate(good_state, "kb") for p in phones[2:]]
+                results = await asyncio.gather(flaky, *rest)
+                assert results[0].status == "aborted" and results[0].reason == "not_charging"
+                statuses = [r.status for r in results[1:]]
+                assert statuses.count("completed") == 4 and statuses.count("later") == 2
+            doc = await _model_version(session, url, "kb")
+            assert doc["version"] == 2
+            assert doc["funnel"]["dropped"]["not_charging"] == 2
+            assert doc["funnel"]["dropped"]["deadline"] == 2  # the silent ones, at commit
+            assert [v["version"] for v in doc["versions"]] == [0, 1, 2]
+            assert "mean_loss" in doc["versions"][1]["metrics"]
+            # the model really moved, and devices download it with its version
+            v0 = decode_parameters(service.store.model_path("kb", 0).read_bytes(), bundle.parameter_specs)[1]
+            v2 = decode_parameters(service.store.model_path("kb", 2).read_bytes(), bundle.parameter_specs)[1]
+            assert any(not np.allclose(v0[k], v2[k]) for k in v0)
+    asyncio.run(scenario())
+
+
+def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_path):
+    async def scenario():
+        clock = FakeClock()
+        async with running_server(tmp_path / "data", clock) as (url, service), \
+                aiohttp.ClientSession() as session:
+            await admin(session, url, "POST", "/v1/admin/tasks", {
+                "task_id": "kb", "bundle_dir": str(bundle.path),
+                "settings": _settings("async", async_={"concurrency": 3, "buffer_size": 2,
+                                                       "max_staleness": 3})})
+            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                      for i in range(9)]
+            outcomes = []
+            for wave in range(3):  # devices come (check in, train, upload) and go
+                results = await asyncio.gather(*[p.client.participate(good_state, "kb")
+                                                 for p in phones[3 * wave:3 * wave + 3]])
+                outcomes += results
+                clock.advance(60)
+            completed = [r for r in outcomes if r.status == "completed"]
+            assert len(completed) >= 6
+            assert max(r.server["staleness"] for r in completed) >= 1  # some trained on old versions
+            doc = await _model_version(session, url, "kb")
+            assert doc["version"] == len(completed) // 2
+    asyncio.run(scenario())
+
+
+def test_a_retried_upload_is_counted_once(bundle, tmp_path):
+    async def scenario():
+        clock = FakeClock()
+        async with running_server(tmp_path / "data", clock) as (url, service), \
+                aiohttp.ClientSession() as session:
+            await admin(session, url, "POST", "/v1/admin/tasks", {
+                "task_id": "kb", "bundle_dir": str(bundle.path),
+                "settings": _settings("sync", sync={"goal": 2, "overselect": 1.0})})
+            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                      for i in range(2)]
+            assignment = (await phones[0].transport.check_in("kb"))["assignment"]
+            delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+            meta = UpdateMeta("kb", bundle.model_id, 0, phones[0].identity.device_id, "once", 5)
+            data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
+                                 signing_key=phones[0].identity.signing_key,
+                                 rng=np.random.default_rng(0))
+            first = await phones[0].transport.upload("kb", data)
+            again = await phones[0].transport.upload("kb", data)
+            assert first["status"] == "accepted" and again["status"] == "duplicate"
+            assert service.tasks["kb"].coordinator.accepted == 1
+            assert assignment["model_version"] == 0
+            # the second device completes the round; a replay after the commit is still a duplicate
+            await phones[1].client.participate(good_state, "kb")
+            assert service.tasks["kb"].coordinator.version == 1
+            late = await phones[0].transport.upload("kb", data)
+            assert late["status"] == "duplicate" and late["aggregated_into"] == 1
+    asyncio.run(scenario())
+
+
+def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
+    async def scenario():
+        clock = FakeClock()
+        async with running_server(tmp_path / "data", clock) as (url, service), \
+                aiohttp.ClientSession() as session:
+            await admin(session, url, "POST", "/v1/admin/tasks", {
+                "task_id": "kb", "bundle_dir": str(bundle.path), "settings": _settings("sync")})
+            phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
+            other = await enroll_phone(url, session, bundle, tmp_path, 1, clock, lm_examples(1))
+            async with session.post(url + "/v1/checkin", json={}) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+            async with session.post(url + "/v1/admin/tasks", json={},
+                                    headers={"X-Admin-Token": "wrong-token-xxxxxx"}) as r:
+                assert r.status == 403
+            with pytest.raises(ServerRejected) as e:
+                await phone.transport.upload("kb", b"not an update" * 10)
+            assert e.value.status == 400 and e.value.code == "bad_magic"
+            # a forged update: signed by another device's key, sent by this device
+            await phone.transport.check_in("kb")
+            delta = {s.name: np.zeros(s.shape, np.float32) for s in bundle.parameter_specs}
+            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "forged", 5)
+            forged = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
+                                   signing_key=other.identity.signing_key, rng=np.random.default_rng(0))
+            with pytest.raises(ServerRejected) as e:
+                await phone.transport.upload("kb", forged)
+            assert e.value.code == "bad_signature"
+            stale = UpdateMeta("kb", bundle.model_id, 7, phone.identity.device_id, "stale", 5)
+            data = encode_update(delta, bundle.parameter_specs, stale, UpdatePipeline(),
+                                 signing_key=phone.identity.signing_key, rng=np.random.default_rng(0))
+            with pytest.raises(ServerRejected) as e:
+                await phone.transport.upload("kb", data)
+            assert e.value.status == 409 and e.value.details["current_version"] == 0
+            assert service.tasks["kb"].coordinator.accepted == 0
+            assert not service.store.pending_updates("kb")  # nothing bad was stored
+            async with session.get(url + "/metrics") as r:
+                text = await r.text()
+            assert "edgefl_updates_rejected_total" in text and 'reason="bad_signature"' in text
+    asyncio.run(scenario())
