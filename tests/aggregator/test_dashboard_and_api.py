@@ -1,0 +1,82 @@
+"""The dashboard in headless Chromium, the OpenAPI document, and the error table."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import shutil
+
+import aiohttp
+import pytest
+
+from aggregator import errors
+from edge_sdk.bundle import Bundle
+from edge_sdk.clock import FakeClock
+
+from .fleet import admin, enroll_phone, good_state, lm_examples, running_server
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from model_zoo.zoo import build_bundle
+    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+
+
+def test_every_error_class_has_a_status():
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, errors.AggregatorError) and c is not errors.AggregatorError]
+    assert len(classes) >= 10
+    for cls in classes:
+        assert errors.status_of(cls("x")) in range(400, 500), cls
+        assert cls.code != "error", cls
+
+
+def test_openapi_document_lists_every_route(bundle, tmp_path):
+    async def scenario():
+        async with running_server(tmp_path / "d", FakeClock()) as (url, service), \
+                aiohttp.ClientSession() as session:
+            async with session.get(url + "/openapi.json") as r:
+                doc = await r.json()
+            routes = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
+            for expected in ["POST /v1/enroll", "POST /v1/checkin", "GET /v1/tasks/{task_id}/model",
+                             "POST /v1/tasks/{task_id}/updates", "POST /v1/admin/tasks"]:
+                assert expected in routes
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+def test_dashboard_shows_tasks_funnel_and_metrics_in_headless_chromium(bundle, tmp_path):
+    async def scenario():
+        clock = FakeClock()
+        async with running_server(tmp_path / "d", clock) as (url, service), \
+                aiohttp.ClientSession() as session:
+            await admin(session, url, "POST", "/v1/admin/tasks", {
+                "task_id": "keyboard", "bundle_dir": str(bundle.path),
+                "settings": {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0},
+                             "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}})
+            for round_ in range(2):
+                phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i,
+                                             clock, lm_examples(i)) for i in range(3)]
+                await asyncio.gather(*[p.client.participate(good_state, "keyboard") for p in phones])
+            shot = tmp_path / "dashboard.png"
+            common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                      "--no-first-run", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync",
+                      f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=4000"]
+            proc = await asyncio.create_subprocess_exec(
+                CHROMIUM, *common, "--dump-dom", url + "/dashboard",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            dom, _ = await asyncio.wait_for(proc.communicate(), 60)
+            proc = await asyncio.create_subprocess_exec(
+                CHROMIUM, *common, f"--screenshot={shot}", "--window-size=900,1100",
+                url + "/dashboard", stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.wait_for(proc.wait(), 60)
+            return dom.decode(), shot
+    dom, shot = asyncio.run(scenario())
+    assert 'data-task="keyboard"' in dom
+    assert "model version 2" in dom
+    assert "checked in" in dom and "accepted" in dom and "dropped: deadline" in dom
+    assert dom.count("<polyline") == 2  # loss and accuracy over versions
+    assert shot.exists() and shot.stat().st_size > 5000
