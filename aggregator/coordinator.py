@@ -175,7 +175,8 @@ class TaskCoordinator:
         if assigned is None and meta.device_id in self.previous_devices:
             self._reject("late")
             raise RoundClosed(f"round {self.round_id - 1} has closed", round=self.round_id)
-        if assigned is None or meta.device_id in self.reported_devices:
+        once_per_round = self.settings.mode == "sync" and meta.device_id in self.reported_devices
+        if assigned is None or once_per_round:
             self._reject("not_selected")
             raise NotSelected(f"device {meta.device_id} holds no open assignment in round "
                               f"{self.round_id}", round=self.round_id)

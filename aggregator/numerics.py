@@ -34,8 +34,10 @@ class RunningSum:
             acc = self.sums.get(name)
             if acc is None:
                 self.sums[name] = value.astype(np.float64) * weight
+            elif weight == 1.0:
+                acc += value  # in place: no second copy of the model
             else:
-                acc += value * weight  # in place: no second copy of the model
+                acc += value * np.float32(weight)
         self.total_weight += weight
         self.count += 1
 

@@ -45,6 +45,7 @@ class Transport:
         self.base_url, self.session, self.token = base_url.rstrip("/"), session, token
         self.retry, self.rng, self.sleep = retry, rng or np.random.default_rng(), sleep
         self.attempts_made = 0
+        self.device_id: str | None = None
 
     async def _request(self, method: str, path: str, *, json=None, data: bytes | None = None,
                        params=None, raw: bool = False):
@@ -81,7 +82,7 @@ class Transport:
         doc = await self._request("POST", "/v1/enroll", json={
             "population": population, "secret": secret,
             "public_key": base64.b64encode(public_key).decode()})
-        self.token = doc["token"]
+        self.token, self.device_id = doc["token"], doc["device_id"]
         return doc
 
     async def check_in(self, task_id: str | None = None, eligibility: dict | None = None,

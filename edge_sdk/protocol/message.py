@@ -10,7 +10,8 @@ Layout, little-endian:
     header       UTF-8 JSON (metadata; for updates also the codec description)
     body         zstd frame: the tensors' payloads in the model's parameter order
     checksum     32 bytes  sha256 of everything before it
-    signature    64 bytes  Ed25519 of everything before it (when flags bit 0)
+    signature    64 bytes  Ed25519 of prefix + header + checksum (when flags bit 0); the
+                           checksum binds the body, so signing costs no second pass over it
 
 Tensor payload sizes follow from the parameter shapes and the codec, so the body needs
 no framing and a decoder knows every size before it reads or allocates anything.
@@ -161,9 +162,10 @@ def _frame(magic: bytes, header: dict, payloads: list[bytes], signing_key: bytes
     body = zstandard.ZstdCompressor(level=3).compress(b"".join(payloads))
     flags = _SIGNED if signing_key is not None else 0
     data = _PREFIX.pack(magic, FORMAT_VERSION, flags, len(head), len(body)) + head + body
-    data += hashlib.sha256(data).digest()
+    checksum = hashlib.sha256(data).digest()
+    data += checksum
     if signing_key is not None:
-        data += sign(signing_key, data)
+        data += sign(signing_key, data[:_PREFIX.size + len(head)] + checksum)
     return data
 
 
@@ -207,7 +209,7 @@ def _unframe(data: bytes, magic: bytes, limits: DecodeLimits) -> _Frame:
         raise MalformedHeader(f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
         raise MalformedHeader("header must be a JSON object")
-    signed_part = data[:end + _CHECKSUM]
+    signed_part = data[:_PREFIX.size + head_len] + data[end:end + _CHECKSUM]
     signature = data[end + _CHECKSUM:] if flags & _SIGNED else None
     return _Frame(header, data[_PREFIX.size + head_len:end], signed_part, signature)
 
@@ -242,7 +244,8 @@ def decode_update(data: bytes, specs: Iterable, *, public_key: bytes | None,
     tensors = {} if sink is None else None
     for i, (name, shape, payload) in enumerate(_payloads(frame.body, specs, codec)):
         array = decode_tensor(payload, codec, shape, tensor_seed(seed, i))
-        _check_finite(name, array)
+        if codec.bits is None:  # quantized values are finite once their scales are
+            _check_finite(name, array)
         if sink is None:
             tensors[name] = array
         else:

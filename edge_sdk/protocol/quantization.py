@@ -48,15 +48,22 @@ def quantize_chunks(x: np.ndarray, bits: int, chunk: int, stochastic: bool,
 
 def dequantize_chunks(idx: np.ndarray, scales: np.ndarray, bits: int, chunk: int,
                       stochastic: bool) -> np.ndarray:
-    """Inverse of quantize_chunks: float32 [n]."""
+    """Inverse of quantize_chunks: float32 [n] (value = idx * a_c + b_c per chunk c)."""
     n_levels = levels(bits)
     n = len(idx)
-    grid = _pad(idx.astype(np.float32), chunk).reshape(-1, chunk)
     if bits == 1 and not stochastic:
-        values = (grid * 2.0 - 1.0) * scales[:, None]
+        a, b = 2.0 * scales, -scales
     else:
-        values = (grid * (2.0 / (n_levels - 1)) - 1.0) * scales[:, None]
-    return values.reshape(-1)[:n].astype(np.float32)
+        a, b = scales * np.float32(2.0 / (n_levels - 1)), -scales
+    out = np.empty(n, np.float32)
+    full = (n // chunk) * chunk  # whole chunks as one 2-D operation, the tail on its own
+    if full:
+        body = out[:full].reshape(-1, chunk)
+        np.multiply(idx[:full].reshape(-1, chunk), a[:full // chunk, None], out=body)
+        body += b[:full // chunk, None]
+    if full < n:
+        out[full:] = idx[full:] * a[-1] + b[-1]
+    return out
 
 
 def pack_bits(idx: np.ndarray, bits: int) -> bytes:

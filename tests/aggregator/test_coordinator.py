@@ -185,3 +185,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
 TestCoordinatorMachine = CoordinatorMachine.TestCase
 TestCoordinatorMachine.settings = hsettings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_async_lets_a_device_contribute_again_to_the_same_buffer():
+    c = _coordinator("async", async_={"concurrency": 2, "buffer_size": 5})
+    for j in range(3):
+        c.check_in("a", float(j))
+        assert c.submit(_meta("a", 0, key=f"a{j}"), _delta(1.0), float(j)).status == "accepted"
+    assert c.accepted == 3

@@ -1,0 +1,208 @@
+"""Aggregator throughput and memory.
+
+(a) in-process ingest of int8 keyboard_cifg updates (decode + verify + accumulate), per core;
+(b) uploads/s over HTTP on loopback, many concurrent clients, server in its own process;
+(c) peak RSS of the server process with 100 vs 10,000 updates in one round (flat = memory
+    independent of the number of updates).
+
+    python -m bench.aggregator_bench [--part a,b,c]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _keyboard(tmp: Path, name: str = "keyboard_cifg") -> Path:
+    from model_zoo.zoo import build_bundle
+    return build_bundle(name, tmp / name)
+
+
+def ingest(bundle_dir: Path, n: int = 40) -> dict:
+    from aggregator.stages import WeightedMean
+    from edge_sdk.protocol import (CodecSpec, UpdateMeta, UpdatePipeline, decode_update,
+                                   encode_update, generate_signing_key, public_key_of)
+    specs = json.loads((bundle_dir / "manifest.json").read_text())["parameters"]
+    rng = np.random.default_rng(0)
+    delta = {s["name"]: rng.normal(0, 0.01, s["shape"]).astype(np.float32) for s in specs}
+    key = generate_signing_key()
+    msg = encode_update(delta, specs, UpdateMeta("t", "m", 0, "d", "k", 5),
+                        UpdatePipeline(CodecSpec("int8")), signing_key=key, rng=rng)
+    acc = WeightedMean().start()
+    t = time.perf_counter()
+    for _ in range(n):
+        acc.add(decode_update(msg, specs, public_key=public_key_of(key)).tensors, 5.0)
+    per = (time.perf_counter() - t) / n
+    params = sum(int(np.prod(s["shape"])) for s in specs)
+    return {"updates_per_s": 1 / per, "ms_per_update": per * 1e3, "bytes": len(msg),
+            "params_per_s": params / per}
+
+
+_RSS_CHILD = r"""
+import json, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+from bench.memory import peak_rss_mb
+from aggregator.config import SyncSettings, TaskSettings
+from aggregator.service import AggregatorService
+from aggregator.store import SqliteStore, Device
+from edge_sdk.clock import FakeClock
+from edge_sdk.protocol import (DEFAULT_CODEC, UpdateMeta, UpdatePipeline, encode_update,
+                               generate_signing_key, public_key_of)
+n = {n}
+clock = FakeClock()
+service = AggregatorService(SqliteStore({data!r}), clock, np.random.default_rng(0), {{"p": "s"}})
+service.create_task("kb", {bundle!r}, TaskSettings(sync=SyncSettings(goal=n, overselect=1.0,
+                    selection_timeout_s=1e9, report_deadline_s=1e9)))
+specs = service.tasks["kb"].record.specs
+model_id = service.tasks["kb"].record.model_id
+key = generate_signing_key()
+rng = np.random.default_rng(0)
+base = {{s["name"]: rng.normal(0, 0.01, s["shape"]).astype(np.float32) for s in specs}}
+baseline = peak_rss_mb()
+for i in range(n):
+    device = Device(f"d{{i}}", "p", public_key_of(key))
+    service.check_in(device, "kb")
+    meta = UpdateMeta("kb", model_id, 0, device.device_id, f"k{{i}}", 5)
+    data = encode_update(base, specs, meta, UpdatePipeline(DEFAULT_CODEC), signing_key=key, rng=rng)
+    service.submit_update(device, "kb", data)
+assert service.tasks["kb"].coordinator.version == 1
+print(json.dumps({{"peak_rss_mb": peak_rss_mb(), "baseline_mb": baseline}}))
+"""
+
+
+def rss_flat(bundle_dir: Path, counts=(100, 10_000)) -> list[dict]:
+    rows = []
+    for n in counts:
+        with tempfile.TemporaryDirectory() as data:
+            code = _RSS_CHILD.format(root=ROOT, n=n, data=data, bundle=str(bundle_dir))
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"updates": n, "peak_rss_mb": r["peak_rss_mb"],
+                         "seconds": time.perf_counter() - t})
+    return rows
+
+
+async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float) -> dict:
+    import aiohttp
+
+    from edge_sdk.bundle import Bundle
+    from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, encode_update, generate_signing_key,
+                                   public_key_of)
+    from edge_sdk.transport import RetryPolicy, Transport
+    bundle = Bundle.load(bundle_dir)
+    admin = {"X-Admin-Token": "bench-admin-token-0123"}
+    latencies, errors, limited = [], 0, 0
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(url + "/v1/admin/tasks", headers=admin, json={
+                "task_id": "kb", "bundle_dir": str(bundle_dir), "settings": {
+                    "mode": "async", "async_": {"concurrency": 100_000, "buffer_size": 200,
+                                                "max_staleness": 1_000_000}}}) as r:
+            assert r.status == 201, await r.text()
+        rng = np.random.default_rng(0)
+        delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                 for s in bundle.parameter_specs}
+        stop = time.perf_counter() + seconds
+
+        async def device(i: int):
+            nonlocal errors, limited
+            key = generate_signing_key()
+            t = Transport(url, session, retry=RetryPolicy(attempts=1), rng=np.random.default_rng(i))
+            await t.enroll("bench", "secret", public_key_of(key))
+            j = 0
+            while time.perf_counter() < stop:
+                a = (await t.check_in("kb"))["assignment"]
+                meta = UpdateMeta("kb", bundle.model_id, a["model_version"], t.device_id,
+                                  f"{t.device_id}-{j}", 3)
+                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
+                                     signing_key=key, rng=rng)
+                start = time.perf_counter()
+                try:
+                    await t.upload("kb", data)
+                    latencies.append(time.perf_counter() - start)
+                except Exception as e:  # noqa: BLE001 - counted and reported
+                    if "429" in str(e):
+                        limited += 1
+                    else:
+                        errors += 1
+                        if errors == 1:
+                            print("first error:", repr(e))
+                j += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*[device(i) for i in range(clients)])
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1e3
+    return {"clients": clients, "uploads": len(lat), "uploads_per_s": len(lat) / elapsed,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "errors": errors, "rate_limited": limited}
+
+
+def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as data:
+        # each simulated client uploads back to back, far above a phone's rate: lift the cap
+        config = Path(data) / "server.json"
+        config.write_text(json.dumps({"rate_per_s": 10_000, "burst": 10_000}))
+        proc = subprocess.Popen([sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir",
+                                 str(Path(data) / "state"), "--config", str(config),
+                                 "--port", str(port), "--admin-token", "bench-admin-token-0123",
+                                 "--enrollment-secret", "bench=secret"],
+                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert "listening" in proc.stdout.readline()
+            return asyncio.run(_http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds))
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="a,b,c")
+    args = parser.parse_args(argv)
+    parts = args.part.split(",")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "a" in parts:
+            r = results["ingest"] = ingest(_keyboard(tmp))
+            print("\n== Aggregator (a): in-process ingest of int8 keyboard_cifg updates, 1 core ==")
+            print(f"{r['updates_per_s']:.0f} updates/s ({r['ms_per_update']:.2f} ms each, "
+                  f"{r['bytes'] / 2**20:.2f} MB on the wire, {r['params_per_s'] / 1e6:.0f}M "
+                  f"parameters/s; target 2,000 updates/s)")
+        if "b" in parts:
+            r = results["http"] = http(_keyboard(tmp, "keyboard_cifg_tiny"))
+            print("\n== Aggregator (b): uploads over HTTP on loopback (keyboard_cifg_tiny, float32) ==")
+            print(f"{r['clients']} concurrent clients: {r['uploads_per_s']:.0f} uploads/s, "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
+                  f"{r['rate_limited']} rate-limited (target 300 uploads/s)")
+        if "c" in parts:
+            rows = results["rss"] = rss_flat(_keyboard(tmp))
+            print("\n== Aggregator (c): server peak RSS by updates in one round (keyboard_cifg, "
+                  "default codec) ==")
+            for r in rows:
+                print(f"{r['updates']:6d} updates: peak RSS {r['peak_rss_mb']:.0f} MB "
+                      f"({r['seconds']:.0f} s)")
+            print(f"ratio {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f} (target: within 1.20)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
