@@ -64,6 +64,12 @@ def _serve(args) -> int:
     return 0
 
 
+def _simulate(args) -> int:
+    from fleet.run import main as simulate
+    simulate(args.config, args.out, centralized_epochs=args.centralized_epochs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--admin-token", help="token for /v1/admin (>= 16 chars)")
     serve.add_argument("--enrollment-secret", action="append", metavar="POPULATION=SECRET")
     serve.set_defaults(func=_serve)
+    sim = sub.add_parser("simulate", help="simulate a device fleet against the aggregator")
+    sim.add_argument("--config", help="JSON file with SimulationConfig fields")
+    sim.add_argument("--out", default="out/simulation", help="report and plots go here")
+    sim.add_argument("--centralized-epochs", type=int, default=1,
+                     help="epochs of the centralized baseline (0 skips it)")
+    sim.set_defaults(func=_simulate)
     return parser
 
 

@@ -28,6 +28,21 @@ HISTORY_KEY = "client.participation_history"
 RESIDUAL_KEY = "client.error_feedback.{task}"
 
 
+class Pacer:
+    """Hooks between the phases of a participation. A real app needs none (the phases
+    take the time they take); the fleet simulator uses them to spend simulated time on
+    download, compute and upload, and to make a device vanish (raise) mid-way."""
+
+    async def downloaded(self, nbytes: int) -> None:
+        pass
+
+    async def trained(self, examples: int, steps: int) -> None:
+        pass
+
+    async def uploading(self, nbytes: int) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class DeviceIdentity:
     device_id: str
@@ -53,13 +68,15 @@ class FederatedClient:
     def __init__(self, bundle: Bundle, transport: Transport, store: ExampleStore,
                  identity: DeviceIdentity, *, policy: Policy, clock: Clock,
                  rng: np.random.Generator, collection: str = "default",
-                 pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC)):
+                 pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
+                 pacer: Pacer | None = None, train_in_thread: bool = True,
+                 trainer: LocalTrainer | None = None):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
+        self.pacer, self.train_in_thread = pacer or Pacer(), train_in_thread
         self.reasons = ReasonCounter()
-        self._trainer: LocalTrainer | None = None
-        self._models: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._trainer = trainer  # several simulated devices may share one (and its session)
 
     def _context(self) -> Context:
         history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
@@ -81,8 +98,13 @@ class FederatedClient:
             result.reason = "bundle_mismatch"
             return result
         params, result.bytes_down = await self._model(a["task_id"], a["model_version"])
+        await self.pacer.downloaded(result.bytes_down)
         check = stop_check(self.policy, device_state, self._context, self.reasons)
-        training = await asyncio.to_thread(self._train, params, a["plan"], check)
+        if self.train_in_thread:  # keep the app's event loop responsive
+            training = await asyncio.to_thread(self._train, params, a["plan"], check)
+        else:
+            training = self._train(params, a["plan"], check)
+        await self.pacer.trained(training.examples, training.steps)
         if not training.uploadable:
             reason = training.stop_reason or "no_examples"
             await self.transport.report_failure(a["task_id"], reason)
@@ -97,12 +119,8 @@ class FederatedClient:
         return await self._upload(a, params, training, result)
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
-        key = (task_id, version)
-        if key in self._models:
-            return self._models[key], 0
         data = await self.transport.download_model(task_id, version)
         _, params = decode_parameters(data, self.bundle.parameter_specs)
-        self._models = {key: params}  # keep the newest only
         return params, len(data)
 
     def _train(self, params, plan: dict, check):
@@ -130,6 +148,7 @@ class FederatedClient:
                           self.identity.device_id, key, training.examples, metrics)
         data = encode_update(delta, self.bundle.parameter_specs, meta, self.pipeline,
                              signing_key=self.identity.signing_key, rng=self.rng, feedback=feedback)
+        await self.pacer.uploading(len(data))
         try:
             result.server = await self.transport.upload(a["task_id"], data)
         except ServerRejected as e:

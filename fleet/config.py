@@ -1,0 +1,75 @@
+"""Simulation settings, validated when built; `from_json` reads a config file."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+CODECS = ("default", "float32", "float16", "int8")
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How devices differ. Availability follows a diurnal pattern: each device is on
+    charger, idle and on Wi-Fi for a nightly window (as in the Bonawitz et al. 2019 and
+    FedScale traces)."""
+
+    window_start_h_mean: float = 23.0
+    window_start_h_std: float = 2.0
+    window_length_h: tuple[float, float] = (3.0, 8.0)
+    speed_sigma: float = 0.8  # log-normal spread of compute speed (stragglers)
+    step_time_s: float = 1.0  # a median phone's time for one training step
+    upload_mbps: tuple[float, float] = (0.5, 8.0)
+    download_mbps: tuple[float, float] = (2.0, 40.0)
+    drop_during_training: float = 0.05
+    drop_during_upload: float = 0.03
+    check_interval_s: tuple[float, float] = (300.0, 1800.0)
+
+    def __post_init__(self):
+        for name in ("drop_during_training", "drop_during_upload"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} is a probability in [0, 1)")
+        if self.step_time_s <= 0 or self.speed_sigma < 0:
+            raise ValueError("step_time_s must be > 0 and speed_sigma >= 0")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    model: str = "keyboard_cifg"
+    devices: int = 1419
+    vocabulary_size: int = 10000
+    task: dict = field(default_factory=lambda: {
+        "mode": "sync", "sync": {"goal": 50, "overselect": 1.3, "selection_timeout_s": 600,
+                                 "report_deadline_s": 900, "min_fraction": 0.7},
+        "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0}})
+    codec: str = "default"
+    transport: str = "http"
+    hours: float = 48.0
+    max_versions: int = 30
+    eval_every: int = 5
+    eval_sentences: int = 2000
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    seed: int = 0
+    backend: str = "local"
+
+    def __post_init__(self):
+        if self.devices < 1:
+            raise ValueError("devices must be >= 1")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if self.transport not in ("http", "inprocess"):
+            raise ValueError("transport must be 'http' or 'inprocess'")
+        if self.backend not in ("local",):
+            raise ValueError("backend must be 'local' (the Ray backend is not built yet)")
+        if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
+            raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> SimulationConfig:
+        doc = json.loads(Path(path).read_text())
+        profiles = ProfileSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in doc.pop("profiles", {}).items()})
+        return cls(profiles=profiles, **doc)
+
+    def to_json(self) -> dict:
+        return asdict(self)

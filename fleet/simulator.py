@@ -1,0 +1,195 @@
+"""Run a simulated fleet: real edge_sdk clients (eligibility, check-in, download, ORT
+training, encoding, signed upload) against the real aggregator, in simulated time."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from aiohttp import web
+from tqdm import tqdm
+
+from aggregator.app import ServerConfig, build_app, make_service
+from aggregator.config import TaskSettings
+from edge_sdk.bundle import Bundle
+from edge_sdk.client import DeviceIdentity, FederatedClient, Pacer
+from edge_sdk.clock import FakeClock
+from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging, RequireIdle, RequireUnmetered
+from edge_sdk.evaluator import Evaluator
+from edge_sdk.example_store import ExampleStore, RetentionPolicy
+from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.trainer import LocalTrainer
+from edge_sdk.transport import RetryPolicy, Transport
+
+from .config import SimulationConfig
+from .inprocess import InProcessTransport
+from .population import DeviceProfile, draw_profile
+from .virtual_time import VirtualTime
+
+T0 = 1_767_571_200.0  # 2026-01-05 00:00 UTC: simulated time starts at midnight
+ADMIN = "simulation-admin-token"
+SECRET = "simulation-secret"
+TASK = "keyboard"
+
+
+class SimulatedDropout(Exception):
+    """The device vanished (app killed, out of range): it never reports back."""
+
+
+class SimPacer(Pacer):
+    def __init__(self, vt: VirtualTime, profile: DeviceProfile, config: SimulationConfig,
+                 rng: np.random.Generator, stats: dict):
+        self.vt, self.profile, self.p, self.rng, self.stats = vt, profile, config.profiles, rng, stats
+
+    async def downloaded(self, nbytes: int) -> None:
+        self.stats["bytes_down"] += nbytes
+        await self.vt.sleep(nbytes / self.profile.download_bps)
+
+    async def trained(self, examples: int, steps: int) -> None:
+        await self.vt.sleep(steps * self.p.step_time_s * self.profile.speed)
+        if self.rng.random() < self.p.drop_during_training:
+            self.stats["dropped"]["vanished_training"] += 1
+            raise SimulatedDropout("training")
+
+    async def uploading(self, nbytes: int) -> None:
+        await self.vt.sleep(nbytes / self.profile.upload_bps)
+        if self.rng.random() < self.p.drop_during_upload:
+            self.stats["dropped"]["vanished_upload"] += 1
+            raise SimulatedDropout("upload")
+        self.stats["bytes_up"] += nbytes
+
+
+@dataclass
+class Device:
+    client: FederatedClient
+    profile: DeviceProfile
+
+
+@dataclass
+class Timeline:
+    points: list = field(default_factory=list)
+
+
+def codec_of(name: str) -> CodecSpec:
+    return {"default": DEFAULT_CODEC, "float32": CodecSpec(), "float16": CodecSpec("float16"),
+            "int8": CodecSpec("int8")}[name]
+
+
+async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[list[dict]],
+                   test: list[dict], out: Path, show_progress: bool = True) -> dict:
+    """Run the fleet; returns the report document (also the caller writes it)."""
+    rng = np.random.default_rng(config.seed)
+    clock = FakeClock(T0)
+    vt = VirtualTime(clock)
+    server_cfg = ServerConfig(str(out / "server"), ADMIN, {"fleet": SECRET},
+                              rate_per_s=1e6, burst=10**6, tick_interval_s=0.05)
+    service = make_service(server_cfg, clock, np.random.default_rng(config.seed))
+    settings = TaskSettings.from_json(config.task)
+    service.create_task(TASK, str(bundle.path), settings)
+    runner = session = None
+    url = None
+    if config.transport == "http":
+        runner = web.AppRunner(build_app(server_cfg, service))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+    stats = {"bytes_up": 0, "bytes_down": 0, "participations": 0,
+             "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
+    trainer = LocalTrainer(bundle, clock=clock)
+    policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
+    pipeline = UpdatePipeline(codec_of(config.codec))
+    devices = []
+    for i, examples in enumerate(device_data):
+        key = generate_signing_key()
+        if url:
+            transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
+                                  rng=np.random.default_rng([config.seed, i]))
+        else:
+            transport = InProcessTransport(service)
+        doc = await transport.enroll("fleet", SECRET, public_key_of(key))
+        store = ExampleStore(":memory:", RetentionPolicy(max_count=None, max_age_s=None), clock)
+        store.add_many("keyboard", examples)
+        profile = draw_profile(config.profiles, rng)
+        client = FederatedClient(
+            bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
+            clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection="keyboard",
+            pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
+            train_in_thread=False, trainer=trainer)
+        devices.append(Device(client, profile))
+
+    async def life(device: Device, index: int):
+        r = np.random.default_rng([config.seed, index, 3])
+        await vt.sleep(float(r.uniform(0, 1800)))
+        lo, hi = config.profiles.check_interval_s
+        while True:
+            wait = device.profile.next_window(vt.now())
+            if wait > 0:
+                await vt.sleep(wait + float(r.uniform(0, 900)))
+                continue
+            try:
+                result = await device.client.participate(lambda: device.profile.state(vt.now()), TASK)
+                status = result.status
+            except SimulatedDropout:
+                result, status = None, "vanished"
+            stats["participations"] += 1
+            stats["outcomes"][status] = stats["outcomes"].get(status, 0) + 1
+            if result is not None and result.status == "later" and result.retry_at:
+                await vt.sleep(max(1.0, result.retry_at - vt.now()))
+            else:
+                await vt.sleep(float(r.uniform(lo, hi)))
+
+    for index, device in enumerate(devices):
+        vt.spawn(lambda d=device, i=index: life(d, i))
+
+    evaluator = Evaluator(bundle)
+    timeline: list[dict] = []
+    task = service.tasks[TASK]
+    started = time.perf_counter()
+    bar = tqdm(total=config.max_versions, desc="model versions", unit="v", disable=not show_progress)
+    seen = {"version": 0}
+
+    def evaluate(version: int) -> None:
+        metrics = evaluator.evaluate(task.parameters, test)
+        timeline.append({"version": version, "sim_hours": (vt.now() - T0) / 3600,
+                         "wall_s": time.perf_counter() - started,
+                         "accuracy": metrics["accuracy"], "top3_accuracy": metrics["top3_accuracy"],
+                         "mean_loss": metrics["mean_loss"], "bytes_up": stats["bytes_up"],
+                         "bytes_down": stats["bytes_down"]})
+        bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", top1=f"{metrics['accuracy']:.3f}")
+
+    evaluate(0)
+
+    def on_advance(now: float) -> bool:
+        if config.transport == "inprocess":
+            service.tick()
+        version = task.coordinator.version
+        if version != seen["version"]:
+            bar.update(version - seen["version"])
+            seen["version"] = version
+            if version % config.eval_every == 0 or version >= config.max_versions:
+                evaluate(version)
+        return version >= config.max_versions
+
+    try:
+        await vt.run_until(T0 + config.hours * 3600, on_advance)
+    finally:
+        bar.close()
+        await vt.shutdown()
+        if session:
+            await session.close()
+        if runner:
+            await runner.cleanup()
+    if timeline[-1]["version"] != task.coordinator.version:
+        evaluate(task.coordinator.version)
+    describe = service.describe(TASK)
+    service.store.close()
+    return {"config": config.to_json(), "devices": len(devices),
+            "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
+            "versions": task.coordinator.version, "timeline": timeline,
+            "funnel": describe["funnel"], "client": stats,
+            "final": timeline[-1]}

@@ -1,0 +1,78 @@
+"""Simulated time for many asyncio tasks: a task `await`s `sleep(dt)` and the clock jumps
+to the next wake-up once every task is asleep, so a day of fleet time runs as fast as the
+real work (training, encoding, aggregation) allows.
+
+Every task started with `spawn` is either running or asleep here; while any runs (even
+waiting on a socket) the clock stands still.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from typing import Awaitable, Callable
+
+from edge_sdk.clock import FakeClock
+
+
+class VirtualTime:
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+        self._sleepers: list = []
+        self._seq = itertools.count()
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def spawn(self, make: Callable[[], Awaitable[None]]) -> None:
+        self._running += 1
+        self._idle.clear()
+
+        async def wrapper():
+            try:
+                await make()
+            finally:
+                self._running -= 1
+                self._check_idle()
+        self._tasks.append(asyncio.create_task(wrapper()))
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq), future))
+        self._running -= 1
+        self._check_idle()
+        await future  # the driver counts us as running again before waking us
+
+    def _check_idle(self) -> None:
+        if self._running == 0:
+            self._idle.set()
+
+    async def run_until(self, end: float,
+                        on_advance: Callable[[float], bool] | None = None) -> None:
+        """Advance time until `end`, until nothing is scheduled, or until `on_advance(now)`
+        (called after every step of the clock) returns True."""
+        while True:
+            await self._idle.wait()
+            if not self._sleepers or self._sleepers[0][0] > end:
+                self.clock.set(max(self.clock.now(), min(end, self._sleepers[0][0]) if self._sleepers else end))
+                return
+            when = self._sleepers[0][0]
+            self.clock.set(max(self.clock.now(), when))
+            if on_advance and on_advance(self.clock.now()):
+                return
+            while self._sleepers and self._sleepers[0][0] <= when:
+                _, _, future = heapq.heappop(self._sleepers)
+                if not future.cancelled():
+                    self._running += 1
+                    self._idle.clear()
+                    future.set_result(None)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for _, _, future in self._sleepers:
+            future.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
