@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml scripts/install.sh
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.keyboard_demo --out $(OUT)/demo
+	$(BIN)/edge-fl simulate --config examples/configs/keyboard_demo.json --out $(OUT)/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

@@ -1,13 +1,14 @@
 """`make bench`: every benchmark, one after another, printing its table."""
 from __future__ import annotations
 
-from . import codec_bench, compiler_bench, device_bench
+from . import aggregator_bench, codec_bench, compiler_bench, device_bench
 
 
 def main() -> None:
     compiler_bench.main([])
     device_bench.main([])
     codec_bench.main([])
+    aggregator_bench.main([])
 
 
 if __name__ == "__main__":
