@@ -245,14 +245,16 @@ class TaskCoordinator:
                 self._abandon(now, "too_few_reports")
 
     def _abandon(self, now: float, reason: str) -> None:
-        self._drop_unreported()
+        self._drop_unreported("round_abandoned")
         self.events.append({"event": "round_abandoned", "round": self.round_id,
                             "reason": reason, "accepted": self.accepted, "at": now})
         self._open_round(now)
 
-    def _drop_unreported(self) -> None:
+    def _drop_unreported(self, reason: str) -> None:
+        """Selected devices that never reported, recorded by why the round ended."""
         missing = set(self.assigned) - self.reported_devices
-        self.funnel.dropped["deadline" if self.phase != "selecting" else "abandoned"] += len(missing)
+        if missing:
+            self.funnel.dropped[reason] += len(missing)
 
     # -- commit -----------------------------------------------------------------------------
     def take_aggregate(self, now: float) -> tuple[Delta, dict]:
@@ -262,7 +264,8 @@ class TaskCoordinator:
             raise RoundClosed("the round is not ready to commit")
         mean, measurements = self.accumulator.result()
         if self.settings.mode == "sync":
-            self._drop_unreported()
+            # past the deadline they are stragglers; before it, the goal was met without them
+            self._drop_unreported("deadline" if self.phase == "closing" else "round_full")
         keep = self.assigned  # async: devices in flight continue (they will be stale by one)
         self.events.append({"event": "version_published", "round": self.round_id,
                             "version": self.version + 1, "accepted": self.accepted, "at": now})

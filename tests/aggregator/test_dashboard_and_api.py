@@ -77,6 +77,6 @@ def test_dashboard_shows_tasks_funnel_and_metrics_in_headless_chromium(bundle, t
     dom, shot = asyncio.run(scenario())
     assert 'data-task="keyboard"' in dom
     assert "model version 2" in dom
-    assert "checked in" in dom and "accepted" in dom and "dropped: deadline" in dom
+    assert "checked in" in dom and "selected" in dom and "accepted" in dom
     assert dom.count("<polyline") == 2  # loss and accuracy over versions
     assert shot.exists() and shot.stat().st_size > 5000
