@@ -2,7 +2,6 @@
 training, encoding, signed upload) against the real aggregator, in simulated time."""
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

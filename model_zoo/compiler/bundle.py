@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .graph import OPSET
-from .graphs import GraphPlan, TensorSpec, spec_from_tensor, state_name
+from .graphs import GraphPlan, spec_from_tensor, state_name
 from .losses import CrossEntropy
 from .ops.base import UnsupportedError
 from .optimizers import Optimizer, describe, optimizer_from_torch

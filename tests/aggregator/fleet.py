@@ -38,6 +38,28 @@ async def running_server(data_dir: Path, clock, **config):
         service.store.close()
 
 
+@dataclass
+class Env:
+    url: str
+    service: object
+    session: aiohttp.ClientSession
+    clock: object
+
+
+@contextlib.asynccontextmanager
+async def server_with_task(tmp: Path, bundle: Bundle, settings: dict, task_id: str = "kb"):
+    """A running server (fake clock), a client session, and one task created through the
+    admin API."""
+    from edge_sdk.clock import FakeClock
+    clock = FakeClock()
+    async with running_server(tmp / "data", clock) as (url, service), \
+            aiohttp.ClientSession() as session:
+        status, doc = await admin(session, url, "POST", "/v1/admin/tasks", {
+            "task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings})
+        assert status == 201, doc
+        yield Env(url, service, session, clock)
+
+
 def good_state(**overrides) -> DeviceState:
     base = dict(charging=True, battery_level=0.9, network="unmetered", idle=True,
                 thermal="nominal", free_storage_bytes=2**30, local_time=datetime(2026, 1, 1, 3))

@@ -12,7 +12,7 @@ from aggregator import errors
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import FakeClock
 
-from .fleet import admin, enroll_phone, good_state, lm_examples, running_server
+from .fleet import enroll_phone, good_state, lm_examples, running_server, server_with_task
 
 CHROMIUM = shutil.which("chromium")
 
@@ -48,13 +48,10 @@ def test_openapi_document_lists_every_route(bundle, tmp_path):
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
 def test_dashboard_shows_tasks_funnel_and_metrics_in_headless_chromium(bundle, tmp_path):
     async def scenario():
-        clock = FakeClock()
-        async with running_server(tmp_path / "d", clock) as (url, service), \
-                aiohttp.ClientSession() as session:
-            await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "keyboard", "bundle_dir": str(bundle.path),
-                "settings": {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0},
-                             "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}})
+        settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0},
+                    "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}
+        async with server_with_task(tmp_path, bundle, settings, "keyboard") as env:
+            url, session, clock = env.url, env.session, env.clock
             for round_ in range(2):
                 phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i,
                                              clock, lm_examples(i)) for i in range(3)]

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
 from edge_sdk.transport import ServerRejected
 
-from .fleet import admin, enroll_phone, good_state, lm_examples, running_server
+from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_task
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +31,9 @@ async def _model_version(session, url, task):
 
 def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path):
     async def scenario():
-        clock = FakeClock()
-        async with running_server(tmp_path / "data", clock) as (url, service), \
-                aiohttp.ClientSession() as session:
-            status, _ = await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path),
-                "settings": _settings("sync", sync={"goal": 4, "overselect": 1.5,
-                                                    "min_fraction": 0.75})})
-            assert status == 201
+        settings = _settings("sync", sync={"goal": 4, "overselect": 1.5, "min_fraction": 0.75})
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            url, service, session, clock = env.url, env.service, env.session, env.clock
             for round_ in range(2):
                 phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i, clock,
                                              lm_examples(i)) for i in range(8)]
@@ -71,13 +64,9 @@ def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundl
 
 def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_path):
     async def scenario():
-        clock = FakeClock()
-        async with running_server(tmp_path / "data", clock) as (url, service), \
-                aiohttp.ClientSession() as session:
-            await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path),
-                "settings": _settings("async", async_={"concurrency": 3, "buffer_size": 2,
-                                                       "max_staleness": 3})})
+        settings = _settings("async", async_={"concurrency": 3, "buffer_size": 2, "max_staleness": 3})
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            url, session, clock = env.url, env.session, env.clock
             phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
                       for i in range(9)]
             outcomes = []
@@ -96,12 +85,9 @@ def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_pat
 
 def test_a_retried_upload_is_counted_once(bundle, tmp_path):
     async def scenario():
-        clock = FakeClock()
-        async with running_server(tmp_path / "data", clock) as (url, service), \
-                aiohttp.ClientSession() as session:
-            await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path),
-                "settings": _settings("sync", sync={"goal": 2, "overselect": 1.0})})
+        settings = _settings("sync", sync={"goal": 2, "overselect": 1.0})
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            url, service, session, clock = env.url, env.service, env.session, env.clock
             phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
                       for i in range(2)]
             assignment = (await phones[0].transport.check_in("kb"))["assignment"]
@@ -125,11 +111,8 @@ def test_a_retried_upload_is_counted_once(bundle, tmp_path):
 
 def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
     async def scenario():
-        clock = FakeClock()
-        async with running_server(tmp_path / "data", clock) as (url, service), \
-                aiohttp.ClientSession() as session:
-            await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path), "settings": _settings("sync")})
+        async with server_with_task(tmp_path, bundle, _settings("sync")) as env:
+            url, service, session, clock = env.url, env.service, env.session, env.clock
             phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
             other = await enroll_phone(url, session, bundle, tmp_path, 1, clock, lm_examples(1))
             async with session.post(url + "/v1/checkin", json={}) as r:

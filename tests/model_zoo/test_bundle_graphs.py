@@ -112,8 +112,6 @@ def test_other_batch_sizes_and_lengths_run_and_match_pytorch(name, tmp_path):
 
 
 def test_train_step_accepts_a_last_partial_batch_of_one(tmp_path):
-    torch.manual_seed(0)
-    model = ZOO["keyboard_cifg_tiny"].build()
     bundle = build_bundle("keyboard_cifg_tiny", tmp_path / "b", batch_size=8)
     trainer = OrtTrainer(bundle)
     gen = torch.Generator().manual_seed(2)
