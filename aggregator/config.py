@@ -55,6 +55,9 @@ class TaskSettings:
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     clip_norm: float | None = None
+    reject_outlier_factor: float | None = None
+    robust: dict | None = None
+    dp: dict | None = None  # DPMean fields + population, target_delta, epsilon_budget
     retry_min_s: float = 30.0
     retry_max_s: float = 300.0
     plan: dict = field(default_factory=lambda: {"epochs": 1, "batch_size": 16, "lr": 0.1})
@@ -64,6 +67,23 @@ class TaskSettings:
             raise ValueError(f"mode must be 'sync' or 'async', got {self.mode!r}")
         if not 0 <= self.retry_min_s <= self.retry_max_s:
             raise ValueError("need 0 <= retry_min_s <= retry_max_s")
+        if self.dp is not None:
+            missing = {"clip_norm", "noise_multiplier", "population"} - set(self.dp)
+            if missing:
+                raise ValueError(f"dp settings need {sorted(missing)}")
+
+    def aggregation(self):
+        from .stages import AggregationConfig
+        dp = None
+        if self.dp is not None:
+            expected = self.sync.goal if self.mode == "sync" else self.async_.buffer_size
+            dp = {"expected_count": expected} | self.dp
+        return AggregationConfig(self.clip_norm, self.reject_outlier_factor, self.robust, dp)
+
+    def sampling_rate(self) -> float:
+        """Per-version sampling rate for the accountant (see aggregator.privacy)."""
+        per_version = self.sync.goal if self.mode == "sync" else self.async_.buffer_size
+        return min(1.0, per_version / self.dp["population"])
 
     def to_json(self) -> dict:
         return asdict(self)

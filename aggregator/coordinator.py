@@ -26,7 +26,7 @@ from edge_sdk.protocol import UpdateMeta
 from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
 from .numerics import STALENESS, Delta
-from .stages import Stage
+from .stages import Stage, stateful_stages
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,8 @@ class TaskCoordinator:
         return {"version": self.version, "paused": self.paused, "round_id": self.round_id,
                 "phase": self.phase, "round_started": self.round_started,
                 "assigned": {d: list(v) for d, v in self.assigned.items()},
-                "funnel": self.funnel.to_json()}
+                "funnel": self.funnel.to_json(),
+                "stages": [s.state() for s in stateful_stages(self.stage)]}
 
     def restore(self, snap: dict) -> None:
         self.version, self.paused = snap["version"], snap["paused"]
@@ -290,6 +291,8 @@ class TaskCoordinator:
         self.round_started = snap["round_started"]
         self.assigned = {d: (int(v[0]), float(v[1])) for d, v in snap["assigned"].items()}
         self.funnel = Funnel.from_json(snap["funnel"])
+        for stage, state in zip(stateful_stages(self.stage), snap.get("stages", [])):
+            stage.load_state(state)
         self.outcomes, self.reported_devices, self.accepted = {}, set(), 0
         self.accumulator = self.stage.start()
         self.events = []

@@ -24,7 +24,8 @@ from .config import TaskSettings
 from .coordinator import Admission, Assignment, ComeBackLater, Outcome, TaskCoordinator
 from .errors import BadRequest, Forbidden, NotFound, Unauthorized
 from .server_optimizers import build_server_optimizer
-from .stages import AggregationConfig, build_aggregation
+from .privacy import PrivacyAccountant
+from .stages import build_aggregation
 from .store import Device, PendingUpdate, SqliteStore, TaskRecord
 
 
@@ -55,7 +56,7 @@ class AggregatorService:
         settings = TaskSettings.from_json(record.settings)
         version, path = self.store.latest_model(record.task_id)
         _, params = decode_parameters(path.read_bytes(), record.specs)
-        stage = build_aggregation(AggregationConfig(clip_norm=settings.clip_norm))
+        stage = build_aggregation(settings.aggregation(), self.rng)
         now = self.clock.now()
         coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now)
         snapshot, opt_state = self.store.snapshot(record.task_id)
@@ -213,11 +214,28 @@ class AggregatorService:
         optimizer = build_server_optimizer(task.settings.server_optimizer, lr=task.settings.server_lr)
         params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
         model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
+        metrics |= {"measurements": measurements} | self._privacy(task)
         self.store.commit_version(task.record.task_id, c.version, model, state, c.snapshot(),
-                                  metrics | {"measurements": measurements}, now)
+                                  metrics, now)
         task.parameters, task.optimizer_state = params, state
         self._flush_events(task)
         return True
+
+    def _privacy(self, task: _Task) -> dict:
+        """(epsilon, delta) spent after this version; pause the task at its budget."""
+        dp = task.settings.dp
+        if dp is None:
+            return {}
+        delta = dp.get("target_delta", 1e-5)
+        epsilon = PrivacyAccountant(dp["noise_multiplier"], task.settings.sampling_rate(),
+                                    delta).epsilon(task.coordinator.version)
+        budget = dp.get("epsilon_budget")
+        if budget is not None and epsilon >= budget:
+            task.coordinator.paused = True
+            task.coordinator.events.append({"event": "privacy_budget_reached", "epsilon": epsilon,
+                                            "round": task.coordinator.round_id,
+                                            "at": self.clock.now()})
+        return {"epsilon": epsilon, "delta": delta}
 
     def _flush_events(self, task: _Task) -> None:
         self.store.add_events(task.record.task_id, task.coordinator.events)

@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, one after another, printing its table."""
 from __future__ import annotations
 
-from . import aggregator_bench, codec_bench, compiler_bench, device_bench
+from . import aggregator_bench, codec_bench, compiler_bench, device_bench, simulator_bench
 
 
 def main() -> None:
@@ -9,6 +9,7 @@ def main() -> None:
     device_bench.main([])
     codec_bench.main([])
     aggregator_bench.main([])
+    simulator_bench.main([])
 
 
 if __name__ == "__main__":
