@@ -51,6 +51,7 @@ class SimulationConfig:
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     seed: int = 0
     backend: str = "local"
+    attackers: dict | None = None  # {"fraction": 0.1, "kind": "sign_flip" | "scale", "scale": 10}
 
     def __post_init__(self):
         if self.devices < 1:
@@ -61,6 +62,10 @@ class SimulationConfig:
             raise ValueError("transport must be 'http' or 'inprocess'")
         if self.backend not in ("local",):
             raise ValueError("backend must be 'local' (the Ray backend is not built yet)")
+        if self.attackers is not None and (
+                not 0 < self.attackers.get("fraction", 0) < 1
+                or self.attackers.get("kind") not in ("sign_flip", "scale")):
+            raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
         if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
             raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
 

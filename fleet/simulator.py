@@ -61,6 +61,24 @@ class SimPacer(Pacer):
         self.stats["bytes_up"] += nbytes
 
 
+class PoisoningTrainer:
+    """A malicious device's trainer: trains honestly, then reports a scaled or sign-flipped
+    delta (model poisoning, as in Bhagoji et al. 2019 and Fang et al. 2020)."""
+
+    def __init__(self, inner: LocalTrainer, kind: str, scale: float):
+        self.inner, self.kind, self.scale = inner, kind, scale
+
+    def set_parameters(self, parameters) -> None:
+        self.inner.set_parameters(parameters)
+
+    def train(self, *args, **kwargs):
+        return self.inner.train(*args, **kwargs)
+
+    def delta(self, global_parameters):
+        factor = -self.scale if self.kind == "sign_flip" else self.scale
+        return {k: v * np.float32(factor) for k, v in self.inner.delta(global_parameters).items()}
+
+
 @dataclass
 class Device:
     client: FederatedClient
@@ -103,6 +121,12 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
     pipeline = UpdatePipeline(codec_of(config.codec))
     devices = []
+    attackers = set()
+    if config.attackers:
+        count = int(round(config.attackers["fraction"] * len(device_data)))
+        attackers = set(rng.choice(len(device_data), size=count, replace=False).tolist())
+        poisoner = PoisoningTrainer(trainer, config.attackers["kind"],
+                                    float(config.attackers.get("scale", 10.0)))
     for i, examples in enumerate(device_data):
         key = generate_signing_key()
         if url:
@@ -118,7 +142,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
             clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection="keyboard",
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
-            train_in_thread=False, trainer=trainer)
+            train_in_thread=False, trainer=poisoner if i in attackers else trainer)
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):
@@ -187,7 +211,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         evaluate(task.coordinator.version)
     describe = service.describe(TASK)
     service.store.close()
-    return {"config": config.to_json(), "devices": len(devices),
+    return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
             "versions": task.coordinator.version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
