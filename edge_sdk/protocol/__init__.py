@@ -10,6 +10,7 @@ from .errors import (ALL_ERRORS, BadChecksum, BadMagic, BadPayload, BadSignature
 from .message import (FORMAT_VERSION, DecodedUpdate, DecodeLimits, UpdateMeta, UpdatePipeline,
                       decode_parameters, decode_update, encode_parameters, encode_update,
                       peek_update)
+from .secagg import FixedPoint, SecAggClient, SecAggServer
 from .signing import generate_signing_key, public_key_of, sign, verify
 from .transforms import clip_by_global_norm, global_norm
 
@@ -23,7 +24,7 @@ relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to 1/112
 
 __all__ = [
     "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CodecSpec",
-    "DEFAULT_CODEC", "DecodeLimits", "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION",
+    "DEFAULT_CODEC", "DecodeLimits", "FixedPoint", "SecAggClient", "SecAggServer", "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION",
     "MalformedHeader", "NonFinite", "ProtocolError", "ShapeMismatch", "TooLarge", "Truncated",
     "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "clip_by_global_norm",
     "decode_parameters", "decode_tensor", "decode_update", "encode_parameters",
