@@ -183,6 +183,38 @@ async def upload_update(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def begin_upload(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    result = request.app[SERVICE].begin_upload(request[DEVICE], request.match_info["task_id"],
+                                               _field(doc, "size", int), _field(doc, "sha256", str))
+    return web.json_response(result, status=201)
+
+
+async def upload_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE].upload_status(
+        request[DEVICE], request.match_info["upload_id"]))
+
+
+async def upload_chunk(request: web.Request) -> web.Response:
+    try:
+        offset = int(request.query["offset"])
+    except (KeyError, ValueError):
+        raise BadRequest("offset (bytes already sent) is a required integer") from None
+    chunk = await request.read()
+    request.app[METRICS].bytes_in.inc(len(chunk))
+    return web.json_response(request.app[SERVICE].append_chunk(
+        request[DEVICE], request.match_info["upload_id"], offset, chunk))
+
+
+async def commit_upload(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    metrics.uploads.inc()
+    result = request.app[SERVICE].commit_upload(request[DEVICE], request.match_info["upload_id"])
+    if result["status"] == "accepted":
+        metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
+    return web.json_response(result)
+
+
 async def report_failure(request: web.Request) -> web.Response:
     doc = await _json(request)
     request.app[SERVICE].report_failure(request[DEVICE], request.match_info["task_id"],
@@ -257,6 +289,10 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
         web.get("/v1/tasks/{task_id}/model", download_model),
         web.post("/v1/tasks/{task_id}/updates", upload_update),
         web.post("/v1/tasks/{task_id}/failures", report_failure),
+        web.post("/v1/tasks/{task_id}/uploads", begin_upload),
+        web.get("/v1/uploads/{upload_id}", upload_status),
+        web.put("/v1/uploads/{upload_id}", upload_chunk),
+        web.post("/v1/uploads/{upload_id}/commit", commit_upload),
         web.post("/v1/admin/tasks", admin_create_task),
         web.get("/v1/admin/tasks", admin_list_tasks),
         web.get("/v1/admin/tasks/{task_id}", admin_task),

@@ -9,6 +9,7 @@
     ├── RoundClosed (RuntimeError)         409  the round/buffer no longer takes updates
     ├── NotSelected (PermissionError)      403  this device holds no assignment
     ├── TaskPaused (RuntimeError)          409  the task is paused
+    ├── UploadOffsetMismatch (ValueError)  409  a chunk out of order (says bytes received)
     ├── PayloadTooLarge (ValueError)       413  over the body size cap
     └── RateLimited (RuntimeError)         429  too many requests (says when to retry)
 
@@ -64,6 +65,10 @@ class TaskPaused(AggregatorError, RuntimeError):
     code = "task_paused"
 
 
+class UploadOffsetMismatch(AggregatorError, ValueError):
+    code = "upload_offset_mismatch"
+
+
 class PayloadTooLarge(AggregatorError, ValueError):
     code = "payload_too_large"
 
@@ -74,7 +79,8 @@ class RateLimited(AggregatorError, RuntimeError):
 
 STATUS: dict[type, int] = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
-    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, PayloadTooLarge: 413,
+    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, UploadOffsetMismatch: 409,
+    PayloadTooLarge: 413,
     RateLimited: 429, ProtocolError: 400,
 }
 

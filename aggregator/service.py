@@ -22,7 +22,8 @@ from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, deco
 
 from .config import TaskSettings
 from .coordinator import Admission, Assignment, ComeBackLater, Outcome, TaskCoordinator
-from .errors import BadRequest, Forbidden, NotFound, Unauthorized
+from .errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
+                     UploadOffsetMismatch)
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
@@ -188,6 +189,54 @@ class AggregatorService:
         self._maybe_commit(task)
         return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
                 "version": c.version}
+
+    # -- resumable uploads --------------------------------------------------------------------
+    def begin_upload(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
+        self._task(task_id)
+        if not 0 < size <= self.limits.max_message_bytes:
+            raise PayloadTooLarge(f"an update may be at most {self.limits.max_message_bytes} bytes",
+                                  max_bytes=self.limits.max_message_bytes)
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise BadRequest("sha256 must be 64 lowercase hex digits")
+        upload_id = secrets.token_hex(16)
+        self.store.begin_upload(upload_id, device.device_id, task_id, size, sha256, self.clock.now())
+        return {"upload_id": upload_id, "received": 0, "size": size}
+
+    def _upload(self, device: Device, upload_id: str) -> dict:
+        info = self.store.upload_info(upload_id)
+        if info is None or info["device_id"] != device.device_id:
+            raise NotFound(f"no upload {upload_id} of this device")
+        return info
+
+    def upload_status(self, device: Device, upload_id: str) -> dict:
+        info = self._upload(device, upload_id)
+        return {"upload_id": upload_id, "received": info["received"], "size": info["size"]}
+
+    def append_chunk(self, device: Device, upload_id: str, offset: int, chunk: bytes) -> dict:
+        """Idempotent: a chunk already received is acknowledged again; a gap is refused
+        with the count received, from which the device resumes."""
+        info = self._upload(device, upload_id)
+        received = info["received"]
+        if offset + len(chunk) <= received:
+            return {"upload_id": upload_id, "received": received, "size": info["size"]}
+        if offset != received:
+            raise UploadOffsetMismatch(f"expected offset {received}", received=received)
+        if received + len(chunk) > info["size"]:
+            raise PayloadTooLarge("more bytes than the upload declared", max_bytes=info["size"])
+        received = self.store.append_upload(upload_id, offset, chunk)
+        return {"upload_id": upload_id, "received": received, "size": info["size"]}
+
+    def commit_upload(self, device: Device, upload_id: str) -> dict:
+        info = self._upload(device, upload_id)
+        if info["received"] != info["size"]:
+            raise UploadOffsetMismatch("the upload is incomplete", received=info["received"])
+        data = self.store.read_upload(upload_id)
+        if hashlib.sha256(data).hexdigest() != info["sha256"]:
+            self.store.finish_upload(upload_id)
+            raise BadRequest("the uploaded bytes do not match the declared sha256")
+        result = self.submit_update(device, info["task_id"], data)
+        self.store.finish_upload(upload_id)
+        return result
 
     # -- commits ---------------------------------------------------------------------------
     def tick(self) -> None:

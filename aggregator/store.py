@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, population TEXT NOT NULL, public_key BLOB NOT NULL,
     token_hash TEXT NOT NULL UNIQUE, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, received INTEGER NOT NULL,
+    created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, at REAL NOT NULL,
     doc TEXT NOT NULL);
@@ -89,7 +93,7 @@ class Store(Protocol):
 class SqliteStore:
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir)
-        for sub in ("models", "updates", "state"):
+        for sub in ("models", "updates", "state", "partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.root / "aggregator.db", check_same_thread=False,
@@ -280,6 +284,44 @@ class SqliteStore:
             row = self._db.execute("SELECT device_id, population, public_key FROM devices WHERE "
                                    "token_hash = ?", (token_hash,)).fetchone()
         return None if row is None else Device(row[0], row[1], bytes(row[2]))
+
+    # -- resumable uploads --------------------------------------------------------------------
+    def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,
+                     sha256: str, now: float) -> None:
+        (self.root / "partial" / upload_id).write_bytes(b"")
+        with self._transaction() as db:
+            db.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, 0, ?)",
+                       (upload_id, device_id, task_id, size, sha256, now))
+
+    def upload_info(self, upload_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT device_id, task_id, size, sha256, received FROM uploads "
+                                   "WHERE upload_id = ?", (upload_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("device_id", "task_id", "size", "sha256", "received"), row))
+
+    def append_upload(self, upload_id: str, offset: int, chunk: bytes) -> int:
+        """Append `chunk` at `offset` (== bytes received so far); durable on return."""
+        path = self.root / "partial" / upload_id
+        with open(path, "r+b") as f:
+            f.truncate(offset)  # bytes past the recorded count were never acknowledged
+            f.seek(offset)
+            f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        received = offset + len(chunk)
+        with self._transaction() as db:
+            db.execute("UPDATE uploads SET received = ? WHERE upload_id = ?", (received, upload_id))
+        return received
+
+    def read_upload(self, upload_id: str) -> bytes:
+        return (self.root / "partial" / upload_id).read_bytes()
+
+    def finish_upload(self, upload_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+        (self.root / "partial" / upload_id).unlink(missing_ok=True)
 
     # -- events -----------------------------------------------------------------------------
     def add_events(self, task_id: str, events: list[dict]) -> None:

@@ -41,11 +41,13 @@ _TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio
 class Transport:
     def __init__(self, base_url: str, session: aiohttp.ClientSession, *, token: str | None = None,
                  retry: RetryPolicy = RetryPolicy(), rng: np.random.Generator | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 single_request_bytes: int = 1 << 20, chunk_bytes: int = 256 << 10):
         self.base_url, self.session, self.token = base_url.rstrip("/"), session, token
         self.retry, self.rng, self.sleep = retry, rng or np.random.default_rng(), sleep
         self.attempts_made = 0
         self.device_id: str | None = None
+        self.single_request_bytes, self.chunk_bytes = single_request_bytes, chunk_bytes
 
     async def _request(self, method: str, path: str, *, json=None, data: bytes | None = None,
                        params=None, raw: bool = False):
@@ -96,7 +98,36 @@ class Transport:
         return body
 
     async def upload(self, task_id: str, data: bytes) -> dict:
-        return await self._request("POST", f"/v1/tasks/{task_id}/updates", data=data)
+        """Small updates in one request; larger ones resumably, in chunks."""
+        if len(data) <= self.single_request_bytes:
+            return await self._request("POST", f"/v1/tasks/{task_id}/updates", data=data)
+        return await self.upload_resumable(task_id, data)
+
+    async def upload_resumable(self, task_id: str, data: bytes) -> dict:
+        """Send `data` in chunks; after any failure, ask the server how much it holds and
+        go on from there. The commit is idempotent like a single-request upload."""
+        import hashlib
+        session = await self._request("POST", f"/v1/tasks/{task_id}/uploads", json={
+            "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        upload_id, received = session["upload_id"], session["received"]
+        path = f"/v1/uploads/{upload_id}"
+        failures = 0
+        while received < len(data):
+            chunk = data[received:received + self.chunk_bytes]
+            try:
+                answer = await self._request("PUT", path, data=chunk,
+                                             params={"offset": str(received)})
+                received = answer["received"]
+            except ServerRejected as e:
+                if e.code != "upload_offset_mismatch":
+                    raise
+                received = int(e.details["received"])
+            except TransportError:
+                failures += 1
+                if failures > self.retry.attempts:
+                    raise
+                received = (await self._request("GET", path))["received"]
+        return await self._request("POST", path + "/commit")
 
     async def report_failure(self, task_id: str, reason: str) -> None:
         await self._request("POST", f"/v1/tasks/{task_id}/failures", json={"reason": reason})

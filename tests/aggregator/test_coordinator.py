@@ -132,6 +132,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
     @rule(mode=st.sampled_from(["sync", "async"]))
     def start(self, mode):
         if self.c is None:
+            self.mode = mode
             self.c = _coordinator(mode, sync={"goal": 3, "overselect": 1.5},
                                   async_={"concurrency": 5, "buffer_size": 3, "max_staleness": 2})
 

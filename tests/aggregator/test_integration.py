@@ -144,3 +144,45 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
                 text = await r.text()
             assert "edgefl_updates_rejected_total" in text and 'reason="bad_signature"' in text
     asyncio.run(scenario())
+
+
+def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_path):
+    async def scenario():
+        settings = _settings("sync", sync={"goal": 1, "overselect": 1.0})
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            url, service, session, clock = env.url, env.service, env.session, env.clock
+            phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
+            await phone.transport.check_in("kb")
+            rng = np.random.default_rng(0)
+            delta = {s.name: rng.normal(0, 1, s.shape).astype(np.float32) for s in bundle.parameter_specs}
+            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "big", 5)
+            data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
+                                 signing_key=phone.identity.signing_key, rng=rng)
+            t = phone.transport
+            t.chunk_bytes = len(data) // 5 + 1
+            import hashlib
+            start = await t._request("POST", "/v1/tasks/kb/uploads", json={
+                "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            path = f"/v1/uploads/{start['upload_id']}"
+            first = await t._request("PUT", path, data=data[:1000], params={"offset": "0"})
+            assert first["received"] == 1000
+            again = await t._request("PUT", path, data=data[:1000], params={"offset": "0"})
+            assert again["received"] == 1000  # a repeated chunk is acknowledged, not appended
+            with pytest.raises(ServerRejected) as gap:
+                await t._request("PUT", path, data=data[5000:6000], params={"offset": "5000"})
+            assert gap.value.status == 409 and gap.value.details["received"] == 1000
+            # the connection died here; the device asks how far it got and finishes
+            status = await t._request("GET", path)
+            rest = data[status["received"]:]
+            await t._request("PUT", path, data=rest, params={"offset": str(status["received"])})
+            result = await t._request("POST", path + "/commit")
+            assert result["status"] == "accepted" and service.tasks["kb"].coordinator.version == 1
+            # and the client's own resumable path, forced by a tiny single-request limit
+            await phone.transport.check_in("kb")
+            meta2 = UpdateMeta("kb", bundle.model_id, 1, phone.identity.device_id, "big2", 5)
+            data2 = encode_update(delta, bundle.parameter_specs, meta2, UpdatePipeline(),
+                                  signing_key=phone.identity.signing_key, rng=rng)
+            t.single_request_bytes = 1000
+            assert (await t.upload("kb", data2))["status"] == "accepted"
+            assert service.tasks["kb"].coordinator.version == 2
+    asyncio.run(scenario())
