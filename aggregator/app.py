@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edge_sdk.protocol import DecodeLimits, ProtocolError
 
 from .config import TaskSettings
-from .coordinator import Assignment
+from .coordinator import Assignment, EvalAssignment
 from .errors import (AggregatorError, BadRequest, Forbidden, RateLimited, Unauthorized, code_of,
                      status_of)
 from .metrics import Metrics
@@ -154,6 +154,9 @@ async def check_in(request: web.Request) -> web.Response:
         metrics.selections.labels(result.task_id).inc()
         return web.json_response({"assignment": {
             **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan}})
+    if isinstance(result, EvalAssignment):
+        task = service.tasks[result.task_id]
+        return web.json_response({"evaluation": {**asdict(result), "model_id": task.record.model_id}})
     now = service.clock.now()
     return web.json_response({"retry_at": result.retry_at, "retry_after_s": result.retry_at - now})
 
@@ -213,6 +216,12 @@ async def commit_upload(request: web.Request) -> web.Response:
     if result["status"] == "accepted":
         metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
     return web.json_response(result)
+
+
+async def submit_evaluation(request: web.Request) -> web.Response:
+    doc = await _json(request)
+    return web.json_response(request.app[SERVICE].submit_evaluation(
+        request[DEVICE], request.match_info["task_id"], doc))
 
 
 async def report_failure(request: web.Request) -> web.Response:
@@ -289,6 +298,7 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
         web.get("/v1/tasks/{task_id}/model", download_model),
         web.post("/v1/tasks/{task_id}/updates", upload_update),
         web.post("/v1/tasks/{task_id}/failures", report_failure),
+        web.post("/v1/tasks/{task_id}/evaluations", submit_evaluation),
         web.post("/v1/tasks/{task_id}/uploads", begin_upload),
         web.get("/v1/uploads/{upload_id}", upload_status),
         web.put("/v1/uploads/{upload_id}", upload_chunk),

@@ -58,6 +58,7 @@ class TaskSettings:
     reject_outlier_factor: float | None = None
     robust: dict | None = None
     dp: dict | None = None  # DPMean fields + population, target_delta, epsilon_budget
+    eval_fraction: float = 0.0  # of devices not needed for training, the share sent to evaluate
     retry_min_s: float = 30.0
     retry_max_s: float = 300.0
     plan: dict = field(default_factory=lambda: {"epochs": 1, "batch_size": 16, "lr": 0.1})
@@ -67,6 +68,8 @@ class TaskSettings:
             raise ValueError(f"mode must be 'sync' or 'async', got {self.mode!r}")
         if not 0 <= self.retry_min_s <= self.retry_max_s:
             raise ValueError("need 0 <= retry_min_s <= retry_max_s")
+        if not 0 <= self.eval_fraction <= 1:
+            raise ValueError(f"eval_fraction must be in [0, 1], got {self.eval_fraction}")
         if self.dp is not None:
             missing = {"clip_norm", "noise_multiplier", "population"} - set(self.dp)
             if missing:

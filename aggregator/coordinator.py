@@ -38,6 +38,15 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class EvalAssignment:
+    """Federated evaluation: evaluate `model_version` on local data and report metric sums."""
+
+    task_id: str
+    model_version: int
+    deadline: float
+
+
+@dataclass(frozen=True)
 class ComeBackLater:
     retry_at: float
 
@@ -88,6 +97,7 @@ class TaskCoordinator:
         self.round_id = 0
         self.funnel = Funnel()
         self.events: list[dict] = []
+        self.evaluators: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
         self._open_round(now)
 
     # -- rounds / buffers ------------------------------------------------------------------
@@ -122,7 +132,7 @@ class TaskCoordinator:
             self.phase == "closing" and self.accepted >= self._minimum())
 
     # -- devices -----------------------------------------------------------------------------
-    def check_in(self, device_id: str, now: float) -> Assignment | ComeBackLater:
+    def check_in(self, device_id: str, now: float) -> Assignment | EvalAssignment | ComeBackLater:
         self.funnel.checked_in += 1
         self.tick(now)
         if self.paused:
@@ -132,11 +142,11 @@ class TaskCoordinator:
             return Assignment(self.task_id, self.round_id, version, deadline)
         if self.settings.mode == "async":
             if len(self.assigned) >= self.settings.async_.concurrency:
-                return self._later(now)
+                return self._spare(device_id, now)
             deadline = now + self.settings.async_.report_deadline_s
         else:
             if self.phase != "selecting" or len(self.assigned) >= self._target():
-                return self._later(now)
+                return self._spare(device_id, now)
             deadline = self.round_started + self._sync.selection_timeout_s + \
                 self._sync.report_deadline_s
         self.assigned[device_id] = (self.version, deadline)
@@ -144,6 +154,24 @@ class TaskCoordinator:
         if self.settings.mode == "sync" and len(self.assigned) >= self._target():
             self.phase = "reporting"
         return Assignment(self.task_id, self.round_id, self.version, deadline)
+
+    def _spare(self, device_id: str, now: float) -> EvalAssignment | ComeBackLater:
+        """A device training does not need: evaluate the current model, or come back."""
+        if self.settings.eval_fraction and self.rng.random() < self.settings.eval_fraction:
+            deadline = now + self.settings.sync.report_deadline_s
+            self.evaluators[device_id] = (self.version, deadline)
+            return EvalAssignment(self.task_id, self.version, deadline)
+        return self._later(now)
+
+    def record_evaluation(self, device_id: str, model_version: int, now: float) -> None:
+        """Check that an evaluation report is owed; the service stores its sums."""
+        owed = self.evaluators.get(device_id)
+        if owed is None or owed[0] != model_version:
+            raise NotSelected(f"device {device_id} holds no evaluation of version {model_version}")
+        if now > owed[1]:
+            del self.evaluators[device_id]
+            raise RoundClosed("the evaluation deadline has passed")
+        del self.evaluators[device_id]
 
     def _later(self, now: float) -> ComeBackLater:
         """Pace steering: a random retry time spreads reconnections (no thundering herd)."""

@@ -21,7 +21,8 @@ from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, deco
                                encode_parameters, peek_update)
 
 from .config import TaskSettings
-from .coordinator import Admission, Assignment, ComeBackLater, Outcome, TaskCoordinator
+from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Outcome,
+                          TaskCoordinator)
 from .errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
                      UploadOffsetMismatch)
 from .server_optimizers import build_server_optimizer
@@ -116,8 +117,31 @@ class AggregatorService:
 
     def history(self, task_id: str) -> dict:
         self._task(task_id)
+        evaluations = []
+        for version, sums in sorted(self.store.evaluation_totals(task_id).items()):
+            count = sums.get("count", 0.0)
+            rates = {f"{k}_rate": sums[k] / count for k in ("correct", "correct_top3")
+                     if k in sums and count}
+            evaluations.append({"version": version, **sums, **rates})
         return {"versions": self.store.model_history(task_id),
-                "events": self.store.events(task_id)}
+                "events": self.store.events(task_id), "federated_evaluation": evaluations}
+
+    def submit_evaluation(self, device: Device, task_id: str, doc: dict) -> dict:
+        """A device's metric sums for one model version, from its local examples."""
+        task = self._task(task_id)
+        version, sums = doc.get("model_version"), doc.get("sums")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BadRequest("model_version must be an integer")
+        allowed = {"loss_sum", "correct", "correct_top3", "count"}
+        if not isinstance(sums, dict) or not sums or set(sums) - allowed or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+                and v >= 0 for v in sums.values()):
+            raise BadRequest(f"sums must map some of {sorted(allowed)} to finite non-negative numbers")
+        if self.store.has_evaluation(task_id, version, device.device_id):
+            return {"status": "duplicate"}  # a retry of a recorded report
+        task.coordinator.record_evaluation(device.device_id, version, self.clock.now())
+        self.store.add_evaluation(task_id, version, device.device_id, sums)
+        return {"status": "recorded"}
 
     # -- devices ------------------------------------------------------------------------------
     def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
@@ -138,7 +162,7 @@ class AggregatorService:
             raise Unauthorized("unknown or missing device token")
         return device
 
-    def check_in(self, device: Device, task_id: str | None) -> Assignment | ComeBackLater:
+    def check_in(self, device: Device, task_id: str | None) -> Assignment | EvalAssignment | ComeBackLater:
         tasks = [self._task(task_id)] if task_id else list(self.tasks.values())
         if not tasks:
             return ComeBackLater(self.clock.now() + 60.0)

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, task_id TEXT NOT NULL,
     size INTEGER NOT NULL, sha256 TEXT NOT NULL, received INTEGER NOT NULL,
     created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    task_id TEXT NOT NULL, version INTEGER NOT NULL, device_id TEXT NOT NULL,
+    sums TEXT NOT NULL, PRIMARY KEY (task_id, version, device_id));
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, at REAL NOT NULL,
     doc TEXT NOT NULL);
@@ -284,6 +287,29 @@ class SqliteStore:
             row = self._db.execute("SELECT device_id, population, public_key FROM devices WHERE "
                                    "token_hash = ?", (token_hash,)).fetchone()
         return None if row is None else Device(row[0], row[1], bytes(row[2]))
+
+    # -- federated evaluation ------------------------------------------------------------------
+    def add_evaluation(self, task_id: str, version: int, device_id: str, sums: dict) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO evaluations VALUES (?, ?, ?, ?)",
+                       (task_id, version, device_id, json.dumps(sums)))
+
+    def has_evaluation(self, task_id: str, version: int, device_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM evaluations WHERE task_id = ? AND version = ? "
+                                    "AND device_id = ?", (task_id, version, device_id)).fetchone() is not None
+
+    def evaluation_totals(self, task_id: str) -> dict[int, dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT version, sums FROM evaluations WHERE task_id = ?",
+                                    (task_id,)).fetchall()
+        totals: dict[int, dict] = {}
+        for version, sums in rows:
+            acc = totals.setdefault(version, {"devices": 0})
+            acc["devices"] += 1
+            for k, v in json.loads(sums).items():
+                acc[k] = acc.get(k, 0.0) + v
+        return totals
 
     # -- resumable uploads --------------------------------------------------------------------
     def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,

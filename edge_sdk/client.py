@@ -16,6 +16,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .clock import Clock
+from .evaluator import Evaluator
 from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
 from .example_store import ExampleStore
 from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
@@ -51,7 +52,7 @@ class DeviceIdentity:
 
 @dataclass
 class ParticipationResult:
-    """status: "ineligible" | "later" | "completed" | "aborted" | "rejected"."""
+    """status: "ineligible" | "later" | "completed" | "evaluated" | "aborted" | "rejected"."""
 
     status: str
     reason: str | None = None
@@ -77,6 +78,7 @@ class FederatedClient:
         self.pacer, self.train_in_thread = pacer or Pacer(), train_in_thread
         self.reasons = ReasonCounter()
         self._trainer = trainer  # several simulated devices may share one (and its session)
+        self._evaluator: Evaluator | None = None
 
     def _context(self) -> Context:
         history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
@@ -89,6 +91,8 @@ class FederatedClient:
             self.reasons.record(decision)
             return ParticipationResult("ineligible", ",".join(decision.codes))
         answer = await self.transport.check_in(task_id, self.reasons.export())
+        if "evaluation" in answer:
+            return await self._evaluate(answer["evaluation"])
         if "assignment" not in answer:
             return ParticipationResult("later", retry_at=answer.get("retry_at"))
         a = answer["assignment"]
@@ -117,6 +121,22 @@ class FederatedClient:
             return result
         result.examples = training.examples
         return await self._upload(a, params, training, result)
+
+    async def _evaluate(self, e: dict) -> ParticipationResult:
+        """Federated evaluation: metric sums of the given model on the local examples."""
+        result = ParticipationResult("evaluated", task_id=e["task_id"], model_version=e["model_version"])
+        if e["model_id"] != self.bundle.model_id:
+            result.status, result.reason = "aborted", "bundle_mismatch"
+            return result
+        params, result.bytes_down = await self._model(e["task_id"], e["model_version"])
+        if self._evaluator is None:
+            self._evaluator = Evaluator(self.bundle)
+        metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.collection))
+        sums = {k: float(metrics[k]) for k in ("loss_sum", "correct", "correct_top3", "count")
+                if k in metrics}
+        result.examples = int(sums.get("count", 0))
+        result.server = await self.transport.submit_evaluation(e["task_id"], e["model_version"], sums)
+        return result
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
         data = await self.transport.download_model(task_id, version)

@@ -129,6 +129,10 @@ class Transport:
                 received = (await self._request("GET", path))["received"]
         return await self._request("POST", path + "/commit")
 
+    async def submit_evaluation(self, task_id: str, model_version: int, sums: dict) -> dict:
+        return await self._request("POST", f"/v1/tasks/{task_id}/evaluations",
+                                   json={"model_version": model_version, "sums": sums})
+
     async def report_failure(self, task_id: str, reason: str) -> None:
         await self._request("POST", f"/v1/tasks/{task_id}/failures", json={"reason": reason})
 

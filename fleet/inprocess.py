@@ -3,7 +3,7 @@ service (the same service the HTTP app wraps), with the same bytes and the same 
 minus the sockets. For large simulations; HTTP on loopback is the default."""
 from __future__ import annotations
 
-from aggregator.coordinator import Assignment
+from aggregator.coordinator import Assignment, EvalAssignment
 from aggregator.errors import AggregatorError, code_of, status_of
 from aggregator.service import AggregatorService
 from edge_sdk.protocol import ProtocolError
@@ -34,6 +34,9 @@ class InProcessTransport:
             task = self.service.tasks[result.task_id]
             return {"assignment": {**result.__dict__, "model_id": task.record.model_id,
                                    "plan": task.settings.plan}}
+        if isinstance(result, EvalAssignment):
+            task = self.service.tasks[result.task_id]
+            return {"evaluation": {**result.__dict__, "model_id": task.record.model_id}}
         return {"retry_at": result.retry_at}
 
     async def download_model(self, task_id: str, version: int) -> bytes:
@@ -42,6 +45,10 @@ class InProcessTransport:
 
     async def upload(self, task_id: str, data: bytes) -> dict:
         return self._call(self.service.submit_update, self.device, task_id, data)
+
+    async def submit_evaluation(self, task_id: str, model_version: int, sums: dict) -> dict:
+        return self._call(self.service.submit_evaluation, self.device, task_id,
+                          {"model_version": model_version, "sums": sums})
 
     async def report_failure(self, task_id: str, reason: str) -> None:
         self._call(self.service.report_failure, self.device, task_id, reason)

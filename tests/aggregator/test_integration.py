@@ -186,3 +186,29 @@ def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_pat
             assert (await t.upload("kb", data2))["status"] == "accepted"
             assert service.tasks["kb"].coordinator.version == 2
     asyncio.run(scenario())
+
+
+def test_spare_devices_evaluate_the_global_model_and_report_metrics(bundle, tmp_path):
+    async def scenario():
+        settings = _settings("sync", sync={"goal": 2, "overselect": 1.0}) | {"eval_fraction": 1.0}
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            url, service, session, clock = env.url, env.service, env.session, env.clock
+            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                      for i in range(5)]
+            # two train; the other three are not needed for the round and evaluate version 0
+            trainers = [await p.transport.check_in("kb") for p in phones[:2]]
+            assert all("assignment" in t for t in trainers)
+            results = [await p.client.participate(good_state, "kb") for p in phones[2:]]
+            assert [r.status for r in results] == ["evaluated"] * 3
+            assert all(r.server["status"] == "recorded" for r in results)
+            again = await phones[2].transport.submit_evaluation("kb", 0, {"count": 1.0})
+            assert again["status"] == "duplicate"
+            with pytest.raises(ServerRejected) as e:  # nobody asked this device to evaluate v5
+                await phones[0].transport.submit_evaluation("kb", 5, {"count": 1.0})
+            assert e.value.code == "not_selected"
+            history = service.history("kb")["federated_evaluation"]
+            expected = sum(sum(len(x["targets"]) for x in lm_examples(i)) for i in range(2, 5))
+            assert history[0]["version"] == 0 and history[0]["devices"] == 3
+            assert history[0]["count"] == expected
+            assert 0 <= history[0]["correct_rate"] <= history[0]["correct_top3_rate"] <= 1
+    asyncio.run(scenario())
