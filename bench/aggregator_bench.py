@@ -175,7 +175,7 @@ def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="a,b,c")
+    parser.add_argument("--part", default="a,b,c,load")
     args = parser.parse_args(argv)
     parts = args.part.split(",")
     results = {}
@@ -193,6 +193,12 @@ def main(argv=None) -> dict:
             print(f"{r['clients']} concurrent clients: {r['uploads_per_s']:.0f} uploads/s, "
                   f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
                   f"{r['rate_limited']} rate-limited (target 300 uploads/s)")
+        if "load" in parts:
+            r = results["load"] = http(_keyboard(tmp, "keyboard_cifg_tiny"), clients=1000,
+                                       seconds=20.0)
+            print("\n== Load: 1,000 concurrent devices checking in and uploading (one process) ==")
+            print(f"{r['uploads']} uploads in 20 s: {r['uploads_per_s']:.0f}/s, p50 {r['p50_ms']:.0f} ms, "
+                  f"p99 {r['p99_ms']:.0f} ms, {r['errors']} errors, {r['rate_limited']} rate-limited")
         if "c" in parts:
             rows = results["rss"] = rss_flat(_keyboard(tmp))
             print("\n== Aggregator (c): server peak RSS by updates in one round (keyboard_cifg, "

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, one after another, printing its table."""
 from __future__ import annotations
 
-from . import aggregator_bench, codec_bench, compiler_bench, device_bench, simulator_bench
+from . import (aggregator_bench, codec_bench, compiler_bench, device_bench, privacy_bench,
+               simulator_bench)
 
 
 def main() -> None:
@@ -10,6 +11,7 @@ def main() -> None:
     codec_bench.main([])
     aggregator_bench.main([])
     simulator_bench.main([])
+    privacy_bench.main([])
 
 
 if __name__ == "__main__":
