@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench soak fuzz clean
 
 $(STAMP): pyproject.toml scripts/install.sh
 	bash scripts/install.sh $(PY) $(VENV)
@@ -21,6 +21,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+# longer runs than `make test` holds: kill -9 at many points, and coverage-guided fuzzing
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/aggregator/test_crash_recovery.py tests/aggregator/test_network_faults.py --kill-points 5,15,30,60,90,120,160,200
+
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/fuzz_decoder.py -max_total_time=$${FUZZ_SECONDS:-300} -print_final_stats=1
 
 
 clean:

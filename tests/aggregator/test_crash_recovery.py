@@ -64,7 +64,7 @@ def _counted_keys(data_dir: Path) -> list[str]:
                                          "SELECT idempotency_key FROM updates")]
 
 
-def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path):
+def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_after):
     server = Server(tmp_path / "data", _free_port())
     url = server.start()
     acknowledged: set[str] = set()
@@ -82,7 +82,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path):
             rng = np.random.default_rng(0)
 
             async def one(phone, index):
-                for j in range(6):  # keep uploading until the server dies
+                for j in range(12):  # keep uploading until the server dies
                     answer = await phone.transport.check_in("kb")
                     if "assignment" not in answer:
                         await asyncio.sleep(0.01)
@@ -101,7 +101,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path):
                     versions_seen.append(result["version"])
 
             async def killer():
-                while len(acknowledged) < 40:
+                while len(acknowledged) < kill_after:
                     await asyncio.sleep(0.005)
                 server.kill9()  # mid-stream: some uploads acknowledged, some in flight
 

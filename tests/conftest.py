@@ -1,0 +1,14 @@
+"""Suite-wide options: `make soak` widens the bounded crash test."""
+from __future__ import annotations
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kill-points", default="40",
+                     help="comma-separated counts of acknowledged uploads after which the "
+                          "crash test kills the aggregator (make soak passes many)")
+
+
+def pytest_generate_tests(metafunc):
+    if "kill_after" in metafunc.fixturenames:
+        points = [int(p) for p in metafunc.config.getoption("kill_points").split(",")]
+        metafunc.parametrize("kill_after", points)
