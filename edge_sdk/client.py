@@ -160,6 +160,10 @@ class FederatedClient:
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
         delta = self._trainer.delta(params)
+        if not all(np.all(np.isfinite(v)) for v in delta.values()):
+            await self.transport.report_failure(a["task_id"], "diverged")
+            result.reason = "diverged"  # local training blew up: nothing worth sending
+            return result
         key = hashlib.sha256(f"{self.identity.device_id}|{a['task_id']}|{a['round_id']}|"
                              f"{a['model_version']}".encode()).hexdigest()
         metrics = {k: float(v) for k, v in training.metrics.items()

@@ -126,6 +126,8 @@ def encode_update(delta: dict[str, np.ndarray], specs: Iterable, meta: UpdateMet
     meta.validate()
     specs = _specs(specs)
     _check_names(delta, specs)
+    for name, value in delta.items():
+        _check_finite(name, value)  # a diverged model must not leave the device
     work = feedback.corrected(delta) if feedback is not None else delta
     local_dp = None
     if pipeline.clip_norm is not None:

@@ -171,11 +171,22 @@ def test_specific_failures_have_specific_errors():
                       rng=np.random.default_rng(0))
 
 
-def test_non_finite_values_are_rejected():
+def test_non_finite_values_are_rejected_by_the_decoder():
+    import hashlib
+    import struct
+    import zstandard
     delta = _delta()
-    delta["rnn.bias"][3] = np.nan
+    good = _encode(delta)  # re-frame a message whose float32 payload holds a NaN
+    prefix = struct.Struct("<4sHHII")
+    magic, version, flags, head_len, body_len = prefix.unpack_from(good)
+    head = good[prefix.size:prefix.size + head_len]
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(good[prefix.size + head_len:prefix.size + head_len + body_len]))
+    raw[0:4] = np.float32(np.nan).tobytes()
+    body = zstandard.ZstdCompressor().compress(bytes(raw))
+    data = prefix.pack(magic, version, 0, len(head), len(body)) + head + body
+    data += hashlib.sha256(data).digest()
     with pytest.raises(NonFinite):
-        decode_update(_encode(delta), SPECS, public_key=PUBLIC)
+        decode_update(data, SPECS, public_key=None)
 
 
 @settings(max_examples=40, deadline=None)
@@ -194,3 +205,10 @@ def test_codec_spec_validates_with_a_fix_in_the_message():
         CodecSpec(fraction=0.5)
     with pytest.raises(ValueError, match="power of two"):
         CodecSpec(rotate=True, rotation_block=1000)
+
+
+def test_a_non_finite_delta_is_refused_before_encoding():
+    delta = _delta()
+    delta["embedding.weight"][0, 0] = np.inf
+    with pytest.raises(NonFinite):
+        _encode(delta)
