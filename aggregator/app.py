@@ -137,7 +137,7 @@ async def enroll(request: web.Request) -> web.Response:
     doc = await _json(request)
     try:
         key = base64.b64decode(_field(doc, "public_key", str), validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise BadRequest("public_key must be base64") from None
     result = request.app[SERVICE].enroll(_field(doc, "population", str), _field(doc, "secret", str), key)
     return web.json_response(result, status=201)
