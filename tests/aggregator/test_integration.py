@@ -140,6 +140,22 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
             assert e.value.status == 409 and e.value.details["current_version"] == 0
             assert service.tasks["kb"].coordinator.accepted == 0
             assert not service.store.pending_updates("kb")  # nothing bad was stored
+            # an admin call with a device token, and an oversized body
+            async with session.get(url + "/v1/admin/tasks",
+                                   headers={"Authorization": f"Bearer {phone.transport.token}"}) as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
+            async with session.post(url + "/v1/tasks/kb/updates", data=b"x" * (33 * 2**20),
+                                    headers={"Authorization": f"Bearer {phone.transport.token}"}) as r:
+                assert r.status == 413 and (await r.json())["error"]["code"] == "payload_too_large"
+            # a shape mismatch: an update for another model's parameter list
+            wrong = [{"name": s.name, "shape": [int(d) + 1 for d in s.shape]} for s in bundle.parameter_specs]
+            odd = {w["name"]: np.zeros(w["shape"], np.float32) for w in wrong}
+            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "odd", 5)
+            data = encode_update(odd, wrong, meta, UpdatePipeline(),
+                                 signing_key=phone.identity.signing_key, rng=np.random.default_rng(0))
+            with pytest.raises(ServerRejected) as e:
+                await phone.transport.upload("kb", data)
+            assert e.value.status == 400 and e.value.code == "shape_mismatch"
             async with session.get(url + "/metrics") as r:
                 text = await r.text()
             assert "edgefl_updates_rejected_total" in text and 'reason="bad_signature"' in text
