@@ -7,6 +7,7 @@ import base64
 import binascii
 import contextlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ class ServerConfig:
     rate_per_s: float = 20.0
     burst: int = 40
     tick_interval_s: float = 1.0
+    # fault injection for crash tests: the process dies (as with kill -9) the n-th time it
+    # reaches the named point of aggregator.store.CRASH_POINTS, e.g. {"model_file_written": 2}
+    crash_at: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if len(self.admin_token) < 16:
@@ -332,8 +336,19 @@ def _ticker(interval: float):
 
 
 def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
-    from .store import SqliteStore
-    service = AggregatorService(SqliteStore(config.data_dir), clock, rng,
+    from .store import CRASH_POINTS, SqliteStore
+    unknown = set(config.crash_at) - set(CRASH_POINTS)
+    if unknown:
+        raise ValueError(f"unknown crash points {sorted(unknown)}; known: {CRASH_POINTS}")
+    remaining = dict(config.crash_at)
+
+    def crash_hook(point: str) -> None:
+        if point in remaining:
+            remaining[point] -= 1
+            if remaining[point] <= 0:
+                os._exit(137)  # no cleanup, no flush: what kill -9 leaves behind
+
+    service = AggregatorService(SqliteStore(config.data_dir, crash_hook), clock, rng,
                                 dict(config.enrollment_secrets),
                                 DecodeLimits(max_message_bytes=config.max_body_bytes))
     service.recover()

@@ -93,9 +93,16 @@ class Store(Protocol):
                        optimizer_state: dict, snapshot: dict, metrics: dict, now: float) -> None: ...
 
 
+CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed",
+                "snapshot_saved")
+
+
 class SqliteStore:
-    def __init__(self, data_dir: str | Path):
+    """`crash_hook(point)` is called at the CRASH_POINTS (tests kill the process there)."""
+
+    def __init__(self, data_dir: str | Path, crash_hook=None):
         self.root = Path(data_dir)
+        self._crash = crash_hook or (lambda point: None)
         for sub in ("models", "updates", "state", "partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
@@ -196,6 +203,7 @@ class SqliteStore:
     def save_snapshot(self, task_id: str, snapshot: dict) -> None:
         with self._transaction() as db:
             self._put_snapshot(db, task_id, snapshot)
+        self._crash("snapshot_saved")
 
     def _put_snapshot(self, db, task_id: str, snapshot: dict, state_path: str | None = None):
         db.execute("INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT(task_id) "
@@ -222,6 +230,7 @@ class SqliteStore:
         digest = hashlib.sha256(update.idempotency_key.encode()).hexdigest()[:32]
         rel = f"updates/{task_id}/{digest}.eflu"
         self._write_file(rel, data)
+        self._crash("update_file_written")
         with self._transaction() as db:
             db.execute("INSERT INTO updates VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (update.idempotency_key, task_id, update.round_id, update.device_id,
@@ -254,6 +263,7 @@ class SqliteStore:
         with self._lock:
             files = [self.root / r[0] for r in self._db.execute(
                 "SELECT path FROM updates WHERE task_id = ?", (task_id,))]
+        self._crash("model_file_written")
         with self._transaction() as db:
             db.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
                        (task_id, version, rel, now, json.dumps(metrics)))
@@ -263,6 +273,7 @@ class SqliteStore:
             old_state = db.execute("SELECT optimizer_state FROM coordinators WHERE task_id = ?",
                                    (task_id,)).fetchone()
             self._put_snapshot(db, task_id, snapshot, state_rel)
+        self._crash("version_committed")
         for path in files + ([self.root / old_state[0]] if old_state and old_state[0] and state_rel else []):
             path.unlink(missing_ok=True)
 

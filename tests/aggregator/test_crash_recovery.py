@@ -1,8 +1,10 @@
-"""kill -9 the aggregator (a real subprocess) under load; restart it; nothing acknowledged
-is lost or counted twice, and versions only move forward."""
+"""The aggregator dies (kill -9, or an exit at a chosen point of a write) under a stream of
+uploads; restarted, nothing acknowledged is lost or counted twice, versions only move
+forward, and every stored model decodes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sqlite3
@@ -14,10 +16,11 @@ import aiohttp
 import numpy as np
 import pytest
 
+from aggregator.store import CRASH_POINTS
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 from edge_sdk.errors import TransportError
+from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
 
 from .fleet import ADMIN, SECRET, admin, enroll_phone, lm_examples
 
@@ -32,10 +35,12 @@ class Server:
     def __init__(self, data_dir: Path, port: int):
         self.data_dir, self.port, self.proc = data_dir, port, None
 
-    def start(self):
+    def start(self, crash_at: dict | None = None) -> str:
+        config = self.data_dir.parent / f"config-{self.port}.json"
+        config.write_text(json.dumps({"crash_at": crash_at or {}}))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--admin-token", ADMIN,
+             "--port", str(self.port), "--admin-token", ADMIN, "--config", str(config),
              "--enrollment-secret", f"keyboard={SECRET}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
@@ -64,12 +69,11 @@ def _counted_keys(data_dir: Path) -> list[str]:
                                          "SELECT idempotency_key FROM updates")]
 
 
-def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_after):
-    server = Server(tmp_path / "data", _free_port())
-    url = server.start()
+def _storm(server: Server, url: str, bundle: Bundle, tmp_path: Path, kill_after: int | None):
+    """24 devices upload until the server dies (killed after `kill_after` acknowledgements,
+    or by its own crash point). Returns (acknowledged keys, sent {key: (phone, bytes)})."""
     acknowledged: set[str] = set()
     sent: dict[str, tuple] = {}
-    versions_seen: list[int] = []
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -87,65 +91,76 @@ def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_aft
                     if "assignment" not in answer:
                         await asyncio.sleep(0.01)
                         continue
-                    a = answer["assignment"]
                     delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
                              for s in bundle.parameter_specs}
                     key = f"update-{index}-{j}"
-                    meta = UpdateMeta("kb", bundle.model_id, a["model_version"],
+                    meta = UpdateMeta("kb", bundle.model_id, answer["assignment"]["model_version"],
                                       phone.identity.device_id, key, 3)
                     data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
                                          signing_key=phone.identity.signing_key, rng=rng)
                     sent[key] = (phone, data)
-                    result = await phone.transport.upload("kb", data)
+                    await phone.transport.upload("kb", data)
                     acknowledged.add(key)
-                    versions_seen.append(result["version"])
-
-            async def killer():
-                while len(acknowledged) < kill_after:
-                    await asyncio.sleep(0.005)
-                server.kill9()  # mid-stream: some uploads acknowledged, some in flight
 
             tasks = [asyncio.create_task(one(p, i)) for i, p in enumerate(phones)]
-            await killer()
+            if kill_after is not None:
+                while len(acknowledged) < kill_after:
+                    await asyncio.sleep(0.005)
+                server.kill9()
             done = await asyncio.gather(*tasks, return_exceptions=True)
             failed = [d for d in done if isinstance(d, BaseException)]
             assert failed and all(isinstance(d, (TransportError, aiohttp.ClientError)) for d in failed)
 
+    asyncio.run(scenario())
+    server.proc.wait(10)
+    return acknowledged, sent
+
+
+def _recover_and_check(server: Server, bundle: Bundle, acknowledged: set, sent: dict):
+    assert acknowledged <= set(_counted_keys(server.data_dir))  # acknowledged = durable
+    url = server.start()
+
+    async def after_restart():
+        async with aiohttp.ClientSession() as session:
+            for key, (phone, data) in sent.items():  # clients retry what they sent
+                phone.transport.session = session
+                try:
+                    await phone.transport.upload("kb", data)
+                    acknowledged.add(key)
+                except TransportError:
+                    pass  # e.g. no longer assigned: refused, and so not counted
+            return (await admin(session, url, "GET", "/v1/admin/tasks/kb"))[1]
+
+    doc = asyncio.run(after_restart())
+    counted = _counted_keys(server.data_dir)
+    assert len(counted) == len(set(counted))  # exactly once
+    assert acknowledged <= set(counted)
+    versions = [v["version"] for v in doc["versions"]]
+    assert versions == list(range(len(versions)))  # monotonic, no gaps
+    for v in versions:  # the store is whole
+        decode_parameters((server.data_dir / "models" / "kb" / f"v{v}.eflm").read_bytes(),
+                          bundle.parameter_specs)
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_after):
+    server = Server(tmp_path / "data", _free_port())
     try:
-        asyncio.run(scenario())
-        assert acknowledged, "the kill came before any upload was acknowledged; slow machine?"
+        url = server.start()
+        acknowledged, sent = _storm(server, url, bundle, tmp_path, kill_after)
         print(f"acknowledged before the kill: {len(acknowledged)} of {len(sent)} sent")
-        before = set(_counted_keys(server.data_dir))
-        assert acknowledged <= before  # acknowledged means durable
+        _recover_and_check(server, bundle, acknowledged, sent)
+    finally:
+        server.stop()
 
-        server.start()  # restart on the same data dir and port
 
-        async def after_restart():
-            async with aiohttp.ClientSession() as session:
-                status, doc = await admin(session, url, "GET", "/v1/admin/tasks/kb")
-                assert status == 200
-                # clients retry what they sent; the server counts each key once
-                for key, (phone, data) in sent.items():
-                    phone.transport.session = session
-                    try:
-                        await phone.transport.upload("kb", data)
-                        acknowledged.add(key)
-                    except TransportError:
-                        pass  # e.g. not selected any more: refused, not counted
-                status, doc = await admin(session, url, "GET", "/v1/admin/tasks/kb")
-                return doc
-
-        doc = asyncio.run(after_restart())
-        counted = _counted_keys(server.data_dir)
-        assert len(counted) == len(set(counted))  # exactly once
-        assert acknowledged <= set(counted)
-        versions = [v["version"] for v in doc["versions"]]
-        assert versions == sorted(versions) == list(range(len(versions)))
-        assert doc["version"] >= max(versions_seen, default=0)
-        # the store is whole: every model file decodes
-        from edge_sdk.protocol import decode_parameters
-        for v in versions:
-            path = server.data_dir / "models" / "kb" / f"v{v}.eflm"
-            decode_parameters(path.read_bytes(), bundle.parameter_specs)
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_dying_inside_a_write_loses_nothing_acknowledged(bundle, tmp_path, point):
+    server = Server(tmp_path / "data", _free_port())
+    try:
+        # the 3rd time: after a few uploads and at least one version flush
+        url = server.start(crash_at={point: 3})
+        acknowledged, sent = _storm(server, url, bundle, tmp_path, kill_after=None)
+        assert server.proc.returncode == 137  # it died at the crash point, not otherwise
+        _recover_and_check(server, bundle, acknowledged, sent)
     finally:
         server.stop()
