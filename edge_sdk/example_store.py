@@ -5,12 +5,11 @@ training streams them back page by page, so memory never grows with the store. E
 never leave the device: there is no export, only iteration by the SDK's own trainer.
 `wipe()` erases every example and all SDK state, for a user who opts out.
 
-An example is a dict of numpy arrays, stored with numpy's own .npz container (no pickle).
+An example is a dict of numpy arrays, stored in edge_sdk.protocol.arrays' container.
 """
 from __future__ import annotations
 
 import contextlib
-import io
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import numpy as np
 
 from .clock import Clock, SystemClock
 from .errors import StoreError
+from .protocol.arrays import decode_arrays, encode_arrays
+from .protocol.errors import ProtocolError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS examples (
@@ -50,16 +51,13 @@ class RetentionPolicy:
 
 
 def encode_example(example: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in example.items()})
-    return buf.getvalue()
+    return encode_arrays({k: np.asarray(v) for k, v in example.items()})
 
 
 def decode_example(blob: bytes) -> dict[str, np.ndarray]:
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, EOFError) as e:
+        return decode_arrays(blob)
+    except ProtocolError as e:
         raise StoreError(f"a stored example is corrupt: {e}") from None
 
 

@@ -8,7 +8,6 @@ and its parameters are not meant to be uploaded.
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
@@ -20,6 +19,7 @@ from .bundle import Bundle, check_parameters
 from .clock import Clock, SystemClock
 from .errors import BundleError
 from .evaluator import summarize
+from .protocol.arrays import decode_arrays, encode_arrays
 from .runtime import RuntimeOptions, StatefulStepRunner
 from .schedules import Constant, Schedule
 
@@ -164,20 +164,17 @@ class LocalTrainer:
               position: int, totals: _Totals) -> None:
         meta = {"model_id": self.bundle.model_id, "plan": repr(plan), "epoch": epoch,
                 "position": position, "step": self._step, "totals": totals.__dict__}
-        buf = io.BytesIO()
-        np.savez(buf, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-                 **self._runner.carried())
-        store.put_state(key, buf.getvalue())
+        store.put_state(key, encode_arrays(
+            {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)} | self._runner.carried()))
 
     def _resume(self, store: CheckpointStore, key: str, plan: TrainingPlan):
         blob = store.get_state(key)
         if blob is None:
             return None
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+            arrays = decode_arrays(blob)
             meta = json.loads(arrays.pop("__meta__").tobytes())
-        except (ValueError, OSError, KeyError) as e:
+        except (ValueError, KeyError) as e:  # ProtocolError is a ValueError
             store.delete_state(key)  # unreadable: discard cleanly and start over
             raise BundleError(f"checkpoint {key!r} was unreadable and was discarded: {e}") from None
         if meta["model_id"] != self.bundle.model_id or meta["plan"] != repr(plan):

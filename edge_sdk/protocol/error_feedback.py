@@ -7,10 +7,9 @@ it in the example store's state table.
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
+from .arrays import decode_arrays, encode_arrays
 from .errors import BadPayload
 
 
@@ -28,16 +27,13 @@ class ErrorFeedback:
         self.residual = {k: (sent[k] - reconstructed[k]).astype(np.float32) for k in sent}
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, **self.residual)
-        return buf.getvalue()
+        return encode_arrays(self.residual)
 
     @classmethod
     def from_bytes(cls, blob: bytes | None) -> ErrorFeedback:
         if not blob:
             return cls()
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-                return cls({k: npz[k].astype(np.float32) for k in npz.files})
-        except (ValueError, OSError, EOFError) as e:
+            return cls({k: v.astype(np.float32) for k, v in decode_arrays(blob).items()})
+        except BadPayload as e:
             raise BadPayload(f"stored error-feedback residual is unreadable: {e}") from None

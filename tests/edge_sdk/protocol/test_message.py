@@ -212,3 +212,19 @@ def test_a_non_finite_delta_is_refused_before_encoding():
     delta["embedding.weight"][0, 0] = np.inf
     with pytest.raises(NonFinite):
         _encode(delta)
+
+
+def test_array_container_round_trips_and_rejects_garbage():
+    from edge_sdk.protocol.arrays import decode_arrays, encode_arrays
+    arrays = {"scalar": np.int64(7), "m": np.arange(6, dtype=np.float32).reshape(2, 3),
+              "empty": np.zeros((0, 4), np.uint8), "flag": np.array([True, False])}
+    back = decode_arrays(encode_arrays(arrays))
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == np.asarray(v).dtype and back[k].shape == np.shape(v)
+    blob = encode_arrays(arrays)
+    for bad in (blob[:-1], blob + b"x", b"EFLA" + blob[4:8] + b"{", b"nope"):
+        with pytest.raises(ProtocolError):
+            decode_arrays(bad)
+    with pytest.raises(ValueError, match="numeric"):
+        encode_arrays({"o": np.array([object()])})
