@@ -210,9 +210,11 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     if timeline[-1]["version"] != task.coordinator.version:
         evaluate(task.coordinator.version)
     describe = service.describe(TASK)
+    privacy = service.history(TASK)["versions"][-1]["metrics"]
     service.store.close()
     return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
             "versions": task.coordinator.version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
+            "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1]}
