@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from dp_accounting import dp_event, rdp
 
-from .numerics import Delta, clip_scale, global_norm
+from .numerics import Delta, add_scaled, clip_scale, global_norm
 from .stages import Accumulator
 
 
@@ -66,10 +66,9 @@ class _DPAccumulator:
         scale = clip_scale(norm, self.clip)
         self.unclipped += scale == 1.0
         for k, v in delta.items():
-            if k in self.sums:
-                self.sums[k] += v * scale
-            else:
-                self.sums[k] = v.astype(np.float64) * scale
+            if k not in self.sums:
+                self.sums[k] = np.zeros(v.shape, np.float64)
+            add_scaled(self.sums[k], v, scale)
         self.count += 1
         return {"norm": norm, "clipped": scale < 1.0}
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .numerics import Delta, global_norm
+from .numerics import Delta, dense_delta, global_norm
 from .stages import Accumulator, Stage
 
 
@@ -98,7 +98,7 @@ class _BufferedAccumulator:
         self.blocks: list[tuple[Delta, int]] = []
 
     def add(self, delta: Delta, weight: float) -> dict:
-        self.pending.append(delta)
+        self.pending.append(dense_delta(delta))
         if len(self.pending) == self.buffer:
             self._reduce()
         return {}

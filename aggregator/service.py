@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, decode_update,
-                               encode_parameters, peek_update)
+                               encode_parameters, open_update)
 
 from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Outcome,
@@ -73,7 +73,7 @@ class AggregatorService:
                 stale = True  # from an abandoned round
                 continue
             decoded = decode_update(update.path.read_bytes(), record.specs, public_key=None,
-                                    limits=self.limits)
+                                    limits=self.limits, keep_parts=True)
             coordinator.accept(decoded.meta, decoded.tensors,
                                Admission(update.weight, update.staleness))
         if stale and not coordinator.accepted:
@@ -187,7 +187,8 @@ class AggregatorService:
 
     def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
         task = self._task(task_id)
-        meta = peek_update(data, self.limits)
+        checked = open_update(data, self.limits)  # the checksum is computed once, here
+        meta = checked.meta
         if meta.device_id != device.device_id:
             raise Forbidden("an update may only be sent by the device that made it")
         if meta.task_id != task_id or meta.model_id != task.record.model_id:
@@ -195,8 +196,8 @@ class AggregatorService:
         seen = self.store.seen_update(meta.idempotency_key)
         if seen is not None and seen >= 0:  # already aggregated into a published version
             return {"status": "duplicate", "aggregated_into": seen}
-        decoded = decode_update(data, task.record.specs, public_key=device.public_key,
-                                limits=self.limits)
+        decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
+                                limits=self.limits, keep_parts=True)
         now = self.clock.now()
         c = task.coordinator
         admission = c.admit(meta, now)

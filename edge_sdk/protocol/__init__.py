@@ -2,14 +2,14 @@
 
 stdlib + numpy + zstandard + cryptography only; the aggregator imports it too.
 """
-from .codec import CodecSpec, decode_tensor, encode_tensor
+from .codec import CodecSpec, DecodedTensor, decode_tensor, encode_tensor
 from .error_feedback import ErrorFeedback
 from .errors import (ALL_ERRORS, BadChecksum, BadMagic, BadPayload, BadSignature,
                      MalformedHeader, NonFinite, ProtocolError, ShapeMismatch, TooLarge,
                      Truncated, UnsupportedVersion)
-from .message import (FORMAT_VERSION, DecodedUpdate, DecodeLimits, UpdateMeta, UpdatePipeline,
-                      decode_parameters, decode_update, encode_parameters, encode_update,
-                      peek_update)
+from .message import (FORMAT_VERSION, CheckedUpdate, DecodedUpdate, DecodeLimits, UpdateMeta,
+                      UpdatePipeline, decode_parameters, decode_update, encode_parameters,
+                      encode_update, open_update, peek_update)
 from .secagg import FixedPoint, SecAggClient, SecAggServer
 from .signing import generate_signing_key, public_key_of, sign, verify
 from .transforms import clip_by_global_norm, global_norm
@@ -23,11 +23,12 @@ relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to 1/112
 0.82 error, too lossy a default before the simulator measures its accuracy cost."""
 
 __all__ = [
-    "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CodecSpec",
-    "DEFAULT_CODEC", "DecodeLimits", "FixedPoint", "SecAggClient", "SecAggServer", "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION",
-    "MalformedHeader", "NonFinite", "ProtocolError", "ShapeMismatch", "TooLarge", "Truncated",
+    "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CheckedUpdate",
+    "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor", "DecodedUpdate",
+    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "MalformedHeader", "NonFinite",
+    "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge", "Truncated",
     "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "clip_by_global_norm",
     "decode_parameters", "decode_tensor", "decode_update", "encode_parameters",
-    "encode_tensor", "encode_update", "generate_signing_key", "global_norm", "peek_update",
-    "public_key_of", "sign", "verify",
+    "encode_tensor", "encode_update", "generate_signing_key", "global_norm", "open_update",
+    "peek_update", "public_key_of", "sign", "verify",
 ]

@@ -112,7 +112,54 @@ def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
     return b"".join(parts), decoded.reshape(x.shape)
 
 
+@dataclass(frozen=True)
+class DecodedTensor:
+    """One decoded tensor before it is made dense, so a consumer can fuse dequantization
+    and scattering into its own work (the aggregator accumulates straight from levels).
+
+    The dense float32 tensor of `shape` (n values) is zero except at `indices` (all n
+    positions when None), where it holds `multiplier * v`, with v float32 [k] either
+    `values` or, for quantized codecs, `levels[j] * a[j // chunk] + b[j // chunk]`
+    (levels uint8 [k], a and b float32 [ceil(k / chunk)]). Arrays are read-only views.
+    """
+
+    shape: tuple[int, ...]
+    values: np.ndarray | None = None
+    levels: np.ndarray | None = None
+    a: np.ndarray | None = None
+    b: np.ndarray | None = None
+    chunk: int = 0
+    indices: np.ndarray | None = None
+    multiplier: float = 1.0
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    def kept_values(self) -> np.ndarray:
+        """float32 [k]: the values at `indices` (multiplier applied)."""
+        if self.values is not None:
+            v = self.values
+        else:
+            v = q.affine_chunks(self.levels, self.a, self.b, self.chunk)
+        return v * np.float32(self.multiplier) if self.multiplier != 1.0 else v
+
+    def to_dense(self) -> np.ndarray:
+        v = self.kept_values()
+        if self.indices is None:
+            return v.reshape(self.shape)
+        out = np.zeros(self.size, np.float32)
+        out[self.indices] = v
+        return out.reshape(self.shape)
+
+
 def decode_tensor(payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return decode_tensor_parts(payload, spec, shape, seed).to_dense()
+
+
+def decode_tensor_parts(payload: bytes, spec: CodecSpec, shape: tuple[int, ...],
+                        seed: int) -> DecodedTensor:
+    """Validate a tensor's payload and split it into its parts (see DecodedTensor)."""
     n = int(np.prod(shape)) if shape else 1
     if len(payload) != spec.payload_size(n):
         raise BadPayload(f"tensor payload is {len(payload)} bytes, the codec implies "
@@ -131,12 +178,9 @@ def decode_tensor(payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed:
         idx = _random_indices(seed, n, k)
     else:
         idx = None
-    values = _decode_values(payload[offset:], spec, k, seed)
-    if idx is None:
-        return values.reshape(shape)
-    out = np.zeros(n, np.float32)
-    out[idx] = values * (n / k if spec.sparsifier == "randk" else 1.0)
-    return out.reshape(shape)
+    parts = _decode_values(memoryview(payload)[offset:], spec, k, seed)
+    return DecodedTensor(tuple(shape), indices=idx,
+                         multiplier=n / k if spec.sparsifier == "randk" else 1.0, **parts)
 
 
 def _encode_values(values, spec: CodecSpec, seed: int):
@@ -157,24 +201,24 @@ def _encode_values(values, spec: CodecSpec, seed: int):
     return out, deq.astype(np.float32)
 
 
-def _decode_values(data: bytes, spec: CodecSpec, k: int, seed: int) -> np.ndarray:
+def _decode_values(data, spec: CodecSpec, k: int, seed: int) -> dict:
+    """The value parts of a DecodedTensor: {"values"} or {"levels", "a", "b", "chunk"}."""
     m = rotated_length(k, spec.rotation_block) if spec.rotate else k
-    if spec.quantizer == "float32":
-        v = np.frombuffer(data, "<f4", m).astype(np.float32)
-    elif spec.quantizer == "float16":
-        v = np.frombuffer(data, "<f2", m).astype(np.float32)
-    else:
-        chunks = q.num_chunks(m, spec.chunk)
-        scales = np.frombuffer(data, "<f4", chunks).astype(np.float32)
-        idx = q.unpack_bits(data[4 * chunks:], spec.bits, m)
-        if np.any(idx >= q.levels(spec.bits)):
-            raise BadPayload("quantized level out of range")
-        if not np.all(np.isfinite(scales)) or np.any(scales < 0):
-            raise BadPayload("chunk scales must be finite and non-negative")
-        v = q.dequantize_chunks(idx, scales, spec.bits, spec.chunk, spec.stochastic)
-    if spec.rotate:
-        v = unrotate(v, seed, spec.rotation_block, k)
-    return v
+    if spec.quantizer in ("float32", "float16"):
+        v = np.frombuffer(data, "<f4" if spec.quantizer == "float32" else "<f2", m).astype(np.float32)
+        return {"values": unrotate(v, seed, spec.rotation_block, k) if spec.rotate else v}
+    chunks = q.num_chunks(m, spec.chunk)
+    scales = np.frombuffer(data, "<f4", chunks)
+    if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+        raise BadPayload("chunk scales must be finite and non-negative")
+    levels = q.unpack_bits(data[4 * chunks:], spec.bits, m)
+    if spec.bits < 8 and np.any(levels >= q.levels(spec.bits)):
+        raise BadPayload("quantized level out of range")
+    a, b = q.chunk_affine(scales.astype(np.float32), spec.bits, spec.stochastic)
+    if spec.rotate:  # the rotation mixes chunks: only the dense values can be unrotated
+        v = q.affine_chunks(levels, a, b, spec.chunk)
+        return {"values": unrotate(v, seed, spec.rotation_block, k)}
+    return {"levels": levels, "a": a, "b": b, "chunk": spec.chunk}
 
 
 def _random_indices(seed: int, n: int, k: int) -> np.ndarray:

@@ -49,12 +49,21 @@ def quantize_chunks(x: np.ndarray, bits: int, chunk: int, stochastic: bool,
 def dequantize_chunks(idx: np.ndarray, scales: np.ndarray, bits: int, chunk: int,
                       stochastic: bool) -> np.ndarray:
     """Inverse of quantize_chunks: float32 [n] (value = idx * a_c + b_c per chunk c)."""
-    n_levels = levels(bits)
-    n = len(idx)
+    a, b = chunk_affine(scales, bits, stochastic)
+    return affine_chunks(idx, a, b, chunk)
+
+
+def chunk_affine(scales: np.ndarray, bits: int, stochastic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-chunk (a, b), float32 [chunks] each: a level l of chunk c means l * a_c + b_c."""
     if bits == 1 and not stochastic:
-        a, b = 2.0 * scales, -scales
-    else:
-        a, b = scales * np.float32(2.0 / (n_levels - 1)), -scales
+        return (2.0 * scales).astype(np.float32), (-scales).astype(np.float32)
+    return (scales * np.float32(2.0 / (levels(bits) - 1))).astype(np.float32), \
+        (-scales).astype(np.float32)
+
+
+def affine_chunks(idx: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
+    """idx uint8 [n] (not mutated) -> float32 [n], idx * a_c + b_c in chunks of `chunk`."""
+    n = len(idx)
     out = np.empty(n, np.float32)
     full = (n // chunk) * chunk  # whole chunks as one 2-D operation, the tail on its own
     if full:
@@ -81,7 +90,7 @@ def pack_bits(idx: np.ndarray, bits: int) -> bytes:
 def unpack_bits(data: bytes, bits: int, n: int) -> np.ndarray:
     raw = np.frombuffer(data, np.uint8)
     if bits == 8:
-        return raw[:n].copy()
+        return raw[:n]
     per = 8 // bits
     shifts = np.arange(per, dtype=np.uint8) * bits
     mask = np.uint8(2 ** bits - 1)
