@@ -28,7 +28,7 @@ def main(argv=None) -> list[dict]:
         config = SimulationConfig(model="keyboard_cifg_tiny", devices=args.devices,
                                   vocabulary_size=2000, task=task, transport="inprocess",
                                   hours=96, max_versions=args.versions,
-                                  eval_every=args.versions, eval_sentences=1000, seed=2)
+                                  eval_every=args.versions, eval_examples=1000, seed=2)
         with tempfile.TemporaryDirectory() as tmp:
             report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
         rows.append({"noise_multiplier": z, "epsilon": report["privacy"].get("epsilon"),

@@ -18,7 +18,7 @@ def _run(task: dict, versions: int, codec: str = "default", devices: int = 600) 
     config = SimulationConfig(
         model="keyboard_cifg_tiny", devices=devices, vocabulary_size=2000, task=task,
         transport="inprocess", hours=24 * 14, max_versions=versions, eval_every=1,
-        eval_sentences=400, codec=codec, seed=5,
+        eval_examples=400, codec=codec, seed=5,
         profiles=ProfileSettings(speed_sigma=1.0, step_time_s=20.0))
     with tempfile.TemporaryDirectory() as tmp:
         return run(config, Path(tmp), centralized_epochs=0, show_progress=False)

@@ -23,7 +23,7 @@ def main(argv=None) -> dict:
     config = SimulationConfig(
         model="keyboard_cifg_tiny", devices=args.devices, vocabulary_size=2000,
         transport="inprocess", hours=48, max_versions=args.versions, eval_every=args.versions,
-        eval_sentences=200, task={"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
+        eval_examples=200, task={"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
                                   "sync": {"goal": 100, "overselect": 1.3, "selection_timeout_s": 600,
                                            "report_deadline_s": 900, "min_fraction": 0.7}})
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,43 +8,52 @@ import numpy as np
 
 
 class NGramPredictor:
-    """Trigram counts with backoff to bigram and unigram: the k most frequent successors
-    of the last two tokens, filled from shorter contexts."""
+    """Majority n-gram predictor with backoff: the k most frequent successors of the last
+    `order - 1` tokens (the current input and those before it in the same example), filled
+    from ever shorter contexts down to the unigram. order=3 is the keyboard's trigram
+    baseline, order=5 the 5-gram character baseline of the LEAF Shakespeare task."""
 
-    def __init__(self, examples: list[dict]):
-        self.tri: dict = defaultdict(Counter)
-        self.bi: dict = defaultdict(Counter)
-        self.uni: Counter = Counter()
-        for e in examples:
-            tokens, targets = e["tokens"], e["targets"]
+    def __init__(self, examples: list[dict], order: int = 3, k: int = 3):
+        self.order, self.k = order, k
+        counts: list[dict] = [defaultdict(Counter) for _ in range(order)]
+        for tokens, targets in self._pairs(examples):
             for i, t in enumerate(targets):
-                t = int(t)
-                self.uni[t] += 1
-                self.bi[int(tokens[i])][t] += 1
-                if i > 0:
-                    self.tri[(int(tokens[i - 1]), int(tokens[i]))][t] += 1
-        self._top_uni = [w for w, _ in self.uni.most_common(10)]
+                for n in range(order):  # n = context length
+                    if n <= i + 1:
+                        counts[n][tuple(tokens[i + 1 - n:i + 1])][t] += 1
+        # only the top k per context is ever asked for: keep just that
+        self._top = [{ctx: [w for w, _ in c.most_common(k)] for ctx, c in table.items()}
+                     for table in counts]
 
-    def top_k(self, prev2: int | None, prev1: int, k: int) -> list[int]:
+    @staticmethod
+    def _pairs(examples):
+        for e in examples:
+            tokens = e["tokens"] if "tokens" in e else e["chars"]
+            yield [int(t) for t in tokens], [int(t) for t in e["targets"]]
+
+    def top_k(self, context: tuple[int, ...]) -> list[int]:
+        """context: the tokens before the prediction, most recent last."""
         out: list[int] = []
-        for table in ((self.tri.get((prev2, prev1)) if prev2 is not None else None),
-                      self.bi.get(prev1)):
+        for n in range(min(len(context), self.order - 1), -1, -1):
+            table = self._top[n].get(tuple(context[len(context) - n:]) if n else ())
             if table:
-                out += [w for w, _ in table.most_common(k) if w not in out]
-            if len(out) >= k:
-                return out[:k]
-        out += [w for w in self._top_uni if w not in out]
-        return out[:k]
+                out += [w for w in table if w not in out]
+            if len(out) >= self.k:
+                break
+        return out[:self.k]
 
-    def recall(self, examples: list[dict]) -> dict:
+    def recall(self, examples: list[dict], ignore: int | None = 0) -> dict:
+        """Top-1 / top-3 recall over every target (targets equal to `ignore` are padding
+        and skipped)."""
         hits1 = hits3 = total = 0
-        for e in examples:
-            tokens, targets = e["tokens"], e["targets"]
+        for tokens, targets in self._pairs(examples):
             for i, t in enumerate(targets):
-                top = self.top_k(int(tokens[i - 1]) if i else None, int(tokens[i]), 3)
+                if t == ignore:
+                    continue
+                top = self.top_k(tuple(tokens[max(0, i + 2 - self.order):i + 1]))
                 total += 1
-                hits1 += int(t) == top[0]
-                hits3 += int(t) in top
+                hits1 += bool(top) and t == top[0]
+                hits3 += t in top
         return {"accuracy": hits1 / total, "top3_accuracy": hits3 / total, "count": total}
 
 

@@ -47,7 +47,8 @@ class SimulationConfig:
     hours: float = 48.0
     max_versions: int = 30
     eval_every: int = 5
-    eval_sentences: int = 2000
+    eval_examples: int = 2000
+    final_eval_all: bool = False  # also evaluate the final model on every held-out example
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     seed: int = 0
     backend: str = "local"

@@ -1,7 +1,13 @@
-"""The keyboard task's data: Shakespeare users' sentences, tokenized with the bundle's
-vocabulary; per-user 80/20 split in time; a fixed sample of held-out sentences."""
+"""The fleet's task data: a bundle built from the Shakespeare training split and that
+split's examples per natural user (a (play, role) pair), per-user 80/20 split in time;
+a fixed sample of held-out examples for periodic evaluation.
+
+Two tasks share the split: next-word (keyboard_cifg*: sentences tokenized with the bundle's
+word vocabulary) and next-character (shakespeare_char*: the role's text in 80-character
+windows, every position a target, as in LEAF and TFF's Shakespeare)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +16,46 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.vocabulary import load_vocabulary
 
 
-def build_keyboard_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0) -> Bundle:
+@dataclass
+class TaskData:
+    bundle: Bundle
+    users: list[list[dict]]   # training examples per natural user
+    test: list[dict]          # the held-out sample evaluated during the run
+    test_all: list[dict]      # every held-out example (final figures)
+    train_all: list[dict]
+    kind: str                 # "word" or "char"
+
+    @property
+    def unit(self) -> str:
+        return "sentences" if self.kind == "word" else "80-character windows"
+
+
+def is_char_model(model: str) -> bool:
+    return model.startswith("shakespeare_char")
+
+
+def build_task_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0) -> Bundle:
     from model_zoo.data.shakespeare import load_users
-    from model_zoo.vocabulary_builder import build_word_vocabulary
+    from model_zoo.vocabulary_builder import build_char_vocabulary, build_word_vocabulary
     from model_zoo.zoo import build_bundle
     lines = [line for u in load_users() for line in u.split()[0]]
-    vocab = build_word_vocabulary(lines, vocabulary_size)
+    vocab = build_char_vocabulary(lines) if is_char_model(model) else \
+        build_word_vocabulary(lines, vocabulary_size)
     return Bundle.load(build_bundle(model, out, vocabulary=vocab, seed=seed))
 
 
-def keyboard_data(bundle: Bundle, eval_sentences: int, seed: int = 0):
-    """(per-user training examples, held-out sample, all held-out, all training)."""
-    from model_zoo.data.shakespeare import load_users, word_examples
+def task_data(bundle: Bundle, eval_examples: int, seed: int = 0) -> TaskData:
+    from model_zoo.data.shakespeare import char_examples, load_users, word_examples
     vocab = load_vocabulary(bundle.vocabulary_path())
+    kind = vocab.kind
+    make = char_examples if kind == "char" else word_examples
     users, test_all = [], []
     for user in load_users():
         train_lines, test_lines = user.split()
-        users.append(word_examples(vocab, train_lines))
-        test_all += word_examples(vocab, test_lines)
+        users.append(make(vocab, train_lines))
+        test_all += make(vocab, test_lines)
     rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(test_all))[:eval_sentences]
+    pick = rng.permutation(len(test_all))[:eval_examples]
     test = [test_all[i] for i in sorted(pick)]
     train_all = [e for u in users for e in u]
-    return users, test, test_all, train_all
+    return TaskData(bundle, users, test, test_all, train_all, kind)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from edge_sdk.evaluator import Evaluator
+
 from .baselines import NGramPredictor, centralized
 from .config import SimulationConfig
-from .data import build_keyboard_bundle, keyboard_data
+from .data import build_task_bundle, task_data
 from .population import assign_data
 from .report import write_report
 from .simulator import simulate
@@ -20,22 +22,28 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
         show_progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bundle = build_keyboard_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
-    users, test, test_all, train_all = keyboard_data(bundle, config.eval_sentences, config.seed)
-    device_data = assign_data(users, config.devices)
-    split_note = ("one natural user per device" if config.devices <= sum(1 for u in users if u)
+    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
+    data = task_data(bundle, config.eval_examples, config.seed)
+    device_data = assign_data(data.users, config.devices)
+    split_note = ("one natural user per device" if config.devices <= sum(1 for u in data.users if u)
                   else "devices hold sub-splits of users' data (more devices than users)")
-    print(f"{config.model}: {len(train_all)} training sentences from {len(users)} Shakespeare "
-          f"users -> {config.devices} devices ({split_note}); {len(test)} held-out sentences "
-          f"for evaluation [{time.perf_counter() - t0:.0f}s]", flush=True)
-    report = asyncio.run(simulate(config, bundle, device_data, test, out, show_progress))
+    print(f"{config.model}: {len(data.train_all)} training {data.unit} from {len(data.users)} "
+          f"Shakespeare users -> {config.devices} devices ({split_note}); {len(data.test)} of "
+          f"{len(data.test_all)} held-out {data.unit} evaluated during the run "
+          f"[{time.perf_counter() - t0:.0f}s]", flush=True)
+    report = asyncio.run(simulate(config, bundle, device_data, data.test, out, show_progress))
     report["data_split"] = split_note
-    ngram = NGramPredictor(train_all).recall(test)
-    baselines = {"ngram": ngram}
+    held_out = data.test_all if config.final_eval_all else data.test
+    if config.final_eval_all:
+        report["final_all"] = Evaluator(bundle).evaluate(report.pop("final_parameters"), data.test_all)
+    else:
+        report.pop("final_parameters", None)
+    order = 5 if data.kind == "char" else 3
+    baselines = {f"{order}-gram": NGramPredictor(data.train_all, order=order).recall(held_out)}
     if centralized_epochs:
-        bar = tqdm(total=centralized_epochs * len(train_all), desc="centralized baseline",
+        bar = tqdm(total=centralized_epochs * len(data.train_all), desc="centralized baseline",
                    unit="ex", disable=not show_progress, mininterval=1.0)
-        baselines["centralized"] = centralized(bundle, train_all, test, centralized_epochs,
+        baselines["centralized"] = centralized(bundle, data.train_all, held_out, centralized_epochs,
                                                config.task.get("plan", {}), config.seed, bar)["final"]
         bar.close()
     report["baselines"] = baselines
@@ -45,10 +53,11 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
 
 
 def _print_summary(report: dict) -> None:
-    f = report["final"]
+    f = report.get("final_all", report["final"])
+    over = "every held-out example" if "final_all" in report else "the held-out sample"
     print(f"\nfederated: {report['versions']} versions in {report['sim_hours']:.1f} simulated "
           f"hours ({report['wall_seconds']:.0f}s of real compute): top-1 {100 * f['accuracy']:.2f}%, "
-          f"top-3 {100 * f['top3_accuracy']:.2f}%")
+          f"top-3 {100 * f['top3_accuracy']:.2f}% over {over}")
     for name, b in report["baselines"].items():
         print(f"{name:>11s}: top-1 {100 * b['accuracy']:.2f}%, top-3 {100 * b['top3_accuracy']:.2f}%")
     funnel = report["funnel"]

@@ -31,7 +31,8 @@ from .virtual_time import VirtualTime
 T0 = 1_767_571_200.0  # 2026-01-05 00:00 UTC: simulated time starts at midnight
 ADMIN = "simulation-admin-token"
 SECRET = "simulation-secret"
-TASK = "keyboard"
+TASK = "fleet-task"
+COLLECTION = "examples"
 
 
 class SimulatedDropout(Exception):
@@ -136,11 +137,11 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             transport = InProcessTransport(service)
         doc = await transport.enroll("fleet", SECRET, public_key_of(key))
         store = ExampleStore(":memory:", RetentionPolicy(max_count=None, max_age_s=None), clock)
-        store.add_many("keyboard", examples)
+        store.add_many(COLLECTION, examples)
         profile = draw_profile(config.profiles, rng)
         client = FederatedClient(
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
-            clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection="keyboard",
+            clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection=COLLECTION,
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
             train_in_thread=False, trainer=poisoner if i in attackers else trainer)
         devices.append(Device(client, profile))
@@ -183,7 +184,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
                          "accuracy": metrics["accuracy"], "top3_accuracy": metrics["top3_accuracy"],
                          "mean_loss": metrics["mean_loss"], "bytes_up": stats["bytes_up"],
                          "bytes_down": stats["bytes_down"]})
-        bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", top1=f"{metrics['accuracy']:.3f}")
+        bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", top1=f"{metrics['accuracy']:.3f}",
+                        refresh=False)
 
     evaluate(0)
 
@@ -217,4 +219,5 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             "versions": task.coordinator.version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
-            "final": timeline[-1]}
+            "final": timeline[-1],
+            "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}

@@ -19,7 +19,7 @@ def test_a_small_fleet_publishes_versions_and_reports(tmp_path, transport, mode)
             "async_": {"concurrency": 8, "buffer_size": 4, "max_staleness": 4}}
     config = SimulationConfig(model="keyboard_cifg_tiny", devices=80, vocabulary_size=500,
                               task=task, transport=transport, hours=24, max_versions=4,
-                              eval_every=2, eval_sentences=150, seed=1,
+                              eval_every=2, eval_examples=150, seed=1,
                               profiles=ProfileSettings(drop_during_training=0.3))
     report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
     assert report["versions"] == 4
@@ -47,5 +47,6 @@ def test_ngram_predicts_a_seen_continuation():
     seq = np.array([1, 5, 6, 7, 2])
     ex = [{"tokens": seq[:-1], "targets": seq[1:]}] * 3
     model = NGramPredictor(ex)
-    assert model.top_k(5, 6, 1) == [7]
+    assert model.top_k((5, 6))[0] == 7
+    assert model.top_k((9, 6))[0] == 7  # unseen pair: backs off to the bigram
     assert model.recall(ex)["accuracy"] == 1.0
