@@ -1,6 +1,7 @@
 """Task settings: frozen, validated when built, with messages that say how to fix them."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from .numerics import STALENESS
@@ -48,6 +49,36 @@ class AsyncSettings:
 
 
 @dataclass(frozen=True)
+class SecAggSettings:
+    """Secure aggregation of sync rounds (Bonawitz et al. 2017). Each device sends the
+    fixed-point vector [w * delta, w] with w = min(examples, max_examples) / max_examples
+    (so the server learns the weighted sum and the total weight, nothing per device);
+    coordinates are clipped to +-clip, quantized with 2^-frac_bits steps, and summed
+    mod 2^32, so n * clip * 2^frac_bits must stay below 2^31. A phase that is not
+    complete `phase_timeout_s` after it opened goes on with those who answered, if at
+    least threshold_fraction of the group did (Shamir threshold)."""
+
+    threshold_fraction: float = 0.6
+    clip: float = 1.0
+    frac_bits: int = 20
+    max_examples: int = 100
+    phase_timeout_s: float = 120.0
+
+    def __post_init__(self):
+        if not 0.5 < self.threshold_fraction <= 1:
+            raise ValueError("threshold_fraction must be in (0.5, 1]: below half, two disjoint "
+                             "sets of devices could each unmask")
+        if not self.clip > 0 or not 4 <= self.frac_bits <= 24:
+            raise ValueError("clip must be > 0 and frac_bits in 4..24")
+        if self.max_examples < 1 or self.phase_timeout_s <= 0:
+            raise ValueError("max_examples must be >= 1 and phase_timeout_s > 0")
+
+    def max_devices(self) -> int:
+        """The largest group whose sum cannot wrap around 2^32."""
+        return int(2**31 // (self.clip * 2**self.frac_bits))
+
+
+@dataclass(frozen=True)
 class TaskSettings:
     mode: str = "sync"
     sync: SyncSettings = field(default_factory=SyncSettings)
@@ -58,6 +89,7 @@ class TaskSettings:
     reject_outlier_factor: float | None = None
     robust: dict | None = None
     dp: dict | None = None  # DPMean fields + population, target_delta, epsilon_budget
+    secagg: SecAggSettings | None = None
     eval_fraction: float = 0.0  # of devices not needed for training, the share sent to evaluate
     retry_min_s: float = 30.0
     retry_max_s: float = 300.0
@@ -66,6 +98,19 @@ class TaskSettings:
     def __post_init__(self):
         if self.mode not in ("sync", "async"):
             raise ValueError(f"mode must be 'sync' or 'async', got {self.mode!r}")
+        if self.secagg is not None:
+            if self.mode != "sync":
+                raise ValueError("secure aggregation runs in sync rounds (mode 'sync'); see "
+                                 "docs/aggregator.md for async")
+            if self.clip_norm or self.robust or self.dp or self.reject_outlier_factor:
+                raise ValueError("with secagg the server sees only the sum: per-update clipping, "
+                                 "outlier rejection, robust statistics and central DP need "
+                                 "individual updates; clip on the device instead")
+            group = math.ceil(self.sync.goal * self.sync.overselect)
+            if group > self.secagg.max_devices():
+                raise ValueError(f"a secagg group of up to {group} devices could overflow "
+                                 f"2^32 with clip {self.secagg.clip} and frac_bits "
+                                 f"{self.secagg.frac_bits}; lower one of them")
         if not 0 <= self.retry_min_s <= self.retry_max_s:
             raise ValueError("need 0 <= retry_min_s <= retry_max_s")
         if not 0 <= self.eval_fraction <= 1:
@@ -96,4 +141,6 @@ class TaskSettings:
         doc = dict(doc)
         sync = SyncSettings(**doc.pop("sync", {}))
         async_ = AsyncSettings(**doc.pop("async_", doc.pop("async", {})))
-        return cls(sync=sync, async_=async_, **doc)
+        secagg = doc.pop("secagg", None)
+        secagg = SecAggSettings(**secagg) if isinstance(secagg, dict) else secagg
+        return cls(sync=sync, async_=async_, secagg=secagg, **doc)

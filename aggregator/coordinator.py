@@ -25,7 +25,10 @@ from edge_sdk.protocol import UpdateMeta
 
 from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
+from edge_sdk.protocol.secagg import split_secagg_sum
+
 from .numerics import STALENESS, Delta
+from .secure_round import SecureRound
 from .stages import Stage, stateful_stages
 
 
@@ -90,8 +93,14 @@ class Funnel:
 
 class TaskCoordinator:
     def __init__(self, task_id: str, settings: TaskSettings, model_version: int, stage: Stage,
-                 rng: np.random.Generator, now: float):
+                 rng: np.random.Generator, now: float,
+                 shapes: dict[str, tuple[int, ...]] | None = None):
+        """shapes: the model's tensor shapes, needed with secure aggregation (the sum
+        arrives as one vector)."""
+        if settings.secagg is not None and shapes is None:
+            raise ValueError("secure aggregation needs the model's shapes")
         self.task_id, self.settings, self.stage, self.rng = task_id, settings, stage, rng
+        self.shapes = shapes
         self.version = model_version
         self.paused = False
         self.round_id = 0
@@ -112,6 +121,9 @@ class TaskCoordinator:
         self.reported_devices: set[str] = set()
         self.accepted = 0
         self.accumulator = self.stage.start()
+        self.secure = None if self.settings.secagg is None else SecureRound(
+            self.settings.secagg, sum(int(np.prod(v)) for v in self.shapes.values()) + 1,
+            self._sync.goal, now)
         self.events.append({"event": "round_started", "round": self.round_id,
                             "version": self.version, "at": now})
 
@@ -126,6 +138,8 @@ class TaskCoordinator:
         return math.ceil(self._sync.goal * self._sync.min_fraction)
 
     def ready_to_commit(self) -> bool:
+        if self.secure is not None:
+            return self.secure.phase == "done"
         if self.settings.mode == "async":
             return self.accepted >= self.settings.async_.buffer_size
         return self.accepted >= self._sync.goal or (
@@ -250,6 +264,23 @@ class TaskCoordinator:
         if self.assigned.pop(device_id, None) is not None:
             self.funnel.dropped[reason] += 1
 
+    def secure_round(self, device_id: str, now: float, joining: bool = False) -> SecureRound:
+        """The round's secure aggregation, for a device's next step. Joining (advertising
+        keys) needs an open assignment of this round before its deadline."""
+        self.tick(now)
+        if self.secure is None:
+            raise RoundClosed(f"task {self.task_id} does not use secure aggregation")
+        if self.paused:
+            raise TaskPaused(f"task {self.task_id} is paused")
+        if joining:
+            assigned = self.assigned.get(device_id)
+            if assigned is None:
+                raise NotSelected(f"device {device_id} holds no open assignment in round "
+                                  f"{self.round_id}", round=self.round_id)
+            if now > assigned[1]:
+                raise RoundClosed("the reporting deadline has passed", round=self.round_id)
+        return self.secure
+
     # -- time -------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Advance deadlines: end selection, close or abandon a round, expire assignments."""
@@ -265,8 +296,15 @@ class TaskCoordinator:
                 self._abandon(now, "too_few_selected")
                 return
             self.phase = "reporting"
-        if self.phase == "reporting" and now >= self.round_started + s.selection_timeout_s + \
-                s.report_deadline_s:
+        deadline_passed = now >= self.round_started + s.selection_timeout_s + s.report_deadline_s
+        if self.secure is not None:
+            if deadline_passed and self.phase == "reporting":
+                self.secure.close_advertising(now, self._minimum())
+            self.secure.tick(now)
+            if self.secure.phase == "failed":
+                self._abandon(now, "secagg_failed")
+            return
+        if self.phase == "reporting" and deadline_passed:
             if self.accepted >= self._minimum():
                 self.phase = "closing"  # ready_to_commit is now true
             else:
@@ -290,6 +328,13 @@ class TaskCoordinator:
         for version + 1 (the caller applies the server optimizer and stores the model)."""
         if not self.ready_to_commit():
             raise RoundClosed("the round is not ready to commit")
+        if self.secure is not None:  # the one sum the server ever learns
+            sums, weight = split_secagg_sum(self.secure.result(), self.shapes)
+            self.accumulator.add({k: v / np.float32(weight) for k, v in sums.items()}, weight)
+            self.accepted = self.secure.participants()
+            self.funnel.accepted += self.accepted
+            self.reported_devices = {d for d, x in self.secure.index.items()
+                                     if x in self.secure.server.survivors}
         mean, measurements = self.accumulator.result()
         if self.settings.mode == "sync":
             # past the deadline they are stragglers; before it, the goal was met without them
@@ -324,3 +369,6 @@ class TaskCoordinator:
         self.outcomes, self.reported_devices, self.accepted = {}, set(), 0
         self.accumulator = self.stage.start()
         self.events = []
+        if self.settings.secagg is not None and self.phase != "selecting":
+            # a secure round lives in memory only: after a restart it is re-run
+            self._abandon(self.round_started, "secagg_restarted")

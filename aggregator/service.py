@@ -19,12 +19,13 @@ import numpy as np
 
 from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, decode_update,
                                encode_parameters, open_update)
+from edge_sdk.protocol.secagg import decode_masked_input
 
 from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Outcome,
                           TaskCoordinator)
-from .errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
-                     UploadOffsetMismatch)
+from .errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, RoundClosed,
+                     Unauthorized, UploadOffsetMismatch)
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
@@ -60,7 +61,8 @@ class AggregatorService:
         _, params = decode_parameters(path.read_bytes(), record.specs)
         stage = build_aggregation(settings.aggregation(), self.rng)
         now = self.clock.now()
-        coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now)
+        coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
+                                      shapes={s["name"]: tuple(s["shape"]) for s in record.specs})
         snapshot, opt_state = self.store.snapshot(record.task_id)
         if snapshot is not None:
             coordinator.restore(snapshot)
@@ -187,6 +189,9 @@ class AggregatorService:
 
     def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
         task = self._task(task_id)
+        if task.settings.secagg is not None:
+            raise BadRequest("this task uses secure aggregation: devices send masked inputs "
+                             "(/secagg), never an individual update")
         checked = open_update(data, self.limits)  # the checksum is computed once, here
         meta = checked.meta
         if meta.device_id != device.device_id:
@@ -264,6 +269,50 @@ class AggregatorService:
         return result
 
     # -- commits ---------------------------------------------------------------------------
+    # -- secure aggregation (sync rounds; see secure_round.py) ----------------------------------
+    def _secure(self, device: Device, task_id: str, round_id: int, joining: bool = False):
+        task = self._task(task_id)
+        c = task.coordinator
+        secure = c.secure_round(device.device_id, self.clock.now(), joining)
+        if round_id != c.round_id:
+            raise RoundClosed(f"round {round_id} is over; the current round is {c.round_id}",
+                              round=c.round_id)
+        return task, secure
+
+    def _secure_step(self, task: _Task, device: Device) -> dict:
+        # read the device's view before committing: a commit opens the next round
+        view = task.coordinator.secure.view_for(device.device_id)
+        self._after_change(task)
+        return view
+
+    def secagg_state(self, device: Device, task_id: str, round_id: int) -> dict:
+        task, secure = self._secure(device, task_id, round_id)
+        return self._secure_step(task, device)
+
+    def secagg_advertise(self, device: Device, task_id: str, round_id: int,
+                         c_public: bytes, s_public: bytes) -> dict:
+        task, secure = self._secure(device, task_id, round_id, joining=True)
+        secure.advertise(device.device_id, c_public, s_public, self.clock.now())
+        return self._secure_step(task, device)
+
+    def secagg_share(self, device: Device, task_id: str, round_id: int,
+                     shares: dict[int, bytes]) -> dict:
+        task, secure = self._secure(device, task_id, round_id)
+        secure.share(device.device_id, shares, self.clock.now())
+        return self._secure_step(task, device)
+
+    def secagg_masked_input(self, device: Device, task_id: str, round_id: int, data: bytes) -> dict:
+        task, secure = self._secure(device, task_id, round_id)
+        y = decode_masked_input(data, secure.length)  # a ProtocolError is a 400 with its code
+        secure.masked_input(device.device_id, y, self.clock.now())
+        return self._secure_step(task, device)
+
+    def secagg_reveal(self, device: Device, task_id: str, round_id: int,
+                      shares: dict[int, tuple[str, int]]) -> dict:
+        task, secure = self._secure(device, task_id, round_id)
+        secure.reveal(device.device_id, shares, self.clock.now())
+        return self._secure_step(task, device)
+
     def tick(self) -> None:
         """Advance every task's deadlines (called periodically by the app)."""
         for task in self.tasks.values():

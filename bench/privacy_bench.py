@@ -63,7 +63,7 @@ def secagg_costs(devices: int, n_params: int = 1_420_000, drop: float = 0.2) -> 
         else:
             y = c.masked_input(x[:8], server.shares_for(i))  # shares only; masks not needed
         server.collect_masked(i, y if y.size == n_params else np.zeros(n_params, np.uint32))
-    survivors = set(server.masked)
+    survivors = set(server.survivors)
     reveals = {i: clients[i].reveal(survivors, server.shared - survivors) for i in survivors}
     t = time.perf_counter()
     server.unmask(reveals, n_params)

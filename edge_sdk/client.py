@@ -21,7 +21,9 @@ from .eligibility import Context, DeviceState, ParticipationHistory, Policy, Rea
 from .example_store import ExampleStore
 from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
                        decode_parameters, encode_update)
+from .errors import SecureAggregationFailed
 from .schedules import Constant
+from .secure_aggregation import report_securely
 from .trainer import LocalTrainer, TrainingPlan
 from .transport import ServerRejected, Transport
 
@@ -120,7 +122,34 @@ class FederatedClient:
             result.reason = reason
             return result
         result.examples = training.examples
+        if a.get("secagg"):
+            return await self._report_securely(a, params, training, result)
         return await self._upload(a, params, training, result)
+
+    async def _report_securely(self, a: dict, params, training, result: ParticipationResult):
+        """Secure aggregation: the masked [w * delta, w] instead of an update."""
+        delta = self._trainer.delta(params)
+        if not all(np.all(np.isfinite(v)) for v in delta.values()):
+            await self.transport.report_failure(a["task_id"], "diverged")
+            result.reason = "diverged"
+            return result
+        sent = {"bytes": 0}
+
+        async def pace(nbytes: int) -> None:
+            sent["bytes"] = nbytes
+            await self.pacer.uploading(nbytes)
+        try:
+            result.server = await report_securely(
+                self.transport, a["task_id"], a["round_id"], delta,
+                [spec.name for spec in self.bundle.parameter_specs], training.examples,
+                a["secagg"], getattr(self.transport, "sleep", asyncio.sleep), pace)
+        except SecureAggregationFailed as e:
+            result.status, result.reason = "rejected", str(e)[:64]
+            return result
+        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
+        self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
+        result.status, result.bytes_up = "completed", sent["bytes"]
+        return result
 
     async def _evaluate(self, e: dict) -> ParticipationResult:
         """Federated evaluation: metric sums of the given model on the local examples."""

@@ -5,6 +5,7 @@
     ├── StoreError (RuntimeError)       the on-device example store failed or is corrupt
     ├── IneligibleError (RuntimeError)  work was refused: the device is not eligible now
     ├── TrainingAborted (RuntimeError)  training stopped early (reason code attached)
+    ├── SecureAggregationFailed (RuntimeError) a secure round failed or moved on without us
     └── TransportError (ConnectionError) the server could not be reached or refused us
 """
 from __future__ import annotations
@@ -20,6 +21,10 @@ class BundleError(EdgeSdkError, ValueError):
 
 class StoreError(EdgeSdkError, RuntimeError):
     pass
+
+
+class SecureAggregationFailed(EdgeSdkError, RuntimeError):
+    """The secure round failed or moved on before this device's input counted."""
 
 
 class IneligibleError(EdgeSdkError, RuntimeError):

@@ -133,6 +133,19 @@ class Transport:
         return await self._request("POST", f"/v1/tasks/{task_id}/evaluations",
                                    json={"model_version": model_version, "sums": sums})
 
+    # -- secure aggregation steps (see edge_sdk/secure_aggregation.py) ----------------------
+    async def secagg_state(self, task_id: str, round_id: int) -> dict:
+        return await self._request("GET", f"/v1/tasks/{task_id}/secagg",
+                                   params={"round_id": str(round_id)})
+
+    async def secagg_step(self, task_id: str, step: str, doc: dict) -> dict:
+        """step: "keys", "shares" or "reveal" (JSON bodies)."""
+        return await self._request("POST", f"/v1/tasks/{task_id}/secagg/{step}", json=doc)
+
+    async def secagg_masked_input(self, task_id: str, round_id: int, data: bytes) -> dict:
+        return await self._request("POST", f"/v1/tasks/{task_id}/secagg/masked", data=data,
+                                   params={"round_id": str(round_id)})
+
     async def report_failure(self, task_id: str, reason: str) -> None:
         await self._request("POST", f"/v1/tasks/{task_id}/failures", json={"reason": reason})
 

@@ -96,6 +96,11 @@ class SecAggClient:
         self._peers: dict[int, tuple[bytes, bytes]] = {}
         self._received: dict[int, tuple[int, int]] = {}
 
+    def assign(self, index: int, threshold: int) -> None:
+        """Over a network the server numbers the group's devices as they advertise, so
+        the index and threshold may arrive after the keys were made."""
+        self.index, self.threshold = index, threshold
+
     def advertise(self) -> tuple[bytes, bytes]:
         """Round 0: (c public key, s public key)."""
         return _raw(self._c.public_key()), _raw(self._s.public_key())
@@ -165,7 +170,8 @@ class SecAggServer:
         self.keys: dict[int, tuple[bytes, bytes]] = {}
         self.mailbox: dict[int, dict[int, bytes]] = {}
         self.shared: set[int] = set()  # devices that sent their shares (round 1)
-        self.masked: dict[int, np.ndarray] = {}
+        self.survivors: set[int] = set()  # devices whose masked input arrived (round 2)
+        self.total: np.ndarray | None = None  # their running sum mod 2^32: nothing per device
 
     def collect_keys(self, keys: dict[int, tuple[bytes, bytes]]) -> dict[int, tuple[bytes, bytes]]:
         if len(keys) < self.threshold:
@@ -182,17 +188,18 @@ class SecAggServer:
         return {u: blob for u, blob in self.mailbox.get(recipient, {}).items() if u in self.shared}
 
     def collect_masked(self, sender: int, y: np.ndarray) -> None:
-        self.masked[sender] = y
+        if sender not in self.shared or sender in self.survivors:
+            raise BadPayload(f"device {sender} did not share keys or already sent its input")
+        self.total = y.copy() if self.total is None else self.total + y  # wraps mod 2^32
+        self.survivors.add(sender)
 
     def unmask(self, reveals: dict[int, dict[int, tuple[str, int]]], length: int) -> np.ndarray:
         """The float32 sum of the survivors' vectors, given round-3 reveals (at least
         `threshold` devices answered)."""
-        survivors = set(self.masked)
+        survivors = self.survivors
         if len(reveals) < self.threshold:
             raise BadPayload("fewer reveals than the threshold")
-        total = np.zeros(length, np.uint32)
-        for y in self.masked.values():
-            total = total + y
+        total = np.zeros(length, np.uint32) if self.total is None else self.total.copy()
         for u in self.shared:
             shares = {x: r[u][1] for x, r in reveals.items() if u in r}
             if len(shares) < self.threshold:
@@ -211,3 +218,42 @@ class SecAggServer:
                     # v added +mask when v < u and -mask when v > u: undo it
                     total = total - mask if v < u else total + mask
         return self.codec.decode_sum(total)
+
+
+# -- what a device sums, and the bytes of a masked input --------------------------------------
+MASKED_MAGIC = b"EFLM"
+
+
+def secagg_input(delta: dict[str, np.ndarray], names: list[str], weight: float) -> np.ndarray:
+    """float32 [n + 1]: weight * delta (tensors flattened in `names` order), then weight;
+    their sum over devices is (sum w_i delta_i, sum w_i), which gives the weighted mean."""
+    parts = [np.asarray(delta[k], np.float32).reshape(-1) * np.float32(weight) for k in names]
+    return np.concatenate(parts + [np.array([weight], np.float32)])
+
+
+def split_secagg_sum(total: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> tuple[dict, float]:
+    """Inverse layout of secagg_input for a summed vector: ({name: sum w delta}, sum w)."""
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        n = int(np.prod(shape)) if shape else 1
+        out[name] = total[offset:offset + n].reshape(shape)
+        offset += n
+    if offset + 1 != len(total):
+        raise BadPayload(f"a secagg sum of {len(total)} values does not fit the model's shapes")
+    return out, float(total[offset])
+
+
+def encode_masked_input(y: np.ndarray) -> bytes:
+    """uint32 [n] -> magic, n (uint64 LE), values (uint32 LE). Masked values look uniformly
+    random, so compressing them would only cost time."""
+    y = np.ascontiguousarray(y, "<u4")
+    return MASKED_MAGIC + len(y).to_bytes(8, "little") + y.tobytes()
+
+
+def decode_masked_input(data: bytes, length: int) -> np.ndarray:
+    if len(data) < 12 or data[:4] != MASKED_MAGIC:
+        raise BadPayload("not a masked input (bad magic)")
+    n = int.from_bytes(data[4:12], "little")
+    if n != length or len(data) != 12 + 4 * n:
+        raise BadPayload(f"a masked input for this model holds {length} values")
+    return np.frombuffer(data, "<u4", n, 12).astype(np.uint32)

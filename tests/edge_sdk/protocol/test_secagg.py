@@ -20,7 +20,7 @@ def _round(n, threshold, vectors, drop_before_masking=(), drop_before_reveal=())
     for i, c in clients.items():
         if i not in drop_before_masking:
             server.collect_masked(i, c.masked_input(vectors[i], server.shares_for(i)))
-    survivors = set(server.masked)
+    survivors = set(server.survivors)
     dropped = server.shared - survivors
     reveals = {i: clients[i].reveal(survivors, dropped)
                for i in survivors if i not in drop_before_reveal}
@@ -50,12 +50,21 @@ def test_the_sum_equals_the_plain_sum_when_20_percent_drop(drops):
 def test_the_server_holds_nothing_that_reveals_an_individual_vector():
     rng = np.random.default_rng(1)
     vectors = {i: rng.uniform(-0.5, 0.5, 2000).astype(np.float32) for i in range(1, 7)}
-    server, _, _ = _round(6, 4, vectors)
-    for i, y in server.masked.items():
+    clients = {i: SecAggClient(i, 4, CODEC) for i in vectors}
+    server = SecAggServer(4, CODEC)
+    keys = server.collect_keys({i: c.advertise() for i, c in clients.items()})
+    for i, c in clients.items():
+        server.route_shares(i, c.share_keys(keys))
+    for i, c in clients.items():
+        y = c.masked_input(vectors[i], server.shares_for(i))
         plain = CODEC.encode(vectors[i]).astype(np.float64)
         # a masked input is uniform on [0, 2^32), uncorrelated with the input
         assert abs(np.corrcoef(y.astype(np.float64), plain)[0, 1]) < 0.1
         assert abs(y.astype(np.float64).mean() / 2**32 - 0.5) < 0.02
+        server.collect_masked(i, y)
+    # the server keeps only the running sum of masked inputs, never one device's
+    assert not any(isinstance(v, np.ndarray) and v is not server.total
+                   for v in vars(server).values())
     # the shares it routed are ciphertexts: their plaintext header never shows
     for recipient, box in server.mailbox.items():
         for sender, blob in box.items():
