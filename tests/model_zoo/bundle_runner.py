@@ -58,15 +58,18 @@ def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
 
 def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps: int = 20,
                        rtol: float = 1e-4, atol: float = 1e-6, clip_grad_norm: float | None = None):
-    """Compile `model`, then train the bundle and the PyTorch model on the same batches.
+    """Compile `model`, then train the bundle and the PyTorch model on the same batches,
+    with a float64 copy of the PyTorch model alongside as the exact trajectory.
 
-    Every parameter must match PyTorch within (rtol, atol). Adam's m / sqrt(v) amplifies
-    float32 rounding in near-zero gradients, so PyTorch float32 itself strays from the
-    exact (float64) trajectory on a few elements; such an element passes only if the
-    bundle's distance from the float64 run is within tolerance plus three times PyTorch
-    float32's own largest distance from it on that tensor (the float32 noise floor: two
-    float32 programs that sum in different orders amplify different rounding), and such
-    elements are rare (< 0.1%).
+    Every step's loss must match PyTorch float32 or PyTorch float64 within rtol 1e-4, and
+    every parameter must match PyTorch float32 within (rtol, atol). Two float32 programs
+    that sum in different orders amplify different rounding: Adam's m / sqrt(v) does so in
+    near-zero gradients, and on some CPUs PyTorch's float32 convolutions stray ~1e-3 from
+    the float64 run within 20 SGD steps while the bundle stays within 1e-6 of it. So an
+    element off PyTorch float32 passes only if the bundle's distance from the float64 run
+    is within tolerance plus three times PyTorch float32's own largest distance from it on
+    that tensor (the float32 noise floor), and elements within tolerance of neither run
+    are rare (< 0.1%).
     """
     twin = copy.deepcopy(model)
     exact = copy.deepcopy(model).double()
@@ -75,39 +78,35 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
                             clip_grad_norm=clip_grad_norm)
     trainer = OrtTrainer(bundle)
     optimizer = make_optimizer(model.parameters())
+    exact_optimizer = make_optimizer(exact.parameters())
     lr = optimizer.param_groups[0]["lr"]
     for i in range(steps):
         batch = batches[i % len(batches)]
         outs = trainer.step({k: v.numpy() for k, v in batch.items()}, lr)
         torch_loss = torch_step(model, optimizer, loss_fn, batch, clip_grad_norm)
-        np.testing.assert_allclose(outs["loss"], torch_loss, rtol=1e-4, atol=1e-5,
-                                   err_msg=f"loss at step {i}")
+        exact_loss = torch_step(exact, exact_optimizer, loss_fn, _double(batch), clip_grad_norm)
+        ours = float(outs["loss"])
+        assert any(np.isclose(ours, ref, rtol=1e-4, atol=1e-5) for ref in (torch_loss, exact_loss)), \
+            f"loss at step {i}: bundle {ours}, PyTorch float32 {torch_loss}, float64 {exact_loss}"
     reference = dict(model.named_parameters())
-    mismatched = {name: ~np.isclose(trainer.params[name], p.detach().numpy(), rtol=rtol, atol=atol)
-                  for name, p in reference.items()}
-    if any(m.any() for m in mismatched.values()):
-        exact_params = _train_float64(exact, make_optimizer, loss_fn, batches, steps,
-                                      clip_grad_norm)
-        for name, bad in mismatched.items():
-            if not bad.any():
-                continue
-            truth = exact_params[name]
-            noise_floor = np.max(np.abs(reference[name].detach().numpy() - truth))
-            ours, truth = trainer.params[name][bad], truth[bad]
-            allowed = atol + rtol * np.abs(truth) + 3 * noise_floor
-            worst = np.max(np.abs(ours - truth) - allowed)
-            assert worst <= 0, (f"parameter {name} after {steps} steps: {bad.sum()} elements "
-                                f"differ from PyTorch beyond tolerance and beyond the float32 "
-                                f"noise floor (excess {worst:.3g})")
-            assert bad.mean() < 1e-3, f"parameter {name}: {bad.sum()} elements off"
+    exact_params = {name: p.detach().numpy() for name, p in exact.named_parameters()}
+    for name, p in reference.items():
+        bad = ~np.isclose(trainer.params[name], p.detach().numpy(), rtol=rtol, atol=atol)
+        if not bad.any():
+            continue
+        truth = exact_params[name]
+        noise_floor = np.max(np.abs(p.detach().numpy() - truth))
+        ours, truth = trainer.params[name][bad], truth[bad]
+        allowed = atol + rtol * np.abs(truth) + 3 * noise_floor
+        worst = np.max(np.abs(ours - truth) - allowed)
+        assert worst <= 0, (f"parameter {name} after {steps} steps: {bad.sum()} elements "
+                            f"differ from PyTorch beyond tolerance and beyond the float32 "
+                            f"noise floor (excess {worst:.3g})")
+        off_both = ~np.isclose(ours, truth, rtol=rtol, atol=atol)
+        assert off_both.sum() < 1e-3 * bad.size, \
+            f"parameter {name}: {off_both.sum()} elements off both PyTorch runs"
     return bundle, trainer
 
 
-def _train_float64(model, make_optimizer, loss_fn, batches, steps,
-                   clip_grad_norm=None) -> dict[str, np.ndarray]:
-    optimizer = make_optimizer(model.parameters())
-    for i in range(steps):
-        batch = {k: (v.double() if v.is_floating_point() else v)
-                 for k, v in batches[i % len(batches)].items()}
-        torch_step(model, optimizer, loss_fn, batch, clip_grad_norm)
-    return {name: p.detach().numpy() for name, p in model.named_parameters()}
+def _double(batch: dict) -> dict:
+    return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
