@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
 from .errors import SecureAggregationFailed
 from .schedules import Constant
 from .secure_aggregation import report_securely
-from .trainer import LocalTrainer, TrainingPlan
+from .trainer import ExampleSource, LocalTrainer, TrainingPlan, TrainingResult
 from .transport import ServerRejected, Transport
 
 HISTORY_KEY = "client.participation_history"
@@ -67,19 +67,51 @@ class ParticipationResult:
     server: dict = field(default_factory=dict)
 
 
+class TrainingRunner(Protocol):
+    """Where local training runs. `train` returns the run's result and its delta (local
+    minus `params`); `examples(epoch)` streams that epoch's examples and `check()` is the
+    stop check between batches."""
+
+    async def train(self, params: dict[str, np.ndarray], examples: ExampleSource,
+                    plan: TrainingPlan, check: Callable[[], str | None]
+                    ) -> tuple[TrainingResult, dict[str, np.ndarray]]: ...
+
+
+class LocalTraining:
+    """Training in this process through onnxruntime: in a worker thread so the app's
+    event loop stays responsive, or inline (the simulator, which shares one trainer and
+    its ORT sessions between many devices)."""
+
+    def __init__(self, bundle: Bundle, clock: Clock, *, in_thread: bool = True,
+                 trainer: LocalTrainer | None = None):
+        self.bundle, self.clock, self.in_thread, self.trainer = bundle, clock, in_thread, trainer
+
+    def _run(self, params, examples, plan, check):
+        if self.trainer is None:
+            self.trainer = LocalTrainer(self.bundle, params, clock=self.clock)
+        else:
+            self.trainer.set_parameters(params)
+        result = self.trainer.train(examples, plan, check)
+        return result, self.trainer.delta(params)
+
+    async def train(self, params, examples, plan, check):
+        if self.in_thread:
+            return await asyncio.to_thread(self._run, params, examples, plan, check)
+        return self._run(params, examples, plan, check)
+
+
 class FederatedClient:
     def __init__(self, bundle: Bundle, transport: Transport, store: ExampleStore,
                  identity: DeviceIdentity, *, policy: Policy, clock: Clock,
                  rng: np.random.Generator, collection: str = "default",
                  pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
-                 pacer: Pacer | None = None, train_in_thread: bool = True,
-                 trainer: LocalTrainer | None = None):
+                 pacer: Pacer | None = None, training: TrainingRunner | None = None):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
-        self.pacer, self.train_in_thread = pacer or Pacer(), train_in_thread
+        self.pacer = pacer or Pacer()
+        self.training = training or LocalTraining(bundle, clock)
         self.reasons = ReasonCounter()
-        self._trainer = trainer  # several simulated devices may share one (and its session)
         self._evaluator: Evaluator | None = None
 
     def _context(self) -> Context:
@@ -106,10 +138,7 @@ class FederatedClient:
         params, result.bytes_down = await self._model(a["task_id"], a["model_version"])
         await self.pacer.downloaded(result.bytes_down)
         check = stop_check(self.policy, device_state, self._context, self.reasons)
-        if self.train_in_thread:  # keep the app's event loop responsive
-            training = await asyncio.to_thread(self._train, params, a["plan"], check)
-        else:
-            training = self._train(params, a["plan"], check)
+        training, delta = await self._train(params, a["plan"], check)
         await self.pacer.trained(training.examples, training.steps)
         if not training.uploadable:
             reason = training.stop_reason or "no_examples"
@@ -123,12 +152,11 @@ class FederatedClient:
             return result
         result.examples = training.examples
         if a.get("secagg"):
-            return await self._report_securely(a, params, training, result)
-        return await self._upload(a, params, training, result)
+            return await self._report_securely(a, delta, training, result)
+        return await self._upload(a, delta, training, result)
 
-    async def _report_securely(self, a: dict, params, training, result: ParticipationResult):
+    async def _report_securely(self, a: dict, delta, training, result: ParticipationResult):
         """Secure aggregation: the masked [w * delta, w] instead of an update."""
-        delta = self._trainer.delta(params)
         if not all(np.all(np.isfinite(v)) for v in delta.values()):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"
@@ -172,23 +200,19 @@ class FederatedClient:
         _, params = decode_parameters(data, self.bundle.parameter_specs)
         return params, len(data)
 
-    def _train(self, params, plan: dict, check):
-        if self._trainer is None:
-            self._trainer = LocalTrainer(self.bundle, params, clock=self.clock)
-        else:
-            self._trainer.set_parameters(params)
+    async def _train(self, params, plan: dict, check):
         seed = int(self.rng.integers(2**31))
         plan = TrainingPlan(epochs=int(plan.get("epochs", 1)), batch_size=int(plan.get("batch_size", 16)),
                             max_steps=plan.get("max_steps"), schedule=Constant(float(plan.get("lr", 0.1))),
                             seed=seed)
         rng = np.random.default_rng(seed)
-        return self._trainer.train(
-            lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng), plan, check)
+        return await self.training.train(
+            params, lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
+            plan, check)
 
-    async def _upload(self, a: dict, params, training, result: ParticipationResult):
+    async def _upload(self, a: dict, delta, training, result: ParticipationResult):
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
-        delta = self._trainer.delta(params)
         if not all(np.all(np.isfinite(v)) for v in delta.values()):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"  # local training blew up: nothing worth sending

@@ -51,7 +51,8 @@ class SimulationConfig:
     final_eval_all: bool = False  # also evaluate the final model on every held-out example
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     seed: int = 0
-    backend: str = "local"
+    backend: str = "local"  # "ray": local training on Ray actors (fleet/ray_backend.py)
+    ray: dict = field(default_factory=dict)  # {"address": None | "host:port", "actors": 2}
     attackers: dict | None = None  # {"fraction": 0.1, "kind": "sign_flip" | "scale", "scale": 10}
 
     def __post_init__(self):
@@ -61,8 +62,11 @@ class SimulationConfig:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.transport not in ("http", "inprocess"):
             raise ValueError("transport must be 'http' or 'inprocess'")
-        if self.backend not in ("local",):
-            raise ValueError("backend must be 'local' (the Ray backend is not built yet)")
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        if set(self.ray) - {"address", "actors"}:
+            raise ValueError("ray settings are 'address' (None starts a local Ray instance) "
+                             "and 'actors' (training workers)")
         if self.attackers is not None and (
                 not 0 < self.attackers.get("fraction", 0) < 1
                 or self.attackers.get("kind") not in ("sign_flip", "scale")):

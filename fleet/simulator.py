@@ -14,7 +14,7 @@ from tqdm import tqdm
 from aggregator.app import ServerConfig, build_app, make_service
 from aggregator.config import TaskSettings
 from edge_sdk.bundle import Bundle
-from edge_sdk.client import DeviceIdentity, FederatedClient, Pacer
+from edge_sdk.client import DeviceIdentity, FederatedClient, LocalTraining, Pacer
 from edge_sdk.clock import FakeClock
 from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging, RequireIdle, RequireUnmetered
 from edge_sdk.evaluator import Evaluator
@@ -62,22 +62,17 @@ class SimPacer(Pacer):
         self.stats["bytes_up"] += nbytes
 
 
-class PoisoningTrainer:
-    """A malicious device's trainer: trains honestly, then reports a scaled or sign-flipped
-    delta (model poisoning, as in Bhagoji et al. 2019 and Fang et al. 2020)."""
+class PoisonedTraining:
+    """A malicious device's training: trains honestly, then reports a scaled or
+    sign-flipped delta (model poisoning, as in Bhagoji et al. 2019 and Fang et al. 2020)."""
 
-    def __init__(self, inner: LocalTrainer, kind: str, scale: float):
+    def __init__(self, inner, kind: str, scale: float):
         self.inner, self.kind, self.scale = inner, kind, scale
 
-    def set_parameters(self, parameters) -> None:
-        self.inner.set_parameters(parameters)
-
-    def train(self, *args, **kwargs):
-        return self.inner.train(*args, **kwargs)
-
-    def delta(self, global_parameters):
-        factor = -self.scale if self.kind == "sign_flip" else self.scale
-        return {k: v * np.float32(factor) for k, v in self.inner.delta(global_parameters).items()}
+    async def train(self, params, examples, plan, check):
+        result, delta = await self.inner.train(params, examples, plan, check)
+        factor = np.float32(-self.scale if self.kind == "sign_flip" else self.scale)
+        return result, {k: v * factor for k, v in delta.items()}
 
 
 @dataclass
@@ -89,6 +84,15 @@ class Device:
 @dataclass
 class Timeline:
     points: list = field(default_factory=list)
+
+
+def make_training(config: SimulationConfig, bundle: Bundle, clock):
+    """Where the fleet's local training runs: inline on one shared trainer (and its ORT
+    sessions), or on a pool of Ray actors (fleet/ray_backend.py)."""
+    if config.backend == "ray":
+        from .ray_backend import RayTraining
+        return RayTraining(bundle, **config.ray)
+    return LocalTraining(bundle, clock, in_thread=False, trainer=LocalTrainer(bundle, clock=clock))
 
 
 def codec_of(name: str) -> CodecSpec:
@@ -118,7 +122,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
     stats = {"bytes_up": 0, "bytes_down": 0, "participations": 0,
              "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
-    trainer = LocalTrainer(bundle, clock=clock)
+    training = make_training(config, bundle, clock)
     policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
     pipeline = UpdatePipeline(codec_of(config.codec))
     devices = []
@@ -126,7 +130,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     if config.attackers:
         count = int(round(config.attackers["fraction"] * len(device_data)))
         attackers = set(rng.choice(len(device_data), size=count, replace=False).tolist())
-        poisoner = PoisoningTrainer(trainer, config.attackers["kind"],
+        poisoned = PoisonedTraining(training, config.attackers["kind"],
                                     float(config.attackers.get("scale", 10.0)))
     for i, examples in enumerate(device_data):
         key = generate_signing_key()
@@ -143,7 +147,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
             clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection=COLLECTION,
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
-            train_in_thread=False, trainer=poisoner if i in attackers else trainer)
+            training=poisoned if i in attackers else training)
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):
@@ -205,6 +209,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     finally:
         bar.close()
         await vt.shutdown()
+        if hasattr(training, "close"):
+            training.close()
         if session:
             await session.close()
         if runner:
@@ -220,4 +226,6 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1],
+            "training": {"backend": config.backend,
+                         "remote_trainings": getattr(training, "trainings", None)},
             "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}

