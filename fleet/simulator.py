@@ -2,6 +2,7 @@
 training, encoding, signed upload) against the real aggregator, in simulated time."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     started = time.perf_counter()
     bar = tqdm(total=config.max_versions, desc="model versions", unit="v", disable=not show_progress)
     seen = {"version": 0}
+    progress_log = out / "timeline.jsonl"
+    progress_log.unlink(missing_ok=True)
 
     def evaluate(version: int) -> None:
         metrics = evaluator.evaluate(task.parameters, test)
@@ -190,6 +193,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
                          "bytes_down": stats["bytes_down"]})
         bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", top1=f"{metrics['accuracy']:.3f}",
                         refresh=False)
+        with progress_log.open("a") as f:  # a long run's history survives the run dying
+            f.write(json.dumps(timeline[-1]) + "\n")
 
     evaluate(0)
 
