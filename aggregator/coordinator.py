@@ -10,8 +10,11 @@ dropped, by reason.
 
 Buffered async (FedBuff, Nguyen et al. 2022): up to `concurrency` devices in flight, each
 trained from the version current when it checked in; an update of staleness s = current
-- its version is weighted by examples x staleness(s) and refused beyond max_staleness;
-every `buffer_size` accepted updates make a new version.
+- its version is refused beyond max_staleness, and its delta is discounted by
+staleness(s) before it joins the example-weighted mean, so a buffer aggregates
+sum n_i staleness(s_i) d_i / sum n_i: as in FedBuff (which divides the discounted sum by
+K), stale deltas move the model less in absolute terms, not only relative to fresh ones.
+Every `buffer_size` accepted updates make a new version.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
 from edge_sdk.protocol.secagg import split_secagg_sum
 
-from .numerics import STALENESS, Delta
+from .numerics import STALENESS, Delta, scaled
 from .secure_round import SecureRound
 from .stages import Stage, stateful_stages
 
@@ -56,7 +59,7 @@ class ComeBackLater:
 
 @dataclass(frozen=True)
 class Admission:
-    weight: float  # examples x staleness weight
+    weight: float  # the update's share of the mean: its example count
     staleness: int
 
 
@@ -239,12 +242,20 @@ class TaskCoordinator:
             raise StaleVersion(f"computed from version {meta.model_version}; current is "
                                f"{self.version}, at most {self.settings.async_.max_staleness} "
                                f"behind is accepted", current_version=self.version)
-        weight = meta.num_examples * STALENESS[self.settings.async_.staleness](staleness)
-        return Admission(weight, staleness)
+        return Admission(float(meta.num_examples), staleness)
+
+    def discount(self, staleness: int) -> float:
+        """The factor a delta of this staleness is scaled by (1 in sync rounds)."""
+        if self.settings.mode == "sync":
+            return 1.0
+        return STALENESS[self.settings.async_.staleness](staleness)
 
     def accept(self, meta: UpdateMeta, delta: Delta, admission: Admission) -> Outcome:
         """Add an admitted update to the aggregate (also used to replay durable updates
-        after a restart, with the weight they were admitted with)."""
+        after a restart, with the weight and staleness they were admitted with)."""
+        factor = self.discount(admission.staleness)
+        if factor != 1.0:  # free for decoded parts: the factor joins their multiplier
+            delta = {k: scaled(v, factor) for k, v in delta.items()}
         self.accumulator.add(delta, admission.weight)
         self.accepted += 1
         self.funnel.accepted += 1

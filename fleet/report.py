@@ -9,27 +9,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .data import is_char_model  # noqa: E402
+
 
 def write_report(report: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     t = report["timeline"]
+    unit = "character" if is_char_model(report["config"]["model"]) else "word"
     files = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, x, label in ((axes[0], "version", "model version (round)"),
                          (axes[1], "sim_hours", "simulated hours")):
         ax.plot([p[x] for p in t], [100 * p["accuracy"] for p in t], "o-", label="federated top-1")
         ax.plot([p[x] for p in t], [100 * p["top3_accuracy"] for p in t], "o-", label="federated top-3")
-        for name, style in (("ngram", ":"), ("centralized", "--")):
-            base = report.get("baselines", {}).get(name)
-            if base:
-                ax.axhline(100 * base["accuracy"], linestyle=style, color="gray",
-                           label=f"{name} top-1 {100 * base['accuracy']:.1f}%")
+        for (name, base), style in zip(report.get("baselines", {}).items(), (":", "--", "-.")):
+            ax.axhline(100 * base["accuracy"], linestyle=style, color="gray",
+                       label=f"{name} top-1 {100 * base['accuracy']:.1f}%")
         ax.set_xlabel(label)
-        ax.set_ylabel("next-word recall (%)")
+        ax.set_ylabel(f"next-{unit} recall (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Keyboard next-word recall on held-out Shakespeare lines")
+    fig.suptitle(f"{report['config']['model']}: next-{unit} recall on held-out Shakespeare lines")
     fig.tight_layout()
     files.append(_save(fig, out / "accuracy.png"))
 

@@ -109,11 +109,13 @@ def test_async_versions_every_buffer_with_staleness_weights():
     c.take_aggregate(1.0)
     assert c.version == 1
     late = c.submit(_meta("c", 0), _delta(1.0), 2.0)  # one version behind
-    assert late.staleness == 1 and late.weight == pytest.approx(10 * polynomial_staleness(1))
-    c.take_aggregate(2.0) if c.ready_to_commit() else None
+    assert late.staleness == 1 and late.weight == 10
     c.check_in("e", 3.0)
     c.submit(_meta("e", 1), _delta(1.0), 3.0)
-    c.take_aggregate(3.0)  # version 2 now; d trained on 0: 2 behind > max 1
+    mean, _ = c.take_aggregate(3.0)  # version 2 now; d trained on 0: 2 behind > max 1
+    # FedBuff's discount is absolute: one fresh and one stale delta of 1 average to
+    # (1 + 1/sqrt(2)) / 2, not 1
+    np.testing.assert_allclose(mean["w"], (1 + polynomial_staleness(1)) / 2, rtol=1e-6)
     with pytest.raises(StaleVersion):
         c.submit(_meta("d", 0), _delta(1.0), 4.0)
 
@@ -128,6 +130,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.versions = []
         self.keys_counted: dict[str, int] = {}
+        self.discounts: list[float] = []  # of the updates in the open round/buffer
 
     @rule(mode=st.sampled_from(["sync", "async"]))
     def start(self, mode):
@@ -155,10 +158,13 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if out.status == "accepted":
             self.keys_counted[key] = self.keys_counted.get(key, 0) + 1
             assert 0 <= out.staleness <= (2 if self.mode == "async" else 0)
+            self.discounts.append(polynomial_staleness(out.staleness) if self.mode == "async" else 1.0)
         if self.c.ready_to_commit():
             mean, measurements = self.c.take_aggregate(self.now)
-            # every accepted update carried delta 1.0: a weighted mean of ones is one
-            np.testing.assert_allclose(mean["w"], 1.0, rtol=1e-6)
+            # every accepted update carried delta 1.0 and 10 examples: the mean is the mean
+            # of their staleness discounts (1 each in sync rounds)
+            np.testing.assert_allclose(mean["w"], np.mean(self.discounts), rtol=1e-6)
+            self.discounts = []
             self.versions.append(self.c.version)
 
     @rule(dt=st.floats(0, 400))
@@ -167,7 +173,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if self.c:
             self.c.tick(self.now)
             if self.c.ready_to_commit():
-                self.c.take_aggregate(self.now)
+                mean, _ = self.c.take_aggregate(self.now)
+                np.testing.assert_allclose(mean["w"], np.mean(self.discounts), rtol=1e-6)
+                self.discounts = []
                 self.versions.append(self.c.version)
 
     @invariant()
