@@ -1,0 +1,147 @@
+"""Two real `edge-fl serve` processes on 127.0.0.1 share one PostgreSQL database: a device
+enrolled through one is authenticated by the other, either process answers any device
+(task-scoped calls are forwarded to the leader), and when the leader is killed (-9) in
+the middle of a stream of uploads the other takes the task over: every acknowledged
+update counted exactly once, versions only moving forward."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.clock import SystemClock
+from edge_sdk.errors import TransportError
+from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.transport import ServerRejected
+
+from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
+
+GOAL = 3
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from model_zoo.zoo import build_bundle
+    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+
+
+def _query(url: str, sql: str) -> list[tuple]:
+    import psycopg
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_dies(
+        bundle, tmp_path, postgres):
+    db = postgres.new_database()
+    servers = [ServerProcess(tmp_path / name, free_port(), store_url=db) for name in "ab"]
+    acknowledged: set[str] = set()
+    seen_versions: dict[int, list[int]] = {}  # phone -> model versions it was assigned
+    served_by: dict[str, int] = {}  # base url -> assignments it handed out
+    try:
+        for server in servers:
+            server.start(tick_interval_s=0.1, rate_per_s=1000.0, burst=1000)
+        first, second = servers
+
+        async def scenario():
+            async with aiohttp.ClientSession() as session:
+                status, doc = await admin(session, first.url, "POST", "/v1/admin/tasks", {
+                    "task_id": "kb", "bundle_dir": str(bundle.path),
+                    "settings": {"mode": "sync", "sync": {"goal": GOAL, "overselect": 1.0},
+                                 "retry_min_s": 0.0, "retry_max_s": 0.1}})
+                assert status == 201, doc
+                # every phone enrolls through the first process...
+                phones = [await enroll_phone(first.url, session, bundle, tmp_path, i,
+                                             SystemClock(), lm_examples(i)) for i in range(8)]
+                # ...and half of them talk to the second, which knows their tokens
+                for phone in phones[::2]:
+                    phone.transport.base_url = second.url
+                answer = await phones[0].transport.check_in("kb")
+                assert "assignment" in answer or "retry_at" in answer
+                leader_url = _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")[0][0]
+                leader = next(s for s in servers if s.url == leader_url)
+                survivor = next(s for s in servers if s is not leader)
+                # the follower serves the model from the shared store
+                async with session.get(survivor.url + "/v1/tasks/kb/model", headers={
+                        "Authorization": f"Bearer {phones[1].transport.token}"}) as r:
+                    assert r.status == 200 and r.headers["X-Model-Version"] == "0"
+                    decode_parameters(await r.read(), bundle.parameter_specs)
+                killed_at: list[int] = []
+                rng = np.random.default_rng(0)
+
+                async def one(index: int, phone):
+                    for j in range(200):
+                        if len(acknowledged) >= 8 * GOAL or time.monotonic() > deadline:
+                            return
+                        try:
+                            answer = await phone.transport.check_in("kb")
+                            if "assignment" not in answer:
+                                await asyncio.sleep(0.05)
+                                continue
+                            version = answer["assignment"]["model_version"]
+                            seen_versions.setdefault(index, []).append(version)
+                            served_by[phone.transport.base_url] = served_by.get(
+                                phone.transport.base_url, 0) + 1
+                            delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                                     for s in bundle.parameter_specs}
+                            key = f"update-{index}-{j}"
+                            meta = UpdateMeta("kb", bundle.model_id, version,
+                                              phone.identity.device_id, key, 3)
+                            data = encode_update(delta, bundle.parameter_specs, meta,
+                                                 UpdatePipeline(), rng=rng,
+                                                 signing_key=phone.identity.signing_key)
+                            while True:  # a device retries its update until it is answered
+                                try:
+                                    result = await phone.transport.upload("kb", data)
+                                    break
+                                except TransportError as e:
+                                    if isinstance(e, ServerRejected) or time.monotonic() > deadline:
+                                        raise
+                                    phone.transport.base_url = survivor.url  # the balancer moves it
+                            assert result["status"] in ("accepted", "duplicate"), result
+                            acknowledged.add(key)
+                        except ServerRejected as e:  # e.g. reported already in this round
+                            assert e.code in ("not_selected", "round_closed", "stale_version"), e
+                            await asyncio.sleep(0.05)
+                        except TransportError:  # its server died under its check-in
+                            phone.transport.base_url = survivor.url
+
+                async def killer():
+                    while len(acknowledged) < 2 * GOAL + 1:
+                        await asyncio.sleep(0.01)
+                    leader.kill9()
+                    killed_at.append(len(acknowledged))
+
+                deadline = time.monotonic() + 120
+                await asyncio.gather(killer(), *[one(i, p) for i, p in enumerate(phones)])
+                assert killed_at, "the leader was never killed"
+                status, doc = await admin(session, survivor.url, "GET", "/v1/admin/tasks/kb")
+                return killed_at[0], leader, survivor, doc
+
+        killed_after, leader, survivor, doc = asyncio.run(scenario())
+    finally:
+        for server in servers:
+            server.stop()
+
+    print(f"killed the leader after {killed_after} acknowledged; {len(acknowledged)} in all; "
+          f"assignments by process: {served_by}")
+    assert len(acknowledged) >= 8 * GOAL
+    assert served_by.get(survivor.url) and served_by.get(leader.url)  # both answered devices
+    counted = [r[0] for r in _query(db, "SELECT idempotency_key FROM ledger UNION ALL "
+                                        "SELECT idempotency_key FROM updates")]
+    assert len(counted) == len(set(counted))  # exactly once
+    assert acknowledged <= set(counted)  # nothing acknowledged was lost
+    versions = [r[0] for r in _query(db, "SELECT version FROM models WHERE task_id = 'kb' "
+                                         "ORDER BY version")]
+    assert versions == list(range(len(versions)))  # forward, no gaps
+    assert len(versions) - 1 >= 8  # progress before and after the takeover
+    per_version = dict(_query(db, "SELECT version, count(*) FROM ledger GROUP BY version"))
+    assert set(per_version.values()) == {GOAL}  # each round aggregated exactly its goal
+    assert doc["led_here"] and doc["version"] == versions[-1]
+    for history in seen_versions.values():  # no device was ever sent back to an older model
+        assert history == sorted(history)
+    assert _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")[0][0] == survivor.url
