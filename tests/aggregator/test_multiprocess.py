@@ -42,10 +42,11 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
     acknowledged: set[str] = set()
     seen_versions: dict[int, list[int]] = {}  # phone -> model versions it was assigned
     served_by: dict[str, int] = {}  # base url -> assignments it handed out
+    sizes: list[int] = []  # of the updates sent
     try:
         for server in servers:
             server.start(tick_interval_s=0.1, rate_per_s=1000.0, burst=1000)
-        first, second = servers
+        first = servers[0]
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
@@ -57,35 +58,41 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                 # every phone enrolls through the first process...
                 phones = [await enroll_phone(first.url, session, bundle, tmp_path, i,
                                              SystemClock(), lm_examples(i)) for i in range(8)]
-                # ...and half of them talk to the second, which knows their tokens
-                for phone in phones[::2]:
-                    phone.transport.base_url = second.url
-                answer = await phones[0].transport.check_in("kb")
-                assert "assignment" in answer or "retry_at" in answer
-                leader_url = _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")[0][0]
-                leader = next(s for s in servers if s.url == leader_url)
+                while not (rows := _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")):
+                    await asyncio.sleep(0.05)  # the process that got the lock records its URL
+                leader = next(s for s in servers if s.url == rows[0][0])
                 survivor = next(s for s in servers if s is not leader)
-                # the follower serves the model from the shared store
+                # ...half of them talk to the follower, which knows their tokens, asks the
+                # leader for them, and takes their updates in chunks (resumable uploads)
+                for phone in phones[::2]:
+                    phone.transport.base_url = survivor.url
+                    phone.transport.single_request_bytes = phone.transport.chunk_bytes = 4096
+                assert "assignment" in await phones[0].transport.check_in()  # any task
+                # the follower serves the model from the shared store and describes the task
                 async with session.get(survivor.url + "/v1/tasks/kb/model", headers={
                         "Authorization": f"Bearer {phones[1].transport.token}"}) as r:
                     assert r.status == 200 and r.headers["X-Model-Version"] == "0"
                     decode_parameters(await r.read(), bundle.parameter_specs)
+                status, doc = await admin(session, survivor.url, "GET", "/v1/admin/tasks/kb")
+                assert status == 200 and not doc["led_here"] and doc["in_flight"] == 1
                 killed_at: list[int] = []
+                through_follower: set[str] = set()  # acknowledged, sent to the follower
                 rng = np.random.default_rng(0)
 
                 async def one(index: int, phone):
                     for j in range(200):
-                        if len(acknowledged) >= 8 * GOAL or time.monotonic() > deadline:
+                        if killed_at and len(acknowledged) >= 8 * GOAL or time.monotonic() > deadline:
                             return
                         try:
-                            answer = await phone.transport.check_in("kb")
+                            answer = await phone.transport.check_in(None if index % 2 == 0
+                                                                    else "kb")
                             if "assignment" not in answer:
                                 await asyncio.sleep(0.05)
                                 continue
                             version = answer["assignment"]["model_version"]
                             seen_versions.setdefault(index, []).append(version)
-                            served_by[phone.transport.base_url] = served_by.get(
-                                phone.transport.base_url, 0) + 1
+                            where = phone.transport.base_url + ("" if killed_at else " before")
+                            served_by[where] = served_by.get(where, 0) + 1
                             delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
                                      for s in bundle.parameter_specs}
                             key = f"update-{index}-{j}"
@@ -94,6 +101,7 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                             data = encode_update(delta, bundle.parameter_specs, meta,
                                                  UpdatePipeline(), rng=rng,
                                                  signing_key=phone.identity.signing_key)
+                            sizes.append(len(data))
                             while True:  # a device retries its update until it is answered
                                 try:
                                     result = await phone.transport.upload("kb", data)
@@ -104,6 +112,8 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                                     phone.transport.base_url = survivor.url  # the balancer moves it
                             assert result["status"] in ("accepted", "duplicate"), result
                             acknowledged.add(key)
+                            if not killed_at and phone.transport.base_url == survivor.url:
+                                through_follower.add(key)
                         except ServerRejected as e:  # e.g. reported already in this round
                             assert e.code in ("not_selected", "round_closed", "stale_version"), e
                             await asyncio.sleep(0.05)
@@ -111,7 +121,9 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                             phone.transport.base_url = survivor.url
 
                 async def killer():
-                    while len(acknowledged) < 2 * GOAL + 1:
+                    while len(acknowledged) < 2 * GOAL + 1 or len(through_follower) < 2:
+                        if time.monotonic() > deadline:
+                            return
                         await asyncio.sleep(0.01)
                     leader.kill9()
                     killed_at.append(len(acknowledged))
@@ -130,7 +142,9 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
     print(f"killed the leader after {killed_after} acknowledged; {len(acknowledged)} in all; "
           f"assignments by process: {served_by}")
     assert len(acknowledged) >= 8 * GOAL
-    assert served_by.get(survivor.url) and served_by.get(leader.url)  # both answered devices
+    # both answered devices while both ran: the follower by forwarding to the leader
+    assert served_by.get(survivor.url + " before") and served_by.get(leader.url + " before")
+    assert min(sizes) > 4096 * 2  # the follower's phones sent theirs in several chunks
     counted = [r[0] for r in _query(db, "SELECT idempotency_key FROM ledger UNION ALL "
                                         "SELECT idempotency_key FROM updates")]
     assert len(counted) == len(set(counted))  # exactly once

@@ -204,3 +204,35 @@ def test_a_process_that_lost_the_lead_cannot_write(tmp_path, postgres):
     assert a.snapshot("kb") == {"round_id": 1, "by": "b"}  # reads work anywhere
     a.close()
     b.close()
+
+
+# -- the interface is the whole contract -------------------------------------------------------
+def test_the_protocol_lists_every_call_the_service_makes_and_both_backends_have_them():
+    import inspect
+    import re
+    from pathlib import Path
+
+    import aggregator.service
+    from aggregator.store import SqliteStore, Store
+    from aggregator.store.postgres import PostgresStore
+    declared = {n for n in dir(Store) if not n.startswith("_")} | set(Store.__annotations__)
+    used = set(re.findall(r"self\.store\.(\w+)", Path(aggregator.service.__file__).read_text()))
+    assert used <= declared, f"the service calls {sorted(used - declared)} outside Store"
+    for backend in (SqliteStore, PostgresStore):
+        missing = {n for n in declared if not hasattr(backend, n)}
+        assert not missing, f"{backend.__name__} lacks {sorted(missing)}"
+        for name in declared - {"shared"}:
+            ours = inspect.signature(getattr(backend, name)).parameters
+            theirs = inspect.signature(getattr(Store, name)).parameters
+            assert list(ours) == list(theirs), f"{backend.__name__}.{name}{list(ours)}"
+
+
+def test_a_store_url_must_name_a_postgresql_database():
+    from aggregator.app import ServerConfig
+    with pytest.raises(ValueError, match="postgresql://"):
+        ServerConfig("/tmp/x", "admin-token-0123456789", store_url="mysql://db/x")
+    with pytest.raises(ValueError, match="advertise_url"):
+        ServerConfig("/tmp/x", "admin-token-0123456789", advertise_url="127.0.0.1:8750")
+    config = ServerConfig("/tmp/x", "admin-token-0123456789", store_url="postgresql://h/db",
+                          advertise_url="http://10.0.0.5:8750")
+    assert config.store_url == "postgresql://h/db"
