@@ -47,7 +47,10 @@ def _serve(args) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
-    doc.setdefault("advertise_url", f"http://{args.host}:{port}")
+    # a wildcard bind is reached by this machine's name, not by 0.0.0.0
+    host = socket.getfqdn() if args.host in ("0.0.0.0", "::", "") else args.host
+    doc.setdefault("advertise_url", f"http://[{host}]:{port}" if ":" in host
+                   else f"http://{host}:{port}")
     try:
         config = ServerConfig(**doc)
     except (TypeError, ValueError) as e:
