@@ -67,12 +67,13 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_server(data_dir: Path, clock, **config):
-    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, tick_interval_s=0.05, **config)
+async def running_server(data_dir: Path, clock, port: int = 0, **config):
+    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05}
+                                                                       | config))
     service = make_service(cfg, clock, np.random.default_rng(0))
     runner = web.AppRunner(build_app(cfg, service))
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     try:

@@ -159,3 +159,53 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
     for history in seen_versions.values():  # no device was ever sent back to an older model
         assert history == sorted(history)
     assert _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")[0][0] == survivor.url
+
+
+def test_a_follower_forwards_once_and_otherwise_says_when_to_retry(bundle, tmp_path, postgres):
+    """Two in-process servers on one database, their ticks driven by hand."""
+    from edge_sdk.clock import FakeClock
+
+    from .fleet import ADMIN, running_server
+    db = postgres.new_database()
+    ports = [free_port(), free_port()]
+
+    def server(name: str, port: int):
+        return running_server(tmp_path / name, FakeClock(), port=port, store_url=db,
+                              advertise_url=f"http://127.0.0.1:{port}", tick_interval_s=3600)
+
+    async def scenario():
+        async with server("b", ports[1]) as (b_url, b), aiohttp.ClientSession() as session:
+            async with server("a", ports[0]) as (a_url, a):
+                status, _ = await admin(session, a_url, "POST", "/v1/admin/tasks", {
+                    "task_id": "kb", "bundle_dir": str(bundle.path), "settings": {}})
+                assert status == 201 and a.leads("kb") and not b.leads("kb")
+                phone = await enroll_phone(b_url, session, bundle, tmp_path, 0, FakeClock(),
+                                           lm_examples(0))
+                answer = await phone.transport.check_in("kb")  # forwarded from b to a
+                assert answer["assignment"]["round_id"] == 1
+                assert phone.identity.device_id in a.tasks["kb"].coordinator.assigned
+                token = {"Authorization": f"Bearer {phone.transport.token}"}
+                async with session.post(b_url + "/v1/checkin", json={"task_id": "kb"},
+                                        headers=token | {"X-Edge-FL-Forwarded": "1"}) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"  # never twice
+                    assert (await r.json())["error"]["code"] == "not_leader"
+                async with session.post(a_url + "/v1/admin/tasks/kb/pause",
+                                        headers={"X-Admin-Token": ADMIN}) as r:
+                    assert r.status == 200 and (await r.json())["paused"]
+                async with session.post(b_url + "/v1/admin/tasks/kb/resume",
+                                        headers={"X-Admin-Token": ADMIN}) as r:
+                    assert r.status == 200 and not (await r.json())["paused"]  # forwarded
+            # a has stopped: its lock is free, but b has not ticked yet
+            async with session.post(b_url + "/v1/checkin", json={"task_id": "kb"},
+                                    headers=token) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "1"
+            async with session.get(b_url + "/v1/tasks/kb/model", headers=token) as r:
+                assert r.status == 200  # models are served all the same
+            b.tick()  # takes the task over, restored from the store
+            assert b.leads("kb")
+            again = await phone.transport.check_in("kb")
+            assert again["assignment"] == answer["assignment"]  # its assignment survived
+            async with session.post(b_url + "/v1/checkin", json={"task_id": "nope"},
+                                    headers=token) as r:
+                assert r.status == 404  # an unknown task is not a leadership question
+    asyncio.run(scenario())
