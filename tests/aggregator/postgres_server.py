@@ -52,18 +52,25 @@ class PostgresServer:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
+        # in its own directory: the postgres user may not be able to enter the caller's
         subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=120)
+                       timeout=120, cwd=self.root)
 
     def start(self) -> None:
-        if self.user:
-            shutil.chown(self.root, self.user)
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8")
-        # fsync and synchronous_commit stay on (the defaults): durability is what is tested
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                  "-c max_connections=200", "start")
+        try:
+            if self.user:
+                shutil.chown(self.root, self.user)
+            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                      "--no-sync", "-E", "UTF8")
+            # fsync and synchronous_commit stay on (the defaults): durability is tested
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
+                      f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                      "-c max_connections=200", "start")
+        except subprocess.CalledProcessError as e:
+            log = self.root / "log"
+            detail = log.read_text()[-2000:] if log.exists() else ""
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RuntimeError(f"{e.cmd[-1]} failed: {e.stdout.decode()[-2000:]}{detail}") from None
 
     def stop(self) -> None:
         try:
