@@ -23,6 +23,7 @@ def _zoo_export(args) -> int:
 def _serve(args) -> int:
     import asyncio
     import json
+    import socket
     from pathlib import Path
 
     import numpy as np
@@ -37,6 +38,19 @@ def _serve(args) -> int:
     for pair in args.enrollment_secret or []:
         population, _, secret = pair.partition("=")
         doc.setdefault("enrollment_secrets", {})[population] = secret
+    if args.store_url:
+        doc["store_url"] = args.store_url
+    if args.advertise_url:
+        doc["advertise_url"] = args.advertise_url
+    # bound first, so that the address the other processes reach is known (port 0 too)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    # a wildcard bind is reached by this machine's name, not by 0.0.0.0
+    host = socket.getfqdn() if args.host in ("0.0.0.0", "::", "") else args.host
+    doc.setdefault("advertise_url", f"http://[{host}]:{port}" if ":" in host
+                   else f"http://{host}:{port}")
     try:
         config = ServerConfig(**doc)
     except (TypeError, ValueError) as e:
@@ -49,9 +63,8 @@ def _serve(args) -> int:
     async def run():
         runner = web.AppRunner(app)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.SockSite(runner, sock)
         await site.start()
-        port = runner.addresses[0][1]
         print(f"listening on http://{args.host}:{port}", flush=True)
         try:
             await asyncio.Event().wait()
@@ -84,12 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sample batch size (the bundle accepts any batch size)")
     export.set_defaults(func=_zoo_export)
     serve = sub.add_parser("serve", help="run the aggregator service")
-    serve.add_argument("--data-dir", required=True, help="where state lives (SQLite + files)")
+    serve.add_argument("--data-dir", required=True,
+                       help="where state lives (SQLite + files); with --store-url, a model cache")
     serve.add_argument("--config", help="JSON file with ServerConfig fields")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8750, help="0 picks a free port")
     serve.add_argument("--admin-token", help="token for /v1/admin (>= 16 chars)")
     serve.add_argument("--enrollment-secret", action="append", metavar="POPULATION=SECRET")
+    serve.add_argument("--store-url", metavar="postgresql://...",
+                       help="keep state in PostgreSQL, shared by every process given the same "
+                            "URL (needs the postgres extra)")
+    serve.add_argument("--advertise-url", metavar="http://HOST:PORT",
+                       help="where the other processes reach this one (default: the bound "
+                            "address)")
     serve.set_defaults(func=_serve)
     sim = sub.add_parser("simulate", help="simulate a device fleet against the aggregator")
     sim.add_argument("--config", help="JSON file with SimulationConfig fields")

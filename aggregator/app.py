@@ -1,5 +1,6 @@
 """The aiohttp app: thin handlers that decode the request, call the service, encode the
-answer. Errors, authentication and rate limits are middleware; app state is typed."""
+answer. Errors, authentication, rate limits and forwarding to the process leading a task
+are middleware; app state is typed."""
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +8,13 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -19,8 +22,8 @@ from edge_sdk.protocol import DecodeLimits, ProtocolError
 
 from .config import TaskSettings
 from .coordinator import Assignment, EvalAssignment
-from .errors import (AggregatorError, BadRequest, Forbidden, RateLimited, Unauthorized, code_of,
-                     status_of)
+from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
+                     code_of, status_of)
 from .metrics import Metrics
 from .service import AggregatorService
 from .store import Device
@@ -28,6 +31,7 @@ from .store import Device
 SERVICE = web.AppKey("service", AggregatorService)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", "ServerConfig")
+PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's leader
 DEVICE = web.RequestKey("device", Device)
 STATIC = Path(__file__).parent / "static"
 
@@ -46,8 +50,23 @@ class ServerConfig:
     # fault injection for crash tests: the process dies (as with kill -9) the n-th time it
     # reaches the named point of aggregator.store.CRASH_POINTS, e.g. {"model_file_written": 2}
     crash_at: dict = field(default_factory=dict)
+    # PostgreSQL shared by several aggregator processes (None: SQLite + files in data_dir)
+    store_url: str | None = None
+    # where the other processes reach this one (`edge-fl serve` fills in the bound address)
+    advertise_url: str | None = None
+    forward_timeout_s: float = 60.0
 
     def __post_init__(self):
+        if self.store_url is not None and not self.store_url.startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError("store_url must be a postgresql://user@host:port/db URL; leave it "
+                             "out for SQLite + files under data_dir")
+        if self.advertise_url is not None and not self.advertise_url.startswith(
+                ("http://", "https://")):
+            raise ValueError("advertise_url must be http(s)://host:port, as the other "
+                             "aggregator processes reach this one")
+        if self.forward_timeout_s <= 0:
+            raise ValueError("forward_timeout_s must be > 0")
         if len(self.admin_token) < 16:
             raise ValueError("admin_token must be at least 16 characters")
         if self.max_body_bytes < 1024:
@@ -70,8 +89,8 @@ async def error_middleware(request: web.Request, handler):
             request.app[METRICS].rejected.labels(code_of(e)).inc()
         body = {"error": {"code": code_of(e), "message": str(e), **getattr(e, "details", {})}}
         headers = {}
-        if isinstance(e, RateLimited):
-            headers["Retry-After"] = str(max(1, int(e.details.get("retry_after_s", 1))))
+        if "retry_after_s" in getattr(e, "details", {}):  # 429, 503: the SDK retries then
+            headers["Retry-After"] = str(max(1, int(e.details["retry_after_s"])))
         return web.json_response(body, status=status, headers=headers)
     except web.HTTPRequestEntityTooLarge as e:
         return web.json_response({"error": {"code": "payload_too_large", "message": str(e)}},
@@ -115,6 +134,58 @@ def auth_middleware(config: ServerConfig):
             request[DEVICE] = device
         return await handler(request)
     return middleware
+
+
+FORWARDED = "X-Edge-FL-Forwarded"
+
+
+@web.middleware
+async def leader_middleware(request: web.Request, handler):
+    """Task-scoped calls run where the task's coordinator runs: another process's are
+    forwarded there, once (a forwarded call this process cannot answer gets a 503 with
+    Retry-After, which devices retry). Everything else is answered here, from the store."""
+    if request.match_info.handler not in LED_HANDLERS:
+        return await handler(request)
+    service = request.app[SERVICE]
+    task_id, body = await _task_of(request)
+    if task_id is None or service.leads(task_id) or not service.knows(task_id):
+        return await handler(request)
+    url = service.leader_url(task_id)
+    if request.headers.get(FORWARDED) or not url or url == service.address:
+        raise NotLeader(f"the process leading task {task_id!r} is not known yet",
+                        retry_after_s=1)
+    headers = {k: request.headers[k] for k in ("Authorization", "X-Admin-Token", "Content-Type")
+               if k in request.headers}
+    try:
+        async with request.app[PEERS].request(request.method, url.rstrip("/") + request.path_qs,
+                                              data=body, headers=headers | {FORWARDED: "1"}) as r:
+            payload = await r.read()
+            kept = {k: r.headers[k] for k in ("Content-Type", "Retry-After", "X-Model-Version")
+                    if k in r.headers}
+            return web.Response(status=r.status, body=payload, headers=kept)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raise NotLeader(f"the process leading task {task_id!r} cannot be reached",
+                        retry_after_s=1) from None
+
+
+async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
+    """The task a led call is for (None: answer here), and the body to forward."""
+    service = request.app[SERVICE]
+    body = await request.read()
+    if request.match_info.handler is commit_upload:
+        return service.upload_task(request.match_info["upload_id"]), body
+    if request.match_info.handler is not check_in:
+        return request.match_info["task_id"], body
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, body  # the handler says what is wrong
+    task_id = doc.get("task_id") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and task_id is None:
+        task_id = service.spread_check_in()  # a check-in for any task
+        if task_id is not None:
+            body = json.dumps(doc | {"task_id": task_id}).encode()
+    return (task_id if isinstance(task_id, str) else None), body
 
 
 # -- handlers -----------------------------------------------------------------------------
@@ -322,7 +393,7 @@ async def admin_create_task(request: web.Request) -> web.Response:
 
 async def admin_list_tasks(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    return web.json_response({"tasks": [service.describe(t) for t in service.tasks]})
+    return web.json_response({"tasks": [service.describe(t) for t in service.records]})
 
 
 async def admin_task(request: web.Request) -> web.Response:
@@ -344,7 +415,7 @@ async def status(request: web.Request) -> web.Response:
     """Aggregate, non-personal status for the dashboard."""
     service = request.app[SERVICE]
     return web.json_response({"tasks": [service.describe(t) | service.history(t)
-                                        for t in service.tasks]})
+                                        for t in service.records]})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -365,10 +436,17 @@ async def openapi(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "openapi.json")
 
 
+# calls that need the task's coordinator, so run in the process leading the task
+LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evaluation,
+                          secagg_state, secagg_keys, secagg_shares, secagg_masked, secagg_reveal,
+                          begin_upload, commit_upload, admin_pause})
+
+
 # -- assembly -----------------------------------------------------------------------------
 def build_app(config: ServerConfig, service: AggregatorService) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes,
-                          middlewares=[error_middleware, auth_middleware(config)])
+                          middlewares=[error_middleware, auth_middleware(config),
+                                       leader_middleware])
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
     app.add_routes([
         web.post("/v1/enroll", enroll),
@@ -396,8 +474,17 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
         web.get("/dashboard", dashboard),
         web.get("/openapi.json", openapi),
     ])
+    app.cleanup_ctx.append(_peers(config.forward_timeout_s))
     app.cleanup_ctx.append(_ticker(config.tick_interval_s))
     return app
+
+
+def _peers(timeout_s: float):
+    async def ctx(app: web.Application):
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s:
+            app[PEERS] = s
+            yield
+    return ctx
 
 
 def _ticker(interval: float):
@@ -405,7 +492,10 @@ def _ticker(interval: float):
         async def loop():
             while True:
                 await asyncio.sleep(interval)
-                app[SERVICE].tick()
+                try:
+                    app[SERVICE].tick()
+                except AggregatorError as e:  # e.g. the database blinked: the next tick retries
+                    logging.getLogger(__name__).warning("tick: %s", e)
         task = asyncio.create_task(loop())
         yield
         task.cancel()
@@ -415,7 +505,7 @@ def _ticker(interval: float):
 
 
 def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
-    from .store import CRASH_POINTS, SqliteStore
+    from .store import CRASH_POINTS, open_store
     unknown = set(config.crash_at) - set(CRASH_POINTS)
     if unknown:
         raise ValueError(f"unknown crash points {sorted(unknown)}; known: {CRASH_POINTS}")
@@ -427,9 +517,10 @@ def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
             if remaining[point] <= 0:
                 os._exit(137)  # no cleanup, no flush: what kill -9 leaves behind
 
-    service = AggregatorService(SqliteStore(config.data_dir, crash_hook), clock, rng,
-                                dict(config.enrollment_secrets),
-                                DecodeLimits(max_message_bytes=config.max_body_bytes))
+    service = AggregatorService(open_store(config.data_dir, config.store_url, crash_hook), clock,
+                                rng, dict(config.enrollment_secrets),
+                                DecodeLimits(max_message_bytes=config.max_body_bytes),
+                                address=config.advertise_url)
     service.recover()
     return service
 

@@ -11,7 +11,10 @@
     ├── TaskPaused (RuntimeError)          409  the task is paused
     ├── UploadOffsetMismatch (ValueError)  409  a chunk out of order (says bytes received)
     ├── PayloadTooLarge (ValueError)       413  over the body size cap
-    └── RateLimited (RuntimeError)         429  too many requests (says when to retry)
+    ├── RateLimited (RuntimeError)         429  too many requests (says when to retry)
+    ├── NotLeader (RuntimeError)           503  another process runs the task's coordinator
+    │                                            and cannot be reached now (says when to retry)
+    └── StoreUnavailable (ConnectionError) 503  the shared database is unreachable (ditto)
 
 Domain errors know nothing of HTTP; `STATUS` and `status_of` are used only by the
 app's error middleware. Wire-format errors (edge_sdk.protocol.ProtocolError) map to 400
@@ -77,11 +80,19 @@ class RateLimited(AggregatorError, RuntimeError):
     code = "rate_limited"
 
 
+class NotLeader(AggregatorError, RuntimeError):
+    code = "not_leader"
+
+
+class StoreUnavailable(AggregatorError, ConnectionError):
+    code = "store_unavailable"
+
+
 STATUS: dict[type, int] = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
     RoundClosed: 409, NotSelected: 403, TaskPaused: 409, UploadOffsetMismatch: 409,
     PayloadTooLarge: 413,
-    RateLimited: 429, ProtocolError: 400,
+    RateLimited: 429, NotLeader: 503, StoreUnavailable: 503, ProtocolError: 400,
 }
 
 

@@ -6,9 +6,16 @@ in memory) -> coordinator.admit -> store.save_update (durable) -> coordinator.ac
 commit a version when the round/buffer is ready -> acknowledge. After a crash,
 `recover()` replays every durable update of the open rounds, so each acknowledged update
 counts exactly once.
+
+With a shared store (PostgreSQL) several processes serve one fleet: any of them enrolls,
+authenticates and serves models; each task's coordinator runs in the one process that
+leads it (`store.try_lead`), and a process that loses the lead, or cannot tell whether a
+write took effect, drops its coordinator and reloads it from the store when it leads
+again: the same path as a restart after a crash.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -22,14 +29,14 @@ from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, deco
 from edge_sdk.protocol.secagg import decode_masked_input
 
 from .config import TaskSettings
-from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Outcome,
-                          TaskCoordinator)
-from .errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, RoundClosed,
-                     Unauthorized, UploadOffsetMismatch)
+from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
+                          Outcome, TaskCoordinator)
+from .errors import (BadRequest, Forbidden, NotFound, NotLeader, PayloadTooLarge, RoundClosed,
+                     StoreUnavailable, Unauthorized, UploadOffsetMismatch)
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
-from .store import Device, PendingUpdate, SqliteStore, TaskRecord
+from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord
 
 
 @dataclass
@@ -42,18 +49,81 @@ class _Task:
 
 
 class AggregatorService:
-    def __init__(self, store: SqliteStore, clock, rng: np.random.Generator,
-                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits()):
+    def __init__(self, store: Store, clock, rng: np.random.Generator,
+                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits(),
+                 address: str | None = None):
+        """address: where the other processes sharing the store reach this one."""
         self.store, self.clock, self.rng = store, clock, rng
         self.enrollment_secrets, self.limits = enrollment_secrets, limits
-        self.tasks: dict[str, _Task] = {}
+        self.address = address
+        self.records: dict[str, TaskRecord] = {}  # every task
+        self.tasks: dict[str, _Task] = {}  # the tasks this process leads, with coordinators
         self.counters: dict[str, int] = {}
 
-    # -- start-up ---------------------------------------------------------------------------
+    # -- start-up and leadership ------------------------------------------------------------
     def recover(self) -> None:
-        """Load every task, restore its coordinator and replay its durable updates."""
+        """Load every task this process may lead, restore its coordinator and replay its
+        durable updates."""
         for record in self.store.tasks():
+            self.records[record.task_id] = record
+            self._lead(record)
+
+    def _lead(self, record: TaskRecord) -> bool:
+        if not self.store.try_lead(record.task_id, self.address, self.clock.now()):
+            return False
+        try:
             self._load_task(record)
+        except (NotLeader, StoreUnavailable):
+            self.tasks.pop(record.task_id, None)  # tried again at the next tick
+            return False
+        return True
+
+    def _keep_leadership(self) -> None:
+        """Drop coordinators whose lead was lost; lead (and so load) tasks nobody leads."""
+        if self.store.shared:
+            for task_id in set(self.tasks) - self.store.leading():
+                del self.tasks[task_id]
+            for record in self.store.tasks():
+                self.records.setdefault(record.task_id, record)
+        for task_id, record in list(self.records.items()):
+            if task_id not in self.tasks:
+                self._lead(record)
+
+    @contextlib.contextmanager
+    def _owning(self, task: _Task):
+        """A coordinator write that the store refused, or whose outcome is unknown, leaves
+        the coordinator in memory out of step with the store: drop it (reloaded when led)."""
+        try:
+            yield
+        except (NotLeader, StoreUnavailable):
+            self.tasks.pop(task.record.task_id, None)
+            raise
+
+    def leads(self, task_id: str) -> bool:
+        return task_id in self.tasks
+
+    def knows(self, task_id: str) -> bool:
+        try:
+            self._record(task_id)
+        except NotFound:
+            return False
+        return True
+
+    def leader_url(self, task_id: str) -> str | None:
+        """Where the process leading `task_id` is reached (None: unknown)."""
+        return self.store.leader_url(task_id)
+
+    def upload_task(self, upload_id: str) -> str | None:
+        info = self.store.upload_info(upload_id)
+        return None if info is None else info["task_id"]
+
+    def spread_check_in(self) -> str | None:
+        """For a check-in naming no task, when other processes lead some: a task drawn
+        from all of them (None: every task is led here, so choose among these)."""
+        if set(self.records) <= set(self.tasks):
+            return None
+        ids = sorted(self.records)
+        return ids[int(self.rng.integers(len(ids)))]
 
     def _load_task(self, record: TaskRecord) -> _Task:
         settings = TaskSettings.from_json(record.settings)
@@ -63,7 +133,8 @@ class AggregatorService:
         now = self.clock.now()
         coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
                                       shapes={s["name"]: tuple(s["shape"]) for s in record.specs})
-        snapshot, opt_state = self.store.snapshot(record.task_id)
+        snapshot = self.store.snapshot(record.task_id)
+        opt_state = self.store.optimizer_state(record.task_id)
         if snapshot is not None:
             coordinator.restore(snapshot)
         coordinator.version = version  # the stored model is the truth for the version
@@ -74,7 +145,7 @@ class AggregatorService:
             if update.round_id != coordinator.round_id:
                 stale = True  # from an abandoned round
                 continue
-            decoded = decode_update(update.path.read_bytes(), record.specs, public_key=None,
+            decoded = decode_update(self.store.update_bytes(update), record.specs, public_key=None,
                                     limits=self.limits, keep_parts=True)
             coordinator.accept(decoded.meta, decoded.tensors,
                                Admission(update.weight, update.staleness))
@@ -85,7 +156,7 @@ class AggregatorService:
 
     # -- administration ------------------------------------------------------------------------
     def create_task(self, task_id: str, bundle_dir: str, settings: TaskSettings) -> dict:
-        if task_id in self.tasks or self.store.has_task(task_id):
+        if task_id in self.records or self.store.has_task(task_id):
             raise BadRequest(f"task {task_id!r} exists")
         bundle = Path(bundle_dir)
         try:
@@ -99,26 +170,46 @@ class AggregatorService:
         record = TaskRecord(task_id, settings.to_json(), str(bundle), manifest["model_id"], specs)
         model = encode_parameters(params, specs, manifest["model_id"], 0)
         self.store.add_task(record, model, self.clock.now())
-        task = self._load_task(record)
-        self.store.save_snapshot(task_id, task.coordinator.snapshot())
+        self.records[task_id] = record
+        if self._lead(record):  # else another process took it first and runs it
+            task = self.tasks[task_id]
+            with self._owning(task):
+                self.store.save_snapshot(task_id, task.coordinator.snapshot())
         return self.describe(task_id)
 
     def set_paused(self, task_id: str, paused: bool) -> dict:
         task = self._task(task_id)
-        task.coordinator.paused = paused
-        self.store.save_snapshot(task_id, task.coordinator.snapshot())
+        with self._owning(task):
+            task.coordinator.paused = paused
+            self.store.save_snapshot(task_id, task.coordinator.snapshot())
         return self.describe(task_id)
 
     def describe(self, task_id: str) -> dict:
-        task = self._task(task_id)
+        """The live coordinator's state where it runs; elsewhere, as last stored."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return self._describe_stored(self._record(task_id))
         c = task.coordinator
         return {"task_id": task_id, "mode": task.settings.mode, "model_id": task.record.model_id,
                 "version": c.version, "round": c.round_id, "phase": c.phase,
                 "paused": c.paused, "in_flight": len(c.assigned), "accepted": c.accepted,
-                "funnel": c.funnel.to_json(), "settings": task.settings.to_json()}
+                "funnel": c.funnel.to_json(), "settings": task.settings.to_json(),
+                "led_here": True}
+
+    def _describe_stored(self, record: TaskRecord) -> dict:
+        snap = self.store.snapshot(record.task_id) or {}
+        round_id = snap.get("round_id", 1)
+        accepted = sum(u.round_id == round_id for u in self.store.pending_updates(record.task_id))
+        settings = TaskSettings.from_json(record.settings)
+        return {"task_id": record.task_id, "mode": settings.mode, "model_id": record.model_id,
+                "version": snap.get("version", 0), "round": round_id,
+                "phase": snap.get("phase", "selecting"), "paused": snap.get("paused", False),
+                "in_flight": len(snap.get("assigned", {})), "accepted": accepted,
+                "funnel": snap.get("funnel") or Funnel().to_json(),
+                "settings": settings.to_json(), "led_here": False}
 
     def history(self, task_id: str) -> dict:
-        self._task(task_id)
+        self._record(task_id)
         evaluations = []
         for version, sums in sorted(self.store.evaluation_totals(task_id).items()):
             count = sums.get("count", 0.0)
@@ -141,8 +232,9 @@ class AggregatorService:
             raise BadRequest(f"sums must map some of {sorted(allowed)} to finite non-negative numbers")
         if self.store.has_evaluation(task_id, version, device.device_id):
             return {"status": "duplicate"}  # a retry of a recorded report
-        task.coordinator.record_evaluation(device.device_id, version, self.clock.now())
-        self.store.add_evaluation(task_id, version, device.device_id, sums)
+        with self._owning(task):
+            task.coordinator.record_evaluation(device.device_id, version, self.clock.now())
+            self.store.add_evaluation(task_id, version, device.device_id, sums)
         return {"status": "recorded"}
 
     # -- devices ------------------------------------------------------------------------------
@@ -170,18 +262,25 @@ class AggregatorService:
             return ComeBackLater(self.clock.now() + 60.0)
         task = tasks[int(self.rng.integers(len(tasks)))]
         now = self.clock.now()
-        result = task.coordinator.check_in(device.device_id, now)
-        self._after_change(task)
+        with self._owning(task):
+            result = task.coordinator.check_in(device.device_id, now)
+            self._after_change(task)
         return result
 
     def report_failure(self, device: Device, task_id: str, reason: str) -> None:
         task = self._task(task_id)
-        task.coordinator.report_failure(device.device_id, reason, self.clock.now())
-        self._after_change(task)
+        with self._owning(task):
+            task.coordinator.report_failure(device.device_id, reason, self.clock.now())
+            self._after_change(task)
 
     def model_file(self, task_id: str, version: int | None) -> tuple[int, Path]:
-        task = self._task(task_id)
-        version = task.coordinator.version if version is None else version
+        """Any process serves models: they are in the store, and never change."""
+        self._record(task_id)
+        if version is None:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return self.store.latest_model(task_id)
+            version = task.coordinator.version
         path = self.store.model_path(task_id, version)
         if path is None:
             raise NotFound(f"task {task_id} has no model version {version}")
@@ -205,18 +304,20 @@ class AggregatorService:
                                 limits=self.limits, keep_parts=True)
         now = self.clock.now()
         c = task.coordinator
-        admission = c.admit(meta, now)
-        if isinstance(admission, Outcome):
-            return {"status": "duplicate", "version": c.version}
-        round_id = c.round_id
-        self.store.save_update(task_id, PendingUpdate(meta.idempotency_key, round_id,
-                                                      meta.device_id, meta.model_version,
-                                                      admission.weight, admission.staleness,
-                                                      Path()), data, meta.metrics,
-                               c.snapshot(), now)
-        outcome = c.accept(meta, decoded.tensors, admission)
-        del decoded
-        self._maybe_commit(task)
+        with self._owning(task):
+            admission = c.admit(meta, now)
+            if isinstance(admission, Outcome):
+                return {"status": "duplicate", "version": c.version}
+            try:
+                self.store.save_update(task_id, PendingUpdate(
+                    meta.idempotency_key, c.round_id, meta.device_id, meta.model_version,
+                    admission.weight, admission.staleness), data, meta.metrics, c.snapshot(), now)
+            except AlreadyAggregated:  # the ledger, not this process's memory, decides
+                return {"status": "duplicate", "aggregated_into": self.store.seen_update(
+                    meta.idempotency_key)}
+            outcome = c.accept(meta, decoded.tensors, admission)
+            del decoded
+            self._maybe_commit(task)
         return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
                 "version": c.version}
 
@@ -254,6 +355,8 @@ class AggregatorService:
         if received + len(chunk) > info["size"]:
             raise PayloadTooLarge("more bytes than the upload declared", max_bytes=info["size"])
         received = self.store.append_upload(upload_id, offset, chunk)
+        if received != offset + len(chunk):  # another request appended first
+            raise UploadOffsetMismatch(f"expected offset {received}", received=received)
         return {"upload_id": upload_id, "received": received, "size": info["size"]}
 
     def commit_upload(self, device: Device, upload_id: str) -> dict:
@@ -282,7 +385,8 @@ class AggregatorService:
     def _secure_step(self, task: _Task, device: Device) -> dict:
         # read the device's view before committing: a commit opens the next round
         view = task.coordinator.secure.view_for(device.device_id)
-        self._after_change(task)
+        with self._owning(task):
+            self._after_change(task)
         return view
 
     def secagg_state(self, device: Device, task_id: str, round_id: int) -> dict:
@@ -314,10 +418,13 @@ class AggregatorService:
         return self._secure_step(task, device)
 
     def tick(self) -> None:
-        """Advance every task's deadlines (called periodically by the app)."""
-        for task in self.tasks.values():
-            task.coordinator.tick(self.clock.now())
-            self._after_change(task)
+        """Keep leadership, and advance the deadlines of the tasks led here (called
+        periodically by the app)."""
+        self._keep_leadership()
+        for task in list(self.tasks.values()):
+            with contextlib.suppress(NotLeader, StoreUnavailable), self._owning(task):
+                task.coordinator.tick(self.clock.now())
+                self._after_change(task)
 
     def _after_change(self, task: _Task) -> None:
         events = task.coordinator.events
@@ -365,10 +472,21 @@ class AggregatorService:
         task.coordinator.events = []
 
     def _task(self, task_id: str) -> _Task:
+        """A task led here (NotLeader: it exists, another process runs it)."""
         task = self.tasks.get(task_id)
         if task is None:
-            raise NotFound(f"unknown task {task_id!r}")
+            self._record(task_id)
+            raise NotLeader(f"another process leads task {task_id!r}", retry_after_s=1)
         return task
+
+    def _record(self, task_id: str) -> TaskRecord:
+        record = self.records.get(task_id)
+        if record is None and self.store.shared and self.store.has_task(task_id):
+            record = self.records[task_id] = next(
+                r for r in self.store.tasks() if r.task_id == task_id)  # made elsewhere
+        if record is None:
+            raise NotFound(f"unknown task {task_id!r}")
+        return record
 
 
 def _hash(token: str) -> str:

@@ -1,7 +1,13 @@
-"""Test helpers: a real aggregator on 127.0.0.1 (port 0) and real edge_sdk devices."""
+"""Test helpers: a real aggregator on 127.0.0.1 (port 0, in this process, or a real
+`edge-fl serve` subprocess) and real edge_sdk devices."""
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +28,52 @@ ADMIN = "admin-token-for-tests"
 SECRET = "population-secret"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`edge-fl serve` in a subprocess on 127.0.0.1; its stderr goes to a log file."""
+
+    def __init__(self, data_dir: Path, port: int, store_url: str | None = None):
+        self.data_dir, self.port, self.store_url, self.proc = data_dir, port, store_url, None
+        self.url = f"http://127.0.0.1:{port}"
+
+    def start(self, crash_at: dict | None = None, **config) -> str:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir.parent / f"config-{self.port}.json"
+        path.write_text(json.dumps({"crash_at": crash_at or {}} | config))
+        store = ["--store-url", self.store_url] if self.store_url else []
+        self.log = self.data_dir.parent / f"server-{self.port}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(self.data_dir),
+             "--port", str(self.port), "--admin-token", ADMIN, "--config", str(path),
+             "--enrollment-secret", f"keyboard={SECRET}", *store],
+            stdout=subprocess.PIPE, stderr=open(self.log, "a"), text=True)
+        line = self.proc.stdout.readline()
+        assert "listening on" in line, self.log.read_text()
+        return self.url
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @contextlib.asynccontextmanager
-async def running_server(data_dir: Path, clock, **config):
-    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, tick_interval_s=0.05, **config)
+async def running_server(data_dir: Path, clock, port: int = 0, **config):
+    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05}
+                                                                       | config))
     service = make_service(cfg, clock, np.random.default_rng(0))
     runner = web.AppRunner(build_app(cfg, service))
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = runner.addresses[0][1]
     try:
@@ -47,12 +92,13 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def server_with_task(tmp: Path, bundle: Bundle, settings: dict, task_id: str = "kb"):
+async def server_with_task(tmp: Path, bundle: Bundle, settings: dict, task_id: str = "kb",
+                           store_url: str | None = None):
     """A running server (fake clock), a client session, and one task created through the
-    admin API."""
+    admin API; state in SQLite under tmp, or in the PostgreSQL database at store_url."""
     from edge_sdk.clock import FakeClock
     clock = FakeClock()
-    async with running_server(tmp / "data", clock) as (url, service), \
+    async with running_server(tmp / "data", clock, store_url=store_url) as (url, service), \
             aiohttp.ClientSession() as session:
         status, doc = await admin(session, url, "POST", "/v1/admin/tasks", {
             "task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings})

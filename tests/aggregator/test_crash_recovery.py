@@ -1,15 +1,11 @@
 """The aggregator dies (kill -9, or an exit at a chosen point of a write) under a stream of
 uploads; restarted, nothing acknowledged is lost or counted twice, versions only move
-forward, and every stored model decodes."""
+forward, and every stored model decodes. Each test runs with SQLite + files and with
+PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -22,39 +18,7 @@ from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
 from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
 
-from .fleet import ADMIN, SECRET, admin, enroll_phone, lm_examples
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, data_dir: Path, port: int):
-        self.data_dir, self.port, self.proc = data_dir, port, None
-
-    def start(self, crash_at: dict | None = None) -> str:
-        config = self.data_dir.parent / f"config-{self.port}.json"
-        config.write_text(json.dumps({"crash_at": crash_at or {}}))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--admin-token", ADMIN, "--config", str(config),
-             "--enrollment-secret", f"keyboard={SECRET}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert "listening on" in line, self.proc.stderr.read()
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +27,29 @@ def bundle(tmp_path_factory):
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
-def _counted_keys(data_dir: Path) -> list[str]:
-    with sqlite3.connect(data_dir / "aggregator.db") as db:
-        return [r[0] for r in db.execute("SELECT idempotency_key FROM ledger UNION ALL "
-                                         "SELECT idempotency_key FROM updates")]
+def _select(server: ServerProcess, sql: str) -> list[tuple]:
+    """Straight from the server's database (SQLite in its data dir, or PostgreSQL)."""
+    if server.store_url is None:
+        with sqlite3.connect(server.data_dir / "aggregator.db") as db:
+            return db.execute(sql).fetchall()
+    import psycopg
+    with psycopg.connect(server.store_url) as db:
+        return db.execute(sql).fetchall()
 
 
-def _storm(server: Server, url: str, bundle: Bundle, tmp_path: Path, kill_after: int | None):
+def _counted_keys(server: ServerProcess) -> list[str]:
+    return [r[0] for r in _select(server, "SELECT idempotency_key FROM ledger UNION ALL "
+                                          "SELECT idempotency_key FROM updates")]
+
+
+def _model_bytes(server: ServerProcess, version: int) -> bytes:
+    path = f"models/kb/v{version}.eflm"
+    if server.store_url is None:
+        return (server.data_dir / path).read_bytes()
+    return bytes(_select(server, f"SELECT data FROM blobs WHERE path = '{path}'")[0][0])
+
+
+def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill_after: int | None):
     """24 devices upload until the server dies (killed after `kill_after` acknowledgements,
     or by its own crash point). Returns (acknowledged keys, sent {key: (phone, bytes)})."""
     acknowledged: set[str] = set()
@@ -116,8 +96,8 @@ def _storm(server: Server, url: str, bundle: Bundle, tmp_path: Path, kill_after:
     return acknowledged, sent
 
 
-def _recover_and_check(server: Server, bundle: Bundle, acknowledged: set, sent: dict):
-    assert acknowledged <= set(_counted_keys(server.data_dir))  # acknowledged = durable
+def _recover_and_check(server: ServerProcess, bundle: Bundle, acknowledged: set, sent: dict):
+    assert acknowledged <= set(_counted_keys(server))  # acknowledged = durable
     url = server.start()
 
     async def after_restart():
@@ -132,18 +112,17 @@ def _recover_and_check(server: Server, bundle: Bundle, acknowledged: set, sent: 
             return (await admin(session, url, "GET", "/v1/admin/tasks/kb"))[1]
 
     doc = asyncio.run(after_restart())
-    counted = _counted_keys(server.data_dir)
+    counted = _counted_keys(server)
     assert len(counted) == len(set(counted))  # exactly once
     assert acknowledged <= set(counted)
     versions = [v["version"] for v in doc["versions"]]
     assert versions == list(range(len(versions)))  # monotonic, no gaps
     for v in versions:  # the store is whole
-        decode_parameters((server.data_dir / "models" / "kb" / f"v{v}.eflm").read_bytes(),
-                          bundle.parameter_specs)
+        decode_parameters(_model_bytes(server, v), bundle.parameter_specs)
 
 
-def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_after):
-    server = Server(tmp_path / "data", _free_port())
+def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_after, store_url):
+    server = ServerProcess(tmp_path / "data", free_port(), store_url)
     try:
         url = server.start()
         acknowledged, sent = _storm(server, url, bundle, tmp_path, kill_after)
@@ -154,8 +133,8 @@ def test_kill_9_under_load_loses_nothing_acknowledged(bundle, tmp_path, kill_aft
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_dying_inside_a_write_loses_nothing_acknowledged(bundle, tmp_path, point):
-    server = Server(tmp_path / "data", _free_port())
+def test_dying_inside_a_write_loses_nothing_acknowledged(bundle, tmp_path, point, store_url):
+    server = ServerProcess(tmp_path / "data", free_port(), store_url)
     try:
         # the 3rd time: after a few uploads and at least one version flush
         url = server.start(crash_at={point: 3})

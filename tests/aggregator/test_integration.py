@@ -29,10 +29,10 @@ async def _model_version(session, url, task):
     return doc
 
 
-def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path):
+def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path, store_url):
     async def scenario():
         settings = _settings("sync", sync={"goal": 4, "overselect": 1.5, "min_fraction": 0.75})
-        async with server_with_task(tmp_path, bundle, settings) as env:
+        async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
             for round_ in range(2):
                 phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i, clock,
@@ -83,10 +83,10 @@ def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_pat
     asyncio.run(scenario())
 
 
-def test_a_retried_upload_is_counted_once(bundle, tmp_path):
+def test_a_retried_upload_is_counted_once(bundle, tmp_path, store_url):
     async def scenario():
         settings = _settings("sync", sync={"goal": 2, "overselect": 1.0})
-        async with server_with_task(tmp_path, bundle, settings) as env:
+        async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
             phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
                       for i in range(2)]
@@ -162,10 +162,10 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
     asyncio.run(scenario())
 
 
-def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_path):
+def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_path, store_url):
     async def scenario():
         settings = _settings("sync", sync={"goal": 1, "overselect": 1.0})
-        async with server_with_task(tmp_path, bundle, settings) as env:
+        async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
             phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
             await phone.transport.check_in("kb")

@@ -1,0 +1,328 @@
+"""The part both backends share: the schema and every statement, written once.
+
+A backend supplies a connection (`_transaction`, `_query`), where blobs live (`_put_blob`
+and friends: files under the data dir for SQLite, bytea rows for PostgreSQL) and how a
+coordinator write proves its process still leads the task (`_fence`). Statements use `?`
+placeholders; a backend rewrites them if its driver wants another style.
+
+The ordering that makes `kill -9` safe is the same for both: a blob is durable before (or
+in) the transaction whose rows point at it, and a blob is removed only after the
+transaction that stopped pointing at it has committed (or in it).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .interface import AlreadyAggregated, Device, PendingUpdate, TaskRecord
+
+# {real}: a double; {blob}: bytes; {serial}: an auto-increasing integer key
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY, settings TEXT NOT NULL, bundle_dir TEXT NOT NULL,
+    model_id TEXT NOT NULL, specs TEXT NOT NULL, created {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    task_id TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL,
+    created {real} NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (task_id, version));
+CREATE TABLE IF NOT EXISTS coordinators (task_id TEXT PRIMARY KEY, snapshot TEXT NOT NULL,
+    optimizer_state TEXT);
+CREATE TABLE IF NOT EXISTS updates (
+    idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, round_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL, version_from INTEGER NOT NULL, weight {real} NOT NULL,
+    staleness INTEGER NOT NULL, path TEXT NOT NULL, received {real} NOT NULL,
+    metrics TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS updates_by_task ON updates (task_id, received);
+CREATE TABLE IF NOT EXISTS ledger (
+    idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, population TEXT NOT NULL, public_key {blob} NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE, created {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, received INTEGER NOT NULL,
+    created {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    task_id TEXT NOT NULL, version INTEGER NOT NULL, device_id TEXT NOT NULL,
+    sums TEXT NOT NULL, PRIMARY KEY (task_id, version, device_id));
+CREATE TABLE IF NOT EXISTS events (
+    id {serial}, task_id TEXT NOT NULL, at {real} NOT NULL, doc TEXT NOT NULL);
+"""
+
+
+class RowStore:
+    """The Store interface over rows plus named blobs; see the module docstring."""
+
+    shared = False
+
+    def __init__(self, crash_hook=None):
+        self._crash = crash_hook or (lambda point: None)
+
+    # -- what a backend provides ----------------------------------------------------------
+    def _transaction(self):  # a context manager yielding an object with execute(sql, params)
+        raise NotImplementedError
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _put_blob(self, tx, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _read_blob(self, path: str) -> bytes:
+        raise NotImplementedError
+
+    def _blob_file(self, path: str) -> Path:
+        """A local file holding the blob's bytes (served as is)."""
+        raise NotImplementedError
+
+    def _drop_blobs(self, tx, paths: list[str]) -> None:
+        """In the transaction, or after it commits (`tx.deferred`), never before."""
+        raise NotImplementedError
+
+    def _begin_upload_bytes(self, tx, upload_id: str) -> None:
+        raise NotImplementedError
+
+    def _append_upload_bytes(self, tx, upload_id: str, offset: int, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def _drop_upload_bytes(self, tx, upload_id: str) -> None:
+        raise NotImplementedError
+
+    def _fence(self, tx, task_id: str) -> None:
+        """Raise NotLeader, inside a coordinator write, if another process leads the task."""
+
+    def _one(self, sql: str, params: tuple = ()):
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    @contextlib.contextmanager
+    def _writing(self, task_id: str | None = None):
+        """A transaction (fenced for coordinator writes); deferred work runs after commit."""
+        with self._transaction() as tx:
+            if task_id is not None:
+                self._fence(tx, task_id)
+            yield tx
+        for action in tx.deferred:
+            action()
+
+    # -- tasks and models ----------------------------------------------------------------------
+    def add_task(self, record: TaskRecord, model_bytes: bytes, now: float) -> None:
+        rel = f"models/{record.task_id}/v0.eflm"
+        with self._writing() as tx:
+            self._put_blob(tx, rel, model_bytes)
+            tx.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
+                       (record.task_id, json.dumps(record.settings), record.bundle_dir,
+                        record.model_id, json.dumps(record.specs), now))
+            tx.execute("INSERT INTO models VALUES (?, 0, ?, ?, '{}')", (record.task_id, rel, now))
+
+    def has_task(self, task_id: str) -> bool:
+        return self._one("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is not None
+
+    def tasks(self) -> list[TaskRecord]:
+        rows = self._query("SELECT task_id, settings, bundle_dir, model_id, specs FROM tasks "
+                           "ORDER BY created, task_id")
+        return [TaskRecord(r[0], json.loads(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def latest_model(self, task_id: str) -> tuple[int, Path]:
+        row = self._one("SELECT version, path FROM models WHERE task_id = ? ORDER BY version "
+                        "DESC LIMIT 1", (task_id,))
+        return int(row[0]), self._blob_file(row[1])
+
+    def model_path(self, task_id: str, version: int) -> Path | None:
+        row = self._one("SELECT path FROM models WHERE task_id = ? AND version = ?",
+                        (task_id, version))
+        return None if row is None else self._blob_file(row[0])
+
+    def model_history(self, task_id: str) -> list[dict]:
+        rows = self._query("SELECT version, created, metrics FROM models WHERE task_id = ? "
+                           "ORDER BY version", (task_id,))
+        return [{"version": v, "created": c, "metrics": json.loads(m)} for v, c, m in rows]
+
+    # -- coordinator state ----------------------------------------------------------------
+    def snapshot(self, task_id: str) -> dict | None:
+        row = self._one("SELECT snapshot FROM coordinators WHERE task_id = ?", (task_id,))
+        return None if row is None else json.loads(row[0])
+
+    def optimizer_state(self, task_id: str) -> dict:
+        row = self._one("SELECT optimizer_state FROM coordinators WHERE task_id = ?", (task_id,))
+        if row is None or not row[0]:
+            return {}
+        with np.load(io.BytesIO(self._read_blob(row[0])), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def save_snapshot(self, task_id: str, snapshot: dict) -> None:
+        with self._writing(task_id) as tx:
+            _put_snapshot(tx, task_id, snapshot)
+        self._crash("snapshot_saved")
+
+    # -- updates ------------------------------------------------------------------------------
+    def seen_update(self, key: str) -> int | None:
+        """The version an already-accepted update went into (-1: pending; None: never seen)."""
+        row = self._one("SELECT version FROM ledger WHERE idempotency_key = ?", (key,))
+        if row is not None:
+            return int(row[0])
+        row = self._one("SELECT 1 FROM updates WHERE idempotency_key = ?", (key,))
+        return -1 if row is not None else None
+
+    def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
+                    snapshot: dict, now: float) -> None:
+        """Durable before it returns: the raw bytes, the row, and the coordinator state.
+        The key is unique across pending updates and the ledger: a second insert fails."""
+        import hashlib
+        digest = hashlib.sha256(update.idempotency_key.encode()).hexdigest()[:32]
+        rel = f"updates/{task_id}/{digest}.eflu"
+        with self._writing(task_id) as tx:
+            self._put_blob(tx, rel, data)
+            self._crash("update_file_written")
+            inserted = tx.execute(
+                "INSERT INTO updates SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
+                "(SELECT 1 FROM ledger WHERE idempotency_key = ?)",
+                (update.idempotency_key, task_id, update.round_id, update.device_id,
+                 update.version_from, update.weight, update.staleness, rel, now,
+                 json.dumps(metrics), update.idempotency_key)).rowcount
+            if inserted != 1:
+                raise AlreadyAggregated(update.idempotency_key)
+            _put_snapshot(tx, task_id, snapshot)
+
+    def pending_updates(self, task_id: str) -> list[PendingUpdate]:
+        rows = self._query("SELECT idempotency_key, round_id, device_id, version_from, weight, "
+                           "staleness, path FROM updates WHERE task_id = ? ORDER BY received, "
+                           "idempotency_key", (task_id,))
+        return [PendingUpdate(*r) for r in rows]
+
+    def update_bytes(self, update: PendingUpdate) -> bytes:
+        return self._read_blob(update.path)
+
+    def pending_metrics(self, task_id: str) -> list[dict]:
+        return [json.loads(r[0]) for r in self._query(
+            "SELECT metrics FROM updates WHERE task_id = ?", (task_id,))]
+
+    def commit_version(self, task_id: str, version: int, model_bytes: bytes,
+                       optimizer_state: dict, snapshot: dict, metrics: dict, now: float) -> None:
+        """One transaction: the new model, the coordinator's next state, and the consumed
+        updates moved to the idempotency ledger (a key already there fails the commit:
+        nothing is aggregated twice). Their bytes go when it has committed."""
+        rel = f"models/{task_id}/v{version}.eflm"
+        state_rel = f"state/{task_id}/v{version}.npz" if optimizer_state else None
+        with self._writing(task_id) as tx:
+            self._put_blob(tx, rel, model_bytes)
+            if state_rel:
+                self._put_blob(tx, state_rel, _arrays_bytes(optimizer_state))
+            consumed = [r[0] for r in tx.execute("SELECT path FROM updates WHERE task_id = ?",
+                                                 (task_id,)).fetchall()]
+            self._crash("model_file_written")
+            tx.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
+                       (task_id, version, rel, now, json.dumps(metrics)))
+            tx.execute("INSERT INTO ledger SELECT idempotency_key, task_id, ? FROM updates "
+                       "WHERE task_id = ?", (version, task_id))
+            tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
+            old = tx.execute("SELECT optimizer_state FROM coordinators WHERE task_id = ?",
+                             (task_id,)).fetchone()
+            _put_snapshot(tx, task_id, snapshot, state_rel)
+            if state_rel and old and old[0]:
+                consumed.append(old[0])
+            self._drop_blobs(tx, consumed)
+            tx.deferred.insert(0, lambda: self._crash("version_committed"))
+
+    def drop_pending(self, task_id: str) -> None:
+        """An abandoned round: its updates will never count."""
+        with self._writing(task_id) as tx:
+            paths = [r[0] for r in tx.execute("SELECT path FROM updates WHERE task_id = ?",
+                                              (task_id,)).fetchall()]
+            tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
+            self._drop_blobs(tx, paths)
+
+    # -- devices ---------------------------------------------------------------------------
+    def add_device(self, device: Device, token_hash: str, now: float) -> None:
+        with self._writing() as tx:
+            tx.execute("INSERT INTO devices VALUES (?, ?, ?, ?, ?)",
+                       (device.device_id, device.population, device.public_key, token_hash, now))
+
+    def device_by_token(self, token_hash: str) -> Device | None:
+        row = self._one("SELECT device_id, population, public_key FROM devices WHERE "
+                        "token_hash = ?", (token_hash,))
+        return None if row is None else Device(row[0], row[1], bytes(row[2]))
+
+    # -- federated evaluation ------------------------------------------------------------------
+    def add_evaluation(self, task_id: str, version: int, device_id: str, sums: dict) -> None:
+        with self._writing() as tx:
+            tx.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       (task_id, version, device_id, json.dumps(sums)))
+
+    def has_evaluation(self, task_id: str, version: int, device_id: str) -> bool:
+        return self._one("SELECT 1 FROM evaluations WHERE task_id = ? AND version = ? AND "
+                         "device_id = ?", (task_id, version, device_id)) is not None
+
+    def evaluation_totals(self, task_id: str) -> dict[int, dict]:
+        totals: dict[int, dict] = {}
+        for version, sums in self._query("SELECT version, sums FROM evaluations WHERE "
+                                         "task_id = ?", (task_id,)):
+            acc = totals.setdefault(version, {"devices": 0})
+            acc["devices"] += 1
+            for k, v in json.loads(sums).items():
+                acc[k] = acc.get(k, 0.0) + v
+        return totals
+
+    # -- resumable uploads --------------------------------------------------------------------
+    def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,
+                     sha256: str, now: float) -> None:
+        with self._writing() as tx:
+            self._begin_upload_bytes(tx, upload_id)
+            tx.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, 0, ?)",
+                       (upload_id, device_id, task_id, size, sha256, now))
+
+    def upload_info(self, upload_id: str) -> dict | None:
+        row = self._one("SELECT device_id, task_id, size, sha256, received FROM uploads WHERE "
+                        "upload_id = ?", (upload_id,))
+        if row is None:
+            return None
+        return dict(zip(("device_id", "task_id", "size", "sha256", "received"), row))
+
+    def append_upload(self, upload_id: str, offset: int, chunk: bytes) -> int:
+        """Append `chunk` at `offset` if that is the count received so far (another
+        request may have got there first); durable on return. Returns the count now held."""
+        with self._writing() as tx:
+            moved = tx.execute("UPDATE uploads SET received = ? WHERE upload_id = ? AND "
+                               "received = ?", (offset + len(chunk), upload_id, offset)).rowcount
+            if moved == 1:
+                self._append_upload_bytes(tx, upload_id, offset, chunk)
+        if moved == 1:
+            return offset + len(chunk)
+        info = self.upload_info(upload_id)
+        return -1 if info is None else int(info["received"])
+
+    def finish_upload(self, upload_id: str) -> None:
+        with self._writing() as tx:
+            tx.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+            self._drop_upload_bytes(tx, upload_id)
+
+    # -- events -----------------------------------------------------------------------------
+    def add_events(self, task_id: str, events: list[dict]) -> None:
+        if not events:
+            return
+        with self._writing() as tx:
+            for e in events:
+                tx.execute("INSERT INTO events (task_id, at, doc) VALUES (?, ?, ?)",
+                           (task_id, e.get("at", 0.0), json.dumps(e)))
+
+    def events(self, task_id: str, limit: int = 200) -> list[dict]:
+        rows = self._query("SELECT doc FROM events WHERE task_id = ? ORDER BY id DESC LIMIT ?",
+                           (task_id, limit))
+        return [json.loads(r[0]) for r in reversed(rows)]
+
+
+def _put_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
+    tx.execute("INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
+               "DO UPDATE SET snapshot = excluded.snapshot", (task_id, json.dumps(snapshot)))
+    if state_path is not None:
+        tx.execute("UPDATE coordinators SET optimizer_state = ? WHERE task_id = ?",
+                   (state_path, task_id))
+
+
+def _arrays_bytes(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
