@@ -67,7 +67,7 @@ def _serve(args) -> int:
         await site.start()
         print(f"listening on http://{args.host}:{port}", flush=True)
         try:
-            await asyncio.Event().wait()
+            await _stop_on_signals().wait()
         finally:
             await runner.cleanup()
     try:
@@ -75,6 +75,49 @@ def _serve(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _heldout(args) -> int:
+    import asyncio
+    import os
+
+    import aiohttp
+
+    from server_eval import HeldoutWorker, WorkerConfig
+    try:
+        config = WorkerConfig(args.server, args.admin_token or os.environ.get(
+            "EDGE_FL_ADMIN_TOKEN", ""), args.task, args.bundle, args.examples,
+            poll_s=args.poll_s, every_version=args.every_version)
+    except ValueError as e:
+        print(f"edge-fl heldout: {e}", file=sys.stderr)
+        return 2
+
+    async def run():
+        stop = _stop_on_signals()
+        if args.parent_pid:  # started by `edge-fl serve`: do not outlive it (kill -9)
+            async def watch():
+                # the pid is passed in: the parent may be gone before this line runs
+                while os.getppid() == args.parent_pid:
+                    await asyncio.sleep(1.0)
+                stop.set()
+            watcher = asyncio.create_task(watch())
+        async with aiohttp.ClientSession() as session:
+            await HeldoutWorker(config, session).run(stop)
+        if args.parent_pid:
+            watcher.cancel()
+    asyncio.run(run())
+    return 0
+
+
+def _stop_on_signals():
+    """An event set by SIGTERM or SIGINT, so a process stops cleanly (cleanup runs)."""
+    import asyncio
+    import signal
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def _simulate(args) -> int:
@@ -111,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the other processes reach this one (default: the bound "
                             "address)")
     serve.set_defaults(func=_serve)
+    held = sub.add_parser("heldout", help="evaluate a task's model versions on a held-out set "
+                          "and report the metrics to the aggregator")
+    held.add_argument("--server", required=True, help="the aggregator's URL")
+    held.add_argument("--task", required=True)
+    held.add_argument("--bundle", required=True, help="the task's bundle directory")
+    held.add_argument("--examples", required=True, help="JSON lines, one example each")
+    held.add_argument("--admin-token", help="default: $EDGE_FL_ADMIN_TOKEN")
+    held.add_argument("--poll-s", type=float, default=10.0)
+    held.add_argument("--every-version", action="store_true",
+                      help="evaluate every version, not only the newest")
+    held.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    held.set_defaults(func=_heldout)
     sim = sub.add_parser("simulate", help="simulate a device fleet against the aggregator")
     sim.add_argument("--config", help="JSON file with SimulationConfig fields")
     sim.add_argument("--out", default="out/simulation", help="report and plots go here")

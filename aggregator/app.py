@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,8 +56,24 @@ class ServerConfig:
     # where the other processes reach this one (`edge-fl serve` fills in the bound address)
     advertise_url: str | None = None
     forward_timeout_s: float = 60.0
+    # server-side held-out evaluation: {task_id: {"bundle": DIR, "examples": FILE.jsonl}};
+    # each runs as its own process (server_eval/), started and stopped with the app
+    heldout: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for task_id, entry in self.heldout.items():
+            paths = {k: entry.get(k) for k in ("bundle", "examples")} \
+                if isinstance(entry, dict) else {}
+            poll = entry.get("poll_s", 10.0) if isinstance(entry, dict) else None
+            if not paths or set(entry) - {"bundle", "examples", "poll_s"} or not all(
+                    isinstance(v, str) and Path(v).exists() for v in paths.values()) or not (
+                    isinstance(poll, (int, float)) and poll > 0):
+                raise ValueError(f"heldout[{task_id!r}] must be {{\"bundle\": DIR, \"examples\": "
+                                 "FILE, \"poll_s\": 10}} naming an existing bundle and "
+                                 "JSON-lines file")
+        if self.heldout and self.advertise_url is None:
+            raise ValueError("held-out evaluators reach the server at advertise_url; set it "
+                             "(edge-fl serve fills it in)")
         if self.store_url is not None and not self.store_url.startswith(
                 ("postgresql://", "postgres://")):
             raise ValueError("store_url must be a postgresql://user@host:port/db URL; leave it "
@@ -239,12 +256,9 @@ async def check_in(request: web.Request) -> web.Response:
 
 
 async def download_model(request: web.Request) -> web.StreamResponse:
-    version = request.query.get("version")
-    try:
-        version = None if version is None else int(version)
-    except ValueError:
-        raise BadRequest("version must be an integer") from None
-    number, path = request.app[SERVICE].model_file(request.match_info["task_id"], version)
+    """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
+    number, path = request.app[SERVICE].model_file(request.match_info["task_id"],
+                                                   _version_query(request))
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
@@ -406,9 +420,20 @@ async def admin_pause(request: web.Request) -> web.Response:
     return web.json_response(request.app[SERVICE].set_paused(request.match_info["task_id"], paused))
 
 
-async def admin_model(request: web.Request) -> web.StreamResponse:
-    _, path = request.app[SERVICE].model_file(request.match_info["task_id"], None)
-    return web.FileResponse(path)
+async def admin_heldout(request: web.Request) -> web.Response:
+    """A held-out evaluator's metrics for one version (server_eval/ posts them)."""
+    service = request.app[SERVICE]
+    return web.json_response(service.record_heldout(
+        request.match_info["task_id"], int(request.match_info["version"]), await _json(request)))
+
+
+def _version_query(request: web.Request) -> int | None:
+    value = request.query.get("version")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest("version must be a non-negative integer")
+    return int(value)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -424,6 +449,12 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
         metrics.model_version.labels(task_id).set(task.coordinator.version)
         for reason, count in task.coordinator.funnel.dropped.items():
             metrics.dropouts.labels(task_id, reason).set(count)
+        heldout = service.store.heldout_results(task_id)
+        if heldout:
+            latest = heldout[max(heldout)]
+            for name in ("accuracy", "mean_loss"):
+                if name in latest:
+                    metrics.heldout.labels(task_id, name).set(latest[name])
     return web.Response(body=generate_latest(metrics.registry),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -468,7 +499,8 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
         web.get("/v1/admin/tasks", admin_list_tasks),
         web.get("/v1/admin/tasks/{task_id}", admin_task),
         web.post("/v1/admin/tasks/{task_id}/{action:pause|resume}", admin_pause),
-        web.get("/v1/admin/tasks/{task_id}/model", admin_model),
+        web.get("/v1/admin/tasks/{task_id}/model", download_model),
+        web.post(r"/v1/admin/tasks/{task_id}/versions/{version:\d+}/heldout", admin_heldout),
         web.get("/v1/status", status),
         web.get("/metrics", metrics_endpoint),
         web.get("/dashboard", dashboard),
@@ -476,7 +508,29 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
     ])
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))
     app.cleanup_ctx.append(_ticker(config.tick_interval_s))
+    if config.heldout:
+        app.cleanup_ctx.append(_heldout_evaluators(config))
     return app
+
+
+def _heldout_evaluators(config: ServerConfig):
+    """One `edge-fl heldout` process per configured task, beside this one: it runs the
+    model, which this process never does. The admin token travels in the environment,
+    not on a command line others can read."""
+    async def ctx(app: web.Application):
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_fl_cli", "heldout", "--server", config.advertise_url,
+            "--task", task_id, "--bundle", entry["bundle"], "--examples", entry["examples"],
+            "--poll-s", str(entry.get("poll_s", 10.0)), "--parent-pid", str(os.getpid()),
+            env=os.environ | {"EDGE_FL_ADMIN_TOKEN": config.admin_token})
+            for task_id, entry in config.heldout.items()]
+        yield
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in procs:
+            await proc.wait()
+    return ctx
 
 
 def _peers(timeout_s: float):

@@ -85,6 +85,9 @@ class TaskSettings:
     async_: AsyncSettings = field(default_factory=AsyncSettings)
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
+    # step decay: {"at": [500, 900], "factor": 0.3} multiplies server_lr by 0.3 for the
+    # steps from version 500 on and again from 900 on (a plateau's noise floor drops)
+    server_lr_decay: dict | None = None
     clip_norm: float | None = None
     reject_outlier_factor: float | None = None
     robust: dict | None = None
@@ -115,10 +118,24 @@ class TaskSettings:
             raise ValueError("need 0 <= retry_min_s <= retry_max_s")
         if not 0 <= self.eval_fraction <= 1:
             raise ValueError(f"eval_fraction must be in [0, 1], got {self.eval_fraction}")
+        if self.server_lr_decay is not None:
+            at, factor = self.server_lr_decay.get("at"), self.server_lr_decay.get("factor")
+            if set(self.server_lr_decay) != {"at", "factor"} or not isinstance(at, list) or not at \
+                    or any(not isinstance(v, int) or v < 1 for v in at) or at != sorted(set(at)) \
+                    or not isinstance(factor, (int, float)) or not 0 < factor < 1:
+                raise ValueError('server_lr_decay must be {"at": [increasing versions >= 1], '
+                                 '"factor": a number in (0, 1)}')
         if self.dp is not None:
             missing = {"clip_norm", "noise_multiplier", "population"} - set(self.dp)
             if missing:
                 raise ValueError(f"dp settings need {sorted(missing)}")
+
+    def server_lr_at(self, version: int) -> float:
+        """The server learning rate of the step from `version` to `version + 1`."""
+        if self.server_lr_decay is None:
+            return self.server_lr
+        passed = sum(version >= v for v in self.server_lr_decay["at"])
+        return self.server_lr * self.server_lr_decay["factor"] ** passed
 
     def aggregation(self):
         from .stages import AggregationConfig

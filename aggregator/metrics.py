@@ -17,4 +17,6 @@ class Metrics:
         self.bytes_out = Counter("edgefl_bytes_out", "model bytes served", registry=r)
         self.model_version = Gauge("edgefl_model_version", "current model version", ["task"], registry=r)
         self.dropouts = Gauge("edgefl_dropouts", "devices dropped, by reason", ["task", "reason"], registry=r)
+        self.heldout = Gauge("edgefl_heldout_metric", "the newest evaluated version's metric "
+                             "on the server's held-out set", ["task", "metric"], registry=r)
         self.request_seconds = Histogram("edgefl_request_seconds", "request latency", ["route"], registry=r)

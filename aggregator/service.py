@@ -216,8 +216,24 @@ class AggregatorService:
             rates = {f"{k}_rate": sums[k] / count for k in ("correct", "correct_top3")
                      if k in sums and count}
             evaluations.append({"version": version, **sums, **rates})
+        heldout = [{"version": v, **m} for v, m in self.store.heldout_results(task_id).items()]
         return {"versions": self.store.model_history(task_id),
-                "events": self.store.events(task_id), "federated_evaluation": evaluations}
+                "events": self.store.events(task_id), "federated_evaluation": evaluations,
+                "heldout_evaluation": heldout}
+
+    def record_heldout(self, task_id: str, version: int, doc: dict) -> dict:
+        """One model version's metrics on a held-out set, from the evaluator that runs
+        beside the server (server_eval/): the aggregator itself never runs a model."""
+        self._record(task_id)
+        if self.store.model_path(task_id, version) is None:
+            raise NotFound(f"task {task_id} has no model version {version}")
+        metrics = doc.get("metrics") if isinstance(doc, dict) else None
+        if not isinstance(metrics, dict) or not 0 < len(metrics) <= 32 or not all(
+                isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float))
+                and not isinstance(v, bool) and np.isfinite(v) for k, v in metrics.items()):
+            raise BadRequest("metrics must map 1 to 32 names (<= 64 characters) to finite numbers")
+        recorded = self.store.add_heldout(task_id, version, metrics, self.clock.now())
+        return {"status": "recorded" if recorded else "duplicate"}
 
     def submit_evaluation(self, device: Device, task_id: str, doc: dict) -> dict:
         """A device's metric sums for one model version, from its local examples."""
@@ -441,7 +457,8 @@ class AggregatorService:
         now = self.clock.now()
         metrics = _mean_metrics(self.store.pending_metrics(task.record.task_id))
         mean, measurements = c.take_aggregate(now)
-        optimizer = build_server_optimizer(task.settings.server_optimizer, lr=task.settings.server_lr)
+        optimizer = build_server_optimizer(task.settings.server_optimizer,
+                                           lr=task.settings.server_lr_at(c.version - 1))
         params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
         model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
         metrics |= {"measurements": measurements} | self._privacy(task)

@@ -43,8 +43,11 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     if centralized_epochs:
         bar = tqdm(total=centralized_epochs * len(data.train_all), desc="centralized baseline",
                    unit="ex", disable=not show_progress, mininterval=1.0)
-        baselines["centralized"] = centralized(bundle, data.train_all, held_out, centralized_epochs,
-                                               config.task.get("plan", {}), config.seed, bar)["final"]
+        trained = centralized(bundle, data.train_all, held_out, centralized_epochs,
+                              config.task.get("plan", {}), config.seed, bar)
+        baselines["centralized"] = trained["final"] | {
+            "epochs": centralized_epochs,
+            "accuracy_per_epoch": [e["accuracy"] for e in trained["per_epoch"]]}
         bar.close()
     report["baselines"] = baselines
     write_report(report, out)

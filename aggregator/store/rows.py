@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS evaluations (
     task_id TEXT NOT NULL, version INTEGER NOT NULL, device_id TEXT NOT NULL,
     sums TEXT NOT NULL, PRIMARY KEY (task_id, version, device_id));
+CREATE TABLE IF NOT EXISTS heldout_evaluations (
+    task_id TEXT NOT NULL, version INTEGER NOT NULL, metrics TEXT NOT NULL,
+    created {real} NOT NULL, PRIMARY KEY (task_id, version));
 CREATE TABLE IF NOT EXISTS events (
     id {serial}, task_id TEXT NOT NULL, at {real} NOT NULL, doc TEXT NOT NULL);
 """
@@ -265,6 +268,23 @@ class RowStore:
             for k, v in json.loads(sums).items():
                 acc[k] = acc.get(k, 0.0) + v
         return totals
+
+    # -- server-side held-out evaluation --------------------------------------------------------
+    def add_heldout(self, task_id: str, version: int, metrics: dict, now: float) -> bool:
+        """Record a version's held-out metrics once; False when they were already there
+        (the first report stands)."""
+        if self._one("SELECT 1 FROM heldout_evaluations WHERE task_id = ? AND version = ?",
+                     (task_id, version)) is not None:
+            return False
+        with self._writing() as tx:
+            tx.execute("INSERT INTO heldout_evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       (task_id, version, json.dumps(metrics), now))
+        return True
+
+    def heldout_results(self, task_id: str) -> dict[int, dict]:
+        return {version: json.loads(metrics) for version, metrics in self._query(
+            "SELECT version, metrics FROM heldout_evaluations WHERE task_id = ? ORDER BY version",
+            (task_id,))}
 
     # -- resumable uploads --------------------------------------------------------------------
     def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,

@@ -14,7 +14,7 @@ from aggregator import errors
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import FakeClock
 
-from .fleet import enroll_phone, good_state, lm_examples, running_server, server_with_task
+from .fleet import admin, enroll_phone, good_state, lm_examples, running_server, server_with_task
 
 CHROMIUM = shutil.which("chromium")
 
@@ -69,6 +69,11 @@ def test_dashboard_shows_tasks_funnel_and_metrics_in_headless_chromium(bundle, t
                 phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i,
                                              clock, lm_examples(i)) for i in range(3)]
                 await asyncio.gather(*[p.client.participate(good_state, "keyboard") for p in phones])
+            for version in range(3):  # as the held-out evaluator (server_eval/) reports them
+                status, _ = await admin(session, url, "POST",
+                                        f"/v1/admin/tasks/keyboard/versions/{version}/heldout",
+                                        {"metrics": {"accuracy": 0.1 * version, "mean_loss": 6 - version}})
+                assert status == 200
             shot = tmp_path / "dashboard.png"
             common = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                       "--no-first-run", "--disable-background-networking",
@@ -88,5 +93,6 @@ def test_dashboard_shows_tasks_funnel_and_metrics_in_headless_chromium(bundle, t
     assert 'data-task="keyboard"' in dom
     assert "model version 2" in dom
     assert "checked in" in dom and "selected" in dom and "accepted" in dom
-    assert dom.count("<polyline") == 2  # loss and accuracy over versions
+    assert dom.count("<polyline") == 4  # loss and accuracy over versions, in training and held out
+    assert "Server-side held-out evaluation" in dom
     assert shot.exists() and shot.stat().st_size > 5000

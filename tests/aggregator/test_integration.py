@@ -228,3 +228,38 @@ def test_spare_devices_evaluate_the_global_model_and_report_metrics(bundle, tmp_
             assert history[0]["count"] == expected
             assert 0 <= history[0]["correct_rate"] <= history[0]["correct_top3_rate"] <= 1
     asyncio.run(scenario())
+
+
+def test_the_server_learning_rate_steps_down_at_the_configured_versions(bundle, tmp_path):
+    """FedAvg with lr 1 then 0.5 from version 1 on: the same delta of 0.01 moves the
+    model by 0.01, then by 0.005."""
+    async def scenario():
+        settings = _settings("sync", sync={"goal": 1, "overselect": 1.0, "min_fraction": 1.0},
+                             server_lr_decay={"at": [1], "factor": 0.5})
+        async with server_with_task(tmp_path, bundle, settings) as env:
+            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
+                                       lm_examples(0))
+            delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+            for version in range(2):
+                await phone.transport.check_in("kb")
+                meta = UpdateMeta("kb", bundle.model_id, version, phone.identity.device_id,
+                                  f"step{version}", 5)
+                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
+                                     signing_key=phone.identity.signing_key,
+                                     rng=np.random.default_rng(0))
+                assert (await phone.transport.upload("kb", data))["status"] == "accepted"
+            return [decode_parameters(env.service.model_file("kb", v)[1].read_bytes(),
+                                      bundle.parameter_specs)[1] for v in range(3)]
+
+    models = asyncio.run(scenario())
+    name = bundle.parameter_specs[0].name
+    np.testing.assert_allclose(models[1][name] - models[0][name], 0.01, atol=1e-6)
+    np.testing.assert_allclose(models[2][name] - models[1][name], 0.005, atol=1e-6)
+
+
+@pytest.mark.parametrize("decay", [{"at": [5, 3], "factor": 0.5}, {"at": [5], "factor": 1.5},
+                                   {"at": [], "factor": 0.5}, {"every": 5}])
+def test_a_bad_learning_rate_decay_is_refused_with_its_shape(decay):
+    from aggregator.config import TaskSettings
+    with pytest.raises(ValueError, match="server_lr_decay must be"):
+        TaskSettings(server_lr_decay=decay)
