@@ -105,12 +105,18 @@ def test_a_heldout_file_that_does_not_fit_the_bundle_says_which_line(bundle, tmp
             read_heldout_set(path, bundle)
 
 
-def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
+def _serve_with_heldout(bundle, tmp_path, n):
+    """`edge-fl serve` (a subprocess) configured to evaluate task kb on n examples."""
     heldout = tmp_path / "heldout.jsonl"
-    write_heldout_set(heldout, lm_examples(7, n=10))
+    write_heldout_set(heldout, lm_examples(7, n=n))
     server = ServerProcess(tmp_path / "data", free_port())
     url = server.start(heldout={"kb": {"bundle": str(bundle.path), "examples": str(heldout),
                                        "poll_s": 0.2}})
+    return server, url, heldout
+
+
+def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
+    server, url, heldout = _serve_with_heldout(bundle, tmp_path, n=10)
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
@@ -146,11 +152,7 @@ def test_the_evaluator_loads_neither_torch_nor_the_aggregator():
 
 
 def test_the_evaluator_does_not_outlive_a_server_killed_with_kill_9(bundle, tmp_path):
-    heldout = tmp_path / "heldout.jsonl"
-    write_heldout_set(heldout, lm_examples(7, n=4))
-    server = ServerProcess(tmp_path / "data", free_port())
-    url = server.start(heldout={"kb": {"bundle": str(bundle.path), "examples": str(heldout),
-                                       "poll_s": 0.2}})
+    server, url, heldout = _serve_with_heldout(bundle, tmp_path, n=4)
     pattern = f"heldout --server {url}"
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode != 0:
