@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import aiohttp
@@ -26,70 +26,15 @@ from .coordinator import Assignment, EvalAssignment
 from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
 from .metrics import Metrics
+from .app_state import CONFIG, DEVICE, METRICS, PEERS, SERVICE, _field, _json
+from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
+                              secagg_state)
+from .server_config import ServerConfig
 from .service import AggregatorService
-from .store import Device
 
-SERVICE = web.AppKey("service", AggregatorService)
-METRICS = web.AppKey("metrics", Metrics)
-CONFIG = web.AppKey("config", "ServerConfig")
-PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's leader
-DEVICE = web.RequestKey("device", Device)
+__all__ = ["ServerConfig", "build_app", "make_service"]
+
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Built once at the entry point; validated here."""
-
-    data_dir: str
-    admin_token: str
-    enrollment_secrets: dict = field(default_factory=lambda: {"default": "change-me"})
-    max_body_bytes: int = 32 * 2**20
-    rate_per_s: float = 20.0
-    burst: int = 40
-    tick_interval_s: float = 1.0
-    # fault injection for crash tests: the process dies (as with kill -9) the n-th time it
-    # reaches the named point of aggregator.store.CRASH_POINTS, e.g. {"model_file_written": 2}
-    crash_at: dict = field(default_factory=dict)
-    # PostgreSQL shared by several aggregator processes (None: SQLite + files in data_dir)
-    store_url: str | None = None
-    # where the other processes reach this one (`edge-fl serve` fills in the bound address)
-    advertise_url: str | None = None
-    forward_timeout_s: float = 60.0
-    # server-side held-out evaluation: {task_id: {"bundle": DIR, "examples": FILE.jsonl}};
-    # each runs as its own process (server_eval/), started and stopped with the app
-    heldout: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        for task_id, entry in self.heldout.items():
-            paths = {k: entry.get(k) for k in ("bundle", "examples")} \
-                if isinstance(entry, dict) else {}
-            poll = entry.get("poll_s", 10.0) if isinstance(entry, dict) else None
-            if not paths or set(entry) - {"bundle", "examples", "poll_s"} or not all(
-                    isinstance(v, str) and Path(v).exists() for v in paths.values()) or not (
-                    isinstance(poll, (int, float)) and poll > 0):
-                raise ValueError(f"heldout[{task_id!r}] must be {{\"bundle\": DIR, \"examples\": "
-                                 "FILE, \"poll_s\": 10}} naming an existing bundle and "
-                                 "JSON-lines file")
-        if self.heldout and self.advertise_url is None:
-            raise ValueError("held-out evaluators reach the server at advertise_url; set it "
-                             "(edge-fl serve fills it in)")
-        if self.store_url is not None and not self.store_url.startswith(
-                ("postgresql://", "postgres://")):
-            raise ValueError("store_url must be a postgresql://user@host:port/db URL; leave it "
-                             "out for SQLite + files under data_dir")
-        if self.advertise_url is not None and not self.advertise_url.startswith(
-                ("http://", "https://")):
-            raise ValueError("advertise_url must be http(s)://host:port, as the other "
-                             "aggregator processes reach this one")
-        if self.forward_timeout_s <= 0:
-            raise ValueError("forward_timeout_s must be > 0")
-        if len(self.admin_token) < 16:
-            raise ValueError("admin_token must be at least 16 characters")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be >= 1024")
-        if self.rate_per_s <= 0 or self.burst < 1:
-            raise ValueError("rate_per_s must be > 0 and burst >= 1")
 
 
 # -- middleware ---------------------------------------------------------------------------
@@ -206,25 +151,6 @@ async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
 
 
 # -- handlers -----------------------------------------------------------------------------
-async def _json(request: web.Request) -> dict:
-    try:
-        doc = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
-
-
-def _field(doc: dict, name: str, kind, required: bool = True):
-    value = doc.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise BadRequest(f"field {name!r} must be {getattr(kind, '__name__', kind)}")
-    return value
-
-
 async def enroll(request: web.Request) -> web.Response:
     doc = await _json(request)
     try:
@@ -307,78 +233,6 @@ async def commit_upload(request: web.Request) -> web.Response:
     if result["status"] == "accepted":
         metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
     return web.json_response(result)
-
-
-# -- secure aggregation: JSON with base64 for keys and ciphertexts ---------------------------
-def _b64(value, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        raise BadRequest(f"{what} must be base64") from None
-
-
-def _index_map(doc: dict, name: str) -> dict:
-    value = _field(doc, name, dict)
-    try:
-        return {int(k): v for k, v in value.items()}
-    except ValueError:
-        raise BadRequest(f"the keys of {name!r} are device indices (integers)") from None
-
-
-def _round_id(request: web.Request, doc: dict | None = None) -> int:
-    value = doc.get("round_id") if doc is not None else request.query.get("round_id")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadRequest("round_id is a required integer") from None
-
-
-def _secure_view(view: dict) -> web.Response:
-    doc = dict(view)
-    if "peers" in doc:
-        doc["peers"] = {str(x): [base64.b64encode(c).decode(), base64.b64encode(s).decode()]
-                        for x, (c, s) in doc["peers"].items()}
-    if "shares" in doc:
-        doc["shares"] = {str(x): base64.b64encode(b).decode() for x, b in doc["shares"].items()}
-    return web.json_response(doc)
-
-
-async def secagg_state(request: web.Request) -> web.Response:
-    return _secure_view(request.app[SERVICE].secagg_state(
-        request[DEVICE], request.match_info["task_id"], _round_id(request)))
-
-
-async def secagg_keys(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    return _secure_view(request.app[SERVICE].secagg_advertise(
-        request[DEVICE], request.match_info["task_id"], _round_id(request, doc),
-        _b64(doc.get("c_public"), "c_public"), _b64(doc.get("s_public"), "s_public")))
-
-
-async def secagg_shares(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    shares = {x: _b64(b, "a share") for x, b in _index_map(doc, "shares").items()}
-    return _secure_view(request.app[SERVICE].secagg_share(
-        request[DEVICE], request.match_info["task_id"], _round_id(request, doc), shares))
-
-
-async def secagg_masked(request: web.Request) -> web.Response:
-    data = await request.read()
-    request.app[METRICS].bytes_in.inc(len(data))
-    return _secure_view(request.app[SERVICE].secagg_masked_input(
-        request[DEVICE], request.match_info["task_id"], _round_id(request), data))
-
-
-async def secagg_reveal(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    reveal = {}
-    for x, item in _index_map(doc, "reveal").items():
-        if not (isinstance(item, list) and len(item) == 2 and item[0] in ("b", "s")
-                and isinstance(item[1], str) and item[1].isdigit()):
-            raise BadRequest('a reveal is ["b" or "s", decimal share]')
-        reveal[x] = (item[0], int(item[1]))
-    return _secure_view(request.app[SERVICE].secagg_reveal(
-        request[DEVICE], request.match_info["task_id"], _round_id(request, doc), reveal))
 
 
 async def submit_evaluation(request: web.Request) -> web.Response:
@@ -579,4 +433,3 @@ def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
     return service
 
 
-__all__ = ["ServerConfig", "build_app", "make_service", "Device"]
