@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import onnx
 import torch
 
+from .gradients import Gradient, accumulate, dense
 from .graph import GraphBuilder
 from .losses import CrossEntropy
 from .ops.base import add_all
@@ -118,27 +119,38 @@ class GraphPlan:
         return g.to_model("infer")
 
 
-def backpropagate(g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, str]) -> dict[str, str]:
-    """Reverse-mode differentiation over the tape; returns the summed gradient per tensor."""
-    pending: dict[str, list[str]] = {name: [grad] for name, grad in seeds.items()}
+def backpropagate(g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, Gradient]
+                  ) -> dict[str, Gradient]:
+    """Reverse-mode differentiation over the tape; returns the summed gradient per tensor
+    (parameter gradients may stay factored: see gradients.py)."""
+    pending: dict[str, list[Gradient]] = {name: [grad] for name, grad in seeds.items()}
     for entry in reversed(tape):
-        grad_outputs = [add_all(g, pending.pop(o)) if o in pending else None for o in entry.outputs]
+        grad_outputs = [_incoming(g, entry, pending.pop(o)) if o in pending else None
+                        for o in entry.outputs]
         if all(gr is None for gr in grad_outputs):
             continue
         grad_inputs = entry.op.backward(g, grad_outputs, entry.needs_grad)
         for name, grad, needed in zip(entry.inputs, grad_inputs, entry.needs_grad):
             if needed and grad is not None:
-                pending.setdefault(name, []).append(grad)
-    return {name: add_all(g, grads) for name, grads in pending.items()}
+                pending.setdefault(name, []).extend(grad if isinstance(grad, list) else [grad])
+    return {name: accumulate(g, grads) for name, grads in pending.items()}
 
 
-def clip_by_global_norm(g: GraphBuilder, grads: dict[str, str], max_norm: float,
+def _incoming(g: GraphBuilder, entry: TapeEntry, terms: list[Gradient]) -> Gradient:
+    grad = accumulate(g, terms)
+    if isinstance(grad, str) or isinstance(grad, entry.op.structured_gradients):
+        return grad
+    return dense(g, grad)
+
+
+def clip_by_global_norm(g: GraphBuilder, grads: dict[str, Gradient], max_norm: float,
                         scale: str | None) -> dict[str, str]:
     """torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (norm + 1e-6)).
 
     `scale` is the factor the gradients already carry (plain SGD's lr), so the norm is
     compared as if unscaled.
     """
+    grads = {name: dense(g, grad) for name, grad in grads.items()}
     squares = [g.op("ReduceSumSquare", grad, keepdims=0) for grad in grads.values()]
     norm = g.op("Sqrt", add_all(g, squares))
     if scale is not None:

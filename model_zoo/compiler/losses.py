@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from onnx import numpy_helper
 from torch import nn
 
+from .argmax import argmax_rows
+from .gradients import RowScaled
 from .graph import GraphBuilder
 from .ops.base import UnsupportedError
 
@@ -31,34 +35,41 @@ class CrossEntropy:
     def emit(self, g: GraphBuilder, logits: str, targets: str, num_classes: int,
              want_grad: bool, top_k: int = 0, grad_scale: str | None = None) -> dict[str, str]:
         """Returns names for loss, loss_sum, correct, count (and correct_top{k}, and
-        dlogits, the gradient of grad_scale * loss, when asked)."""
+        dlogits, the gradient of grad_scale * loss as a RowScaled, when asked)."""
         flat_logits = g.op("Reshape", logits, g.ints(-1, num_classes))
         flat_t = g.op("Reshape", targets, g.ints(-1))
         valid = g.op("Not", g.op("Equal", flat_t, g.const(self.ignore_index, "int64")))
         mask = g.op("Cast", valid, to=1)
         safe_t = g.op("Where", valid, flat_t, g.const(0, "int64"))
-        logp = g.op("LogSoftmax", flat_logits, axis=-1)
-        picked = g.op("GatherElements", logp, g.op("Unsqueeze", safe_t, g.ints(1)), axis=1)
-        nll = g.op("Mul", g.op("Neg", g.op("Squeeze", picked, g.ints(1))), mask)
+        target_col = g.op("Unsqueeze", safe_t, g.ints(1))
+        # one Softmax serves the loss and the gradient: at the arg-max column, probs is
+        # 1 / sum_j exp(x_j - max), so log-sum-exp = x_best - log(probs_best) needs no
+        # second pass over [N, C] (LogSoftmax, then Exp for the gradient, made two)
+        probs = g.op("Softmax", flat_logits, axis=1)
+        best = argmax_rows(g, flat_logits, num_classes)
+        lse = g.op("Sub", g.op("GatherElements", flat_logits, best, axis=1),
+                   g.op("Log", g.op("GatherElements", probs, best, axis=1)))
+        picked = g.op("GatherElements", flat_logits, target_col, axis=1)
+        nll = g.op("Mul", g.op("Squeeze", g.op("Sub", lse, picked), g.ints(1)), mask)
         out = {"loss_sum": g.op("ReduceSum", nll, keepdims=0),
                "count": g.op("ReduceSum", mask, keepdims=0)}
         denom = g.op("Max", out["count"], g.const(1.0))
         out["loss"] = g.op("Div", out["loss_sum"], denom)
-        # metrics read logp, not the logits, so the logits die right after LogSoftmax
-        hit = g.op("Equal", g.op("ArgMax", logp, axis=1, keepdims=0), safe_t)
+        hit = g.op("Equal", g.op("Squeeze", best, g.ints(1)), safe_t)
         out["correct"] = g.op("ReduceSum", g.op("Mul", g.op("Cast", hit, to=1), mask), keepdims=0)
         if top_k:
-            _, top_ids = g.op("TopK", logp, g.ints(top_k), axis=1, outputs=2)
-            hits = g.op("Cast", g.op("Equal", top_ids, g.op("Unsqueeze", safe_t, g.ints(1))), to=1)
+            _, top_ids = g.op("TopK", flat_logits, g.ints(top_k), axis=1, outputs=2)
+            hits = g.op("Cast", g.op("Equal", top_ids, target_col), to=1)
             in_top = g.op("ReduceMax", hits, g.ints(1), keepdims=0)
             out[f"correct_top{top_k}"] = g.op("ReduceSum", g.op("Mul", in_top, mask), keepdims=0)
         if want_grad:
-            # d loss / d logits = (softmax - onehot(target)) * mask / count; the one-hot part
-            # is scattered into the target column instead of materialising [N, C] one-hots
-            scale = g.op("Unsqueeze", g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0)),
-                         g.ints(1))
-            dflat = g.op("Mul", g.op("Exp", logp), scale)
-            dflat = g.op("ScatterElements", dflat, g.op("Unsqueeze", safe_t, g.ints(1)),
-                         g.op("Neg", scale), axis=1, reduction="add")
-            out["dlogits"] = g.op("Reshape", dflat, g.op("Shape", logits))
+            # d loss / d logits = (softmax - onehot(target)) * mask / count, the row scale
+            # kept apart (gradients.RowScaled); ONNX Runtime scatters the -1s in place
+            minus_one = g.op("ConstantOfShape", g.op("Shape", target_col),
+                             value=numpy_helper.from_array(np.array([-1.0], np.float32)))
+            errors = g.op("ScatterElements", probs, target_col, minus_one, axis=1,
+                          reduction="add")
+            scale = g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0))
+            out["dlogits"] = RowScaled(errors, g.op("Unsqueeze", scale, g.ints(1)),
+                                       g.op("Shape", logits))
         return out

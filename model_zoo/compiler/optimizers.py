@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .gradients import Gradient, Product, dense
 from .graph import GraphBuilder
 from .ops.base import UnsupportedError
 
@@ -31,13 +32,15 @@ class SGD:
         """Plain SGD differentiates lr * loss, which saves a pass over every parameter."""
         return not self.momentum
 
-    def emit(self, g: GraphBuilder, p: str, grad: str, state: dict[str, str], lr: str,
+    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
              step: str) -> tuple[str, dict[str, str]]:
         if self.prescales_gradient:  # grad is already lr * dL/dp
             if self.weight_decay:
                 p = g.op("Mul", p, g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(self.weight_decay))))
-            return g.op("Sub", p, grad), {}
-        d = grad
+            if isinstance(grad, Product):  # p - a^T b as one Gemm: the gradient is never written
+                return grad.gemm(g, c=p, alpha=-1.0), {}
+            return g.op("Sub", p, dense(g, grad)), {}
+        d = dense(g, grad)
         if self.weight_decay:
             d = g.op("Add", d, g.op("Mul", p, g.const(self.weight_decay)))
         new_state = {}
@@ -68,8 +71,9 @@ class Adam:
     slots = ("m", "v")
     prescales_gradient = False
 
-    def emit(self, g: GraphBuilder, p: str, grad: str, state: dict[str, str], lr: str,
+    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
              step: str) -> tuple[str, dict[str, str]]:
+        grad = dense(g, grad)
         if self.weight_decay and self.decoupled:
             p = g.op("Mul", p, g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(self.weight_decay))))
         elif self.weight_decay:

@@ -26,7 +26,7 @@ def _pair(v) -> tuple[int, int]:
 
 
 def _linear(ctx, node, m: nn.Linear):
-    op = Linear(m.in_features, m.out_features, m.bias is not None)
+    op = Linear(m.in_features, m.out_features, m.bias is not None, len(ctx.shape(node.args[0])))
     return op, [ctx.arg(node.args[0]), ctx.param(m.weight), ctx.param(m.bias)]
 
 
@@ -140,7 +140,8 @@ def _f_linear(ctx, node):
     x, w = ctx.arg(node.args[0]), ctx.arg(node.args[1])
     b = ctx.arg(node.args[2]) if len(node.args) > 2 else ctx.arg(node.kwargs.get("bias"))
     out_features, in_features = ctx.shape(node.args[1])
-    return Linear(in_features, out_features, b is not None), [x, w, b]
+    op = Linear(in_features, out_features, b is not None, len(ctx.shape(node.args[0])))
+    return op, [x, w, b]
 
 
 def _flatten_call(ctx, node):

@@ -4,6 +4,11 @@ An `Op` is made for one traced call. `forward` emits ONNX nodes for the call and
 whatever its backward needs on the instance (it is used once). `backward` receives the
 gradient of each output leaf (None where nothing flows back) and returns the gradient of
 each input (None where `needs_grad` is False or nothing flows).
+
+Gradients are tensor names or, where that saves passes over large tensors, the factored
+forms of `gradients.py`; an input's gradient may also be a list of terms to be summed.
+`backward` receives factored gradients only of the kinds in `structured_gradients`
+(others arrive written out).
 """
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ class UnsupportedError(NotImplementedError):
 
 
 class Op:
+    structured_gradients: tuple[type, ...] = ()
+
     def forward(self, g: GraphBuilder, inputs: list[str], training: bool):
         raise NotImplementedError
 

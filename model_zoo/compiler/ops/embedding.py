@@ -1,6 +1,9 @@
-"""nn.Embedding: a row lookup whose gradient scatters-adds rows back into the table."""
+"""nn.Embedding: a row lookup whose gradient scatters-adds rows back into the table.
+
+The gradient stays `SparseRows` so a tied output layer's rows are scattered with it, once."""
 from __future__ import annotations
 
+from ..gradients import SparseRows
 from .base import Op
 
 
@@ -28,5 +31,4 @@ class Embedding(Op):
         if self.padding_idx is not None:
             keep = g.op("Cast", g.op("Not", g.op("Equal", ids, g.ints(self.padding_idx))), to=1)
             updates = g.op("Mul", updates, keep)
-        zeros = g.op("ConstantOfShape", g.ints(self.num_embeddings, self.dim))
-        return [None, g.op("ScatterND", zeros, ids, updates, reduction="add")]
+        return [None, SparseRows(ids, updates, (self.num_embeddings, self.dim))]

@@ -1,0 +1,101 @@
+"""Gradients that are cheaper kept in factored form than written out as one tensor.
+
+Backpropagation passes tensor names between lowerings; three gradients are worth passing
+as structure instead, because the op that consumes them can skip a full pass over a large
+tensor:
+
+- `RowScaled`: the gradient of cross-entropy w.r.t. the logits, s * (softmax - onehot)
+  with a scale s per row. A Linear producing the logits applies s to its small [N, in]
+  operands instead of making another pass over the [N, C] tensor.
+- `SparseRows`: a gradient that is zero except in a few rows (embedding lookups); rows
+  are scattered into the dense sum of the other terms, with no zero table written.
+- `Product`: a weight gradient op(a) @ op(b) not yet computed; plain SGD folds it into
+  the update as one Gemm, new_p = p - op(a) @ op(b), instead of writing the gradient out.
+
+`accumulate` sums a parameter's or tensor's gradient terms; `dense` writes any of them out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .graph import GraphBuilder
+
+
+@dataclass(frozen=True)
+class RowScaled:
+    """The gradient scale * base of flattened logits: base float32 [N, C], scale float32
+    [N, 1]; logits_shape is the int64 shape of the unflattened logits it is for.
+
+    Cross-entropy gives base = softmax - onehot(target) and scale = mask / count; a Linear
+    producing the logits applies the scale to its [N, in] operands, not to [N, C].
+    """
+
+    base: str
+    scale: str
+    logits_shape: str
+
+    def dense(self, g: GraphBuilder) -> str:
+        return g.op("Reshape", g.op("Mul", self.base, self.scale), self.logits_shape)
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A gradient of static shape `shape` that is zero but for `updates` [K, *shape[1:]]
+    added at rows `ids` int64 [K, 1] (repeated ids add up)."""
+
+    ids: str
+    updates: str
+    shape: tuple[int, ...]
+
+    def dense(self, g: GraphBuilder) -> str:
+        zeros = g.op("ConstantOfShape", g.ints(*self.shape))
+        return g.op("ScatterND", zeros, self.ids, self.updates, reduction="add")
+
+
+@dataclass(frozen=True)
+class Product:
+    """The gradient op(a) @ op(b) for 2-D a and b, op = transpose where asked."""
+
+    a: str
+    b: str
+    trans_a: bool = False
+    trans_b: bool = False
+
+    def dense(self, g: GraphBuilder) -> str:
+        return self.gemm(g)
+
+    def gemm(self, g: GraphBuilder, c: str | None = None, alpha: float = 1.0) -> str:
+        """alpha * op(a) @ op(b) (+ c)."""
+        attrs = dict(transA=int(self.trans_a), transB=int(self.trans_b))
+        if c is None:
+            return g.op("Gemm", self.a, self.b, alpha=alpha, **attrs)
+        return g.op("Gemm", self.a, self.b, c, alpha=alpha, beta=1.0, **attrs)
+
+
+Gradient = str | RowScaled | SparseRows | Product
+
+
+def dense(g: GraphBuilder, grad: Gradient) -> str:
+    return grad if isinstance(grad, str) else grad.dense(g)
+
+
+def accumulate(g: GraphBuilder, terms: list[Gradient]) -> Gradient:
+    """The sum of gradient terms; a single term is returned as it is (maybe structured).
+
+    Sparse rows of all terms are scattered once into the sum of the dense terms.
+    """
+    if len(terms) == 1:
+        return terms[0]
+    sparse = [t for t in terms if isinstance(t, SparseRows)]
+    dense_terms = [dense(g, t) for t in terms if not isinstance(t, SparseRows)]
+    if not dense_terms:
+        total = sparse[0].dense(g)
+        sparse = sparse[1:]
+    else:
+        total = dense_terms[0] if len(dense_terms) == 1 else g.op("Sum", *dense_terms)
+    if not sparse:
+        return total
+    ids = sparse[0].ids if len(sparse) == 1 else g.op("Concat", *[s.ids for s in sparse], axis=0)
+    updates = sparse[0].updates if len(sparse) == 1 else \
+        g.op("Concat", *[s.updates for s in sparse], axis=0)
+    return g.op("ScatterND", total, ids, updates, reduction="add")
