@@ -1,0 +1,137 @@
+"""One LSTM layer (optionally CIFG and projected) as ONNX Scan loops with a hand-written
+backward loop.
+
+LSTM after Hochreiter & Schmidhuber 1997 in PyTorch's gate order (i, f, g, o); CIFG
+(coupled input and forget gate, i = 1 - f) after Greff et al. 2017, gate order (f, g, o),
+used by Hard et al. 2018 for the keyboard; projection after Sak et al. 2014.
+
+Everything that does not depend on the recurrence runs outside the loops as one large
+operation over all time steps, in the rows layout [T * B, F]: the input projection
+before the forward loop; the gate-derivative coefficients before the backward loop; the
+weight gradients and the input gradient after it.
+
+The loops run feature-major: states are [F, B] and each step multiplies W_hh [nH, P] by
+h [P, B]. ONNX Runtime's Gemm (MLAS) repacks its right operand on every call, and W is
+not a constant it could pack once; with the small h on the right only h is repacked and W
+is read in place. For shakespeare_char's [10, 256] x [256, 1024] step that is 48 us
+instead of 64 us per product (1 thread), 320 products per train step. Gate blocks are
+contiguous rows of [nH, B], so Split and Concat move whole blocks.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..gradients import Product
+from .scan import scan
+from .sequence import shift_back, to_rows, zeros_columns, zeros_rows
+
+if TYPE_CHECKING:
+    from .recurrent import RecurrentSpec
+
+
+class LstmLayer:
+    """One LSTM/CIFG layer over a rows sequence x [T, B, I]."""
+
+    def __init__(self, spec: RecurrentSpec, input_size: int):
+        self.input_size = input_size
+        self.cifg = spec.kind == "cifg"
+        self.projected = bool(spec.proj_size)
+        self.n, self.H, self.P = spec.gates, spec.hidden_size, spec.output_size
+
+    def forward(self, g, x, params, training):
+        """x rows [T, B, I] -> (y rows [T, B, P], h_n [B, P], c_n [B, H])."""
+        n, H, P = self.n, self.H, self.P
+        if self.cifg:
+            w_ih, w_hh, bias = params[:3]
+            w_hr = params[3] if self.projected else None
+        else:
+            w_ih, w_hh, b_ih, b_hh = params[:4]
+            w_hr = params[4] if self.projected else None
+            bias = g.op("Add", b_ih, b_hh)
+        self.x, self.w_ih, self.w_hh, self.w_hr = x, w_ih, w_hh, w_hr
+        time_batch = g.op("Slice", g.op("Shape", x), g.ints(0), g.ints(2))
+        xg = g.op("Gemm", g.op("Reshape", x, g.ints(-1, self.input_size)), w_ih, bias, transB=1)
+        xg = g.op("Reshape", xg, g.op("Concat", time_batch, g.ints(n * H), axis=0))
+        xg_fm = g.op("Transpose", xg, perm=[0, 2, 1])
+        self.h0, self.c0 = zeros_columns(g, x, P), zeros_columns(g, x, H)
+
+        def body(b, states, slices):
+            h, c = states
+            parts = b.op("Split", b.op("Gemm", w_hh, h, slices[0]), axis=0, num_outputs=n,
+                         outputs=n)
+            if self.cifg:
+                f = b.op("Sigmoid", parts[0])
+                gg, o = b.op("Tanh", parts[1]), b.op("Sigmoid", parts[2])
+                # c' = f c + (1 - f) g = g + f (c - g)
+                c_new = b.op("Add", gg, b.op("Mul", f, b.op("Sub", c, gg)))
+                acts = [f, gg, o]
+            else:
+                i, f = b.op("Sigmoid", parts[0]), b.op("Sigmoid", parts[1])
+                gg, o = b.op("Tanh", parts[2]), b.op("Sigmoid", parts[3])
+                c_new = b.op("Add", b.op("Mul", f, c), b.op("Mul", i, gg))
+                acts = [i, f, gg, o]
+            h_new = b.op("Mul", o, b.op("Tanh", c_new))
+            if w_hr:
+                h_new = b.op("MatMul", w_hr, h_new)
+            return [h_new, c_new], [h_new] + ([c_new] + acts if training else [])
+
+        (h_n, c_n), outs = scan(g, body, [self.h0, self.c0], [xg_fm], 2 + n if training else 1)
+        self.y = g.op("Transpose", outs[0], perm=[0, 2, 1])
+        if training:
+            self.c_seq, self.acts = outs[1], outs[2:]
+        return self.y, g.op("Transpose", h_n, perm=[1, 0]), g.op("Transpose", c_n, perm=[1, 0])
+
+    def backward(self, g, dy, need_dx):
+        """dy rows [T, B, P] -> (dx rows [T, B, I] or None, [this layer's param grads])."""
+        n, H, P = self.n, self.H, self.P
+        c_prev = shift_back(g, self.c_seq, self.c0)
+        tc = g.op("Tanh", self.c_seq)
+        one = g.const(1.0)
+        if self.cifg:
+            f, gg, o = self.acts
+        else:
+            i, f, gg, o = self.acts
+        sig_slope = lambda a: g.op("Mul", a, g.op("Sub", one, a))  # noqa: E731
+        tanh_slope = lambda a: g.op("Sub", one, g.op("Mul", a, a))  # noqa: E731
+        # per-step coefficients: dgates = [dc, dc, (dc,) dm] * coef, with dm the gradient of
+        # the unprojected output m = o tanh(c) and dc = dc_next + dm * coef_c
+        coef_o = g.op("Mul", tc, sig_slope(o))
+        coef_c = g.op("Mul", o, tanh_slope(tc))
+        if self.cifg:
+            coef = [g.op("Mul", g.op("Sub", c_prev, gg), sig_slope(f)),
+                    g.op("Mul", g.op("Sub", one, f), tanh_slope(gg))]
+        else:
+            coef = [g.op("Mul", gg, sig_slope(i)), g.op("Mul", c_prev, sig_slope(f)),
+                    g.op("Mul", i, tanh_slope(gg))]
+        coef_gates = g.op("Concat", *coef, coef_o, axis=1)
+        w_hh_t = g.op("Transpose", self.w_hh, perm=[1, 0])
+        w_hr_t = g.op("Transpose", self.w_hr, perm=[1, 0]) if self.projected else None
+
+        def body(b, states, slices):
+            dh, dc = states
+            dy_t, coef_t, coef_c_t, f_t = slices
+            dh_tot = b.op("Add", dy_t, dh)
+            dm = b.op("MatMul", w_hr_t, dh_tot) if w_hr_t else dh_tot
+            dc_tot = b.op("Add", dc, b.op("Mul", dm, coef_c_t))
+            stacked = b.op("Concat", *([dc_tot] * (n - 1)), dm, axis=0)
+            dgates = b.op("Mul", stacked, coef_t)
+            dh_prev = b.op("MatMul", w_hh_t, dgates)
+            dc_prev = b.op("Mul", dc_tot, f_t)
+            return [dh_prev, dc_prev], ([dgates, dh_tot] if w_hr_t else [dgates])
+
+        dy_fm = g.op("Transpose", dy, perm=[0, 2, 1])
+        _, outs = scan(g, body, [zeros_columns(g, self.x, P), zeros_columns(g, self.x, H)],
+                       [dy_fm, coef_gates, coef_c, f], 2 if self.projected else 1, reverse=True)
+        dgates = to_rows(g, outs[0], n * H)
+        h_prev = shift_back(g, self.y, zeros_rows(g, self.x, P))
+        d_w_ih = Product(dgates, g.op("Reshape", self.x, g.ints(-1, self.input_size)), trans_a=True)
+        d_w_hh = Product(dgates, g.op("Reshape", h_prev, g.ints(-1, P)), trans_a=True)
+        d_bias = g.op("ReduceSum", dgates, g.ints(0), keepdims=0)
+        grads = [d_w_ih, d_w_hh] + ([d_bias] if self.cifg else [d_bias, d_bias])
+        if self.projected:
+            m = to_rows(g, g.op("Mul", o, tc), H)
+            grads.append(Product(to_rows(g, outs[1], P), m, trans_a=True))
+        dx = None
+        if need_dx:
+            dx = g.op("Reshape", g.op("MatMul", dgates, self.w_ih), g.op("Shape", self.x))
+        return dx, grads
