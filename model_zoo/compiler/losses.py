@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from onnx import numpy_helper
 from torch import nn
 
 from .argmax import argmax_rows
@@ -47,8 +45,8 @@ class CrossEntropy:
         # second pass over [N, C] (LogSoftmax, then Exp for the gradient, made two)
         probs = g.op("Softmax", flat_logits, axis=1)
         best = argmax_rows(g, flat_logits, num_classes)
-        lse = g.op("Sub", g.op("GatherElements", flat_logits, best, axis=1),
-                   g.op("Log", g.op("GatherElements", probs, best, axis=1)))
+        p_best = g.op("GatherElements", probs, best, axis=1)
+        lse = g.op("Sub", g.op("GatherElements", flat_logits, best, axis=1), g.op("Log", p_best))
         picked = g.op("GatherElements", flat_logits, target_col, axis=1)
         nll = g.op("Mul", g.op("Squeeze", g.op("Sub", lse, picked), g.ints(1)), mask)
         out = {"loss_sum": g.op("ReduceSum", nll, keepdims=0),
@@ -64,9 +62,11 @@ class CrossEntropy:
             out[f"correct_top{top_k}"] = g.op("ReduceSum", g.op("Mul", in_top, mask), keepdims=0)
         if want_grad:
             # d loss / d logits = (softmax - onehot(target)) * mask / count, the row scale
-            # kept apart (gradients.RowScaled); ONNX Runtime scatters the -1s in place
-            minus_one = g.op("ConstantOfShape", g.op("Shape", target_col),
-                             value=numpy_helper.from_array(np.array([-1.0], np.float32)))
+            # kept apart (gradients.RowScaled)
+            # the -1s are computed from p_best so the scatter comes after the last other
+            # read of probs: ONNX Runtime then updates probs in place instead of copying
+            # [N, C] (0.2 vs 1.2 ms for [320, 10000])
+            minus_one = g.op("Sub", g.op("Mul", p_best, g.const(0.0)), g.const(1.0))
             errors = g.op("ScatterElements", probs, target_col, minus_one, axis=1,
                           reduction="add")
             scale = g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0))

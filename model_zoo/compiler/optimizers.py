@@ -36,7 +36,7 @@ class SGD:
              step: str) -> tuple[str, dict[str, str]]:
         if self.prescales_gradient:  # grad is already lr * dL/dp
             if self.weight_decay:
-                p = g.op("Mul", p, g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(self.weight_decay))))
+                p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
             if isinstance(grad, Product):  # p - op(a) op(b) in one Gemm; the gradient is never written
                 return grad.gemm(g, c=p, alpha=-1.0), {}
             return g.op("Sub", p, dense(g, grad)), {}
@@ -75,26 +75,37 @@ class Adam:
              step: str) -> tuple[str, dict[str, str]]:
         grad = dense(g, grad)
         if self.weight_decay and self.decoupled:
-            p = g.op("Mul", p, g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(self.weight_decay))))
+            p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
         elif self.weight_decay:
             grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
         m = g.op("Add", state["m"], g.op("Mul", g.op("Sub", grad, state["m"]), g.const(1 - self.beta1)))
         v = g.op("Add", g.op("Mul", state["v"], g.const(self.beta2)),
                  g.op("Mul", g.op("Mul", grad, grad), g.const(1 - self.beta2)))
-        # bias corrections in float64, as torch computes them in Python: 1 - beta^t
-        # cancels badly in float32 and the error would add up over steps
+        bc2_sqrt, step_size = g.shared(("adam_corrections", self, lr, step),
+                                       lambda: self._corrections(g, lr, step))
+        denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2_sqrt), g.const(self.eps))
+        new_p = g.op("Sub", p, g.op("Mul", g.op("Div", m, denom), step_size))
+        return new_p, {"m": m, "v": v}
+
+    def _corrections(self, g: GraphBuilder, lr: str, step: str) -> tuple[str, str]:
+        """(sqrt(1 - beta2^t), lr / (1 - beta1^t)) as float32 scalars, shared by all
+        parameters. Computed in float64, as torch computes them in Python: 1 - beta^t
+        cancels badly in float32 and the error would add up over steps."""
         t = g.op("Cast", step, to=11)
         one = g.const(1.0, "float64")
         bc1 = g.op("Sub", one, g.op("Pow", g.const(self.beta1, "float64"), t))
         bc2_sqrt = g.op("Sqrt", g.op("Sub", one, g.op("Pow", g.const(self.beta2, "float64"), t)))
-        bc2_sqrt = g.op("Cast", bc2_sqrt, to=1)
-        denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2_sqrt), g.const(self.eps))
         step_size = g.op("Cast", g.op("Div", g.op("Cast", lr, to=11), bc1), to=1)
-        new_p = g.op("Sub", p, g.op("Mul", g.op("Div", m, denom), step_size))
-        return new_p, {"m": m, "v": v}
+        return g.op("Cast", bc2_sqrt, to=1), step_size
 
 
 Optimizer = SGD | Adam
+
+
+def _decay_factor(g: GraphBuilder, lr: str, weight_decay: float) -> str:
+    """1 - lr * weight_decay, emitted once for all parameters."""
+    return g.shared(("decay", lr, weight_decay), lambda: g.op(
+        "Sub", g.const(1.0), g.op("Mul", lr, g.const(weight_decay))))
 
 
 def optimizer_from_torch(opt: torch.optim.Optimizer | Optimizer) -> Optimizer:
