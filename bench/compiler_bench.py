@@ -1,7 +1,12 @@
 """Training-step speed of each zoo bundle on onnxruntime vs PyTorch eager (1 thread).
 
 Each measurement runs in a fresh process so its peak RSS is its own: the ONNX process
-imports only numpy and onnxruntime, as a device would.
+imports only numpy and onnxruntime, as a device would. The eager step is the same
+training step as the bundle's: forward, loss, backward, the zoo's gradient clipping
+(clip_grad_norm_) where the bundle clips, and the optimizer step.
+
+Both wall-clock and process CPU time per step are reported (medians): on a shared
+machine, wall time includes the time other processes hold the core, CPU time does not.
 
     python -m bench.compiler_bench [--models a,b] [--steps 30]
 """
@@ -37,12 +42,14 @@ params = bundle.initial_parameters()
 state = {{s["name"]: np.zeros_like(params[s["like"]]) for s in bundle.optimizer_state_specs}}
 runner = StatefulStepRunner(bundle.graph_path("train_step"), params | state)
 batch = dict(np.load({batch!r}))
-times = []
+times, cpu = [], []
 for i in range({steps}):
     feeds = dict(batch, lr=np.array(0.01, np.float32), step=np.array(i + 1, np.int64))
-    t = time.perf_counter(); runner.step(feeds); times.append(time.perf_counter() - t)
+    c, t = time.process_time(), time.perf_counter()
+    runner.step(feeds)
+    times.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
 print(json.dumps({{"ms": float(np.median(times[3:]) * 1e3),
-                  "rss_mb": peak_rss_mb()}}))
+                  "cpu_ms": float(np.median(cpu[3:]) * 1e3), "rss_mb": peak_rss_mb()}}))
 """
 
 _TORCH_CHILD = r"""
@@ -59,16 +66,18 @@ opt = entry.optimizer(model.parameters())
 loss_fn = entry.loss()
 batch = {{k: torch.from_numpy(v) for k, v in np.load({batch!r}).items()}}
 inputs = {{k: v for k, v in batch.items() if k != "targets"}}
-times = []
+times, cpu = [], []
 for i in range({steps}):
-    t = time.perf_counter()
+    c, t = time.process_time(), time.perf_counter()
     opt.zero_grad()
     logits = model(**inputs)
     loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1)).backward()
+    if entry.clip_grad_norm is not None:  # the bundle clips too
+        torch.nn.utils.clip_grad_norm_(model.parameters(), entry.clip_grad_norm)
     opt.step()
-    times.append(time.perf_counter() - t)
+    times.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
 print(json.dumps({{"ms": float(np.median(times[3:]) * 1e3),
-                  "rss_mb": peak_rss_mb()}}))
+                  "cpu_ms": float(np.median(cpu[3:]) * 1e3), "rss_mb": peak_rss_mb()}}))
 """
 
 
@@ -96,6 +105,8 @@ def measure(name: str, steps: int, workdir: Path) -> dict:
     return {"model": name, "batch": f"{size}x{seq}" if seq else str(size),
             "onnx_ms": onnx_run["ms"], "torch_ms": torch_run["ms"],
             "ratio": onnx_run["ms"] / torch_run["ms"], "bundle_mb": size_mb,
+            "onnx_cpu_ms": onnx_run["cpu_ms"], "torch_cpu_ms": torch_run["cpu_ms"],
+            "cpu_ratio": onnx_run["cpu_ms"] / torch_run["cpu_ms"],
             "onnx_rss_mb": onnx_run["rss_mb"], "torch_rss_mb": torch_run["rss_mb"]}
 
 
@@ -107,13 +118,15 @@ def main(argv=None) -> list[dict]:
     rows = []
     print("\n== Training step, 1 thread: ONNX bundle on onnxruntime vs PyTorch eager ==")
     print(f"{'model':18s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
+          f"{'onnx cpu':>9s} {'torch cpu':>9s} {'ratio':>6s} "
           f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             r = measure(name, args.steps, Path(tmp))
             rows.append(r)
             print(f"{r['model']:18s} {r['batch']:>7s} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} "
-                  f"{r['ratio']:6.2f} {r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M "
+                  f"{r['ratio']:6.2f} {r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} "
+                  f"{r['cpu_ratio']:6.2f} {r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M "
                   f"{r['torch_rss_mb']:8.0f}M", flush=True)
     return rows
 
