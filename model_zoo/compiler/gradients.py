@@ -24,7 +24,8 @@ from .graph import GraphBuilder
 @dataclass(frozen=True)
 class RowScaled:
     """The gradient scale * base of flattened logits: base float32 [N, C], scale float32
-    [N, 1]; logits_shape is the int64 shape of the unflattened logits it is for.
+    [N, 1]; logits_shape is the int64 shape of the unflattened logits it is for (None:
+    the logits are [N, C]).
 
     Cross-entropy gives base = softmax - onehot(target) and scale = mask / count; a Linear
     producing the logits applies the scale to its [N, in] operands, not to [N, C].
@@ -32,10 +33,11 @@ class RowScaled:
 
     base: str
     scale: str
-    logits_shape: str
+    logits_shape: str | None
 
     def dense(self, g: GraphBuilder) -> str:
-        return g.op("Reshape", g.op("Mul", self.base, self.scale), self.logits_shape)
+        flat = g.op("Mul", self.base, self.scale)
+        return flat if self.logits_shape is None else g.op("Reshape", flat, self.logits_shape)
 
 
 @dataclass(frozen=True)

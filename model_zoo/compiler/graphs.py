@@ -70,7 +70,8 @@ class GraphPlan:
         requires = set(params)
         logits, tape = emit(self.program, g, inputs, training=True, requires_grad=requires)
         loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True,
-                              grad_scale=lr if opt.prescales_gradient else None)
+                              grad_scale=lr if opt.prescales_gradient else None,
+                              sequence=len(self.target.shape) > 1)
         grads = backpropagate(g, tape, {logits: loss["dlogits"]})
         if self.clip_grad_norm is not None:
             scale = lr if opt.prescales_gradient else None
@@ -96,7 +97,7 @@ class GraphPlan:
         logits, _ = emit(self.program, g, inputs, training=False, requires_grad=set())
         top_k = TOP_K if self.sequence_model else 0
         loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=False,
-                              top_k=top_k)
+                              top_k=top_k, sequence=len(self.target.shape) > 1)
         for key in self.eval_metrics():
             g.add_output(g.identity(loss[key], key), "float32", [])
         return g.to_model("eval")

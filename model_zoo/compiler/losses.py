@@ -31,11 +31,15 @@ class CrossEntropy:
         return cls(loss.ignore_index)
 
     def emit(self, g: GraphBuilder, logits: str, targets: str, num_classes: int,
-             want_grad: bool, top_k: int = 0, grad_scale: str | None = None) -> dict[str, str]:
-        """Returns names for loss, loss_sum, correct, count (and correct_top{k}, and
+             want_grad: bool, top_k: int = 0, grad_scale: str | None = None,
+             sequence: bool = True) -> dict[str, str]:
+        """`sequence`: targets [B, T] (logits [B, T, C]); else targets [N], logits [N, C].
+
+        Returns names for loss, loss_sum, correct, count (and correct_top{k}, and
         dlogits, the gradient of grad_scale * loss as a RowScaled, when asked)."""
-        flat_logits = g.op("Reshape", logits, g.ints(-1, num_classes))
-        flat_t = g.op("Reshape", targets, g.ints(-1))
+        flat = not sequence  # logits [N, C] and targets [N] already
+        flat_logits = logits if flat else g.op("Reshape", logits, g.ints(-1, num_classes))
+        flat_t = targets if flat else g.op("Reshape", targets, g.ints(-1))
         valid = g.op("Not", g.op("Equal", flat_t, g.const(self.ignore_index, "int64")))
         mask = g.op("Cast", valid, to=1)
         safe_t = g.op("Where", valid, flat_t, g.const(0, "int64"))
@@ -71,5 +75,5 @@ class CrossEntropy:
                           reduction="add")
             scale = g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0))
             out["dlogits"] = RowScaled(errors, g.op("Unsqueeze", scale, g.ints(1)),
-                                       g.op("Shape", logits))
+                                       None if flat else g.op("Shape", logits))
         return out

@@ -26,12 +26,15 @@ class Linear(Op):
         # Gemm(x, W^T) for every size: (W x^T)^T is faster for a few rows and a large W
         # (1.4 vs 1.8 ms for femnist's dense layer at batch 10) but ONNX Runtime then sums
         # in longer float32 chains, twice the rounding error of this form and of PyTorch
-        x2 = x if self.input_rank == 2 else flatten_last(g, x, self.in_features)
-        y = g.op("Gemm", x2, w, *([b] if b else []), transB=1)
+        y = g.op("Gemm", self._rows(g, x, self.in_features), w, *([b] if b else []), transB=1)
         if self.input_rank == 2:
             return y
         lead = g.op("Slice", g.op("Shape", x), g.ints(0), g.ints(-1))
         return g.op("Reshape", y, g.op("Concat", lead, g.ints(self.out_features), axis=0))
+
+    def _rows(self, g, t, width):
+        """t [..., width] as [N, width] (already so for 2-D inputs)."""
+        return t if self.input_rank == 2 else flatten_last(g, t, width)
 
     def backward(self, g, grad_outputs, needs_grad):
         (dy,) = grad_outputs
@@ -43,9 +46,9 @@ class Linear(Op):
         if needs_grad[0]:
             grads[0] = g.op("MatMul", dy, self.w)
         if needs_grad[1] or (self.has_bias and needs_grad[2]):
-            dy2 = flatten_last(g, dy, self.out_features)
+            dy2 = self._rows(g, dy, self.out_features)
             if needs_grad[1]:
-                grads[1] = Product(dy2, flatten_last(g, self.x, self.in_features), trans_a=True)
+                grads[1] = Product(dy2, self._rows(g, self.x, self.in_features), trans_a=True)
             if self.has_bias and needs_grad[2]:
                 grads[2] = g.op("ReduceSum", dy2, g.ints(0), keepdims=0)
         return grads
@@ -58,7 +61,7 @@ class Linear(Op):
             dx = g.op("Mul", g.op("MatMul", dy.base, self.w), dy.scale)
             grads[0] = dx if self.input_rank == 2 else g.op("Reshape", dx, g.op("Shape", self.x))
         if needs_grad[1]:
-            sx = g.op("Mul", flatten_last(g, self.x, self.in_features), dy.scale)
+            sx = g.op("Mul", self._rows(g, self.x, self.in_features), dy.scale)
             grads[1] = Product(dy.base, sx, trans_a=True)
         if self.has_bias and needs_grad[2]:
             # s^T E as MatMul [1, N] x [N, C], a row-vector product (Gemm(transA) copies E)
