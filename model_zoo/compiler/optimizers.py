@@ -37,7 +37,7 @@ class SGD:
         if self.prescales_gradient:  # grad is already lr * dL/dp
             if self.weight_decay:
                 p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
-            if isinstance(grad, Product):  # p - op(a) op(b) in one Gemm; the gradient is never written
+            if isinstance(grad, Product):  # p - op(a) op(b) as one Gemm, gradient never written
                 return grad.gemm(g, c=p, alpha=-1.0), {}
             return g.op("Sub", p, dense(g, grad)), {}
         d = dense(g, grad)
