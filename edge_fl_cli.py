@@ -122,7 +122,12 @@ def _stop_on_signals():
 
 def _simulate(args) -> int:
     from fleet.run import main as simulate
-    simulate(args.config, args.out, centralized_epochs=args.centralized_epochs)
+    try:
+        simulate(args.config, args.out, centralized_epochs=args.centralized_epochs,
+                 baselines_only=args.baselines_only)
+    except FileNotFoundError as e:
+        print(f"edge-fl: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -171,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", default="out/simulation", help="report and plots go here")
     sim.add_argument("--centralized-epochs", type=int, default=1,
                      help="epochs of the centralized baseline (0 skips it)")
+    sim.add_argument("--baselines-only", action="store_true",
+                     help="do not simulate: evaluate the newest model of the run already in "
+                          "--out and compute the baselines on its split (baselines.json)")
     sim.set_defaults(func=_simulate)
     return parser
 

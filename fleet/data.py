@@ -59,3 +59,23 @@ def task_data(bundle: Bundle, eval_examples: int, seed: int = 0) -> TaskData:
     test = [test_all[i] for i in sorted(pick)]
     train_all = [e for u in users for e in u]
     return TaskData(bundle, users, test, test_all, train_all, kind)
+
+
+def leaf_form_sample(bundle: Bundle, count: int, seed: int = 0) -> list[dict]:
+    """LEAF's next-character metric on the same held-out text: a character counts only with
+    the full 80 characters before it as input. `count` positions drawn at random (the
+    full set is ~740k windows, 80x the cost of the every-position evaluation); each is an
+    example whose targets are padding except the last, so the ordinary eval graph (and the
+    n-gram) score exactly that one prediction."""
+    from model_zoo.data.shakespeare import char_windows_leaf, load_users
+    vocab = load_vocabulary(bundle.vocabulary_path())
+    pairs = [char_windows_leaf(vocab, u.split()[1]) for u in load_users()]
+    x = np.concatenate([p[0] for p in pairs])
+    y = np.concatenate([p[1] for p in pairs])
+    pick = np.sort(np.random.default_rng([seed, 0x1EAF]).permutation(len(y))[:count])
+    out = []
+    for i in pick:
+        targets = np.zeros(x.shape[1], np.int64)  # 0 is the char vocabulary's padding
+        targets[-1] = y[i]
+        out.append({"chars": x[i].astype(np.int64), "targets": targets})
+    return out

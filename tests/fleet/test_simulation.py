@@ -8,7 +8,7 @@ import pytest
 from fleet.baselines import NGramPredictor
 from fleet.config import ProfileSettings, SimulationConfig
 from fleet.population import assign_data
-from fleet.run import run
+from fleet.run import finish_baselines, run
 
 
 @pytest.mark.parametrize("transport, mode", [("http", "sync"), ("inprocess", "async")])
@@ -31,6 +31,17 @@ def test_a_small_fleet_publishes_versions_and_reports(tmp_path, transport, mode)
     for name in ("report.json", "accuracy.png", "fleet.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert json.loads((tmp_path / "report.json").read_text())["devices"] == 80
+    if transport == "http":  # once: baselines afterwards, from the run's committed state
+        later = finish_baselines(config, tmp_path, centralized_epochs=0, show_progress=False)
+        assert later["federated"]["version"] == 4
+        assert later["federated"]["accuracy"] == pytest.approx(report["final"]["accuracy"])
+        assert later["baselines"]["3-gram"] == report["baselines"]["3-gram"]
+        assert json.loads((tmp_path / "baselines.json").read_text())["federated"]["version"] == 4
+
+
+def test_baselines_need_a_run_to_finish(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the simulation first"):
+        finish_baselines(SimulationConfig(), tmp_path, centralized_epochs=0)
 
 
 def test_more_devices_than_users_get_sub_splits():

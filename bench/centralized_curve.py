@@ -1,0 +1,56 @@
+"""Centralized learning curve on the simulator's Shakespeare split: the ceiling a federated
+run is compared with. Trains a zoo model on every training example (reshuffled each epoch)
+through the same ONNX train step devices use, and prints held-out recall after each epoch.
+
+    python -m bench.centralized_curve --model shakespeare_char --epochs 8 --batch-size 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="keyboard_cifg")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1.0)
+    parser.add_argument("--vocabulary-size", type=int, default=10000)
+    parser.add_argument("--eval-examples", type=int, default=3000,
+                        help="held-out sample (the simulator's eval_examples); 0: all")
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from edge_sdk.evaluator import Evaluator
+    from edge_sdk.schedules import Constant
+    from edge_sdk.trainer import LocalTrainer, TrainingPlan
+    from fleet.baselines import NGramPredictor
+    from fleet.data import build_task_bundle, task_data
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = build_task_bundle(args.model, Path(tmp) / "bundle", args.vocabulary_size, 0)
+        data = task_data(bundle, args.eval_examples or 10**9, 0)
+        test = data.test if args.eval_examples else data.test_all
+        order = 5 if data.kind == "char" else 3
+        ngram = NGramPredictor(data.train_all, order).recall(test)
+        print(f"{args.model}: {len(data.train_all)} training {data.unit}, {len(test)} held-out; "
+              f"{order}-gram top-1 {100 * ngram['accuracy']:.2f}%", flush=True)
+        trainer, evaluator = LocalTrainer(bundle), Evaluator(bundle)
+        plan = TrainingPlan(batch_size=args.batch_size, schedule=Constant(args.lr))
+        rng, t0, rows = np.random.default_rng(0), time.perf_counter(), []
+        for epoch in range(1, args.epochs + 1):
+            shuffled = rng.permutation(len(data.train_all))
+            trainer.train(lambda _: (data.train_all[i] for i in shuffled), plan)
+            m = evaluator.evaluate(trainer.parameters(), test)
+            rows.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0),
+                         "accuracy": m["accuracy"], "top3_accuracy": m["top3_accuracy"],
+                         "mean_loss": m["mean_loss"]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
