@@ -65,12 +65,16 @@ class ExampleStore:
     """Thread-safe: one connection, serialized by a lock."""
 
     def __init__(self, path: str | Path, retention: RetentionPolicy = RetentionPolicy(),
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, cache_kib: int | None = None):
+        """`cache_kib` caps SQLite's page cache for this store (default: SQLite's ~2 MB);
+        a host with many stores open, like the fleet simulator, keeps it small."""
         self.path, self.retention = Path(path), retention
         self.clock = clock or SystemClock()
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            if cache_kib is not None:
+                self._db.execute(f"PRAGMA cache_size=-{max(1, int(cache_kib))}")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten
             self._db.executescript(_SCHEMA)

@@ -54,6 +54,10 @@ class SimulationConfig:
     backend: str = "local"  # "ray": local training on Ray actors (fleet/ray_backend.py)
     ray: dict = field(default_factory=dict)  # {"address": None | "host:port", "actors": 2}
     attackers: dict | None = None  # {"fraction": 0.1, "kind": "sign_flip" | "scale", "scale": 10}
+    # where each device's example store lives: "memory" (fast; RSS grows by one float32
+    # model per device for its error-feedback residual) or "disk" (one SQLite file per
+    # device under OUT/devices, as on a phone: RSS stays flat, ~2 model sizes of disk each)
+    device_stores: str = "memory"
 
     def __post_init__(self):
         if self.devices < 1:
@@ -62,6 +66,8 @@ class SimulationConfig:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.transport not in ("http", "inprocess"):
             raise ValueError("transport must be 'http' or 'inprocess'")
+        if self.device_stores not in ("memory", "disk"):
+            raise ValueError(f"device_stores must be 'memory' or 'disk', got {self.device_stores!r}")
         if self.backend not in ("local", "ray"):
             raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
         if set(self.ray) - {"address", "actors"}:

@@ -34,6 +34,7 @@ ADMIN = "simulation-admin-token"
 SECRET = "simulation-secret"
 TASK = "fleet-task"
 COLLECTION = "examples"
+DISK_STORE_CACHE_KIB = 128  # per device: the residual is read whole once per round anyway
 
 
 class SimulatedDropout(Exception):
@@ -96,6 +97,27 @@ def make_training(config: SimulationConfig, bundle: Bundle, clock):
     return LocalTraining(bundle, clock, in_thread=False, trainer=LocalTrainer(bundle, clock=clock))
 
 
+def _device_store_dir(config: SimulationConfig, out: Path) -> Path | None:
+    """For on-disk device stores: a fresh directory, and enough file descriptors (an open
+    SQLite store in WAL mode holds three), else a clear error before anything starts."""
+    if config.device_stores == "memory":
+        return None
+    import resource
+    import shutil
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 3 * config.devices + 1024  # + sockets, bundle files, the server's store
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ValueError(f"{config.devices} on-disk device stores need ~{needed} open files; "
+                             f"the limit is {hard} (raise `ulimit -n`, or use "
+                             f"device_stores 'memory')")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    store_dir = out / "devices"
+    shutil.rmtree(store_dir, ignore_errors=True)  # a previous run's devices are not these
+    store_dir.mkdir(parents=True)
+    return store_dir
+
+
 def codec_of(name: str) -> CodecSpec:
     return {"default": DEFAULT_CODEC, "float32": CodecSpec(), "float16": CodecSpec("float16"),
             "int8": CodecSpec("int8")}[name]
@@ -126,6 +148,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     training = make_training(config, bundle, clock)
     policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
     pipeline = UpdatePipeline(codec_of(config.codec))
+    store_dir = _device_store_dir(config, out)
     devices = []
     attackers = set()
     if config.attackers:
@@ -141,7 +164,9 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         else:
             transport = InProcessTransport(service)
         doc = await transport.enroll("fleet", SECRET, public_key_of(key))
-        store = ExampleStore(":memory:", RetentionPolicy(max_count=None, max_age_s=None), clock)
+        store = ExampleStore(store_dir / f"device-{i}.db" if store_dir else ":memory:",
+                             RetentionPolicy(max_count=None, max_age_s=None), clock,
+                             cache_kib=DISK_STORE_CACHE_KIB if store_dir else None)
         store.add_many(COLLECTION, examples)
         profile = draw_profile(config.profiles, rng)
         client = FederatedClient(
@@ -220,6 +245,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             await session.close()
         if runner:
             await runner.cleanup()
+        for device in devices:
+            device.client.store.close()
     if timeline[-1]["version"] != task.coordinator.version:
         evaluate(task.coordinator.version)
     describe = service.describe(TASK)

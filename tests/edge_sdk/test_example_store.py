@@ -99,3 +99,12 @@ def test_a_corrupt_row_raises_store_error(tmp_path):
 def test_retention_policy_validates():
     with pytest.raises(ValueError, match="max_count"):
         RetentionPolicy(max_count=0)
+
+
+def test_a_capped_page_cache_still_round_trips_state_larger_than_it(tmp_path):
+    store = ExampleStore(tmp_path / "s.db", cache_kib=64)
+    assert store._db.execute("PRAGMA cache_size").fetchone()[0] == -64
+    blob = np.random.default_rng(0).bytes(3 * 2**20)  # 48x the cache
+    store.put_state("residual", blob)
+    store.close()
+    assert ExampleStore(tmp_path / "s.db", cache_kib=64).get_state("residual") == blob

@@ -5,9 +5,12 @@ import json
 
 import pytest
 
+from edge_sdk.client import RESIDUAL_KEY
+from edge_sdk.example_store import ExampleStore
 from fleet.baselines import NGramPredictor
 from fleet.config import ProfileSettings, SimulationConfig
 from fleet.population import assign_data
+from fleet.simulator import COLLECTION, TASK
 from fleet.run import finish_baselines, run
 
 
@@ -42,6 +45,28 @@ def test_a_small_fleet_publishes_versions_and_reports(tmp_path, transport, mode)
 def test_baselines_need_a_run_to_finish(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the simulation first"):
         finish_baselines(SimulationConfig(), tmp_path, centralized_epochs=0)
+
+
+def test_on_disk_device_stores_keep_each_devices_examples_and_residual(tmp_path):
+    task = {"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
+            "sync": {"goal": 5, "overselect": 1.3, "selection_timeout_s": 600,
+                     "report_deadline_s": 900, "min_fraction": 0.7}}
+    config = SimulationConfig(model="keyboard_cifg_tiny", devices=30, vocabulary_size=500,
+                              task=task, transport="inprocess", hours=24, max_versions=2,
+                              eval_every=2, eval_examples=50, seed=2, device_stores="disk")
+    report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
+    assert report["versions"] == 2
+    files = sorted((tmp_path / "devices").glob("device-*.db"))
+    assert len(files) == 30
+    residuals = 0
+    for f in files:
+        store = ExampleStore(f)
+        assert store.count(COLLECTION) > 0  # the device's own examples, on its own file
+        residuals += store.get_state(RESIDUAL_KEY.format(task=TASK)) is not None
+        store.close()
+    assert residuals >= 2 * 5 * 0.7  # every accepted participation left its residual
+    with pytest.raises(ValueError, match="device_stores"):
+        SimulationConfig(device_stores="flash")
 
 
 def test_more_devices_than_users_get_sub_splits():
