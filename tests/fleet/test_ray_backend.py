@@ -6,20 +6,15 @@ import os
 
 import pytest
 
-from fleet.config import SimulationConfig
 from fleet.run import run
+
+from .small_fleet import small_fleet
 
 ray = pytest.importorskip("ray")
 
 
 def test_a_fleet_trains_on_ray_actors(tmp_path):
-    task = {"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-            "sync": {"goal": 6, "overselect": 1.3, "selection_timeout_s": 600,
-                     "report_deadline_s": 900, "min_fraction": 0.7}}
-    config = SimulationConfig(model="keyboard_cifg_tiny", devices=60, vocabulary_size=500,
-                              task=task, transport="inprocess", hours=24, max_versions=3,
-                              eval_every=3, eval_examples=150, seed=1, backend="ray",
-                              ray={"actors": 2})
+    config = small_fleet(60, goal=6, versions=3, backend="ray", ray={"actors": 2})
     report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
     assert report["versions"] == 3
     assert report["training"]["backend"] == "ray"

@@ -11,6 +11,8 @@ from fleet.baselines import NGramPredictor
 from fleet.config import ProfileSettings, SimulationConfig
 from fleet.population import assign_data
 from fleet.simulator import COLLECTION, TASK
+
+from .small_fleet import small_fleet
 from fleet.run import finish_baselines, run
 
 
@@ -48,12 +50,8 @@ def test_baselines_need_a_run_to_finish(tmp_path):
 
 
 def test_on_disk_device_stores_keep_each_devices_examples_and_residual(tmp_path):
-    task = {"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-            "sync": {"goal": 5, "overselect": 1.3, "selection_timeout_s": 600,
-                     "report_deadline_s": 900, "min_fraction": 0.7}}
-    config = SimulationConfig(model="keyboard_cifg_tiny", devices=30, vocabulary_size=500,
-                              task=task, transport="inprocess", hours=24, max_versions=2,
-                              eval_every=2, eval_examples=50, seed=2, device_stores="disk")
+    config = small_fleet(30, goal=5, versions=2, eval_examples=50, seed=2,
+                         device_stores="disk")
     report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
     assert report["versions"] == 2
     files = sorted((tmp_path / "devices").glob("device-*.db"))
