@@ -36,14 +36,13 @@ def ingest(bundle_dir: Path, n: int = 200, compression_level: int = 3,
     (checksum, optional signature check, fused dequantize-and-add), one core. `codec`:
     "int8" (dense, the issue's case) or "default" (what devices send: top-k 5% int8)."""
     from aggregator.stages import WeightedMean
-    from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
-                                   decode_update, encode_update, generate_signing_key,
-                                   public_key_of)
+    from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, decode_update, encode_update,
+                                   generate_signing_key, public_key_of)
+    from fleet.simulator import codec_of
     specs = json.loads((bundle_dir / "manifest.json").read_text())["parameters"]
     rng = np.random.default_rng(0)
     key = generate_signing_key()
-    spec = DEFAULT_CODEC if codec == "default" else CodecSpec(codec)
-    pipeline = UpdatePipeline(spec, compression_level=compression_level)
+    pipeline = UpdatePipeline(codec_of(codec), compression_level=compression_level)
     messages = []
     for i in range(4):  # a few distinct updates, cycled
         delta = {s["name"]: rng.normal(0, 0.01, s["shape"]).astype(np.float32) for s in specs}

@@ -23,32 +23,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--eval-examples", type=int, default=3000,
                         help="held-out sample (the simulator's eval_examples); 0: all")
     args = parser.parse_args(argv)
-    import numpy as np
-
-    from edge_sdk.evaluator import Evaluator
-    from edge_sdk.schedules import Constant
-    from edge_sdk.trainer import LocalTrainer, TrainingPlan
-    from fleet.baselines import NGramPredictor
+    from fleet.baselines import centralized
     from fleet.data import build_task_bundle, task_data
+    from fleet.run import ngram_predictor
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_task_bundle(args.model, Path(tmp) / "bundle", args.vocabulary_size, 0)
         data = task_data(bundle, args.eval_examples or 10**9, 0)
         test = data.test if args.eval_examples else data.test_all
-        order = 5 if data.kind == "char" else 3
-        ngram = NGramPredictor(data.train_all, order).recall(test)
+        ngram = ngram_predictor(data)
         print(f"{args.model}: {len(data.train_all)} training {data.unit}, {len(test)} held-out; "
-              f"{order}-gram top-1 {100 * ngram['accuracy']:.2f}%", flush=True)
-        trainer, evaluator = LocalTrainer(bundle), Evaluator(bundle)
-        plan = TrainingPlan(batch_size=args.batch_size, schedule=Constant(args.lr))
-        rng, t0, rows = np.random.default_rng(0), time.perf_counter(), []
-        for epoch in range(1, args.epochs + 1):
-            shuffled = rng.permutation(len(data.train_all))
-            trainer.train(lambda _: (data.train_all[i] for i in shuffled), plan)
-            m = evaluator.evaluate(trainer.parameters(), test)
+              f"{ngram.order}-gram top-1 {100 * ngram.recall(test)['accuracy']:.2f}%", flush=True)
+        t0, rows = time.perf_counter(), []
+
+        def report(epoch: int, m: dict) -> None:
             rows.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0),
                          "accuracy": m["accuracy"], "top3_accuracy": m["top3_accuracy"],
                          "mean_loss": m["mean_loss"]})
             print(json.dumps(rows[-1]), flush=True)
+        centralized(bundle, data.train_all, test, args.epochs,
+                    {"batch_size": args.batch_size, "lr": args.lr}, seed=0, on_epoch=report)
     return rows
 
 

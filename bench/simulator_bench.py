@@ -23,13 +23,15 @@ from pathlib import Path
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--devices", type=int,
+                        help="default: 10,000 (throughput), 400 (--stores)")
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--stores", action="store_true",
                         help="peak RSS with in-memory vs on-disk device stores")
     args = parser.parse_args(argv)
     if args.stores:
-        return store_memory(args.devices if args.devices != 10_000 else 400, args.versions)
+        return store_memory(args.devices or 400, args.versions)
+    args.devices = args.devices or 10_000
     from fleet.config import SimulationConfig
     from fleet.run import run
     config = SimulationConfig(

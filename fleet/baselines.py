@@ -58,12 +58,15 @@ class NGramPredictor:
 
 
 def centralized(bundle, train: list[dict], test: list[dict], epochs: int, plan: dict,
-                seed: int = 0, progress=None) -> dict:
-    """Train the bundle's model on all training examples (shuffled each epoch)."""
+                seed: int = 0, progress=None, on_epoch=None) -> dict:
+    """Train the bundle's model on all training examples (shuffled each epoch); held-out
+    metrics after each epoch, also passed to `on_epoch(epoch, metrics)` as they come."""
     from edge_sdk.evaluator import Evaluator
     from edge_sdk.schedules import Constant
     from edge_sdk.trainer import LocalTrainer, TrainingPlan
-    trainer = LocalTrainer(bundle)
+    trainer, evaluator = LocalTrainer(bundle), Evaluator(bundle)
+    training_plan = TrainingPlan(batch_size=int(plan.get("batch_size", 16)),
+                                 schedule=Constant(float(plan.get("lr", 1.0))))
     rng = np.random.default_rng(seed)
     history = []
     for epoch in range(epochs):
@@ -74,7 +77,8 @@ def centralized(bundle, train: list[dict], test: list[dict], epochs: int, plan: 
                 if progress:
                     progress.update(1)
                 yield train[i]
-        trainer.train(examples, TrainingPlan(batch_size=int(plan.get("batch_size", 16)),
-                                             schedule=Constant(float(plan.get("lr", 1.0)))))
-        history.append(Evaluator(bundle).evaluate(trainer.parameters(), test))
+        trainer.train(examples, training_plan)
+        history.append(evaluator.evaluate(trainer.parameters(), test))
+        if on_epoch:
+            on_epoch(epoch + 1, history[-1])
     return {"final": history[-1], "per_epoch": history}

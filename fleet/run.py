@@ -42,14 +42,24 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     final = report.pop("final_parameters")
     if config.final_eval_all:
         report["final_all"] = Evaluator(bundle).evaluate(final, data.test_all)
-    ngram = ngram_predictor(data)
-    if data.kind == "char":
-        report["leaf_form"] = leaf_form(bundle, final, ngram, config.seed)
-    report["baselines"] = compute_baselines(config, bundle, data, held_out, ngram,
-                                            centralized_epochs, show_progress)
+    report |= final_figures(config, bundle, data, held_out, final, centralized_epochs,
+                            show_progress)
     write_report(report, out)
     _print_summary(report)
     return report
+
+
+def final_figures(config: SimulationConfig, bundle, data, held_out: list[dict],
+                  parameters: dict, centralized_epochs: int, show_progress: bool) -> dict:
+    """What a finished run reports beside its own curve: the baselines, and for characters
+    the final model under LEAF's metric."""
+    ngram = ngram_predictor(data)
+    figures = {}
+    if data.kind == "char":
+        figures["leaf_form"] = leaf_form(bundle, parameters, ngram, config.seed)
+    figures["baselines"] = compute_baselines(config, bundle, data, held_out, ngram,
+                                             centralized_epochs, show_progress)
+    return figures
 
 
 def ngram_predictor(data) -> NGramPredictor:
@@ -104,14 +114,12 @@ def finish_baselines(config: SimulationConfig, out: Path, *, centralized_epochs:
     f = report["federated"]
     print(f"federated v{version}: top-1 {100 * f['accuracy']:.2f}%, top-3 "
           f"{100 * f['top3_accuracy']:.2f}% over {len(held_out)} held-out {data.unit}", flush=True)
-    ngram = ngram_predictor(data)
-    if data.kind == "char":
-        report["leaf_form"] = leaf_form(bundle, params, ngram, config.seed)
-        _print_leaf_form(report["leaf_form"])
-    report["baselines"] = compute_baselines(config, bundle, data, held_out, ngram,
-                                            centralized_epochs, show_progress)
+    report |= final_figures(config, bundle, data, held_out, params, centralized_epochs,
+                            show_progress)
     (out / "baselines.json").write_text(json.dumps(report, indent=2))
     _print_baselines(report["baselines"])
+    if "leaf_form" in report:
+        _print_leaf_form(report["leaf_form"])
     return report
 
 
