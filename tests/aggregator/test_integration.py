@@ -29,6 +29,13 @@ async def _model_version(session, url, task):
     return doc
 
 
+def _after(event: asyncio.Event, upload):
+    async def gated(*args, **kwargs):
+        await event.wait()
+        return await upload(*args, **kwargs)
+    return gated
+
+
 def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path, store_url):
     async def scenario():
         settings = _settings("sync", sync={"goal": 4, "overselect": 1.5, "min_fraction": 0.75})
@@ -42,10 +49,20 @@ def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundl
                 silent = await phones[0].transport.check_in("kb")
                 assert "assignment" in silent
                 charging = iter([True] * 2 + [False] * 100)
-                flaky = phones[1].client.participate(
-                    lambda: good_state(charging=next(charging)), "kb")
+                # the completers upload only once the flaky device has reported its abort:
+                # otherwise, under load, they can fill the round before its report arrives
+                reported = asyncio.Event()
+                for p in phones[2:]:
+                    p.transport.upload = _after(reported, p.transport.upload)
+
+                async def flaky():
+                    try:
+                        return await phones[1].client.participate(
+                            lambda: good_state(charging=next(charging)), "kb")
+                    finally:
+                        reported.set()
                 rest = [p.client.participate(good_state, "kb") for p in phones[2:]]
-                results = await asyncio.gather(flaky, *rest)
+                results = await asyncio.gather(flaky(), *rest)
                 assert results[0].status == "aborted" and results[0].reason == "not_charging"
                 statuses = [r.status for r in results[1:]]
                 assert statuses.count("completed") == 4 and statuses.count("later") == 2
