@@ -67,9 +67,13 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     near-zero gradients, and on some CPUs PyTorch's float32 convolutions stray ~1e-3 from
     the float64 run within 20 SGD steps while the bundle stays within 1e-6 of it. So an
     element off PyTorch float32 passes only if the bundle's distance from the float64 run
-    is within tolerance plus three times PyTorch float32's own largest distance from it on
-    that tensor (the float32 noise floor), and elements within tolerance of neither run
-    are rare (< 0.1%).
+    is within tolerance plus three times PyTorch float32's own largest distance from it
+    (the float32 noise floor), and elements within tolerance of neither run are rare
+    (< 0.1%). The floor is the whole model's, not each tensor's: onnxruntime's CPU Tanh and
+    Sigmoid are approximations (on an AMD EPYC: Tanh 2.7e-7 absolute error, PyTorch 3e-8)
+    and one unit's gate error reaches every tensor its gradient flows through, so a tensor
+    PyTorch happens to get nearly exact (a bias) would otherwise set a floor below the
+    runtime's own rounding.
     """
     twin = copy.deepcopy(model)
     exact = copy.deepcopy(model).double()
@@ -90,12 +94,13 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
             f"loss at step {i}: bundle {ours}, PyTorch float32 {torch_loss}, float64 {exact_loss}"
     reference = dict(model.named_parameters())
     exact_params = {name: p.detach().numpy() for name, p in exact.named_parameters()}
+    noise_floor = max(float(np.max(np.abs(p.detach().numpy() - exact_params[name])))
+                      for name, p in reference.items())
     for name, p in reference.items():
         bad = ~np.isclose(trainer.params[name], p.detach().numpy(), rtol=rtol, atol=atol)
         if not bad.any():
             continue
         truth = exact_params[name]
-        noise_floor = np.max(np.abs(p.detach().numpy() - truth))
         ours, truth = trainer.params[name][bad], truth[bad]
         allowed = atol + rtol * np.abs(truth) + 3 * noise_floor
         worst = np.max(np.abs(ours - truth) - allowed)
