@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_sdk.protocol import INDEX_BLOCK
+
 try:
     import numba
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "add_dense_levels", "add_sparse_levels", "levels_squared_norm"]
+__all__ = ["COMPILED", "add_block_sparse_levels", "add_dense_levels", "add_sparse_levels",
+           "levels_squared_norm"]
 
 COMPILED = numba is not None
 
@@ -30,6 +33,11 @@ def _add_dense_levels_numpy(acc, levels, a, b, chunk, w):
 def _add_sparse_levels_numpy(acc, indices, levels, a, b, chunk, w):
     c = np.arange(len(levels)) // chunk
     acc[indices] += (levels * a[c] + b[c]) * np.float32(w)
+
+
+def _add_block_sparse_levels_numpy(acc, counts, offsets, levels, a, b, chunk, w):
+    starts = np.arange(len(counts), dtype=np.int64) * INDEX_BLOCK
+    _add_sparse_levels_numpy(acc, np.repeat(starts, counts) + offsets, levels, a, b, chunk, w)
 
 
 def _levels_squared_norm_numpy(levels, a, b, chunk):
@@ -64,6 +72,24 @@ if COMPILED:
                 acc[indices[j]] += s * np.float32(levels[j]) + o
 
     @_jit
+    def _add_block_sparse_levels(acc, counts, offsets, levels, a, b, chunk, w):
+        # positions come as (count per block, offset in block): walk both, and step the
+        # chunk coefficients with a counter rather than a division per value
+        j, c, chunk_end = 0, 0, chunk
+        s = np.float32(w * a[0])
+        o = np.float32(w * b[0])
+        for block in range(counts.shape[0]):
+            base = block * INDEX_BLOCK
+            for _ in range(counts[block]):
+                if j == chunk_end:
+                    c += 1
+                    chunk_end += chunk
+                    s = np.float32(w * a[c])
+                    o = np.float32(w * b[c])
+                acc[base + offsets[j]] += s * np.float32(levels[j]) + o
+                j += 1
+
+    @_jit
     def _levels_squared_norm(levels, a, b, chunk):
         # per chunk: sum (l a + b)^2 = a^2 sum l^2 + 2 a b sum l + m b^2, sums exact in int
         n = levels.shape[0]
@@ -82,8 +108,9 @@ if COMPILED:
             total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
         return total
 
-    add_dense_levels, add_sparse_levels, levels_squared_norm = \
-        _add_dense_levels, _add_sparse_levels, _levels_squared_norm
+    add_dense_levels, add_sparse_levels, add_block_sparse_levels, levels_squared_norm = \
+        _add_dense_levels, _add_sparse_levels, _add_block_sparse_levels, _levels_squared_norm
 else:  # pragma: no cover
-    add_dense_levels, add_sparse_levels, levels_squared_norm = \
-        _add_dense_levels_numpy, _add_sparse_levels_numpy, _levels_squared_norm_numpy
+    add_dense_levels, add_sparse_levels, add_block_sparse_levels, levels_squared_norm = \
+        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_block_sparse_levels_numpy, \
+        _levels_squared_norm_numpy

@@ -51,12 +51,15 @@ def add_scaled(acc: np.ndarray, x, weight: float) -> None:
         return
     w = weight * x.multiplier
     if x.levels is None:
-        if x.indices is None:
+        if not x.sparse:
             flat += x.values * np.float32(w)
         else:
-            flat[x.indices] += x.values * np.float32(w)
-    elif x.indices is None:
+            flat[x.positions()] += x.values * np.float32(w)
+    elif not x.sparse:
         kernels.add_dense_levels(flat, x.levels, x.a, x.b, x.chunk, w)
+    elif x.block_counts is not None:
+        kernels.add_block_sparse_levels(flat, x.block_counts, x.block_offsets, x.levels,
+                                        x.a, x.b, x.chunk, w)
     else:
         kernels.add_sparse_levels(flat, x.indices, x.levels, x.a, x.b, x.chunk, w)
 

@@ -29,6 +29,7 @@ def seeds() -> list[bytes]:
     return [encode_update(delta, SPECS, meta, UpdatePipeline(codec), signing_key=key, rng=rng)
             for codec in (CodecSpec(), CodecSpec("int4", rotate=True, rotation_block=16),
                           CodecSpec("int8", sparsifier="topk", fraction=0.1),
+                          CodecSpec("int8", sparsifier="topk", fraction=0.3, index_coding="blocks"),
                           CodecSpec("int2", sparsifier="randk", fraction=0.5))]
 
 

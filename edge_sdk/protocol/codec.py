@@ -6,9 +6,18 @@ from a seed and cost nothing on the wire), rotate them (randomized Hadamard), qu
 per chunk, pack bits. Decoding undoes each step; random-k values are rescaled by n/k so
 the estimate stays unbiased (Konecny et al. 2016, "Federated learning: strategies for
 improving communication efficiency").
+
+Top-k indices travel in one of two fixed-size layouts (`index_coding`):
+- "gaps": uint32 LE gaps between sorted indices (the first from 0), 4k bytes;
+- "blocks": the n coordinates in blocks of INDEX_BLOCK = 256; per block a uint16 LE count
+  of kept coordinates, then per kept coordinate its uint8 offset inside its block,
+  increasing within a block: 2 ceil(n / 256) + k bytes. A quarter of the bytes for the
+  1-in-20 density of the default codec, and zstd decodes them ~4x faster.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +28,8 @@ from .rotation import rotate, rotated_length, unrotate
 
 QUANTIZERS = ("float32", "float16", "int8", "int4", "int2", "int1")
 SPARSIFIERS = ("none", "topk", "randk")
+INDEX_CODINGS = ("gaps", "blocks")
+INDEX_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -32,10 +43,14 @@ class CodecSpec:
     fraction: float = 1.0  # kept fraction for top-k / random-k
     rotate: bool = False
     rotation_block: int = 1024
+    # how top-k indices are laid out (module docstring); "gaps" is what headers without
+    # the field meant, so older devices' updates still decode
+    index_coding: str = "gaps"
 
     def __post_init__(self):
         types = {"quantizer": str, "stochastic": bool, "chunk": int, "sparsifier": str,
-                 "fraction": (int, float), "rotate": bool, "rotation_block": int}
+                 "fraction": (int, float), "rotate": bool, "rotation_block": int,
+                 "index_coding": str}
         for name, kind in types.items():
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -48,6 +63,10 @@ class CodecSpec:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.sparsifier == "none" and self.fraction != 1.0:
             raise ValueError("fraction < 1 needs a sparsifier ('topk' or 'randk')")
+        if self.index_coding not in INDEX_CODINGS:
+            raise ValueError(f"index_coding must be one of {INDEX_CODINGS}, got {self.index_coding!r}")
+        if self.index_coding != "gaps" and self.sparsifier != "topk":
+            raise ValueError("index_coding applies to top-k indices: use sparsifier='topk'")
         if not 8 <= self.chunk <= 65536:
             raise ValueError(f"chunk must be in 8..65536, got {self.chunk}")
         block = self.rotation_block
@@ -72,16 +91,40 @@ class CodecSpec:
     def kept(self, n: int) -> int:
         return n if self.sparsifier == "none" else max(1, int(round(n * self.fraction)))
 
+    def index_size(self, n: int) -> int:
+        """Bytes of a top-k tensor's indices."""
+        if self.index_coding == "blocks":
+            return 2 * -(-n // INDEX_BLOCK) + self.kept(n)
+        return 4 * self.kept(n)
+
     def payload_size(self, n: int) -> int:
         """Exact encoded bytes for a tensor of n values: decoders check it before reading."""
-        k = self.kept(n)
-        size = 4 * k if self.sparsifier == "topk" else 0  # uint32 index gaps
-        m = rotated_length(k, self.rotation_block) if self.rotate else k
-        if self.quantizer == "float32":
-            return size + 4 * m
-        if self.quantizer == "float16":
-            return size + 2 * m
-        return size + 4 * q.num_chunks(m, self.chunk) + q.packed_size(m, self.bits)
+        return _layout(self, n).payload
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Sizes of one tensor's payload under a codec: k kept values (m after rotation
+    padding), index bytes, chunk scales, total bytes."""
+
+    k: int
+    m: int
+    index_bytes: int
+    chunks: int
+    payload: int
+
+
+@functools.lru_cache(maxsize=4096)  # a server sees a few codecs x a model's tensor sizes
+def _layout(spec: CodecSpec, n: int) -> _Layout:
+    k = spec.kept(n)
+    index_bytes = spec.index_size(n) if spec.sparsifier == "topk" else 0
+    m = rotated_length(k, spec.rotation_block) if spec.rotate else k
+    if spec.quantizer in ("float32", "float16"):
+        chunks, values = 0, (4 if spec.quantizer == "float32" else 2) * m
+    else:
+        chunks = q.num_chunks(m, spec.chunk)
+        values = 4 * chunks + q.packed_size(m, spec.bits)
+    return _Layout(k, m, index_bytes, chunks, index_bytes + values)
 
 
 def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
@@ -93,8 +136,7 @@ def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
     parts = []
     if spec.sparsifier == "topk":
         idx = np.sort(np.argpartition(np.abs(flat), n - k)[n - k:])
-        # gaps between sorted indices are small numbers, which zstd packs to ~1 byte each
-        parts.append(np.diff(idx, prepend=0).astype("<u4").tobytes())
+        parts.append(_encode_indices(idx, n, spec.index_coding))
         values = flat[idx]
     elif spec.sparsifier == "randk":
         idx = _random_indices(seed, n, k)
@@ -117,10 +159,13 @@ class DecodedTensor:
     """One decoded tensor before it is made dense, so a consumer can fuse dequantization
     and scattering into its own work (the aggregator accumulates straight from levels).
 
-    The dense float32 tensor of `shape` (n values) is zero except at `indices` (all n
-    positions when None), where it holds `multiplier * v`, with v float32 [k] either
+    The dense float32 tensor of `shape` (n values) is zero except at k increasing
+    positions (all n when dense), where it holds `multiplier * v`, with v float32 [k] either
     `values` or, for quantized codecs, `levels[j] * a[j // chunk] + b[j // chunk]`
-    (levels uint8 [k], a and b float32 [ceil(k / chunk)]). Arrays are read-only views.
+    (levels uint8 [k], a and b float32 [ceil(k / chunk)]). The positions are `indices`
+    (int64 [k]) or, as the "blocks" index coding sent them, `block_counts` (uint16, one
+    per INDEX_BLOCK coordinates) and `block_offsets` (uint8 [k]); `positions()` gives
+    them as int64 either way. Arrays are read-only views.
     """
 
     shape: tuple[int, ...]
@@ -131,10 +176,23 @@ class DecodedTensor:
     chunk: int = 0
     indices: np.ndarray | None = None
     multiplier: float = 1.0
+    block_counts: np.ndarray | None = None
+    block_offsets: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def sparse(self) -> bool:
+        return self.indices is not None or self.block_counts is not None
+
+    def positions(self) -> np.ndarray | None:
+        """int64 [k] positions of the kept values, or None when dense."""
+        if self.block_counts is None:
+            return self.indices
+        starts = np.arange(len(self.block_counts), dtype=np.int64) * INDEX_BLOCK
+        return np.repeat(starts, self.block_counts) + self.block_offsets
 
     def kept_values(self) -> np.ndarray:
         """float32 [k]: the values at `indices` (multiplier applied)."""
@@ -146,10 +204,10 @@ class DecodedTensor:
 
     def to_dense(self) -> np.ndarray:
         v = self.kept_values()
-        if self.indices is None:
+        if not self.sparse:
             return v.reshape(self.shape)
         out = np.zeros(self.size, np.float32)
-        out[self.indices] = v
+        out[self.positions()] = v
         return out.reshape(self.shape)
 
 
@@ -160,27 +218,60 @@ def decode_tensor(payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed:
 def decode_tensor_parts(payload: bytes, spec: CodecSpec, shape: tuple[int, ...],
                         seed: int) -> DecodedTensor:
     """Validate a tensor's payload and split it into its parts (see DecodedTensor)."""
-    n = int(np.prod(shape)) if shape else 1
-    if len(payload) != spec.payload_size(n):
+    n = math.prod(shape)
+    layout = _layout(spec, n)
+    if len(payload) != layout.payload:
         raise BadPayload(f"tensor payload is {len(payload)} bytes, the codec implies "
-                         f"{spec.payload_size(n)}")
-    k = spec.kept(n)
-    offset = 0
+                         f"{layout.payload}")
+    k = layout.k
+    where = {}
     if spec.sparsifier == "topk":
+        where = _decode_indices(payload, n, k, spec.index_coding)
+    elif spec.sparsifier == "randk":
+        where = {"indices": _random_indices(seed, n, k)}
+    parts = _decode_values(memoryview(payload)[layout.index_bytes:], spec, layout, seed)
+    return DecodedTensor(tuple(shape), multiplier=n / k if spec.sparsifier == "randk" else 1.0,
+                         **where, **parts)
+
+
+def _encode_indices(idx: np.ndarray, n: int, coding: str) -> bytes:
+    """Sorted distinct int indices < n -> their layout on the wire (module docstring)."""
+    if coding == "blocks":
+        counts = np.bincount(idx // INDEX_BLOCK, minlength=-(-n // INDEX_BLOCK))
+        return counts.astype("<u2").tobytes() + (idx % INDEX_BLOCK).astype(np.uint8).tobytes()
+    # gaps between sorted indices are small numbers, which zstd packs to ~1 byte each
+    return np.diff(idx, prepend=0).astype("<u4").tobytes()
+
+
+def _decode_indices(payload, n: int, k: int, coding: str) -> dict:
+    """DecodedTensor's position fields from a top-k payload, checked: strictly increasing
+    and in range, so a consumer can scatter them without further checks."""
+    if coding == "gaps":
         gaps = np.frombuffer(payload, "<u4", k).astype(np.int64)
         if np.any(gaps[1:] == 0):
             raise BadPayload("top-k indices must be strictly increasing")
         idx = np.cumsum(gaps)
         if k and idx[-1] >= n:
             raise BadPayload("top-k index out of range")
-        offset = 4 * k
-    elif spec.sparsifier == "randk":
-        idx = _random_indices(seed, n, k)
-    else:
-        idx = None
-    parts = _decode_values(memoryview(payload)[offset:], spec, k, seed)
-    return DecodedTensor(tuple(shape), indices=idx,
-                         multiplier=n / k if spec.sparsifier == "randk" else 1.0, **parts)
+        return {"indices": idx}
+    blocks = -(-n // INDEX_BLOCK)
+    counts = np.frombuffer(payload, "<u2", blocks)
+    offsets = np.frombuffer(payload, np.uint8, k, 2 * blocks)
+    ends = np.cumsum(counts, dtype=np.int64)
+    if ends[-1] != k:
+        raise BadPayload(f"top-k block counts add up to {ends[-1]}, the codec keeps {k}")
+    # rising[j]: offset j exceeds offset j - 1, or j starts a block (which may start
+    # lower); slots 0 and k are the ends, and absorb the starts of empty blocks. A count
+    # over a block's coordinates fails here too: its offsets cannot all rise within it.
+    rising = np.empty(k + 1, bool)
+    rising[0] = rising[k] = True
+    np.greater(offsets[1:], offsets[:-1], out=rising[1:k])
+    rising[ends[:-1]] = True
+    if not rising.all():
+        raise BadPayload("top-k offsets must be strictly increasing within a block")
+    if counts[-1] and offsets[-1] >= n - INDEX_BLOCK * (blocks - 1):  # the last block's size
+        raise BadPayload("top-k index out of range")
+    return {"block_counts": counts, "block_offsets": offsets}
 
 
 def _encode_values(values, spec: CodecSpec, seed: int):
@@ -201,20 +292,19 @@ def _encode_values(values, spec: CodecSpec, seed: int):
     return out, deq.astype(np.float32)
 
 
-def _decode_values(data, spec: CodecSpec, k: int, seed: int) -> dict:
+def _decode_values(data, spec: CodecSpec, layout: _Layout, seed: int) -> dict:
     """The value parts of a DecodedTensor: {"values"} or {"levels", "a", "b", "chunk"}."""
-    m = rotated_length(k, spec.rotation_block) if spec.rotate else k
+    k, m, chunks = layout.k, layout.m, layout.chunks
     if spec.quantizer in ("float32", "float16"):
         v = np.frombuffer(data, "<f4" if spec.quantizer == "float32" else "<f2", m).astype(np.float32)
         return {"values": unrotate(v, seed, spec.rotation_block, k) if spec.rotate else v}
-    chunks = q.num_chunks(m, spec.chunk)
     scales = np.frombuffer(data, "<f4", chunks)
-    if not np.all(np.isfinite(scales)) or np.any(scales < 0):
+    if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
         raise BadPayload("chunk scales must be finite and non-negative")
     levels = q.unpack_bits(data[4 * chunks:], spec.bits, m)
     if spec.bits < 8 and np.any(levels >= q.levels(spec.bits)):
         raise BadPayload("quantized level out of range")
-    a, b = q.chunk_affine(scales.astype(np.float32), spec.bits, spec.stochastic)
+    a, b = q.chunk_affine(scales.astype(np.float32, copy=False), spec.bits, spec.stochastic)
     if spec.rotate:  # the rotation mixes chunks: only the dense values can be unrotated
         v = q.affine_chunks(levels, a, b, spec.chunk)
         return {"values": unrotate(v, seed, spec.rotation_block, k)}

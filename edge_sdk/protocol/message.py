@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -300,7 +301,7 @@ def decode_parameters(data: bytes, specs: Iterable, *, public_key: bytes | None 
 
 def _payloads(body: bytes, specs, codec: CodecSpec):
     """(name, shape, payload bytes) out of the zstd body, each of its exact size."""
-    sizes = [codec.payload_size(int(np.prod(shape)) if shape else 1) for _, shape in specs]
+    sizes = [codec.payload_size(math.prod(shape)) for _, shape in specs]
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as e:

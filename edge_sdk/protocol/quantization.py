@@ -57,8 +57,8 @@ def chunk_affine(scales: np.ndarray, bits: int, stochastic: bool) -> tuple[np.nd
     """Per-chunk (a, b), float32 [chunks] each: a level l of chunk c means l * a_c + b_c."""
     if bits == 1 and not stochastic:
         return (2.0 * scales).astype(np.float32), (-scales).astype(np.float32)
-    return (scales * np.float32(2.0 / (levels(bits) - 1))).astype(np.float32), \
-        (-scales).astype(np.float32)
+    return (scales * np.float32(2.0 / (levels(bits) - 1))).astype(np.float32, copy=False), \
+        (-scales).astype(np.float32, copy=False)
 
 
 def affine_chunks(idx: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 
 from aggregator import kernels
 from aggregator.numerics import RunningSum, add_scaled, dense, global_norm, scaled, squared_norm
-from edge_sdk.protocol import CodecSpec
+from edge_sdk.protocol import INDEX_BLOCK, CodecSpec
 from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor
 
 CODECS = {
@@ -17,6 +17,11 @@ CODECS = {
     "int1-sign": CodecSpec("int1", stochastic=False),
     "int8+rotation": CodecSpec("int8", rotate=True),
     "topk-int8": CodecSpec("int8", sparsifier="topk", fraction=0.05),
+    "topk-int8-blocks": CodecSpec("int8", sparsifier="topk", fraction=0.05, index_coding="blocks"),
+    "topk-float16-blocks": CodecSpec("float16", sparsifier="topk", fraction=0.3,
+                                     index_coding="blocks"),
+    "topk-int8-blocks-chunk8": CodecSpec("int8", sparsifier="topk", fraction=0.4, chunk=8,
+                                         index_coding="blocks"),
     "randk-float16": CodecSpec("float16", sparsifier="randk", fraction=0.1),
     "topk-int2": CodecSpec("int2", sparsifier="topk", fraction=0.2, chunk=32),
 }
@@ -66,11 +71,15 @@ def test_compiled_kernels_match_their_numpy_twins():
     levels = rng.integers(0, 256, n).astype(np.uint8)
     a, b = rng.random(16).astype(np.float32), -rng.random(16).astype(np.float32)
     indices = np.sort(rng.choice(5000, n, replace=False))
+    counts = np.bincount(indices // INDEX_BLOCK, minlength=-(-5000 // INDEX_BLOCK)).astype(np.uint16)
+    offsets = (indices % INDEX_BLOCK).astype(np.uint8)
     for compiled, twin, args in [
             (kernels.add_dense_levels, kernels._add_dense_levels_numpy, (levels, a, b, chunk, 1.7)),
             (kernels.add_sparse_levels, kernels._add_sparse_levels_numpy,
-             (indices, levels, a, b, chunk, 1.7))]:
-        size = 5000 if len(args) == 6 else n
+             (indices, levels, a, b, chunk, 1.7)),
+            (kernels.add_block_sparse_levels, kernels._add_block_sparse_levels_numpy,
+             (counts, offsets, levels, a, b, chunk, 1.7))]:
+        size = n if len(args) == 5 else 5000
         x, y = np.ones(size, np.float32), np.ones(size, np.float32)
         compiled(x, *args)
         twin(y, *args)

@@ -22,6 +22,7 @@ META = UpdateMeta("task-1", "ab" * 32, 7, "device-9", "idem-1", 12, {"loss": 2.5
 CODECS = [CodecSpec(), CodecSpec("float16"), CodecSpec("int8"), CodecSpec("int4", rotate=True,
           rotation_block=64), CodecSpec("int2", chunk=16), DEFAULT_CODEC,
           CodecSpec("int8", sparsifier="topk", fraction=0.1),
+          CodecSpec("float32", sparsifier="topk", fraction=0.3, index_coding="blocks"),
           CodecSpec("int4", sparsifier="randk", fraction=0.3, rotate=True, rotation_block=32)]
 
 

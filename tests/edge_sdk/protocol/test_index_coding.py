@@ -1,0 +1,126 @@
+"""Top-k index layouts: "gaps" (uint32 gaps) and "blocks" (a count per 256 coordinates,
+a byte per kept coordinate). Both carry any increasing index set exactly; the decoder
+refuses every malformed block layout before anything is scattered."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, MalformedHeader
+from edge_sdk.protocol.codec import _decode_indices, _encode_indices, decode_tensor_parts, encode_tensor
+
+
+@st.composite
+def index_sets(draw):
+    n = draw(st.integers(1, 3 * INDEX_BLOCK + 17))
+    chosen = draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=min(n, 400)))
+    return n, np.array(sorted(chosen), np.int64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(index_sets(), st.sampled_from(["gaps", "blocks"]))
+def test_any_increasing_index_set_round_trips(case, coding):
+    n, idx = case
+    payload = _encode_indices(idx, n, coding)
+    spec = CodecSpec("int8", sparsifier="topk", fraction=1.0, index_coding=coding)
+    expected_size = 2 * -(-n // INDEX_BLOCK) + len(idx) if coding == "blocks" else 4 * len(idx)
+    assert len(payload) == expected_size
+    where = _decode_indices(payload, n, len(idx), coding)
+    positions = where.get("indices")
+    if positions is None:
+        from edge_sdk.protocol import DecodedTensor
+        positions = DecodedTensor((n,), **where).positions()
+    np.testing.assert_array_equal(positions, idx)
+
+
+def test_blocks_are_a_quarter_of_the_gap_bytes_at_the_default_density():
+    spec_gaps = CodecSpec("int8", sparsifier="topk", fraction=0.05)
+    spec_blocks = CodecSpec("int8", sparsifier="topk", fraction=0.05, index_coding="blocks")
+    n = 1_000_000
+    assert spec_blocks.index_size(n) == 2 * 3907 + 50_000
+    assert spec_blocks.index_size(n) / spec_gaps.index_size(n) < 0.3
+
+
+def _blocks(n=3 * INDEX_BLOCK + 10):
+    idx = np.array([0, 5, 255, 256, 300, 2 * INDEX_BLOCK + 1, 3 * INDEX_BLOCK + 9])
+    return n, idx, bytearray(_encode_indices(idx, n, "blocks"))
+
+
+def test_a_new_block_may_start_below_the_last_offset_of_the_previous_one():
+    n, idx, payload = _blocks()  # offsets 0 5 255 | 0 44 | 1 | 9
+    counts = np.frombuffer(bytes(payload), "<u2", 4)
+    np.testing.assert_array_equal(counts, [3, 2, 1, 1])
+    where = _decode_indices(bytes(payload), n, len(idx), "blocks")
+    np.testing.assert_array_equal(np.frombuffer(where["block_offsets"], np.uint8), [0, 5, 255, 0, 44, 1, 9])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.__setitem__(slice(0, 2), (2).to_bytes(2, "little")), "add up to"),
+    (lambda p: p.__setitem__(8 + 1, 0), "strictly increasing"),   # 0 0 within block 0
+    (lambda p: p.__setitem__(8 + 2, 4), "strictly increasing"),   # 0 5 4 within block 0
+    (lambda p: p.__setitem__(8 + 6, 10), "out of range"),         # last block has offsets 0..9
+])
+def test_malformed_blocks_are_refused_with_the_reason(damage, message):
+    n, idx, payload = _blocks()
+    damage(payload)
+    with pytest.raises(BadPayload, match=message):
+        _decode_indices(bytes(payload), n, len(idx), "blocks")
+
+
+def test_a_tensor_round_trips_under_either_coding_to_the_same_reconstruction():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(33, 70)).astype(np.float32)
+    out = {}
+    for coding in ("gaps", "blocks"):
+        spec = CodecSpec("int8", sparsifier="topk", fraction=0.1, index_coding=coding)
+        payload, reconstructed = encode_tensor(x, spec, 7, np.random.default_rng(1))
+        assert len(payload) == spec.payload_size(x.size)
+        parts = decode_tensor_parts(payload, spec, x.shape, 7)
+        np.testing.assert_array_equal(parts.to_dense(), reconstructed)
+        out[coding] = reconstructed
+    np.testing.assert_array_equal(out["gaps"], out["blocks"])
+
+
+def test_headers_without_the_field_mean_gaps_and_bad_codings_are_refused():
+    old = CodecSpec("int8", sparsifier="topk", fraction=0.05).to_json()
+    del old["index_coding"]
+    assert CodecSpec.from_json(old).index_coding == "gaps"
+    with pytest.raises(MalformedHeader, match="index_coding must be one of"):
+        CodecSpec.from_json(old | {"index_coding": "bitmap"})
+    with pytest.raises(ValueError, match="applies to top-k"):
+        CodecSpec("int8", index_coding="blocks")
+
+
+@pytest.mark.parametrize("n, counts, offsets, message", [
+    (2 * INDEX_BLOCK, [257, 0], list(range(256)) + [255], "strictly increasing"),
+    (INDEX_BLOCK + 10, [0, 11], list(range(11)), "out of range"),  # the last block holds 10
+])
+def test_a_count_over_its_blocks_coordinates_is_refused(n, counts, offsets, message):
+    payload = np.array(counts, "<u2").tobytes() + np.array(offsets, np.uint8).tobytes()
+    with pytest.raises(BadPayload, match=message):
+        _decode_indices(payload, n, len(offsets), "blocks")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 2 * INDEX_BLOCK + 40), st.integers(0, 2**32 - 1),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3))
+def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, damage):
+    # the aggregator's scatter kernels run without bounds checks and trust exactly this;
+    # payloads are valid ones with up to three bytes overwritten
+    k = CodecSpec("int8", sparsifier="topk", fraction=0.5, index_coding="blocks").kept(n)
+    idx = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+    payload = bytearray(_encode_indices(idx, n, "blocks"))
+    for where, value in damage:
+        payload[where % len(payload)] = value
+    try:
+        where = _decode_indices(bytes(payload), n, k, "blocks")
+    except BadPayload:
+        return
+    from edge_sdk.protocol import DecodedTensor
+    positions = DecodedTensor((n,), **where).positions()
+    assert len(positions) == k and positions[0] >= 0 and positions[-1] < n
+    assert np.all(np.diff(positions) > 0)
+    if not damage:
+        np.testing.assert_array_equal(positions, idx)
