@@ -82,9 +82,9 @@ class CodecSpec:
 
     @classmethod
     def from_json(cls, doc) -> CodecSpec:
-        try:
-            return cls(**doc)
-        except (TypeError, ValueError) as e:
+        try:  # every update carries its codec: the few a server sees are built once
+            return _codec_from_items(tuple((k, type(v), v) for k, v in doc.items()))
+        except (AttributeError, TypeError, ValueError) as e:
             raise MalformedHeader(f"bad codec description: {e}") from None
 
     # -- sizes ---------------------------------------------------------------------------
@@ -102,16 +102,25 @@ class CodecSpec:
         return _layout(self, n).payload
 
 
+@functools.lru_cache(maxsize=256)
+def _codec_from_items(items: tuple) -> CodecSpec:
+    # keyed with each value's type, so True and 1 (equal, same hash) stay apart
+    return CodecSpec(**{k: v for k, _, v in items})
+
+
 @dataclass(frozen=True)
 class _Layout:
     """Sizes of one tensor's payload under a codec: k kept values (m after rotation
-    padding), index bytes, chunk scales, total bytes."""
+    padding), index bytes, chunk scales, total bytes; bits and the level step for
+    quantized codecs."""
 
     k: int
     m: int
     index_bytes: int
     chunks: int
     payload: int
+    bits: int | None
+    step: np.float32 | None  # a level l of a chunk with scale s means l * step * s - s
 
 
 @functools.lru_cache(maxsize=4096)  # a server sees a few codecs x a model's tensor sizes
@@ -119,12 +128,14 @@ def _layout(spec: CodecSpec, n: int) -> _Layout:
     k = spec.kept(n)
     index_bytes = spec.index_size(n) if spec.sparsifier == "topk" else 0
     m = rotated_length(k, spec.rotation_block) if spec.rotate else k
-    if spec.quantizer in ("float32", "float16"):
+    bits, step = spec.bits, None
+    if bits is None:
         chunks, values = 0, (4 if spec.quantizer == "float32" else 2) * m
     else:
         chunks = q.num_chunks(m, spec.chunk)
-        values = 4 * chunks + q.packed_size(m, spec.bits)
-    return _Layout(k, m, index_bytes, chunks, index_bytes + values)
+        values = 4 * chunks + q.packed_size(m, bits)
+        step = q.level_step(bits, spec.stochastic)
+    return _Layout(k, m, index_bytes, chunks, index_bytes + values, bits, step)
 
 
 def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
@@ -257,7 +268,7 @@ def _decode_indices(payload, n: int, k: int, coding: str) -> dict:
     blocks = -(-n // INDEX_BLOCK)
     counts = np.frombuffer(payload, "<u2", blocks)
     offsets = np.frombuffer(payload, np.uint8, k, 2 * blocks)
-    ends = np.cumsum(counts, dtype=np.int64)
+    ends = counts.cumsum(dtype=np.int64)
     if ends[-1] != k:
         raise BadPayload(f"top-k block counts add up to {ends[-1]}, the codec keeps {k}")
     # rising[j]: offset j exceeds offset j - 1, or j starts a block (which may start
@@ -294,17 +305,20 @@ def _encode_values(values, spec: CodecSpec, seed: int):
 
 def _decode_values(data, spec: CodecSpec, layout: _Layout, seed: int) -> dict:
     """The value parts of a DecodedTensor: {"values"} or {"levels", "a", "b", "chunk"}."""
-    k, m, chunks = layout.k, layout.m, layout.chunks
-    if spec.quantizer in ("float32", "float16"):
+    k, m, chunks, bits = layout.k, layout.m, layout.chunks, layout.bits
+    if bits is None:
         v = np.frombuffer(data, "<f4" if spec.quantizer == "float32" else "<f2", m).astype(np.float32)
         return {"values": unrotate(v, seed, spec.rotation_block, k) if spec.rotate else v}
     scales = np.frombuffer(data, "<f4", chunks)
     if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
         raise BadPayload("chunk scales must be finite and non-negative")
-    levels = q.unpack_bits(data[4 * chunks:], spec.bits, m)
-    if spec.bits < 8 and np.any(levels >= q.levels(spec.bits)):
-        raise BadPayload("quantized level out of range")
-    a, b = q.chunk_affine(scales.astype(np.float32, copy=False), spec.bits, spec.stochastic)
+    if bits == 8:
+        levels = np.frombuffer(data, np.uint8, m, 4 * chunks)
+    else:
+        levels = q.unpack_bits(data[4 * chunks:], bits, m)
+        if np.any(levels >= q.levels(bits)):
+            raise BadPayload("quantized level out of range")
+    a, b = scales * layout.step, -scales
     if spec.rotate:  # the rotation mixes chunks: only the dense values can be unrotated
         v = q.affine_chunks(levels, a, b, spec.chunk)
         return {"values": unrotate(v, seed, spec.rotation_block, k)}
