@@ -96,10 +96,18 @@ def word_examples(vocab: WordVocabulary, lines: list[str], max_len: int = 20) ->
     return out
 
 
+def role_text(lines: list[str]) -> str:
+    """A role's lines as one text, the way LEAF prepares it: line breaks become spaces
+    (its preprocessing replaces newlines and collapses runs of spaces). Joined by
+    newlines instead, every verse line's end is a symbol outside the 80-character
+    vocabulary that no model can place well: the 5-gram loses 1.4 points on it."""
+    return " ".join(lines)
+
+
 def char_examples(vocab: CharVocabulary, lines: list[str], window: int = 80) -> list[dict]:
-    """Next-character examples over the role's text joined by newlines: windows of
-    `window` characters with the following characters as targets (stride = window)."""
-    ids = vocab.encode("\n".join(lines))
+    """Next-character examples over the role's text (role_text): windows of `window`
+    characters with the following characters as targets (stride = window)."""
+    ids = vocab.encode(role_text(lines))
     out = []
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start:start + window + 1]
@@ -110,7 +118,7 @@ def char_examples(vocab: CharVocabulary, lines: list[str], window: int = 80) -> 
 
 def char_windows_leaf(vocab: CharVocabulary, lines: list[str], window: int = 80):
     """LEAF's form: every position with a full window before it -> x [n, 80], y [n]."""
-    ids = vocab.encode("\n".join(lines))
+    ids = vocab.encode(role_text(lines))
     n = len(ids) - window
     if n <= 0:
         return np.zeros((0, window), np.int64), np.zeros(0, np.int64)

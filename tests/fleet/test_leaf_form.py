@@ -7,7 +7,7 @@ import pytest
 from edge_sdk.vocabulary import load_vocabulary
 from fleet.data import build_task_bundle, leaf_form_sample, task_data
 from fleet.run import leaf_form, ngram_predictor
-from model_zoo.data.shakespeare import load_users
+from model_zoo.data.shakespeare import load_users, role_text
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_each_sampled_position_scores_only_the_character_after_a_full_window(cha
     assert len(sample) == 300
     vocab = load_vocabulary(char_bundle.vocabulary_path())
     assert len(vocab) < 256  # ids fit a byte: compare id sequences as byte strings
-    held_out = [vocab.encode("\n".join(u.split()[1])).astype(np.uint8).tobytes()
+    held_out = [vocab.encode(role_text(u.split()[1])).astype(np.uint8).tobytes()
                 for u in load_users()]
     for ex in sample[:25]:
         assert ex["chars"].shape == (80,) and np.count_nonzero(ex["targets"]) == 1

@@ -61,3 +61,12 @@ def test_word_and_char_examples_shift_targets_by_one():
     x, y = char_windows_leaf(chars, lines, window=8)
     ids = chars.encode(lines[0])
     assert x.shape == (len(ids) - 8, 8) and y[0] == ids[8]
+
+
+def test_a_roles_lines_join_with_spaces_as_in_leaf():
+    lines = ["To be, or not to be,", "that is the question"]
+    chars = build_char_vocabulary(lines)
+    x, y = char_windows_leaf(chars, lines, window=20)
+    assert chars.decode(x[0]) == "To be, or not to be,"
+    assert chars.decode([y[0]]) == " "  # the line break, a space: in the vocabulary
+    assert 1 not in chars.encode(" ".join(lines))  # nothing unknown
