@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_sdk.protocol import INDEX_BLOCK
+from edge_sdk.protocol import INDEX_BLOCK, block_positions
 
 try:
     import numba
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "add_block_sparse_levels", "add_block_sparse_levels_batch",
-           "add_dense_levels", "add_sparse_levels", "levels_squared_norm"]
+__all__ = ["COMPILED", "add_block_sparse_levels_batch", "add_dense_levels", "add_sparse_levels",
+           "levels_squared_norm"]
 
 COMPILED = numba is not None
 
@@ -35,16 +35,12 @@ def _add_sparse_levels_numpy(acc, indices, levels, a, b, chunk, w):
     acc[indices] += (levels * a[c] + b[c]) * np.float32(w)
 
 
-def _add_block_sparse_levels_numpy(acc, counts, offsets, levels, a, b, chunk, w):
-    starts = np.arange(len(counts), dtype=np.int64) * INDEX_BLOCK
-    _add_sparse_levels_numpy(acc, np.repeat(starts, counts) + offsets, levels, a, b, chunk, w)
-
-
 def _add_block_sparse_levels_batch_numpy(acc, counts, offsets, levels, a, b, starts,
                                          chunk_starts, chunk, w, tile_blocks):
     for u in range(counts.shape[0]):
         v, c = slice(starts[u], starts[u + 1]), slice(chunk_starts[u], chunk_starts[u + 1])
-        _add_block_sparse_levels_numpy(acc, counts[u], offsets[v], levels[v], a[c], b[c], chunk, w[u])
+        _add_sparse_levels_numpy(acc, block_positions(counts[u], offsets[v]), levels[v], a[c],
+                                 b[c], chunk, w[u])
 
 
 def _levels_squared_norm_numpy(levels, a, b, chunk):
@@ -79,29 +75,13 @@ if COMPILED:
                 acc[indices[j]] += s * np.float32(levels[j]) + o
 
     @_jit
-    def _add_block_sparse_levels(acc, counts, offsets, levels, a, b, chunk, w):
-        # positions come as (count per block, offset in block): walk both, and step the
-        # chunk coefficients with a counter rather than a division per value
-        j, c, chunk_end = 0, 0, chunk
-        s = np.float32(w * a[0])
-        o = np.float32(w * b[0])
-        for block in range(counts.shape[0]):
-            base = block * INDEX_BLOCK
-            for _ in range(counts[block]):
-                if j == chunk_end:
-                    c += 1
-                    chunk_end += chunk
-                    s = np.float32(w * a[c])
-                    o = np.float32(w * b[c])
-                acc[base + offsets[j]] += s * np.float32(levels[j]) + o
-                j += 1
-
-    @_jit
     def _add_block_sparse_levels_batch(acc, counts, offsets, levels, a, b, starts, chunk_starts,
                                        chunk, w, tile_blocks):
         # B updates at once, one tile of the sum at a time: each tile is read and written
         # once per batch instead of once per update, which is what a sparse add costs when
-        # the sum does not fit in cache (at 5% density most cache lines hold a kept value)
+        # the sum does not fit in cache (at 5% density most cache lines hold a kept value).
+        # Positions come as (count per block, offset in block); each update's chunk
+        # coefficients step with a counter rather than a division per value.
         n_updates, n_blocks = counts.shape
         j = starts[:-1].copy()  # each update's next value
         c = chunk_starts[:-1].copy()  # and its chunk (index into a, b)
@@ -144,11 +124,9 @@ if COMPILED:
             total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
         return total
 
-    add_dense_levels, add_sparse_levels, add_block_sparse_levels, levels_squared_norm = \
-        _add_dense_levels, _add_sparse_levels, _add_block_sparse_levels, _levels_squared_norm
-    add_block_sparse_levels_batch = _add_block_sparse_levels_batch
+    add_dense_levels, add_sparse_levels, add_block_sparse_levels_batch, levels_squared_norm = \
+        _add_dense_levels, _add_sparse_levels, _add_block_sparse_levels_batch, _levels_squared_norm
 else:  # pragma: no cover
-    add_dense_levels, add_sparse_levels, add_block_sparse_levels, levels_squared_norm = \
-        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_block_sparse_levels_numpy, \
+    add_dense_levels, add_sparse_levels, add_block_sparse_levels_batch, levels_squared_norm = \
+        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_block_sparse_levels_batch_numpy, \
         _levels_squared_norm_numpy
-    add_block_sparse_levels_batch = _add_block_sparse_levels_batch_numpy

@@ -58,8 +58,7 @@ def add_scaled(acc: np.ndarray, x, weight: float) -> None:
     elif not x.sparse:
         kernels.add_dense_levels(flat, x.levels, x.a, x.b, x.chunk, w)
     elif x.block_counts is not None:
-        kernels.add_block_sparse_levels(flat, x.block_counts, x.block_offsets, x.levels,
-                                        x.a, x.b, x.chunk, w)
+        add_block_sparse_batch(flat, [(x, w)])
     else:
         kernels.add_sparse_levels(flat, x.indices, x.levels, x.a, x.b, x.chunk, w)
 
@@ -81,7 +80,6 @@ class RunningSum:
     batch rather than once per update. `sums` and `mean()` include them."""
 
     BATCH = 16
-    TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile, well inside L2
 
     def __init__(self):
         self._sums: dict[str, np.ndarray] = {}
@@ -124,7 +122,7 @@ class RunningSum:
         for name, held in self._held.items():
             for chunk in {x.chunk for x, _ in held}:  # one codec per task: one group
                 group = [(x, w) for x, w in held if x.chunk == chunk]
-                add_block_sparse_batch(self._sums[name].reshape(-1), group, self.TILE_BLOCKS)
+                add_block_sparse_batch(self._sums[name].reshape(-1), group)
         self._held.clear()
         self._held_updates = 0
 
@@ -133,17 +131,20 @@ def _batchable(x) -> bool:
     return not isinstance(x, np.ndarray) and x.levels is not None and x.block_counts is not None
 
 
-def add_block_sparse_batch(flat: np.ndarray, group: list, tile_blocks: int) -> None:
-    """flat (float32 [n]; mutated) += sum of w * x over group [(DecodedTensor, w)], all
+TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile of the sum, well inside L2
+
+
+def add_block_sparse_batch(flat: np.ndarray, group: list, tile_blocks: int = TILE_BLOCKS) -> None:
+    """flat (float [n]; mutated) += sum of w * x over group [(DecodedTensor, w)], all
     block-coded quantized tensors of flat's size with the same chunk."""
-    sizes = [len(x.levels) for x, _ in group]
-    chunks = [len(x.a) for x, _ in group]
+    def joined(field):  # one update's arrays as they are, several concatenated
+        arrays = [getattr(x, field) for x, _ in group]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
     kernels.add_block_sparse_levels_batch(
-        flat, np.stack([x.block_counts for x, _ in group]),
-        np.concatenate([x.block_offsets for x, _ in group]),
-        np.concatenate([x.levels for x, _ in group]),
-        np.concatenate([x.a for x, _ in group]), np.concatenate([x.b for x, _ in group]),
-        np.cumsum([0] + sizes), np.cumsum([0] + chunks), group[0][0].chunk,
+        flat, np.stack([x.block_counts for x, _ in group]), joined("block_offsets"),
+        joined("levels"), joined("a"), joined("b"),
+        np.cumsum([0] + [len(x.levels) for x, _ in group]),
+        np.cumsum([0] + [len(x.a) for x, _ in group]), group[0][0].chunk,
         np.array([w for _, w in group], np.float64), tile_blocks)
 
 

@@ -2,7 +2,8 @@
 
 stdlib + numpy + zstandard + cryptography only; the aggregator imports it too.
 """
-from .codec import INDEX_BLOCK, CodecSpec, DecodedTensor, decode_tensor, encode_tensor
+from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions, decode_tensor,
+                    encode_tensor)
 from .error_feedback import ErrorFeedback
 from .errors import (ALL_ERRORS, BadChecksum, BadMagic, BadPayload, BadSignature,
                      MalformedHeader, NonFinite, ProtocolError, ShapeMismatch, TooLarge,
@@ -17,19 +18,20 @@ from .transforms import clip_by_global_norm, global_norm
 DEFAULT_CODEC = CodecSpec(quantizer="int8", sparsifier="topk", fraction=0.05,
                           index_coding="blocks")
 """The default for the keyboard model: the 5% largest coordinates, int8 with per-chunk
-scales, their positions as a count per 256-coordinate block and a byte each, with the device's error
-feedback carrying the rest to the next round (sparsified SGD with memory, Stich et al.
-2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/62 of float32 bytes at 0.32
-relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to 1/112 but at
-0.82 error, too lossy a default before the simulator measures its accuracy cost."""
+scales, their positions as a count per 256-coordinate block and a byte each, with the
+device's error feedback carrying the rest to the next round (sparsified SGD with memory,
+Stich et al. 2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/62 of float32
+bytes at 0.32 relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to
+1/112 but at 0.82 error, too lossy a default before the simulator measures its accuracy
+cost."""
 
 __all__ = [
-    "ALL_ERRORS", "INDEX_BLOCK", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CheckedUpdate",
+    "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CheckedUpdate",
     "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor", "DecodedUpdate",
-    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "MalformedHeader", "NonFinite",
-    "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge", "Truncated",
-    "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "clip_by_global_norm",
-    "decode_parameters", "decode_tensor", "decode_update", "encode_parameters",
-    "encode_tensor", "encode_update", "generate_signing_key", "global_norm", "open_update",
-    "peek_update", "public_key_of", "sign", "verify",
+    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK", "MalformedHeader",
+    "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
+    "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
+    "clip_by_global_norm", "decode_parameters", "decode_tensor", "decode_update",
+    "encode_parameters", "encode_tensor", "encode_update", "generate_signing_key",
+    "global_norm", "open_update", "peek_update", "public_key_of", "sign", "verify",
 ]

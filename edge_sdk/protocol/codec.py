@@ -112,8 +112,7 @@ def _codec_from_items(items: tuple) -> CodecSpec:
 @dataclass(frozen=True)
 class _Layout:
     """Sizes of one tensor's payload under a codec: k kept values (m after rotation
-    padding), index bytes, chunk scales, total bytes; bits and the level step for
-    quantized codecs."""
+    padding), index bytes, chunk scales, total bytes; bits for quantized codecs."""
 
     k: int
     m: int
@@ -121,7 +120,6 @@ class _Layout:
     chunks: int
     payload: int
     bits: int | None
-    step: np.float32 | None  # a level l of a chunk with scale s means l * step * s - s
 
 
 @functools.lru_cache(maxsize=4096)  # a server sees a few codecs x a model's tensor sizes
@@ -129,14 +127,13 @@ def _layout(spec: CodecSpec, n: int) -> _Layout:
     k = spec.kept(n)
     index_bytes = spec.index_size(n) if spec.sparsifier == "topk" else 0
     m = rotated_length(k, spec.rotation_block) if spec.rotate else k
-    bits, step = spec.bits, None
+    bits = spec.bits
     if bits is None:
         chunks, values = 0, (4 if spec.quantizer == "float32" else 2) * m
     else:
         chunks = q.num_chunks(m, spec.chunk)
         values = 4 * chunks + q.packed_size(m, bits)
-        step = q.level_step(bits, spec.stochastic)
-    return _Layout(k, m, index_bytes, chunks, index_bytes + values, bits, step)
+    return _Layout(k, m, index_bytes, chunks, index_bytes + values, bits)
 
 
 def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
@@ -203,8 +200,7 @@ class DecodedTensor:
         """int64 [k] positions of the kept values, or None when dense."""
         if self.block_counts is None:
             return self.indices
-        starts = np.arange(len(self.block_counts), dtype=np.int64) * INDEX_BLOCK
-        return np.repeat(starts, self.block_counts) + self.block_offsets
+        return block_positions(self.block_counts, self.block_offsets)
 
     def kept_values(self) -> np.ndarray:
         """float32 [k]: the values at `indices` (multiplier applied)."""
@@ -244,6 +240,13 @@ def decode_tensor_parts(payload: bytes, spec: CodecSpec, shape: tuple[int, ...],
     parts = _decode_values(memoryview(payload)[layout.index_bytes:], spec, layout, seed)
     return DecodedTensor(tuple(shape), multiplier=n / k if spec.sparsifier == "randk" else 1.0,
                          **where, **parts)
+
+
+def block_positions(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The "blocks" layout's parts (uint16 count per block, uint8 offset per position) ->
+    int64 [k] positions."""
+    starts = np.arange(len(counts), dtype=np.int64) * INDEX_BLOCK
+    return np.repeat(starts, counts) + offsets
 
 
 def _encode_indices(idx: np.ndarray, n: int, coding: str) -> bytes:
@@ -319,7 +322,7 @@ def _decode_values(data, spec: CodecSpec, layout: _Layout, seed: int) -> dict:
         levels = q.unpack_bits(data[4 * chunks:], bits, m)
         if np.any(levels >= q.levels(bits)):
             raise BadPayload("quantized level out of range")
-    a, b = scales * layout.step, -scales
+    a, b = q.chunk_affine(scales, bits, spec.stochastic)
     if spec.rotate:  # the rotation mixes chunks: only the dense values can be unrotated
         v = q.affine_chunks(levels, a, b, spec.chunk)
         return {"values": unrotate(v, seed, spec.rotation_block, k)}

@@ -56,14 +56,8 @@ def dequantize_chunks(idx: np.ndarray, scales: np.ndarray, bits: int, chunk: int
 def chunk_affine(scales: np.ndarray, bits: int, stochastic: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-chunk (a, b), float32 [chunks] each: a level l of chunk c means l * a_c + b_c."""
     scales = scales.astype(np.float32, copy=False)
-    return scales * level_step(bits, stochastic), -scales
-
-
-def level_step(bits: int, stochastic: bool) -> np.float32:
-    """a_c / s_c: the distance between neighbouring levels of a chunk with scale 1."""
-    if bits == 1 and not stochastic:
-        return np.float32(2.0)
-    return np.float32(2.0 / (levels(bits) - 1))
+    step = np.float32(2.0) if bits == 1 and not stochastic else np.float32(2.0 / (levels(bits) - 1))
+    return scales * step, -scales
 
 
 def affine_chunks(idx: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, MalformedHeader
+from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, DecodedTensor, MalformedHeader
 from edge_sdk.protocol.codec import _decode_indices, _encode_indices, decode_tensor_parts, encode_tensor
 
 
@@ -30,7 +30,6 @@ def test_any_increasing_index_set_round_trips(case, coding):
     where = _decode_indices(payload, n, len(idx), coding)
     positions = where.get("indices")
     if positions is None:
-        from edge_sdk.protocol import DecodedTensor
         positions = DecodedTensor((n,), **where).positions()
     np.testing.assert_array_equal(positions, idx)
 
@@ -118,7 +117,6 @@ def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, 
         where = _decode_indices(bytes(payload), n, k, "blocks")
     except BadPayload:
         return
-    from edge_sdk.protocol import DecodedTensor
     positions = DecodedTensor((n,), **where).positions()
     assert len(positions) == k and positions[0] >= 0 and positions[-1] < n
     assert np.all(np.diff(positions) > 0)
