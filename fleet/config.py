@@ -51,7 +51,10 @@ class SimulationConfig:
     final_eval_all: bool = False  # also evaluate the final model on every held-out example
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
     seed: int = 0
-    backend: str = "local"  # "ray": local training on Ray actors (fleet/ray_backend.py)
+    # where local training runs: "local" (inline, one core), "processes" (a pool of
+    # `workers` processes, 0 = one per core) or "ray" (Ray actors, fleet/ray_backend.py)
+    backend: str = "local"
+    workers: int = 0
     ray: dict = field(default_factory=dict)  # {"address": None | "host:port", "actors": 2}
     attackers: dict | None = None  # {"fraction": 0.1, "kind": "sign_flip" | "scale", "scale": 10}
     # where each device's example store lives: "memory" (fast; RSS grows by one float32
@@ -68,8 +71,10 @@ class SimulationConfig:
             raise ValueError("transport must be 'http' or 'inprocess'")
         if self.device_stores not in ("memory", "disk"):
             raise ValueError(f"device_stores must be 'memory' or 'disk', got {self.device_stores!r}")
-        if self.backend not in ("local", "ray"):
-            raise ValueError(f"backend must be 'local' or 'ray', got {self.backend!r}")
+        if self.backend not in ("local", "processes", "ray"):
+            raise ValueError(f"backend must be 'local', 'processes' or 'ray', got {self.backend!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an int >= 0 (0: one per core), got {self.workers!r}")
         if set(self.ray) - {"address", "actors"}:
             raise ValueError("ray settings are 'address' (None starts a local Ray instance) "
                              "and 'actors' (training workers)")

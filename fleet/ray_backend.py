@@ -4,41 +4,24 @@ a fleet can use every core of a cluster when one machine is not enough.
 Everything else stays on the driver, unchanged: each simulated device runs the real
 edge_sdk client (eligibility, check-in, download, encoding, signing, upload) against the
 real aggregator in simulated time, and only the ORT training step loop is shipped out.
-An actor holds the bundle's ONNX Runtime sessions and trains one device at a time;
-while devices wait on actors the simulated clock stands still (virtual_time.py), so the
-trainings of all devices due at the same moment run in parallel across the actors.
+An actor holds the bundle's ONNX Runtime sessions and trains one device at a time; the
+simulator's paced training lets the clock run on while actors compute (virtual_time.py),
+so devices whose simulated training spans overlap train in parallel across the actors,
+and each result is used at its device's simulated finish time whatever order the actors
+finish in.
 
-Remote training does not run the device's stop check between batches: in simulated
-time a device's state cannot change while it trains (the clock is stopped), and the
-simulator models dropouts during training with its pacer instead. Results depend on the
-order trainings finish in, so a Ray run is not bit-reproducible the way a local one is.
+Remote training does not run the device's stop check between batches; the device checks
+its eligibility again when its simulated training ends, before it uploads, and the
+simulator models dropouts during training with its pacer.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from edge_sdk.bundle import Bundle
-from edge_sdk.trainer import LocalTrainer, TrainingPlan
+from edge_sdk.trainer import TrainingPlan
+
+from .remote_trainer import RemoteTrainer
 
 __all__ = ["RayTraining"]
-
-
-class _TrainerActor:
-    """One Ray worker's trainer (wrapped by ray.remote when the backend starts)."""
-
-    def __init__(self, bundle_path: str):
-        import os
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        self.trainer = LocalTrainer(Bundle.load(bundle_path))
-
-    def train(self, params: dict[str, np.ndarray], epochs: list[list[dict]], plan: TrainingPlan):
-        self.trainer.set_parameters(params)
-        result = self.trainer.train(lambda epoch: iter(epochs[epoch]), plan)
-        return result, self.trainer.delta(params)
-
-    def pid(self) -> int:
-        import os
-        return os.getpid()
 
 
 class RayTraining:
@@ -57,7 +40,7 @@ class RayTraining:
             ray.init(address=address, num_cpus=actors if address is None else None,
                      include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        remote = ray.remote(num_cpus=1)(_TrainerActor)
+        remote = ray.remote(num_cpus=1)(RemoteTrainer)
         self.actors = [remote.remote(str(bundle.path)) for _ in range(actors)]
         self._in_flight = [0] * actors
         self.trainings = 0

@@ -2,6 +2,7 @@
 training, encoding, signed upload) against the real aggregator, in simulated time."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class SimPacer(Pacer):
         await self.vt.sleep(nbytes / self.profile.download_bps)
 
     async def trained(self, examples: int, steps: int) -> None:
-        await self.vt.sleep(steps * self.p.step_time_s * self.profile.speed)
+        # the training's simulated time was spent by PacedTraining, around the real work
         if self.rng.random() < self.p.drop_during_training:
             self.stats["dropped"]["vanished_training"] += 1
             raise SimulatedDropout("training")
@@ -77,6 +78,25 @@ class PoisonedTraining:
         return result, {k: v * factor for k, v in delta.items()}
 
 
+class PacedTraining:
+    """One device's local training in simulated time: the device is busy for its steps at
+    its own speed, and the real work runs meanwhile (inline, or on a worker while the
+    clock runs on; the clock waits at the finish time if the worker is not done)."""
+
+    def __init__(self, inner, vt: VirtualTime, seconds_per_step: float):
+        self.inner, self.vt, self.seconds_per_step = inner, vt, seconds_per_step
+
+    async def train(self, params, examples, plan, check):
+        # the device's shuffled data, drawn once (a worker gets the same lists)
+        epochs = [list(examples(epoch)) for epoch in range(plan.epochs)]
+        steps = sum(-(-len(e) // plan.batch_size) for e in epochs)
+        if plan.max_steps is not None:
+            steps = min(steps, plan.max_steps)
+        work = asyncio.ensure_future(self.inner.train(params, lambda e: iter(epochs[e]), plan, check))
+        await self.vt.sleep(steps * self.seconds_per_step, until=work)
+        return work.result()
+
+
 @dataclass
 class Device:
     client: FederatedClient
@@ -90,7 +110,11 @@ class Timeline:
 
 def make_training(config: SimulationConfig, bundle: Bundle, clock):
     """Where the fleet's local training runs: inline on one shared trainer (and its ORT
-    sessions), or on a pool of Ray actors (fleet/ray_backend.py)."""
+    sessions), on a pool of worker processes (fleet/process_backend.py), or on Ray actors
+    (fleet/ray_backend.py)."""
+    if config.backend == "processes":
+        from .process_backend import ProcessTraining
+        return ProcessTraining(bundle, config.workers or None)
     if config.backend == "ray":
         from .ray_backend import RayTraining
         return RayTraining(bundle, **config.ray)
@@ -173,7 +197,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
             clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection=COLLECTION,
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
-            training=poisoned if i in attackers else training)
+            training=PacedTraining(poisoned if i in attackers else training, vt,
+                                   config.profiles.step_time_s * profile.speed))
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):

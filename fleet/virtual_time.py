@@ -4,6 +4,12 @@ real work (training, encoding, aggregation) allows.
 
 Every task started with `spawn` is either running or asleep here; while any runs (even
 waiting on a socket) the clock stands still.
+
+A sleep can stand for real work done elsewhere (a device's training on a worker process):
+`sleep(dt, until=future)` lets the clock run on while the work computes and stops it at
+the wake-up time until the work is done. Work of devices whose simulated spans overlap
+so computes in parallel, and each result is used at its simulated time whatever order
+the workers finish in.
 """
 from __future__ import annotations
 
@@ -39,9 +45,10 @@ class VirtualTime:
                 self._check_idle()
         self._tasks.append(asyncio.create_task(wrapper()))
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, until: asyncio.Future | None = None) -> None:
         future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq), future))
+        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq),
+                                        future, until))
         self._running -= 1
         self._check_idle()
         await future  # the driver counts us as running again before waking us
@@ -64,7 +71,9 @@ class VirtualTime:
             if on_advance and on_advance(self.clock.now()):
                 return
             while self._sleepers and self._sleepers[0][0] <= when:
-                _, _, future = heapq.heappop(self._sleepers)
+                _, _, future, until = heapq.heappop(self._sleepers)
+                if until is not None and not until.done():
+                    await asyncio.wait([until])  # the clock waits at `when` for the work
                 if not future.cancelled():
                     self._running += 1
                     self._idle.clear()
@@ -73,6 +82,8 @@ class VirtualTime:
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for _, _, future in self._sleepers:
+        for _, _, future, until in self._sleepers:
             future.cancel()
+            if until is not None:
+                until.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

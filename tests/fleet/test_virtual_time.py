@@ -62,3 +62,53 @@ def test_run_until_stops_when_asked():
         return vt.now()
 
     assert asyncio.run(scenario()) == 7.0
+
+
+def test_a_sleep_standing_for_real_work_lets_the_clock_run_on_then_waits_for_the_work():
+    """Device a's training (real work in a thread, 0.2 s) spans simulated 0..50; device b
+    acts at 10 and 20 meanwhile; a wakes at 50 only once its work is done, and the clock
+    does not pass 50 before that."""
+    async def scenario():
+        vt = VirtualTime(FakeClock(0.0))
+        log = []
+
+        def work():
+            import time
+            time.sleep(0.2)
+            return "trained"
+
+        async def device_a():
+            job = asyncio.ensure_future(asyncio.to_thread(work))
+            await vt.sleep(50, until=job)
+            log.append((vt.now(), "a", job.result()))
+
+        async def device_b():
+            for _ in range(5):
+                await vt.sleep(10)
+                log.append((vt.now(), "b", None))
+
+        vt.spawn(device_a)
+        vt.spawn(device_b)
+        await vt.run_until(100.0)
+        await vt.shutdown()
+        return log
+
+    log = asyncio.run(scenario())
+    assert log[:4] == [(10.0, "b", None), (20.0, "b", None), (30.0, "b", None), (40.0, "b", None)]
+    assert (50.0, "a", "trained") in log[4:6]  # same instant as b's fifth wake-up
+
+
+def test_shutdown_cancels_work_a_sleeper_waits_for():
+    async def scenario():
+        vt = VirtualTime(FakeClock(0.0))
+        never = asyncio.get_running_loop().create_future()
+
+        async def device():
+            await vt.sleep(5, until=never)
+
+        vt.spawn(device)
+        await vt.run_until(1.0)  # stops before the wake-up: nothing waits on `never` yet
+        await vt.shutdown()
+        return never
+
+    assert asyncio.run(scenario()).cancelled()
