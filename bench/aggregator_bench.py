@@ -221,10 +221,10 @@ def main(argv=None) -> dict:
             bundle = _keyboard(tmp)
             rows = results["ingest"] = [ingest(bundle, compression_level=level, verify=verify)
                                         for level in (3, -1) for verify in (True, False)]
-            rows += [ingest(bundle, codec="default", compression_level=level) for level in (3, -1)]
             trained = [_trained_delta(role) for role in TRAINED_ROLES]
-            rows += [ingest(bundle, codec="default", compression_level=level, deltas=trained)
-                     for level in (3, -1)]
+            rows += [ingest(bundle, codec="default", compression_level=level, deltas=deltas,
+                            verify=verify)
+                     for deltas in (None, trained) for level in (3, -1) for verify in (True, False)]
             print("\n== Aggregator (a): in-process ingest of keyboard_cifg updates, 1 core ==")
             print("(SHA-256 checksum, Ed25519 signature when checked, fused dequantize-and-add "
                   "into the float32 sum; target 2,000 updates/s)")
