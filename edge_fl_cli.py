@@ -131,6 +131,18 @@ def _simulate(args) -> int:
     return 0
 
 
+def _curve(args) -> int:
+    from fleet.curve import main as curve
+    try:
+        versions = [int(v) for v in args.versions.split(",")] if args.versions else None
+        curve(args.config, args.out, every=args.every, versions=versions,
+              leaf_positions=args.leaf_positions, target=args.target)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"edge-fl curve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-fl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not simulate: evaluate the newest model of the run already in "
                           "--out and compute the baselines on its split (baselines.json)")
     sim.set_defaults(func=_simulate)
+    curve = sub.add_parser("curve", help="score a finished run's stored model versions on the "
+                                         "whole held-out split (curve.json): when was a target reached?")
+    curve.add_argument("--config", required=True, help="the run's config")
+    curve.add_argument("--out", required=True, help="the run's output directory")
+    curve.add_argument("--every", type=int, help="every N-th version, and the last")
+    curve.add_argument("--versions", help="comma-separated versions instead of --every")
+    curve.add_argument("--leaf-positions", type=int, default=0,
+                       help="characters: also LEAF's metric on this many random positions")
+    curve.add_argument("--target", type=float, help="report the first version reaching this "
+                                                    "accuracy (e.g. 0.57)")
+    curve.set_defaults(func=_curve)
     return parser
 
 

@@ -1,0 +1,107 @@
+"""`edge-fl curve`: accuracy of a finished run's stored model versions on the whole held-out
+split, and for characters under LEAF's metric too, with each version's simulated time:
+when did the fleet first reach a target?
+
+The run's own timeline scores a fixed sample of held-out examples every few versions; this
+re-scores chosen versions the way the final figures do, from the models the aggregator
+committed in `OUT/server` (their commit times are simulated time), without re-running the
+fleet. Rows are appended to `OUT/curve.json` as they are computed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aggregator.store import SqliteStore
+from edge_sdk.evaluator import Evaluator
+from edge_sdk.protocol import decode_parameters
+
+from .config import SimulationConfig
+from .data import build_task_bundle, leaf_form_sample, task_data
+from .simulator import T0, TASK
+
+
+def pick_versions(committed: list[int], every: int | None, versions: list[int] | None) -> list[int]:
+    """The committed versions asked for: `versions` (each must exist), or every `every`-th
+    and the last."""
+    have = set(committed)
+    if versions:
+        missing = sorted(set(versions) - have)
+        if missing:
+            raise ValueError(f"versions {missing} were not committed (the run has "
+                             f"{min(committed)}..{max(committed)})")
+        return sorted(set(versions))
+    if not every or every < 1:
+        raise ValueError("give versions, or every >= 1")
+    return sorted({v for v in committed if v % every == 0} | {max(committed)})
+
+
+def first_reaching(rows: list[dict], metric: str, target: float) -> dict | None:
+    """The earliest row whose `metric` is >= target (rows in version order), or None."""
+    return next((r for r in rows if r.get(metric) is not None and r[metric] >= target), None)
+
+
+def version_curve(config: SimulationConfig, out: Path, *, every: int | None = None,
+                  versions: list[int] | None = None, leaf_positions: int = 0,
+                  show_progress: bool = True) -> list[dict]:
+    store_dir = out / "server"
+    if not (store_dir / "aggregator.db").exists():
+        raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
+    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
+    data = task_data(bundle, config.eval_examples, config.seed)
+    leaf = (leaf_form_sample(bundle, leaf_positions, config.seed)
+            if leaf_positions and data.kind == "char" else None)
+    evaluator = Evaluator(bundle)
+    store = SqliteStore(store_dir)
+    rows: list[dict] = []
+    path = out / "curve.json"
+    try:
+        history = {h["version"]: h["created"] for h in store.model_history(TASK)}
+        chosen = pick_versions(sorted(history), every, versions)
+        for version in tqdm(chosen, desc="versions", unit="v", disable=not show_progress):
+            _, params = decode_parameters(store.model_path(TASK, version).read_bytes(),
+                                          bundle.parameter_specs)
+            row = {"version": version, "sim_hours": (history[version] - T0) / 3600}
+            held = evaluator.evaluate(params, data.test_all)
+            row |= {"accuracy": held["accuracy"], "top3_accuracy": held["top3_accuracy"],
+                    "mean_loss": held["mean_loss"], "held_out": len(data.test_all)}
+            if leaf is not None:
+                row |= {"leaf_accuracy": evaluator.evaluate(params, leaf)["accuracy"],
+                        "leaf_positions": len(leaf)}
+            rows.append(row)
+            path.write_text(json.dumps(rows, indent=2))  # a long evaluation's rows survive
+    finally:
+        store.close()
+    return rows
+
+
+def print_curve(rows: list[dict], target: float | None) -> None:
+    leaf = any("leaf_accuracy" in r for r in rows)
+    print(f"{'version':>7s} {'sim h':>7s} {'top-1':>7s} {'top-3':>7s}" + (f" {'LEAF':>7s}" if leaf else ""))
+    for r in rows:
+        print(f"{r['version']:7d} {r['sim_hours']:7.1f} {100 * r['accuracy']:6.2f}% "
+              f"{100 * r['top3_accuracy']:6.2f}%" + (f" {100 * r['leaf_accuracy']:6.2f}%" if leaf else ""))
+    if target is None:
+        return
+    for metric, label in (("accuracy", "top-1 on every held-out example"),
+                          ("leaf_accuracy", "LEAF's metric")):
+        if metric == "leaf_accuracy" and not leaf:
+            continue
+        hit = first_reaching(rows, metric, target)
+        print(f"{label}: " + (f"first >= {100 * target:.1f}% at version {hit['version']}, "
+                              f"{hit['sim_hours']:.1f} simulated hours" if hit else
+                              f"below {100 * target:.1f}% at every version evaluated"))
+
+
+def main(config_path: str, out: str, *, every: int | None, versions: list[int] | None,
+         leaf_positions: int, target: float | None) -> list[dict]:
+    config = SimulationConfig.from_json(config_path)
+    rows = version_curve(config, Path(out), every=every, versions=versions,
+                         leaf_positions=leaf_positions)
+    print_curve(rows, target)
+    return rows
+
+
+__all__ = ["first_reaching", "main", "pick_versions", "print_curve", "version_curve"]
