@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/edge-fl simulate --config examples/configs/keyboard_demo.json --out $(OUT)/demo
+	$(BIN)/edge-fl simulate --config examples/configs/keyboard_demo.json --out $(OUT)/demo --fresh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -124,8 +124,8 @@ def _simulate(args) -> int:
     from fleet.run import main as simulate
     try:
         simulate(args.config, args.out, centralized_epochs=args.centralized_epochs,
-                 baselines_only=args.baselines_only)
-    except FileNotFoundError as e:
+                 baselines_only=args.baselines_only, resume=args.resume, fresh=args.fresh)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"edge-fl: {e}", file=sys.stderr)
         return 2
     return 0
@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--baselines-only", action="store_true",
                      help="do not simulate: evaluate the newest model of the run already in "
                           "--out and compute the baselines on its split (baselines.json)")
+    again = sim.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="go on with the stopped run in --out from its newest version "
+                            "(same devices; up to the config's max_versions)")
+    again.add_argument("--fresh", action="store_true",
+                       help="discard a previous run's state in --out and start over")
     sim.set_defaults(func=_simulate)
     curve = sub.add_parser("curve", help="score a finished run's stored model versions on the "
                                          "whole held-out split (curve.json): when was a target reached?")

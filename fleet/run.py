@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -18,14 +19,17 @@ from .config import SimulationConfig
 from .data import build_task_bundle, leaf_form_sample, task_data
 from .population import assign_data
 from .report import write_report
-from .simulator import TASK, simulate
+from .simulator import T0, TASK, ResumePoint, simulate
 
 LEAF_FORM_SAMPLE = 100_000  # standard error of an accuracy near 56%: 0.16 points
 
 
 def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
-        show_progress: bool = True) -> dict:
+        show_progress: bool = True, resume: bool = False, fresh: bool = False) -> dict:
+    """Simulate into `out`. A previous run's state there is never dropped silently:
+    `resume` goes on from its newest version, `fresh` discards it, and neither refuses."""
     out.mkdir(parents=True, exist_ok=True)
+    start = _starting_point(out, resume, fresh)
     t0 = time.perf_counter()
     bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
     data = task_data(bundle, config.eval_examples, config.seed)
@@ -36,7 +40,11 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
           f"Shakespeare users -> {config.devices} devices ({split_note}); {len(data.test)} of "
           f"{len(data.test_all)} held-out {data.unit} evaluated during the run "
           f"[{time.perf_counter() - t0:.0f}s]", flush=True)
-    report = asyncio.run(simulate(config, bundle, device_data, data.test, out, show_progress))
+    if start is not None:
+        print(f"resuming at version {start.version} ({(start.now - T0) / 3600:.1f} simulated "
+              f"hours, {len(start.timeline)} evaluations already in timeline.jsonl)", flush=True)
+    report = asyncio.run(simulate(config, bundle, device_data, data.test, out, show_progress,
+                                  resume=start))
     report["data_split"] = split_note
     held_out = data.test_all if config.final_eval_all else data.test
     final = report.pop("final_parameters")
@@ -47,6 +55,24 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     write_report(report, out)
     _print_summary(report)
     return report
+
+
+def _starting_point(out: Path, resume: bool, fresh: bool) -> ResumePoint | None:
+    if resume and fresh:
+        raise ValueError("resume continues the run in --out, fresh discards it: pick one")
+    state = out / "server" / "aggregator.db"
+    if not state.exists():
+        if resume:
+            raise FileNotFoundError(f"nothing to resume: no simulation state in {out / 'server'}")
+        return None
+    if resume:
+        return ResumePoint.read(out)
+    if not fresh:
+        raise FileExistsError(f"{out} holds a run already: --resume continues it, --fresh "
+                              "discards it, or choose another --out")
+    shutil.rmtree(out / "server")
+    (out / "timeline.jsonl").unlink(missing_ok=True)
+    return None
 
 
 def final_figures(config: SimulationConfig, bundle, data, held_out: list[dict],
@@ -152,7 +178,8 @@ def _print_summary(report: dict) -> None:
 
 
 def main(config_path: str | None, out: str, overrides: dict | None = None,
-         centralized_epochs: int = 1, baselines_only: bool = False) -> dict:
+         centralized_epochs: int = 1, baselines_only: bool = False, resume: bool = False,
+         fresh: bool = False) -> dict:
     config = SimulationConfig.from_json(config_path) if config_path else SimulationConfig()
     if overrides:
         doc = config.to_json() | overrides
@@ -161,7 +188,8 @@ def main(config_path: str | None, out: str, overrides: dict | None = None,
         config = SimulationConfig(profiles=ProfileSettings(**profiles), **doc)
     if baselines_only:
         return finish_baselines(config, Path(out), centralized_epochs=centralized_epochs)
-    return run(config, Path(out), centralized_epochs=centralized_epochs)
+    return run(config, Path(out), centralized_epochs=centralized_epochs, resume=resume,
+               fresh=fresh)
 
 
 __all__ = ["run", "main", "finish_baselines"]

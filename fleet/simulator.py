@@ -147,17 +147,48 @@ def codec_of(name: str) -> CodecSpec:
             "int8": CodecSpec("int8")}[name]
 
 
+@dataclass
+class ResumePoint:
+    """Where a stopped run left off: its newest committed version, that commit's simulated
+    time, and the evaluations already written to timeline.jsonl."""
+    version: int
+    now: float
+    timeline: list[dict]
+
+    @classmethod
+    def read(cls, out: Path) -> ResumePoint:
+        from aggregator.store import SqliteStore
+        store = SqliteStore(out / "server")
+        try:
+            latest = store.model_history(TASK)[-1]
+        finally:
+            store.close()
+        log = out / "timeline.jsonl"
+        lines = log.read_text().splitlines() if log.exists() else []
+        points = [json.loads(line) for line in lines if line.strip()]
+        return cls(latest["version"], latest["created"],
+                   [p for p in points if p["version"] <= latest["version"]])
+
+
 async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[list[dict]],
-                   test: list[dict], out: Path, show_progress: bool = True) -> dict:
-    """Run the fleet; returns the report document (also the caller writes it)."""
+                   test: list[dict], out: Path, show_progress: bool = True,
+                   resume: ResumePoint | None = None) -> dict:
+    """Run the fleet; returns the report document (also the caller writes it). With
+    `resume`, the aggregator recovers the stopped run's task from `out/server` and the
+    fleet goes on from its newest version: the same devices (profiles and data), new
+    identities, error-feedback residuals and random streams."""
     rng = np.random.default_rng(config.seed)
-    clock = FakeClock(T0)
+    salt = [] if resume is None else [resume.version]  # fresh streams for a resumed run
+
+    def stream(*parts) -> np.random.Generator:
+        return np.random.default_rng([config.seed, *parts, *salt])
+    clock = FakeClock(T0 if resume is None else resume.now)
     vt = VirtualTime(clock)
     server_cfg = ServerConfig(str(out / "server"), ADMIN, {"fleet": SECRET},
                               rate_per_s=1e6, burst=10**6, tick_interval_s=0.05)
-    service = make_service(server_cfg, clock, np.random.default_rng(config.seed))
-    settings = TaskSettings.from_json(config.task)
-    service.create_task(TASK, str(bundle.path), settings)
+    service = make_service(server_cfg, clock, stream())
+    if resume is None:
+        service.create_task(TASK, str(bundle.path), TaskSettings.from_json(config.task))
     runner = session = None
     url = None
     if config.transport == "http":
@@ -184,7 +215,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         key = generate_signing_key()
         if url:
             transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
-                                  rng=np.random.default_rng([config.seed, i]))
+                                  rng=stream(i))
         else:
             transport = InProcessTransport(service)
         doc = await transport.enroll("fleet", SECRET, public_key_of(key))
@@ -195,14 +226,14 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         profile = draw_profile(config.profiles, rng)
         client = FederatedClient(
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
-            clock=clock, rng=np.random.default_rng([config.seed, i, 1]), collection=COLLECTION,
-            pipeline=pipeline, pacer=SimPacer(vt, profile, config, np.random.default_rng([config.seed, i, 2]), stats),
+            clock=clock, rng=stream(i, 1), collection=COLLECTION,
+            pipeline=pipeline, pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
             training=PacedTraining(poisoned if i in attackers else training, vt,
                                    config.profiles.step_time_s * profile.speed))
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):
-        r = np.random.default_rng([config.seed, index, 3])
+        r = stream(index, 3)
         await vt.sleep(float(r.uniform(0, 1800)))
         lo, hi = config.profiles.check_interval_s
         while True:
@@ -226,13 +257,17 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         vt.spawn(lambda d=device, i=index: life(d, i))
 
     evaluator = Evaluator(bundle)
-    timeline: list[dict] = []
     task = service.tasks[TASK]
-    started = time.perf_counter()
-    bar = tqdm(total=config.max_versions, desc="model versions", unit="v", disable=not show_progress)
-    seen = {"version": 0}
+    timeline: list[dict] = [] if resume is None else list(resume.timeline)
     progress_log = out / "timeline.jsonl"
-    progress_log.unlink(missing_ok=True)
+    progress_log.write_text("".join(json.dumps(p) + "\n" for p in timeline))
+    earlier_wall = timeline[-1]["wall_s"] if timeline else 0.0
+    if timeline:  # the traffic counters go on from the last evaluation's
+        stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
+    started = time.perf_counter() - earlier_wall
+    bar = tqdm(total=config.max_versions, initial=task.coordinator.version, desc="model versions",
+               unit="v", disable=not show_progress)
+    seen = {"version": task.coordinator.version}
 
     def evaluate(version: int) -> None:
         metrics = evaluator.evaluate(task.parameters, test)
@@ -246,7 +281,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         with progress_log.open("a") as f:  # a long run's history survives the run dying
             f.write(json.dumps(timeline[-1]) + "\n")
 
-    evaluate(0)
+    if not timeline or timeline[-1]["version"] != task.coordinator.version:
+        evaluate(task.coordinator.version)
 
     def on_advance(now: float) -> bool:
         if config.transport == "inprocess":
