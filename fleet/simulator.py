@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -101,11 +101,6 @@ class PacedTraining:
 class Device:
     client: FederatedClient
     profile: DeviceProfile
-
-
-@dataclass
-class Timeline:
-    points: list = field(default_factory=list)
 
 
 def make_training(config: SimulationConfig, bundle: Bundle, clock):
