@@ -159,8 +159,16 @@ class ResumePoint:
         finally:
             store.close()
         log = out / "timeline.jsonl"
-        lines = log.read_text().splitlines() if log.exists() else []
-        points = [json.loads(line) for line in lines if line.strip()]
+        lines = [line for line in (log.read_text().splitlines() if log.exists() else [])
+                 if line.strip()]
+        points = []
+        for number, line in enumerate(lines, 1):
+            try:
+                points.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise ValueError(f"{log} line {number} is damaged") from None
+                # else the run died writing its last line: that evaluation is redone
         return cls(latest["version"], latest["created"],
                    [p for p in points if p["version"] <= latest["version"]])
 
