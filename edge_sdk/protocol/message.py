@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 import zstandard
 
-from .codec import CodecSpec, decode_tensor_parts, encode_tensor, tensor_seed
+from .codec import CodecSpec, decode_tensors, encode_tensor, tensor_seed
 from .error_feedback import ErrorFeedback
 from .errors import (BadChecksum, BadMagic, BadPayload, BadSignature, MalformedHeader, NonFinite,
                      ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
@@ -269,8 +269,9 @@ def decode_update(data: bytes | CheckedUpdate, specs: Iterable, *, public_key: b
         raise MalformedHeader("local_dp must be an object or null")
     specs = _specs(specs)
     tensors = {} if sink is None else None
-    for i, (name, shape, payload) in enumerate(_payloads(frame.body, specs, codec)):
-        parts = decode_tensor_parts(payload, codec, shape, tensor_seed(seed, i))
+    raw = _body(frame.body, specs, codec)
+    decoded = decode_tensors(raw, codec, tuple(shape for _, shape in specs), seed)
+    for (name, _), parts in zip(specs, decoded):
         if parts.values is not None:  # quantized levels are finite once their scales are
             _check_finite(name, parts.values)
         array = parts if keep_parts else parts.to_dense()
@@ -301,6 +302,15 @@ def decode_parameters(data: bytes, specs: Iterable, *, public_key: bytes | None 
 
 def _payloads(body: bytes, specs, codec: CodecSpec):
     """(name, shape, payload bytes) out of the zstd body, each of its exact size."""
+    view, offset = _body(body, specs, codec), 0
+    for name, shape in specs:
+        size = codec.payload_size(math.prod(shape))
+        yield name, shape, view[offset:offset + size]
+        offset += size
+
+
+def _body(body: bytes, specs, codec: CodecSpec) -> memoryview:
+    """The zstd body decompressed, checked to hold exactly the tensors' payloads."""
     sizes = [codec.payload_size(math.prod(shape)) for _, shape in specs]
     try:
         declared = zstandard.frame_content_size(body)
@@ -317,10 +327,7 @@ def _payloads(body: bytes, specs, codec: CodecSpec):
     if len(raw) != declared:
         raise ShapeMismatch(f"the body decompresses to {len(raw)} bytes, its frame declares "
                             f"{declared}")
-    view, offset = memoryview(raw), 0
-    for (name, shape), size in zip(specs, sizes):
-        yield name, shape, view[offset:offset + size]
-        offset += size
+    return memoryview(raw)
 
 
 def _update_meta(header: dict) -> UpdateMeta:
