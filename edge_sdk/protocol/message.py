@@ -16,8 +16,9 @@ Layout, little-endian:
 Tensor payload sizes follow from the parameter shapes and the codec, so the body needs
 no framing and a decoder knows every size before it reads or allocates anything.
 Decoding checks, in order: sizes against limits, magic, version, checksum, signature,
-header fields, then tensors one at a time (streamed out of zstd into a sink), each
-checked for shape and finiteness.
+header fields, then the tensors: the body is decompressed once into a buffer of the
+size the shapes imply, and every tensor is validated (layout, scales, finiteness) before
+any is handed to a sink or returned.
 """
 from __future__ import annotations
 
