@@ -265,7 +265,9 @@ def decode_tensors(raw, spec: CodecSpec, shapes: tuple[tuple[int, ...], ...],
     counts = np.concatenate(counts_each)
     offsets = np.concatenate(offsets_each)
     ends = counts.cumsum(dtype=np.int64)
-    kept = np.diff(ends[plan.last_block], prepend=0)
+    tensor_ends = ends[plan.last_block]
+    kept = tensor_ends.copy()  # per tensor: its blocks' counts added up
+    kept[1:] -= tensor_ends[:-1]
     if not np.array_equal(kept, plan.k):
         i = int(np.flatnonzero(kept != plan.k)[0])
         raise BadPayload(f"top-k block counts add up to {kept[i]}, the codec keeps {plan.k[i]}")
@@ -277,7 +279,7 @@ def decode_tensors(raw, spec: CodecSpec, shapes: tuple[tuple[int, ...], ...],
     if not rising.all():
         raise BadPayload("top-k offsets must be strictly increasing within a block")
     filled = counts[plan.last_block] > 0
-    if np.any(offsets[ends[plan.last_block][filled] - 1] >= plan.last_size[filled]):
+    if np.any(offsets[tensor_ends[filled] - 1] >= plan.last_size[filled]):
         raise BadPayload("top-k index out of range")
     if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
         raise BadPayload("chunk scales must be finite and non-negative")
