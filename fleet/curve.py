@@ -14,13 +14,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aggregator.store import SqliteStore
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
 from .config import SimulationConfig
 from .data import build_task_bundle, leaf_form_sample, task_data
-from .simulator import T0, TASK
+from .simulator import T0, TASK, open_run_store
 
 
 def pick_versions(committed: list[int], every: int | None, versions: list[int] | None) -> list[int]:
@@ -46,18 +45,16 @@ def first_reaching(rows: list[dict], metric: str, target: float) -> dict | None:
 def version_curve(config: SimulationConfig, out: Path, *, every: int | None = None,
                   versions: list[int] | None = None, leaf_positions: int = 0,
                   show_progress: bool = True) -> list[dict]:
-    store_dir = out / "server"
-    if not (store_dir / "aggregator.db").exists():
-        raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
-    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
-    data = task_data(bundle, config.eval_examples, config.seed)
-    leaf = (leaf_form_sample(bundle, leaf_positions, config.seed)
-            if leaf_positions and data.kind == "char" else None)
-    evaluator = Evaluator(bundle)
-    store = SqliteStore(store_dir)
+    store = open_run_store(out)  # first: a missing run fails before any work
     rows: list[dict] = []
     path = out / "curve.json"
     try:
+        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
+                                   config.seed)
+        data = task_data(bundle, config.eval_examples, config.seed)
+        leaf = (leaf_form_sample(bundle, leaf_positions, config.seed)
+                if leaf_positions and data.kind == "char" else None)
+        evaluator = Evaluator(bundle)
         history = {h["version"]: h["created"] for h in store.model_history(TASK)}
         chosen = pick_versions(sorted(history), every, versions)
         for version in tqdm(chosen, desc="versions", unit="v", disable=not show_progress):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aggregator.store import SqliteStore
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
@@ -19,7 +18,7 @@ from .config import SimulationConfig
 from .data import build_task_bundle, leaf_form_sample, task_data
 from .population import assign_data
 from .report import write_report
-from .simulator import T0, TASK, ResumePoint, simulate
+from .simulator import T0, TASK, ResumePoint, open_run_store, simulate
 
 LEAF_FORM_SAMPLE = 100_000  # standard error of an accuracy near 56%: 0.16 points
 
@@ -123,14 +122,11 @@ def finish_baselines(config: SimulationConfig, out: Path, *, centralized_epochs:
     """For a run that stopped before its report (or one whose baselines were skipped):
     evaluate the newest model the run's aggregator committed in `out/server` and compute
     the baselines on the same split, into `out/baselines.json`. The fleet is not re-run."""
-    store_dir = out / "server"
-    if not (store_dir / "aggregator.db").exists():
-        raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
-    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
-    data = task_data(bundle, config.eval_examples, config.seed)
-    held_out = data.test_all if config.final_eval_all else data.test
-    store = SqliteStore(store_dir)
+    store = open_run_store(out)
     try:
+        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
+        data = task_data(bundle, config.eval_examples, config.seed)
+        held_out = data.test_all if config.final_eval_all else data.test
         version, path = store.latest_model(TASK)
         _, params = decode_parameters(path.read_bytes(), bundle.parameter_specs)
     finally:

@@ -142,6 +142,15 @@ def codec_of(name: str) -> CodecSpec:
             "int8": CodecSpec("int8")}[name]
 
 
+def open_run_store(out: Path):
+    """The aggregator store a simulation left in `out/server` (SqliteStore; close it)."""
+    from aggregator.store import SqliteStore
+    store_dir = out / "server"
+    if not (store_dir / "aggregator.db").exists():
+        raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
+    return SqliteStore(store_dir)
+
+
 @dataclass
 class ResumePoint:
     """Where a stopped run left off: its newest committed version, that commit's simulated
@@ -152,8 +161,7 @@ class ResumePoint:
 
     @classmethod
     def read(cls, out: Path) -> ResumePoint:
-        from aggregator.store import SqliteStore
-        store = SqliteStore(out / "server")
+        store = open_run_store(out)
         try:
             latest = store.model_history(TASK)[-1]
         finally:
