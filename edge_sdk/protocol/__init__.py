@@ -1,6 +1,7 @@
 """The wire format and update codecs: the only place in edge-fl that knows byte layouts.
 
-stdlib + numpy + zstandard + cryptography only; the aggregator imports it too.
+stdlib + numpy + zstandard + cryptography + PyNaCl (libsodium) only; the aggregator imports
+it too.
 """
 from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions, decode_tensor,
                     encode_tensor)
