@@ -30,7 +30,7 @@ from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
 from edge_sdk.protocol.secagg import split_secagg_sum
 
-from .numerics import STALENESS, Delta, scaled
+from .numerics import STALENESS, Delta, scaled_delta
 from .secure_round import SecureRound
 from .stages import Stage, stateful_stages
 
@@ -255,7 +255,7 @@ class TaskCoordinator:
         after a restart, with the weight and staleness they were admitted with)."""
         factor = self.discount(admission.staleness)
         if factor != 1.0:  # free for decoded parts: the factor joins their multiplier
-            delta = {k: scaled(v, factor) for k, v in delta.items()}
+            delta = scaled_delta(delta, factor)
         self.accumulator.add(delta, admission.weight)
         self.accepted += 1
         self.funnel.accepted += 1

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_sdk.protocol import INDEX_BLOCK, block_positions
-
 try:
     import numba
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "add_block_sparse_levels_batch", "add_dense_levels", "add_sparse_levels",
+__all__ = ["COMPILED", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
            "levels_squared_norm"]
 
 COMPILED = numba is not None
@@ -35,12 +33,19 @@ def _add_sparse_levels_numpy(acc, indices, levels, a, b, chunk, w):
     acc[indices] += (levels * a[c] + b[c]) * np.float32(w)
 
 
-def _add_block_sparse_levels_batch_numpy(acc, counts, offsets, levels, a, b, starts,
-                                         chunk_starts, chunk, w, tile_blocks):
-    for u in range(counts.shape[0]):
-        v, c = slice(starts[u], starts[u + 1]), slice(chunk_starts[u], chunk_starts[u + 1])
-        _add_sparse_levels_numpy(acc, block_positions(counts[u], offsets[v]), levels[v], a[c],
-                                 b[c], chunk, w[u])
+def _add_joined_levels_batch_numpy(acc, counts, offsets, levels, a, b, block_base,
+                                   chunk_restart, chunk, w, tile_blocks):
+    n_updates, n_blocks = counts.shape
+    k_each, c_each = len(offsets) // n_updates, len(a) // n_updates
+    firsts = np.flatnonzero(chunk_restart >= 0)  # each tensor's first block
+    for u in range(n_updates):
+        j = u * k_each
+        for lo, hi in zip(firsts, np.append(firsts[1:], n_blocks)):
+            kept = int(counts[u, lo:hi].sum())
+            where = np.repeat(block_base[lo:hi], counts[u, lo:hi]) + offsets[j:j + kept]
+            c = u * c_each + chunk_restart[lo] + np.arange(kept) // chunk
+            acc[where] += (levels[j:j + kept] * a[c] + b[c]) * np.float32(w[u])
+            j += kept
 
 
 def _levels_squared_norm_numpy(levels, a, b, chunk):
@@ -75,34 +80,48 @@ if COMPILED:
                 acc[indices[j]] += s * np.float32(levels[j]) + o
 
     @_jit
-    def _add_block_sparse_levels_batch(acc, counts, offsets, levels, a, b, starts, chunk_starts,
-                                       chunk, w, tile_blocks):
-        # B updates at once, one tile of the sum at a time: each tile is read and written
-        # once per batch instead of once per update, which is what a sparse add costs when
-        # the sum does not fit in cache (at 5% density most cache lines hold a kept value).
-        # Positions come as (count per block, offset in block); each update's chunk
-        # coefficients step with a counter rather than a division per value.
+    def _add_joined_levels_batch(acc, counts, offsets, levels, a, b, block_base, chunk_restart,
+                                 chunk, w, tile_blocks):
+        # U updates of one layout at once, one tile of blocks at a time: each tile of the
+        # sum is read and written once per batch instead of once per update, which is what
+        # a sparse add costs when the sum does not fit in cache (at 5% density most cache
+        # lines hold a kept value). Block i's coordinates start at acc[block_base[i]]; at a
+        # tensor's first block chunk_restart gives its first chunk (each tensor's values
+        # are chunked on their own), elsewhere -1. Chunks advance with a counter, and the
+        # innermost loop runs over values of one block and one chunk with no branch.
         n_updates, n_blocks = counts.shape
-        j = starts[:-1].copy()  # each update's next value
-        c = chunk_starts[:-1].copy()  # and its chunk (index into a, b)
-        left = np.full(n_updates, chunk, np.int64)  # values left in that chunk
+        k_each = offsets.shape[0] // n_updates
+        c_each = a.shape[0] // n_updates
+        j = np.arange(n_updates) * k_each  # each update's next value
+        c = np.arange(n_updates) * c_each  # and its chunk (index into a, b)
+        left = np.zeros(n_updates, np.int64)  # values left in that chunk
         for t0 in range(0, n_blocks, tile_blocks):
             t1 = min(n_blocks, t0 + tile_blocks)
             for u in range(n_updates):
                 ju, cu, lu = j[u], c[u], left[u]
-                s = np.float32(w[u] * a[cu])
-                o = np.float32(w[u] * b[cu])
+                wu = w[u]
+                s = np.float32(wu * a[cu])
+                o = np.float32(wu * b[cu])
                 for block in range(t0, t1):
-                    base = block * INDEX_BLOCK
-                    for _ in range(counts[u, block]):
+                    if chunk_restart[block] >= 0:
+                        cu = u * c_each + chunk_restart[block]
+                        lu = chunk
+                        s = np.float32(wu * a[cu])
+                        o = np.float32(wu * b[cu])
+                    base = block_base[block]
+                    count = np.int64(counts[u, block])
+                    while count > 0:
                         if lu == 0:
                             cu += 1
                             lu = chunk
-                            s = np.float32(w[u] * a[cu])
-                            o = np.float32(w[u] * b[cu])
-                        acc[base + offsets[ju]] += s * np.float32(levels[ju]) + o
-                        ju += 1
-                        lu -= 1
+                            s = np.float32(wu * a[cu])
+                            o = np.float32(wu * b[cu])
+                        m = min(count, lu)
+                        for k in range(ju, ju + m):
+                            acc[base + offsets[k]] += s * np.float32(levels[k]) + o
+                        ju += m
+                        lu -= m
+                        count -= m
                 j[u], c[u], left[u] = ju, cu, lu
 
     @_jit
@@ -124,9 +143,9 @@ if COMPILED:
             total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
         return total
 
-    add_dense_levels, add_sparse_levels, add_block_sparse_levels_batch, levels_squared_norm = \
-        _add_dense_levels, _add_sparse_levels, _add_block_sparse_levels_batch, _levels_squared_norm
+    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
+        _add_dense_levels, _add_sparse_levels, _add_joined_levels_batch, _levels_squared_norm
 else:  # pragma: no cover
-    add_dense_levels, add_sparse_levels, add_block_sparse_levels_batch, levels_squared_norm = \
-        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_block_sparse_levels_batch_numpy, \
+    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
+        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_joined_levels_batch_numpy, \
         _levels_squared_norm_numpy

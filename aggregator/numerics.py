@@ -1,21 +1,26 @@
-"""Pure numpy maths of aggregation. Deltas are dict[str, float32 ndarray]; nothing here
-knows HTTP, storage or the wire format."""
+"""Pure numpy maths of aggregation. A delta maps tensor names to float32 arrays or to
+their decoded parts (below); nothing here knows HTTP, storage or the wire format."""
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 
 import numpy as np
 
+from edge_sdk.protocol import INDEX_BLOCK, JoinedParts
+
 from . import kernels
 
-Delta = dict[str, np.ndarray]  # values may also be DecodedTensor parts (see below)
+Delta = Mapping[str, np.ndarray]  # values may also be DecodedTensor parts (see below)
 
 
 # -- tensors as decoded: dense arrays, or DecodedTensor parts (levels, sparse indices) ------
 # The service hands the stages DecodedTensor parts so the plain mean can add quantized,
-# sparse updates without building a dense float32 copy; stages that need every
-# coordinate (robust statistics, DP) call `dense`.
+# sparse updates without building a dense float32 copy; a block-coded update comes as one
+# JoinedParts (a Mapping of such parts whose arrays are joined), which the mean adds whole.
+# Stages that need every coordinate (robust statistics, DP) call `dense`.
 def dense(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.to_dense()
 
@@ -43,6 +48,13 @@ def scaled(x, factor: float):
     return replace(x, multiplier=x.multiplier * factor)
 
 
+def scaled_delta(delta: Delta, factor: float) -> Delta:
+    """delta * factor; a JoinedParts stays joined (the factor joins its multiplier)."""
+    if isinstance(delta, JoinedParts):
+        return replace(delta, multiplier=delta.multiplier * factor)
+    return {k: scaled(v, factor) for k, v in delta.items()}
+
+
 def add_scaled(acc: np.ndarray, x, weight: float) -> None:
     """acc (float32, x's shape; mutated) += weight * x."""
     flat = acc.reshape(-1)
@@ -57,8 +69,11 @@ def add_scaled(acc: np.ndarray, x, weight: float) -> None:
             flat[x.positions()] += x.values * np.float32(w)
     elif not x.sparse:
         kernels.add_dense_levels(flat, x.levels, x.a, x.b, x.chunk, w)
-    elif x.block_counts is not None:
-        add_block_sparse_batch(flat, [(x, w)])
+    elif x.block_counts is not None:  # a batch of one update of one tensor
+        base, restart = _block_map((len(x.block_counts),), (len(x.a),), (0,))
+        kernels.add_joined_levels_batch(flat, x.block_counts[None], x.block_offsets, x.levels,
+                                        x.a, x.b, base, restart, x.chunk, np.array([w]),
+                                        TILE_BLOCKS)
     else:
         kernels.add_sparse_levels(flat, x.indices, x.levels, x.a, x.b, x.chunk, w)
 
@@ -74,38 +89,40 @@ class RunningSum:
     (~1e-7 relative per addition) is far below any codec's quantization error, and a
     float32 sum halves the memory traffic of the server's hottest loop.
 
-    Block-coded sparse tensors (the default codec's) are held back, at most BATCH
-    updates' worth (their compact parts: ~0.1 MB each for keyboard_cifg), and added as
-    one batch a tile of the sum at a time, so the sum streams through cache once per
-    batch rather than once per update. `sums` and `mean()` include them."""
+    All tensors' sums live in one array (`sums` are views of it), so a JoinedParts update
+    (the default codec's) is added in one pass over all its tensors. Those are held back,
+    at most BATCH of them (~155 KB each for keyboard_cifg), and added as one batch, a tile
+    of the sum at a time, so the sum streams through cache once per batch rather than
+    once per update. `sums` and `mean()` include them."""
 
-    BATCH = 16
+    BATCH = 64
 
     def __init__(self):
-        self._sums: dict[str, np.ndarray] = {}
-        self._held: dict[str, list] = {}  # name -> [(DecodedTensor, weight)]
-        self._held_updates = 0
+        self._flat: np.ndarray | None = None  # float32, every tensor's sum in turn
+        self._sums: dict[str, np.ndarray] = {}  # name -> its view of _flat
+        self._at: dict[str, int] = {}  # name -> where its view starts
+        self._held: list[tuple[JoinedParts, float]] = []  # all of one layout
         self.total_weight = 0.0
         self.count = 0
 
     def add(self, delta: Delta, weight: float) -> None:
         if weight < 0 or not math.isfinite(weight):
             raise ValueError(f"weight must be finite and >= 0, got {weight}")
-        held = False
-        for name, value in delta.items():
-            acc = self._sums.get(name)
-            if acc is None:
-                acc = self._sums[name] = np.zeros(value.shape, np.float32)
-            if _batchable(value):
-                self._held.setdefault(name, []).append((value, weight * value.multiplier))
-                held = True
-            else:
-                add_scaled(acc, value, weight)
+        if self._flat is None:
+            self._allocate(delta)
+        if isinstance(delta, JoinedParts):
+            self._check_tensors(delta.names, delta.shapes)
+            if self._held and self._held[0][0].layout != delta.layout:
+                self._add_held()
+            self._held.append((delta, weight * delta.multiplier))
+            if len(self._held) >= self.BATCH:
+                self._add_held()
+        else:
+            self._check_tensors(tuple(delta), tuple(tuple(v.shape) for v in delta.values()))
+            for name, value in delta.items():
+                add_scaled(self._sums[name], value, weight)
         self.total_weight += weight
         self.count += 1
-        self._held_updates += held
-        if self._held_updates >= self.BATCH:
-            self._add_held()
 
     @property
     def sums(self) -> dict[str, np.ndarray]:
@@ -118,34 +135,61 @@ class RunningSum:
         return {k: (v / np.float32(self.total_weight)).astype(np.float32)
                 for k, v in self.sums.items()}
 
+    def _allocate(self, delta: Delta) -> None:
+        shapes = {name: tuple(value.shape) for name, value in delta.items()}
+        sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+        self._flat = np.zeros(sum(sizes.values()), np.float32)
+        at = 0
+        for name, shape in shapes.items():
+            self._at[name] = at
+            self._sums[name] = self._flat[at:at + sizes[name]].reshape(shape)
+            at += sizes[name]
+
+    def _check_tensors(self, names: tuple, shapes: tuple) -> None:
+        sums = self._sums
+        if len(names) != len(sums) or any(sums.get(n) is None or sums[n].shape != s
+                                          for n, s in zip(names, shapes)):
+            raise ValueError(f"an update's tensors {list(zip(names, shapes))} differ from the "
+                             f"first update's {[(n, v.shape) for n, v in self._sums.items()]}")
+
     def _add_held(self) -> None:
-        for name, held in self._held.items():
-            for chunk in {x.chunk for x, _ in held}:  # one codec per task: one group
-                group = [(x, w) for x, w in held if x.chunk == chunk]
-                add_block_sparse_batch(self._sums[name].reshape(-1), group)
-        self._held.clear()
-        self._held_updates = 0
-
-
-def _batchable(x) -> bool:
-    return not isinstance(x, np.ndarray) and x.levels is not None and x.block_counts is not None
+        if self._held:
+            add_joined_batch(self._flat, self._at, self._held)
+            self._held.clear()
 
 
 TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile of the sum, well inside L2
 
 
-def add_block_sparse_batch(flat: np.ndarray, group: list, tile_blocks: int = TILE_BLOCKS) -> None:
-    """flat (float [n]; mutated) += sum of w * x over group [(DecodedTensor, w)], all
-    block-coded quantized tensors of flat's size with the same chunk."""
-    def joined(field):  # one update's arrays as they are, several concatenated
-        arrays = [getattr(x, field) for x, _ in group]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-    kernels.add_block_sparse_levels_batch(
-        flat, np.stack([x.block_counts for x, _ in group]), joined("block_offsets"),
-        joined("levels"), joined("a"), joined("b"),
-        np.cumsum([0] + [len(x.levels) for x, _ in group]),
-        np.cumsum([0] + [len(x.a) for x, _ in group]), group[0][0].chunk,
-        np.array([w for _, w in group], np.float64), tile_blocks)
+def add_joined_batch(flat: np.ndarray, at: dict[str, int], group: list,
+                     tile_blocks: int = TILE_BLOCKS) -> None:
+    """flat (float [n]; mutated) += sum of w * x over group [(JoinedParts, w)], all of one
+    layout, tensor `name`'s sum starting at flat[at[name]]."""
+    parts = [x for x, _ in group]
+    first = parts[0]
+    if any(x.layout != first.layout for x in parts):  # the kernel trusts the layout
+        raise ValueError("a batch of joined updates must share one layout")
+    base, restart = _block_map(first.blocks, first.chunks, tuple(at[name] for name in first.names))
+
+    def joined(field):
+        return getattr(first, field) if len(parts) == 1 else np.concatenate(
+            [getattr(x, field) for x in parts])
+    kernels.add_joined_levels_batch(
+        flat, np.stack([x.counts for x in parts]), joined("offsets"), joined("levels"),
+        joined("a"), joined("b"), base, restart, first.chunk, np.array([w for _, w in group]),
+        tile_blocks)
+
+
+@functools.lru_cache(maxsize=64)
+def _block_map(blocks: tuple, chunks: tuple, at: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Where each index block of joined tensors starts in the flat sum (tensor t's sum
+    starts at at[t]), and at each tensor's first block its first chunk (else -1): int64
+    [sum of blocks] each, what kernels.add_joined_levels_batch walks."""
+    base = np.concatenate([start + INDEX_BLOCK * np.arange(n, dtype=np.int64)
+                           for start, n in zip(at, blocks)])
+    restart = np.full(len(base), -1, np.int64)
+    restart[np.cumsum((0,) + blocks[:-1])] = np.cumsum((0,) + chunks[:-1])
+    return base, restart
 
 
 # -- staleness weighting (FedBuff, Nguyen et al. 2022; FedAsync, Xie et al. 2019) -------

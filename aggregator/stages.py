@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .numerics import Delta, RunningSum, clip_scale, global_norm, scaled
+from .numerics import Delta, RunningSum, clip_scale, global_norm, scaled_delta
 
 
 class Accumulator(Protocol):
@@ -68,7 +68,7 @@ class _ClipAccumulator:
         self.seen += 1
         if scale < 1.0:
             self.clipped += 1
-            delta = {k: scaled(v, scale) for k, v in delta.items()}
+            delta = scaled_delta(delta, scale)
         return {"norm": norm, "clipped": scale < 1.0} | self.inner.add(delta, weight)
 
     def result(self) -> tuple[Delta, dict]:

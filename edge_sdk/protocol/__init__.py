@@ -3,6 +3,7 @@
 stdlib + numpy + zstandard + cryptography + PyNaCl (libsodium) only; the aggregator imports
 it too.
 """
+from .body import JoinedParts
 from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions, decode_tensor,
                     encode_tensor)
 from .error_feedback import ErrorFeedback
@@ -29,7 +30,7 @@ cost."""
 __all__ = [
     "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CheckedUpdate",
     "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor", "DecodedUpdate",
-    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK", "MalformedHeader",
+    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK", "JoinedParts", "MalformedHeader",
     "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
     "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
     "clip_by_global_norm", "decode_parameters", "decode_tensor", "decode_update",

@@ -22,17 +22,20 @@ any is handed to a sink or returned.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 import zstandard
 
-from .codec import CodecSpec, decode_tensors, encode_tensor, tensor_seed
+from .body import decode_body
+from .codec import CodecSpec, encode_tensor, tensor_seed
 from .error_feedback import ErrorFeedback
 from .errors import (BadChecksum, BadMagic, BadPayload, BadSignature, MalformedHeader, NonFinite,
                      ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
@@ -269,17 +272,17 @@ def decode_update(data: bytes | CheckedUpdate, specs: Iterable, *, public_key: b
     if local_dp is not None and not isinstance(local_dp, dict):
         raise MalformedHeader("local_dp must be an object or null")
     specs = _specs(specs)
-    tensors = {} if sink is None else None
-    raw = _body(frame.body, specs, codec)
-    decoded = decode_tensors(raw, codec, tuple(shape for _, shape in specs), seed)
-    for (name, _), parts in zip(specs, decoded):
-        if parts.values is not None:  # quantized levels are finite once their scales are
-            _check_finite(name, parts.values)
-        array = parts if keep_parts else parts.to_dense()
-        if sink is None:
-            tensors[name] = array
-        else:
-            sink(name, array)
+    parts = decode_body(_body(frame.body, specs, codec), codec, specs, seed)
+    if keep_parts and sink is None:
+        tensors = parts
+    else:
+        tensors = {} if sink is None else None
+        for name, tensor in parts.items():
+            array = tensor if keep_parts else tensor.to_dense()
+            if sink is None:
+                tensors[name] = array
+            else:
+                sink(name, array)
     return DecodedUpdate(meta, codec, local_dp, tensors)
 
 
@@ -312,23 +315,39 @@ def _payloads(body: bytes, specs, codec: CodecSpec):
 
 def _body(body: bytes, specs, codec: CodecSpec) -> memoryview:
     """The zstd body decompressed, checked to hold exactly the tensors' payloads."""
-    sizes = [codec.payload_size(math.prod(shape)) for _, shape in specs]
+    size = _body_size(codec, tuple(shape for _, shape in specs))
     try:
         declared = zstandard.frame_content_size(body)
     except zstandard.ZstdError as e:
         raise BadPayload(f"body is not a valid zstd frame: {e}") from None
-    if declared != sum(sizes):  # checked before anything is decompressed
+    if declared != size:  # checked before anything is decompressed
         raise ShapeMismatch(f"the body holds {declared} bytes of tensors; the model's shapes "
-                            f"and codec need {sum(sizes)}")
+                            f"and codec need {size}")
     try:  # one allocation of the declared size, then zero-copy slices of it
-        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=declared,
-                                                      allow_extra_data=False)
+        raw = _decompressor().decompress(body, max_output_size=declared, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise BadPayload(f"body is not a valid zstd frame: {e}") from None
     if len(raw) != declared:
         raise ShapeMismatch(f"the body decompresses to {len(raw)} bytes, its frame declares "
                             f"{declared}")
     return memoryview(raw)
+
+
+@functools.lru_cache(maxsize=64)  # a few codecs x models per server
+def _body_size(codec: CodecSpec, shapes: tuple) -> int:
+    return sum(codec.payload_size(math.prod(shape)) for shape in shapes)
+
+
+_local = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: a context is not shared between threads, and making one
+    per message costs more than decoding a small update's header."""
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
 
 
 def _update_meta(header: dict) -> UpdateMeta:

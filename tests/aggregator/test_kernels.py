@@ -6,8 +6,9 @@ import pytest
 
 from aggregator import kernels, numerics
 from aggregator.numerics import RunningSum, add_scaled, dense, global_norm, scaled, squared_norm
-from edge_sdk.protocol import INDEX_BLOCK, CodecSpec
-from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor
+from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedParts
+from edge_sdk.protocol.body import decode_body
+from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
 
 CODECS = {
     "float32": CodecSpec(),
@@ -84,53 +85,105 @@ def test_compiled_kernels_match_their_numpy_twins():
         kernels._levels_squared_norm_numpy(levels, a, b, chunk), rel=1e-6)
 
 
-def _block_parts(n: int, fraction: float, chunk: int, seed: int):
-    spec = CodecSpec("int8", sparsifier="topk", fraction=fraction, chunk=chunk, index_coding="blocks")
-    return _parts(spec, shape=(n,), seed=seed)
+def _joined(shapes, fraction: float, chunk: int, seed: int):
+    """A JoinedParts update of tensors "t0", "t1", ... of `shapes` (block-coded top-k int8),
+    and what each decodes to, dense."""
+    spec = CodecSpec("int8", sparsifier="topk", fraction=fraction, chunk=chunk,
+                     index_coding="blocks")
+    rng = np.random.default_rng(seed)
+    payloads, dense_each = [], {}
+    for i, shape in enumerate(shapes):
+        x = rng.normal(0, 0.1, shape).astype(np.float32)
+        payload, dense_each[f"t{i}"] = encode_tensor(x, spec, tensor_seed(seed, i), rng)
+        payloads.append(payload)
+    specs = tuple((f"t{i}", shape) for i, shape in enumerate(shapes))
+    parts = decode_body(memoryview(b"".join(payloads)), spec, specs, seed)
+    assert isinstance(parts, JoinedParts)
+    return parts, dense_each
+
+
+SHAPES = ((5 * INDEX_BLOCK + 77,), (3, 40), (1,), (2 * INDEX_BLOCK,))
 
 
 @pytest.mark.parametrize("tile_blocks", [1, 3, 256])
 def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
-    n, group, expected = 5 * INDEX_BLOCK + 77, [], np.zeros(5 * INDEX_BLOCK + 77)
-    for seed, (fraction, w) in enumerate([(0.05, 1.0), (0.4, 2.5), (0.9, 0.3), (0.01, 4.0)]):
-        parts, reconstructed = _block_parts(n, fraction, 16, seed)
+    at, total = {}, 0
+    for i, shape in enumerate(SHAPES[::-1]):  # the sums' order need not be the updates'
+        at[f"t{len(SHAPES) - 1 - i}"] = total
+        total += int(np.prod(shape))
+    group, expected = [], np.zeros(total)
+    for seed, w in enumerate([1.0, 2.5, 0.3, 4.0]):  # one layout: one fraction, one chunk
+        parts, dense_each = _joined(SHAPES, 0.3, 16, seed)
         group.append((parts, w))
-        expected += w * reconstructed
-    acc = np.full(n, 0.25, np.float32)
-    numerics.add_block_sparse_batch(acc, group, tile_blocks)
-    np.testing.assert_allclose(acc, 0.25 + expected, rtol=1e-5, atol=1e-6)
+        for name, x in dense_each.items():
+            expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
+    flat = np.full(total, 0.25, np.float32)
+    numerics.add_joined_batch(flat, at, group, tile_blocks)
+    np.testing.assert_allclose(flat, 0.25 + expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
 def test_the_compiled_batch_kernel_matches_its_numpy_twin():
-    n = 7 * INDEX_BLOCK + 5
-    group = [_block_parts(n, f, 32, seed)[0] for seed, f in enumerate([0.1, 0.5, 0.02])]
-    args = (np.stack([x.block_counts for x in group]), np.concatenate([x.block_offsets for x in group]),
+    group = [_joined(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
+    base, restart = numerics._block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
+    args = (np.stack([x.counts for x in group]), np.concatenate([x.offsets for x in group]),
             np.concatenate([x.levels for x in group]), np.concatenate([x.a for x in group]),
-            np.concatenate([x.b for x in group]), np.cumsum([0] + [len(x.levels) for x in group]),
-            np.cumsum([0] + [len(x.a) for x in group]), 32, np.array([1.0, 0.5, 3.0]), 2)
-    x, y = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    kernels.add_block_sparse_levels_batch(x, *args)
-    kernels._add_block_sparse_levels_batch_numpy(y, *args)
+            np.concatenate([x.b for x in group]), base, restart, 32, np.array([1.0, 0.5, 3.0]), 2)
+    x, y = np.zeros(1701 + 512, np.float32), np.zeros(1701 + 512, np.float32)
+    kernels.add_joined_levels_batch(x, *args)
+    kernels._add_joined_levels_batch_numpy(y, *args)
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
-def test_running_sum_holds_block_coded_updates_back_and_counts_them_all():
-    # more than two batches plus a remainder, block-coded tensors mixed with other codecs
-    # and two chunk sizes; the mean and the sums include what is still held back
+def test_joined_parts_are_their_tensors_and_scale_as_a_whole():
+    parts, dense_each = _joined(SHAPES, 0.3, 64, 7)
+    assert list(parts) == list(dense_each) and len(parts) == len(SHAPES)
+    for name, x in dense_each.items():
+        np.testing.assert_array_equal(dense(parts[name]), x)
+    half = numerics.scaled_delta(parts, 0.5)
+    assert isinstance(half, JoinedParts) and half.layout == parts.layout
+    for name, x in dense_each.items():
+        np.testing.assert_allclose(dense(half[name]), 0.5 * x, rtol=1e-6, atol=1e-8)
+    assert global_norm(half) == pytest.approx(
+        0.5 * np.sqrt(sum(float(np.vdot(x, x)) for x in dense_each.values())), rel=1e-5)
+    with pytest.raises(KeyError):
+        parts["nope"]
+
+
+def test_running_sum_holds_joined_updates_back_and_counts_them_all():
+    # more than two batches plus a remainder; joined updates of two layouts (chunk sizes),
+    # mixed with the same tensors sent in other codecs; half of them scaled as a whole, as
+    # the coordinator discounts stale deltas; sums and mean include what is still held back
     total = RunningSum()
-    n = 3 * INDEX_BLOCK + 10
-    expected = {"a": np.zeros(n), "b": np.zeros((37, 51))}
+    expected = {f"t{i}": np.zeros(shape) for i, shape in enumerate(SHAPES)}
     weights = np.random.default_rng(0).uniform(0.1, 5.0, 2 * RunningSum.BATCH + 5)
     for i, w in enumerate(weights):
-        a, a_rec = _block_parts(n, 0.05, 64 if i % 3 else 256, i)
-        b, b_rec = _parts(CODECS["topk-int8" if i % 2 else "int8"], seed=i)
-        total.add({"a": a, "b": b}, float(w))
-        expected["a"] += w * a_rec
-        expected["b"] += w * b_rec
+        if i % 5 == 4:
+            delta = {name: _parts(CODECS["topk-int8" if i % 2 else "int8"], x.shape, seed=i)
+                     for name, x in expected.items()}
+            dense_each = {name: rec for name, (_, rec) in delta.items()}
+            delta = {name: parts for name, (parts, _) in delta.items()}
+        else:
+            delta, dense_each = _joined(SHAPES, 0.05, 64 if i % 3 else 256, i)
+        factor = 0.5 if i % 2 else 1.0
+        total.add(numerics.scaled_delta(delta, factor), float(w))
+        for name, x in dense_each.items():
+            expected[name] += factor * w * x
         if i == 3:  # held back so far, yet visible
-            np.testing.assert_allclose(total.sums["a"], expected["a"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(total.sums["t0"], expected["t0"], rtol=1e-5, atol=1e-6)
     assert total.count == len(weights)
     mean = total.mean()
     for name in expected:
-        np.testing.assert_allclose(mean[name], expected[name] / weights.sum(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(mean[name], expected[name] / weights.sum(), rtol=1e-5,
+                                   atol=1e-7)
+
+
+def test_running_sum_refuses_an_update_of_other_tensors():
+    total = RunningSum()
+    parts, _ = _joined(SHAPES, 0.05, 64, 0)
+    total.add(parts, 1.0)
+    other, _ = _joined(SHAPES[:2], 0.05, 64, 1)
+    with pytest.raises(ValueError, match="differ from the first update"):
+        total.add(other, 1.0)
+    with pytest.raises(ValueError, match="differ from the first update"):
+        total.add({"t0": np.zeros(SHAPES[0], np.float32)}, 1.0)

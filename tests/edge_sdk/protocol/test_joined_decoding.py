@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sdk.protocol import DEFAULT_CODEC, BadPayload, CodecSpec
-from edge_sdk.protocol.codec import (_body_plan, decode_tensor_parts, decode_tensors,
-                                     encode_tensor, tensor_seed)
+from edge_sdk.protocol.body import _body_plan, decode_tensors
+from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
 
 FIELDS = ("levels", "a", "b", "block_counts", "block_offsets")
 
