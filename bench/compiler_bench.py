@@ -8,6 +8,12 @@ training step as the bundle's: forward, loss, backward, the zoo's gradient clipp
 Both wall-clock and process CPU time per step are reported (medians): on a shared
 machine, wall time includes the time other processes hold the core, CPU time does not.
 
+The floor columns say what no float32 implementation of the same step can beat here: the
+step's multiply-add work (torch's FlopCounterMode on the eager step, with oneDNN's fused
+RNN kernels off so recurrent matmuls are counted) at this machine's best one-thread
+matrix-product rate (large square MatMuls on onnxruntime and torch, whichever is faster).
+A floor ratio above 0.5 means the <= 0.5x-eager target is out of reach on this machine.
+
     python -m bench.compiler_bench [--models a,b] [--steps 30]
 """
 from __future__ import annotations
@@ -81,12 +87,67 @@ print(json.dumps({{"ms": float(np.median(times[3:]) * 1e3),
 """
 
 
+_PEAK_CHILD = r"""
+import json, time
+import numpy as np, onnxruntime as ort, torch
+from onnx import TensorProto, helper
+torch.set_num_threads(1)
+best = 0.0
+for n in (512, 1024, 2048):
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+                                   .SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    for run in (lambda: session.run(None, {{"a": a, "b": b}}), lambda: ta @ tb):
+        run()
+        repeats = max(3, int(2e9 / (2 * n ** 3)))
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - t))
+print(json.dumps({{"gflops": best / 1e9}}))
+"""
+
+
+def peak_gflops() -> float:
+    """This machine's best one-thread float32 matrix-product rate, GFLOP/s."""
+    return _child(_PEAK_CHILD.format())["gflops"]
+
+
+def step_gflops(name: str, batch: dict) -> float:
+    """Floating-point operations of one eager training step (forward and backward; the
+    optimizer's elementwise update is not counted), GFLOP."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from model_zoo.zoo import ZOO
+    entry = ZOO[name]
+    torch.manual_seed(0)
+    model, loss_fn = entry.build(), entry.loss()
+    inputs = {k: v for k, v in batch.items() if k != "targets"}
+    fused = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False  # oneDNN's fused RNN ops are invisible to the counter
+    try:
+        with FlopCounterMode(display=False) as counter:
+            logits = model(**inputs)
+            loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1)).backward()
+    finally:
+        torch.backends.mkldnn.enabled = fused
+    return counter.get_total_flops() / 1e9
+
+
 def _child(code: str) -> dict:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(name: str, steps: int, workdir: Path) -> dict:
+def measure(name: str, steps: int, workdir: Path, peak: float) -> dict:
     import torch
 
     from model_zoo.zoo import ZOO, build_bundle
@@ -102,7 +163,10 @@ def measure(name: str, steps: int, workdir: Path) -> dict:
     onnx_run = _child(_ORT_CHILD.format(**args))
     torch_run = _child(_TORCH_CHILD.format(**args))
     size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20
-    return {"model": name, "batch": f"{size}x{seq}" if seq else str(size),
+    gflop = step_gflops(name, batch)
+    floor_ms = gflop / peak * 1e3
+    return {"gflop": gflop, "floor_ms": floor_ms, "floor_ratio": floor_ms / torch_run["ms"],
+            "model": name, "batch": f"{size}x{seq}" if seq else str(size),
             "onnx_ms": onnx_run["ms"], "torch_ms": torch_run["ms"],
             "ratio": onnx_run["ms"] / torch_run["ms"], "bundle_mb": size_mb,
             "onnx_cpu_ms": onnx_run["cpu_ms"], "torch_cpu_ms": torch_run["cpu_ms"],
@@ -116,18 +180,24 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args(argv)
     rows = []
+    peak = peak_gflops()
     print("\n== Training step, 1 thread: ONNX bundle on onnxruntime vs PyTorch eager ==")
+    print(f"(floor: the step's GFLOP at this machine's best 1-thread matrix product, "
+          f"{peak:.1f} GFLOP/s; floor ratio = floor / eager)")
     print(f"{'model':18s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
           f"{'onnx cpu':>9s} {'torch cpu':>9s} {'ratio':>6s} "
-          f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s}")
+          f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s} "
+          f"{'GFLOP':>7s} {'floor ms':>9s} {'floor ratio':>11s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            r = measure(name, args.steps, Path(tmp))
+            r = measure(name, args.steps, Path(tmp), peak)
+            r["peak_gflops"] = peak
             rows.append(r)
             print(f"{r['model']:18s} {r['batch']:>7s} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} "
                   f"{r['ratio']:6.2f} {r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} "
                   f"{r['cpu_ratio']:6.2f} {r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M "
-                  f"{r['torch_rss_mb']:8.0f}M", flush=True)
+                  f"{r['torch_rss_mb']:8.0f}M {r['gflop']:7.3f} {r['floor_ms']:9.2f} "
+                  f"{r['floor_ratio']:11.2f}", flush=True)
     return rows
 
 

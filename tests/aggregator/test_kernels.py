@@ -118,7 +118,11 @@ def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
         for name, x in dense_each.items():
             expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
     flat = np.full(total, 0.25, np.float32)
-    numerics.add_joined_batch(flat, at, group, tile_blocks)
+    batch = numerics.JoinedBatch(group[0][0], capacity=5)
+    for parts, w in group:
+        batch.put(parts, w)
+    batch.add_to(flat, at, tile_blocks)
+    assert batch.size == 0 and not batch.full
     np.testing.assert_allclose(flat, 0.25 + expected, rtol=1e-5, atol=1e-6)
 
 
@@ -187,3 +191,6 @@ def test_running_sum_refuses_an_update_of_other_tensors():
         total.add(other, 1.0)
     with pytest.raises(ValueError, match="differ from the first update"):
         total.add({"t0": np.zeros(SHAPES[0], np.float32)}, 1.0)
+    batch = numerics.JoinedBatch(parts, capacity=2)
+    with pytest.raises(ValueError, match="share one layout"):  # its kernel trusts the layout
+        batch.put(_joined(SHAPES, 0.1, 64, 2)[0], 1.0)
