@@ -111,8 +111,8 @@ class RunningSum:
         if self._flat is None:
             self._allocate(delta)
         if isinstance(delta, JoinedParts):
-            self._check_tensors(delta.names, delta.shapes)
             if self._held is None or self._held.layout != delta.layout:
+                self._check_tensors(delta.names, delta.shapes)  # once per layout
                 self._add_held()
                 self._held = JoinedBatch(delta, self.BATCH)
             self._held.put(delta, weight * delta.multiplier)
@@ -169,12 +169,12 @@ class JoinedBatch:
     def __init__(self, first: JoinedParts, capacity: int):
         self.layout, self.names, self.chunk = first.layout, first.names, first.chunk
         self.blocks, self.chunks = first.blocks, first.chunks
-        self.kept, self.scales = len(first.levels), len(first.a)
+        # one row per update; rows [:size] read as one array are what the kernel takes
         self.counts = np.empty((capacity, len(first.counts)), np.uint16)
-        self.offsets = np.empty(capacity * self.kept, np.uint8)
-        self.levels = np.empty(capacity * self.kept, np.uint8)
-        self.a = np.empty(capacity * self.scales, np.float32)
-        self.b = np.empty(capacity * self.scales, np.float32)
+        self.offsets = np.empty((capacity, len(first.offsets)), np.uint8)
+        self.levels = np.empty((capacity, len(first.levels)), np.uint8)
+        self.a = np.empty((capacity, len(first.a)), np.float32)
+        self.b = np.empty((capacity, len(first.b)), np.float32)
         self.weights = np.empty(capacity, np.float64)
         self.size = 0
 
@@ -186,26 +186,22 @@ class JoinedBatch:
         """Hold w * x, weight = w x.multiplier."""
         if x.layout != self.layout:  # the kernel trusts the layout
             raise ValueError("a batch of joined updates must share one layout")
-        i, k, c = self.size, self.kept, self.scales
-        self.counts[i] = x.counts
-        self.offsets[i * k:(i + 1) * k] = x.offsets
-        self.levels[i * k:(i + 1) * k] = x.levels
-        self.a[i * c:(i + 1) * c] = x.a
-        self.b[i * c:(i + 1) * c] = x.b
-        self.weights[i] = weight
+        i = self.size
+        self.counts[i], self.offsets[i], self.levels[i] = x.counts, x.offsets, x.levels
+        self.a[i], self.b[i], self.weights[i] = x.a, x.b, weight
         self.size += 1
 
     def add_to(self, flat: np.ndarray, at: dict[str, int], tile_blocks: int = TILE_BLOCKS) -> None:
         """flat (float [n]; mutated) += the held updates, tensor `name`'s sum starting at
         flat[at[name]]; the batch is empty afterwards."""
-        n, k, c = self.size, self.kept, self.scales
+        n = self.size
         if n:
             base, restart = _block_map(self.blocks, self.chunks,
                                        tuple(at[name] for name in self.names))
             kernels.add_joined_levels_batch(
-                flat, self.counts[:n], self.offsets[:n * k], self.levels[:n * k],
-                self.a[:n * c], self.b[:n * c], base, restart, self.chunk, self.weights[:n],
-                tile_blocks)
+                flat, self.counts[:n], self.offsets[:n].reshape(-1), self.levels[:n].reshape(-1),
+                self.a[:n].reshape(-1), self.b[:n].reshape(-1), base, restart, self.chunk,
+                self.weights[:n], tile_blocks)
         self.size = 0
 
 

@@ -29,7 +29,7 @@ import math
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import zstandard
@@ -114,7 +114,7 @@ class DecodedUpdate:
     meta: UpdateMeta
     codec: CodecSpec
     local_dp: dict | None
-    tensors: dict[str, np.ndarray] | None  # None when a sink received them
+    tensors: Mapping[str, np.ndarray] | None  # None when a sink received them
 
 
 Spec = dict  # {"name": str, "shape": [int, ...]} as in the bundle manifest
@@ -257,7 +257,9 @@ def decode_update(data: bytes | CheckedUpdate, specs: Iterable, *, public_key: b
     checked before any tensor is read. Tensors go to `sink(name, array)` one at a time
     (nothing is kept), or are returned in `tensors`: dense float32 arrays, or with
     `keep_parts` DecodedTensor parts for consumers that fuse dequantization into their
-    own pass. Raises a ProtocolError subclass for any bad input, and nothing else."""
+    own pass (for a block-coded int8 body, one JoinedParts: the same Mapping of parts,
+    whose arrays are joined). Raises a ProtocolError subclass for any bad input, and
+    nothing else."""
     checked = data if isinstance(data, CheckedUpdate) else open_update(data, limits)
     frame, meta = checked.frame, checked.meta
     if public_key is not None:
