@@ -89,10 +89,12 @@ if COMPILED:
         # tensor's first block chunk_restart gives its first chunk (each tensor's values
         # are chunked on their own), elsewhere -1. Chunks advance with a counter, and the
         # innermost loop runs over values of one block and one chunk with no branch.
+        # Indices into acc, offsets and levels are unsigned: numba then skips its
+        # negative-index wraparound, which cost a third of this loop's time.
         n_updates, n_blocks = counts.shape
         k_each = offsets.shape[0] // n_updates
         c_each = a.shape[0] // n_updates
-        j = np.arange(n_updates) * k_each  # each update's next value
+        j = np.arange(n_updates).astype(np.uint64) * np.uint64(k_each)  # each update's next value
         c = np.arange(n_updates) * c_each  # and its chunk (index into a, b)
         left = np.zeros(n_updates, np.int64)  # values left in that chunk
         for t0 in range(0, n_blocks, tile_blocks):
@@ -108,7 +110,7 @@ if COMPILED:
                         lu = chunk
                         s = np.float32(wu * a[cu])
                         o = np.float32(wu * b[cu])
-                    base = block_base[block]
+                    base = np.uint64(block_base[block])
                     count = np.int64(counts[u, block])
                     while count > 0:
                         if lu == 0:
@@ -117,9 +119,10 @@ if COMPILED:
                             s = np.float32(wu * a[cu])
                             o = np.float32(wu * b[cu])
                         m = min(count, lu)
-                        for k in range(ju, ju + m):
-                            acc[base + offsets[k]] += s * np.float32(levels[k]) + o
-                        ju += m
+                        for i in range(m):
+                            k = ju + np.uint64(i)
+                            acc[base + np.uint64(offsets[k])] += s * np.float32(levels[k]) + o
+                        ju += np.uint64(m)
                         lu -= m
                         count -= m
                 j[u], c[u], left[u] = ju, cu, lu

@@ -95,7 +95,7 @@ class RunningSum:
     together, a tile of the sum at a time, so the sum streams through cache once per batch
     rather than once per update. `sums` and `mean()` include them."""
 
-    BATCH = 64
+    BATCH = 32
 
     def __init__(self):
         self._flat: np.ndarray | None = None  # float32, every tensor's sum in turn

@@ -122,7 +122,7 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple, shapes: 
     tensor_ends = ends[plan.last_block]
     kept = tensor_ends.copy()  # per tensor: its blocks' counts added up
     kept[1:] -= tensor_ends[:-1]
-    if not np.array_equal(kept, plan.k):
+    if (kept != plan.k).any():
         i = int(np.flatnonzero(kept != plan.k)[0])
         raise BadPayload(f"top-k block counts add up to {kept[i]}, the codec keeps {plan.k[i]}")
     # rising[j]: offset j exceeds offset j - 1, or j starts a block (which may start
@@ -135,8 +135,9 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple, shapes: 
     rising[ends[:-1]] = True  # block (and so tensor) starts
     if not rising.all():
         raise BadPayload("top-k offsets must be strictly increasing within a block")
-    filled = counts[plan.last_block] > 0
-    if np.any(offsets[tensor_ends[filled] - 1] >= plan.last_size[filled]):
+    # a tensor's last block may be partial: its last offset (when it holds any) must fit
+    if any(counts[block] and offsets[end - 1] >= size for block, end, size
+           in zip(plan.last_blocks, tensor_ends.tolist(), plan.last_sizes)):
         raise BadPayload("top-k index out of range")
     if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
         raise BadPayload("chunk scales must be finite and non-negative")
@@ -165,7 +166,8 @@ class _BodyPlan:
     chunk_hi: tuple
     k: np.ndarray            # `kept` as an array
     last_block: np.ndarray   # each tensor's last block, in the joined counts
-    last_size: np.ndarray    # coordinates in that block
+    last_blocks: tuple       # the same as ints
+    last_sizes: tuple        # coordinates in that block
 
 
 @functools.lru_cache(maxsize=64)  # a few codecs x models per server
@@ -191,8 +193,9 @@ def _body_plan(spec: CodecSpec, shapes: tuple) -> _BodyPlan | None:
     def bounds(sizes):
         ends = np.cumsum([0] + sizes).tolist()
         return tuple(ends[:-1]), tuple(ends[1:])
-    ns = np.array([math.prod(s) for s in shapes], np.int64)
+    last_blocks = np.cumsum(blocks) - 1
+    last_sizes = [math.prod(s) - INDEX_BLOCK * (b - 1) for s, b in zip(shapes, blocks)]
     return _BodyPlan(tuple(kept), tuple(blocks), tuple(chunks), *map(tuple, at),
                      *bounds(blocks), *bounds(kept), *bounds(chunks), np.array(kept, np.int64),
-                     np.cumsum(blocks) - 1, ns - INDEX_BLOCK * (np.array(blocks) - 1))
+                     last_blocks, tuple(last_blocks.tolist()), tuple(last_sizes))
 
