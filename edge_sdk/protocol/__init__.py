@@ -30,10 +30,11 @@ cost."""
 __all__ = [
     "ALL_ERRORS", "BadChecksum", "BadMagic", "BadPayload", "BadSignature", "CheckedUpdate",
     "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor", "DecodedUpdate",
-    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK", "JoinedParts", "MalformedHeader",
-    "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
-    "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
-    "clip_by_global_norm", "decode_parameters", "decode_tensor", "decode_update",
-    "encode_parameters", "encode_tensor", "encode_update", "generate_signing_key",
-    "global_norm", "open_update", "peek_update", "public_key_of", "sign", "verify",
+    "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK", "JoinedParts",
+    "MalformedHeader", "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer",
+    "ShapeMismatch", "TooLarge", "Truncated", "UnsupportedVersion", "UpdateMeta",
+    "UpdatePipeline", "block_positions", "clip_by_global_norm", "decode_parameters",
+    "decode_tensor", "decode_update", "encode_parameters", "encode_tensor", "encode_update",
+    "generate_signing_key", "global_norm", "open_update", "peek_update", "public_key_of",
+    "sign", "verify",
 ]

@@ -111,7 +111,8 @@ def decode_tensors(raw, spec: CodecSpec, shapes: tuple, message_seed: int) -> li
     return list(decode_body(raw, spec, tuple(enumerate(shapes)), message_seed).values())
 
 
-def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple, shapes: tuple) -> JoinedParts:
+def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
+                   shapes: tuple) -> JoinedParts:
     u8 = np.frombuffer(raw, np.uint8)
     counts = np.concatenate([np.frombuffer(raw, "<u2", b, at)
                              for b, at in zip(plan.blocks, plan.counts_at)])
