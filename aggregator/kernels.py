@@ -77,7 +77,8 @@ if COMPILED:
             s = np.float32(w * a[c])
             o = np.float32(w * b[c])
             for j in range(c * chunk, min(n, (c + 1) * chunk)):
-                acc[indices[j]] += s * np.float32(levels[j]) + o
+                # unsigned: no negative-index wraparound check (indices are validated)
+                acc[np.uint64(indices[j])] += s * np.float32(levels[j]) + o
 
     @_jit
     def _add_joined_levels_batch(acc, counts, offsets, levels, a, b, block_base, chunk_restart,
