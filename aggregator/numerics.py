@@ -91,11 +91,12 @@ class RunningSum:
 
     All tensors' sums live in one array (`sums` are views of it), so a JoinedParts update
     (the default codec's) is added in one pass over all its tensors. Those are held back
-    in a JoinedBatch, at most BATCH of them (~155 KB each for keyboard_cifg), and added
-    together, a tile of the sum at a time, so the sum streams through cache once per batch
+    in a JoinedBatch, at most BATCH of them and BATCH_BYTES of their parts (~155 KB each
+    for keyboard_cifg), and added together, a tile of the sum at a time, so the sum streams through cache once per batch
     rather than once per update. `sums` and `mean()` include them."""
 
     BATCH = 32
+    BATCH_BYTES = 8 * 2**20  # fewer updates per batch for models whose updates are larger
 
     def __init__(self):
         self._flat: np.ndarray | None = None  # float32, every tensor's sum in turn
@@ -114,7 +115,8 @@ class RunningSum:
             if self._held is None or self._held.layout != delta.layout:
                 self._check_tensors(delta.names, delta.shapes)  # once per layout
                 self._add_held()
-                self._held = JoinedBatch(delta, self.BATCH)
+                self._held = JoinedBatch(delta, max(1, min(
+                    self.BATCH, self.BATCH_BYTES // JoinedBatch.bytes_per_update(delta))))
             self._held.put(delta, weight * delta.multiplier)
             if self._held.full:
                 self._add_held()
@@ -177,6 +179,10 @@ class JoinedBatch:
         self.b = np.empty((capacity, len(first.b)), np.float32)
         self.weights = np.empty(capacity, np.float64)
         self.size = 0
+
+    @staticmethod
+    def bytes_per_update(x: JoinedParts) -> int:
+        return x.counts.nbytes + x.offsets.nbytes + x.levels.nbytes + x.a.nbytes + x.b.nbytes
 
     @property
     def full(self) -> bool:

@@ -182,6 +182,18 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
                                    atol=1e-7)
 
 
+def test_running_sum_bounds_the_bytes_it_holds_back(monkeypatch):
+    parts, dense_each = _joined(SHAPES, 0.4, 64, 0)
+    per_update = numerics.JoinedBatch.bytes_per_update(parts)
+    monkeypatch.setattr(RunningSum, "BATCH_BYTES", 3 * per_update + 1)
+    total = RunningSum()
+    for _ in range(7):
+        total.add(parts, 1.0)
+        assert total._held.size <= 3 and len(total._held.weights) == 3
+    for name, x in dense_each.items():
+        np.testing.assert_allclose(total.sums[name], 7 * x, rtol=1e-5, atol=1e-6)
+
+
 def test_running_sum_refuses_an_update_of_other_tensors():
     total = RunningSum()
     parts, _ = _joined(SHAPES, 0.05, 64, 0)
