@@ -113,12 +113,12 @@ def decode_tensors(raw, spec: CodecSpec, shapes: tuple, message_seed: int) -> li
 
 def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
                    shapes: tuple) -> JoinedParts:
-    u8 = np.frombuffer(raw, np.uint8)
-    counts = np.concatenate([np.frombuffer(raw, "<u2", b, at)
-                             for b, at in zip(plan.blocks, plan.counts_at)])
+    u8 = np.frombuffer(raw, np.uint8)  # each part joined as bytes, then viewed as its type
+    counts = np.concatenate([u8[at:at + 2 * b]
+                             for b, at in zip(plan.blocks, plan.counts_at)]).view("<u2")
     offsets = np.concatenate([u8[at:at + k] for k, at in zip(plan.kept, plan.offsets_at)])
-    scales = np.concatenate([np.frombuffer(raw, "<f4", c, at)
-                             for c, at in zip(plan.chunks, plan.scales_at)])
+    scales = np.concatenate([u8[at:at + 4 * c]
+                             for c, at in zip(plan.chunks, plan.scales_at)]).view("<f4")
     ends = counts.cumsum(dtype=np.int64)
     tensor_ends = ends[plan.last_block]
     kept = tensor_ends.copy()  # per tensor: its blocks' counts added up
