@@ -106,11 +106,6 @@ def decode_body(raw, spec: CodecSpec, specs: tuple, message_seed: int) -> Mappin
     return _decode_joined(raw, spec, plan, tuple(name for name, _ in specs), shapes)
 
 
-def decode_tensors(raw, spec: CodecSpec, shapes: tuple, message_seed: int) -> list[DecodedTensor]:
-    """decode_body's tensors as a list, in parameter order."""
-    return list(decode_body(raw, spec, tuple(enumerate(shapes)), message_seed).values())
-
-
 def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
                    shapes: tuple) -> JoinedParts:
     u8 = np.frombuffer(raw, np.uint8)  # each part joined as bytes, then viewed as its type

@@ -1,4 +1,4 @@
-"""A block-coded int8 body is checked over all of its tensors at once (decode_tensors).
+"""A block-coded int8 body is checked over all of its tensors at once (decode_body).
 Oracle: tensor by tensor (decode_tensor_parts). On any body, valid or damaged, both accept
 or both refuse, and what they accept is the same parts."""
 from __future__ import annotations
@@ -11,10 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sdk.protocol import DEFAULT_CODEC, BadPayload, CodecSpec
-from edge_sdk.protocol.body import _body_plan, decode_tensors
+from edge_sdk.protocol.body import _body_plan, decode_body
 from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
 
 FIELDS = ("levels", "a", "b", "block_counts", "block_offsets")
+
+
+def decode_tensors(raw, spec, shapes, seed):
+    """decode_body's tensors as a list, in parameter order."""
+    return list(decode_body(raw, spec, tuple(enumerate(shapes)), seed).values())
 
 
 def _body(shapes, spec, seed):
