@@ -108,19 +108,20 @@ def decode_body(raw, spec: CodecSpec, specs: tuple, message_seed: int) -> Mappin
 
 def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
                    shapes: tuple) -> JoinedParts:
-    u8 = np.frombuffer(raw, np.uint8)  # each part joined as bytes, then viewed as its type
-    counts = np.concatenate([u8[at:at + 2 * b]
-                             for b, at in zip(plan.blocks, plan.counts_at)]).view("<u2")
-    offsets = np.concatenate([u8[at:at + k] for k, at in zip(plan.kept, plan.offsets_at)])
-    scales = np.concatenate([u8[at:at + 4 * c]
-                             for c, at in zip(plan.chunks, plan.scales_at)]).view("<f4")
-    ends = counts.cumsum(dtype=np.int64)
+    # one copy gathers every tensor's parts kind by kind (scales first, so each kind
+    # starts aligned for its type), then each kind is a view of it
+    u8 = np.frombuffer(raw, np.uint8)
+    joined = np.concatenate([u8[part] for part in plan.gather])
+    scales = joined[:plan.scales_end].view("<f4")
+    counts = joined[plan.scales_end:plan.counts_end].view("<u2")
+    offsets = joined[plan.counts_end:plan.offsets_end]
+    levels = joined[plan.offsets_end:]
+    ends = np.add.accumulate(counts, dtype=np.int64)
     tensor_ends = ends[plan.last_block]
-    kept = tensor_ends.copy()  # per tensor: its blocks' counts added up
-    kept[1:] -= tensor_ends[:-1]
-    if (kept != plan.k).any():
-        i = int(np.flatnonzero(kept != plan.k)[0])
-        raise BadPayload(f"top-k block counts add up to {kept[i]}, the codec keeps {plan.k[i]}")
+    if (tensor_ends != plan.kept_ends).any():  # per tensor, its blocks' counts add up to k
+        i = int(np.flatnonzero(tensor_ends != plan.kept_ends)[0])
+        got = int(tensor_ends[i]) - (int(tensor_ends[i - 1]) if i else 0)
+        raise BadPayload(f"top-k block counts add up to {got}, the codec keeps {plan.kept[i]}")
     # rising[j]: offset j exceeds offset j - 1, or j starts a block (which may start
     # lower); slots 0 and K are the ends, and absorb the starts of empty blocks. A count
     # over a block's coordinates fails here too: its offsets cannot all rise within it.
@@ -133,34 +134,37 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
         raise BadPayload("top-k offsets must be strictly increasing within a block")
     # a tensor's last block may be partial: its last offset (when it holds any) must fit
     if any(counts[block] and offsets[end - 1] >= size for block, end, size
-           in zip(plan.last_blocks, tensor_ends.tolist(), plan.last_sizes)):
+           in zip(plan.last_blocks, plan.kept_ends_list, plan.last_sizes)):
         raise BadPayload("top-k index out of range")
-    if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
+    # finite and non-negative floats are exactly those whose bits, read as unsigned, are
+    # below +inf's; -0.0 (sign bit set) is the one other valid scale, so only a failure
+    # of the one-pass check pays for the exact one (NaN fails its first comparison)
+    if scales.view("<u4").max() >= 0x7F800000 and (
+            not scales.min() >= 0 or not np.isfinite(scales.max())):
         raise BadPayload("chunk scales must be finite and non-negative")
-    levels = np.concatenate([u8[at:at + k] for k, at in zip(plan.kept, plan.levels_at)])
     a, b = q.chunk_affine(scales, 8, spec.stochastic)
     return JoinedParts(names, shapes, counts, offsets, levels, a, b, spec.chunk, plan)
 
 
 @dataclass(frozen=True)
 class _BodyPlan:
-    """Where each tensor's parts sit in a block-coded int8 body (byte offsets), the bounds
-    of its parts in the joined arrays, and the per-tensor sizes the joined checks compare
-    against."""
+    """Where each tensor's parts sit in a block-coded int8 body, the bounds of its parts
+    in the joined arrays, and the per-tensor sizes the joined checks compare against."""
     kept: tuple              # kept values per tensor
     blocks: tuple            # index blocks per tensor
     chunks: tuple            # scale chunks per tensor
-    counts_at: tuple
-    offsets_at: tuple
-    scales_at: tuple
-    levels_at: tuple
+    gather: tuple            # every part's slice of the body: all scales, counts, offsets, levels
+    scales_end: int          # where each kind ends in the gathered bytes
+    counts_end: int
+    offsets_end: int
     block_lo: tuple
     block_hi: tuple
     value_lo: tuple
     value_hi: tuple
     chunk_lo: tuple
     chunk_hi: tuple
-    k: np.ndarray            # `kept` as an array
+    kept_ends: np.ndarray    # int64: cumulative kept values at each tensor's end
+    kept_ends_list: tuple    # the same as ints
     last_block: np.ndarray   # each tensor's last block, in the joined counts
     last_blocks: tuple       # the same as ints
     last_sizes: tuple        # coordinates in that block
@@ -172,26 +176,31 @@ def _body_plan(spec: CodecSpec, shapes: tuple) -> _BodyPlan | None:
               and not spec.rotate and shapes and all(math.prod(s) >= 1 for s in shapes))
     if not joined:
         return None
-    kept, blocks, chunks, at = [], [], [], [[], [], [], []]
-    offset = 0
-    for shape in shapes:
+    kept, blocks, chunks = [], [], []
+    scales, counts, offsets, levels = [], [], [], []  # each tensor's slice of the body
+    at = 0
+    for shape in shapes:  # a tensor's payload: counts | offsets | scales | levels
         n = math.prod(shape)
         layout = _layout(spec, n)
         b = -(-n // INDEX_BLOCK)
-        for where, start in zip(at, (offset, offset + 2 * b, offset + 2 * b + layout.k,
-                                     offset + 2 * b + layout.k + 4 * layout.chunks)):
-            where.append(start)
+        starts = np.cumsum([at, 2 * b, layout.k, 4 * layout.chunks, layout.k]).tolist()
+        for kind, lo, hi in zip((counts, offsets, scales, levels), starts, starts[1:]):
+            kind.append(slice(lo, hi))
         kept.append(layout.k)
         blocks.append(b)
         chunks.append(layout.chunks)
-        offset += layout.payload
+        at += layout.payload
 
     def bounds(sizes):
         ends = np.cumsum([0] + sizes).tolist()
         return tuple(ends[:-1]), tuple(ends[1:])
+    scales_end = 4 * sum(chunks)
+    counts_end = scales_end + 2 * sum(blocks)
+    kept_ends = np.cumsum(kept)
     last_blocks = np.cumsum(blocks) - 1
     last_sizes = [math.prod(s) - INDEX_BLOCK * (b - 1) for s, b in zip(shapes, blocks)]
-    return _BodyPlan(tuple(kept), tuple(blocks), tuple(chunks), *map(tuple, at),
-                     *bounds(blocks), *bounds(kept), *bounds(chunks), np.array(kept, np.int64),
-                     last_blocks, tuple(last_blocks.tolist()), tuple(last_sizes))
-
+    return _BodyPlan(tuple(kept), tuple(blocks), tuple(chunks),
+                     tuple(scales + counts + offsets + levels), scales_end, counts_end,
+                     counts_end + sum(kept), *bounds(blocks), *bounds(kept), *bounds(chunks),
+                     kept_ends, tuple(kept_ends.tolist()), last_blocks,
+                     tuple(last_blocks.tolist()), tuple(last_sizes))

@@ -96,3 +96,19 @@ def test_the_default_codec_is_checked_joined_and_says_why_it_refuses():
     raw[second:second + 2] = (0).to_bytes(2, "little")  # its first block now counts 0
     with pytest.raises(BadPayload, match="add up to"):
         decode_tensors(memoryview(bytes(raw)), DEFAULT_CODEC, shapes, 1)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.0, 3.4e38, -1e-30, np.inf, -np.inf, np.nan])
+def test_joined_scale_check_agrees_with_tensor_by_tensor_at_the_edges(scale):
+    # the joined check reads scales' bits as unsigned (one pass) and falls back to the
+    # exact comparison only when that fails: -0.0 takes the fallback and is valid
+    shapes = ((600,), (30, 30))
+    raw = _body(shapes, DEFAULT_CODEC, 2)
+    first_scale = _body_plan(DEFAULT_CODEC, shapes).gather[0].start  # tensor 0's scales
+    raw[first_scale:first_scale + 4] = np.float32(scale).tobytes()
+    joined = _outcome(lambda: decode_tensors(memoryview(bytes(raw)), DEFAULT_CODEC, shapes, 2))
+    reference = _outcome(lambda: _one_by_one(raw, DEFAULT_CODEC, shapes, 2))
+    valid = bool(np.isfinite(scale) and scale >= 0)  # -0.0 >= 0; NaN is not
+    assert isinstance(joined, BadPayload) is isinstance(reference, BadPayload) is (not valid)
+    if valid:
+        assert joined[0].a[0] == reference[0].a[0]
