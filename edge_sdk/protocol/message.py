@@ -93,10 +93,9 @@ class UpdatePipeline:
     codec: CodecSpec = _FLOAT32
     clip_norm: float | None = None
     noise_multiplier: float = 0.0
-    # zstd level of the body. Negative levels store quantized values' bytes as they are
-    # (they barely compress: -7% for int8) and decode ~20x faster on the server; level 3
-    # still packs the top-k index gaps ~3.5x.
-    compression_level: int = 3
+    # zstd level of the body; None: the codec's (CodecSpec.zstd_level: -1 for top-k int8,
+    # whose levels Huffman coding barely shrinks, 3 otherwise)
+    compression_level: int | None = None
 
     def __post_init__(self):
         if self.clip_norm is not None and not self.clip_norm > 0:
@@ -105,6 +104,8 @@ class UpdatePipeline:
             raise ValueError("noise_multiplier must be >= 0")
         if self.noise_multiplier and self.clip_norm is None:
             raise ValueError("local DP noise needs a clip_norm to calibrate it")
+        if self.compression_level is None:
+            object.__setattr__(self, "compression_level", self.codec.zstd_level)
         if not -7 <= self.compression_level <= 22:
             raise ValueError(f"compression_level must be in -7..22, got {self.compression_level}")
 

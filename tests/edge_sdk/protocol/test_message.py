@@ -101,6 +101,28 @@ def test_default_codec_is_at_most_a_twentieth_of_float32():
     assert len(small) <= len(full) / 20
 
 
+@pytest.mark.parametrize("codec, level", [(DEFAULT_CODEC, -1), (CodecSpec(), 3),
+                                          (CodecSpec("int8"), 3),
+                                          (CodecSpec("int4", sparsifier="topk", fraction=0.1,
+                                                     index_coding="blocks"), 3)])
+def test_the_body_goes_at_the_codecs_zstd_level_unless_the_pipeline_sets_one(codec, level):
+    assert UpdatePipeline(codec).compression_level == level
+    assert UpdatePipeline(codec, compression_level=5).compression_level == 5
+    # the default is what is applied: the same bytes as asking for that level, and the
+    # other choice (with or without Huffman coding) gives other bytes, the same tensors
+    specs = [{"name": "w", "shape": [40_000]}]
+    delta = {"w": np.random.default_rng(0).normal(size=40_000).astype(np.float32)}
+
+    def encode(pipeline):
+        return encode_update(delta, specs, META, pipeline, signing_key=KEY,
+                             rng=np.random.default_rng(4))
+    same, other = (encode(UpdatePipeline(codec, compression_level=lv))
+                   for lv in (level, 3 if level < 0 else -1))
+    assert encode(UpdatePipeline(codec)) == same != other
+    np.testing.assert_array_equal(decode_update(same, specs, public_key=PUBLIC).tensors["w"],
+                                  decode_update(other, specs, public_key=PUBLIC).tensors["w"])
+
+
 def test_sink_receives_tensors_one_at_a_time_in_order():
     seen = []
     decoded = decode_update(_encode(), SPECS, public_key=PUBLIC,
