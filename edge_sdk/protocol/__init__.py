@@ -22,7 +22,7 @@ DEFAULT_CODEC = CodecSpec(quantizer="int8", sparsifier="topk", fraction=0.05,
 """The default for the keyboard model: the 5% largest coordinates, int8 with per-chunk
 scales, their positions as a count per 256-coordinate block and a byte each, with the
 device's error feedback carrying the rest to the next round (sparsified SGD with memory,
-Stich et al. 2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/62 of float32
+Stich et al. 2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/57 of float32
 bytes at 0.32 relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to
 1/112 but at 0.82 error, too lossy a default before the simulator measures its accuracy
 cost."""

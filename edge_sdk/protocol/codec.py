@@ -82,11 +82,12 @@ class CodecSpec:
     def zstd_level(self) -> int:
         """The zstd level a body of this codec goes out at unless the pipeline sets one.
         A top-k int8 body is index bytes, which zstd's matches pack ~3x at any level, and
-        8-bit levels, which only Huffman coding shrinks. On keyboard_cifg updates that
-        saves 8-10% of the bytes (level -1: 92 instead of 85 KB trained, 1/57 instead of
-        1/62 of float32) and costs half of zstd's decoding time (~120 -> ~55 us trained,
-        ~125 -> ~20 us for noise deltas), the largest piece of the server's ingest of an
-        update. Negative levels skip it, so top-k int8 goes at -1. For the other codecs
+        8-bit levels, which only Huffman coding shrinks. On trained keyboard_cifg deltas
+        that saves 8-10% of the bytes (level -1: 91 instead of 84 KB on average over four
+        Shakespeare roles; 1/57 instead of 1/62 of float32 in bench/codec_bench.py) and
+        costs half of zstd's decoding time (~120 -> ~60 us; noise deltas ~125 -> ~15 us),
+        the largest piece of the server's ingest of an update. Negative levels skip it,
+        so top-k int8 goes at -1. For the other codecs
         level 3 saves more for less: 20-30% for dense int8 and float values, 18% for
         random-k levels, 8-14% for packed sub-byte levels at a small decoding gain."""
         return -1 if self.sparsifier == "topk" and self.bits == 8 else 3
