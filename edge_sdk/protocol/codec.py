@@ -87,9 +87,9 @@ class CodecSpec:
         Shakespeare roles; 1/57 instead of 1/62 of float32 in bench/codec_bench.py) and
         costs half of zstd's decoding time (~120 -> ~60 us; noise deltas ~125 -> ~15 us),
         the largest piece of the server's ingest of an update. Negative levels skip it,
-        so top-k int8 goes at -1. For the other codecs
-        level 3 saves more for less: 20-30% for dense int8 and float values, 18% for
-        random-k levels, 8-14% for packed sub-byte levels at a small decoding gain."""
+        so top-k int8 goes at -1. For the other codecs level 3 saves more for less:
+        20-30% for dense int8 and float values, 18% for random-k levels, 8-14% for packed
+        sub-byte levels, at a small decoding gain."""
         return -1 if self.sparsifier == "topk" and self.bits == 8 else 3
 
     def to_json(self) -> dict:
