@@ -92,8 +92,9 @@ class RunningSum:
     All tensors' sums live in one array (`sums` are views of it), so a JoinedParts update
     (the default codec's) is added in one pass over all its tensors. Those are held back
     in a JoinedBatch, at most BATCH of them and BATCH_BYTES of their parts (~155 KB each
-    for keyboard_cifg), and added together, a tile of the sum at a time, so the sum streams through cache once per batch
-    rather than once per update. `sums` and `mean()` include them."""
+    for keyboard_cifg), and added together, a tile of the sum at a time, so the sum
+    streams through cache once per batch rather than once per update. `sums` and
+    `mean()` include them."""
 
     BATCH = 32
     BATCH_BYTES = 8 * 2**20  # fewer updates per batch for models whose updates are larger
