@@ -21,7 +21,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge_sdk.protocol import DecodeLimits, ProtocolError
 
-from .config import TaskSettings
 from .coordinator import Assignment, EvalAssignment
 from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
@@ -172,7 +171,7 @@ async def check_in(request: web.Request) -> web.Response:
         metrics.selections.labels(result.task_id).inc()
         secagg = task.settings.secagg
         return web.json_response({"assignment": {
-            **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan,
+            **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan.to_json(),
             "secagg": None if secagg is None else asdict(secagg)}})
     if isinstance(result, EvalAssignment):
         task = service.tasks[result.task_id]
@@ -250,12 +249,10 @@ async def report_failure(request: web.Request) -> web.Response:
 
 async def admin_create_task(request: web.Request) -> web.Response:
     doc = await _json(request)
-    try:
-        settings = TaskSettings.from_json(doc.get("settings") or {})
-    except (TypeError, ValueError) as e:
-        raise BadRequest(f"bad task settings: {e}") from None
+    # the service checks the settings (FieldError: 400 naming the field) before it stores
     result = request.app[SERVICE].create_task(_field(doc, "task_id", str),
-                                              _field(doc, "bundle_dir", str), settings)
+                                              _field(doc, "bundle_dir", str),
+                                              doc.get("settings", {}))
     return web.json_response(result, status=201)
 
 

@@ -1,14 +1,71 @@
-"""Task settings: frozen, validated when built, with messages that say how to fix them."""
+"""Task settings: frozen, typed, nested dataclasses validated when built, with messages
+that say how to fix a value.
+
+Built from JSON (the admin API, the store) with `TaskSettings.from_json`, which refuses
+unknown keys with their path and the nearest valid name (`settings.plan.epochz: unknown
+key; did you mean 'epochs'?`), wrong types (no bool for an int, finite numbers only) and,
+through each class's `__post_init__`, values out of range. Names are checked against
+their registries (server optimizers, staleness functions, robust stages), and a
+TaskSettings that was built can always be built into its aggregation stack and server
+optimizer: a bad setting fails when the task is created, never at its first commit.
+The reference table of every field is in docs/aggregator.md (`python -m
+aggregator.config` prints it).
+"""
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Literal
+
+from edge_sdk.protocol.typed_json import FieldError, from_json, to_json
 
 from .numerics import STALENESS
+from .robust import ROBUST_STAGES
+from .server_optimizers import SERVER_OPTIMIZERS
+
+# the enumerations, from their registries (one place names them)
+Mode = Literal["sync", "async"]
+StalenessName = Literal[tuple(STALENESS)]  # type: ignore[valid-type]
+RobustKind = Literal[tuple(ROBUST_STAGES)]  # type: ignore[valid-type]
+ServerOptimizerName = Literal[tuple(SERVER_OPTIMIZERS)]  # type: ignore[valid-type]
+
+
+def _require(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise FieldError(message, name)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(settings, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        _require(_finite(value) and value > 0, name, f"must be a finite number > 0, got {value!r}")
+
+
+def _at_least(settings, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                 name, f"must be an integer >= {minimum}, got {value!r}")
+
+
+class _Settings:
+    """JSON in and out, for every settings class (see edge_sdk.protocol.typed_json)."""
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, doc: dict, path: str = ""):
+        return from_json(cls, doc, path)
 
 
 @dataclass(frozen=True)
-class SyncSettings:
+class SyncSettings(_Settings):
     """Synchronous rounds after Bonawitz et al. 2019: select goal x overselect devices,
     commit once `goal` report, or at the deadline with at least min_fraction x goal."""
 
@@ -19,37 +76,34 @@ class SyncSettings:
     min_fraction: float = 0.7
 
     def __post_init__(self):
-        if self.goal < 1:
-            raise ValueError(f"goal must be >= 1, got {self.goal}")
-        if self.overselect < 1:
-            raise ValueError(f"overselect must be >= 1 (1.3 = 30% extra), got {self.overselect}")
-        if not 0 < self.min_fraction <= 1:
-            raise ValueError(f"min_fraction must be in (0, 1], got {self.min_fraction}")
-        if self.selection_timeout_s <= 0 or self.report_deadline_s <= 0:
-            raise ValueError("selection_timeout_s and report_deadline_s must be > 0")
+        _at_least(self, 1, "goal")
+        _require(_finite(self.overselect) and self.overselect >= 1, "overselect",
+                 f"must be >= 1 (1.3 = 30% extra), got {self.overselect!r}")
+        _require(_finite(self.min_fraction) and 0 < self.min_fraction <= 1, "min_fraction",
+                 f"must be in (0, 1], got {self.min_fraction!r}")
+        _positive(self, "selection_timeout_s", "report_deadline_s")
 
 
 @dataclass(frozen=True)
-class AsyncSettings:
+class AsyncSettings(_Settings):
     """Buffered asynchronous aggregation after FedBuff (Nguyen et al. 2022)."""
 
     concurrency: int = 20
     buffer_size: int = 10
     max_staleness: int = 10
-    staleness: str = "polynomial"
+    staleness: StalenessName = "polynomial"
     report_deadline_s: float = 600.0
 
     def __post_init__(self):
-        if self.concurrency < 1 or self.buffer_size < 1:
-            raise ValueError("concurrency and buffer_size must be >= 1")
-        if self.max_staleness < 0:
-            raise ValueError("max_staleness must be >= 0")
-        if self.staleness not in STALENESS:
-            raise ValueError(f"staleness must be one of {sorted(STALENESS)}, got {self.staleness!r}")
+        _at_least(self, 1, "concurrency", "buffer_size")
+        _at_least(self, 0, "max_staleness")
+        _require(self.staleness in STALENESS, "staleness",
+                 f"must be one of {sorted(STALENESS)}, got {self.staleness!r}")
+        _positive(self, "report_deadline_s")
 
 
 @dataclass(frozen=True)
-class SecAggSettings:
+class SecAggSettings(_Settings):
     """Secure aggregation of sync rounds (Bonawitz et al. 2017). Each device sends the
     fixed-point vector [w * delta, w] with w = min(examples, max_examples) / max_examples
     (so the server learns the weighted sum and the total weight, nothing per device);
@@ -65,13 +119,13 @@ class SecAggSettings:
     phase_timeout_s: float = 120.0
 
     def __post_init__(self):
-        if not 0.5 < self.threshold_fraction <= 1:
-            raise ValueError("threshold_fraction must be in (0.5, 1]: below half, two disjoint "
-                             "sets of devices could each unmask")
-        if not self.clip > 0 or not 4 <= self.frac_bits <= 24:
-            raise ValueError("clip must be > 0 and frac_bits in 4..24")
-        if self.max_examples < 1 or self.phase_timeout_s <= 0:
-            raise ValueError("max_examples must be >= 1 and phase_timeout_s > 0")
+        _require(_finite(self.threshold_fraction) and 0.5 < self.threshold_fraction <= 1,
+                 "threshold_fraction", "must be in (0.5, 1]: below half, two disjoint sets "
+                 "of devices could each unmask")
+        _positive(self, "clip", "phase_timeout_s")
+        _require(isinstance(self.frac_bits, int) and 4 <= self.frac_bits <= 24, "frac_bits",
+                 f"must be an integer in 4..24, got {self.frac_bits!r}")
+        _at_least(self, 1, "max_examples")
 
     def max_devices(self) -> int:
         """The largest group whose sum cannot wrap around 2^32."""
@@ -79,85 +133,320 @@ class SecAggSettings:
 
 
 @dataclass(frozen=True)
-class TaskSettings:
-    mode: str = "sync"
+class PlanSettings(_Settings):
+    """What each selected device trains (the SDK's TrainingPlan): `epochs` over its local
+    examples in batches of `batch_size` at learning rate `lr`, stopped after `max_steps`
+    optimizer steps if set."""
+
+    epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.1
+    max_steps: int | None = None
+
+    def __post_init__(self):
+        _at_least(self, 1, "epochs", "batch_size")
+        _positive(self, "lr")
+        if self.max_steps is not None:
+            _at_least(self, 1, "max_steps")
+
+
+@dataclass(frozen=True)
+class LrDecaySettings(_Settings):
+    """Step decay: {"at": [500, 900], "factor": 0.3} multiplies server_lr by 0.3 for the
+    steps from version 500 on and again from 900 on (a plateau's noise floor drops)."""
+
+    at: tuple[int, ...]
+    factor: float
+
+    def __post_init__(self):
+        at = self.at
+        _require(isinstance(at, tuple) and len(at) > 0 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at)
+            and list(at) == sorted(set(at)), "at",
+            f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}")
+        _require(_finite(self.factor) and 0 < self.factor < 1, "factor",
+                 f"must be a number in (0, 1), got {self.factor!r}")
+
+
+@dataclass(frozen=True)
+class RobustSettings(_Settings):
+    """Byzantine-robust statistics (aggregator.robust) over buffers of `buffer` updates,
+    each held dense in memory. `trim` applies to kind "trimmed_mean" only (None: 0.1)."""
+
+    kind: RobustKind = "trimmed_mean"
+    trim: float | None = None
+    buffer: int = 50
+
+    MAX_BUFFER = 1000
+
+    def __post_init__(self):
+        _require(self.kind in ROBUST_STAGES, "kind",
+                 f"must be one of {sorted(ROBUST_STAGES)}, got {self.kind!r}")
+        stage = ROBUST_STAGES[self.kind]
+        takes = {f.name for f in dataclasses.fields(stage)}
+        if self.trim is not None:
+            _require("trim" in takes, "trim",
+                     f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out")
+            _require(_finite(self.trim) and 0 <= self.trim < 0.5, "trim",
+                     f"must be in [0, 0.5) (the fraction cut at each end), got {self.trim!r}")
+        _require(isinstance(self.buffer, int) and not isinstance(self.buffer, bool)
+                 and self.buffer <= self.MAX_BUFFER, "buffer",
+                 f"must be an integer <= {self.MAX_BUFFER} (each buffered update is held "
+                 f"dense in memory), got {self.buffer!r}")
+        try:
+            stage(**self.stage_options())
+        except ValueError as e:
+            raise FieldError(str(e), "trim" if str(e).startswith("trim") else "buffer") from None
+
+    def stage_options(self) -> dict:
+        """The stage's own keyword arguments (kind and unset values left out)."""
+        return {k: v for k, v in (("trim", self.trim), ("buffer", self.buffer)) if v is not None}
+
+
+@dataclass(frozen=True)
+class DPSettings(_Settings):
+    """Central DP-FedAvg (aggregator.privacy.DPMean) and its accountant. Each update is
+    clipped to `clip_norm`; the sum gets Gaussian noise of std noise_multiplier x
+    clip_norm and is divided by `expected_count` (None: sync.goal, or async.buffer_size).
+    `adaptive_quantile` (e.g. 0.5) moves clip_norm towards that quantile of update norms
+    at rate `adaptive_lr`, the count noised with std `count_noise`. The accountant
+    samples from `population` devices and reports epsilon at `target_delta`; the task
+    pauses when epsilon reaches `epsilon_budget`."""
+
+    clip_norm: float
+    noise_multiplier: float
+    population: int
+    expected_count: int | None = None
+    adaptive_quantile: float | None = None
+    adaptive_lr: float = 0.2
+    count_noise: float = 0.0
+    target_delta: float = 1e-5
+    epsilon_budget: float | None = None
+
+    def __post_init__(self):
+        _positive(self, "clip_norm", "adaptive_lr")
+        _require(_finite(self.noise_multiplier) and self.noise_multiplier > 0,
+                 "noise_multiplier", f"must be > 0 (the accountant needs noise), got "
+                 f"{self.noise_multiplier!r}")
+        _at_least(self, 1, "population")
+        if self.expected_count is not None:
+            _at_least(self, 1, "expected_count")
+        if self.adaptive_quantile is not None:
+            _require(_finite(self.adaptive_quantile) and 0 < self.adaptive_quantile < 1,
+                     "adaptive_quantile", f"must be in (0, 1), got {self.adaptive_quantile!r}")
+        _require(_finite(self.count_noise) and self.count_noise >= 0, "count_noise",
+                 f"must be >= 0, got {self.count_noise!r}")
+        _require(_finite(self.target_delta) and 0 < self.target_delta < 1, "target_delta",
+                 f"must be in (0, 1), e.g. 1e-5, got {self.target_delta!r}")
+        if self.epsilon_budget is not None:
+            _positive(self, "epsilon_budget")
+
+
+@dataclass(frozen=True)
+class TaskSettings(_Settings):
+    """One task's settings; see docs/aggregator.md for each field's meaning and range."""
+
+    mode: Mode = "sync"
     sync: SyncSettings = field(default_factory=SyncSettings)
-    async_: AsyncSettings = field(default_factory=AsyncSettings)
-    server_optimizer: str = "fedavg"
+    async_: AsyncSettings = field(default_factory=AsyncSettings,
+                                  metadata={"aliases": ("async",)})
+    server_optimizer: ServerOptimizerName = "fedavg"
     server_lr: float = 1.0
-    # step decay: {"at": [500, 900], "factor": 0.3} multiplies server_lr by 0.3 for the
-    # steps from version 500 on and again from 900 on (a plateau's noise floor drops)
-    server_lr_decay: dict | None = None
+    server_lr_decay: LrDecaySettings | None = None
     clip_norm: float | None = None
     reject_outlier_factor: float | None = None
-    robust: dict | None = None
-    dp: dict | None = None  # DPMean fields + population, target_delta, epsilon_budget
+    robust: RobustSettings | None = None
+    dp: DPSettings | None = None
     secagg: SecAggSettings | None = None
     eval_fraction: float = 0.0  # of devices not needed for training, the share sent to evaluate
     retry_min_s: float = 30.0
     retry_max_s: float = 300.0
-    plan: dict = field(default_factory=lambda: {"epochs": 1, "batch_size": 16, "lr": 0.1})
+    plan: PlanSettings = field(default_factory=PlanSettings)
+    # L2 bound of a decoded delta (None: no bound); a larger update is refused
+    max_update_norm: float | None = 100.0
+    # cap of the weight (num_examples) a device may claim for one update
+    max_examples: int = 10_000
 
     def __post_init__(self):
-        if self.mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {self.mode!r}")
+        _require(self.mode in ("sync", "async"), "mode",
+                 f"must be 'sync' or 'async', got {self.mode!r}")
+        for name, cls in (("sync", SyncSettings), ("async_", AsyncSettings),
+                          ("plan", PlanSettings), ("server_lr_decay", LrDecaySettings),
+                          ("robust", RobustSettings), ("dp", DPSettings),
+                          ("secagg", SecAggSettings)):
+            value = getattr(self, name)
+            _require(isinstance(value, cls) or (value is None and name not in (
+                "sync", "async_", "plan")), name,
+                f"must be a {cls.__name__}, got {type(value).__name__} (JSON goes through "
+                "TaskSettings.from_json)")
+        _require(self.server_optimizer in SERVER_OPTIMIZERS, "server_optimizer",
+                 f"must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
+        _positive(self, "server_lr")
+        if self.clip_norm is not None:
+            _positive(self, "clip_norm")
+        if self.reject_outlier_factor is not None:
+            _require(_finite(self.reject_outlier_factor) and self.reject_outlier_factor > 1,
+                     "reject_outlier_factor", "must be > 1 (e.g. 3: drop updates over 3x "
+                     f"the median norm), got {self.reject_outlier_factor!r}")
+        if self.max_update_norm is not None:
+            _positive(self, "max_update_norm")
+        _at_least(self, 1, "max_examples")
+        _require(_finite(self.eval_fraction) and 0 <= self.eval_fraction <= 1, "eval_fraction",
+                 f"must be in [0, 1], got {self.eval_fraction!r}")
+        _require(_finite(self.retry_min_s) and _finite(self.retry_max_s)
+                 and 0 <= self.retry_min_s <= self.retry_max_s, "retry_min_s",
+                 "need 0 <= retry_min_s <= retry_max_s")
+        _require(self.robust is None or self.dp is None, "robust",
+                 "choose robust aggregation or central DP (dp), not both: the DP analysis "
+                 "assumes the clipped mean")
         if self.secagg is not None:
-            if self.mode != "sync":
-                raise ValueError("secure aggregation runs in sync rounds (mode 'sync'); see "
-                                 "docs/aggregator.md for async")
-            if self.clip_norm or self.robust or self.dp or self.reject_outlier_factor:
-                raise ValueError("with secagg the server sees only the sum: per-update clipping, "
-                                 "outlier rejection, robust statistics and central DP need "
-                                 "individual updates; clip on the device instead")
-            group = math.ceil(self.sync.goal * self.sync.overselect)
-            if group > self.secagg.max_devices():
-                raise ValueError(f"a secagg group of up to {group} devices could overflow "
-                                 f"2^32 with clip {self.secagg.clip} and frac_bits "
-                                 f"{self.secagg.frac_bits}; lower one of them")
-        if not 0 <= self.retry_min_s <= self.retry_max_s:
-            raise ValueError("need 0 <= retry_min_s <= retry_max_s")
-        if not 0 <= self.eval_fraction <= 1:
-            raise ValueError(f"eval_fraction must be in [0, 1], got {self.eval_fraction}")
-        if self.server_lr_decay is not None:
-            at, factor = self.server_lr_decay.get("at"), self.server_lr_decay.get("factor")
-            if set(self.server_lr_decay) != {"at", "factor"} or not isinstance(at, list) or not at \
-                    or any(not isinstance(v, int) or v < 1 for v in at) or at != sorted(set(at)) \
-                    or not isinstance(factor, (int, float)) or not 0 < factor < 1:
-                raise ValueError('server_lr_decay must be {"at": [increasing versions >= 1], '
-                                 '"factor": a number in (0, 1)}')
-        if self.dp is not None:
-            missing = {"clip_norm", "noise_multiplier", "population"} - set(self.dp)
-            if missing:
-                raise ValueError(f"dp settings need {sorted(missing)}")
+            self._check_secagg()
+        self._check_buildable()
+
+    def _check_secagg(self) -> None:
+        _require(self.mode == "sync", "secagg", "secure aggregation runs in sync rounds "
+                 "(mode 'sync'); see docs/aggregator.md for async")
+        _require(not (self.clip_norm or self.robust or self.dp or self.reject_outlier_factor),
+                 "secagg", "with secagg the server sees only the sum: per-update clipping, "
+                 "outlier rejection, robust statistics and central DP need individual "
+                 "updates; clip on the device instead")
+        group = math.ceil(self.sync.goal * self.sync.overselect)
+        _require(group <= self.secagg.max_devices(), "secagg",
+                 f"a secagg group of up to {group} devices could overflow 2^32 with clip "
+                 f"{self.secagg.clip} and frac_bits {self.secagg.frac_bits}; lower one of them")
+
+    def _check_buildable(self) -> None:
+        """What the first commit will build, built now (cheap: no arrays)."""
+        import numpy as np
+
+        from .server_optimizers import build_server_optimizer
+        from .stages import build_aggregation
+        try:
+            build_aggregation(self.aggregation(), np.random.default_rng(0))
+        except (TypeError, ValueError) as e:
+            raise FieldError(f"the aggregation stack cannot be built: {e}", "") from None
+        try:
+            build_server_optimizer(self.server_optimizer, lr=self.server_lr)
+        except (TypeError, ValueError) as e:
+            raise FieldError(f"cannot be built: {e}", "server_optimizer") from None
 
     def server_lr_at(self, version: int) -> float:
         """The server learning rate of the step from `version` to `version + 1`."""
         if self.server_lr_decay is None:
             return self.server_lr
-        passed = sum(version >= v for v in self.server_lr_decay["at"])
-        return self.server_lr * self.server_lr_decay["factor"] ** passed
+        passed = sum(version >= v for v in self.server_lr_decay.at)
+        return self.server_lr * self.server_lr_decay.factor ** passed
+
+    def updates_per_version(self) -> int:
+        return self.sync.goal if self.mode == "sync" else self.async_.buffer_size
 
     def aggregation(self):
         from .stages import AggregationConfig
         dp = None
         if self.dp is not None:
-            expected = self.sync.goal if self.mode == "sync" else self.async_.buffer_size
-            dp = {"expected_count": expected} | self.dp
-        return AggregationConfig(self.clip_norm, self.reject_outlier_factor, self.robust, dp)
+            dp = {"clip_norm": self.dp.clip_norm, "noise_multiplier": self.dp.noise_multiplier,
+                  "expected_count": self.dp.expected_count or self.updates_per_version(),
+                  "adaptive_quantile": self.dp.adaptive_quantile,
+                  "adaptive_lr": self.dp.adaptive_lr, "count_noise": self.dp.count_noise}
+        robust = None if self.robust is None else \
+            {"kind": self.robust.kind} | self.robust.stage_options()
+        return AggregationConfig(self.clip_norm, self.reject_outlier_factor, robust, dp)
 
     def sampling_rate(self) -> float:
         """Per-version sampling rate for the accountant (see aggregator.privacy)."""
-        per_version = self.sync.goal if self.mode == "sync" else self.async_.buffer_size
-        return min(1.0, per_version / self.dp["population"])
-
-    def to_json(self) -> dict:
-        return asdict(self)
+        return min(1.0, self.updates_per_version() / self.dp.population)
 
     @classmethod
-    def from_json(cls, doc: dict) -> TaskSettings:
-        doc = dict(doc)
-        sync = SyncSettings(**doc.pop("sync", {}))
-        async_ = AsyncSettings(**doc.pop("async_", doc.pop("async", {})))
-        secagg = doc.pop("secagg", None)
-        secagg = SecAggSettings(**secagg) if isinstance(secagg, dict) else secagg
-        return cls(sync=sync, async_=async_, secagg=secagg, **doc)
+    def from_json(cls, doc: dict, path: str = "settings") -> TaskSettings:
+        """Settings from the admin API or the store (older stored shapes load too)."""
+        return from_json(cls, doc, path)
+
+
+def reference_table() -> str:
+    """The settings reference as a Markdown table (docs/aggregator.md holds its output)."""
+    rows = ["| setting | type | default | meaning, range |", "|---|---|---|---|"]
+
+    def walk(cls, prefix: str) -> None:
+        import typing
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            tp = hints[f.name]
+            default = f.default if f.default is not dataclasses.MISSING else (
+                "(required)" if f.default_factory is dataclasses.MISSING else "{...}")
+            name = f"{prefix}{f.name}"
+            rows.append(f"| `{name}` | {_type_name(tp)} | `{_json_text(default)}` | "
+                        f"{_MEANING.get(name, '')} |")
+            nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
+            for sub in nested:
+                walk(sub, f"{name}.")
+    walk(TaskSettings, "")
+    return "\n".join(rows)
+
+
+def _type_name(tp) -> str:
+    import typing
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " \\| ".join(f'"{a}"' for a in args)
+    if args and origin is not tuple:
+        return " \\| ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        return f"list of {_type_name(args[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _json_text(value) -> str:
+    import json
+    if isinstance(value, str) and value.startswith(("(", "{")):
+        return value
+    return json.dumps(value)
+
+
+_MEANING = {
+    "mode": "sync rounds or buffered async (FedBuff)",
+    "sync": "sync rounds", "sync.goal": "reports per round, >= 1",
+    "sync.overselect": "devices selected per report wanted, >= 1",
+    "sync.selection_timeout_s": "> 0", "sync.report_deadline_s": "> 0",
+    "sync.min_fraction": "share of goal that commits at the deadline, (0, 1]",
+    "async_": "buffered async (key `async` accepted too)",
+    "async_.concurrency": "devices training at once, >= 1",
+    "async_.buffer_size": "updates per version, >= 1",
+    "async_.max_staleness": "versions behind still accepted, >= 0",
+    "async_.staleness": "staleness weighting (aggregator.numerics.STALENESS)",
+    "async_.report_deadline_s": "> 0",
+    "server_optimizer": "aggregator.server_optimizers.SERVER_OPTIMIZERS",
+    "server_lr": "> 0",
+    "server_lr_decay": "step decay of server_lr, or null",
+    "server_lr_decay.at": "strictly increasing versions >= 1",
+    "server_lr_decay.factor": "(0, 1)",
+    "clip_norm": "server-side L2 clip of each update, > 0 or null",
+    "reject_outlier_factor": "drop updates over factor x median norm, > 1 or null",
+    "robust": "robust statistic (excludes dp), or null",
+    "robust.kind": "aggregator.robust.ROBUST_STAGES",
+    "robust.trim": "trimmed_mean only: fraction cut at each end, [0, 0.5); null = 0.1",
+    "robust.buffer": "updates per block, 3..1000 (trimmed_mean), 1..1000 (median)",
+    "dp": "central DP-FedAvg (excludes robust, secagg), or null",
+    "dp.clip_norm": "> 0", "dp.noise_multiplier": "> 0", "dp.population": ">= 1",
+    "dp.expected_count": "denominator, >= 1; null = sync.goal or async_.buffer_size",
+    "dp.adaptive_quantile": "(0, 1) or null (fixed clipping)", "dp.adaptive_lr": "> 0",
+    "dp.count_noise": ">= 0", "dp.target_delta": "(0, 1)",
+    "dp.epsilon_budget": "pause the task at this epsilon, > 0 or null",
+    "secagg": "secure aggregation (sync only; excludes server-side clip/robust/dp), or null",
+    "secagg.threshold_fraction": "(0.5, 1]", "secagg.clip": "> 0",
+    "secagg.frac_bits": "4..24", "secagg.max_examples": ">= 1",
+    "secagg.phase_timeout_s": "> 0",
+    "eval_fraction": "share of spare devices sent to evaluate, [0, 1]",
+    "retry_min_s": "0 <= retry_min_s <= retry_max_s", "retry_max_s": ">= retry_min_s",
+    "plan": "what each device trains", "plan.epochs": ">= 1", "plan.batch_size": ">= 1",
+    "plan.lr": "> 0", "plan.max_steps": ">= 1 or null",
+    "max_update_norm": "L2 bound of a decoded delta, > 0 or null (off)",
+    "max_examples": "cap of the weight a device may claim, >= 1",
+}
+
+
+if __name__ == "__main__":
+    print(reference_table())

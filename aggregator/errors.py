@@ -4,11 +4,13 @@
     ├── BadRequest (ValueError)            400  malformed JSON or fields; wire errors too
     ├── Unauthorized (PermissionError)     401  no or unknown credentials
     ├── Forbidden (PermissionError)        403  credentials of the wrong kind or population
+    │   └── EnrollmentClosed               403  no enrollment secret configured
     ├── NotFound (KeyError)                404  unknown task, version or upload
     ├── StaleVersion (ValueError)          409  computed from an old model (says current)
     ├── RoundClosed (RuntimeError)         409  the round/buffer no longer takes updates
     ├── NotSelected (PermissionError)      403  this device holds no assignment
     ├── TaskPaused (RuntimeError)          409  the task is paused
+    ├── TaskFailed (RuntimeError)          409  the task's stored state no longer loads
     ├── UploadOffsetMismatch (ValueError)  409  a chunk out of order (says bytes received)
     ├── PayloadTooLarge (ValueError)       413  over the body size cap
     ├── RateLimited (RuntimeError)         429  too many requests (says when to retry)
@@ -45,6 +47,10 @@ class Forbidden(AggregatorError, PermissionError):
     code = "forbidden"
 
 
+class EnrollmentClosed(Forbidden):
+    code = "enrollment_closed"
+
+
 class NotFound(AggregatorError, KeyError):
     code = "not_found"
 
@@ -66,6 +72,10 @@ class NotSelected(AggregatorError, PermissionError):
 
 class TaskPaused(AggregatorError, RuntimeError):
     code = "task_paused"
+
+
+class TaskFailed(AggregatorError, RuntimeError):
+    code = "task_failed"
 
 
 class UploadOffsetMismatch(AggregatorError, ValueError):
@@ -90,8 +100,8 @@ class StoreUnavailable(AggregatorError, ConnectionError):
 
 STATUS: dict[type, int] = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
-    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, UploadOffsetMismatch: 409,
-    PayloadTooLarge: 413,
+    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, TaskFailed: 409,
+    UploadOffsetMismatch: 409, PayloadTooLarge: 413,
     RateLimited: 429, NotLeader: 503, StoreUnavailable: 503, ProtocolError: 400,
 }
 

@@ -82,6 +82,11 @@ class CoordinateMedian:
         return _BufferedAccumulator(self.buffer, lambda stack: np.median(stack, axis=0), "median")
 
 
+ROBUST_STAGES = {"trimmed_mean": TrimmedMean, "median": CoordinateMedian}
+"""The registry: a task's `robust.kind` names one of these; the other keys of its robust
+settings are the stage's own fields."""
+
+
 def _trimmed(stack: np.ndarray, trim: float) -> np.ndarray:
     n = stack.shape[0]
     k = int(np.floor(trim * n))

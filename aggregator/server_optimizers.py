@@ -61,8 +61,12 @@ def FedYogi(**kw) -> FedAdam:  # noqa: N802 - reads as the algorithm's name
     return FedAdam(yogi=True, **kw)
 
 
+SERVER_OPTIMIZERS = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi}
+"""The registry: a task's `server_optimizer` names one of these."""
+
+
 def build_server_optimizer(name: str, **settings):
-    table = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi}
-    if name not in table:
-        raise ValueError(f"server optimizer must be one of {sorted(table)}, got {name!r}")
-    return table[name](**settings)
+    if name not in SERVER_OPTIMIZERS:
+        raise ValueError(f"server optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, "
+                         f"got {name!r}")
+    return SERVER_OPTIMIZERS[name](**settings)

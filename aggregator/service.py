@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,16 +29,25 @@ import numpy as np
 from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, decode_update,
                                encode_parameters, open_update)
 from edge_sdk.protocol.secagg import decode_masked_input
+from edge_sdk.protocol.typed_json import FieldError
 
 from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
                           Outcome, TaskCoordinator)
-from .errors import (BadRequest, Forbidden, NotFound, NotLeader, PayloadTooLarge, RoundClosed,
-                     StoreUnavailable, Unauthorized, UploadOffsetMismatch)
+from .errors import (BadRequest, EnrollmentClosed, Forbidden, NotFound, NotLeader,
+                     PayloadTooLarge, RoundClosed, StoreUnavailable, TaskFailed, Unauthorized,
+                     UploadOffsetMismatch)
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
 from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord
+
+
+log = logging.getLogger(__name__)
+
+TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""A task id: 1 to 64 of a-z, 0-9, '_' and '-', starting with a letter or digit (it names
+files and URL paths, so never '.', '/' or anything a path could interpret)."""
 
 
 @dataclass
@@ -58,15 +69,19 @@ class AggregatorService:
         self.address = address
         self.records: dict[str, TaskRecord] = {}  # every task
         self.tasks: dict[str, _Task] = {}  # the tasks this process leads, with coordinators
+        self.failed: dict[str, str] = {}  # tasks whose stored state did not load here: why
         self.counters: dict[str, int] = {}
 
     # -- start-up and leadership ------------------------------------------------------------
     def recover(self) -> None:
         """Load every task this process may lead, restore its coordinator and replay its
-        durable updates."""
+        durable updates. A task whose stored state no longer loads is marked failed (with
+        the reason, in the store, the admin API and the log) and the others serve."""
+        failed_before = self.store.failures()
         for record in self.store.tasks():
             self.records[record.task_id] = record
-            self._lead(record)
+            if self._lead(record) and record.task_id in failed_before:
+                self.store.clear_failed(record.task_id)  # repaired since: it serves again
 
     def _lead(self, record: TaskRecord) -> bool:
         if not self.store.try_lead(record.task_id, self.address, self.clock.now()):
@@ -76,7 +91,24 @@ class AggregatorService:
         except (NotLeader, StoreUnavailable):
             self.tasks.pop(record.task_id, None)  # tried again at the next tick
             return False
+        except Exception as e:  # noqa: BLE001 - stored state must never stop the server
+            self._fail(record.task_id, e)
+            return False
         return True
+
+    def _fail(self, task_id: str, error: Exception) -> None:
+        """Stop serving a task whose stored state does not load; say why, durably. It is
+        not retried until the next start (after the operator repaired it)."""
+        reason = _printable(str(error) if isinstance(error, TaskFailed)
+                            else f"{type(error).__name__}: {error}")
+        self.tasks.pop(task_id, None)
+        self.failed[task_id] = reason
+        log.error("task %r does not load and is not served: %s", task_id, reason,
+                  exc_info=error)
+        try:
+            self.store.mark_failed(task_id, reason, self.clock.now())
+        except Exception:  # noqa: BLE001 - shown in memory anyway
+            log.exception("could not record the failure of task %r", task_id)
 
     def _keep_leadership(self) -> None:
         """Drop coordinators whose lead was lost; lead (and so load) tasks nobody leads."""
@@ -86,7 +118,7 @@ class AggregatorService:
             for record in self.store.tasks():
                 self.records.setdefault(record.task_id, record)
         for task_id, record in list(self.records.items()):
-            if task_id not in self.tasks:
+            if task_id not in self.tasks and task_id not in self.failed:
                 self._lead(record)
 
     @contextlib.contextmanager
@@ -100,7 +132,8 @@ class AggregatorService:
             raise
 
     def leads(self, task_id: str) -> bool:
-        return task_id in self.tasks
+        """The task's calls are answered here (a task that failed here: with TaskFailed)."""
+        return task_id in self.tasks or task_id in self.failed
 
     def knows(self, task_id: str) -> bool:
         try:
@@ -126,49 +159,70 @@ class AggregatorService:
         return ids[int(self.rng.integers(len(ids)))]
 
     def _load_task(self, record: TaskRecord) -> _Task:
-        settings = TaskSettings.from_json(record.settings)
-        version, path = self.store.latest_model(record.task_id)
-        _, params = decode_parameters(path.read_bytes(), record.specs)
-        stage = build_aggregation(settings.aggregation(), self.rng)
-        now = self.clock.now()
-        coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
-                                      shapes={s["name"]: tuple(s["shape"]) for s in record.specs})
-        snapshot = self.store.snapshot(record.task_id)
-        opt_state = self.store.optimizer_state(record.task_id)
-        if snapshot is not None:
-            coordinator.restore(snapshot)
-        coordinator.version = version  # the stored model is the truth for the version
+        """The task's coordinator rebuilt from the store. Any part that does not load
+        raises TaskFailed naming the part (NotLeader, StoreUnavailable pass through)."""
+        with _loading("stored settings"):
+            settings = TaskSettings.from_json(record.settings)
+            if not isinstance(record.specs, list):
+                raise ValueError("the stored parameter specs are not a JSON list")
+            shapes = {s["name"]: tuple(s["shape"]) for s in record.specs}
+        with _loading("model file"):
+            version, path = self.store.latest_model(record.task_id)
+            _, params = decode_parameters(path.read_bytes(), record.specs)  # finite, checked
+        with _loading("optimizer state"):
+            opt_state = self.store.optimizer_state(record.task_id)
+            _check_optimizer_state(opt_state, params)
+        with _loading("coordinator snapshot"):
+            stage = build_aggregation(settings.aggregation(), self.rng)
+            now = self.clock.now()
+            coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
+                                          shapes=shapes)
+            snapshot = self.store.snapshot(record.task_id)
+            if snapshot is not None:
+                coordinator.restore(snapshot)
+            coordinator.version = version  # the stored model is the truth for the version
         task = _Task(record, settings, coordinator, params, opt_state)
-        self.tasks[record.task_id] = task
         stale = False
-        for update in self.store.pending_updates(record.task_id):
-            if update.round_id != coordinator.round_id:
-                stale = True  # from an abandoned round
-                continue
-            decoded = decode_update(self.store.update_bytes(update), record.specs, public_key=None,
-                                    limits=self.limits, keep_parts=True)
-            coordinator.accept(decoded.meta, decoded.tensors,
-                               Admission(update.weight, update.staleness))
+        with _loading("pending update"):
+            for update in self.store.pending_updates(record.task_id):
+                if update.round_id != coordinator.round_id:
+                    stale = True  # from an abandoned round
+                    continue
+                decoded = decode_update(self.store.update_bytes(update), record.specs,
+                                        public_key=None, limits=self.limits, keep_parts=True)
+                coordinator.accept(decoded.meta, decoded.tensors,
+                                   Admission(update.weight, update.staleness))
+        self.tasks[record.task_id] = task
         if stale and not coordinator.accepted:
             self.store.drop_pending(record.task_id)
-        self._maybe_commit(task)
+        with _loading("commit of the replayed updates"):
+            self._maybe_commit(task)
         return task
 
     # -- administration ------------------------------------------------------------------------
-    def create_task(self, task_id: str, bundle_dir: str, settings: TaskSettings) -> dict:
+    def create_task(self, task_id: str, bundle_dir: str, settings: TaskSettings | dict) -> dict:
+        """Everything is checked before the store is touched (nothing of a refused request
+        is written): the task id, the settings (JSON is checked with its paths), the
+        bundle and its initial parameters against its manifest. BadRequest names the
+        field."""
+        if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id):
+            raise BadRequest(f"task_id must be 1 to 64 of a-z, 0-9, '_', '-', starting with a "
+                             f"letter or digit, got {task_id!r}", field="task_id")
+        if isinstance(settings, dict):
+            settings = TaskSettings.from_json(settings)  # FieldError: 400 naming the field
+        elif not isinstance(settings, TaskSettings):
+            raise BadRequest("settings must be an object", field="settings")
         if task_id in self.records or self.store.has_task(task_id):
-            raise BadRequest(f"task {task_id!r} exists")
-        bundle = Path(bundle_dir)
+            raise BadRequest(f"task {task_id!r} exists", field="task_id")
+        if not isinstance(bundle_dir, str) or not bundle_dir:
+            raise BadRequest("bundle_dir must name a bundle directory", field="bundle_dir")
         try:
-            manifest = json.loads((bundle / "manifest.json").read_text())
-            with np.load(bundle / manifest.get("parameters_file", "parameters.npz"),
-                         allow_pickle=False) as npz:
-                params = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError, KeyError) as e:
-            raise BadRequest(f"cannot read the bundle at {bundle_dir}: {e}") from None
-        specs = [{"name": p["name"], "shape": p["shape"]} for p in manifest["parameters"]]
-        record = TaskRecord(task_id, settings.to_json(), str(bundle), manifest["model_id"], specs)
-        model = encode_parameters(params, specs, manifest["model_id"], 0)
+            model_id, specs, params = _read_bundle(Path(bundle_dir))
+            model = encode_parameters(params, specs, model_id, 0)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BadRequest(f"cannot use the bundle at {bundle_dir}: {e}",
+                             field="bundle_dir") from None
+        record = TaskRecord(task_id, settings.to_json(), bundle_dir, model_id, specs)
         self.store.add_task(record, model, self.clock.now())
         self.records[task_id] = record
         if self._lead(record):  # else another process took it first and runs it
@@ -185,23 +239,34 @@ class AggregatorService:
         return self.describe(task_id)
 
     def describe(self, task_id: str) -> dict:
-        """The live coordinator's state where it runs; elsewhere, as last stored."""
+        """The live coordinator's state where it runs; elsewhere, as last stored. `state`
+        is "active", "paused" or "failed" (then `error` says why it does not load)."""
         task = self.tasks.get(task_id)
         if task is None:
             return self._describe_stored(self._record(task_id))
         c = task.coordinator
-        return {"task_id": task_id, "mode": task.settings.mode, "model_id": task.record.model_id,
+        return {"task_id": task_id, "state": "paused" if c.paused else "active",
+                "mode": task.settings.mode, "model_id": task.record.model_id,
                 "version": c.version, "round": c.round_id, "phase": c.phase,
                 "paused": c.paused, "in_flight": len(c.assigned), "accepted": c.accepted,
                 "funnel": c.funnel.to_json(), "settings": task.settings.to_json(),
                 "led_here": True}
 
     def _describe_stored(self, record: TaskRecord) -> dict:
-        snap = self.store.snapshot(record.task_id) or {}
+        error = self.failed.get(record.task_id) or self.store.failures().get(record.task_id)
+        try:
+            settings = TaskSettings.from_json(record.settings)
+            snap = self.store.snapshot(record.task_id) or {}
+        except (FieldError, ValueError) as e:
+            error = error or _printable(f"stored settings: {e}")
+        if error is not None:
+            return {"task_id": record.task_id, "state": "failed", "error": error,
+                    "model_id": record.model_id, "led_here": record.task_id in self.failed}
         round_id = snap.get("round_id", 1)
         accepted = sum(u.round_id == round_id for u in self.store.pending_updates(record.task_id))
-        settings = TaskSettings.from_json(record.settings)
-        return {"task_id": record.task_id, "mode": settings.mode, "model_id": record.model_id,
+        return {"task_id": record.task_id,
+                "state": "paused" if snap.get("paused", False) else "active",
+                "mode": settings.mode, "model_id": record.model_id,
                 "version": snap.get("version", 0), "round": round_id,
                 "phase": snap.get("phase", "selecting"), "paused": snap.get("paused", False),
                 "in_flight": len(snap.get("assigned", {})), "accepted": accepted,
@@ -255,6 +320,10 @@ class AggregatorService:
 
     # -- devices ------------------------------------------------------------------------------
     def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
+        if not self.enrollment_secrets:
+            raise EnrollmentClosed("this server enrolls no devices: no enrollment secret is "
+                                   "configured; start edge-fl serve with --enrollment-secret "
+                                   "POPULATION=SECRET (or enrollment_secrets in --config)")
         expected = self.enrollment_secrets.get(population)
         if expected is None or not secrets.compare_digest(expected, secret):
             raise Forbidden("wrong enrollment secret for this population")
@@ -473,10 +542,10 @@ class AggregatorService:
         dp = task.settings.dp
         if dp is None:
             return {}
-        delta = dp.get("target_delta", 1e-5)
-        epsilon = PrivacyAccountant(dp["noise_multiplier"], task.settings.sampling_rate(),
+        delta = dp.target_delta
+        epsilon = PrivacyAccountant(dp.noise_multiplier, task.settings.sampling_rate(),
                                     delta).epsilon(task.coordinator.version)
-        budget = dp.get("epsilon_budget")
+        budget = dp.epsilon_budget
         if budget is not None and epsilon >= budget:
             task.coordinator.paused = True
             task.coordinator.events.append({"event": "privacy_budget_reached", "epsilon": epsilon,
@@ -493,6 +562,10 @@ class AggregatorService:
         task = self.tasks.get(task_id)
         if task is None:
             self._record(task_id)
+            if task_id in self.failed:
+                raise TaskFailed(f"task {task_id!r} is not served: its stored state did not "
+                                 f"load ({self.failed[task_id]}); see GET /v1/admin/tasks/"
+                                 f"{task_id}", task_id=task_id)
             raise NotLeader(f"another process leads task {task_id!r}", retry_after_s=1)
         return task
 
@@ -504,6 +577,69 @@ class AggregatorService:
         if record is None:
             raise NotFound(f"unknown task {task_id!r}")
         return record
+
+
+@contextlib.contextmanager
+def _loading(part: str):
+    """Name the part of a task's stored state that did not load (TaskFailed)."""
+    try:
+        yield
+    except (NotLeader, StoreUnavailable):
+        raise
+    except Exception as e:  # noqa: BLE001 - any fault of stored state fails the task only
+        detail = str(e) if isinstance(e, FieldError) else f"{type(e).__name__}: {e}"
+        raise TaskFailed(f"{part}: {detail}") from e
+
+
+def _check_optimizer_state(state: dict, params: dict[str, np.ndarray]) -> None:
+    """Server optimizer state holds `m.NAME` / `v.NAME` arrays shaped as the parameters."""
+    for key, value in state.items():
+        name = key.partition(".")[2]
+        if name not in params or np.shape(value) != params[name].shape:
+            raise ValueError(f"optimizer state {key!r} matches no parameter of the model")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"optimizer state {key!r} holds NaN or Inf")
+
+
+def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
+    """(model_id, parameter specs, initial parameters) of a training bundle, checked:
+    the parameters file holds exactly the manifest's tensors, finite, of their shapes."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("model_id"), str) \
+            or not isinstance(manifest.get("parameters"), list) or not manifest["parameters"]:
+        raise ValueError("manifest.json needs a string model_id and a list of parameters")
+    specs = []
+    for p in manifest["parameters"]:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(
+                p.get("shape"), list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                 and 0 <= d < 2**31 for d in p["shape"]):
+            raise ValueError(f"manifest parameter {p!r} needs a name and a shape of integers")
+        specs.append({"name": p["name"], "shape": p["shape"]})
+    names = [s["name"] for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError("manifest parameters repeat a name")
+    parameters_file = manifest.get("parameters_file", "parameters.npz")
+    if not isinstance(parameters_file, str) or Path(parameters_file).name != parameters_file:
+        raise ValueError("parameters_file must name a file in the bundle directory")
+    with np.load(bundle / parameters_file, allow_pickle=False) as npz:
+        params = {k: npz[k] for k in npz.files}
+    if set(params) != set(names):
+        raise ValueError(f"{parameters_file} holds {sorted(params)}, the manifest names "
+                         f"{sorted(names)}")
+    for s in specs:
+        value = params[s["name"]]
+        if value.shape != tuple(s["shape"]) or not np.issubdtype(value.dtype, np.floating):
+            raise ValueError(f"parameter {s['name']!r} is {value.dtype} {value.shape}, the "
+                             f"manifest says float {tuple(s['shape'])}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"parameter {s['name']!r} holds NaN or Inf")
+    return manifest["model_id"], specs, params
+
+
+def _printable(text: str, limit: int = 500) -> str:
+    """Free text made safe to store and to send as JSON: no lone surrogates, bounded."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _hash(token: str) -> str:

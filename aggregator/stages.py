@@ -96,15 +96,16 @@ class AggregationConfig:
             raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm}")
         if self.robust is not None and self.dp is not None:
             raise ValueError("choose robust aggregation or central DP, not both")
-        if self.robust is not None and self.robust.get("kind") not in ("trimmed_mean", "median"):
-            raise ValueError("robust.kind must be 'trimmed_mean' or 'median'")
+        from .robust import ROBUST_STAGES
+        if self.robust is not None and self.robust.get("kind") not in ROBUST_STAGES:
+            raise ValueError(f"robust.kind must be one of {sorted(ROBUST_STAGES)}")
 
 
 def build_aggregation(config: AggregationConfig, rng=None) -> Stage:
     """The composition root of the aggregation stack:
     [Clip] -> [RejectOutliers] -> WeightedMean | TrimmedMean | CoordinateMedian | DPMean."""
     from .privacy import DPMean
-    from .robust import CoordinateMedian, RejectOutliers, TrimmedMean
+    from .robust import ROBUST_STAGES, RejectOutliers
     stage: Stage
     if config.dp is not None:
         if rng is None:
@@ -115,8 +116,7 @@ def build_aggregation(config: AggregationConfig, rng=None) -> Stage:
         stage = DPMean(rng=rng, **dp)
     elif config.robust is not None:
         options = {k: v for k, v in config.robust.items() if k != "kind"}
-        stage = TrimmedMean(**options) if config.robust["kind"] == "trimmed_mean" \
-            else CoordinateMedian(**options)
+        stage = ROBUST_STAGES[config.robust["kind"]](**options)
     else:
         stage = WeightedMean()
     if config.reject_outlier_factor is not None:

@@ -33,7 +33,7 @@ class InProcessTransport:
         if isinstance(result, Assignment):
             task = self.service.tasks[result.task_id]
             return {"assignment": {**result.__dict__, "model_id": task.record.model_id,
-                                   "plan": task.settings.plan}}
+                                   "plan": task.settings.plan.to_json()}}
         if isinstance(result, EvalAssignment):
             task = self.service.tasks[result.task_id]
             return {"evaluation": {**result.__dict__, "model_id": task.record.model_id}}

@@ -19,11 +19,14 @@ class AlreadyAggregated(KeyError):
 
 @dataclass(frozen=True)
 class TaskRecord:
+    """A task as stored; `settings` and `specs` are None when the stored JSON no longer
+    parses (the task is then marked failed at start-up)."""
+
     task_id: str
-    settings: dict
+    settings: dict | None
     bundle_dir: str
     model_id: str
-    specs: list
+    specs: list | None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class Store(Protocol):
     def latest_model(self, task_id: str) -> tuple[int, Path]: ...
     def model_path(self, task_id: str, version: int) -> Path | None: ...
     def model_history(self, task_id: str) -> list[dict]: ...
+
+    # tasks that no longer load (bad stored state): why, until they load again
+    def mark_failed(self, task_id: str, error: str, now: float) -> None: ...
+    def clear_failed(self, task_id: str) -> None: ...
+    def failures(self) -> dict[str, str]: ...
 
     # leadership of a task's coordinator
     def try_lead(self, task_id: str, url: str | None, now: float) -> bool: ...

@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS heldout_evaluations (
     created {real} NOT NULL, PRIMARY KEY (task_id, version));
 CREATE TABLE IF NOT EXISTS events (
     id {serial}, task_id TEXT NOT NULL, at {real} NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS task_failures (
+    task_id TEXT PRIMARY KEY, error TEXT NOT NULL, at {real} NOT NULL);
 """
 
 
@@ -127,7 +129,23 @@ class RowStore:
     def tasks(self) -> list[TaskRecord]:
         rows = self._query("SELECT task_id, settings, bundle_dir, model_id, specs FROM tasks "
                            "ORDER BY created, task_id")
-        return [TaskRecord(r[0], json.loads(r[1]), r[2], r[3], json.loads(r[4])) for r in rows]
+        # a row whose JSON no longer parses is still listed (None): its task is marked
+        # failed at start-up, and the others serve
+        return [TaskRecord(r[0], _json_or_none(r[1]), r[2], r[3], _json_or_none(r[4]))
+                for r in rows]
+
+    def mark_failed(self, task_id: str, error: str, now: float) -> None:
+        """Record why a task no longer loads (shown by the admin API until it loads again)."""
+        with self._writing() as tx:
+            tx.execute("DELETE FROM task_failures WHERE task_id = ?", (task_id,))
+            tx.execute("INSERT INTO task_failures VALUES (?, ?, ?)", (task_id, error, now))
+
+    def clear_failed(self, task_id: str) -> None:
+        with self._writing() as tx:
+            tx.execute("DELETE FROM task_failures WHERE task_id = ?", (task_id,))
+
+    def failures(self) -> dict[str, str]:
+        return dict(self._query("SELECT task_id, error FROM task_failures"))
 
     def latest_model(self, task_id: str) -> tuple[int, Path]:
         row = self._one("SELECT version, path FROM models WHERE task_id = ? ORDER BY version "
@@ -346,3 +364,10 @@ def _arrays_bytes(arrays: dict) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return None

@@ -278,5 +278,5 @@ def test_the_server_learning_rate_steps_down_at_the_configured_versions(bundle, 
                                    {"at": [], "factor": 0.5}, {"every": 5}])
 def test_a_bad_learning_rate_decay_is_refused_with_its_shape(decay):
     from aggregator.config import TaskSettings
-    with pytest.raises(ValueError, match="server_lr_decay must be"):
-        TaskSettings(server_lr_decay=decay)
+    with pytest.raises(ValueError, match="settings.server_lr_decay"):
+        TaskSettings.from_json({"server_lr_decay": decay})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from dp_accounting import dp_event, rdp
 
-from aggregator.config import SyncSettings, TaskSettings
+from aggregator.config import DPSettings, SyncSettings, TaskSettings
 from aggregator.privacy import DPMean, PrivacyAccountant
 from aggregator.robust import CoordinateMedian, RejectOutliers, TrimmedMean
 from aggregator.stages import AggregationConfig, Clip, WeightedMean, build_aggregation, stateful_stages
@@ -80,8 +80,8 @@ def test_adaptive_clipping_moves_towards_the_target_quantile_and_persists():
 
 def test_accountant_matches_the_library_for_a_documented_configuration():
     # 100 sync rounds of 100 devices from a population of 10,000, z = 1.0, delta = 1e-5
-    settings = TaskSettings(sync=SyncSettings(goal=100), dp={
-        "clip_norm": 0.5, "noise_multiplier": 1.0, "population": 10_000})
+    settings = TaskSettings(sync=SyncSettings(goal=100), dp=DPSettings(
+        clip_norm=0.5, noise_multiplier=1.0, population=10_000))
     ours = PrivacyAccountant(1.0, settings.sampling_rate(), 1e-5).epsilon(100)
     library = rdp.RdpAccountant()
     library.compose(dp_event.PoissonSampledDpEvent(0.01, dp_event.GaussianDpEvent(1.0)), 100)
@@ -93,7 +93,7 @@ def test_robust_and_dp_are_exclusive_and_validated():
     with pytest.raises(ValueError, match="not both"):
         AggregationConfig(robust={"kind": "median"}, dp={"clip_norm": 1.0})
     with pytest.raises(ValueError, match="population"):
-        TaskSettings(dp={"clip_norm": 1.0, "noise_multiplier": 1.0})
+        TaskSettings.from_json({"dp": {"clip_norm": 1.0, "noise_multiplier": 1.0}})
     with pytest.raises(ValueError, match="trim"):
         TrimmedMean(trim=0.6)
 
@@ -108,8 +108,8 @@ def test_a_dp_task_reports_epsilon_per_version_and_stops_at_its_budget(tmp_path)
     bundle = build_bundle("mlp", tmp_path / "mlp")
     service = AggregatorService(SqliteStore(tmp_path / "state"), FakeClock(),
                                 np.random.default_rng(0), {"p": "s"})
-    dp = {"clip_norm": 0.1, "noise_multiplier": 1.5, "population": 20, "target_delta": 1e-5,
-          "epsilon_budget": 3.0}
+    dp = DPSettings(clip_norm=0.1, noise_multiplier=1.5, population=20, target_delta=1e-5,
+                    epsilon_budget=3.0)
     service.create_task("t", str(bundle), TaskSettings(sync=SyncSettings(goal=5, overselect=1.0), dp=dp))
     task = service.tasks["t"]
     key = generate_signing_key()

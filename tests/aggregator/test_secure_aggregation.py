@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import edge_sdk.client as client_module
-from aggregator.config import SecAggSettings, TaskSettings
+from aggregator.config import RobustSettings, SecAggSettings, TaskSettings
 from aggregator.errors import BadRequest, RoundClosed
 from aggregator.secure_round import SecureRound
 from edge_sdk.bundle import Bundle
@@ -84,7 +84,7 @@ def test_settings_refuse_what_secure_aggregation_cannot_do():
     with pytest.raises(ValueError, match="sync"):
         TaskSettings(mode="async", secagg=SecAggSettings())
     with pytest.raises(ValueError, match="individual updates"):
-        TaskSettings(secagg=SecAggSettings(), robust={"kind": "median"})
+        TaskSettings(secagg=SecAggSettings(), robust=RobustSettings(kind="median"))
     with pytest.raises(ValueError, match="overflow"):
         TaskSettings.from_json({"sync": {"goal": 5000}, "secagg": {}})
 
