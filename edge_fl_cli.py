@@ -22,7 +22,6 @@ def _zoo_export(args) -> int:
 
 def _serve(args) -> int:
     import asyncio
-    import json
     import socket
     from pathlib import Path
 
@@ -31,13 +30,9 @@ def _serve(args) -> int:
 
     from aggregator.app import ServerConfig, build_app, make_service
     from edge_sdk.clock import SystemClock
-    doc = json.loads(Path(args.config).read_text()) if args.config else {}
-    doc["data_dir"] = args.data_dir
-    if args.admin_token:
-        doc["admin_token"] = args.admin_token
-    for pair in args.enrollment_secret or []:
-        population, _, secret = pair.partition("=")
-        doc.setdefault("enrollment_secrets", {})[population] = secret
+    doc = _serve_config(args)
+    if doc is None:
+        return 2
     if args.store_url:
         doc["store_url"] = args.store_url
     if args.advertise_url:
@@ -52,10 +47,14 @@ def _serve(args) -> int:
     doc.setdefault("advertise_url", f"http://[{host}]:{port}" if ":" in host
                    else f"http://{host}:{port}")
     try:
-        config = ServerConfig(**doc)
-    except (TypeError, ValueError) as e:
+        config = ServerConfig.from_json(doc)
+    except ValueError as e:
         print(f"edge-fl serve: bad configuration: {e}", file=sys.stderr)
         return 2
+    if not config.enrollment_secrets:
+        print("edge-fl serve: no enrollment secret is configured, so no device can enroll "
+              "(403 enrollment_closed); pass --enrollment-secret POPULATION=SECRET",
+              file=sys.stderr, flush=True)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     service = make_service(config, SystemClock(), np.random.default_rng())
     app = build_app(config, service)
@@ -75,6 +74,42 @@ def _serve(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _serve_config(args) -> dict | None:
+    """The serve config file's JSON with the flags merged in (None: an error was printed).
+    Without an admin token anywhere, one is generated and printed once to stderr."""
+    import json
+    import secrets
+    from pathlib import Path
+    try:
+        doc = json.loads(Path(args.config).read_text()) if args.config else {}
+    except (OSError, ValueError) as e:
+        print(f"edge-fl serve: cannot read --config {args.config}: {e}", file=sys.stderr)
+        return None
+    if not isinstance(doc, dict):
+        print(f"edge-fl serve: --config {args.config} must hold a JSON object of ServerConfig "
+              "fields", file=sys.stderr)
+        return None
+    doc["data_dir"] = args.data_dir
+    if args.admin_token:
+        doc["admin_token"] = args.admin_token
+    for pair in args.enrollment_secret or []:
+        population, sep, secret = pair.partition("=")
+        if not sep or not population or not secret:
+            print(f"edge-fl serve: --enrollment-secret takes POPULATION=SECRET, got {pair!r}",
+                  file=sys.stderr)
+            return None
+        secrets_doc = doc.setdefault("enrollment_secrets", {})
+        if isinstance(secrets_doc, dict):
+            secrets_doc[population] = secret
+    if "admin_token" not in doc:
+        doc["admin_token"] = secrets.token_urlsafe(32)
+        print(f"edge-fl serve: no --admin-token given; this run's admin token is "
+              f"{doc['admin_token']} (send it as X-Admin-Token; pass --admin-token, or "
+              "admin_token in --config, to keep one across restarts)", file=sys.stderr,
+              flush=True)
+    return doc
 
 
 def _heldout(args) -> int:
@@ -162,8 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="JSON file with ServerConfig fields")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8750, help="0 picks a free port")
-    serve.add_argument("--admin-token", help="token for /v1/admin (>= 16 chars)")
-    serve.add_argument("--enrollment-secret", action="append", metavar="POPULATION=SECRET")
+    serve.add_argument("--admin-token", help="token for /v1/admin (>= 16 chars); default: "
+                       "a random one, printed once to stderr")
+    serve.add_argument("--enrollment-secret", action="append", metavar="POPULATION=SECRET",
+                       help="devices of POPULATION enroll with SECRET (repeatable); without "
+                            "any, no device can enroll")
     serve.add_argument("--store-url", metavar="postgresql://...",
                        help="keep state in PostgreSQL, shared by every process given the same "
                             "URL (needs the postgres extra)")

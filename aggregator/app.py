@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from dataclasses import asdict
@@ -83,7 +84,8 @@ def auth_middleware(config: ServerConfig):
         path = request.path
         if path.startswith("/v1/admin"):
             token = request.headers.get("X-Admin-Token", "")
-            if token != config.admin_token:
+            if not secrets.compare_digest(token.encode("utf-8", "surrogateescape"),
+                                          config.admin_token.encode()):
                 raise (Unauthorized if not token else Forbidden)("admin token required")
         elif path.startswith("/v1/") and path != "/v1/enroll" and path != "/v1/status":
             auth = request.headers.get("Authorization", "")
@@ -371,8 +373,8 @@ def _heldout_evaluators(config: ServerConfig):
     async def ctx(app: web.Application):
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge_fl_cli", "heldout", "--server", config.advertise_url,
-            "--task", task_id, "--bundle", entry["bundle"], "--examples", entry["examples"],
-            "--poll-s", str(entry.get("poll_s", 10.0)), "--parent-pid", str(os.getpid()),
+            "--task", task_id, "--bundle", entry.bundle, "--examples", entry.examples,
+            "--poll-s", str(entry.poll_s), "--parent-pid", str(os.getpid()),
             env=os.environ | {"EDGE_FL_ADMIN_TOKEN": config.admin_token})
             for task_id, entry in config.heldout.items()]
         yield

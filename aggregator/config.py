@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge_sdk.protocol.typed_json import FieldError, from_json, to_json
+from edge_sdk.protocol.typed_json import FieldError, from_json, require as _require, to_json
 
 from .numerics import STALENESS
 from .robust import ROBUST_STAGES
@@ -29,11 +29,6 @@ Mode = Literal["sync", "async"]
 StalenessName = Literal[tuple(STALENESS)]  # type: ignore[valid-type]
 RobustKind = Literal[tuple(ROBUST_STAGES)]  # type: ignore[valid-type]
 ServerOptimizerName = Literal[tuple(SERVER_OPTIMIZERS)]  # type: ignore[valid-type]
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise FieldError(message, name)
 
 
 def _finite(value) -> bool:

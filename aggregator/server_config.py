@@ -1,8 +1,41 @@
-"""The aggregator process's settings, built once at the entry point (`edge-fl serve`)."""
+"""The aggregator process's settings, built once at the entry point (`edge-fl serve`).
+
+`ServerConfig.from_json` builds it from the serve config file (plus the command line's
+flags), refusing unknown keys with their path and the nearest valid name
+(`config.heldout.kb.bundel: unknown key; did you mean 'bundle'?`), as task settings do.
+There are no built-in secrets: `edge-fl serve` generates an admin token when none is
+given, and a server without enrollment secrets enrolls no device.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edge_sdk.protocol.typed_json import FieldError, from_json, require as _require, to_json
+
+
+@dataclass(frozen=True)
+class HeldoutEntry:
+    """A held-out evaluator beside the server: the task's model versions evaluated on the
+    JSON-lines `examples` with the bundle at `bundle`, polled every `poll_s` seconds."""
+
+    bundle: str
+    examples: str
+    poll_s: float = 10.0
+
+    def __post_init__(self):
+        for name in ("bundle", "examples"):
+            value = getattr(self, name)
+            _require(isinstance(value, str) and Path(value).exists(), name,
+                     f"must name an existing {'bundle directory' if name == 'bundle' else 'JSON-lines file'}, "
+                     f"got {value!r}")
+        _require(isinstance(self.poll_s, (int, float)) and 0 < self.poll_s < 1e6, "poll_s",
+                 f"must be a number of seconds > 0, got {self.poll_s!r}")
+
+
+def _token_like(value: str) -> bool:
+    """Printable ASCII without spaces: it travels in headers and JSON, compared bytewise."""
+    return isinstance(value, str) and value.isascii() and value.isprintable() and " " not in value
 
 
 @dataclass(frozen=True)
@@ -11,50 +44,65 @@ class ServerConfig:
 
     data_dir: str
     admin_token: str
-    enrollment_secrets: dict = field(default_factory=lambda: {"default": "change-me"})
+    # {population: secret}; empty: enrollment is refused (403 enrollment_closed)
+    enrollment_secrets: dict[str, str] = field(default_factory=dict)
     max_body_bytes: int = 32 * 2**20
     rate_per_s: float = 20.0
     burst: int = 40
     tick_interval_s: float = 1.0
     # fault injection for crash tests: the process dies (as with kill -9) the n-th time it
     # reaches the named point of aggregator.store.CRASH_POINTS, e.g. {"model_file_written": 2}
-    crash_at: dict = field(default_factory=dict)
+    crash_at: dict[str, int] = field(default_factory=dict)
     # PostgreSQL shared by several aggregator processes (None: SQLite + files in data_dir)
     store_url: str | None = None
     # where the other processes reach this one (`edge-fl serve` fills in the bound address)
     advertise_url: str | None = None
     forward_timeout_s: float = 60.0
-    # server-side held-out evaluation: {task_id: {"bundle": DIR, "examples": FILE.jsonl}};
-    # each runs as its own process (server_eval/), started and stopped with the app
-    heldout: dict = field(default_factory=dict)
+    # server-side held-out evaluation per task; each runs as its own process (server_eval/),
+    # started and stopped with the app
+    heldout: dict[str, HeldoutEntry] = field(default_factory=dict)
 
     def __post_init__(self):
+        _require(isinstance(self.data_dir, str) and self.data_dir != "", "data_dir",
+                 "must name a directory")
+        _require(_token_like(self.admin_token) and len(self.admin_token) >= 16, "admin_token",
+                 "must be at least 16 printable ASCII characters without spaces (leave it "
+                 "out and edge-fl serve generates one)")
+        _require(isinstance(self.enrollment_secrets, dict), "enrollment_secrets",
+                 "must map population names to secrets")
+        for population, secret in self.enrollment_secrets.items():
+            _require(_token_like(population) and 0 < len(population) <= 64,
+                     f"enrollment_secrets.{population}", "a population is 1 to 64 printable "
+                     "ASCII characters without spaces")
+            _require(_token_like(secret) and 0 < len(secret) <= 256,
+                     f"enrollment_secrets.{population}", "a secret is 1 to 256 printable "
+                     "ASCII characters without spaces")
         for task_id, entry in self.heldout.items():
-            paths = {k: entry.get(k) for k in ("bundle", "examples")} \
-                if isinstance(entry, dict) else {}
-            poll = entry.get("poll_s", 10.0) if isinstance(entry, dict) else None
-            if not paths or set(entry) - {"bundle", "examples", "poll_s"} or not all(
-                    isinstance(v, str) and Path(v).exists() for v in paths.values()) or not (
-                    isinstance(poll, (int, float)) and poll > 0):
-                raise ValueError(f"heldout[{task_id!r}] must be {{\"bundle\": DIR, \"examples\": "
-                                 "FILE, \"poll_s\": 10}} naming an existing bundle and "
-                                 "JSON-lines file")
-        if self.heldout and self.advertise_url is None:
-            raise ValueError("held-out evaluators reach the server at advertise_url; set it "
-                             "(edge-fl serve fills it in)")
-        if self.store_url is not None and not self.store_url.startswith(
-                ("postgresql://", "postgres://")):
-            raise ValueError("store_url must be a postgresql://user@host:port/db URL; leave it "
-                             "out for SQLite + files under data_dir")
-        if self.advertise_url is not None and not self.advertise_url.startswith(
-                ("http://", "https://")):
-            raise ValueError("advertise_url must be http(s)://host:port, as the other "
-                             "aggregator processes reach this one")
-        if self.forward_timeout_s <= 0:
-            raise ValueError("forward_timeout_s must be > 0")
-        if len(self.admin_token) < 16:
-            raise ValueError("admin_token must be at least 16 characters")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be >= 1024")
-        if self.rate_per_s <= 0 or self.burst < 1:
-            raise ValueError("rate_per_s must be > 0 and burst >= 1")
+            _require(isinstance(entry, HeldoutEntry), f"heldout.{task_id}",
+                     'must be {"bundle": DIR, "examples": FILE.jsonl, "poll_s": 10}')
+        _require(not self.heldout or self.advertise_url is not None, "advertise_url",
+                 "held-out evaluators reach the server at advertise_url; set it (edge-fl "
+                 "serve fills it in)")
+        _require(self.store_url is None or self.store_url.startswith(
+            ("postgresql://", "postgres://")), "store_url",
+            "must be a postgresql://user@host:port/db URL; leave it out for SQLite + files "
+            "under data_dir")
+        _require(self.advertise_url is None or self.advertise_url.startswith(
+            ("http://", "https://")), "advertise_url",
+            "must be http(s)://host:port, as the other aggregator processes reach this one")
+        _require(self.forward_timeout_s > 0, "forward_timeout_s", "must be > 0")
+        _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
+        _require(self.rate_per_s > 0, "rate_per_s", "must be > 0")
+        _require(self.burst >= 1, "burst", "must be >= 1")
+        _require(self.tick_interval_s > 0, "tick_interval_s", "must be > 0")
+
+    @classmethod
+    def from_json(cls, doc: dict, path: str = "config") -> ServerConfig:
+        """From the serve config file's JSON (with the command line's flags merged in)."""
+        return from_json(cls, doc, path)
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+
+__all__ = ["FieldError", "HeldoutEntry", "ServerConfig"]

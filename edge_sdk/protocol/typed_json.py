@@ -53,6 +53,12 @@ class FieldError(ProtocolError):
         return FieldError(self.message, f"{prefix}.{self.field}" if self.field else prefix)
 
 
+def require(ok: bool, field: str, message: str) -> None:
+    """For `__post_init__` checks: FieldError(message, field) unless ok."""
+    if not ok:
+        raise FieldError(message, field)
+
+
 def nearest(name: str, choices) -> str:
     """' did you mean ...?' for the closest of `choices`, or the list of them."""
     choices = [str(c) for c in choices]
@@ -187,4 +193,4 @@ def _name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-__all__ = ["FieldError", "convert", "from_json", "nearest", "to_json"]
+__all__ = ["FieldError", "convert", "from_json", "nearest", "require", "to_json"]
