@@ -97,8 +97,22 @@ class TaskSettings:
     retry_min_s: float = 30.0
     retry_max_s: float = 300.0
     plan: dict = field(default_factory=lambda: {"epochs": 1, "batch_size": 16, "lr": 0.1})
+    # an update whose decoded L2 norm (or any quantization chunk's scale) exceeds this is
+    # refused (400 update_norm_exceeded); None turns the bound off
+    max_update_norm: float | None = 100.0
+    # the weight of an update is min(its num_examples, max_examples)
+    max_examples: int = 10_000
 
     def __post_init__(self):
+        norm = self.max_update_norm
+        if norm is not None and (not isinstance(norm, (int, float)) or isinstance(norm, bool)
+                                 or not 0 < norm <= 1e12):
+            raise ValueError(f"max_update_norm must be a number in (0, 1e12] or null (no "
+                             f"bound), got {norm!r}")
+        if not isinstance(self.max_examples, int) or isinstance(self.max_examples, bool) \
+                or not 1 <= self.max_examples <= 2**31:
+            raise ValueError(f"max_examples must be an integer in 1..2^31, got "
+                             f"{self.max_examples!r}")
         if self.mode not in ("sync", "async"):
             raise ValueError(f"mode must be 'sync' or 'async', got {self.mode!r}")
         if self.secagg is not None:
