@@ -285,7 +285,11 @@ class TaskSettings(_Settings):
                      f"the median norm), got {self.reject_outlier_factor!r}")
         if self.max_update_norm is not None:
             _positive(self, "max_update_norm")
+            _require(self.max_update_norm <= 1e12, "max_update_norm",
+                     f"must be at most 1e12 (or null: no bound), got {self.max_update_norm!r}")
         _at_least(self, 1, "max_examples")
+        _require(self.max_examples <= 2**31, "max_examples",
+                 f"must be at most 2^31, got {self.max_examples!r}")
         _require(_finite(self.eval_fraction) and 0 <= self.eval_fraction <= 1, "eval_fraction",
                  f"must be in [0, 1], got {self.eval_fraction!r}")
         _require(_finite(self.retry_min_s) and _finite(self.retry_max_s)

@@ -120,7 +120,8 @@ class TaskCoordinator:
         self.phase = "selecting"
         self.round_started = now
         self.assigned: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
-        self.outcomes: dict[str, Outcome] = {}  # idempotency key -> outcome
+        # (device, idempotency key) -> outcome: a key is the device's own, per task
+        self.outcomes: dict[tuple[str, str], Outcome] = {}
         self.reported_devices: set[str] = set()
         self.accepted = 0
         self.accumulator = self.stage.start()
@@ -207,8 +208,8 @@ class TaskCoordinator:
         the aggregate: an Admission (its weight), the first Outcome for a retried
         idempotency key, or an error saying why not. The service persists the update
         between admit and accept, so an accepted update is durable before it counts."""
-        if meta.idempotency_key in self.outcomes:  # a retry: the first outcome stands
-            first = self.outcomes[meta.idempotency_key]
+        first = self.outcomes.get((meta.device_id, meta.idempotency_key))
+        if first is not None:  # a retry: the first outcome stands
             return Outcome("duplicate", first.model_version, first.weight, first.staleness,
                            self.ready_to_commit())
         self.tick(now)
@@ -234,7 +235,7 @@ class TaskCoordinator:
                 self._reject("stale")
                 raise StaleVersion(f"round {self.round_id} trains version {self.version}",
                                    current_version=self.version)
-            return Admission(float(meta.num_examples), 0)
+            return Admission(self._weight(meta), 0)
         staleness = self.version - meta.model_version
         if staleness < 0 or staleness > self.settings.async_.max_staleness:
             del self.assigned[meta.device_id]
@@ -242,7 +243,18 @@ class TaskCoordinator:
             raise StaleVersion(f"computed from version {meta.model_version}; current is "
                                f"{self.version}, at most {self.settings.async_.max_staleness} "
                                f"behind is accepted", current_version=self.version)
-        return Admission(float(meta.num_examples), staleness)
+        return Admission(self._weight(meta), staleness)
+
+    def _weight(self, meta: UpdateMeta) -> float:
+        """The example count a device claims, capped per task: one device cannot outweigh
+        the others by claiming more."""
+        return float(min(meta.num_examples, self.settings.max_examples))
+
+    def refuse_update(self, reason: str) -> None:
+        """An update that arrived but is refused before admission (its contents are not
+        finite, or over the task's norm bound): counted, nothing else changes."""
+        self.funnel.reported += 1
+        self._reject(reason)
 
     def discount(self, staleness: int) -> float:
         """The factor a delta of this staleness is scaled by (1 in sync rounds)."""
@@ -264,7 +276,7 @@ class TaskCoordinator:
             self.assigned.pop(meta.device_id, None)
         outcome = Outcome("accepted", meta.model_version, admission.weight, admission.staleness,
                           self.ready_to_commit())
-        self.outcomes[meta.idempotency_key] = outcome
+        self.outcomes[(meta.device_id, meta.idempotency_key)] = outcome
         return outcome
 
     def _reject(self, reason: str) -> None:
@@ -337,8 +349,17 @@ class TaskCoordinator:
     def take_aggregate(self, now: float) -> tuple[Delta, dict]:
         """Close the ready round/buffer: (mean delta, measurements); opens the next one
         for version + 1 (the caller applies the server optimizer and stores the model)."""
+        mean, measurements = self.close_aggregate()
+        self.publish(now)
+        return mean, measurements
+
+    def close_aggregate(self) -> tuple[Delta, dict]:
+        """The ready round/buffer's (mean delta, measurements). Follow with `publish`
+        (the caller stored the new model) or `refuse` (it must not be published)."""
         if not self.ready_to_commit():
             raise RoundClosed("the round is not ready to commit")
+        # stateful stages move on in result(); kept to be put back if refused
+        self._stage_states = [s.state() for s in stateful_stages(self.stage)]
         if self.secure is not None:  # the one sum the server ever learns
             sums, weight = split_secagg_sum(self.secure.result(), self.shapes)
             self.accumulator.add({k: v / np.float32(weight) for k, v in sums.items()}, weight)
@@ -346,7 +367,10 @@ class TaskCoordinator:
             self.funnel.accepted += self.accepted
             self.reported_devices = {d for d, x in self.secure.index.items()
                                      if x in self.secure.server.survivors}
-        mean, measurements = self.accumulator.result()
+        return self.accumulator.result()
+
+    def publish(self, now: float) -> None:
+        """The closed aggregate became version + 1: open the next round/buffer."""
         if self.settings.mode == "sync":
             # past the deadline they are stragglers; before it, the goal was met without them
             self._drop_unreported("deadline" if self.phase == "closing" else "round_full")
@@ -357,7 +381,22 @@ class TaskCoordinator:
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
-        return mean, measurements
+
+    def refuse_version(self, reason: str, now: float) -> None:
+        """The closed aggregate must not become a version (e.g. it is not finite): the
+        model stays at this version, stateful stages go back to where they were, and a
+        new round/buffer starts without the updates of this one (the caller drops them)."""
+        for stage, state in zip(stateful_stages(self.stage), self._stage_states):
+            stage.load_state(state)
+        if self.settings.mode == "sync":
+            self._drop_unreported("version_refused")
+        keep = self.assigned
+        self.events.append({"event": "version_refused", "round": self.round_id,
+                            "version": self.version + 1, "accepted": self.accepted,
+                            "reason": reason, "at": now})
+        self._open_round(now)
+        if self.settings.mode == "async":
+            self.assigned = keep
 
     # -- persistence ------------------------------------------------------------------------
     def snapshot(self) -> dict:

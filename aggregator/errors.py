@@ -2,6 +2,8 @@
 
     AggregatorError
     ├── BadRequest (ValueError)            400  malformed JSON or fields; wire errors too
+    │   ├── UpdateNotFinite                400  an update holds NaN or Inf
+    │   └── UpdateNormExceeded             400  over the task's max_update_norm
     ├── Unauthorized (PermissionError)     401  no or unknown credentials
     ├── Forbidden (PermissionError)        403  credentials of the wrong kind or population
     │   └── EnrollmentClosed               403  no enrollment secret configured
@@ -37,6 +39,14 @@ class AggregatorError(Exception):
 
 class BadRequest(AggregatorError, ValueError):
     code = "bad_request"
+
+
+class UpdateNotFinite(BadRequest):
+    code = "update_not_finite"
+
+
+class UpdateNormExceeded(BadRequest):
+    code = "update_norm_exceeded"
 
 
 class Unauthorized(AggregatorError, PermissionError):

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
 __all__ = ["COMPILED", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
-           "levels_squared_norm"]
+           "chunked_levels_squared_norm", "levels_squared_norm"]
 
 COMPILED = numba is not None
 
@@ -51,6 +51,12 @@ def _add_joined_levels_batch_numpy(acc, counts, offsets, levels, a, b, block_bas
 def _levels_squared_norm_numpy(levels, a, b, chunk):
     c = np.arange(len(levels)) // chunk
     v = (levels * a[c] + b[c]).astype(np.float64)
+    return float(np.dot(v, v))
+
+
+def _chunked_levels_squared_norm_numpy(levels, a, b, sizes):
+    c = np.repeat(np.arange(len(sizes)), sizes)
+    v = levels * a[c].astype(np.float64) + b[c].astype(np.float64)
     return float(np.dot(v, v))
 
 
@@ -147,9 +153,31 @@ if COMPILED:
             total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
         return total
 
+    @_jit
+    def _chunked_levels_squared_norm(levels, a, b, sizes):
+        # as _levels_squared_norm, with chunk c holding sizes[c] values (the joined
+        # tensors of an update: each tensor's last chunk may be short)
+        total = 0.0
+        lo = 0
+        for c in range(sizes.shape[0]):
+            hi = lo + sizes[c]
+            s1 = 0
+            s2 = 0
+            for j in range(lo, hi):
+                v = np.int64(levels[j])
+                s1 += v
+                s2 += v * v
+            ac = np.float64(a[c])
+            bc = np.float64(b[c])
+            total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
+            lo = hi
+        return total
+
     add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
         _add_dense_levels, _add_sparse_levels, _add_joined_levels_batch, _levels_squared_norm
+    chunked_levels_squared_norm = _chunked_levels_squared_norm
 else:  # pragma: no cover
     add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
         _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_joined_levels_batch_numpy, \
         _levels_squared_norm_numpy
+    chunked_levels_squared_norm = _chunked_levels_squared_norm_numpy

@@ -30,15 +30,88 @@ def dense_delta(delta: Delta) -> Delta:
 
 
 def squared_norm(x) -> float:
+    """The squared L2 norm, float64 (a float32 sum that overflows is redone in float64)."""
     if isinstance(x, np.ndarray):
-        return float(np.vdot(x, x))
+        return _squared(x)
     if x.levels is None:
-        return float(np.vdot(x.values, x.values)) * x.multiplier ** 2
+        return _squared(x.values) * x.multiplier ** 2
     return kernels.levels_squared_norm(x.levels, x.a, x.b, x.chunk) * x.multiplier ** 2
 
 
+def _squared(v: np.ndarray) -> float:
+    total = float(np.vdot(v, v))
+    if not math.isfinite(total):
+        flat = v.reshape(-1).astype(np.float64)
+        total = float(np.dot(flat, flat))
+    return total
+
+
 def global_norm(delta: Delta) -> float:
+    if isinstance(delta, JoinedParts):
+        return math.sqrt(_joined_squared_norm(delta))
     return float(math.sqrt(sum(squared_norm(v) for v in delta.values())))
+
+
+# -- bounded contributions -----------------------------------------------------------------
+def norm_over(delta: Delta, max_norm: float) -> float | None:
+    """None when the delta's L2 norm (float64) is at most `max_norm`, else that norm.
+
+    A quantized chunk's scale s (its levels span [-s, s]) is held to `max_norm` as well:
+    an honest encoder's chunk holds a value of magnitude s, so its update's norm is at
+    least s, while a crafted one could pair a huge scale with mid levels that decode to
+    ~0 and then overflow float32 when weighted in the sum. The result is then s.
+
+    The default codec's JoinedParts is never made dense: first an upper bound from the
+    chunk scales alone (sum over chunks of count x largest |value|^2, a few hundred
+    numbers), and only when that bound exceeds `max_norm` the exact sum over the levels."""
+    if isinstance(delta, JoinedParts):
+        return _joined_over(delta, max_norm)
+    total = 0.0
+    for x in delta.values():
+        if not isinstance(x, np.ndarray) and x.levels is not None and len(x.b):
+            scale = float(np.abs(x.b.astype(np.float64)).max()) * abs(x.multiplier)
+            if scale > max_norm:
+                return scale
+        total += squared_norm(x)
+    norm = math.sqrt(total)
+    return norm if norm > max_norm else None
+
+
+def _joined_over(x: JoinedParts, max_norm: float) -> float | None:
+    m = abs(x.multiplier)
+    a, b = x.a.astype(np.float64), x.b.astype(np.float64)  # [chunks]: small
+    scale = float(np.abs(b).max()) * m if len(b) else 0.0  # b = -scale
+    if scale > max_norm:
+        return scale
+    reach = np.maximum(np.abs(b), np.abs(255.0 * a + b))  # the largest |value| of a chunk
+    bound = float(np.dot(_chunk_sizes(x.plan.kept, x.chunk), reach * reach)) * m * m
+    if bound <= max_norm * max_norm:
+        return None
+    norm = math.sqrt(_joined_squared_norm(x))
+    return norm if norm > max_norm else None
+
+
+def _joined_squared_norm(x: JoinedParts) -> float:
+    """sum of (l a_c + b_c)^2 over every kept value, float64, in one pass over the joined
+    levels, times the multiplier squared."""
+    sizes = _chunk_sizes(x.plan.kept, x.chunk)
+    return kernels.chunked_levels_squared_norm(x.levels, x.a, x.b, sizes) * x.multiplier ** 2
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_sizes(kept: tuple, chunk: int) -> np.ndarray:
+    """int64 [sum of chunks]: values in each chunk of joined tensors that keep `kept`
+    (each tensor's values are chunked on their own, so its last chunk may be short)."""
+    sizes = []
+    for k in kept:
+        full, rest = divmod(k, chunk)
+        sizes += [chunk] * full + ([rest] if rest else [])
+    return np.array(sizes, np.int64)
+
+
+def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:
+    """Every value of every (dense) array finite."""
+    return all(np.isfinite(v).all() for v in arrays.values())
 
 
 def scaled(x, factor: float):

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.protocol import (DecodeLimits, UpdateMeta, decode_parameters, decode_update,
-                               encode_parameters, open_update)
+from edge_sdk.protocol import (DecodeLimits, NonFinite, UpdateMeta, decode_parameters,
+                               decode_update, encode_parameters, open_update)
 from edge_sdk.protocol.secagg import decode_masked_input
 from edge_sdk.protocol.typed_json import FieldError
 
@@ -36,7 +37,8 @@ from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, 
                           Outcome, TaskCoordinator)
 from .errors import (BadRequest, EnrollmentClosed, Forbidden, NotFound, NotLeader,
                      PayloadTooLarge, RoundClosed, StoreUnavailable, TaskFailed, Unauthorized,
-                     UploadOffsetMismatch)
+                     UpdateNormExceeded, UpdateNotFinite, UploadOffsetMismatch)
+from .numerics import all_finite, dense_delta, norm_over
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
@@ -382,13 +384,19 @@ class AggregatorService:
             raise Forbidden("an update may only be sent by the device that made it")
         if meta.task_id != task_id or meta.model_id != task.record.model_id:
             raise BadRequest("the update is for another task or model")
-        seen = self.store.seen_update(meta.idempotency_key)
+        # keys are the device's own, per task: nobody else's update can shadow this one
+        seen = self.store.seen_update(task_id, meta.device_id, meta.idempotency_key)
         if seen is not None and seen >= 0:  # already aggregated into a published version
             return {"status": "duplicate", "aggregated_into": seen}
-        decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
-                                limits=self.limits, keep_parts=True)
-        now = self.clock.now()
         c = task.coordinator
+        try:
+            decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
+                                    limits=self.limits, keep_parts=True)
+        except NonFinite as e:
+            c.refuse_update("not_finite")
+            raise UpdateNotFinite(f"the update is not finite: {e}") from None
+        self._check_norm(task, decoded.tensors)
+        now = self.clock.now()
         with self._owning(task):
             admission = c.admit(meta, now)
             if isinstance(admission, Outcome):
@@ -399,12 +407,24 @@ class AggregatorService:
                     admission.weight, admission.staleness), data, meta.metrics, c.snapshot(), now)
             except AlreadyAggregated:  # the ledger, not this process's memory, decides
                 return {"status": "duplicate", "aggregated_into": self.store.seen_update(
-                    meta.idempotency_key)}
+                    task_id, meta.device_id, meta.idempotency_key)}
             outcome = c.accept(meta, decoded.tensors, admission)
             del decoded
             self._maybe_commit(task)
         return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
                 "version": c.version}
+
+    def _check_norm(self, task: _Task, delta) -> None:
+        """Refuse an update over the task's L2 norm bound (counted, nothing stored)."""
+        bound = task.settings.max_update_norm
+        if bound is None:
+            return
+        norm = norm_over(delta, bound)
+        if norm is not None:
+            task.coordinator.refuse_update("norm_exceeded")
+            raise UpdateNormExceeded(f"the update's L2 norm {norm:.6g} exceeds this task's "
+                                     f"max_update_norm {bound:g}", norm=_json_number(norm),
+                                     max_update_norm=bound)
 
     # -- resumable uploads --------------------------------------------------------------------
     def begin_upload(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
@@ -520,19 +540,33 @@ class AggregatorService:
         self._flush_events(task)
 
     def _maybe_commit(self, task: _Task) -> bool:
+        """Commit a version when the round/buffer is ready. An aggregate, model or server
+        optimizer state that is not finite is never stored: the version is refused (an
+        event says why), the previous model stays, and the round/buffer starts over
+        without the updates that made it."""
         c = task.coordinator
         if not c.ready_to_commit():
             return False
         now = self.clock.now()
-        metrics = _mean_metrics(self.store.pending_metrics(task.record.task_id))
-        mean, measurements = c.take_aggregate(now)
+        task_id = task.record.task_id
+        metrics = _mean_metrics(self.store.pending_metrics(task_id))
+        mean, measurements = c.close_aggregate()
         optimizer = build_server_optimizer(task.settings.server_optimizer,
-                                           lr=task.settings.server_lr_at(c.version - 1))
+                                           lr=task.settings.server_lr_at(c.version))
         params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
+        reason = _not_finite(mean, params, state)
+        if reason is not None:
+            c.refuse_version(reason, now)
+            # the next round's state first: after a crash in between, the refused
+            # round's updates are from an abandoned round and are dropped at start-up
+            self.store.save_snapshot(task_id, c.snapshot())
+            self.store.drop_pending(task_id)
+            self._flush_events(task)
+            return True
+        c.publish(now)
         model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
-        metrics |= {"measurements": measurements} | self._privacy(task)
-        self.store.commit_version(task.record.task_id, c.version, model, state, c.snapshot(),
-                                  metrics, now)
+        metrics |= {"measurements": _finite_json(measurements)} | self._privacy(task)
+        self.store.commit_version(task_id, c.version, model, state, c.snapshot(), metrics, now)
         task.parameters, task.optimizer_state = params, state
         self._flush_events(task)
         return True
@@ -548,10 +582,11 @@ class AggregatorService:
         budget = dp.epsilon_budget
         if budget is not None and epsilon >= budget:
             task.coordinator.paused = True
-            task.coordinator.events.append({"event": "privacy_budget_reached", "epsilon": epsilon,
+            task.coordinator.events.append({"event": "privacy_budget_reached",
+                                            "epsilon": _json_number(epsilon),
                                             "round": task.coordinator.round_id,
                                             "at": self.clock.now()})
-        return {"epsilon": epsilon, "delta": delta}
+        return {"epsilon": _json_number(epsilon), "delta": delta}
 
     def _flush_events(self, task: _Task) -> None:
         self.store.add_events(task.record.task_id, task.coordinator.events)
@@ -647,8 +682,44 @@ def _hash(token: str) -> str:
 
 
 def _mean_metrics(rows: list[dict]) -> dict:
-    keys = {k for r in rows for k in r}
-    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in sorted(keys)}
+    """Each metric's mean over the updates that report it, in float64; a mean that is not
+    finite is left out (the values were checked at the door, but a JSON document must
+    never hold Infinity)."""
+    out = {}
+    for key in sorted({k for r in rows for k in r}):
+        values = np.array([r[key] for r in rows if key in r], np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = float(np.mean(values))
+        if math.isfinite(mean):
+            out[key] = mean
+    return out
+
+
+def _not_finite(mean, params: dict, state: dict) -> str | None:
+    """Why a version must not be committed (None: it may)."""
+    if not all_finite(dense_delta(mean)):
+        return "aggregate_not_finite"
+    if not all_finite(params):
+        return "model_not_finite"
+    if not all_finite(state):
+        return "optimizer_state_not_finite"
+    return None
+
+
+def _json_number(x: float) -> float | None:
+    """x, or None where JSON has no number for it (NaN, Infinity)."""
+    return x if math.isfinite(x) else None
+
+
+def _finite_json(doc):
+    """doc with every non-finite float replaced by None (stage measurements)."""
+    if isinstance(doc, dict):
+        return {k: _finite_json(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_finite_json(v) for v in doc]
+    if isinstance(doc, float):
+        return _json_number(doc)
+    return doc
 
 
 __all__ = ["AggregatorService", "UpdateMeta"]

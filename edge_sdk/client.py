@@ -2,13 +2,19 @@
 model download -> local training (eligibility re-checked between batches) -> eligibility
 again -> encode (error feedback) -> signed upload with retries. No maths, no bytes here.
 
-The idempotency key is derived from (device, task, round, model version), so an upload
-retried after a crash or a lost response is counted once by the server.
+Idempotency: each participation draws a random nonce, which names its update (the
+server scopes keys to the device and the task). The nonce is kept in the example store
+until the participation ends, so a retry after a lost response or a crash (the same
+assignment: task, round, model version) reuses it and is counted once, while two
+participations, even at one model version, are two updates. A `duplicate` answer is
+success only for the device's own retry: the key went out before, in an earlier attempt
+of this participation; any other duplicate is a failure ("unexpected_duplicate").
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import json
+import secrets
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -29,6 +35,7 @@ from .transport import ServerRejected, Transport
 
 HISTORY_KEY = "client.participation_history"
 RESIDUAL_KEY = "client.error_feedback.{task}"
+PARTICIPATION_KEY = "client.participation.{task}"  # the open participation's nonce
 
 
 class Pacer:
@@ -210,6 +217,22 @@ class FederatedClient:
             params, lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
             plan, check)
 
+    def _participation(self, a: dict) -> dict:
+        """The open participation of this assignment, as kept in the example store (a
+        retry after a crash continues it), or a new one with a fresh nonce."""
+        raw = self.store.get_state(PARTICIPATION_KEY.format(task=a["task_id"]))
+        try:
+            kept = json.loads(raw) if raw else None
+        except ValueError:
+            kept = None
+        same = {"round_id": a["round_id"], "model_version": a["model_version"]}
+        if isinstance(kept, dict) and all(kept.get(k) == v for k, v in same.items()) \
+                and isinstance(kept.get("nonce"), str) and isinstance(kept.get("uploads"), int):
+            return kept
+        # from the OS's generator, not the injected rng: a nonce must differ after a
+        # restart that re-seeds the rng, or a new update would be taken for a retry
+        return same | {"nonce": secrets.token_hex(16), "uploads": 0}
+
     async def _upload(self, a: dict, delta, training, result: ParticipationResult):
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
@@ -217,8 +240,8 @@ class FederatedClient:
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"  # local training blew up: nothing worth sending
             return result
-        key = hashlib.sha256(f"{self.identity.device_id}|{a['task_id']}|{a['round_id']}|"
-                             f"{a['model_version']}".encode()).hexdigest()
+        participation = self._participation(a)
+        key = participation["nonce"]
         metrics = {k: float(v) for k, v in training.metrics.items()
                    if k in ("mean_loss", "accuracy") and np.isfinite(v)}
         meta = UpdateMeta(a["task_id"], self.bundle.model_id, a["model_version"],
@@ -226,10 +249,21 @@ class FederatedClient:
         data = encode_update(delta, self.bundle.parameter_specs, meta, self.pipeline,
                              signing_key=self.identity.signing_key, rng=self.rng, feedback=feedback)
         await self.pacer.uploading(len(data))
+        state_key = PARTICIPATION_KEY.format(task=a["task_id"])
+        sent_before = participation["uploads"] > 0  # an earlier attempt may have arrived
+        participation["uploads"] += 1
+        self.store.put_state(state_key, json.dumps(participation).encode())
         try:
             result.server = await self.transport.upload(a["task_id"], data)
         except ServerRejected as e:
+            self.store.delete_state(state_key)  # the participation is over
             result.status, result.reason = "rejected", e.code
+            return result
+        self.store.delete_state(state_key)
+        retried = getattr(self.transport, "last_attempts", 1) > 1
+        if result.server.get("status") == "duplicate" and not (sent_before or retried):
+            # the key was never sent before: the server holds some other update under it
+            result.status, result.reason = "rejected", "unexpected_duplicate"
             return result
         # only an acknowledged upload moves the residual and the participation history on
         self.store.put_state(residual_key, feedback.to_bytes())

@@ -46,6 +46,7 @@ class Transport:
         self.base_url, self.session, self.token = base_url.rstrip("/"), session, token
         self.retry, self.rng, self.sleep = retry, rng or np.random.default_rng(), sleep
         self.attempts_made = 0
+        self.last_attempts = 0  # attempts of the last request that succeeded
         self.device_id: str | None = None
         self.single_request_bytes, self.chunk_bytes = single_request_bytes, chunk_bytes
 
@@ -60,6 +61,7 @@ class Transport:
                                                 data=data, params=params, headers=headers) as r:
                     body = await r.read()
                     if r.status < 400:
+                        self.last_attempts = attempt + 1  # > 1: this request was retried
                         if raw:
                             return body, r.headers
                         return None if r.status == 204 else _json(body)

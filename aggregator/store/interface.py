@@ -14,7 +14,7 @@ CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed"
 
 
 class AlreadyAggregated(KeyError):
-    """`save_update` of a key the ledger holds: it counted once already."""
+    """`save_update` of a (task, device, key) the store holds: it counts once already."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PendingUpdate:
     """An accepted update not yet aggregated into a version. `path` names its bytes in
     the store (read them with `Store.update_bytes`); it is empty before they are saved."""
 
-    idempotency_key: str
+    idempotency_key: str  # the device's own, per task
     round_id: int
     device_id: str
     version_from: int
@@ -85,7 +85,7 @@ class Store(Protocol):
     def save_snapshot(self, task_id: str, snapshot: dict) -> None: ...
 
     # updates and versions
-    def seen_update(self, key: str) -> int | None: ...
+    def seen_update(self, task_id: str, device_id: str, key: str) -> int | None: ...
     def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
                     snapshot: dict, now: float) -> None: ...
     def pending_updates(self, task_id: str) -> list[PendingUpdate]: ...

@@ -30,14 +30,9 @@ CREATE TABLE IF NOT EXISTS models (
     created {real} NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (task_id, version));
 CREATE TABLE IF NOT EXISTS coordinators (task_id TEXT PRIMARY KEY, snapshot TEXT NOT NULL,
     optimizer_state TEXT);
-CREATE TABLE IF NOT EXISTS updates (
-    idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, round_id INTEGER NOT NULL,
-    device_id TEXT NOT NULL, version_from INTEGER NOT NULL, weight {real} NOT NULL,
-    staleness INTEGER NOT NULL, path TEXT NOT NULL, received {real} NOT NULL,
-    metrics TEXT NOT NULL);
+{updates}
 CREATE INDEX IF NOT EXISTS updates_by_task ON updates (task_id, received);
-CREATE TABLE IF NOT EXISTS ledger (
-    idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, version INTEGER NOT NULL);
+{ledger}
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, population TEXT NOT NULL, public_key {blob} NOT NULL,
     token_hash TEXT NOT NULL UNIQUE, created {real} NOT NULL);
@@ -56,6 +51,48 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS task_failures (
     task_id TEXT PRIMARY KEY, error TEXT NOT NULL, at {real} NOT NULL);
 """
+
+
+# Idempotency keys are scoped to (task, device): a device names its own updates, and can
+# neither shadow another device's nor collide across tasks. Ledger rows migrated from
+# data dirs of before that scoping have device_id '' (their device was not recorded):
+# a key there counts for any device of its task.
+_UPDATES = """CREATE TABLE IF NOT EXISTS {name} (
+    task_id TEXT NOT NULL, device_id TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    round_id INTEGER NOT NULL, version_from INTEGER NOT NULL, weight {{real}} NOT NULL,
+    staleness INTEGER NOT NULL, path TEXT NOT NULL, received {{real}} NOT NULL,
+    metrics TEXT NOT NULL, PRIMARY KEY (task_id, device_id, idempotency_key));"""
+_LEDGER = """CREATE TABLE IF NOT EXISTS {name} (
+    task_id TEXT NOT NULL, device_id TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    version INTEGER NOT NULL, PRIMARY KEY (task_id, device_id, idempotency_key));"""
+SCHEMA = SCHEMA.replace("{updates}", _UPDATES.format(name="updates")).replace(
+    "{ledger}", _LEDGER.format(name="ledger"))
+_LEGACY = ""  # the device_id of migrated ledger rows
+
+# from the layout keyed by idempotency_key alone: copy into new tables, swap them in
+MIGRATE_SCOPED_KEYS = [
+    _UPDATES.format(name="updates_scoped"),
+    "INSERT INTO updates_scoped (task_id, device_id, idempotency_key, round_id, version_from, "
+    "weight, staleness, path, received, metrics) SELECT task_id, device_id, idempotency_key, "
+    "round_id, version_from, weight, staleness, path, received, metrics FROM updates",
+    "DROP TABLE updates",
+    "ALTER TABLE updates_scoped RENAME TO updates",
+    "CREATE INDEX IF NOT EXISTS updates_by_task ON updates (task_id, received)",
+    _LEDGER.format(name="ledger_scoped"),
+    "INSERT INTO ledger_scoped (task_id, device_id, idempotency_key, version) "
+    f"SELECT task_id, '{_LEGACY}', idempotency_key, version FROM ledger",
+    "DROP TABLE ledger",
+    "ALTER TABLE ledger_scoped RENAME TO ledger",
+]
+
+
+def migrate(tx, columns, real: str) -> None:
+    """Bring a store made by an older version up to this schema, in the caller's
+    transaction (after SCHEMA). `columns(table)` -> the set of that table's column
+    names; `real` is the backend's double type."""
+    if "device_id" not in columns("ledger"):
+        for statement in MIGRATE_SCOPED_KEYS:
+            tx.execute(statement.format(real=real))
 
 
 class RowStore:
@@ -180,30 +217,41 @@ class RowStore:
         self._crash("snapshot_saved")
 
     # -- updates ------------------------------------------------------------------------------
-    def seen_update(self, key: str) -> int | None:
-        """The version an already-accepted update went into (-1: pending; None: never seen)."""
-        row = self._one("SELECT version FROM ledger WHERE idempotency_key = ?", (key,))
+    def seen_update(self, task_id: str, device_id: str, key: str) -> int | None:
+        """The version the device's update under `key` went into (-1: pending; None:
+        never seen)."""
+        row = self._one("SELECT version FROM ledger WHERE task_id = ? AND idempotency_key = ? "
+                        "AND device_id IN (?, ?)", (task_id, key, device_id, _LEGACY))
         if row is not None:
             return int(row[0])
-        row = self._one("SELECT 1 FROM updates WHERE idempotency_key = ?", (key,))
+        row = self._one("SELECT 1 FROM updates WHERE task_id = ? AND device_id = ? AND "
+                        "idempotency_key = ?", (task_id, device_id, key))
         return -1 if row is not None else None
 
     def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
                     snapshot: dict, now: float) -> None:
         """Durable before it returns: the raw bytes, the row, and the coordinator state.
-        The key is unique across pending updates and the ledger: a second insert fails."""
+        (task, device, key) is unique across pending updates and the ledger: a second
+        insert fails."""
         import hashlib
-        digest = hashlib.sha256(update.idempotency_key.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(f"{update.device_id}|{update.idempotency_key}".encode()
+                                ).hexdigest()[:32]
         rel = f"updates/{task_id}/{digest}.eflu"
+        if self.seen_update(task_id, update.device_id, update.idempotency_key) is not None:
+            raise AlreadyAggregated(update.idempotency_key)  # before any byte is written
         with self._writing(task_id) as tx:
             self._put_blob(tx, rel, data)
             self._crash("update_file_written")
             inserted = tx.execute(
-                "INSERT INTO updates SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS "
-                "(SELECT 1 FROM ledger WHERE idempotency_key = ?)",
-                (update.idempotency_key, task_id, update.round_id, update.device_id,
+                "INSERT INTO updates (task_id, device_id, idempotency_key, round_id, "
+                "version_from, weight, staleness, path, received, metrics) "
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM ledger "
+                "WHERE task_id = ? AND idempotency_key = ? AND device_id IN (?, ?)) "
+                "ON CONFLICT DO NOTHING",
+                (task_id, update.device_id, update.idempotency_key, update.round_id,
                  update.version_from, update.weight, update.staleness, rel, now,
-                 json.dumps(metrics), update.idempotency_key)).rowcount
+                 json.dumps(metrics), task_id, update.idempotency_key, update.device_id,
+                 _LEGACY)).rowcount
             if inserted != 1:
                 raise AlreadyAggregated(update.idempotency_key)
             _put_snapshot(tx, task_id, snapshot)
@@ -211,7 +259,7 @@ class RowStore:
     def pending_updates(self, task_id: str) -> list[PendingUpdate]:
         rows = self._query("SELECT idempotency_key, round_id, device_id, version_from, weight, "
                            "staleness, path FROM updates WHERE task_id = ? ORDER BY received, "
-                           "idempotency_key", (task_id,))
+                           "device_id, idempotency_key", (task_id,))
         return [PendingUpdate(*r) for r in rows]
 
     def update_bytes(self, update: PendingUpdate) -> bytes:
@@ -237,7 +285,8 @@ class RowStore:
             self._crash("model_file_written")
             tx.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
                        (task_id, version, rel, now, json.dumps(metrics)))
-            tx.execute("INSERT INTO ledger SELECT idempotency_key, task_id, ? FROM updates "
+            tx.execute("INSERT INTO ledger (task_id, device_id, idempotency_key, version) "
+                       "SELECT task_id, device_id, idempotency_key, ? FROM updates "
                        "WHERE task_id = ?", (version, task_id))
             tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
             old = tx.execute("SELECT optimizer_state FROM coordinators WHERE task_id = ?",

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .rows import SCHEMA, RowStore
+from .rows import SCHEMA, RowStore, migrate
 
 
 class _Tx:
@@ -43,6 +43,8 @@ class SqliteStore(RowStore):
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
         self._db.executescript(SCHEMA.format(real="REAL", blob="BLOB",
                                              serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+        with self._transaction() as tx:
+            migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
         self._remove_orphans()
 
@@ -61,6 +63,9 @@ class SqliteStore(RowStore):
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
 
     # -- leadership: one process, which leads every task ---------------------------------
     def try_lead(self, task_id: str, url: str | None, now: float) -> bool:

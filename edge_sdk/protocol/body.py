@@ -139,9 +139,11 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
     # finite and non-negative floats are exactly those whose bits, read as unsigned, are
     # below +inf's; -0.0 (sign bit set) is the one other valid scale, so only a failure
     # of the one-pass check pays for the exact one (NaN fails its first comparison)
-    if scales.view("<u4").max() >= 0x7F800000 and (
-            not scales.min() >= 0 or not np.isfinite(scales.max())):
-        raise BadPayload("chunk scales must be finite and non-negative")
+    if scales.view("<u4").max() >= 0x7F800000:
+        if not np.isfinite(scales).all():
+            raise NonFinite("a chunk scale is NaN or Inf")
+        if not scales.min() >= 0:
+            raise BadPayload("chunk scales must be non-negative")
     a, b = q.chunk_affine(scales, 8, spec.stochastic)
     return JoinedParts(names, shapes, counts, offsets, levels, a, b, spec.chunk, plan)
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import quantization as q
-from .errors import BadPayload, MalformedHeader
+from .errors import BadPayload, MalformedHeader, NonFinite
 from .rotation import rotate, rotated_length, unrotate
 
 QUANTIZERS = ("float32", "float16", "int8", "int4", "int2", "int1")
@@ -329,7 +329,9 @@ def _decode_values(data, spec: CodecSpec, layout: _Layout, seed: int) -> dict:
         return {"values": unrotate(v, seed, spec.rotation_block, k) if spec.rotate else v}
     scales = np.frombuffer(data, "<f4", chunks)
     if not scales.min() >= 0 or not np.isfinite(scales.max()):  # NaN fails the first
-        raise BadPayload("chunk scales must be finite and non-negative")
+        if not np.isfinite(scales).all():
+            raise NonFinite("a chunk scale is NaN or Inf")
+        raise BadPayload("chunk scales must be non-negative")
     if bits == 8:
         levels = np.frombuffer(data, np.uint8, m, 4 * chunks)
     else:

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -56,9 +57,18 @@ class DecodeLimits:
     max_header_bytes: int = 64 * 2**10
 
 
+MAX_NUM_EXAMPLES = 2**53  # integers a float64 weight holds exactly; servers cap lower
+MAX_METRIC = 1e12  # |value| of a metric in update metadata
+_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
 @dataclass(frozen=True)
 class UpdateMeta:
-    """What a device says about its update. num_examples weights it in the average."""
+    """What a device says about its update. num_examples weights it in the average (a
+    server caps the weight per task). The idempotency key names one participation: it is
+    scoped to (task, device) by the server, so two participations use two keys and a
+    retry of one reuses its key."""
 
     task_id: str
     model_id: str
@@ -69,20 +79,40 @@ class UpdateMeta:
     metrics: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        for name in ("task_id", "model_id", "device_id", "idempotency_key"):
+        for name in ("task_id", "model_id", "device_id"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not 0 < len(value) <= 256:
-                raise MalformedHeader(f"{name} must be a non-empty string of <= 256 chars")
-        for name in ("model_version", "num_examples"):
+            if not isinstance(value, str) or not 0 < len(value) <= 256 or not _utf8(value):
+                raise MalformedHeader(f"{name} must be a non-empty UTF-8 string of <= 256 chars")
+        if not isinstance(self.idempotency_key, str) or not _KEY.fullmatch(self.idempotency_key):
+            raise MalformedHeader("idempotency_key must be 1 to 128 letters, digits or '_.:-'")
+        for name, low in (("model_version", 0), ("num_examples", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise MalformedHeader(f"{name} must be a non-negative integer")
-        if self.num_examples < 1:
-            raise MalformedHeader("num_examples must be >= 1")
+            if not isinstance(value, int) or isinstance(value, bool) or \
+                    not low <= value <= MAX_NUM_EXAMPLES:
+                raise MalformedHeader(f"{name} must be an integer in {low}..2^53")
         if not isinstance(self.metrics, dict) or len(self.metrics) > 32 or not all(
-                isinstance(k, str) and isinstance(v, (int, float)) and np.isfinite(v)
+                isinstance(k, str) and _METRIC_NAME.fullmatch(k) and _finite_metric(v)
                 for k, v in self.metrics.items()):
-            raise MalformedHeader("metrics must map at most 32 names to finite numbers")
+            raise MalformedHeader(f"metrics must map at most 32 names (1 to 64 letters, digits "
+                                  f"or '_.:-') to finite numbers of magnitude <= {MAX_METRIC:g}")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which no store or log can hold
+        return False
+    return True
+
+
+def _finite_metric(value) -> bool:
+    # a float first: a 400-digit integer is finite to Python but not to a float64
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value) and abs(float(value)) <= MAX_METRIC
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ def test_a_task_and_its_models_round_trip(tmp_path, store_url):
 
 def test_an_update_is_pending_until_a_version_moves_it_to_the_ledger(tmp_path, store_url):
     store = _with_task(tmp_path, store_url)
-    assert store.seen_update("k1") is None
+    assert store.seen_update("kb", "dev-1", "k1") is None
     store.save_update("kb", _update("k1"), b"update one", {"loss": 1.0}, {"round_id": 1}, 2.0)
     store.save_update("kb", _update("k2"), b"update two", {"loss": 3.0}, {"round_id": 1}, 3.0)
-    assert store.seen_update("k1") == -1
+    assert store.seen_update("kb", "dev-1", "k1") == -1
     pending = store.pending_updates("kb")
     assert [u.idempotency_key for u in pending] == ["k1", "k2"]
     assert [store.update_bytes(u) for u in pending] == [b"update one", b"update two"]
@@ -66,7 +66,7 @@ def test_an_update_is_pending_until_a_version_moves_it_to_the_ledger(tmp_path, s
     assert sorted(m["loss"] for m in store.pending_metrics("kb")) == [1.0, 3.0]
     state = {"m": np.arange(3, dtype=np.float32)}
     store.commit_version("kb", 1, b"model v1", state, {"round_id": 2, "version": 1}, {"n": 2}, 4.0)
-    assert store.seen_update("k1") == 1 and store.seen_update("k2") == 1
+    assert store.seen_update("kb", "dev-1", "k1") == 1 and store.seen_update("kb", "dev-1", "k2") == 1
     assert store.pending_updates("kb") == []
     assert store.latest_model("kb")[1].read_bytes() == b"model v1"
     assert store.snapshot("kb") == {"round_id": 2, "version": 1}
@@ -86,7 +86,7 @@ def test_the_database_counts_a_key_once(tmp_path, store_url):
     store.commit_version("kb", 1, b"model v1", {}, {"round_id": 2}, {}, 3.0)
     with pytest.raises(AlreadyAggregated):  # already in the ledger: never pending again
         store.save_update("kb", _update("k1", round_id=2), b"u", {}, {"round_id": 2}, 4.0)
-    assert store.pending_updates("kb") == [] and store.seen_update("k1") == 1
+    assert store.pending_updates("kb") == [] and store.seen_update("kb", "dev-1", "k1") == 1
     store.close()
 
 
@@ -106,14 +106,14 @@ def test_a_write_cut_short_is_whole_or_absent_after_reopening(tmp_path, store_ur
     store = _store(tmp_path, store_url)  # as after a restart
     committed = store.latest_model("kb")[0] == 1
     if point == "update_file_written":  # the row never committed
-        assert store.seen_update("k1") is None and store.pending_updates("kb") == []
+        assert store.seen_update("kb", "dev-1", "k1") is None and store.pending_updates("kb") == []
         assert store.snapshot("kb") == {"round_id": 1, "version": 0}
     elif point in ("snapshot_saved", "model_file_written"):  # the update is pending, whole
-        assert not committed and store.seen_update("k1") == -1
+        assert not committed and store.seen_update("kb", "dev-1", "k1") == -1
         assert store.update_bytes(store.pending_updates("kb")[0]) == b"update"
         assert store.snapshot("kb") == {"round_id": 1, "n": 2}
     else:  # the version committed, with its state
-        assert committed and store.seen_update("k1") == 1
+        assert committed and store.seen_update("kb", "dev-1", "k1") == 1
         assert store.latest_model("kb")[1].read_bytes() == b"model v1"
         np.testing.assert_array_equal(store.optimizer_state("kb")["m"], np.ones(2))
     if store_url is None:  # no file is left that no row points at
@@ -129,7 +129,7 @@ def test_an_abandoned_round_drops_its_updates(tmp_path, store_url):
     store = _with_task(tmp_path, store_url)
     store.save_update("kb", _update("k1"), b"u", {}, {"round_id": 1}, 2.0)
     store.drop_pending("kb")
-    assert store.pending_updates("kb") == [] and store.seen_update("k1") is None
+    assert store.pending_updates("kb") == [] and store.seen_update("kb", "dev-1", "k1") is None
     store.close()
 
 
@@ -209,7 +209,7 @@ def test_a_process_that_lost_the_lead_cannot_write(tmp_path, postgres):
         a.save_update("kb", _update("k1"), b"u", {}, {"round_id": 1}, 2.0)
     with pytest.raises(NotLeader):
         a.commit_version("kb", 1, b"model v1", {}, {"round_id": 2}, {}, 3.0)
-    assert a.leading() == set() and a.seen_update("k1") is None
+    assert a.leading() == set() and a.seen_update("kb", "dev-1", "k1") is None
     assert b.latest_model("kb")[0] == 0
     b.save_snapshot("kb", {"round_id": 1, "by": "b"})
     assert a.snapshot("kb") == {"round_id": 1, "by": "b"}  # reads work anywhere

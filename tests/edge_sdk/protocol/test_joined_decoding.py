@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.protocol import DEFAULT_CODEC, BadPayload, CodecSpec
+from edge_sdk.protocol import DEFAULT_CODEC, BadPayload, CodecSpec, NonFinite
 from edge_sdk.protocol.body import _body_plan, decode_body
 from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
 
@@ -42,7 +42,7 @@ def _one_by_one(raw, spec, shapes, seed):
 def _outcome(decode):
     try:
         return decode()
-    except BadPayload as e:
+    except (BadPayload, NonFinite) as e:
         return e
 
 
@@ -109,6 +109,9 @@ def test_joined_scale_check_agrees_with_tensor_by_tensor_at_the_edges(scale):
     joined = _outcome(lambda: decode_tensors(memoryview(bytes(raw)), DEFAULT_CODEC, shapes, 2))
     reference = _outcome(lambda: _one_by_one(raw, DEFAULT_CODEC, shapes, 2))
     valid = bool(np.isfinite(scale) and scale >= 0)  # -0.0 >= 0; NaN is not
-    assert isinstance(joined, BadPayload) is isinstance(reference, BadPayload) is (not valid)
+    refused = (BadPayload, NonFinite)  # NaN and Inf are NonFinite, negatives BadPayload
+    assert isinstance(joined, refused) is isinstance(reference, refused) is (not valid)
+    if not valid:
+        assert type(joined) is type(reference) is (BadPayload if np.isfinite(scale) else NonFinite)
     if valid:
         assert joined[0].a[0] == reference[0].a[0]
