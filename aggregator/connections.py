@@ -120,7 +120,7 @@ async def serve(app: web.Application, config: ServerConfig,
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(
         lambda: ConnectionGuard(server(), config.header_timeout_s, config.idle_timeout_s),
-        sock=sock)
+        sock=sock, backlog=1024)
     try:
         yield runner
     finally:

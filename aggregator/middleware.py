@@ -164,3 +164,4 @@ async def close_unread(request: web.BaseRequest, response: web.StreamResponse) -
     connection: the rest of the body is never read."""
     if request.body_exists and not request.content.at_eof():
         response.force_close()
+        response.headers["Connection"] = "close"  # aiohttp may have set the headers already
