@@ -26,9 +26,9 @@ def _serve(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    from aiohttp import web
 
     from aggregator.app import ServerConfig, build_app, make_service
+    from aggregator.connections import serve
     from edge_sdk.clock import SystemClock
     doc = _serve_config(args)
     if doc is None:
@@ -60,15 +60,10 @@ def _serve(args) -> int:
     app = build_app(config, service)
 
     async def run():
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.SockSite(runner, sock)
-        await site.start()
-        print(f"listening on http://{args.host}:{port}", flush=True)
-        try:
+        # every connection with header, body and idle deadlines (aggregator/connections.py)
+        async with serve(app, config, sock):
+            print(f"listening on http://{args.host}:{port}", flush=True)
             await _stop_on_signals().wait()
-        finally:
-            await runner.cleanup()
     try:
         asyncio.run(run())
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -23,14 +24,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edge_sdk.protocol import DecodeLimits, ProtocolError
 
 from .coordinator import Assignment, EvalAssignment
+from .disclosure import public_task
 from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
 from .metrics import Metrics
+from .middleware import (TokenBuckets, body_deadline, close_unread, failure_throttle,
+                         request_limits)
 from .app_state import CONFIG, DEVICE, METRICS, PEERS, SERVICE, _field, _json
 from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
                               secagg_state)
 from .server_config import ServerConfig
 from .service import AggregatorService
+from .uploads import UploadQuota
 
 __all__ = ["ServerConfig", "build_app", "make_service"]
 
@@ -59,33 +64,17 @@ async def error_middleware(request: web.Request, handler):
                                  status=413)
 
 
-class _Buckets:
-    """Per-device token buckets (rate limits)."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst, self.state = rate, burst, {}
-
-    def take(self, key: str, now: float) -> float:
-        """0 if allowed, else seconds to wait."""
-        tokens, last = self.state.get(key, (float(self.burst), now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self.state[key] = (tokens - 1, now)
-            return 0.0
-        self.state[key] = (tokens, now)
-        return (1 - tokens) / self.rate
-
-
 def auth_middleware(config: ServerConfig):
-    buckets = _Buckets(config.rate_per_s, config.burst)
+    buckets = TokenBuckets(config.rate_per_s, config.burst)  # per device
+    admin_token = config.admin_token.encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler):
         path = request.path
         if path.startswith("/v1/admin"):
             token = request.headers.get("X-Admin-Token", "")
-            if not secrets.compare_digest(token.encode("utf-8", "surrogateescape"),
-                                          config.admin_token.encode()):
+            # constant time; surrogatepass: any header text encodes, none matches by accident
+            if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), admin_token):
                 raise (Unauthorized if not token else Forbidden)("admin token required")
         elif path.startswith("/v1/") and path != "/v1/enroll" and path != "/v1/status":
             auth = request.headers.get("Authorization", "")
@@ -291,8 +280,8 @@ def _version_query(request: web.Request) -> int | None:
 
 async def status(request: web.Request) -> web.Response:
     """Aggregate, non-personal status for the dashboard."""
-    service = request.app[SERVICE]
-    return web.json_response({"tasks": [service.describe(t) | service.history(t)
+    service, show = request.app[SERVICE], request.app[CONFIG].public_status_settings
+    return web.json_response({"tasks": [public_task(service.describe(t) | service.history(t), show)
                                         for t in service.records]})
 
 
@@ -320,6 +309,10 @@ async def openapi(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "openapi.json")
 
 
+# calls whose body may be as large as max_body_bytes (every other body: max_json_bytes)
+LARGE_BODY_HANDLERS = frozenset({upload_update, upload_chunk, secagg_masked, secagg_shares,
+                                 secagg_reveal})
+
 # calls that need the task's coordinator, so run in the process leading the task
 LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evaluation,
                           secagg_state, secagg_keys, secagg_shares, secagg_masked, secagg_reveal,
@@ -329,8 +322,11 @@ LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evalua
 # -- assembly -----------------------------------------------------------------------------
 def build_app(config: ServerConfig, service: AggregatorService) -> web.Application:
     app = web.Application(client_max_size=config.max_body_bytes,
-                          middlewares=[error_middleware, auth_middleware(config),
-                                       leader_middleware])
+                          middlewares=[error_middleware,
+                                       request_limits(config, LARGE_BODY_HANDLERS),
+                                       failure_throttle(config), auth_middleware(config),
+                                       body_deadline(config), leader_middleware])
+    app.on_response_prepare.append(close_unread)
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
     app.add_routes([
         web.post("/v1/enroll", enroll),
@@ -427,8 +423,12 @@ def make_service(config: ServerConfig, clock, rng) -> AggregatorService:
     service = AggregatorService(open_store(config.data_dir, config.store_url, crash_hook), clock,
                                 rng, dict(config.enrollment_secrets),
                                 DecodeLimits(max_message_bytes=config.max_body_bytes),
-                                address=config.advertise_url)
+                                address=config.advertise_url,
+                                upload_quota=UploadQuota(config.upload_session_ttl_s,
+                                                         config.max_uploads_per_device,
+                                                         config.max_upload_bytes_per_device))
     service.recover()
+    service.expire_uploads()  # sessions that outlived their time while the server was down
     return service
 
 

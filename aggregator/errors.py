@@ -8,6 +8,8 @@
     ├── Forbidden (PermissionError)        403  credentials of the wrong kind or population
     │   └── EnrollmentClosed               403  no enrollment secret configured
     ├── NotFound (KeyError)                404  unknown task, version or upload
+    │   └── UploadExpired                  410  a resumable upload outlived its session
+    ├── BodyTimeout (TimeoutError)         408  the body did not arrive within its deadline
     ├── StaleVersion (ValueError)          409  computed from an old model (says current)
     ├── RoundClosed (RuntimeError)         409  the round/buffer no longer takes updates
     ├── NotSelected (PermissionError)      403  this device holds no assignment
@@ -15,7 +17,11 @@
     ├── TaskFailed (RuntimeError)          409  the task's stored state no longer loads
     ├── UploadOffsetMismatch (ValueError)  409  a chunk out of order (says bytes received)
     ├── PayloadTooLarge (ValueError)       413  over the body size cap
+    │   └── UploadQuotaBytes               413  a device's open uploads would hold too much
+    ├── LengthRequired (ValueError)        411  a body without a declared Content-Length
+    ├── UnsupportedEncoding (ValueError)   415  a Content-Encoding other than identity
     ├── RateLimited (RuntimeError)         429  too many requests (says when to retry)
+    │   └── UploadQuotaSessions            429  too many open uploads of one device
     ├── NotLeader (RuntimeError)           503  another process runs the task's coordinator
     │                                            and cannot be reached now (says when to retry)
     └── StoreUnavailable (ConnectionError) 503  the shared database is unreachable (ditto)
@@ -96,8 +102,32 @@ class PayloadTooLarge(AggregatorError, ValueError):
     code = "payload_too_large"
 
 
+class UploadQuotaBytes(PayloadTooLarge):
+    code = "upload_quota_bytes"
+
+
+class LengthRequired(AggregatorError, ValueError):
+    code = "length_required"
+
+
+class UnsupportedEncoding(AggregatorError, ValueError):
+    code = "unsupported_content_encoding"
+
+
+class BodyTimeout(AggregatorError, TimeoutError):
+    code = "body_timeout"
+
+
+class UploadExpired(NotFound):
+    code = "upload_expired"
+
+
 class RateLimited(AggregatorError, RuntimeError):
     code = "rate_limited"
+
+
+class UploadQuotaSessions(RateLimited):
+    code = "upload_quota_sessions"
 
 
 class NotLeader(AggregatorError, RuntimeError):
@@ -111,7 +141,8 @@ class StoreUnavailable(AggregatorError, ConnectionError):
 STATUS: dict[type, int] = {
     BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
     RoundClosed: 409, NotSelected: 403, TaskPaused: 409, TaskFailed: 409,
-    UploadOffsetMismatch: 409, PayloadTooLarge: 413,
+    UploadOffsetMismatch: 409, PayloadTooLarge: 413, LengthRequired: 411,
+    UnsupportedEncoding: 415, BodyTimeout: 408, UploadExpired: 410,
     RateLimited: 429, NotLeader: 503, StoreUnavailable: 503, ProtocolError: 400,
 }
 

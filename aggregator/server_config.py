@@ -61,6 +61,23 @@ class ServerConfig:
     # server-side held-out evaluation per task; each runs as its own process (server_eval/),
     # started and stopped with the app
     heldout: dict[str, HeldoutEntry] = field(default_factory=dict)
+    # resource limits (docs/aggregator.md, "Limits"): every connection has a deadline for
+    # a request's headers (from its first byte), for its body (from the end of the
+    # headers) and for idling between requests
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+    idle_timeout_s: float = 75.0
+    max_json_bytes: int = 64 * 2**10  # JSON bodies; updates, chunks and masked inputs: max_body_bytes
+    # failed enrollments and authentications, per client address (a token bucket)
+    auth_failures_per_s: float = 0.2
+    auth_failure_burst: int = 10
+    # resumable uploads: a session expires this long after it began; per device at most
+    # this many open sessions holding at most this many declared bytes
+    upload_session_ttl_s: float = 3600.0
+    max_uploads_per_device: int = 2
+    max_upload_bytes_per_device: int = 64 * 2**20
+    # /v1/status and /metrics show task settings and DP figures only when this is on
+    public_status_settings: bool = False
 
     def __post_init__(self):
         _require(isinstance(self.data_dir, str) and self.data_dir != "", "data_dir",
@@ -95,6 +112,23 @@ class ServerConfig:
         _require(self.rate_per_s > 0, "rate_per_s", "must be > 0")
         _require(self.burst >= 1, "burst", "must be >= 1")
         _require(self.tick_interval_s > 0, "tick_interval_s", "must be > 0")
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s",
+                     "auth_failures_per_s", "upload_session_ttl_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    0 < value < float("inf")):
+                raise ValueError(f"{name} must be a positive number of seconds (or per second), "
+                                 f"got {value!r}")
+        for name, least in (("max_json_bytes", 1024), ("auth_failure_burst", 1),
+                            ("max_uploads_per_device", 1), ("max_upload_bytes_per_device", 1024)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.public_status_settings, bool):
+            raise ValueError("public_status_settings must be true or false")
 
     @classmethod
     def from_json(cls, doc: dict, path: str = "config") -> ServerConfig:

@@ -36,12 +36,14 @@ from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
                           Outcome, TaskCoordinator)
 from .errors import (BadRequest, EnrollmentClosed, Forbidden, NotFound, NotLeader,
-                     PayloadTooLarge, RoundClosed, StoreUnavailable, TaskFailed, Unauthorized,
-                     UpdateNormExceeded, UpdateNotFinite, UploadOffsetMismatch)
+                     RoundClosed, StoreUnavailable, TaskFailed, Unauthorized,
+                     UpdateNormExceeded, UpdateNotFinite)
 from .numerics import all_finite, dense_delta, norm_over
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
 from .stages import build_aggregation
+from .uploads import UploadQuota, UploadSessions
+from .vocabulary import failure_reason
 from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord
 
 
@@ -64,9 +66,10 @@ class _Task:
 class AggregatorService:
     def __init__(self, store: Store, clock, rng: np.random.Generator,
                  enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits(),
-                 address: str | None = None):
+                 address: str | None = None, upload_quota: UploadQuota = UploadQuota()):
         """address: where the other processes sharing the store reach this one."""
         self.store, self.clock, self.rng = store, clock, rng
+        self.uploads = UploadSessions(store, clock, upload_quota, limits.max_message_bytes)
         self.enrollment_secrets, self.limits = enrollment_secrets, limits
         self.address = address
         self.records: dict[str, TaskRecord] = {}  # every task
@@ -357,7 +360,9 @@ class AggregatorService:
     def report_failure(self, device: Device, task_id: str, reason: str) -> None:
         task = self._task(task_id)
         with self._owning(task):
-            task.coordinator.report_failure(device.device_id, reason, self.clock.now())
+            # a fixed vocabulary: reasons become metric labels and stored counters
+            task.coordinator.report_failure(device.device_id, failure_reason(reason),
+                                            self.clock.now())
             self._after_change(task)
 
     def model_file(self, task_id: str, version: int | None) -> tuple[int, Path]:
@@ -426,55 +431,27 @@ class AggregatorService:
                                      f"max_update_norm {bound:g}", norm=_json_number(norm),
                                      max_update_norm=bound)
 
-    # -- resumable uploads --------------------------------------------------------------------
+    # -- resumable uploads (uploads.py) -----------------------------------------------------
     def begin_upload(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
         self._task(task_id)
-        if not 0 < size <= self.limits.max_message_bytes:
-            raise PayloadTooLarge(f"an update may be at most {self.limits.max_message_bytes} bytes",
-                                  max_bytes=self.limits.max_message_bytes)
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise BadRequest("sha256 must be 64 lowercase hex digits")
-        upload_id = secrets.token_hex(16)
-        self.store.begin_upload(upload_id, device.device_id, task_id, size, sha256, self.clock.now())
-        return {"upload_id": upload_id, "received": 0, "size": size}
-
-    def _upload(self, device: Device, upload_id: str) -> dict:
-        info = self.store.upload_info(upload_id)
-        if info is None or info["device_id"] != device.device_id:
-            raise NotFound(f"no upload {upload_id} of this device")
-        return info
+        return self.uploads.begin(device, task_id, size, sha256)
 
     def upload_status(self, device: Device, upload_id: str) -> dict:
-        info = self._upload(device, upload_id)
-        return {"upload_id": upload_id, "received": info["received"], "size": info["size"]}
+        return self.uploads.status(device, upload_id)
 
     def append_chunk(self, device: Device, upload_id: str, offset: int, chunk: bytes) -> dict:
-        """Idempotent: a chunk already received is acknowledged again; a gap is refused
-        with the count received, from which the device resumes."""
-        info = self._upload(device, upload_id)
-        received = info["received"]
-        if offset + len(chunk) <= received:
-            return {"upload_id": upload_id, "received": received, "size": info["size"]}
-        if offset != received:
-            raise UploadOffsetMismatch(f"expected offset {received}", received=received)
-        if received + len(chunk) > info["size"]:
-            raise PayloadTooLarge("more bytes than the upload declared", max_bytes=info["size"])
-        received = self.store.append_upload(upload_id, offset, chunk)
-        if received != offset + len(chunk):  # another request appended first
-            raise UploadOffsetMismatch(f"expected offset {received}", received=received)
-        return {"upload_id": upload_id, "received": received, "size": info["size"]}
+        return self.uploads.append(device, upload_id, offset, chunk)
 
     def commit_upload(self, device: Device, upload_id: str) -> dict:
-        info = self._upload(device, upload_id)
-        if info["received"] != info["size"]:
-            raise UploadOffsetMismatch("the upload is incomplete", received=info["received"])
-        data = self.store.read_upload(upload_id)
-        if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            self.store.finish_upload(upload_id)
-            raise BadRequest("the uploaded bytes do not match the declared sha256")
-        result = self.submit_update(device, info["task_id"], data)
-        self.store.finish_upload(upload_id)
+        task_id, data = self.uploads.complete(device, upload_id)
+        result = self.submit_update(device, task_id, data)
+        self.uploads.finish(upload_id)
         return result
+
+    def expire_uploads(self) -> int:
+        """Remove resumable uploads past their time, with their bytes (the ticker calls
+        this, and `make_service` at start-up)."""
+        return self.uploads.expire()
 
     # -- commits ---------------------------------------------------------------------------
     # -- secure aggregation (sync rounds; see secure_round.py) ----------------------------------
@@ -526,6 +503,7 @@ class AggregatorService:
         """Keep leadership, and advance the deadlines of the tasks led here (called
         periodically by the app)."""
         self._keep_leadership()
+        self.expire_uploads()
         for task in list(self.tasks.values()):
             with contextlib.suppress(NotLeader, StoreUnavailable), self._owning(task):
                 task.coordinator.tick(self.clock.now())

@@ -362,11 +362,19 @@ class RowStore:
                        (upload_id, device_id, task_id, size, sha256, now))
 
     def upload_info(self, upload_id: str) -> dict | None:
-        row = self._one("SELECT device_id, task_id, size, sha256, received FROM uploads WHERE "
-                        "upload_id = ?", (upload_id,))
-        if row is None:
-            return None
-        return dict(zip(("device_id", "task_id", "size", "sha256", "received"), row))
+        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?",
+                           (upload_id,))
+        return _upload_dict(rows[0]) if rows else None
+
+    def device_uploads(self, device_id: str) -> list[dict]:
+        """The device's unfinished uploads, oldest first."""
+        return [_upload_dict(r) for r in self._query(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device_id = ? ORDER BY created",
+            (device_id,))]
+
+    def uploads_begun_before(self, cutoff: float) -> list[str]:
+        return [r[0] for r in self._query("SELECT upload_id FROM uploads WHERE created < ?",
+                                          (cutoff,))]
 
     def append_upload(self, upload_id: str, offset: int, chunk: bytes) -> int:
         """Append `chunk` at `offset` if that is the count received so far (another
@@ -399,6 +407,14 @@ class RowStore:
         rows = self._query("SELECT doc FROM events WHERE task_id = ? ORDER BY id DESC LIMIT ?",
                            (task_id, limit))
         return [json.loads(r[0]) for r in reversed(rows)]
+
+
+_UPLOAD_COLUMNS = "upload_id, device_id, task_id, size, sha256, received, created"
+
+
+def _upload_dict(row: tuple) -> dict:
+    return dict(zip(("upload_id", "device_id", "task_id", "size", "sha256", "received",
+                     "created"), row))
 
 
 def _put_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:

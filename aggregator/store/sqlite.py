@@ -118,7 +118,8 @@ class SqliteStore(RowStore):
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
         referenced |= {r[0] for r in self._query(
             "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL")}
-        for sub in ("models", "updates", "state"):
+        referenced |= {f"partial/{r[0]}" for r in self._query("SELECT upload_id FROM uploads")}
+        for sub in ("models", "updates", "state", "partial"):
             for path in (self.root / sub).rglob("*"):
                 if path.is_file() and str(path.relative_to(self.root)) not in referenced:
                     path.unlink()

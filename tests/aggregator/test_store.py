@@ -136,8 +136,9 @@ def test_an_abandoned_round_drops_its_updates(tmp_path, store_url):
 def test_chunks_are_appended_only_at_the_count_received(tmp_path, store_url):
     store = _with_task(tmp_path, store_url)
     store.begin_upload("up1", "dev-1", "kb", 10, "0" * 64, 1.0)
-    assert store.upload_info("up1") == {"device_id": "dev-1", "task_id": "kb", "size": 10,
-                                        "sha256": "0" * 64, "received": 0}
+    assert store.upload_info("up1") == {"upload_id": "up1", "device_id": "dev-1", "task_id": "kb",
+                                        "size": 10, "sha256": "0" * 64, "received": 0,
+                                        "created": 1.0}
     assert store.append_upload("up1", 0, b"abcd") == 4
     assert store.append_upload("up1", 0, b"abcd") == 4  # a repeat: nothing appended
     assert store.append_upload("up1", 6, b"gh") == 4  # a gap: refused, the count says where
@@ -146,6 +147,19 @@ def test_chunks_are_appended_only_at_the_count_received(tmp_path, store_url):
     store.finish_upload("up1")
     assert store.upload_info("up1") is None
     assert store.append_upload("up1", 10, b"x") == -1
+    store.close()
+
+
+def test_a_devices_uploads_and_those_begun_before_a_time_are_listed(tmp_path, store_url):
+    store = _with_task(tmp_path, store_url)
+    store.begin_upload("up2", "dev-1", "kb", 20, "0" * 64, 2.0)
+    store.begin_upload("up1", "dev-1", "kb", 10, "0" * 64, 1.0)
+    store.begin_upload("up3", "dev-2", "kb", 30, "0" * 64, 3.0)
+    assert [u["upload_id"] for u in store.device_uploads("dev-1")] == ["up1", "up2"]
+    assert [u["size"] for u in store.device_uploads("dev-2")] == [30]
+    assert sorted(store.uploads_begun_before(3.0)) == ["up1", "up2"]
+    store.finish_upload("up1")
+    assert store.uploads_begun_before(3.0) == ["up2"]
     store.close()
 
 
