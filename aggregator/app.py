@@ -253,7 +253,7 @@ async def admin_create_task(request: web.Request) -> web.Response:
     msg = await read_message(request, TaskCreate)
     try:
         settings = TaskSettings.from_json(msg.settings or {})
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, AttributeError, KeyError) as e:  # a value of a wrong type
         raise BadRequest(f"bad task settings: {e}") from None
     result = await run_service(request.app, request.app[SERVICE].create_task, msg.task_id,
                                msg.bundle_dir, settings)

@@ -61,7 +61,7 @@ def schema_of(kind, components: dict[str, dict], meta: typing.Mapping = {}) -> d
         schema = schema_of(inner[0], components, meta) if len(inner) == 1 else {
             "anyOf": [schema_of(a, components) for a in inner]}
         if type(None) in args:
-            schema = {"allOf": [schema], "nullable": True} if "$ref" in schema \
+            schema = {"anyOf": [schema], "nullable": True} if "$ref" in schema \
                 else schema | {"nullable": True}
         return schema
     if origin is Literal:
