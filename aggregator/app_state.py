@@ -11,6 +11,7 @@ from typing import Callable, TypeVar
 import aiohttp
 from aiohttp import web
 
+from edge_sdk.protocol.errors import JsonLimitExceeded
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (CheckInReply, EvaluationAssignment, Message,
                                         TrainingAssignment)
@@ -59,6 +60,9 @@ async def read_message(request: web.Request, kind: type[M]) -> M:
     """The body as a `kind` message: read, parsed within the app's JSON limits as strict
     UTF-8 (whatever charset the request names), then checked field by field."""
     limits = request.app.get(JSON_LIMITS) or JsonLimits()
+    if request.content_length is not None and request.content_length > limits.max_bytes:
+        raise JsonLimitExceeded(f"the JSON is over its max_bytes limit of {limits.max_bytes}",
+                                limit="max_bytes", max=limits.max_bytes)  # before reading it
     return kind.from_json(parse_json(await request.read(), limits))
 
 

@@ -89,6 +89,8 @@ class Transport:
     # answers are returned as their JSON dicts, as the client reads them ------------------
     async def _exchange(self, method: str, path: str, body: Message | None, answer: type[Message],
                         **kw) -> dict:
+        if body is not None:  # what the server would refuse is refused here, unsent
+            body = type(body).from_json(body.to_json())
         doc = await self._request(method, path, json=None if body is None else body.to_json(),
                                   **kw)
         try:
@@ -166,7 +168,7 @@ class Transport:
 
     async def report_failure(self, task_id: str, reason: str) -> None:
         await self._request("POST", f"/v1/tasks/{task_id}/failures",
-                            json=FailureReport(reason).to_json())
+                            json=FailureReport.from_json({"reason": reason[:256]}).to_json())
 
 
 _SECAGG_STEPS: dict[str, type[Message]] = {"keys": SecAggKeys, "shares": SecAggShares,

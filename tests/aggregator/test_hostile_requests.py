@@ -104,6 +104,24 @@ def test_deep_nesting_is_refused_before_parsing(tmp_path, path):
     run(tmp_path, check)
 
 
+def test_a_json_body_declared_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    async def check(url, service, session, auth):
+        # 31 MiB declared, none sent: the answer comes without waiting for the body
+        status = await asyncio.wait_for(_raw(url, b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n"
+                                             b"Content-Type: application/json\r\n"
+                                             b"Content-Length: 32505856\r\n\r\n[[],"), 60)
+        assert status == 400
+        body = b"[" + b"[]," * 400_000 + b"[]]"  # 1.2 MB of tiny lists, no Content-Length
+        status, doc = await _post(session, url + "/v1/enroll", _chunks(body))
+        assert status == 400 and doc["error"]["limit"] == "max_bytes"
+    run(tmp_path, check)
+
+
+async def _chunks(data: bytes):
+    for i in range(0, len(data), 1 << 16):
+        yield data[i:i + (1 << 16)]
+
+
 def test_numbers_of_thousands_of_digits_are_refused(tmp_path):
     async def check(url, service, session, auth):
         for path, body in [("/v1/enroll", b'{"population": ' + b"9" * 5000 + b"}"),
