@@ -4,8 +4,6 @@ are middleware; app state is typed."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
 import json
@@ -14,7 +12,6 @@ import os
 import secrets
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import aiohttp
@@ -22,15 +19,23 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edge_sdk.protocol import DecodeLimits, ProtocolError
+from edge_sdk.protocol.jsontext import JsonLimits, parse_json
+from edge_sdk.protocol.messages import (JSON_INT, CheckInReply, CheckInRequest, EnrollReply,
+                                        EnrollRequest, EvaluationAck, EvaluationReport,
+                                        FailureReport, HeldoutAck, HeldoutReport, SecAggKeys,
+                                        SecAggReveal, SecAggShares, SecAggView, TaskCreate,
+                                        TaskDescription, TaskList, UploadAck, UploadBegin,
+                                        UploadSession, parse_bounded_int)
 
-from .coordinator import Assignment, EvalAssignment
 from .disclosure import public_task
 from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
 from .metrics import Metrics
 from .middleware import (TokenBuckets, body_deadline, close_unread, failure_throttle,
                          request_limits)
-from .app_state import CONFIG, DEVICE, METRICS, PEERS, SERVICE, _field, _json
+from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply, checked,
+                        read_message, reply, run_service, service_thread)
+from .openapi import BINARY, Operation, Query, document
 from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
                               secagg_state)
 from .server_config import ServerConfig
@@ -79,7 +84,9 @@ def auth_middleware(config: ServerConfig):
         elif path.startswith("/v1/") and path != "/v1/enroll" and path != "/v1/status":
             auth = request.headers.get("Authorization", "")
             token = auth[7:] if auth.startswith("Bearer ") else None
-            device = request.app[SERVICE].authenticate(token)
+            if token is not None and not (token.isascii() and token.isprintable()):
+                token = None  # not a token this server issued (they are URL-safe ASCII)
+            device = await run_service(request.app, request.app[SERVICE].authenticate, token)
             wait = buckets.take(device.device_id, time.monotonic())
             if wait:
                 raise RateLimited("too many requests", retry_after_s=wait)
@@ -129,8 +136,8 @@ async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
     if request.match_info.handler is not check_in:
         return request.match_info["task_id"], body
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = parse_json(body, request.app.get(JSON_LIMITS) or JsonLimits())
+    except ProtocolError:
         return None, body  # the handler says what is wrong
     task_id = doc.get("task_id") if isinstance(doc, dict) else None
     if isinstance(doc, dict) and task_id is None:
@@ -142,39 +149,31 @@ async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
 
 # -- handlers -----------------------------------------------------------------------------
 async def enroll(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    try:
-        key = base64.b64decode(_field(doc, "public_key", str), validate=True)
-    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
-        raise BadRequest("public_key must be base64") from None
-    result = request.app[SERVICE].enroll(_field(doc, "population", str), _field(doc, "secret", str), key)
-    return web.json_response(result, status=201)
+    msg = await read_message(request, EnrollRequest)
+    service = request.app[SERVICE]
+    doc = await run_service(request.app, service.enroll, msg.population, msg.secret,
+                            msg.public_key)
+    return checked(EnrollReply, doc, status=201)
 
 
 async def check_in(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    task_id = _field(doc, "task_id", str, required=False)
+    msg = await read_message(request, CheckInRequest)
     service, metrics = request.app[SERVICE], request.app[METRICS]
-    result = service.check_in(request[DEVICE], task_id)
-    if isinstance(result, Assignment):
-        task = service.tasks[result.task_id]
-        metrics.check_ins.labels(result.task_id).inc()
-        metrics.selections.labels(result.task_id).inc()
-        secagg = task.settings.secagg
-        return web.json_response({"assignment": {
-            **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan.to_json(),
-            "secagg": None if secagg is None else asdict(secagg)}})
-    if isinstance(result, EvalAssignment):
-        task = service.tasks[result.task_id]
-        return web.json_response({"evaluation": {**asdict(result), "model_id": task.record.model_id}})
-    now = service.clock.now()
-    return web.json_response({"retry_at": result.retry_at, "retry_after_s": result.retry_at - now})
+    answer = await run_service(request.app, _check_in, service, request[DEVICE], msg.task_id)
+    if answer.assignment is not None:
+        metrics.check_ins.labels(answer.assignment.task_id).inc()
+        metrics.selections.labels(answer.assignment.task_id).inc()
+    return reply(answer)
+
+
+def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckInReply:
+    return check_in_reply(service, service.check_in(device, task_id))
 
 
 async def download_model(request: web.Request) -> web.StreamResponse:
     """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
-    number, path = request.app[SERVICE].model_file(request.match_info["task_id"],
-                                                   _version_query(request))
+    number, path = await run_service(request.app, request.app[SERVICE].model_file,
+                                     request.match_info["task_id"], _version_query(request))
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
@@ -187,106 +186,121 @@ async def upload_update(request: web.Request) -> web.Response:
     metrics.uploads.inc()
     metrics.bytes_in.inc(len(data))
     task_id = request.match_info["task_id"]
-    result = request.app[SERVICE].submit_update(request[DEVICE], task_id, data)
+    result = await run_service(request.app, request.app[SERVICE].submit_update, request[DEVICE],
+                               task_id, data)
     if result["status"] == "accepted":
         metrics.accepted.labels(task_id).inc()
-    return web.json_response(result)
+    return checked(UploadAck, result)
 
 
 async def begin_upload(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    result = request.app[SERVICE].begin_upload(request[DEVICE], request.match_info["task_id"],
-                                               _field(doc, "size", int), _field(doc, "sha256", str))
-    return web.json_response(result, status=201)
+    msg = await read_message(request, UploadBegin)
+    result = await run_service(request.app, request.app[SERVICE].begin_upload, request[DEVICE],
+                               request.match_info["task_id"], msg.size, msg.sha256)
+    return checked(UploadSession, result, status=201)
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SERVICE].upload_status(
-        request[DEVICE], request.match_info["upload_id"]))
+    return checked(UploadSession, await run_service(
+        request.app, request.app[SERVICE].upload_status, request[DEVICE],
+        request.match_info["upload_id"]))
 
 
 async def upload_chunk(request: web.Request) -> web.Response:
-    try:
-        offset = int(request.query["offset"])
-    except (KeyError, ValueError):
-        raise BadRequest("offset (bytes already sent) is a required integer") from None
+    offset = parse_bounded_int(request.query.get("offset", ""), "query.offset")
     chunk = await request.read()
     request.app[METRICS].bytes_in.inc(len(chunk))
-    return web.json_response(request.app[SERVICE].append_chunk(
-        request[DEVICE], request.match_info["upload_id"], offset, chunk))
+    return checked(UploadSession, await run_service(
+        request.app, request.app[SERVICE].append_chunk, request[DEVICE],
+        request.match_info["upload_id"], offset, chunk))
 
 
 async def commit_upload(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.uploads.inc()
-    result = request.app[SERVICE].commit_upload(request[DEVICE], request.match_info["upload_id"])
+    result = await run_service(request.app, request.app[SERVICE].commit_upload, request[DEVICE],
+                               request.match_info["upload_id"])
     if result["status"] == "accepted":
         metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
-    return web.json_response(result)
+    return checked(UploadAck, result)
 
 
 async def submit_evaluation(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    return web.json_response(request.app[SERVICE].submit_evaluation(
-        request[DEVICE], request.match_info["task_id"], doc))
+    msg = await read_message(request, EvaluationReport)
+    return checked(EvaluationAck, await run_service(
+        request.app, request.app[SERVICE].submit_evaluation, request[DEVICE],
+        request.match_info["task_id"], msg.to_json()))
 
 
 async def report_failure(request: web.Request) -> web.Response:
-    doc = await _json(request)
-    request.app[SERVICE].report_failure(request[DEVICE], request.match_info["task_id"],
-                                        _field(doc, "reason", str)[:64])
+    msg = await read_message(request, FailureReport)
+    await run_service(request.app, request.app[SERVICE].report_failure, request[DEVICE],
+                      request.match_info["task_id"], msg.reason[:64])
     return web.Response(status=204)
 
 
 async def admin_create_task(request: web.Request) -> web.Response:
-    doc = await _json(request)
+    msg = await read_message(request, TaskCreate)
     # the service checks the settings (FieldError: 400 naming the field) before it stores
-    result = request.app[SERVICE].create_task(_field(doc, "task_id", str),
-                                              _field(doc, "bundle_dir", str),
-                                              doc.get("settings", {}))
+    result = await run_service(request.app, request.app[SERVICE].create_task, msg.task_id,
+                               msg.bundle_dir, msg.settings or {})
     return web.json_response(result, status=201)
 
 
 async def admin_list_tasks(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    return web.json_response({"tasks": [service.describe(t) for t in service.records]})
+    return web.json_response({"tasks": await run_service(request.app, _describe_all,
+                                                         request.app[SERVICE], False)})
+
+
+def _describe_all(service: AggregatorService, with_history: bool) -> list[dict]:
+    return [service.describe(t) | (service.history(t) if with_history else {})
+            for t in service.records]
 
 
 async def admin_task(request: web.Request) -> web.Response:
     service, task_id = request.app[SERVICE], request.match_info["task_id"]
-    return web.json_response(service.describe(task_id) | service.history(task_id))
+    return web.json_response(await run_service(
+        request.app, lambda: service.describe(task_id) | service.history(task_id)))
 
 
 async def admin_pause(request: web.Request) -> web.Response:
-    paused = request.match_info["action"] == "pause"
-    return web.json_response(request.app[SERVICE].set_paused(request.match_info["task_id"], paused))
+    return web.json_response(await run_service(
+        request.app, request.app[SERVICE].set_paused, request.match_info["task_id"], True))
+
+
+async def admin_resume(request: web.Request) -> web.Response:
+    return web.json_response(await run_service(
+        request.app, request.app[SERVICE].set_paused, request.match_info["task_id"], False))
 
 
 async def admin_heldout(request: web.Request) -> web.Response:
     """A held-out evaluator's metrics for one version (server_eval/ posts them)."""
-    service = request.app[SERVICE]
-    return web.json_response(service.record_heldout(
-        request.match_info["task_id"], int(request.match_info["version"]), await _json(request)))
+    version = parse_bounded_int(request.match_info["version"], "path.version")
+    msg = await read_message(request, HeldoutReport)
+    return checked(HeldoutAck, await run_service(
+        request.app, request.app[SERVICE].record_heldout, request.match_info["task_id"],
+        version, msg.to_json()))
 
 
 def _version_query(request: web.Request) -> int | None:
     value = request.query.get("version")
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise BadRequest("version must be a non-negative integer")
-    return int(value)
+    return None if value is None else parse_bounded_int(value, "query.version")
 
 
 async def status(request: web.Request) -> web.Response:
     """Aggregate, non-personal status for the dashboard."""
-    service, show = request.app[SERVICE], request.app[CONFIG].public_status_settings
-    return web.json_response({"tasks": [public_task(service.describe(t) | service.history(t), show)
-                                        for t in service.records]})
+    tasks = await run_service(request.app, _describe_all, request.app[SERVICE], True)
+    show = request.app[CONFIG].public_status_settings
+    return web.json_response({"tasks": [public_task(t, show) for t in tasks]})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    service, metrics = request.app[SERVICE], request.app[METRICS]
+    body = await run_service(request.app, _export_metrics, request.app[SERVICE],
+                             request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _export_metrics(service: AggregatorService, metrics: Metrics) -> bytes:
     for task_id, task in service.tasks.items():
         metrics.model_version.labels(task_id).set(task.coordinator.version)
         for reason, count in task.coordinator.funnel.dropped.items():
@@ -297,16 +311,15 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
             for name in ("accuracy", "mean_loss"):
                 if name in latest:
                     metrics.heldout.labels(task_id, name).set(latest[name])
-    return web.Response(body=generate_latest(metrics.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return generate_latest(metrics.registry)
 
 
 async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "dashboard.html")
 
 
-async def openapi(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
 
 
 # calls whose body may be as large as max_body_bytes (every other body: max_json_bytes)
@@ -316,7 +329,74 @@ LARGE_BODY_HANDLERS = frozenset({upload_update, upload_chunk, secagg_masked, sec
 # calls that need the task's coordinator, so run in the process leading the task
 LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evaluation,
                           secagg_state, secagg_keys, secagg_shares, secagg_masked, secagg_reveal,
-                          begin_upload, commit_upload, admin_pause})
+                          begin_upload, commit_upload, admin_pause, admin_resume})
+
+_ROUND_ID = Query("round_id", {"type": "integer", "minimum": 0, "maximum": JSON_INT}, True)
+_VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
+OPERATIONS = [
+    Operation("POST", "/v1/enroll", enroll, "Enroll a device: register its Ed25519 public key "
+              "with the population's secret", None, EnrollRequest, EnrollReply, 201),
+    Operation("POST", "/v1/checkin", check_in, "Check in: an assignment (task, round, model "
+              "version, deadline, plan), an evaluation, or a time to come back",
+              "device", CheckInRequest, CheckInReply),
+    Operation("GET", "/v1/tasks/{task_id}/model", download_model, "Download a model version "
+              "(wire format); ETag and Range supported", "device", reply=BINARY,
+              query=(_VERSION,)),
+    Operation("POST", "/v1/tasks/{task_id}/updates", upload_update, "Upload an update (wire "
+              "format). Idempotent by the update's key", "device", BINARY, UploadAck),
+    Operation("POST", "/v1/tasks/{task_id}/failures", report_failure, "Report that this "
+              "device gave up its assignment", "device", FailureReport, status=204),
+    Operation("POST", "/v1/tasks/{task_id}/evaluations", submit_evaluation, "Report "
+              "federated evaluation metric sums for a model version", "device",
+              EvaluationReport, EvaluationAck),
+    Operation("GET", "/v1/tasks/{task_id}/secagg", secagg_state, "Secure aggregation: this "
+              "device's view of the current round (poll between steps)", "device",
+              reply=SecAggView, query=(_ROUND_ID,)),
+    Operation("POST", "/v1/tasks/{task_id}/secagg/keys", secagg_keys, "Secure aggregation "
+              "step 0: advertise two X25519 public keys after training", "device", SecAggKeys,
+              SecAggView),
+    Operation("POST", "/v1/tasks/{task_id}/secagg/shares", secagg_shares, "Secure "
+              "aggregation step 1: encrypted Shamir shares for every peer, keyed by the "
+              "peer's index", "device", SecAggShares, SecAggView),
+    Operation("POST", "/v1/tasks/{task_id}/secagg/masked", secagg_masked, "Secure "
+              "aggregation step 2: the masked input (magic EFLM, uint64 length, uint32 LE "
+              "values)", "device", BINARY, SecAggView, query=(_ROUND_ID,)),
+    Operation("POST", "/v1/tasks/{task_id}/secagg/reveal", secagg_reveal, "Secure "
+              "aggregation step 3: for each peer, the self-mask share ('b') of a survivor or "
+              "the key share ('s') of a dropped device, in decimal", "device", SecAggReveal,
+              SecAggView),
+    Operation("POST", "/v1/tasks/{task_id}/uploads", begin_upload, "Start a resumable upload "
+              "of a large update", "device", UploadBegin, UploadSession, 201),
+    Operation("GET", "/v1/uploads/{upload_id}", upload_status, "How many bytes the server "
+              "holds", "device", reply=UploadSession),
+    Operation("PUT", "/v1/uploads/{upload_id}", upload_chunk, "Append a chunk at ?offset= "
+              "(idempotent)", "device", BINARY, UploadSession, query=(Query(
+                  "offset", {"type": "integer", "minimum": 0, "maximum": JSON_INT}, True),)),
+    Operation("POST", "/v1/uploads/{upload_id}/commit", commit_upload, "Verify and submit "
+              "the completed upload", "device", reply=UploadAck),
+    Operation("POST", "/v1/admin/tasks", admin_create_task, "Create a task from a bundle",
+              "admin", TaskCreate, TaskDescription, 201),
+    Operation("GET", "/v1/admin/tasks", admin_list_tasks, "List tasks", "admin",
+              reply=TaskList),
+    Operation("GET", "/v1/admin/tasks/{task_id}", admin_task, "Inspect a task: state, "
+              "funnel, versions, round events", "admin", reply=TaskDescription),
+    Operation("POST", "/v1/admin/tasks/{task_id}/pause", admin_pause, "Pause a task",
+              "admin", reply=TaskDescription),
+    Operation("POST", "/v1/admin/tasks/{task_id}/resume", admin_resume, "Resume a task",
+              "admin", reply=TaskDescription),
+    Operation("GET", "/v1/admin/tasks/{task_id}/model", download_model, "Download the "
+              "current model, or ?version=V (wire format); X-Model-Version names it",
+              "admin", reply=BINARY, query=(_VERSION,)),
+    Operation("POST", "/v1/admin/tasks/{task_id}/versions/{version}/heldout", admin_heldout,
+              "Record a model version's metrics on the server's held-out set (posted by "
+              "the held-out evaluator, server_eval/)", "admin", HeldoutReport, HeldoutAck),
+    Operation("GET", "/v1/status", status, "Aggregate status for the dashboard",
+              reply=TaskList),
+    Operation("GET", "/metrics", metrics_endpoint, "Prometheus metrics", reply="text/plain"),
+    Operation("GET", "/dashboard", dashboard, "The dashboard page", reply="text/html"),
+    Operation("GET", "/openapi.json", openapi, "This document", reply="application/json"),
+]
+OPENAPI = document(OPERATIONS)
 
 
 # -- assembly -----------------------------------------------------------------------------
@@ -328,33 +408,8 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
                                        body_deadline(config), leader_middleware])
     app.on_response_prepare.append(close_unread)
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
-    app.add_routes([
-        web.post("/v1/enroll", enroll),
-        web.post("/v1/checkin", check_in),
-        web.get("/v1/tasks/{task_id}/model", download_model),
-        web.post("/v1/tasks/{task_id}/updates", upload_update),
-        web.post("/v1/tasks/{task_id}/failures", report_failure),
-        web.post("/v1/tasks/{task_id}/evaluations", submit_evaluation),
-        web.get("/v1/tasks/{task_id}/secagg", secagg_state),
-        web.post("/v1/tasks/{task_id}/secagg/keys", secagg_keys),
-        web.post("/v1/tasks/{task_id}/secagg/shares", secagg_shares),
-        web.post("/v1/tasks/{task_id}/secagg/masked", secagg_masked),
-        web.post("/v1/tasks/{task_id}/secagg/reveal", secagg_reveal),
-        web.post("/v1/tasks/{task_id}/uploads", begin_upload),
-        web.get("/v1/uploads/{upload_id}", upload_status),
-        web.put("/v1/uploads/{upload_id}", upload_chunk),
-        web.post("/v1/uploads/{upload_id}/commit", commit_upload),
-        web.post("/v1/admin/tasks", admin_create_task),
-        web.get("/v1/admin/tasks", admin_list_tasks),
-        web.get("/v1/admin/tasks/{task_id}", admin_task),
-        web.post("/v1/admin/tasks/{task_id}/{action:pause|resume}", admin_pause),
-        web.get("/v1/admin/tasks/{task_id}/model", download_model),
-        web.post(r"/v1/admin/tasks/{task_id}/versions/{version:\d+}/heldout", admin_heldout),
-        web.get("/v1/status", status),
-        web.get("/metrics", metrics_endpoint),
-        web.get("/dashboard", dashboard),
-        web.get("/openapi.json", openapi),
-    ])
+    app.add_routes([web.route(op.method, op.path, op.handler) for op in OPERATIONS])
+    app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))
     app.cleanup_ctx.append(_ticker(config.tick_interval_s))
     if config.heldout:
@@ -396,7 +451,7 @@ def _ticker(interval: float):
             while True:
                 await asyncio.sleep(interval)
                 try:
-                    app[SERVICE].tick()
+                    await run_service(app, app[SERVICE].tick)
                 except AggregatorError as e:  # e.g. the database blinked: the next tick retries
                     logging.getLogger(__name__).warning("tick: %s", e)
         task = asyncio.create_task(loop())

@@ -1,13 +1,22 @@
-"""What every handler shares: the app's typed state and the parsing of request bodies
-(errors as BadRequest, which the error middleware renders)."""
+"""What every handler shares: the app's typed state, the one worker thread the service
+runs on, the bounded parsing of request bodies into typed messages, and the replies the
+HTTP and in-process transports both build."""
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
 
 import aiohttp
 from aiohttp import web
 
-from .errors import BadRequest
+from edge_sdk.protocol.errors import JsonLimitExceeded
+from edge_sdk.protocol.jsontext import JsonLimits, parse_json
+from edge_sdk.protocol.messages import (CheckInReply, EvaluationAssignment, Message,
+                                        TrainingAssignment)
+
+from .coordinator import Assignment, EvalAssignment
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .service import AggregatorService
@@ -17,23 +26,70 @@ SERVICE = web.AppKey("service", AggregatorService)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", ServerConfig)
 PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's leader
+# the one thread every service call runs on: the service's state stays serialised as if
+# it ran on the event loop, while the loop keeps answering during a slow disk or database
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+JSON_LIMITS = web.AppKey("json_limits", JsonLimits)
 DEVICE = web.RequestKey("device", Device)
 
-
-async def _json(request: web.Request) -> dict:
-    try:
-        doc = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("the body must be JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be a JSON object")
-    return doc
+T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
-def _field(doc: dict, name: str, kind, required: bool = True):
-    value = doc.get(name)
-    if value is None and not required:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise BadRequest(f"field {name!r} must be {getattr(kind, '__name__', kind)}")
-    return value
+async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` on the service's worker thread. Cancelling the caller does not stop a
+    call already running there (it finishes, as it would have on the loop); the
+    CancelledError still reaches the caller."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(app[EXECUTOR], functools.partial(fn, *args))
+
+
+def service_thread():
+    """cleanup_ctx: the worker thread, started with the app and drained at its end."""
+    async def ctx(app: web.Application):
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
+        app[EXECUTOR] = executor
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+    return ctx
+
+
+async def read_message(request: web.Request, kind: type[M]) -> M:
+    """The body as a `kind` message: read, parsed within the app's JSON limits as strict
+    UTF-8 (whatever charset the request names), then checked field by field."""
+    limits = request.app.get(JSON_LIMITS) or JsonLimits()
+    if request.content_length is not None and request.content_length > limits.max_bytes:
+        raise JsonLimitExceeded(f"the JSON is over its max_bytes limit of {limits.max_bytes}",
+                                limit="max_bytes", max=limits.max_bytes)  # before reading it
+    return kind.from_json(parse_json(await request.read(), limits))
+
+
+def reply(message: Message, status: int = 200) -> web.Response:
+    return web.json_response(message.to_json(), status=status)
+
+
+def checked(kind: type[Message], doc: dict, status: int = 200) -> web.Response:
+    """A reply the service built as a dict, checked against its message type (keys the
+    type does not know yet pass through: replies are open)."""
+    kind.from_json(doc)
+    return web.json_response(doc, status=status)
+
+
+def check_in_reply(service: AggregatorService, result) -> CheckInReply:
+    """The check-in answer for a coordinator's decision (on the service's thread)."""
+    if isinstance(result, Assignment):
+        task = service.tasks[result.task_id]
+        secagg = task.settings.secagg
+        settings = task.settings.to_json()
+        return CheckInReply(assignment=TrainingAssignment(
+            result.task_id, result.round_id, result.model_version, result.deadline,
+            task.record.model_id, settings["plan"],
+            None if secagg is None else settings["secagg"]))
+    if isinstance(result, EvalAssignment):
+        task = service.tasks[result.task_id]
+        return CheckInReply(evaluation=EvaluationAssignment(
+            result.task_id, result.model_version, result.deadline, task.record.model_id))
+    return CheckInReply(retry_at=result.retry_at,
+                        retry_after_s=max(0.0, result.retry_at - service.clock.now()))

@@ -330,7 +330,8 @@ class AggregatorService:
                                    "configured; start edge-fl serve with --enrollment-secret "
                                    "POPULATION=SECRET (or enrollment_secrets in --config)")
         expected = self.enrollment_secrets.get(population)
-        if expected is None or not secrets.compare_digest(expected, secret):
+        # bytes: compare_digest refuses str with non-ASCII characters
+        if expected is None or not secrets.compare_digest(expected.encode(), secret.encode()):
             raise Forbidden("wrong enrollment secret for this population")
         if len(public_key) != 32:
             raise BadRequest("public_key must be a raw 32-byte Ed25519 key (base64)")

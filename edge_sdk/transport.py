@@ -14,6 +14,12 @@ import aiohttp
 import numpy as np
 
 from .errors import TransportError
+from .protocol.errors import ProtocolError
+from .protocol.jsontext import JsonLimits, parse_json
+from .protocol.messages import (CheckInReply, CheckInRequest, EnrollReply, EnrollRequest,
+                                ErrorBody, EvaluationAck, EvaluationReport, FailureReport,
+                                Message, MetricSums, SecAggKeys, SecAggReveal, SecAggShares,
+                                SecAggView, UploadAck, UploadBegin, UploadSession)
 
 
 class ServerRejected(TransportError):
@@ -65,7 +71,7 @@ class Transport:
                         if raw:
                             return body, r.headers
                         return None if r.status == 204 else _json(body)
-                    error = _json(body).get("error", {}) if body else {}
+                    error = _error(body)
                     if r.status == 429 or r.status >= 500:
                         last = TransportError(f"{r.status} {error.get('code', '')}".strip())
                         wait = float(r.headers.get("Retry-After", 0) or 0)
@@ -81,18 +87,30 @@ class Transport:
     def _backoff(self, attempt: int) -> float:
         return float(self.rng.uniform(0, min(self.retry.cap_s, self.retry.base_s * 2 ** attempt)))
 
-    # -- the API ---------------------------------------------------------------------------
+    # -- the API: every JSON body built, and every JSON answer checked, by its message type;
+    # answers are returned as their JSON dicts, as the client reads them ------------------
+    async def _exchange(self, method: str, path: str, body: Message | None, answer: type[Message],
+                        **kw) -> dict:
+        if body is not None:  # what the server would refuse is refused here, unsent
+            body = type(body).from_json(body.to_json())
+        doc = await self._request(method, path, json=None if body is None else body.to_json(),
+                                  **kw)
+        try:
+            answer.from_json(doc)
+        except ProtocolError as e:
+            raise TransportError(f"{method} {path}: the server's answer is malformed: {e}") from None
+        return doc
+
     async def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
-        doc = await self._request("POST", "/v1/enroll", json={
-            "population": population, "secret": secret,
-            "public_key": base64.b64encode(public_key).decode()})
+        doc = await self._exchange("POST", "/v1/enroll",
+                                   EnrollRequest(population, secret, public_key), EnrollReply)
         self.token, self.device_id = doc["token"], doc["device_id"]
         return doc
 
     async def check_in(self, task_id: str | None = None, eligibility: dict | None = None,
                        sdk_version: str = "0.1") -> dict:
-        return await self._request("POST", "/v1/checkin", json={
-            "task_id": task_id, "eligibility": eligibility or {}, "sdk_version": sdk_version})
+        return await self._exchange("POST", "/v1/checkin", CheckInRequest(
+            task_id, dict(eligibility or {}), sdk_version), CheckInReply)
 
     async def download_model(self, task_id: str, version: int) -> bytes:
         body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model",
@@ -102,23 +120,24 @@ class Transport:
     async def upload(self, task_id: str, data: bytes) -> dict:
         """Small updates in one request; larger ones resumably, in chunks."""
         if len(data) <= self.single_request_bytes:
-            return await self._request("POST", f"/v1/tasks/{task_id}/updates", data=data)
+            return await self._exchange("POST", f"/v1/tasks/{task_id}/updates", None, UploadAck,
+                                        data=data)
         return await self.upload_resumable(task_id, data)
 
     async def upload_resumable(self, task_id: str, data: bytes) -> dict:
         """Send `data` in chunks; after any failure, ask the server how much it holds and
         go on from there. The commit is idempotent like a single-request upload."""
         import hashlib
-        session = await self._request("POST", f"/v1/tasks/{task_id}/uploads", json={
-            "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        session = await self._exchange("POST", f"/v1/tasks/{task_id}/uploads", UploadBegin(
+            len(data), hashlib.sha256(data).hexdigest()), UploadSession)
         upload_id, received = session["upload_id"], session["received"]
         path = f"/v1/uploads/{upload_id}"
         failures = 0
         while received < len(data):
             chunk = data[received:received + self.chunk_bytes]
             try:
-                answer = await self._request("PUT", path, data=chunk,
-                                             params={"offset": str(received)})
+                answer = await self._exchange("PUT", path, None, UploadSession, data=chunk,
+                                              params={"offset": str(received)})
                 received = answer["received"]
             except ServerRejected as e:
                 if e.code != "upload_offset_mismatch":
@@ -128,33 +147,51 @@ class Transport:
                 failures += 1
                 if failures > self.retry.attempts:
                     raise
-                received = (await self._request("GET", path))["received"]
-        return await self._request("POST", path + "/commit")
+                received = (await self._exchange("GET", path, None, UploadSession))["received"]
+        return await self._exchange("POST", path + "/commit", None, UploadAck)
 
     async def submit_evaluation(self, task_id: str, model_version: int, sums: dict) -> dict:
-        return await self._request("POST", f"/v1/tasks/{task_id}/evaluations",
-                                   json={"model_version": model_version, "sums": sums})
+        return await self._exchange("POST", f"/v1/tasks/{task_id}/evaluations", EvaluationReport(
+            model_version, MetricSums(**sums)), EvaluationAck)
 
     # -- secure aggregation steps (see edge_sdk/secure_aggregation.py) ----------------------
     async def secagg_state(self, task_id: str, round_id: int) -> dict:
-        return await self._request("GET", f"/v1/tasks/{task_id}/secagg",
-                                   params={"round_id": str(round_id)})
+        return await self._exchange("GET", f"/v1/tasks/{task_id}/secagg", None, SecAggView,
+                                    params={"round_id": str(round_id)})
 
     async def secagg_step(self, task_id: str, step: str, doc: dict) -> dict:
-        """step: "keys", "shares" or "reveal" (JSON bodies)."""
-        return await self._request("POST", f"/v1/tasks/{task_id}/secagg/{step}", json=doc)
+        """step: "keys", "shares" or "reveal" (JSON bodies, checked by their types here)."""
+        return await self._exchange("POST", f"/v1/tasks/{task_id}/secagg/{step}",
+                                    _SECAGG_STEPS[step].from_json(doc), SecAggView)
 
     async def secagg_masked_input(self, task_id: str, round_id: int, data: bytes) -> dict:
-        return await self._request("POST", f"/v1/tasks/{task_id}/secagg/masked", data=data,
-                                   params={"round_id": str(round_id)})
+        return await self._exchange("POST", f"/v1/tasks/{task_id}/secagg/masked", None,
+                                    SecAggView, data=data, params={"round_id": str(round_id)})
 
     async def report_failure(self, task_id: str, reason: str) -> None:
-        await self._request("POST", f"/v1/tasks/{task_id}/failures", json={"reason": reason})
+        await self._request("POST", f"/v1/tasks/{task_id}/failures",
+                            json=FailureReport.from_json({"reason": reason[:256]}).to_json())
+
+
+_SECAGG_STEPS: dict[str, type[Message]] = {"keys": SecAggKeys, "shares": SecAggShares,
+                                           "reveal": SecAggReveal}
 
 
 def _json(body: bytes):
-    import json
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return parse_json(body, _ANSWER_LIMITS)
+    except ProtocolError:
         return {}
+
+
+def _error(body: bytes) -> dict:
+    """The error body's `error` object ({} if the answer is not one)."""
+    doc = _json(body) if body else {}
+    try:
+        ErrorBody.from_json(doc)
+    except ProtocolError:
+        return {}
+    return doc["error"]
+
+
+_ANSWER_LIMITS = JsonLimits(max_bytes=64 << 20)  # a large secure round's view

@@ -11,7 +11,17 @@
     ├── BadSignature         code "bad_signature"        not signed by the device's key
     ├── ShapeMismatch        code "shape_mismatch"       names/shapes differ from the model
     ├── NonFinite            code "non_finite"           NaN or Inf in a tensor
-    └── BadPayload           code "bad_payload"          tensor bytes inconsistent
+    ├── BadPayload           code "bad_payload"          tensor bytes inconsistent
+    └── MalformedJson        code "malformed_json"       not strict UTF-8 JSON (NaN, lone
+        │                                                surrogates and bad escapes included)
+        ├── JsonLimitExceeded  code "json_limit"         over a size, depth, string or number
+        │                                                length limit (details: limit, max)
+        └── BadField         code "bad_field"            a JSON message's field missing, of
+                                                         the wrong type or out of range
+                                                         (details: field, its path)
+
+MalformedJson, JsonLimitExceeded and BadField carry `details`, a JSON-ready dict the
+aggregator adds to its error body.
 """
 from __future__ import annotations
 
@@ -60,5 +70,28 @@ class BadPayload(ProtocolError):
     code = "bad_payload"
 
 
+class MalformedJson(ProtocolError):
+    code = "malformed_json"
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.details = details
+
+
+class JsonLimitExceeded(MalformedJson):
+    code = "json_limit"
+
+
+class BadField(MalformedJson):
+    """`field` is the path of the offending value, e.g. "enroll.public_key"."""
+
+    code = "bad_field"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}", field=field)
+        self.field = field
+
+
 ALL_ERRORS = (Truncated, BadMagic, UnsupportedVersion, TooLarge, MalformedHeader, BadChecksum,
-              BadSignature, ShapeMismatch, NonFinite, BadPayload)
+              BadSignature, ShapeMismatch, NonFinite, BadPayload, MalformedJson,
+              JsonLimitExceeded, BadField)

@@ -1,24 +1,22 @@
-"""schemathesis against the served OpenAPI document: generated requests to every
-operation, with device and admin credentials, never get a 5xx."""
+"""schemathesis against the OpenAPI document generated from the message types (the one
+/openapi.json serves): generated requests to every operation, with valid device and
+admin credentials, never get a 5xx."""
 from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
-
 import numpy as np
 import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
 
-from aggregator.app import ServerConfig, build_app, make_service
+from aggregator.app import OPENAPI, ServerConfig, build_app, make_service
 from aggregator.config import TaskSettings
 from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import generate_signing_key, public_key_of
 
-SCHEMA = schemathesis.openapi.from_path(
-    str(Path(__file__).resolve().parents[2] / "aggregator" / "static" / "openapi.json"))
+SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
 ADMIN = "schema-fuzz-admin-token"
 
 
@@ -58,6 +56,8 @@ def server(tmp_path_factory):
           suppress_health_check=list(HealthCheck))
 def test_no_generated_request_gets_a_server_error(case, server):
     url, token = server
+    if case.path_parameters and "task_id" in case.path_parameters and len(repr(case.body)) % 2:
+        case.path_parameters["task_id"] = "kb"  # half the calls reach the real task
     headers = {"Authorization": f"Bearer {token}", "X-Admin-Token": ADMIN}
     response = case.call(base_url=url, headers=headers, timeout=10)
     assert response.status_code < 500, (case.method, case.path, response.text[:300])
