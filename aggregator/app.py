@@ -9,7 +9,6 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from edge_sdk.protocol.messages import (JSON_INT, CheckInReply, CheckInRequest, 
                                         UploadSession, parse_bounded_int)
 
 from .disclosure import public_task
-from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
+from .errors import (AggregatorError, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
 from .metrics import Metrics
 from .middleware import (TokenBuckets, body_deadline, close_unread, failure_throttle,

@@ -94,6 +94,8 @@ def schema_of(kind, components: dict[str, dict], meta: typing.Mapping = {}) -> d
         return {"type": "object", "additionalProperties": item} | keys | extra
     if origin is list:
         return {"type": "array", "items": schema_of(args[0], components)} | extra
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+        return {"type": "array", "items": schema_of(args[0], components)} | extra
     if origin is tuple:
         items = [schema_of(a, components) for a in args]
         unique = [s for i, s in enumerate(items) if s not in items[:i]]
