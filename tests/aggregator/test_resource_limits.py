@@ -275,7 +275,8 @@ def _begin(url, headers, task="kb", size=100):
 
 def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_start_up(tmp_path):
     clock, data = FakeClock(), tmp_path / "d"
-    with ThreadedServer(data, clock, upload_session_ttl_s=60) as srv:
+    # no tick during the first part: the request, not the ticker, meets the expiry
+    with ThreadedServer(data, clock, upload_session_ttl_s=60, tick_interval_s=3600) as srv:
         add_task(srv.url, tiny_bundle(tmp_path / "b"))
         device = enroll(srv.url)
         status, _, first = _begin(srv.url, device)
@@ -288,11 +289,13 @@ def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_s
         assert status == 410 and doc["error"]["code"] == "upload_expired"
         assert call(upload, headers=device)[0] == 404  # gone, with its bytes
         assert not (data / "partial" / first["upload_id"]).exists()
+    with ThreadedServer(data, clock, upload_session_ttl_s=60) as srv:
         # the ticker removes one nobody asks about
         second = _begin(srv.url, device)[2]["upload_id"]
         clock.advance(61)
-        for _ in range(600):
-            if srv.service.store.upload_info(second) is None:
+        for _ in range(600):  # the row goes first, then its bytes
+            if srv.service.store.upload_info(second) is None \
+                    and not (data / "partial" / second).exists():
                 break
             time.sleep(0.05)
         assert srv.service.store.upload_info(second) is None
@@ -332,7 +335,13 @@ def test_a_lone_surrogate_failure_reason_never_breaks_metrics_before_or_after_a_
         add_task(srv.url, tiny_bundle(tmp_path / "b"), settings={"mode": "async"})
         device = enroll(srv.url)
         assert "assignment" in call(srv.url + "/v1/checkin", "POST", {"task_id": "kb"}, device)[2]
-        status, _, _ = call(srv.url + "/v1/tasks/kb/failures", "POST", data=b'{"reason": "\\ud800"}',
+        status, _, doc = call(srv.url + "/v1/tasks/kb/failures", "POST",
+                              data=b'{"reason": "\\ud800"}',
+                              headers=device | {"Content-Type": "application/json"})
+        assert status == 400 and doc["error"]["code"] == "malformed_json"  # refused at the door
+        # a valid reason outside the vocabulary is counted as "other"
+        status, _, _ = call(srv.url + "/v1/tasks/kb/failures", "POST",
+                            data='{"reason": "\u2028 évil\\u0000 <b>"}'.encode(),
                             headers=device | {"Content-Type": "application/json"})
         assert status == 204
         status, _, text = call(srv.url + "/metrics")
