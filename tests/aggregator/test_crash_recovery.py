@@ -137,7 +137,7 @@ def test_dying_inside_a_write_loses_nothing_acknowledged(bundle, tmp_path, point
     server = ServerProcess(tmp_path / "data", free_port(), store_url)
     try:
         # the 3rd time: after a few uploads and at least one version flush
-        url = server.start(crash_at={point: 3})
+        url = server.start(crash_at={point: 3}, tick_interval_s=3600)  # no tick reaches it first
         acknowledged, sent = _storm(server, url, bundle, tmp_path, kill_after=None)
         assert server.proc.returncode == 137  # it died at the crash point, not otherwise
         _recover_and_check(server, bundle, acknowledged, sent)
