@@ -173,7 +173,8 @@ async def check_in(request: web.Request) -> web.Response:
         metrics.selections.labels(result.task_id).inc()
         secagg = task.settings.secagg
         return web.json_response({"assignment": {
-            **asdict(result), "model_id": task.record.model_id, "plan": task.settings.plan.to_json(),
+            **asdict(result), "model_id": task.record.model_id,
+            "plan": task.settings.plan.to_json(),
             "secagg": None if secagg is None else asdict(secagg)}})
     if isinstance(result, EvalAssignment):
         task = service.tasks[result.task_id]

@@ -24,11 +24,10 @@ class HeldoutEntry:
     poll_s: float = 10.0
 
     def __post_init__(self):
-        for name in ("bundle", "examples"):
+        for name, what in (("bundle", "bundle directory"), ("examples", "JSON-lines file")):
             value = getattr(self, name)
             _require(isinstance(value, str) and Path(value).exists(), name,
-                     f"must name an existing {'bundle directory' if name == 'bundle' else 'JSON-lines file'}, "
-                     f"got {value!r}")
+                     f"must name an existing {what}, got {value!r}")
         _require(isinstance(self.poll_s, (int, float)) and 0 < self.poll_s < 1e6, "poll_s",
                  f"must be a number of seconds > 0, got {self.poll_s!r}")
 

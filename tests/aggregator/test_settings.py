@@ -200,7 +200,8 @@ def test_server_config_refuses_unknown_keys_with_their_path(tmp_path):
             "advertise_url": "http://127.0.0.1:1"}
     with pytest.raises(FieldError) as e:
         ServerConfig.from_json(base | {"max_body_byte": 4096})
-    assert e.value.field == "config.max_body_byte" and "did you mean 'max_body_bytes'" in str(e.value)
+    assert e.value.field == "config.max_body_byte"
+    assert "did you mean 'max_body_bytes'" in str(e.value)
     (tmp_path / "ex.jsonl").write_text("")
     with pytest.raises(FieldError) as e:
         ServerConfig.from_json(base | {"heldout": {"kb": {"bundel": str(tmp_path),
