@@ -27,6 +27,8 @@ from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, encode_parameters, en
 
 from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_server
 
+CHROMIUM = shutil.which("chromium")
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
@@ -359,3 +361,28 @@ def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state)
     assert restarted.describe("bad")["error"].startswith("optimizer state"), \
         restarted.describe("bad")
     assert restarted.describe("good")["state"] == "active"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+def test_the_dashboard_shows_a_failed_task_with_its_reason(bundle, tmp_path):
+    root = tmp_path / "data"
+    service = _service(root)
+    for task_id in ("bad", "good"):
+        service.create_task(task_id, str(bundle.path), TaskSettings())
+    service.store.close()
+    _corrupt_settings(root, "bad")
+
+    async def scenario():
+        async with running_server(root, FakeClock()) as (url, _):
+            proc = await asyncio.create_subprocess_exec(
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
+                "--dump-dom", url + "/dashboard", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            dom, _ = await asyncio.wait_for(proc.communicate(), 60)
+            return dom.decode()
+    dom = asyncio.run(scenario())
+    assert 'data-task="bad" data-state="failed"' in dom
+    assert "bad — failed, not served" in dom and "settings.robust.trim" in dom
+    assert 'data-task="good" data-state="active"' in dom and "model version 0" in dom
