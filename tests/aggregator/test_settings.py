@@ -236,3 +236,10 @@ def test_server_config_values_are_checked(tmp_path, change, path):
 
 def test_no_enrollment_secret_is_built_in(tmp_path):
     assert ServerConfig(str(tmp_path), "a" * 20).enrollment_secrets == {}
+
+
+def test_a_hostile_key_or_value_is_quoted_back_bounded():
+    for doc in ({"k" * 10**6: 1}, {"mode": "m" * 10**6}, {"plan": {"\ud800" * 10**5: 1}}):
+        error = _refused(doc)
+        assert len(str(error)) < 600 and len(error.field) < 100
+        json.dumps({"field": error.field, "message": str(error)})  # a lone surrogate too
