@@ -32,6 +32,10 @@ class HeldoutEntry:
                  f"must be a number of seconds > 0, got {self.poll_s!r}")
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _token_like(value: str) -> bool:
     """Printable ASCII without spaces: it travels in headers and JSON, compared bytewise."""
     return isinstance(value, str) and value.isascii() and value.isprintable() and " " not in value
@@ -89,11 +93,17 @@ class ServerConfig:
         _require(self.advertise_url is None or self.advertise_url.startswith(
             ("http://", "https://")), "advertise_url",
             "must be http(s)://host:port, as the other aggregator processes reach this one")
-        _require(self.forward_timeout_s > 0, "forward_timeout_s", "must be > 0")
-        _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
-        _require(self.rate_per_s > 0, "rate_per_s", "must be > 0")
-        _require(self.burst >= 1, "burst", "must be >= 1")
-        _require(self.tick_interval_s > 0, "tick_interval_s", "must be > 0")
+        for name in ("forward_timeout_s", "rate_per_s", "tick_interval_s"):
+            value = getattr(self, name)
+            _require(_number(value) and 0 < value < 1e12, name,
+                     f"must be a number > 0, got {value!r}")
+        for name, minimum in (("max_body_bytes", 1024), ("burst", 1)):
+            value = getattr(self, name)
+            _require(_number(value) and isinstance(value, int) and minimum <= value < 2**53,
+                     name, f"must be an integer >= {minimum}, got {value!r}")
+        for point, count in self.crash_at.items():
+            _require(isinstance(count, int) and count >= 1, f"crash_at.{point}",
+                     "must be an integer >= 1 (the n-th time the point is reached)")
 
     @classmethod
     def from_json(cls, doc: dict, path: str = "config") -> ServerConfig:

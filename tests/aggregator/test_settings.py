@@ -243,3 +243,11 @@ def test_a_hostile_key_or_value_is_quoted_back_bounded():
         error = _refused(doc)
         assert len(str(error)) < 600 and len(error.field) < 100
         json.dumps({"field": error.field, "message": str(error)})  # a lone surrogate too
+
+
+@pytest.mark.parametrize("change", [{"rate_per_s": "fast"}, {"burst": 2.5}, {"burst": None},
+                                    {"max_body_bytes": 10}, {"tick_interval_s": -1}])
+def test_python_built_server_config_says_which_field_not_a_type_error(tmp_path, change):
+    with pytest.raises(FieldError) as e:
+        ServerConfig(str(tmp_path), "a" * 20, **change)
+    assert e.value.field == next(iter(change))
