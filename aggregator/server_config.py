@@ -24,13 +24,16 @@ class HeldoutEntry:
     poll_s: float = 10.0
 
     def __post_init__(self):
-        for name in ("bundle", "examples"):
+        for name, what in (("bundle", "bundle directory"), ("examples", "JSON-lines file")):
             value = getattr(self, name)
             _require(isinstance(value, str) and Path(value).exists(), name,
-                     f"must name an existing {'bundle directory' if name == 'bundle' else 'JSON-lines file'}, "
-                     f"got {value!r}")
+                     f"must name an existing {what}, got {value!r}")
         _require(isinstance(self.poll_s, (int, float)) and 0 < self.poll_s < 1e6, "poll_s",
                  f"must be a number of seconds > 0, got {self.poll_s!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _token_like(value: str) -> bool:
@@ -107,28 +110,32 @@ class ServerConfig:
         _require(self.advertise_url is None or self.advertise_url.startswith(
             ("http://", "https://")), "advertise_url",
             "must be http(s)://host:port, as the other aggregator processes reach this one")
-        _require(self.forward_timeout_s > 0, "forward_timeout_s", "must be > 0")
-        _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
-        _require(self.rate_per_s > 0, "rate_per_s", "must be > 0")
-        _require(self.burst >= 1, "burst", "must be >= 1")
-        _require(self.tick_interval_s > 0, "tick_interval_s", "must be > 0")
+        for name in ("forward_timeout_s", "rate_per_s", "tick_interval_s"):
+            value = getattr(self, name)
+            _require(_number(value) and 0 < value < 1e12, name,
+                     f"must be a number > 0, got {value!r}")
+        for name, minimum in (("max_body_bytes", 1024), ("burst", 1)):
+            value = getattr(self, name)
+            _require(_number(value) and isinstance(value, int) and minimum <= value < 2**53,
+                     name, f"must be an integer >= {minimum}, got {value!r}")
+        for point, count in self.crash_at.items():
+            _require(isinstance(count, int) and count >= 1, f"crash_at.{point}",
+                     "must be an integer >= 1 (the n-th time the point is reached)")
         self._check_limits()
 
     def _check_limits(self) -> None:
         for name in ("header_timeout_s", "body_timeout_s", "idle_timeout_s",
                      "auth_failures_per_s", "upload_session_ttl_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    0 < value < float("inf")):
-                raise ValueError(f"{name} must be a positive number of seconds (or per second), "
-                                 f"got {value!r}")
+            _require(_number(value) and 0 < value < 1e12, name,
+                     f"must be a positive number of seconds (or per second), got {value!r}")
         for name, least in (("max_json_bytes", 1024), ("auth_failure_burst", 1),
                             ("max_uploads_per_device", 1), ("max_upload_bytes_per_device", 1024)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        if not isinstance(self.public_status_settings, bool):
-            raise ValueError("public_status_settings must be true or false")
+            _require(_number(value) and isinstance(value, int) and least <= value < 2**53, name,
+                     f"must be an integer >= {least}, got {value!r}")
+        _require(isinstance(self.public_status_settings, bool), "public_status_settings",
+                 "must be true or false")
 
     @classmethod
     def from_json(cls, doc: dict, path: str = "config") -> ServerConfig:

@@ -158,9 +158,10 @@ class AggregatorService:
     def spread_check_in(self) -> str | None:
         """For a check-in naming no task, when other processes lead some: a task drawn
         from all of them (None: every task is led here, so choose among these)."""
-        if set(self.records) <= set(self.tasks):
+        serving = set(self.records) - set(self.failed)
+        if serving <= set(self.tasks):
             return None
-        ids = sorted(self.records)
+        ids = sorted(serving)
         return ids[int(self.rng.integers(len(ids)))]
 
     def _load_task(self, record: TaskRecord) -> _Task:

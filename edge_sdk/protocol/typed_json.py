@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -30,6 +31,7 @@ from typing import Any, Literal, Union
 from .errors import ProtocolError
 
 INT_LIMIT = 2**63
+SHOWN = 64  # characters of a sender's key or value quoted back in an error
 
 
 class FieldError(ProtocolError):
@@ -62,7 +64,7 @@ def require(ok: bool, field: str, message: str) -> None:
 def nearest(name: str, choices) -> str:
     """' did you mean ...?' for the closest of `choices`, or the list of them."""
     choices = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name)[:SHOWN], choices, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; valid: {', '.join(repr(c) for c in sorted(choices))}"
@@ -72,10 +74,7 @@ def from_json(cls: type, doc: Any, path: str = "") -> Any:
     """An instance of dataclass `cls` from the JSON document `doc` (not mutated)."""
     if not isinstance(doc, dict):
         raise FieldError(f"must be an object, got {_kind(doc)}", path)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    names = {alias: name for name, f in fields.items()
-             for alias in f.metadata.get("aliases", ())} | {name: name for name in fields}
-    hints = typing.get_type_hints(cls)
+    fields, names, hints = _layout(cls)
     values: dict[str, Any] = {}
     for key, value in doc.items():
         where = _join(path, key)
@@ -124,7 +123,7 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         for allowed in args:
             if value == allowed and type(value) is type(allowed):
                 return value
-        raise FieldError(f"unknown value {value!r}" + nearest(value, args), path)
+        raise FieldError(f"unknown value {_short(repr(value))}" + nearest(value, args), path)
     if tp is bool:
         if not isinstance(value, bool):
             raise FieldError(f"must be true or false, got {_kind(value)}", path)
@@ -176,8 +175,21 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=256)
+def _layout(cls: type) -> tuple[dict, dict, dict]:
+    """(fields by name, field name by accepted key, type hints) of a dataclass."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = {alias: name for name, f in fields.items()
+             for alias in f.metadata.get("aliases", ())} | {name: name for name in fields}
+    return fields, names, typing.get_type_hints(cls)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else str(key)
+    return f"{path}.{_short(str(key))}" if path else _short(str(key))
 
 
 def _kind(value: Any) -> str:

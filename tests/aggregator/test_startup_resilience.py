@@ -27,6 +27,8 @@ from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, encode_parameters, en
 
 from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_server
 
+CHROMIUM = shutil.which("chromium")
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
@@ -252,6 +254,11 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
             assert status == 200 and doc["assignment"]["task_id"] == "good", doc
             status, doc = await _check_in(session, server.url, token, "bad_model")
             assert status == 409 and doc["error"]["code"] == "task_failed", doc
+            for _ in range(6):  # a check-in for any task is never sent to a failed one
+                status, doc = await _check_in(session, server.url, await _enroll(
+                    session, server.url), None)
+                assert status == 200 and doc.get("assignment", {}).get("task_id", "good") \
+                    == "good", doc
             async with session.get(server.url + "/v1/status") as r:
                 assert r.status == 200
                 status_doc = json.loads(await r.text())
@@ -322,3 +329,61 @@ def test_serve_without_secrets_generates_an_admin_token_and_closes_enrollment(tm
         proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize("state", ["nan", "shape", "garbage"])
+def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state):
+    root = tmp_path / "state"
+    service = _service(root)
+    settings = TaskSettings(sync=SyncSettings(goal=1, overselect=1.0), server_optimizer="fedavgm")
+    for task_id in ("bad", "good"):
+        service.create_task(task_id, str(bundle.path), settings)
+    key = generate_signing_key()
+    device = Device("d0", "p", public_key_of(key))
+    service.check_in(device, "bad")
+    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
+    assert service.submit_update(device, "bad", encode_update(
+        delta, bundle.parameter_specs, meta, UpdatePipeline(), signing_key=key,
+        rng=np.random.default_rng(0)))["version"] == 1
+    service.store.close()
+    (path,) = (root / "state" / "bad").glob("v1.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    first = sorted(arrays)[0]
+    if state == "garbage":
+        path.write_bytes(b"PK\x03\x04 not an npz")
+    else:
+        arrays[first] = np.full_like(arrays[first], np.nan) if state == "nan" \
+            else np.zeros(arrays[first].size + 1, np.float32)
+        np.savez(path, **arrays)
+    restarted = _service(root)
+    restarted.recover()
+    assert restarted.describe("bad")["error"].startswith("optimizer state"), \
+        restarted.describe("bad")
+    assert restarted.describe("good")["state"] == "active"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed")
+def test_the_dashboard_shows_a_failed_task_with_its_reason(bundle, tmp_path):
+    root = tmp_path / "data"
+    service = _service(root)
+    for task_id in ("bad", "good"):
+        service.create_task(task_id, str(bundle.path), TaskSettings())
+    service.store.close()
+    _corrupt_settings(root, "bad")
+
+    async def scenario():
+        async with running_server(root, FakeClock()) as (url, _):
+            proc = await asyncio.create_subprocess_exec(
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
+                "--dump-dom", url + "/dashboard", stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            dom, _ = await asyncio.wait_for(proc.communicate(), 60)
+            return dom.decode()
+    dom = asyncio.run(scenario())
+    assert 'data-task="bad" data-state="failed"' in dom
+    assert "bad — failed, not served" in dom and "settings.robust.trim" in dom
+    assert 'data-task="good" data-state="active"' in dom and "model version 0" in dom
