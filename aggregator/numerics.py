@@ -77,15 +77,20 @@ def norm_over(delta: Delta, max_norm: float) -> float | None:
     return norm if norm > max_norm else None
 
 
+# a chunk of scale s decodes level l to l (2s / 254) - s: at most s (256 / 254) in
+# magnitude (level 255, which no encoder sends); the margin covers float32 rounding of a
+_REACH_SQUARED = (256 / 254) ** 2 * (1 + 1e-5)
+
+
 def _joined_over(x: JoinedParts, max_norm: float) -> float | None:
     m = abs(x.multiplier)
-    a, b = x.a.astype(np.float64), x.b.astype(np.float64)  # [chunks]: small
-    scale = float(np.abs(b).max()) * m if len(b) else 0.0  # b = -scale
+    b = x.b  # -scale of each chunk (float32 [chunks]; scales were checked >= 0)
+    scale = float(-b.min()) * m if len(b) else 0.0
     if scale > max_norm:
         return scale
-    reach = np.maximum(np.abs(b), np.abs(255.0 * a + b))  # the largest |value| of a chunk
-    bound = float(np.dot(_chunk_sizes(x.plan.kept, x.chunk), reach * reach)) * m * m
-    if bound <= max_norm * max_norm:
+    sizes = _chunk_sizes(x.plan.kept, x.chunk, np.float64)
+    bound = float(np.dot(sizes, np.square(b, dtype=np.float64)))
+    if bound * _REACH_SQUARED * m * m <= max_norm * max_norm:
         return None
     norm = math.sqrt(_joined_squared_norm(x))
     return norm if norm > max_norm else None
@@ -99,14 +104,15 @@ def _joined_squared_norm(x: JoinedParts) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_sizes(kept: tuple, chunk: int) -> np.ndarray:
-    """int64 [sum of chunks]: values in each chunk of joined tensors that keep `kept`
-    (each tensor's values are chunked on their own, so its last chunk may be short)."""
+def _chunk_sizes(kept: tuple, chunk: int, dtype=np.int64) -> np.ndarray:
+    """[sum of chunks] of `dtype`: values in each chunk of joined tensors that keep
+    `kept` (each tensor's values are chunked on their own, so its last chunk may be
+    short). Cached: do not mutate."""
     sizes = []
     for k in kept:
         full, rest = divmod(k, chunk)
         sizes += [chunk] * full + ([rest] if rest else [])
-    return np.array(sizes, np.int64)
+    return np.array(sizes, dtype)
 
 
 def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:

@@ -206,3 +206,56 @@ def test_running_sum_refuses_an_update_of_other_tensors():
     batch = numerics.JoinedBatch(parts, capacity=2)
     with pytest.raises(ValueError, match="share one layout"):  # its kernel trusts the layout
         batch.put(_joined(SHAPES, 0.1, 64, 2)[0], 1.0)
+
+
+# -- the norm bound: exact where it decides, never dense on the joined path ---------------------
+def _dense_norm(dense_each) -> float:
+    return float(np.sqrt(sum(np.dot(x.reshape(-1).astype(np.float64), x.reshape(-1))
+                             for x in dense_each.values())))
+
+
+@pytest.mark.parametrize("chunk", [8, 16, 64])
+def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
+    for seed in range(4):
+        parts, dense_each = _joined(SHAPES, 0.3, chunk, seed)
+        norm = _dense_norm(dense_each)
+        assert numerics.global_norm(parts) == pytest.approx(norm, rel=1e-6)
+        # bounds far above, just above (the cheap bound exceeds them: the exact pass
+        # decides), just below and far below the norm
+        for bound, over in [(10 * norm, False), (norm * 1.001, False), (norm * 0.999, True),
+                            (norm / 10, True)]:
+            got = numerics.norm_over(parts, bound)
+            assert (got is not None) is over, (bound, norm)
+            if over:
+                assert got == pytest.approx(norm, rel=1e-6) or got > bound
+        half = numerics.scaled_delta(parts, 0.5)
+        assert numerics.norm_over(half, norm * 0.6) is None
+        assert numerics.norm_over(half, norm * 0.4) == pytest.approx(norm / 2, rel=1e-6)
+
+
+def test_norm_over_holds_every_chunk_scale_to_the_bound():
+    parts, dense_each = _joined(SHAPES, 0.3, 16, 1)
+    # a crafted update: one huge, finite scale over middle levels, which decode to ~0
+    b = parts.b.copy()
+    b[2] = -np.float32(3e38)
+    levels = parts.levels.copy()
+    levels[:] = 127
+    crafted = JoinedParts(parts.names, parts.shapes, parts.counts, parts.offsets, levels,
+                          parts.a, b, parts.chunk, parts.plan)
+    assert numerics.norm_over(crafted, 100.0) == pytest.approx(3e38, rel=1e-6)
+    # the same over the other paths: per-tensor parts and dense arrays
+    tensors = {name: crafted[name] for name in crafted}
+    assert numerics.norm_over(tensors, 100.0) == pytest.approx(3e38, rel=1e-6)
+    big = {"w": np.full(1000, 1e38, np.float32)}  # its float32 sum of squares overflows
+    assert numerics.norm_over(big, 100.0) == pytest.approx(1e38 * np.sqrt(1000), rel=1e-6)
+    assert numerics.norm_over({"w": np.full(4, 0.5, np.float32)}, 1.0) is None
+
+
+@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
+def test_the_chunked_norm_kernel_matches_its_numpy_twin():
+    parts, _ = _joined(SHAPES, 0.3, 16, 2)
+    sizes = numerics._chunk_sizes(parts.plan.kept, parts.chunk)
+    assert sizes.sum() == len(parts.levels) and len(sizes) == len(parts.a)
+    assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
+        pytest.approx(kernels._chunked_levels_squared_norm_numpy(parts.levels, parts.a, parts.b,
+                                                                 sizes), rel=1e-9)
