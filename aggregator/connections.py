@@ -8,8 +8,8 @@ and aiohttp's protocol, passes every call through unchanged, and closes the conn
 when a deadline passes:
 
     idle     from the connection's start until its first byte     idle_timeout_s
-    headers  from a request's first byte until the app sees it    header_timeout_s
-             (aiohttp has parsed the headers)
+    headers  from a request's first byte to the blank line        header_timeout_s
+             ending its headers
     body     from then until the body is read                     body_timeout_s
              (enforced by the body middleware, which answers 408)
 
@@ -43,10 +43,13 @@ class ConnectionGuard(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._in_request = False  # the app is reading, handling or answering a request
         self._awaiting_headers = False  # a request's first byte came, its headers not yet
+        self._tail = b""  # the last bytes received while awaiting headers
 
     # -- what the app tells the guard ---------------------------------------------------------
     def request_started(self) -> None:
-        """The headers are parsed: the body deadline is the middleware's."""
+        """The app has the request (if the blank line was not seen, e.g. a client ending
+        lines with a bare LF, this ends the header deadline); the body deadline is the
+        middleware's."""
         self._in_request, self._awaiting_headers = True, False
         self._disarm()
 
@@ -60,9 +63,17 @@ class ConnectionGuard(asyncio.Protocol):
         self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_request and not self._awaiting_headers and data:
-            self._awaiting_headers = True  # the first byte of a request
-            self._arm(self.header_timeout_s)
+        if not self._in_request and data:
+            if not self._awaiting_headers:  # the first byte of a request
+                self._awaiting_headers, self._tail = True, b""
+                self._arm(self.header_timeout_s)
+            # the blank line ending the headers: from here the request is the app's, however
+            # long a busy event loop takes to start handling it
+            if data.find(b"\r\n\r\n") >= 0 or (self._tail + data[:3]).find(b"\r\n\r\n") >= 0:
+                self._in_request, self._awaiting_headers = True, False
+                self._disarm()
+            else:
+                self._tail = (self._tail + data[-3:])[-3:]
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -1,7 +1,8 @@
 """What the views anyone may read (/v1/status, the dashboard's source) show of a task.
 Task settings and differential-privacy figures (the privacy spent, the noise and clip
 measurements, from which the noise multiplier follows) are the operator's: they appear
-in the admin API, and publicly only when `ServerConfig.public_status_settings` is on."""
+in the admin API, and publicly only when `ServerConfig.public_status_settings` is on.
+The mode (sync or async) stays: the dashboard words its counts by it."""
 from __future__ import annotations
 
 __all__ = ["public_task"]

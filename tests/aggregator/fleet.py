@@ -14,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from aiohttp import web
 
 from aggregator.app import ServerConfig, build_app, make_service
+from aggregator.connections import serve
 from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient
 from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
@@ -71,15 +71,15 @@ async def running_server(data_dir: Path, clock, port: int = 0, **config):
     cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05}
                                                                        | config))
     service = make_service(cfg, clock, np.random.default_rng(0))
-    runner = web.AppRunner(build_app(cfg, service))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    port = runner.addresses[0][1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    port = sock.getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", service
+        # as `edge-fl serve` runs it: every connection with its deadlines
+        async with serve(build_app(cfg, service), cfg, sock):
+            yield f"http://127.0.0.1:{port}", service
     finally:
-        await runner.cleanup()
         service.store.close()
 
 

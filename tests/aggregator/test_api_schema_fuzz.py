@@ -26,7 +26,9 @@ def server(tmp_path_factory):
     from model_zoo.zoo import build_bundle
     tmp = tmp_path_factory.mktemp("schema")
     bundle = build_bundle("mlp", tmp / "mlp")
-    config = ServerConfig(str(tmp / "data"), ADMIN, {"p": "secret"}, rate_per_s=1e6, burst=10**6)
+    # no throttles: generated wrong enrollment secrets would otherwise soon get only 429s
+    config = ServerConfig(str(tmp / "data"), ADMIN, {"p": "secret"}, rate_per_s=1e6, burst=10**6,
+                          auth_failures_per_s=1e6, auth_failure_burst=10**6)
     service = make_service(config, FakeClock(), np.random.default_rng(0))
     service.create_task("kb", str(bundle), TaskSettings())
     device = service.enroll("p", "secret", public_key_of(generate_signing_key()))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from aggregator.app import ServerConfig, build_app, make_service
-from aggregator.connections import serve
+from aggregator.connections import ConnectionGuard, serve
 from aggregator.disclosure import public_task
 from aggregator.middleware import TokenBuckets
 from aggregator.vocabulary import FAILURE_REASONS, failure_reason, safe_text
@@ -180,6 +180,32 @@ def test_slow_header_and_slow_body_connections_are_closed_while_others_are_serve
     finally:
         for s in socks:
             s.close()
+
+
+class _Transport(asyncio.Transport):
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_guard_finds_the_end_of_headers_split_across_packets():
+    """The header deadline ends at the blank line, wherever the packets split it (asyncio
+    runs timers in order, so the sleeps below outlast the 0.05 s deadline)."""
+    async def scenario():
+        inner = asyncio.Protocol()
+        guard = ConnectionGuard(inner, header_timeout_s=0.05, idle_timeout_s=10)
+        transport = _Transport()
+        guard.connection_made(transport)
+        for part in (b"GET / HTTP/1.1\r\nHost: x\r", b"\n\r", b"\n"):
+            guard.data_received(part)
+        await asyncio.sleep(0.2)
+        assert not transport.closed  # the headers ended in time: the request is the app's
+        guard.request_finished()
+        guard.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the next one never ends
+        await asyncio.sleep(0.2)
+        assert transport.closed
+    asyncio.run(scenario())
 
 
 def test_a_declared_body_over_the_limit_is_answered_at_once_and_the_connection_closes(served):
