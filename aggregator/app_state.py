@@ -11,7 +11,7 @@ from typing import Callable, TypeVar
 import aiohttp
 from aiohttp import web
 
-from edge_sdk.protocol.errors import JsonLimitExceeded
+from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (CheckInReply, EvaluationAssignment, Message,
                                         TrainingAssignment)
@@ -73,7 +73,10 @@ def reply(message: Message, status: int = 200) -> web.Response:
 def checked(kind: type[Message], doc: dict, status: int = 200) -> web.Response:
     """A reply the service built as a dict, checked against its message type (keys the
     type does not know yet pass through: replies are open)."""
-    kind.from_json(doc)
+    try:
+        kind.from_json(doc)
+    except ProtocolError as e:  # the server's own mistake: a 500, not the client's 400
+        raise RuntimeError(f"the service built a bad {kind.__name__}: {e}") from None
     return web.json_response(doc, status=status)
 
 

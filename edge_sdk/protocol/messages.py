@@ -45,7 +45,7 @@ _KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLengt
          "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties"}
 
 
-def limits(default=dataclasses.MISSING, *, description: str | None = None, **schema):
+def bounded(default=dataclasses.MISSING, *, description: str | None = None, **schema):
     """A dataclass field with JSON-schema bounds (minimum, maxLength, pattern, ...)."""
     unknown = set(schema) - _KEYS
     if unknown:
@@ -250,9 +250,9 @@ class EnrollRequest(Message):
     enrollment secret."""
 
     path = "enroll"
-    population: str = limits(**_NAME)
-    secret: str = limits(minLength=1, maxLength=1024)
-    public_key: bytes = limits(minLength=32, maxLength=32,
+    population: str = bounded(**_NAME)
+    secret: str = bounded(minLength=1, maxLength=1024)
+    public_key: bytes = bounded(minLength=32, maxLength=32,
                                description="base64 of the raw 32-byte Ed25519 key")
 
 
@@ -261,7 +261,7 @@ class EnrollReply(Message):
     path = "enroll_reply"
     _open = True
     device_id: str
-    token: str = limits(description="the bearer token of every later device call")
+    token: str = bounded(description="the bearer token of every later device call")
 
 
 @dataclass(frozen=True)
@@ -269,11 +269,11 @@ class CheckInRequest(Message):
     """POST /v1/checkin: ask for work, for one task or any."""
 
     path = "checkin"
-    task_id: str | None = limits(None, **_NAME)
-    eligibility: dict[str, int] = limits({}, maxProperties=64, description=(
+    task_id: str | None = bounded(None, **_NAME)
+    eligibility: dict[str, int] = bounded({}, maxProperties=64, description=(
         "counts of the reasons this device was ineligible since it last checked in"))
-    sdk_version: str | None = limits(None, maxLength=64)
-    models: list[str] | None = limits(None, maxItems=64)
+    sdk_version: str | None = bounded(None, maxLength=64)
+    models: list[str] | None = bounded(None, maxItems=64)
 
 
 @dataclass(frozen=True)
@@ -281,12 +281,12 @@ class TrainingAssignment(Message):
     path = "assignment"
     _open = True
     task_id: str
-    round_id: int = limits(**_ROUND)
-    model_version: int = limits(**_ROUND)
-    deadline: float = limits(description="server clock, seconds")
+    round_id: int = bounded(**_ROUND)
+    model_version: int = bounded(**_ROUND)
+    deadline: float = bounded(description="server clock, seconds")
     model_id: str
-    plan: dict = limits(description="local training: epochs, batch_size, lr, max_steps")
-    secagg: dict | None = limits(None, description=(
+    plan: dict = bounded(description="local training: epochs, batch_size, lr, max_steps")
+    secagg: dict | None = bounded(None, description=(
         "secure aggregation settings (clip, frac_bits, max_examples, ...); null: send a "
         "signed update"))
 
@@ -296,7 +296,7 @@ class EvaluationAssignment(Message):
     path = "evaluation"
     _open = True
     task_id: str
-    model_version: int = limits(**_ROUND)
+    model_version: int = bounded(**_ROUND)
     deadline: float
     model_id: str
 
@@ -310,7 +310,7 @@ class CheckInReply(Message):
     assignment: TrainingAssignment | None = None
     evaluation: EvaluationAssignment | None = None
     retry_at: float | None = None
-    retry_after_s: float | None = limits(None, minimum=0)
+    retry_after_s: float | None = bounded(None, minimum=0)
 
     def check(self) -> None:
         given = [self.assignment is not None, self.evaluation is not None,
@@ -328,8 +328,8 @@ class UploadAck(Message):
     _open = True
     status: Literal["accepted", "duplicate"]
     weight: float | None = None
-    staleness: int | None = limits(None, minimum=0)
-    version: int | None = limits(None, minimum=0)
+    staleness: int | None = bounded(None, minimum=0)
+    version: int | None = bounded(None, minimum=0)
     aggregated_into: int | None = None
 
 
@@ -338,8 +338,8 @@ class UploadBegin(Message):
     """POST /v1/tasks/{task_id}/uploads: start a resumable upload."""
 
     path = "upload_begin"
-    size: int = limits(minimum=1, maximum=2**40, description="bytes of the whole update")
-    sha256: str = limits(pattern="^[0-9a-f]{64}$", description="lowercase hex")
+    size: int = bounded(minimum=1, maximum=2**40, description="bytes of the whole update")
+    sha256: str = bounded(pattern="^[0-9a-f]{64}$", description="lowercase hex")
 
 
 @dataclass(frozen=True)
@@ -347,8 +347,8 @@ class UploadSession(Message):
     path = "upload_session"
     _open = True
     upload_id: str
-    received: int = limits(minimum=0)
-    size: int = limits(minimum=0)
+    received: int = bounded(minimum=0)
+    size: int = bounded(minimum=0)
 
 
 @dataclass(frozen=True)
@@ -356,10 +356,10 @@ class MetricSums(Message):
     """Sums over the device's local examples; at least one."""
 
     path = "sums"
-    loss_sum: float | None = limits(None, minimum=0)
-    correct: float | None = limits(None, minimum=0)
-    correct_top3: float | None = limits(None, minimum=0)
-    count: float | None = limits(None, minimum=0)
+    loss_sum: float | None = bounded(None, minimum=0)
+    correct: float | None = bounded(None, minimum=0)
+    correct_top3: float | None = bounded(None, minimum=0)
+    count: float | None = bounded(None, minimum=0)
 
     def check(self) -> None:
         if not self.to_json():
@@ -371,7 +371,7 @@ class EvaluationReport(Message):
     """POST /v1/tasks/{task_id}/evaluations: federated evaluation of one model version."""
 
     path = "evaluation_report"
-    model_version: int = limits(**_ROUND)
+    model_version: int = bounded(**_ROUND)
     sums: MetricSums
 
 
@@ -387,7 +387,7 @@ class FailureReport(Message):
     """POST /v1/tasks/{task_id}/failures: this device gave up its assignment."""
 
     path = "failure"
-    reason: str = limits(minLength=1, maxLength=256, description="a short code, e.g. not_charging")
+    reason: str = bounded(minLength=1, maxLength=256, description="a short code, e.g. not_charging")
 
 
 # -- secure aggregation ----------------------------------------------------------------------
@@ -399,9 +399,9 @@ class SecAggKeys(Message):
     """Step 0: two X25519 public keys."""
 
     path = "secagg_keys"
-    round_id: int = limits(**_ROUND)
-    c_public: bytes = limits(minLength=32, maxLength=32)
-    s_public: bytes = limits(minLength=32, maxLength=32)
+    round_id: int = bounded(**_ROUND)
+    c_public: bytes = bounded(minLength=32, maxLength=32)
+    s_public: bytes = bounded(minLength=32, maxLength=32)
 
 
 @dataclass(frozen=True)
@@ -409,8 +409,8 @@ class SecAggShares(Message):
     """Step 1: an encrypted Shamir share for every peer, keyed by the peer's index."""
 
     path = "secagg_shares"
-    round_id: int = limits(**_ROUND)
-    shares: dict[int, bytes] = limits(maxProperties=10_000)
+    round_id: int = bounded(**_ROUND)
+    shares: dict[int, bytes] = bounded(maxProperties=10_000)
 
 
 @dataclass(frozen=True)
@@ -419,8 +419,8 @@ class SecAggReveal(Message):
     for a dropped device's key, the share in decimal."""
 
     path = "secagg_reveal"
-    round_id: int = limits(**_ROUND)
-    reveal: dict[int, tuple[Literal["b", "s"], str]] = limits(maxProperties=10_000)
+    round_id: int = bounded(**_ROUND)
+    reveal: dict[int, tuple[Literal["b", "s"], str]] = bounded(maxProperties=10_000)
 
     def check(self) -> None:
         for index, (_, share) in self.reveal.items():
@@ -439,12 +439,12 @@ class SecAggView(Message):
     path = "secagg_view"
     _open = True
     phase: Literal["advertising", "sharing", "masking", "unmasking", "done", "failed"]
-    retry_after_s: float = limits(minimum=0)
+    retry_after_s: float = bounded(minimum=0)
     index: int | None = None
     threshold: int | None = None
-    peers: dict[int, tuple[bytes, bytes]] | None = limits(None, description=(
+    peers: dict[int, tuple[bytes, bytes]] | None = bounded(None, description=(
         "index -> [c_public, s_public]"))
-    shares: dict[int, bytes] | None = limits(None, description="index -> encrypted share for you")
+    shares: dict[int, bytes] | None = bounded(None, description="index -> encrypted share for you")
     survivors: list[int] | None = None
     dropped: list[int] | None = None
     reason: str | None = None
@@ -456,8 +456,8 @@ class TaskCreate(Message):
     """POST /v1/admin/tasks. `settings` is checked by the aggregator's TaskSettings."""
 
     path = "task"
-    task_id: str = limits(**_NAME)
-    bundle_dir: str = limits(minLength=1, maxLength=4096)
+    task_id: str = bounded(**_NAME)
+    bundle_dir: str = bounded(minLength=1, maxLength=4096)
     settings: dict | None = None
 
 
@@ -491,7 +491,7 @@ class HeldoutReport(Message):
     """A model version's metrics on the server's held-out set (server_eval/ posts them)."""
 
     path = "heldout"
-    metrics: dict[str, float] = limits(minProperties=1, maxProperties=32)
+    metrics: dict[str, float] = bounded(minProperties=1, maxProperties=32)
 
     def check(self) -> None:
         for name in self.metrics:
