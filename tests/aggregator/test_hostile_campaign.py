@@ -107,7 +107,7 @@ def _valid_update(c: Campaign, device: dict, codec: CodecSpec, value: float | No
     delta = {s.name: (np.full(s.shape, value, np.float32) if value is not None
                       else rng.normal(0, 0.01, s.shape).astype(np.float32)) for s in specs}
     meta = UpdateMeta("kb", c.bundle.model_id, c.assignment_version(device), device["device_id"],
-                      f"campaign-{seed}-{rng.integers(1 << 62)}", num_examples)
+                      f"campaign-{c.sent}-{seed}", num_examples)
     return encode_update(delta, specs, meta, UpdatePipeline(codec), signing_key=device["key"],
                          rng=rng)
 
@@ -133,8 +133,9 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
                                                                 max_size=4),
     max_leaves=12)
-HEADER_FIELDS = ["task_id", "model_id", "model_version", "device_id", "idempotency_key",
-                 "num_examples", "metrics", "codec", "local_dp"]
+META_FIELDS = ["task_id", "model_id", "model_version", "device_id", "idempotency_key",
+               "num_examples", "metrics"]
+HEADER_FIELDS = META_FIELDS + ["meta", "codec", "seed", "local_dp", "extra"]
 
 
 def _dumps(value) -> str:
@@ -151,7 +152,11 @@ def test_mutated_update_headers_never_get_a_server_error(campaign, field, value,
     data = _valid_update(campaign, device, DEFAULT_CODEC if default_codec else CodecSpec(),
                          None, seed)
     header = _unframe(data, UPDATE_MAGIC, DecodeLimits()).header
-    header = json.loads(_dumps(header | {field: value}))  # NaN/Infinity survive as floats
+    if field in META_FIELDS:
+        header = header | {"meta": header["meta"] | {field: value}}
+    else:
+        header = header | {field: value}
+    header = json.loads(_dumps(header))  # NaN/Infinity survive as floats
     campaign.upload(device, _reframe(data, device["key"], header=header))
 
 
