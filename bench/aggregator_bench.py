@@ -3,9 +3,11 @@
 (a) in-process ingest of int8 keyboard_cifg updates (decode + verify + accumulate), per core;
 (b) uploads/s over HTTP on loopback, many concurrent clients, server in its own process;
 (c) peak RSS of the server process with 100 vs 10,000 updates in one round (flat = memory
-    independent of the number of updates).
+    independent of the number of updates);
+(http) check-in + upload of default-codec keyboard_cifg updates over HTTP with durable
+    acknowledgements, server and clients in separate processes.
 
-    python -m bench.aggregator_bench [--part a,b,c]
+    python -m bench.aggregator_bench [--part a,b,c,load,http]
 """
 from __future__ import annotations
 
@@ -142,12 +144,14 @@ def rss_flat(bundle_dir: Path, counts=(100, 10_000)) -> list[dict]:
     return rows
 
 
-async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float) -> dict:
+async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float,
+                     codec: str = "float32") -> dict:
     import aiohttp
 
     from edge_sdk.bundle import Bundle
-    from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, encode_update, generate_signing_key,
-                                   public_key_of)
+    from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
+                                   encode_update, generate_signing_key, public_key_of)
+    from edge_sdk.protocol.message import reseal_update
     from edge_sdk.transport import RetryPolicy, Transport
     bundle = Bundle.load(bundle_dir)
     admin = {"X-Admin-Token": "bench-admin-token-0123"}
@@ -162,6 +166,12 @@ async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float) -
         rng = np.random.default_rng(0)
         delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
                  for s in bundle.parameter_specs}
+        pipeline = UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec())
+        # one encoded delta, resealed under each upload's metadata: encoding a full model's
+        # top-k per upload would make the load generator, not the server, the bottleneck
+        template = encode_update(delta, bundle.parameter_specs, UpdateMeta(
+            "kb", bundle.model_id, 0, "template", "template", 3), pipeline,
+            signing_key=generate_signing_key(), rng=rng)
         stop = time.perf_counter() + seconds
 
         async def device(i: int):
@@ -174,8 +184,7 @@ async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float) -
                 a = (await t.check_in("kb"))["assignment"]
                 meta = UpdateMeta("kb", bundle.model_id, a["model_version"], t.device_id,
                                   f"{t.device_id}-{j}", 3)
-                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                     signing_key=key, rng=rng)
+                data = reseal_update(template, meta, key)
                 start = time.perf_counter()
                 try:
                     await t.upload("kb", data)
@@ -193,12 +202,14 @@ async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float) -
         await asyncio.gather(*[device(i) for i in range(clients)])
         elapsed = time.perf_counter() - started
     lat = np.array(latencies) * 1e3
-    return {"clients": clients, "uploads": len(lat), "uploads_per_s": len(lat) / elapsed,
+    return {"clients": clients, "codec": codec, "bytes": len(template),
+            "uploads": len(lat), "uploads_per_s": len(lat) / elapsed,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "errors": errors, "rate_limited": limited}
 
 
-def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0) -> dict:
+def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0,
+         codec: str = "float32") -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -213,7 +224,8 @@ def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0) -> dict:
                                 cwd=ROOT, stdout=subprocess.PIPE, text=True)
         try:
             assert "listening" in proc.stdout.readline()
-            return asyncio.run(_http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds))
+            return asyncio.run(_http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds,
+                                          codec))
         finally:
             proc.terminate()
             proc.wait()
@@ -221,7 +233,7 @@ def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="a,b,c,load")
+    parser.add_argument("--part", default="a,b,c,load,http")
     args = parser.parse_args(argv)
     parts = args.part.split(",")
     results = {}
@@ -262,6 +274,15 @@ def main(argv=None) -> dict:
             print("\n== Load: 1,000 concurrent devices checking in and uploading (one process) ==")
             print(f"{r['uploads']} uploads in 20 s: {r['uploads_per_s']:.0f}/s, p50 {r['p50_ms']:.0f} ms, "
                   f"p99 {r['p99_ms']:.0f} ms, {r['errors']} errors, {r['rate_limited']} rate-limited")
+        if "http" in parts:
+            r = results["http_default"] = http(_keyboard(tmp), clients=64, seconds=20.0,
+                                               codec="default")
+            print("\n== Aggregator (http): check-in + upload over HTTP, default codec, "
+                  "keyboard_cifg, durable acknowledgements ==")
+            print(f"{r['clients']} concurrent clients in another process, "
+                  f"{r['bytes'] / 1e3:.0f} kB per update: {r['uploads_per_s']:.0f} uploads/s, "
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
+                  f"{r['rate_limited']} rate-limited")
         if "c" in parts:
             rows = results["rss"] = rss_flat(_keyboard(tmp))
             print("\n== Aggregator (c): server peak RSS by updates in one round (keyboard_cifg, "

@@ -214,6 +214,16 @@ def _frame(magic: bytes, header: dict, payloads: list[bytes], signing_key: bytes
     return data
 
 
+def reseal_update(data: bytes, meta: UpdateMeta, signing_key: bytes) -> bytes:
+    """The same encoded tensors under other metadata, signed by `signing_key`: for load
+    generators and tests that cannot afford to encode a delta per message."""
+    meta.validate()
+    frame = _unframe(data, UPDATE_MAGIC, DecodeLimits())
+    header = frame.header | {"meta": dict(meta.__dict__)}
+    return _frame(UPDATE_MAGIC, header, [_decompressor().decompress(bytes(frame.body))],
+                  signing_key)
+
+
 # -- decoding ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Frame:
