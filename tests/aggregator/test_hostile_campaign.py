@@ -74,8 +74,8 @@ class Campaign:
         r = self.device_call(device, "POST", "/v1/tasks/kb/updates", data=data,
                              headers={"Content-Type": "application/octet-stream"})
         if r.status_code == 200 and r.json().get("status") == "accepted":
-            meta = _unframe(data, UPDATE_MAGIC, DecodeLimits()).header
-            self.accepted_keys.add((device["device_id"], meta.get("idempotency_key")))
+            meta = _unframe(data, UPDATE_MAGIC, DecodeLimits()).header["meta"]
+            self.accepted_keys.add((meta["device_id"], meta["idempotency_key"]))
         return r
 
 
