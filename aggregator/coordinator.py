@@ -355,7 +355,7 @@ class TaskCoordinator:
 
     def close_aggregate(self) -> tuple[Delta, dict]:
         """The ready round/buffer's (mean delta, measurements). Follow with `publish`
-        (the caller stored the new model) or `refuse` (it must not be published)."""
+        (the caller stored the new model) or `refuse_version` (it must not be)."""
         if not self.ready_to_commit():
             raise RoundClosed("the round is not ready to commit")
         # stateful stages move on in result(); kept to be put back if refused

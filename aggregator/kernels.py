@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
 __all__ = ["COMPILED", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
-           "chunked_levels_squared_norm", "levels_squared_norm"]
+           "chunk_scale_bound", "chunked_levels_squared_norm", "levels_squared_norm"]
 
 COMPILED = numba is not None
 
@@ -58,6 +58,11 @@ def _chunked_levels_squared_norm_numpy(levels, a, b, sizes):
     c = np.repeat(np.arange(len(sizes)), sizes)
     v = levels * a[c].astype(np.float64) + b[c].astype(np.float64)
     return float(np.dot(v, v))
+
+
+def _chunk_scale_bound_numpy(b, sizes):
+    s = np.abs(b.astype(np.float64))
+    return (float(s.max()) if len(s) else 0.0), float(np.dot(sizes, s * s))
 
 
 if COMPILED:
@@ -173,11 +178,25 @@ if COMPILED:
             lo = hi
         return total
 
+    @_jit
+    def _chunk_scale_bound(b, sizes):
+        # (the largest chunk scale, sum over chunks of values x scale^2), float64: b is
+        # -scale per chunk, so an update's values are bounded without reading a level
+        top = 0.0
+        total = 0.0
+        for c in range(b.shape[0]):
+            s = abs(np.float64(b[c]))
+            top = max(top, s)
+            total += sizes[c] * s * s
+        return top, total
+
     add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
         _add_dense_levels, _add_sparse_levels, _add_joined_levels_batch, _levels_squared_norm
     chunked_levels_squared_norm = _chunked_levels_squared_norm
+    chunk_scale_bound = _chunk_scale_bound
 else:  # pragma: no cover
     add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
         _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_joined_levels_batch_numpy, \
         _levels_squared_norm_numpy
     chunked_levels_squared_norm = _chunked_levels_squared_norm_numpy
+    chunk_scale_bound = _chunk_scale_bound_numpy

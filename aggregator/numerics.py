@@ -84,12 +84,10 @@ _REACH_SQUARED = (256 / 254) ** 2 * (1 + 1e-5)
 
 def _joined_over(x: JoinedParts, max_norm: float) -> float | None:
     m = abs(x.multiplier)
-    b = x.b  # -scale of each chunk (float32 [chunks]; scales were checked >= 0)
-    scale = float(-b.min()) * m if len(b) else 0.0
-    if scale > max_norm:
-        return scale
-    sizes = _chunk_sizes(x.plan.kept, x.chunk, np.float64)
-    bound = float(np.dot(sizes, np.square(b, dtype=np.float64)))
+    # x.b is -scale of each chunk: one pass over them, no level read
+    scale, bound = kernels.chunk_scale_bound(x.b, _chunk_sizes(x.plan.kept, x.chunk))
+    if scale * m > max_norm:
+        return scale * m
     if bound * _REACH_SQUARED * m * m <= max_norm * max_norm:
         return None
     norm = math.sqrt(_joined_squared_norm(x))
@@ -104,15 +102,15 @@ def _joined_squared_norm(x: JoinedParts) -> float:
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_sizes(kept: tuple, chunk: int, dtype=np.int64) -> np.ndarray:
-    """[sum of chunks] of `dtype`: values in each chunk of joined tensors that keep
-    `kept` (each tensor's values are chunked on their own, so its last chunk may be
-    short). Cached: do not mutate."""
+def _chunk_sizes(kept: tuple, chunk: int) -> np.ndarray:
+    """int64 [sum of chunks]: values in each chunk of joined tensors that keep `kept`
+    (each tensor's values are chunked on their own, so its last chunk may be short).
+    Cached: do not mutate."""
     sizes = []
     for k in kept:
         full, rest = divmod(k, chunk)
         sizes += [chunk] * full + ([rest] if rest else [])
-    return np.array(sizes, dtype)
+    return np.array(sizes, np.int64)
 
 
 def all_finite(arrays: Mapping[str, np.ndarray]) -> bool:

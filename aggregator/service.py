@@ -667,12 +667,21 @@ def _mean_metrics(rows: list[dict]) -> dict:
     never hold Infinity)."""
     out = {}
     for key in sorted({k for r in rows for k in r}):
-        values = np.array([r[key] for r in rows if key in r], np.float64)
+        values = np.array([_float(r[key]) for r in rows if key in r], np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             mean = float(np.mean(values))
         if math.isfinite(mean):
             out[key] = mean
     return out
+
+
+def _float(value) -> float:
+    """A stored metric value as a float (NaN for what is none: rows from before the
+    door checked them must not stop a commit or a start-up)."""
+    try:
+        return float(value)
+    except (OverflowError, TypeError, ValueError):
+        return math.nan
 
 
 def _not_finite(mean, params: dict, state: dict) -> str | None:

@@ -202,3 +202,69 @@ def test_async_lets_a_device_contribute_again_to_the_same_buffer():
         c.check_in("a", float(j))
         assert c.submit(_meta("a", 0, key=f"a{j}"), _delta(1.0), float(j)).status == "accepted"
     assert c.accepted == 3
+
+
+def test_claimed_weights_are_capped_per_task():
+    c = _coordinator(sync={"goal": 2, "overselect": 1.0}, max_examples=100)
+    c.check_in("a", 0.0)
+    c.check_in("b", 0.0)
+    assert c.submit(_meta("a", 0, n=10**15), _delta(1.0), 1.0).weight == 100
+    assert c.submit(_meta("b", 0, n=100), _delta(3.0), 1.0).weight == 100
+    mean, _ = c.take_aggregate(1.0)
+    np.testing.assert_allclose(mean["w"], 2.0)
+
+
+def test_the_same_key_from_two_devices_is_two_updates():
+    c = _coordinator(sync={"goal": 3, "overselect": 1.0})
+    for d in "ab":
+        c.check_in(d, 0.0)
+    assert c.submit(_meta("a", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
+    assert c.submit(_meta("b", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
+    assert c.submit(_meta("b", 0, key="k"), _delta(1.0), 1.0).status == "duplicate"
+    assert c.accepted == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_refused_version_keeps_the_model_and_starts_over(mode):
+    c = _coordinator(mode, sync={"goal": 2, "overselect": 1.0},
+                     async_={"buffer_size": 2, "concurrency": 3})
+    for d in "abc":
+        c.check_in(d, 0.0)
+    c.submit(_meta("a", 0), _delta(1.0), 1.0)
+    c.submit(_meta("b", 0), _delta(np.inf), 1.0)
+    mean, _ = c.close_aggregate()
+    assert not np.isfinite(mean["w"]).all()
+    c.refuse_version("aggregate_not_finite", 2.0)
+    assert c.version == 0 and c.round_id == 2 and c.accepted == 0 and not c.ready_to_commit()
+    (event,) = [e for e in c.events if e["event"] == "version_refused"]
+    assert event == {"event": "version_refused", "round": 1, "version": 1, "accepted": 2,
+                     "reason": "aggregate_not_finite", "at": 2.0}
+    if mode == "sync":
+        with pytest.raises(RoundClosed):  # the refused round is over for its devices
+            c.submit(_meta("a", 0, key="again"), _delta(2.0), 3.0)
+        for d in "ac":  # a new round of version 0
+            assert isinstance(c.check_in(d, 3.0), Assignment)
+    else:  # the device still in flight goes on; the others may take part again
+        assert set(c.assigned) == {"c"}
+        assert isinstance(c.check_in("a", 3.0), Assignment)
+    c.submit(_meta("c", 0), _delta(2.0), 3.0)
+    c.submit(_meta("a", 0, key="again"), _delta(2.0), 3.0)
+    mean, _ = c.take_aggregate(4.0)
+    np.testing.assert_allclose(mean["w"], 2.0)
+    assert c.version == 1
+
+
+def test_a_refused_version_puts_adaptive_clipping_back():
+    from aggregator.stages import build_aggregation
+    settings = TaskSettings(sync=SyncSettings(goal=2, overselect=1.0), dp={
+        "clip_norm": 1.0, "noise_multiplier": 0.0, "population": 100,
+        "adaptive_quantile": 0.5})
+    rng = np.random.default_rng(0)
+    c = TaskCoordinator("t", settings, 0, build_aggregation(settings.aggregation(), rng), rng, 0.0)
+    for d in "ab":
+        c.check_in(d, 0.0)
+        c.submit(_meta(d, 0), _delta(0.01), 1.0)  # both under the clip: it adapts down
+    c.close_aggregate()
+    assert c.stage.clip_norm < 1.0
+    c.refuse_version("aggregate_not_finite", 2.0)
+    assert c.stage.clip_norm == 1.0 and c.snapshot()["stages"] == [{"clip_norm": 1.0}]

@@ -259,3 +259,6 @@ def test_the_chunked_norm_kernel_matches_its_numpy_twin():
     assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
         pytest.approx(kernels._chunked_levels_squared_norm_numpy(parts.levels, parts.a, parts.b,
                                                                  sizes), rel=1e-9)
+    top, bound = kernels.chunk_scale_bound(parts.b, sizes)
+    assert (top, bound) == pytest.approx(kernels._chunk_scale_bound_numpy(parts.b, sizes), rel=1e-12)
+    assert top == pytest.approx(float(-parts.b.min()))
