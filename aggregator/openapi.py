@@ -11,7 +11,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from edge_sdk.protocol.messages import JSON_INT, ErrorBody, TaskCreate, TaskDescription, type_hints
+from edge_sdk.protocol.messages import ErrorBody, TaskCreate, TaskDescription
+from edge_sdk.protocol.typedjson import JSON_INT, type_hints
 
 from .config import TaskSettings
 

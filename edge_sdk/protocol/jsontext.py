@@ -22,7 +22,7 @@ __all__ = ["JsonLimits", "parse_json"]
 
 # a string literal, to its closing quote or the end of the text: it always matches, so a
 # substitution over the text is one linear pass (an unterminated string is json's to refuse)
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r'[^\[\]{}]+')
 _OPEN = np.frombuffer(b"[{", np.uint8)
 
@@ -46,7 +46,8 @@ class JsonLimits:
                              "Python's limit)")
 
 
-def parse_json(data: bytes | bytearray | memoryview | str, limits: JsonLimits = JsonLimits()) -> Any:
+def parse_json(data: bytes | bytearray | memoryview | str,
+               limits: JsonLimits = JsonLimits()) -> Any:
     """The value of JSON text `data` (bytes are decoded as strict UTF-8); the input is not
     mutated. Raises JsonLimitExceeded (details: limit, max) or MalformedJson."""
     if isinstance(data, str):

@@ -154,8 +154,10 @@ def test_a_bad_bearer_token_is_401_on_every_device_endpoint(tmp_path):
 def test_versions_are_bounded_decimal_integers(tmp_path):
     async def check(url, service, session, auth):
         admin = {"X-Admin-Token": ADMIN}
-        for value in ("%C2%B2", "9" * 30, "-1", "1.0", "", "%EF%BC%91"):  # ², 30 nines, fullwidth 1
-            for path, headers in (("/v1/tasks/kb/model", auth), ("/v1/admin/tasks/kb/model", admin)):
+        # ², 30 nines, a sign, a fraction, nothing, a fullwidth 1
+        for value in ("%C2%B2", "9" * 30, "-1", "1.0", "", "%EF%BC%91"):
+            for path, headers in (("/v1/tasks/kb/model", auth),
+                                  ("/v1/admin/tasks/kb/model", admin)):
                 async with session.get(url + f"{path}?version={value}", headers=headers) as r:
                     assert r.status == 400, (path, value, r.status)
                     assert (await r.json())["error"]["field"] == "query.version"
@@ -193,8 +195,8 @@ def test_a_lone_surrogate_in_any_string_is_400_and_metrics_still_render(tmp_path
     async def check(url, service, session, auth):
         for path, body in [("/v1/tasks/kb/failures", b'{"reason": "\\ud800"}'),
                            ("/v1/tasks/kb/failures", b'{"reason": "ok\\udfff"}'),
-                           ("/v1/enroll", b'{"population": "\\udc80", "secret": "s", '
-                            b'"public_key": "AA=="}'),
+                           ("/v1/enroll", (b'{"population": "\\udc80", "secret": "s", '
+                                            b'"public_key": "AA=="}')),
                            ("/v1/checkin", b'{"eligibility": {"\\ud83d": 1}}')]:
             status, doc = await _post(session, url + path, body, headers=auth)
             assert status == 400 and doc["error"]["code"] == "malformed_json", (path, doc)
@@ -233,6 +235,7 @@ def test_service_calls_run_on_one_worker_thread_while_the_loop_answers(tmp_path)
             async with aiohttp.ClientSession() as session:
                 status, doc = await _post(session, url + "/v1/enroll", json_bytes(
                     {"population": "keyboard", "secret": SECRET, "public_key": KEY}))
+                assert status == 201
                 auth = {"Authorization": f"Bearer {doc['token']}"}
                 busy, release = threading.Event(), threading.Event()
                 blocked = asyncio.ensure_future(run_service(
