@@ -146,7 +146,7 @@ async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
     if request.match_info.handler is not check_in:
         return request.match_info["task_id"], body
     try:
-        doc = parse_json(body, request.app.get(JSON_LIMITS) or JsonLimits())
+        doc = parse_json(body, request.app[JSON_LIMITS])
     except ProtocolError:
         return None, body  # the handler says what is wrong
     task_id = doc.get("task_id") if isinstance(doc, dict) else None
@@ -413,6 +413,7 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
                           middlewares=[error_middleware, auth_middleware(config),
                                        leader_middleware])
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
+    app[JSON_LIMITS] = JsonLimits()  # docs/aggregator.md lists them
     app.add_routes([web.route(op.method, op.path, op.handler) for op in OPERATIONS])
     app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))
