@@ -29,8 +29,8 @@ from .config import TaskSettings
 from .errors import (AggregatorError, BadRequest, Forbidden, NotLeader, RateLimited, Unauthorized,
                      code_of, status_of)
 from .metrics import Metrics
-from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply, checked,
-                        read_message, reply, run_service, service_thread)
+from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply,
+                        checked, read_message, reply, run_service, service_thread)
 from .openapi import BINARY, Operation, Query, document
 from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
                               secagg_state)
