@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -404,7 +405,15 @@ OPERATIONS = [
     Operation("GET", "/dashboard", dashboard, "The dashboard page", reply="text/html"),
     Operation("GET", "/openapi.json", openapi, "This document", reply="application/json"),
 ]
-OPENAPI = document(OPERATIONS)
+# what a path parameter may hold, else the router answers 404 before any middleware asks
+# the store about it (no control characters: PostgreSQL text cannot hold U+0000)
+PATH_PATTERNS = {"task_id": r"[^/\x00-\x1f\x7f]{1,128}", "upload_id": r"[0-9a-f]{32}"}
+OPENAPI = document(OPERATIONS, PATH_PATTERNS)
+
+
+def _route_path(path: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: "{%s:%s}" % (m[1], PATH_PATTERNS[m[1]])
+                  if m[1] in PATH_PATTERNS else m[0], path)
 
 
 # -- assembly -----------------------------------------------------------------------------
@@ -414,7 +423,7 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
                                        leader_middleware])
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
     app[JSON_LIMITS] = JsonLimits()  # docs/aggregator.md lists them
-    app.add_routes([web.route(op.method, op.path, op.handler) for op in OPERATIONS])
+    app.add_routes([web.route(op.method, _route_path(op.path), op.handler) for op in OPERATIONS])
     app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))
     app.cleanup_ctx.append(_ticker(config.tick_interval_s))

@@ -271,3 +271,24 @@ def _recording(method, threads: list):
 def json_bytes(doc) -> bytes:
     import json
     return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def test_nul_in_a_path_parameter_or_a_string_is_refused_on_both_stores(tmp_path, store_url):
+    """PostgreSQL text cannot hold U+0000: such ids and strings never reach a store."""
+    async def check(url, service, session, auth):
+        admin = {"X-Admin-Token": ADMIN}
+        for method, path, headers in [("GET", "/v1/tasks/a%00b/model", auth),
+                                      ("GET", "/v1/tasks/%00/secagg?round_id=1", auth),
+                                      ("POST", "/v1/tasks/%00/failures", auth),
+                                      ("GET", "/v1/uploads/%00", auth),
+                                      ("GET", "/v1/admin/tasks/%00", admin),
+                                      ("POST", "/v1/admin/tasks/%00/pause", admin)]:
+            status = await _raw(url, f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+                                + f"{next(iter(headers))}: {next(iter(headers.values()))}"
+                                  "\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+            assert status == 404, (method, path, status)
+        for path, body in [("/v1/checkin", b'{"task_id": "a\\u0000b"}'),
+                           ("/v1/tasks/kb/failures", b'{"reason": "x\\u0000"}')]:
+            status, doc = await _post(session, url + path, body, headers=auth)
+            assert status == 400 and doc["error"]["code"] == "malformed_json", (path, doc)
+    run(tmp_path, check, store_url=store_url)
