@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ from .errors import (AggregatorError, Forbidden, NotLeader, RateLimited, Unautho
 from .metrics import Metrics
 from .middleware import (TokenBuckets, body_deadline, close_unread, failure_throttle,
                          request_limits)
-from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply, checked,
-                        read_message, reply, run_service, service_thread)
+from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply,
+                        checked, read_message, reply, run_service, service_thread)
 from .openapi import BINARY, Operation, Query, document
 from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
                               secagg_state)
@@ -135,7 +136,7 @@ async def _task_of(request: web.Request) -> tuple[str | None, bytes]:
     if request.match_info.handler is not check_in:
         return request.match_info["task_id"], body
     try:
-        doc = parse_json(body, request.app.get(JSON_LIMITS) or JsonLimits())
+        doc = parse_json(body, request.app[JSON_LIMITS])
     except ProtocolError:
         return None, body  # the handler says what is wrong
     task_id = doc.get("task_id") if isinstance(doc, dict) else None
@@ -395,7 +396,15 @@ OPERATIONS = [
     Operation("GET", "/dashboard", dashboard, "The dashboard page", reply="text/html"),
     Operation("GET", "/openapi.json", openapi, "This document", reply="application/json"),
 ]
-OPENAPI = document(OPERATIONS)
+# what a path parameter may hold, else the router answers 404 before any middleware asks
+# the store about it (no control characters: PostgreSQL text cannot hold U+0000)
+PATH_PATTERNS = {"task_id": r"[^/\x00-\x1f\x7f]{1,128}", "upload_id": r"[0-9a-f]{32}"}
+OPENAPI = document(OPERATIONS, PATH_PATTERNS)
+
+
+def _route_path(path: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: "{%s:%s}" % (m[1], PATH_PATTERNS[m[1]])
+                  if m[1] in PATH_PATTERNS else m[0], path)
 
 
 # -- assembly -----------------------------------------------------------------------------
@@ -407,7 +416,8 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
                                        body_deadline(config), leader_middleware])
     app.on_response_prepare.append(close_unread)
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
-    app.add_routes([web.route(op.method, op.path, op.handler) for op in OPERATIONS])
+    app[JSON_LIMITS] = JsonLimits()  # docs/aggregator.md lists them
+    app.add_routes([web.route(op.method, _route_path(op.path), op.handler) for op in OPERATIONS])
     app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))
     app.cleanup_ctx.append(_ticker(config.tick_interval_s))

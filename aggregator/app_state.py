@@ -59,7 +59,7 @@ def service_thread():
 async def read_message(request: web.Request, kind: type[M]) -> M:
     """The body as a `kind` message: read, parsed within the app's JSON limits as strict
     UTF-8 (whatever charset the request names), then checked field by field."""
-    limits = request.app.get(JSON_LIMITS) or JsonLimits()
+    limits = request.app[JSON_LIMITS]
     if request.content_length is not None and request.content_length > limits.max_bytes:
         raise JsonLimitExceeded(f"the JSON is over its max_bytes limit of {limits.max_bytes}",
                                 limit="max_bytes", max=limits.max_bytes)  # before reading it

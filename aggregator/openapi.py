@@ -11,7 +11,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from edge_sdk.protocol.messages import JSON_INT, ErrorBody, TaskCreate, TaskDescription, type_hints
+from edge_sdk.protocol.messages import ErrorBody, TaskCreate, TaskDescription
+from edge_sdk.protocol.typedjson import JSON_INT, type_hints
 
 from .config import TaskSettings
 
@@ -142,15 +143,17 @@ _ERROR_TEXT = {400: "malformed request (error.code names the problem, error.fiel
                     "cannot be reached now; Retry-After"}
 
 
-def document(operations: list[Operation]) -> dict:
-    """The OpenAPI 3.0 document of these operations."""
+def document(operations: list[Operation], path_patterns: dict[str, str]) -> dict:
+    """The OpenAPI 3.0 document of these operations; `path_patterns` are the regular
+    expressions the router holds string path parameters to."""
     components: dict[str, dict] = {}
     error = schema_of(ErrorBody, components)
     paths: dict[str, dict] = {}
     for op in operations:
         entry: dict = {"summary": op.summary, "operationId": op.handler.__name__ + (
             "" if op.method == "GET" else "_" + op.method.lower())}
-        params = [{"name": name, "in": "path", "required": True, "schema": _path_schema(name)}
+        params = [{"name": name, "in": "path", "required": True,
+                   "schema": _path_schema(name, path_patterns)}
                   for name in re.findall(r"{(\w+)}", op.path)]
         params += [{"name": q.name, "in": "query", "required": q.required, "schema": q.schema}
                    for q in op.query]
@@ -174,10 +177,10 @@ def document(operations: list[Operation]) -> dict:
                 "adminToken": {"type": "apiKey", "in": "header", "name": "X-Admin-Token"}}}}
 
 
-def _path_schema(name: str) -> dict:
+def _path_schema(name: str, path_patterns: dict[str, str]) -> dict:
     if name == "version":
         return {"type": "integer", "minimum": 0, "maximum": JSON_INT}
-    return {"type": "string", "minLength": 1, "maxLength": 128}
+    return {"type": "string", "pattern": f"^{path_patterns[name]}$"}
 
 
 def _content(kind, components: dict) -> dict:

@@ -6,7 +6,6 @@ as ServerRejected with the server's error code; only transient failures are retr
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -98,7 +97,8 @@ class Transport:
         try:
             answer.from_json(doc)
         except ProtocolError as e:
-            raise TransportError(f"{method} {path}: the server's answer is malformed: {e}") from None
+            raise TransportError(f"{method} {path}: the server's answer is malformed: {e}") \
+                from None
         return doc
 
     async def enroll(self, population: str, secret: str, public_key: bytes) -> dict:

@@ -4,10 +4,12 @@ bytes and the same errors, minus the sockets. For large simulations; HTTP on loo
 the default."""
 from __future__ import annotations
 
+import json
+
 from aggregator.app_state import check_in_reply
 from aggregator.errors import AggregatorError, code_of, status_of
 from aggregator.service import AggregatorService
-from edge_sdk.protocol import ProtocolError
+from edge_sdk.protocol import ProtocolError, parse_json
 from edge_sdk.protocol.messages import (CheckInRequest, EnrollReply, EnrollRequest, EvaluationAck,
                                         EvaluationReport, FailureReport, Message, MetricSums,
                                         UploadAck)
@@ -27,9 +29,10 @@ class InProcessTransport:
             raise ServerRejected(status_of(e), code_of(e), str(e), getattr(e, "details", {})) from None
 
     def _sent(self, message: Message) -> Message:
-        """The message as the server would read it off the wire (a request the HTTP path
-        would refuse is refused here too)."""
-        return self._call(type(message).from_json, message.to_json())
+        """The message as the server reads it off the wire: as JSON text, within the same
+        limits (a request the HTTP path would refuse is refused here too)."""
+        text = json.dumps(message.to_json())
+        return self._call(lambda: type(message).from_json(parse_json(text)))
 
     @staticmethod
     def _answer(kind: type[Message], doc: dict) -> dict:

@@ -3,7 +3,8 @@ are checked before (or while) any Python object is built, so hostile input costs
 a linear scan and never reaches json's recursion, int()'s digit limit or a float overflow.
 
 Strict: UTF-8 only (whatever charset a request claims), no NaN/Infinity literals, no
-number that overflows a float, no lone surrogate (escaped or not), no duplicate key.
+number that overflows a float, no lone surrogate (escaped or not), no U+0000 in a string,
+no duplicate key.
 Every failure is a MalformedJson (or its JsonLimitExceeded) with a stable code.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["JsonLimits", "parse_json"]
 
 # a string literal, to its closing quote or the end of the text: it always matches, so a
 # substitution over the text is one linear pass (an unterminated string is json's to refuse)
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r'[^\[\]{}]+')
 _OPEN = np.frombuffer(b"[{", np.uint8)
 
@@ -46,7 +47,8 @@ class JsonLimits:
                              "Python's limit)")
 
 
-def parse_json(data: bytes | bytearray | memoryview | str, limits: JsonLimits = JsonLimits()) -> Any:
+def parse_json(data: bytes | bytearray | memoryview | str,
+               limits: JsonLimits = JsonLimits()) -> Any:
     """The value of JSON text `data` (bytes are decoded as strict UTF-8); the input is not
     mutated. Raises JsonLimitExceeded (details: limit, max) or MalformedJson."""
     if isinstance(data, str):
@@ -134,6 +136,8 @@ def _check_strings(value: Any, max_chars: int) -> None:
 def _check_string(text: str, max_chars: int) -> None:
     if len(text) > max_chars:
         _over("max_string_chars", max_chars)
+    if "\x00" in text:  # valid JSON, but no text column (PostgreSQL) can hold it
+        raise MalformedJson("a string holds U+0000, which is refused")
     if not text.isascii():
         try:
             text.encode("utf-8")

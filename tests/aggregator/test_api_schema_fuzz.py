@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+
 import numpy as np
 import pytest
 import schemathesis

@@ -155,8 +155,10 @@ def test_a_bad_bearer_token_is_401_on_every_device_endpoint(tmp_path):
 def test_versions_are_bounded_decimal_integers(tmp_path):
     async def check(url, service, session, auth):
         admin = {"X-Admin-Token": ADMIN}
-        for value in ("%C2%B2", "9" * 30, "-1", "1.0", "", "%EF%BC%91"):  # ², 30 nines, fullwidth 1
-            for path, headers in (("/v1/tasks/kb/model", auth), ("/v1/admin/tasks/kb/model", admin)):
+        # ², 30 nines, a sign, a fraction, nothing, a fullwidth 1
+        for value in ("%C2%B2", "9" * 30, "-1", "1.0", "", "%EF%BC%91"):
+            for path, headers in (("/v1/tasks/kb/model", auth),
+                                  ("/v1/admin/tasks/kb/model", admin)):
                 async with session.get(url + f"{path}?version={value}", headers=headers) as r:
                     assert r.status == 400, (path, value, r.status)
                     assert (await r.json())["error"]["field"] == "query.version"
@@ -194,8 +196,8 @@ def test_a_lone_surrogate_in_any_string_is_400_and_metrics_still_render(tmp_path
     async def check(url, service, session, auth):
         for path, body in [("/v1/tasks/kb/failures", b'{"reason": "\\ud800"}'),
                            ("/v1/tasks/kb/failures", b'{"reason": "ok\\udfff"}'),
-                           ("/v1/enroll", b'{"population": "\\udc80", "secret": "s", '
-                            b'"public_key": "AA=="}'),
+                           ("/v1/enroll", (b'{"population": "\\udc80", "secret": "s", '
+                                            b'"public_key": "AA=="}')),
                            ("/v1/checkin", b'{"eligibility": {"\\ud83d": 1}}')]:
             status, doc = await _post(session, url + path, body, headers=auth)
             assert status == 400 and doc["error"]["code"] == "malformed_json", (path, doc)
@@ -234,6 +236,7 @@ def test_service_calls_run_on_one_worker_thread_while_the_loop_answers(tmp_path)
             async with aiohttp.ClientSession() as session:
                 status, doc = await _post(session, url + "/v1/enroll", json_bytes(
                     {"population": "keyboard", "secret": SECRET, "public_key": KEY}))
+                assert status == 201
                 auth = {"Authorization": f"Bearer {doc['token']}"}
                 busy, release = threading.Event(), threading.Event()
                 blocked = asyncio.ensure_future(run_service(
@@ -269,3 +272,24 @@ def _recording(method, threads: list):
 def json_bytes(doc) -> bytes:
     import json
     return json.dumps(doc, ensure_ascii=False).encode()
+
+
+def test_nul_in_a_path_parameter_or_a_string_is_refused_on_both_stores(tmp_path, store_url):
+    """PostgreSQL text cannot hold U+0000: such ids and strings never reach a store."""
+    async def check(url, service, session, auth):
+        admin = {"X-Admin-Token": ADMIN}
+        for method, path, headers in [("GET", "/v1/tasks/a%00b/model", auth),
+                                      ("GET", "/v1/tasks/%00/secagg?round_id=1", auth),
+                                      ("POST", "/v1/tasks/%00/failures", auth),
+                                      ("GET", "/v1/uploads/%00", auth),
+                                      ("GET", "/v1/admin/tasks/%00", admin),
+                                      ("POST", "/v1/admin/tasks/%00/pause", admin)]:
+            status = await _raw(url, f"{method} {path} HTTP/1.1\r\nHost: x\r\n".encode()
+                                + f"{next(iter(headers))}: {next(iter(headers.values()))}"
+                                  "\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".encode())
+            assert status == 404, (method, path, status)
+        for path, body in [("/v1/checkin", b'{"task_id": "a\\u0000b"}'),
+                           ("/v1/tasks/kb/failures", b'{"reason": "x\\u0000"}')]:
+            status, doc = await _post(session, url + path, body, headers=auth)
+            assert status == 400 and doc["error"]["code"] == "malformed_json", (path, doc)
+    run(tmp_path, check, store_url=store_url)

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 from edge_sdk.protocol import JsonLimitExceeded, MalformedJson, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10**20, 10**20)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=5),
+    | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(TEXT, inner, max_size=5),
     max_leaves=30)
 
 
@@ -71,7 +71,8 @@ def test_numbers_up_to_the_limit_are_exact():
 @pytest.mark.parametrize("body", [b"NaN", b"[Infinity]", b"-Infinity", b"1e400", b"[-1e309]",
                                   b'"\\ud800"', b'{"\\udfff": 1}', b'["a\\udc00b"]',
                                   b"\xff", b"\xed\xa0\x80", b'"\xc0\xaf"', b'{"a": 1, "a": 2}',
-                                  b"\xef\xbb\xbf{}", b"", b"[1,]", b'"abc'])
+                                  b"\xef\xbb\xbf{}", b"", b"[1,]", b'"abc', b'"a\\u0000"',
+                                  b'{"\\u0000": 1}'])
 def test_non_json_and_non_strict_json_is_malformed(body):
     with pytest.raises(MalformedJson) as e:
         parse_json(body)
