@@ -20,6 +20,8 @@ class Case:
     loss: Callable[[], object] = nn.CrossEntropyLoss
     task: str = "classification"
     sequence: bool = False  # vary the sequence length too
+    flatten: bool = True  # the loss takes [N, C] logits and [N] targets
+    batch_norm: bool = False  # PyTorch refuses to train BatchNorm on one example
 
 
 def _vectors(features: int, classes: int = 3):
@@ -58,12 +60,13 @@ def _lm(vocab: int):
     return make
 
 
-class Seq(nn.Sequential):
-    pass
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
 
-
-def mlp(*layers):
-    return lambda: nn.Sequential(*layers())
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
 
 
 class Activations(nn.Module):
@@ -98,7 +101,7 @@ class SoftmaxHead(nn.Module):
 class Conv1dNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv1d(4, 6, 3, stride=2, padding=1)
+        self.c1 = nn.Conv1d(4, 6, 3, stride=2, padding=1, bias=False)  # BatchNorm follows
         self.c2 = nn.Conv1d(6, 6, 3, padding=2, dilation=2, groups=3)
         self.c3 = nn.Conv1d(6, 6, 3, padding=1, groups=6)  # depthwise
         self.bn = nn.BatchNorm1d(6)
@@ -114,7 +117,7 @@ class Conv1dNet(nn.Module):
 class Conv2dNet(nn.Module):
     def __init__(self):
         super().__init__()
-        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(8)
         self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
         self.pw = nn.Conv2d(8, 8, 1)
@@ -135,7 +138,7 @@ class Conv2dNet(nn.Module):
 class Norms(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a = nn.Linear(8, 8)
+        self.a = nn.Linear(8, 8, bias=False)  # BatchNorm follows
         self.ln = nn.LayerNorm(8)
         self.rms = nn.RMSNorm(8)
         self.gn = nn.GroupNorm(2, 8)
@@ -143,9 +146,8 @@ class Norms(nn.Module):
         self.head = nn.Linear(8, 3)
 
     def forward(self, x):
-        h = self.ln(self.a(x))
-        h = self.rms(h) + self.gn(h)
-        return self.head(self.bn(h))
+        h = self.ln(self.bn(self.a(x)))
+        return self.head(self.rms(h) + self.gn(h))
 
 
 class ConvTransposeNet(nn.Module):
@@ -202,8 +204,10 @@ class Attention(nn.Module):
     def __init__(self):
         super().__init__()
         self.emb = nn.Embedding(12, 8)
-        self.qkv = nn.Linear(8, 24)
-        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        # no biases: a key bias gets no gradient (softmax ignores a constant shift), and
+        # Adam turns that gradient's float rounding into steps of size lr
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True, bias=False)
         self.head = nn.Linear(8, 3)
 
     def forward(self, ids):
@@ -223,7 +227,7 @@ class TinyTransformerLM(nn.Module):
         self.emb = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(16, d) * 0.1)
         self.layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=16, dropout=0.0,
-                                                batch_first=True)
+                                                batch_first=True, bias=False)
         self.head = nn.Linear(d, vocab)
 
     def forward(self, ids):
@@ -254,14 +258,57 @@ class DropoutNet(nn.Module):
         return self.b(self.drop(torch.relu(self.a(x))))
 
 
+def _regression(features: int, outputs: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": torch.randn(b, outputs, generator=gen)}
+    return make
+
+
+def _multilabel(features: int, labels: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": (torch.rand(b, labels, generator=gen) > 0.6).float()}
+    return make
+
+
+def _distributions(features: int, classes: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": torch.softmax(torch.randn(b, classes, generator=gen), dim=1)}
+    return make
+
+
+def _padded_lm(vocab: int):
+    def make(b, t, gen):
+        ids = torch.randint(1, vocab, (b, t), generator=gen)
+        targets = torch.randint(1, vocab, (b, t), generator=gen)
+        ids[0, t // 2:] = 0
+        targets[0, t // 2:] = 0
+        return {"ids": ids, "targets": targets}
+    return make
+
+
+class LogSoftmaxMlp(Mlp):
+    def forward(self, x):
+        return F.log_softmax(super().forward(x), dim=1)
+
+
+def user_loss(outputs, targets):
+    """A loss written by hand: squared error plus an L1 penalty on the outputs."""
+    return ((outputs - targets) ** 2).mean() + 0.1 * outputs.abs().mean()
+
+
+CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0])
+
 CASES = {
     "linear": Case(lambda: Mlp(),
                    _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
     "softmax": Case(SoftmaxHead, _vectors(6)),
-    "conv1d": Case(Conv1dNet, _images(4, 8, dims=1)),
-    "conv2d": Case(Conv2dNet, _images(3, 8)),
-    "norms": Case(Norms, _vectors(8)),
+    "conv1d": Case(Conv1dNet, _images(4, 8, dims=1), batch_norm=True),
+    "conv2d": Case(Conv2dNet, _images(3, 8), batch_norm=True),
+    "norms": Case(Norms, _vectors(8), batch_norm=True),
     "conv_transpose": Case(ConvTransposeNet, _images(2, 6)),
     "tensor_ops": Case(TensorOps, _sequences(4), sequence=True),
     "embedding": Case(EmbeddingNet, _tokens(12), sequence=True),
@@ -270,13 +317,22 @@ CASES = {
     "lstm": Case(lambda: Recurrent("lstm"), _sequences(4), sequence=True),
     "gru": Case(lambda: Recurrent("gru"), _sequences(4), sequence=True),
     "dropout0": Case(lambda: DropoutNet(0.0), _vectors(6)),
+    # losses and tasks
+    "cross_entropy_options": Case(Mlp, _vectors(6), lambda: nn.CrossEntropyLoss(
+        weight=CLASS_WEIGHTS, label_smoothing=0.1, ignore_index=1)),
+    "nll": Case(LogSoftmaxMlp, _vectors(6), lambda: nn.NLLLoss(weight=CLASS_WEIGHTS)),
+    "bce_with_logits": Case(Mlp, _multilabel(6, 3), lambda: nn.BCEWithLogitsLoss(
+        pos_weight=torch.tensor([1.0, 3.0, 0.5])), task="multilabel", flatten=False),
+    "mse": Case(Mlp, _regression(6, 3), nn.MSELoss, task="regression", flatten=False),
+    "l1": Case(Mlp, _regression(6, 3), nn.L1Loss, task="regression", flatten=False),
+    "smooth_l1": Case(Mlp, _regression(6, 3), lambda: nn.SmoothL1Loss(beta=0.5),
+                      task="regression", flatten=False),
+    "huber": Case(Mlp, _regression(6, 3), lambda: nn.HuberLoss(delta=0.7), task="regression",
+                  flatten=False),
+    "kl_div": Case(LogSoftmaxMlp, _distributions(6, 3), lambda: nn.KLDivLoss(
+        reduction="batchmean"), flatten=False),
+    "user_loss": Case(Mlp, _regression(6, 3), lambda: user_loss, task="regression",
+                      flatten=False),
+    "padded_lm": Case(TinyTransformerLM, _padded_lm(13), lambda: nn.CrossEntropyLoss(
+        ignore_index=0), task="next_word", sequence=True),
 }
-
-
-class Mlp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)))

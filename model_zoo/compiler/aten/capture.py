@@ -99,7 +99,7 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
     in_specs = tuple(spec(n) for n in names)
     was_training = model.training
     try:
-        with _math_attention():
+        with _composites():
             model.train()
             step = _Step(model, loss_fn, names, flatten)
             specs = in_specs + (spec("__target__"),)
@@ -128,16 +128,43 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
 
 
 @contextlib.contextmanager
-def _math_attention():
-    """F.scaled_dot_product_attention as matmuls and a softmax while capturing: its fused
-    CPU kernel's backward has no core-ATen form (nn.MultiheadAttention and the
-    Transformer layers call it through torch.nn.functional too)."""
-    fused = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = attention
+def _composites():
+    """While capturing, functions whose fused kernels have no core-ATen backward run as
+    compositions of core ops: F.scaled_dot_product_attention as matmuls and a softmax
+    (nn.MultiheadAttention and the Transformer layers call it through
+    torch.nn.functional too), F.embedding_bag as a lookup and a reduction."""
+    fused = F.scaled_dot_product_attention, F.embedding_bag
+    F.scaled_dot_product_attention, F.embedding_bag = attention, embedding_bag
     try:
         yield
     finally:
-        F.scaled_dot_product_attention = fused
+        F.scaled_dot_product_attention, F.embedding_bag = fused
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
+                  scale_grad_by_freq=False, mode="mean", sparse=False, per_sample_weights=None,
+                  include_last_offset=False, padding_idx=None):
+    """F.embedding_bag for bags given as rows of a 2-D input (fixed-size bags); ids equal
+    to padding_idx are left out of the bag, as PyTorch does."""
+    if input.dim() != 2 or offsets is not None:
+        raise UnsupportedError("EmbeddingBag with 1-D input and offsets; pass bags as a 2-D "
+                               "[bags, ids] tensor (pad with padding_idx)")
+    if max_norm is not None or scale_grad_by_freq:
+        raise UnsupportedError("EmbeddingBag with max_norm or scale_grad_by_freq")
+    rows = F.embedding(input, weight)
+    keep = torch.ones_like(input, dtype=rows.dtype) if padding_idx is None else \
+        (input != padding_idx).to(rows.dtype)
+    if per_sample_weights is not None:
+        keep = keep * per_sample_weights
+    keep = keep.unsqueeze(-1)
+    if mode == "max":
+        masked = torch.where(keep > 0, rows, torch.full_like(rows, float("-inf")))
+        best = masked.amax(dim=1)
+        return torch.where(torch.isinf(best), torch.zeros_like(best), best)
+    total = (rows * keep).sum(dim=1)
+    if mode == "sum":
+        return total
+    return total / keep.sum(dim=1).clamp(min=1.0)
 
 
 def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
