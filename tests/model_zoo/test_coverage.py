@@ -5,8 +5,12 @@ for sequence models), equal to PyTorch within the tolerances of test_compiler_eq
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
+
+from model_zoo.compiler import bundle as bundle_module
 
 from .bundle_runner import assert_steps_match
 from .coverage_models import CASES
@@ -27,9 +31,26 @@ def _batches(name: str):
     return [case.batch(b, t if case.sequence else 6, gen) for b, t in sizes]
 
 
+_CAPTURES: dict = {}
+_CAPTURE = bundle_module.capture
+
+
+def _shared_capture(name: str):
+    """compile_bundle's capture, run once per case: the captured graphs do not depend on
+    the optimizer (the slow part of compiling is PyTorch's export, ~1-3 s per case)."""
+    def capture(module, *args, **kwargs):
+        if name not in _CAPTURES:
+            _CAPTURES[name] = _CAPTURE(module, *args, **kwargs)
+        cap = _CAPTURES[name]
+        return dataclasses.replace(cap, parameters=dict(module.named_parameters()), buffers={
+            n: b for n, b in module.named_buffers() if n in cap.buffers})
+    return capture
+
+
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_general_path_equals_pytorch(name, optimizer, tmp_path):
+def test_general_path_equals_pytorch(name, optimizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(bundle_module, "capture", _shared_capture(name))
     case = CASES[name]
     torch.manual_seed(0)
     batches = _batches(name)

@@ -5,8 +5,8 @@ The train step is the model, the loss and the backward pass: torch.export traces
 long as its tensor operations are traceable) with the batch and sequence dimensions as
 `torch.export.Dim`s, and `_export_forward_backward` turns that into one joint graph whose
 outputs are the loss, the model's outputs, every parameter's gradient and the new value
-of every buffer the step updates (BatchNorm's running statistics). The evaluation and
-inference graphs are forward-only exports in eval mode.
+of every buffer the step updates (BatchNorm's running statistics). The evaluation graph
+(and, without its loss, the inference graph) is a forward-only export in eval mode.
 """
 from __future__ import annotations
 
@@ -49,15 +49,6 @@ class _Step(nn.Module):
         return loss, out.detach()
 
 
-class _Forward(nn.Module):
-    def __init__(self, model: nn.Module, input_names: list[str]):
-        super().__init__()
-        self.model, self.input_names = model, input_names
-
-    def forward(self, *tensors):
-        return (self.model(**dict(zip(self.input_names, tensors))),)
-
-
 @dataclass
 class Graph:
     """One captured graph: its FX graph and what its placeholders and outputs are.
@@ -75,8 +66,7 @@ class Graph:
 @dataclass
 class Capture:
     train: Graph
-    eval: Graph
-    infer: Graph
+    eval: Graph  # also the inference graph: its model outputs without the loss
     parameters: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)  # float buffers the step updates
     forward: torch.export.ExportedProgram | None = None  # train-mode forward, for diagnostics
@@ -107,7 +97,6 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
             joint = _joint(ep)
             model.eval()
             ev = _export(step, (*sample, target), specs)
-            inf = _export(_Forward(model, names), tuple(sample), in_specs)
     finally:
         model.train(was_training)
     parameters = dict(model.named_parameters())
@@ -117,14 +106,14 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
     state = {n: b for n, b in all_buffers.items() if n in mutated and b.is_floating_point()}
     for n in mutated - set(state):
         _check_dropped_buffer(train, n)
-    graphs = [train, _graph(ev, names + ["__target__"]), _graph(inf, names)]
+    graphs = [train, _graph(ev, names + ["__target__"])]
     for gr in graphs:  # buffers that are not bundle state are constants
         for ph, (kind, name) in list(gr.inputs.items()):
             if kind == "buffer" and name not in state:
                 gr.inputs[ph] = ("constant", _buffer_value(model, loss_fn, name))
     train.outputs = [(k, n) if k != "buffer" or n in state else ("dropped", n)
                      for k, n in train.outputs]
-    return Capture(train, graphs[1], graphs[2], parameters, state, ep)
+    return Capture(train, graphs[1], parameters, state, ep)
 
 
 @contextlib.contextmanager

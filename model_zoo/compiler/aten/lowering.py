@@ -51,6 +51,7 @@ class Lowering:
         self.types: dict[str, torch.dtype] = {}
         self.seed = seed
         self.random_ops = 0
+        self.symbols: dict[str, tuple[str, int]] = {}  # size symbol -> (graph input, dim)
 
     # -- arguments ----------------------------------------------------------------------
     def args(self, node: fx.Node) -> list:
@@ -144,15 +145,26 @@ def _np(dtype: torch.dtype) -> str:
 
 
 def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
-                diagnose: Callable[[object], str] | None = None) -> list:
+                diagnose: Callable[[object], str] | None = None,
+                outputs: list[int] | None = None) -> list:
     """Emit `gm`'s nodes; placeholders maps placeholder names to ONNX names already typed
-    in ctx.types. Returns the output node's values."""
+    in ctx.types. Returns the output node's values (None for those not in `outputs`:
+    with `outputs`, only the nodes those outputs depend on are emitted)."""
+    needed = None if outputs is None else _needed(gm, outputs)
     for node in gm.graph.nodes:
+        if needed is not None and node not in needed and node.op != "output":
+            continue
         if node.op == "placeholder":
-            ctx.env[node] = placeholders[node.name]
+            ctx.env[node] = name = placeholders.get(node.name)
+            val = node.meta.get("val")
+            if name is not None and isinstance(val, torch.Tensor):
+                for d, size in enumerate(val.shape):
+                    if isinstance(size, torch.SymInt):
+                        ctx.symbols.setdefault(str(size), (name, d))
             continue
         if node.op == "output":
-            return [ctx.env[a] if isinstance(a, fx.Node) else a for a in node.args[0]]
+            return [None if needed is not None and a not in needed else
+                    ctx.env[a] if isinstance(a, fx.Node) else a for a in node.args[0]]
         if node.op == "get_attr":
             raise UnsupportedError(f"graph attribute {node.target} (lifted constants expected)")
         if node.target is operator.getitem:
@@ -169,6 +181,18 @@ def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
         ctx.env[node] = value
         _record_types(ctx, node, value)
     raise UnsupportedError("captured graph without output")
+
+
+def _needed(gm: fx.GraphModule, outputs: list[int]) -> set[fx.Node]:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    stack = [out.args[0][i] for i in outputs if isinstance(out.args[0][i], fx.Node)]
+    seen: set[fx.Node] = set()
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(node.all_input_nodes)
+    return seen
 
 
 def _record_types(ctx: Lowering, node: fx.Node, value) -> None:

@@ -40,6 +40,7 @@ class GeneralPlan:
         return int(self.output_shape[-1]) if self.output_shape else 1
 
     def _declare(self, g: GraphBuilder, ctx: Lowering, with_target: bool) -> None:
+        self._with_target = with_target
         for spec in self.inputs + ([self.target] if with_target else []):
             g.add_input(spec.name, spec.dtype, list(spec.shape))
             ctx.types[spec.name] = getattr(torch, spec.dtype)
@@ -51,7 +52,11 @@ class GeneralPlan:
         names = {}
         for ph, (kind, what) in graph.inputs.items():
             if kind == "input":
+                if what == TARGET and not self._with_target:
+                    continue
                 names[ph] = self.target.name if what == TARGET else what
+            elif kind == "buffer" and what not in self.capture.buffers:
+                continue  # dropped state (num_batches_tracked): unused by the outputs
             elif kind in ("parameter", "buffer"):
                 names[ph] = what
             else:  # a constant tensor captured with the graph
@@ -144,12 +149,15 @@ class GeneralPlan:
         return ["loss"] + metric_names(self.task, eval_graph=False)
 
     def infer(self) -> onnx.ModelProto:
+        """The eval capture's model outputs, without the loss (nor the targets)."""
         g = GraphBuilder()
         ctx = Lowering(g, seed=None)
         self._declare(g, ctx, with_target=False)
-        values = lower_graph(ctx, self.capture.infer.gm,
-                             self._placeholders(g, ctx, self.capture.infer), self._diagnose)
-        logits = ctx.tensor(values[0], torch.float32)
+        graph = self.capture.eval
+        index = [k for k, _ in graph.outputs].index("outputs")
+        values = lower_graph(ctx, graph.gm, self._placeholders(g, ctx, graph), self._diagnose,
+                             outputs=[index])
+        logits = ctx.tensor(values[index], torch.float32)
         g.add_output(g.identity(logits, "logits"), "float32", list(self.output_shape))
         if self.task in ("classification", "next_word", "next_char"):
             probs = g.op("Softmax", logits, axis=-1)

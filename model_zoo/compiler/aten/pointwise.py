@@ -291,7 +291,10 @@ def _sym_ceil(ctx, node, a):
 
 @lowers(aten.sym_size.int)
 def _sym_size(ctx, node, x, dim):
-    return ctx.dim(x, dim)
+    """Read from the first graph input with the same size symbol (the inference graph has
+    no targets, whose batch size the captured graph may read)."""
+    source = ctx.symbols.get(str(node.meta["val"]))
+    return ctx.dim(*source) if source is not None else ctx.dim(x, dim)
 
 
 @lowers(aten.sym_numel.default)
