@@ -91,8 +91,6 @@ def _compile_fast(module, sample_batch, loss, optimizer, out, model_name, task, 
     if task not in ("classification", "next_word", "next_char"):
         raise UnsupportedError(f"task {task} on the fast path")
     module = module.train()
-    if any(True for _ in module.buffers()):
-        raise UnsupportedError("buffers on the fast path")
     program = trace(module, {k: v for k, v in sample_batch.items() if k != target})
     loss_spec = loss if isinstance(loss, CrossEntropy) else CrossEntropy.from_torch(loss)
     opt = optimizer_from_torch(optimizer)

@@ -193,9 +193,13 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """Forward + backward in core ATen: export's own joint decomposition, with the
     composite ops (scaled_dot_product_attention, ...) decomposed too, so their backward
     is made of core ops."""
-    cia, python = {}, core_aten_decompositions()
-    ep = _decompose_exported_program(ep, cia_to_decomp=cia, python_decomp_table=python,
-                                     joint_loss_index=0, decompose_custom_triton_ops=False)
+    try:
+        ep = _decompose_exported_program(ep, cia_to_decomp={},
+                                         python_decomp_table=core_aten_decompositions(),
+                                         joint_loss_index=0, decompose_custom_triton_ops=False)
+    except Exception as e:  # noqa: BLE001 - name the cause, not torch's internals
+        raise UnsupportedError(f"PyTorch could not differentiate the train step "
+                               f"({type(e).__name__}: {_first_line(e)})") from e
     gm, signature = _copy_graph_module_and_signature(ep)
     _remove_detach_pass(gm, signature)
     return ep._update(gm, signature)
@@ -209,9 +213,13 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes,
     except UnsupportedError:
         raise
     except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; name the cause
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UnsupportedError(f"PyTorch could not capture the train step "
-                               f"({type(e).__name__}: {first})") from e
+                               f"({type(e).__name__}: {_first_line(e)})") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _graph(ep: torch.export.ExportedProgram, input_names: list[str]) -> Graph:

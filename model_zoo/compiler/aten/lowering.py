@@ -178,6 +178,9 @@ def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
             value = lowering(ctx, node, *ctx.args(node))
         except UnsupportedError as e:
             raise UnsupportedError(f"{e} ({_where(node, diagnose)})") from None
+        except Exception as e:  # noqa: BLE001 - a lowering's bug must still name the op
+            raise UnsupportedError(f"lowering {op_name(node.target)} failed ({type(e).__name__}: "
+                                   f"{e}) ({_where(node, diagnose)})") from e
         ctx.env[node] = value
         _record_types(ctx, node, value)
     raise UnsupportedError("captured graph without output")
