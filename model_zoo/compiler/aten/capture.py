@@ -24,6 +24,7 @@ from torch.export.exported_program import _decompose_exported_program
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ..ops.base import UnsupportedError
+from .recurrent import recurrent_layers
 
 MODEL = "model"
   # the model's attribute name inside the step wrappers below
@@ -89,7 +90,7 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
     in_specs = tuple(spec(n) for n in names)
     was_training = model.training
     try:
-        with _composites():
+        with _composites(), recurrent_layers():
             model.train()
             step = _Step(model, loss_fn, names, flatten)
             specs = in_specs + (spec("__target__"),)

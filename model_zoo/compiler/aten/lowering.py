@@ -52,6 +52,7 @@ class Lowering:
         self.seed = seed
         self.random_ops = 0
         self.symbols: dict[str, tuple[str, int]] = {}  # size symbol -> (graph input, dim)
+        self.layers: dict[tuple, object] = {}  # recurrent layers, for their backward
 
     # -- arguments ----------------------------------------------------------------------
     def args(self, node: fx.Node) -> list:

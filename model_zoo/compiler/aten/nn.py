@@ -216,11 +216,6 @@ def _batch_norm_eval(ctx, node, x, w, b, running_mean, running_var, momentum, ep
     return y, empty, empty
 
 
-@lowers(aten._native_batch_norm_legit.no_stats, aten._native_batch_norm_legit.default)
-def _batch_norm_no_stats(ctx, node, x, w, b, *rest):
-    raise UnsupportedError("BatchNorm without running statistics (track_running_stats=False)")
-
-
 @lowers(aten.native_layer_norm.default)
 def _layer_norm(ctx, node, x, normalized_shape, w, b, eps):
     g = ctx.g

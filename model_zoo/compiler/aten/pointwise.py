@@ -233,6 +233,11 @@ def _isnan(ctx, node, x):
     return ctx.g.op("IsNaN", x)
 
 
+@lowers(aten.isinf.default)
+def _isinf(ctx, node, x):
+    return ctx.g.op("IsInf", x)
+
+
 @lowers(aten._to_copy.default, aten.to.dtype)
 def _to_copy(ctx, node, x, *rest):
     return ctx.g.op("Identity", ctx.tensor(x, ctx.dtype(node)))
