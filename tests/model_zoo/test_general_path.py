@@ -230,3 +230,34 @@ def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, 
 def test_supported_ops_are_listed():
     ops = supported_ops()
     assert "aten.convolution_backward.default" in ops and "aten.addmm.default" in ops
+
+
+class StackedLstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.4)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        out, (h_n, _) = self.rnn(x)
+        return self.head(out[:, -1] + h_n[-1].repeat(1, 2))
+
+
+def test_recurrent_inter_layer_dropout_is_seeded_and_eval_equals_pytorch(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(7)
+    model = StackedLstm()
+    batch = {"x": torch.randn(3, 6, 4, generator=gen), "targets": torch.tensor([0, 1, 2])}
+    bundle = _compile(copy.deepcopy(model), batch, tmp_path / "b",
+                      dynamic_dims={"x": {0: "batch", 1: "seq"}})
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["uses_seed"] and manifest["inputs"]["x"]["shape"] == ["batch", "seq", 4]
+    trainer = OrtTrainer(bundle)
+    losses = [float(trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=s)["loss"])
+              for s in (1, 1)]
+    assert np.isfinite(losses).all()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
+    x = torch.randn(2, 9, 4, generator=gen)  # another batch size and sequence length
+    logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer.params)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model.eval()(x).numpy(), rtol=1e-5, atol=1e-6)
