@@ -183,6 +183,8 @@ class TensorOps(nn.Module):
         mask = x[..., :1] > 0  # boolean mask [B, T, 1]
         z = torch.where(mask, mm, e).clamp(-2.0, 2.0)
         z = z.masked_fill(~mask, 0.0).cumsum(dim=1)
+        z = z.clone()
+        z[z > 1.5] = 1.5  # assignment through a boolean mask
         z = z.view(z.shape[0], -1, 2, 2).permute(0, 1, 3, 2).reshape(z.shape[0], z.shape[1], 4)
         pooled = z.max(dim=1).values + z.amax(dim=1) + z[:, 1:].mean(1)
         rep = pooled.unsqueeze(1).expand(-1, 2, -1).repeat(1, 1, 2).flatten(1)[:, :8]

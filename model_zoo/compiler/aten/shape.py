@@ -228,6 +228,9 @@ def _index(ctx, node, x, indices):
 @lowers(aten.index_put.default)
 def _index_put(ctx, node, x, indices, values, accumulate=False):
     dtype = ctx.dtype(node)
+    if len(indices) == 1 and indices[0] is not None and \
+            node.args[1][0].meta["val"].dtype == torch.bool:
+        return _masked_put(ctx, node, x, indices[0], values, accumulate, dtype)
     idx = _index_tensors(ctx, node, indices)
     k = len(indices)
     rank = ctx.rank(node)
@@ -236,6 +239,21 @@ def _index_put(ctx, node, x, indices, values, accumulate=False):
                       ctx.g.op("Slice", ctx.shape(x), ctx.g.ints(k), ctx.g.ints(rank)), axis=0)
     updates = ctx.g.op("Expand", ctx.tensor(values, dtype), target)
     return ctx.g.op("ScatterND", x, idx, updates, reduction="add" if accumulate else "none")
+
+
+def _masked_put(ctx, node, x, mask, values, accumulate, dtype):
+    """x[mask] = v (or += v) for one value broadcast to every selected element."""
+    if node.args[2].meta["val"].numel() != 1:
+        raise UnsupportedError("assigning a tensor of values through a boolean mask (their "
+                               "number depends on the data); assign one value or use "
+                               "torch.where")
+    mask_rank = node.args[1][0].meta["val"].dim()
+    if mask_rank < ctx.rank(node):
+        mask = ctx.g.op("Unsqueeze", mask, ctx.g.ints(*range(mask_rank, ctx.rank(node))))
+    value = ctx.g.op("Reshape", ctx.tensor(values, dtype), ctx.g.ints(*[1] * ctx.rank(node)))
+    if accumulate:
+        value = ctx.g.op("Add", x, value)
+    return ctx.g.op("Where", mask, value, x)
 
 
 @lowers(aten.constant_pad_nd.default)
