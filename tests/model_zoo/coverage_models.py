@@ -291,6 +291,15 @@ def _padded_lm(vocab: int):
     return make
 
 
+class FrozenAndUnused(Mlp):
+    """A frozen layer and a layer forward never calls: neither changes, as in PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a.requires_grad_(False)
+        self.spare = nn.Linear(3, 3)
+
+
 class LogSoftmaxMlp(Mlp):
     def forward(self, x):
         return F.log_softmax(super().forward(x), dim=1)
@@ -319,6 +328,7 @@ CASES = {
     "lstm": Case(lambda: Recurrent("lstm"), _sequences(4), sequence=True),
     "gru": Case(lambda: Recurrent("gru"), _sequences(4), sequence=True),
     "dropout0": Case(lambda: DropoutNet(0.0), _vectors(6)),
+    "frozen_and_unused": Case(FrozenAndUnused, _vectors(6)),
     # losses and tasks
     "cross_entropy_options": Case(Mlp, _vectors(6), lambda: nn.CrossEntropyLoss(
         weight=CLASS_WEIGHTS, label_smoothing=0.1, ignore_index=1)),

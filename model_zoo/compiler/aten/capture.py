@@ -95,13 +95,21 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
             step = _Step(model, loss_fn, names, flatten)
             specs = in_specs + (spec("__target__"),)
             ep = _export(step, (*sample, target), specs, decompose=False)
-            joint = _joint(ep)
+            idle = _idle_parameters(model, ep)
+            if idle:  # export's joint graph wants a gradient for every parameter
+                with _as_buffers(model, idle):
+                    joint = _joint(_export(step, (*sample, target), specs, decompose=False))
+            else:
+                joint = _joint(ep)
             model.eval()
             ev = _export(step, (*sample, target), specs)
     finally:
         model.train(was_training)
     parameters = dict(model.named_parameters())
     train = _graph(joint, names + ["__target__"])
+    for ph, (kind, name) in list(train.inputs.items()):
+        if kind == "buffer" and name in idle:
+            train.inputs[ph] = ("parameter", name)  # an input, never updated
     mutated = {name for kind, name in train.outputs if kind == "buffer"}
     all_buffers = dict(model.named_buffers())
     state = {n: b for n, b in all_buffers.items() if n in mutated and b.is_floating_point()}
@@ -180,6 +188,34 @@ def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p, training=True)
     return torch.matmul(weights, value)
+
+
+def _idle_parameters(model: nn.Module, ep) -> set[str]:
+    """Parameters the step does not train: frozen (requires_grad=False) or unused."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    used = {node.name for node in ep.graph.nodes if node.op == "placeholder" and node.users}
+    unused = {_strip(spec.target) for spec in ep.graph_signature.input_specs
+              if spec.kind == InputKind.PARAMETER and spec.arg.name not in used}
+    return frozen | unused
+
+
+@contextlib.contextmanager
+def _as_buffers(model: nn.Module, names: set[str]):
+    """Register the named parameters as buffers for a while (export then leaves them out
+    of the backward)."""
+    moved = []
+    for name in sorted(names):
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name)
+        p = owner._parameters.pop(attr)
+        owner.register_buffer(attr, p.detach())
+        moved.append((owner, attr, p))
+    try:
+        yield
+    finally:
+        for owner, attr, p in moved:
+            del owner._buffers[attr]
+            owner._parameters[attr] = p
 
 
 def _widen(t: torch.Tensor, dims: dict[int, str]) -> torch.Tensor:
