@@ -29,11 +29,15 @@ class Evaluator:
 
 
 def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Means from the metric sums the bundle's graphs emit (docs/bundle-format.md):
+    mean_loss, accuracy (per label for multi-label tasks), top3_accuracy, and for
+    regression mse and mae (per target element)."""
     out = dict(sums)
     count = sums.get("count", 0.0)
     if count:
         out["mean_loss"] = sums["loss_sum"] / count
-        out["accuracy"] = sums["correct"] / count
-        if "correct_top3" in sums:
-            out["top3_accuracy"] = sums["correct_top3"] / count
+        for key, mean in (("correct", "accuracy"), ("correct_top3", "top3_accuracy"),
+                          ("squared_error", "mse"), ("absolute_error", "mae")):
+            if key in sums:
+                out[mean] = sums[key] / count
     return out

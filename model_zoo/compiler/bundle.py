@@ -5,6 +5,7 @@ The bundle format is documented in docs/bundle-format.md.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 from pathlib import Path
@@ -20,32 +21,76 @@ from .losses import CrossEntropy
 from .ops.base import UnsupportedError
 from .optimizers import Optimizer, describe, optimizer_from_torch
 from .trace import trace
+from .aten.capture import capture
+from .aten.metrics import TASKS
+from .aten.plan import GeneralPlan
 
 FORMAT_VERSION = 1
 GRAPH_FILES = {"train_step": "train_step.onnx", "eval": "eval.onnx", "infer": "infer.onnx"}
 
 
+PATHS = ("auto", "fast", "general")
+
+
 def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
-                   loss: nn.Module | CrossEntropy, optimizer: torch.optim.Optimizer | Optimizer,
-                   out: str | Path, model_name: str | None = None, task: str = "classification",
+                   loss, optimizer: torch.optim.Optimizer | Optimizer,
+                   out: str | Path, model_name: str | None = None, task: str | None = None,
                    vocabulary: dict | None = None, target: str = "targets",
                    sequence_dims: bool | None = None,
-                   clip_grad_norm: float | None = None) -> Path:
+                   clip_grad_norm: float | None = None,
+                   dynamic_dims: dict[str, dict[int, str]] | None = None,
+                   path: str = "auto") -> Path:
     """Write the training bundle for `module` to `out`; returns the directory.
 
     sample_batch: the model's inputs by forward-parameter name plus the targets under
     `target`. Dimension 0 of every tensor is the dynamic "batch"; with `sequence_dims`
-    (default: when the targets are rank 2, i.e. one target per position) dimension 1 of
-    the rank-2 inputs and the targets is the dynamic "seq".
+    (default: when the targets are rank 2 integers, i.e. one target per position)
+    dimension 1 of the rank-2 integer inputs and the targets is the dynamic "seq".
+    `dynamic_dims` overrides this per tensor name: {name: {dim index: dimension name}}
+    (the general path only; e.g. {"x": {0: "batch", 1: "seq"}} for float sequences).
+    loss: a torch loss module or any function (outputs, targets) -> scalar loss.
+    task: classification, next_word, next_char, multilabel or regression (default:
+    from the loss: regression for MSE/L1/SmoothL1/Huber, multilabel for BCE).
     vocabulary: the tokenizer's JSON document, stored as vocabulary.json.
     clip_grad_norm: clip the gradients' global L2 norm before the update, as
     torch.nn.utils.clip_grad_norm_ does (recurrent models want it).
+    path: "fast" (the hand-written lowerings: the zoo's layers, cross-entropy), "general"
+    (any step torch.export captures, lowered op by op; see docs/compiler.md) or "auto"
+    (fast when every call has a hand-written lowering, else general).
     """
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be > 0 or None, got {clip_grad_norm}")
-    module = module.train()
     if target not in sample_batch:
         raise ValueError(f"sample_batch has no targets under {target!r}")
+    task = task or default_task(loss)
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    args = (module, sample_batch, loss, optimizer, Path(out), model_name, task, vocabulary,
+            target, sequence_dims, clip_grad_norm)
+    if path in ("auto", "fast"):
+        try:
+            return _compile_fast(*args)
+        except UnsupportedError:
+            if path == "fast":
+                raise
+    return _compile_general(*args, dynamic_dims)
+
+
+def default_task(loss) -> str:
+    if isinstance(loss, (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)):
+        return "regression"
+    if isinstance(loss, (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MultiLabelSoftMarginLoss)):
+        return "multilabel"
+    return "classification"
+
+
+def _compile_fast(module, sample_batch, loss, optimizer, out, model_name, task, vocabulary,
+                  target, sequence_dims, clip_grad_norm) -> Path:
+    if task not in ("classification", "next_word", "next_char"):
+        raise UnsupportedError(f"task {task} on the fast path")
+    module = module.train()
     program = trace(module, {k: v for k, v in sample_batch.items() if k != target})
     loss_spec = loss if isinstance(loss, CrossEntropy) else CrossEntropy.from_torch(loss)
     opt = optimizer_from_torch(optimizer)
@@ -68,26 +113,10 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
                      num_classes=logits.shape[-1], sequence_model=sequence_dims,
                      clip_grad_norm=clip_grad_norm)
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in program.parameters.items()}
-    blobs = {}
-    for key, model in graphs.items():
-        onnx.checker.check_model(model)
-        blobs[GRAPH_FILES[key]] = model.SerializeToString()
-    blobs["parameters.npz"] = _npz_bytes(params)
-    if vocabulary is not None:
-        blobs["vocabulary.json"] = json.dumps(vocabulary, sort_keys=True).encode()
-    for filename, data in blobs.items():
-        (out / filename).write_bytes(data)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model_id": _content_hash(blobs, params),
+    return _write(out, graphs, params, {}, vocabulary, {
         "model_name": model_name or type(module).__name__,
         "task": task,
-        "opset": OPSET,
-        "parameters": [{"name": n, "shape": list(a.shape), "dtype": "float32"}
-                       for n, a in params.items()],
         "inputs": {s.name: s.to_json() for s in inputs},
         "targets": {plan.target.name: plan.target.to_json()},
         "num_classes": int(logits.shape[-1]),
@@ -97,12 +126,101 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
             for n in params for slot in opt.slots]},
         "uses_seed": program.uses_dropout,
         "clip_grad_norm": clip_grad_norm,
-        "graphs": GRAPH_FILES,
         "metrics": {"train_step": ["loss", "loss_sum", "correct", "count"],
                     "eval": plan.eval_metrics()},
-        "parameters_file": "parameters.npz",
-        "vocabulary": "vocabulary.json" if vocabulary is not None else None,
+    })
+
+
+def _compile_general(module, sample_batch, loss, optimizer, out, model_name, task, vocabulary,
+                     target, sequence_dims, clip_grad_norm, dynamic_dims) -> Path:
+    opt = optimizer_from_torch(optimizer)
+    loss_fn = loss.to_torch() if isinstance(loss, CrossEntropy) else loss
+    targets = sample_batch[target]
+    inputs = {k: v for k, v in sample_batch.items() if k != target}
+    forward_names = list(inspect.signature(module.forward).parameters)
+    missing = [n for n in inputs if n not in forward_names]
+    if missing:
+        raise ValueError(f"sample batch holds {missing}, which forward does not take "
+                         f"(it takes {forward_names})")
+    if sequence_dims is None:
+        sequence_dims = targets.dim() == 2 and not targets.is_floating_point()
+    dims = {0: "batch", 1: "seq"} if sequence_dims else {0: "batch"}
+
+    def default_dims(t: torch.Tensor) -> dict[int, str]:
+        return dims if t.dim() == 2 and not t.is_floating_point() else {0: "batch"}
+
+    dynamic = {n: default_dims(t) for n, t in inputs.items()}
+    dynamic[target] = default_dims(targets) if not (sequence_dims and targets.dim() == 2) \
+        else dims
+    dynamic.update(dynamic_dims or {})
+    flatten = (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and targets.dim() >= 2
+               and not targets.is_floating_point())
+    module = module.train()
+    cap = capture(module, loss_fn, inputs, targets,
+                  {n: d for n, d in dynamic.items() if n != target} | {"__target__": dynamic[target]},
+                  flatten)
+    in_specs = [spec_from_tensor(n, t, dynamic[n]) for n, t in inputs.items()]
+    target_spec = spec_from_tensor(target, targets, dynamic[target])
+    with torch.no_grad():
+        was = module.training
+        outputs = module.eval()(**inputs)
+        module.train(was)
+    out_dims = {0: "batch"} | ({1: "seq"} if sequence_dims and outputs.dim() >= 3 else {})
+    output_shape = list(spec_from_tensor("logits", outputs, out_dims).shape)
+    ignore_index = int(getattr(loss_fn, "ignore_index", -100))
+    plan = GeneralPlan(cap, opt, in_specs, target_spec, output_shape, task, ignore_index,
+                       clip_grad_norm)
+    graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
+    params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in cap.parameters.items()}
+    buffers = {n: b.detach().cpu().numpy().astype(np.float32) for n, b in cap.buffers.items()}
+    return _write(out, graphs, params, buffers, vocabulary, {
+        "model_name": model_name or type(module).__name__,
+        "task": task,
+        "inputs": {s.name: s.to_json() for s in in_specs},
+        "targets": {target_spec.name: target_spec.to_json()},
+        "num_classes": plan.num_classes,
+        "ignore_index": ignore_index,
+        "optimizer": describe(opt) | {"state": [
+            {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
+            for n in params for slot in opt.slots]},
+        "uses_seed": plan.uses_seed,
+        "clip_grad_norm": clip_grad_norm,
+        "metrics": {"train_step": plan.train_metrics(), "eval": plan.eval_metrics()},
+        "buffers": [{"name": n, "shape": list(b.shape), "dtype": "float32"}
+                    for n, b in buffers.items()],
+    })
+
+
+def _write(out: Path, graphs: dict, params: dict[str, np.ndarray],
+           buffers: dict[str, np.ndarray], vocabulary: dict | None, fields: dict) -> Path:
+    """Check and write the graphs, parameters (and buffers) and the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    blobs = {}
+    for key, model in graphs.items():
+        onnx.checker.check_model(model)
+        blobs[GRAPH_FILES[key]] = model.SerializeToString()
+    state = params | buffers  # buffers travel with the parameters (docs/bundle-format.md)
+    blobs["parameters.npz"] = _npz_bytes(state)
+    if vocabulary is not None:
+        blobs["vocabulary.json"] = json.dumps(vocabulary, sort_keys=True).encode()
+    for filename, data in blobs.items():
+        (out / filename).write_bytes(data)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_id": _content_hash(blobs, state),
+        "model_name": fields.pop("model_name"),
+        "task": fields.pop("task"),
+        "opset": OPSET,
+        "parameters": [{"name": n, "shape": list(a.shape), "dtype": "float32"}
+                       for n, a in state.items()],
     }
+    manifest |= {k: fields.pop(k) for k in ("inputs", "targets", "num_classes", "ignore_index",
+                                            "optimizer", "uses_seed", "clip_grad_norm")}
+    manifest["graphs"] = GRAPH_FILES
+    manifest["metrics"] = fields.pop("metrics")
+    manifest["parameters_file"] = "parameters.npz"
+    manifest["vocabulary"] = "vocabulary.json" if vocabulary is not None else None
+    manifest |= fields  # general path: "buffers"
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return out
 

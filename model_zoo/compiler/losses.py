@@ -30,6 +30,9 @@ class CrossEntropy:
                                    "label smoothing or class weights")
         return cls(loss.ignore_index)
 
+    def to_torch(self) -> nn.CrossEntropyLoss:
+        return nn.CrossEntropyLoss(ignore_index=self.ignore_index)
+
     def emit(self, g: GraphBuilder, logits: str, targets: str, num_classes: int,
              want_grad: bool, top_k: int = 0, grad_scale: str | None = None,
              sequence: bool = True) -> dict[str, str]:

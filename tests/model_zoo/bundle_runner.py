@@ -45,10 +45,16 @@ class OrtTrainer:
 
 
 def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
-               clip_grad_norm: float | None = None) -> float:
+               clip_grad_norm: float | None = None, flatten: bool = True) -> float:
+    """One PyTorch step; `flatten`: the loss takes [N, C] logits and [N] targets (how
+    compile_bundle applies cross-entropy to sequence models), else outputs and targets
+    as the model returns them."""
     optimizer.zero_grad()
     logits = model(**{k: v for k, v in batch.items() if k != "targets"})
-    loss = loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
+    if flatten:
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
+    else:
+        loss = loss_fn(logits, batch["targets"])
     loss.backward()
     if clip_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
@@ -57,7 +63,8 @@ def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
 
 
 def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps: int = 20,
-                       rtol: float = 1e-4, atol: float = 1e-6, clip_grad_norm: float | None = None):
+                       rtol: float = 1e-4, atol: float = 1e-6, clip_grad_norm: float | None = None,
+                       flatten: bool = True, **compile_kwargs):
     """Compile `model`, then train the bundle and the PyTorch model on the same batches,
     with a float64 copy of the PyTorch model alongside as the exact trajectory.
 
@@ -74,12 +81,17 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     and one unit's gate error reaches every tensor its gradient flows through, so a tensor
     PyTorch happens to get nearly exact (a bias) would otherwise set a floor below the
     runtime's own rounding.
+
+    Buffers the step updates (BatchNorm running statistics) are checked like parameters.
+    `flatten` is torch_step's; compile_kwargs go to compile_bundle (path, task, ...).
     """
     twin = copy.deepcopy(model)
     exact = copy.deepcopy(model).double()
+    exact_loss_fn = copy.deepcopy(loss_fn).double() if isinstance(loss_fn, torch.nn.Module) \
+        else loss_fn
     bundle = compile_bundle(twin, batches[0], loss=loss_fn,
                             optimizer=make_optimizer(twin.parameters()), out=out,
-                            clip_grad_norm=clip_grad_norm)
+                            clip_grad_norm=clip_grad_norm, **compile_kwargs)
     trainer = OrtTrainer(bundle)
     optimizer = make_optimizer(model.parameters())
     exact_optimizer = make_optimizer(exact.parameters())
@@ -87,13 +99,17 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     for i in range(steps):
         batch = batches[i % len(batches)]
         outs = trainer.step({k: v.numpy() for k, v in batch.items()}, lr)
-        torch_loss = torch_step(model, optimizer, loss_fn, batch, clip_grad_norm)
-        exact_loss = torch_step(exact, exact_optimizer, loss_fn, _double(batch), clip_grad_norm)
+        torch_loss = torch_step(model, optimizer, loss_fn, batch, clip_grad_norm, flatten)
+        exact_loss = torch_step(exact, exact_optimizer, exact_loss_fn, _double(batch),
+                                clip_grad_norm, flatten)
         ours = float(outs["loss"])
         assert any(np.isclose(ours, ref, rtol=1e-4, atol=1e-5) for ref in (torch_loss, exact_loss)), \
             f"loss at step {i}: bundle {ours}, PyTorch float32 {torch_loss}, float64 {exact_loss}"
-    reference = dict(model.named_parameters())
-    exact_params = {name: p.detach().numpy() for name, p in exact.named_parameters()}
+    carried = {s["name"] for s in trainer.manifest.get("buffers", [])}
+    reference = dict(model.named_parameters()) | {
+        n: b for n, b in model.named_buffers() if n in carried}
+    exact_params = {name: p.detach().numpy() for name, p in exact.named_parameters()} | {
+        n: b.detach().numpy() for n, b in exact.named_buffers() if n in carried}
     noise_floor = max(float(np.max(np.abs(p.detach().numpy() - exact_params[name])))
                       for name, p in reference.items())
     for name, p in reference.items():

@@ -167,8 +167,9 @@ def test_dropout_keep_mask_keeps_the_right_fraction_and_varies_with_seed():
 
 
 def test_unsupported_layers_are_named_in_the_error(tmp_path):
+    # the fast path's refusal (path="auto" compiles this model on the general path)
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     batch = {"input": torch.randn(3, 4), "targets": torch.tensor([0, 1, 0])}
     with pytest.raises(UnsupportedError, match="BatchNorm1d"):
-        compile_bundle(model, batch, loss=nn.CrossEntropyLoss(),
+        compile_bundle(model, batch, loss=nn.CrossEntropyLoss(), path="fast",
                        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), out=tmp_path / "b")

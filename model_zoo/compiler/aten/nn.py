@@ -1,0 +1,285 @@
+"""Layers' ATen ops: matrix products, convolution (and its backward), pooling (and its
+backward), the normalisations, embedding lookups and dropout.
+
+Convolution backward, written as convolutions (Dumoulin & Visin 2016, "A guide to
+convolution arithmetic for deep learning"): the input gradient is the transposed
+convolution of dy, padded or cropped to the input's (dynamic) size; the weight gradient
+correlates the padded input with dy, the batch as channel axis, groups kept apart by a
+grouped convolution.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..ops.base import UnsupportedError
+from ..ops.dropout import _P, _SALT, _GraphOps, _hash_uniform
+from .lowering import Lowering, lowers
+
+aten = torch.ops.aten
+
+
+@lowers(aten.addmm.default)
+def _addmm(ctx: Lowering, node, bias, a, b, beta=1, alpha=1):
+    return ctx.g.op("Gemm", a, b, bias, alpha=float(alpha), beta=float(beta))
+
+
+@lowers(aten.mm.default, aten.bmm.default, aten.matmul.default)
+def _mm(ctx, node, a, b):
+    return ctx.g.op("MatMul", a, b)
+
+
+# -- convolution ------------------------------------------------------------------------
+def _conv_attrs(stride, padding, dilation, groups, spatial):
+    return dict(strides=list(stride), pads=list(padding) * 2, dilations=list(dilation),
+                group=int(groups), kernel_shape=list(spatial))
+
+
+@lowers(aten.convolution.default)
+def _convolution(ctx, node, x, w, bias, stride, padding, dilation, transposed,
+                 output_padding, groups):
+    spatial = tuple(node.args[1].meta["val"].shape[2:])
+    attrs = _conv_attrs(stride, padding, dilation, groups, spatial)
+    inputs = [x, w] + ([bias] if bias is not None else [])
+    if transposed:
+        return ctx.g.op("ConvTranspose", *inputs, output_padding=list(output_padding), **attrs)
+    return ctx.g.op("Conv", *inputs, **attrs)
+
+
+@lowers(aten.convolution_backward.default)
+def _convolution_backward(ctx, node, dy, x, w, bias_sizes, stride, padding, dilation,
+                          transposed, output_padding, groups, output_mask):
+    spatial = tuple(node.args[2].meta["val"].shape[2:])
+    n = len(spatial)
+    grads = [None, None, None]
+    if output_mask[0]:
+        if transposed:  # the adjoint of a transposed convolution is a convolution
+            grads[0] = ctx.g.op("Conv", dy, w, **_conv_attrs(stride, padding, dilation,
+                                                             groups, spatial))
+        else:
+            grads[0] = _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups,
+                                        spatial)
+    if output_mask[1]:
+        if transposed:  # roles of input and output swap
+            grads[1] = _conv_weight_grad(ctx, x, dy, node.args[0].meta["val"].shape[1],
+                                         stride, padding, dilation, groups, spatial, n)
+        else:
+            grads[1] = _conv_weight_grad(ctx, dy, x, node.args[1].meta["val"].shape[1],
+                                         stride, padding, dilation, groups, spatial, n)
+    if output_mask[2]:
+        grads[2] = ctx.g.op("ReduceSum", dy, ctx.g.ints(0, *range(2, 2 + n)), keepdims=0)
+    return tuple(grads)
+
+
+def _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups, spatial):
+    """ConvTranspose(dy) without padding, extended by stride - 1 zeros at the end (the
+    rows a strided convolution skipped), then cut to the input's extent."""
+    g = ctx.g
+    n = len(spatial)
+    full = g.op("ConvTranspose", dy, w, strides=list(stride), dilations=list(dilation),
+                group=int(groups), kernel_shape=list(spatial))
+    extra = [s - 1 for s in stride]
+    if any(extra):
+        full = g.op("Pad", full, g.ints(*([0] * (2 + n) + [0, 0] + extra)))
+    size = g.op("Shape", x, start=2)
+    starts = g.ints(*padding)
+    return g.op("Slice", full, starts, g.op("Add", starts, size), g.ints(*range(2, 2 + n)))
+
+
+def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spatial, n):
+    """dW [C_out, C_in/g, *k] = sum over batch and positions of dy x_pad, as one grouped
+    convolution of x_pad (channels in the batch slot) with dy (batch in the channel slot):
+    dilation of that convolution = forward stride, stride = forward dilation."""
+    g = ctx.g
+    if any(padding):
+        x = g.op("Pad", x, g.ints(*([0, 0] + list(padding) + [0, 0] + list(padding))))
+    cig = c_in // groups
+    shape = g.op("Shape", x)
+    batch, rest = g.op("Slice", shape, g.ints(0), g.ints(1)), g.op("Slice", shape, g.ints(2),
+                                                                   g.ints(2 + n))
+    # x [N, C_in, *S] -> [N, g, cig, *S] -> [cig, g, N, *S] -> [cig, g*N, *S]
+    xg = g.op("Reshape", x, g.op("Concat", batch, g.ints(groups, cig), rest, axis=0))
+    xg = g.op("Transpose", xg, perm=[2, 1, 0] + list(range(3, 3 + n)))
+    xg = g.op("Reshape", xg, g.op("Concat", g.ints(cig, -1), rest, axis=0))
+    dyt = g.op("Transpose", dy, perm=[1, 0] + list(range(2, 2 + n)))  # [C_out, N, *O]
+    corr = g.op("Conv", xg, dyt, strides=list(dilation), dilations=list(stride), group=int(groups))
+    corr = g.op("Slice", corr, g.ints(*[0] * n), g.ints(*spatial), g.ints(*range(2, 2 + n)))
+    return g.op("Transpose", corr, perm=[1, 0] + list(range(2, 2 + n)))
+
+
+# -- pooling ----------------------------------------------------------------------------
+@lowers(aten.max_pool2d_with_indices.default, aten.max_pool3d_with_indices.default)
+def _max_pool(ctx, node, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    n = len(kernel)
+    attrs = _pool_attrs(kernel, stride, padding, n)
+    dilation = [dilation] * n if isinstance(dilation, int) else list(dilation) or [1] * n
+    y, idx = ctx.g.op("MaxPool", x, outputs=2, dilations=dilation, ceil_mode=int(ceil_mode),
+                      **attrs)
+    return y, idx  # flat positions in the input, used only by the backward below
+
+
+def _pool_attrs(kernel, stride, padding, n):
+    stride = list(stride) if stride else list(kernel)
+    padding = [padding] * n if isinstance(padding, int) else list(padding)
+    if len(padding) == 1:
+        padding = padding * n
+    return dict(kernel_shape=list(kernel), strides=stride, pads=padding * 2)
+
+
+@lowers(aten.max_pool2d_with_indices_backward.default,
+        aten.max_pool3d_with_indices_backward.default)
+def _max_pool_backward(ctx, node, dy, x, kernel, stride, padding, dilation, ceil_mode, indices):
+    g = ctx.g
+    shape = g.op("Shape", x)
+    zeros = g.op("Expand", g.const(0.0), g.op("ReduceProd", shape, keepdims=1))
+    flat = g.op("ScatterElements", zeros, g.op("Reshape", indices, g.ints(-1)),
+                g.op("Reshape", dy, g.ints(-1)), axis=0, reduction="add")
+    return g.op("Reshape", flat, shape)
+
+
+@lowers(aten.avg_pool2d.default, aten.avg_pool1d.default, aten.avg_pool3d.default)
+def _avg_pool(ctx, node, x, kernel, stride=(), padding=0, ceil_mode=False,
+              count_include_pad=True, divisor_override=None):
+    if divisor_override:
+        raise UnsupportedError("avg_pool with divisor_override")
+    attrs = _pool_attrs(kernel, stride, padding, len(kernel))
+    return ctx.g.op("AveragePool", x, ceil_mode=int(ceil_mode),
+                    count_include_pad=int(count_include_pad), **attrs)
+
+
+@lowers(aten.avg_pool2d_backward.default, aten.avg_pool3d_backward.default)
+def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
+                       count_include_pad, divisor_override):
+    attrs = _pool_attrs(kernel, stride, padding, len(kernel))
+    if divisor_override or (any(attrs["pads"]) and not count_include_pad) or ceil_mode:
+        raise UnsupportedError("avg_pool backward with ceil_mode, divisor_override or "
+                               "padding not counted")
+    channels = node.args[1].meta["val"].shape[1]
+    if not isinstance(channels, int):
+        raise UnsupportedError("avg_pool over a dynamic channel dimension")
+    size = 1
+    for k in kernel:
+        size *= k
+    ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
+    n = len(kernel)
+    return _conv_input_grad(ctx, dy, x, ones, attrs["strides"], attrs["pads"][:n],
+                            [1] * n, channels, tuple(kernel))
+
+
+# -- normalisation ----------------------------------------------------------------------
+def _moments(g, x, axes):
+    mean = g.op("ReduceMean", x, g.ints(*axes), keepdims=1)
+    d = g.op("Sub", x, mean)
+    var = g.op("ReduceMean", g.op("Mul", d, d), g.ints(*axes), keepdims=1)
+    return mean, d, var
+
+
+def _channel(g, t, rank):
+    """[C] -> [1, C, 1, ...] for broadcasting over x [N, C, *S]."""
+    return g.op("Reshape", t, g.ints(1, -1, *[1] * (rank - 2)))
+
+
+@lowers(aten._native_batch_norm_legit_functional.default)
+def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, momentum, eps):
+    g = ctx.g
+    rank = ctx.rank(node.args[0])
+    axes = [0] + list(range(2, rank))
+    mean, d, var = _moments(g, x, axes)
+    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(float(eps)))))
+    y = g.op("Mul", d, rstd)
+    if w is not None:
+        y = g.op("Mul", y, _channel(g, w, rank))
+    if b is not None:
+        y = g.op("Add", y, _channel(g, b, rank))
+    mean_c = g.op("Reshape", mean, g.ints(-1))
+    var_c = g.op("Reshape", var, g.ints(-1))
+    shape = g.op("Shape", x)
+    count = g.op("Cast", g.op("Div", g.op("ReduceProd", shape, keepdims=0),
+                              g.op("Gather", shape, g.const(1, "int64"))), to=1)
+    unbiased = g.op("Mul", var_c, g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)),
+                                                          g.const(1.0))))
+    m = float(momentum)
+    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)), g.op("Mul", mean_c, g.const(m)))
+    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)), g.op("Mul", unbiased, g.const(m)))
+    return y, mean_c, g.op("Reshape", rstd, g.ints(-1)), new_mean, new_var
+
+
+@lowers(aten._native_batch_norm_legit_no_training.default)
+def _batch_norm_eval(ctx, node, x, w, b, running_mean, running_var, momentum, eps):
+    g = ctx.g
+    rank = ctx.rank(node.args[0])
+    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", running_var, g.const(float(eps)))))
+    scale = rstd if w is None else g.op("Mul", rstd, w)
+    y = g.op("Mul", g.op("Sub", x, _channel(g, running_mean, rank)), _channel(g, scale, rank))
+    if b is not None:
+        y = g.op("Add", y, _channel(g, b, rank))
+    empty = g.const(torch.zeros(0).numpy())
+    return y, empty, empty
+
+
+@lowers(aten.native_layer_norm.default)
+def _layer_norm(ctx, node, x, normalized_shape, w, b, eps):
+    g = ctx.g
+    rank = ctx.rank(node.args[0])
+    axes = list(range(rank - len(normalized_shape), rank))
+    mean, d, var = _moments(g, x, axes)
+    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(float(eps)))))
+    y = g.op("Mul", d, rstd)
+    if w is not None:
+        y = g.op("Mul", y, w)
+    if b is not None:
+        y = g.op("Add", y, b)
+    return y, mean, rstd
+
+
+@lowers(aten.native_group_norm.default)
+def _group_norm(ctx, node, x, w, b, n, c, hw, groups, eps):
+    g = ctx.g
+    rank = ctx.rank(node.args[0])
+    grouped = g.op("Reshape", x, g.ints(0, int(groups), -1))
+    mean, d, var = _moments(g, grouped, [2])
+    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(float(eps)))))
+    y = g.op("Reshape", g.op("Mul", d, rstd), g.op("Shape", x))
+    if w is not None:
+        y = g.op("Mul", y, _channel(g, w, rank))
+    if b is not None:
+        y = g.op("Add", y, _channel(g, b, rank))
+    return y, g.op("Squeeze", mean, g.ints(2)), g.op("Squeeze", rstd, g.ints(2))
+
+
+# -- embedding and dropout --------------------------------------------------------------
+@lowers(aten.embedding.default)
+def _embedding(ctx, node, weight, indices, *rest):
+    return ctx.g.op("Gather", weight, indices, axis=0)
+
+
+@lowers(aten.embedding_dense_backward.default)
+def _embedding_backward(ctx, node, dy, indices, num_weights, padding_idx, scale_grad):
+    g = ctx.g
+    if scale_grad:
+        raise UnsupportedError("Embedding with scale_grad_by_freq")
+    dim = node.args[0].meta["val"].shape[-1]
+    rows = g.op("Reshape", dy, g.ints(-1, dim))
+    ids = g.op("Reshape", indices, g.ints(-1, 1))
+    if padding_idx is not None and padding_idx >= 0:
+        keep = g.op("Cast", g.op("Not", g.op("Equal", ids, g.const(padding_idx, "int64"))), to=1)
+        rows = g.op("Mul", rows, keep)
+    zeros = g.op("Expand", g.const(0.0), g.ints(num_weights, dim))
+    return g.op("ScatterND", zeros, ids, rows, reduction="add")
+
+
+@lowers(aten.native_dropout.default)
+def _native_dropout(ctx, node, x, p, train):
+    g = ctx.g
+    if not train or p == 0:
+        return x, g.op("Expand", g.const(True, "bool"), g.op("Shape", x))
+    if ctx.seed is None:
+        raise UnsupportedError("dropout in a graph without a seed")
+    salt = ctx.next_random_salt()
+    shape = g.op("Shape", x)
+    count = g.op("ReduceProd", shape, keepdims=1)
+    pos = g.op("Reshape", g.op("Range", g.const(0, "int64"), g.op("Squeeze", count),
+                               g.const(1, "int64")), shape)
+    seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
+    keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
+    scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
+    return g.op("Mul", x, scale), keep

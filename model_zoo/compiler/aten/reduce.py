@@ -1,0 +1,104 @@
+"""Reductions, softmax and cumulative sums."""
+from __future__ import annotations
+
+import torch
+
+from .lowering import Lowering, lowers
+
+aten = torch.ops.aten
+
+
+def _axes(ctx: Lowering, node, dims):
+    rank = ctx.rank(node.args[0])
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return list(range(rank))
+    dims = [dims] if isinstance(dims, int) else dims
+    return [d + rank if d < 0 else d for d in dims]
+
+
+def reduction(onnx_op: str):
+    def lower(ctx: Lowering, node, x, dims=None, keepdim=False, *rest):
+        dtype = ctx.dtype(node)
+        axes = _axes(ctx, node, dims)
+        x = ctx.tensor(x, dtype)
+        if not axes:  # a 0-d input
+            return ctx.g.op("Identity", x)
+        return ctx.g.op(onnx_op, x, ctx.g.ints(*axes), keepdims=int(bool(keepdim)))
+    return lower
+
+
+lowers(aten.sum.dim_IntList)(reduction("ReduceSum"))
+lowers(aten.mean.dim)(reduction("ReduceMean"))
+lowers(aten.amax.default)(reduction("ReduceMax"))
+lowers(aten.amin.default)(reduction("ReduceMin"))
+lowers(aten.prod.dim_int)(reduction("ReduceProd"))
+
+
+@lowers(aten.sum.default, aten.mean.default)
+def _all(ctx, node, x, *rest):
+    op = "ReduceSum" if node.target == aten.sum.default else "ReduceMean"
+    return ctx.g.op(op, ctx.tensor(x, ctx.dtype(node)), keepdims=0) if ctx.rank(node.args[0]) \
+        else x
+
+
+@lowers(aten.any.dim, aten.any.dims, aten.any.default)
+def _any(ctx, node, x, dims=None, keepdim=False):
+    axes = _axes(ctx, node, dims)
+    as_int = ctx.g.op("Cast", x, to=7)
+    out = ctx.g.op("ReduceMax", as_int, ctx.g.ints(*axes), keepdims=int(bool(keepdim)))
+    return ctx.g.op("Cast", out, to=9)
+
+
+@lowers(aten.max.dim, aten.min.dim)
+def _max_dim(ctx, node, x, dim, keepdim=False):
+    rank = ctx.rank(node.args[0])
+    dim = dim + rank if dim < 0 else dim
+    big = node.target == aten.max.dim
+    values = ctx.g.op("ReduceMax" if big else "ReduceMin", x, ctx.g.ints(dim),
+                      keepdims=int(keepdim))
+    idx = ctx.g.op("ArgMax" if big else "ArgMin", x, axis=dim, keepdims=int(keepdim))
+    return values, idx
+
+
+@lowers(aten.max.default, aten.min.default)
+def _max_all(ctx, node, x):
+    return ctx.g.op("ReduceMax" if node.target == aten.max.default else "ReduceMin", x, keepdims=0)
+
+
+@lowers(aten.argmax.default, aten.argmin.default)
+def _argmax(ctx, node, x, dim=None, keepdim=False):
+    op = "ArgMax" if node.target == aten.argmax.default else "ArgMin"
+    if dim is None:
+        return ctx.g.op(op, ctx.g.op("Reshape", x, ctx.g.ints(-1)), axis=0, keepdims=0)
+    return ctx.g.op(op, x, axis=dim, keepdims=int(keepdim))
+
+
+@lowers(aten._softmax.default, aten.softmax.int)
+def _softmax(ctx, node, x, dim, *rest):
+    return ctx.g.op("Softmax", ctx.tensor(x, ctx.dtype(node)), axis=dim)
+
+
+@lowers(aten._log_softmax.default, aten.log_softmax.int)
+def _log_softmax(ctx, node, x, dim, *rest):
+    return ctx.g.op("LogSoftmax", ctx.tensor(x, ctx.dtype(node)), axis=dim)
+
+
+@lowers(aten.cumsum.default)
+def _cumsum(ctx, node, x, dim, dtype=None):
+    rank = ctx.rank(node)
+    return ctx.g.op("CumSum", ctx.tensor(x, ctx.dtype(node)),
+                    ctx.g.const(dim + rank if dim < 0 else dim, "int64"))
+
+
+@lowers(aten.var.correction)
+def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
+    g = ctx.g
+    axes = _axes(ctx, node, dims)
+    mean = g.op("ReduceMean", x, g.ints(*axes), keepdims=1)
+    d = g.op("Sub", x, mean)
+    total = g.op("ReduceSum", g.op("Mul", d, d), g.ints(*axes), keepdims=int(bool(keepdim)))
+    shape = g.op("Shape", x)
+    n = g.op("ReduceProd", g.op("Gather", shape, g.ints(*axes)), keepdims=0)
+    n = g.op("Cast", n, to=1)
+    corr = 1.0 if correction is None else float(correction)
+    return g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))

@@ -1,0 +1,350 @@
+"""Small models written the usual way, one per case of the compiler's coverage suite.
+
+Each case: a model factory, a batch factory (batch size, seq length, generator) -> dict of
+inputs plus "targets", a loss, and the task. Kept tiny so 20 steps take milliseconds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable[[], nn.Module]
+    batch: Callable[[int, int, torch.Generator], dict]
+    loss: Callable[[], object] = nn.CrossEntropyLoss
+    task: str = "classification"
+    sequence: bool = False  # vary the sequence length too
+    flatten: bool = True  # the loss takes [N, C] logits and [N] targets
+    batch_norm: bool = False  # PyTorch refuses to train BatchNorm on one example
+
+
+def _vectors(features: int, classes: int = 3):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": torch.randint(0, classes, (b,), generator=gen)}
+    return make
+
+
+def _images(channels: int, size: int, classes: int = 3, dims: int = 2):
+    def make(b, t, gen):
+        shape = (b, channels) + (size,) * dims
+        return {"x": torch.randn(*shape, generator=gen),
+                "targets": torch.randint(0, classes, (b,), generator=gen)}
+    return make
+
+
+def _sequences(features: int, classes: int = 3):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, t, features, generator=gen),
+                "targets": torch.randint(0, classes, (b,), generator=gen)}
+    return make
+
+
+def _tokens(vocab: int, classes: int = 3):
+    def make(b, t, gen):
+        return {"ids": torch.randint(1, vocab, (b, t), generator=gen),
+                "targets": torch.randint(0, classes, (b,), generator=gen)}
+    return make
+
+
+def _lm(vocab: int):
+    def make(b, t, gen):
+        ids = torch.randint(1, vocab, (b, t), generator=gen)
+        return {"ids": ids, "targets": torch.randint(1, vocab, (b, t), generator=gen)}
+    return make
+
+
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class Activations(nn.Module):
+    """Every listed activation, in one chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.acts = nn.ModuleList([nn.ReLU(), nn.ReLU6(), nn.LeakyReLU(0.1), nn.ELU(),
+                                   nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(),
+                                   nn.Hardswish(), nn.Sigmoid(), nn.Tanh()])
+        self.mid = nn.ModuleList([nn.Linear(8, 8) for _ in self.acts])
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for act, lin in zip(self.acts, self.mid):
+            h = lin(act(h)) * 2.0
+        return self.out(h + F.silu(h) + F.leaky_relu(h, 0.2))
+
+
+class SoftmaxHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.softmax(self.a(x), dim=-1) + F.log_softmax(self.a(x) * 0.5, dim=1)
+        return self.b(h)
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 6, 3, stride=2, padding=1, bias=False)  # BatchNorm follows
+        self.c2 = nn.Conv1d(6, 6, 3, padding=2, dilation=2, groups=3)
+        self.c3 = nn.Conv1d(6, 6, 3, padding=1, groups=6)  # depthwise
+        self.bn = nn.BatchNorm1d(6)
+        self.pool = nn.MaxPool1d(2)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.c1(x)))
+        h = self.c3(self.c2(h)) + h
+        return self.head(self.pool(h).mean(dim=-1))
+
+
+class Conv2dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 8, 1)
+        self.dil = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2)
+        self.pool = nn.AvgPool2d(2)
+        self.mpool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = F.relu6(self.bn(self.c1(x)))
+        h = h + self.pw(F.hardswish(self.dw(h)))
+        h = self.mpool(self.dil(h))
+        h = self.pool(h)
+        return self.head(torch.flatten(self.gap(h), 1))
+
+
+class Norms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(8, 8, bias=False)  # BatchNorm follows
+        self.ln = nn.LayerNorm(8)
+        self.rms = nn.RMSNorm(8)
+        self.gn = nn.GroupNorm(2, 8)
+        self.bn = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.ln(self.bn(self.a(x)))
+        return self.head(self.rms(h) + self.gn(h))
+
+
+class ConvTransposeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+        self.gap = nn.AdaptiveAvgPool2d((1, 1))
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.head(self.gap(torch.tanh(self.up(torch.relu(self.down(x))))).flatten(1))
+
+
+class TensorOps(nn.Module):
+    """Indexing, slicing, boolean masks, cat/stack/split/chunk, reductions, matmuls,
+    reshapes, where, clamp, cumsum and residuals."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.w = nn.Parameter(torch.randn(4, 4) * 0.3)
+        self.head = nn.Linear(13, 3)
+
+    def forward(self, x):  # x [B, T, 4]
+        h = self.a(x)  # [B, T, 8]
+        last = h[:, -1]  # [B, 8]
+        first, second = h.split(4, dim=-1)
+        c1, c2 = torch.chunk(h, 2, dim=2)
+        st = torch.stack([first, c2], dim=1).sum(dim=1)  # [B, T, 4]
+        mm = torch.matmul(st, self.w) + torch.bmm(c1, c2.transpose(1, 2)).mean(-1, keepdim=True)
+        e = torch.einsum("btd,de->bte", second, self.w)
+        mask = x[..., :1] > 0  # boolean mask [B, T, 1]
+        z = torch.where(mask, mm, e).clamp(-2.0, 2.0)
+        z = z.masked_fill(~mask, 0.0).cumsum(dim=1)
+        z = z.clone()
+        z[z > 1.5] = 1.5  # assignment through a boolean mask
+        z = z.view(z.shape[0], -1, 2, 2).permute(0, 1, 3, 2).reshape(z.shape[0], z.shape[1], 4)
+        pooled = z.max(dim=1).values + z.amax(dim=1) + z[:, 1:].mean(1)
+        rep = pooled.unsqueeze(1).expand(-1, 2, -1).repeat(1, 1, 2).flatten(1)[:, :8]
+        return self.head(torch.cat([last + rep, pooled, z.sum(dim=(1, 2)).unsqueeze(1)], dim=1))
+
+
+class EmbeddingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 6, padding_idx=0)
+        self.bag = nn.EmbeddingBag(12, 6, mode="mean")
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, ids):
+        return self.head(torch.cat([self.emb(ids).mean(1), self.bag(ids)], dim=1))
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 8)
+        # no biases: a key bias gets no gradient (softmax ignores a constant shift), and
+        # Adam turns that gradient's float rounding into steps of size lr
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True, bias=False)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        b, t = ids.shape
+        q, k, v = (z.view(b, t, 2, 4).transpose(1, 2) for z in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + a.transpose(1, 2).reshape(b, t, 8)
+        h = h + self.mha(h, h, h, need_weights=False)[0]
+        return self.head(h[:, -1])
+
+
+class TinyTransformerLM(nn.Module):
+    def __init__(self, vocab=13, d=8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(16, d) * 0.1)
+        self.layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=16, dropout=0.0,
+                                                batch_first=True, bias=False)
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        t = ids.shape[1]
+        h = self.emb(ids) + self.pos[:t]
+        mask = nn.Transformer.generate_square_subsequent_mask(t)
+        return self.head(self.layer(h, src_mask=mask, is_causal=True))
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        cls = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = cls(4, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        h, _ = self.rnn(x)
+        return self.head(h[:, -1])
+
+
+class DropoutNet(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.a, self.drop, self.b = nn.Linear(6, 8), nn.Dropout(p), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.drop(torch.relu(self.a(x))))
+
+
+def _regression(features: int, outputs: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": torch.randn(b, outputs, generator=gen)}
+    return make
+
+
+def _multilabel(features: int, labels: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": (torch.rand(b, labels, generator=gen) > 0.6).float()}
+    return make
+
+
+def _distributions(features: int, classes: int):
+    def make(b, t, gen):
+        return {"x": torch.randn(b, features, generator=gen),
+                "targets": torch.softmax(torch.randn(b, classes, generator=gen), dim=1)}
+    return make
+
+
+def _padded_lm(vocab: int):
+    def make(b, t, gen):
+        ids = torch.randint(1, vocab, (b, t), generator=gen)
+        targets = torch.randint(1, vocab, (b, t), generator=gen)
+        ids[0, t // 2:] = 0
+        targets[0, t // 2:] = 0
+        return {"ids": ids, "targets": targets}
+    return make
+
+
+class FrozenAndUnused(Mlp):
+    """A frozen layer and a layer forward never calls: neither changes, as in PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.a.requires_grad_(False)
+        self.spare = nn.Linear(3, 3)
+
+
+class LogSoftmaxMlp(Mlp):
+    def forward(self, x):
+        return F.log_softmax(super().forward(x), dim=1)
+
+
+def user_loss(outputs, targets):
+    """A loss written by hand: squared error plus an L1 penalty on the outputs."""
+    return ((outputs - targets) ** 2).mean() + 0.1 * outputs.abs().mean()
+
+
+CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0])
+
+CASES = {
+    "linear": Case(lambda: Mlp(),
+                   _vectors(6)),
+    "activations": Case(Activations, _vectors(6)),
+    "softmax": Case(SoftmaxHead, _vectors(6)),
+    "conv1d": Case(Conv1dNet, _images(4, 8, dims=1), batch_norm=True),
+    "conv2d": Case(Conv2dNet, _images(3, 8), batch_norm=True),
+    "norms": Case(Norms, _vectors(8), batch_norm=True),
+    "conv_transpose": Case(ConvTransposeNet, _images(2, 6)),
+    "tensor_ops": Case(TensorOps, _sequences(4), sequence=True),
+    "embedding": Case(EmbeddingNet, _tokens(12), sequence=True),
+    "attention": Case(Attention, _tokens(12), sequence=True),
+    "transformer_lm": Case(TinyTransformerLM, _lm(13), task="next_word", sequence=True),
+    "lstm": Case(lambda: Recurrent("lstm"), _sequences(4), sequence=True),
+    "gru": Case(lambda: Recurrent("gru"), _sequences(4), sequence=True),
+    "dropout0": Case(lambda: DropoutNet(0.0), _vectors(6)),
+    "frozen_and_unused": Case(FrozenAndUnused, _vectors(6)),
+    # losses and tasks
+    "cross_entropy_options": Case(Mlp, _vectors(6), lambda: nn.CrossEntropyLoss(
+        weight=CLASS_WEIGHTS, label_smoothing=0.1, ignore_index=1)),
+    "nll": Case(LogSoftmaxMlp, _vectors(6), lambda: nn.NLLLoss(weight=CLASS_WEIGHTS)),
+    "bce_with_logits": Case(Mlp, _multilabel(6, 3), lambda: nn.BCEWithLogitsLoss(
+        pos_weight=torch.tensor([1.0, 3.0, 0.5])), task="multilabel", flatten=False),
+    "mse": Case(Mlp, _regression(6, 3), nn.MSELoss, task="regression", flatten=False),
+    "l1": Case(Mlp, _regression(6, 3), nn.L1Loss, task="regression", flatten=False),
+    "smooth_l1": Case(Mlp, _regression(6, 3), lambda: nn.SmoothL1Loss(beta=0.5),
+                      task="regression", flatten=False),
+    "huber": Case(Mlp, _regression(6, 3), lambda: nn.HuberLoss(delta=0.7), task="regression",
+                  flatten=False),
+    "kl_div": Case(LogSoftmaxMlp, _distributions(6, 3), lambda: nn.KLDivLoss(
+        reduction="batchmean"), flatten=False),
+    "user_loss": Case(Mlp, _regression(6, 3), lambda: user_loss, task="regression",
+                      flatten=False),
+    "padded_lm": Case(TinyTransformerLM, _padded_lm(13), lambda: nn.CrossEntropyLoss(
+        ignore_index=0), task="next_word", sequence=True),
+}

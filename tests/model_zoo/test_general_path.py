@@ -1,0 +1,267 @@
+"""The general path beyond equality with PyTorch: dropout masks, buffers through the SDK,
+regression and multi-label metrics, the choice between fast and general path, and the
+refusal of what it cannot lower (naming the op, the module path and the source line)."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.evaluator import Evaluator
+from edge_sdk.schedules import Constant
+from edge_sdk.trainer import LocalTrainer, TrainingPlan
+from model_zoo.compiler import UnsupportedError, compile_bundle, dropout_keep_mask
+from model_zoo.compiler.aten import supported_ops
+
+from .bundle_runner import OrtTrainer, session, torch_step
+from .coverage_models import Conv2dNet, Mlp
+
+def _vectors(n, gen, classes=3):
+    return {"x": torch.randn(n, 6, generator=gen), "targets": torch.randint(0, classes, (n,),
+                                                                            generator=gen)}
+
+
+def _compile(model, batch, out, loss=None, **kwargs):
+    return compile_bundle(model, batch, loss=loss or nn.CrossEntropyLoss(),
+                          optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                          out=out, **kwargs)
+
+
+class TwoDropouts(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.p = p
+        self.drop1, self.drop2 = nn.Dropout(p), nn.Dropout(p)
+
+    def forward(self, x):
+        h = self.drop1(torch.relu(self.a(x)))
+        return self.head(self.drop2(torch.tanh(self.b(h))))
+
+
+class MaskedTwin(TwoDropouts):
+    """TwoDropouts with the bundle's masks for a given seed: dropout layer k (in graph
+    order) takes dropout_keep_mask(seed, shape, p, salt=k)."""
+
+    seed = 0
+
+    def forward(self, x):
+        def drop(h, salt):
+            keep = torch.from_numpy(dropout_keep_mask(self.seed, tuple(h.shape), self.p, salt))
+            return h * keep.to(h.dtype) / (1 - self.p)
+        h = drop(torch.relu(self.a(x)), 0)
+        return self.head(drop(torch.tanh(self.b(h)), 1))
+
+
+def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    model = TwoDropouts(0.3)
+    bundle = _compile(copy.deepcopy(model), _vectors(4, gen), tmp_path / "b", path="general")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["uses_seed"]
+    twin = MaskedTwin(0.3)
+    twin.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    trainer = OrtTrainer(bundle)
+    for step in range(8):
+        batch = _vectors([4, 1, 3][step % 3], gen)
+        twin.seed = 1000 + step
+        ours = trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=twin.seed)
+        theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
+        assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
+    for name, p in twin.named_parameters():
+        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    # eval and inference run without dropout (and without a seed)
+    x = _vectors(5, gen)["x"]
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
+    logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer.params)[0]
+    np.testing.assert_allclose(logits, TwoDropouts.forward(twin.eval(), x).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_statistics_are_bundle_state_carried_by_the_sdk(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    images = [{"x": torch.randn(3, 8, 8, generator=gen).numpy(),
+               "targets": np.int64(i % 3)} for i in range(12)]
+    model = Conv2dNet()
+    bundle_dir = _compile(copy.deepcopy(model), {"x": torch.randn(4, 3, 8, 8, generator=gen),
+                                                 "targets": torch.tensor([0, 1, 2, 0])},
+                          tmp_path / "b")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    buffers = [b["name"] for b in manifest["buffers"]]
+    assert buffers == ["bn.running_mean", "bn.running_var"]  # num_batches_tracked dropped
+    assert set(buffers) <= {p["name"] for p in manifest["parameters"]}  # carried alike
+    assert not any(s["like"] in buffers for s in manifest["optimizer"]["state"])
+    bundle = Bundle.load(bundle_dir)
+    trainer = LocalTrainer(bundle)
+    plan = TrainingPlan(epochs=1, batch_size=4, schedule=Constant(0.1))
+    assert trainer.train(lambda epoch: iter(images), plan).status == "completed"
+    trained = trainer.parameters()
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for start in range(0, 12, 4):
+        chunk = images[start:start + 4]
+        torch_step(reference, optimizer, nn.CrossEntropyLoss(), {
+            "x": torch.from_numpy(np.stack([e["x"] for e in chunk])),
+            "targets": torch.tensor([int(e["targets"]) for e in chunk])})
+    for name in buffers:
+        np.testing.assert_allclose(trained[name], reference.get_buffer(name).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    # evaluation uses the running statistics, as PyTorch's eval mode does
+    metrics = Evaluator(bundle).evaluate(trained, images, batch_size=5)
+    reference.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(np.stack([e["x"] for e in images]))
+        y = torch.tensor([int(e["targets"]) for e in images])
+        loss = float(F.cross_entropy(reference(x), y))
+    assert metrics["count"] == 12
+    assert np.isclose(metrics["mean_loss"], loss, rtol=1e-4)
+
+
+def test_regression_and_multilabel_metrics(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(7, 6, generator=gen), torch.randn(7, 3, generator=gen)
+    model = Mlp()
+    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": y}, tmp_path / "r",
+                      loss=nn.MSELoss())
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["task"] == "regression"
+    assert manifest["metrics"]["eval"] == ["loss_sum", "count", "squared_error", "absolute_error"]
+    params = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    examples = [{"x": x[i].numpy(), "targets": y[i].numpy()} for i in range(7)]
+    metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=3)
+    with torch.no_grad():
+        err = (model(x) - y).numpy()
+    assert np.isclose(metrics["mse"], np.mean(err ** 2), rtol=1e-5)
+    assert np.isclose(metrics["mae"], np.mean(np.abs(err)), rtol=1e-5)
+    assert np.isclose(metrics["mean_loss"], np.mean(err ** 2), rtol=1e-5)
+
+    labels = (torch.rand(7, 3, generator=gen) > 0.5).float()
+    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": labels}, tmp_path / "m",
+                      loss=nn.BCEWithLogitsLoss())
+    assert json.loads((bundle / "manifest.json").read_text())["task"] == "multilabel"
+    examples = [{"x": x[i].numpy(), "targets": labels[i].numpy()} for i in range(7)]
+    metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=4)
+    with torch.no_grad():
+        hits = ((model(x) > 0).float() == labels).float().mean()
+    assert np.isclose(metrics["accuracy"], float(hits))
+    out = session(bundle / "infer.onnx").run(None, {"x": x.numpy()} | params)
+    assert len(out) == 2  # logits and probabilities
+
+
+def test_auto_path_keeps_the_fast_path_for_models_it_covers(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(4)
+    batch = _vectors(4, gen)
+    model = Mlp()
+    auto = _compile(copy.deepcopy(model), batch, tmp_path / "auto")
+    fast = _compile(copy.deepcopy(model), batch, tmp_path / "fast", path="fast")
+    for name in ("train_step.onnx", "eval.onnx", "infer.onnx", "manifest.json"):
+        assert (auto / name).read_bytes() == (fast / name).read_bytes(), name
+    general = _compile(copy.deepcopy(model), batch, tmp_path / "general", path="general")
+    assert (general / "train_step.onnx").read_bytes() != (fast / "train_step.onnx").read_bytes()
+    assert "buffers" in json.loads((general / "manifest.json").read_text())
+
+
+def _domains(graph: onnx.GraphProto) -> set[str]:
+    found = {node.domain for node in graph.node}
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                found |= _domains(attr.g)
+    return found
+
+
+def test_general_bundles_use_only_the_standard_domain(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    model = Conv2dNet()
+    bundle = _compile(model, {"x": torch.randn(2, 3, 8, 8, generator=gen),
+                              "targets": torch.tensor([0, 2])}, tmp_path / "b")
+    for filename in ("train_step.onnx", "eval.onnx", "infer.onnx"):
+        proto = onnx.load(bundle / filename)
+        assert _domains(proto.graph) <= {""}
+        assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]
+
+
+class Sorted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.lin(torch.sort(x, dim=1).values)
+
+
+class Masked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(6, 6))
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.inner(x)
+        return self.lin(h + h[h > 0].sum())
+
+
+@pytest.mark.parametrize("model, op, module, line", [
+    (Sorted, "aten.sort", "module <root> (", "torch.sort(x, dim=1)"),
+    (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
+])
+def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, line, tmp_path):
+    gen = torch.Generator().manual_seed(6)
+    with pytest.raises(UnsupportedError) as info:
+        _compile(model(), _vectors(3, gen), tmp_path / "b")
+    message = str(info.value)
+    assert op in message and module in message and line in message, message
+    assert "test_general_path.py:" in message
+
+
+class StackedLstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.4)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        out, (h_n, _) = self.rnn(x)
+        return self.head(out[:, -1] + h_n[-1].repeat(1, 2))
+
+
+def test_recurrent_inter_layer_dropout_is_seeded_and_eval_equals_pytorch(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(7)
+    model = StackedLstm()
+    batch = {"x": torch.randn(3, 6, 4, generator=gen), "targets": torch.tensor([0, 1, 2])}
+    bundle = _compile(copy.deepcopy(model), batch, tmp_path / "b",
+                      dynamic_dims={"x": {0: "batch", 1: "seq"}})
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["uses_seed"] and manifest["inputs"]["x"]["shape"] == ["batch", "seq", 4]
+    trainer = OrtTrainer(bundle)
+    losses = [float(trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=s)["loss"])
+              for s in (1, 1)]
+    assert np.isfinite(losses).all()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
+    x = torch.randn(2, 9, 4, generator=gen)  # another batch size and sequence length
+    logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer.params)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model.eval()(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_docs_list_every_supported_op():
+    import pathlib
+    docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "compiler.md").read_text()
+    ops = supported_ops()
+    assert "aten.convolution_backward.default" in ops and "aten.addmm.default" in ops
+    missing = [op for op in ops if f"`{op.removeprefix('aten.')}`" not in docs]
+    assert not missing, f"docs/compiler.md lacks {missing}"
