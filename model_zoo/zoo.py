@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .compiler import compile_bundle
-from .models import femnist_cnn, keyboard_cifg, logreg, mlp, shakespeare_char
+from .models import (femnist_cnn, keyboard_cifg, keyboard_transformer, logreg, mlp,
+                     mobilenet_cnn, shakespeare_char)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,14 @@ ZOO: dict[str, ZooEntry] = {
                                    tokens=Tokens("tokens", 500, 12),
                                    ignore_index=keyboard_cifg.PAD,
                                    vocabulary=_word_vocabulary(500), clip_grad_norm=1.0),
+    "keyboard_transformer": ZooEntry(keyboard_transformer.full, "next_word", _sgd(1.0),
+                                     tokens=Tokens("tokens", 10000, 20, positional=True),
+                                     ignore_index=keyboard_transformer.PAD,
+                                     vocabulary=_word_vocabulary(10000), clip_grad_norm=1.0),
+    "keyboard_transformer_tiny": ZooEntry(keyboard_transformer.tiny, "next_word", _sgd(1.0),
+                                          tokens=Tokens("tokens", 500, 12, positional=True),
+                                          ignore_index=keyboard_transformer.PAD,
+                                          vocabulary=_word_vocabulary(500), clip_grad_norm=1.0),
     "shakespeare_char": ZooEntry(shakespeare_char.full, "next_char", _sgd(1.0),
                                  tokens=Tokens("chars", 80, 80), ignore_index=0,
                                  vocabulary=_char_vocabulary, clip_grad_norm=5.0),
@@ -146,6 +155,9 @@ ZOO: dict[str, ZooEntry] = {
     "femnist_cnn": ZooEntry(femnist_cnn.full, "classification", _sgd(0.05), sample=_images),
     "femnist_cnn_tiny": ZooEntry(femnist_cnn.tiny, "classification", _sgd(0.05),
                                  sample=_images),
+    "mobilenet_cnn": ZooEntry(mobilenet_cnn.full, "classification", _sgd(0.1), sample=_images),
+    "mobilenet_cnn_tiny": ZooEntry(mobilenet_cnn.tiny, "classification", _sgd(0.1),
+                                   sample=_images),
     "logreg": ZooEntry(logreg.LogReg, "classification", _sgd(0.1), sample=_tabular),
     "mlp": ZooEntry(mlp.MLP, "classification", _adam(1e-2), sample=_tabular),
 }
