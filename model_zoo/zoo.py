@@ -92,7 +92,9 @@ class ZooEntry:
             return self.sample(batch_size, gen)
         vocab, seq = sizes
         ids = torch.randint(1, vocab, (batch_size, seq + 1), generator=gen)
-        return {self.tokens.name: ids[:, :-1], "targets": ids[:, 1:].clone()}
+        # contiguous copies: a view's strides tie its size to its base's, which torch.export
+        # turns into a guard on the sequence length
+        return {self.tokens.name: ids[:, :-1].clone(), "targets": ids[:, 1:].clone()}
 
 
 def _images(batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
