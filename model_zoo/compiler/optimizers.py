@@ -7,8 +7,8 @@ schedule needs no recompiling.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -148,7 +148,8 @@ class Adagrad:
             return lr
         t = g.op("Cast", step, to=11)
         one = g.const(1.0, "float64")
-        decay = g.op("Add", one, g.op("Mul", g.op("Sub", t, one), g.const(self.lr_decay, "float64")))
+        decay = g.op("Add", one, g.op("Mul", g.op("Sub", t, one),
+                                      g.const(self.lr_decay, "float64")))
         return g.op("Cast", g.op("Div", g.op("Cast", lr, to=11), decay), to=1)
 
 

@@ -14,23 +14,23 @@ from model_zoo.zoo import ZOO
 from .bundle_runner import assert_steps_match
 
 ADAGRAD = {
-    "default": dict(lr=0.05),
-    "lr_decay": dict(lr=0.1, lr_decay=0.05),
-    "initial_accumulator": dict(lr=0.05, initial_accumulator_value=0.1),
-    "weight_decay_eps": dict(lr=0.05, weight_decay=1e-2, eps=1e-4),
-    "everything": dict(lr=0.1, lr_decay=0.02, weight_decay=1e-3,
-                       initial_accumulator_value=0.5, eps=1e-6),
+    "default": {"lr": 0.05},
+    "lr_decay": {"lr": 0.1, "lr_decay": 0.05},
+    "initial_accumulator": {"lr": 0.05, "initial_accumulator_value": 0.1},
+    "weight_decay_eps": {"lr": 0.05, "weight_decay": 1e-2, "eps": 1e-4},
+    "everything": {"lr": 0.1, "lr_decay": 0.02, "weight_decay": 1e-3,
+                   "initial_accumulator_value": 0.5, "eps": 1e-6},
 }
 
 RMSPROP = {
-    "default": dict(lr=1e-3),
-    "momentum": dict(lr=1e-3, momentum=0.9),
-    "centered": dict(lr=1e-3, centered=True),
-    "weight_decay_eps": dict(lr=1e-3, weight_decay=1e-2, eps=1e-5),
+    "default": {"lr": 1e-3},
+    "momentum": {"lr": 1e-3, "momentum": 0.9},
+    "centered": {"lr": 1e-3, "centered": True},
+    "weight_decay_eps": {"lr": 1e-3, "weight_decay": 1e-2, "eps": 1e-5},
     # 1 - alpha >= 0.5 takes the other form of torch.lerp for the centered mean
-    "centered_low_alpha": dict(lr=1e-3, alpha=0.3, centered=True),
-    "everything": dict(lr=5e-4, alpha=0.9, eps=1e-6, weight_decay=1e-3, momentum=0.5,
-                       centered=True),
+    "centered_low_alpha": {"lr": 1e-3, "alpha": 0.3, "centered": True},
+    "everything": {"lr": 5e-4, "alpha": 0.9, "eps": 1e-6, "weight_decay": 1e-3, "momentum": 0.5,
+                   "centered": True},
 }
 
 CASES = ([(torch.optim.Adagrad, name, kw) for name, kw in ADAGRAD.items()]
@@ -98,8 +98,8 @@ def test_torch_optimizers_are_read_with_their_hyperparameters():
     (lambda p: torch.optim.Adagrad(p, maximize=True), "Adagrad with maximize"),
     (lambda p: torch.optim.SGD(p, lr=0.1, dampening=0.5), "SGD with dampening"),
     (lambda p: torch.optim.Adam(p, amsgrad=True), "Adam with amsgrad"),
-    (lambda p: torch.optim.Rprop(p), "optimizer Rprop; supported: SGD, Adam, AdamW, Adagrad, "
-                                     "RMSprop")])
+    (lambda p: torch.optim.Rprop(p),
+     "optimizer Rprop; supported: SGD, Adam, AdamW, Adagrad, RMSprop")])
 def test_unsupported_optimizer_settings_are_refused_by_name(make, message):
     with pytest.raises(UnsupportedError, match=message):
         optimizer_from_torch(make([torch.nn.Parameter(torch.zeros(2))]))

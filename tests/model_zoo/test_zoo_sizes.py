@@ -117,8 +117,8 @@ def test_the_fleets_char_task_takes_a_vocabulary_size_and_window(tmp_path):
     """The simulator's path for characters without its final figures (the 5-gram over the
     whole split alone takes half a minute): bundle and examples sized by the config's
     settings, a device's training on them."""
-    from edge_sdk.trainer import LocalTrainer, TrainingPlan
     from edge_sdk.schedules import Constant
+    from edge_sdk.trainer import LocalTrainer, TrainingPlan
     from fleet.data import build_task_bundle, task_data
     bundle = build_task_bundle("shakespeare_char_tiny", tmp_path / "b", 30, seed=1,
                                sequence_length=24)
