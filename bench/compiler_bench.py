@@ -14,6 +14,9 @@ RNN kernels off so recurrent matmuls are counted) at this machine's best one-thr
 matrix-product rate (large square MatMuls on onnxruntime and torch, whichever is faster).
 A floor ratio above 0.5 means the <= 0.5x-eager target is out of reach on this machine.
 
+A model the compiler refuses (UnsupportedError) still gets its eager and floor columns;
+its row says why there is no ONNX figure.
+
     python -m bench.compiler_bench [--models a,b] [--steps 30]
 """
 from __future__ import annotations
@@ -30,8 +33,10 @@ import numpy as np
 # model -> (batch size, sequence length or None): the sizes the papers train with
 WORKLOADS = {
     "keyboard_cifg": (16, 20),
+    "keyboard_transformer": (16, 20),
     "shakespeare_char": (10, 80),
     "femnist_cnn": (10, None),
+    "mobilenet_cnn": (10, None),
     "logreg": (32, None),
     "mlp": (32, None),
 }
@@ -151,28 +156,51 @@ def _child(code: str) -> dict:
 def measure(name: str, steps: int, workdir: Path, peak: float) -> dict:
     import torch
 
+    from model_zoo.compiler import UnsupportedError
     from model_zoo.zoo import ZOO, build_bundle
     size, seq = WORKLOADS[name]
     batch = ZOO[name].batch(size, torch.Generator().manual_seed(0))
     if seq is not None:
         batch = {k: v[:, :seq] for k, v in batch.items()}
-    bundle = build_bundle(name, workdir / name, batch_size=size)
     batch_file = workdir / f"{name}-batch.npz"
     np.savez(batch_file, **{k: v.numpy() for k, v in batch.items()})
     root = str(Path(__file__).resolve().parents[1])
-    args = dict(root=root, bundle=str(bundle), batch=str(batch_file), steps=steps, name=name)
-    onnx_run = _child(_ORT_CHILD.format(**args))
+    args = dict(root=root, batch=str(batch_file), steps=steps, name=name)
+    try:
+        bundle = build_bundle(name, workdir / name, batch_size=size)
+    except UnsupportedError as refused:
+        bundle, onnx_run, refusal = None, None, f"not compiled: {refused}"
+    else:
+        onnx_run, refusal = _child(_ORT_CHILD.format(bundle=str(bundle), **args)), None
     torch_run = _child(_TORCH_CHILD.format(**args))
-    size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20
     gflop = step_gflops(name, batch)
     floor_ms = gflop / peak * 1e3
-    return {"gflop": gflop, "floor_ms": floor_ms, "floor_ratio": floor_ms / torch_run["ms"],
-            "model": name, "batch": f"{size}x{seq}" if seq else str(size),
-            "onnx_ms": onnx_run["ms"], "torch_ms": torch_run["ms"],
-            "ratio": onnx_run["ms"] / torch_run["ms"], "bundle_mb": size_mb,
-            "onnx_cpu_ms": onnx_run["cpu_ms"], "torch_cpu_ms": torch_run["cpu_ms"],
-            "cpu_ratio": onnx_run["cpu_ms"] / torch_run["cpu_ms"],
-            "onnx_rss_mb": onnx_run["rss_mb"], "torch_rss_mb": torch_run["rss_mb"]}
+    row = {"gflop": gflop, "floor_ms": floor_ms, "floor_ratio": floor_ms / torch_run["ms"],
+           "model": name, "batch": f"{size}x{seq}" if seq else str(size),
+           "torch_ms": torch_run["ms"], "torch_cpu_ms": torch_run["cpu_ms"],
+           "torch_rss_mb": torch_run["rss_mb"], "refusal": refusal}
+    if onnx_run is None:
+        return row
+    size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20
+    return row | {"onnx_ms": onnx_run["ms"], "ratio": onnx_run["ms"] / torch_run["ms"],
+                  "bundle_mb": size_mb, "onnx_cpu_ms": onnx_run["cpu_ms"],
+                  "cpu_ratio": onnx_run["cpu_ms"] / torch_run["cpu_ms"],
+                  "onnx_rss_mb": onnx_run["rss_mb"],
+                  "floor_multiple": onnx_run["ms"] / floor_ms}
+
+
+def _row(r: dict) -> str:
+    """One printed table row; a refused model gets eager and floor figures and the reason."""
+    head = f"{r['model']:21s} {r['batch']:>7s}"
+    floor = f"{r['gflop']:7.3f} {r['floor_ms']:9.2f} {r['floor_ratio']:11.2f}"
+    if r["refusal"] is not None:
+        return (f"{head} {'-':>9s} {r['torch_ms']:9.2f} {'-':>6s} {'-':>9s} "
+                f"{r['torch_cpu_ms']:9.2f} {'-':>6s} {'-':>9s} {'-':>9s} "
+                f"{r['torch_rss_mb']:8.0f}M {floor} {'-':>8s}  {r['refusal']}")
+    return (f"{head} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} {r['ratio']:6.2f} "
+            f"{r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} {r['cpu_ratio']:6.2f} "
+            f"{r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M {r['torch_rss_mb']:8.0f}M "
+            f"{floor} {r['floor_multiple']:8.2f}")
 
 
 def main(argv=None) -> list[dict]:
@@ -185,20 +213,16 @@ def main(argv=None) -> list[dict]:
     print("\n== Training step, 1 thread: ONNX bundle on onnxruntime vs PyTorch eager ==")
     print(f"(floor: the step's GFLOP at this machine's best 1-thread matrix product, "
           f"{peak:.1f} GFLOP/s; floor ratio = floor / eager)")
-    print(f"{'model':18s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
+    print(f"{'model':21s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
           f"{'onnx cpu':>9s} {'torch cpu':>9s} {'ratio':>6s} "
           f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s} "
-          f"{'GFLOP':>7s} {'floor ms':>9s} {'floor ratio':>11s}")
+          f"{'GFLOP':>7s} {'floor ms':>9s} {'floor ratio':>11s} {'x floor':>8s}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             r = measure(name, args.steps, Path(tmp), peak)
             r["peak_gflops"] = peak
             rows.append(r)
-            print(f"{r['model']:18s} {r['batch']:>7s} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} "
-                  f"{r['ratio']:6.2f} {r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} "
-                  f"{r['cpu_ratio']:6.2f} {r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M "
-                  f"{r['torch_rss_mb']:8.0f}M {r['gflop']:7.3f} {r['floor_ms']:9.2f} "
-                  f"{r['floor_ratio']:11.2f}", flush=True)
+            print(_row(r), flush=True)
     return rows
 
 

@@ -37,7 +37,13 @@ class ProfileSettings:
 class SimulationConfig:
     model: str = "keyboard_cifg"
     devices: int = 1419
+    # the vocabulary built from the training split holds at most this many entries (the
+    # text has 74 characters: a character vocabulary holds 76 at most); the model is sized
+    # to it
     vocabulary_size: int = 10000
+    # positions per example: sentences cut to this many words, or windows of this many
+    # characters; None: the task's own (20 words; LEAF's 80 characters)
+    sequence_length: int | None = None
     task: dict = field(default_factory=lambda: {
         "mode": "sync", "sync": {"goal": 50, "overselect": 1.3, "selection_timeout_s": 600,
                                  "report_deadline_s": 900, "min_fraction": 0.7},
@@ -65,6 +71,14 @@ class SimulationConfig:
     def __post_init__(self):
         if self.devices < 1:
             raise ValueError("devices must be >= 1")
+        specials = 2 if self.model.startswith("shakespeare_char") else 4
+        if not isinstance(self.vocabulary_size, int) or self.vocabulary_size <= specials:
+            raise ValueError(f"vocabulary_size must be an int above the vocabulary's "
+                             f"{specials} special tokens, got {self.vocabulary_size!r}")
+        if self.sequence_length is not None and (
+                not isinstance(self.sequence_length, int) or self.sequence_length < 1):
+            raise ValueError(f"sequence_length must be an int >= 1 or None (the task's own), "
+                             f"got {self.sequence_length!r}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.transport not in ("http", "inprocess"):

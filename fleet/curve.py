@@ -50,8 +50,8 @@ def version_curve(config: SimulationConfig, out: Path, *, every: int | None = No
     path = out / "curve.json"
     try:
         bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
-                                   config.seed)
-        data = task_data(bundle, config.eval_examples, config.seed)
+                                   config.seed, config.sequence_length)
+        data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
         leaf = (leaf_form_sample(bundle, leaf_positions, config.seed)
                 if leaf_positions and data.kind == "char" else None)
         evaluator = Evaluator(bundle)

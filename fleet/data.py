@@ -15,6 +15,9 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.vocabulary import load_vocabulary
 
+WORDS_PER_SENTENCE = 20   # a sentence's ids after <s>, cut there
+CHAR_WINDOW = 80          # LEAF's window
+
 
 @dataclass
 class TaskData:
@@ -24,31 +27,54 @@ class TaskData:
     test_all: list[dict]      # every held-out example (final figures)
     train_all: list[dict]
     kind: str                 # "word" or "char"
+    length: int = CHAR_WINDOW  # positions per example (at most, for sentences)
 
     @property
     def unit(self) -> str:
-        return "sentences" if self.kind == "word" else "80-character windows"
+        return "sentences" if self.kind == "word" else f"{self.length}-character windows"
 
 
 def is_char_model(model: str) -> bool:
     return model.startswith("shakespeare_char")
 
 
-def build_task_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0) -> Bundle:
+def example_length(model: str, sequence_length: int | None = None) -> int:
+    """Positions per example: `sequence_length`, else the task's own (sentences cut to 20
+    words; LEAF's 80-character windows)."""
+    if sequence_length is not None:
+        return sequence_length
+    return CHAR_WINDOW if is_char_model(model) else WORDS_PER_SENTENCE
+
+
+def build_task_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0,
+                      sequence_length: int | None = None) -> Bundle:
+    """The bundle for `model`, sized to a vocabulary built from the training split with at
+    most `vocabulary_size` entries (the text has 74 distinct characters: a character
+    vocabulary holds 76 at most) and for examples of `sequence_length` positions (None:
+    the task's own, see example_length)."""
     from model_zoo.data.shakespeare import load_users
     from model_zoo.vocabulary_builder import build_char_vocabulary, build_word_vocabulary
     from model_zoo.zoo import build_bundle
     lines = [line for u in load_users() for line in u.split()[0]]
-    vocab = build_char_vocabulary(lines) if is_char_model(model) else \
-        build_word_vocabulary(lines, vocabulary_size)
-    return Bundle.load(build_bundle(model, out, vocabulary=vocab, seed=seed))
+    build = build_char_vocabulary if is_char_model(model) else build_word_vocabulary
+    vocab = build(lines, vocabulary_size)
+    return Bundle.load(build_bundle(model, out, vocabulary=vocab, seed=seed,
+                                    sequence_length=example_length(model, sequence_length)))
 
 
-def task_data(bundle: Bundle, eval_examples: int, seed: int = 0) -> TaskData:
+def task_data(bundle: Bundle, eval_examples: int, seed: int = 0,
+              sequence_length: int | None = None) -> TaskData:
+    """sequence_length: positions per example (None: the task's own, see example_length)."""
     from model_zoo.data.shakespeare import char_examples, load_users, word_examples
     vocab = load_vocabulary(bundle.vocabulary_path())
     kind = vocab.kind
-    make = char_examples if kind == "char" else word_examples
+    length = sequence_length or (CHAR_WINDOW if kind == "char" else WORDS_PER_SENTENCE)
+    if kind == "char":
+        def make(v, lines):
+            return char_examples(v, lines, window=length)
+    else:
+        def make(v, lines):
+            return word_examples(v, lines, max_len=length)
     users, test_all = [], []
     for user in load_users():
         train_lines, test_lines = user.split()
@@ -58,7 +84,7 @@ def task_data(bundle: Bundle, eval_examples: int, seed: int = 0) -> TaskData:
     pick = rng.permutation(len(test_all))[:eval_examples]
     test = [test_all[i] for i in sorted(pick)]
     train_all = [e for u in users for e in u]
-    return TaskData(bundle, users, test, test_all, train_all, kind)
+    return TaskData(bundle, users, test, test_all, train_all, kind, length)
 
 
 def leaf_form_sample(bundle: Bundle, count: int, seed: int = 0) -> list[dict]:

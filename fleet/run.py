@@ -30,8 +30,9 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     start = _starting_point(out, resume, fresh)
     t0 = time.perf_counter()
-    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
-    data = task_data(bundle, config.eval_examples, config.seed)
+    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
+                               config.seed, config.sequence_length)
+    data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
     device_data = assign_data(data.users, config.devices)
     split_note = ("one natural user per device" if config.devices <= sum(1 for u in data.users if u)
                   else "devices hold sub-splits of users' data (more devices than users)")
@@ -124,8 +125,9 @@ def finish_baselines(config: SimulationConfig, out: Path, *, centralized_epochs:
     the baselines on the same split, into `out/baselines.json`. The fleet is not re-run."""
     store = open_run_store(out)
     try:
-        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size, config.seed)
-        data = task_data(bundle, config.eval_examples, config.seed)
+        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
+                                   config.seed, config.sequence_length)
+        data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
         held_out = data.test_all if config.final_eval_all else data.test
         version, path = store.latest_model(TASK)
         _, params = decode_parameters(path.read_bytes(), bundle.parameter_specs)

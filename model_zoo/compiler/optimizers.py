@@ -1,4 +1,5 @@
-"""Optimizers as graph code: SGD (momentum, Nesterov, weight decay), Adam and AdamW.
+"""Optimizers as graph code: SGD (momentum, Nesterov, weight decay), Adam, AdamW, Adagrad
+and RMSprop.
 
 Each reproduces torch.optim's update rule for a single parameter group, so a compiled
 step equals a PyTorch step. The learning rate and the step count are graph inputs: a
@@ -6,8 +7,10 @@ schedule needs no recompiling.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from .gradients import Gradient, Product, dense
@@ -99,7 +102,113 @@ class Adam:
         return g.op("Cast", bc2_sqrt, to=1), step_size
 
 
-Optimizer = SGD | Adam
+@dataclass(frozen=True)
+class Adagrad:
+    """Adagrad (Duchi et al. 2011) as torch.optim.Adagrad: the learning rate lr / (1 + (t -
+    1) lr_decay), divided per element by sqrt(sum of squared gradients) + eps.
+
+    Bundle state starts at zeros (docs/bundle-format.md) while torch starts the sum at
+    `initial_accumulator_value`; the first step adds it before the first squared gradient,
+    which gives torch's sum exactly (init + g * g) from then on.
+    """
+
+    lr: float = 1e-2
+    lr_decay: float = 0.0
+    weight_decay: float = 0.0
+    initial_accumulator_value: float = 0.0
+    eps: float = 1e-10
+    name = "adagrad"
+    slots = ("sum",)
+    prescales_gradient = False
+
+    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
+             step: str) -> tuple[str, dict[str, str]]:
+        grad = dense(g, grad)
+        if self.weight_decay:
+            grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
+        total = state["sum"]
+        if self.initial_accumulator_value:
+            total = g.op("Add", total, g.shared(("adagrad_initial", self, step),
+                                                lambda: self._initial(g, step)))
+        total = g.op("Add", total, g.op("Mul", grad, grad))
+        std = g.op("Add", g.op("Sqrt", total), g.const(self.eps))
+        clr = g.shared(("adagrad_lr", self, lr, step), lambda: self._decayed_lr(g, lr, step))
+        # torch: p.addcdiv_(grad, std, value=-clr), i.e. p + (-clr * grad) / std
+        return g.op("Sub", p, g.op("Div", g.op("Mul", grad, clr), std)), {"sum": total}
+
+    def _initial(self, g: GraphBuilder, step: str) -> str:
+        """initial_accumulator_value at step 1, else 0 (float32 scalar)."""
+        first = g.op("Equal", step, g.const(1, "int64"))
+        return g.op("Where", first, g.const(self.initial_accumulator_value), g.const(0.0))
+
+    def _decayed_lr(self, g: GraphBuilder, lr: str, step: str) -> str:
+        """lr / (1 + (t - 1) lr_decay) as a float32 scalar, computed in float64 as torch
+        computes it in Python."""
+        if not self.lr_decay:
+            return lr
+        t = g.op("Cast", step, to=11)
+        one = g.const(1.0, "float64")
+        decay = g.op("Add", one, g.op("Mul", g.op("Sub", t, one),
+                                      g.const(self.lr_decay, "float64")))
+        return g.op("Cast", g.op("Div", g.op("Cast", lr, to=11), decay), to=1)
+
+
+@dataclass(frozen=True)
+class RMSprop:
+    """RMSprop (Hinton, Srivastava & Swersky 2012, lecture 6e; `centered` after Graves 2013)
+    as torch.optim.RMSprop: the gradient divided per element by sqrt of a running mean of
+    its square (minus the square of its running mean when centered) + eps, then optionally
+    accumulated with momentum."""
+
+    lr: float = 1e-2
+    alpha: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    centered: bool = False
+    name = "rmsprop"
+    prescales_gradient = False
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("momentum",) if self.momentum else ()))
+
+    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
+             step: str) -> tuple[str, dict[str, str]]:
+        grad = dense(g, grad)
+        if self.weight_decay:
+            grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
+        # the operation order of torch's kernels: sq * alpha + ((1 - alpha) * g) * g
+        square_avg = g.op("Add", g.op("Mul", state["square_avg"], g.const(self.alpha)),
+                          g.op("Mul", g.op("Mul", grad, g.const(1 - self.alpha)), grad))
+        new_state = {"square_avg": square_avg}
+        if self.centered:
+            grad_avg = _lerp(g, state["grad_avg"], grad, 1 - self.alpha)
+            new_state["grad_avg"] = grad_avg
+            variance = g.op("Sub", square_avg, g.op("Mul", grad_avg, grad_avg))
+            avg = g.op("Add", g.op("Sqrt", variance), g.const(self.eps))
+        else:
+            avg = g.op("Add", g.op("Sqrt", square_avg), g.const(self.eps))
+        if self.momentum:
+            buf = g.op("Add", g.op("Mul", state["momentum"], g.const(self.momentum)),
+                       g.op("Div", grad, avg))
+            new_state["momentum"] = buf
+            return g.op("Sub", p, g.op("Mul", buf, lr)), new_state
+        return g.op("Sub", p, g.op("Div", g.op("Mul", grad, lr), avg)), new_state
+
+
+def _lerp(g: GraphBuilder, start: str, end: str, weight: float) -> str:
+    """start + weight (end - start), in the form torch.lerp takes for this weight (the
+    other form for weight >= 0.5 keeps the result exact at weight 1)."""
+    w = np.float32(weight)
+    diff = g.op("Sub", end, start)
+    if w < 0.5:
+        return g.op("Add", start, g.op("Mul", diff, g.const(w)))
+    return g.op("Sub", end, g.op("Mul", diff, g.const(np.float32(1) - w)))
+
+
+Optimizer = SGD | Adam | Adagrad | RMSprop
 
 
 def _decay_factor(g: GraphBuilder, lr: str, weight_decay: float) -> str:
@@ -110,22 +219,52 @@ def _decay_factor(g: GraphBuilder, lr: str, weight_decay: float) -> str:
 
 def optimizer_from_torch(opt: torch.optim.Optimizer | Optimizer) -> Optimizer:
     """Read a torch.optim optimizer (one parameter group) into its graph form."""
-    if isinstance(opt, (SGD, Adam)):
+    if isinstance(opt, (SGD, Adam, Adagrad, RMSprop)):
         return opt
     if len(opt.param_groups) != 1:
         raise UnsupportedError("optimizers with several parameter groups")
+    read = _FROM_TORCH.get(type(opt))
+    if read is None:
+        raise UnsupportedError(f"optimizer {type(opt).__name__}; supported: "
+                               f"{', '.join(t.__name__ for t in _FROM_TORCH)}")
     group = opt.param_groups[0]
-    if type(opt) is torch.optim.SGD:
-        if group["dampening"] or group.get("maximize"):
-            raise UnsupportedError("SGD with dampening or maximize")
-        return SGD(group["lr"], group["momentum"], group["weight_decay"], group["nesterov"])
-    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
-        if group.get("amsgrad") or group.get("maximize"):
-            raise UnsupportedError("Adam with amsgrad or maximize")
-        b1, b2 = group["betas"]
-        return Adam(group["lr"], b1, b2, group["eps"], group["weight_decay"],
-                    decoupled=type(opt) is torch.optim.AdamW)
-    raise UnsupportedError(f"optimizer {type(opt).__name__}; supported: SGD, Adam, AdamW")
+    if group.get("maximize"):
+        raise UnsupportedError(f"{type(opt).__name__} with maximize")
+    return read(type(opt), group)
+
+
+def _sgd_from_torch(kind: type, group: dict) -> SGD:
+    if group["dampening"]:
+        raise UnsupportedError("SGD with dampening")
+    return SGD(group["lr"], group["momentum"], group["weight_decay"], group["nesterov"])
+
+
+def _adam_from_torch(kind: type, group: dict) -> Adam:
+    if group.get("amsgrad"):
+        raise UnsupportedError("Adam with amsgrad")
+    b1, b2 = group["betas"]
+    return Adam(group["lr"], b1, b2, group["eps"], group["weight_decay"],
+                decoupled=kind is torch.optim.AdamW)
+
+
+def _adagrad_from_torch(kind: type, group: dict) -> Adagrad:
+    return Adagrad(group["lr"], group["lr_decay"], group["weight_decay"],
+                   group["initial_accumulator_value"], group["eps"])
+
+
+def _rmsprop_from_torch(kind: type, group: dict) -> RMSprop:
+    return RMSprop(group["lr"], group["alpha"], group["eps"], group["weight_decay"],
+                   group["momentum"], group["centered"])
+
+
+# one entry per torch optimizer the compiler reads
+_FROM_TORCH: dict[type, Callable[[type, dict], Optimizer]] = {
+    torch.optim.SGD: _sgd_from_torch,
+    torch.optim.Adam: _adam_from_torch,
+    torch.optim.AdamW: _adam_from_torch,
+    torch.optim.Adagrad: _adagrad_from_torch,
+    torch.optim.RMSprop: _rmsprop_from_torch,
+}
 
 
 def describe(opt: Optimizer) -> dict:
