@@ -332,7 +332,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     if timeline[-1]["version"] != task.coordinator.version:
         evaluate(task.coordinator.version)
     describe = service.describe(TASK)
-    privacy = service.history(TASK)["versions"][-1]["metrics"]
+    history = service.history(TASK)
+    privacy = history["versions"][-1]["metrics"]
     service.store.close()
     return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
@@ -340,6 +341,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1],
+            # devices' own scores of versions on their held-out examples (eval_fraction)
+            "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
                          "remote_trainings": getattr(training, "trainings", None)},
             "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}

@@ -135,7 +135,9 @@ def accepted_options(cls) -> set[str] | None:
         names |= {n for n, p in params.items() if n != "self"
                   and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return names - {"path", "name", "messages", "x", "y", "users"}
+            # the built-ins' data arguments come from the file, not from options
+            builtin = cls.__module__.startswith("fleet.datasets.")
+            return names - {"path", "name", "messages", "x", "y", "users"} if builtin else names
     return None
 
 
