@@ -21,6 +21,10 @@ class Shakespeare(TextDataset):
                          **options)
 
 
+FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                   "sneaker", "bag", "ankle boot")
+
+
 class FashionMnist(ArrayDataset):
     """`{"kind": "fashion_mnist", "options": {"partition": {"users": 100, "alpha": 0.3},
     "limit": 20000}}`: the 60,000 training images (or the first `limit`), x float32
@@ -34,7 +38,7 @@ class FashionMnist(ArrayDataset):
             x, y = x[:limit], y[:limit]
         super().__init__("Fashion-MNIST", x, y, partition=partition or {"users": 100},
                          shuffle=True, seed=seed, train_fraction=train_fraction,
-                         classes=tuple(range(10)))
+                         classes=FASHION_CLASSES)
 
 
 def _sklearn_table(loader: str):
@@ -45,13 +49,15 @@ def _sklearn_table(loader: str):
 
 class BreastCancer(ArrayDataset):
     """`{"kind": "breast_cancer"}`: 569 tumours, 30 features, benign or malignant; dealt
-    to `partition` synthetic users (default 10, IID), standardized with train statistics."""
+    to `partition` synthetic users (default 10, IID), standardized with train statistics
+    (unless standardize=False: the raw measurements, e.g. to export)."""
 
     def __init__(self, *, partition: dict | None = None, seed: int = 0,
-                 train_fraction: float = 0.8):
+                 train_fraction: float = 0.8, standardize: bool = True):
         x, y, names = _sklearn_table("load_breast_cancer")
         super().__init__("breast cancer", x, y.astype(np.int64),
-                         partition=partition or {"users": 10}, shuffle=True, standardize=True,
+                         partition=partition or {"users": 10}, shuffle=True,
+                         standardize=standardize,
                          seed=seed, train_fraction=train_fraction, classes=names)
 
 
@@ -60,8 +66,8 @@ class Digits(ArrayDataset):
     dealt to `partition` synthetic users (default 20, IID), standardized."""
 
     def __init__(self, *, partition: dict | None = None, seed: int = 0,
-                 train_fraction: float = 0.8):
+                 train_fraction: float = 0.8, standardize: bool = True):
         x, y, names = _sklearn_table("load_digits")
         super().__init__("digits", x, y.astype(np.int64), partition=partition or {"users": 20},
-                         shuffle=True, standardize=True, seed=seed,
+                         shuffle=True, standardize=standardize, seed=seed,
                          train_fraction=train_fraction, classes=names)
