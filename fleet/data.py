@@ -36,7 +36,7 @@ class TaskData:
     test: list[dict]          # the held-out sample evaluated during the run
     test_all: list[dict]      # every held-out example (final figures)
     train_all: list[dict]
-    split_note: str = "natural users"  # how the users came about
+    split_note: str = "the data's own users"  # how the users came about
 
     @property
     def kind(self) -> str:
@@ -104,7 +104,7 @@ def encode(dataset: FederatedDataset, bundle: Bundle, task: Task, eval_examples:
     pick = rng.permutation(len(test_all))[:eval_examples]
     test = [test_all[i] for i in sorted(pick)]
     train_all = [e for u in users for e in u]
-    note = getattr(dataset, "describe", lambda: "natural users")()
+    note = getattr(dataset, "describe", lambda: "the data's own users")()
     return TaskData(bundle, task, str(dataset.name), users, heldout, test, test_all, train_all,
                     note)
 

@@ -102,7 +102,7 @@ class ArrayDataset:
         return [{self.input_name: self.x[i], "targets": self.y[i]} for i in rows]
 
     def describe(self) -> str:
-        return self.partition_note or "natural users"
+        return self.partition_note or "the data's own users"
 
 
 def _partition(y: np.ndarray, kind: str, spec: dict, rng) -> tuple[np.ndarray, str]:
