@@ -20,6 +20,9 @@ class Shakespeare(TextDataset):
         super().__init__("Shakespeare", {u.user_id: list(u.lines) for u in load_users()},
                          **options)
 
+    def describe(self) -> str:
+        return "natural users: (play, role) pairs, as in LEAF"
+
 
 FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                    "sneaker", "bag", "ankle boot")
