@@ -45,27 +45,28 @@ def higher_is_better(metric: str) -> bool:
 
 
 class Scorer:
-    """Metrics of a model's parameters on examples, for the bundle's task. Language
-    models and classifiers are scored by the bundle's eval graph; the AUC and regression
-    errors need the predictions, from its inference graph."""
+    """Metrics of a model's parameters on examples, for the bundle's task: the sums of
+    the bundle's eval graph (loss, accuracy, top-3; a regression bundle's squared and
+    absolute errors), and from its inference graph's outputs what the sums cannot give
+    (a binary classifier's AUC; regression errors for a bundle whose eval graph lacks
+    them)."""
 
     def __init__(self, bundle: Bundle, task: Task):
         self.bundle, self.task = bundle, task
-        self._evaluator = Evaluator(bundle) if task.kind != "regression" else None
-        needs_outputs = task.kind == "regression" or (task.kind == "classification"
-                                                      and task.num_classes == 2)
+        self._evaluator = Evaluator(bundle)
+        self._binary = task.kind == "classification" and task.num_classes == 2
+        sums = bundle.manifest.get("metrics", {}).get("eval", [])
+        needs_outputs = self._binary or (task.kind == "regression" and "squared_error" not in sums)
         self._infer = GraphRunner(bundle.graph_path("infer")) if needs_outputs else None
 
     def score(self, parameters: dict[str, np.ndarray], examples: list[dict]) -> dict:
-        out: dict = {}
-        if self._evaluator is not None:
-            out |= self._evaluator.evaluate(parameters, examples)
+        out = self._evaluator.evaluate(parameters, examples)
         if self._infer is not None:
             outputs, targets = self._outputs(parameters, examples)
-            if self.task.kind == "regression":
-                out |= regression_errors(outputs[:, 0] if outputs.ndim == 2 else outputs, targets)
-            else:
+            if self._binary:
                 out["auc"] = roc_auc(softmax(outputs)[:, 1], targets)
+            else:
+                out |= regression_errors(outputs.reshape(len(targets), -1)[:, 0], targets)
         return out
 
     def _outputs(self, parameters, examples) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge_sdk.bundle import Bundle
 
-from .datasets.base import DatasetError, Task
+from .datasets.base import Task
 from .datasets.registry import nearest
 
 OPTIMIZERS = {"sgd": ("SGD", ("lr", "momentum", "weight_decay", "nesterov")),
@@ -70,12 +70,22 @@ def check_fits(bundle: Bundle, task: Task, where: str) -> None:
     if set(bundle.input_names) != set(task.inputs):
         raise ModelError(f"{where} takes inputs {list(bundle.input_names)}, the data gives "
                          f"{list(task.inputs)}")
+    for name, spec in task.inputs.items():
+        dims = bundle.manifest["inputs"][name]["shape"][1:]
+        if len(dims) != len(spec.shape) or any(isinstance(d, int) and d != n
+                                               for d, n in zip(dims, spec.shape)):
+            raise ModelError(f"{where} takes {name} of shape {dims}, the data's is "
+                             f"{list(spec.shape)}")
     if bundle.num_classes < task.num_classes:
         raise ModelError(f"{where} has {bundle.num_classes} outputs, the data "
                          f"{task.num_classes} classes")
 
 
 def _compile(config, task: Task, out: Path) -> Path:
+    if (task.kind == "regression") != (config.loss == "mse"):
+        raise ModelError(f"a {task.kind} task trains with loss "
+                         f"{'mse' if task.kind == 'regression' else 'cross_entropy'}, "
+                         f"the config names {config.loss!r}")
     import torch
     from model_zoo.compiler import compile_bundle
     from model_zoo.zoo import ZOO

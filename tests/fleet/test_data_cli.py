@@ -76,10 +76,36 @@ def test_simulate_takes_data_and_model_from_the_command_line(tmp_path, capsys):
     assert "from 10 d users" in printed and "majority class: accuracy" in printed
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["model"] == "logreg" and report["data"]["name"] == "d"
+    (tmp_path / "run.json").write_text(json.dumps(report["config"]))  # data included
+    assert cli(["curve", "--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "o"),
+                "--every", "2", "--target", "0.5"]) == 0
+    rows = json.loads((tmp_path / "o" / "curve.json").read_text())
+    assert rows[-1]["accuracy"] == report["final"]["accuracy"] and "auc" in rows[-1]
+    assert "accuracy on every held-out example: first >= 50.0%" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text(json.dumps(config | {"devics": 3}))
     assert cli(["simulate", "--config", str(tmp_path / "bad.json"), "--out",
                 str(tmp_path / "o2")]) == 2
     assert "unknown key 'devics' (did you mean 'devices'?)" in capsys.readouterr().err
+
+
+def test_a_bundle_directory_is_a_model(tmp_path, capsys):
+    x, y, users = toy_data.separable_rows(users=8, per_user=10, features=5)
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
+    assert cli(["zoo", "export", "mlp", "--data", str(tmp_path / "d.npz"),
+                "--out", str(tmp_path / "bundle")]) == 0
+    config = {"devices": 8, "transport": "inprocess", "hours": 12, "max_versions": 1,
+              "task": {"mode": "sync", "sync": {"goal": 3}, "plan": {"lr": 0.1}}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    assert cli(["simulate", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o"),
+                "--data", str(tmp_path / "d.npz"), "--model", str(tmp_path / "bundle"),
+                "--centralized-epochs", "0"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["versions"] == 1 and report["data"]["train_examples"] == 8 * 8
+    np.savez(tmp_path / "wide.npz", x=np.zeros((20, 7), np.float32), y=np.arange(20) % 2,
+             users=np.arange(20) % 4)
+    assert cli(["simulate", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "o2"),
+                "--data", str(tmp_path / "wide.npz"), "--model", str(tmp_path / "bundle")]) == 2
+    assert "takes x of shape [5], the data's is [7]" in capsys.readouterr().err
 
 
 def test_the_keyboard_example_types_ones_own_messages(tmp_path, capsys):
