@@ -13,10 +13,109 @@ def _zoo_list(args) -> int:
 
 
 def _zoo_export(args) -> int:
+    if args.data:  # sized to the data, its vocabulary from the data's training split
+        from pathlib import Path
+
+        from fleet.config import SimulationConfig
+        from fleet.data import open_dataset
+        from fleet.models import build_model_bundle
+        try:
+            config = SimulationConfig(model=args.name, data=_data_spec(args),
+                                      vocabulary_size=args.vocabulary_size, seed=args.seed)
+            bundle = build_model_bundle(config, open_dataset(config).task(), Path(args.out))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"edge-fl zoo export: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.name} bundle to {bundle.path} ({bundle.num_classes} outputs)")
+        return 0
     from model_zoo.zoo import build_bundle
     out = build_bundle(args.name, args.out, seed=args.seed, batch_size=args.batch_size,
                        with_vocabulary=True)
     print(f"wrote {args.name} bundle to {out}")
+    return 0
+
+
+def _data_spec(args) -> dict:
+    """--data (a file, a directory, a built-in name or JSON) with --level, --option."""
+    import json
+
+    from fleet.datasets import spec_from_argument
+    spec = spec_from_argument(args.data)
+    options = dict(spec.get("options", {}))
+    if getattr(args, "level", None):
+        options["level"] = args.level
+    for pair in getattr(args, "option", None) or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value  # a bare string: a column name, a file pattern
+    return spec | ({"options": options} if options else {})
+
+
+def _open_data(args):
+    from fleet.datasets import load_dataset
+    spec = _data_spec(args)
+    level_word = spec["kind"] in ("jsonl", "text_dir", "shakespeare") and \
+        spec.get("options", {}).get("level", "word") == "word"
+    return load_dataset(spec, seed=args.seed, vocabulary_size=(
+        args.vocabulary_size if level_word else None))
+
+
+def _data_inspect(args) -> int:
+    import json
+
+    from fleet.datasets.summary import print_summary, summarize
+    try:
+        summary = summarize(_open_data(args))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"edge-fl data inspect: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2) if args.json else "", end="")
+    if not args.json:
+        print_summary(summary)
+    return 0
+
+
+def _data_prepare(args) -> int:
+    import json
+    from pathlib import Path
+
+    from fleet.datasets.summary import write_heldout
+    try:
+        dataset = _open_data(args)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if hasattr(dataset, "vocabulary"):
+            vocab = dataset.vocabulary()
+            (out / "vocabulary.json").write_text(json.dumps(vocab.to_json()))
+            print(f"vocabulary: {len(vocab)} {'words' if vocab.kind == 'word' else 'symbols'} "
+                  f"(specials included) from the training split -> {out / 'vocabulary.json'}")
+            print(f"out of vocabulary: {100 * dataset.oov_rate('train'):.2f}% of training and "
+                  f"{100 * dataset.oov_rate('heldout'):.2f}% of held-out "
+                  f"{'words' if vocab.kind == 'word' else 'characters'}")
+        count = write_heldout(dataset, out / "heldout.jsonl")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"edge-fl data prepare: {e}", file=sys.stderr)
+        return 2
+    print(f"held-out set: {count} examples of {len(dataset.users())} users -> "
+          f"{out / 'heldout.jsonl'} (for edge-fl heldout, with a bundle exported with the "
+          f"same --data and --vocabulary-size)")
+    return 0
+
+
+def _data_export(args) -> int:
+    from pathlib import Path
+
+    from fleet.datasets.export import export_dataset
+    try:
+        rows = export_dataset(_open_data(args), Path(args.out))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"edge-fl data export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {rows} examples to {args.out}")
     return 0
 
 
@@ -153,7 +252,11 @@ def _stop_on_signals():
 def _simulate(args) -> int:
     from fleet.run import main as simulate
     try:
-        simulate(args.config, args.out, centralized_epochs=args.centralized_epochs,
+        overrides = {"model": args.model} if args.model else {}
+        if args.data:
+            overrides["data"] = _data_spec(args)
+        simulate(args.config, args.out, overrides or None,
+                 centralized_epochs=args.centralized_epochs,
                  baselines_only=args.baselines_only, resume=args.resume, fresh=args.fresh)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"edge-fl: {e}", file=sys.stderr)
@@ -185,7 +288,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=0, help="initialisation seed")
     export.add_argument("--batch-size", type=int, default=8,
                         help="sample batch size (the bundle accepts any batch size)")
+    _data_arguments(export, required=False)
     export.set_defaults(func=_zoo_export)
+    data = sub.add_parser("data", help="federated datasets: inspect, prepare, export"
+                          ).add_subparsers(dest="data_command", required=True)
+    inspect = data.add_parser("inspect", help="users, examples per user, label or token "
+                                              "histogram, how non-IID the users are")
+    _data_arguments(inspect)
+    inspect.add_argument("--json", action="store_true", help="print the summary as JSON")
+    inspect.set_defaults(func=_data_inspect)
+    prepare = data.add_parser("prepare", help="text: the vocabulary of the training split "
+                                              "and its out-of-vocabulary rate; any data: the "
+                                              "held-out set for edge-fl heldout")
+    _data_arguments(prepare)
+    prepare.add_argument("--out", required=True, help="directory for vocabulary.json and "
+                                                      "heldout.jsonl")
+    prepare.set_defaults(func=_data_prepare)
+    export_data = data.add_parser("export", help="write a dataset (e.g. a built-in) as "
+                                                 ".csv, .npz or .jsonl")
+    _data_arguments(export_data)
+    export_data.add_argument("--out", required=True, help="FILE.csv, FILE.npz or FILE.jsonl")
+    export_data.set_defaults(func=_data_export)
     serve = sub.add_parser("serve", help="run the aggregator service")
     serve.add_argument("--data-dir", required=True,
                        help="where state lives (SQLite + files); with --store-url, a model cache")
@@ -219,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="simulate a device fleet against the aggregator")
     sim.add_argument("--config", help="JSON file with SimulationConfig fields")
     sim.add_argument("--out", default="out/simulation", help="report and plots go here")
+    sim.add_argument("--model", help="overrides the config's model: a zoo name, "
+                                     "package.module:factory, or a bundle directory")
+    _data_arguments(sim, required=False, sizes=False)
     sim.add_argument("--centralized-epochs", type=int, default=1,
                      help="epochs of the centralized baseline (0 skips it)")
     sim.add_argument("--baselines-only", action="store_true",
@@ -243,6 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "accuracy (e.g. 0.57)")
     curve.set_defaults(func=_curve)
     return parser
+
+
+def _data_arguments(parser, required: bool = True, sizes: bool = True) -> None:
+    parser.add_argument("--data", required=required,
+                        help="FILE.jsonl, FILE.csv, FILE.parquet, FILE.npz, a directory of "
+                             "text files (one per user), a built-in (shakespeare, "
+                             "fashion_mnist, breast_cancer, digits), package.module:Class, or "
+                             "a JSON description (docs/own-data.md)")
+    parser.add_argument("--level", choices=("word", "char"), help="text: the task's unit")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="a reader option (JSON value or string), e.g. label=outcome, "
+                             "'partition={\"users\": 50, \"alpha\": 0.3}'")
+    if sizes:
+        parser.add_argument("--vocabulary-size", type=int, default=10000,
+                            help="word-level text: the vocabulary's size, specials included")
+        if not any(a.dest == "seed" for a in parser._actions):
+            parser.add_argument("--seed", type=int, default=0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -112,10 +112,13 @@ class FederatedClient:
                  identity: DeviceIdentity, *, policy: Policy, clock: Clock,
                  rng: np.random.Generator, collection: str = "default",
                  pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
-                 pacer: Pacer | None = None, training: TrainingRunner | None = None):
+                 pacer: Pacer | None = None, training: TrainingRunner | None = None,
+                 eval_collection: str | None = None):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
+        # federated evaluation scores examples kept out of training (else the training ones)
+        self.eval_collection = eval_collection or collection
         self.pacer = pacer or Pacer()
         self.training = training or LocalTraining(bundle, clock)
         self.reasons = ReasonCounter()
@@ -195,7 +198,7 @@ class FederatedClient:
         params, result.bytes_down = await self._model(e["task_id"], e["model_version"])
         if self._evaluator is None:
             self._evaluator = Evaluator(self.bundle)
-        metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.collection))
+        metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.eval_collection))
         sums = {k: float(metrics[k]) for k in ("loss_sum", "correct", "correct_top3", "count")
                 if k in metrics}
         result.examples = int(sums.get("count", 0))

@@ -3,6 +3,11 @@ the background only while the phone is eligible (charging, idle, on Wi-Fi), and 
 next-word suggestions from the current model.
 
     python -m examples.keyboard_app --out out/keyboard_app [--user hamlet/HAMLET]
+    python -m examples.keyboard_app --data my_messages.jsonl [--user ID] [--vocabulary-size N]
+
+--data is one's own text: JSON lines {"user": ..., "text": ...} or a directory with one
+file per user (docs/own-data.md); the vocabulary comes from its training split, and the
+user (by default the one with the most messages) types the first 80% of their messages.
 
 The app here trains on its own examples (personalization); to join a federated task it
 would hand the same store, bundle and policy to edge_sdk.client.FederatedClient.
@@ -77,16 +82,36 @@ def _state(charging: bool) -> DeviceState:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/keyboard_app")
-    parser.add_argument("--user", default="hamlet/HAMLET")
+    parser.add_argument("--data", default="shakespeare",
+                        help="text: FILE.jsonl or a directory of one file per user")
+    parser.add_argument("--user", help="whose messages to type (default: hamlet/HAMLET for "
+                                       "Shakespeare, else the user with the most messages)")
+    parser.add_argument("--vocabulary-size", type=int, default=10000)
+    parser.add_argument("--prompt", action="append",
+                        help="text to ask suggestions after (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from model_zoo.data.shakespeare import load_users
-    from model_zoo.zoo import build_bundle
-    bundle = Bundle.load(build_bundle("keyboard_cifg", out / "bundle", with_vocabulary=True))
+    from fleet.config import SimulationConfig
+    from fleet.data import open_dataset
+    from fleet.datasets import spec_from_argument
+    from fleet.models import build_model_bundle
+    config = SimulationConfig(model="keyboard_cifg", data=spec_from_argument(args.data),
+                              vocabulary_size=args.vocabulary_size)
+    dataset = open_dataset(config)
+    if dataset.task().kind != "next_word":
+        parser.error(f"--data {args.data}: the keyboard needs text (JSON lines or a directory)")
+    bundle = build_model_bundle(config, dataset.task(), out / "bundle")
     (out / "examples.db").unlink(missing_ok=True)
     app = KeyboardApp(bundle, out, FakeClock())
-    train_lines, test_lines = {u.user_id: u for u in load_users()}[args.user].split()
+    shakespeare = args.data == "shakespeare"
+    user = args.user or ("hamlet/HAMLET" if shakespeare else
+                         max(dataset.users(), key=lambda u: len(dataset.texts(u, "train"))))
+    if user not in dataset.users():
+        parser.error(f"no user {user!r} in {args.data}")
+    train_lines, test_lines = dataset.texts(user, "train"), dataset.texts(user, "heldout")
+    print(f"{dataset.name}: user {user} types {len(train_lines)} messages; "
+          f"{len(test_lines)} later ones are held out")
     for line in train_lines:  # the user types through the day
         app.on_text_committed(line)
     print(f"{app.store.count(app.COLLECTION)} sentences logged on the device")
@@ -97,7 +122,9 @@ def main(argv=None) -> None:
             if len(ids := app.vocab.encode(s, bos=True, eos=True)[:21]) >= 3]
     metrics = Evaluator(bundle).evaluate(app.trainer.parameters(), held)
     print(f"held-out next-word recall: top-1 {metrics['accuracy']:.1%}, top-3 {metrics['top3_accuracy']:.1%}")
-    for typed in ["my lord", "what is the"]:
+    prompts = args.prompt or (["my lord", "what is the"] if shakespeare else
+                              [" ".join(t.split()[:2]) for t in test_lines[:2]])
+    for typed in prompts:
         print(f"after {typed!r} the keyboard suggests {app.suggestions(typed)}")
 
 

@@ -1,5 +1,6 @@
 """Baselines on the same split: an n-gram next-word predictor, and the same model trained
-centrally on all training data (the upper bound federated training aims for)."""
+centrally on all training data (the upper bound federated training aims for). The
+trivial predictor of every other task is in fleet/metrics.py."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -58,13 +59,14 @@ class NGramPredictor:
 
 
 def centralized(bundle, train: list[dict], test: list[dict], epochs: int, plan: dict,
-                seed: int = 0, progress=None, on_epoch=None) -> dict:
+                seed: int = 0, progress=None, on_epoch=None, scorer=None) -> dict:
     """Train the bundle's model on all training examples (shuffled each epoch); held-out
-    metrics after each epoch, also passed to `on_epoch(epoch, metrics)` as they come."""
+    metrics after each epoch (by `scorer`, a fleet.metrics.Scorer; default: the bundle's
+    eval graph), also passed to `on_epoch(epoch, metrics)` as they come."""
     from edge_sdk.evaluator import Evaluator
     from edge_sdk.schedules import Constant
     from edge_sdk.trainer import LocalTrainer, TrainingPlan
-    trainer, evaluator = LocalTrainer(bundle), Evaluator(bundle)
+    trainer, evaluator = LocalTrainer(bundle), scorer or Evaluator(bundle)
     training_plan = TrainingPlan(batch_size=int(plan.get("batch_size", 16)),
                                  schedule=Constant(float(plan.get("lr", 1.0))))
     rng = np.random.default_rng(seed)
@@ -78,7 +80,8 @@ def centralized(bundle, train: list[dict], test: list[dict], epochs: int, plan: 
                     progress.update(1)
                 yield train[i]
         trainer.train(examples, training_plan)
-        history.append(evaluator.evaluate(trainer.parameters(), test))
+        score = evaluator.score if hasattr(evaluator, "score") else evaluator.evaluate
+        history.append(score(trainer.parameters(), test))
         if on_epoch:
             on_epoch(epoch + 1, history[-1])
     return {"final": history[-1], "per_epoch": history}

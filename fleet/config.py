@@ -1,11 +1,28 @@
-"""Simulation settings, validated when built; `from_json` reads a config file."""
+"""Simulation settings, validated when built; `from_json` reads a config file and refuses
+keys it does not know, naming the nearest valid one.
+
+What to train on and with: `data` describes a federated dataset (fleet/datasets:
+{"kind": ..., "path": ..., "options": {...}}; None: the zoo model's own data), `model`
+is a zoo name, a "package.module:factory" or a bundle directory (fleet/models.py), and
+`codec` is a name (CODECS) or any codec the protocol supports as an object of CodecSpec
+fields plus the device's clipping and local DP noise ({"quantizer": "int4", "rotate":
+true, "clip_norm": 1.0, "noise_multiplier": 0.3}).
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-CODECS = ("default", "float32", "float16", "int8")
+from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdatePipeline
+
+from .datasets.registry import check_spec, nearest
+from .models import LOSSES, check_optimizer
+
+# named codecs: the default (top-k 5% int8 with error feedback's help), dense floats, and
+# every dense quantizer of the protocol
+CODECS = ("default", "float32", "float16", "int8", "int4", "int2", "int1")
+PIPELINE_KEYS = ("clip_norm", "noise_multiplier", "compression_level")
 
 
 @dataclass(frozen=True)
@@ -36,6 +53,11 @@ class ProfileSettings:
 @dataclass(frozen=True)
 class SimulationConfig:
     model: str = "keyboard_cifg"
+    data: dict | None = None  # fleet/datasets description; None: the model's own data
+    model_options: dict = field(default_factory=dict)  # extra arguments of the factory
+    optimizer: dict | None = None  # {"name": "sgd" | "adam" | "adamw", "lr": ..., ...}
+    loss: str = "cross_entropy"  # or "mse" (regression)
+    clip_grad_norm: float | None = None  # compiled into the train step
     devices: int = 1419
     # the vocabulary built from the training split holds at most this many entries (the
     # text has 74 characters: a character vocabulary holds 76 at most); the model is sized
@@ -48,7 +70,7 @@ class SimulationConfig:
         "mode": "sync", "sync": {"goal": 50, "overselect": 1.3, "selection_timeout_s": 600,
                                  "report_deadline_s": 900, "min_fraction": 0.7},
         "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0}})
-    codec: str = "default"
+    codec: str | dict = "default"
     transport: str = "http"
     hours: float = 48.0
     max_versions: int = 30
@@ -71,16 +93,26 @@ class SimulationConfig:
     def __post_init__(self):
         if self.devices < 1:
             raise ValueError("devices must be >= 1")
-        specials = 2 if self.model.startswith("shakespeare_char") else 4
-        if not isinstance(self.vocabulary_size, int) or self.vocabulary_size <= specials:
-            raise ValueError(f"vocabulary_size must be an int above the vocabulary's "
-                             f"{specials} special tokens, got {self.vocabulary_size!r}")
+        pipeline_of(self.codec)
+        if self.data is not None:
+            check_spec(self.data)
+        check_optimizer(self.optimizer)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}"
+                             f"{nearest(self.loss, LOSSES)}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError("model is a zoo name, 'package.module:factory' or a bundle directory")
+        if not isinstance(self.model_options, dict):
+            raise ValueError("model_options is an object of the factory's arguments")
+        _check_task(self.task)
+        if not isinstance(self.vocabulary_size, int) or isinstance(self.vocabulary_size, bool) \
+                or self.vocabulary_size < 3:
+            raise ValueError(f"vocabulary_size must be an int above the vocabulary's special "
+                             f"tokens, got {self.vocabulary_size!r}")
         if self.sequence_length is not None and (
-                not isinstance(self.sequence_length, int) or self.sequence_length < 1):
-            raise ValueError(f"sequence_length must be an int >= 1 or None (the task's own), "
+                not isinstance(self.sequence_length, int) or self.sequence_length < 2):
+            raise ValueError(f"sequence_length must be an int >= 2 or None (the task's own), "
                              f"got {self.sequence_length!r}")
-        if self.codec not in CODECS:
-            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
         if self.transport not in ("http", "inprocess"):
             raise ValueError("transport must be 'http' or 'inprocess'")
         if self.device_stores not in ("memory", "disk"):
@@ -101,10 +133,61 @@ class SimulationConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> SimulationConfig:
-        doc = json.loads(Path(path).read_text())
+        try:
+            doc = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not JSON: {e}") from None
+        return cls.from_dict(doc, str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict, where: str = "config") -> SimulationConfig:
+        """A config from its JSON document; unknown keys are refused with their path."""
+        if not isinstance(doc, dict):
+            raise ValueError(f"{where} must be a JSON object")
+        doc = dict(doc)
+        refuse_unknown(doc, [f.name for f in fields(cls)], where)
+        profiles = doc.pop("profiles", {})
+        if isinstance(profiles, ProfileSettings):
+            profiles = asdict(profiles)
+        refuse_unknown(profiles, [f.name for f in fields(ProfileSettings)], f"{where}: profiles")
         profiles = ProfileSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in doc.pop("profiles", {}).items()})
+                                      for k, v in profiles.items()})
         return cls(profiles=profiles, **doc)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def refuse_unknown(doc: dict, valid: list[str], where: str) -> None:
+    for key in doc:
+        if key not in valid:
+            raise ValueError(f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: "
+                             f"{', '.join(valid)}")
+
+
+def pipeline_of(codec: str | dict) -> UpdatePipeline:
+    """What devices do to a delta before upload: a named codec, or an object of CodecSpec
+    fields and the pipeline's clip_norm, noise_multiplier (local DP) and
+    compression_level."""
+    if isinstance(codec, str):
+        if codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS} or an object of codec fields, "
+                             f"got {codec!r}{nearest(codec, CODECS)}")
+        return UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec(codec))
+    if not isinstance(codec, dict):
+        raise ValueError(f"codec must be a name or an object, got {codec!r}")
+    valid = [f.name for f in fields(CodecSpec)] + list(PIPELINE_KEYS)
+    refuse_unknown(codec, valid, "codec")
+    try:
+        spec = CodecSpec(**{k: v for k, v in codec.items() if k not in PIPELINE_KEYS})
+        return UpdatePipeline(spec, **{k: v for k, v in codec.items() if k in PIPELINE_KEYS})
+    except ValueError as e:
+        raise ValueError(f"codec: {e}") from None
+
+
+def _check_task(task: dict) -> None:
+    from aggregator.config import TaskSettings
+    try:
+        TaskSettings.from_json(task)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"task: {e}") from None

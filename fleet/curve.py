@@ -18,7 +18,8 @@ from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
 from .config import SimulationConfig
-from .data import build_task_bundle, leaf_form_sample, task_data
+from .data import leaf_form_sample, prepare
+from .metrics import Scorer, headline, higher_is_better, short_label
 from .simulator import T0, TASK, open_run_store
 
 
@@ -38,8 +39,11 @@ def pick_versions(committed: list[int], every: int | None, versions: list[int] |
 
 
 def first_reaching(rows: list[dict], metric: str, target: float) -> dict | None:
-    """The earliest row whose `metric` is >= target (rows in version order), or None."""
-    return next((r for r in rows if r.get(metric) is not None and r[metric] >= target), None)
+    """The earliest row whose `metric` reaches target (>= it, or <= it for an error such
+    as mse; rows in version order), or None."""
+    better = higher_is_better(metric)
+    return next((r for r in rows if r.get(metric) is not None
+                 and (r[metric] >= target if better else r[metric] <= target)), None)
 
 
 def version_curve(config: SimulationConfig, out: Path, *, every: int | None = None,
@@ -49,11 +53,11 @@ def version_curve(config: SimulationConfig, out: Path, *, every: int | None = No
     rows: list[dict] = []
     path = out / "curve.json"
     try:
-        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
-                                   config.seed, config.sequence_length)
-        data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
+        data = prepare(config, out / "bundle")
+        bundle, scorer = data.bundle, Scorer(data.bundle, data.task)
         leaf = (leaf_form_sample(bundle, leaf_positions, config.seed)
-                if leaf_positions and data.kind == "char" else None)
+                if leaf_positions and data.kind == "next_char" and data.name == "Shakespeare"
+                else None)
         evaluator = Evaluator(bundle)
         history = {h["version"]: h["created"] for h in store.model_history(TASK)}
         chosen = pick_versions(sorted(history), every, versions)
@@ -61,9 +65,9 @@ def version_curve(config: SimulationConfig, out: Path, *, every: int | None = No
             _, params = decode_parameters(store.model_path(TASK, version).read_bytes(),
                                           bundle.parameter_specs)
             row = {"version": version, "sim_hours": (history[version] - T0) / 3600}
-            held = evaluator.evaluate(params, data.test_all)
-            row |= {"accuracy": held["accuracy"], "top3_accuracy": held["top3_accuracy"],
-                    "mean_loss": held["mean_loss"], "held_out": len(data.test_all)}
+            held = scorer.score(params, data.test_all)
+            row |= {k: held[k] for k in headline(data.task) + ("mean_loss",) if k in held}
+            row |= {"held_out": len(data.test_all), "data": data.name, "task": data.kind}
             if leaf is not None:
                 row |= {"leaf_accuracy": evaluator.evaluate(params, leaf)["accuracy"],
                         "leaf_positions": len(leaf)}
@@ -75,21 +79,35 @@ def version_curve(config: SimulationConfig, out: Path, *, every: int | None = No
 
 
 def print_curve(rows: list[dict], target: float | None) -> None:
+    if not rows:
+        return
+    kind = rows[0].get("task", "next_word")
+    metrics = [m for m in ("accuracy", "top3_accuracy", "auc", "mse", "mae") if m in rows[0]]
     leaf = any("leaf_accuracy" in r for r in rows)
-    print(f"{'version':>7s} {'sim h':>7s} {'top-1':>7s} {'top-3':>7s}" + (f" {'LEAF':>7s}" if leaf else ""))
+    print(f"{'version':>7s} {'sim h':>7s} " + " ".join(f"{short_label(kind, m):>8s}" for m in metrics)
+          + (f" {'LEAF':>7s}" if leaf else ""))
     for r in rows:
-        print(f"{r['version']:7d} {r['sim_hours']:7.1f} {100 * r['accuracy']:6.2f}% "
-              f"{100 * r['top3_accuracy']:6.2f}%" + (f" {100 * r['leaf_accuracy']:6.2f}%" if leaf else ""))
+        print(f"{r['version']:7d} {r['sim_hours']:7.1f} "
+              + " ".join(f"{_cell(m, r[m]):>8s}" for m in metrics)
+              + (f" {100 * r['leaf_accuracy']:6.2f}%" if leaf else ""))
     if target is None:
         return
-    for metric, label in (("accuracy", "top-1 on every held-out example"),
-                          ("leaf_accuracy", "LEAF's metric")):
+    first = metrics[0]
+    for metric, what in ((first, f"{short_label(kind, first)} on every held-out example"),
+                         ("leaf_accuracy", "LEAF's metric")):
         if metric == "leaf_accuracy" and not leaf:
             continue
         hit = first_reaching(rows, metric, target)
-        print(f"{label}: " + (f"first >= {100 * target:.1f}% at version {hit['version']}, "
-                              f"{hit['sim_hours']:.1f} simulated hours" if hit else
-                              f"below {100 * target:.1f}% at every version evaluated"))
+        shown = f"{100 * target:.1f}%" if metric in ("accuracy", "top3_accuracy",
+                                                      "leaf_accuracy") else f"{target:g}"
+        sign = ">=" if higher_is_better(metric) else "<="
+        print(f"{what}: " + (f"first {sign} {shown} at version {hit['version']}, "
+                             f"{hit['sim_hours']:.1f} simulated hours" if hit else
+                             f"short of {shown} at every version evaluated"))
+
+
+def _cell(metric: str, value: float) -> str:
+    return f"{100 * value:6.2f}%" if metric in ("accuracy", "top3_accuracy") else f"{value:.4g}"
 
 
 def main(config_path: str, out: str, *, every: int | None, versions: list[int] | None,

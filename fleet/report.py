@@ -9,28 +9,44 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .data import is_char_model  # noqa: E402
+from .metrics import higher_is_better, label  # noqa: E402
+
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")
+STYLES = (":", "--", "-.")
+TITLES = {"next_word": "next-word prediction", "next_char": "next-character prediction",
+          "classification": "classification", "regression": "regression"}
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
+    """report.json, accuracy.png (the task's metrics over versions and simulated time,
+    each beside the baselines' value of the same metric) and fleet.png."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     t = report["timeline"]
-    unit = "character" if is_char_model(report["config"]["model"]) else "word"
+    data = report["data"]
+    kind, metrics = data["task"], data["metrics"]
+    percent = all(higher_is_better(m) for m in metrics)
+    scale = 100 if percent else 1
     files = []
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, x, label in ((axes[0], "version", "model version (round)"),
-                         (axes[1], "sim_hours", "simulated hours")):
-        ax.plot([p[x] for p in t], [100 * p["accuracy"] for p in t], "o-", label="federated top-1")
-        ax.plot([p[x] for p in t], [100 * p["top3_accuracy"] for p in t], "o-", label="federated top-3")
-        for (name, base), style in zip(report.get("baselines", {}).items(), (":", "--", "-.")):
-            ax.axhline(100 * base["accuracy"], linestyle=style, color="gray",
-                       label=f"{name} top-1 {100 * base['accuracy']:.1f}%")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"next-{unit} recall (%)")
+    for ax, x, xlabel in ((axes[0], "version", "model version (round)"),
+                          (axes[1], "sim_hours", "simulated hours")):
+        for metric, color in zip(metrics, COLORS):
+            points = [p for p in t if p.get(metric) is not None]
+            ax.plot([p[x] for p in points], [scale * p[metric] for p in points], "o-",
+                    color=color, label=f"federated {label(kind, metric)}")
+            for (name, base), style in zip(report.get("baselines", {}).items(), STYLES):
+                if base.get(metric) is not None:  # like against like: same metric, same color
+                    value = scale * base[metric]
+                    ax.axhline(value, linestyle=style, color=color, alpha=0.7,
+                               label=f"{name} {label(kind, metric)} "
+                                     f"{value:.1f}{'%' if percent else ''}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("held-out " + ("metric (%)" if percent else "error"))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{report['config']['model']}: next-{unit} recall on held-out Shakespeare lines")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{report['config']['model']} on {data['name']}: {TITLES.get(kind, kind)}, "
+                 f"scored on {data['users']} users' held-out {data['unit']}")
     fig.tight_layout()
     files.append(_save(fig, out / "accuracy.png"))
 

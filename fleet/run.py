@@ -1,5 +1,6 @@
-"""`edge-fl simulate`: build the bundle, split the data by natural user, simulate the
-fleet, compute the baselines on the same split, write the report and plots."""
+"""`edge-fl simulate`: open the config's dataset, build its model's bundle, give each
+device a user's training and held-out examples, simulate the fleet, compute the task's
+baselines on the same split, write the report and plots."""
 from __future__ import annotations
 
 import asyncio
@@ -15,8 +16,8 @@ from edge_sdk.protocol import decode_parameters
 
 from .baselines import NGramPredictor, centralized
 from .config import SimulationConfig
-from .data import build_task_bundle, leaf_form_sample, task_data
-from .population import assign_data
+from .data import assign_devices, leaf_form_sample, prepare
+from .metrics import NGRAM_ORDER, Scorer, describe, headline, trivial_baseline
 from .report import write_report
 from .simulator import T0, TASK, ResumePoint, open_run_store, simulate
 
@@ -30,31 +31,46 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     out.mkdir(parents=True, exist_ok=True)
     start = _starting_point(out, resume, fresh)
     t0 = time.perf_counter()
-    bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
-                               config.seed, config.sequence_length)
-    data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
-    device_data = assign_data(data.users, config.devices)
-    split_note = ("one natural user per device" if config.devices <= sum(1 for u in data.users if u)
+    data = prepare(config, out / "bundle")
+    bundle, scorer = data.bundle, Scorer(data.bundle, data.task)
+    device_data = assign_devices(data, config.devices)
+    split_note = ("one user per device" if config.devices <= sum(1 for u in data.users if u)
                   else "devices hold sub-splits of users' data (more devices than users)")
     print(f"{config.model}: {len(data.train_all)} training {data.unit} from {len(data.users)} "
-          f"Shakespeare users -> {config.devices} devices ({split_note}); {len(data.test)} of "
-          f"{len(data.test_all)} held-out {data.unit} evaluated during the run "
-          f"[{time.perf_counter() - t0:.0f}s]", flush=True)
+          f"{data.name} users ({data.split_note}) -> {config.devices} devices ({split_note}); "
+          f"{len(data.test)} of {len(data.test_all)} held-out {data.unit} evaluated during "
+          f"the run [{time.perf_counter() - t0:.0f}s]", flush=True)
     if start is not None:
         print(f"resuming at version {start.version} ({(start.now - T0) / 3600:.1f} simulated "
               f"hours, {len(start.timeline)} evaluations already in timeline.jsonl)", flush=True)
     report = asyncio.run(simulate(config, bundle, device_data, data.test, out, show_progress,
-                                  resume=start))
+                                  resume=start, scorer=scorer))
     report["data_split"] = split_note
+    report["data"] = describe_data(data)
     held_out = data.test_all if config.final_eval_all else data.test
     final = report.pop("final_parameters")
     if config.final_eval_all:
-        report["final_all"] = Evaluator(bundle).evaluate(final, data.test_all)
+        report["final_all"] = scorer.score(final, data.test_all)
     report |= final_figures(config, bundle, data, held_out, final, centralized_epochs,
-                            show_progress)
+                            show_progress, scorer)
     write_report(report, out)
     _print_summary(report)
     return report
+
+
+def describe_data(data) -> dict:
+    """What the report says about the data, and how its figures were scored."""
+    return {"name": data.name, "task": data.kind, "unit": data.unit,
+            "metrics": list(headline(data.task)), "users": len(data.users),
+            "users_from": data.split_note, "train_examples": len(data.train_all),
+            "heldout_examples": len(data.test_all),
+            "classes": list(data.task.classes) if data.task.classes else None,
+            "evaluation": "each user's examples are split into training and held-out parts "
+                          "(in time where ordered); devices train only on the first. The "
+                          "timeline scores the server's model on a fixed sample of the "
+                          "held-out examples of every user, the final figures on that sample "
+                          "(or all of them with final_eval_all), and federated evaluation "
+                          "(eval_fraction) has devices score their own held-out examples."}
 
 
 def _starting_point(out: Path, resume: bool, fresh: bool) -> ResumePoint | None:
@@ -76,21 +92,23 @@ def _starting_point(out: Path, resume: bool, fresh: bool) -> ResumePoint | None:
 
 
 def final_figures(config: SimulationConfig, bundle, data, held_out: list[dict],
-                  parameters: dict, centralized_epochs: int, show_progress: bool) -> dict:
-    """What a finished run reports beside its own curve: the baselines, and for characters
-    the final model under LEAF's metric."""
-    ngram = ngram_predictor(data)
+                  parameters: dict, centralized_epochs: int, show_progress: bool,
+                  scorer: Scorer | None = None) -> dict:
+    """What a finished run reports beside its own curve: the baselines, and for
+    Shakespeare's characters the final model under LEAF's metric."""
+    scorer = scorer or Scorer(bundle, data.task)
     figures = {}
-    if data.kind == "char":
+    ngram = ngram_predictor(data) if data.task.is_text else None
+    if data.kind == "next_char" and data.name == "Shakespeare":
         figures["leaf_form"] = leaf_form(bundle, parameters, ngram, config.seed)
     figures["baselines"] = compute_baselines(config, bundle, data, held_out, ngram,
-                                             centralized_epochs, show_progress)
+                                             centralized_epochs, show_progress, scorer)
     return figures
 
 
 def ngram_predictor(data) -> NGramPredictor:
     """5-gram for characters, trigram for words, on every training example."""
-    return NGramPredictor(data.train_all, order=5 if data.kind == "char" else 3)
+    return NGramPredictor(data.train_all, order=NGRAM_ORDER[data.kind])
 
 
 def leaf_form(bundle, parameters: dict, ngram: NGramPredictor, seed: int,
@@ -102,18 +120,24 @@ def leaf_form(bundle, parameters: dict, ngram: NGramPredictor, seed: int,
 
 
 def compute_baselines(config: SimulationConfig, bundle, data, held_out: list[dict],
-                      ngram: NGramPredictor, centralized_epochs: int,
-                      show_progress: bool = True) -> dict:
-    """The n-gram predictor and (unless 0 epochs) centralized training, on the run's split."""
-    baselines = {f"{ngram.order}-gram": ngram.recall(held_out)}
+                      ngram: NGramPredictor | None, centralized_epochs: int,
+                      show_progress: bool = True, scorer: Scorer | None = None) -> dict:
+    """The task's trivial predictor (the n-gram for text, the majority class, the mean)
+    and (unless 0 epochs) centralized training, on the run's split."""
+    if ngram is not None:
+        baselines = {f"{ngram.order}-gram": ngram.recall(held_out)}
+    else:
+        name, metrics = trivial_baseline(data.task, data.train_all, held_out)
+        baselines = {name: metrics}
     if centralized_epochs:
         bar = tqdm(total=centralized_epochs * len(data.train_all), desc="centralized baseline",
                    unit="ex", disable=not show_progress, mininterval=1.0)
         trained = centralized(bundle, data.train_all, held_out, centralized_epochs,
-                              config.task.get("plan", {}), config.seed, bar)
-        baselines["centralized"] = trained["final"] | {
-            "epochs": centralized_epochs,
-            "accuracy_per_epoch": [e["accuracy"] for e in trained["per_epoch"]]}
+                              config.task.get("plan", {}), config.seed, bar,
+                              scorer=scorer or Scorer(bundle, data.task))
+        baselines["centralized"] = trained["final"] | {"epochs": centralized_epochs} | {
+            f"{m}_per_epoch": [e[m] for e in trained["per_epoch"]]
+            for m in headline(data.task)[:1]}
         bar.close()
     return baselines
 
@@ -125,23 +149,21 @@ def finish_baselines(config: SimulationConfig, out: Path, *, centralized_epochs:
     the baselines on the same split, into `out/baselines.json`. The fleet is not re-run."""
     store = open_run_store(out)
     try:
-        bundle = build_task_bundle(config.model, out / "bundle", config.vocabulary_size,
-                                   config.seed, config.sequence_length)
-        data = task_data(bundle, config.eval_examples, config.seed, config.sequence_length)
+        data = prepare(config, out / "bundle")
+        bundle, scorer = data.bundle, Scorer(data.bundle, data.task)
         held_out = data.test_all if config.final_eval_all else data.test
         version, path = store.latest_model(TASK)
         _, params = decode_parameters(path.read_bytes(), bundle.parameter_specs)
     finally:
         store.close()
-    report = {"federated": {"version": version, **Evaluator(bundle).evaluate(params, held_out)},
-              "held_out": len(held_out)}
-    f = report["federated"]
-    print(f"federated v{version}: top-1 {100 * f['accuracy']:.2f}%, top-3 "
-          f"{100 * f['top3_accuracy']:.2f}% over {len(held_out)} held-out {data.unit}", flush=True)
+    report = {"federated": {"version": version, **scorer.score(params, held_out)},
+              "held_out": len(held_out), "data": describe_data(data)}
+    print(f"federated v{version}: {describe(data.kind, report['federated'], headline(data.task))} "
+          f"over {len(held_out)} held-out {data.unit} of {data.name}", flush=True)
     report |= final_figures(config, bundle, data, held_out, params, centralized_epochs,
-                            show_progress)
-    (out / "baselines.json").write_text(json.dumps(report, indent=2))
-    _print_baselines(report["baselines"])
+                            show_progress, scorer)
+    (out / "baselines.json").write_text(json.dumps(report, indent=2, default=float))
+    _print_baselines(report["baselines"], data.kind, headline(data.task))
     if "leaf_form" in report:
         _print_leaf_form(report["leaf_form"])
     return report
@@ -154,18 +176,19 @@ def _print_leaf_form(leaf: dict) -> None:
           f"{leaf['positions']} random held-out positions): {scores}", flush=True)
 
 
-def _print_baselines(baselines: dict) -> None:
+def _print_baselines(baselines: dict, kind: str, metrics) -> None:
     for name, b in baselines.items():
-        print(f"{name:>11s}: top-1 {100 * b['accuracy']:.2f}%, top-3 {100 * b['top3_accuracy']:.2f}%")
+        print(f"{name:>14s}: {describe(kind, b, metrics)}")
 
 
 def _print_summary(report: dict) -> None:
     f = report.get("final_all", report["final"])
+    data = report["data"]
     over = "every held-out example" if "final_all" in report else "the held-out sample"
     print(f"\nfederated: {report['versions']} versions in {report['sim_hours']:.1f} simulated "
-          f"hours ({report['wall_seconds']:.0f}s of real compute): top-1 {100 * f['accuracy']:.2f}%, "
-          f"top-3 {100 * f['top3_accuracy']:.2f}% over {over}")
-    _print_baselines(report["baselines"])
+          f"hours ({report['wall_seconds']:.0f}s of real compute): "
+          f"{describe(data['task'], f, data['metrics'])} over {over} of {data['name']}")
+    _print_baselines(report["baselines"], data["task"], data["metrics"])
     if "leaf_form" in report:
         _print_leaf_form(report["leaf_form"])
     funnel = report["funnel"]
@@ -180,10 +203,7 @@ def main(config_path: str | None, out: str, overrides: dict | None = None,
          fresh: bool = False) -> dict:
     config = SimulationConfig.from_json(config_path) if config_path else SimulationConfig()
     if overrides:
-        doc = config.to_json() | overrides
-        profiles = doc.pop("profiles")
-        from .config import ProfileSettings
-        config = SimulationConfig(profiles=ProfileSettings(**profiles), **doc)
+        config = SimulationConfig.from_dict(config.to_json() | overrides, "overrides")
     if baselines_only:
         return finish_baselines(config, Path(out), centralized_epochs=centralized_epochs)
     return run(config, Path(out), centralized_epochs=centralized_epochs, resume=resume,

@@ -21,11 +21,11 @@ from edge_sdk.clock import FakeClock
 from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging, RequireIdle, RequireUnmetered
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.example_store import ExampleStore, RetentionPolicy
-from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.protocol import CodecSpec, generate_signing_key, public_key_of
 from edge_sdk.trainer import LocalTrainer
 from edge_sdk.transport import RetryPolicy, Transport
 
-from .config import SimulationConfig
+from .config import SimulationConfig, pipeline_of
 from .inprocess import InProcessTransport
 from .population import DeviceProfile, draw_profile
 from .virtual_time import VirtualTime
@@ -35,6 +35,8 @@ ADMIN = "simulation-admin-token"
 SECRET = "simulation-secret"
 TASK = "fleet-task"
 COLLECTION = "examples"
+HELDOUT_COLLECTION = "heldout"  # a device's held-out examples: federated evaluation's
+TIMELINE_METRICS = ("accuracy", "top3_accuracy", "mean_loss", "auc", "mse", "mae")
 DISK_STORE_CACHE_KIB = 128  # per device: the residual is read whole once per round anyway
 
 
@@ -137,9 +139,9 @@ def _device_store_dir(config: SimulationConfig, out: Path) -> Path | None:
     return store_dir
 
 
-def codec_of(name: str) -> CodecSpec:
-    return {"default": DEFAULT_CODEC, "float32": CodecSpec(), "float16": CodecSpec("float16"),
-            "int8": CodecSpec("int8")}[name]
+def codec_of(codec: str | dict) -> CodecSpec:
+    """The codec a config names (fleet.config.pipeline_of has the whole pipeline)."""
+    return pipeline_of(codec).codec
 
 
 def open_run_store(out: Path):
@@ -181,10 +183,15 @@ class ResumePoint:
                    [p for p in points if p["version"] <= latest["version"]])
 
 
-async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[list[dict]],
+async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
                    test: list[dict], out: Path, show_progress: bool = True,
-                   resume: ResumePoint | None = None) -> dict:
-    """Run the fleet; returns the report document (also the caller writes it). With
+                   resume: ResumePoint | None = None, scorer=None) -> dict:
+    """Run the fleet; returns the report document (also the caller writes it).
+
+    device_data: per device, its (training, held-out) examples, or only its training
+    examples. Devices train on the first and, asked for a federated evaluation, score the
+    model on the second. test: the held-out sample the run's timeline scores with
+    `scorer` (fleet.metrics.Scorer; default: the bundle's eval graph). With
     `resume`, the aggregator recovers the stopped run's task from `out/server` and the
     fleet goes on from its newest version: the same devices (profiles and data), new
     identities, error-feedback residuals and random streams."""
@@ -213,7 +220,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
              "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
     training = make_training(config, bundle, clock)
     policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
-    pipeline = UpdatePipeline(codec_of(config.codec))
+    pipeline = pipeline_of(config.codec)
     store_dir = _device_store_dir(config, out)
     devices = []
     attackers = set()
@@ -223,6 +230,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
         poisoned = PoisonedTraining(training, config.attackers["kind"],
                                     float(config.attackers.get("scale", 10.0)))
     for i, examples in enumerate(device_data):
+        examples, heldout = examples if isinstance(examples, tuple) else (examples, [])
         key = generate_signing_key()
         if url:
             transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
@@ -234,13 +242,16 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
                              RetentionPolicy(max_count=None, max_age_s=None), clock,
                              cache_kib=DISK_STORE_CACHE_KIB if store_dir else None)
         store.add_many(COLLECTION, examples)
+        if heldout:
+            store.add_many(HELDOUT_COLLECTION, heldout)
         profile = draw_profile(config.profiles, rng)
         client = FederatedClient(
             bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
             clock=clock, rng=stream(i, 1), collection=COLLECTION,
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
             training=PacedTraining(poisoned if i in attackers else training, vt,
-                                   config.profiles.step_time_s * profile.speed))
+                                   config.profiles.step_time_s * profile.speed),
+            eval_collection=HELDOUT_COLLECTION if heldout else None)
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):
@@ -267,7 +278,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     for index, device in enumerate(devices):
         vt.spawn(lambda d=device, i=index: life(d, i))
 
-    evaluator = Evaluator(bundle)
+    score = scorer.score if scorer is not None else Evaluator(bundle).evaluate
     task = service.tasks[TASK]
     timeline: list[dict] = [] if resume is None else list(resume.timeline)
     progress_log = out / "timeline.jsonl"
@@ -281,14 +292,13 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     seen = {"version": task.coordinator.version}
 
     def evaluate(version: int) -> None:
-        metrics = evaluator.evaluate(task.parameters, test)
+        metrics = score(task.parameters, test)
         timeline.append({"version": version, "sim_hours": (vt.now() - T0) / 3600,
                          "wall_s": time.perf_counter() - started,
-                         "accuracy": metrics["accuracy"], "top3_accuracy": metrics["top3_accuracy"],
-                         "mean_loss": metrics["mean_loss"], "bytes_up": stats["bytes_up"],
-                         "bytes_down": stats["bytes_down"]})
-        bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", top1=f"{metrics['accuracy']:.3f}",
-                        refresh=False)
+                         **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
+                         "bytes_up": stats["bytes_up"], "bytes_down": stats["bytes_down"]})
+        shown = {k: f"{metrics[k]:.3f}" for k in ("accuracy", "mse") if k in metrics}
+        bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", **shown, refresh=False)
         with progress_log.open("a") as f:  # a long run's history survives the run dying
             f.write(json.dumps(timeline[-1]) + "\n")
 
@@ -322,7 +332,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
     if timeline[-1]["version"] != task.coordinator.version:
         evaluate(task.coordinator.version)
     describe = service.describe(TASK)
-    privacy = service.history(TASK)["versions"][-1]["metrics"]
+    history = service.history(TASK)
+    privacy = history["versions"][-1]["metrics"]
     service.store.close()
     return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
@@ -330,6 +341,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list[l
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1],
+            # devices' own scores of versions on their held-out examples (eval_fraction)
+            "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
                          "remote_trainings": getattr(training, "trainings", None)},
             "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}
