@@ -1,0 +1,8 @@
+/** edge-fl's device runtime for browsers and Node (see README.md). */
+export * from './errors.js';
+export { DEFAULT_CODEC, makeCodec, zstdLevel, layout, encodeTensor, decodeTensor } from './codec.js';
+export { generateSigningKey, publicKeyOf, sign, verify, sha256 } from './crypto.js';
+export { ErrorFeedback } from './error_feedback.js';
+export { DEFAULT_LIMITS, FORMAT_VERSION, decodeParameters, decodeUpdate, encodeParameters,
+  encodeUpdate } from './message.js';
+export { initZstd } from './zstd.js';
