@@ -25,7 +25,7 @@ def node_or_skip() -> str:
 def run_tool(tool: str, job: dict, timeout: float = 120) -> dict:
     """Run clients/web/tools/<tool> with `job` as JSON on stdin; its JSON answer."""
     node = node_or_skip()
-    done = subprocess.run([node, "--no-liftoff", str(WEB / "tools" / tool)],
+    done = subprocess.run([node, str(WEB / "tools" / tool)],
                           input=json.dumps(job), capture_output=True, text=True,
                           timeout=timeout, cwd=WEB)
     assert done.returncode == 0, done.stderr[-4000:]

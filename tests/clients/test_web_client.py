@@ -25,7 +25,7 @@ def _tensors(doc: dict, specs) -> dict[str, np.ndarray]:
 
 def test_node_test_suite_passes():
     node = node_or_skip()
-    done = subprocess.run([node, "--no-liftoff", "--test", "test/"], cwd=WEB,
+    done = subprocess.run([node, "--test", "test/"], cwd=WEB,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout[-6000:] + done.stderr[-2000:])
     assert "# fail 0" in done.stdout
