@@ -6,3 +6,9 @@ export { ErrorFeedback } from './error_feedback.js';
 export { DEFAULT_LIMITS, FORMAT_VERSION, decodeParameters, decodeUpdate, encodeParameters,
   encodeUpdate } from './message.js';
 export { initZstd } from './zstd.js';
+export { Bundle, BundleError } from './bundle.js';
+export { LocalTrainer, Evaluator, collate, iterBatches, setWasmPaths } from './trainer.js';
+export { Transport, TransportError, ServerRejected, DEFAULT_RETRY } from './transport.js';
+export { MemoryStore, IndexedDBStore } from './store.js';
+export { PagePolicy, Decision, readPageState, trackActivity, ReasonCounter } from './eligibility.js';
+export { FederatedClient, idempotencyKey } from './client.js';

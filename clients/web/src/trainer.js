@@ -155,7 +155,7 @@ export class LocalTrainer {
    * Run a plan: `epochs` passes over `examples(epoch)` (an iterable per epoch) in batches
    * of `batchSize`, at most `maxSteps` steps, learning rate `lr` (a number or a function
    * of the step); `stopCheck()` returning a reason between batches stops the run
-   * (status "stopped": do not upload). Returns {status, steps, examples, metrics, losses}.
+   * (status "stopped": do not upload); it may be async. Returns {status, steps, examples, metrics, losses}.
    */
   async train(examples, { epochs = 1, batchSize = 16, maxSteps = null, lr = 0.1 }, stopCheck = () => null) {
     const sums = {};
@@ -165,7 +165,7 @@ export class LocalTrainer {
     const result = (status, stopReason = null) => ({ status, steps, examples: seen, metrics: summarize(sums), losses, stopReason });
     for (let epoch = 0; epoch < epochs; epoch++) {
       for await (const [batch, n] of iterBatches(this.bundle, examples(epoch), batchSize)) {
-        const reason = stopCheck();
+        const reason = await stopCheck();
         if (reason) return result('stopped', reason);
         const rate = typeof lr === 'function' ? lr(this.step) : lr;
         const seed = Math.floor(Math.random() * 2 ** 31);
@@ -178,5 +178,33 @@ export class LocalTrainer {
       }
     }
     return result('completed');
+  }
+}
+
+/** Metric sums of parameters on examples with the bundle's eval graph (no training). */
+export class Evaluator {
+  constructor(bundle, session) {
+    this.bundle = bundle;
+    this.session = session;
+  }
+
+  static async create(bundle) {
+    const session = await ort.InferenceSession.create(await bundle.graph('eval'), {
+      executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+    });
+    return new Evaluator(bundle, session);
+  }
+
+  /** The metric sums plus mean_loss and accuracy over every non-padding target. */
+  async evaluate(parameters, examples, batchSize = 64) {
+    const params = Object.fromEntries(this.bundle.parameterSpecs.map(({ name, shape }) => [
+      name, new ort.Tensor('float32', parameters[name], shape)]));
+    const sums = {};
+    for await (const [batch] of iterBatches(this.bundle, examples, batchSize)) {
+      const feeds = { ...batch, ...params };
+      const out = await this.session.run(Object.fromEntries(this.session.inputNames.map((n) => [n, feeds[n]])));
+      for (const name of this.session.outputNames) sums[name] = (sums[name] ?? 0) + Number(out[name].data[0]);
+    }
+    return summarize(sums);
   }
 }
