@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
-from edge_sdk.protocol import DEFAULT_CODEC, decode_parameters, decode_update
-from edge_sdk.schedules import Constant
-from edge_sdk.trainer import LocalTrainer, TrainingPlan
+from edge_sdk.protocol import decode_parameters
 
 from ..aggregator.fleet import SECRET, lm_examples, server_with_task
+from .checks import assert_same_training, python_delta
 from .node import WEB, node_or_skip
 
 DEVICES, BATCH, LR = 3, 4, 0.5
@@ -28,17 +26,6 @@ SETTINGS = {"mode": "sync", "sync": {"goal": DEVICES, "overselect": 1.0},
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
-
-def _python_delta(bundle: Bundle, params: dict, examples: list[dict]) -> dict[str, np.ndarray]:
-    trainer = LocalTrainer(bundle, params)
-    trainer.train(lambda epoch: examples, TrainingPlan(batch_size=BATCH, schedule=Constant(LR)))
-    return trainer.delta(params)
-
-
-def _f32(doc: dict, bundle: Bundle) -> dict[str, np.ndarray]:
-    shapes = {s.name: s.shape for s in bundle.parameter_specs}
-    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
 
 
 def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
@@ -67,23 +54,7 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
     assert all(r["server"]["status"] == "accepted" for r in results)
     assert task["version"] == 1  # the round of DEVICES updates was aggregated
     for r, ex in zip(results, examples):
-        js_delta = _f32(r["delta"], bundle)
-        py_delta = _python_delta(bundle, before, ex)
-        for name, value in py_delta.items():
-            np.testing.assert_allclose(js_delta[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
-        # the update decodes to the default codec's image of the Python client's delta
-        update = decode_update(bytes.fromhex(r["update"]), bundle.parameter_specs, public_key=None)
-        assert update.codec == DEFAULT_CODEC and update.meta.device_id == r["device_id"]
-        for name, value in py_delta.items():
-            got = update.tensors[name].reshape(-1)
-            flat = value.reshape(-1)
-            k = DEFAULT_CODEC.kept(flat.size)
-            top = set(np.argsort(-np.abs(flat), kind="stable")[:k].tolist())
-            sent = set(np.flatnonzero(got).tolist())
-            assert len(top & sent) >= 0.95 * k, name
-            both = np.array(sorted(top & sent))
-            step = 2 / 254 * np.abs(flat[both]).max()
-            assert np.abs(got[both] - flat[both]).max() <= 1.01 * step, name
+        assert_same_training(bundle, r, python_delta(bundle, before, ex, BATCH, LR))
     all_examples = [e for ex in examples for e in ex]
     evaluator = Evaluator(bundle)
     loss = [evaluator.evaluate(p, all_examples)["mean_loss"] for p in (before, after)]
