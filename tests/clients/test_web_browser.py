@@ -52,7 +52,7 @@ def test_browser_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path)
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS, "keyboard") as env, \
                 page_server(env.url, bundle.path, examples) as (url, results):
-            page = f"{url}/web/test/browser/fleet.html?" + urlencode(
+            page = f"{url}/web/browser/fleet.html?" + urlencode(
                 {"devices": DEVICES, "population": "keyboard", "secret": SECRET,
                  "task": "keyboard"})
             browser = await _chromium(tmp_path, page)

@@ -1,7 +1,8 @@
-"""Web-client devices (clients/web under Node) against a real aggregator on 127.0.0.1:
-they enroll, check in, download the model, train in onnxruntime-web and upload the default
-codec; their updates are accepted, carry the deltas a Python client computes from the same
-training, and the aggregated model improves."""
+"""Web-client devices (clients/web under Node) against a real aggregator on 127.0.0.1,
+two sync rounds: they enroll, check in, download the model, train in onnxruntime-web and
+upload the default codec (one device resumably, in chunks); their updates are accepted,
+carry the deltas a Python client computes from the same training plus the error feedback
+of the round before, and the aggregated model improves."""
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +29,7 @@ def bundle(tmp_path_factory):
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
+@pytest.mark.slow  # ~30 s on the shared VM: a bundle compile, Node and two rounds
 def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
     node = node_or_skip()
     examples = [lm_examples(i) for i in range(DEVICES)]
@@ -36,8 +38,10 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
         async with server_with_task(tmp_path, bundle, SETTINGS, "keyboard") as env:
             job = {"url": env.url, "population": "keyboard", "secret": SECRET,
                    "bundle_dir": str(bundle.path), "task_id": "keyboard",
-                   "devices": [{"examples": [{k: v.tolist() for k, v in e.items()} for e in ex]}
-                               for ex in examples]}
+                   "rounds": 2,
+                   "devices": [{"examples": [{k: v.tolist() for k, v in e.items()} for e in ex],
+                                "single_request_bytes": 1024 if i == 0 else None}
+                               for i, ex in enumerate(examples)]}
             proc = await asyncio.create_subprocess_exec(
                 node, str(WEB / "tools" / "participate.mjs"), cwd=WEB,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -46,16 +50,19 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
             assert proc.returncode == 0, err.decode()[-4000:]
             store = env.service.store
             models = [decode_parameters(store.model_path("keyboard", v).read_bytes(),
-                                        bundle.parameter_specs)[1] for v in (0, 1)]
+                                        bundle.parameter_specs)[1] for v in (0, 1, 2)]
             return json.loads(out), env.service.describe("keyboard"), models
 
-    results, task, (before, after) = asyncio.run(scenario())
-    assert [r["status"] for r in results] == ["completed"] * DEVICES, results
+    results, task, models = asyncio.run(scenario())
+    assert [r["status"] for r in results] == ["completed"] * 2 * DEVICES, results
     assert all(r["server"]["status"] == "accepted" for r in results)
-    assert task["version"] == 1  # the round of DEVICES updates was aggregated
-    for r, ex in zip(results, examples):
-        assert_same_training(bundle, r, python_delta(bundle, before, ex, BATCH, LR))
+    assert results[0]["bytes_up"] > 1024  # so device 0 sent it in chunks
+    assert task["version"] == 2  # each round of DEVICES updates was aggregated
+    for i, ex in enumerate(examples):
+        first, second = (r for r in results if r["device"] == i)
+        residual = assert_same_training(bundle, first, python_delta(bundle, models[0], ex, BATCH, LR))
+        assert_same_training(bundle, second, python_delta(bundle, models[1], ex, BATCH, LR), residual)
     all_examples = [e for ex in examples for e in ex]
     evaluator = Evaluator(bundle)
-    loss = [evaluator.evaluate(p, all_examples)["mean_loss"] for p in (before, after)]
-    assert loss[1] < loss[0], loss
+    loss = [evaluator.evaluate(p, all_examples)["mean_loss"] for p in models]
+    assert loss[2] < loss[1] < loss[0], loss

@@ -1,6 +1,6 @@
 // Devices of the web client under Node, against a running aggregator, for the
 // cross-language tests (tests/clients/): reads {url, population, secret, bundle_dir,
-// task_id, devices: [{examples: [...]}], rounds} as JSON on stdin; each device enrolls
+// task_id, devices: [{examples: [...], single_request_bytes?}], rounds} as JSON on stdin; each device enrolls
 // with a new key, stores its examples and participates `rounds` times (all devices
 // concurrently per round); writes one result per device and round (delta and update hex).
 import { readFileSync } from 'node:fs';
@@ -22,7 +22,10 @@ await initZstd();
 const bundle = await Bundle.load((name) => readFile(join(job.bundle_dir, name)).then((b) => new Uint8Array(b)));
 const devices = await Promise.all(job.devices.map(async (d) => {
   const key = generateSigningKey();
-  const transport = new Transport(job.url, { retry: { attempts: 4, baseS: 0.01, capS: 0.05 } });
+  const transport = new Transport(job.url, {
+    retry: { attempts: 4, baseS: 0.01, capS: 0.05 },
+    ...(d.single_request_bytes ? { singleRequestBytes: d.single_request_bytes, chunkBytes: d.single_request_bytes } : {}),
+  });
   const { device_id: deviceId } = await transport.enroll(job.population, job.secret, publicKeyOf(key));
   const store = new MemoryStore();
   await store.addExamples('default', d.examples);

@@ -1,12 +1,12 @@
 // One browser device (see device.html): enroll with a key made here, keep the examples in
 // IndexedDB, participate, ask for the model again (a 304 from its ETag), post the result.
-import { Bundle } from '../../src/bundle.js';
-import { FederatedClient } from '../../src/client.js';
-import { generateSigningKey, publicKeyOf } from '../../src/crypto.js';
-import { PagePolicy, readPageState } from '../../src/eligibility.js';
-import { IndexedDBStore } from '../../src/store.js';
-import { Transport } from '../../src/transport.js';
-import { initZstd } from '../../src/zstd.js';
+import { Bundle } from '../src/bundle.js';
+import { FederatedClient } from '../src/client.js';
+import { generateSigningKey, publicKeyOf } from '../src/crypto.js';
+import { PagePolicy, readPageState } from '../src/eligibility.js';
+import { IndexedDBStore } from '../src/store.js';
+import { Transport } from '../src/transport.js';
+import { initZstd } from '../src/zstd.js';
 
 const q = new URLSearchParams(location.search);
 const device = Number(q.get('device'));
