@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, decode_update, encode_update, UpdateMeta, UpdatePipeline
+from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline, decode_update,
+                               encode_update)
 
 from .node import WEB, node_or_skip, run_tool
 

@@ -60,8 +60,10 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
     assert task["version"] == 2  # each round of DEVICES updates was aggregated
     for i, ex in enumerate(examples):
         first, second = (r for r in results if r["device"] == i)
-        residual = assert_same_training(bundle, first, python_delta(bundle, models[0], ex, BATCH, LR))
-        assert_same_training(bundle, second, python_delta(bundle, models[1], ex, BATCH, LR), residual)
+        residual = assert_same_training(bundle, first,
+                                        python_delta(bundle, models[0], ex, BATCH, LR))
+        assert_same_training(bundle, second, python_delta(bundle, models[1], ex, BATCH, LR),
+                             residual)
     all_examples = [e for ex in examples for e in ex]
     evaluator = Evaluator(bundle)
     loss = [evaluator.evaluate(p, all_examples)["mean_loss"] for p in models]

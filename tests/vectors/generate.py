@@ -225,7 +225,8 @@ def damaged(update_cases: list[dict]) -> dict:
     def add(name, message, code, why, *, specs=SPECS, public_key=pk, kind="update",
             limits=None):
         cases.append({"name": name, "kind": kind, "message": message.hex(), "specs": specs,
-                      "public_key": public_key, "limits": dataclasses.asdict(limits or DecodeLimits()),
+                      "public_key": public_key,
+                      "limits": dataclasses.asdict(limits or DecodeLimits()),
                       "error": code, "why": why})
 
     def flip(data: bytes, at: int) -> bytes:
@@ -271,7 +272,8 @@ def damaged(update_cases: list[dict]) -> dict:
         with_header(base_header | {"meta": base_header["meta"] | {"num_examples": 0}}),
         "malformed_header", "num_examples must be >= 1")
     add("metric_not_finite",
-        with_header(base_header | {"meta": base_header["meta"] | {"metrics": {"loss": float("nan")}}}),
+        with_header(base_header | {"meta": base_header["meta"]
+                                   | {"metrics": {"loss": float("nan")}}}),
         "malformed_header", "a metric is NaN (Python's json writes and reads NaN)")
     add("seed_out_of_range", with_header(base_header | {"seed": 2**62}), "malformed_header",
         "seed must be < 2^62")
