@@ -1,8 +1,8 @@
 """Browser devices in headless Chromium (one page, an iframe per device) against a real
 aggregator on 127.0.0.1: each one enrolls with a key made in the page, keeps its examples
 in IndexedDB, trains the bundle in onnxruntime-web (WASM), uploads the default codec, and
-asks for the model again (a 304 from its ETag). Their updates are accepted, carry the deltas a Python client computes from
-the same training, and the aggregated model improves."""
+asks for the model again (a 304 from its ETag). Their updates are accepted, carry the
+deltas a Python client computes from the same training, and the aggregated model improves."""
 from __future__ import annotations
 
 import asyncio
