@@ -5,9 +5,17 @@
  * again -> encode (error feedback, the default codec, signature) -> upload with retries.
  * The residual and the participation history move on only once the server acknowledged
  * the upload. No maths and no bytes here.
+ *
+ * Idempotency (the rule of docs/aggregator.md, "Idempotency"; the server scopes keys to
+ * the device and the task): each participation draws a random 128-bit nonce, kept in the
+ * store while the participation is open, which is its update's key. A retry of the same
+ * participation (same task, round and model version, after a lost answer or a reload)
+ * reuses it and is counted once; a new participation is a new update. A `duplicate`
+ * answer is success only when the key went out before (the transport retried, or an
+ * earlier attempt of this participation sent it); otherwise the participation ends
+ * `rejected` with reason `unexpected_duplicate`.
  */
 import { DEFAULT_CODEC } from './codec.js';
-import { sha256 } from './crypto.js';
 import { ErrorFeedback } from './error_feedback.js';
 import { decodeParameters, encodeUpdate } from './message.js';
 import { ReasonCounter } from './eligibility.js';
@@ -16,15 +24,20 @@ import { ServerRejected } from './transport.js';
 
 export const HISTORY_KEY = 'client.participation_history';
 const residualKey = (task) => `client.error_feedback.${task}`;
+const participationKey = (task) => `client.participation.${task}`;
 const modelKey = (task) => `client.model.${task}`;
 
 const hexOf = (bytes) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 
-/** The update's idempotency key as on main: sha256 hex of "device|task|round|version",
- * the same for every retry of one participation. Changing: see docs/aggregator.md. */
-export function idempotencyKey(deviceId, assignment) {
-  const { task_id: task, round_id: round, model_version: version } = assignment;
-  return hexOf(sha256(new TextEncoder().encode(`${deviceId}|${task}|${round}|${version}`)));
+/** The open participation of assignment `a` as kept in `store` (a retry after a reload
+ * continues it), or a new one with a fresh nonce from the platform's CSPRNG:
+ * {round_id, model_version, nonce, uploads}. */
+export async function openParticipation(store, a) {
+  const kept = await store.getState(participationKey(a.task_id));
+  if (kept && kept.round_id === a.round_id && kept.model_version === a.model_version
+      && typeof kept.nonce === 'string' && Number.isInteger(kept.uploads)) return kept;
+  const nonce = hexOf(crypto.getRandomValues(new Uint8Array(16)));
+  return { round_id: a.round_id, model_version: a.model_version, nonce, uploads: 0 };
 }
 
 export class FederatedClient {
@@ -94,19 +107,31 @@ export class FederatedClient {
     for (const k of ['mean_loss', 'accuracy']) {
       if (Number.isFinite(training.metrics[k])) metrics[k] = training.metrics[k];
     }
+    const participation = await openParticipation(this.store, a);
     const meta = {
       task_id: a.task_id, model_id: this.bundle.modelId, model_version: a.model_version,
-      device_id: this.identity.deviceId, idempotency_key: idempotencyKey(this.identity.deviceId, a),
+      device_id: this.identity.deviceId, idempotency_key: participation.nonce,
       num_examples: training.examples, metrics,
     };
     const update = encodeUpdate(delta, this.bundle.parameterSpecs, meta, {
       codec: this.codec, signingKey: this.identity.signingKey, feedback, random: this.random,
     });
+    const sentBefore = participation.uploads > 0;  // an earlier attempt may have arrived
+    participation.uploads += 1;
+    await this.store.putState(participationKey(a.task_id), participation);
     try {
       result.server = await this.transport.upload(a.task_id, update);
     } catch (e) {
-      if (e instanceof ServerRejected) return { ...result, status: 'rejected', reason: e.code };
-      throw e;
+      if (e instanceof ServerRejected) {
+        await this.store.deleteState(participationKey(a.task_id));  // the participation is over
+        return { ...result, status: 'rejected', reason: e.code };
+      }
+      throw e;  // transient: the participation stays open, a retry reuses its nonce
+    }
+    await this.store.deleteState(participationKey(a.task_id));
+    if (result.server?.status === 'duplicate' && !(sentBefore || this.transport.lastAttempts > 1)) {
+      // the key never went out before: the server holds some other update under it
+      return { ...result, status: 'rejected', reason: 'unexpected_duplicate' };
     }
     await this.store.putState(residualKey(a.task_id), feedback.residual);
     const history = (await this.store.getState(HISTORY_KEY)) ?? [];

@@ -11,4 +11,4 @@ export { LocalTrainer, Evaluator, collate, iterBatches, setWasmPaths } from './t
 export { Transport, TransportError, ServerRejected, DEFAULT_RETRY } from './transport.js';
 export { MemoryStore, IndexedDBStore } from './store.js';
 export { PagePolicy, Decision, readPageState, trackActivity, ReasonCounter } from './eligibility.js';
-export { FederatedClient, idempotencyKey } from './client.js';
+export { FederatedClient, openParticipation } from './client.js';

@@ -31,6 +31,7 @@ export class Transport {
     this.baseUrl = baseUrl.replace(/\/$/, '');
     Object.assign(this, { token, retry, fetchImpl, sleep, random, singleRequestBytes, chunkBytes });
     this.attemptsMade = 0;
+    this.lastAttempts = 0;  // attempts of the last request that succeeded (> 1: retried)
     this.deviceId = null;
   }
 
@@ -62,7 +63,10 @@ export class Transport {
         continue;
       }
       const bytes = new Uint8Array(await r.arrayBuffer());
-      if (r.status < 400) return { status: r.status, body: bytes, headers: r.headers };
+      if (r.status < 400) {
+        this.lastAttempts = attempt + 1;
+        return { status: r.status, body: bytes, headers: r.headers };
+      }
       const error = parseJson(bytes)?.error ?? {};
       if (r.status === 429 || r.status >= 500) {
         last = new TransportError(`${r.status} ${error.code ?? ''}`.trim());
