@@ -68,12 +68,13 @@ def main(argv=None) -> None:
         for name in args.models:
             path = build_bundle(name, Path(tmp) / name, seed=0)
             bundle = Bundle.load(path)
-            batch = {k: v.numpy() for k, v in ZOO[name].batch(args.batch,
-                                                              torch.Generator().manual_seed(0)).items()}
+            made = ZOO[name].batch(args.batch, torch.Generator().manual_seed(0))
+            batch = {k: v.numpy() for k, v in made.items()}
             ms, delta = python_steps(bundle, batch, args.lr, args.warmup, args.steps)
             meta = UpdateMeta("bench", bundle.model_id, 0, "dev-bench", "k" * 32, args.batch)
-            update = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(DEFAULT_CODEC),
-                                   signing_key=bytes(32), rng=np.random.default_rng(0))
+            update = encode_update(delta, bundle.parameter_specs, meta,
+                                   UpdatePipeline(DEFAULT_CODEC), signing_key=bytes(32),
+                                   rng=np.random.default_rng(0))
             n = sum(int(np.prod(s.shape)) for s in bundle.parameter_specs)
             rows[name] = {"parameters": n, "python_ms": statistics.median(ms),
                           "update_bytes": len(update), "float32_bytes": 4 * n}
