@@ -304,10 +304,8 @@ def damaged(update_cases: list[dict]) -> dict:
     inf_body[0:4] = struct.pack("<f", float("inf"))
     add("infinite_value", frame(b"EFLU", _canonical(f32_header), bytes(inf_body)),
         "non_finite", "float32 codec, the first value is +inf")
-    scale_body = bytearray(int8_body)
-    scale_body[0:4] = struct.pack("<f", float("nan"))  # dense int8: the first chunk's scale
-    add("scale_nan", frame(b"EFLU", _canonical(int8_header), bytes(scale_body)), "bad_payload",
-        "int8 codec, the first chunk scale is NaN")
+    # (a NaN or infinite scale is bad_payload on main and non_finite once the bounded
+    # contributions change is merged: its vector waits for that)
     neg_body = bytearray(int8_body)
     neg_body[0:4] = struct.pack("<f", -1.0)
     add("scale_negative", frame(b"EFLU", _canonical(int8_header), bytes(neg_body)),
