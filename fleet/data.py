@@ -58,9 +58,9 @@ def default_data(model: str) -> dict:
         name = json.loads((Path(model) / "manifest.json").read_text())["model_name"]
     if name.startswith("shakespeare_char"):
         return {"kind": "shakespeare", "options": {"level": "char"}}
-    if name.startswith("keyboard_cifg"):
+    if name.startswith(("keyboard_cifg", "keyboard_transformer")):
         return {"kind": "shakespeare", "options": {"level": "word"}}
-    if name.startswith("femnist_cnn"):
+    if name.startswith(("femnist_cnn", "mobilenet_cnn")):
         return {"kind": "fashion_mnist"}
     if name in ("logreg", "mlp"):
         return {"kind": "breast_cancer"}
@@ -79,7 +79,7 @@ def open_dataset(config) -> FederatedDataset:
     if text and length is not None:  # the config's length, unless the data's options set one
         spec = spec | {"options": {("max_len" if word_text else "window"): length} | options}
     return load_dataset(spec, seed=config.seed,
-                        vocabulary_size=config.vocabulary_size if word_text else None)
+                        vocabulary_size=config.vocabulary_size if text else None)
 
 
 def prepare(config, out: Path) -> TaskData:

@@ -92,7 +92,16 @@ def _compile(config, task: Task, out: Path) -> Path:
     entry = ZOO.get(config.model) if not is_factory(config.model) else None
     factory = entry.build if entry else _import_factory(config.model)
     torch.manual_seed(config.seed)
-    module = factory(**(sized_arguments(factory, task) | dict(config.model_options)))
+    sample = sample_batch(task)
+    if entry is not None and entry.tokens is not None and not config.model_options:
+        # a zoo token model sizes itself and its sample (a positional one holds a table of
+        # the examples' length: the config's, or the text's own)
+        seq = config.sequence_length or (80 if task.kind == "next_char" else 20)
+        module = entry.model(task.num_classes, seq)
+        sample = entry.batch(SAMPLE_BATCH, torch.Generator().manual_seed(0), task.num_classes,
+                             seq)
+    else:
+        module = factory(**(sized_arguments(factory, task) | dict(config.model_options)))
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"{config.model} returned {type(module).__name__}, not a torch.nn.Module")
     if config.optimizer is not None:
@@ -106,7 +115,7 @@ def _compile(config, task: Task, out: Path) -> Path:
     clip = config.clip_grad_norm if config.clip_grad_norm is not None else (
         entry.clip_grad_norm if entry else None)
     vocab = task.vocabulary.to_json() if task.vocabulary is not None else None
-    return compile_bundle(module, sample_batch(task), loss=loss, optimizer=optimizer, out=out,
+    return compile_bundle(module, sample, loss=loss, optimizer=optimizer, out=out,
                           model_name=config.model.rpartition(":")[2], task=task.kind,
                           clip_grad_norm=clip, vocabulary=vocab)
 

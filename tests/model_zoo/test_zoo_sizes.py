@@ -126,12 +126,13 @@ def test_the_fleets_char_task_takes_a_vocabulary_size_and_window(tmp_path):
     settings, a device's training on them."""
     from edge_sdk.schedules import Constant
     from edge_sdk.trainer import LocalTrainer, TrainingPlan
-    from fleet.data import build_task_bundle, task_data
-    bundle = build_task_bundle("shakespeare_char_tiny", tmp_path / "b", 30, seed=1,
-                               sequence_length=24)
+    from fleet.config import SimulationConfig
+    from fleet.data import prepare
+    data = prepare(SimulationConfig(model="shakespeare_char_tiny", vocabulary_size=30,
+                                    sequence_length=24, seed=1, eval_examples=40),
+                   tmp_path / "b")
+    bundle = data.bundle
     assert bundle.manifest["num_classes"] == 30
-    data = task_data(bundle, 40, seed=1, sequence_length=24)
-    assert data.unit == "24-character windows"
     assert max(len(e["chars"]) for e in data.train_all) == 24
     assert max(int(max(e["targets"])) for e in data.train_all) < 30
     trainer = LocalTrainer(bundle)
@@ -145,8 +146,8 @@ def test_the_fleets_char_task_takes_a_vocabulary_size_and_window(tmp_path):
 
 def test_a_simulation_config_refuses_sizes_out_of_range():
     from fleet.config import SimulationConfig
-    with pytest.raises(ValueError, match="above the vocabulary's 4 special tokens"):
-        SimulationConfig(model="keyboard_cifg_tiny", vocabulary_size=4)
-    with pytest.raises(ValueError, match="sequence_length must be an int >= 1"):
+    with pytest.raises(ValueError, match="above the vocabulary's special tokens"):
+        SimulationConfig(model="keyboard_cifg_tiny", vocabulary_size=2)
+    with pytest.raises(ValueError, match="sequence_length must be an int >= 2"):
         SimulationConfig(model="keyboard_cifg_tiny", sequence_length=0)
     assert SimulationConfig(model="shakespeare_char_tiny", vocabulary_size=3).vocabulary_size == 3
