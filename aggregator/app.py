@@ -241,7 +241,7 @@ async def report_failure(request: web.Request) -> web.Response:
 
 async def admin_create_task(request: web.Request) -> web.Response:
     msg = await read_message(request, TaskCreate)
-    # the service checks the settings (FieldError: 400 naming the field) before it stores
+    # the service checks the settings (BadField: 400 naming the field) before it stores
     result = await run_service(request.app, request.app[SERVICE].create_task, msg.task_id,
                                msg.bundle_dir, msg.settings or {})
     return web.json_response(result, status=201)

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from edge_sdk.protocol.typed_json import FieldError, from_json, require as _require, to_json
+from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value, require as _require
 
 from .numerics import STALENESS
 from .robust import ROBUST_STAGES
@@ -49,14 +49,14 @@ def _at_least(settings, minimum: int, *names: str) -> None:
 
 
 class _Settings:
-    """JSON in and out, for every settings class (see edge_sdk.protocol.typed_json)."""
+    """JSON in and out, for every settings class (see edge_sdk.protocol.typedjson)."""
 
     def to_json(self) -> dict:
-        return to_json(self)
+        return encode_value(self)
 
     @classmethod
     def from_json(cls, doc: dict, path: str = ""):
-        return from_json(cls, doc, path)
+        return decode_value(cls, doc, path)
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class RobustSettings(_Settings):
         try:
             stage(**self.stage_options())
         except ValueError as e:
-            raise FieldError(str(e), "trim" if str(e).startswith("trim") else "buffer") from None
+            raise BadField("trim" if str(e).startswith("trim") else "buffer", str(e)) from None
 
     def stage_options(self) -> dict:
         """The stage's own keyword arguments (kind and unset values left out)."""
@@ -323,11 +323,11 @@ class TaskSettings(_Settings):
         try:
             build_aggregation(self.aggregation(), np.random.default_rng(0))
         except (TypeError, ValueError) as e:
-            raise FieldError(f"the aggregation stack cannot be built: {e}", "") from None
+            raise BadField("", f"the aggregation stack cannot be built: {e}") from None
         try:
             build_server_optimizer(self.server_optimizer, lr=self.server_lr)
         except (TypeError, ValueError) as e:
-            raise FieldError(f"cannot be built: {e}", "server_optimizer") from None
+            raise BadField("server_optimizer", f"cannot be built: {e}") from None
 
     def server_lr_at(self, version: int) -> float:
         """The server learning rate of the step from `version` to `version + 1`."""
@@ -358,7 +358,7 @@ class TaskSettings(_Settings):
     @classmethod
     def from_json(cls, doc: dict, path: str = "settings") -> TaskSettings:
         """Settings from the admin API or the store (older stored shapes load too)."""
-        return from_json(cls, doc, path)
+        return decode_value(cls, doc, path)
 
 
 def reference_table() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk.protocol.typed_json import FieldError, from_json, require as _require, to_json
+from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value, require as _require
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,10 @@ class ServerConfig:
     @classmethod
     def from_json(cls, doc: dict, path: str = "config") -> ServerConfig:
         """From the serve config file's JSON (with the command line's flags merged in)."""
-        return from_json(cls, doc, path)
+        return decode_value(cls, doc, path)
 
     def to_json(self) -> dict:
-        return to_json(self)
+        return encode_value(self)
 
 
-__all__ = ["FieldError", "HeldoutEntry", "ServerConfig"]
+__all__ = ["BadField", "HeldoutEntry", "ServerConfig"]

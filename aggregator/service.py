@@ -30,7 +30,7 @@ import numpy as np
 from edge_sdk.protocol import (DecodeLimits, NonFinite, UpdateMeta, decode_parameters,
                                decode_update, encode_parameters, open_update)
 from edge_sdk.protocol.secagg import decode_masked_input
-from edge_sdk.protocol.typed_json import FieldError
+from edge_sdk.protocol.typedjson import BadField
 
 from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
@@ -215,7 +215,7 @@ class AggregatorService:
             raise BadRequest(f"task_id must be 1 to 64 of a-z, 0-9, '_', '-', starting with a "
                              f"letter or digit, got {task_id!r}", field="task_id")
         if isinstance(settings, dict):
-            settings = TaskSettings.from_json(settings)  # FieldError: 400 naming the field
+            settings = TaskSettings.from_json(settings)  # BadField: 400 naming the field
         elif not isinstance(settings, TaskSettings):
             raise BadRequest("settings must be an object", field="settings")
         if task_id in self.records or self.store.has_task(task_id):
@@ -263,7 +263,7 @@ class AggregatorService:
         try:
             settings = TaskSettings.from_json(record.settings)
             snap = self.store.snapshot(record.task_id) or {}
-        except (FieldError, ValueError) as e:
+        except ValueError as e:  # BadField included
             error = error or _printable(f"stored settings: {e}")
         if error is not None:
             return {"task_id": record.task_id, "state": "failed", "error": error,
@@ -602,7 +602,7 @@ def _loading(part: str):
     except (NotLeader, StoreUnavailable):
         raise
     except Exception as e:  # noqa: BLE001 - any fault of stored state fails the task only
-        detail = str(e) if isinstance(e, FieldError) else f"{type(e).__name__}: {e}"
+        detail = str(e) if isinstance(e, BadField) else f"{type(e).__name__}: {e}"
         raise TaskFailed(f"{part}: {detail}") from e
 
 

@@ -16,8 +16,9 @@
         │                                                surrogates and bad escapes included)
         ├── JsonLimitExceeded  code "json_limit"         over a size, depth, string or number
         │                                                length limit (details: limit, max)
-        └── BadField         code "bad_field"            a JSON message's field missing, of
-                                                         the wrong type or out of range
+        └── BadField         code "bad_field"            a JSON document's field unknown,
+                                                         missing, of the wrong type or out
+                                                         of range (typedjson.py)
                                                          (details: field, its path)
 
 MalformedJson, JsonLimitExceeded and BadField carry `details`, a JSON-ready dict the
@@ -83,13 +84,22 @@ class JsonLimitExceeded(MalformedJson):
 
 
 class BadField(MalformedJson):
-    """`field` is the path of the offending value, e.g. "enroll.public_key"."""
+    """A field of a JSON document (a message, the task settings, the server config) that
+    cannot be used as given. `field` is its path, e.g. "enroll.public_key" or
+    "settings.robust.trim" ("" for the document as a whole); the aggregator answers 400
+    with it."""
 
     code = "bad_field"
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}", field=field)
-        self.field = field
+        super().__init__(f"{field}: {message}" if field else message, field=field)
+        self.field, self.message = field, message
+
+    def under(self, prefix: str) -> BadField:
+        """The same error, its path prefixed with the enclosing object's path."""
+        if not prefix:
+            return self
+        return BadField(f"{prefix}.{self.field}" if self.field else prefix, self.message)
 
 
 ALL_ERRORS = (Truncated, BadMagic, UnsupportedVersion, TooLarge, MalformedHeader, BadChecksum,

@@ -212,7 +212,7 @@ class SecAggReveal(Message):
     def check(self, path: str) -> None:
         for index, (_, share) in self.reveal.items():
             if not (0 < len(share) <= _SHARE_DIGITS and share.isascii() and share.isdigit()):
-                raise BadField(f"{path}.reveal.{index}.1",
+                raise BadField(f"{path}.reveal.{index}[1]",
                                f"must be a decimal share of at most {_SHARE_DIGITS} digits")
 
     def shares(self) -> dict[int, tuple[str, int]]:

@@ -1,24 +1,41 @@
-"""Typed JSON: frozen dataclasses checked field by field against parsed JSON, for the
-messages (messages.py) and any other dataclass, e.g. the aggregator's settings.
+"""Typed JSON: frozen dataclasses built from parsed JSON, checked field by field. The one
+mechanism for the HTTP messages (messages.py), the aggregator's task settings and its
+server config.
 
-`decode_value(kind, value, path)` checks a parsed JSON value strictly (types, ranges,
-lengths, unknown keys) and raises BadField naming the field's path, e.g.
-"enroll.public_key"; `encode_value` gives the JSON-ready form (None-valued optional fields
-left out).
+`decode_value(kind, value, path)` checks a parsed JSON value strictly and raises BadField
+(errors.py) at the first problem, naming the field's full path (`settings.plan.epochz`,
+`enroll.public_key`, `settings.server_lr_decay.at[1]`):
 
-Field types: str, int, float, bool, bytes (base64 text), X | None, Literal[...],
-list[X], tuple[X, Y], dict[str, X], dict[int, X] (keys are decimal text), dict (any JSON
-object) and nested dataclasses. Ranges and lengths are JSON-schema keywords in the
-field's metadata, `field(metadata={"minimum": 0})` or `bounded(minimum=0)`; an int
-without a declared range is held to +-(2^53 - 1), the integers every JSON reader holds
-exactly. A dataclass refuses unknown keys unless it sets `_open = True` (replies do, so
-a newer server can add a field without breaking older devices).
+- keys a dataclass does not have, naming the nearest valid key ("did you mean 'epochs'?"),
+  unless the class sets `_open = True` (replies do, so a newer server can add a field
+  without breaking older devices);
+- values of the wrong JSON type: a bool is not an int, an int is accepted for a float,
+  a string is never a number;
+- numbers out of range: floats must be finite; ints must be within the field's declared
+  range, or else within +-(2^53 - 1), the integers every JSON reader holds exactly;
+- a value outside a `Literal[...]` (naming the nearest valid value);
+- lengths, counts and patterns the field declares;
+- whatever the class's own `__post_init__` refuses (a BadField there names the field
+  relative to the class; any other ValueError or TypeError is reported at the class's
+  path), then a Message's `check`.
+
+`encode_value(value)` is the inverse: dataclasses become dicts (None-valued fields whose
+default is None left out), tuples lists, bytes base64 text.
+
+Field types: Any, None, bool, int, float, str, bytes (base64 text), Literal[...],
+X | None (and other unions, tried in order), list[X], tuple[X, ...], tuple[X, Y],
+dict (any JSON object), dict[str, X], dict[int, X] (keys are decimal text) and nested
+dataclasses. Field metadata holds JSON-schema bounds, `bounded(minimum=0)` (the OpenAPI
+document publishes them), and `"aliases": ("old",)`, older names a key is accepted under.
+stdlib only: the SDK and the aggregator both use it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import dataclasses
+import difflib
+import functools
 import math
 import re
 import types
@@ -28,11 +45,12 @@ from typing import Any, ClassVar, Literal
 
 from .errors import BadField
 
-__all__ = ["INDEX_MAX", "JSON_INT", "Message", "bounded", "decode_value", "encode_value",
-           "parse_bounded_int", "type_hints"]
+__all__ = ["INDEX_MAX", "JSON_INT", "BadField", "Message", "bounded", "decode_value",
+           "encode_value", "nearest", "parse_bounded_int", "require", "type_hints"]
 
 JSON_INT = 2**53 - 1
 INDEX_MAX = 2**31 - 1  # object keys typed int: e.g. secure-aggregation device indices
+SHOWN = 64  # characters of a sender's key or value quoted back in an error
 _KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
          "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties"}
 
@@ -46,6 +64,21 @@ def bounded(default=dataclasses.MISSING, *, description: str | None = None, **sc
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def require(ok: bool, field: str, message: str) -> None:
+    """For `__post_init__` checks: BadField(field, message) unless ok."""
+    if not ok:
+        raise BadField(field, message)
+
+
+def nearest(name: Any, choices) -> str:
+    """'; did you mean ...?' for the closest of `choices`, or the list of them."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name)[:SHOWN], choices, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(repr(c) for c in sorted(choices))}"
 
 
 class Message:
@@ -66,108 +99,151 @@ class Message:
         called by from_json after the fields."""
 
 
-# -- the generic codec ------------------------------------------------------------------------
+# -- decoding ---------------------------------------------------------------------------------
 def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
-    """`value` (parsed JSON) checked against the type `kind` and the schema keywords in
-    `meta`; dataclasses are built field by field. Raises BadField at the first problem."""
+    """`value` (parsed JSON, not mutated) checked against the type `kind` and the schema
+    keywords in `meta`; dataclasses are built field by field, lists become tuples where
+    the type says tuple. Raises BadField at the first problem."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if kind is Any:
         return value
+    if kind is None or kind is type(None):
+        if value is not None:
+            raise BadField(path, f"must be null, got {_kind(value)}")
+        return None
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) != 1:
-            raise TypeError(f"only X | None unions are supported, not {kind}")
-        return decode_value(inner[0], value, path, meta)
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return decode_value(option, value, path, meta)
+            except BadField as e:
+                errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]
+        raise BadField(path, f"must be one of {' | '.join(_name(a) for a in args)}, "
+                             f"got {_kind(value)}")
     if origin is Literal:
-        if value not in args or isinstance(value, bool) != isinstance(args[0], bool):
-            raise BadField(path, f"must be one of {list(args)}")
-        return value
+        for allowed in args:
+            if value == allowed and type(value) is type(allowed):
+                return value
+        raise BadField(path, f"unknown value {_short(repr(value))}" + nearest(value, args))
     if dataclasses.is_dataclass(kind):
         return _decode_dataclass(kind, value, path)
     if kind is bool:
         if not isinstance(value, bool):
-            raise BadField(path, "must be true or false")
+            raise BadField(path, f"must be true or false, got {_kind(value)}")
         return value
     if kind is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise BadField(path, "must be an integer")
+            raise BadField(path, f"must be an integer, got {_kind(value)}")
         _check_range(value, path, meta, -JSON_INT, JSON_INT)
         return value
     if kind is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadField(path, f"must be a number, got {_kind(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise BadField(path, "must be a finite number")
-        _check_range(value, path, meta, None, None)
-        return float(value)
+        _check_range(number, path, meta, None, None)
+        return number
     if kind is str:
         if not isinstance(value, str):
-            raise BadField(path, "must be a string")
-        _check_length(len(value), path, meta, "characters")
+            raise BadField(path, f"must be a string, got {_kind(value)}")
+        _check_count(len(value), path, meta, "minLength", "maxLength", "characters")
         if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
             raise BadField(path, f"must match {meta['pattern']}")
         return value
     if kind is bytes:
         if not isinstance(value, str):
-            raise BadField(path, "must be base64 text")
+            raise BadField(path, f"must be base64 text, got {_kind(value)}")
         try:
             data = base64.b64decode(value.encode("ascii"), validate=True)
         except (UnicodeEncodeError, binascii.Error):
             raise BadField(path, "must be base64 text") from None
-        _check_length(len(data), path, meta, "bytes")
+        _check_count(len(data), path, meta, "minLength", "maxLength", "bytes")
         return data
     if kind is dict or origin is dict:
         if not isinstance(value, dict):
-            raise BadField(path, "must be a JSON object")
+            raise BadField(path, f"must be an object, got {_kind(value)}")
         _check_count(len(value), path, meta, "minProperties", "maxProperties", "keys")
-        if kind is dict:
+        if not args:
             return dict(value)
         key_kind, item_kind = args
-        return {_decode_key(key_kind, k, path): decode_value(item_kind, v, f"{path}.{k}")
+        return {_decode_key(key_kind, k, path): decode_value(item_kind, v, _join(path, k))
                 for k, v in value.items()}
-    if origin is list:
+    if kind in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, list):
-            raise BadField(path, "must be a JSON array")
+            raise BadField(path, f"must be a list, got {_kind(value)}")
         _check_count(len(value), path, meta, "minItems", "maxItems", "items")
-        return [decode_value(args[0], v, f"{path}.{i}") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list) or len(value) != len(args):
-            raise BadField(path, f"must be a JSON array of {len(args)} items")
-        return tuple(decode_value(a, v, f"{path}.{i}") for i, (a, v) in enumerate(zip(args, value)))
+        if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[X, Y]: fixed
+            if len(value) != len(args):
+                raise BadField(path, f"must be a list of {len(args)} items")
+            return tuple(decode_value(a, v, f"{path}[{i}]")
+                         for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [decode_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if tuple in (kind, origin) else items
     raise TypeError(f"{path}: no JSON form for {kind!r}")
 
 
-def _decode_dataclass(cls, value: Any, path: str):
-    if not isinstance(value, dict):
-        raise BadField(path, "must be a JSON object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(value) - set(fields)
-    if unknown and not getattr(cls, "_open", False):
-        name = min(unknown)
-        raise BadField(f"{path}.{name}", f"unknown field; known: {sorted(fields)}")
+def _decode_dataclass(cls, doc: Any, path: str):
+    if not isinstance(doc, dict):
+        raise BadField(path, f"must be an object, got {_kind(doc)}")
+    fields, names = _layout(cls)
     hints = type_hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise BadField(f"{path}.{name}", "is required")
-            continue
-        kwargs[name] = decode_value(hints[name], value[name], f"{path}.{name}", f.metadata)
+    given: dict[str, str] = {}  # field name: the key it was given under
+    for key in doc:  # the keys first, in the document's order
+        name = names.get(key)
+        if name is None:
+            if getattr(cls, "_open", False):
+                continue
+            raise BadField(_join(path, key), "unknown key" + nearest(key, fields))
+        if name in given:
+            raise BadField(_join(path, key), f"given twice (as {name!r} and an older name)")
+        given[name] = key
+    values: dict[str, Any] = {}
+    for name, f in fields.items():  # then the values, in the class's order
+        if name in given:
+            where = _join(path, given[name])
+            values[name] = decode_value(hints[name], doc[given[name]], where, f.metadata)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise BadField(_join(path, name), "required key missing")
     try:
-        message = cls(**kwargs)
-    except (TypeError, ValueError) as e:  # a dataclass that validates in __post_init__
+        built = cls(**values)
+    except BadField as e:  # a __post_init__ check names the field relative to the class
+        raise e.under(path) from None
+    except (ValueError, TypeError) as e:
         raise BadField(path, str(e)) from None
-    if isinstance(message, Message):
-        message.check(path)
-    return message
+    if isinstance(built, Message):
+        built.check(path)
+    return built
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(cls: type) -> tuple[dict, dict]:
+    """(init fields by name, field name by accepted key) of a dataclass."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    names = {alias: name for name, f in fields.items()
+             for alias in f.metadata.get("aliases", ())} | {name: name for name in fields}
+    return fields, names
+
+
+@functools.lru_cache(maxsize=256)
+def type_hints(cls) -> dict:
+    """The resolved field types of a dataclass (cached)."""
+    return typing.get_type_hints(cls)
 
 
 def _decode_key(kind, key: str, path: str):
     if kind is str:
         return key
     if kind is int:
-        return parse_bounded_int(key, f"{path}.{key[:20]}", 0, INDEX_MAX)
+        return parse_bounded_int(key, _join(path, key), 0, INDEX_MAX)
     raise TypeError(f"{path}: object keys are str or int, not {kind!r}")
 
 
@@ -175,15 +251,11 @@ def _check_range(value, path: str, meta, low, high) -> None:
     low = meta.get("minimum", low)
     high = meta.get("maximum", high)
     if low is not None and value < low or high is not None and value > high:
-        raise BadField(path, f"must be in [{low}, {high}]")
+        raise BadField(path, f"out of range, must be in [{low}, {high}]")
     if "exclusiveMinimum" in meta and not value > meta["exclusiveMinimum"]:
         raise BadField(path, f"must be > {meta['exclusiveMinimum']}")
     if "exclusiveMaximum" in meta and not value < meta["exclusiveMaximum"]:
         raise BadField(path, f"must be < {meta['exclusiveMaximum']}")
-
-
-def _check_length(n: int, path: str, meta, unit: str) -> None:
-    _check_count(n, path, meta, "minLength", "maxLength", unit)
 
 
 def _check_count(n: int, path: str, meta, low: str, high: str, unit: str) -> None:
@@ -204,8 +276,9 @@ def parse_bounded_int(text: str, path: str, low: int = 0, high: int = JSON_INT) 
     return value
 
 
+# -- encoding ---------------------------------------------------------------------------------
 def encode_value(value: Any) -> Any:
-    """The JSON-ready form of a message or a value of a message's field."""
+    """The JSON-ready form of a dataclass or of a value of one's field."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out = {}
         for f in dataclasses.fields(value):
@@ -223,12 +296,23 @@ def encode_value(value: Any) -> Any:
     return value
 
 
-_HINTS: dict[type, dict] = {}
+# -- quoting a sender's keys and values back, bounded -------------------------------------------
+def _short(text: str) -> str:
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
 
 
-def type_hints(cls) -> dict:
-    """The resolved field types of a dataclass (cached)."""
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{_short(str(key))}" if path else _short(str(key))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _name(kind: Any) -> str:
+    if kind is type(None):
+        return "null"
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")

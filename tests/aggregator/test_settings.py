@@ -16,13 +16,13 @@ from aggregator.server_config import HeldoutEntry, ServerConfig
 from aggregator.server_optimizers import SERVER_OPTIMIZERS, build_server_optimizer
 from aggregator.stages import build_aggregation
 from edge_sdk.protocol import ProtocolError
-from edge_sdk.protocol.typed_json import FieldError
+from edge_sdk.protocol.typedjson import BadField
 
 DOCS = Path(__file__).parents[2] / "docs" / "aggregator.md"
 
 
-def _refused(doc: dict) -> FieldError:
-    with pytest.raises(FieldError) as e:
+def _refused(doc: dict) -> BadField:
+    with pytest.raises(BadField) as e:
         TaskSettings.from_json(doc)
     return e.value
 
@@ -143,9 +143,9 @@ def test_settings_stored_by_the_previous_version_still_load():
 
 
 def test_python_callers_get_the_same_checks():
-    with pytest.raises(FieldError, match="trim"):
+    with pytest.raises(BadField, match="trim"):
         RobustSettings(trim=0.7)
-    with pytest.raises(FieldError, match="must be a DPSettings"):
+    with pytest.raises(BadField, match="must be a DPSettings"):
         TaskSettings(dp={"clip_norm": 1.0})  # JSON goes through from_json
     with pytest.raises(ValueError, match="server_optimizer"):
         TaskSettings(server_optimizer="fedadm")
@@ -176,11 +176,11 @@ _doc = st.fixed_dictionaries({}, optional={
 @given(_doc)
 @hsettings(max_examples=300, deadline=None)
 def test_every_settings_object_built_can_be_built_into_its_stack(doc):
-    """Built means usable: a FieldError (a 400) or an aggregation stack and a server
+    """Built means usable: a BadField (a 400) or an aggregation stack and a server
     optimizer that build, never a crash at the first commit."""
     try:
         s = TaskSettings.from_json(doc)
-    except FieldError as e:
+    except BadField as e:
         assert e.field.startswith("settings")
         return
     build_aggregation(s.aggregation(), np.random.default_rng(0))
@@ -198,16 +198,16 @@ def test_the_docs_hold_the_generated_settings_reference():
 def test_server_config_refuses_unknown_keys_with_their_path(tmp_path):
     base = {"data_dir": str(tmp_path), "admin_token": "a" * 20,
             "advertise_url": "http://127.0.0.1:1"}
-    with pytest.raises(FieldError) as e:
+    with pytest.raises(BadField) as e:
         ServerConfig.from_json(base | {"max_body_byte": 4096})
     assert e.value.field == "config.max_body_byte"
     assert "did you mean 'max_body_bytes'" in str(e.value)
     (tmp_path / "ex.jsonl").write_text("")
-    with pytest.raises(FieldError) as e:
+    with pytest.raises(BadField) as e:
         ServerConfig.from_json(base | {"heldout": {"kb": {"bundel": str(tmp_path),
                                                           "examples": str(tmp_path / "ex.jsonl")}}})
     assert e.value.field == "config.heldout.kb.bundel" and "'bundle'" in str(e.value)
-    with pytest.raises(FieldError) as e:
+    with pytest.raises(BadField) as e:
         ServerConfig.from_json(base | {"heldout": {"kb": {"bundle": str(tmp_path / "none"),
                                                           "examples": str(tmp_path / "ex.jsonl")}}})
     assert e.value.field == "config.heldout.kb.bundle" and "existing" in str(e.value)
@@ -229,7 +229,7 @@ def test_server_config_refuses_unknown_keys_with_their_path(tmp_path):
     ({"crash_at": {"model_file_written": "2"}}, "config.crash_at.model_file_written"),
 ])
 def test_server_config_values_are_checked(tmp_path, change, path):
-    with pytest.raises(FieldError) as e:
+    with pytest.raises(BadField) as e:
         ServerConfig.from_json({"data_dir": str(tmp_path), "admin_token": "a" * 20} | change)
     assert e.value.field == path, str(e.value)
 
@@ -248,6 +248,6 @@ def test_a_hostile_key_or_value_is_quoted_back_bounded():
 @pytest.mark.parametrize("change", [{"rate_per_s": "fast"}, {"burst": 2.5}, {"burst": None},
                                     {"max_body_bytes": 10}, {"tick_interval_s": -1}])
 def test_python_built_server_config_says_which_field_not_a_type_error(tmp_path, change):
-    with pytest.raises(FieldError) as e:
+    with pytest.raises(BadField) as e:
         ServerConfig(str(tmp_path), "a" * 20, **change)
     assert e.value.field == next(iter(change))
