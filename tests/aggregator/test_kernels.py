@@ -234,7 +234,7 @@ def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
 
 
 def test_norm_over_holds_every_chunk_scale_to_the_bound():
-    parts, dense_each = _joined(SHAPES, 0.3, 16, 1)
+    parts, _ = _joined(SHAPES, 0.3, 16, 1)
     # a crafted update: one huge, finite scale over middle levels, which decode to ~0
     b = parts.b.copy()
     b[2] = -np.float32(3e38)
