@@ -61,24 +61,33 @@ def norm_over(delta: Delta, max_norm: float) -> float | None:
     least s, while a crafted one could pair a huge scale with mid levels that decode to
     ~0 and then overflow float32 when weighted in the sum. The result is then s.
 
-    The default codec's JoinedParts is never made dense: first an upper bound from the
-    chunk scales alone (sum over chunks of count x largest |value|^2, a few hundred
-    numbers), and only when that bound exceeds `max_norm` the exact sum over the levels."""
+    Quantized parts are never made dense, and their levels are read only when needed:
+    first an upper bound from the chunk scales alone (sum over chunks of count x largest
+    |value|^2, a few hundred numbers), and only when the bound exceeds `max_norm` the
+    exact sum over the levels. The default codec's JoinedParts is bounded in one pass."""
     if isinstance(delta, JoinedParts):
         return _joined_over(delta, max_norm)
-    total = 0.0
+    exact, upper, quantized = 0.0, 0.0, []
     for x in delta.values():
-        if not isinstance(x, np.ndarray) and x.levels is not None and len(x.b):
-            scale = float(np.abs(x.b.astype(np.float64)).max()) * abs(x.multiplier)
-            if scale > max_norm:
-                return scale
-        total += squared_norm(x)
-    norm = math.sqrt(total)
+        if isinstance(x, np.ndarray) or x.levels is None:
+            sq = squared_norm(x)
+            exact, upper = exact + sq, upper + sq
+            continue
+        m = abs(x.multiplier)
+        scale, bound = kernels.chunk_scale_bound(x.b, _chunk_sizes((len(x.levels),), x.chunk))
+        if scale * m > max_norm:
+            return scale * m
+        upper += bound * _REACH_SQUARED * m * m
+        quantized.append(x)
+    if upper <= max_norm * max_norm:
+        return None
+    norm = math.sqrt(exact + sum(squared_norm(x) for x in quantized))
     return norm if norm > max_norm else None
 
 
-# a chunk of scale s decodes level l to l (2s / 254) - s: at most s (256 / 254) in
-# magnitude (level 255, which no encoder sends); the margin covers float32 rounding of a
+# a chunk of scale s decodes level l to l a - s with a = 2s / (levels - 1): at most
+# s (256 / 254) in magnitude (8 bits, level 255, which no encoder sends; fewer bits are
+# checked below their level count), the margin covers float32 rounding of a
 _REACH_SQUARED = (256 / 254) ** 2 * (1 + 1e-5)
 
 

@@ -412,9 +412,11 @@ class AggregatorService:
                 self.store.save_update(task_id, PendingUpdate(
                     meta.idempotency_key, c.round_id, meta.device_id, meta.model_version,
                     admission.weight, admission.staleness), data, meta.metrics, c.snapshot(), now)
-            except AlreadyAggregated:  # the ledger, not this process's memory, decides
-                return {"status": "duplicate", "aggregated_into": self.store.seen_update(
-                    task_id, meta.device_id, meta.idempotency_key)}
+            except AlreadyAggregated:  # the store, not this process's memory, decides
+                seen = self.store.seen_update(task_id, meta.device_id, meta.idempotency_key)
+                if seen is not None and seen >= 0:
+                    return {"status": "duplicate", "aggregated_into": seen}
+                return {"status": "duplicate", "version": c.version}  # pending
             outcome = c.accept(meta, decoded.tensors, admission)
             del decoded
             self._maybe_commit(task)

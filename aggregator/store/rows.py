@@ -72,15 +72,16 @@ _LEGACY = ""  # the device_id of migrated ledger rows
 # from the layout keyed by idempotency_key alone: copy into new tables, swap them in
 MIGRATE_SCOPED_KEYS = [
     _UPDATES.format(name="updates_scoped"),
-    "INSERT INTO updates_scoped (task_id, device_id, idempotency_key, round_id, version_from, "
-    "weight, staleness, path, received, metrics) SELECT task_id, device_id, idempotency_key, "
-    "round_id, version_from, weight, staleness, path, received, metrics FROM updates",
+    ("INSERT INTO updates_scoped (task_id, device_id, idempotency_key, round_id, "
+     "version_from, weight, staleness, path, received, metrics) SELECT task_id, device_id, "
+     "idempotency_key, round_id, version_from, weight, staleness, path, received, metrics "
+     "FROM updates"),
     "DROP TABLE updates",
     "ALTER TABLE updates_scoped RENAME TO updates",
     "CREATE INDEX IF NOT EXISTS updates_by_task ON updates (task_id, received)",
     _LEDGER.format(name="ledger_scoped"),
-    "INSERT INTO ledger_scoped (task_id, device_id, idempotency_key, version) "
-    f"SELECT task_id, '{_LEGACY}', idempotency_key, version FROM ledger",
+    ("INSERT INTO ledger_scoped (task_id, device_id, idempotency_key, version) "
+     f"SELECT task_id, '{_LEGACY}', idempotency_key, version FROM ledger"),
     "DROP TABLE ledger",
     "ALTER TABLE ledger_scoped RENAME TO ledger",
 ]

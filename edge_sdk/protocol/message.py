@@ -57,7 +57,7 @@ class DecodeLimits:
     max_header_bytes: int = 64 * 2**10
 
 
-MAX_NUM_EXAMPLES = 2**53  # integers a float64 weight holds exactly; servers cap lower
+MAX_EXACT_INT = 2**53  # num_examples and model_version: what a float64 holds exactly
 MAX_METRIC = 1e12  # |value| of a metric in update metadata
 _KEY = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -88,7 +88,7 @@ class UpdateMeta:
         for name, low in (("model_version", 0), ("num_examples", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or \
-                    not low <= value <= MAX_NUM_EXAMPLES:
+                    not low <= value <= MAX_EXACT_INT:
                 raise MalformedHeader(f"{name} must be an integer in {low}..2^53")
         if not isinstance(self.metrics, dict) or len(self.metrics) > 32 or not all(
                 isinstance(k, str) and _METRIC_NAME.fullmatch(k) and _finite_metric(v)

@@ -52,7 +52,8 @@ def test_a_device_cannot_shadow_another_devices_update_with_its_key(bundle, tmp_
             for phone in (thief, victim):
                 await phone.transport.check_in("kb")
             # the thief signs its own update under the key the victim will use
-            stolen = await thief.transport.upload("kb", _update(bundle, thief, "victims-key", seed=1))
+            stolen = await thief.transport.upload("kb", _update(bundle, thief, "victims-key",
+                                                                seed=1))
             real = _update(bundle, victim, "victims-key", seed=2)
             assert stolen["status"] == "accepted"
             assert (await victim.transport.upload("kb", real))["status"] == "accepted"
@@ -215,8 +216,8 @@ _OLD_TABLES = [
     """CREATE TABLE ledger (
     idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, version INTEGER NOT NULL)""",
     "INSERT INTO ledger VALUES ('old-aggregated', 'kb', 1)",
-    "INSERT INTO updates VALUES ('old-pending', 'kb', 2, 'dev-a', 1, 3.0, 0, "
-    "'updates/kb/old.eflu', 5.0, '{{\"loss\": 2.0}}')",
+    ("INSERT INTO updates VALUES ('old-pending', 'kb', 2, 'dev-a', 1, 3.0, 0, "
+     "'updates/kb/old.eflu', 5.0, '{{\"loss\": 2.0}}')"),
 ]
 
 

@@ -234,7 +234,7 @@ def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
 
 
 def test_norm_over_holds_every_chunk_scale_to_the_bound():
-    parts, dense_each = _joined(SHAPES, 0.3, 16, 1)
+    parts, _ = _joined(SHAPES, 0.3, 16, 1)
     # a crafted update: one huge, finite scale over middle levels, which decode to ~0
     b = parts.b.copy()
     b[2] = -np.float32(3e38)
@@ -262,3 +262,16 @@ def test_the_chunked_norm_kernel_matches_its_numpy_twin():
     top, bound = kernels.chunk_scale_bound(parts.b, sizes)
     assert (top, bound) == pytest.approx(kernels._chunk_scale_bound_numpy(parts.b, sizes), rel=1e-12)
     assert top == pytest.approx(float(-parts.b.min()))
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_norm_over_of_any_codecs_parts_equals_the_dense_norm(name):
+    parts, reconstructed = _parts(CODECS[name], shape=(37, 51))
+    other, reconstructed_other = _parts(CODECS[name], shape=(300,), seed=4)
+    delta = {"a": parts, "b": other}
+    norm = _dense_norm({"a": reconstructed, "b": reconstructed_other})
+    for bound, over in [(10 * norm, False), (norm * 1.001, False), (norm * 0.999, True)]:
+        got = numerics.norm_over(delta, bound)
+        assert (got is not None) is over, (bound, norm)
+        if over:
+            assert got == pytest.approx(norm, rel=1e-5)

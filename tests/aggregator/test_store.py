@@ -66,7 +66,7 @@ def test_an_update_is_pending_until_a_version_moves_it_to_the_ledger(tmp_path, s
     assert sorted(m["loss"] for m in store.pending_metrics("kb")) == [1.0, 3.0]
     state = {"m": np.arange(3, dtype=np.float32)}
     store.commit_version("kb", 1, b"model v1", state, {"round_id": 2, "version": 1}, {"n": 2}, 4.0)
-    assert store.seen_update("kb", "dev-1", "k1") == 1 and store.seen_update("kb", "dev-1", "k2") == 1
+    assert store.seen_update("kb", "dev-1", "k1") == store.seen_update("kb", "dev-1", "k2") == 1
     assert store.pending_updates("kb") == []
     assert store.latest_model("kb")[1].read_bytes() == b"model v1"
     assert store.snapshot("kb") == {"round_id": 2, "version": 1}

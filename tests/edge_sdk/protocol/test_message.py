@@ -251,3 +251,26 @@ def test_array_container_round_trips_and_rejects_garbage():
             decode_arrays(bad)
     with pytest.raises(ValueError, match="numeric"):
         encode_arrays({"o": np.array([object()])})
+
+
+@pytest.mark.parametrize("change", [
+    {"num_examples": 0}, {"num_examples": 2**53 + 1}, {"num_examples": 10**400},
+    {"num_examples": float("inf")}, {"num_examples": 5.0}, {"num_examples": True},
+    {"model_version": -1}, {"model_version": 10**30},
+    {"idempotency_key": ""}, {"idempotency_key": "k" * 129}, {"idempotency_key": "a/b"},
+    {"idempotency_key": "\ud800"}, {"device_id": "dev-\ud800"},
+    {"metrics": {"loss": 1e12 * 1.5}}, {"metrics": {"loss": 10**400}},
+    {"metrics": {"loss": float("nan")}}, {"metrics": {"loss": True}},
+    {"metrics": {"\ud800": 1.0}}, {"metrics": {"a b": 1.0}}])
+def test_update_metadata_out_of_range_is_a_malformed_header(change):
+    from dataclasses import replace
+
+    from edge_sdk.protocol import MalformedHeader
+    with pytest.raises(MalformedHeader):
+        replace(META, **change).validate()
+
+
+def test_update_metadata_at_its_limits_is_valid():
+    from dataclasses import replace
+    replace(META, num_examples=2**53, model_version=2**53, idempotency_key="a-Z_0.9:" * 16,
+            metrics={"x" * 64: -1e12, "n": 3}).validate()
