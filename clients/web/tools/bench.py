@@ -3,14 +3,19 @@ the Python SDK (onnxruntime, one thread), on the same batch, and the bytes of on
 of the default codec after those steps.
 
     python clients/web/tools/bench.py [--steps 20] [--batch 16] [--models logreg mlp ...]
+                                      [--browser]
 
 Needs torch (the bundles are compiled here) and `npm ci` in clients/web. Node runs with
---no-liftoff, so its steps are timed on optimized WASM.
+--no-liftoff, so its steps are timed on optimized WASM. With --browser the same steps are
+also timed in headless Chromium (browser/bench.html, served from 127.0.0.1), with V8 given
+--no-liftoff too.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +57,52 @@ def python_steps(bundle: Bundle, batch: dict, lr: float, warmup: int, steps: int
     return ms, delta
 
 
+async def browser_steps(job: dict, bundles: dict[str, Path], tmp: Path) -> dict:
+    """Serve the web client, the bundles and the job on 127.0.0.1; time in Chromium."""
+    from aiohttp import web
+    types = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
+             ".html": "text/html"}
+    done = asyncio.get_running_loop().create_future()
+
+    def serve(root: Path, relative: str):
+        path = (root / relative).resolve()
+        if root.resolve() not in path.parents or not path.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={
+            "Content-Type": types.get(path.suffix, "application/octet-stream")})
+
+    async def results(request):
+        if not done.done():
+            done.set_result(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.add_routes([
+        web.get("/web/{p:.+}", lambda r: serve(WEB, r.match_info["p"])),
+        web.get("/bundles/{m}/{f}", lambda r: serve(bundles[r.match_info["m"]], r.match_info["f"])),
+        web.get("/job.json", lambda r: web.json_response(job)),
+        web.post("/results", results)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/web/browser/bench.html"
+    browser = await asyncio.create_subprocess_exec(
+        shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", "--js-flags=--no-liftoff", f"--user-data-dir={tmp / 'profile'}",
+        url,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out = await asyncio.wait_for(done, 1800)
+    finally:
+        browser.terminate()
+        await browser.wait()
+        await runner.cleanup()
+    if "error" in out:
+        raise RuntimeError(out["error"])
+    return out
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -62,11 +113,12 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--browser", action="store_true", help="also time headless Chromium")
     args = parser.parse_args(argv)
-    rows, cases = {}, []
+    rows, cases, paths = {}, [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            path = build_bundle(name, Path(tmp) / name, seed=0)
+            path = paths[name] = build_bundle(name, Path(tmp) / name, seed=0)
             bundle = Bundle.load(path)
             made = ZOO[name].batch(args.batch, torch.Generator().manual_seed(0))
             batch = {k: v.numpy() for k, v in made.items()}
@@ -87,14 +139,17 @@ def main(argv=None) -> None:
         job.write_text(json.dumps({"cases": cases}))
         done = subprocess.run(["node", "--no-liftoff", str(WEB / "tools" / "bench_train.mjs"),
                                str(job)], cwd=WEB, capture_output=True, text=True, check=True)
+        chromium = (asyncio.run(browser_steps({"cases": cases}, paths, Path(tmp)))
+                    if args.browser else {})
     web = json.loads(done.stdout)
     print(f"batch {args.batch}, median of {args.steps} steps after {args.warmup}, one thread")
-    print(f"{'model':24} {'params':>10} {'python ms':>10} {'web ms':>9} {'ratio':>6} "
+    print(f"{'model':24} {'params':>10} {'python ms':>10} {'node ms':>9} {'chromium ms':>12} "
           f"{'update B':>9} {'float32 B':>10}")
     for name, r in rows.items():
         w = statistics.median(web[name]["ms"])
-        print(f"{name:24} {r['parameters']:>10,} {r['python_ms']:>10.2f} {w:>9.2f} "
-              f"{w / r['python_ms']:>6.1f} {r['update_bytes']:>9,} {r['float32_bytes']:>10,}")
+        c = f"{statistics.median(chromium[name]['ms']):>12.2f}" if chromium else f"{'-':>12}"
+        print(f"{name:24} {r['parameters']:>10,} {r['python_ms']:>10.2f} {w:>9.2f} {c} "
+              f"{r['update_bytes']:>9,} {r['float32_bytes']:>10,}")
 
 
 if __name__ == "__main__":
