@@ -85,7 +85,8 @@ def test_bad_heldout_reports_are_refused_and_the_first_report_stands(bundle, tmp
 
     answers, anonymous, doc = asyncio.run(scenario())
     assert [status for status, _ in answers] == [400, 400, 400, 404, 200, 200]
-    assert answers[0][1]["error"]["code"] == "bad_field"  # the typed message refuses it
+    assert answers[0][1]["error"]["code"] == "bad_field"
+    assert answers[0][1]["error"]["field"] == "heldout.metrics.accuracy"
     assert [body.get("status") for _, body in answers[4:]] == ["recorded", "duplicate"]
     assert anonymous == 401
     assert doc["heldout_evaluation"] == [{"version": 0, "accuracy": 0.5}]
