@@ -256,9 +256,9 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
 
 def test_a_refused_version_puts_adaptive_clipping_back():
     from aggregator.stages import build_aggregation
-    settings = TaskSettings(sync=SyncSettings(goal=2, overselect=1.0), dp={
-        "clip_norm": 1.0, "noise_multiplier": 0.0, "population": 100,
-        "adaptive_quantile": 0.5})
+    settings = TaskSettings.from_json({"sync": {"goal": 2, "overselect": 1.0}, "dp": {
+        "clip_norm": 1.0, "noise_multiplier": 1e-6, "population": 100,
+        "adaptive_quantile": 0.5}})
     rng = np.random.default_rng(0)
     c = TaskCoordinator("t", settings, 0, build_aggregation(settings.aggregation(), rng), rng, 0.0)
     for d in "ab":

@@ -12,7 +12,7 @@ from model_zoo.data.shakespeare import load_users, role_text
 
 @pytest.fixture(scope="module")
 def char_bundle(tmp_path_factory):
-    return build_task_bundle("shakespeare_char_tiny", tmp_path_factory.mktemp("b") / "b", 0)
+    return build_task_bundle("shakespeare_char_tiny", tmp_path_factory.mktemp("b") / "b", 10_000)  # every character
 
 
 def test_each_sampled_position_scores_only_the_character_after_a_full_window(char_bundle):

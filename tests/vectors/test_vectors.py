@@ -108,6 +108,11 @@ def test_damaged_messages_give_their_error(case):
     assert raised.value.code == case["error"], str(raised.value)
 
 
+# errors of the JSON messages (edge_sdk.protocol.messages), not of the binary wire format
+JSON_ERRORS = {"malformed_json", "json_limit", "bad_field"}
+
+
 def test_every_error_code_has_a_damaged_vector():
     from edge_sdk.protocol import ALL_ERRORS
-    assert {e.code for e in ALL_ERRORS} == {c["error"] for c in DAMAGED["cases"]}
+    wire = {e.code for e in ALL_ERRORS} - JSON_ERRORS
+    assert wire == {c["error"] for c in DAMAGED["cases"]}
