@@ -70,11 +70,17 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
     args = (module, sample_batch, loss, optimizer, Path(out), model_name, task, vocabulary,
             target, sequence_dims, clip_grad_norm)
     if path in ("auto", "fast"):
+        # the fast path's shape pass runs the model in train mode, which updates buffers
+        # (BatchNorm statistics): a failed attempt must leave the module as it was
+        buffers = {n: b.clone() for n, b in module.named_buffers()}
         try:
             return _compile_fast(*args)
-        except UnsupportedError:
+        except Exception:  # noqa: BLE001 - fx cannot trace it (control flow, ...) or no lowering
             if path == "fast":
                 raise
+            with torch.no_grad():
+                for name, b in module.named_buffers():
+                    b.copy_(buffers[name])
     return _compile_general(*args, dynamic_dims)
 
 

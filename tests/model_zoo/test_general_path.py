@@ -214,13 +214,34 @@ class Masked(nn.Module):
         return self.lin(h + h[h > 0].sum())
 
 
+class CellState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.lin = nn.LSTM(6, 5, batch_first=True), nn.Linear(5, 3)
+
+    def forward(self, x):
+        _, (h, c) = self.rnn(x.unsqueeze(1))
+        return self.lin(c[-1])
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.lin(x) * 2 if x.sum() > 0 else self.lin(x)
+
+
 @pytest.mark.parametrize("model, op, module, line", [
     (Sorted, "aten.sort", "module <root> (", "torch.sort(x, dim=1)"),
     (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
+    (CellState, "final cell state", "", "self.lin(c[-1])"),
+    (Branching, "could not capture", "", "if x.sum() > 0"),
 ])
 def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, line, tmp_path):
     gen = torch.Generator().manual_seed(6)
-    with pytest.raises(UnsupportedError) as info:
+    with pytest.raises(UnsupportedError) as info:  # path="auto": the fast path refuses first
         _compile(model(), _vectors(3, gen), tmp_path / "b")
     message = str(info.value)
     assert op in message and module in message and line in message, message
