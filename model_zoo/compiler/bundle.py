@@ -15,15 +15,15 @@ import onnx
 import torch
 from torch import nn
 
+from .aten.capture import capture
+from .aten.metrics import TASKS
+from .aten.plan import GeneralPlan
 from .graph import OPSET
 from .graphs import GraphPlan, spec_from_tensor, state_name
 from .losses import CrossEntropy
 from .ops.base import UnsupportedError
 from .optimizers import Optimizer, describe, optimizer_from_torch
 from .trace import trace
-from .aten.capture import capture
-from .aten.metrics import TASKS
-from .aten.plan import GeneralPlan
 
 FORMAT_VERSION = 1
 GRAPH_FILES = {"train_step": "train_step.onnx", "eval": "eval.onnx", "infer": "infer.onnx"}
@@ -75,7 +75,7 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
         buffers = {n: b.clone() for n, b in module.named_buffers()}
         try:
             return _compile_fast(*args)
-        except Exception:  # noqa: BLE001 - fx cannot trace it (control flow, ...) or no lowering
+        except Exception:  # fx cannot trace it (control flow, ...) or no lowering
             if path == "fast":
                 raise
             with torch.no_grad():
@@ -162,9 +162,9 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
     flatten = (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and targets.dim() >= 2
                and not targets.is_floating_point())
     module = module.train()
+    dims_by_input = {n: d for n, d in dynamic.items() if n != target}
     cap = capture(module, loss_fn, inputs, targets,
-                  {n: d for n, d in dynamic.items() if n != target} | {"__target__": dynamic[target]},
-                  flatten)
+                  dims_by_input | {"__target__": dynamic[target]}, flatten)
     in_specs = [spec_from_tensor(n, t, dynamic[n]) for n, t in inputs.items()]
     target_spec = spec_from_tensor(target, targets, dynamic[target])
     with torch.no_grad():

@@ -5,8 +5,8 @@ inputs plus "targets", a loss, and the task. Kept tiny so 20 steps take millisec
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

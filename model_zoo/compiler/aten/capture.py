@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.export import Dim, export
 from torch._decomp import core_aten_decompositions
-from torch.export.experimental import _copy_graph_module_and_signature, _remove_detach_pass
+from torch.export import Dim, export
+from torch.export.experimental import (
+    _copy_graph_module_and_signature,
+    _remove_detach_pass,
+)
 from torch.export.exported_program import _decompose_exported_program
 from torch.export.graph_signature import InputKind, OutputKind
 
@@ -235,7 +238,7 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
         ep = _decompose_exported_program(ep, cia_to_decomp={},
                                          python_decomp_table=core_aten_decompositions(),
                                          joint_loss_index=0, decompose_custom_triton_ops=False)
-    except Exception as e:  # noqa: BLE001 - name the cause, not torch's internals
+    except Exception as e:  # name the cause, not torch's internals
         raise UnsupportedError(f"PyTorch could not differentiate the train step "
                                f"({type(e).__name__}: {_first_line(e)})") from e
     gm, signature = _copy_graph_module_and_signature(ep)
@@ -251,7 +254,7 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes,
     except UnsupportedError as e:
         frame = _user_frame(e)
         raise UnsupportedError(f"{e} (at {frame})" if frame else str(e)) from None
-    except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; name the cause
+    except Exception as e:  # torch.export raises many kinds; name the cause
         raise UnsupportedError(f"PyTorch could not capture the train step "
                                f"({type(e).__name__}: {_first_line(e)})") from e
 

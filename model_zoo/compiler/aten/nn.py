@@ -30,8 +30,8 @@ def _mm(ctx, node, a, b):
 
 # -- convolution ------------------------------------------------------------------------
 def _conv_attrs(stride, padding, dilation, groups, spatial):
-    return dict(strides=list(stride), pads=list(padding) * 2, dilations=list(dilation),
-                group=int(groups), kernel_shape=list(spatial))
+    return {"strides": list(stride), "pads": list(padding) * 2, "dilations": list(dilation),
+            "group": int(groups), "kernel_shape": list(spatial)}
 
 
 @lowers(aten.convolution.default)
@@ -122,7 +122,7 @@ def _pool_attrs(kernel, stride, padding, n):
     padding = [padding] * n if isinstance(padding, int) else list(padding)
     if len(padding) == 1:
         padding = padding * n
-    return dict(kernel_shape=list(kernel), strides=stride, pads=padding * 2)
+    return {"kernel_shape": list(kernel), "strides": stride, "pads": padding * 2}
 
 
 @lowers(aten.max_pool2d_with_indices_backward.default,
@@ -198,8 +198,10 @@ def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, m
     unbiased = g.op("Mul", var_c, g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)),
                                                           g.const(1.0))))
     m = float(momentum)
-    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)), g.op("Mul", mean_c, g.const(m)))
-    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)), g.op("Mul", unbiased, g.const(m)))
+    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)),
+                    g.op("Mul", mean_c, g.const(m)))
+    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)),
+                   g.op("Mul", unbiased, g.const(m)))
     return y, mean_c, g.op("Reshape", rstd, g.ints(-1)), new_mean, new_var
 
 

@@ -147,7 +147,10 @@ def _elu(ctx, node, x, alpha=1.0, scale=1.0, input_scale=1.0):
 @lowers(aten.gelu.default)
 def _gelu(ctx, node, x, approximate="none"):
     g, dtype = ctx.g, ctx.dtype(node)
-    c = lambda v: ctx.tensor(v, dtype)  # noqa: E731
+
+    def c(v):
+        return ctx.tensor(v, dtype)
+
     if approximate == "tanh":
         inner = g.op("Mul", c(math.sqrt(2 / math.pi)),
                      g.op("Add", x, g.op("Mul", c(0.044715), g.op("Mul", x, g.op("Mul", x, x)))))

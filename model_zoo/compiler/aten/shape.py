@@ -107,11 +107,11 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
                     ctx.g.ints(_dim(dim, rank)), ctx.g.ints(step))
 
 
-def _positions(ctx, node_val_shape_src: str, dim: int, start, end, step):
+def _positions(ctx, base: str, dim: int, start, end, step):
     """int64 [L]: the indices start, start + step, ... < end along `dim` (PyTorch's slice
     clamping, negative start/end counted from the end)."""
     g = ctx.g
-    size = ctx.dim(node_val_shape_src, dim)
+    size = ctx.dim(base, dim)
 
     def norm(v, default):
         if v is None:
@@ -123,7 +123,8 @@ def _positions(ctx, node_val_shape_src: str, dim: int, start, end, step):
         return v
 
     begin = g.op("Reshape", norm(start, g.const(0, "int64")), g.ints(-1))
-    finish = g.op("Min", g.op("Reshape", norm(end, size), g.ints(-1)), g.op("Reshape", size, g.ints(-1)))
+    finish = g.op("Min", g.op("Reshape", norm(end, size), g.ints(-1)),
+                  g.op("Reshape", size, g.ints(-1)))
     begin = g.op("Squeeze", g.op("Max", g.op("Min", begin, finish), g.ints(0)), g.ints(0))
     finish = g.op("Squeeze", finish, g.ints(0))
     return g.op("Range", begin, finish, g.const(step, "int64"))
