@@ -308,3 +308,17 @@ def _sym_size(ctx, node, x, dim):
 @lowers(aten.sym_numel.default)
 def _sym_numel(ctx, node, x):
     return ctx.g.op("ReduceProd", ctx.shape(x), keepdims=0)
+
+
+@lowers(aten.fmod.Scalar, aten.fmod.Tensor)
+def _fmod(ctx, node, a, b):
+    dtype = ctx.dtype(node)
+    return ctx.g.op("Mod", ctx.tensor(a, dtype), ctx.tensor(b, dtype),
+                    fmod=int(dtype.is_floating_point))
+
+
+@lowers(aten._assert_tensor_metadata.default, aten._assert_async.msg,
+        aten._assert_scalar.default, aten.sym_constrain_range_for_size.default)
+def _no_op(ctx, node, *args):
+    """Runtime checks PyTorch inserts; the graph's shapes were checked at capture."""
+    return None

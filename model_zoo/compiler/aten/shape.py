@@ -263,7 +263,17 @@ def _pad(ctx, node, x, pad, value=0):
     begins, ends = [0] * rank, [0] * rank
     for i in range(len(pad) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
-    return ctx.g.op("Pad", x, ctx.sizes(begins + ends), ctx.tensor(value, ctx.dtype(node)))
+    if not all(isinstance(p, int) for p in begins + ends):
+        raise UnsupportedError("padding by a size that depends on the batch or sequence length")
+    crop = [d for d in range(rank) if begins[d] < 0 or ends[d] < 0]
+    if crop:  # negative padding crops (the backward of padding): a Slice
+        starts = [max(0, -begins[d]) for d in crop]
+        stops = [ends[d] if ends[d] < 0 else INT64_MAX for d in crop]
+        x = ctx.g.op("Slice", x, ctx.g.ints(*starts), ctx.g.ints(*stops), ctx.g.ints(*crop))
+        begins, ends = [max(0, b) for b in begins], [max(0, e) for e in ends]
+    if not any(begins + ends):
+        return x if crop else ctx.g.op("Identity", x)
+    return ctx.g.op("Pad", x, ctx.g.ints(*(begins + ends)), ctx.tensor(value, ctx.dtype(node)))
 
 
 # -- tensors made from sizes ------------------------------------------------------------
