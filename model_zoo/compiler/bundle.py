@@ -15,15 +15,15 @@ import onnx
 import torch
 from torch import nn
 
+from .aten.capture import capture
+from .aten.metrics import TASKS
+from .aten.plan import GeneralPlan
 from .graph import OPSET
 from .graphs import GraphPlan, spec_from_tensor, state_name
 from .losses import CrossEntropy
 from .ops.base import UnsupportedError
 from .optimizers import Optimizer, describe, optimizer_from_torch
 from .trace import trace
-from .aten.capture import capture
-from .aten.metrics import TASKS
-from .aten.plan import GeneralPlan
 
 FORMAT_VERSION = 1
 GRAPH_FILES = {"train_step": "train_step.onnx", "eval": "eval.onnx", "infer": "infer.onnx"}
@@ -70,11 +70,17 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
     args = (module, sample_batch, loss, optimizer, Path(out), model_name, task, vocabulary,
             target, sequence_dims, clip_grad_norm)
     if path in ("auto", "fast"):
+        # the fast path's shape pass runs the model in train mode, which updates buffers
+        # (BatchNorm statistics): a failed attempt must leave the module as it was
+        buffers = {n: b.clone() for n, b in module.named_buffers()}
         try:
             return _compile_fast(*args)
-        except UnsupportedError:
+        except Exception:  # fx cannot trace it (control flow, ...) or no lowering
             if path == "fast":
                 raise
+            with torch.no_grad():
+                for name, b in module.named_buffers():
+                    b.copy_(buffers[name])
     return _compile_general(*args, dynamic_dims)
 
 
@@ -156,9 +162,9 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
     flatten = (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and targets.dim() >= 2
                and not targets.is_floating_point())
     module = module.train()
+    dims_by_input = {n: d for n, d in dynamic.items() if n != target}
     cap = capture(module, loss_fn, inputs, targets,
-                  {n: d for n, d in dynamic.items() if n != target} | {"__target__": dynamic[target]},
-                  flatten)
+                  dims_by_input | {"__target__": dynamic[target]}, flatten)
     in_specs = [spec_from_tensor(n, t, dynamic[n]) for n, t in inputs.items()]
     target_spec = spec_from_tensor(target, targets, dynamic[target])
     with torch.no_grad():
@@ -173,6 +179,7 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in cap.parameters.items()}
     buffers = {n: b.detach().cpu().numpy().astype(np.float32) for n, b in cap.buffers.items()}
+    _check_batch_is_dynamic(graphs["train_step"], sample_batch, params | buffers, plan)
     return _write(out, graphs, params, buffers, vocabulary, {
         "model_name": model_name or type(module).__name__,
         "task": task,
@@ -189,6 +196,35 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
         "buffers": [{"name": n, "shape": list(b.shape), "dtype": "float32"}
                     for n, b in buffers.items()],
     })
+
+
+def _check_batch_is_dynamic(model: onnx.ModelProto, sample_batch: dict[str, torch.Tensor],
+                            state: dict[str, np.ndarray], plan: GeneralPlan) -> None:
+    """Run the train step once at twice the sample's batch size (learning rate 0).
+
+    Some PyTorch decompositions fix a size that was meant to stay dynamic without
+    telling export (seen: constant padding before a flatten); the graph then fails at
+    any other batch size. Better refused here than on the devices."""
+    import onnxruntime as ort
+
+    feeds = {n: np.concatenate([t.numpy(), t.numpy()]) for n, t in sample_batch.items()}
+    feeds |= state | {s: np.zeros_like(state[p]) for p in plan.capture.parameters
+                      for s in [state_name(plan.optimizer, slot, p)
+                                for slot in plan.optimizer.slots]}
+    feeds |= {"lr": np.array(0.0, np.float32), "step": np.array(1, np.int64)}
+    if plan.uses_seed:
+        feeds["seed"] = np.array(0, np.int64)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        session.run(["loss"], feeds)
+    except Exception as e:  # onnxruntime's errors have no common base
+        raise UnsupportedError(f"the train step fails at another batch size than the sample's "
+                               f"(PyTorch fixed the batch size while capturing, e.g. constant "
+                               f"padding before a flatten, or an op was mis-lowered): "
+                               f"{str(e)[:300]}") from None
 
 
 def _write(out: Path, graphs: dict, params: dict[str, np.ndarray],

@@ -5,8 +5,8 @@ inputs plus "targets", a loss, and the task. Kept tiny so 20 steps take millisec
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +148,24 @@ class Norms(nn.Module):
     def forward(self, x):
         h = self.ln(self.bn(self.a(x)))
         return self.head(self.rms(h) + self.gn(h))
+
+
+class MoreOps(nn.Module):
+    """Adaptive pooling to 2 x 2, InstanceNorm, F.normalize, topk, sort and roll."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, bias=False)  # InstanceNorm follows
+        self.inorm = nn.InstanceNorm2d(4, affine=True)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Linear(16 + 4 + 8, 3)
+
+    def forward(self, x):
+        h = self.pool(F.silu(self.inorm(self.conv(x)))).flatten(1)  # [B, 16]
+        h = F.normalize(h, dim=1) * 4.0
+        top = torch.topk(h, 4, dim=1).values
+        ordered = torch.sort(torch.roll(h[:, :8], 1, dims=1), dim=1, descending=True).values
+        return self.head(torch.cat([h, top, ordered], dim=1))
 
 
 class ConvTransposeNet(nn.Module):
@@ -321,6 +339,7 @@ CASES = {
     "conv2d": Case(Conv2dNet, _images(3, 8), batch_norm=True),
     "norms": Case(Norms, _vectors(8), batch_norm=True),
     "conv_transpose": Case(ConvTransposeNet, _images(2, 6)),
+    "more_ops": Case(MoreOps, _images(2, 6)),
     "tensor_ops": Case(TensorOps, _sequences(4), sequence=True),
     "embedding": Case(EmbeddingNet, _tokens(12), sequence=True),
     "attention": Case(Attention, _tokens(12), sequence=True),

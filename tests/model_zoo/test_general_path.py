@@ -23,6 +23,7 @@ from model_zoo.compiler.aten import supported_ops
 from .bundle_runner import OrtTrainer, session, torch_step
 from .coverage_models import Conv2dNet, Mlp
 
+
 def _vectors(n, gen, classes=3):
     return {"x": torch.randn(n, 6, generator=gen), "targets": torch.randint(0, classes, (n,),
                                                                             generator=gen)}
@@ -214,13 +215,34 @@ class Masked(nn.Module):
         return self.lin(h + h[h > 0].sum())
 
 
+class CellState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.lin = nn.LSTM(6, 5, batch_first=True), nn.Linear(5, 3)
+
+    def forward(self, x):
+        _, (_, c) = self.rnn(x.unsqueeze(1))
+        return self.lin(c[-1])
+
+
+class Branching(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.lin(x) * 2 if x.sum() > 0 else self.lin(x)
+
+
 @pytest.mark.parametrize("model, op, module, line", [
     (Sorted, "aten.sort", "module <root> (", "torch.sort(x, dim=1)"),
     (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
+    (CellState, "final cell state", "", "self.lin(c[-1])"),
+    (Branching, "could not capture", "", "if x.sum() > 0"),
 ])
 def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, line, tmp_path):
     gen = torch.Generator().manual_seed(6)
-    with pytest.raises(UnsupportedError) as info:
+    with pytest.raises(UnsupportedError) as info:  # path="auto": the fast path refuses first
         _compile(model(), _vectors(3, gen), tmp_path / "b")
     message = str(info.value)
     assert op in message and module in message and line in message, message
@@ -265,3 +287,15 @@ def test_docs_list_every_supported_op():
     assert "aten.convolution_backward.default" in ops and "aten.addmm.default" in ops
     missing = [op for op in ops if f"`{op.removeprefix('aten.')}`" not in docs]
     assert not missing, f"docs/compiler.md lacks {missing}"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_gradient_clipping_on_the_general_path(optimizer, tmp_path):
+    from .bundle_runner import assert_steps_match
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(8)
+    batches = [_vectors(n, gen) for n in (4, 1, 3)]
+    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.5),
+            "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01)}[optimizer]
+    assert_steps_match(Mlp(), make, nn.CrossEntropyLoss(), batches, tmp_path / "b",
+                       clip_grad_norm=0.05, path="general")

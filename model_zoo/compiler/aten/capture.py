@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import traceback
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torch.export import Dim, export
 from torch._decomp import core_aten_decompositions
-from torch.export.experimental import _copy_graph_module_and_signature, _remove_detach_pass
+from torch.export import Dim, export
+from torch.export.experimental import (
+    _copy_graph_module_and_signature,
+    _remove_detach_pass,
+)
 from torch.export.exported_program import _decompose_exported_program
 from torch.export.graph_signature import InputKind, OutputKind
 
@@ -234,7 +238,7 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
         ep = _decompose_exported_program(ep, cia_to_decomp={},
                                          python_decomp_table=core_aten_decompositions(),
                                          joint_loss_index=0, decompose_custom_triton_ops=False)
-    except Exception as e:  # noqa: BLE001 - name the cause, not torch's internals
+    except Exception as e:  # name the cause, not torch's internals
         raise UnsupportedError(f"PyTorch could not differentiate the train step "
                                f"({type(e).__name__}: {_first_line(e)})") from e
     gm, signature = _copy_graph_module_and_signature(ep)
@@ -247,16 +251,35 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes,
     try:
         ep = export(module, args, dynamic_shapes=(tuple(dynamic_shapes),), strict=False)
         return ep.run_decompositions() if decompose else ep
-    except UnsupportedError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torch.export raises many kinds; name the cause
+    except UnsupportedError as e:
+        frame = _user_frame(e)
+        raise UnsupportedError(f"{e} (at {frame})" if frame else str(e)) from None
+    except Exception as e:  # torch.export raises many kinds; name the cause
         raise UnsupportedError(f"PyTorch could not capture the train step "
                                f"({type(e).__name__}: {_first_line(e)})") from e
 
 
 def _first_line(e: Exception) -> str:
+    """torch's first line of explanation, and the user's source line where it failed."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    first = text.splitlines()[0] if text else type(e).__name__
+    frame = _user_frame(e)
+    return f"{first}; at {frame}" if frame else first
+
+
+def _user_frame(e: BaseException) -> str | None:
+    """The innermost frame outside torch and the compiler in e's traceback (or its cause's)."""
+    best = None
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        for frame in traceback.extract_tb(e.__traceback__):
+            path = frame.filename.replace("\\", "/")
+            if "/torch/" in path or "/model_zoo/compiler/" in path or "/site-packages/" in path:
+                continue
+            best = f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+        e = e.__cause__ or e.__context__
+    return best
 
 
 def _graph(ep: torch.export.ExportedProgram, input_names: list[str]) -> Graph:

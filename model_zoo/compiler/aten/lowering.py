@@ -9,7 +9,7 @@ refused with `UnsupportedError` naming the ATen op, the module path and the sour
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import fx
@@ -74,10 +74,6 @@ class Lowering:
             return type(value)(self.resolve(v) for v in value)
         return value
 
-    @staticmethod
-    def val(node: fx.Node):
-        return node.meta["val"]
-
     def dtype(self, node: fx.Node) -> torch.dtype:
         v = node.meta["val"]
         return v.dtype if isinstance(v, torch.Tensor) else _sym_dtype(v)
@@ -102,7 +98,8 @@ class Lowering:
         if isinstance(value, (bool, int, float)):
             dtype = dtype or self.type_of(value)
             return self.g.const(value, _np(dtype))
-        raise UnsupportedError(f"a value of type {type(value).__name__} where a tensor was expected")
+        raise UnsupportedError(f"a value of type {type(value).__name__} where a tensor was "
+                               "expected")
 
     def cast(self, name: str, dtype: torch.dtype) -> str:
         if self.types.get(name) == dtype:
@@ -179,7 +176,7 @@ def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
             value = lowering(ctx, node, *ctx.args(node))
         except UnsupportedError as e:
             raise UnsupportedError(f"{e} ({_where(node, diagnose)})") from None
-        except Exception as e:  # noqa: BLE001 - a lowering's bug must still name the op
+        except Exception as e:  # a lowering's bug must still name the op
             raise UnsupportedError(f"lowering {op_name(node.target)} failed ({type(e).__name__}: "
                                    f"{e}) ({_where(node, diagnose)})") from e
         ctx.env[node] = value

@@ -30,8 +30,8 @@ def _mm(ctx, node, a, b):
 
 # -- convolution ------------------------------------------------------------------------
 def _conv_attrs(stride, padding, dilation, groups, spatial):
-    return dict(strides=list(stride), pads=list(padding) * 2, dilations=list(dilation),
-                group=int(groups), kernel_shape=list(spatial))
+    return {"strides": list(stride), "pads": list(padding) * 2, "dilations": list(dilation),
+            "group": int(groups), "kernel_shape": list(spatial)}
 
 
 @lowers(aten.convolution.default)
@@ -122,7 +122,7 @@ def _pool_attrs(kernel, stride, padding, n):
     padding = [padding] * n if isinstance(padding, int) else list(padding)
     if len(padding) == 1:
         padding = padding * n
-    return dict(kernel_shape=list(kernel), strides=stride, pads=padding * 2)
+    return {"kernel_shape": list(kernel), "strides": stride, "pads": padding * 2}
 
 
 @lowers(aten.max_pool2d_with_indices_backward.default,
@@ -198,8 +198,10 @@ def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, m
     unbiased = g.op("Mul", var_c, g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)),
                                                           g.const(1.0))))
     m = float(momentum)
-    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)), g.op("Mul", mean_c, g.const(m)))
-    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)), g.op("Mul", unbiased, g.const(m)))
+    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)),
+                    g.op("Mul", mean_c, g.const(m)))
+    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)),
+                   g.op("Mul", unbiased, g.const(m)))
     return y, mean_c, g.op("Reshape", rstd, g.ints(-1)), new_mean, new_var
 
 
@@ -283,3 +285,50 @@ def _native_dropout(ctx, node, x, p, train):
     keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
     scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
     return g.op("Mul", x, scale), keep
+
+
+def _adaptive_kernel(node, x_arg) -> list[int]:
+    """The window of an adaptive average pool whose input sizes are multiples of its
+    output sizes (then it is an ordinary average pool)."""
+    val = x_arg.meta["val"]
+    out = node.meta["val"].shape[2:] if node.target == aten._adaptive_avg_pool2d.default \
+        else node.args[0].meta["val"].shape[2:]
+    sizes = val.shape[2:]
+    if not all(isinstance(s, int) and isinstance(o, int) and s % o == 0
+               for s, o in zip(sizes, out)):
+        raise UnsupportedError("adaptive average pooling whose input size is not a fixed "
+                               "multiple of its output size")
+    return [s // o for s, o in zip(sizes, out)]
+
+
+@lowers(aten._adaptive_avg_pool2d.default)
+def _adaptive_avg_pool(ctx, node, x, output_size):
+    kernel = _adaptive_kernel(node, node.args[0])
+    return ctx.g.op("AveragePool", x, kernel_shape=kernel, strides=kernel)
+
+
+@lowers(aten._adaptive_avg_pool2d_backward.default)
+def _adaptive_avg_pool_backward(ctx, node, dy, x):
+    kernel = _adaptive_kernel(node, node.args[1])
+    channels = node.args[1].meta["val"].shape[1]
+    size = 1
+    for k in kernel:
+        size *= k
+    ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
+    return _conv_input_grad(ctx, dy, x, ones, kernel, [0] * len(kernel), [1] * len(kernel),
+                            channels, tuple(kernel))
+
+
+@lowers(aten._native_batch_norm_legit.no_stats)
+def _batch_norm_no_stats(ctx, node, x, w, b, training, momentum, eps):
+    """Batch statistics without running ones (InstanceNorm, track_running_stats=False)."""
+    g = ctx.g
+    rank = ctx.rank(node.args[0])
+    mean, d, var = _moments(g, x, [0] + list(range(2, rank)))
+    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(float(eps)))))
+    y = g.op("Mul", d, rstd)
+    if w is not None:
+        y = g.op("Mul", y, _channel(g, w, rank))
+    if b is not None:
+        y = g.op("Add", y, _channel(g, b, rank))
+    return y, g.op("Reshape", mean, g.ints(-1)), g.op("Reshape", rstd, g.ints(-1))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 import torch
 
@@ -17,7 +16,7 @@ from ..graph import GraphBuilder
 from ..graphs import TensorSpec, clip_by_global_norm, state_name, updated
 from ..optimizers import Optimizer
 from .capture import Capture, Graph
-from .lowering import Lowering, lower_graph
+from .lowering import Lowering, describe_node, lower_graph
 from .metrics import TOP_K, emit_metrics, metric_names
 
 TARGET = "__target__"
@@ -77,7 +76,8 @@ class GeneralPlan:
         return out
 
     def _diagnose(self, target) -> str | None:
-        from .lowering import describe_node
+        """Where an op without meta (a backward node) comes from: the first node of the
+        same op in the forward capture, which has the module stack and source line."""
         forward = self.capture.forward
         if forward is None:
             return None
@@ -170,7 +170,3 @@ class GeneralPlan:
             g.add_output(g.op("Sigmoid", logits, outputs=["probabilities"])[0], "float32",
                          list(self.output_shape))
         return g.to_model("infer")
-
-
-def constant_array(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

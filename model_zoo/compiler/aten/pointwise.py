@@ -147,7 +147,10 @@ def _elu(ctx, node, x, alpha=1.0, scale=1.0, input_scale=1.0):
 @lowers(aten.gelu.default)
 def _gelu(ctx, node, x, approximate="none"):
     g, dtype = ctx.g, ctx.dtype(node)
-    c = lambda v: ctx.tensor(v, dtype)  # noqa: E731
+
+    def c(v):
+        return ctx.tensor(v, dtype)
+
     if approximate == "tanh":
         inner = g.op("Mul", c(math.sqrt(2 / math.pi)),
                      g.op("Add", x, g.op("Mul", c(0.044715), g.op("Mul", x, g.op("Mul", x, x)))))
@@ -305,3 +308,16 @@ def _sym_size(ctx, node, x, dim):
 @lowers(aten.sym_numel.default)
 def _sym_numel(ctx, node, x):
     return ctx.g.op("ReduceProd", ctx.shape(x), keepdims=0)
+
+
+@lowers(aten.fmod.Scalar, aten.fmod.Tensor)
+def _fmod(ctx, node, a, b):
+    dtype = ctx.dtype(node)
+    return ctx.g.op("Mod", ctx.tensor(a, dtype), ctx.tensor(b, dtype),
+                    fmod=int(dtype.is_floating_point))
+
+
+@lowers(aten._assert_tensor_metadata.default, aten._assert_async.msg,
+        aten._assert_scalar.default, aten.sym_constrain_range_for_size.default)
+def _no_op(ctx, node, *args):
+    """Runtime checks PyTorch inserts; the graph's shapes were checked at capture."""

@@ -65,12 +65,21 @@ rnn_layer.register_autograd(_backward, setup_context=_setup)
 
 
 class _Unavailable:
-    """Stands for the LSTM's final cell state, which the lowering does not produce."""
+    """Stands for the LSTM's final cell state, which the lowering does not produce: any
+    use of it is refused."""
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
+    @staticmethod
+    def _refuse(*args, **kwargs):
         raise UnsupportedError("the LSTM's final cell state c_n on the general path; use "
                                "the outputs or h_n")
+
+    __torch_function__ = classmethod(lambda cls, *args, **kwargs: _Unavailable._refuse())
+    __getitem__ = __iter__ = __len__ = __add__ = __radd__ = __mul__ = __rmul__ = _refuse
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._refuse()
 
 
 def _forward(self, input, hx=None):

@@ -102,3 +102,43 @@ def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
     n = g.op("Cast", n, to=1)
     corr = 1.0 if correction is None else float(correction)
     return g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))
+
+
+@lowers(aten.linalg_vector_norm.default)
+def _vector_norm(ctx, node, x, order=2, dims=None, keepdim=False, dtype=None):
+    g = ctx.g
+    axes = g.ints(*_axes(ctx, node, dims))
+    keep = int(bool(keepdim))
+    x = ctx.tensor(x, ctx.dtype(node))
+    if order == 2:
+        return g.op("Sqrt", g.op("ReduceSumSquare", x, axes, keepdims=keep))
+    if order == 1:
+        return g.op("ReduceL1", x, axes, keepdims=keep)
+    if order == float("inf"):
+        return g.op("ReduceMax", g.op("Abs", x), axes, keepdims=keep)
+    p = ctx.tensor(float(order), ctx.dtype(node))
+    total = g.op("ReduceSum", g.op("Pow", g.op("Abs", x), p), axes, keepdims=keep)
+    return g.op("Pow", total, g.op("Reciprocal", p))
+
+
+@lowers(aten.topk.default)
+def _topk(ctx, node, x, k, dim=-1, largest=True, sorted=True):
+    rank = ctx.rank(node.args[0])
+    k = ctx.g.op("Reshape", ctx.tensor(k, torch.int64), ctx.g.ints(1))
+    values, indices = ctx.g.op("TopK", x, k, axis=dim + rank if dim < 0 else dim,
+                               largest=int(largest), sorted=1, outputs=2)
+    return values, indices
+
+
+@lowers(aten.sort.default, aten.sort.stable)
+def _sort(ctx, node, x, *args):
+    if node.target == aten.sort.stable:
+        dim, descending = args[1], args[2]
+    else:
+        dim, descending = args[0], args[1]
+    rank = ctx.rank(node.args[0])
+    dim = dim + rank if dim < 0 else dim
+    k = ctx.g.op("Shape", x, start=dim, end=dim + 1)
+    values, indices = ctx.g.op("TopK", x, k, axis=dim, largest=int(bool(descending)), sorted=1,
+                               outputs=2)
+    return values, indices

@@ -107,11 +107,11 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
                     ctx.g.ints(_dim(dim, rank)), ctx.g.ints(step))
 
 
-def _positions(ctx, node_val_shape_src: str, dim: int, start, end, step):
+def _positions(ctx, base: str, dim: int, start, end, step):
     """int64 [L]: the indices start, start + step, ... < end along `dim` (PyTorch's slice
     clamping, negative start/end counted from the end)."""
     g = ctx.g
-    size = ctx.dim(node_val_shape_src, dim)
+    size = ctx.dim(base, dim)
 
     def norm(v, default):
         if v is None:
@@ -123,7 +123,8 @@ def _positions(ctx, node_val_shape_src: str, dim: int, start, end, step):
         return v
 
     begin = g.op("Reshape", norm(start, g.const(0, "int64")), g.ints(-1))
-    finish = g.op("Min", g.op("Reshape", norm(end, size), g.ints(-1)), g.op("Reshape", size, g.ints(-1)))
+    finish = g.op("Min", g.op("Reshape", norm(end, size), g.ints(-1)),
+                  g.op("Reshape", size, g.ints(-1)))
     begin = g.op("Squeeze", g.op("Max", g.op("Min", begin, finish), g.ints(0)), g.ints(0))
     finish = g.op("Squeeze", finish, g.ints(0))
     return g.op("Range", begin, finish, g.const(step, "int64"))
@@ -262,7 +263,17 @@ def _pad(ctx, node, x, pad, value=0):
     begins, ends = [0] * rank, [0] * rank
     for i in range(len(pad) // 2):
         begins[rank - 1 - i], ends[rank - 1 - i] = pad[2 * i], pad[2 * i + 1]
-    return ctx.g.op("Pad", x, ctx.sizes(begins + ends), ctx.tensor(value, ctx.dtype(node)))
+    if not all(isinstance(p, int) for p in begins + ends):
+        raise UnsupportedError("padding by a size that depends on the batch or sequence length")
+    crop = [d for d in range(rank) if begins[d] < 0 or ends[d] < 0]
+    if crop:  # negative padding crops (the backward of padding): a Slice
+        starts = [max(0, -begins[d]) for d in crop]
+        stops = [ends[d] if ends[d] < 0 else INT64_MAX for d in crop]
+        x = ctx.g.op("Slice", x, ctx.g.ints(*starts), ctx.g.ints(*stops), ctx.g.ints(*crop))
+        begins, ends = [max(0, b) for b in begins], [max(0, e) for e in ends]
+    if not any(begins + ends):
+        return x if crop else ctx.g.op("Identity", x)
+    return ctx.g.op("Pad", x, ctx.g.ints(*(begins + ends)), ctx.tensor(value, ctx.dtype(node)))
 
 
 # -- tensors made from sizes ------------------------------------------------------------
