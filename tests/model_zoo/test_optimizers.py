@@ -118,3 +118,19 @@ def test_the_manifest_lists_one_state_tensor_per_slot_and_parameter(tmp_path):
         "rmsprop.square_avg.hidden.weight", "rmsprop.grad_avg.hidden.weight",
         "rmsprop.momentum.hidden.weight"}
     assert manifest["optimizer"]["hyperparameters"]["centered"] is True
+
+
+@pytest.mark.parametrize("kind, case", [(torch.optim.Adagrad, "everything"),
+                                        (torch.optim.RMSprop, "everything")])
+def test_a_model_on_the_general_path_equals_pytorch(kind, case, tmp_path):
+    """keyboard_transformer_tiny compiles only through the compiler's general path (issue
+    19), which takes the same optimizer graph code: skipped while the compiler refuses it."""
+    entry = ZOO["keyboard_transformer_tiny"]
+    options = (ADAGRAD if kind is torch.optim.Adagrad else RMSPROP)[case]
+    torch.manual_seed(0)
+    batches = _zoo_batches("keyboard_transformer_tiny", vocabulary_size=60, sequence_length=9)
+    try:
+        assert_steps_match(entry.model(60, 9), lambda p: kind(p, **options), entry.loss(),
+                           batches, tmp_path / "b", clip_grad_norm=entry.clip_grad_norm)
+    except UnsupportedError as refused:
+        pytest.skip(f"the compiler does not take keyboard_transformer_tiny yet: {refused}")
