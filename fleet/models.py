@@ -62,6 +62,11 @@ def build_model_bundle(config, task: Task, out: Path) -> Bundle:
         raise ModelError(f"model {config.model!r} is not a zoo model"
                          f"{nearest(config.model, ZOO)}, a 'package.module:factory' or a "
                          f"bundle directory; zoo: {', '.join(ZOO)}")
+    entry = ZOO.get(config.model)
+    if entry is not None and entry.task != task.kind:
+        raise ModelError(f"{config.model} is a {entry.task} model and the data a {task.kind} "
+                         "task: name another model (edge-fl zoo list, or "
+                         "'package.module:factory')")
     return Bundle.load(_compile(config, task, out))
 
 

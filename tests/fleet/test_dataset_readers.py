@@ -118,3 +118,17 @@ def test_devices_splitting_a_user_split_its_held_out_examples_too():
     assert held_of_user0 == [0, 1, 2, 3]  # dealt out, not copied
     for train, held in devices:
         assert {e["u"] for e in train} == {e["u"] for e in held} or not held
+
+
+def test_csv_rows_order_by_a_time_column_and_string_labels_become_classes(tmp_path):
+    (tmp_path / "v.csv").write_text(
+        "when;who;a;b;outcome\n"
+        "2026-03-01T10:00;p1;1;0;sick\n2026-01-01T10:00;p1;2;0;well\n"
+        "2026-02-01T10:00;p1;3;1;well\n2026-01-05T00:00;p2;4;1;sick\n2026-01-06T00:00;p2;5;0;well\n")
+    d = load_dataset({"kind": "csv", "path": str(tmp_path / "v.csv"), "options": {
+        "user": "who", "label": "outcome", "time": "when", "delimiter": ";",
+        "standardize": False}})
+    assert d.task().classes == ("sick", "well") and d.task().features == 2
+    assert [e["x"][0] for e in d.examples("p1", "train")] == [2.0, 3.0]  # January, February
+    assert [(e["x"][0], e["targets"]) for e in d.examples("p1", "heldout")] == [(1.0, 0)]
+    assert [e["x"][0] for e in d.examples("p2", "heldout")] == [5.0]
