@@ -132,3 +132,29 @@ def test_csv_rows_order_by_a_time_column_and_string_labels_become_classes(tmp_pa
     assert [e["x"][0] for e in d.examples("p1", "train")] == [2.0, 3.0]  # January, February
     assert [(e["x"][0], e["targets"]) for e in d.examples("p1", "heldout")] == [(1.0, 0)]
     assert [e["x"][0] for e in d.examples("p2", "heldout")] == [5.0]
+
+
+def test_readers_and_configs_do_not_load_torch():
+    import subprocess
+    import sys
+    code = ("import sys, fleet.datasets.builtin, fleet.datasets.tabular, fleet.datasets.text, "
+            "fleet.datasets.summary, fleet.config, fleet.data, fleet.metrics; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_parquet_reads_like_csv_or_says_what_it_needs(tmp_path):
+    spec = {"kind": "parquet", "path": str(tmp_path / "t.parquet")}
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        (tmp_path / "t.parquet").write_bytes(b"PAR1")
+        with pytest.raises(DatasetError, match="needs pyarrow"):
+            load_dataset(spec)
+        return
+    pq.write_table(pa.table({"user": ["a", "a", "b", "b"], "f": [1.0, 2.0, 3.0, 4.0],
+                             "label": [0, 1, 0, 1]}), tmp_path / "t.parquet")
+    d = load_dataset(spec)
+    assert d.users() == ["a", "b"] and len(d.examples("a", "train")) == 1
