@@ -111,9 +111,12 @@ def _compile(config, task: Task, out: Path) -> Path:
     clip = config.clip_grad_norm if config.clip_grad_norm is not None else (
         entry.clip_grad_norm if entry else None)
     vocab = task.vocabulary.to_json() if task.vocabulary is not None else None
-    return compile_bundle(module, sample_batch(task), loss=loss, optimizer=optimizer, out=out,
-                          model_name=config.model.rpartition(":")[2], task=task.kind,
-                          clip_grad_norm=clip, vocabulary=vocab)
+    try:
+        return compile_bundle(module, sample_batch(task), loss=loss, optimizer=optimizer,
+                              out=out, model_name=config.model.rpartition(":")[2],
+                              task=task.kind, clip_grad_norm=clip, vocabulary=vocab)
+    except NotImplementedError as e:  # the compiler's UnsupportedError names what and why
+        raise ModelError(f"{config.model} cannot be compiled: {e}") from None
 
 
 def sized_arguments(factory, task: Task) -> dict:
