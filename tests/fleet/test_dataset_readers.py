@@ -158,3 +158,19 @@ def test_parquet_reads_like_csv_or_says_what_it_needs(tmp_path):
                              "label": [0, 1, 0, 1]}), tmp_path / "t.parquet")
     d = load_dataset(spec)
     assert d.users() == ["a", "b"] and len(d.examples("a", "train")) == 1
+
+
+def test_inspect_measures_skew_and_a_held_out_split_unlike_training(tmp_path):
+    from fleet.datasets.summary import summarize
+    # two users with disjoint labels; the file sorted by label: each holds out its last rows
+    rows = ["user,f,label"] + [f"a,{i},{0 if i < 8 else 1}" for i in range(10)] + \
+        [f"b,{i},2" for i in range(10)]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    s = summarize(load_dataset({"kind": "csv", "path": str(tmp_path / "s.csv")}))
+    # training labels: a {0: 8}, b {2: 8}; pooled {0: .5, 2: .5}: each user is 0.5 away
+    assert s["non_iid"] == pytest.approx(0.5)
+    # held out: a {1: 2}, b {2: 2} -> {1: .5, 2: .5} against {0: .5, 2: .5}
+    assert s["heldout_shift"] == pytest.approx(0.5)
+    shuffled = summarize(load_dataset({"kind": "csv", "path": str(tmp_path / "s.csv"),
+                                       "options": {"shuffle": True, "seed": 1}}))
+    assert shuffled["users"] == 2 and shuffled["heldout_examples"] == 4
