@@ -195,6 +195,9 @@ class FederatedClient:
         if e["model_id"] != self.bundle.model_id:
             result.status, result.reason = "aborted", "bundle_mismatch"
             return result
+        if not self.store.count(self.eval_collection):  # nothing held out: nothing to score
+            result.status, result.reason = "aborted", "no_eval_examples"
+            return result
         params, result.bytes_down = await self._model(e["task_id"], e["model_version"])
         if self._evaluator is None:
             self._evaluator = Evaluator(self.bundle)

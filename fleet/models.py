@@ -62,6 +62,11 @@ def build_model_bundle(config, task: Task, out: Path) -> Bundle:
         raise ModelError(f"model {config.model!r} is not a zoo model"
                          f"{nearest(config.model, ZOO)}, a 'package.module:factory' or a "
                          f"bundle directory; zoo: {', '.join(ZOO)}")
+    entry = ZOO.get(config.model)
+    if entry is not None and entry.task != task.kind:
+        raise ModelError(f"{config.model} is a {entry.task} model and the data a {task.kind} "
+                         "task: name another model (edge-fl zoo list, or "
+                         "'package.module:factory')")
     return Bundle.load(_compile(config, task, out))
 
 
@@ -115,9 +120,12 @@ def _compile(config, task: Task, out: Path) -> Path:
     clip = config.clip_grad_norm if config.clip_grad_norm is not None else (
         entry.clip_grad_norm if entry else None)
     vocab = task.vocabulary.to_json() if task.vocabulary is not None else None
-    return compile_bundle(module, sample, loss=loss, optimizer=optimizer, out=out,
-                          model_name=config.model.rpartition(":")[2], task=task.kind,
-                          clip_grad_norm=clip, vocabulary=vocab)
+    try:
+        return compile_bundle(module, sample, loss=loss, optimizer=optimizer,
+                              out=out, model_name=config.model.rpartition(":")[2],
+                              task=task.kind, clip_grad_norm=clip, vocabulary=vocab)
+    except NotImplementedError as e:  # the compiler's UnsupportedError names what and why
+        raise ModelError(f"{config.model} cannot be compiled: {e}") from None
 
 
 def sized_arguments(factory, task: Task) -> dict:

@@ -1,6 +1,6 @@
 """Devices of the simulated fleet: whose data each holds, and how it behaves.
 
-Data comes from the Shakespeare (play, role) users. A population no larger than the
+Data comes from the dataset's users (fleet/datasets). A population no larger than the
 users gives each device one user (the largest users first); a larger one gives devices
 sub-splits of users' data (round-robin over a user's sentences), which the report says.
 """

@@ -33,14 +33,15 @@ def write_report(report: dict, out: Path) -> list[Path]:
                           (axes[1], "sim_hours", "simulated hours")):
         for metric, color in zip(metrics, COLORS):
             points = [p for p in t if p.get(metric) is not None]
+            shown = label(kind, metric) + (" x100" if metric == "auc" and percent else "")
+            unit = "%" if percent and metric != "auc" else ""
             ax.plot([p[x] for p in points], [scale * p[metric] for p in points], "o-",
-                    color=color, label=f"federated {label(kind, metric)}")
+                    color=color, label=f"federated {shown}")
             for (name, base), style in zip(report.get("baselines", {}).items(), STYLES):
                 if base.get(metric) is not None:  # like against like: same metric, same color
                     value = scale * base[metric]
                     ax.axhline(value, linestyle=style, color=color, alpha=0.7,
-                               label=f"{name} {label(kind, metric)} "
-                                     f"{value:.1f}{'%' if percent else ''}")
+                               label=f"{name} {shown} {value:.1f}{unit}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("held-out " + ("metric (%)" if percent else "error"))
         ax.grid(alpha=0.3)

@@ -230,7 +230,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
         poisoned = PoisonedTraining(training, config.attackers["kind"],
                                     float(config.attackers.get("scale", 10.0)))
     for i, examples in enumerate(device_data):
-        examples, heldout = examples if isinstance(examples, tuple) else (examples, [])
+        held_out_split = isinstance(examples, tuple)  # else federated evaluation uses training
+        examples, heldout = examples if held_out_split else (examples, [])
         key = generate_signing_key()
         if url:
             transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
@@ -251,7 +252,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             pipeline=pipeline, pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
             training=PacedTraining(poisoned if i in attackers else training, vt,
                                    config.profiles.step_time_s * profile.speed),
-            eval_collection=HELDOUT_COLLECTION if heldout else None)
+            eval_collection=HELDOUT_COLLECTION if held_out_split else None)
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):

@@ -25,11 +25,13 @@ def labels_of(example: dict, text: bool) -> list:
 
 def summarize(dataset: FederatedDataset, top: int = 10) -> dict:
     task = dataset.task()
-    per_user, counts = {}, {}
+    per_user, counts, held_counts = {}, {}, Counter()
     for user in dataset.users():
         train, held = dataset.examples(user, "train"), dataset.examples(user, "heldout")
         per_user[user] = (len(train), len(held))
         counts[user] = Counter(v for e in train for v in labels_of(e, task.is_text))
+        if task.kind == "classification":
+            held_counts.update(v for e in held for v in labels_of(e, False))
     if task.kind == "regression":  # deciles of the pooled targets as the "labels"
         values = np.array([v for c in counts.values() for v, n in c.items() for _ in range(n)])
         edges = np.quantile(values, np.linspace(0, 1, 11)[1:-1]) if len(values) else []
@@ -47,20 +49,26 @@ def summarize(dataset: FederatedDataset, top: int = 10) -> dict:
         "examples_per_user": _spread(train_sizes + np.array([h for _, h in per_user.values()])),
         "label_histogram": _histogram(pooled, total, task, top),
         "non_iid": non_iid(counts, pooled),
+        # classification: how far the held-out labels are from the training ones (a file
+        # sorted by label rather than time holds out other classes than it trains on)
+        "heldout_shift": total_variation(held_counts, pooled) if held_counts else None,
     }
 
 
 def non_iid(per_user: dict[str, Counter], pooled: Counter) -> float:
     """Example-weighted mean total variation distance to the pooled distribution."""
-    total = sum(pooled.values())
+    total = sum(sum(c.values()) for c in per_user.values())
     if not total:
         return 0.0
-    distance = 0.0
-    for c in per_user.values():
-        n = sum(c.values())
-        if n:
-            distance += n * 0.5 * sum(abs(c.get(k, 0) / n - pooled[k] / total) for k in pooled)
-    return distance / total
+    return sum(sum(c.values()) * total_variation(c, pooled) for c in per_user.values()) / total
+
+
+def total_variation(a: Counter, b: Counter) -> float:
+    """Half the L1 distance between two count tables' distributions (0 if either is empty)."""
+    na, nb = sum(a.values()), sum(b.values())
+    if not na or not nb:
+        return 0.0
+    return 0.5 * sum(abs(a.get(k, 0) / na - b.get(k, 0) / nb) for k in set(a) | set(b))
 
 
 def _spread(sizes: np.ndarray) -> dict:
@@ -98,6 +106,12 @@ def print_summary(s: dict) -> None:
           ", ".join(f"{k} {100 * v:.1f}%" for k, v in s["label_histogram"]))
     print(f"non-IID: users' {what} distributions are {s['non_iid']:.3f} (total variation, "
           "example-weighted) from the pooled one: 0 = IID, 1 = no two users share one")
+    shift = s.get("heldout_shift")
+    if shift is not None:
+        print(f"held-out labels are {shift:.3f} (total variation) from the training labels"
+              + (": is each user's data in time order? Rows sorted otherwise (e.g. by label) "
+                 "hold out other classes than they train on; \"shuffle\": true splits each "
+                 "user's rows at random" if shift > 0.2 else ""))
 
 
 def write_heldout(dataset: FederatedDataset, path: Path) -> int:

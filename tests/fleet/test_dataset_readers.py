@@ -118,3 +118,59 @@ def test_devices_splitting_a_user_split_its_held_out_examples_too():
     assert held_of_user0 == [0, 1, 2, 3]  # dealt out, not copied
     for train, held in devices:
         assert {e["u"] for e in train} == {e["u"] for e in held} or not held
+
+
+def test_csv_rows_order_by_a_time_column_and_string_labels_become_classes(tmp_path):
+    (tmp_path / "v.csv").write_text(
+        "when;who;a;b;outcome\n"
+        "2026-03-01T10:00;p1;1;0;sick\n2026-01-01T10:00;p1;2;0;well\n"
+        "2026-02-01T10:00;p1;3;1;well\n2026-01-05T00:00;p2;4;1;sick\n2026-01-06T00:00;p2;5;0;well\n")
+    d = load_dataset({"kind": "csv", "path": str(tmp_path / "v.csv"), "options": {
+        "user": "who", "label": "outcome", "time": "when", "delimiter": ";",
+        "standardize": False}})
+    assert d.task().classes == ("sick", "well") and d.task().features == 2
+    assert [e["x"][0] for e in d.examples("p1", "train")] == [2.0, 3.0]  # January, February
+    assert [(e["x"][0], e["targets"]) for e in d.examples("p1", "heldout")] == [(1.0, 0)]
+    assert [e["x"][0] for e in d.examples("p2", "heldout")] == [5.0]
+
+
+def test_readers_and_configs_do_not_load_torch():
+    import subprocess
+    import sys
+    code = ("import sys, fleet.datasets.builtin, fleet.datasets.tabular, fleet.datasets.text, "
+            "fleet.datasets.summary, fleet.config, fleet.data, fleet.metrics; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_parquet_reads_like_csv_or_says_what_it_needs(tmp_path):
+    spec = {"kind": "parquet", "path": str(tmp_path / "t.parquet")}
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        (tmp_path / "t.parquet").write_bytes(b"PAR1")
+        with pytest.raises(DatasetError, match="needs pyarrow"):
+            load_dataset(spec)
+        return
+    pq.write_table(pa.table({"user": ["a", "a", "b", "b"], "f": [1.0, 2.0, 3.0, 4.0],
+                             "label": [0, 1, 0, 1]}), tmp_path / "t.parquet")
+    d = load_dataset(spec)
+    assert d.users() == ["a", "b"] and len(d.examples("a", "train")) == 1
+
+
+def test_inspect_measures_skew_and_a_held_out_split_unlike_training(tmp_path):
+    from fleet.datasets.summary import summarize
+    # two users with disjoint labels; the file sorted by label: each holds out its last rows
+    rows = ["user,f,label"] + [f"a,{i},{0 if i < 8 else 1}" for i in range(10)] + \
+        [f"b,{i},2" for i in range(10)]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    s = summarize(load_dataset({"kind": "csv", "path": str(tmp_path / "s.csv")}))
+    # training labels: a {0: 8}, b {2: 8}; pooled {0: .5, 2: .5}: each user is 0.5 away
+    assert s["non_iid"] == pytest.approx(0.5)
+    # held out: a {1: 2}, b {2: 2} -> {1: .5, 2: .5} against {0: .5, 2: .5}
+    assert s["heldout_shift"] == pytest.approx(0.5)
+    shuffled = summarize(load_dataset({"kind": "csv", "path": str(tmp_path / "s.csv"),
+                                       "options": {"shuffle": True, "seed": 1}}))
+    assert shuffled["users"] == 2 and shuffled["heldout_examples"] == 4

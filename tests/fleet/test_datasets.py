@@ -99,3 +99,19 @@ def test_federated_evaluation_scores_devices_held_out_examples(tmp_path):
     assert evaluations and sum(e["devices"] for e in evaluations) >= 2
     for e in evaluations:
         assert e["count"] == 2 * e["devices"]
+
+
+def test_devices_without_held_out_examples_skip_federated_evaluation(tmp_path):
+    # 5 users of 5 rows (4 train, 1 held out) on 20 devices: each user's 4 devices train on
+    # one row each, one of them holds the user's held-out row, three nothing to evaluate on
+    x, y, users = toy_data.separable_rows(users=5, per_user=5, features=3)
+    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
+    task = sync_task(goal=5) | {"eval_fraction": 0.5}
+    config = SimulationConfig(model="tests.fleet.toy_data:linear", devices=20, task=task,
+                              data={"kind": "npz", "path": str(tmp_path / "d.npz")},
+                              transport="inprocess", hours=24, max_versions=4, eval_every=4,
+                              eval_examples=100, seed=3)
+    report = run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
+    evaluations = report["federated_evaluation"]
+    assert evaluations and all(e["count"] == e["devices"] for e in evaluations)
+    assert report["client"]["outcomes"].get("aborted", 0) > 0  # the devices with none
