@@ -7,7 +7,7 @@ OUT ?= out
 
 .PHONY: install demo test bench soak fuzz clean
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml scripts/install.sh clients/web/package-lock.json
 	bash scripts/install.sh $(PY) $(VENV)
 	touch $(STAMP)
 
