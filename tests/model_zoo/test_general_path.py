@@ -195,13 +195,13 @@ def test_general_bundles_use_only_the_standard_domain(tmp_path):
         assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]
 
 
-class Sorted(nn.Module):
+class CumProd(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(6, 3)
 
     def forward(self, x):
-        return self.lin(torch.sort(x, dim=1).values)
+        return self.lin(torch.cumprod(x, dim=1))
 
 
 class Masked(nn.Module):
@@ -235,7 +235,7 @@ class Branching(nn.Module):
 
 
 @pytest.mark.parametrize("model, op, module, line", [
-    (Sorted, "aten.sort", "module <root> (", "torch.sort(x, dim=1)"),
+    (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
     (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
     (CellState, "final cell state", "", "self.lin(c[-1])"),
     (Branching, "could not capture", "", "if x.sum() > 0"),
