@@ -86,7 +86,9 @@ def auth_middleware(config: ServerConfig):
             token = auth[7:] if auth.startswith("Bearer ") else None
             if token is not None and not (token.isascii() and token.isprintable()):
                 token = None  # not a token this server issued (they are URL-safe ASCII)
-            device = await run_service(request.app, request.app[SERVICE].authenticate, token)
+            service = request.app[SERVICE]
+            device = service.known_device(token) or await run_service(
+                request.app, service.authenticate, token)
             wait = buckets.take(device.device_id, time.monotonic())
             if wait:
                 raise RateLimited("too many requests", retry_after_s=wait)

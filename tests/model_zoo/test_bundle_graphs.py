@@ -27,23 +27,10 @@ def _domains(graph: onnx.GraphProto) -> set[str]:
     return found
 
 
-# zoo entries written for the compiler's general path (issue 19): checked here once they
-# compile; while the compiler refuses them (UnsupportedError) they are left out
-NEEDS_GENERAL_PATH = {"keyboard_transformer", "keyboard_transformer_tiny", "mobilenet_cnn",
-                      "mobilenet_cnn_tiny"}
-
-
 @pytest.fixture(scope="module")
 def zoo_bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
-    bundles = {}
-    for name in ZOO:
-        try:
-            bundles[name] = build_bundle(name, root / name)
-        except UnsupportedError:
-            if name not in NEEDS_GENERAL_PATH:
-                raise
-    return bundles
+    return {name: build_bundle(name, root / name) for name in ZOO}
 
 
 def test_every_graph_uses_only_the_standard_onnx_domain(zoo_bundles):
