@@ -2,12 +2,14 @@
 `edge-fl serve` subprocess) and real edge_sdk devices."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,3 +150,38 @@ def lm_examples(seed: int, n: int = 12, vocab: int = 500) -> list[dict]:
         ids = rng.integers(4, vocab, size=int(rng.integers(4, 10)))
         out.append({"tokens": ids[:-1], "targets": ids[1:]})
     return out
+
+
+class ThreadedServer:
+    """build_app + serve() (the guarded connections of `edge-fl serve`) in a thread with
+    its own event loop; `service` is the app's, driven by `clock`."""
+
+    def __init__(self, data_dir: Path, clock, **config):
+        self.config = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET},
+                                   **({"tick_interval_s": 0.05} | config))
+        self.clock = clock
+
+    def __enter__(self):
+        self.service = make_service(self.config, self.clock, np.random.default_rng(0))
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def main():
+            self.stop = asyncio.Event()
+            async with serve(build_app(self.config, self.service), self.config, sock):
+                ready.set()
+                await self.stop.wait()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),))
+        self.thread.start()
+        assert ready.wait(30)
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(30)
+        self.loop.close()
+        self.service.store.close()

@@ -3,22 +3,18 @@
 admin credentials, never get a 5xx."""
 from __future__ import annotations
 
-import asyncio
-import threading
-
-import numpy as np
 import pytest
 import schemathesis
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 
-from aggregator.app import OPENAPI, ServerConfig, build_app, make_service
+from aggregator.app import OPENAPI
 from aggregator.config import TaskSettings
 from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import generate_signing_key, public_key_of
 
+from .fleet import ADMIN, SECRET, ThreadedServer
+
 SCHEMA = schemathesis.openapi.from_dict(OPENAPI)
-ADMIN = "schema-fuzz-admin-token"
 
 
 @pytest.fixture(scope="module")
@@ -27,31 +23,13 @@ def server(tmp_path_factory):
     from model_zoo.zoo import build_bundle
     tmp = tmp_path_factory.mktemp("schema")
     bundle = build_bundle("mlp", tmp / "mlp")
-    # no throttles: generated wrong enrollment secrets would otherwise soon get only 429s
-    config = ServerConfig(str(tmp / "data"), ADMIN, {"p": "secret"}, rate_per_s=1e6, burst=10**6,
-                          auth_failures_per_s=1e6, auth_failure_burst=10**6)
-    service = make_service(config, FakeClock(), np.random.default_rng(0))
-    service.create_task("kb", str(bundle), TaskSettings())
-    device = service.enroll("p", "secret", public_key_of(generate_signing_key()))
-    loop = asyncio.new_event_loop()
-    ready, state = threading.Event(), {}
-
-    async def start():
-        runner = web.AppRunner(build_app(config, service))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        state["runner"], state["port"] = runner, runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()),
-                              daemon=True)
-    thread.start()
-    ready.wait(10)
-    yield f"http://127.0.0.1:{state['port']}", device["token"]
-    asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    with ThreadedServer(tmp / "data", FakeClock(), rate_per_s=1e6, burst=10**6,
+                        # no throttles: generated wrong enrollment secrets would otherwise
+                        # soon get only 429s
+                        auth_failures_per_s=1e6, auth_failure_burst=10**6) as srv:
+        srv.service.create_task("kb", str(bundle), TaskSettings())
+        device = srv.service.enroll("keyboard", SECRET, public_key_of(generate_signing_key()))
+        yield srv.url, device["token"]
 
 
 @SCHEMA.parametrize()

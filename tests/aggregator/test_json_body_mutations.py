@@ -3,27 +3,23 @@ key dropped or added, the text's bytes cut or altered), posted with valid device
 admin credentials to a real server on 127.0.0.1: never a 5xx, and the server stays up."""
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import threading
 
-import numpy as np
 import pytest
 import requests
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregator.app import ServerConfig, build_app, make_service
 from aggregator.config import TaskSettings
 from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import generate_signing_key, public_key_of
 
-ADMIN = "mutation-fuzz-admin-token"
+from .fleet import ADMIN, SECRET, ThreadedServer
+
 KEY = base64.b64encode(public_key_of(generate_signing_key())).decode()
 BODIES = {
-    "/v1/enroll": {"population": "p", "secret": "secret", "public_key": KEY},
+    "/v1/enroll": {"population": "keyboard", "secret": SECRET, "public_key": KEY},
     "/v1/checkin": {"task_id": "kb", "eligibility": {"not_charging": 1}, "sdk_version": "0.1"},
     "/v1/tasks/kb/failures": {"reason": "not_charging"},
     "/v1/tasks/kb/evaluations": {"model_version": 0, "sums": {"count": 3, "loss_sum": 1.5}},
@@ -50,35 +46,15 @@ JSON_VALUES = SPECIAL | st.recursive(
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    """A real server on 127.0.0.1 in a background thread, with a task and a device."""
     from model_zoo.zoo import build_bundle
     tmp = tmp_path_factory.mktemp("mutations")
     bundle = build_bundle("mlp", tmp / "mlp")
-    config = ServerConfig(str(tmp / "data"), ADMIN, {"p": "secret"}, rate_per_s=1e6, burst=10**6)
-    service = make_service(config, FakeClock(), np.random.default_rng(0))
-    service.create_task("kb", str(bundle), TaskSettings())
-    device = service.enroll("p", "secret", public_key_of(generate_signing_key()))
-    loop = asyncio.new_event_loop()
-    ready, state = threading.Event(), {}
-
-    async def start():
-        runner = web.AppRunner(build_app(config, service))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        state["runner"], state["port"] = runner, runner.addresses[0][1]
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()),
-                              daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    headers = {"Authorization": f"Bearer {device['token']}", "X-Admin-Token": ADMIN,
-               "Content-Type": "application/json"}
-    yield f"http://127.0.0.1:{state['port']}", headers
-    asyncio.run_coroutine_threadsafe(state["runner"].cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    service.store.close()
+    with ThreadedServer(tmp / "data", FakeClock(), rate_per_s=1e6, burst=10**6) as srv:
+        srv.service.create_task("kb", str(bundle), TaskSettings())
+        device = srv.service.enroll("keyboard", SECRET, public_key_of(generate_signing_key()))
+        yield srv.url, {"Authorization": f"Bearer {device['token']}", "X-Admin-Token": ADMIN,
+                        "Content-Type": "application/json"}
 
 
 @st.composite

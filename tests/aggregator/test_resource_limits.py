@@ -13,7 +13,6 @@ import json
 import os
 import select
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator.app import ServerConfig, build_app, make_service
-from aggregator.connections import ConnectionGuard, serve
+from aggregator.app import ServerConfig
+from aggregator.connections import ConnectionGuard
 from aggregator.disclosure import public_task
 from aggregator.middleware import TokenBuckets
 from aggregator.vocabulary import FAILURE_REASONS, failure_reason, safe_text
 from edge_sdk.clock import FakeClock
 
-from .fleet import ADMIN, SECRET, ServerProcess, free_port
+from .fleet import ADMIN, SECRET, ServerProcess, ThreadedServer, free_port
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -60,41 +59,6 @@ def raw_exchange(port: int, request: bytes) -> bytes:
         while chunk := s.recv(65536):
             out += chunk
     return out
-
-
-class ThreadedServer:
-    """build_app + serve() (the guarded connections of `edge-fl serve`) in a thread with
-    its own event loop; `service` is the app's, driven by `clock`."""
-
-    def __init__(self, data_dir: Path, clock: FakeClock, **config):
-        self.config = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET},
-                                   **({"tick_interval_s": 0.05} | config))
-        self.clock = clock
-
-    def __enter__(self):
-        self.service = make_service(self.config, self.clock, np.random.default_rng(0))
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        async def main():
-            self.stop = asyncio.Event()
-            async with serve(build_app(self.config, self.service), self.config, sock):
-                ready.set()
-                await self.stop.wait()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),))
-        self.thread.start()
-        assert ready.wait(30)
-        return self
-
-    def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(30)
-        self.loop.close()
-        self.service.store.close()
 
 
 def tiny_bundle(path: Path) -> Path:
