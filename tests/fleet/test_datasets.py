@@ -115,3 +115,20 @@ def test_devices_without_held_out_examples_skip_federated_evaluation(tmp_path):
     evaluations = report["federated_evaluation"]
     assert evaluations and all(e["count"] == e["devices"] for e in evaluations)
     assert report["client"]["outcomes"].get("aborted", 0) > 0  # the devices with none
+
+
+def test_a_regression_csv_trains_a_factory_model_below_the_mean_predictors_error(tmp_path):
+    """MSE through the compiler's general path, a model with one output per example."""
+    rng = np.random.default_rng(0)
+    users = np.repeat([f"u{i}" for i in range(12)], 30)
+    x = rng.normal(size=(len(users), 3))
+    y = x @ np.array([1.5, -2.0, 0.5]) + 3.0 + rng.normal(0, 0.1, len(users))
+    write_csv(tmp_path / "r.csv", ["user", "a", "b", "c", "y"],
+              [[u, *row, t] for u, row, t in zip(users, x.round(4), y.round(4))])
+    data = {"kind": "csv", "path": str(tmp_path / "r.csv"),
+            "options": {"label": "y", "kind": "regression"}}
+    report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:regressor", loss="mse",
+                       lr=0.05)
+    mean = report["baselines"]["mean predictor"]
+    assert report["final"]["mse"] < 0.2 * mean["mse"]
+    assert report["final"]["mae"] < mean["mae"]

@@ -108,3 +108,18 @@ def chatty_users(users: int = 15, messages: int = 12, seed: int = 0) -> list[dic
             rows.append({"user": f"person{u}", "time": t,
                          "text": phrases[mine[t % 2]] + "."})
     return rows
+
+
+class Regressor(nn.Module):
+    """x float32 [B, features] -> one value per example, float32 [B]."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.linear = nn.Linear(features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+def regressor(features: int) -> nn.Module:
+    return Regressor(features)

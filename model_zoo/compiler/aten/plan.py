@@ -36,7 +36,10 @@ class GeneralPlan:
 
     @property
     def num_classes(self) -> int:
-        return int(self.output_shape[-1]) if self.output_shape else 1
+        """The output's last dimension; 1 for one value per example (a regression model's
+        [batch] output, whose last dimension is the dynamic batch)."""
+        last = self.output_shape[-1] if self.output_shape else 1
+        return last if isinstance(last, int) else 1
 
     def _declare(self, g: GraphBuilder, ctx: Lowering, with_target: bool) -> None:
         self._with_target = with_target
