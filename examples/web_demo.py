@@ -14,6 +14,7 @@ Ctrl-C stops both servers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import subprocess
@@ -104,6 +105,19 @@ def create_task(url: str, admin_token: str, bundle: Path, goal: int) -> None:
         print("task exists already:", json.loads(e.read())["error"]["message"])
 
 
+async def _serve_page(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound = runner.addresses[0][1]
+        print(f"open http://{host}:{bound}/ in a browser (several tabs or profiles make "
+              "several devices); Ctrl-C stops.", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="keyboard_cifg_tiny",
@@ -134,9 +148,10 @@ def main(argv=None) -> None:
         app = page_app(api_url, bundle, {"population": TASK, "secret": secret, "task": TASK})
         print(f"aggregator at {api_url} (dashboard {api_url}/dashboard; admin token "
               f"{admin_token})", flush=True)
-        print(f"open http://{args.host}:{args.port}/ in a browser (several tabs or profiles "
-              "make several devices); Ctrl-C stops.", flush=True)
-        web.run_app(app, host=args.host, port=args.port, print=None)
+        try:
+            asyncio.run(_serve_page(app, args.host, args.port))
+        except KeyboardInterrupt:
+            pass
     finally:
         server.terminate()
         server.wait()
