@@ -34,6 +34,7 @@ FORWARDED_REQUEST = ("Authorization", "Content-Type", "If-None-Match", "Range")
 FORWARDED_RESPONSE = ("Content-Type", "ETag", "Last-Modified", "Retry-After", "X-Model-Version",
                       "Content-Range", "Accept-Ranges")
 TASK = "keyboard"
+SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
 def task_settings(goal: int) -> dict:
@@ -53,9 +54,15 @@ def _file(root: Path, relative: str) -> web.StreamResponse:
         "Cache-Control": "no-store"})
 
 
-def page_app(api_url: str, bundle_dir: Path, config: dict) -> web.Application:
+def _print_report(event: dict) -> None:
+    print("tab:", json.dumps(event)[:300], flush=True)
+
+
+def page_app(api_url: str, bundle_dir: Path, config: dict,
+             on_report=_print_report) -> web.Application:
     """clients/web at /web/, the bundle at /bundle/, the page's settings at
-    /demo/config.json, its reports at POST /demo/log, the API at /v1/ (proxied)."""
+    /demo/config.json, its reports at POST /demo/log (each JSON event to `on_report`),
+    the API at /v1/ (proxied)."""
     app = web.Application(client_max_size=64 * 2**20)
 
     async def static(request):
@@ -68,7 +75,10 @@ def page_app(api_url: str, bundle_dir: Path, config: dict) -> web.Application:
         return web.json_response(config)
 
     async def log(request):
-        print("tab:", (await request.text())[:300], flush=True)
+        try:
+            on_report(json.loads(await request.text()))
+        except ValueError:
+            raise web.HTTPBadRequest()
         return web.Response(status=204)
 
     async def index(request):
@@ -76,16 +86,16 @@ def page_app(api_url: str, bundle_dir: Path, config: dict) -> web.Application:
 
     async def api(request):
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
-        async with app["session"].request(request.method, api_url + request.path_qs,
+        async with app[SESSION].request(request.method, api_url + request.path_qs,
                                           data=await request.read(), headers=headers) as r:
             body = await r.read()
             kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
             return web.Response(status=r.status, body=body, headers=kept)
 
     async def session_context(app):
-        app["session"] = aiohttp.ClientSession()
+        app[SESSION] = aiohttp.ClientSession()
         yield
-        await app["session"].close()
+        await app[SESSION].close()
 
     app.cleanup_ctx.append(session_context)
     app.add_routes([web.get("/", index), web.get("/web/{path:.+}", static),

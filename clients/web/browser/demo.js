@@ -161,7 +161,7 @@ async function main() {
     show('version', String(header.model_version));
     log({ event: 'model', version: header.model_version, bytes: r.body.length });
     const words = await suggest();
-    log({ event: 'suggestions', text: text.value, words: (words ?? []).map(([w, p]) => [w, Number(p.toFixed(4))]) });
+    log({ event: 'suggestions', version: header.model_version, text: text.value, words: (words ?? []).map(([w, p]) => [w, Number(p.toFixed(4))]) });
   };
   if (keyboard.model) show('version', `${keyboard.model.version} (cached)`);
   if (q.has('text')) text.value = q.get('text');
