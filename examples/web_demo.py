@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -158,6 +159,7 @@ def main(argv=None) -> None:
         app = page_app(api_url, bundle, {"population": TASK, "secret": secret, "task": TASK})
         print(f"aggregator at {api_url} (dashboard {api_url}/dashboard; admin token "
               f"{admin_token})", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too
         try:
             asyncio.run(_serve_page(app, args.host, args.port))
         except KeyboardInterrupt:

@@ -65,7 +65,7 @@ def test_demo_page_trains_and_suggests_from_the_new_version(tmp_path):
     assert first["status"] == "completed" and first["server"] == "accepted", first
     assert first["trained_on"] == 0 and first["examples"] == 8
     assert [e["version"] for e in events if e["event"] == "model"][:2] == [0, 1]
-    after = [e for e in events if e["event"] == "suggestions" and e["version"] == 1][0]
+    after = next(e for e in events if e["event"] == "suggestions" and e["version"] == 1)
     assert after["text"] == "good night " and len(after["words"]) == 3
     assert all(w not in ("<pad>", "<s>", "</s>", "<unk>") for w, _ in after["words"])
     assert task["version"] >= 1
