@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: install demo test bench soak fuzz clean
+.PHONY: install demo demo-web test bench soak fuzz clean
 
 $(STAMP): pyproject.toml scripts/install.sh clients/web/package-lock.json
 	bash scripts/install.sh $(PY) $(VENV)
@@ -15,6 +15,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/edge-fl simulate --config examples/configs/keyboard_demo.json --out $(OUT)/demo --fresh
+
+# the keyboard demo with a browser tab as the device: open the URL it prints
+demo-web: $(STAMP)
+	$(BIN)/python examples/web_demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
