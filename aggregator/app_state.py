@@ -4,7 +4,7 @@ HTTP and in-process transports both build."""
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -17,6 +17,7 @@ from edge_sdk.protocol.messages import (CheckInReply, EvaluationAssignment, Mess
                                         TrainingAssignment)
 
 from .coordinator import Assignment, EvalAssignment
+from .errors import StoreUnavailable
 from .metrics import Metrics
 from .server_config import ServerConfig
 from .service import AggregatorService
@@ -31,28 +32,122 @@ PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 JSON_LIMITS = web.AppKey("json_limits", JsonLimits)
 DEVICE = web.RequestKey("device", Device)
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 
 async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
-    """`fn(*args)` on the service's worker thread. Cancelling the caller does not stop a
-    call already running there (it finishes, as it would have on the loop); the
-    CancelledError still reaches the caller."""
+    """`fn(*args)` on the service's worker thread, returned (or raised) once what it
+    wrote is durable. Cancelling the caller does not stop a call already running there
+    (it finishes, as it would have on the loop); the CancelledError still reaches the
+    caller."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(app[EXECUTOR], functools.partial(fn, *args))
+    store = app[SERVICE].store
+
+    def call():
+        try:
+            return fn(*args), None, store.open_group()
+        except BaseException as e:  # noqa: BLE001 - raised below, once its writes are durable
+            return None, e, store.open_group()
+
+    result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
+    if group is not None:
+        await app[COMMITS].durable(group)
+    if error is not None:
+        raise error
+    return result
+
+
+class GroupCommit:
+    """Durable writes without an fsync per request: the service thread writes the calls
+    it runs into one open group; the first caller that needs its group durable queues a
+    flush behind whatever is queued already, so everything that ran before the flush
+    commits with it (under load the groups grow by themselves, no timer). A flush that
+    fails loses its group: every caller waiting on it gets the error, and the service
+    drops what it holds in memory and reloads it from what is durable."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+        self.committed = 0  # every group up to this number is durable, but the lost ones
+        self.lost: set[int] = set()
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.flushing = False
+
+    async def durable(self, group: int) -> None:
+        if group in self.lost:
+            raise _lost()
+        if group <= self.committed:
+            return
+        future = self.waiting.get(group)
+        if future is None:
+            future = self.waiting[group] = asyncio.get_running_loop().create_future()
+        self._flush_soon()
+        await asyncio.shield(future)
+
+    def _flush_soon(self) -> None:
+        if self.flushing or not self.waiting:
+            return
+        self.flushing = True
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(self.app[EXECUTOR], self._flush).add_done_callback(self._flushed)
+
+    def _flush(self) -> tuple[int | None, bool]:
+        """(the group this closed or None, whether it is durable); on the service thread."""
+        service = self.app[SERVICE]
+        group = service.store.open_group()
+        try:
+            service.store.flush()
+        except Exception:  # noqa: BLE001 - the waiters get it as StoreUnavailable
+            log.exception("a grouped commit failed: reloading the tasks from the store")
+            service.forget_unflushed()
+            return group, False
+        return group, True
+
+    def _flushed(self, done: asyncio.Future) -> None:
+        self.flushing = False
+        group, ok = done.result()
+        if group is None:  # nothing was open: every group so far is closed
+            group = max(self.waiting, default=self.committed)
+        elif not ok:
+            self.lost.add(group)
+        if ok:
+            self.committed = max(self.committed, group)
+        for g in [g for g in self.waiting if g <= group]:
+            future = self.waiting.pop(g)
+            if future.done():
+                continue
+            if g in self.lost:
+                future.set_exception(_lost())
+            else:
+                future.set_result(None)
+        self._flush_soon()
+
+
+def _lost() -> StoreUnavailable:
+    return StoreUnavailable("a durable write failed, and what this request did was undone; "
+                            "try again", retry_after_s=1)
+
+
+COMMITS = web.AppKey("commits", GroupCommit)
 
 
 def service_thread():
-    """cleanup_ctx: the worker thread, started with the app and drained at its end."""
+    """cleanup_ctx: the worker thread, started with the app and drained at its end, and
+    the grouped commits of the writes made on it."""
     async def ctx(app: web.Application):
+        loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
         app[EXECUTOR] = executor
+        app[COMMITS] = GroupCommit(app)
+        store = app[SERVICE].store
+        await loop.run_in_executor(executor, store.group_commits, True)
         try:
             yield
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+            await loop.run_in_executor(executor, store.group_commits, False)  # flushes
+            await loop.run_in_executor(None, executor.shutdown)
     return ctx
 
 

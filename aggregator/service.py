@@ -116,6 +116,13 @@ class AggregatorService:
         except Exception:  # noqa: BLE001 - shown in memory anyway
             log.exception("could not record the failure of task %r", task_id)
 
+    def forget_unflushed(self) -> None:
+        """A grouped commit failed, so the store lost writes this process made in memory
+        too: drop the tasks and the device cache and load them again from the store."""
+        self.tasks.clear()
+        self._devices.clear()
+        self._keep_leadership()
+
     def _keep_leadership(self) -> None:
         """Drop coordinators whose lead was lost; lead (and so load) tasks nobody leads."""
         if self.store.shared:

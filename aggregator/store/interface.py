@@ -8,9 +8,10 @@ from typing import Protocol
 
 # Where a write may be cut short (crash tests make the process exit there, as kill -9):
 # after an update's bytes are written and before its row commits; after a new model's
-# bytes are written and before the version commits; right after each of those commits.
+# bytes are written and before the version commits; right after each of those commits;
+# and, with grouped commits, after a group's writes and before its one commit.
 CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed",
-                "snapshot_saved")
+                "snapshot_saved", "group_written")
 
 
 class AlreadyAggregated(KeyError):
@@ -51,7 +52,10 @@ class Device:
 
 
 class Store(Protocol):
-    """Every call the service makes. Writes are durable when they return.
+    """Every call the service makes. Writes are durable when they return, unless the
+    store groups commits (`group_commits(True)`): then a write is durable once `flush()`
+    has returned, and the caller acknowledges nothing before that (see docs/aggregator.md,
+    "Durable writes").
 
     Coordinator writes (`save_update`, `commit_version`, `save_snapshot`,
     `drop_pending`) are made only by the process leading the task (`try_lead`); a store
@@ -122,5 +126,13 @@ class Store(Protocol):
     # events
     def add_events(self, task_id: str, events: list[dict]) -> None: ...
     def events(self, task_id: str, limit: int = 200) -> list[dict]: ...
+
+    # -- grouped commits (a store that cannot group commits each write alone) ------------
+    def group_commits(self, on: bool) -> None: ...
+    def open_group(self) -> int | None:
+        """The number of the group holding writes not yet committed (None: all are)."""
+    def flush(self) -> int | None:
+        """Commit the open group, durably (one fsync for all its writes); return its
+        number. If this raises, none of the group's writes happened."""
 
     def close(self) -> None: ...

@@ -148,8 +148,28 @@ class RowStore:
             if task_id is not None:
                 self._fence(tx, task_id)
             yield tx
-        for action in tx.deferred:
+        self._after_commit(tx.deferred)
+
+    def _after_commit(self, actions: list) -> None:
+        """Run what waits for the transaction's commit (a grouping backend: for its group's)."""
+        for action in actions:
             action()
+
+    def _stage_snapshot(self, tx, task_id: str, snapshot: dict,
+                        state_path: str | None = None) -> None:
+        """The task's coordinator snapshot, written in `tx` (a grouping backend may write
+        only the newest of a group, at its commit)."""
+        write_snapshot(tx, task_id, snapshot, state_path)
+
+    # -- grouped commits: this backend commits every write alone ---------------------------
+    def group_commits(self, on: bool) -> None:
+        pass
+
+    def open_group(self) -> int | None:
+        return None
+
+    def flush(self) -> int | None:
+        return None
 
     # -- tasks and models ----------------------------------------------------------------------
     def add_task(self, record: TaskRecord, model_bytes: bytes, now: float) -> None:
@@ -214,7 +234,7 @@ class RowStore:
 
     def save_snapshot(self, task_id: str, snapshot: dict) -> None:
         with self._writing(task_id) as tx:
-            _put_snapshot(tx, task_id, snapshot)
+            self._stage_snapshot(tx, task_id, snapshot)
         self._crash("snapshot_saved")
 
     # -- updates ------------------------------------------------------------------------------
@@ -255,7 +275,7 @@ class RowStore:
                  _LEGACY)).rowcount
             if inserted != 1:
                 raise AlreadyAggregated(update.idempotency_key)
-            _put_snapshot(tx, task_id, snapshot)
+            self._stage_snapshot(tx, task_id, snapshot)
 
     def pending_updates(self, task_id: str) -> list[PendingUpdate]:
         rows = self._query("SELECT idempotency_key, round_id, device_id, version_from, weight, "
@@ -292,7 +312,7 @@ class RowStore:
             tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
             old = tx.execute("SELECT optimizer_state FROM coordinators WHERE task_id = ?",
                              (task_id,)).fetchone()
-            _put_snapshot(tx, task_id, snapshot, state_rel)
+            self._stage_snapshot(tx, task_id, snapshot, state_rel)
             if state_rel and old and old[0]:
                 consumed.append(old[0])
             self._drop_blobs(tx, consumed)
@@ -418,7 +438,7 @@ def _upload_dict(row: tuple) -> dict:
                      "created"), row))
 
 
-def _put_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
+def write_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
     tx.execute("INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
                "DO UPDATE SET snapshot = excluded.snapshot", (task_id, json.dumps(snapshot)))
     if state_path is not None:

@@ -1,11 +1,18 @@
 """The default store: embedded SQLite (WAL, synchronous=FULL) plus files under a data dir.
 
-Files hold bytes (model versions in the wire format, raw accepted updates, server
-optimizer state, partial uploads); SQLite holds everything else and the paths, changed
-only inside transactions. A file is written to a temporary name, fsynced and renamed
-before the transaction that refers to it commits, so after `kill -9` at any point every
-row points at a whole file; files no row points at are removed at start-up. One process
-owns a data dir and leads every task.
+Files hold the large bytes that are written rarely (model versions in the wire format,
+server optimizer state, partial uploads); SQLite holds everything else, the paths, and
+the raw accepted updates (written at every upload: in the database, one fsync covers
+them all), changed only inside transactions. A file is written to a temporary name,
+fsynced and renamed before the transaction that refers to it commits, so after `kill -9`
+at any point every row points at a whole file; files no row points at are removed at
+start-up. One process owns a data dir and leads every task.
+
+Grouped commits (`group_commits(True)`, what `edge-fl serve` runs): the writes of many
+calls share one transaction, each in a savepoint of its own (a call that fails undoes
+only its writes), and `flush()` commits them with one fsync. Only the newest coordinator
+snapshot of a group is written, at its commit. Nothing is acknowledged before the flush
+that made it durable (the app waits for it), so a crash loses only unacknowledged work.
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .rows import SCHEMA, RowStore, migrate
+from ..errors import StoreUnavailable
+from .rows import SCHEMA, RowStore, migrate, write_snapshot
 
 
 class _Tx:
@@ -43,6 +51,13 @@ class SqliteStore(RowStore):
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
         self._db.executescript(SCHEMA.format(real="REAL", blob="BLOB",
                                              serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+        self._db.execute("CREATE TABLE IF NOT EXISTS update_bytes (path TEXT PRIMARY KEY, "
+                         "data BLOB NOT NULL)")
+        self._grouping = False
+        self._group: int | None = None  # the open group's number
+        self._groups = 0
+        self._group_snapshots: dict[str, dict] = {}  # task -> newest snapshot of the group
+        self._group_after: list = []  # what waits for the group's commit
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
@@ -52,13 +67,78 @@ class SqliteStore(RowStore):
     @contextlib.contextmanager
     def _transaction(self):
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._grouping:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Tx(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return
+            if self._group is None:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._groups += 1
+                self._group = self._groups
+            elif not self._db.in_transaction:  # SQLite undid the group after an I/O error
+                raise _group_lost()
+            self._db.execute("SAVEPOINT call")
             try:
                 yield _Tx(self._db)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK TO call")
+                    self._db.execute("RELEASE call")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE call")
+
+    def _after_commit(self, actions: list) -> None:
+        with self._lock:
+            if self._group is not None:
+                self._group_after.extend(actions)
+                return
+        super()._after_commit(actions)
+
+    def _stage_snapshot(self, tx, task_id: str, snapshot: dict,
+                        state_path: str | None = None) -> None:
+        if self._group is not None and state_path is None:
+            self._group_snapshots[task_id] = snapshot
+            return
+        self._group_snapshots.pop(task_id, None)  # older than this one
+        super()._stage_snapshot(tx, task_id, snapshot, state_path)
+
+    # -- grouped commits ---------------------------------------------------------------------
+    def group_commits(self, on: bool) -> None:
+        with self._lock:
+            if not on:
+                self.flush()
+            self._grouping = on
+
+    def open_group(self) -> int | None:
+        return self._group
+
+    def flush(self) -> int | None:
+        with self._lock:
+            group = self._group
+            if group is None:
+                return None
+            snapshots, self._group_snapshots = self._group_snapshots, {}
+            after, self._group_after = self._group_after, []
+            self._group = None
+            try:
+                if not self._db.in_transaction:
+                    raise _group_lost()
+                for task_id, snapshot in snapshots.items():
+                    write_snapshot(self._db, task_id, snapshot)
+                self._crash("group_written")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        for action in after:
+            action()
+        return group
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -78,17 +158,27 @@ class SqliteStore(RowStore):
     def leader_url(self, task_id: str) -> str | None:
         return None
 
-    # -- blobs are files --------------------------------------------------------------------
+    # -- blobs are files, an update's bytes a row ---------------------------------------------
     def _put_blob(self, tx, path: str, data: bytes) -> None:
-        _write_durably(self.root / path, data)
+        if _in_database(path):
+            tx.execute("INSERT OR REPLACE INTO update_bytes VALUES (?, ?)", (path, data))
+        else:
+            _write_durably(self.root / path, data)
 
     def _read_blob(self, path: str) -> bytes:
+        if _in_database(path):
+            row = self._one("SELECT data FROM update_bytes WHERE path = ?", (path,))
+            if row is not None:
+                return bytes(row[0])  # else a file, from a data dir of before the table
         return (self.root / path).read_bytes()
 
     def _blob_file(self, path: str) -> Path:
         return self.root / path
 
     def _drop_blobs(self, tx, paths: list[str]) -> None:
+        rows = [(p,) for p in paths if _in_database(p)]
+        if rows:
+            tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
         for path in paths:  # after the commit: a crash before it leaves only orphans
             tx.deferred.append(lambda p=self.root / path: p.unlink(missing_ok=True))
 
@@ -127,6 +217,15 @@ class SqliteStore(RowStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _group_lost() -> StoreUnavailable:
+    return StoreUnavailable("the database undid the writes not yet committed after an "
+                            "I/O error", retry_after_s=1)
+
+
+def _in_database(path: str) -> bool:
+    return path.startswith("updates/")
 
 
 def _write_durably(path: Path, data: bytes) -> None:

@@ -79,9 +79,10 @@ def test_one_key_in_two_tasks_is_two_updates_and_leaves_no_orphan(bundle, tmp_pa
                                                                        task_id))
                 assert answer["status"] == "accepted"
             referenced = {r[0] for r in _rows(env.service, "SELECT path FROM updates")}
-            files = {str(p.relative_to(tmp_path / "data"))
-                     for p in (tmp_path / "data" / "updates").rglob("*") if p.is_file()}
-            assert len(referenced) == 2 and files == referenced
+            stored = {r[0] for r in _rows(env.service, "SELECT path FROM update_bytes")}
+            stored |= {str(p.relative_to(tmp_path / "data"))
+                       for p in (tmp_path / "data" / "updates").rglob("*") if p.is_file()}
+            assert len(referenced) == 2 and stored == referenced
     asyncio.run(scenario())
 
 

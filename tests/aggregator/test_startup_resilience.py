@@ -151,8 +151,10 @@ def _model_missing(root, task):
 
 
 def _update_garbage(root, task):
-    for path in (root / "updates" / task).iterdir():
-        path.write_bytes(path.read_bytes()[:50])
+    with sqlite3.connect(root / "aggregator.db") as db:  # update bytes are rows
+        cut = db.execute("UPDATE update_bytes SET data = substr(data, 1, 50) WHERE path LIKE ?",
+                         (f"updates/{task}/%",)).rowcount
+    assert cut == 1
 
 
 @pytest.mark.parametrize("corrupt, part", [
