@@ -105,9 +105,9 @@ async def leader_middleware(request: web.Request, handler):
     """Task-scoped calls run where the task's coordinator runs: another process's are
     forwarded there, once (a forwarded call this process cannot answer gets a 503 with
     Retry-After, which devices retry). Everything else is answered here, from the store."""
-    if request.match_info.handler not in LED_HANDLERS:
-        return await handler(request)
     service = request.app[SERVICE]
+    if request.match_info.handler not in LED_HANDLERS or not service.store.shared:
+        return await handler(request)  # a store of one process: it leads every task
     task_id, body = await _task_of(request)
     if task_id is None or service.leads(task_id) or not service.knows(task_id):
         return await handler(request)

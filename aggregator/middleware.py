@@ -11,6 +11,7 @@ check, and only an authenticated request gets its body read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
@@ -65,7 +66,11 @@ class TokenBuckets:
 def client_address(request: web.BaseRequest) -> str:
     """Who a throttle counts: the peer's IPv4 address, or its IPv6 /64 (one host's share
     of a network; a host can take any address in it)."""
-    remote = request.remote or ""
+    return _address_key(request.remote or "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_key(remote: str) -> str:
     try:
         address = ipaddress.ip_address(remote)
     except ValueError:

@@ -62,6 +62,8 @@ class SqliteStore(RowStore):
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
         self._remove_orphans()
+        # update bytes are rows; a data dir of before that may still hold some as files
+        self._update_files = any(p.is_file() for p in (self.root / "updates").rglob("*"))
 
     # -- connection -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -180,7 +182,8 @@ class SqliteStore(RowStore):
         if rows:
             tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
         for path in paths:  # after the commit: a crash before it leaves only orphans
-            tx.deferred.append(lambda p=self.root / path: p.unlink(missing_ok=True))
+            if self._update_files or not _in_database(path):
+                tx.deferred.append(lambda p=self.root / path: p.unlink(missing_ok=True))
 
     def _partial(self, upload_id: str) -> Path:
         return self.root / "partial" / upload_id
