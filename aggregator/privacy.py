@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from dp_accounting import dp_event, rdp
 
 from .numerics import Delta, add_scaled, clip_scale, global_norm
 from .stages import Accumulator
@@ -101,6 +100,8 @@ class PrivacyAccountant:
     def epsilon(self, versions: int) -> float:
         if versions == 0:
             return 0.0
+        # imported here: dp_accounting pulls in scipy, seconds of start-up for every server
+        from dp_accounting import dp_event, rdp
         accountant = rdp.RdpAccountant()
         event = dp_event.PoissonSampledDpEvent(self.sampling_rate,
                                                dp_event.GaussianDpEvent(self.noise_multiplier))
