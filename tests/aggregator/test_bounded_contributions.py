@@ -13,7 +13,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from aggregator.service import _mean_metrics
+from aggregator.service.commits import mean_metrics
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
 from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
@@ -206,11 +206,11 @@ def test_metric_values_are_checked_finite_and_bounded(bundle, tmp_path):
 
 def test_averaged_metrics_never_become_infinity():
     rows = [{"loss": 1e308, "acc": 0.5}, {"loss": 1e308, "acc": 0.7}, {"acc": float("nan")}]
-    means = _mean_metrics(rows[:2])
+    means = mean_metrics(rows[:2])
     assert means == {"acc": pytest.approx(0.6)}  # the float64 mean of loss overflows: left out
-    json.loads(json.dumps(_mean_metrics(rows)), parse_constant=_refuse)
+    json.loads(json.dumps(mean_metrics(rows)), parse_constant=_refuse)
     # rows stored before the door checked metrics: never a crash at a commit or start-up
-    assert _mean_metrics([{"loss": 10**400}, {"loss": "x"}, {"loss": 1.0, "n": 2}]) == {"n": 2.0}
+    assert mean_metrics([{"loss": 10**400}, {"loss": "x"}, {"loss": 1.0, "n": 2}]) == {"n": 2.0}
 
 
 def _refuse(token: str):

@@ -1,0 +1,114 @@
+"""The aggregator's use cases, between the HTTP edge and the coordinators, one module a
+concern:
+
+    tasks.py          which tasks exist and which this process leads; loading one
+    commits.py        accepted updates -> a model version (optimizer, finite check, DP)
+    admin.py          create, pause, resume and describe tasks
+    devices.py        enrollment and authentication
+    participation.py  check-in, failure reports, models, updates, evaluation sums
+    secure.py         the steps of a securely aggregated round
+
+`AggregatorService` puts them together and is what the app, the in-process transport
+and the simulator call: every call runs on one thread (the app's service thread)."""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from edge_sdk.protocol import DecodeLimits, UpdateMeta
+
+from ..errors import NotLeader, StoreUnavailable
+from ..store import Store
+from ..uploads import UploadQuota, UploadSessions
+from .admin import TASK_ID, Administration
+from .commits import Commits
+from .devices import Devices
+from .participation import Participation
+from .secure import SecureSteps
+from .tasks import LedTask, TaskTable
+
+
+class AggregatorService:
+    def __init__(self, store: Store, clock, rng: np.random.Generator,
+                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits(),
+                 address: str | None = None, upload_quota: UploadQuota = UploadQuota()):
+        """address: where the other processes sharing the store reach this one."""
+        self.store, self.clock = store, clock
+        self.commits = Commits(store, clock)
+        self.table = TaskTable(store, clock, rng, limits, address, self.commits.maybe_commit)
+        self.admin = Administration(store, clock, self.table)
+        self.devices = Devices(store, clock, enrollment_secrets)
+        uploads = UploadSessions(store, clock, upload_quota, limits.max_message_bytes)
+        self.participation = Participation(store, clock, rng, limits, self.table,
+                                           self.commits, uploads)
+        self.secure = SecureSteps(clock, self.table, self.commits)
+
+        # the public calls, by concern
+        self.recover = self.table.recover
+        self.leads, self.knows = self.table.leads, self.table.knows
+        self.spread_check_in = self.table.spread_check_in
+        self.create_task, self.set_paused = self.admin.create_task, self.admin.set_paused
+        self.describe, self.history = self.admin.describe, self.admin.history
+        self.record_heldout = self.admin.record_heldout
+        self.enroll, self.authenticate = self.devices.enroll, self.devices.authenticate
+        self.known_device = self.devices.known_device
+        p = self.participation
+        self.check_in, self.report_failure, self.model_file = (p.check_in, p.report_failure,
+                                                               p.model_file)
+        self.submit_update, self.submit_evaluation = p.submit_update, p.submit_evaluation
+        self.begin_upload, self.upload_status = p.begin_upload, p.upload_status
+        self.append_chunk, self.commit_upload = p.append_chunk, p.commit_upload
+        self.expire_uploads = p.expire_uploads
+        s = self.secure
+        self.secagg_state, self.secagg_advertise, self.secagg_share = (s.state, s.advertise,
+                                                                       s.share)
+        self.secagg_masked_input, self.secagg_reveal = s.masked_input, s.reveal
+
+    # -- queries ------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> dict[str, LedTask]:
+        """The tasks led here (for tests and tools that look inside; the app asks the
+        query calls)."""
+        return self.table.tasks
+
+    @property
+    def records(self) -> dict:
+        """Every task, led here or not."""
+        return self.table.records
+
+    @property
+    def address(self) -> str | None:
+        return self.table.address
+
+    @property
+    def enrollment_secrets(self) -> dict[str, str]:
+        return self.devices.enrollment_secrets
+
+    def leader_url(self, task_id: str) -> str | None:
+        """Where the process leading `task_id` is reached (None: unknown)."""
+        return self.store.leader_url(task_id)
+
+    def upload_task(self, upload_id: str) -> str | None:
+        info = self.store.upload_info(upload_id)
+        return None if info is None else info["task_id"]
+
+    # -- housekeeping -------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Keep leadership, and advance the deadlines of the tasks led here (called
+        periodically by the app)."""
+        self.table.keep_leadership()
+        self.expire_uploads()
+        for task in list(self.table.tasks.values()):
+            with contextlib.suppress(NotLeader, StoreUnavailable), self.table.owning(task):
+                task.coordinator.tick(self.clock.now())
+                self.commits.after_change(task)
+
+    def forget_unflushed(self) -> None:
+        """A grouped commit failed, so the store lost writes this process made in memory
+        too: drop the tasks and the device cache and load them again from the store."""
+        self.devices.forget()
+        self.table.reload()
+
+
+__all__ = ["TASK_ID", "AggregatorService", "UpdateMeta"]
