@@ -183,7 +183,8 @@ class AggregatorService:
             stage = build_aggregation(settings.aggregation(), self.rng)
             now = self.clock.now()
             coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
-                                          shapes=shapes)
+                                          shapes=shapes, buffers=frozenset(
+                                              s["name"] for s in record.specs if s.get("buffer")))
             snapshot = self.store.snapshot(record.task_id)
             if snapshot is not None:
                 coordinator.restore(snapshot)
@@ -633,7 +634,8 @@ def _check_optimizer_state(state: dict, params: dict[str, np.ndarray]) -> None:
 
 def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     """(model_id, parameter specs, initial parameters) of a training bundle, checked:
-    the parameters file holds exactly the manifest's tensors, finite, of their shapes."""
+    the parameters file holds exactly the manifest's tensors, finite, of their shapes.
+    The specs of the manifest's buffers say `"buffer": true`."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     if not isinstance(manifest, dict) or not isinstance(manifest.get("model_id"), str) \
             or not isinstance(manifest.get("parameters"), list) or not manifest["parameters"]:
@@ -648,6 +650,13 @@ def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     names = [s["name"] for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("manifest parameters repeat a name")
+    buffers = {b.get("name") if isinstance(b, dict) else None
+               for b in manifest.get("buffers") or []}
+    if not buffers <= set(names):
+        raise ValueError("manifest buffers must be among its parameters")
+    for s in specs:
+        if s["name"] in buffers:
+            s["buffer"] = True
     parameters_file = manifest.get("parameters_file", "parameters.npz")
     if not isinstance(parameters_file, str) or Path(parameters_file).name != parameters_file:
         raise ValueError("parameters_file must name a file in the bundle directory")
