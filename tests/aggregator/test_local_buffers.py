@@ -171,12 +171,41 @@ def test_a_restarted_device_trains_from_the_buffers_it_kept(bundle, tmp_path):
             store.close()
             return models(env.service, 2, bundle), before, runner, after
 
-    (v0, v1), before, runner, after = asyncio.run(scenario())
+    (_, v1), before, runner, after = asyncio.run(scenario())
     assert set(before) == set(bundle.buffer_names)
     for name in bundle.buffer_names:
         assert np.array_equal(runner.started_from[0][name], before[name])
         assert not np.allclose(before[name], v1[name], atol=1e-3)  # not the server's
         assert not np.array_equal(after[name], before[name])  # and it moved on again
+
+
+def test_federated_evaluation_on_a_device_uses_the_buffers_it_kept(bundle, tmp_path):
+    from edge_sdk.evaluator import Evaluator
+    data = examples(3.0, 1.0, 0)
+
+    async def scenario():
+        task = settings("local", goal=1) | {"eval_fraction": 1.0}
+        async with server_with_task(tmp_path, bundle, task, TASK) as env:
+            phone, other = [await enroll_phone(env.url, env.session, bundle, tmp_path, i,
+                                               env.clock, examples(3.0 - 5 * i, 1.0, i))
+                            for i in range(2)]
+            assert (await phone.client.participate(good_state, TASK)).status == "completed"
+            assert "assignment" in await other.transport.check_in(TASK)  # round 2 is full
+            reported, submit = [], phone.transport.submit_evaluation
+
+            async def recorded(task_id, version, sums):
+                reported.append(sums)
+                return await submit(task_id, version, sums)
+            phone.transport.submit_evaluation = recorded
+            result = await phone.client.participate(good_state, TASK)  # a spare device
+            assert result.status == "evaluated" and result.model_version == 1
+            return models(env.service, 2, bundle)[1], phone.client.buffers.load(TASK), reported
+
+    v1, kept, (sums,) = asyncio.run(scenario())
+    evaluator = Evaluator(bundle)
+    with_kept, with_servers = (evaluator.evaluate(p, data) for p in (v1 | kept, v1))
+    assert sums["loss_sum"] == pytest.approx(with_kept["loss_sum"], rel=1e-5)
+    assert sums["loss_sum"] != pytest.approx(with_servers["loss_sum"], rel=1e-3)
 
 
 def test_a_bad_buffers_setting_is_refused_with_its_field(bundle, tmp_path):
