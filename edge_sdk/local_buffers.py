@@ -67,7 +67,8 @@ class LocalBuffers:
                              encode_arrays({_META: np.frombuffer(meta, np.uint8)} | arrays))
 
     def forget(self, task_id: str) -> None:
-        self.store.delete_state(KEY.format(task=task_id))
+        if self._shapes:  # a bundle without buffers never kept any
+            self.store.delete_state(KEY.format(task=task_id))
 
     def apply(self, task_id: str, parameters: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`parameters` (e.g. a downloaded model; not mutated) with this device's kept
