@@ -176,9 +176,7 @@ class FederatedClient:
         result.examples = training.examples
         kept = None
         if local:  # the buffers' values stay here; the server gets zeros for them
-            kept = {n: params[n] + delta[n] for n in self.bundle.buffer_names}
-            if _finite(delta):
-                delta = self.buffers.zero_deltas(delta)
+            kept, delta = self.buffers.split(params, delta)
         if a.get("secagg"):
             return await self._report_securely(a, delta, training, result, kept)
         return await self._upload(a, delta, training, result, kept)
@@ -193,7 +191,7 @@ class FederatedClient:
     async def _report_securely(self, a: dict, delta, training, result: ParticipationResult,
                                kept: dict | None):
         """Secure aggregation: the masked [w * delta, w] instead of an update."""
-        if not _finite(delta):
+        if not _finite(delta | (kept or {})):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"
             return result
@@ -269,7 +267,7 @@ class FederatedClient:
                       kept: dict | None):
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
-        if not _finite(delta):
+        if not _finite(delta | (kept or {})):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"  # local training blew up: nothing worth sending
             return result

@@ -77,6 +77,11 @@ class LocalBuffers:
         kept = self.load(task_id)
         return parameters if kept is None else parameters | kept
 
-    def zero_deltas(self, delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """`delta` (not mutated) with zeros for the buffers: what leaves the device."""
-        return {n: np.zeros_like(v) if n in self._shapes else v for n, v in delta.items()}
+    def split(self, parameters: dict[str, np.ndarray], delta: dict[str, np.ndarray]
+              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(the buffer values a training run reached, `delta` with zeros for the buffers:
+        what leaves the device) for a run from `parameters` (neither is mutated). The
+        values are parameters + delta, float32, so equal to the trained ones to rounding."""
+        reached = {n: parameters[n] + delta[n] for n in self._shapes}
+        sent = {n: np.zeros_like(v) if n in self._shapes else v for n, v in delta.items()}
+        return reached, sent

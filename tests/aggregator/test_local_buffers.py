@@ -179,6 +179,28 @@ def test_a_restarted_device_trains_from_the_buffers_it_kept(bundle, tmp_path):
         assert not np.array_equal(after[name], before[name])  # and it moved on again
 
 
+def test_a_device_whose_buffers_diverged_reports_it_and_keeps_nothing(bundle, tmp_path):
+    class Diverging:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def train(self, params, examples, plan, check):
+            result, delta = await self.inner.train(params, examples, plan, check)
+            return result, delta | {"1.running_var": np.full_like(delta["1.running_var"], np.nan)}
+
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, settings("local", goal=1), TASK) as env:
+            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
+                                       examples(3.0, 1.0, 0))
+            phone.client.training = Diverging(phone.client.training)
+            result = await phone.client.participate(good_state, TASK)
+            return result, phone.client.buffers.load(TASK), env.service.describe(TASK)
+
+    result, kept, task = asyncio.run(scenario())
+    assert (result.status, result.reason) == ("aborted", "diverged")
+    assert kept is None and task["funnel"]["dropped"]["diverged"] == 1
+
+
 def test_federated_evaluation_on_a_device_uses_the_buffers_it_kept(bundle, tmp_path):
     from edge_sdk.evaluator import Evaluator
     data = examples(3.0, 1.0, 0)

@@ -87,11 +87,12 @@ def test_wipe_erases_kept_values(store):
     assert LocalBuffers(store, bundle()).load("t") is None
 
 
-def test_zero_deltas_zeroes_the_buffers_only(store):
-    delta = parameters(0.25)
-    sent = LocalBuffers(store, bundle()).zero_deltas(delta)
+def test_split_keeps_the_buffers_a_run_reached_and_sends_zeros_for_them(store):
+    start, delta = parameters(1.0), parameters(0.25)
+    reached, sent = LocalBuffers(store, bundle()).split(start, delta)
+    assert set(reached) == set(BUFFERS) and (reached["bn.running_var"] == 1.25).all()
     assert (sent["w"] == 0.25).all() and not sent["bn.running_mean"].any()
-    assert (delta["bn.running_mean"] == 0.25).all()  # not mutated
+    assert set(sent) == set(delta) and (delta["bn.running_mean"] == 0.25).all()  # not mutated
 
 
 def test_a_bundle_without_buffers_keeps_nothing(store):
