@@ -13,8 +13,8 @@ from aiohttp import web
 
 from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
-from edge_sdk.protocol.messages import (CheckInReply, EvaluationAssignment, Message,
-                                        TrainingAssignment)
+from edge_sdk.protocol.messages import (AssignedPlan, CheckInReply, EvaluationAssignment,
+                                        Message, TrainingAssignment)
 
 from .coordinator import Assignment, EvalAssignment
 from .errors import StoreUnavailable
@@ -183,7 +183,7 @@ def check_in_reply(service: AggregatorService, result) -> CheckInReply:
         settings = task.settings.to_json()
         return CheckInReply(assignment=TrainingAssignment(
             result.task_id, result.round_id, result.model_version, result.deadline,
-            task.record.model_id, settings["plan"],
+            task.record.model_id, AssignedPlan.from_json(settings["plan"]),
             None if secagg is None else settings["secagg"]))
     if isinstance(result, EvalAssignment):
         task = service.tasks[result.task_id]

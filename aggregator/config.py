@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge_sdk.protocol.messages import BUFFER_POLICIES, BufferPolicy
 from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value, require as _require
 
 from .numerics import STALENESS
@@ -131,18 +132,25 @@ class SecAggSettings(_Settings):
 class PlanSettings(_Settings):
     """What each selected device trains (the SDK's TrainingPlan): `epochs` over its local
     examples in batches of `batch_size` at learning rate `lr`, stopped after `max_steps`
-    optimizer steps if set."""
+    optimizer steps if set. `buffers` says what happens to the model's buffers (BatchNorm
+    running statistics): "average" them like parameters, or keep each device's own on the
+    device, "local" (FedBN); with "local" the server never changes the global model's
+    buffers. Sent to every device in its assignment (messages.AssignedPlan)."""
 
     epochs: int = 1
     batch_size: int = 16
     lr: float = 0.1
     max_steps: int | None = None
+    buffers: BufferPolicy = "average"
 
     def __post_init__(self):
         _at_least(self, 1, "epochs", "batch_size")
         _positive(self, "lr")
         if self.max_steps is not None:
             _at_least(self, 1, "max_steps")
+        _require(self.buffers in BUFFER_POLICIES, "buffers",
+                 f"must be one of {list(BUFFER_POLICIES)} (average them like parameters, "
+                 f"or keep each device's own: FedBN), got {self.buffers!r}")
 
 
 @dataclass(frozen=True)
@@ -442,6 +450,8 @@ _MEANING = {
     "retry_min_s": "0 <= retry_min_s <= retry_max_s", "retry_max_s": ">= retry_min_s",
     "plan": "what each device trains", "plan.epochs": ">= 1", "plan.batch_size": ">= 1",
     "plan.lr": "> 0", "plan.max_steps": ">= 1 or null",
+    "plan.buffers": "buffers (BatchNorm statistics): averaged like parameters, or kept on "
+                    "each device (FedBN; the server never changes them)",
     "max_update_norm": "L2 bound of a decoded delta, > 0 or null (off)",
     "max_examples": "cap of the weight a device may claim, >= 1",
 }

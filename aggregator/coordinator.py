@@ -15,6 +15,11 @@ staleness(s) before it joins the example-weighted mean, so a buffer aggregates
 sum n_i staleness(s_i) d_i / sum n_i: as in FedBuff (which divides the discounted sum by
 K), stale deltas move the model less in absolute terms, not only relative to fresh ones.
 Every `buffer_size` accepted updates make a new version.
+
+Model buffers (BatchNorm running statistics) with the plan's `buffers: "local"` (FedBN,
+Li et al. 2021): each device keeps its own, so the closed aggregate holds zeros for them
+whatever devices sent, and the server optimizer (every one maps a zero mean to no change)
+leaves the global model's buffers as they were.
 """
 from __future__ import annotations
 
@@ -97,13 +102,16 @@ class Funnel:
 class TaskCoordinator:
     def __init__(self, task_id: str, settings: TaskSettings, model_version: int, stage: Stage,
                  rng: np.random.Generator, now: float,
-                 shapes: dict[str, tuple[int, ...]] | None = None):
+                 shapes: dict[str, tuple[int, ...]] | None = None,
+                 buffers: frozenset[str] = frozenset()):
         """shapes: the model's tensor shapes, needed with secure aggregation (the sum
-        arrives as one vector)."""
+        arrives as one vector). buffers: the names of the model's buffers."""
         if settings.secagg is not None and shapes is None:
             raise ValueError("secure aggregation needs the model's shapes")
         self.task_id, self.settings, self.stage, self.rng = task_id, settings, stage, rng
         self.shapes = shapes
+        # the tensors the aggregate never moves: buffers each device keeps (FedBN)
+        self.kept_on_devices = buffers if settings.plan.buffers == "local" else frozenset()
         self.version = model_version
         self.paused = False
         self.round_id = 0
@@ -367,7 +375,11 @@ class TaskCoordinator:
             self.funnel.accepted += self.accepted
             self.reported_devices = {d for d, x in self.secure.index.items()
                                      if x in self.secure.server.survivors}
-        return self.accumulator.result()
+        mean, measurements = self.accumulator.result()
+        if self.kept_on_devices:
+            mean = {k: np.zeros_like(v) if k in self.kept_on_devices else v
+                    for k, v in mean.items()}
+        return mean, measurements
 
     def publish(self, now: float) -> None:
         """The closed aggregate became version + 1: open the next round/buffer."""

@@ -42,6 +42,9 @@ class Bundle:
     target_name: str
     ignore_index: int
     num_classes: int
+    # the parameters that are buffers (BatchNorm running statistics): state the train
+    # step updates but the optimizer does not train; listed in parameter_specs too
+    buffer_names: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
@@ -66,7 +69,8 @@ class Bundle:
         (target,) = manifest["targets"]
         return cls(path, manifest, manifest["model_id"], manifest["model_name"],
                    manifest["task"], specs, tuple(manifest["inputs"]), target,
-                   int(manifest["ignore_index"]), int(manifest["num_classes"]))
+                   int(manifest["ignore_index"]), int(manifest["num_classes"]),
+                   _buffer_names(path, manifest, specs))
 
     def graph_path(self, kind: str) -> Path:
         return self.path / self.manifest["graphs"][kind]
@@ -97,6 +101,17 @@ class Bundle:
     def vocabulary_path(self) -> Path | None:
         name = self.manifest.get("vocabulary")
         return self.path / name if name else None
+
+
+def _buffer_names(path: Path, manifest: dict, specs: tuple[ParameterSpec, ...]) -> tuple[str, ...]:
+    buffers = manifest.get("buffers") or []
+    names = [b.get("name") if isinstance(b, dict) else None for b in buffers] \
+        if isinstance(buffers, list) else [None]
+    unknown = sorted(str(n) for n in set(names) - {s.name for s in specs})
+    if unknown:
+        raise BundleError(f"{path}/manifest.json lists buffers {unknown} that are not among "
+                          "its parameters (every buffer is also a parameter)")
+    return tuple(names)
 
 
 def check_parameters(specs: tuple[ParameterSpec, ...], arrays: dict[str, np.ndarray]) -> None:

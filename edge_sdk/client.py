@@ -9,6 +9,12 @@ assignment: task, round, model version) reuses it and is counted once, while two
 participations, even at one model version, are two updates. A `duplicate` answer is
 success only for the device's own retry: the key went out before, in an earlier attempt
 of this participation; any other duplicate is a failure ("unexpected_duplicate").
+
+Buffers (BatchNorm running statistics): with the plan's `buffers: "local"` (FedBN) the
+device trains from its own kept buffer values instead of the server's, sends zero deltas
+for them, and keeps the values its training reached once the server has acknowledged the
+participation (local_buffers.py; federated evaluation uses them too). With "average"
+they travel like parameters and nothing is kept.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from .clock import Clock
 from .evaluator import Evaluator
 from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
 from .example_store import ExampleStore
+from .local_buffers import LocalBuffers
 from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
                        decode_parameters, encode_update)
 from .errors import SecureAggregationFailed
@@ -122,6 +129,7 @@ class FederatedClient:
         self.pacer = pacer or Pacer()
         self.training = training or LocalTraining(bundle, clock)
         self.reasons = ReasonCounter()
+        self.buffers = LocalBuffers(store, bundle)
         self._evaluator: Evaluator | None = None
 
     def _context(self) -> Context:
@@ -147,6 +155,11 @@ class FederatedClient:
             return result
         params, result.bytes_down = await self._model(a["task_id"], a["model_version"])
         await self.pacer.downloaded(result.bytes_down)
+        local = a["plan"].get("buffers") == "local"
+        if local:
+            params = self.buffers.apply(a["task_id"], params)
+        else:
+            self.buffers.forget(a["task_id"])
         check = stop_check(self.policy, device_state, self._context, self.reasons)
         training, delta = await self._train(params, a["plan"], check)
         await self.pacer.trained(training.examples, training.steps)
@@ -161,13 +174,24 @@ class FederatedClient:
             result.reason = reason
             return result
         result.examples = training.examples
+        kept = None
+        if local:  # the buffers' values stay here; the server gets zeros for them
+            kept, delta = self.buffers.split(params, delta)
         if a.get("secagg"):
-            return await self._report_securely(a, delta, training, result)
-        return await self._upload(a, delta, training, result)
+            return await self._report_securely(a, delta, training, result, kept)
+        return await self._upload(a, delta, training, result, kept)
 
-    async def _report_securely(self, a: dict, delta, training, result: ParticipationResult):
+    def _completed(self, task_id: str, kept: dict | None) -> None:
+        """The server acknowledged the participation: the device's state moves on."""
+        if kept is not None:
+            self.buffers.save(task_id, kept)
+        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
+        self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
+
+    async def _report_securely(self, a: dict, delta, training, result: ParticipationResult,
+                               kept: dict | None):
         """Secure aggregation: the masked [w * delta, w] instead of an update."""
-        if not all(np.all(np.isfinite(v)) for v in delta.values()):
+        if not _finite(delta | (kept or {})):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"
             return result
@@ -184,8 +208,7 @@ class FederatedClient:
         except SecureAggregationFailed as e:
             result.status, result.reason = "rejected", str(e)[:64]
             return result
-        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
-        self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
+        self._completed(a["task_id"], kept)
         result.status, result.bytes_up = "completed", sent["bytes"]
         return result
 
@@ -199,6 +222,7 @@ class FederatedClient:
             result.status, result.reason = "aborted", "no_eval_examples"
             return result
         params, result.bytes_down = await self._model(e["task_id"], e["model_version"])
+        params = self.buffers.apply(e["task_id"], params)  # kept only for "local" tasks
         if self._evaluator is None:
             self._evaluator = Evaluator(self.bundle)
         metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.eval_collection))
@@ -239,10 +263,11 @@ class FederatedClient:
         # restart that re-seeds the rng, or a new update would be taken for a retry
         return same | {"nonce": secrets.token_hex(16), "uploads": 0}
 
-    async def _upload(self, a: dict, delta, training, result: ParticipationResult):
+    async def _upload(self, a: dict, delta, training, result: ParticipationResult,
+                      kept: dict | None):
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
-        if not all(np.all(np.isfinite(v)) for v in delta.values()):
+        if not _finite(delta | (kept or {})):
             await self.transport.report_failure(a["task_id"], "diverged")
             result.reason = "diverged"  # local training blew up: nothing worth sending
             return result
@@ -271,9 +296,13 @@ class FederatedClient:
             # the key was never sent before: the server holds some other update under it
             result.status, result.reason = "rejected", "unexpected_duplicate"
             return result
-        # only an acknowledged upload moves the residual and the participation history on
+        # only an acknowledged upload moves the residual, the kept buffers and the
+        # participation history on
         self.store.put_state(residual_key, feedback.to_bytes())
-        history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
-        self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
+        self._completed(a["task_id"], kept)
         result.status, result.bytes_up = "completed", len(data)
         return result
+
+
+def _finite(tensors: dict[str, np.ndarray]) -> bool:
+    return all(np.all(np.isfinite(v)) for v in tensors.values())

@@ -6,7 +6,10 @@ What to train on and with: `data` describes a federated dataset (fleet/datasets:
 is a zoo name, a "package.module:factory" or a bundle directory (fleet/models.py), and
 `codec` is a name (CODECS) or any codec the protocol supports as an object of CodecSpec
 fields plus the device's clipping and local DP noise ({"quantizer": "int4", "rotate":
-true, "clip_norm": 1.0, "noise_multiplier": 0.3}).
+true, "clip_norm": 1.0, "noise_multiplier": 0.3}). `task` is the aggregator's task
+settings as JSON (docs/aggregator.md), checked when the config is built; e.g.
+{"plan": {"buffers": "local"}} keeps a BatchNorm model's running statistics on each
+simulated device (FedBN), in its own example store.
 """
 from __future__ import annotations
 

@@ -130,7 +130,8 @@ class Administration:
 
 def read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     """(model_id, parameter specs, initial parameters) of a training bundle, checked:
-    the parameters file holds exactly the manifest's tensors, finite, of their shapes."""
+    the parameters file holds exactly the manifest's tensors, finite, of their shapes.
+    The specs of the manifest's buffers say `"buffer": true`."""
     manifest = json.loads((bundle / "manifest.json").read_text())
     if not isinstance(manifest, dict) or not isinstance(manifest.get("model_id"), str) \
             or not isinstance(manifest.get("parameters"), list) or not manifest["parameters"]:
@@ -145,6 +146,13 @@ def read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     names = [s["name"] for s in specs]
     if len(set(names)) != len(names):
         raise ValueError("manifest parameters repeat a name")
+    buffers = {b.get("name") if isinstance(b, dict) else None
+               for b in manifest.get("buffers") or []}
+    if not buffers <= set(names):
+        raise ValueError("manifest buffers must be among its parameters")
+    for s in specs:
+        if s["name"] in buffers:
+            s["buffer"] = True
     parameters_file = manifest.get("parameters_file", "parameters.npz")
     if not isinstance(parameters_file, str) or Path(parameters_file).name != parameters_file:
         raise ValueError("parameters_file must name a file in the bundle directory")

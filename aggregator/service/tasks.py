@@ -178,7 +178,8 @@ class TaskTable:
             stage = build_aggregation(settings.aggregation(), self.rng)
             now = self.clock.now()
             coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
-                                          shapes=shapes)
+                                          shapes=shapes, buffers=frozenset(
+                                              s["name"] for s in record.specs if s.get("buffer")))
             snapshot = self.store.snapshot(record.task_id)
             if snapshot is not None:
                 coordinator.restore(snapshot)

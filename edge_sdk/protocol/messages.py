@@ -10,6 +10,7 @@ keys; replies ignore them.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,7 +19,7 @@ from .typedjson import (JSON_INT, Message, bounded, decode_value, encode_value,
                         parse_bounded_int, type_hints)
 
 __all__ = [
-    "CheckInReply", "CheckInRequest", "EnrollReply", "EnrollRequest", "ErrorBody", "ErrorDetail",
+    "BUFFER_POLICIES", "AssignedPlan", "BufferPolicy", "CheckInReply", "CheckInRequest", "EnrollReply", "EnrollRequest", "ErrorBody", "ErrorDetail",
     "EvaluationAck", "EvaluationAssignment", "EvaluationReport", "FailureReport", "HeldoutAck",
     "HeldoutReport", "JSON_INT", "Message", "MetricSums", "SecAggKeys", "SecAggReveal",
     "SecAggShares", "SecAggView", "TaskCreate", "TaskDescription", "TaskList",
@@ -63,6 +64,30 @@ class CheckInRequest(Message):
     models: list[str] | None = bounded(None, maxItems=64)
 
 
+BufferPolicy = Literal["average", "local"]
+"""What federated training does with a bundle's buffers (BatchNorm running statistics;
+docs/bundle-format.md): "average" them like parameters, or keep each device's own values
+on the device, "local" (FedBN, Li et al. 2021, "FedBN: Federated Learning on Non-IID
+Features via Local Batch Normalization")."""
+BUFFER_POLICIES: tuple[str, ...] = typing.get_args(BufferPolicy)
+
+
+@dataclass(frozen=True)
+class AssignedPlan(Message):
+    """What the device trains for one assignment: the task's `plan` settings (the
+    aggregator's PlanSettings, which say how to fix a bad value, hold the same fields)."""
+
+    path = "plan"
+    _open = True
+    epochs: int = bounded(1, minimum=1)
+    batch_size: int = bounded(16, minimum=1)
+    lr: float = bounded(0.1, exclusiveMinimum=0)
+    max_steps: int | None = bounded(None, minimum=1)
+    buffers: BufferPolicy = bounded("average", description=(
+        "average: start from the server's buffers, send their deltas; local: keep this "
+        "device's own buffer values between participations and send zero deltas for them"))
+
+
 @dataclass(frozen=True)
 class TrainingAssignment(Message):
     path = "assignment"
@@ -72,7 +97,7 @@ class TrainingAssignment(Message):
     model_version: int = bounded(**_ROUND)
     deadline: float = bounded(description="server clock, seconds")
     model_id: str
-    plan: dict = bounded(description="local training: epochs, batch_size, lr, max_steps")
+    plan: AssignedPlan
     secagg: dict | None = bounded(None, description=(
         "secure aggregation settings (clip, frac_bits, max_examples, ...); null: send a "
         "signed update"))

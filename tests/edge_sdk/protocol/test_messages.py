@@ -16,7 +16,7 @@ EXAMPLES = [
     m.EnrollReply("dev-1", "tok"),
     m.CheckInRequest("kb", {"not_charging": 3}, "0.1"),
     m.CheckInRequest(),
-    m.CheckInReply(assignment=m.TrainingAssignment("kb", 3, 2, 60.5, "ab" * 32, {"epochs": 1},
+    m.CheckInReply(assignment=m.TrainingAssignment("kb", 3, 2, 60.5, "ab" * 32, m.AssignedPlan(epochs=1),
                                                    {"clip": 1.0, "frac_bits": 20})),
     m.CheckInReply(evaluation=m.EvaluationAssignment("kb", 2, 60.0, "ab" * 32)),
     m.CheckInReply(retry_at=100.0, retry_after_s=40.0),
@@ -109,7 +109,7 @@ def test_replies_ignore_unknown_keys_requests_refuse_them():
 
 def test_none_valued_optional_fields_are_left_out():
     assert m.CheckInReply(retry_at=5.0).to_json() == {"retry_at": 5.0}
-    assert "secagg" not in m.TrainingAssignment("kb", 1, 0, 1.0, "m", {}).to_json()
+    assert "secagg" not in m.TrainingAssignment("kb", 1, 0, 1.0, "m", m.AssignedPlan()).to_json()
 
 
 @given(st.integers(0, 2**53 - 1))
