@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = [
+__all__ = [  # noqa: RUF022 (grouped by what an app does with them)
     # joining a server and taking part
     "connect", "Connection", "ClientConfig", "Participation", "ParticipationResult",
     # the model and the data on the device
