@@ -32,6 +32,7 @@ from edge_sdk.protocol import (DecodeLimits, NonFinite, UpdateMeta, decode_param
 from edge_sdk.protocol.secagg import decode_masked_input
 from edge_sdk.protocol.typedjson import BadField
 
+from .commit_log import CommitLog
 from .config import TaskSettings
 from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
                           Outcome, TaskCoordinator)
@@ -76,6 +77,7 @@ class AggregatorService:
         self.tasks: dict[str, _Task] = {}  # the tasks this process leads, with coordinators
         self.failed: dict[str, str] = {}  # tasks whose stored state did not load here: why
         self.counters: dict[str, int] = {}
+        self.commit_log = CommitLog()  # a line per committed version in the serve log
         self._devices: dict[str, Device] = {}  # token hash -> device (authenticate)
 
     # -- start-up and leadership ------------------------------------------------------------
@@ -552,6 +554,7 @@ class AggregatorService:
         reason = _not_finite(mean, params, state)
         if reason is not None:
             c.refuse_version(reason, now)
+            self.commit_log.refused(task_id, c.version + 1, reason)
             # the next round's state first: after a crash in between, the refused
             # round's updates are from an abandoned round and are dropped at start-up
             self.store.save_snapshot(task_id, c.snapshot())
@@ -562,6 +565,7 @@ class AggregatorService:
         model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
         metrics |= {"measurements": _finite_json(measurements)} | self._privacy(task)
         self.store.commit_version(task_id, c.version, model, state, c.snapshot(), metrics, now)
+        self.commit_log.committed(task_id, c.version, c.funnel.to_json(), metrics, now)
         task.parameters, task.optimizer_state = params, state
         self._flush_events(task)
         return True
