@@ -35,7 +35,7 @@ __all__ = [  # noqa: RUF022 (grouped by what an app does with them)
 
 # the module that owns each name
 _OWNERS = {name: module for module, names in {
-    "connect": ("connect", "Connection"),
+    "connection": ("connect", "Connection"),
     "config": ("ClientConfig",),
     "client": ("Participation", "ParticipationResult"),
     "bundle": ("Bundle",),
