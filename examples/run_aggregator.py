@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -78,6 +79,7 @@ def main(argv=None) -> None:
           f"--secret {enrollment_secret} --bundle {bundle}")
     print(f"the task, as an operator sees it:\n  EDGE_FL_ADMIN_TOKEN={admin_token} "
           f"edge-fl task show keyboard --server {url}\n", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server too
     try:
         while server.poll() is None:
             time.sleep(1)

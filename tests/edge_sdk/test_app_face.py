@@ -150,3 +150,47 @@ def test_connect_enrolls_once_per_server_and_population(server, tmp_path):
         return ids
     first_id, enrolled, second_id, enrolled_again = asyncio.run(run())
     assert first_id == second_id and enrolled and not enrolled_again
+
+
+@pytest.mark.slow  # ~40 s: run_aggregator compiles the full keyboard model
+def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, capsys):
+    import signal
+    import urllib.request
+
+    from examples.keyboard_app import main as keyboard
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text("".join(json.dumps(r) + "\n" for r in chatty_users()))
+    log = tmp_path / "terminal1.err"
+    with open(log, "w") as err:
+        terminal1 = subprocess.Popen(
+            [sys.executable, "-m", "examples.run_aggregator", "--data", str(chat),
+             "--vocabulary-size", "30", "--data-dir", str(tmp_path / "agg"), "--port", "0",
+             "--admin-token", ADMIN, "--enrollment-secret", SECRET],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        printed = []
+        while not printed or "edge-fl task show" not in printed[-1]:
+            line = terminal1.stdout.readline()
+            assert line, "".join(printed) + log.read_text()
+            printed.append(line)
+        assert "created keyboard\n" in printed
+        phone = next(p for p in printed if "examples.keyboard_app" in p).split()
+        url, bundle = phone[phone.index("--server") + 1], phone[phone.index("--bundle") + 1]
+        keyboard([*phone[phone.index("--server"):], "--data", str(chat), "--out",
+                  str(tmp_path / "phone"), "--min-examples", "5", "--nights", "2"])
+        out = capsys.readouterr().out
+        assert "night 1, charging: ACCEPTED: trained v0 of keyboard" in out
+        assert "night 2, charging: ACCEPTED: trained v1 of keyboard" in out
+        assert Path(bundle).is_dir()
+        request = urllib.request.Request(url + "/v1/admin/tasks/keyboard",
+                                         headers={"X-Admin-Token": ADMIN})
+        with urllib.request.urlopen(request) as r:
+            task = json.loads(r.read())
+        assert task["version"] == 2 and task["funnel"]["accepted"] == 2
+    finally:
+        terminal1.send_signal(signal.SIGINT)  # Ctrl-C: the server stops with it
+        assert terminal1.wait(60) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/v1/status", timeout=5)
+    assert "task keyboard v2: 1 checked in, 1 assigned, 1 uploaded, 1 accepted" in \
+        log.read_text()
