@@ -194,3 +194,36 @@ def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, cap
         urllib.request.urlopen(url + "/v1/status", timeout=5)
     assert "task keyboard v2: 1 checked in, 1 assigned, 1 uploaded, 1 accepted" in \
         log.read_text()
+
+
+def test_the_screenful_in_docs_app_developer_runs_and_its_update_is_accepted(
+        server, keyboard_bundle, tmp_path, capsys):
+    doc = (ROOT / "docs" / "app-developer.md").read_text()
+    code = doc.split("```python\n")[1].split("```")[0]
+    assert len(code.splitlines()) <= 60  # a screenful
+    for old, new in (('"https://fl.example.com"', repr(server.url)),
+                     ('"the population\'s secret"', repr(SECRET)),
+                     ('"assets/keyboard_bundle"', repr(str(keyboard_bundle))),
+                     ('"app_data/examples.db"', repr(str(tmp_path / "examples.db")))):
+        assert old in code
+        code = code.replace(old, new)
+    typing = "".join(f"on_message_sent({r['text']!r})\n" for r in chatty_users()[:30])
+    code = code.replace("asyncio.run(on_background_slot())",
+                        typing + "asyncio.run(on_background_slot())")
+    settings = tmp_path / "task.json"
+    settings.write_text(json.dumps({"sync": {"goal": 1, "overselect": 1.0}}))
+    assert cli(["task", "create", "kb", "--bundle", str(keyboard_bundle), "--settings",
+                str(settings), "--server", server.url, "--token-file",
+                str(_token_file(tmp_path))]) == 0
+    capsys.readouterr()
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+    assert cli(["task", "show", "kb", "--json", "--server", server.url, "--token-file",
+                str(_token_file(tmp_path))]) == 0
+    task = json.loads(capsys.readouterr().out)
+    assert task["funnel"]["accepted"] == 1 and task["version"] == 1
+
+
+def _token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "admin-token"
+    path.write_text(ADMIN)
+    return path
