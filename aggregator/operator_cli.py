@@ -167,7 +167,7 @@ def task_report(task: dict) -> str:
         lines.append("  since created: " + funnel_text(funnel))
     versions = task.get("versions") or []
     if versions:
-        lines.append(f"  {len(versions)} versions; the newest:")
+        lines.append(f"  versions: {len(versions)}; the newest:")
         for v in versions[-5:]:
             metrics = v.get("metrics") or {}
             loss = metrics.get("mean_loss")

@@ -79,6 +79,12 @@ class Connection:
         self.identity = DeviceIdentity(kept["device_id"], bytes.fromhex(kept["signing_key"]))
         return self
 
+    def forget(self) -> None:
+        """Drop the stored identity: the next `open` enrolls anew (e.g. after the server
+        answered 401 unauthorized: it no longer knows this device)."""
+        self.store.delete_state(IDENTITY_KEY.format(population=self.population, url=self.url))
+        self.identity = None
+
     async def close(self) -> None:
         if self._own_session and self._session is not None:
             await self._session.close()

@@ -141,15 +141,19 @@ def test_connect_enrolls_once_per_server_and_population(server, tmp_path):
             ids = [first.device_id, first.enrolled_now]
         second = await connect(server.url, "keyboard", SECRET, store)
         ids += [second.device_id, second.enrolled_now]
+        second.forget()  # e.g. after a 401: the next connection enrolls anew
         await second.close()
+        async with connect(server.url, "keyboard", SECRET, store) as third:
+            ids += [third.device_id, third.enrolled_now]
         with pytest.raises(ServerRejected, match="403"):
             async with connect(server.url, "keyboard", "wrong", ExampleStore(
                     tmp_path / "other.db", clock=FakeClock())):
                 pass
         store.close()
         return ids
-    first_id, enrolled, second_id, enrolled_again = asyncio.run(run())
+    first_id, enrolled, second_id, enrolled_again, third_id, enrolled_third = asyncio.run(run())
     assert first_id == second_id and enrolled and not enrolled_again
+    assert third_id != first_id and enrolled_third
 
 
 @pytest.mark.slow  # ~40 s: run_aggregator compiles the full keyboard model
