@@ -190,29 +190,30 @@ def _client(args) -> AdminClient:
                        read_token(args.token_file))
 
 
-def _create(args, client: AdminClient) -> str:
-    settings = read_settings(args.settings) if args.settings else {}
-    return "created " + describe_line(client.create(args.task_id, args.bundle, settings))
+def _create(args) -> str:
+    settings = read_settings(args.settings) if args.settings else {}  # before the token
+    return "created " + describe_line(_client(args).create(args.task_id, args.bundle,
+                                                           settings))
 
 
-def _list(args, client: AdminClient) -> str:
-    tasks = client.list()
+def _list(args) -> str:
+    tasks = _client(args).list()
     if args.json:
         return json.dumps(tasks, indent=2)
     return task_table(tasks) if tasks else "no tasks (edge-fl task create makes one)"
 
 
-def _show(args, client: AdminClient) -> str:
-    task = client.show(args.task_id)
+def _show(args) -> str:
+    task = _client(args).show(args.task_id)
     return json.dumps(task, indent=2) if args.json else task_report(task)
 
 
-def _pause(args, client: AdminClient) -> str:
-    return describe_line(client.pause(args.task_id))
+def _pause(args) -> str:
+    return describe_line(_client(args).pause(args.task_id))
 
 
-def _resume(args, client: AdminClient) -> str:
-    return describe_line(client.resume(args.task_id))
+def _resume(args) -> str:
+    return describe_line(_client(args).resume(args.task_id))
 
 
 def add_task_commands(sub) -> None:
@@ -251,7 +252,7 @@ def _run(command):
     def run(args) -> int:
         name = f"edge-fl task {args.task_command}"
         try:
-            print(command(args, _client(args)))
+            print(command(args))
         except ValueError as e:  # refused here, before anything was sent
             print(f"{name}: {e}", file=sys.stderr)
             return 2

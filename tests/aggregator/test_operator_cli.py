@@ -81,7 +81,7 @@ def test_create_list_show_pause_resume_against_the_real_server(server, bundle, t
 
 
 def test_a_bad_settings_file_is_refused_before_anything_is_sent(server, bundle, tmp_path,
-                                                                capsys):
+                                                                capsys, monkeypatch):
     cases = {
         "goal.toml": ("[sync]\ngoal = 0\n", "settings.sync.goal: must be an integer >= 1"),
         "typo.json": (json.dumps({"plan": {"epochz": 2}}),
@@ -97,6 +97,10 @@ def test_a_bad_settings_file_is_refused_before_anything_is_sent(server, bundle, 
         assert message in err, (name, err)
         assert err.startswith("edge-fl task create: settings file ") and "Traceback" not in err
     assert _tasks(server.url) == {}  # nothing reached the server
+    monkeypatch.delenv("EDGE_FL_ADMIN_TOKEN")  # the file is checked before the token
+    assert cli(["task", "create", "bad", "--bundle", str(bundle), "--settings",
+                str(tmp_path / "goal.toml"), "--server", server.url]) == 2
+    assert "settings.sync.goal" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot read settings file"):
         read_settings(tmp_path / "missing.toml")
 
