@@ -155,6 +155,7 @@ def _serve(args) -> int:
               "(403 enrollment_closed); pass --enrollment-secret POPULATION=SECRET",
               file=sys.stderr, flush=True)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+    _log_to_stderr()
     service = make_service(config, SystemClock(), np.random.default_rng())
     app = build_app(config, service)
 
@@ -168,6 +169,15 @@ def _serve(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _log_to_stderr() -> None:
+    """Warnings and errors, and a line per committed version (aggregator/commit_log.py);
+    not aiohttp's line per request."""
+    import logging
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aggregator.rounds").setLevel(logging.INFO)
 
 
 def _serve_config(args) -> dict | None:
@@ -327,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the other processes reach this one (default: the bound "
                             "address)")
     serve.set_defaults(func=_serve)
+    from aggregator.operator_cli import add_task_commands
+    add_task_commands(sub)
     held = sub.add_parser("heldout", help="evaluate a task's model versions on a held-out set "
                           "and report the metrics to the aggregator")
     held.add_argument("--server", required=True, help="the aggregator's URL")

@@ -22,6 +22,7 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Protocol
 
 import numpy as np
@@ -66,9 +67,28 @@ class DeviceIdentity:
     signing_key: bytes
 
 
+class Participation(Enum):
+    """How a participation ended, for an app to branch on (`ParticipationResult.outcome`;
+    the result's `reason` says why, where there is a why)."""
+
+    ACCEPTED = "accepted"  # the update was counted
+    DUPLICATE = "duplicate"  # a retry of an update the server had counted already
+    EVALUATED = "evaluated"  # asked to score a model instead; the metric sums were sent
+    NOT_ELIGIBLE = "not_eligible"  # the device state or the local data said no (reason: codes)
+    COME_BACK_LATER = "come_back_later"  # no work now; `retry_at` says when to ask again
+    STOPPED = "stopped"  # started, then given up on the device (eligibility lost, no data...)
+    REJECTED = "rejected"  # the server refused the update (reason: its error code)
+
+
+_OUTCOMES = {"ineligible": Participation.NOT_ELIGIBLE, "later": Participation.COME_BACK_LATER,
+             "evaluated": Participation.EVALUATED, "aborted": Participation.STOPPED,
+             "rejected": Participation.REJECTED}
+
+
 @dataclass
 class ParticipationResult:
-    """status: "ineligible" | "later" | "completed" | "evaluated" | "aborted" | "rejected"."""
+    """status: "ineligible" | "later" | "completed" | "evaluated" | "aborted" | "rejected"
+    (as the simulator counts them); `outcome` is the same as a Participation."""
 
     status: str
     reason: str | None = None
@@ -79,6 +99,13 @@ class ParticipationResult:
     bytes_down: int = 0
     bytes_up: int = 0
     server: dict = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> Participation:
+        if self.status == "completed":
+            return Participation.DUPLICATE if self.server.get("status") == "duplicate" \
+                else Participation.ACCEPTED
+        return _OUTCOMES[self.status]
 
 
 class TrainingRunner(Protocol):

@@ -112,9 +112,10 @@ class Transport:
         return await self._exchange("POST", "/v1/checkin", CheckInRequest(
             task_id, dict(eligibility or {}), sdk_version), CheckInReply)
 
-    async def download_model(self, task_id: str, version: int) -> bytes:
-        body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model",
-                                      params={"version": str(version)}, raw=True)
+    async def download_model(self, task_id: str, version: int | None) -> bytes:
+        """A model version in the wire format (None: the task's current version)."""
+        body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model", raw=True, params=(
+            {} if version is None else {"version": str(version)}))
         return body
 
     async def upload(self, task_id: str, data: bytes) -> dict:

@@ -1,9 +1,13 @@
 """Run the aggregator service and create a keyboard task on it, the way an operator would.
 
     python -m examples.run_aggregator --data-dir out/aggregator [--data my_messages.jsonl]
+        [--settings examples/configs/keyboard_task.toml]
 
 Starts `edge-fl serve` (SQLite + files under --data-dir), compiles the keyboard bundle,
-creates a sync task through the admin API, and prints where the dashboard and metrics are.
+creates the task as `edge-fl task create` does (its settings file checked before it is
+sent), and prints where the dashboard and metrics are, and the command of the second
+terminal: a phone (examples/keyboard_app.py) that joins the task. The server's log shows
+a line per committed version.
 With --data (one's own text: JSON lines {"user": ..., "text": ...} or a directory of one
 file per user) the keyboard's vocabulary is built from that text's training split
 instead of Shakespeare's, and its held-out split is evaluated beside the server
@@ -15,11 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from aggregator.operator_cli import AdminClient, AdminError, read_settings
+
+SETTINGS = Path(__file__).parent / "configs" / "keyboard_task.toml"
 
 
 def main(argv=None) -> None:
@@ -31,7 +39,13 @@ def main(argv=None) -> None:
                         "(default: a random one, printed)")
     parser.add_argument("--data", help="the keyboard's text (default: Shakespeare)")
     parser.add_argument("--vocabulary-size", type=int, default=10000)
+    parser.add_argument("--settings", default=str(SETTINGS),
+                        help="the task's settings, JSON or TOML (default: %(default)s)")
     args = parser.parse_args(argv)
+    try:
+        settings = read_settings(args.settings)  # before anything is built or started
+    except ValueError as e:
+        parser.error(str(e))
     admin_token = args.admin_token or secrets.token_urlsafe(24)
     enrollment_secret = args.enrollment_secret or secrets.token_urlsafe(16)
     data = Path(args.data_dir)
@@ -49,24 +63,29 @@ def main(argv=None) -> None:
                                *serve_config],
                               stdout=subprocess.PIPE, text=True)
     url = server.stdout.readline().split()[-1]
-    request = urllib.request.Request(url + "/v1/admin/tasks", method="POST", data=json.dumps({
-        "task_id": "keyboard", "bundle_dir": str(bundle), "settings": {
-            "mode": "sync", "sync": {"goal": 100, "overselect": 1.3}}}).encode(),
-        headers={"X-Admin-Token": admin_token, "Content-Type": "application/json"})
+    admin = AdminClient(url, admin_token)
     try:
-        with urllib.request.urlopen(request) as r:
-            print("created task:", json.loads(r.read())["task_id"])
-    except urllib.error.HTTPError as e:
-        print("task exists already:", json.loads(e.read())["error"]["message"])
+        print("created", admin.create("keyboard", str(bundle), settings)["task_id"])
+    except AdminError as e:
+        if "exists" not in str(e):
+            server.terminate()
+            raise SystemExit(f"run_aggregator: {e}") from None
+        print("task keyboard exists already: it carries on")
     print(f"aggregator at {url}; dashboard {url}/dashboard; metrics {url}/metrics; "
           f"API {url}/openapi.json. Ctrl-C stops it.")
     print(f"admin token {admin_token}; devices enroll in population 'keyboard' with secret "
           f"{enrollment_secret} (pass both flags to keep them across restarts)")
+    print(f"\na phone, in a second terminal:\n  python -m examples.keyboard_app --server {url} "
+          f"--secret {enrollment_secret} --bundle {bundle}")
+    print(f"the task, as an operator sees it:\n  EDGE_FL_ADMIN_TOKEN={admin_token} "
+          f"edge-fl task show keyboard --server {url}\n", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server too
     try:
         while server.poll() is None:
             time.sleep(1)
     except KeyboardInterrupt:
         server.terminate()
+        server.wait()
 
 
 def _bundle_for(spec: str, vocabulary_size: int, data: Path) -> Path:

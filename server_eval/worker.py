@@ -89,13 +89,18 @@ class HeldoutWorker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set, waiting out a server that is down or restarting."""
         stop = stop or asyncio.Event()
+        said = None  # the refusal logged last: said once, not at every poll
         while not stop.is_set():
             try:
                 await self.evaluate_pending()
+                said = None
             except (aiohttp.ClientError, asyncio.TimeoutError, _Unavailable):
                 pass  # the server is starting, restarting or busy: next poll
             except ServerRefused as e:  # e.g. the task is not created yet: say so, go on
-                log.warning("held-out evaluation of %s: %s", self.config.task_id, e)
+                if str(e) != said:
+                    log.warning("held-out evaluation of %s: %s (polling every %g s)",
+                                self.config.task_id, e, self.config.poll_s)
+                said = str(e)
             try:
                 await asyncio.wait_for(stop.wait(), self.config.poll_s)
             except asyncio.TimeoutError:

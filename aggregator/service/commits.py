@@ -9,6 +9,7 @@ import numpy as np
 
 from edge_sdk.protocol import encode_parameters
 
+from ..commit_log import CommitLog
 from ..numerics import all_finite, dense_delta
 from ..privacy import PrivacyAccountant
 from ..server_optimizers import build_server_optimizer
@@ -23,6 +24,7 @@ class Commits:
 
     def __init__(self, store: Store, clock):
         self.store, self.clock = store, clock
+        self.log = CommitLog()  # a line per committed version in the serve log
 
     def after_change(self, task: LedTask) -> None:
         events = task.coordinator.events
@@ -50,6 +52,7 @@ class Commits:
         reason = _not_finite(mean, params, state)
         if reason is not None:
             c.refuse_version(reason, now)
+            self.log.refused(task_id, c.version + 1, reason)
             # the next round's state first: after a crash in between, the refused
             # round's updates are from an abandoned round and are dropped at start-up
             self.store.save_snapshot(task_id, c.snapshot())
@@ -60,6 +63,7 @@ class Commits:
         model = encode_parameters(params, task.record.specs, task.record.model_id, c.version)
         metrics |= {"measurements": _finite_json(measurements)} | self._privacy(task)
         self.store.commit_version(task_id, c.version, model, state, c.snapshot(), metrics, now)
+        self.log.committed(task_id, c.version, c.funnel.to_json(), metrics, now)
         task.parameters, task.optimizer_state = params, state
         self.flush_events(task)
         return True

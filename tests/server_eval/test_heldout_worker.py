@@ -164,3 +164,29 @@ def test_the_evaluator_does_not_outlive_a_server_killed_with_kill_9(bundle, tmp_
     while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "the evaluator outlived its server"
         time.sleep(0.2)
+
+
+def test_a_task_not_created_yet_is_logged_once_not_at_every_poll(bundle, tmp_path, caplog):
+    heldout = tmp_path / "heldout.jsonl"
+    write_heldout_set(heldout, lm_examples(99, n=4))
+
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            worker = HeldoutWorker(WorkerConfig(env.url, ADMIN, "later", str(bundle.path),
+                                                str(heldout), poll_s=0.001), env.session)
+            stop, passes = asyncio.Event(), []
+            evaluate = worker.evaluate_pending
+
+            async def counted():
+                passes.append(1)
+                if len(passes) == 5:
+                    stop.set()
+                return await evaluate()
+            worker.evaluate_pending = counted
+            await worker.run(stop)
+            return len(passes)
+
+    with caplog.at_level("WARNING", logger="edge_fl.heldout"):
+        assert asyncio.run(scenario()) == 5
+    warnings = [r.getMessage() for r in caplog.records if r.name == "edge_fl.heldout"]
+    assert len(warnings) == 1 and "404" in warnings[0] and "later" in warnings[0], warnings
