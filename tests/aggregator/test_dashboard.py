@@ -28,6 +28,8 @@ from edge_sdk.transport import ServerRejected
 from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_task
 
 CHROMIUM = shutil.which("chromium")
+# ~20-30 s on a busy machine: a bundle is compiled, 6 devices train 3 rounds, Chromium starts
+pytestmark = pytest.mark.slow
 ROUNDS, STEP_S = 3, 30.0
 SETTINGS = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.5},  # 3 selected, 2 needed
             "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5},
