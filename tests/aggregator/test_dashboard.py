@@ -37,7 +37,6 @@ SETTINGS = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.5},  # 3 selecte
 # what server_eval/ would post: +12.5 points of top-1 per version, so 2 versions to 87.5%
 HELDOUT = {v: {"accuracy": 0.25 + 0.125 * v, "top3_accuracy": 0.5 + 0.125 * v,
                "mean_loss": 6.0 - v} for v in range(ROUNDS + 1)}
-BLUE, ORANGE = (0x2f, 0x6f, 0xbf), (0xc8, 0x74, 0x2c)  # the page's top-1 and top-3 colours
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +188,8 @@ FACTS_JS = """(async () => {
       series: Object.fromEntries([...svg.querySelectorAll("g.series")].map(
         g => [g.dataset.series, [...g.querySelectorAll("circle")].map(
           c => [+c.getAttribute("cx"), +c.getAttribute("cy")])])),
+      colors: Object.fromEntries([...svg.querySelectorAll("g.series")].map(
+        g => [g.dataset.series, g.dataset.color])),
       empty: (svg.querySelector("text.empty") || {}).textContent || null};
   }
   return JSON.stringify({
@@ -305,29 +306,48 @@ def test_bytes_down_and_up_per_version_are_the_devices_own_counts(rendered):
     assert len(chart["series"]["down"]) == len(chart["series"]["up"]) == ROUNDS
 
 
+def _near(mask: np.ndarray, x: float, y: float, r: int = 3) -> bool:
+    """Whether `mask` (bool, [height, width]) holds a pixel within r of (x, y)."""
+    x, y = round(x), round(y)
+    return bool(mask[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any())
+
+
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+
+
 def test_screenshot_shows_each_series_where_its_data_is(rendered):
     from PIL import Image
     image = np.asarray(Image.open(io.BytesIO(rendered["png"])).convert("RGB")).astype(int)
     assert image.std() > 20  # not blank
     dpr = rendered["facts"]["dpr"]
+    drawn = 0
+    for name, chart in rendered["facts"]["charts"].items():
+        x, y, w, h = (round(v * dpr) for v in chart["box"])
+        assert y + h <= image.shape[0] and x + w <= image.shape[1], (name, "off the screenshot")
+        area = image[y:y + h, x:x + w]
+        for key, points in chart["series"].items():
+            if not points:
+                continue
+            mask = np.abs(area - _rgb(chart["colors"][key])).sum(axis=2) < 40
+            # a marker at each data point, and the line between each pair of them
+            for cx, cy in points:
+                assert _near(mask, cx * dpr, cy * dpr), (name, key, "no marker at", cx, cy)
+            for (ax, ay), (bx, by) in itertools.pairwise(points):
+                assert _near(mask, (ax + bx) / 2 * dpr, (ay + by) / 2 * dpr), \
+                    (name, key, "no line from", ax, bx)
+            drawn += 1
+        # tick labels and axis titles: dark text in the margins left of and under the plot
+        left_margin = area[round(40 * dpr):round(h - 46 * dpr), :round(60 * dpr)]
+        bottom_margin = area[round(h - 46 * dpr):, round(62 * dpr):]
+        assert (left_margin.sum(axis=2) < 400).sum() > 100, name
+        assert (bottom_margin.sum(axis=2) < 400).sum() > 100, name
+    assert drawn == 8  # held-out accuracy 2, training 1 (top-3 not reported), loss 2, time 1, bytes 2
+    # the held-out lines rise (accuracy grows by version): their pixels at the right of the
+    # plot are higher on screen than at the left
     held = rendered["facts"]["charts"]["heldout-accuracy"]
     x, y, w, h = (round(v * dpr) for v in held["box"])
-    assert y + h <= image.shape[0] and x + w <= image.shape[1], "chart outside the screenshot"
-    area = image[y:y + h, x:x + w]
-    for colour, key in ((BLUE, "top1"), (ORANGE, "top3")):
-        mask = (np.abs(area - np.array(colour)).sum(axis=2) < 40)
-        assert mask.sum() > 150, (key, int(mask.sum()))  # a drawn line, not a legend swatch
-        # its pixels at each point's position: the line passes through every data point
-        for cx, cy in held["series"][key]:
-            px, py = round(cx * dpr), round(cy * dpr)
-            assert mask[max(0, py - 3):py + 4, max(0, px - 3):px + 4].any(), (key, cx, cy)
-        # and it rises: its pixels at the right are higher than at the left
-        rows, cols = np.nonzero(mask[int(40 * dpr):])  # below the legend
-        left, right = rows[cols < w / 3].mean(), rows[cols > 2 * w / 3].mean()
-        assert right < left, key
-    # the axes and tick labels are drawn in the margins: dark pixels left of and under
-    # the plot, where the labels are
-    left_margin = area[int(40 * dpr):int(h - 46 * dpr), :int(60 * dpr)]
-    bottom_margin = area[int(h - 46 * dpr):, int(62 * dpr):]
-    assert (left_margin.sum(axis=2) < 400).sum() > 100
-    assert (bottom_margin.sum(axis=2) < 400).sum() > 100
+    area = image[y + round(40 * dpr):y + h, x:x + w]  # below the legend
+    for key in ("top1", "top3"):
+        rows, cols = np.nonzero(np.abs(area - _rgb(held["colors"][key])).sum(axis=2) < 40)
+        assert rows[cols > 2 * w / 3].mean() < rows[cols < w / 3].mean(), key
