@@ -84,6 +84,7 @@ async def _scenario(bundle: Bundle, tmp: Path) -> dict:
             facts = json.loads(await page.evaluate(FACTS_JS))
             shot = base64.b64decode((await page.call("Page.captureScreenshot",
                                                      format="png"))["data"])
+            assert "Runtime.exceptionThrown" not in page.events
         (tmp / "dashboard.png").write_bytes(shot)  # kept for a look after a failure
         return {"facts": facts, "png": shot, "status": status_doc["tasks"][0],
                 "metrics": metrics_text, "traffic": traffic}
@@ -120,12 +121,14 @@ class _Page:
     async def navigate(self, url: str) -> None:
         """Open `url` and return once its load event fired (its scripts ran)."""
         await self.call("Page.enable")
+        await self.call("Runtime.enable")  # a script error is then an event
         self.events.clear()
         await self.call("Page.navigate", url=url)
         if "Page.loadEventFired" in self.events:
             return
         async for msg in self.ws:
-            if json.loads(msg.data).get("method") == "Page.loadEventFired":
+            self.events.append(json.loads(msg.data).get("method"))
+            if self.events[-1] == "Page.loadEventFired":
                 return
         raise AssertionError("the DevTools connection closed")
 
