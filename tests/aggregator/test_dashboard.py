@@ -287,6 +287,9 @@ def test_each_outcome_is_counted_once_and_agrees_with_status_and_metrics(rendere
 
 
 def test_time_per_version_and_time_to_go(rendered):
+    # public status hides the settings, not where the task is going
+    assert "settings" not in rendered["status"]
+    assert rendered["status"]["progress"]["target"]["max_versions"] == 10
     progress = rendered["facts"]["progress"]
     assert progress["seconds-per-version"] == f"Time per version: {STEP_S:.0f} s (mean of the last 3)"
     # max 10 versions, 3 made: 7 to go at 30 s each; target 87.5% at +12.5 points a version
