@@ -36,6 +36,7 @@ from .middleware import (TokenBuckets, body_deadline, close_unread, failure_thro
 from .app_state import (CONFIG, DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, check_in_reply,
                         checked, read_message, reply, run_service, service_thread)
 from .openapi import BINARY, Operation, Query, document
+from .progress import task_progress
 from .secagg_handlers import (secagg_keys, secagg_masked, secagg_reveal, secagg_shares,
                               secagg_state)
 from .server_config import ServerConfig
@@ -56,9 +57,9 @@ async def error_middleware(request: web.Request, handler):
     except (AggregatorError, ProtocolError) as e:
         status = status_of(e)
         if isinstance(e, ProtocolError):
-            request.app[METRICS].rejected.labels(e.code).inc()
+            request.app[METRICS].refused.labels(e.code).inc()
         elif status in (409, 403):
-            request.app[METRICS].rejected.labels(code_of(e)).inc()
+            request.app[METRICS].refused.labels(code_of(e)).inc()
         body = {"error": {"code": code_of(e), "message": str(e), **getattr(e, "details", {})}}
         headers = {}
         if "retry_after_s" in getattr(e, "details", {}):  # 429, 503: the SDK retries then
@@ -160,11 +161,8 @@ async def enroll(request: web.Request) -> web.Response:
 
 async def check_in(request: web.Request) -> web.Response:
     msg = await read_message(request, CheckInRequest)
-    service, metrics = request.app[SERVICE], request.app[METRICS]
-    answer = await run_service(request.app, _check_in, service, request[DEVICE], msg.task_id)
-    if answer.assignment is not None:
-        metrics.check_ins.labels(answer.assignment.task_id).inc()
-        metrics.selections.labels(answer.assignment.task_id).inc()
+    answer = await run_service(request.app, _check_in, request.app[SERVICE], request[DEVICE],
+                               msg.task_id)
     return reply(answer)
 
 
@@ -175,7 +173,8 @@ def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckI
 async def download_model(request: web.Request) -> web.StreamResponse:
     """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
     number, path = await run_service(request.app, request.app[SERVICE].model_file,
-                                     request.match_info["task_id"], _version_query(request))
+                                     request.match_info["task_id"], _version_query(request),
+                                     DEVICE in request)
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
@@ -187,11 +186,8 @@ async def upload_update(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.uploads.inc()
     metrics.bytes_in.inc(len(data))
-    task_id = request.match_info["task_id"]
     result = await run_service(request.app, request.app[SERVICE].submit_update, request[DEVICE],
-                               task_id, data)
-    if result["status"] == "accepted":
-        metrics.accepted.labels(task_id).inc()
+                               request.match_info["task_id"], data)
     return checked(UploadAck, result)
 
 
@@ -218,12 +214,9 @@ async def upload_chunk(request: web.Request) -> web.Response:
 
 
 async def commit_upload(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
-    metrics.uploads.inc()
+    request.app[METRICS].uploads.inc()
     result = await run_service(request.app, request.app[SERVICE].commit_upload, request[DEVICE],
                                request.match_info["upload_id"])
-    if result["status"] == "accepted":
-        metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
     return checked(UploadAck, result)
 
 
@@ -290,10 +283,12 @@ def _version_query(request: web.Request) -> int | None:
 
 
 async def status(request: web.Request) -> web.Response:
-    """Aggregate, non-personal status for the dashboard."""
+    """Aggregate, non-personal status for the dashboard, with each task's progress
+    (time per version, time to go: aggregator/progress.py)."""
     tasks = await run_service(request.app, _describe_all, request.app[SERVICE], True)
     show = request.app[CONFIG].public_status_settings
-    return web.json_response({"tasks": [public_task(t, show) for t in tasks]})
+    return web.json_response({"tasks": [public_task(t | task_progress(t), show)
+                                        for t in tasks]})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -303,16 +298,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def _export_metrics(service: AggregatorService, metrics: Metrics) -> bytes:
-    for task_id, task in service.tasks.items():
-        metrics.model_version.labels(task_id).set(task.coordinator.version)
-        for reason, count in task.coordinator.funnel.dropped.items():
-            metrics.dropouts.labels(task_id, reason).set(count)
-        heldout = service.store.heldout_results(task_id)
-        if heldout:
-            latest = heldout[max(heldout)]
-            for name in ("accuracy", "mean_loss"):
-                if name in latest:
-                    metrics.heldout.labels(task_id, name).set(latest[name])
+    led = [t for t in service.records if service.leads(t)]  # each process its own tasks
+    metrics.observe([service.describe(t) for t in led],
+                    {t: service.store.heldout_results(t) for t in led})
     return generate_latest(metrics.registry)
 
 

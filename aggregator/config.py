@@ -245,6 +245,42 @@ class DPSettings(_Settings):
             _positive(self, "epsilon_budget")
 
 
+# the metric sources a target may name: held-out (server_eval/), training (the mean of
+# the devices' training metrics), federated evaluation (devices' own held-out examples)
+TARGET_SOURCES = ("heldout", "training", "federated")
+
+
+@dataclass(frozen=True)
+class TargetSettings(_Settings):
+    """Where a task is going. `max_versions`: the task pauses once that version is
+    published. `metric` ("heldout.accuracy", "training.mean_loss", ...) with `at_least` or
+    `at_most`: a value to reach, against which the dashboard measures progress and time to
+    go (the task is not paused by it)."""
+
+    max_versions: int | None = None
+    metric: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
+
+    def __post_init__(self):
+        if self.max_versions is not None:
+            _at_least(self, 1, "max_versions")
+        source, _, name = (self.metric or "").partition(".")
+        _require(self.metric is None or (source in TARGET_SOURCES and name), "metric",
+                 f"must be SOURCE.NAME with SOURCE one of {list(TARGET_SOURCES)}, e.g. "
+                 f"'heldout.accuracy', got {self.metric!r}")
+        _require((self.metric is None) == (self.at_least is None and self.at_most is None),
+                 "metric", "a metric needs at_least or at_most, and at_least/at_most a metric")
+        _require(self.at_least is None or self.at_most is None, "at_most",
+                 "give at_least (higher is better) or at_most (lower is better), not both")
+        for name in ("at_least", "at_most"):
+            value = getattr(self, name)
+            _require(value is None or _finite(value), name,
+                     f"must be a finite number, got {value!r}")
+        _require(self.max_versions is not None or self.metric is not None, "max_versions",
+                 "set max_versions, or a metric with at_least/at_most (or leave target out)")
+
+
 @dataclass(frozen=True)
 class TaskSettings(_Settings):
     """One task's settings; see docs/aggregator.md for each field's meaning and range."""
@@ -269,6 +305,7 @@ class TaskSettings(_Settings):
     max_update_norm: float | None = 100.0
     # cap of the weight (num_examples) a device may claim for one update
     max_examples: int = 10_000
+    target: TargetSettings | None = None
 
     def __post_init__(self):
         _require(self.mode in ("sync", "async"), "mode",
@@ -276,7 +313,7 @@ class TaskSettings(_Settings):
         for name, cls in (("sync", SyncSettings), ("async_", AsyncSettings),
                           ("plan", PlanSettings), ("server_lr_decay", LrDecaySettings),
                           ("robust", RobustSettings), ("dp", DPSettings),
-                          ("secagg", SecAggSettings)):
+                          ("secagg", SecAggSettings), ("target", TargetSettings)):
             value = getattr(self, name)
             _require(isinstance(value, cls) or (value is None and name not in (
                 "sync", "async_", "plan")), name,
@@ -454,6 +491,11 @@ _MEANING = {
                     "each device (FedBN; the server never changes them)",
     "max_update_norm": "L2 bound of a decoded delta, > 0 or null (off)",
     "max_examples": "cap of the weight a device may claim, >= 1",
+    "target": "where the task is going (dashboard: time to go), or null",
+    "target.max_versions": "pause the task once this version is published, >= 1 or null",
+    "target.metric": "SOURCE.NAME, SOURCE in aggregator.config.TARGET_SOURCES, or null",
+    "target.at_least": "metric target, higher is better (with metric)",
+    "target.at_most": "metric target, lower is better (with metric)",
 }
 
 

@@ -79,7 +79,15 @@ class Outcome:
 
 @dataclass
 class Funnel:
-    """Participation counts for metrics and the dashboard (no personal data)."""
+    """Participation counts for /metrics, /v1/status and the dashboard (no personal data).
+
+    Each outcome is counted once, here, where it is decided. An upload that reaches a
+    decision is `reported`: `accepted`, or `rejected` by reason (reported = accepted +
+    the rejected). A selected device that never reported is `dropped` by reason (it gave
+    up, or its round closed or its deadline passed without its update), and a device
+    that reported is never also dropped. An upload from a device already counted as
+    dropped is refused (409 round_closed) and counted in `late_after_drop` only, not as
+    a second outcome of that device."""
 
     checked_in: int = 0
     selected: int = 0
@@ -87,16 +95,19 @@ class Funnel:
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    late_after_drop: int = 0
 
     def to_json(self) -> dict:
         return {"checked_in": self.checked_in, "selected": self.selected,
                 "reported": self.reported, "accepted": self.accepted,
-                "rejected": dict(self.rejected), "dropped": dict(self.dropped)}
+                "rejected": dict(self.rejected), "dropped": dict(self.dropped),
+                "late_after_drop": self.late_after_drop}
 
     @classmethod
     def from_json(cls, doc: dict) -> Funnel:
         return cls(doc["checked_in"], doc["selected"], doc["reported"], doc["accepted"],
-                   Counter(doc["rejected"]), Counter(doc["dropped"]))
+                   Counter(doc["rejected"]), Counter(doc["dropped"]),
+                   doc.get("late_after_drop", 0))  # absent from older snapshots
 
 
 class TaskCoordinator:
@@ -117,6 +128,12 @@ class TaskCoordinator:
         self.round_id = 0
         self.funnel = Funnel()
         self.events: list[dict] = []
+        # devices counted as dropped in this round/buffer or the one before -> its round id
+        self.dropped_devices: dict[str, int] = {}
+        # assigned devices whose upload was rejected: they reported, so are never dropped
+        self.refused_devices: set[str] = set()
+        # bytes of updates received and models served to devices since the last version
+        self.traffic = {"bytes_up": 0, "bytes_down": 0}
         self.evaluators: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
         self._open_round(now)
 
@@ -125,6 +142,12 @@ class TaskCoordinator:
         # devices of the round that just ended: their uploads are late, not unknown
         self.previous_devices = set(getattr(self, "assigned", {}))
         self.round_id += 1
+        # devices dropped from the round that just ended: their uploads are late, not unknown
+        self.dropped_devices = {d: r for d, r in self.dropped_devices.items()
+                                if r >= self.round_id - 1}
+        # async: devices in flight carry on into the next buffer, and so does their refusal
+        self.refused_devices = self.refused_devices & self.previous_devices \
+            if self.settings.mode == "async" else set()
         self.phase = "selecting"
         self.round_started = now
         self.assigned: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
@@ -221,33 +244,37 @@ class TaskCoordinator:
             return Outcome("duplicate", first.model_version, first.weight, first.staleness,
                            self.ready_to_commit())
         self.tick(now)
-        self.funnel.reported += 1
+        device = meta.device_id
+        assigned = self.assigned.get(device)
+        if assigned is None and device in self.dropped_devices:
+            self.funnel.late_after_drop += 1  # its outcome, dropped, is already counted
+            raise RoundClosed(f"round {self.dropped_devices[device]} closed without this "
+                              "device's update", round=self.round_id)
         if self.paused:
-            self._reject("paused")
+            self._reject("paused", device)
             raise TaskPaused(f"task {self.task_id} is paused")
-        assigned = self.assigned.get(meta.device_id)
-        if assigned is None and meta.device_id in self.previous_devices:
+        if assigned is None and device in self.previous_devices:  # e.g. its version was refused
             self._reject("late")
             raise RoundClosed(f"round {self.round_id - 1} has closed", round=self.round_id)
-        once_per_round = self.settings.mode == "sync" and meta.device_id in self.reported_devices
+        once_per_round = self.settings.mode == "sync" and device in self.reported_devices
         if assigned is None or once_per_round:
             self._reject("not_selected")
-            raise NotSelected(f"device {meta.device_id} holds no open assignment in round "
+            raise NotSelected(f"device {device} holds no open assignment in round "
                               f"{self.round_id}", round=self.round_id)
         version, deadline = assigned
         if now > deadline:
-            self._reject("late")
+            self._reject("late", device)
             raise RoundClosed("the reporting deadline has passed", round=self.round_id)
         if self.settings.mode == "sync":
             if meta.model_version != self.version:
-                self._reject("stale")
+                self._reject("stale", device)
                 raise StaleVersion(f"round {self.round_id} trains version {self.version}",
                                    current_version=self.version)
             return Admission(self._weight(meta), 0)
         staleness = self.version - meta.model_version
         if staleness < 0 or staleness > self.settings.async_.max_staleness:
-            del self.assigned[meta.device_id]
-            self._reject("stale")
+            self._reject("stale")  # its assignment ends with this outcome
+            del self.assigned[device]
             raise StaleVersion(f"computed from version {meta.model_version}; current is "
                                f"{self.version}, at most {self.settings.async_.max_staleness} "
                                f"behind is accepted", current_version=self.version)
@@ -258,11 +285,17 @@ class TaskCoordinator:
         the others by claiming more."""
         return float(min(meta.num_examples, self.settings.max_examples))
 
-    def refuse_update(self, reason: str) -> None:
+    def refuse_update(self, reason: str, device_id: str | None = None) -> None:
         """An update that arrived but is refused before admission (its contents are not
-        finite, or over the task's norm bound): counted, nothing else changes."""
-        self.funnel.reported += 1
-        self._reject(reason)
+        finite, or over the task's norm bound): counted (the device keeps its assignment: a
+        correct update may follow)."""
+        self._reject(reason, device_id)
+
+    def count_bytes(self, up: int = 0, down: int = 0) -> None:
+        """Bytes of updates received and of models served to devices, counted toward the
+        next version (abandoned rounds included): its `version_published` event holds them."""
+        self.traffic["bytes_up"] += up
+        self.traffic["bytes_down"] += down
 
     def discount(self, staleness: int) -> float:
         """The factor a delta of this staleness is scaled by (1 in sync rounds)."""
@@ -279,6 +312,7 @@ class TaskCoordinator:
         self.accumulator.add(delta, admission.weight)
         self.accepted += 1
         self.funnel.accepted += 1
+        self.funnel.reported += 1
         self.reported_devices.add(meta.device_id)
         if self.settings.mode == "async":
             self.assigned.pop(meta.device_id, None)
@@ -287,13 +321,21 @@ class TaskCoordinator:
         self.outcomes[(meta.device_id, meta.idempotency_key)] = outcome
         return outcome
 
-    def _reject(self, reason: str) -> None:
+    def _reject(self, reason: str, device_id: str | None = None) -> None:
+        """An upload refused; `device_id`: its device holds an assignment (it reported)."""
+        self.funnel.reported += 1
         self.funnel.rejected[reason] += 1
+        if device_id is not None and device_id in self.assigned:
+            self.refused_devices.add(device_id)
+
+    def _drop(self, device_id: str, reason: str) -> None:
+        self.funnel.dropped[reason] += 1
+        self.dropped_devices[device_id] = self.round_id
 
     def report_failure(self, device_id: str, reason: str, now: float) -> None:
         """A device says it gave up (eligibility lost, training failed): a dropout state."""
         if self.assigned.pop(device_id, None) is not None:
-            self.funnel.dropped[reason] += 1
+            self._drop(device_id, reason)
 
     def secure_round(self, device_id: str, now: float, joining: bool = False) -> SecureRound:
         """The round's secure aggregation, for a device's next step. Joining (advertising
@@ -319,7 +361,8 @@ class TaskCoordinator:
             for device, (_, deadline) in list(self.assigned.items()):
                 if now > deadline:
                     del self.assigned[device]
-                    self.funnel.dropped["deadline"] += 1
+                    if device not in self.refused_devices:  # it reported: not dropped
+                        self._drop(device, "deadline")
             return
         s = self._sync
         if self.phase == "selecting" and now >= self.round_started + s.selection_timeout_s:
@@ -349,9 +392,8 @@ class TaskCoordinator:
 
     def _drop_unreported(self, reason: str) -> None:
         """Selected devices that never reported, recorded by why the round ended."""
-        missing = set(self.assigned) - self.reported_devices
-        if missing:
-            self.funnel.dropped[reason] += len(missing)
+        for device in sorted(set(self.assigned) - self.reported_devices - self.refused_devices):
+            self._drop(device, reason)
 
     # -- commit -----------------------------------------------------------------------------
     def take_aggregate(self, now: float) -> tuple[Delta, dict]:
@@ -373,6 +415,7 @@ class TaskCoordinator:
             self.accumulator.add({k: v / np.float32(weight) for k, v in sums.items()}, weight)
             self.accepted = self.secure.participants()
             self.funnel.accepted += self.accepted
+            self.funnel.reported += self.accepted
             self.reported_devices = {d for d, x in self.secure.index.items()
                                      if x in self.secure.server.survivors}
         mean, measurements = self.accumulator.result()
@@ -388,11 +431,19 @@ class TaskCoordinator:
             self._drop_unreported("deadline" if self.phase == "closing" else "round_full")
         keep = self.assigned  # async: devices in flight continue (they will be stale by one)
         self.events.append({"event": "version_published", "round": self.round_id,
-                            "version": self.version + 1, "accepted": self.accepted, "at": now})
+                            "version": self.version + 1, "accepted": self.accepted, "at": now}
+                           | self.traffic)
+        self.traffic = {"bytes_up": 0, "bytes_down": 0}
         self.version += 1
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
+        target = self.settings.target
+        if target is not None and target.max_versions is not None \
+                and self.version >= target.max_versions:
+            self.paused = True
+            self.events.append({"event": "max_versions_reached", "version": self.version,
+                                "round": self.round_id, "at": now})
 
     def refuse_version(self, reason: str, now: float) -> None:
         """The closed aggregate must not become a version (e.g. it is not finite): the
@@ -418,6 +469,8 @@ class TaskCoordinator:
                 "phase": self.phase, "round_started": self.round_started,
                 "assigned": {d: list(v) for d, v in self.assigned.items()},
                 "funnel": self.funnel.to_json(),
+                "dropped_devices": dict(self.dropped_devices),
+                "refused_devices": sorted(self.refused_devices), "traffic": dict(self.traffic),
                 "stages": [s.state() for s in stateful_stages(self.stage)]}
 
     def restore(self, snap: dict) -> None:
@@ -426,6 +479,11 @@ class TaskCoordinator:
         self.round_started = snap["round_started"]
         self.assigned = {d: (int(v[0]), float(v[1])) for d, v in snap["assigned"].items()}
         self.funnel = Funnel.from_json(snap["funnel"])
+        # absent from older snapshots
+        self.dropped_devices = {d: int(r) for d, r in snap.get("dropped_devices", {}).items()}
+        self.refused_devices = set(snap.get("refused_devices", []))
+        self.traffic = {k: int(snap.get("traffic", {}).get(k, 0))
+                        for k in ("bytes_up", "bytes_down")}
         for stage, state in zip(stateful_stages(self.stage), snap.get("stages", [])):
             stage.load_state(state)
         self.outcomes, self.reported_devices, self.accepted = {}, set(), 0

@@ -2,7 +2,9 @@
 Task settings and differential-privacy figures (the privacy spent, the noise and clip
 measurements, from which the noise multiplier follows) are the operator's: they appear
 in the admin API, and publicly only when `ServerConfig.public_status_settings` is on.
-The mode (sync or async) stays: the dashboard words its counts by it."""
+The mode (sync or async) stays: the dashboard words its counts by it. So does the
+task's `progress` (aggregator/progress.py), its target included: where a task is going
+and when it will get there is what the dashboard is for."""
 from __future__ import annotations
 
 __all__ = ["public_task"]

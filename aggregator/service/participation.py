@@ -49,8 +49,10 @@ class Participation:
                                             self.clock.now())
             self.commits.after_change(task)
 
-    def model_file(self, task_id: str, version: int | None) -> tuple[int, Path]:
-        """Any process serves models: they are in the store, and never change."""
+    def model_file(self, task_id: str, version: int | None,
+                   to_device: bool = False) -> tuple[int, Path]:
+        """Any process serves models: they are in the store, and never change. Bytes
+        served `to_device` count toward the task's next version where it is led."""
         self.table.record(task_id)
         if version is None:
             task = self.table.tasks.get(task_id)
@@ -60,6 +62,8 @@ class Participation:
         path = self.store.model_path(task_id, version)
         if path is None:
             raise NotFound(f"task {task_id} has no model version {version}")
+        if to_device and task_id in self.table.tasks:
+            self.table.tasks[task_id].coordinator.count_bytes(down=path.stat().st_size)
         return version, path
 
     def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
@@ -73,6 +77,7 @@ class Participation:
             raise Forbidden("an update may only be sent by the device that made it")
         if meta.task_id != task_id or meta.model_id != task.record.model_id:
             raise BadRequest("the update is for another task or model")
+        task.coordinator.count_bytes(up=len(data))
         # keys are the device's own, per task: nobody else's update can shadow this one
         seen = self.store.seen_update(task_id, meta.device_id, meta.idempotency_key)
         if seen is not None and seen >= 0:  # already aggregated into a published version
@@ -82,9 +87,9 @@ class Participation:
             decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
                                     limits=self.limits, keep_parts=True)
         except NonFinite as e:
-            c.refuse_update("not_finite")
+            c.refuse_update("not_finite", meta.device_id)
             raise UpdateNotFinite(f"the update is not finite: {e}") from None
-        self._check_norm(task, decoded.tensors)
+        self._check_norm(task, decoded.tensors, meta.device_id)
         now = self.clock.now()
         with self.table.owning(task):
             admission = c.admit(meta, now)
@@ -105,14 +110,14 @@ class Participation:
         return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
                 "version": c.version}
 
-    def _check_norm(self, task: LedTask, delta) -> None:
+    def _check_norm(self, task: LedTask, delta, device_id: str) -> None:
         """Refuse an update over the task's L2 norm bound (counted, nothing stored)."""
         bound = task.settings.max_update_norm
         if bound is None:
             return
         norm = norm_over(delta, bound)
         if norm is not None:
-            task.coordinator.refuse_update("norm_exceeded")
+            task.coordinator.refuse_update("norm_exceeded", device_id)
             raise UpdateNormExceeded(f"the update's L2 norm {norm:.6g} exceeds this task's "
                                      f"max_update_norm {bound:g}", norm=json_number(norm),
                                      max_update_norm=bound)

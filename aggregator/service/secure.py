@@ -50,6 +50,7 @@ class SecureSteps:
     def masked_input(self, device: Device, task_id: str, round_id: int, data: bytes) -> dict:
         task, secure = self._round(device, task_id, round_id)
         y = decode_masked_input(data, secure.length)  # a ProtocolError is a 400 with its code
+        task.coordinator.count_bytes(up=len(data))
         secure.masked_input(device.device_id, y, self.clock.now())
         return self._step(task, device)
 

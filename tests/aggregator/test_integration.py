@@ -175,7 +175,8 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
             assert e.value.status == 400 and e.value.code == "shape_mismatch"
             async with session.get(url + "/metrics") as r:
                 text = await r.text()
-            assert "edgefl_updates_rejected_total" in text and 'reason="bad_signature"' in text
+            # refused before reaching the task: a refused request, not an update outcome
+            assert 'edgefl_requests_refused_total{code="bad_signature"} 1.0' in text
     asyncio.run(scenario())
 
 
