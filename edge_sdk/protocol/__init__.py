@@ -5,10 +5,10 @@ it too. The JSON messages are typed in `messages` (import it as a module: its na
 are the API's vocabulary, not the wire format's).
 """
 from .body import JoinedParts
-from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions, decode_tensor,
+from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions,
                     encode_tensor)
 from .error_feedback import ErrorFeedback
-from .errors import (ALL_ERRORS, BadChecksum, BadField, BadMagic, BadPayload, BadSignature,
+from .errors import (BadChecksum, BadField, BadMagic, BadPayload, BadSignature,
                      JsonLimitExceeded, MalformedHeader, MalformedJson, NonFinite, ProtocolError,
                      ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
 from .jsontext import JsonLimits, parse_json
@@ -30,13 +30,13 @@ bytes at 0.32 relative L2 error per round (bench/codec_bench.py); 1-bit sign cod
 cost."""
 
 __all__ = [
-    "ALL_ERRORS", "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
+    "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
     "CheckedUpdate", "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor",
     "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK",
     "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
     "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
     "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
-    "clip_by_global_norm", "decode_parameters", "decode_tensor", "decode_update",
+    "clip_by_global_norm", "decode_parameters", "decode_update",
     "encode_parameters", "encode_tensor", "encode_update", "generate_signing_key",
     "global_norm", "open_update", "parse_json", "peek_update", "public_key_of", "sign",
     "verify",

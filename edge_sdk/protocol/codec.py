@@ -233,10 +233,6 @@ class DecodedTensor:
         return out.reshape(self.shape)
 
 
-def decode_tensor(payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return decode_tensor_parts(payload, spec, shape, seed).to_dense()
-
-
 def decode_tensor_parts(payload: bytes, spec: CodecSpec, shape: tuple[int, ...],
                         seed: int) -> DecodedTensor:
     """Validate a tensor's payload and split it into its parts (see DecodedTensor)."""
