@@ -41,7 +41,7 @@ from .errors import (BadRequest, EnrollmentClosed, Forbidden, NotFound, NotLeade
 from .numerics import all_finite, dense_delta, norm_over
 from .server_optimizers import build_server_optimizer
 from .privacy import PrivacyAccountant
-from .stages import build_aggregation
+from .aggregation import build_aggregation
 from .uploads import UploadQuota, UploadSessions
 from .vocabulary import failure_reason
 from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord

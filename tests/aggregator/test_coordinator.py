@@ -261,7 +261,7 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
 
 
 def test_a_refused_version_puts_adaptive_clipping_back():
-    from aggregator.stages import build_aggregation
+    from aggregator.aggregation import build_aggregation
     settings = TaskSettings.from_json({"sync": {"goal": 2, "overselect": 1.0}, "dp": {
         "clip_norm": 1.0, "noise_multiplier": 1e-6, "population": 100,
         "adaptive_quantile": 0.5}})
