@@ -4,7 +4,7 @@ stdlib + numpy + zstandard + cryptography + PyNaCl (libsodium) only; the aggrega
 it too. The JSON messages are typed in `messages` (import it as a module: its names
 are the API's vocabulary, not the wire format's).
 """
-from .body import JoinedParts
+from .body import JoinedBatch, JoinedParts
 from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions,
                     encode_tensor)
 from .error_feedback import ErrorFeedback
@@ -33,7 +33,7 @@ __all__ = [
     "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
     "CheckedUpdate", "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor",
     "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK",
-    "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
+    "JoinedBatch", "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
     "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
     "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
     "clip_by_global_norm", "decode_parameters", "decode_update",

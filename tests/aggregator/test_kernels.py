@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aggregator import kernels, numerics
+from aggregator import numerics
 from aggregator.numerics import RunningSum, add_scaled, dense, global_norm, scaled, squared_norm
-from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedParts
+from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedBatch, JoinedParts, kernels
 from edge_sdk.protocol.body import decode_body
-from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
+from edge_sdk.protocol.codec import (block_map, chunk_sizes, decode_tensor_parts, encode_tensor,
+                                     tensor_seed)
 
 CODECS = {
     "float32": CodecSpec(),
@@ -118,7 +119,7 @@ def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
         for name, x in dense_each.items():
             expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
     flat = np.full(total, 0.25, np.float32)
-    batch = numerics.JoinedBatch(group[0][0], capacity=5)
+    batch = JoinedBatch(group[0][0], capacity=5)
     for parts, w in group:
         batch.put(parts, w)
     batch.add_to(flat, at, tile_blocks)
@@ -129,7 +130,7 @@ def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
 @pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
 def test_the_compiled_batch_kernel_matches_its_numpy_twin():
     group = [_joined(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
-    base, restart = numerics._block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
+    base, restart = block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
     args = (np.stack([x.counts for x in group]), np.concatenate([x.offsets for x in group]),
             np.concatenate([x.levels for x in group]), np.concatenate([x.a for x in group]),
             np.concatenate([x.b for x in group]), base, restart, 32, np.array([1.0, 0.5, 3.0]), 2)
@@ -184,7 +185,7 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
 
 def test_running_sum_bounds_the_bytes_it_holds_back(monkeypatch):
     parts, dense_each = _joined(SHAPES, 0.4, 64, 0)
-    per_update = numerics.JoinedBatch.bytes_per_update(parts)
+    per_update = JoinedBatch.bytes_per_update(parts)
     monkeypatch.setattr(RunningSum, "BATCH_BYTES", 3 * per_update + 1)
     total = RunningSum()
     for _ in range(7):
@@ -203,7 +204,7 @@ def test_running_sum_refuses_an_update_of_other_tensors():
         total.add(other, 1.0)
     with pytest.raises(ValueError, match="differ from the first update"):
         total.add({"t0": np.zeros(SHAPES[0], np.float32)}, 1.0)
-    batch = numerics.JoinedBatch(parts, capacity=2)
+    batch = JoinedBatch(parts, capacity=2)
     with pytest.raises(ValueError, match="share one layout"):  # its kernel trusts the layout
         batch.put(_joined(SHAPES, 0.1, 64, 2)[0], 1.0)
 
@@ -254,7 +255,7 @@ def test_norm_over_holds_every_chunk_scale_to_the_bound():
 @pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
 def test_the_chunked_norm_kernel_matches_its_numpy_twin():
     parts, _ = _joined(SHAPES, 0.3, 16, 2)
-    sizes = numerics._chunk_sizes(parts.plan.kept, parts.chunk)
+    sizes = chunk_sizes(parts.plan.kept, parts.chunk)
     assert sizes.sum() == len(parts.levels) and len(sizes) == len(parts.a)
     assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
         pytest.approx(kernels._chunked_levels_squared_norm_numpy(parts.levels, parts.a, parts.b,

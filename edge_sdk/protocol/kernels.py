@@ -1,6 +1,8 @@
-"""Compiled inner loops for the aggregator's hot path: adding a quantized (and possibly
-sparse) tensor into a float32 running sum straight from its levels, with no dense
-float32 copy in between.
+"""Compiled inner loops that walk the codecs' layouts (codec.py, body.py) for the
+aggregator's hot path: adding a quantized (and possibly sparse) tensor into a float32
+running sum straight from its levels, with no dense float32 copy in between, and its
+norms. DecodedTensor and JoinedParts call them; they import this module on first use, so
+a device never loads numba.
 
 numba compiles them when it is installed (it is, with the `server` extra); otherwise the
 same maths runs as numpy expressions, slower but identical within float32 rounding.
@@ -16,10 +18,11 @@ try:
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
+__all__ = ["COMPILED", "TILE_BLOCKS", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
            "chunk_scale_bound", "chunked_levels_squared_norm", "levels_squared_norm"]
 
 COMPILED = numba is not None
+TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile of the sum, well inside L2
 
 
 def _add_dense_levels_numpy(acc, levels, a, b, chunk, w):
