@@ -17,8 +17,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import quantization as q
-from .codec import (INDEX_BLOCK, LEVEL_REACH_SQUARED, INDEX_CODINGS, CodecSpec, DecodedTensor,
-                    _layout, block_map, chunk_sizes, decode_tensor_parts, tensor_seed)
+from .codec import (
+    INDEX_BLOCK,
+    INDEX_CODINGS,
+    LEVEL_REACH_SQUARED,
+    CodecSpec,
+    DecodedTensor,
+    _layout,
+    block_map,
+    chunk_sizes,
+    decode_tensor_parts,
+    tensor_seed,
+)
 from .errors import BadPayload, NonFinite
 
 
