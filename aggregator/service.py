@@ -599,6 +599,47 @@ class AggregatorService:
             raise NotLeader(f"another process leads task {task_id!r}", retry_after_s=1)
         return task
 
+    # -- queries: what handlers and the simulator ask (they never index self.tasks) ---------
+    def task_ids(self) -> list[str]:
+        """Every task this process knows, led here or not."""
+        return list(self.records)
+
+    def describe_tasks(self, with_history: bool) -> list[dict]:
+        """describe() of every task, with history() when asked."""
+        return [self.describe(t) | (self.history(t) if with_history else {})
+                for t in self.task_ids()]
+
+    def led_task_ids(self) -> list[str]:
+        """The tasks this process leads (their coordinators run here)."""
+        return list(self.tasks)
+
+    def current_version(self, task_id: str) -> int:
+        """The model version a task led here trains now."""
+        return self._task(task_id).coordinator.version
+
+    def current_parameters(self, task_id: str) -> dict[str, np.ndarray]:
+        """The parameters (float32 arrays; do not mutate) of a task led here, at its
+        current version."""
+        return self._task(task_id).parameters
+
+    def dropouts(self, task_id: str) -> dict[str, int]:
+        """Devices dropped from a task led here, by reason, since it started."""
+        return dict(self._task(task_id).coordinator.funnel.dropped)
+
+    def heldout_results(self, task_id: str) -> dict[int, dict]:
+        """version -> the held-out evaluator's metrics of that version."""
+        self._record(task_id)
+        return self.store.heldout_results(task_id)
+
+    def assignment_terms(self, task_id: str) -> tuple[str, dict]:
+        """(model_id, settings as JSON) of a task led here: what an assignment carries."""
+        task = self._task(task_id)
+        return task.record.model_id, task.settings.to_json()
+
+    def close(self) -> None:
+        """Close the store (the service is not used afterwards)."""
+        self.store.close()
+
     def _record(self, task_id: str) -> TaskRecord:
         record = self.records.get(task_id)
         if record is None and self.store.shared and self.store.has_task(task_id):
