@@ -334,10 +334,12 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     describe = service.describe(TASK)
     history = service.history(TASK)
     privacy = history["versions"][-1]["metrics"]
+    version = service.current_version(TASK)
+    final_parameters = {k: v.copy() for k, v in service.current_parameters(TASK).items()}
     service.close()
     return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
-            "versions": service.current_version(TASK), "timeline": timeline,
+            "versions": version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1],
@@ -345,4 +347,4 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
                          "remote_trainings": getattr(training, "trainings", None)},
-            "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}
+            "final_parameters": final_parameters}

@@ -24,10 +24,9 @@ DEFAULT_CODEC = CodecSpec(quantizer="int8", sparsifier="topk", fraction=0.05,
 """The default for the keyboard model: the 5% largest coordinates, int8 with per-chunk
 scales, their positions as a count per 256-coordinate block and a byte each, with the
 device's error feedback carrying the rest to the next round (sparsified SGD with memory,
-Stich et al. 2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/57 of float32
-bytes at 0.32 relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to
-1/112 but at 0.82 error, too lossy a default before the simulator measures its accuracy
-cost."""
+Stich et al. 2018; Aji & Heafield 2017). 1-bit sign codes are smaller still but far
+lossier per round, too lossy a default before the simulator measures its accuracy cost
+(sizes and errors: bench/codec_bench.py, docs/benchmarks.md)."""
 
 __all__ = [
     "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",

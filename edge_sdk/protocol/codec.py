@@ -11,9 +11,9 @@ Top-k indices travel in one of two fixed-size layouts (`index_coding`):
 - "gaps": uint32 LE gaps between sorted indices (the first from 0), 4k bytes;
 - "blocks": the n coordinates in blocks of INDEX_BLOCK = 256; per block a uint16 LE count
   of kept coordinates, then per kept coordinate its uint8 offset inside its block,
-  increasing within a block: 2 ceil(n / 256) + k bytes. Under a third of the raw bytes
-  at the default codec's 1-in-20 density; after zstd, which packs the gaps' zero bytes
-  too, a trained keyboard_cifg update is smaller, and zstd has far less to decode.
+  increasing within a block: 2 ceil(n / 256) + k bytes, fewer than the gaps' at the
+  default codec's density; after zstd, which packs the gaps' zero bytes too, the update
+  is still smaller, and zstd has far less to decode (docs/benchmarks.md).
 
 Each field names an entry of one registry (QUANTIZERS, SPARSIFIERS, INDEX_CODINGS): a
 new codec is one entry there; sizes, encoding and decoding all ask the entry.
@@ -81,15 +81,12 @@ class CodecSpec:
     @property
     def zstd_level(self) -> int:
         """The zstd level a body of this codec goes out at unless the pipeline sets one.
-        A top-k int8 body is index bytes, which zstd's matches pack ~3x at any level, and
-        8-bit levels, which only Huffman coding shrinks. On trained keyboard_cifg deltas
-        that saves 8-10% of the bytes (level -1: 91 instead of 84 KB on average over four
-        Shakespeare roles; 1/57 instead of 1/62 of float32 in bench/codec_bench.py) and
-        costs half of zstd's decoding time (~120 -> ~60 us; noise deltas ~125 -> ~15 us),
-        the largest piece of the server's ingest of an update. Negative levels skip it,
-        so top-k int8 goes at -1. For the other codecs level 3 saves more for less:
-        20-30% for dense int8 and float values, 18% for random-k levels, 8-14% for packed
-        sub-byte levels, at a small decoding gain."""
+        A top-k int8 body is index bytes, which zstd's matches pack at any level, and
+        8-bit levels, which only Huffman coding shrinks: Huffman coding saves a few
+        bytes there but costs much of zstd's decoding time, the largest piece of the
+        server's ingest of an update. Negative levels skip it, so top-k int8 goes at -1.
+        For the other codecs level 3 saves more for less. Figures: docs/benchmarks.md
+        (bench/codec_bench.py, bench/aggregator_bench.py)."""
         return -1 if self.sparsifier == "topk" and self.bits == 8 else 3
 
     def to_json(self) -> dict:

@@ -105,7 +105,7 @@ if COMPILED:
         # are chunked on their own), elsewhere -1. Chunks advance with a counter, and the
         # innermost loop runs over values of one block and one chunk with no branch.
         # Indices into acc, offsets and levels are unsigned: numba then skips its
-        # negative-index wraparound, which cost a third of this loop's time.
+        # negative-index wraparound, a large share of this loop's time.
         n_updates, n_blocks = counts.shape
         k_each = offsets.shape[0] // n_updates
         c_each = a.shape[0] // n_updates
