@@ -9,7 +9,6 @@ import sys
 import time
 
 import aiohttp
-import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle

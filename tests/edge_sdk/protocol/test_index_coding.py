@@ -24,9 +24,8 @@ def index_sets(draw):
 def test_any_increasing_index_set_round_trips(case, coding):
     n, idx = case
     payload = INDEX_CODINGS[coding].encode(idx, n)
-    spec = CodecSpec("int8", sparsifier="topk", fraction=1.0, index_coding=coding)
     expected_size = 2 * -(-n // INDEX_BLOCK) + len(idx) if coding == "blocks" else 4 * len(idx)
-    assert len(payload) == expected_size
+    assert len(payload) == expected_size == INDEX_CODINGS[coding].size(n, len(idx))
     where = INDEX_CODINGS[coding].decode(payload, n, len(idx))
     positions = where.get("indices")
     if positions is None:
