@@ -1,6 +1,7 @@
-"""Top-k index layouts: "gaps" (uint32 gaps) and "blocks" (a count per 256 coordinates,
-a byte per kept coordinate). Both carry any increasing index set exactly; the decoder
-refuses every malformed block layout before anything is scattered."""
+"""codec.py: the top-k index layouts, "gaps" (uint32 gaps) and "blocks" (a count per 256
+coordinates, a byte per kept coordinate), which carry any increasing index set exactly,
+the decoder refusing every malformed block layout before anything is scattered; and the
+registries, where a codec is one entry."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, DecodedTensor, MalformedHeader
-from edge_sdk.protocol.codec import INDEX_CODINGS, decode_tensor_parts, encode_tensor
+from edge_sdk.protocol.codec import (INDEX_CODINGS, QUANTIZERS, SPARSIFIERS, decode_tensor_parts,
+                                     encode_tensor)
 
 
 @st.composite
@@ -121,3 +123,29 @@ def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, 
     assert np.all(np.diff(positions) > 0)
     if not damage:
         np.testing.assert_array_equal(positions, idx)
+
+
+# -- the registries: a codec is one entry ------------------------------------------------
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
+@pytest.mark.parametrize("sparsifier", sorted(SPARSIFIERS))
+def test_every_registered_codec_decodes_to_what_its_encoder_reconstructed(quantizer, sparsifier):
+    spec = CodecSpec(quantizer, sparsifier=sparsifier,
+                     fraction=1.0 if sparsifier == "none" else 0.3, chunk=64)
+    x = np.random.default_rng(3).normal(0, 1, (37, 11)).astype(np.float32)
+    payload, reconstructed = encode_tensor(x, spec, seed=5, rng=np.random.default_rng(0))
+    assert len(payload) == spec.payload_size(x.size)
+    decoded = decode_tensor_parts(payload, spec, x.shape, seed=5).to_dense()
+    np.testing.assert_allclose(decoded, reconstructed, rtol=1e-6, atol=1e-6)
+
+
+def test_a_new_quantizer_is_one_registry_entry(monkeypatch):
+    from edge_sdk.protocol import codec
+    monkeypatch.setitem(QUANTIZERS, "float64", codec._Floats("<f8"))
+    spec = CodecSpec("float64", sparsifier="topk", fraction=0.5)
+    x = np.random.default_rng(4).normal(0, 1, 100).astype(np.float32)
+    payload, reconstructed = encode_tensor(x, spec, seed=1, rng=np.random.default_rng(0))
+    assert len(payload) == 4 * 50 + 8 * 50  # the gaps, then the kept values as float64
+    np.testing.assert_array_equal(decode_tensor_parts(payload, spec, (100,), 1).to_dense(),
+                                  reconstructed)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        CodecSpec("float128")
