@@ -35,7 +35,7 @@ FAST_TESTS := tests/edge_sdk/protocol tests/vectors tests/test_import_cycles.py 
 	tests/edge_sdk/test_eligibility.py tests/edge_sdk/test_batching.py \
 	tests/edge_sdk/test_vocabulary.py tests/edge_sdk/test_example_store.py \
 	tests/edge_sdk/test_import_boundaries.py tests/aggregator/test_coordinator.py \
-	tests/aggregator/test_numerics.py tests/aggregator/test_kernels.py \
+	tests/aggregator/test_numerics.py tests/aggregator/test_numerics_of_parts.py \
 	tests/aggregator/test_settings.py tests/aggregator/test_import_boundaries.py
 
 test-fast: $(STAMP)

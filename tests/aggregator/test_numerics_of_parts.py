@@ -1,4 +1,6 @@
-"""The fused accumulation path equals decoding to dense arrays and adding them."""
+"""numerics.py on decoded parts: the running sum, norms, scaling and the norm bound give
+what they give on the dense tensors, without making the parts dense (the kernels
+themselves: tests/edge_sdk/protocol/test_kernels.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +8,9 @@ import pytest
 
 from aggregator import numerics
 from aggregator.numerics import RunningSum, add_scaled, dense, global_norm, scaled, squared_norm
-from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedBatch, JoinedParts, kernels
+from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedBatch, JoinedParts
 from edge_sdk.protocol.body import decode_body
-from edge_sdk.protocol.codec import (block_map, chunk_sizes, decode_tensor_parts, encode_tensor,
+from edge_sdk.protocol.codec import (decode_tensor_parts, encode_tensor,
                                      tensor_seed)
 
 CODECS = {
@@ -66,26 +68,6 @@ def test_running_sum_of_parts_equals_the_float64_weighted_mean():
     np.testing.assert_allclose(total.mean()["w"], expected / 11.5, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_compiled_kernels_match_their_numpy_twins():
-    rng = np.random.default_rng(0)
-    n, chunk = 1000, 64
-    levels = rng.integers(0, 256, n).astype(np.uint8)
-    a, b = rng.random(16).astype(np.float32), -rng.random(16).astype(np.float32)
-    indices = np.sort(rng.choice(5000, n, replace=False))
-    for compiled, twin, args in [
-            (kernels.add_dense_levels, kernels._add_dense_levels_numpy, (levels, a, b, chunk, 1.7)),
-            (kernels.add_sparse_levels, kernels._add_sparse_levels_numpy,
-             (indices, levels, a, b, chunk, 1.7))]:
-        size = 5000 if len(args) == 6 else n
-        x, y = np.ones(size, np.float32), np.ones(size, np.float32)
-        compiled(x, *args)
-        twin(y, *args)
-        np.testing.assert_allclose(x, y, rtol=1e-5)
-    assert kernels.levels_squared_norm(levels, a, b, chunk) == pytest.approx(
-        kernels._levels_squared_norm_numpy(levels, a, b, chunk), rel=1e-6)
-
-
 def _joined(shapes, fraction: float, chunk: int, seed: int):
     """A JoinedParts update of tensors "t0", "t1", ... of `shapes` (block-coded top-k int8),
     and what each decodes to, dense."""
@@ -104,40 +86,6 @@ def _joined(shapes, fraction: float, chunk: int, seed: int):
 
 
 SHAPES = ((5 * INDEX_BLOCK + 77,), (3, 40), (1,), (2 * INDEX_BLOCK,))
-
-
-@pytest.mark.parametrize("tile_blocks", [1, 3, 256])
-def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
-    at, total = {}, 0
-    for i, shape in enumerate(SHAPES[::-1]):  # the sums' order need not be the updates'
-        at[f"t{len(SHAPES) - 1 - i}"] = total
-        total += int(np.prod(shape))
-    group, expected = [], np.zeros(total)
-    for seed, w in enumerate([1.0, 2.5, 0.3, 4.0]):  # one layout: one fraction, one chunk
-        parts, dense_each = _joined(SHAPES, 0.3, 16, seed)
-        group.append((parts, w))
-        for name, x in dense_each.items():
-            expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
-    flat = np.full(total, 0.25, np.float32)
-    batch = JoinedBatch(group[0][0], capacity=5)
-    for parts, w in group:
-        batch.put(parts, w)
-    batch.add_to(flat, at, tile_blocks)
-    assert batch.size == 0 and not batch.full
-    np.testing.assert_allclose(flat, 0.25 + expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_the_compiled_batch_kernel_matches_its_numpy_twin():
-    group = [_joined(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
-    base, restart = block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
-    args = (np.stack([x.counts for x in group]), np.concatenate([x.offsets for x in group]),
-            np.concatenate([x.levels for x in group]), np.concatenate([x.a for x in group]),
-            np.concatenate([x.b for x in group]), base, restart, 32, np.array([1.0, 0.5, 3.0]), 2)
-    x, y = np.zeros(1701 + 512, np.float32), np.zeros(1701 + 512, np.float32)
-    kernels.add_joined_levels_batch(x, *args)
-    kernels._add_joined_levels_batch_numpy(y, *args)
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def test_joined_parts_are_their_tensors_and_scale_as_a_whole():
@@ -250,19 +198,6 @@ def test_norm_over_holds_every_chunk_scale_to_the_bound():
     big = {"w": np.full(1000, 1e38, np.float32)}  # its float32 sum of squares overflows
     assert numerics.norm_over(big, 100.0) == pytest.approx(1e38 * np.sqrt(1000), rel=1e-6)
     assert numerics.norm_over({"w": np.full(4, 0.5, np.float32)}, 1.0) is None
-
-
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_the_chunked_norm_kernel_matches_its_numpy_twin():
-    parts, _ = _joined(SHAPES, 0.3, 16, 2)
-    sizes = chunk_sizes(parts.plan.kept, parts.chunk)
-    assert sizes.sum() == len(parts.levels) and len(sizes) == len(parts.a)
-    assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
-        pytest.approx(kernels._chunked_levels_squared_norm_numpy(parts.levels, parts.a, parts.b,
-                                                                 sizes), rel=1e-9)
-    top, bound = kernels.chunk_scale_bound(parts.b, sizes)
-    assert (top, bound) == pytest.approx(kernels._chunk_scale_bound_numpy(parts.b, sizes), rel=1e-12)
-    assert top == pytest.approx(float(-parts.b.min()))
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
