@@ -143,42 +143,36 @@ if COMPILED:
                 j[u], c[u], left[u] = ju, cu, lu
 
     @_jit
+    def _chunk_squared_norm(levels, lo, hi, a, b):
+        # sum over levels[lo:hi] of (l a + b)^2 = a^2 sum l^2 + 2 a b sum l + m b^2, float64,
+        # the sums of levels exact in int64
+        s1 = 0
+        s2 = 0
+        for j in range(lo, hi):
+            v = np.int64(levels[j])
+            s1 += v
+            s2 += v * v
+        ac = np.float64(a)
+        bc = np.float64(b)
+        return ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
+
+    @_jit
     def _levels_squared_norm(levels, a, b, chunk):
-        # per chunk: sum (l a + b)^2 = a^2 sum l^2 + 2 a b sum l + m b^2, sums exact in int
         n = levels.shape[0]
         total = 0.0
         for c in range(a.shape[0]):
-            lo = c * chunk
-            hi = min(n, lo + chunk)
-            s1 = 0
-            s2 = 0
-            for j in range(lo, hi):
-                v = np.int64(levels[j])
-                s1 += v
-                s2 += v * v
-            ac = np.float64(a[c])
-            bc = np.float64(b[c])
-            total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
+            total += _chunk_squared_norm(levels, c * chunk, min(n, (c + 1) * chunk), a[c], b[c])
         return total
 
     @_jit
     def _chunked_levels_squared_norm(levels, a, b, sizes):
-        # as _levels_squared_norm, with chunk c holding sizes[c] values (the joined
-        # tensors of an update: each tensor's last chunk may be short)
+        # chunk c holds sizes[c] values (the joined tensors of an update: each tensor's
+        # last chunk may be short)
         total = 0.0
         lo = 0
         for c in range(sizes.shape[0]):
-            hi = lo + sizes[c]
-            s1 = 0
-            s2 = 0
-            for j in range(lo, hi):
-                v = np.int64(levels[j])
-                s1 += v
-                s2 += v * v
-            ac = np.float64(a[c])
-            bc = np.float64(b[c])
-            total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
-            lo = hi
+            total += _chunk_squared_norm(levels, lo, lo + sizes[c], a[c], b[c])
+            lo += sizes[c]
         return total
 
     @_jit

@@ -6,39 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedBatch, JoinedParts, kernels
-from edge_sdk.protocol.body import decode_body
-from edge_sdk.protocol.codec import (block_map, chunk_sizes, decode_tensor_parts, encode_tensor,
-                                     tensor_seed)
+from edge_sdk.protocol import JoinedBatch, kernels
+from edge_sdk.protocol.codec import block_map, chunk_sizes
 
-CODECS = {
-    "float32": CodecSpec(),
-    "float16": CodecSpec("float16"),
-    "int8": CodecSpec("int8"),
-    "int4": CodecSpec("int4", chunk=64),
-    "int1-sign": CodecSpec("int1", stochastic=False),
-    "int8+rotation": CodecSpec("int8", rotate=True),
-    "topk-int8": CodecSpec("int8", sparsifier="topk", fraction=0.05),
-    "topk-int8-blocks": CodecSpec("int8", sparsifier="topk", fraction=0.05, index_coding="blocks"),
-    "topk-float16-blocks": CodecSpec("float16", sparsifier="topk", fraction=0.3,
-                                     index_coding="blocks"),
-    "topk-int8-blocks-chunk8": CodecSpec("int8", sparsifier="topk", fraction=0.4, chunk=8,
-                                         index_coding="blocks"),
-    "randk-float16": CodecSpec("float16", sparsifier="randk", fraction=0.1),
-    "topk-int2": CodecSpec("int2", sparsifier="topk", fraction=0.2, chunk=32),
-}
-
-
-def _parts(spec: CodecSpec, shape=(37, 51), seed=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 0.1, shape).astype(np.float32)
-    payload, reconstructed = encode_tensor(x, spec, seed, rng)
-    return decode_tensor_parts(payload, spec, shape, seed), reconstructed
+from tests.edge_sdk.protocol.samples import CODECS, SHAPES, decoded_parts, joined_update
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_parts_add_themselves_as_their_dense_tensor(name):
-    parts, reconstructed = _parts(CODECS[name])
+    parts, reconstructed = decoded_parts(CODECS[name])
     acc = np.full(parts.size, 0.5, np.float32)
     parts.add_into(acc, 2.5)
     np.testing.assert_allclose(acc, 0.5 + 2.5 * reconstructed.reshape(-1), rtol=1e-5, atol=1e-6)
@@ -72,29 +48,6 @@ def test_compiled_kernels_match_their_numpy_twins():
         kernels._levels_squared_norm_numpy(levels, a, b, chunk), rel=1e-6)
 
 
-def _joined(shapes, fraction: float, chunk: int, seed: int):
-    """A JoinedParts update of tensors "t0", "t1", ... of `shapes` (block-coded top-k int8),
-    and what each decodes to, dense."""
-    spec = CodecSpec("int8", sparsifier="topk", fraction=fraction, chunk=chunk,
-                     index_coding="blocks")
-    rng = np.random.default_rng(seed)
-    payloads, dense_each = [], {}
-    for i, shape in enumerate(shapes):
-        x = rng.normal(0, 0.1, shape).astype(np.float32)
-        payload, dense_each[f"t{i}"] = encode_tensor(x, spec, tensor_seed(seed, i), rng)
-        payloads.append(payload)
-    specs = tuple((f"t{i}", shape) for i, shape in enumerate(shapes))
-    parts = decode_body(memoryview(b"".join(payloads)), spec, specs, seed)
-    assert isinstance(parts, JoinedParts)
-    return parts, dense_each
-
-
-SHAPES = ((5 * INDEX_BLOCK + 77,), (3, 40), (1,), (2 * INDEX_BLOCK,))
-
-
-SHAPES = ((5 * INDEX_BLOCK + 77,), (3, 40), (1,), (2 * INDEX_BLOCK,))
-
-
 @pytest.mark.parametrize("tile_blocks", [1, 3, 256])
 def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
     at, total = {}, 0
@@ -103,7 +56,7 @@ def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
         total += int(np.prod(shape))
     group, expected = [], np.zeros(total)
     for seed, w in enumerate([1.0, 2.5, 0.3, 4.0]):  # one layout: one fraction, one chunk
-        parts, dense_each = _joined(SHAPES, 0.3, 16, seed)
+        parts, dense_each = joined_update(SHAPES, 0.3, 16, seed)
         group.append((parts, w))
         for name, x in dense_each.items():
             expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
@@ -118,7 +71,7 @@ def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
 
 @pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
 def test_the_compiled_batch_kernel_matches_its_numpy_twin():
-    group = [_joined(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
+    group = [joined_update(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
     base, restart = block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
     args = (np.stack([x.counts for x in group]), np.concatenate([x.offsets for x in group]),
             np.concatenate([x.levels for x in group]), np.concatenate([x.a for x in group]),
@@ -131,7 +84,7 @@ def test_the_compiled_batch_kernel_matches_its_numpy_twin():
 
 @pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
 def test_the_chunked_norm_kernel_matches_its_numpy_twin():
-    parts, _ = _joined(SHAPES, 0.3, 16, 2)
+    parts, _ = joined_update(SHAPES, 0.3, 16, 2)
     sizes = chunk_sizes(parts.plan.kept, parts.chunk)
     assert sizes.sum() == len(parts.levels) and len(sizes) == len(parts.a)
     assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
