@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: install demo demo-web test bench soak fuzz clean
+.PHONY: install demo demo-web lint test test-fast bench soak fuzz clean
 
 $(STAMP): pyproject.toml scripts/install.sh clients/web/package-lock.json
 	bash scripts/install.sh $(PY) $(VENV)
@@ -20,8 +20,26 @@ demo: $(STAMP)
 demo-web: $(STAMP)
 	$(BIN)/python examples/web_demo.py
 
-test: $(STAMP)
+# ruff lint and format check (settings in pyproject.toml); `make test` runs it first
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+# the fast tier (about half a minute on 2 quiet cores): the wire format and its vectors,
+# the device's pure parts, the aggregator's maths, coordinator and settings, and the
+# import rules; no server, no training. `make test` runs everything.
+FAST_TESTS := tests/edge_sdk/protocol tests/vectors tests/test_import_cycles.py \
+	tests/edge_sdk/test_eligibility.py tests/edge_sdk/test_batching.py \
+	tests/edge_sdk/test_vocabulary.py tests/edge_sdk/test_example_store.py \
+	tests/edge_sdk/test_import_boundaries.py tests/aggregator/test_coordinator.py \
+	tests/aggregator/test_numerics.py tests/aggregator/test_numerics_of_parts.py \
+	tests/aggregator/test_settings.py tests/aggregator/test_import_boundaries.py
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(FAST_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -178,16 +178,13 @@ def checked(kind: type[Message], doc: dict, status: int = 200) -> web.Response:
 def check_in_reply(service: AggregatorService, result) -> CheckInReply:
     """The check-in answer for a coordinator's decision (on the service's thread)."""
     if isinstance(result, Assignment):
-        task = service.tasks[result.task_id]
-        secagg = task.settings.secagg
-        settings = task.settings.to_json()
+        model_id, settings = service.assignment_terms(result.task_id)
         return CheckInReply(assignment=TrainingAssignment(
             result.task_id, result.round_id, result.model_version, result.deadline,
-            task.record.model_id, AssignedPlan.from_json(settings["plan"]),
-            None if secagg is None else settings["secagg"]))
+            model_id, AssignedPlan.from_json(settings["plan"]), settings.get("secagg")))
     if isinstance(result, EvalAssignment):
-        task = service.tasks[result.task_id]
+        model_id, _ = service.assignment_terms(result.task_id)
         return CheckInReply(evaluation=EvaluationAssignment(
-            result.task_id, result.model_version, result.deadline, task.record.model_id))
+            result.task_id, result.model_version, result.deadline, model_id))
     return CheckInReply(retry_at=result.retry_at,
                         retry_after_s=max(0.0, result.retry_at - service.clock.now()))

@@ -364,7 +364,7 @@ class TaskSettings(_Settings):
         import numpy as np
 
         from .server_optimizers import build_server_optimizer
-        from .stages import build_aggregation
+        from .aggregation import build_aggregation
         try:
             build_aggregation(self.aggregation(), np.random.default_rng(0))
         except (TypeError, ValueError) as e:
@@ -385,7 +385,7 @@ class TaskSettings(_Settings):
         return self.sync.goal if self.mode == "sync" else self.async_.buffer_size
 
     def aggregation(self):
-        from .stages import AggregationConfig
+        from .aggregation import AggregationConfig
         dp = None
         if self.dp is not None:
             dp = {"clip_norm": self.dp.clip_norm, "noise_multiplier": self.dp.noise_multiplier,

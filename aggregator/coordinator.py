@@ -227,13 +227,6 @@ class TaskCoordinator:
         s = self.settings
         return ComeBackLater(now + float(self.rng.uniform(s.retry_min_s, s.retry_max_s)))
 
-    def submit(self, meta: UpdateMeta, delta: Delta, now: float) -> Outcome:
-        """admit, then accept: for callers with nothing to persist in between."""
-        admission = self.admit(meta, now)
-        if isinstance(admission, Outcome):
-            return admission
-        return self.accept(meta, delta, admission)
-
     def admit(self, meta: UpdateMeta, now: float) -> Admission | Outcome:
         """Decide whether an update may join the current round/buffer, without changing
         the aggregate: an Admission (its weight), the first Outcome for a retried

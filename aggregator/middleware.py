@@ -1,7 +1,9 @@
-"""Middleware that keeps one request from hurting the next: declared body sizes checked
-before a byte of the body is read, no Content-Encoding, a deadline on reading the body,
-and per-address throttling of failed credentials. The order they run in is set in
-`build_app` (app.py):
+"""The app's cross-cutting concerns, as middleware: errors become HTTP answers (the one
+place), authentication of devices and admins with per-device rate limits, forwarding a
+task's calls to the process leading it, and what keeps one request from hurting the
+next: declared body sizes checked before a byte of the body is read, no
+Content-Encoding, a deadline on reading the body, and per-address throttling of failed
+credentials. The order they run in is set in `build_app` (app.py):
 
     errors -> request_limits -> failure_throttle -> auth -> body_deadline -> leader -> handler
 
@@ -12,19 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import ipaddress
+import json
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 
+import aiohttp
 from aiohttp import web
 
+from edge_sdk.protocol import ProtocolError
+from edge_sdk.protocol.jsontext import parse_json
+
+from .app_state import DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, run_service
 from .connections import guard_of
-from .errors import (BodyTimeout, Forbidden, LengthRequired, PayloadTooLarge, RateLimited,
-                     Unauthorized, UnsupportedEncoding)
+from .errors import (AggregatorError, BodyTimeout, Forbidden, LengthRequired, NotLeader,
+                     PayloadTooLarge, RateLimited, Unauthorized, UnsupportedEncoding, code_of,
+                     status_of)
 from .server_config import ServerConfig
 
-__all__ = ["TokenBuckets", "body_deadline", "client_address", "failure_throttle",
-           "needs_credentials", "request_limits"]
+__all__ = ["FORWARDED", "TokenBuckets", "auth_middleware", "body_deadline", "client_address",
+           "error_middleware", "failure_throttle", "leader_middleware", "needs_credentials",
+           "request_limits"]
 
 STARTED = web.RequestKey("started", float)  # loop time the app got the request's headers
 
@@ -170,3 +182,112 @@ async def close_unread(request: web.BaseRequest, response: web.StreamResponse) -
     if request.body_exists and not request.content.at_eof():
         response.force_close()
         response.headers["Connection"] = "close"  # aiohttp may have set the headers already
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """The one place errors become HTTP answers: {"error": {"code", "message", ...}}."""
+    try:
+        return await handler(request)
+    except (AggregatorError, ProtocolError) as e:
+        status = status_of(e)
+        if isinstance(e, ProtocolError):
+            request.app[METRICS].refused.labels(e.code).inc()
+        elif status in (409, 403):
+            request.app[METRICS].refused.labels(code_of(e)).inc()
+        body = {"error": {"code": code_of(e), "message": str(e), **getattr(e, "details", {})}}
+        headers = {}
+        if "retry_after_s" in getattr(e, "details", {}):  # 429, 503: the SDK retries then
+            headers["Retry-After"] = str(max(1, int(e.details["retry_after_s"])))
+        return web.json_response(body, status=status, headers=headers)
+    except web.HTTPRequestEntityTooLarge as e:
+        return web.json_response({"error": {"code": "payload_too_large", "message": str(e)}},
+                                 status=413)
+
+
+def auth_middleware(config: ServerConfig):
+    buckets = TokenBuckets(config.rate_per_s, config.burst)  # per device
+    admin_token = config.admin_token.encode()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        path = request.path
+        if path.startswith("/v1/admin"):
+            token = request.headers.get("X-Admin-Token", "")
+            # constant time; surrogatepass: any header text encodes, none matches by accident
+            if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), admin_token):
+                raise (Unauthorized if not token else Forbidden)("admin token required")
+        elif path.startswith("/v1/") and path != "/v1/enroll" and path != "/v1/status":
+            auth = request.headers.get("Authorization", "")
+            token = auth[7:] if auth.startswith("Bearer ") else None
+            if token is not None and not (token.isascii() and token.isprintable()):
+                token = None  # not a token this server issued (they are URL-safe ASCII)
+            service = request.app[SERVICE]
+            device = service.known_device(token) or await run_service(
+                request.app, service.authenticate, token)
+            wait = buckets.take(device.device_id, time.monotonic())
+            if wait:
+                raise RateLimited("too many requests", retry_after_s=wait)
+            request[DEVICE] = device
+        return await handler(request)
+    return middleware
+
+
+FORWARDED = "X-Edge-FL-Forwarded"
+
+
+def leader_middleware(led: Mapping):
+    """Task-scoped calls run where the task's coordinator runs: another process's are
+    forwarded there, once (a forwarded call this process cannot answer gets a 503 with
+    Retry-After, which devices retry). Everything else is answered here, from the store.
+
+    led: handler -> where its task is named: "path" ({task_id}), "upload" (the task of
+    the {upload_id} session) or "body" (a check-in's JSON, which may name none)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        where = led.get(request.match_info.handler)
+        service = request.app[SERVICE]
+        if where is None or not service.store.shared:
+            return await handler(request)  # a store of one process: it leads every task
+        task_id, body = await _task_of(request, where)
+        if task_id is None or service.leads(task_id) or not service.knows(task_id):
+            return await handler(request)
+        url = service.leader_url(task_id)
+        if request.headers.get(FORWARDED) or not url or url == service.address:
+            raise NotLeader(f"the process leading task {task_id!r} is not known yet",
+                            retry_after_s=1)
+        headers = {k: request.headers[k] for k in ("Authorization", "X-Admin-Token",
+                                                   "Content-Type") if k in request.headers}
+        try:
+            async with request.app[PEERS].request(
+                    request.method, url.rstrip("/") + request.path_qs, data=body,
+                    headers=headers | {FORWARDED: "1"}) as r:
+                payload = await r.read()
+                kept = {k: r.headers[k] for k in ("Content-Type", "Retry-After",
+                                                  "X-Model-Version") if k in r.headers}
+                return web.Response(status=r.status, body=payload, headers=kept)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            raise NotLeader(f"the process leading task {task_id!r} cannot be reached",
+                            retry_after_s=1) from None
+    return middleware
+
+
+async def _task_of(request: web.Request, where: str) -> tuple[str | None, bytes]:
+    """The task a led call is for (None: answer here), and the body to forward."""
+    service = request.app[SERVICE]
+    body = await request.read()
+    if where == "upload":
+        return service.upload_task(request.match_info["upload_id"]), body
+    if where == "path":
+        return request.match_info["task_id"], body
+    try:
+        doc = parse_json(body, request.app[JSON_LIMITS])
+    except ProtocolError:
+        return None, body  # the handler says what is wrong
+    task_id = doc.get("task_id") if isinstance(doc, dict) else None
+    if isinstance(doc, dict) and task_id is None:
+        task_id = service.spread_check_in()  # a check-in for any task
+        if task_id is not None:
+            body = json.dumps(doc | {"task_id": task_id}).encode()
+    return (task_id if isinstance(task_id, str) else None), body

@@ -16,7 +16,7 @@ assumptions about the fleet's check-in process, stated in the report, not enforc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +35,6 @@ class DPMean:
     adaptive_quantile: float | None = None  # e.g. 0.5: track the median update norm
     adaptive_lr: float = 0.2
     count_noise: float = 0.0  # std of the noise on the unclipped count (Andrew et al. 2021)
-    history: list = field(default_factory=list)
 
     def __post_init__(self):
         if self.clip_norm <= 0 or self.noise_multiplier < 0 or self.expected_count < 1:

@@ -3,8 +3,10 @@ every accumulator reports (result, measurements) so telemetry never mixes with r
 
 A stage is a factory: `start()` opens an accumulator for one round (or one async
 buffer); the accumulator takes whole updates one at a time (`add`) and holds one running
-sum, so memory does not grow with the number of updates. `build_aggregation` is the one
-place the stack is assembled.
+sum, so memory does not grow with the number of updates. This module holds the
+interfaces and the plain stages; the robust (robust.py) and private (privacy.py) ones
+build on them, and `aggregator.aggregation.build_aggregation` is the one place the stack
+is assembled.
 """
 from __future__ import annotations
 
@@ -75,55 +77,6 @@ class _ClipAccumulator:
         mean, inner = self.inner.result()
         return mean, inner | {"clip": {"clipped": self.clipped, "seen": self.seen,
                                        "norm": self.norm}}
-
-
-@dataclass(frozen=True)
-class AggregationConfig:
-    """The per-task aggregation stack, validated when built.
-
-    robust: {"kind": "trimmed_mean", "trim": 0.1, "buffer": 50} or {"kind": "median",
-    "buffer": 50}; dp: DP-FedAvg settings (aggregator.privacy.DPMean's fields but rng);
-    robust and dp exclude each other (the DP analysis assumes the clipped mean).
-    """
-
-    clip_norm: float | None = None
-    reject_outlier_factor: float | None = None
-    robust: dict | None = None
-    dp: dict | None = None
-
-    def __post_init__(self):
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ValueError(f"clip_norm must be > 0 or None, got {self.clip_norm}")
-        if self.robust is not None and self.dp is not None:
-            raise ValueError("choose robust aggregation or central DP, not both")
-        from .robust import ROBUST_STAGES
-        if self.robust is not None and self.robust.get("kind") not in ROBUST_STAGES:
-            raise ValueError(f"robust.kind must be one of {sorted(ROBUST_STAGES)}")
-
-
-def build_aggregation(config: AggregationConfig, rng=None) -> Stage:
-    """The composition root of the aggregation stack:
-    [Clip] -> [RejectOutliers] -> WeightedMean | TrimmedMean | CoordinateMedian | DPMean."""
-    from .privacy import DPMean
-    from .robust import ROBUST_STAGES, RejectOutliers
-    stage: Stage
-    if config.dp is not None:
-        if rng is None:
-            raise ValueError("central DP needs a random generator for its noise")
-        dp = {k: v for k, v in config.dp.items() if k in (
-            "clip_norm", "noise_multiplier", "expected_count", "adaptive_quantile",
-            "adaptive_lr", "count_noise")}
-        stage = DPMean(rng=rng, **dp)
-    elif config.robust is not None:
-        options = {k: v for k, v in config.robust.items() if k != "kind"}
-        stage = ROBUST_STAGES[config.robust["kind"]](**options)
-    else:
-        stage = WeightedMean()
-    if config.reject_outlier_factor is not None:
-        stage = RejectOutliers(config.reject_outlier_factor, stage)
-    if config.clip_norm is not None:
-        stage = Clip(config.clip_norm, stage)
-    return stage
 
 
 def stateful_stages(stage) -> list:

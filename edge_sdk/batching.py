@@ -5,8 +5,7 @@ language model: tokens int64 [T] and targets int64 [T]). Variable-length sequenc
 right-padded to the longest in the batch, rounded up to a multiple of PAD_MULTIPLE:
 inputs with 0, targets with the ignore index, so padding never counts in the loss or the
 metrics. Few distinct shapes let onnxruntime's allocator reuse its buffers; with every
-length its own shape the heap fragments (measured: 250 MB vs 175 MB peak RSS for the
-keyboard model over 40 steps).
+length its own shape the heap fragments and peak RSS grows (docs/benchmarks.md).
 """
 from __future__ import annotations
 

@@ -3,8 +3,6 @@
     EdgeSdkError
     ├── BundleError (ValueError)        a bundle or checkpoint that cannot be used
     ├── StoreError (RuntimeError)       the on-device example store failed or is corrupt
-    ├── IneligibleError (RuntimeError)  work was refused: the device is not eligible now
-    ├── TrainingAborted (RuntimeError)  training stopped early (reason code attached)
     ├── SecureAggregationFailed (RuntimeError) a secure round failed or moved on without us
     └── TransportError (ConnectionError) the server could not be reached or refused us
 """
@@ -25,18 +23,6 @@ class StoreError(EdgeSdkError, RuntimeError):
 
 class SecureAggregationFailed(EdgeSdkError, RuntimeError):
     """The secure round failed or moved on before this device's input counted."""
-
-
-class IneligibleError(EdgeSdkError, RuntimeError):
-    def __init__(self, message: str, codes: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.codes = codes
-
-
-class TrainingAborted(EdgeSdkError, RuntimeError):
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 class TransportError(EdgeSdkError, ConnectionError):

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdatePipeline
+from edge_sdk.protocol.codec import QUANTIZERS
 
 from .datasets.registry import check_spec, nearest
 from .models import LOSSES, check_optimizer
 
 # named codecs: the default (top-k 5% int8 with error feedback's help), dense floats, and
 # every dense quantizer of the protocol
-CODECS = ("default", "float32", "float16", "int8", "int4", "int2", "int1")
+CODECS = ("default", *QUANTIZERS)
 PIPELINE_KEYS = ("clip_norm", "noise_multiplier", "compression_level")
 
 

@@ -280,7 +280,6 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
         vt.spawn(lambda d=device, i=index: life(d, i))
 
     score = scorer.score if scorer is not None else Evaluator(bundle).evaluate
-    task = service.tasks[TASK]
     timeline: list[dict] = [] if resume is None else list(resume.timeline)
     progress_log = out / "timeline.jsonl"
     progress_log.write_text("".join(json.dumps(p) + "\n" for p in timeline))
@@ -288,12 +287,12 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     if timeline:  # the traffic counters go on from the last evaluation's
         stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
     started = time.perf_counter() - earlier_wall
-    bar = tqdm(total=config.max_versions, initial=task.coordinator.version, desc="model versions",
+    bar = tqdm(total=config.max_versions, initial=service.current_version(TASK), desc="model versions",
                unit="v", disable=not show_progress)
-    seen = {"version": task.coordinator.version}
+    seen = {"version": service.current_version(TASK)}
 
     def evaluate(version: int) -> None:
-        metrics = score(task.parameters, test)
+        metrics = score(service.current_parameters(TASK), test)
         timeline.append({"version": version, "sim_hours": (vt.now() - T0) / 3600,
                          "wall_s": time.perf_counter() - started,
                          **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
@@ -303,13 +302,13 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
         with progress_log.open("a") as f:  # a long run's history survives the run dying
             f.write(json.dumps(timeline[-1]) + "\n")
 
-    if not timeline or timeline[-1]["version"] != task.coordinator.version:
-        evaluate(task.coordinator.version)
+    if not timeline or timeline[-1]["version"] != service.current_version(TASK):
+        evaluate(service.current_version(TASK))
 
     def on_advance(now: float) -> bool:
         if config.transport == "inprocess":
             service.tick()
-        version = task.coordinator.version
+        version = service.current_version(TASK)
         if version != seen["version"]:
             bar.update(version - seen["version"])
             seen["version"] = version
@@ -330,15 +329,17 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             await runner.cleanup()
         for device in devices:
             device.client.store.close()
-    if timeline[-1]["version"] != task.coordinator.version:
-        evaluate(task.coordinator.version)
+    if timeline[-1]["version"] != service.current_version(TASK):
+        evaluate(service.current_version(TASK))
     describe = service.describe(TASK)
     history = service.history(TASK)
     privacy = history["versions"][-1]["metrics"]
-    service.store.close()
+    version = service.current_version(TASK)
+    final_parameters = {k: v.copy() for k, v in service.current_parameters(TASK).items()}
+    service.close()
     return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
-            "versions": task.coordinator.version, "timeline": timeline,
+            "versions": version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
             "final": timeline[-1],
@@ -346,4 +347,4 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
                          "remote_trainings": getattr(training, "trainings", None)},
-            "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}
+            "final_parameters": final_parameters}

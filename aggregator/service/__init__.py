@@ -85,6 +85,46 @@ class AggregatorService:
     def enrollment_secrets(self) -> dict[str, str]:
         return self.devices.enrollment_secrets
 
+    def task_ids(self) -> list[str]:
+        """Every task this process knows, led here or not."""
+        return list(self.table.records)
+
+    def describe_tasks(self, with_history: bool) -> list[dict]:
+        """describe() of every task, with history() when asked."""
+        return [self.describe(t) | (self.history(t) if with_history else {})
+                for t in self.task_ids()]
+
+    def led_task_ids(self) -> list[str]:
+        """The tasks this process leads (their coordinators run here)."""
+        return list(self.table.tasks)
+
+    def current_version(self, task_id: str) -> int:
+        """The model version a task led here trains now."""
+        return self.table.task(task_id).coordinator.version
+
+    def current_parameters(self, task_id: str) -> dict[str, np.ndarray]:
+        """The parameters (float32 arrays; do not mutate) of a task led here, at its
+        current version."""
+        return self.table.task(task_id).parameters
+
+    def dropouts(self, task_id: str) -> dict[str, int]:
+        """Devices dropped from a task led here, by reason, since it started."""
+        return dict(self.table.task(task_id).coordinator.funnel.dropped)
+
+    def heldout_results(self, task_id: str) -> dict[int, dict]:
+        """version -> the held-out evaluator's metrics of that version."""
+        self.table.record(task_id)
+        return self.store.heldout_results(task_id)
+
+    def assignment_terms(self, task_id: str) -> tuple[str, dict]:
+        """(model_id, settings as JSON) of a task led here: what an assignment carries."""
+        task = self.table.task(task_id)
+        return task.record.model_id, task.settings.to_json()
+
+    def close(self) -> None:
+        """Close the store (the service is not used afterwards)."""
+        self.store.close()
+
     def leader_url(self, task_id: str) -> str | None:
         """Where the process leading `task_id` is reached (None: unknown)."""
         return self.store.leader_url(task_id)

@@ -23,7 +23,7 @@ from edge_sdk.protocol.typedjson import BadField
 from ..config import TaskSettings
 from ..coordinator import Admission, TaskCoordinator
 from ..errors import NotFound, NotLeader, StoreUnavailable, TaskFailed
-from ..stages import build_aggregation
+from ..aggregation import build_aggregation
 from ..store import Store, TaskRecord
 from .text import printable
 

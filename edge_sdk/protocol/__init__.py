@@ -4,11 +4,11 @@ stdlib + numpy + zstandard + cryptography + PyNaCl (libsodium) only; the aggrega
 it too. The JSON messages are typed in `messages` (import it as a module: its names
 are the API's vocabulary, not the wire format's).
 """
-from .body import JoinedParts
-from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions, decode_tensor,
+from .body import JoinedBatch, JoinedParts
+from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, block_positions,
                     encode_tensor)
 from .error_feedback import ErrorFeedback
-from .errors import (ALL_ERRORS, BadChecksum, BadField, BadMagic, BadPayload, BadSignature,
+from .errors import (BadChecksum, BadField, BadMagic, BadPayload, BadSignature,
                      JsonLimitExceeded, MalformedHeader, MalformedJson, NonFinite, ProtocolError,
                      ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
 from .jsontext import JsonLimits, parse_json
@@ -24,19 +24,18 @@ DEFAULT_CODEC = CodecSpec(quantizer="int8", sparsifier="topk", fraction=0.05,
 """The default for the keyboard model: the 5% largest coordinates, int8 with per-chunk
 scales, their positions as a count per 256-coordinate block and a byte each, with the
 device's error feedback carrying the rest to the next round (sparsified SGD with memory,
-Stich et al. 2018; Aji & Heafield 2017). On a real keyboard_cifg delta: 1/57 of float32
-bytes at 0.32 relative L2 error per round (bench/codec_bench.py); 1-bit sign codes go to
-1/112 but at 0.82 error, too lossy a default before the simulator measures its accuracy
-cost."""
+Stich et al. 2018; Aji & Heafield 2017). 1-bit sign codes are smaller still but far
+lossier per round, too lossy a default before the simulator measures its accuracy cost
+(sizes and errors: bench/codec_bench.py, docs/benchmarks.md)."""
 
 __all__ = [
-    "ALL_ERRORS", "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
+    "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
     "CheckedUpdate", "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor",
     "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK",
-    "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
+    "JoinedBatch", "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
     "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
     "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
-    "clip_by_global_norm", "decode_parameters", "decode_tensor", "decode_update",
+    "clip_by_global_norm", "decode_parameters", "decode_update",
     "encode_parameters", "encode_tensor", "encode_update", "generate_signing_key",
     "global_norm", "open_update", "parse_json", "peek_update", "public_key_of", "sign",
     "verify",

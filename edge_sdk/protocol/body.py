@@ -5,20 +5,30 @@ Block-coded top-k int8 bodies (the default codec's) are decoded as one `JoinedPa
 every tensor's counts, offsets, levels and scales joined into four arrays, checked with a
 fixed number of numpy calls per update (tensor by tensor costs about twenty per tensor),
 and handed on as they are, so a consumer can add a whole update, or a batch of them, in one
-pass. Other codecs are decoded tensor by tensor.
+pass (`JoinedBatch`). Other codecs are decoded tensor by tensor.
 """
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import quantization as q
-from .codec import (INDEX_BLOCK, CodecSpec, DecodedTensor, _layout, decode_tensor_parts,
-                    tensor_seed)
+from .codec import (
+    INDEX_BLOCK,
+    INDEX_CODINGS,
+    LEVEL_REACH_SQUARED,
+    CodecSpec,
+    DecodedTensor,
+    _layout,
+    block_map,
+    chunk_sizes,
+    decode_tensor_parts,
+    tensor_seed,
+)
 from .errors import BadPayload, NonFinite
 
 
@@ -84,6 +94,77 @@ class JoinedParts(Mapping):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    # -- what a consumer fuses into its own pass, over all tensors at once ---------------
+    def scaled(self, factor: float) -> JoinedParts:
+        """This update times `factor`, still joined (the factor joins the multiplier)."""
+        return replace(self, multiplier=self.multiplier * factor)
+
+    def squared_norm(self) -> float:
+        """sum of (l a_c + b_c)^2 over every kept value, float64, in one pass over the
+        joined levels, times the multiplier squared."""
+        from . import kernels  # numba, on servers only: loaded at first use
+        sizes = chunk_sizes(self.plan.kept, self.chunk)
+        return kernels.chunked_levels_squared_norm(self.levels, self.a, self.b,
+                                                   sizes) * self.multiplier ** 2
+
+    def norm_bound(self) -> tuple[float, float]:
+        """(the largest magnitude a value may have, an upper bound of squared_norm()),
+        from one pass over the chunk scales (b is -scale of each chunk), no level read."""
+        from . import kernels
+        m = abs(self.multiplier)
+        scale, bound = kernels.chunk_scale_bound(self.b, chunk_sizes(self.plan.kept,
+                                                                     self.chunk))
+        return scale * m, bound * LEVEL_REACH_SQUARED * m * m
+
+
+class JoinedBatch:
+    """Up to `capacity` JoinedParts updates of one layout, copied as they arrive (while
+    they are still in cache) into arrays laid out for kernels.add_joined_levels_batch, so
+    adding the batch copies nothing more; `bytes_per_update` says what each holds."""
+
+    def __init__(self, first: JoinedParts, capacity: int):
+        self.layout, self.names, self.chunk = first.layout, first.names, first.chunk
+        self.blocks, self.chunks = first.blocks, first.chunks
+        # one row per update; rows [:size] read as one array are what the kernel takes
+        self.counts = np.empty((capacity, len(first.counts)), np.uint16)
+        self.offsets = np.empty((capacity, len(first.offsets)), np.uint8)
+        self.levels = np.empty((capacity, len(first.levels)), np.uint8)
+        self.a = np.empty((capacity, len(first.a)), np.float32)
+        self.b = np.empty((capacity, len(first.b)), np.float32)
+        self.weights = np.empty(capacity, np.float64)
+        self.size = 0
+
+    @staticmethod
+    def bytes_per_update(x: JoinedParts) -> int:
+        return x.counts.nbytes + x.offsets.nbytes + x.levels.nbytes + x.a.nbytes + x.b.nbytes
+
+    @property
+    def full(self) -> bool:
+        return self.size == len(self.weights)
+
+    def put(self, x: JoinedParts, weight: float) -> None:
+        """Hold w * x, weight = w x.multiplier."""
+        if x.layout != self.layout:  # the kernel trusts the layout
+            raise ValueError("a batch of joined updates must share one layout")
+        i = self.size
+        self.counts[i], self.offsets[i], self.levels[i] = x.counts, x.offsets, x.levels
+        self.a[i], self.b[i], self.weights[i] = x.a, x.b, weight
+        self.size += 1
+
+    def add_to(self, flat: np.ndarray, at: dict[str, int], tile_blocks: int | None = None) -> None:
+        """flat (float32 [n]; mutated) += the held updates, tensor `name`'s sum starting
+        at flat[at[name]]; the batch is empty afterwards."""
+        from . import kernels
+        n = self.size
+        if n:
+            base, restart = block_map(self.blocks, self.chunks,
+                                      tuple(at[name] for name in self.names))
+            kernels.add_joined_levels_batch(
+                flat, self.counts[:n], self.offsets[:n].reshape(-1), self.levels[:n].reshape(-1),
+                self.a[:n].reshape(-1), self.b[:n].reshape(-1), base, restart, self.chunk,
+                self.weights[:n], tile_blocks or kernels.TILE_BLOCKS)
+        self.size = 0
 
 
 def decode_body(raw, spec: CodecSpec, specs: tuple, message_seed: int) -> Mapping:
@@ -174,7 +255,8 @@ class _BodyPlan:
 
 @functools.lru_cache(maxsize=64)  # a few codecs x models per server
 def _body_plan(spec: CodecSpec, shapes: tuple) -> _BodyPlan | None:
-    joined = (spec.sparsifier == "topk" and spec.index_coding == "blocks" and spec.bits == 8
+    # the index coding says whether its tensors can be joined; the kernels take 8-bit levels
+    joined = (INDEX_CODINGS[spec.index_coding].joinable and spec.bits == 8
               and not spec.rotate and shapes and all(math.prod(s) >= 1 for s in shapes))
     if not joined:
         return None

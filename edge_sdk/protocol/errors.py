@@ -101,7 +101,3 @@ class BadField(MalformedJson):
             return self
         return BadField(f"{prefix}.{self.field}" if self.field else prefix, self.message)
 
-
-ALL_ERRORS = (Truncated, BadMagic, UnsupportedVersion, TooLarge, MalformedHeader, BadChecksum,
-              BadSignature, ShapeMismatch, NonFinite, BadPayload, MalformedJson,
-              JsonLimitExceeded, BadField)

@@ -148,9 +148,6 @@ class DecodedUpdate:
     tensors: Mapping[str, np.ndarray] | None  # None when a sink received them
 
 
-Spec = dict  # {"name": str, "shape": [int, ...]} as in the bundle manifest
-
-
 def _specs(specs: Iterable) -> list[tuple[str, tuple[int, ...]]]:
     out = []
     for s in specs:

@@ -2,7 +2,7 @@
 whose public half they registered at enrollment.
 
 libsodium rather than OpenSSL because the server verifies one signature per update on its
-hottest path: 55 us against 105-115 us per verification on the development VM. Ed25519 is
+hottest path, and libsodium verifies faster (docs/benchmarks.md). Ed25519 is
 deterministic, so both produce the same signatures from the same 32-byte private key (the
 RFC's seed); libsodium is the stricter verifier (it also refuses small-order keys and
 non-canonical encodings, which honest devices never produce).

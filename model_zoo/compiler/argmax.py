@@ -1,9 +1,9 @@
 """Row-wise arg-max with PyTorch's tie rule (the first maximal index), fast for wide rows.
 
-ONNX Runtime's ArgMax walks a row one element at a time: 3.1 ms for [320, 10000] against
-0.5 ms for ReduceMax (1 thread). For wide rows the arg-max is taken in two stages over
-blocks of b columns: the first block holding the row maximum (ArgMax over the block
-maxima), then the first maximal index inside that block. Both stages pick first indices,
+ONNX Runtime's ArgMax walks a row one element at a time, several times slower than
+ReduceMax on wide rows (docs/benchmarks.md). For wide rows the arg-max is taken in two
+stages over blocks of b columns: the first block holding the row maximum (ArgMax over
+the block maxima), then the first maximal index inside that block. Both stages pick first indices,
 so the result is the first maximal index of the row, as torch.argmax returns.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from aggregator.app import OPENAPI
+from aggregator.routes import OPENAPI
 from aggregator.config import TaskSettings
 from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import generate_signing_key, public_key_of

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from aggregator.config import AsyncSettings, SyncSettings, TaskSettings
-from aggregator.coordinator import Assignment, ComeBackLater, TaskCoordinator
+from aggregator.coordinator import Assignment, ComeBackLater, Outcome, TaskCoordinator
 from aggregator.errors import NotSelected, RoundClosed, StaleVersion
 from aggregator.numerics import polynomial_staleness
 from aggregator.stages import WeightedMean
@@ -22,6 +22,12 @@ def _coordinator(mode="sync", now=0.0, **kw):
 
 def _meta(device, version, key=None, n=10):
     return UpdateMeta("t", "m", version, device, key or f"{device}-{version}", n)
+
+
+def _submit(c, meta, delta, now):
+    """The service's path: admit (it persists the update here), then accept."""
+    admission = c.admit(meta, now)
+    return admission if isinstance(admission, Outcome) else c.accept(meta, delta, admission)
 
 
 def _delta(value):
@@ -45,7 +51,7 @@ def test_sync_round_commits_at_goal_with_30_percent_dropouts():
     dropped = devices[:3]  # 3 of 13 selected never report (about 25%); one more fails
     c.report_failure(devices[3], "eligibility_lost", 2.0)
     for i, d in enumerate(devices[4:]):
-        c.submit(_meta(d, 0), _delta(float(i)), 3.0)
+        _submit(c, _meta(d, 0), _delta(float(i)), 3.0)
     assert c.accepted == 9 and not c.ready_to_commit()
     c.tick(1000.0)  # report deadline: 9 >= 70% of 10 -> commit what we have
     assert c.ready_to_commit()
@@ -60,7 +66,7 @@ def test_sync_round_below_minimum_is_abandoned_and_rerun():
     for i in range(13):
         c.check_in(f"d{i}", 1.0)
     for i in range(5):
-        c.submit(_meta(f"d{i}", 0), _delta(1.0), 2.0)
+        _submit(c, _meta(f"d{i}", 0), _delta(1.0), 2.0)
     c.tick(10_000.0)
     assert c.version == 0 and c.round_id == 2 and c.accepted == 0
     assert any(e["event"] == "round_abandoned" for e in c.events)
@@ -71,8 +77,8 @@ def test_updates_are_weighted_by_examples():
     c = _coordinator(sync={"goal": 2, "overselect": 1.0})
     c.check_in("a", 0.0)
     c.check_in("b", 0.0)
-    c.submit(_meta("a", 0, n=1), _delta(0.0), 1.0)
-    c.submit(_meta("b", 0, n=3), _delta(4.0), 1.0)
+    _submit(c, _meta("a", 0, n=1), _delta(0.0), 1.0)
+    _submit(c, _meta("b", 0, n=3), _delta(4.0), 1.0)
     mean, _ = c.take_aggregate(1.0)
     np.testing.assert_allclose(mean["w"], 3.0)
 
@@ -80,22 +86,22 @@ def test_updates_are_weighted_by_examples():
 def test_retries_are_never_double_counted():
     c = _coordinator(sync={"goal": 3})
     c.check_in("a", 0.0)
-    first = c.submit(_meta("a", 0, key="k"), _delta(1.0), 1.0)
-    again = c.submit(_meta("a", 0, key="k"), _delta(1.0), 2.0)
+    first = _submit(c, _meta("a", 0, key="k"), _delta(1.0), 1.0)
+    again = _submit(c, _meta("a", 0, key="k"), _delta(1.0), 2.0)
     assert first.status == "accepted" and again.status == "duplicate" and c.accepted == 1
 
 
 def test_rejections_name_the_problem():
     c = _coordinator(sync={"goal": 3})
     with pytest.raises(NotSelected):
-        c.submit(_meta("stranger", 0), _delta(1.0), 1.0)
+        _submit(c, _meta("stranger", 0), _delta(1.0), 1.0)
     c.check_in("a", 0.0)
     with pytest.raises(StaleVersion) as err:
-        c.submit(_meta("a", 5), _delta(1.0), 1.0)
+        _submit(c, _meta("a", 5), _delta(1.0), 1.0)
     assert err.value.details["current_version"] == 0
     c.check_in("b", 0.0)
     with pytest.raises(RoundClosed):
-        c.submit(_meta("b", 0), _delta(1.0), 100_000.0)
+        _submit(c, _meta("b", 0), _delta(1.0), 100_000.0)
 
 
 def test_async_versions_every_buffer_with_staleness_weights():
@@ -103,21 +109,21 @@ def test_async_versions_every_buffer_with_staleness_weights():
     for d in "abcd":
         assert isinstance(c.check_in(d, 0.0), Assignment)
     assert isinstance(c.check_in("e", 0.0), ComeBackLater)  # concurrency reached
-    c.submit(_meta("a", 0), _delta(1.0), 1.0)
-    out = c.submit(_meta("b", 0), _delta(1.0), 1.0)
+    _submit(c, _meta("a", 0), _delta(1.0), 1.0)
+    out = _submit(c, _meta("b", 0), _delta(1.0), 1.0)
     assert out.ready_to_commit
     c.take_aggregate(1.0)
     assert c.version == 1
-    late = c.submit(_meta("c", 0), _delta(1.0), 2.0)  # one version behind
+    late = _submit(c, _meta("c", 0), _delta(1.0), 2.0)  # one version behind
     assert late.staleness == 1 and late.weight == 10
     c.check_in("e", 3.0)
-    c.submit(_meta("e", 1), _delta(1.0), 3.0)
+    _submit(c, _meta("e", 1), _delta(1.0), 3.0)
     mean, _ = c.take_aggregate(3.0)  # version 2 now; d trained on 0: 2 behind > max 1
     # FedBuff's discount is absolute: one fresh and one stale delta of 1 average to
     # (1 + 1/sqrt(2)) / 2, not 1
     np.testing.assert_allclose(mean["w"], (1 + polynomial_staleness(1)) / 2, rtol=1e-6)
     with pytest.raises(StaleVersion):
-        c.submit(_meta("d", 0), _delta(1.0), 4.0)
+        _submit(c, _meta("d", 0), _delta(1.0), 4.0)
 
 
 class CoordinatorMachine(RuleBasedStateMachine):
@@ -152,7 +158,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         version = assigned[0] if assigned else max(0, self.c.version - lag)
         key = f"d{device}-r{self.c.round_id}" + ("" if retry else f"-{self.now}")
         try:
-            out = self.c.submit(_meta(f"d{device}", version, key), _delta(1.0), self.now)
+            out = _submit(self.c, _meta(f"d{device}", version, key), _delta(1.0), self.now)
         except (NotSelected, StaleVersion, RoundClosed):
             return
         if out.status == "accepted":
@@ -200,7 +206,7 @@ def test_async_lets_a_device_contribute_again_to_the_same_buffer():
     c = _coordinator("async", async_={"concurrency": 2, "buffer_size": 5})
     for j in range(3):
         c.check_in("a", float(j))
-        assert c.submit(_meta("a", 0, key=f"a{j}"), _delta(1.0), float(j)).status == "accepted"
+        assert _submit(c, _meta("a", 0, key=f"a{j}"), _delta(1.0), float(j)).status == "accepted"
     assert c.accepted == 3
 
 
@@ -208,8 +214,8 @@ def test_claimed_weights_are_capped_per_task():
     c = _coordinator(sync={"goal": 2, "overselect": 1.0}, max_examples=100)
     c.check_in("a", 0.0)
     c.check_in("b", 0.0)
-    assert c.submit(_meta("a", 0, n=10**15), _delta(1.0), 1.0).weight == 100
-    assert c.submit(_meta("b", 0, n=100), _delta(3.0), 1.0).weight == 100
+    assert _submit(c, _meta("a", 0, n=10**15), _delta(1.0), 1.0).weight == 100
+    assert _submit(c, _meta("b", 0, n=100), _delta(3.0), 1.0).weight == 100
     mean, _ = c.take_aggregate(1.0)
     np.testing.assert_allclose(mean["w"], 2.0)
 
@@ -218,9 +224,9 @@ def test_the_same_key_from_two_devices_is_two_updates():
     c = _coordinator(sync={"goal": 3, "overselect": 1.0})
     for d in "ab":
         c.check_in(d, 0.0)
-    assert c.submit(_meta("a", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
-    assert c.submit(_meta("b", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
-    assert c.submit(_meta("b", 0, key="k"), _delta(1.0), 1.0).status == "duplicate"
+    assert _submit(c, _meta("a", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
+    assert _submit(c, _meta("b", 0, key="k"), _delta(1.0), 1.0).status == "accepted"
+    assert _submit(c, _meta("b", 0, key="k"), _delta(1.0), 1.0).status == "duplicate"
     assert c.accepted == 2
 
 
@@ -230,8 +236,8 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
                      async_={"buffer_size": 2, "concurrency": 3})
     for d in "abc":
         c.check_in(d, 0.0)
-    c.submit(_meta("a", 0), _delta(1.0), 1.0)
-    c.submit(_meta("b", 0), _delta(np.inf), 1.0)
+    _submit(c, _meta("a", 0), _delta(1.0), 1.0)
+    _submit(c, _meta("b", 0), _delta(np.inf), 1.0)
     mean, _ = c.close_aggregate()
     assert not np.isfinite(mean["w"]).all()
     c.refuse_version("aggregate_not_finite", 2.0)
@@ -241,21 +247,21 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
                      "reason": "aggregate_not_finite", "at": 2.0}
     if mode == "sync":
         with pytest.raises(RoundClosed):  # the refused round is over for its devices
-            c.submit(_meta("a", 0, key="again"), _delta(2.0), 3.0)
+            _submit(c, _meta("a", 0, key="again"), _delta(2.0), 3.0)
         for d in "ac":  # a new round of version 0
             assert isinstance(c.check_in(d, 3.0), Assignment)
     else:  # the device still in flight goes on; the others may take part again
         assert set(c.assigned) == {"c"}
         assert isinstance(c.check_in("a", 3.0), Assignment)
-    c.submit(_meta("c", 0), _delta(2.0), 3.0)
-    c.submit(_meta("a", 0, key="again"), _delta(2.0), 3.0)
+    _submit(c, _meta("c", 0), _delta(2.0), 3.0)
+    _submit(c, _meta("a", 0, key="again"), _delta(2.0), 3.0)
     mean, _ = c.take_aggregate(4.0)
     np.testing.assert_allclose(mean["w"], 2.0)
     assert c.version == 1
 
 
 def test_a_refused_version_puts_adaptive_clipping_back():
-    from aggregator.stages import build_aggregation
+    from aggregator.aggregation import build_aggregation
     settings = TaskSettings.from_json({"sync": {"goal": 2, "overselect": 1.0}, "dp": {
         "clip_norm": 1.0, "noise_multiplier": 1e-6, "population": 100,
         "adaptive_quantile": 0.5}})
@@ -263,7 +269,7 @@ def test_a_refused_version_puts_adaptive_clipping_back():
     c = TaskCoordinator("t", settings, 0, build_aggregation(settings.aggregation(), rng), rng, 0.0)
     for d in "ab":
         c.check_in(d, 0.0)
-        c.submit(_meta(d, 0), _delta(0.01), 1.0)  # both under the clip: it adapts down
+        _submit(c, _meta(d, 0), _delta(0.01), 1.0)  # both under the clip: it adapts down
     c.close_aggregate()
     assert c.stage.clip_norm < 1.0
     c.refuse_version("aggregate_not_finite", 2.0)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from aggregator.app import OPERATIONS, ServerConfig, build_app, make_service
+from aggregator.app import ServerConfig, build_app, make_service
+from aggregator.routes import OPERATIONS
 from aggregator.app_state import run_service
 from edge_sdk.clock import FakeClock
 from edge_sdk.protocol import generate_signing_key, public_key_of

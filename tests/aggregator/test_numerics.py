@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from aggregator.numerics import RunningSum, global_norm, hinge_staleness, polynomial_staleness
 from aggregator.server_optimizers import FedAdam, FedAvg, FedAvgM, FedYogi, build_server_optimizer
-from aggregator.stages import AggregationConfig, Clip, WeightedMean, build_aggregation
+from aggregator.aggregation import AggregationConfig, build_aggregation
+from aggregator.stages import Clip, WeightedMean
 
 
 @settings(max_examples=50, deadline=None)

@@ -7,7 +7,7 @@ from typing import Literal
 
 import aiohttp
 
-from aggregator.app import OPENAPI, OPERATIONS
+from aggregator.routes import OPENAPI, OPERATIONS
 from aggregator.config import TaskSettings
 from aggregator.openapi import schema_of
 from edge_sdk.clock import FakeClock

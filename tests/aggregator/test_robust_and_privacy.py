@@ -7,7 +7,8 @@ from dp_accounting import dp_event, rdp
 from aggregator.config import DPSettings, SyncSettings, TaskSettings
 from aggregator.privacy import DPMean, PrivacyAccountant
 from aggregator.robust import CoordinateMedian, RejectOutliers, TrimmedMean
-from aggregator.stages import AggregationConfig, Clip, WeightedMean, build_aggregation, stateful_stages
+from aggregator.aggregation import AggregationConfig, build_aggregation
+from aggregator.stages import Clip, WeightedMean, stateful_stages
 
 
 def _d(*values):

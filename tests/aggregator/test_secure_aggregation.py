@@ -29,7 +29,7 @@ def _group(n: int, length: int, rng):
     clients, vectors = {}, {}
     for i in range(n):
         c = SecAggClient(0, 0, FixedPoint(SETTINGS.clip, SETTINGS.frac_bits))
-        x = secure.advertise(f"d{i}", *c.advertise(), now=1.0)
+        secure.advertise(f"d{i}", *c.advertise(), now=1.0)
         clients[f"d{i}"] = c
         vectors[f"d{i}"] = rng.uniform(-0.2, 0.2, length).astype(np.float32)
     assert secure.phase == "sharing"

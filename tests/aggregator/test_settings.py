@@ -14,7 +14,7 @@ from aggregator.config import (DPSettings, LrDecaySettings, PlanSettings, Robust
                                TaskSettings, reference_table)
 from aggregator.server_config import HeldoutEntry, ServerConfig
 from aggregator.server_optimizers import SERVER_OPTIMIZERS, build_server_optimizer
-from aggregator.stages import build_aggregation
+from aggregator.aggregation import build_aggregation
 from edge_sdk.protocol import ProtocolError
 from edge_sdk.protocol.typedjson import BadField
 

@@ -6,7 +6,6 @@ import csv
 import json
 
 import numpy as np
-import pytest
 
 from fleet.config import SimulationConfig
 from fleet.run import run

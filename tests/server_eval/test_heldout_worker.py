@@ -9,7 +9,6 @@ import sys
 import time
 
 import aiohttp
-import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle
@@ -69,8 +68,10 @@ def test_each_new_version_is_evaluated_once_and_kept_in_the_history(bundle, tmp_
 def test_bad_heldout_reports_are_refused_and_the_first_report_stands(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS) as env:
-            post = lambda v, doc: admin(env.session, env.url, "POST",  # noqa: E731
-                                        f"/v1/admin/tasks/kb/versions/{v}/heldout", doc)
+            def post(v, doc):
+                return admin(env.session, env.url, "POST",
+                             f"/v1/admin/tasks/kb/versions/{v}/heldout", doc)
+
             answers = [await post(0, {"metrics": {"accuracy": "high"}}),
                        await post(0, {"metrics": {}}),
                        await post(0, {"accuracy": 0.5}),

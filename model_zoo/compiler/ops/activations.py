@@ -13,7 +13,7 @@ class Relu(Op):
 
     def backward(self, g, grad_outputs, needs_grad):
         # a float mask and Mul: Where with a scalar branch runs element by element in ONNX
-        # Runtime (1.06 ms against 0.21 ms on [10, 32, 28, 28], 1 thread)
+        # Runtime, several times slower than Mul (docs/benchmarks.md)
         positive = g.op("Cast", g.op("Greater", self.y, g.const(0.0)), to=1)
         return [g.op("Mul", grad_outputs[0], positive)]
 

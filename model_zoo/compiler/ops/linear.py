@@ -24,7 +24,7 @@ class Linear(Op):
         self.x, self.w = x, w
         b = inputs[2] if self.has_bias else None
         # Gemm(x, W^T) for every size: (W x^T)^T is faster for a few rows and a large W
-        # (1.4 vs 1.8 ms for femnist's dense layer at batch 10) but ONNX Runtime then sums
+        # (docs/benchmarks.md) but ONNX Runtime then sums
         # in longer float32 chains, twice the rounding error of this form and of PyTorch
         y = g.op("Gemm", self._rows(g, x, self.in_features), w, *([b] if b else []), transB=1)
         if self.input_rank == 2:

@@ -13,9 +13,8 @@ weight gradients and the input gradient after it.
 The loops run feature-major: states are [F, B] and each step multiplies W_hh [nH, P] by
 h [P, B]. ONNX Runtime's Gemm (MLAS) repacks its right operand on every call, and W is
 not a constant it could pack once; with the small h on the right only h is repacked and W
-is read in place. For shakespeare_char's [10, 256] x [256, 1024] step that is 58 us
-instead of 76 us per product (a Scan of products only, thread CPU time, 1 thread), and
-there are 320 per train step. Gate blocks are
+is read in place, which is measurably faster per product (docs/benchmarks.md), and
+there are hundreds of products per train step. Gate blocks are
 contiguous rows of [nH, B], so Split and Concat move whole blocks.
 """
 from __future__ import annotations
@@ -89,8 +88,8 @@ class LstmLayer:
     def _coefficients(self, b, c, i, f, gg, o, tc):
         """The backward loop's per-step factors, computed where the gates are at hand:
         dgates = [dc, dc, (dc,) dm] * coef_gates, dc = dc_next + dm * coef_c, and f.
-        Here they cost shakespeare_char 1.2 ms per layer (15 nodes x 80 steps); as about
-        20 passes over [T, H, B] after the loop they cost more: the step is 1 ms faster."""
+        Here they cost a few nodes per step; as about 20 passes over [T, H, B] after the
+        loop they cost more (docs/benchmarks.md)."""
         one = b.const(1.0)
         sig_slope = lambda a: b.op("Mul", a, b.op("Sub", one, a))  # noqa: E731
         tanh_slope = lambda a: b.op("Sub", one, b.op("Mul", a, a))  # noqa: E731

@@ -1,43 +1,20 @@
-"""The fused accumulation path equals decoding to dense arrays and adding them."""
+"""numerics.py on decoded parts: the running sum, norms, scaling and the norm bound give
+what they give on the dense tensors, without making the parts dense (the kernels
+themselves: tests/edge_sdk/protocol/test_kernels.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from aggregator import kernels, numerics
+from aggregator import numerics
 from aggregator.numerics import RunningSum, add_scaled, dense, global_norm, scaled, squared_norm
-from edge_sdk.protocol import INDEX_BLOCK, CodecSpec, JoinedParts
-from edge_sdk.protocol.body import decode_body
-from edge_sdk.protocol.codec import decode_tensor_parts, encode_tensor, tensor_seed
-
-CODECS = {
-    "float32": CodecSpec(),
-    "float16": CodecSpec("float16"),
-    "int8": CodecSpec("int8"),
-    "int4": CodecSpec("int4", chunk=64),
-    "int1-sign": CodecSpec("int1", stochastic=False),
-    "int8+rotation": CodecSpec("int8", rotate=True),
-    "topk-int8": CodecSpec("int8", sparsifier="topk", fraction=0.05),
-    "topk-int8-blocks": CodecSpec("int8", sparsifier="topk", fraction=0.05, index_coding="blocks"),
-    "topk-float16-blocks": CodecSpec("float16", sparsifier="topk", fraction=0.3,
-                                     index_coding="blocks"),
-    "topk-int8-blocks-chunk8": CodecSpec("int8", sparsifier="topk", fraction=0.4, chunk=8,
-                                         index_coding="blocks"),
-    "randk-float16": CodecSpec("float16", sparsifier="randk", fraction=0.1),
-    "topk-int2": CodecSpec("int2", sparsifier="topk", fraction=0.2, chunk=32),
-}
-
-
-def _parts(spec: CodecSpec, shape=(37, 51), seed=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(0, 0.1, shape).astype(np.float32)
-    payload, reconstructed = encode_tensor(x, spec, seed, rng)
-    return decode_tensor_parts(payload, spec, shape, seed), reconstructed
+from edge_sdk.protocol import JoinedBatch, JoinedParts
+from tests.edge_sdk.protocol.samples import CODECS, SHAPES, decoded_parts, joined_update
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_adding_parts_equals_adding_the_dense_tensor(name):
-    parts, reconstructed = _parts(CODECS[name])
+    parts, reconstructed = decoded_parts(CODECS[name])
     np.testing.assert_array_equal(dense(parts), reconstructed)
     acc = np.full(parts.shape, 0.5, np.float32)
     add_scaled(acc, parts, 2.5)
@@ -46,7 +23,7 @@ def test_adding_parts_equals_adding_the_dense_tensor(name):
 
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_norm_and_scaling_of_parts_match_the_dense_tensor(name):
-    parts, reconstructed = _parts(CODECS[name])
+    parts, reconstructed = decoded_parts(CODECS[name])
     assert squared_norm(parts) == pytest.approx(float(np.vdot(reconstructed, reconstructed)), rel=1e-5)
     half = scaled(parts, 0.5)
     assert type(half) is type(parts)  # still parts: nothing was made dense
@@ -59,88 +36,14 @@ def test_running_sum_of_parts_equals_the_float64_weighted_mean():
     total = RunningSum()
     expected = np.zeros((37, 51))
     for seed, w in enumerate([1.0, 3.0, 0.5, 7.0]):
-        parts, reconstructed = _parts(CODECS["topk-int8" if seed % 2 else "int8"], seed=seed)
+        parts, reconstructed = decoded_parts(CODECS["topk-int8" if seed % 2 else "int8"], seed=seed)
         total.add({"w": parts}, w)
         expected += w * reconstructed.astype(np.float64)
     np.testing.assert_allclose(total.mean()["w"], expected / 11.5, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_compiled_kernels_match_their_numpy_twins():
-    rng = np.random.default_rng(0)
-    n, chunk = 1000, 64
-    levels = rng.integers(0, 256, n).astype(np.uint8)
-    a, b = rng.random(16).astype(np.float32), -rng.random(16).astype(np.float32)
-    indices = np.sort(rng.choice(5000, n, replace=False))
-    for compiled, twin, args in [
-            (kernels.add_dense_levels, kernels._add_dense_levels_numpy, (levels, a, b, chunk, 1.7)),
-            (kernels.add_sparse_levels, kernels._add_sparse_levels_numpy,
-             (indices, levels, a, b, chunk, 1.7))]:
-        size = 5000 if len(args) == 6 else n
-        x, y = np.ones(size, np.float32), np.ones(size, np.float32)
-        compiled(x, *args)
-        twin(y, *args)
-        np.testing.assert_allclose(x, y, rtol=1e-5)
-    assert kernels.levels_squared_norm(levels, a, b, chunk) == pytest.approx(
-        kernels._levels_squared_norm_numpy(levels, a, b, chunk), rel=1e-6)
-
-
-def _joined(shapes, fraction: float, chunk: int, seed: int):
-    """A JoinedParts update of tensors "t0", "t1", ... of `shapes` (block-coded top-k int8),
-    and what each decodes to, dense."""
-    spec = CodecSpec("int8", sparsifier="topk", fraction=fraction, chunk=chunk,
-                     index_coding="blocks")
-    rng = np.random.default_rng(seed)
-    payloads, dense_each = [], {}
-    for i, shape in enumerate(shapes):
-        x = rng.normal(0, 0.1, shape).astype(np.float32)
-        payload, dense_each[f"t{i}"] = encode_tensor(x, spec, tensor_seed(seed, i), rng)
-        payloads.append(payload)
-    specs = tuple((f"t{i}", shape) for i, shape in enumerate(shapes))
-    parts = decode_body(memoryview(b"".join(payloads)), spec, specs, seed)
-    assert isinstance(parts, JoinedParts)
-    return parts, dense_each
-
-
-SHAPES = ((5 * INDEX_BLOCK + 77,), (3, 40), (1,), (2 * INDEX_BLOCK,))
-
-
-@pytest.mark.parametrize("tile_blocks", [1, 3, 256])
-def test_the_batched_tiled_add_equals_adding_each_update(tile_blocks):
-    at, total = {}, 0
-    for i, shape in enumerate(SHAPES[::-1]):  # the sums' order need not be the updates'
-        at[f"t{len(SHAPES) - 1 - i}"] = total
-        total += int(np.prod(shape))
-    group, expected = [], np.zeros(total)
-    for seed, w in enumerate([1.0, 2.5, 0.3, 4.0]):  # one layout: one fraction, one chunk
-        parts, dense_each = _joined(SHAPES, 0.3, 16, seed)
-        group.append((parts, w))
-        for name, x in dense_each.items():
-            expected[at[name]:at[name] + x.size] += w * x.reshape(-1)
-    flat = np.full(total, 0.25, np.float32)
-    batch = numerics.JoinedBatch(group[0][0], capacity=5)
-    for parts, w in group:
-        batch.put(parts, w)
-    batch.add_to(flat, at, tile_blocks)
-    assert batch.size == 0 and not batch.full
-    np.testing.assert_allclose(flat, 0.25 + expected, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_the_compiled_batch_kernel_matches_its_numpy_twin():
-    group = [_joined(SHAPES, 0.2, 32, seed)[0] for seed in range(3)]
-    base, restart = numerics._block_map(group[0].blocks, group[0].chunks, (0, 1500, 1700, 1701))
-    args = (np.stack([x.counts for x in group]), np.concatenate([x.offsets for x in group]),
-            np.concatenate([x.levels for x in group]), np.concatenate([x.a for x in group]),
-            np.concatenate([x.b for x in group]), base, restart, 32, np.array([1.0, 0.5, 3.0]), 2)
-    x, y = np.zeros(1701 + 512, np.float32), np.zeros(1701 + 512, np.float32)
-    kernels.add_joined_levels_batch(x, *args)
-    kernels._add_joined_levels_batch_numpy(y, *args)
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-
-
 def test_joined_parts_are_their_tensors_and_scale_as_a_whole():
-    parts, dense_each = _joined(SHAPES, 0.3, 64, 7)
+    parts, dense_each = joined_update(SHAPES, 0.3, 64, 7)
     assert list(parts) == list(dense_each) and len(parts) == len(SHAPES)
     for name, x in dense_each.items():
         np.testing.assert_array_equal(dense(parts[name]), x)
@@ -163,12 +66,12 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
     weights = np.random.default_rng(0).uniform(0.1, 5.0, 2 * RunningSum.BATCH + 5)
     for i, w in enumerate(weights):
         if i % 5 == 4:
-            delta = {name: _parts(CODECS["topk-int8" if i % 2 else "int8"], x.shape, seed=i)
+            delta = {name: decoded_parts(CODECS["topk-int8" if i % 2 else "int8"], x.shape, seed=i)
                      for name, x in expected.items()}
             dense_each = {name: rec for name, (_, rec) in delta.items()}
             delta = {name: parts for name, (parts, _) in delta.items()}
         else:
-            delta, dense_each = _joined(SHAPES, 0.05, 64 if i % 3 else 256, i)
+            delta, dense_each = joined_update(SHAPES, 0.05, 64 if i % 3 else 256, i)
         factor = 0.5 if i % 2 else 1.0
         total.add(numerics.scaled_delta(delta, factor), float(w))
         for name, x in dense_each.items():
@@ -183,8 +86,8 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
 
 
 def test_running_sum_bounds_the_bytes_it_holds_back(monkeypatch):
-    parts, dense_each = _joined(SHAPES, 0.4, 64, 0)
-    per_update = numerics.JoinedBatch.bytes_per_update(parts)
+    parts, dense_each = joined_update(SHAPES, 0.4, 64, 0)
+    per_update = JoinedBatch.bytes_per_update(parts)
     monkeypatch.setattr(RunningSum, "BATCH_BYTES", 3 * per_update + 1)
     total = RunningSum()
     for _ in range(7):
@@ -196,16 +99,16 @@ def test_running_sum_bounds_the_bytes_it_holds_back(monkeypatch):
 
 def test_running_sum_refuses_an_update_of_other_tensors():
     total = RunningSum()
-    parts, _ = _joined(SHAPES, 0.05, 64, 0)
+    parts, _ = joined_update(SHAPES, 0.05, 64, 0)
     total.add(parts, 1.0)
-    other, _ = _joined(SHAPES[:2], 0.05, 64, 1)
+    other, _ = joined_update(SHAPES[:2], 0.05, 64, 1)
     with pytest.raises(ValueError, match="differ from the first update"):
         total.add(other, 1.0)
     with pytest.raises(ValueError, match="differ from the first update"):
         total.add({"t0": np.zeros(SHAPES[0], np.float32)}, 1.0)
-    batch = numerics.JoinedBatch(parts, capacity=2)
+    batch = JoinedBatch(parts, capacity=2)
     with pytest.raises(ValueError, match="share one layout"):  # its kernel trusts the layout
-        batch.put(_joined(SHAPES, 0.1, 64, 2)[0], 1.0)
+        batch.put(joined_update(SHAPES, 0.1, 64, 2)[0], 1.0)
 
 
 # -- the norm bound: exact where it decides, never dense on the joined path ---------------------
@@ -217,7 +120,7 @@ def _dense_norm(dense_each) -> float:
 @pytest.mark.parametrize("chunk", [8, 16, 64])
 def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
     for seed in range(4):
-        parts, dense_each = _joined(SHAPES, 0.3, chunk, seed)
+        parts, dense_each = joined_update(SHAPES, 0.3, chunk, seed)
         norm = _dense_norm(dense_each)
         assert numerics.global_norm(parts) == pytest.approx(norm, rel=1e-6)
         # bounds far above, just above (the cheap bound exceeds them: the exact pass
@@ -234,7 +137,7 @@ def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
 
 
 def test_norm_over_holds_every_chunk_scale_to_the_bound():
-    parts, _ = _joined(SHAPES, 0.3, 16, 1)
+    parts, _ = joined_update(SHAPES, 0.3, 16, 1)
     # a crafted update: one huge, finite scale over middle levels, which decode to ~0
     b = parts.b.copy()
     b[2] = -np.float32(3e38)
@@ -251,23 +154,10 @@ def test_norm_over_holds_every_chunk_scale_to_the_bound():
     assert numerics.norm_over({"w": np.full(4, 0.5, np.float32)}, 1.0) is None
 
 
-@pytest.mark.skipif(not kernels.COMPILED, reason="numba is not installed")
-def test_the_chunked_norm_kernel_matches_its_numpy_twin():
-    parts, _ = _joined(SHAPES, 0.3, 16, 2)
-    sizes = numerics._chunk_sizes(parts.plan.kept, parts.chunk)
-    assert sizes.sum() == len(parts.levels) and len(sizes) == len(parts.a)
-    assert kernels.chunked_levels_squared_norm(parts.levels, parts.a, parts.b, sizes) == \
-        pytest.approx(kernels._chunked_levels_squared_norm_numpy(parts.levels, parts.a, parts.b,
-                                                                 sizes), rel=1e-9)
-    top, bound = kernels.chunk_scale_bound(parts.b, sizes)
-    assert (top, bound) == pytest.approx(kernels._chunk_scale_bound_numpy(parts.b, sizes), rel=1e-12)
-    assert top == pytest.approx(float(-parts.b.min()))
-
-
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_norm_over_of_any_codecs_parts_equals_the_dense_norm(name):
-    parts, reconstructed = _parts(CODECS[name], shape=(37, 51))
-    other, reconstructed_other = _parts(CODECS[name], shape=(300,), seed=4)
+    parts, reconstructed = decoded_parts(CODECS[name], shape=(37, 51))
+    other, reconstructed_other = decoded_parts(CODECS[name], shape=(300,), seed=4)
     delta = {"a": parts, "b": other}
     norm = _dense_norm({"a": reconstructed, "b": reconstructed_other})
     for bound, over in [(10 * norm, False), (norm * 1.001, False), (norm * 0.999, True)]:

@@ -1,6 +1,8 @@
-"""Compiled inner loops for the aggregator's hot path: adding a quantized (and possibly
-sparse) tensor into a float32 running sum straight from its levels, with no dense
-float32 copy in between.
+"""Compiled inner loops that walk the codecs' layouts (codec.py, body.py) for the
+aggregator's hot path: adding a quantized (and possibly sparse) tensor into a float32
+running sum straight from its levels, with no dense float32 copy in between, and its
+norms. DecodedTensor and JoinedParts call them; they import this module on first use, so
+a device never loads numba.
 
 numba compiles them when it is installed (it is, with the `server` extra); otherwise the
 same maths runs as numpy expressions, slower but identical within float32 rounding.
@@ -16,10 +18,11 @@ try:
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
+__all__ = ["COMPILED", "TILE_BLOCKS", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
            "chunk_scale_bound", "chunked_levels_squared_norm", "levels_squared_norm"]
 
 COMPILED = numba is not None
+TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile of the sum, well inside L2
 
 
 def _add_dense_levels_numpy(acc, levels, a, b, chunk, w):
@@ -102,7 +105,7 @@ if COMPILED:
         # are chunked on their own), elsewhere -1. Chunks advance with a counter, and the
         # innermost loop runs over values of one block and one chunk with no branch.
         # Indices into acc, offsets and levels are unsigned: numba then skips its
-        # negative-index wraparound, which cost a third of this loop's time.
+        # negative-index wraparound, a large share of this loop's time.
         n_updates, n_blocks = counts.shape
         k_each = offsets.shape[0] // n_updates
         c_each = a.shape[0] // n_updates
@@ -140,42 +143,36 @@ if COMPILED:
                 j[u], c[u], left[u] = ju, cu, lu
 
     @_jit
+    def _chunk_squared_norm(levels, lo, hi, a, b):
+        # sum over levels[lo:hi] of (l a + b)^2 = a^2 sum l^2 + 2 a b sum l + m b^2, float64,
+        # the sums of levels exact in int64
+        s1 = 0
+        s2 = 0
+        for j in range(lo, hi):
+            v = np.int64(levels[j])
+            s1 += v
+            s2 += v * v
+        ac = np.float64(a)
+        bc = np.float64(b)
+        return ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
+
+    @_jit
     def _levels_squared_norm(levels, a, b, chunk):
-        # per chunk: sum (l a + b)^2 = a^2 sum l^2 + 2 a b sum l + m b^2, sums exact in int
         n = levels.shape[0]
         total = 0.0
         for c in range(a.shape[0]):
-            lo = c * chunk
-            hi = min(n, lo + chunk)
-            s1 = 0
-            s2 = 0
-            for j in range(lo, hi):
-                v = np.int64(levels[j])
-                s1 += v
-                s2 += v * v
-            ac = np.float64(a[c])
-            bc = np.float64(b[c])
-            total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
+            total += _chunk_squared_norm(levels, c * chunk, min(n, (c + 1) * chunk), a[c], b[c])
         return total
 
     @_jit
     def _chunked_levels_squared_norm(levels, a, b, sizes):
-        # as _levels_squared_norm, with chunk c holding sizes[c] values (the joined
-        # tensors of an update: each tensor's last chunk may be short)
+        # chunk c holds sizes[c] values (the joined tensors of an update: each tensor's
+        # last chunk may be short)
         total = 0.0
         lo = 0
         for c in range(sizes.shape[0]):
-            hi = lo + sizes[c]
-            s1 = 0
-            s2 = 0
-            for j in range(lo, hi):
-                v = np.int64(levels[j])
-                s1 += v
-                s2 += v * v
-            ac = np.float64(a[c])
-            bc = np.float64(b[c])
-            total += ac * ac * s2 + 2.0 * ac * bc * s1 + (hi - lo) * bc * bc
-            lo = hi
+            total += _chunk_squared_norm(levels, lo, lo + sizes[c], a[c], b[c])
+            lo += sizes[c]
         return total
 
     @_jit

@@ -1,6 +1,7 @@
-"""Top-k index layouts: "gaps" (uint32 gaps) and "blocks" (a count per 256 coordinates,
-a byte per kept coordinate). Both carry any increasing index set exactly; the decoder
-refuses every malformed block layout before anything is scattered."""
+"""codec.py: the top-k index layouts, "gaps" (uint32 gaps) and "blocks" (a count per 256
+coordinates, a byte per kept coordinate), which carry any increasing index set exactly,
+the decoder refusing every malformed block layout before anything is scattered; and the
+registries, where a codec is one entry."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, DecodedTensor, MalformedHeader
-from edge_sdk.protocol.codec import _decode_indices, _encode_indices, decode_tensor_parts, encode_tensor
+from edge_sdk.protocol.codec import (INDEX_CODINGS, QUANTIZERS, SPARSIFIERS, decode_tensor_parts,
+                                     encode_tensor)
 
 
 @st.composite
@@ -23,11 +25,10 @@ def index_sets(draw):
 @given(index_sets(), st.sampled_from(["gaps", "blocks"]))
 def test_any_increasing_index_set_round_trips(case, coding):
     n, idx = case
-    payload = _encode_indices(idx, n, coding)
-    spec = CodecSpec("int8", sparsifier="topk", fraction=1.0, index_coding=coding)
+    payload = INDEX_CODINGS[coding].encode(idx, n)
     expected_size = 2 * -(-n // INDEX_BLOCK) + len(idx) if coding == "blocks" else 4 * len(idx)
-    assert len(payload) == expected_size
-    where = _decode_indices(payload, n, len(idx), coding)
+    assert len(payload) == expected_size == INDEX_CODINGS[coding].size(n, len(idx))
+    where = INDEX_CODINGS[coding].decode(payload, n, len(idx))
     positions = where.get("indices")
     if positions is None:
         positions = DecodedTensor((n,), **where).positions()
@@ -44,14 +45,14 @@ def test_blocks_are_a_quarter_of_the_gap_bytes_at_the_default_density():
 
 def _blocks(n=3 * INDEX_BLOCK + 10):
     idx = np.array([0, 5, 255, 256, 300, 2 * INDEX_BLOCK + 1, 3 * INDEX_BLOCK + 9])
-    return n, idx, bytearray(_encode_indices(idx, n, "blocks"))
+    return n, idx, bytearray(INDEX_CODINGS["blocks"].encode(idx, n))
 
 
 def test_a_new_block_may_start_below_the_last_offset_of_the_previous_one():
     n, idx, payload = _blocks()  # offsets 0 5 255 | 0 44 | 1 | 9
     counts = np.frombuffer(bytes(payload), "<u2", 4)
     np.testing.assert_array_equal(counts, [3, 2, 1, 1])
-    where = _decode_indices(bytes(payload), n, len(idx), "blocks")
+    where = INDEX_CODINGS["blocks"].decode(bytes(payload), n, len(idx))
     np.testing.assert_array_equal(np.frombuffer(where["block_offsets"], np.uint8), [0, 5, 255, 0, 44, 1, 9])
 
 
@@ -65,7 +66,7 @@ def test_malformed_blocks_are_refused_with_the_reason(damage, message):
     n, idx, payload = _blocks()
     damage(payload)
     with pytest.raises(BadPayload, match=message):
-        _decode_indices(bytes(payload), n, len(idx), "blocks")
+        INDEX_CODINGS["blocks"].decode(bytes(payload), n, len(idx))
 
 
 def test_a_tensor_round_trips_under_either_coding_to_the_same_reconstruction():
@@ -99,7 +100,7 @@ def test_headers_without_the_field_mean_gaps_and_bad_codings_are_refused():
 def test_a_count_over_its_blocks_coordinates_is_refused(n, counts, offsets, message):
     payload = np.array(counts, "<u2").tobytes() + np.array(offsets, np.uint8).tobytes()
     with pytest.raises(BadPayload, match=message):
-        _decode_indices(payload, n, len(offsets), "blocks")
+        INDEX_CODINGS["blocks"].decode(payload, n, len(offsets))
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,11 +111,11 @@ def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, 
     # payloads are valid ones with up to three bytes overwritten
     k = CodecSpec("int8", sparsifier="topk", fraction=0.5, index_coding="blocks").kept(n)
     idx = np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
-    payload = bytearray(_encode_indices(idx, n, "blocks"))
+    payload = bytearray(INDEX_CODINGS["blocks"].encode(idx, n))
     for where, value in damage:
         payload[where % len(payload)] = value
     try:
-        where = _decode_indices(bytes(payload), n, k, "blocks")
+        where = INDEX_CODINGS["blocks"].decode(bytes(payload), n, k)
     except BadPayload:
         return
     positions = DecodedTensor((n,), **where).positions()
@@ -122,3 +123,29 @@ def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, 
     assert np.all(np.diff(positions) > 0)
     if not damage:
         np.testing.assert_array_equal(positions, idx)
+
+
+# -- the registries: a codec is one entry ------------------------------------------------
+@pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
+@pytest.mark.parametrize("sparsifier", sorted(SPARSIFIERS))
+def test_every_registered_codec_decodes_to_what_its_encoder_reconstructed(quantizer, sparsifier):
+    spec = CodecSpec(quantizer, sparsifier=sparsifier,
+                     fraction=1.0 if sparsifier == "none" else 0.3, chunk=64)
+    x = np.random.default_rng(3).normal(0, 1, (37, 11)).astype(np.float32)
+    payload, reconstructed = encode_tensor(x, spec, seed=5, rng=np.random.default_rng(0))
+    assert len(payload) == spec.payload_size(x.size)
+    decoded = decode_tensor_parts(payload, spec, x.shape, seed=5).to_dense()
+    np.testing.assert_allclose(decoded, reconstructed, rtol=1e-6, atol=1e-6)
+
+
+def test_a_new_quantizer_is_one_registry_entry(monkeypatch):
+    from edge_sdk.protocol import codec
+    monkeypatch.setitem(QUANTIZERS, "float64", codec._Floats("<f8"))
+    spec = CodecSpec("float64", sparsifier="topk", fraction=0.5)
+    x = np.random.default_rng(4).normal(0, 1, 100).astype(np.float32)
+    payload, reconstructed = encode_tensor(x, spec, seed=1, rng=np.random.default_rng(0))
+    assert len(payload) == 4 * 50 + 8 * 50  # the gaps, then the kept values as float64
+    np.testing.assert_array_equal(decode_tensor_parts(payload, spec, (100,), 1).to_dense(),
+                                  reconstructed)
+    with pytest.raises(ValueError, match="quantizer must be one of"):
+        CodecSpec("float128")
