@@ -44,13 +44,13 @@ async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
     (it finishes, as it would have on the loop); the CancelledError still reaches the
     caller."""
     loop = asyncio.get_running_loop()
-    store = app[SERVICE].store
+    service = app[SERVICE]
 
     def call():
         try:
-            return fn(*args), None, store.open_group()
+            return fn(*args), None, service.open_group()
         except BaseException as e:  # noqa: BLE001 - raised below, once its writes are durable
-            return None, e, store.open_group()
+            return None, e, service.open_group()
 
     result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
     if group is not None:
@@ -96,12 +96,11 @@ class GroupCommit:
     def _flush(self) -> tuple[int | None, bool]:
         """(the group this closed or None, whether it is durable); on the service thread."""
         service = self.app[SERVICE]
-        group = service.store.open_group()
+        group = service.open_group()
         try:
-            service.store.flush()
+            service.flush()
         except Exception:  # noqa: BLE001 - the waiters get it as StoreUnavailable
-            log.exception("a grouped commit failed: reloading the tasks from the store")
-            service.forget_unflushed()
+            log.exception("a grouped commit failed: the tasks were reloaded from the store")
             return group, False
         return group, True
 
@@ -141,12 +140,12 @@ def service_thread():
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
         app[EXECUTOR] = executor
         app[COMMITS] = GroupCommit(app)
-        store = app[SERVICE].store
-        await loop.run_in_executor(executor, store.group_commits, True)
+        service = app[SERVICE]
+        await loop.run_in_executor(executor, service.group_commits, True)
         try:
             yield
         finally:
-            await loop.run_in_executor(executor, store.group_commits, False)  # flushes
+            await loop.run_in_executor(executor, service.group_commits, False)  # flushes
             await loop.run_in_executor(None, executor.shutdown)
     return ctx
 

@@ -248,7 +248,7 @@ def leader_middleware(led: Mapping):
     async def middleware(request: web.Request, handler):
         where = led.get(request.match_info.handler)
         service = request.app[SERVICE]
-        if where is None or not service.store.shared:
+        if where is None or service.leads_every_task:
             return await handler(request)  # a store of one process: it leads every task
         task_id, body = await _task_of(request, where)
         if task_id is None or service.leads(task_id) or not service.knows(task_id):

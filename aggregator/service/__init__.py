@@ -133,6 +133,27 @@ class AggregatorService:
         info = self.store.upload_info(upload_id)
         return None if info is None else info["task_id"]
 
+    @property
+    def leads_every_task(self) -> bool:
+        """One process owns the store (SQLite): no call is ever forwarded."""
+        return not self.store.shared
+
+    # -- durable writes: grouped commits (app_state.GroupCommit) ----------------------------
+    def group_commits(self, on: bool) -> None:
+        self.store.group_commits(on)
+
+    def open_group(self) -> int | None:
+        """The group holding this thread's writes not yet committed (None: all are)."""
+        return self.store.open_group()
+
+    def flush(self) -> None:
+        """Commit the open group; if that fails, reload what is durable and raise."""
+        try:
+            self.store.flush()
+        except BaseException:
+            self.forget_unflushed()
+            raise
+
     # -- housekeeping -------------------------------------------------------------------------
     def tick(self) -> None:
         """Keep leadership, and advance the deadlines of the tasks led here (called
