@@ -135,14 +135,16 @@ def print_table(results: dict, args) -> None:
     print(f"\n== Side by side with Flower: FedAvg, {args.model} on Fashion-MNIST, "
           f"{args.clients} clients (IID), {args.clients_per_round}/round, {args.epochs} local "
           f"epoch(s) of batch {args.batch_size} at lr {args.lr}, {args.rounds} rounds ==")
-    print("round  " + "  ".join(f"{s + ' wall s':>12s} {s + ' train s':>12s} "
-                                f"{s + ' ms/client':>14s}" for s in sides))
+    print("per round: wall time (s), clients' training time (s), framework overhead per "
+          "client (ms), accuracy on the held-out sample (%)")
+    print("round  " + "  ".join(f"{s + ' wall':>11s} {s + ' train':>12s} {s + ' ms/client':>16s} "
+                                f"{s + ' acc':>10s}" for s in sides))
     for r in range(args.rounds):
         cells = []
         for s in sides:
             f = results[s]["rounds"][r]
-            cells.append(f"{f['wall_s']:12.2f} {f['training_s']:12.2f} "
-                         f"{f['overhead_per_client_ms']:14.1f}")
+            cells.append(f"{f['wall_s']:11.2f} {f['training_s']:12.2f} "
+                         f"{f['overhead_per_client_ms']:16.1f} {100 * f['accuracy']:10.1f}")
         print(f"{r + 1:5d}  " + "  ".join(cells))
     rows = (("framework overhead per client-round (ms)", "overhead_per_client_ms", "{:.1f}"),
             ("peak memory, PSS of all processes (MiB)", "peak_pss_mib", "{:.0f}"),
