@@ -88,6 +88,7 @@ def run_side(side: str, args, split_dir: Path) -> dict:
     cmd, env = side_command(side, args, split_dir, out)
     log = args.work / f"{side}.log"
     print(f"running {side} ({' '.join(cmd[:3])} ...); log: {log}", flush=True)
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     with open(log, "w") as f, PeakSampler(os.getpid(), args.sample_interval) as pss:
         launched = time.time()
         code = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
@@ -103,7 +104,8 @@ def run_side(side: str, args, split_dir: Path) -> dict:
     record |= {"launched": launched, "ended": ended, "peak_pss_mib": pss.peak_mib + in_files,
                "tmpfs_mib": in_files,
                "peak_processes": pss.peak_processes, "pss_samples": pss.samples,
-               "leftover_processes": len(leftovers)}
+               "leftover_processes": len(leftovers),
+               "load_average": (load + os.getloadavg()[0]) / 2}
     return record
 
 
@@ -127,7 +129,8 @@ def summarize(record: dict) -> dict:
                                               record["trainings"]),
             "wall_s": record["ended"] - record["launched"],
             "training_s": sum(f.training_s for f in figures),
-            "peak_pss_mib": record["peak_pss_mib"], "peak_processes": record["peak_processes"]}
+            "peak_pss_mib": record["peak_pss_mib"], "peak_processes": record["peak_processes"],
+            "load_average": record["load_average"]}
 
 
 def print_table(results: dict, args) -> None:
@@ -152,7 +155,8 @@ def print_table(results: dict, args) -> None:
             ("start-up (s)", "startup_s", "{:.1f}"),
             ("whole run, launch to exit (s)", "wall_s", "{:.1f}"),
             ("clients' training time (s)", "training_s", "{:.1f}"),
-            ("final accuracy, all held-out examples (%)", "final_accuracy", "{:.2f}"))
+            ("final accuracy, all held-out examples (%)", "final_accuracy", "{:.2f}"),
+            ("machine's load average (2 cores)", "load_average", "{:.1f}"))
     print(f"\n{'':44s}" + "".join(f"{s:>12s}" for s in sides))
     for label, key, fmt in rows:
         print(f"{label:44s}" + "".join(f"{fmt.format(results[s][key]):>12s}" for s in sides))
