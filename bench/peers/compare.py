@@ -104,6 +104,7 @@ def run_side(side: str, args, split_dir: Path) -> dict:
     record |= {"launched": launched, "ended": ended, "peak_pss_mib": pss.peak_mib + in_files,
                "tmpfs_mib": in_files,
                "peak_processes": pss.peak_processes, "pss_samples": pss.samples,
+               "peak_parts": sorted(pss.peak_parts, key=lambda p: -p[2]),
                "leftover_processes": len(leftovers),
                "load_average": (load + os.getloadavg()[0]) / 2}
     return record
@@ -130,7 +131,9 @@ def summarize(record: dict) -> dict:
             "wall_s": record["ended"] - record["launched"],
             "training_s": sum(f.training_s for f in figures),
             "peak_pss_mib": record["peak_pss_mib"], "peak_processes": record["peak_processes"],
-            "load_average": record["load_average"]}
+            "load_average": record["load_average"],
+            "peak_by_process_mib": [(name, round(kib / 1024, 1))
+                                    for _, name, kib in record["peak_parts"]]}
 
 
 def print_table(results: dict, args) -> None:

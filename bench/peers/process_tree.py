@@ -65,8 +65,21 @@ def pss_kib(pid: int, proc: Path = Path("/proc")) -> int:
 
 def tree_pss_kib(root: int, proc: Path = Path("/proc")) -> tuple[int, int]:
     """(PSS summed over every process below `root`, in KiB; how many processes)."""
-    pids = descendants(root, parent_map(proc))
-    return sum(pss_kib(pid, proc) for pid in pids), len(pids)
+    parts = tree_pss_parts(root, proc)
+    return sum(kib for _, _, kib in parts), len(parts)
+
+
+def tree_pss_parts(root: int, proc: Path = Path("/proc")) -> list[tuple[int, str, int]]:
+    """(pid, command name, PSS in KiB) of every process below `root`."""
+    return [(pid, _command(pid, proc), pss_kib(pid, proc))
+            for pid in descendants(root, parent_map(proc))]
+
+
+def _command(pid: int, proc: Path) -> str:
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "?"
 
 
 class PeakSampler:
@@ -76,6 +89,7 @@ class PeakSampler:
     def __init__(self, root: int, interval_s: float = 0.25):
         self.root, self.interval_s = root, interval_s
         self.peak_kib, self.peak_processes, self.samples = 0, 0, 0
+        self.peak_parts: list[tuple[int, str, int]] = []  # (pid, command, KiB) at the peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -94,10 +108,11 @@ class PeakSampler:
                 return
 
     def sample(self) -> None:
-        kib, count = tree_pss_kib(self.root)
+        parts = tree_pss_parts(self.root)
+        kib = sum(k for _, _, k in parts)
         self.samples += 1
         if kib > self.peak_kib:
-            self.peak_kib, self.peak_processes = kib, count
+            self.peak_kib, self.peak_processes, self.peak_parts = kib, len(parts), parts
 
     @property
     def peak_mib(self) -> float:
@@ -155,4 +170,4 @@ def _zombie(pid: int) -> bool:
 
 
 __all__ = ["PeakSampler", "become_subreaper", "descendants", "end_descendants", "parent_map",
-           "pss_kib", "tree_pss_kib"]
+           "pss_kib", "tree_pss_kib", "tree_pss_parts"]
