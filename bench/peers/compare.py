@@ -89,13 +89,19 @@ def run_side(side: str, args, split_dir: Path) -> dict:
     log = args.work / f"{side}.log"
     print(f"running {side} ({' '.join(cmd[:3])} ...); log: {log}", flush=True)
     load = os.getloadavg()[0]  # the machine is shared: say how busy it was
-    with open(log, "w") as f, PeakSampler(os.getpid(), args.sample_interval) as pss:
-        launched = time.time()
-        code = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                              check=False).returncode
-        ended = time.time()
-        pss.sample()
-    leftovers = end_descendants()
+    try:
+        with open(log, "w") as f, PeakSampler(os.getpid(), args.sample_interval) as pss:
+            launched = time.time()
+            # a side that hangs (Ray's node can time out starting on a busy machine and
+            # leave Flower waiting for nodes) is killed after --timeout
+            code = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                  check=False, timeout=args.timeout).returncode
+            ended = time.time()
+            pss.sample()
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{side} side ran over {args.timeout} s; see {log}") from None
+    finally:
+        leftovers = end_descendants()
     if code != 0:
         raise RuntimeError(f"{side} side exited with {code}; see {log}")
     record = json.loads(out.read_text())
@@ -194,6 +200,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--transport", default="inprocess", choices=("inprocess", "http"),
                         help="our side's: in-process calls or HTTP on 127.0.0.1")
     parser.add_argument("--state-dir", help="our simulated server's store (default: /dev/shm)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per side")
     parser.add_argument("--sample-interval", type=float, default=0.2)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
