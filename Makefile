@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= out
 
-.PHONY: install demo demo-web lint test test-fast bench soak fuzz clean
+.PHONY: install demo demo-web lint test test-fast bench bench-peers soak fuzz clean
 
 $(STAMP): pyproject.toml scripts/install.sh clients/web/package-lock.json
 	bash scripts/install.sh $(PY) $(VENV)
@@ -43,6 +43,16 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+# the same FedAvg task in our simulator and in Flower 1.41 (installed into its own venv
+# under build/, never into the product's): docs/benchmarks-peers.md
+PEERS_VENV := build/peers-venv
+$(PEERS_VENV)/.installed: bench/peers/install_flower.sh
+	bash bench/peers/install_flower.sh $(PY) $(PEERS_VENV)
+	touch $@
+
+bench-peers: $(STAMP) $(PEERS_VENV)/.installed
+	$(BIN)/python -m bench.peers.compare --flower-python $(PEERS_VENV)/bin/python
 
 # longer runs than `make test` holds: kill -9 at many points, and coverage-guided fuzzing
 soak: $(STAMP)
