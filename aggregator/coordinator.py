@@ -16,6 +16,7 @@ sum n_i staleness(s_i) d_i / sum n_i: as in FedBuff (which divides the discounte
 K), stale deltas move the model less in absolute terms, not only relative to fresh ones.
 Every `buffer_size` accepted updates make a new version.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,11 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_sdk.protocol import UpdateMeta
+from edge_sdk.protocol.secagg import split_secagg_sum
 
 from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
-from edge_sdk.protocol.secagg import split_secagg_sum
-
 from .numerics import STALENESS, Delta, scaled_delta
 from .secure_round import SecureRound
 from .stages import Stage, stateful_stages
@@ -84,20 +84,38 @@ class Funnel:
     dropped: Counter = field(default_factory=Counter)
 
     def to_json(self) -> dict:
-        return {"checked_in": self.checked_in, "selected": self.selected,
-                "reported": self.reported, "accepted": self.accepted,
-                "rejected": dict(self.rejected), "dropped": dict(self.dropped)}
+        return {
+            "checked_in": self.checked_in,
+            "selected": self.selected,
+            "reported": self.reported,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "dropped": dict(self.dropped),
+        }
 
     @classmethod
     def from_json(cls, doc: dict) -> Funnel:
-        return cls(doc["checked_in"], doc["selected"], doc["reported"], doc["accepted"],
-                   Counter(doc["rejected"]), Counter(doc["dropped"]))
+        return cls(
+            doc["checked_in"],
+            doc["selected"],
+            doc["reported"],
+            doc["accepted"],
+            Counter(doc["rejected"]),
+            Counter(doc["dropped"]),
+        )
 
 
 class TaskCoordinator:
-    def __init__(self, task_id: str, settings: TaskSettings, model_version: int, stage: Stage,
-                 rng: np.random.Generator, now: float,
-                 shapes: dict[str, tuple[int, ...]] | None = None):
+    def __init__(
+        self,
+        task_id: str,
+        settings: TaskSettings,
+        model_version: int,
+        stage: Stage,
+        rng: np.random.Generator,
+        now: float,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+    ):
         """shapes: the model's tensor shapes, needed with secure aggregation (the sum
         arrives as one vector)."""
         if settings.secagg is not None and shapes is None:
@@ -125,11 +143,19 @@ class TaskCoordinator:
         self.reported_devices: set[str] = set()
         self.accepted = 0
         self.accumulator = self.stage.start()
-        self.secure = None if self.settings.secagg is None else SecureRound(
-            self.settings.secagg, sum(int(np.prod(v)) for v in self.shapes.values()) + 1,
-            self._sync.goal, now)
-        self.events.append({"event": "round_started", "round": self.round_id,
-                            "version": self.version, "at": now})
+        self.secure = (
+            None
+            if self.settings.secagg is None
+            else SecureRound(
+                self.settings.secagg,
+                sum(int(np.prod(v)) for v in self.shapes.values()) + 1,
+                self._sync.goal,
+                now,
+            )
+        )
+        self.events.append(
+            {"event": "round_started", "round": self.round_id, "version": self.version, "at": now}
+        )
 
     @property
     def _sync(self):
@@ -147,7 +173,8 @@ class TaskCoordinator:
         if self.settings.mode == "async":
             return self.accepted >= self.settings.async_.buffer_size
         return self.accepted >= self._sync.goal or (
-            self.phase == "closing" and self.accepted >= self._minimum())
+            self.phase == "closing" and self.accepted >= self._minimum()
+        )
 
     # -- devices -----------------------------------------------------------------------------
     def check_in(self, device_id: str, now: float) -> Assignment | EvalAssignment | ComeBackLater:
@@ -165,8 +192,9 @@ class TaskCoordinator:
         else:
             if self.phase != "selecting" or len(self.assigned) >= self._target():
                 return self._spare(device_id, now)
-            deadline = self.round_started + self._sync.selection_timeout_s + \
-                self._sync.report_deadline_s
+            deadline = (
+                self.round_started + self._sync.selection_timeout_s + self._sync.report_deadline_s
+            )
         self.assigned[device_id] = (self.version, deadline)
         self.funnel.selected += 1
         if self.settings.mode == "sync" and len(self.assigned) >= self._target():
@@ -203,8 +231,13 @@ class TaskCoordinator:
         between admit and accept, so an accepted update is durable before it counts."""
         first = self.outcomes.get((meta.device_id, meta.idempotency_key))
         if first is not None:  # a retry: the first outcome stands
-            return Outcome("duplicate", first.model_version, first.weight, first.staleness,
-                           self.ready_to_commit())
+            return Outcome(
+                "duplicate",
+                first.model_version,
+                first.weight,
+                first.staleness,
+                self.ready_to_commit(),
+            )
         self.tick(now)
         self.funnel.reported += 1
         if self.paused:
@@ -217,8 +250,10 @@ class TaskCoordinator:
         once_per_round = self.settings.mode == "sync" and meta.device_id in self.reported_devices
         if assigned is None or once_per_round:
             self._reject("not_selected")
-            raise NotSelected(f"device {meta.device_id} holds no open assignment in round "
-                              f"{self.round_id}", round=self.round_id)
+            raise NotSelected(
+                f"device {meta.device_id} holds no open assignment in round {self.round_id}",
+                round=self.round_id,
+            )
         version, deadline = assigned
         if now > deadline:
             self._reject("late")
@@ -226,16 +261,21 @@ class TaskCoordinator:
         if self.settings.mode == "sync":
             if meta.model_version != self.version:
                 self._reject("stale")
-                raise StaleVersion(f"round {self.round_id} trains version {self.version}",
-                                   current_version=self.version)
+                raise StaleVersion(
+                    f"round {self.round_id} trains version {self.version}",
+                    current_version=self.version,
+                )
             return Admission(self._weight(meta), 0)
         staleness = self.version - meta.model_version
         if staleness < 0 or staleness > self.settings.async_.max_staleness:
             del self.assigned[meta.device_id]
             self._reject("stale")
-            raise StaleVersion(f"computed from version {meta.model_version}; current is "
-                               f"{self.version}, at most {self.settings.async_.max_staleness} "
-                               f"behind is accepted", current_version=self.version)
+            raise StaleVersion(
+                f"computed from version {meta.model_version}; current is "
+                f"{self.version}, at most {self.settings.async_.max_staleness} "
+                f"behind is accepted",
+                current_version=self.version,
+            )
         return Admission(self._weight(meta), staleness)
 
     def _weight(self, meta: UpdateMeta) -> float:
@@ -267,8 +307,13 @@ class TaskCoordinator:
         self.reported_devices.add(meta.device_id)
         if self.settings.mode == "async":
             self.assigned.pop(meta.device_id, None)
-        outcome = Outcome("accepted", meta.model_version, admission.weight, admission.staleness,
-                          self.ready_to_commit())
+        outcome = Outcome(
+            "accepted",
+            meta.model_version,
+            admission.weight,
+            admission.staleness,
+            self.ready_to_commit(),
+        )
         self.outcomes[(meta.device_id, meta.idempotency_key)] = outcome
         return outcome
 
@@ -291,8 +336,10 @@ class TaskCoordinator:
         if joining:
             assigned = self.assigned.get(device_id)
             if assigned is None:
-                raise NotSelected(f"device {device_id} holds no open assignment in round "
-                                  f"{self.round_id}", round=self.round_id)
+                raise NotSelected(
+                    f"device {device_id} holds no open assignment in round {self.round_id}",
+                    round=self.round_id,
+                )
             if now > assigned[1]:
                 raise RoundClosed("the reporting deadline has passed", round=self.round_id)
         return self.secure
@@ -328,8 +375,15 @@ class TaskCoordinator:
 
     def _abandon(self, now: float, reason: str) -> None:
         self._drop_unreported("round_abandoned")
-        self.events.append({"event": "round_abandoned", "round": self.round_id,
-                            "reason": reason, "accepted": self.accepted, "at": now})
+        self.events.append(
+            {
+                "event": "round_abandoned",
+                "round": self.round_id,
+                "reason": reason,
+                "accepted": self.accepted,
+                "at": now,
+            }
+        )
         self._open_round(now)
 
     def _drop_unreported(self, reason: str) -> None:
@@ -358,8 +412,9 @@ class TaskCoordinator:
             self.accumulator.add({k: v / np.float32(weight) for k, v in sums.items()}, weight)
             self.accepted = self.secure.participants()
             self.funnel.accepted += self.accepted
-            self.reported_devices = {d for d, x in self.secure.index.items()
-                                     if x in self.secure.server.survivors}
+            self.reported_devices = {
+                d for d, x in self.secure.index.items() if x in self.secure.server.survivors
+            }
         return self.accumulator.result()
 
     def publish(self, now: float) -> None:
@@ -368,8 +423,15 @@ class TaskCoordinator:
             # past the deadline they are stragglers; before it, the goal was met without them
             self._drop_unreported("deadline" if self.phase == "closing" else "round_full")
         keep = self.assigned  # async: devices in flight continue (they will be stale by one)
-        self.events.append({"event": "version_published", "round": self.round_id,
-                            "version": self.version + 1, "accepted": self.accepted, "at": now})
+        self.events.append(
+            {
+                "event": "version_published",
+                "round": self.round_id,
+                "version": self.version + 1,
+                "accepted": self.accepted,
+                "at": now,
+            }
+        )
         self.version += 1
         self._open_round(now)
         if self.settings.mode == "async":
@@ -384,9 +446,16 @@ class TaskCoordinator:
         if self.settings.mode == "sync":
             self._drop_unreported("version_refused")
         keep = self.assigned
-        self.events.append({"event": "version_refused", "round": self.round_id,
-                            "version": self.version + 1, "accepted": self.accepted,
-                            "reason": reason, "at": now})
+        self.events.append(
+            {
+                "event": "version_refused",
+                "round": self.round_id,
+                "version": self.version + 1,
+                "accepted": self.accepted,
+                "reason": reason,
+                "at": now,
+            }
+        )
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
@@ -395,11 +464,16 @@ class TaskCoordinator:
     def snapshot(self) -> dict:
         """Plain data: everything but the accumulator, which the service rebuilds by
         replaying the round's durable updates."""
-        return {"version": self.version, "paused": self.paused, "round_id": self.round_id,
-                "phase": self.phase, "round_started": self.round_started,
-                "assigned": {d: list(v) for d, v in self.assigned.items()},
-                "funnel": self.funnel.to_json(),
-                "stages": [s.state() for s in stateful_stages(self.stage)]}
+        return {
+            "version": self.version,
+            "paused": self.paused,
+            "round_id": self.round_id,
+            "phase": self.phase,
+            "round_started": self.round_started,
+            "assigned": {d: list(v) for d, v in self.assigned.items()},
+            "funnel": self.funnel.to_json(),
+            "stages": [s.state() for s in stateful_stages(self.stage)],
+        }
 
     def restore(self, snap: dict) -> None:
         self.version, self.paused = snap["version"], snap["paused"]

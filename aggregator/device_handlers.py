@@ -2,25 +2,42 @@
 chunked), failure and evaluation reports. Each decodes the request into its typed
 message, calls the service on its thread, and encodes the answer; secure aggregation's
 steps are in secagg_handlers.py."""
+
 from __future__ import annotations
 
 from aiohttp import web
 
-from edge_sdk.protocol.messages import (CheckInReply, CheckInRequest, EnrollReply,
-                                        EnrollRequest, EvaluationAck, EvaluationReport,
-                                        FailureReport, UploadAck, UploadBegin, UploadSession,
-                                        parse_bounded_int)
+from edge_sdk.protocol.messages import (
+    CheckInReply,
+    CheckInRequest,
+    EnrollReply,
+    EnrollRequest,
+    EvaluationAck,
+    EvaluationReport,
+    FailureReport,
+    UploadAck,
+    UploadBegin,
+    UploadSession,
+    parse_bounded_int,
+)
 
-from .app_state import (DEVICE, METRICS, SERVICE, check_in_reply, checked, read_message,
-                        reply, run_service)
+from .app_state import (
+    DEVICE,
+    METRICS,
+    SERVICE,
+    check_in_reply,
+    checked,
+    read_message,
+    reply,
+    run_service,
+)
 from .service import AggregatorService
 
 
 async def enroll(request: web.Request) -> web.Response:
     msg = await read_message(request, EnrollRequest)
     service = request.app[SERVICE]
-    doc = await run_service(request.app, service.enroll, msg.population, msg.secret,
-                            msg.public_key)
+    doc = await run_service(request.app, service.enroll, msg.population, msg.secret, msg.public_key)
     return checked(EnrollReply, doc, status=201)
 
 
@@ -40,12 +57,17 @@ def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckI
 
 async def download_model(request: web.Request) -> web.StreamResponse:
     """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
-    number, path = await run_service(request.app, request.app[SERVICE].model_file,
-                                     request.match_info["task_id"], _version_query(request))
+    number, path = await run_service(
+        request.app,
+        request.app[SERVICE].model_file,
+        request.match_info["task_id"],
+        _version_query(request),
+    )
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
-    return web.FileResponse(path, headers={"X-Model-Version": str(number),
-                                           "Content-Type": "application/octet-stream"})
+    return web.FileResponse(
+        path, headers={"X-Model-Version": str(number), "Content-Type": "application/octet-stream"}
+    )
 
 
 async def upload_update(request: web.Request) -> web.Response:
@@ -54,8 +76,9 @@ async def upload_update(request: web.Request) -> web.Response:
     metrics.uploads.inc()
     metrics.bytes_in.inc(len(data))
     task_id = request.match_info["task_id"]
-    result = await run_service(request.app, request.app[SERVICE].submit_update, request[DEVICE],
-                               task_id, data)
+    result = await run_service(
+        request.app, request.app[SERVICE].submit_update, request[DEVICE], task_id, data
+    )
     if result["status"] == "accepted":
         metrics.accepted.labels(task_id).inc()
     return checked(UploadAck, result)
@@ -63,31 +86,55 @@ async def upload_update(request: web.Request) -> web.Response:
 
 async def begin_upload(request: web.Request) -> web.Response:
     msg = await read_message(request, UploadBegin)
-    result = await run_service(request.app, request.app[SERVICE].begin_upload, request[DEVICE],
-                               request.match_info["task_id"], msg.size, msg.sha256)
+    result = await run_service(
+        request.app,
+        request.app[SERVICE].begin_upload,
+        request[DEVICE],
+        request.match_info["task_id"],
+        msg.size,
+        msg.sha256,
+    )
     return checked(UploadSession, result, status=201)
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    return checked(UploadSession, await run_service(
-        request.app, request.app[SERVICE].upload_status, request[DEVICE],
-        request.match_info["upload_id"]))
+    return checked(
+        UploadSession,
+        await run_service(
+            request.app,
+            request.app[SERVICE].upload_status,
+            request[DEVICE],
+            request.match_info["upload_id"],
+        ),
+    )
 
 
 async def upload_chunk(request: web.Request) -> web.Response:
     offset = parse_bounded_int(request.query.get("offset", ""), "query.offset")
     chunk = await request.read()
     request.app[METRICS].bytes_in.inc(len(chunk))
-    return checked(UploadSession, await run_service(
-        request.app, request.app[SERVICE].append_chunk, request[DEVICE],
-        request.match_info["upload_id"], offset, chunk))
+    return checked(
+        UploadSession,
+        await run_service(
+            request.app,
+            request.app[SERVICE].append_chunk,
+            request[DEVICE],
+            request.match_info["upload_id"],
+            offset,
+            chunk,
+        ),
+    )
 
 
 async def commit_upload(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.uploads.inc()
-    result = await run_service(request.app, request.app[SERVICE].commit_upload, request[DEVICE],
-                               request.match_info["upload_id"])
+    result = await run_service(
+        request.app,
+        request.app[SERVICE].commit_upload,
+        request[DEVICE],
+        request.match_info["upload_id"],
+    )
     if result["status"] == "accepted":
         metrics.accepted.labels(request.match_info.get("task_id", "")).inc()
     return checked(UploadAck, result)
@@ -95,15 +142,27 @@ async def commit_upload(request: web.Request) -> web.Response:
 
 async def submit_evaluation(request: web.Request) -> web.Response:
     msg = await read_message(request, EvaluationReport)
-    return checked(EvaluationAck, await run_service(
-        request.app, request.app[SERVICE].submit_evaluation, request[DEVICE],
-        request.match_info["task_id"], msg.to_json()))
+    return checked(
+        EvaluationAck,
+        await run_service(
+            request.app,
+            request.app[SERVICE].submit_evaluation,
+            request[DEVICE],
+            request.match_info["task_id"],
+            msg.to_json(),
+        ),
+    )
 
 
 async def report_failure(request: web.Request) -> web.Response:
     msg = await read_message(request, FailureReport)
-    await run_service(request.app, request.app[SERVICE].report_failure, request[DEVICE],
-                      request.match_info["task_id"], msg.reason[:64])
+    await run_service(
+        request.app,
+        request.app[SERVICE].report_failure,
+        request[DEVICE],
+        request.match_info["task_id"],
+        msg.reason[:64],
+    )
     return web.Response(status=204)
 
 

@@ -13,6 +13,7 @@ leads it (`store.try_lead`), and a process that loses the lead, or cannot tell w
 write took effect, drops its coordinator and reloads it from the store when it leads
 again: the same path as a restart after a crash.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,25 +28,48 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.protocol import (DecodeLimits, NonFinite, UpdateMeta, decode_parameters,
-                               decode_update, encode_parameters, open_update)
+from edge_sdk.protocol import (
+    DecodeLimits,
+    NonFinite,
+    UpdateMeta,
+    decode_parameters,
+    decode_update,
+    encode_parameters,
+    open_update,
+)
 from edge_sdk.protocol.secagg import decode_masked_input
 from edge_sdk.protocol.typedjson import BadField
 
-from .config import TaskSettings
-from .coordinator import (Admission, Assignment, ComeBackLater, EvalAssignment, Funnel,
-                          Outcome, TaskCoordinator)
-from .errors import (BadRequest, EnrollmentClosed, Forbidden, NotFound, NotLeader,
-                     RoundClosed, StoreUnavailable, TaskFailed, Unauthorized,
-                     UpdateNormExceeded, UpdateNotFinite)
-from .numerics import all_finite, dense_delta, norm_over
-from .server_optimizers import build_server_optimizer
-from .privacy import PrivacyAccountant
 from .aggregation import build_aggregation
+from .config import TaskSettings
+from .coordinator import (
+    Admission,
+    Assignment,
+    ComeBackLater,
+    EvalAssignment,
+    Funnel,
+    Outcome,
+    TaskCoordinator,
+)
+from .errors import (
+    BadRequest,
+    EnrollmentClosed,
+    Forbidden,
+    NotFound,
+    NotLeader,
+    RoundClosed,
+    StoreUnavailable,
+    TaskFailed,
+    Unauthorized,
+    UpdateNormExceeded,
+    UpdateNotFinite,
+)
+from .numerics import all_finite, dense_delta, norm_over
+from .privacy import PrivacyAccountant
+from .server_optimizers import build_server_optimizer
+from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord
 from .uploads import UploadQuota, UploadSessions
 from .vocabulary import failure_reason
-from .store import AlreadyAggregated, Device, PendingUpdate, Store, TaskRecord
-
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +88,16 @@ class _Task:
 
 
 class AggregatorService:
-    def __init__(self, store: Store, clock, rng: np.random.Generator,
-                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits(),
-                 address: str | None = None, upload_quota: UploadQuota = UploadQuota()):
+    def __init__(
+        self,
+        store: Store,
+        clock,
+        rng: np.random.Generator,
+        enrollment_secrets: dict[str, str],
+        limits: DecodeLimits = DecodeLimits(),
+        address: str | None = None,
+        upload_quota: UploadQuota = UploadQuota(),
+    ):
         """address: where the other processes sharing the store reach this one."""
         self.store, self.clock, self.rng = store, clock, rng
         self.uploads = UploadSessions(store, clock, upload_quota, limits.max_message_bytes)
@@ -105,12 +136,12 @@ class AggregatorService:
     def _fail(self, task_id: str, error: Exception) -> None:
         """Stop serving a task whose stored state does not load; say why, durably. It is
         not retried until the next start (after the operator repaired it)."""
-        reason = _printable(str(error) if isinstance(error, TaskFailed)
-                            else f"{type(error).__name__}: {error}")
+        reason = _printable(
+            str(error) if isinstance(error, TaskFailed) else f"{type(error).__name__}: {error}"
+        )
         self.tasks.pop(task_id, None)
         self.failed[task_id] = reason
-        log.error("task %r does not load and is not served: %s", task_id, reason,
-                  exc_info=error)
+        log.error("task %r does not load and is not served: %s", task_id, reason, exc_info=error)
         try:
             self.store.mark_failed(task_id, reason, self.clock.now())
         except Exception:  # noqa: BLE001 - shown in memory anyway
@@ -182,8 +213,9 @@ class AggregatorService:
         with _loading("coordinator snapshot"):
             stage = build_aggregation(settings.aggregation(), self.rng)
             now = self.clock.now()
-            coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
-                                          shapes=shapes)
+            coordinator = TaskCoordinator(
+                record.task_id, settings, version, stage, self.rng, now, shapes=shapes
+            )
             snapshot = self.store.snapshot(record.task_id)
             if snapshot is not None:
                 coordinator.restore(snapshot)
@@ -195,10 +227,16 @@ class AggregatorService:
                 if update.round_id != coordinator.round_id:
                     stale = True  # from an abandoned round
                     continue
-                decoded = decode_update(self.store.update_bytes(update), record.specs,
-                                        public_key=None, limits=self.limits, keep_parts=True)
-                coordinator.accept(decoded.meta, decoded.tensors,
-                                   Admission(update.weight, update.staleness))
+                decoded = decode_update(
+                    self.store.update_bytes(update),
+                    record.specs,
+                    public_key=None,
+                    limits=self.limits,
+                    keep_parts=True,
+                )
+                coordinator.accept(
+                    decoded.meta, decoded.tensors, Admission(update.weight, update.staleness)
+                )
         self.tasks[record.task_id] = task
         if stale and not coordinator.accepted:
             self.store.drop_pending(record.task_id)
@@ -213,8 +251,11 @@ class AggregatorService:
         bundle and its initial parameters against its manifest. BadRequest names the
         field."""
         if not isinstance(task_id, str) or not TASK_ID.fullmatch(task_id):
-            raise BadRequest(f"task_id must be 1 to 64 of a-z, 0-9, '_', '-', starting with a "
-                             f"letter or digit, got {task_id!r}", field="task_id")
+            raise BadRequest(
+                f"task_id must be 1 to 64 of a-z, 0-9, '_', '-', starting with a "
+                f"letter or digit, got {task_id!r}",
+                field="task_id",
+            )
         if isinstance(settings, dict):
             settings = TaskSettings.from_json(settings)  # BadField: 400 naming the field
         elif not isinstance(settings, TaskSettings):
@@ -227,8 +268,9 @@ class AggregatorService:
             model_id, specs, params = _read_bundle(Path(bundle_dir))
             model = encode_parameters(params, specs, model_id, 0)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BadRequest(f"cannot use the bundle at {bundle_dir}: {e}",
-                             field="bundle_dir") from None
+            raise BadRequest(
+                f"cannot use the bundle at {bundle_dir}: {e}", field="bundle_dir"
+            ) from None
         record = TaskRecord(task_id, settings.to_json(), bundle_dir, model_id, specs)
         self.store.add_task(record, model, self.clock.now())
         self.records[task_id] = record
@@ -252,12 +294,21 @@ class AggregatorService:
         if task is None:
             return self._describe_stored(self._record(task_id))
         c = task.coordinator
-        return {"task_id": task_id, "state": "paused" if c.paused else "active",
-                "mode": task.settings.mode, "model_id": task.record.model_id,
-                "version": c.version, "round": c.round_id, "phase": c.phase,
-                "paused": c.paused, "in_flight": len(c.assigned), "accepted": c.accepted,
-                "funnel": c.funnel.to_json(), "settings": task.settings.to_json(),
-                "led_here": True}
+        return {
+            "task_id": task_id,
+            "state": "paused" if c.paused else "active",
+            "mode": task.settings.mode,
+            "model_id": task.record.model_id,
+            "version": c.version,
+            "round": c.round_id,
+            "phase": c.phase,
+            "paused": c.paused,
+            "in_flight": len(c.assigned),
+            "accepted": c.accepted,
+            "funnel": c.funnel.to_json(),
+            "settings": task.settings.to_json(),
+            "led_here": True,
+        }
 
     def _describe_stored(self, record: TaskRecord) -> dict:
         error = self.failed.get(record.task_id) or self.store.failures().get(record.task_id)
@@ -267,31 +318,49 @@ class AggregatorService:
         except ValueError as e:  # BadField included
             error = error or _printable(f"stored settings: {e}")
         if error is not None:
-            return {"task_id": record.task_id, "state": "failed", "error": error,
-                    "model_id": record.model_id, "led_here": record.task_id in self.failed}
+            return {
+                "task_id": record.task_id,
+                "state": "failed",
+                "error": error,
+                "model_id": record.model_id,
+                "led_here": record.task_id in self.failed,
+            }
         round_id = snap.get("round_id", 1)
         accepted = sum(u.round_id == round_id for u in self.store.pending_updates(record.task_id))
-        return {"task_id": record.task_id,
-                "state": "paused" if snap.get("paused", False) else "active",
-                "mode": settings.mode, "model_id": record.model_id,
-                "version": snap.get("version", 0), "round": round_id,
-                "phase": snap.get("phase", "selecting"), "paused": snap.get("paused", False),
-                "in_flight": len(snap.get("assigned", {})), "accepted": accepted,
-                "funnel": snap.get("funnel") or Funnel().to_json(),
-                "settings": settings.to_json(), "led_here": False}
+        return {
+            "task_id": record.task_id,
+            "state": "paused" if snap.get("paused", False) else "active",
+            "mode": settings.mode,
+            "model_id": record.model_id,
+            "version": snap.get("version", 0),
+            "round": round_id,
+            "phase": snap.get("phase", "selecting"),
+            "paused": snap.get("paused", False),
+            "in_flight": len(snap.get("assigned", {})),
+            "accepted": accepted,
+            "funnel": snap.get("funnel") or Funnel().to_json(),
+            "settings": settings.to_json(),
+            "led_here": False,
+        }
 
     def history(self, task_id: str) -> dict:
         self._record(task_id)
         evaluations = []
         for version, sums in sorted(self.store.evaluation_totals(task_id).items()):
             count = sums.get("count", 0.0)
-            rates = {f"{k}_rate": sums[k] / count for k in ("correct", "correct_top3")
-                     if k in sums and count}
+            rates = {
+                f"{k}_rate": sums[k] / count
+                for k in ("correct", "correct_top3")
+                if k in sums and count
+            }
             evaluations.append({"version": version, **sums, **rates})
         heldout = [{"version": v, **m} for v, m in self.store.heldout_results(task_id).items()]
-        return {"versions": self.store.model_history(task_id),
-                "events": self.store.events(task_id), "federated_evaluation": evaluations,
-                "heldout_evaluation": heldout}
+        return {
+            "versions": self.store.model_history(task_id),
+            "events": self.store.events(task_id),
+            "federated_evaluation": evaluations,
+            "heldout_evaluation": heldout,
+        }
 
     def record_heldout(self, task_id: str, version: int, doc: dict) -> dict:
         """One model version's metrics on a held-out set, from the evaluator that runs
@@ -300,9 +369,18 @@ class AggregatorService:
         if self.store.model_path(task_id, version) is None:
             raise NotFound(f"task {task_id} has no model version {version}")
         metrics = doc.get("metrics") if isinstance(doc, dict) else None
-        if not isinstance(metrics, dict) or not 0 < len(metrics) <= 32 or not all(
-                isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float))
-                and not isinstance(v, bool) and np.isfinite(v) for k, v in metrics.items()):
+        if (
+            not isinstance(metrics, dict)
+            or not 0 < len(metrics) <= 32
+            or not all(
+                isinstance(k, str)
+                and len(k) <= 64
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and np.isfinite(v)
+                for k, v in metrics.items()
+            )
+        ):
             raise BadRequest("metrics must map 1 to 32 names (<= 64 characters) to finite numbers")
         recorded = self.store.add_heldout(task_id, version, metrics, self.clock.now())
         return {"status": "recorded" if recorded else "duplicate"}
@@ -314,10 +392,21 @@ class AggregatorService:
         if not isinstance(version, int) or isinstance(version, bool):
             raise BadRequest("model_version must be an integer")
         allowed = {"loss_sum", "correct", "correct_top3", "count"}
-        if not isinstance(sums, dict) or not sums or set(sums) - allowed or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                and v >= 0 for v in sums.values()):
-            raise BadRequest(f"sums must map some of {sorted(allowed)} to finite non-negative numbers")
+        if (
+            not isinstance(sums, dict)
+            or not sums
+            or set(sums) - allowed
+            or not all(
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and np.isfinite(v)
+                and v >= 0
+                for v in sums.values()
+            )
+        ):
+            raise BadRequest(
+                f"sums must map some of {sorted(allowed)} to finite non-negative numbers"
+            )
         if self.store.has_evaluation(task_id, version, device.device_id):
             return {"status": "duplicate"}  # a retry of a recorded report
         with self._owning(task):
@@ -328,9 +417,11 @@ class AggregatorService:
     # -- devices ------------------------------------------------------------------------------
     def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
         if not self.enrollment_secrets:
-            raise EnrollmentClosed("this server enrolls no devices: no enrollment secret is "
-                                   "configured; start edge-fl serve with --enrollment-secret "
-                                   "POPULATION=SECRET (or enrollment_secrets in --config)")
+            raise EnrollmentClosed(
+                "this server enrolls no devices: no enrollment secret is "
+                "configured; start edge-fl serve with --enrollment-secret "
+                "POPULATION=SECRET (or enrollment_secrets in --config)"
+            )
         expected = self.enrollment_secrets.get(population)
         # bytes: compare_digest refuses str with non-ASCII characters
         if expected is None or not secrets.compare_digest(expected.encode(), secret.encode()):
@@ -339,8 +430,9 @@ class AggregatorService:
             raise BadRequest("public_key must be a raw 32-byte Ed25519 key (base64)")
         device_id = "dev-" + secrets.token_hex(8)
         token = secrets.token_urlsafe(32)
-        self.store.add_device(Device(device_id, population, public_key), _hash(token),
-                              self.clock.now())
+        self.store.add_device(
+            Device(device_id, population, public_key), _hash(token), self.clock.now()
+        )
         return {"device_id": device_id, "token": token}
 
     def authenticate(self, token: str | None) -> Device:
@@ -361,7 +453,9 @@ class AggregatorService:
         trip to the service's thread. None: ask `authenticate`."""
         return self._devices.get(_hash(token)) if token else None
 
-    def check_in(self, device: Device, task_id: str | None) -> Assignment | EvalAssignment | ComeBackLater:
+    def check_in(
+        self, device: Device, task_id: str | None
+    ) -> Assignment | EvalAssignment | ComeBackLater:
         tasks = [self._task(task_id)] if task_id else list(self.tasks.values())
         if not tasks:
             return ComeBackLater(self.clock.now() + 60.0)
@@ -376,8 +470,9 @@ class AggregatorService:
         task = self._task(task_id)
         with self._owning(task):
             # a fixed vocabulary: reasons become metric labels and stored counters
-            task.coordinator.report_failure(device.device_id, failure_reason(reason),
-                                            self.clock.now())
+            task.coordinator.report_failure(
+                device.device_id, failure_reason(reason), self.clock.now()
+            )
             self._after_change(task)
 
     def model_file(self, task_id: str, version: int | None) -> tuple[int, Path]:
@@ -396,8 +491,10 @@ class AggregatorService:
     def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
         task = self._task(task_id)
         if task.settings.secagg is not None:
-            raise BadRequest("this task uses secure aggregation: devices send masked inputs "
-                             "(/secagg), never an individual update")
+            raise BadRequest(
+                "this task uses secure aggregation: devices send masked inputs "
+                "(/secagg), never an individual update"
+            )
         checked = open_update(data, self.limits)  # the checksum is computed once, here
         meta = checked.meta
         if meta.device_id != device.device_id:
@@ -410,8 +507,13 @@ class AggregatorService:
             return {"status": "duplicate", "aggregated_into": seen}
         c = task.coordinator
         try:
-            decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
-                                    limits=self.limits, keep_parts=True)
+            decoded = decode_update(
+                checked,
+                task.record.specs,
+                public_key=device.public_key,
+                limits=self.limits,
+                keep_parts=True,
+            )
         except NonFinite as e:
             c.refuse_update("not_finite")
             raise UpdateNotFinite(f"the update is not finite: {e}") from None
@@ -422,9 +524,21 @@ class AggregatorService:
             if isinstance(admission, Outcome):
                 return {"status": "duplicate", "version": c.version}
             try:
-                self.store.save_update(task_id, PendingUpdate(
-                    meta.idempotency_key, c.round_id, meta.device_id, meta.model_version,
-                    admission.weight, admission.staleness), data, meta.metrics, c.snapshot(), now)
+                self.store.save_update(
+                    task_id,
+                    PendingUpdate(
+                        meta.idempotency_key,
+                        c.round_id,
+                        meta.device_id,
+                        meta.model_version,
+                        admission.weight,
+                        admission.staleness,
+                    ),
+                    data,
+                    meta.metrics,
+                    c.snapshot(),
+                    now,
+                )
             except AlreadyAggregated:  # the store, not this process's memory, decides
                 seen = self.store.seen_update(task_id, meta.device_id, meta.idempotency_key)
                 if seen is not None and seen >= 0:
@@ -433,8 +547,12 @@ class AggregatorService:
             outcome = c.accept(meta, decoded.tensors, admission)
             del decoded
             self._maybe_commit(task)
-        return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
-                "version": c.version}
+        return {
+            "status": "accepted",
+            "weight": outcome.weight,
+            "staleness": outcome.staleness,
+            "version": c.version,
+        }
 
     def _check_norm(self, task: _Task, delta) -> None:
         """Refuse an update over the task's L2 norm bound (counted, nothing stored)."""
@@ -444,9 +562,11 @@ class AggregatorService:
         norm = norm_over(delta, bound)
         if norm is not None:
             task.coordinator.refuse_update("norm_exceeded")
-            raise UpdateNormExceeded(f"the update's L2 norm {norm:.6g} exceeds this task's "
-                                     f"max_update_norm {bound:g}", norm=_json_number(norm),
-                                     max_update_norm=bound)
+            raise UpdateNormExceeded(
+                f"the update's L2 norm {norm:.6g} exceeds this task's max_update_norm {bound:g}",
+                norm=_json_number(norm),
+                max_update_norm=bound,
+            )
 
     # -- resumable uploads (uploads.py) -----------------------------------------------------
     def begin_upload(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
@@ -477,8 +597,9 @@ class AggregatorService:
         c = task.coordinator
         secure = c.secure_round(device.device_id, self.clock.now(), joining)
         if round_id != c.round_id:
-            raise RoundClosed(f"round {round_id} is over; the current round is {c.round_id}",
-                              round=c.round_id)
+            raise RoundClosed(
+                f"round {round_id} is over; the current round is {c.round_id}", round=c.round_id
+            )
         return task, secure
 
     def _secure_step(self, task: _Task, device: Device) -> dict:
@@ -492,14 +613,16 @@ class AggregatorService:
         task, secure = self._secure(device, task_id, round_id)
         return self._secure_step(task, device)
 
-    def secagg_advertise(self, device: Device, task_id: str, round_id: int,
-                         c_public: bytes, s_public: bytes) -> dict:
+    def secagg_advertise(
+        self, device: Device, task_id: str, round_id: int, c_public: bytes, s_public: bytes
+    ) -> dict:
         task, secure = self._secure(device, task_id, round_id, joining=True)
         secure.advertise(device.device_id, c_public, s_public, self.clock.now())
         return self._secure_step(task, device)
 
-    def secagg_share(self, device: Device, task_id: str, round_id: int,
-                     shares: dict[int, bytes]) -> dict:
+    def secagg_share(
+        self, device: Device, task_id: str, round_id: int, shares: dict[int, bytes]
+    ) -> dict:
         task, secure = self._secure(device, task_id, round_id)
         secure.share(device.device_id, shares, self.clock.now())
         return self._secure_step(task, device)
@@ -510,8 +633,9 @@ class AggregatorService:
         secure.masked_input(device.device_id, y, self.clock.now())
         return self._secure_step(task, device)
 
-    def secagg_reveal(self, device: Device, task_id: str, round_id: int,
-                      shares: dict[int, tuple[str, int]]) -> dict:
+    def secagg_reveal(
+        self, device: Device, task_id: str, round_id: int, shares: dict[int, tuple[str, int]]
+    ) -> dict:
         task, secure = self._secure(device, task_id, round_id)
         secure.reveal(device.device_id, shares, self.clock.now())
         return self._secure_step(task, device)
@@ -546,8 +670,9 @@ class AggregatorService:
         task_id = task.record.task_id
         metrics = _mean_metrics(self.store.pending_metrics(task_id))
         mean, measurements = c.close_aggregate()
-        optimizer = build_server_optimizer(task.settings.server_optimizer,
-                                           lr=task.settings.server_lr_at(c.version))
+        optimizer = build_server_optimizer(
+            task.settings.server_optimizer, lr=task.settings.server_lr_at(c.version)
+        )
         params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
         reason = _not_finite(mean, params, state)
         if reason is not None:
@@ -572,15 +697,20 @@ class AggregatorService:
         if dp is None:
             return {}
         delta = dp.target_delta
-        epsilon = PrivacyAccountant(dp.noise_multiplier, task.settings.sampling_rate(),
-                                    delta).epsilon(task.coordinator.version)
+        epsilon = PrivacyAccountant(
+            dp.noise_multiplier, task.settings.sampling_rate(), delta
+        ).epsilon(task.coordinator.version)
         budget = dp.epsilon_budget
         if budget is not None and epsilon >= budget:
             task.coordinator.paused = True
-            task.coordinator.events.append({"event": "privacy_budget_reached",
-                                            "epsilon": _json_number(epsilon),
-                                            "round": task.coordinator.round_id,
-                                            "at": self.clock.now()})
+            task.coordinator.events.append(
+                {
+                    "event": "privacy_budget_reached",
+                    "epsilon": _json_number(epsilon),
+                    "round": task.coordinator.round_id,
+                    "at": self.clock.now(),
+                }
+            )
         return {"epsilon": _json_number(epsilon), "delta": delta}
 
     def _flush_events(self, task: _Task) -> None:
@@ -593,9 +723,12 @@ class AggregatorService:
         if task is None:
             self._record(task_id)
             if task_id in self.failed:
-                raise TaskFailed(f"task {task_id!r} is not served: its stored state did not "
-                                 f"load ({self.failed[task_id]}); see GET /v1/admin/tasks/"
-                                 f"{task_id}", task_id=task_id)
+                raise TaskFailed(
+                    f"task {task_id!r} is not served: its stored state did not "
+                    f"load ({self.failed[task_id]}); see GET /v1/admin/tasks/"
+                    f"{task_id}",
+                    task_id=task_id,
+                )
             raise NotLeader(f"another process leads task {task_id!r}", retry_after_s=1)
         return task
 
@@ -606,8 +739,9 @@ class AggregatorService:
 
     def describe_tasks(self, with_history: bool) -> list[dict]:
         """describe() of every task, with history() when asked."""
-        return [self.describe(t) | (self.history(t) if with_history else {})
-                for t in self.task_ids()]
+        return [
+            self.describe(t) | (self.history(t) if with_history else {}) for t in self.task_ids()
+        ]
 
     def led_task_ids(self) -> list[str]:
         """The tasks this process leads (their coordinators run here)."""
@@ -644,7 +778,8 @@ class AggregatorService:
         record = self.records.get(task_id)
         if record is None and self.store.shared and self.store.has_task(task_id):
             record = self.records[task_id] = next(
-                r for r in self.store.tasks() if r.task_id == task_id)  # made elsewhere
+                r for r in self.store.tasks() if r.task_id == task_id
+            )  # made elsewhere
         if record is None:
             raise NotFound(f"unknown task {task_id!r}")
         return record
@@ -676,14 +811,24 @@ def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     """(model_id, parameter specs, initial parameters) of a training bundle, checked:
     the parameters file holds exactly the manifest's tensors, finite, of their shapes."""
     manifest = json.loads((bundle / "manifest.json").read_text())
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("model_id"), str) \
-            or not isinstance(manifest.get("parameters"), list) or not manifest["parameters"]:
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("model_id"), str)
+        or not isinstance(manifest.get("parameters"), list)
+        or not manifest["parameters"]
+    ):
         raise ValueError("manifest.json needs a string model_id and a list of parameters")
     specs = []
     for p in manifest["parameters"]:
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(
-                p.get("shape"), list) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                                 and 0 <= d < 2**31 for d in p["shape"]):
+        if (
+            not isinstance(p, dict)
+            or not isinstance(p.get("name"), str)
+            or not isinstance(p.get("shape"), list)
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31
+                for d in p["shape"]
+            )
+        ):
             raise ValueError(f"manifest parameter {p!r} needs a name and a shape of integers")
         specs.append({"name": p["name"], "shape": p["shape"]})
     names = [s["name"] for s in specs]
@@ -695,13 +840,16 @@ def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
     with np.load(bundle / parameters_file, allow_pickle=False) as npz:
         params = {k: npz[k] for k in npz.files}
     if set(params) != set(names):
-        raise ValueError(f"{parameters_file} holds {sorted(params)}, the manifest names "
-                         f"{sorted(names)}")
+        raise ValueError(
+            f"{parameters_file} holds {sorted(params)}, the manifest names {sorted(names)}"
+        )
     for s in specs:
         value = params[s["name"]]
         if value.shape != tuple(s["shape"]) or not np.issubdtype(value.dtype, np.floating):
-            raise ValueError(f"parameter {s['name']!r} is {value.dtype} {value.shape}, the "
-                             f"manifest says float {tuple(s['shape'])}")
+            raise ValueError(
+                f"parameter {s['name']!r} is {value.dtype} {value.shape}, the "
+                f"manifest says float {tuple(s['shape'])}"
+            )
         if not np.all(np.isfinite(value)):
             raise ValueError(f"parameter {s['name']!r} holds NaN or Inf")
     return manifest["model_id"], specs, params
@@ -710,7 +858,7 @@ def _read_bundle(bundle: Path) -> tuple[str, list[dict], dict[str, np.ndarray]]:
 def _printable(text: str, limit: int = 500) -> str:
     """Free text made safe to store and to send as JSON: no lone surrogates, bounded."""
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _KNOWN_DEVICES = 100_000  # tokens whose device is kept in memory

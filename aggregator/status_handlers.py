@@ -1,5 +1,6 @@
 """What anyone may read: aggregate, non-personal task status (disclosure.py decides what
 is shown), Prometheus metrics and the dashboard page."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = await run_service(request.app, _export_metrics, request.app[SERVICE],
-                             request.app[METRICS])
+    body = await run_service(
+        request.app, _export_metrics, request.app[SERVICE], request.app[METRICS]
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

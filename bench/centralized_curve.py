@@ -4,6 +4,7 @@ through the same ONNX train step devices use, and prints held-out recall after e
 
     python -m bench.centralized_curve --model shakespeare_char --epochs 8 --batch-size 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,28 +21,50 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--vocabulary-size", type=int, default=10000)
-    parser.add_argument("--eval-examples", type=int, default=3000,
-                        help="held-out sample (the simulator's eval_examples); 0: all")
+    parser.add_argument(
+        "--eval-examples",
+        type=int,
+        default=3000,
+        help="held-out sample (the simulator's eval_examples); 0: all",
+    )
     args = parser.parse_args(argv)
     from fleet.baselines import centralized
     from fleet.data import build_task_bundle, task_data
     from fleet.run import ngram_predictor
+
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_task_bundle(args.model, Path(tmp) / "bundle", args.vocabulary_size, 0)
         data = task_data(bundle, args.eval_examples or 10**9, 0)
         test = data.test if args.eval_examples else data.test_all
         ngram = ngram_predictor(data)
-        print(f"{args.model}: {len(data.train_all)} training {data.unit}, {len(test)} held-out; "
-              f"{ngram.order}-gram top-1 {100 * ngram.recall(test)['accuracy']:.2f}%", flush=True)
+        print(
+            f"{args.model}: {len(data.train_all)} training {data.unit}, {len(test)} held-out; "
+            f"{ngram.order}-gram top-1 {100 * ngram.recall(test)['accuracy']:.2f}%",
+            flush=True,
+        )
         t0, rows = time.perf_counter(), []
 
         def report(epoch: int, m: dict) -> None:
-            rows.append({"epoch": epoch, "seconds": round(time.perf_counter() - t0),
-                         "accuracy": m["accuracy"], "top3_accuracy": m["top3_accuracy"],
-                         "mean_loss": m["mean_loss"]})
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "seconds": round(time.perf_counter() - t0),
+                    "accuracy": m["accuracy"],
+                    "top3_accuracy": m["top3_accuracy"],
+                    "mean_loss": m["mean_loss"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-        centralized(bundle, data.train_all, test, args.epochs,
-                    {"batch_size": args.batch_size, "lr": args.lr}, seed=0, on_epoch=report)
+
+        centralized(
+            bundle,
+            data.train_all,
+            test,
+            args.epochs,
+            {"batch_size": args.batch_size, "lr": args.lr},
+            seed=0,
+            on_epoch=report,
+        )
     return rows
 
 

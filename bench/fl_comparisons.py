@@ -7,6 +7,7 @@
 
     python -m bench.fl_comparisons [--versions 40] [--part sync_async|codec|all]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,23 +15,44 @@ import tempfile
 from pathlib import Path
 
 PLAN = {"epochs": 1, "batch_size": 16, "lr": 1.0}
-SYNC = {"mode": "sync", "plan": PLAN, "sync": {
-    "goal": 30, "overselect": 1.3, "selection_timeout_s": 600, "report_deadline_s": 3600,
-    "min_fraction": 0.7}}
+SYNC = {
+    "mode": "sync",
+    "plan": PLAN,
+    "sync": {
+        "goal": 30,
+        "overselect": 1.3,
+        "selection_timeout_s": 600,
+        "report_deadline_s": 3600,
+        "min_fraction": 0.7,
+    },
+}
 # FedBuff: K = 10 per version, so 3 async versions carry as many updates as 1 round; the
 # delta of an update s versions stale is scaled by 1/sqrt(1 + s)
-FEDBUFF = {"mode": "async", "plan": PLAN, "async_": {
-    "concurrency": 39, "buffer_size": 10, "max_staleness": 20}}
+FEDBUFF = {
+    "mode": "async",
+    "plan": PLAN,
+    "async_": {"concurrency": 39, "buffer_size": 10, "max_staleness": 20},
+}
 
 
 def _run(task: dict, versions: int, codec: str = "default", devices: int = 600) -> dict:
     from fleet.config import ProfileSettings, SimulationConfig
     from fleet.run import run
+
     config = SimulationConfig(
-        model="keyboard_cifg_tiny", devices=devices, vocabulary_size=2000, task=task,
-        transport="inprocess", hours=24 * 14, max_versions=versions, eval_every=1,
-        eval_examples=400, codec=codec, seed=5,
-        profiles=ProfileSettings(speed_sigma=1.0, step_time_s=20.0))
+        model="keyboard_cifg_tiny",
+        devices=devices,
+        vocabulary_size=2000,
+        task=task,
+        transport="inprocess",
+        hours=24 * 14,
+        max_versions=versions,
+        eval_every=1,
+        eval_examples=400,
+        codec=codec,
+        seed=5,
+        profiles=ProfileSettings(speed_sigma=1.0, step_time_s=20.0),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         return run(config, Path(tmp), centralized_epochs=0, show_progress=False)
 
@@ -52,15 +74,21 @@ def compare_sync_async(versions: int) -> dict:
     sync = _run(SYNC, versions)
     fedbuff = _run(FEDBUFF, versions * 6)  # room to reach sync's end, if it can
     final = sync["timeline"][-1]
-    print("\n== Sync FedAvg vs buffered async on the same fleet (keyboard_cifg_tiny, 600 "
-          "devices, log-normal speed sigma 1.0) ==")
-    print(f"sync, rounds of 30 (39 selected): {sync['versions']} versions in "
-          f"{sync['sim_hours']:.2f} simulated hours; final loss {final['mean_loss']:.3f}, "
-          f"top-1 {100 * final['accuracy']:.2f}%")
+    print(
+        "\n== Sync FedAvg vs buffered async on the same fleet (keyboard_cifg_tiny, 600 "
+        "devices, log-normal speed sigma 1.0) =="
+    )
+    print(
+        f"sync, rounds of 30 (39 selected): {sync['versions']} versions in "
+        f"{sync['sim_hours']:.2f} simulated hours; final loss {final['mean_loss']:.3f}, "
+        f"top-1 {100 * final['accuracy']:.2f}%"
+    )
     best = min(fedbuff["timeline"], key=lambda p: p["mean_loss"])
-    print(f"async, concurrency 39, buffer 10: {fedbuff['versions']} versions in "
-          f"{fedbuff['sim_hours']:.2f} simulated hours; best loss {best['mean_loss']:.3f}, "
-          f"top-1 {100 * max(p['accuracy'] for p in fedbuff['timeline']):.2f}%")
+    print(
+        f"async, concurrency 39, buffer 10: {fedbuff['versions']} versions in "
+        f"{fedbuff['sim_hours']:.2f} simulated hours; best loss {best['mean_loss']:.3f}, "
+        f"top-1 {100 * max(p['accuracy'] for p in fedbuff['timeline']):.2f}%"
+    )
     out = {"sync": sync, "async": fedbuff}
     for key, label, lower in (("mean_loss", "held-out loss", True), ("accuracy", "top-1", False)):
         target = final[key]
@@ -68,8 +96,10 @@ def compare_sync_async(versions: int) -> dict:
         h_async = _hours_to(fedbuff, key, target, lower)
         shown = f"{target:.3f}" if lower else f"{100 * target:.2f}%"
         ratio = f"; async {h_sync / h_async:.2f}x sooner" if h_async else ""
-        print(f"to sync's final {label} {shown}: sync {_describe(h_sync, sync)}, async "
-              f"{_describe(h_async, fedbuff)}{ratio}")
+        print(
+            f"to sync's final {label} {shown}: sync {_describe(h_sync, sync)}, async "
+            f"{_describe(h_async, fedbuff)}{ratio}"
+        )
         out[key] = (h_sync, h_async)
     return out
 
@@ -78,11 +108,15 @@ def compare_codecs(versions: int) -> dict:
     default, float32 = _run(SYNC, versions), _run(SYNC, versions, codec="float32")
     d, f = default["final"], float32["final"]
     print(f"\n== Default codec vs float32 uploads ({versions} sync rounds) ==")
-    print(f"float32: top-1 {100 * f['accuracy']:.2f}%, top-3 {100 * f['top3_accuracy']:.2f}%, "
-          f"up {float32['client']['bytes_up'] / 2**20:.1f} MB")
-    print(f"default: top-1 {100 * d['accuracy']:.2f}%, top-3 {100 * d['top3_accuracy']:.2f}%, "
-          f"up {default['client']['bytes_up'] / 2**20:.1f} MB "
-          f"({100 * (d['accuracy'] - f['accuracy']):+.2f} points top-1)")
+    print(
+        f"float32: top-1 {100 * f['accuracy']:.2f}%, top-3 {100 * f['top3_accuracy']:.2f}%, "
+        f"up {float32['client']['bytes_up'] / 2**20:.1f} MB"
+    )
+    print(
+        f"default: top-1 {100 * d['accuracy']:.2f}%, top-3 {100 * d['top3_accuracy']:.2f}%, "
+        f"up {default['client']['bytes_up'] / 2**20:.1f} MB "
+        f"({100 * (d['accuracy'] - f['accuracy']):+.2f} points top-1)"
+    )
     return {"default": default, "float32": float32}
 
 

@@ -10,6 +10,7 @@ participations, even at one model version, are two updates. A `duplicate` answer
 success only for the device's own retry: the key went out before, in an earlier attempt
 of this participation; any other duplicate is a failure ("unexpected_duplicate").
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,12 +23,25 @@ import numpy as np
 
 from .bundle import Bundle
 from .clock import Clock
-from .evaluator import Evaluator
-from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
-from .example_store import ExampleStore
-from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
-                       decode_parameters, encode_update)
+from .eligibility import (
+    Context,
+    DeviceState,
+    ParticipationHistory,
+    Policy,
+    ReasonCounter,
+    stop_check,
+)
 from .errors import SecureAggregationFailed
+from .evaluator import Evaluator
+from .example_store import ExampleStore
+from .protocol import (
+    DEFAULT_CODEC,
+    ErrorFeedback,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_parameters,
+    encode_update,
+)
 from .schedules import Constant
 from .secure_aggregation import report_securely
 from .trainer import ExampleSource, LocalTrainer, TrainingPlan, TrainingResult
@@ -79,9 +93,13 @@ class TrainingRunner(Protocol):
     minus `params`); `examples(epoch)` streams that epoch's examples and `check()` is the
     stop check between batches."""
 
-    async def train(self, params: dict[str, np.ndarray], examples: ExampleSource,
-                    plan: TrainingPlan, check: Callable[[], str | None]
-                    ) -> tuple[TrainingResult, dict[str, np.ndarray]]: ...
+    async def train(
+        self,
+        params: dict[str, np.ndarray],
+        examples: ExampleSource,
+        plan: TrainingPlan,
+        check: Callable[[], str | None],
+    ) -> tuple[TrainingResult, dict[str, np.ndarray]]: ...
 
 
 class LocalTraining:
@@ -89,8 +107,14 @@ class LocalTraining:
     event loop stays responsive, or inline (the simulator, which shares one trainer and
     its ORT sessions between many devices)."""
 
-    def __init__(self, bundle: Bundle, clock: Clock, *, in_thread: bool = True,
-                 trainer: LocalTrainer | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        clock: Clock,
+        *,
+        in_thread: bool = True,
+        trainer: LocalTrainer | None = None,
+    ):
         self.bundle, self.clock, self.in_thread, self.trainer = bundle, clock, in_thread, trainer
 
     def _run(self, params, examples, plan, check):
@@ -108,12 +132,22 @@ class LocalTraining:
 
 
 class FederatedClient:
-    def __init__(self, bundle: Bundle, transport: Transport, store: ExampleStore,
-                 identity: DeviceIdentity, *, policy: Policy, clock: Clock,
-                 rng: np.random.Generator, collection: str = "default",
-                 pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
-                 pacer: Pacer | None = None, training: TrainingRunner | None = None,
-                 eval_collection: str | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        transport: Transport,
+        store: ExampleStore,
+        identity: DeviceIdentity,
+        *,
+        policy: Policy,
+        clock: Clock,
+        rng: np.random.Generator,
+        collection: str = "default",
+        pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
+        pacer: Pacer | None = None,
+        training: TrainingRunner | None = None,
+        eval_collection: str | None = None,
+    ):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
@@ -128,8 +162,9 @@ class FederatedClient:
         history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
         return Context(self.clock.now(), self.store.count(self.collection), history)
 
-    async def participate(self, device_state: Callable[[], DeviceState],
-                          task_id: str | None = None) -> ParticipationResult:
+    async def participate(
+        self, device_state: Callable[[], DeviceState], task_id: str | None = None
+    ) -> ParticipationResult:
         decision = self.policy.decide(device_state(), self._context())
         if not decision.allowed:
             self.reasons.record(decision)
@@ -140,7 +175,9 @@ class FederatedClient:
         if "assignment" not in answer:
             return ParticipationResult("later", retry_at=answer.get("retry_at"))
         a = answer["assignment"]
-        result = ParticipationResult("aborted", task_id=a["task_id"], model_version=a["model_version"])
+        result = ParticipationResult(
+            "aborted", task_id=a["task_id"], model_version=a["model_version"]
+        )
         if a["model_id"] != self.bundle.model_id:
             await self.transport.report_failure(a["task_id"], "bundle_mismatch")
             result.reason = "bundle_mismatch"
@@ -176,11 +213,19 @@ class FederatedClient:
         async def pace(nbytes: int) -> None:
             sent["bytes"] = nbytes
             await self.pacer.uploading(nbytes)
+
         try:
             result.server = await report_securely(
-                self.transport, a["task_id"], a["round_id"], delta,
-                [spec.name for spec in self.bundle.parameter_specs], training.examples,
-                a["secagg"], getattr(self.transport, "sleep", asyncio.sleep), pace)
+                self.transport,
+                a["task_id"],
+                a["round_id"],
+                delta,
+                [spec.name for spec in self.bundle.parameter_specs],
+                training.examples,
+                a["secagg"],
+                getattr(self.transport, "sleep", asyncio.sleep),
+                pace,
+            )
         except SecureAggregationFailed as e:
             result.status, result.reason = "rejected", str(e)[:64]
             return result
@@ -191,7 +236,9 @@ class FederatedClient:
 
     async def _evaluate(self, e: dict) -> ParticipationResult:
         """Federated evaluation: metric sums of the given model on the local examples."""
-        result = ParticipationResult("evaluated", task_id=e["task_id"], model_version=e["model_version"])
+        result = ParticipationResult(
+            "evaluated", task_id=e["task_id"], model_version=e["model_version"]
+        )
         if e["model_id"] != self.bundle.model_id:
             result.status, result.reason = "aborted", "bundle_mismatch"
             return result
@@ -202,10 +249,15 @@ class FederatedClient:
         if self._evaluator is None:
             self._evaluator = Evaluator(self.bundle)
         metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.eval_collection))
-        sums = {k: float(metrics[k]) for k in ("loss_sum", "correct", "correct_top3", "count")
-                if k in metrics}
+        sums = {
+            k: float(metrics[k])
+            for k in ("loss_sum", "correct", "correct_top3", "count")
+            if k in metrics
+        }
         result.examples = int(sums.get("count", 0))
-        result.server = await self.transport.submit_evaluation(e["task_id"], e["model_version"], sums)
+        result.server = await self.transport.submit_evaluation(
+            e["task_id"], e["model_version"], sums
+        )
         return result
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
@@ -215,13 +267,20 @@ class FederatedClient:
 
     async def _train(self, params, plan: dict, check):
         seed = int(self.rng.integers(2**31))
-        plan = TrainingPlan(epochs=int(plan.get("epochs", 1)), batch_size=int(plan.get("batch_size", 16)),
-                            max_steps=plan.get("max_steps"), schedule=Constant(float(plan.get("lr", 0.1))),
-                            seed=seed)
+        plan = TrainingPlan(
+            epochs=int(plan.get("epochs", 1)),
+            batch_size=int(plan.get("batch_size", 16)),
+            max_steps=plan.get("max_steps"),
+            schedule=Constant(float(plan.get("lr", 0.1))),
+            seed=seed,
+        )
         rng = np.random.default_rng(seed)
         return await self.training.train(
-            params, lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
-            plan, check)
+            params,
+            lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
+            plan,
+            check,
+        )
 
     def _participation(self, a: dict) -> dict:
         """The open participation of this assignment, as kept in the example store (a
@@ -232,8 +291,12 @@ class FederatedClient:
         except ValueError:
             kept = None
         same = {"round_id": a["round_id"], "model_version": a["model_version"]}
-        if isinstance(kept, dict) and all(kept.get(k) == v for k, v in same.items()) \
-                and isinstance(kept.get("nonce"), str) and isinstance(kept.get("uploads"), int):
+        if (
+            isinstance(kept, dict)
+            and all(kept.get(k) == v for k, v in same.items())
+            and isinstance(kept.get("nonce"), str)
+            and isinstance(kept.get("uploads"), int)
+        ):
             return kept
         # from the OS's generator, not the injected rng: a nonce must differ after a
         # restart that re-seeds the rng, or a new update would be taken for a retry
@@ -248,12 +311,29 @@ class FederatedClient:
             return result
         participation = self._participation(a)
         key = participation["nonce"]
-        metrics = {k: float(v) for k, v in training.metrics.items()
-                   if k in ("mean_loss", "accuracy") and np.isfinite(v)}
-        meta = UpdateMeta(a["task_id"], self.bundle.model_id, a["model_version"],
-                          self.identity.device_id, key, training.examples, metrics)
-        data = encode_update(delta, self.bundle.parameter_specs, meta, self.pipeline,
-                             signing_key=self.identity.signing_key, rng=self.rng, feedback=feedback)
+        metrics = {
+            k: float(v)
+            for k, v in training.metrics.items()
+            if k in ("mean_loss", "accuracy") and np.isfinite(v)
+        }
+        meta = UpdateMeta(
+            a["task_id"],
+            self.bundle.model_id,
+            a["model_version"],
+            self.identity.device_id,
+            key,
+            training.examples,
+            metrics,
+        )
+        data = encode_update(
+            delta,
+            self.bundle.parameter_specs,
+            meta,
+            self.pipeline,
+            signing_key=self.identity.signing_key,
+            rng=self.rng,
+            feedback=feedback,
+        )
         await self.pacer.uploading(len(data))
         state_key = PARTICIPATION_KEY.format(task=a["task_id"])
         sent_before = participation["uploads"] > 0  # an earlier attempt may have arrived

@@ -1,5 +1,6 @@
 """Run a simulated fleet: real edge_sdk clients (eligibility, check-in, download, ORT
 training, encoding, signed upload) against the real aggregator, in simulated time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,13 @@ from aggregator.config import TaskSettings
 from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient, LocalTraining, Pacer
 from edge_sdk.clock import FakeClock
-from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging, RequireIdle, RequireUnmetered
+from edge_sdk.eligibility import (
+    MinLocalExamples,
+    Policy,
+    RequireCharging,
+    RequireIdle,
+    RequireUnmetered,
+)
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.example_store import ExampleStore, RetentionPolicy
 from edge_sdk.protocol import CodecSpec, generate_signing_key, public_key_of
@@ -45,9 +52,21 @@ class SimulatedDropout(Exception):
 
 
 class SimPacer(Pacer):
-    def __init__(self, vt: VirtualTime, profile: DeviceProfile, config: SimulationConfig,
-                 rng: np.random.Generator, stats: dict):
-        self.vt, self.profile, self.p, self.rng, self.stats = vt, profile, config.profiles, rng, stats
+    def __init__(
+        self,
+        vt: VirtualTime,
+        profile: DeviceProfile,
+        config: SimulationConfig,
+        rng: np.random.Generator,
+        stats: dict,
+    ):
+        self.vt, self.profile, self.p, self.rng, self.stats = (
+            vt,
+            profile,
+            config.profiles,
+            rng,
+            stats,
+        )
 
     async def downloaded(self, nbytes: int) -> None:
         self.stats["bytes_down"] += nbytes
@@ -94,7 +113,9 @@ class PacedTraining:
         steps = sum(-(-len(e) // plan.batch_size) for e in epochs)
         if plan.max_steps is not None:
             steps = min(steps, plan.max_steps)
-        work = asyncio.ensure_future(self.inner.train(params, lambda e: iter(epochs[e]), plan, check))
+        work = asyncio.ensure_future(
+            self.inner.train(params, lambda e: iter(epochs[e]), plan, check)
+        )
         await self.vt.sleep(steps * self.seconds_per_step, until=work)
         return work.result()
 
@@ -111,9 +132,11 @@ def make_training(config: SimulationConfig, bundle: Bundle, clock):
     (fleet/ray_backend.py)."""
     if config.backend == "processes":
         from .process_backend import ProcessTraining
+
         return ProcessTraining(bundle, config.workers or None)
     if config.backend == "ray":
         from .ray_backend import RayTraining
+
         return RayTraining(bundle, **config.ray)
     return LocalTraining(bundle, clock, in_thread=False, trainer=LocalTrainer(bundle, clock=clock))
 
@@ -125,13 +148,16 @@ def _device_store_dir(config: SimulationConfig, out: Path) -> Path | None:
         return None
     import resource
     import shutil
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 3 * config.devices + 1024  # + sockets, bundle files, the server's store
     if soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
-            raise ValueError(f"{config.devices} on-disk device stores need ~{needed} open files; "
-                             f"the limit is {hard} (raise `ulimit -n`, or use "
-                             f"device_stores 'memory')")
+            raise ValueError(
+                f"{config.devices} on-disk device stores need ~{needed} open files; "
+                f"the limit is {hard} (raise `ulimit -n`, or use "
+                f"device_stores 'memory')"
+            )
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     store_dir = out / "devices"
     shutil.rmtree(store_dir, ignore_errors=True)  # a previous run's devices are not these
@@ -147,6 +173,7 @@ def codec_of(codec: str | dict) -> CodecSpec:
 def open_run_store(out: Path):
     """The aggregator store a simulation left in `out/server` (SqliteStore; close it)."""
     from aggregator.store import SqliteStore
+
     store_dir = out / "server"
     if not (store_dir / "aggregator.db").exists():
         raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
@@ -157,6 +184,7 @@ def open_run_store(out: Path):
 class ResumePoint:
     """Where a stopped run left off: its newest committed version, that commit's simulated
     time, and the evaluations already written to timeline.jsonl."""
+
     version: int
     now: float
     timeline: list[dict]
@@ -169,8 +197,9 @@ class ResumePoint:
         finally:
             store.close()
         log = out / "timeline.jsonl"
-        lines = [line for line in (log.read_text().splitlines() if log.exists() else [])
-                 if line.strip()]
+        lines = [
+            line for line in (log.read_text().splitlines() if log.exists() else []) if line.strip()
+        ]
         points = []
         for number, line in enumerate(lines, 1):
             try:
@@ -179,13 +208,23 @@ class ResumePoint:
                 if number < len(lines):
                     raise ValueError(f"{log} line {number} is damaged") from None
                 # else the run died writing its last line: that evaluation is redone
-        return cls(latest["version"], latest["created"],
-                   [p for p in points if p["version"] <= latest["version"]])
+        return cls(
+            latest["version"],
+            latest["created"],
+            [p for p in points if p["version"] <= latest["version"]],
+        )
 
 
-async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
-                   test: list[dict], out: Path, show_progress: bool = True,
-                   resume: ResumePoint | None = None, scorer=None) -> dict:
+async def simulate(
+    config: SimulationConfig,
+    bundle: Bundle,
+    device_data: list,
+    test: list[dict],
+    out: Path,
+    show_progress: bool = True,
+    resume: ResumePoint | None = None,
+    scorer=None,
+) -> dict:
     """Run the fleet; returns the report document (also the caller writes it).
 
     device_data: per device, its (training, held-out) examples, or only its training
@@ -200,10 +239,17 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
 
     def stream(*parts) -> np.random.Generator:
         return np.random.default_rng([config.seed, *parts, *salt])
+
     clock = FakeClock(T0 if resume is None else resume.now)
     vt = VirtualTime(clock)
-    server_cfg = ServerConfig(str(out / "server"), ADMIN, {"fleet": SECRET},
-                              rate_per_s=1e6, burst=10**6, tick_interval_s=0.05)
+    server_cfg = ServerConfig(
+        str(out / "server"),
+        ADMIN,
+        {"fleet": SECRET},
+        rate_per_s=1e6,
+        burst=10**6,
+        tick_interval_s=0.05,
+    )
     service = make_service(server_cfg, clock, stream())
     if resume is None:
         service.create_task(TASK, str(bundle.path), TaskSettings.from_json(config.task))
@@ -216,8 +262,13 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
-    stats = {"bytes_up": 0, "bytes_down": 0, "participations": 0,
-             "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
+    stats = {
+        "bytes_up": 0,
+        "bytes_down": 0,
+        "participations": 0,
+        "outcomes": {},
+        "dropped": {"vanished_training": 0, "vanished_upload": 0},
+    }
     training = make_training(config, bundle, clock)
     policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
     pipeline = pipeline_of(config.codec)
@@ -227,32 +278,48 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     if config.attackers:
         count = int(round(config.attackers["fraction"] * len(device_data)))
         attackers = set(rng.choice(len(device_data), size=count, replace=False).tolist())
-        poisoned = PoisonedTraining(training, config.attackers["kind"],
-                                    float(config.attackers.get("scale", 10.0)))
+        poisoned = PoisonedTraining(
+            training, config.attackers["kind"], float(config.attackers.get("scale", 10.0))
+        )
     for i, examples in enumerate(device_data):
         held_out_split = isinstance(examples, tuple)  # else federated evaluation uses training
         examples, heldout = examples if held_out_split else (examples, [])
         key = generate_signing_key()
         if url:
-            transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
-                                  rng=stream(i))
+            transport = Transport(
+                url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1), rng=stream(i)
+            )
         else:
             transport = InProcessTransport(service)
         doc = await transport.enroll("fleet", SECRET, public_key_of(key))
-        store = ExampleStore(store_dir / f"device-{i}.db" if store_dir else ":memory:",
-                             RetentionPolicy(max_count=None, max_age_s=None), clock,
-                             cache_kib=DISK_STORE_CACHE_KIB if store_dir else None)
+        store = ExampleStore(
+            store_dir / f"device-{i}.db" if store_dir else ":memory:",
+            RetentionPolicy(max_count=None, max_age_s=None),
+            clock,
+            cache_kib=DISK_STORE_CACHE_KIB if store_dir else None,
+        )
         store.add_many(COLLECTION, examples)
         if heldout:
             store.add_many(HELDOUT_COLLECTION, heldout)
         profile = draw_profile(config.profiles, rng)
         client = FederatedClient(
-            bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
-            clock=clock, rng=stream(i, 1), collection=COLLECTION,
-            pipeline=pipeline, pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
-            training=PacedTraining(poisoned if i in attackers else training, vt,
-                                   config.profiles.step_time_s * profile.speed),
-            eval_collection=HELDOUT_COLLECTION if held_out_split else None)
+            bundle,
+            transport,
+            store,
+            DeviceIdentity(doc["device_id"], key),
+            policy=policy,
+            clock=clock,
+            rng=stream(i, 1),
+            collection=COLLECTION,
+            pipeline=pipeline,
+            pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
+            training=PacedTraining(
+                poisoned if i in attackers else training,
+                vt,
+                config.profiles.step_time_s * profile.speed,
+            ),
+            eval_collection=HELDOUT_COLLECTION if held_out_split else None,
+        )
         devices.append(Device(client, profile))
 
     async def life(device: Device, index: int):
@@ -265,7 +332,9 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
                 await vt.sleep(wait + float(r.uniform(0, 900)))
                 continue
             try:
-                result = await device.client.participate(lambda: device.profile.state(vt.now()), TASK)
+                result = await device.client.participate(
+                    lambda: device.profile.state(vt.now()), TASK
+                )
                 status = result.status
             except SimulatedDropout:
                 result, status = None, "vanished"
@@ -285,18 +354,32 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     progress_log.write_text("".join(json.dumps(p) + "\n" for p in timeline))
     earlier_wall = timeline[-1]["wall_s"] if timeline else 0.0
     if timeline:  # the traffic counters go on from the last evaluation's
-        stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
+        stats["bytes_up"], stats["bytes_down"] = (
+            timeline[-1]["bytes_up"],
+            timeline[-1]["bytes_down"],
+        )
     started = time.perf_counter() - earlier_wall
-    bar = tqdm(total=config.max_versions, initial=service.current_version(TASK), desc="model versions",
-               unit="v", disable=not show_progress)
+    bar = tqdm(
+        total=config.max_versions,
+        initial=service.current_version(TASK),
+        desc="model versions",
+        unit="v",
+        disable=not show_progress,
+    )
     seen = {"version": service.current_version(TASK)}
 
     def evaluate(version: int) -> None:
         metrics = score(service.current_parameters(TASK), test)
-        timeline.append({"version": version, "sim_hours": (vt.now() - T0) / 3600,
-                         "wall_s": time.perf_counter() - started,
-                         **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
-                         "bytes_up": stats["bytes_up"], "bytes_down": stats["bytes_down"]})
+        timeline.append(
+            {
+                "version": version,
+                "sim_hours": (vt.now() - T0) / 3600,
+                "wall_s": time.perf_counter() - started,
+                **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
+                "bytes_up": stats["bytes_up"],
+                "bytes_down": stats["bytes_down"],
+            }
+        )
         shown = {k: f"{metrics[k]:.3f}" for k in ("accuracy", "mse") if k in metrics}
         bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", **shown, refresh=False)
         with progress_log.open("a") as f:  # a long run's history survives the run dying
@@ -337,14 +420,23 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     version = service.current_version(TASK)
     final_parameters = {k: v.copy() for k, v in service.current_parameters(TASK).items()}
     service.close()
-    return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
-            "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
-            "versions": version, "timeline": timeline,
-            "funnel": describe["funnel"], "client": stats,
-            "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
-            "final": timeline[-1],
-            # devices' own scores of versions on their held-out examples (eval_fraction)
-            "federated_evaluation": history["federated_evaluation"],
-            "training": {"backend": config.backend,
-                         "remote_trainings": getattr(training, "trainings", None)},
-            "final_parameters": final_parameters}
+    return {
+        "config": config.to_json(),
+        "devices": len(devices),
+        "attackers": len(attackers),
+        "sim_hours": (vt.now() - T0) / 3600,
+        "wall_seconds": time.perf_counter() - started,
+        "versions": version,
+        "timeline": timeline,
+        "funnel": describe["funnel"],
+        "client": stats,
+        "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
+        "final": timeline[-1],
+        # devices' own scores of versions on their held-out examples (eval_fraction)
+        "federated_evaluation": history["federated_evaluation"],
+        "training": {
+            "backend": config.backend,
+            "remote_trainings": getattr(training, "trainings", None),
+        },
+        "final_parameters": final_parameters,
+    }

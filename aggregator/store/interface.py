@@ -1,5 +1,6 @@
 """What the service needs from persistence: the records it reads and writes and the one
 `Store` interface both backends implement (SqliteStore, PostgresStore)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,8 +10,7 @@ from typing import Protocol
 # Where a write may be cut short (crash tests make the process exit there, as kill -9):
 # after an update's bytes are written and before its row commits; after a new model's
 # bytes are written and before the version commits; right after each of those commits.
-CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed",
-                "snapshot_saved")
+CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed", "snapshot_saved")
 
 
 class AlreadyAggregated(KeyError):
@@ -86,13 +86,28 @@ class Store(Protocol):
 
     # updates and versions
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None: ...
-    def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
-                    snapshot: dict, now: float) -> None: ...
+    def save_update(
+        self,
+        task_id: str,
+        update: PendingUpdate,
+        data: bytes,
+        metrics: dict,
+        snapshot: dict,
+        now: float,
+    ) -> None: ...
     def pending_updates(self, task_id: str) -> list[PendingUpdate]: ...
     def update_bytes(self, update: PendingUpdate) -> bytes: ...
     def pending_metrics(self, task_id: str) -> list[dict]: ...
-    def commit_version(self, task_id: str, version: int, model_bytes: bytes,
-                       optimizer_state: dict, snapshot: dict, metrics: dict, now: float) -> None: ...
+    def commit_version(
+        self,
+        task_id: str,
+        version: int,
+        model_bytes: bytes,
+        optimizer_state: dict,
+        snapshot: dict,
+        metrics: dict,
+        now: float,
+    ) -> None: ...
     def drop_pending(self, task_id: str) -> None: ...
 
     # devices
@@ -110,8 +125,9 @@ class Store(Protocol):
 
     # resumable uploads: upload_info and device_uploads give dicts of upload_id,
     # device_id, task_id, size, sha256, received, created
-    def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,
-                     sha256: str, now: float) -> None: ...
+    def begin_upload(
+        self, upload_id: str, device_id: str, task_id: str, size: int, sha256: str, now: float
+    ) -> None: ...
     def upload_info(self, upload_id: str) -> dict | None: ...
     def device_uploads(self, device_id: str) -> list[dict]: ...
     def uploads_begun_before(self, cutoff: float) -> list[str]: ...

@@ -7,6 +7,7 @@ before the transaction that refers to it commits, so after `kill -9` at any poin
 row points at a whole file; files no row points at are removed at start-up. One process
 owns a data dir and leads every task.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,12 +38,14 @@ class SqliteStore(RowStore):
         for sub in ("models", "updates", "state", "partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "aggregator.db", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            self.root / "aggregator.db", check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
-        self._db.executescript(SCHEMA.format(real="REAL", blob="BLOB",
-                                             serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
+        self._db.executescript(
+            SCHEMA.format(real="REAL", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+        )
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
@@ -108,7 +111,7 @@ class SqliteStore(RowStore):
 
     def read_upload(self, upload_id: str) -> bytes:
         info = self.upload_info(upload_id)
-        return self._partial(upload_id).read_bytes()[:info["received"] if info else None]
+        return self._partial(upload_id).read_bytes()[: info["received"] if info else None]
 
     def _drop_upload_bytes(self, tx, upload_id: str) -> None:
         tx.deferred.append(lambda: self._partial(upload_id).unlink(missing_ok=True))
@@ -116,8 +119,12 @@ class SqliteStore(RowStore):
     def _remove_orphans(self) -> None:
         referenced = {r[0] for r in self._query("SELECT path FROM models")}
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
-        referenced |= {r[0] for r in self._query(
-            "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL")}
+        referenced |= {
+            r[0]
+            for r in self._query(
+                "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL"
+            )
+        }
         referenced |= {f"partial/{r[0]}" for r in self._query("SELECT upload_id FROM uploads")}
         for sub in ("models", "updates", "state", "partial"):
             for path in (self.root / sub).rglob("*"):

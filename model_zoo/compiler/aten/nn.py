@@ -7,6 +7,7 @@ convolution of dy, padded or cropped to the input's (dynamic) size; the weight g
 correlates the padded input with dy, the batch as channel axis, groups kept apart by a
 grouped convolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,13 +31,19 @@ def _mm(ctx, node, a, b):
 
 # -- convolution ------------------------------------------------------------------------
 def _conv_attrs(stride, padding, dilation, groups, spatial):
-    return {"strides": list(stride), "pads": list(padding) * 2, "dilations": list(dilation),
-            "group": int(groups), "kernel_shape": list(spatial)}
+    return {
+        "strides": list(stride),
+        "pads": list(padding) * 2,
+        "dilations": list(dilation),
+        "group": int(groups),
+        "kernel_shape": list(spatial),
+    }
 
 
 @lowers(aten.convolution.default)
-def _convolution(ctx, node, x, w, bias, stride, padding, dilation, transposed,
-                 output_padding, groups):
+def _convolution(
+    ctx, node, x, w, bias, stride, padding, dilation, transposed, output_padding, groups
+):
     spatial = tuple(node.args[1].meta["val"].shape[2:])
     attrs = _conv_attrs(stride, padding, dilation, groups, spatial)
     inputs = [x, w] + ([bias] if bias is not None else [])
@@ -46,25 +53,58 @@ def _convolution(ctx, node, x, w, bias, stride, padding, dilation, transposed,
 
 
 @lowers(aten.convolution_backward.default)
-def _convolution_backward(ctx, node, dy, x, w, bias_sizes, stride, padding, dilation,
-                          transposed, output_padding, groups, output_mask):
+def _convolution_backward(
+    ctx,
+    node,
+    dy,
+    x,
+    w,
+    bias_sizes,
+    stride,
+    padding,
+    dilation,
+    transposed,
+    output_padding,
+    groups,
+    output_mask,
+):
     spatial = tuple(node.args[2].meta["val"].shape[2:])
     n = len(spatial)
     grads = [None, None, None]
     if output_mask[0]:
         if transposed:  # the adjoint of a transposed convolution is a convolution
-            grads[0] = ctx.g.op("Conv", dy, w, **_conv_attrs(stride, padding, dilation,
-                                                             groups, spatial))
+            grads[0] = ctx.g.op(
+                "Conv", dy, w, **_conv_attrs(stride, padding, dilation, groups, spatial)
+            )
         else:
-            grads[0] = _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups,
-                                        spatial)
+            grads[0] = _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups, spatial)
     if output_mask[1]:
         if transposed:  # roles of input and output swap
-            grads[1] = _conv_weight_grad(ctx, x, dy, node.args[0].meta["val"].shape[1],
-                                         stride, padding, dilation, groups, spatial, n)
+            grads[1] = _conv_weight_grad(
+                ctx,
+                x,
+                dy,
+                node.args[0].meta["val"].shape[1],
+                stride,
+                padding,
+                dilation,
+                groups,
+                spatial,
+                n,
+            )
         else:
-            grads[1] = _conv_weight_grad(ctx, dy, x, node.args[1].meta["val"].shape[1],
-                                         stride, padding, dilation, groups, spatial, n)
+            grads[1] = _conv_weight_grad(
+                ctx,
+                dy,
+                x,
+                node.args[1].meta["val"].shape[1],
+                stride,
+                padding,
+                dilation,
+                groups,
+                spatial,
+                n,
+            )
     if output_mask[2]:
         grads[2] = ctx.g.op("ReduceSum", dy, ctx.g.ints(0, *range(2, 2 + n)), keepdims=0)
     return tuple(grads)
@@ -75,8 +115,15 @@ def _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups, spatial):
     rows a strided convolution skipped), then cut to the input's extent."""
     g = ctx.g
     n = len(spatial)
-    full = g.op("ConvTranspose", dy, w, strides=list(stride), dilations=list(dilation),
-                group=int(groups), kernel_shape=list(spatial))
+    full = g.op(
+        "ConvTranspose",
+        dy,
+        w,
+        strides=list(stride),
+        dilations=list(dilation),
+        group=int(groups),
+        kernel_shape=list(spatial),
+    )
     extra = [s - 1 for s in stride]
     if any(extra):
         full = g.op("Pad", full, g.ints(*([0] * (2 + n) + [0, 0] + extra)))
@@ -94,8 +141,10 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
         x = g.op("Pad", x, g.ints(*([0, 0] + list(padding) + [0, 0] + list(padding))))
     cig = c_in // groups
     shape = g.op("Shape", x)
-    batch, rest = g.op("Slice", shape, g.ints(0), g.ints(1)), g.op("Slice", shape, g.ints(2),
-                                                                   g.ints(2 + n))
+    batch, rest = (
+        g.op("Slice", shape, g.ints(0), g.ints(1)),
+        g.op("Slice", shape, g.ints(2), g.ints(2 + n)),
+    )
     # x [N, C_in, *S] -> [N, g, cig, *S] -> [cig, g, N, *S] -> [cig, g*N, *S]
     xg = g.op("Reshape", x, g.op("Concat", batch, g.ints(groups, cig), rest, axis=0))
     xg = g.op("Transpose", xg, perm=[2, 1, 0] + list(range(3, 3 + n)))
@@ -112,8 +161,9 @@ def _max_pool(ctx, node, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=
     n = len(kernel)
     attrs = _pool_attrs(kernel, stride, padding, n)
     dilation = [dilation] * n if isinstance(dilation, int) else list(dilation) or [1] * n
-    y, idx = ctx.g.op("MaxPool", x, outputs=2, dilations=dilation, ceil_mode=int(ceil_mode),
-                      **attrs)
+    y, idx = ctx.g.op(
+        "MaxPool", x, outputs=2, dilations=dilation, ceil_mode=int(ceil_mode), **attrs
+    )
     return y, idx  # flat positions in the input, used only by the backward below
 
 
@@ -125,34 +175,57 @@ def _pool_attrs(kernel, stride, padding, n):
     return {"kernel_shape": list(kernel), "strides": stride, "pads": padding * 2}
 
 
-@lowers(aten.max_pool2d_with_indices_backward.default,
-        aten.max_pool3d_with_indices_backward.default)
+@lowers(
+    aten.max_pool2d_with_indices_backward.default, aten.max_pool3d_with_indices_backward.default
+)
 def _max_pool_backward(ctx, node, dy, x, kernel, stride, padding, dilation, ceil_mode, indices):
     g = ctx.g
     shape = g.op("Shape", x)
     zeros = g.op("Expand", g.const(0.0), g.op("ReduceProd", shape, keepdims=1))
-    flat = g.op("ScatterElements", zeros, g.op("Reshape", indices, g.ints(-1)),
-                g.op("Reshape", dy, g.ints(-1)), axis=0, reduction="add")
+    flat = g.op(
+        "ScatterElements",
+        zeros,
+        g.op("Reshape", indices, g.ints(-1)),
+        g.op("Reshape", dy, g.ints(-1)),
+        axis=0,
+        reduction="add",
+    )
     return g.op("Reshape", flat, shape)
 
 
 @lowers(aten.avg_pool2d.default, aten.avg_pool1d.default, aten.avg_pool3d.default)
-def _avg_pool(ctx, node, x, kernel, stride=(), padding=0, ceil_mode=False,
-              count_include_pad=True, divisor_override=None):
+def _avg_pool(
+    ctx,
+    node,
+    x,
+    kernel,
+    stride=(),
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     if divisor_override:
         raise UnsupportedError("avg_pool with divisor_override")
     attrs = _pool_attrs(kernel, stride, padding, len(kernel))
-    return ctx.g.op("AveragePool", x, ceil_mode=int(ceil_mode),
-                    count_include_pad=int(count_include_pad), **attrs)
+    return ctx.g.op(
+        "AveragePool",
+        x,
+        ceil_mode=int(ceil_mode),
+        count_include_pad=int(count_include_pad),
+        **attrs,
+    )
 
 
 @lowers(aten.avg_pool2d_backward.default, aten.avg_pool3d_backward.default)
-def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override):
+def _avg_pool_backward(
+    ctx, node, dy, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
     attrs = _pool_attrs(kernel, stride, padding, len(kernel))
     if divisor_override or (any(attrs["pads"]) and not count_include_pad) or ceil_mode:
-        raise UnsupportedError("avg_pool backward with ceil_mode, divisor_override or "
-                               "padding not counted")
+        raise UnsupportedError(
+            "avg_pool backward with ceil_mode, divisor_override or padding not counted"
+        )
     channels = node.args[1].meta["val"].shape[1]
     if not isinstance(channels, int):
         raise UnsupportedError("avg_pool over a dynamic channel dimension")
@@ -161,8 +234,9 @@ def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
     n = len(kernel)
-    return _conv_input_grad(ctx, dy, x, ones, attrs["strides"], attrs["pads"][:n],
-                            [1] * n, channels, tuple(kernel))
+    return _conv_input_grad(
+        ctx, dy, x, ones, attrs["strides"], attrs["pads"][:n], [1] * n, channels, tuple(kernel)
+    )
 
 
 # -- normalisation ----------------------------------------------------------------------
@@ -193,15 +267,25 @@ def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, m
     mean_c = g.op("Reshape", mean, g.ints(-1))
     var_c = g.op("Reshape", var, g.ints(-1))
     shape = g.op("Shape", x)
-    count = g.op("Cast", g.op("Div", g.op("ReduceProd", shape, keepdims=0),
-                              g.op("Gather", shape, g.const(1, "int64"))), to=1)
-    unbiased = g.op("Mul", var_c, g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)),
-                                                          g.const(1.0))))
+    count = g.op(
+        "Cast",
+        g.op(
+            "Div", g.op("ReduceProd", shape, keepdims=0), g.op("Gather", shape, g.const(1, "int64"))
+        ),
+        to=1,
+    )
+    unbiased = g.op(
+        "Mul",
+        var_c,
+        g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)), g.const(1.0))),
+    )
     m = float(momentum)
-    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)),
-                    g.op("Mul", mean_c, g.const(m)))
-    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)),
-                   g.op("Mul", unbiased, g.const(m)))
+    new_mean = g.op(
+        "Add", g.op("Mul", running_mean, g.const(1 - m)), g.op("Mul", mean_c, g.const(m))
+    )
+    new_var = g.op(
+        "Add", g.op("Mul", running_var, g.const(1 - m)), g.op("Mul", unbiased, g.const(m))
+    )
     return y, mean_c, g.op("Reshape", rstd, g.ints(-1)), new_mean, new_var
 
 
@@ -279,8 +363,11 @@ def _native_dropout(ctx, node, x, p, train):
     salt = ctx.next_random_salt()
     shape = g.op("Shape", x)
     count = g.op("ReduceProd", shape, keepdims=1)
-    pos = g.op("Reshape", g.op("Range", g.const(0, "int64"), g.op("Squeeze", count),
-                               g.const(1, "int64")), shape)
+    pos = g.op(
+        "Reshape",
+        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
+        shape,
+    )
     seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
     keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
     scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
@@ -291,13 +378,18 @@ def _adaptive_kernel(node, x_arg) -> list[int]:
     """The window of an adaptive average pool whose input sizes are multiples of its
     output sizes (then it is an ordinary average pool)."""
     val = x_arg.meta["val"]
-    out = node.meta["val"].shape[2:] if node.target == aten._adaptive_avg_pool2d.default \
+    out = (
+        node.meta["val"].shape[2:]
+        if node.target == aten._adaptive_avg_pool2d.default
         else node.args[0].meta["val"].shape[2:]
+    )
     sizes = val.shape[2:]
-    if not all(isinstance(s, int) and isinstance(o, int) and s % o == 0
-               for s, o in zip(sizes, out)):
-        raise UnsupportedError("adaptive average pooling whose input size is not a fixed "
-                               "multiple of its output size")
+    if not all(
+        isinstance(s, int) and isinstance(o, int) and s % o == 0 for s, o in zip(sizes, out)
+    ):
+        raise UnsupportedError(
+            "adaptive average pooling whose input size is not a fixed multiple of its output size"
+        )
     return [s // o for s, o in zip(sizes, out)]
 
 
@@ -315,8 +407,9 @@ def _adaptive_avg_pool_backward(ctx, node, dy, x):
     for k in kernel:
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
-    return _conv_input_grad(ctx, dy, x, ones, kernel, [0] * len(kernel), [1] * len(kernel),
-                            channels, tuple(kernel))
+    return _conv_input_grad(
+        ctx, dy, x, ones, kernel, [0] * len(kernel), [1] * len(kernel), channels, tuple(kernel)
+    )
 
 
 @lowers(aten._native_batch_norm_legit.no_stats)
