@@ -28,15 +28,15 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q tests
 
-# the fast tier (about half a minute on 2 quiet cores): the wire format and its vectors,
+# the fast tier (under a minute on 2 quiet cores): the wire format and its vectors,
 # the device's pure parts, the aggregator's maths, coordinator and settings, and the
 # import rules; no server, no training. `make test` runs everything.
 FAST_TESTS := tests/edge_sdk/protocol tests/vectors tests/test_import_cycles.py \
-	tests/edge_sdk/test_eligibility.py tests/edge_sdk/test_batching.py \
-	tests/edge_sdk/test_vocabulary.py tests/edge_sdk/test_example_store.py \
-	tests/edge_sdk/test_import_boundaries.py tests/aggregator/test_coordinator.py \
-	tests/aggregator/test_numerics.py tests/aggregator/test_numerics_of_parts.py \
-	tests/aggregator/test_settings.py tests/aggregator/test_import_boundaries.py
+	tests/edge_sdk/test_batching.py tests/edge_sdk/test_vocabulary.py \
+	tests/edge_sdk/test_example_store.py tests/edge_sdk/test_import_boundaries.py \
+	tests/aggregator/test_coordinator.py tests/aggregator/test_numerics.py \
+	tests/aggregator/test_numerics_of_parts.py tests/aggregator/test_settings.py \
+	tests/aggregator/test_import_boundaries.py tests/test_readme.py
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(FAST_TESTS)
