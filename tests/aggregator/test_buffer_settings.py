@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from aggregator.app import OPENAPI
+from aggregator.routes import OPENAPI
 from aggregator.config import PlanSettings, SyncSettings, TaskSettings
 from aggregator.coordinator import TaskCoordinator
 from aggregator.server_optimizers import SERVER_OPTIMIZERS, build_server_optimizer
