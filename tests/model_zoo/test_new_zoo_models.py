@@ -166,13 +166,7 @@ def test_sgd_steps_with_the_zoo_optimizer_lower_the_loss(name, steps, size, fact
     assert losses[-1] < factor * losses[0], losses
 
 
-@pytest.mark.parametrize("name", [
-    "keyboard_transformer_tiny",
-    # known: at step 13 the bundle's stem weights move ~3e-6 from the float64 run while
-    # PyTorch's stay at 2.7e-7 (one float32 ReLU6 clamp after BatchNorm decided the other
-    # way; without BatchNorm the runs match). Strict: this fails once it passes.
-    pytest.param("mobilenet_cnn_tiny", marks=pytest.mark.xfail(
-        strict=True, reason="BatchNorm's float32 rounding differs from PyTorch's at step 13"))])
+@pytest.mark.parametrize("name", ["keyboard_transformer_tiny", "mobilenet_cnn_tiny"])
 def test_compiled_steps_equal_pytorch(name, tmp_path):
     """Needs the compiler's general path (issue 19): skipped while the compiler refuses
     these models."""

@@ -28,6 +28,7 @@ from torch.export.exported_program import _decompose_exported_program
 from torch.export.graph_signature import InputKind, OutputKind
 
 from ..ops.base import UnsupportedError
+from .lowering import KEPT
 from .recurrent import recurrent_layers
 
 MODEL = "model"
@@ -233,10 +234,11 @@ def _widen(t: torch.Tensor, dims: dict[int, str]) -> torch.Tensor:
 def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     """Forward + backward in core ATen: export's own joint decomposition, with the
     composite ops (scaled_dot_product_attention, ...) decomposed too, so their backward
-    is made of core ops."""
+    is made of core ops; the ops in `lowering.KEPT` stay whole (their lowerings are
+    faster than their decompositions)."""
+    table = {op: fn for op, fn in core_aten_decompositions().items() if op not in KEPT}
     try:
-        ep = _decompose_exported_program(ep, cia_to_decomp={},
-                                         python_decomp_table=core_aten_decompositions(),
+        ep = _decompose_exported_program(ep, cia_to_decomp={}, python_decomp_table=table,
                                          joint_loss_index=0, decompose_custom_triton_ops=False)
     except Exception as e:  # name the cause, not torch's internals
         raise UnsupportedError(f"PyTorch could not differentiate the train step "

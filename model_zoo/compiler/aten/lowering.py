@@ -18,6 +18,9 @@ from ..graph import GraphBuilder
 from ..ops.base import UnsupportedError
 
 LOWERINGS: dict[object, Callable] = {}
+# ATen ops that capture keeps whole instead of decomposing them into core ATen: their
+# lowering is one fused pass where the decomposition makes several (see `keeps`)
+KEPT: set[object] = set()
 
 ONNX_TYPES = {torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6,
               torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11}
@@ -30,6 +33,15 @@ def lowers(*targets):
         for target in targets:
             LOWERINGS[target] = fn
         return fn
+    return register
+
+
+def keeps(*targets):
+    """Like `lowers`, for ops that core ATen would decompose: capture keeps them whole so
+    that this lowering (fewer passes over large tensors, PyTorch's rounding) is used."""
+    def register(fn):
+        KEPT.update(targets)
+        return lowers(*targets)(fn)
     return register
 
 

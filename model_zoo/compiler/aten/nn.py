@@ -13,7 +13,7 @@ import torch
 
 from ..ops.base import UnsupportedError
 from ..ops.dropout import _P, _SALT, _GraphOps, _hash_uniform
-from .lowering import Lowering, lowers
+from .lowering import Lowering, keeps, lowers
 
 aten = torch.ops.aten
 
@@ -56,7 +56,8 @@ def _convolution_backward(ctx, node, dy, x, w, bias_sizes, stride, padding, dila
             grads[0] = ctx.g.op("Conv", dy, w, **_conv_attrs(stride, padding, dilation,
                                                              groups, spatial))
         else:
-            grads[0] = _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups,
+            grads[0] = _conv_input_grad(ctx, dy, x, w, tuple(node.args[2].meta["val"].shape),
+                                        stride, padding, dilation, groups,
                                         spatial)
     if output_mask[1]:
         if transposed:  # roles of input and output swap
@@ -70,11 +71,16 @@ def _convolution_backward(ctx, node, dy, x, w, bias_sizes, stride, padding, dila
     return tuple(grads)
 
 
-def _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups, spatial):
-    """ConvTranspose(dy) without padding, extended by stride - 1 zeros at the end (the
-    rows a strided convolution skipped), then cut to the input's extent."""
+def _conv_input_grad(ctx, dy, x, w, w_shape, stride, padding, dilation, groups, spatial):
+    """With stride 1, a convolution (`_conv_input_grad_stride1`); else ConvTranspose(dy)
+    without padding, extended by stride - 1 zeros at the end (the rows a strided
+    convolution skipped), then cut to the input's extent."""
     g = ctx.g
     n = len(spatial)
+    flipped_pads = [d * (k - 1) - p for d, k, p in zip(dilation, spatial, padding)]
+    if all(s == 1 for s in stride) and all(p >= 0 for p in flipped_pads):
+        return _conv_input_grad_stride1(ctx, dy, w, w_shape, dilation, groups, spatial,
+                                        flipped_pads)
     full = g.op("ConvTranspose", dy, w, strides=list(stride), dilations=list(dilation),
                 group=int(groups), kernel_shape=list(spatial))
     extra = [s - 1 for s in stride]
@@ -85,11 +91,38 @@ def _conv_input_grad(ctx, dy, x, w, stride, padding, dilation, groups, spatial):
     return g.op("Slice", full, starts, g.op("Add", starts, size), g.ints(*range(2, 2 + n)))
 
 
+def _conv_input_grad_stride1(ctx, dy, w, w_shape, dilation, groups, spatial, pads):
+    """With stride 1 the input gradient is a plain convolution of dy with the kernel
+    flipped in space and its channel axes swapped per group, padded by d(k-1) - p: the
+    output is the input's size. ONNX Runtime's Conv is faster than its ConvTranspose
+    (2.5x for a depthwise 3x3). w_shape: [C_out, C_in / groups, *k], static."""
+    g = ctx.g
+    n = len(spatial)
+    c_out, cig = int(w_shape[0]), int(w_shape[1])
+    if groups == 1:
+        wt = g.op("Transpose", w, perm=[1, 0] + list(range(2, 2 + n)))
+    elif cig == 1 and c_out == groups:  # depthwise: nothing to swap
+        wt = w
+    else:  # [g * cog, cig, *k] -> [g, cog, cig, *k] -> [g, cig, cog, *k] -> [g * cig, cog, *k]
+        cog = c_out // groups
+        wt = g.op("Reshape", w, g.ints(int(groups), cog, cig, *spatial))
+        wt = g.op("Transpose", wt, perm=[0, 2, 1] + list(range(3, 3 + n)))
+        wt = g.op("Reshape", wt, g.ints(int(groups) * cig, cog, *spatial))
+    big = 2 ** 62
+    wt = g.op("Slice", wt, g.ints(*[-1] * n), g.ints(*[-big] * n), g.ints(*range(2, 2 + n)),
+              g.ints(*[-1] * n))
+    return g.op("Conv", dy, wt, pads=list(pads) * 2, dilations=list(dilation),
+                group=int(groups), kernel_shape=list(spatial))
+
+
 def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spatial, n):
     """dW [C_out, C_in/g, *k] = sum over batch and positions of dy x_pad, as one grouped
     convolution of x_pad (channels in the batch slot) with dy (batch in the channel slot):
     dilation of that convolution = forward stride, stride = forward dilation."""
     g = ctx.g
+    if groups == 1 and all(k == 1 for k in spatial) and not any(padding) and \
+            all(s == 1 for s in stride):
+        return _pointwise_weight_grad(g, dy, x, n)
     if any(padding):
         x = g.op("Pad", x, g.ints(*([0, 0] + list(padding) + [0, 0] + list(padding))))
     cig = c_in // groups
@@ -104,6 +137,16 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
     corr = g.op("Conv", xg, dyt, strides=list(dilation), dilations=list(stride), group=int(groups))
     corr = g.op("Slice", corr, g.ints(*[0] * n), g.ints(*spatial), g.ints(*range(2, 2 + n)))
     return g.op("Transpose", corr, perm=[1, 0] + list(range(2, 2 + n)))
+
+
+def _pointwise_weight_grad(g, dy, x, n):
+    """dW [C_out, C_in, 1, ...] of a 1x1 convolution: per example dy [C_out, S] x^T
+    [S, C_in], summed over the batch. A batched MatMul, several times faster than the
+    correlation above, whose kernel would be the whole image."""
+    dy3 = g.op("Reshape", dy, g.ints(0, 0, -1))
+    xt = g.op("Transpose", g.op("Reshape", x, g.ints(0, 0, -1)), perm=[0, 2, 1])
+    dw = g.op("ReduceSum", g.op("MatMul", dy3, xt), g.ints(0), keepdims=0)
+    return g.op("Unsqueeze", dw, g.ints(*range(2, 2 + n)))
 
 
 # -- pooling ----------------------------------------------------------------------------
@@ -161,7 +204,8 @@ def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
     n = len(kernel)
-    return _conv_input_grad(ctx, dy, x, ones, attrs["strides"], attrs["pads"][:n],
+    return _conv_input_grad(ctx, dy, x, ones, (channels, 1, *kernel), attrs["strides"],
+                            attrs["pads"][:n],
                             [1] * n, channels, tuple(kernel))
 
 
@@ -178,42 +222,108 @@ def _channel(g, t, rank):
     return g.op("Reshape", t, g.ints(1, -1, *[1] * (rank - 2)))
 
 
+def _count(g, x, dtype):
+    """Elements per channel of x [N, C, *S] (N x prod(S)) as a scalar of `dtype`."""
+    shape = g.op("Shape", x)
+    return g.op("Cast", g.op("Div", g.op("ReduceProd", shape, keepdims=0),
+                             g.op("Gather", shape, g.const(1, "int64"))), to=dtype)
+
+
+def _affine(g, x, invstd, mean, w, b, rank):
+    """x * alpha + beta with alpha = invstd * w, beta = b - mean * alpha (float32, per
+    channel), PyTorch's CPU kernel's order; invstd, mean [C]."""
+    alpha = invstd if w is None else g.op("Mul", invstd, w)
+    shift = g.op("Mul", mean, alpha)
+    beta = g.op("Neg", shift) if b is None else g.op("Sub", b, shift)
+    return g.op("Add", g.op("Mul", x, _channel(g, alpha, rank)), _channel(g, beta, rank))
+
+
+_F32, _F64 = 1, 11
+
+
 @lowers(aten._native_batch_norm_legit_functional.default)
 def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, momentum, eps):
+    """Batch statistics as PyTorch's CPU kernel computes them: the mean and the sum of
+    squared deviations accumulated in float64 and stored as float32, 1/sqrt(var + eps)
+    and the running statistics in float64; then x * alpha + beta (`_affine`)."""
     g = ctx.g
     rank = ctx.rank(node.args[0])
-    axes = [0] + list(range(2, rank))
-    mean, d, var = _moments(g, x, axes)
-    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(float(eps)))))
-    y = g.op("Mul", d, rstd)
-    if w is not None:
-        y = g.op("Mul", y, _channel(g, w, rank))
-    if b is not None:
-        y = g.op("Add", y, _channel(g, b, rank))
+    axes = g.ints(0, *range(2, rank))
+    mean = g.op("Cast", g.op("ReduceMean", g.op("Cast", x, to=_F64), axes, keepdims=1), to=_F32)
+    d = g.op("Sub", x, mean)
+    var_sum = g.op("Cast", g.op("ReduceSum", g.op("Cast", g.op("Mul", d, d), to=_F64), axes,
+                                keepdims=0), to=_F32)
+    var_sum = g.op("Cast", var_sum, to=_F64)
+    count = _count(g, x, _F64)
+    invstd = g.op("Cast", g.op("Reciprocal", g.op("Sqrt", g.op(
+        "Add", g.op("Div", var_sum, count), g.const(float(eps), "float64")))), to=_F32)
     mean_c = g.op("Reshape", mean, g.ints(-1))
-    var_c = g.op("Reshape", var, g.ints(-1))
-    shape = g.op("Shape", x)
-    count = g.op("Cast", g.op("Div", g.op("ReduceProd", shape, keepdims=0),
-                              g.op("Gather", shape, g.const(1, "int64"))), to=1)
-    unbiased = g.op("Mul", var_c, g.op("Div", count, g.op("Max", g.op("Sub", count, g.const(1.0)),
-                                                          g.const(1.0))))
+    ctx.layers[("batch_norm", x, mean_c)] = d  # x - mean, for the backward
+    y = _affine(g, x, invstd, mean_c, w, b, rank)
     m = float(momentum)
-    new_mean = g.op("Add", g.op("Mul", running_mean, g.const(1 - m)),
-                    g.op("Mul", mean_c, g.const(m)))
-    new_var = g.op("Add", g.op("Mul", running_var, g.const(1 - m)),
-                   g.op("Mul", unbiased, g.const(m)))
-    return y, mean_c, g.op("Reshape", rstd, g.ints(-1)), new_mean, new_var
+    unbiased = g.op("Div", var_sum, g.op("Max", g.op("Sub", count, g.const(1.0, "float64")),
+                                         g.const(1.0, "float64")))
+
+    def blend(batch, running):
+        return g.op("Cast", g.op("Add", g.op("Mul", batch, g.const(m, "float64")), g.op(
+            "Mul", g.op("Cast", running, to=_F64), g.const(1 - m, "float64"))), to=_F32)
+
+    return (y, mean_c, invstd, blend(g.op("Cast", mean_c, to=_F64), running_mean),
+            blend(unbiased, running_var))
+
+
+@keeps(aten.native_batch_norm_backward.default)
+def _batch_norm_backward(ctx, node, dy, x, w, running_mean, running_var, save_mean,
+                         save_invstd, train, eps, output_mask):
+    """PyTorch's CPU kernel's order: per channel sum(dy) and dotp = sum((x - mean) dy),
+    each a float32 sum per (example, channel) plane added up in float64; then
+    dx = (dy - sum / N - (x - mean) * k) * invstd * w with k = dotp * invstd^2 / N
+    (training) or dy * invstd * w; dw = dotp * invstd; db = sum."""
+    g = ctx.g
+    rank = ctx.rank(node.args[1])
+    if train:
+        mean, invstd = save_mean, save_invstd
+    else:
+        mean = running_mean
+        invstd = g.op("Cast", g.op("Reciprocal", g.op("Sqrt", g.op(
+            "Add", g.op("Cast", running_var, to=_F64), g.const(float(eps), "float64")))),
+            to=_F32)
+    d = ctx.layers.get(("batch_norm", x, mean)) or g.op("Sub", x, _channel(g, mean, rank))
+
+    def channel_sum(t):  # [N, C, *S] -> float64 [C]
+        if rank > 2:
+            t = g.op("ReduceSum", t, g.ints(*range(2, rank)), keepdims=0)
+        return g.op("ReduceSum", g.op("Cast", t, to=_F64), g.ints(0), keepdims=0)
+
+    total = channel_sum(dy)
+    dotp = channel_sum(g.op("Mul", d, dy))
+    grads = [None, None, None]
+    invstd_c = _channel(g, invstd, rank)
+    if output_mask[0]:
+        if train:
+            count = _count(g, x, _F64)
+            k = g.op("Div", g.op("Mul", g.op("Mul", g.op("Cast", dotp, to=_F32), invstd), invstd),
+                     g.op("Cast", count, to=_F32))
+            grad_mean = g.op("Cast", g.op("Div", total, count), to=_F32)
+            dx = g.op("Sub", g.op("Sub", dy, _channel(g, grad_mean, rank)),
+                      g.op("Mul", d, _channel(g, k, rank)))
+            dx = g.op("Mul", dx, invstd_c)
+        else:
+            dx = g.op("Mul", dy, invstd_c)
+        grads[0] = dx if w is None else g.op("Mul", dx, _channel(g, w, rank))
+    if output_mask[1]:
+        grads[1] = g.op("Cast", g.op("Mul", dotp, g.op("Cast", invstd, to=_F64)), to=_F32)
+    if output_mask[2]:
+        grads[2] = g.op("Cast", total, to=_F32)
+    return tuple(grads)
 
 
 @lowers(aten._native_batch_norm_legit_no_training.default)
 def _batch_norm_eval(ctx, node, x, w, b, running_mean, running_var, momentum, eps):
     g = ctx.g
     rank = ctx.rank(node.args[0])
-    rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", running_var, g.const(float(eps)))))
-    scale = rstd if w is None else g.op("Mul", rstd, w)
-    y = g.op("Mul", g.op("Sub", x, _channel(g, running_mean, rank)), _channel(g, scale, rank))
-    if b is not None:
-        y = g.op("Add", y, _channel(g, b, rank))
+    invstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", running_var, g.const(float(eps)))))
+    y = _affine(g, x, invstd, running_mean, w, b, rank)
     empty = g.const(torch.zeros(0).numpy())
     return y, empty, empty
 
@@ -315,7 +425,8 @@ def _adaptive_avg_pool_backward(ctx, node, dy, x):
     for k in kernel:
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
-    return _conv_input_grad(ctx, dy, x, ones, kernel, [0] * len(kernel), [1] * len(kernel),
+    return _conv_input_grad(ctx, dy, x, ones, (channels, 1, *kernel), kernel, [0] * len(kernel),
+                            [1] * len(kernel),
                             channels, tuple(kernel))
 
 
