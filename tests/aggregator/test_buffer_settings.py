@@ -11,7 +11,7 @@ from aggregator.routes import OPENAPI
 from aggregator.config import PlanSettings, SyncSettings, TaskSettings
 from aggregator.coordinator import TaskCoordinator
 from aggregator.server_optimizers import SERVER_OPTIMIZERS, build_server_optimizer
-from aggregator.stages import build_aggregation
+from aggregator.aggregation import build_aggregation
 from edge_sdk.protocol import BadField, UpdateMeta
 from edge_sdk.protocol import messages as m
 
