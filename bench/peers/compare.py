@@ -25,7 +25,7 @@ import numpy as np
 
 from . import accounting
 from .process_tree import PeakSampler, become_subreaper, end_descendants
-from .split import read_split, write_split
+from .split import add_task_arguments, read_split, write_split
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -189,12 +189,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="femnist_cnn_tiny",
                         choices=("femnist_cnn_tiny", "femnist_cnn"))
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--clients-per-round", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_task_arguments(parser)
     parser.add_argument("--eval-examples", type=int, default=1000,
                         help="held-out sample scored after every round")
     parser.add_argument("--transport", default="inprocess", choices=("inprocess", "http"),

@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
-from split import read_split
+from split import add_task_arguments, read_split
 
 from model_zoo.models.femnist_cnn import FemnistCNN
 
@@ -143,12 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--split", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="femnist_cnn_tiny", choices=sorted(MODELS))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients-per-round", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_task_arguments(parser)
     parser.add_argument("--cpus", type=int, default=2, help="Ray's CPUs, all to one actor")
     args = parser.parse_args(argv)
     random.seed(args.seed)  # FedAvg samples clients with the random module

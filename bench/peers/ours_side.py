@@ -31,7 +31,7 @@ from edge_sdk.evaluator import Evaluator
 from fleet import simulator
 from fleet.config import ProfileSettings, SimulationConfig
 
-from .split import Split, read_split
+from .split import Split, add_task_arguments, read_split
 
 
 class TimedTraining:
@@ -132,12 +132,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--split", required=True)
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--clients-per-round", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_task_arguments(parser)
     parser.add_argument("--transport", default="inprocess", choices=("inprocess", "http"))
     parser.add_argument("--state-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
                         help="where the simulated server keeps its store (default: tmpfs)")

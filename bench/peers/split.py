@@ -104,3 +104,14 @@ def fingerprint(arrays: dict[str, np.ndarray]) -> str:
 
 
 __all__ = ["Split", "fingerprint", "read_split", "write_split"]
+
+
+def add_task_arguments(parser) -> None:
+    """The FedAvg task both sides run, as command-line options (the driver passes them
+    to each side unchanged)."""
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--clients-per-round", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
