@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from edge_sdk.protocol import DecodeLimits, ProtocolError
+from edge_sdk.protocol import ENCODINGS, DecodeLimits, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (JSON_INT, CheckInReply, CheckInRequest, EnrollReply,
                                         EnrollRequest, EvaluationAck, EvaluationReport,
@@ -171,13 +171,16 @@ def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckI
 
 
 async def download_model(request: web.Request) -> web.StreamResponse:
-    """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
+    """The current model, or `?version=V` (devices, and admins at /v1/admin/...), in
+    float32 or `?encoding=E` (edge_sdk.protocol.ENCODINGS; docs/protocol.md, Downloads)."""
+    encoding = request.query.get("encoding", "f32")
     number, path = await run_service(request.app, request.app[SERVICE].model_file,
                                      request.match_info["task_id"], _version_query(request),
-                                     DEVICE in request)
+                                     DEVICE in request, encoding)
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
+                                           "X-Model-Encoding": encoding,
                                            "Content-Type": "application/octet-stream"})
 
 
@@ -323,6 +326,7 @@ LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evalua
 
 _ROUND_ID = Query("round_id", {"type": "integer", "minimum": 0, "maximum": JSON_INT}, True)
 _VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
+_ENCODING = Query("encoding", {"type": "string", "enum": sorted(ENCODINGS)})
 OPERATIONS = [
     Operation("POST", "/v1/enroll", enroll, "Enroll a device: register its Ed25519 public key "
               "with the population's secret", None, EnrollRequest, EnrollReply, 201),
@@ -330,8 +334,8 @@ OPERATIONS = [
               "version, deadline, plan), an evaluation, or a time to come back",
               "device", CheckInRequest, CheckInReply),
     Operation("GET", "/v1/tasks/{task_id}/model", download_model, "Download a model version "
-              "(wire format); ETag and Range supported", "device", reply=BINARY,
-              query=(_VERSION,)),
+              "(wire format; ?encoding=q8 int8 with per-chunk scales, f16, f32 the default); ETag "
+              "and Range supported", "device", reply=BINARY, query=(_VERSION, _ENCODING)),
     Operation("POST", "/v1/tasks/{task_id}/updates", upload_update, "Upload an update (wire "
               "format). Idempotent by the update's key", "device", BINARY, UploadAck),
     Operation("POST", "/v1/tasks/{task_id}/failures", report_failure, "Report that this "
@@ -376,7 +380,7 @@ OPERATIONS = [
               "admin", reply=TaskDescription),
     Operation("GET", "/v1/admin/tasks/{task_id}/model", download_model, "Download the "
               "current model, or ?version=V (wire format); X-Model-Version names it",
-              "admin", reply=BINARY, query=(_VERSION,)),
+              "admin", reply=BINARY, query=(_VERSION, _ENCODING)),
     Operation("POST", "/v1/admin/tasks/{task_id}/versions/{version}/heldout", admin_heldout,
               "Record a model version's metrics on the server's held-out set (posted by "
               "the held-out evaluator, server_eval/)", "admin", HeldoutReport, HeldoutAck),

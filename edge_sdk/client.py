@@ -33,8 +33,8 @@ from .evaluator import Evaluator
 from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
 from .example_store import ExampleStore
 from .local_buffers import LocalBuffers
-from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
-                       decode_parameters, encode_update)
+from .protocol import (COMPACT_ENCODING, DEFAULT_CODEC, ErrorFeedback, UpdateMeta,
+                       UpdatePipeline, decode_model, encode_update)
 from .errors import SecureAggregationFailed
 from .schedules import Constant
 from .secure_aggregation import report_securely
@@ -147,12 +147,15 @@ class FederatedClient:
                  rng: np.random.Generator, collection: str = "default",
                  pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
                  pacer: Pacer | None = None, training: TrainingRunner | None = None,
-                 eval_collection: str | None = None):
+                 eval_collection: str | None = None,
+                 download_encoding: str | None = COMPACT_ENCODING):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
         # federated evaluation scores examples kept out of training (else the training ones)
         self.eval_collection = eval_collection or collection
+        # models come int8 with per-chunk scales (protocol.model_encoding); None: float32
+        self.download_encoding = download_encoding
         self.pacer = pacer or Pacer()
         self.training = training or LocalTraining(bundle, clock)
         self.reasons = ReasonCounter()
@@ -260,8 +263,13 @@ class FederatedClient:
         return result
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
-        data = await self.transport.download_model(task_id, version)
-        _, params = decode_parameters(data, self.bundle.parameter_specs)
+        """The parameters to train from, as the device reconstructs them from the download
+        (its delta is taken from these, so the server's aggregation is the same)."""
+        if self.download_encoding is None:
+            data = await self.transport.download_model(task_id, version)
+        else:
+            data = await self.transport.download_model(task_id, version, self.download_encoding)
+        _, params = decode_model(data, self.bundle.parameter_specs)
         return params, len(data)
 
     async def _train(self, params, plan: dict, check):

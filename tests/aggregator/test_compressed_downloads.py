@@ -1,0 +1,93 @@
+"""Compact model downloads against the real app on 127.0.0.1: the int8 model decodes within
+its bound of the float32 one, ETag and Range work for every encoding, an old client gets
+float32, and a device trains from a compact download and its update is accepted."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from edge_sdk.bundle import Bundle
+from edge_sdk.protocol import BadChecksum, decode_model, decode_parameters
+
+from .fleet import enroll_phone, good_state, lm_examples, server_with_task
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from model_zoo.zoo import build_bundle
+    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+
+
+SETTINGS = {"mode": "async", "async": {"buffer_size": 1},
+            "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}
+
+
+def test_compact_downloads_keep_etag_range_and_the_float32_default(bundle, tmp_path):
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
+                                       lm_examples(0))
+            auth = {"Authorization": f"Bearer {phone.transport.token}"}
+            model = env.url + "/v1/tasks/kb/model"
+            bodies, etags = {}, {}
+            for query in ("", "?encoding=f32", "?encoding=q8", "?encoding=f16"):
+                async with env.session.get(model + query, headers=auth) as r:
+                    assert r.status == 200, await r.text()
+                    bodies[query], etags[query] = await r.read(), r.headers["ETag"]
+                    assert r.headers["X-Model-Version"] == "0"
+                async with env.session.get(model + query, headers=auth | {
+                        "If-None-Match": etags[query]}) as r:
+                    assert r.status == 304
+                async with env.session.get(model + query, headers=auth | {
+                        "Range": "bytes=10-99"}) as r:
+                    assert r.status == 206
+                    assert await r.read() == bodies[query][10:100]
+            # an old client asking nothing gets the float32 frame its decoder reads
+            assert bodies[""] == bodies["?encoding=f32"]
+            _, exact = decode_parameters(bodies[""], bundle.parameter_specs)
+            header, q8 = decode_model(bodies["?encoding=q8"], bundle.parameter_specs)
+            assert header["encoding"] == "q8" and header["model_version"] == 0
+            assert len(bodies["?encoding=q8"]) * 3.5 < len(bodies[""])
+            for name, x in exact.items():
+                flat = x.reshape(-1)
+                pad = np.zeros(-(-flat.size // 256) * 256, np.float32)
+                pad[:flat.size] = np.abs(flat)
+                bound = np.repeat(pad.reshape(-1, 256).max(axis=1) / 254, 256)[:flat.size]
+                assert np.all(np.abs(q8[name].reshape(-1) - flat) <= bound * (1 + 1e-5) + 1e-12)
+            # the served file is made once: a second request is the same file (same ETag)
+            async with env.session.get(model + "?encoding=q8", headers=auth) as r:
+                assert r.headers["ETag"] == etags["?encoding=q8"]
+            async with env.session.get(model + "?encoding=q3", headers=auth) as r:
+                assert r.status == 400
+    asyncio.run(scenario())
+
+
+def test_a_device_trains_from_a_compact_download_and_its_update_is_accepted(bundle, tmp_path):
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
+                                       lm_examples(0))
+            assert phone.client.download_encoding == "q8"
+            result = await phone.client.participate(good_state, "kb")
+            assert result.status == "completed", result
+            assert result.server["status"] == "accepted"
+            f32 = env.service.model_file("kb", 0)[1].stat().st_size
+            assert result.bytes_down * 3.5 < f32
+            assert env.service.participation.table.tasks["kb"].coordinator.version == 1
+    asyncio.run(scenario())
+
+
+def test_a_corrupted_compact_model_is_refused_by_the_sdk(bundle, tmp_path):
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
+                                       lm_examples(0))
+            _, path = env.service.model_file("kb", 0, False, "q8")
+            data = bytearray(path.read_bytes())
+            data[len(data) // 2] ^= 0x01
+            path.write_bytes(bytes(data))
+            with pytest.raises(BadChecksum):
+                await phone.client.participate(good_state, "kb")
+    asyncio.run(scenario())
