@@ -174,9 +174,11 @@ async def download_model(request: web.Request) -> web.StreamResponse:
     """The current model, or `?version=V` (devices, and admins at /v1/admin/...), in
     float32 or `?encoding=E` (edge_sdk.protocol.ENCODINGS; docs/protocol.md, Downloads)."""
     encoding = request.query.get("encoding", "f32")
+    base = request.query.get("base")  # the version whose whole download the device holds
     number, path = await run_service(request.app, request.app[SERVICE].model_file,
                                      request.match_info["task_id"], _version_query(request),
-                                     DEVICE in request, encoding)
+                                     DEVICE in request, encoding,
+                                     None if base is None else parse_bounded_int(base, "query.base"))
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
@@ -327,6 +329,7 @@ LED_HANDLERS = frozenset({check_in, upload_update, report_failure, submit_evalua
 _ROUND_ID = Query("round_id", {"type": "integer", "minimum": 0, "maximum": JSON_INT}, True)
 _VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
 _ENCODING = Query("encoding", {"type": "string", "enum": sorted(ENCODINGS)})
+_BASE = Query("base", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
 OPERATIONS = [
     Operation("POST", "/v1/enroll", enroll, "Enroll a device: register its Ed25519 public key "
               "with the population's secret", None, EnrollRequest, EnrollReply, 201),
@@ -334,8 +337,10 @@ OPERATIONS = [
               "version, deadline, plan), an evaluation, or a time to come back",
               "device", CheckInRequest, CheckInReply),
     Operation("GET", "/v1/tasks/{task_id}/model", download_model, "Download a model version "
-              "(wire format; ?encoding=q8 int8 with per-chunk scales, f16, f32 the default); ETag "
-              "and Range supported", "device", reply=BINARY, query=(_VERSION, _ENCODING)),
+              "(wire format; ?encoding=q8 int8 with per-chunk scales, f16, f32 the default; "
+              "&base=B: the difference from version B's whole download, which the device "
+              "holds); ETag and Range supported", "device", reply=BINARY,
+              query=(_VERSION, _ENCODING, _BASE)),
     Operation("POST", "/v1/tasks/{task_id}/updates", upload_update, "Upload an update (wire "
               "format). Idempotent by the update's key", "device", BINARY, UploadAck),
     Operation("POST", "/v1/tasks/{task_id}/failures", report_failure, "Report that this "
@@ -380,7 +385,7 @@ OPERATIONS = [
               "admin", reply=TaskDescription),
     Operation("GET", "/v1/admin/tasks/{task_id}/model", download_model, "Download the "
               "current model, or ?version=V (wire format); X-Model-Version names it",
-              "admin", reply=BINARY, query=(_VERSION, _ENCODING)),
+              "admin", reply=BINARY, query=(_VERSION, _ENCODING, _BASE)),
     Operation("POST", "/v1/admin/tasks/{task_id}/versions/{version}/heldout", admin_heldout,
               "Record a model version's metrics on the server's held-out set (posted by "
               "the held-out evaluator, server_eval/)", "admin", HeldoutReport, HeldoutAck),

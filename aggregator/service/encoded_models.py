@@ -6,7 +6,9 @@ A committed version never changes and its encoding is a deterministic function o
 the derived file is a cache: written whole or not at all (temp file, fsync, rename), made
 again if it is missing. The first request for an encoding of a version pays the encoding
 (~0.03 s for keyboard_cifg's 454k parameters) on the service thread, never on the event
-loop; the SQLite store keeps such files beside a model it references (store/sqlite.py)."""
+loop; the SQLite store keeps such files beside a model it references (store/sqlite.py).
+Differences from an older version (edge_sdk.protocol.model_encoding) are files too, one
+per (version, base version) pair that devices asked for."""
 from __future__ import annotations
 
 import os
@@ -14,7 +16,8 @@ import threading
 from pathlib import Path
 
 from edge_sdk.protocol import decode_parameters
-from edge_sdk.protocol.model_encoding import ENCODINGS, encode_model
+from edge_sdk.protocol.model_encoding import (DIFFERENCE_ENCODINGS, ENCODINGS, decode_model,
+                                             encode_model)
 
 from ..errors import BadRequest
 
@@ -34,6 +37,26 @@ def encoded_model_file(path: Path, specs: list, encoding: str) -> Path:
             header, params = decode_parameters(path.read_bytes(), specs)
             _write_whole(target, encode_model(params, specs, header["model_id"],
                                               header["model_version"], encoding))
+    return target
+
+
+def encoded_difference_file(path: Path, base_path: Path, base_version: int, specs: list,
+                            encoding: str) -> Path:
+    """The file of the float32 model at `path` as a difference (in
+    DIFFERENCE_ENCODINGS[encoding]) from what a device reconstructs out of the whole
+    `encoding` download of the version at `base_path`, made when missing."""
+    target = path.with_name(f"{path.name}.{encoding}-{base_version}")
+    if target.exists():
+        return target
+    base_file = encoded_model_file(base_path, specs, encoding)
+    with _lock:
+        if not target.exists():
+            header, params = decode_parameters(path.read_bytes(), specs)
+            _, base = decode_model(base_file.read_bytes(), specs)
+            _write_whole(target, encode_model(params, specs, header["model_id"],
+                                              header["model_version"],
+                                              DIFFERENCE_ENCODINGS[encoding],
+                                              base=(base_version, base)))
     return target
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.protocol import BadChecksum, decode_model, decode_parameters
+from edge_sdk.protocol import BadChecksum, MalformedHeader, decode_model, decode_parameters
 
 from .fleet import enroll_phone, good_state, lm_examples, server_with_task
 
@@ -90,4 +90,53 @@ def test_a_corrupted_compact_model_is_refused_by_the_sdk(bundle, tmp_path):
             path.write_bytes(bytes(data))
             with pytest.raises(BadChecksum):
                 await phone.client.participate(good_state, "kb")
+    asyncio.run(scenario())
+
+
+def _half_steps(x: np.ndarray, chunk: int, steps: int) -> np.ndarray:
+    """max |x| / steps over each chunk of x, per value: a nearest quantizer's bound."""
+    flat = np.abs(x.reshape(-1))
+    pad = np.zeros(-(-flat.size // chunk) * chunk, np.float32)
+    pad[:flat.size] = flat
+    return np.repeat(pad.reshape(-1, chunk).max(axis=1) / steps, chunk)[:flat.size]
+
+
+def test_a_returning_device_gets_a_difference_from_its_whole_download(bundle, tmp_path):
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
+                                         lm_examples(i)) for i in range(2)]
+            first = await phones[0].client.participate(good_state, "kb")  # v0 whole, -> v1
+            assert first.server["status"] == "accepted" and first.bytes_down > 0
+            await phones[1].client.participate(good_state, "kb")  # -> v2
+            again = await phones[0].client.participate(good_state, "kb")  # v2 from v0
+            assert again.status == "completed" and again.server["status"] == "accepted"
+            assert 0 < again.bytes_down < first.bytes_down * 0.6, (again.bytes_down, first.bytes_down)
+
+            auth = {"Authorization": f"Bearer {phones[0].transport.token}"}
+            model = env.url + "/v1/tasks/kb/model"
+
+            async def get(query, headers=None):
+                async with env.session.get(model + query, headers=auth | (headers or {})) as r:
+                    return r.status, await r.read(), r.headers
+
+            _, whole0, _ = await get("?version=0&encoding=q8")
+            _, base = decode_model(whole0, bundle.parameter_specs)
+            status, diff, headers = await get("?version=2&encoding=q8&base=0")
+            assert status == 200
+            _, exact = decode_parameters((await get("?version=2"))[1], bundle.parameter_specs)
+            header, got = decode_model(diff, bundle.parameter_specs, base=(0, base))
+            assert header["base_version"] == 0 and header["model_version"] == 2
+            for name, x in exact.items():  # int4 with a scale per 64 values
+                bound = _half_steps(x - base[name], 64, 14)
+                assert np.all(np.abs(got[name] - x).reshape(-1) <= bound * (1 + 1e-4) + 1e-7)
+            with pytest.raises(MalformedHeader):  # a difference needs its base
+                decode_model(diff, bundle.parameter_specs)
+            assert (await get("?version=2&encoding=q8&base=0",
+                              {"If-None-Match": headers["ETag"]}))[0] == 304
+            status, part, _ = await get("?version=2&encoding=q8&base=0", {"Range": "bytes=5-60"})
+            assert status == 206 and part == diff[5:61]
+            # a base the server cannot use (not older than the version): the whole model
+            status, whole, _ = await get("?version=2&encoding=q8&base=7")
+            assert "base_version" not in decode_model(whole, bundle.parameter_specs)[0]
     asyncio.run(scenario())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import (BadChecksum, ShapeMismatch, decode_model, decode_parameters,
+from edge_sdk.protocol import (BadChecksum, MalformedHeader, ShapeMismatch, decode_model, decode_parameters,
                                encode_model, encode_parameters, generate_signing_key,
                                public_key_of)
 
@@ -71,3 +71,20 @@ def test_a_signed_compact_model_verifies_and_an_unknown_encoding_is_refused():
     # an old device's decoder refuses a compact frame instead of misreading it
     with pytest.raises(ShapeMismatch):
         decode_parameters(data, SPECS)
+
+
+def test_a_difference_decodes_only_onto_its_base_within_the_int4_bound():
+    base, now = _params(3), _params(3)
+    now = {k: v + np.float32(0.01) * np.sign(v) for k, v in now.items()}
+    data = encode_model(now, SPECS, "m", 5, "q4", base=(2, base))
+    header, got = decode_model(data, SPECS, base=(2, base))
+    assert header["base_version"] == 2 and header["model_version"] == 5
+    for name in now:
+        d = (now[name] - base[name]).reshape(-1)
+        for start in range(0, d.size, 64):
+            half_step = np.abs(d[start:start + 64]).max() / 14
+            err = np.abs(got[name].reshape(-1)[start:start + 64] - now[name].reshape(-1)[start:start + 64])
+            assert err.max() <= half_step * (1 + 1e-4) + 1e-7
+    for wrong in (None, (3, base)):
+        with pytest.raises(MalformedHeader):
+            decode_model(data, SPECS, base=wrong)
