@@ -45,7 +45,8 @@ def encoded_difference_file(path: Path, base_path: Path, base_version: int, spec
     """The file of the float32 model at `path` as a difference (in
     DIFFERENCE_ENCODINGS[encoding]) from what a device reconstructs out of the whole
     `encoding` download of the version at `base_path`, made when missing."""
-    target = path.with_name(f"{path.name}.{encoding}-{base_version}")
+    # named by both stored files (SQLite "v7.eflm.q8-v3"; PostgreSQL's cache is by content)
+    target = path.with_name(f"{path.name}.{encoding}-{base_path.name.split('.')[0]}")
     if target.exists():
         return target
     base_file = encoded_model_file(base_path, specs, encoding)
