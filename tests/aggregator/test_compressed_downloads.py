@@ -140,3 +140,20 @@ def test_a_returning_device_gets_a_difference_from_its_whole_download(bundle, tm
             status, whole, _ = await get("?version=2&encoding=q8&base=7")
             assert "base_version" not in decode_model(whole, bundle.parameter_specs)[0]
     asyncio.run(scenario())
+
+
+def test_encoded_files_survive_a_restart_and_temp_files_do_not(bundle, tmp_path):
+    async def scenario():
+        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+            _, path = env.service.model_file("kb", 0, False, "q8")
+            stray = path.with_name(path.name + ".123.456.tmp")  # a write cut short
+            stray.write_bytes(b"x")
+            made = path.stat().st_mtime_ns
+        from edge_sdk.clock import FakeClock
+
+        from .fleet import running_server
+        async with running_server(tmp_path / "data", FakeClock()) as (_, service):
+            assert path.exists() and not stray.exists()  # the sweep at start-up kept it
+            assert path.stat().st_mtime_ns == made  # the same file: the same ETag
+            assert service.model_file("kb", 0, False, "q8")[1] == path
+    asyncio.run(scenario())
