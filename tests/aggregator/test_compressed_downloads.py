@@ -24,9 +24,9 @@ SETTINGS = {"mode": "async", "async": {"buffer_size": 1},
             "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5}}
 
 
-def test_compact_downloads_keep_etag_range_and_the_float32_default(bundle, tmp_path):
+def test_compact_downloads_keep_etag_range_and_the_float32_default(bundle, tmp_path, store_url):
     async def scenario():
-        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+        async with server_with_task(tmp_path, bundle, SETTINGS, store_url=store_url) as env:
             phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
                                        lm_examples(0))
             auth = {"Authorization": f"Bearer {phone.transport.token}"}
@@ -101,9 +101,10 @@ def _half_steps(x: np.ndarray, chunk: int, steps: int) -> np.ndarray:
     return np.repeat(pad.reshape(-1, chunk).max(axis=1) / steps, chunk)[:flat.size]
 
 
-def test_a_returning_device_gets_a_difference_from_its_whole_download(bundle, tmp_path):
+def test_a_returning_device_gets_a_difference_from_its_whole_download(bundle, tmp_path,
+                                                                      store_url):
     async def scenario():
-        async with server_with_task(tmp_path, bundle, SETTINGS) as env:
+        async with server_with_task(tmp_path, bundle, SETTINGS, store_url=store_url) as env:
             phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
                                          lm_examples(i)) for i in range(2)]
             first = await phones[0].client.participate(good_state, "kb")  # v0 whole, -> v1
