@@ -36,13 +36,18 @@ def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckI
 
 
 async def download_model(request: web.Request) -> web.StreamResponse:
-    """The current model, or `?version=V` (devices, and admins at /v1/admin/...)."""
+    """The current model, or `?version=V` (devices, and admins at /v1/admin/...), in
+    float32 or `?encoding=E` (edge_sdk.protocol.ENCODINGS; docs/protocol.md, Downloads)."""
+    encoding = request.query.get("encoding", "f32")
+    base = request.query.get("base")  # the version whose whole download the device holds
     number, path = await run_service(request.app, request.app[SERVICE].model_file,
                                      request.match_info["task_id"], _version_query(request),
-                                     DEVICE in request)
+                                     DEVICE in request, encoding,
+                                     None if base is None else parse_bounded_int(base, "query.base"))
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
     return web.FileResponse(path, headers={"X-Model-Version": str(number),
+                                           "X-Model-Encoding": encoding,
                                            "Content-Type": "application/octet-stream"})
 
 

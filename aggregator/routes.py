@@ -7,6 +7,7 @@ import re
 
 from aiohttp import web
 
+from edge_sdk.protocol import ENCODINGS
 from edge_sdk.protocol.messages import (JSON_INT, CheckInReply, CheckInRequest, EnrollReply,
                                         EnrollRequest, EvaluationAck, EvaluationReport,
                                         FailureReport, HeldoutAck, HeldoutReport, SecAggKeys,
@@ -43,6 +44,8 @@ LED_HANDLERS = {check_in: "body", commit_upload: "upload"} | dict.fromkeys(
 
 _ROUND_ID = Query("round_id", {"type": "integer", "minimum": 0, "maximum": JSON_INT}, True)
 _VERSION = Query("version", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
+_ENCODING = Query("encoding", {"type": "string", "enum": sorted(ENCODINGS)})
+_BASE = Query("base", {"type": "integer", "minimum": 0, "maximum": JSON_INT})
 OPERATIONS = [
     Operation("POST", "/v1/enroll", enroll, "Enroll a device: register its Ed25519 public key "
               "with the population's secret", None, EnrollRequest, EnrollReply, 201),
@@ -50,8 +53,10 @@ OPERATIONS = [
               "version, deadline, plan), an evaluation, or a time to come back",
               "device", CheckInRequest, CheckInReply),
     Operation("GET", "/v1/tasks/{task_id}/model", download_model, "Download a model version "
-              "(wire format); ETag and Range supported", "device", reply=BINARY,
-              query=(_VERSION,)),
+              "(wire format; ?encoding=q8 int8 with per-chunk scales, f16, f32 the default; "
+              "&base=B: the difference from version B's whole download, which the device "
+              "holds); ETag and Range supported", "device", reply=BINARY,
+              query=(_VERSION, _ENCODING, _BASE)),
     Operation("POST", "/v1/tasks/{task_id}/updates", upload_update, "Upload an update (wire "
               "format). Idempotent by the update's key", "device", BINARY, UploadAck),
     Operation("POST", "/v1/tasks/{task_id}/failures", report_failure, "Report that this "
@@ -96,7 +101,7 @@ OPERATIONS = [
               "admin", reply=TaskDescription),
     Operation("GET", "/v1/admin/tasks/{task_id}/model", download_model, "Download the "
               "current model, or ?version=V (wire format); X-Model-Version names it",
-              "admin", reply=BINARY, query=(_VERSION,)),
+              "admin", reply=BINARY, query=(_VERSION, _ENCODING, _BASE)),
     Operation("POST", "/v1/admin/tasks/{task_id}/versions/{version}/heldout", admin_heldout,
               "Record a model version's metrics on the server's held-out set (posted by "
               "the held-out evaluator, server_eval/)", "admin", HeldoutReport, HeldoutAck),

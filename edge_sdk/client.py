@@ -33,8 +33,9 @@ from .evaluator import Evaluator
 from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
 from .example_store import ExampleStore
 from .local_buffers import LocalBuffers
-from .protocol import (DEFAULT_CODEC, ErrorFeedback, UpdateMeta, UpdatePipeline,
-                       decode_parameters, encode_update)
+from .protocol import (COMPACT_ENCODING, DEFAULT_CODEC, ErrorFeedback, UpdateMeta,
+                       UpdatePipeline, decode_model, encode_update)
+from .protocol.errors import ProtocolError
 from .errors import SecureAggregationFailed
 from .schedules import Constant
 from .secure_aggregation import report_securely
@@ -42,6 +43,7 @@ from .trainer import ExampleSource, LocalTrainer, TrainingPlan, TrainingResult
 from .transport import ServerRejected, Transport
 
 HISTORY_KEY = "client.participation_history"
+MODEL_BASE_KEY = "client.model_base."  # + task id: the last whole compact model download
 RESIDUAL_KEY = "client.error_feedback.{task}"
 PARTICIPATION_KEY = "client.participation.{task}"  # the open participation's nonce
 
@@ -147,12 +149,15 @@ class FederatedClient:
                  rng: np.random.Generator, collection: str = "default",
                  pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
                  pacer: Pacer | None = None, training: TrainingRunner | None = None,
-                 eval_collection: str | None = None):
+                 eval_collection: str | None = None,
+                 download_encoding: str | None = COMPACT_ENCODING):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
         # federated evaluation scores examples kept out of training (else the training ones)
         self.eval_collection = eval_collection or collection
+        # models come int8 with per-chunk scales (protocol.model_encoding); None: float32
+        self.download_encoding = download_encoding
         self.pacer = pacer or Pacer()
         self.training = training or LocalTraining(bundle, clock)
         self.reasons = ReasonCounter()
@@ -260,9 +265,34 @@ class FederatedClient:
         return result
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
-        data = await self.transport.download_model(task_id, version)
-        _, params = decode_parameters(data, self.bundle.parameter_specs)
+        """The parameters to train from, as the device reconstructs them from the download
+        (its delta is taken from these, so the server's aggregation is the same)."""
+        if self.download_encoding is None:
+            data = await self.transport.download_model(task_id, version)
+            return decode_model(data, self.bundle.parameter_specs)[1], len(data)
+        base = self._model_base(task_id)
+        if base is not None and base[0] == version:
+            return base[1], 0  # exactly what a whole download would give
+        data = await self.transport.download_model(task_id, version, self.download_encoding,
+                                                   None if base is None else base[0])
+        header, params = decode_model(data, self.bundle.parameter_specs, base=base)
+        if "base_version" not in header:  # a whole download: the base of later differences
+            self.store.put_state(MODEL_BASE_KEY + task_id, data)
         return params, len(data)
+
+    def _model_base(self, task_id: str) -> tuple[int, dict[str, np.ndarray]] | None:
+        """(version, parameters) of the last whole compact download kept for the task."""
+        data = self.store.get_state(MODEL_BASE_KEY + task_id)
+        if data is None:
+            return None
+        try:
+            header, params = decode_model(data, self.bundle.parameter_specs)
+        except ProtocolError:  # another bundle's model, or damaged on the device
+            return None
+        if header["model_id"] != self.bundle.model_id or \
+                header.get("encoding") != self.download_encoding:
+            return None
+        return header["model_version"], params
 
     async def _train(self, params, plan: dict, check):
         seed = int(self.rng.integers(2**31))

@@ -112,10 +112,20 @@ class Transport:
         return await self._exchange("POST", "/v1/checkin", CheckInRequest(
             task_id, dict(eligibility or {}), sdk_version), CheckInReply)
 
-    async def download_model(self, task_id: str, version: int | None) -> bytes:
-        """A model version in the wire format (None: the task's current version)."""
-        body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model", raw=True, params=(
-            {} if version is None else {"version": str(version)}))
+    async def download_model(self, task_id: str, version: int | None,
+                             encoding: str | None = None, base: int | None = None) -> bytes:
+        """A model version in the wire format (None: the task's current version), in
+        `encoding` (protocol.ENCODINGS; None: the server's default, float32); with `base`,
+        the version whose whole download in `encoding` this device holds, possibly as a
+        difference from it. A server that predates encodings answers float32, which
+        protocol.decode_model reads too."""
+        params = {} if version is None else {"version": str(version)}
+        if encoding is not None:
+            params["encoding"] = encoding
+            if base is not None:
+                params["base"] = str(base)
+        body, _ = await self._request("GET", f"/v1/tasks/{task_id}/model", raw=True,
+                                      params=params)
         return body
 
     async def upload(self, task_id: str, data: bytes) -> dict:

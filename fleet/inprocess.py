@@ -52,8 +52,9 @@ class InProcessTransport:
         result = self._call(self.service.check_in, self.device, msg.task_id)
         return check_in_reply(self.service, result).to_json()
 
-    async def download_model(self, task_id: str, version: int) -> bytes:
-        _, path = self._call(self.service.model_file, task_id, version)
+    async def download_model(self, task_id: str, version: int, encoding: str = "f32",
+                             base: int | None = None) -> bytes:
+        _, path = self._call(self.service.model_file, task_id, version, False, encoding, base)
         return path.read_bytes()
 
     async def upload(self, task_id: str, data: bytes) -> dict:

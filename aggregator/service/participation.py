@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.protocol import DecodeLimits, NonFinite, decode_update, open_update
+from edge_sdk.protocol.model_encoding import DEFAULT_ENCODING
 
 from ..coordinator import Assignment, ComeBackLater, EvalAssignment, Outcome
 from ..errors import BadRequest, Forbidden, NotFound, UpdateNormExceeded, UpdateNotFinite
@@ -21,7 +22,13 @@ from ..store import AlreadyAggregated, Device, PendingUpdate, Store
 from ..uploads import UploadSessions
 from ..vocabulary import failure_reason
 from .commits import Commits, json_number
+from .encoded_models import encoded_difference_file, encoded_model_file
 from .tasks import LedTask, TaskTable
+
+
+MAX_DIFFERENCE_VERSIONS = 8
+"""How many versions past its base a device may get a difference download: beyond, the
+difference is nearly as large as the whole model, and the device takes a new base."""
 
 
 class Participation:
@@ -49,19 +56,35 @@ class Participation:
                                             self.clock.now())
             self.commits.after_change(task)
 
-    def model_file(self, task_id: str, version: int | None,
-                   to_device: bool = False) -> tuple[int, Path]:
+    def model_file(self, task_id: str, version: int | None, to_device: bool = False,
+                   encoding: str = DEFAULT_ENCODING, base: int | None = None) -> tuple[int, Path]:
         """Any process serves models: they are in the store, and never change. Bytes
-        served `to_device` count toward the task's next version where it is led."""
-        self.table.record(task_id)
+        served `to_device` count toward the task's next version where it is led. An
+        `encoding` other than float32 (edge_sdk.protocol.ENCODINGS) is served from a file
+        derived from the float32 one on its first request (see encoded_model_file); a
+        device that holds the whole download of version `base` in that encoding gets the
+        difference from it when base < version <= base + MAX_DIFFERENCE_VERSIONS, else
+        the whole model (the frame's header says which)."""
+        record = self.table.record(task_id)
         if version is None:
             task = self.table.tasks.get(task_id)
             if task is None:
-                return self.store.latest_model(task_id)
-            version = task.coordinator.version
-        path = self.store.model_path(task_id, version)
+                version, path = self.store.latest_model(task_id)
+            else:
+                version = task.coordinator.version
+                path = self.store.model_path(task_id, version)
+        else:
+            path = self.store.model_path(task_id, version)
         if path is None:
             raise NotFound(f"task {task_id} has no model version {version}")
+        if encoding != DEFAULT_ENCODING:
+            base_path = None
+            if base is not None and base < version <= base + MAX_DIFFERENCE_VERSIONS:
+                base_path = self.store.model_path(task_id, base)
+            if base_path is None:
+                path = encoded_model_file(path, record.specs, encoding)
+            else:
+                path = encoded_difference_file(path, base_path, base, record.specs, encoding)
         if to_device and task_id in self.table.tasks:
             self.table.tasks[task_id].coordinator.count_bytes(down=path.stat().st_size)
         return version, path

@@ -212,9 +212,13 @@ class SqliteStore(RowStore):
         referenced |= {r[0] for r in self._query(
             "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL")}
         referenced |= {f"partial/{r[0]}" for r in self._query("SELECT upload_id FROM uploads")}
+        models = {r[0] for r in self._query("SELECT path FROM models")}
         for sub in ("models", "updates", "state", "partial"):
             for path in (self.root / sub).rglob("*"):
-                if path.is_file() and str(path.relative_to(self.root)) not in referenced:
+                rel = str(path.relative_to(self.root))
+                # "<model>.<encoding>": a download encoding of a kept model (its cache)
+                if path.is_file() and rel not in referenced and \
+                        not (path.suffix != ".tmp" and rel.rsplit(".", 1)[0] in models):
                     path.unlink()
 
     def close(self) -> None:

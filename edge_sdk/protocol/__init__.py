@@ -15,6 +15,7 @@ from .jsontext import JsonLimits, parse_json
 from .message import (FORMAT_VERSION, CheckedUpdate, DecodedUpdate, DecodeLimits, UpdateMeta,
                       UpdatePipeline, decode_parameters, decode_update, encode_parameters,
                       encode_update, open_update, peek_update)
+from .model_encoding import COMPACT_ENCODING, ENCODINGS, decode_model, encode_model
 from .secagg import FixedPoint, SecAggClient, SecAggServer
 from .signing import generate_signing_key, public_key_of, sign, verify
 from .transforms import clip_by_global_norm, global_norm
@@ -30,13 +31,14 @@ lossier per round, too lossy a default before the simulator measures its accurac
 
 __all__ = [
     "BadChecksum", "BadField", "BadMagic", "BadPayload", "BadSignature",
-    "CheckedUpdate", "CodecSpec", "DEFAULT_CODEC", "DecodeLimits", "DecodedTensor",
-    "DecodedUpdate", "ErrorFeedback", "FORMAT_VERSION", "FixedPoint", "INDEX_BLOCK",
-    "JoinedBatch", "JoinedParts", "JsonLimitExceeded", "JsonLimits", "MalformedHeader", "MalformedJson",
-    "NonFinite", "ProtocolError", "SecAggClient", "SecAggServer", "ShapeMismatch", "TooLarge",
-    "Truncated", "UnsupportedVersion", "UpdateMeta", "UpdatePipeline", "block_positions",
-    "clip_by_global_norm", "decode_parameters", "decode_update",
-    "encode_parameters", "encode_tensor", "encode_update", "generate_signing_key",
+    "COMPACT_ENCODING", "CheckedUpdate", "CodecSpec", "DEFAULT_CODEC", "DecodeLimits",
+    "DecodedTensor", "DecodedUpdate", "ENCODINGS", "ErrorFeedback", "FORMAT_VERSION",
+    "FixedPoint", "INDEX_BLOCK", "JoinedBatch", "JoinedParts", "JsonLimitExceeded", "JsonLimits",
+    "MalformedHeader", "MalformedJson", "NonFinite", "ProtocolError", "SecAggClient",
+    "SecAggServer", "ShapeMismatch", "TooLarge", "Truncated", "UnsupportedVersion", "UpdateMeta",
+    "UpdatePipeline", "block_positions", "clip_by_global_norm", "decode_model",
+    "decode_parameters", "decode_update", "encode_model", "encode_parameters", "encode_tensor",
+    "encode_update", "generate_signing_key",
     "global_norm", "open_update", "parse_json", "peek_update", "public_key_of", "sign",
     "verify",
 ]

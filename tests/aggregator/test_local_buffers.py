@@ -89,6 +89,7 @@ def test_local_buffers_stay_on_each_device_and_the_server_never_moves_them(bundl
             sent = [record_uploads(p) for p in phones]
             runners = []
             for p in phones:
+                p.client.download_encoding = None  # float32: the server's exact parameters
                 p.client.training = Recording(p.client.training)
                 runners.append(p.client.training)
             answers, check_in = [], phones[0].transport.check_in
@@ -211,6 +212,7 @@ def test_federated_evaluation_on_a_device_uses_the_buffers_it_kept(bundle, tmp_p
             phone, other = [await enroll_phone(env.url, env.session, bundle, tmp_path, i,
                                                env.clock, examples(3.0 - 5 * i, 1.0, i))
                             for i in range(2)]
+            phone.client.download_encoding = None  # float32: the server's exact parameters
             assert (await phone.client.participate(good_state, TASK)).status == "completed"
             assert "assignment" in await other.transport.check_in(TASK)  # round 2 is full
             reported, submit = [], phone.transport.submit_evaluation
