@@ -10,7 +10,7 @@ fleet.population.draw_profile.
 
 Data: every user holds at least one device, and the remaining devices are apportioned to
 users in proportion to their training examples (largest remainders, ties to the lower
-user index). Device k of a user with P parts holds the user's examples k, k + P, k + 2P...
+user index), a user never split below one example per device while another has room. Device k of a user with P parts holds the user's examples k, k + P, k + 2P...
 (round-robin, as fleet.population.assign_data deals them); a user split into more parts
 than it has examples gives each part one example, shared round-robin.
 """
@@ -82,7 +82,7 @@ class LazyPopulation:
             self.parts = np.ones(size, dtype=np.int64)
         else:
             self.user_of_part = np.array(order, dtype=np.int64)
-            self.parts = 1 + apportion(size - len(order), sizes)
+            self.parts = split_users(size, sizes)
         self._ends = np.cumsum(self.parts)  # device i belongs to the first user whose end > i
 
     # -- data ----------------------------------------------------------------------------
@@ -136,6 +136,23 @@ class LazyPopulation:
     def _check(self, i: int) -> None:
         if not 0 <= i < self.size:
             raise IndexError(f"device {i} is outside the population of {self.size}")
+
+
+def split_users(devices: int, sizes: np.ndarray) -> np.ndarray:
+    """Devices per user (int64, >= 1 each, summing to `devices` >= len(sizes)) in
+    proportion to the users' examples `sizes` (not mutated), no user split below one
+    example per device until every example has a device of its own."""
+    total = int(sizes.sum())
+    if devices >= total:  # every example a device, the rest shared in proportion
+        return sizes + apportion(devices - total, sizes)
+    parts = np.ones(len(sizes), dtype=np.int64)
+    left = devices - len(sizes)
+    while left:  # each pass places >= 1 device: every unit goes to a user with room
+        room = sizes - parts
+        add = np.minimum(apportion(left, np.where(room > 0, sizes, 0)), room)
+        parts += add
+        left -= int(add.sum())
+    return parts
 
 
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:
