@@ -380,11 +380,14 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
                 evaluate(version)
         return version >= config.max_versions
 
+    training_info = {}
     try:
         await vt.run_until(T0 + config.hours * 3600, on_advance)
     finally:
         bar.close()
         await vt.shutdown()
+        if hasattr(training, "describe"):
+            training_info = training.describe()
         if hasattr(training, "close"):
             training.close()
         if session:
@@ -413,5 +416,6 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
             # devices' own scores of versions on their held-out examples (eval_fraction)
             "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
-                         "remote_trainings": getattr(training, "trainings", None)},
+                         "remote_trainings": getattr(training, "trainings", None),
+                         **training_info},
             "final_parameters": {k: v.copy() for k, v in task.parameters.items()}}
