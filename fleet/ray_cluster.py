@@ -1,7 +1,8 @@
 """A two-node Ray cluster on this machine, as an operator starts one: `ray start --head`,
-then `ray start --address` for a worker node. Each `ray start --block` runs in its own
-session so that stopping it ends exactly the processes it started (never `ray stop`,
-which stops every Ray instance of the user on the machine)."""
+then `ray start --address` for a worker node, one CPU each; for trying the Ray backend
+(fleet/ray_backend.py) across nodes, in tests and benchmarks. Each `ray start --block`
+runs in its own session so that stopping it ends exactly the processes it started (never
+`ray stop`, which stops every Ray instance of the user on the machine)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
 
 
@@ -34,6 +36,17 @@ def _start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
                                  f"--metrics-export-port={free_port()}", *args],
                                 stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, cwd=ROOT)
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    address: str  # the head's, "127.0.0.1:PORT"
+    env: dict  # what a driver's environment needs to connect (the cluster's own token)
+    sessions: list[int]  # each node's process session id, the head's first
+
+    def pids(self) -> list[int]:
+        """Every process of both nodes (raylets, stores, workers...)."""
+        return _session_members(set(self.sessions))
 
 
 def _session_members(leaders: set[int]) -> list[int]:
@@ -74,11 +87,10 @@ print(sum(n["Alive"] for n in ray.nodes()))
 
 
 @contextlib.contextmanager
-def ray_cluster(nodes_timeout_s: float = 120.0):
-    """Yields (the head's address "127.0.0.1:PORT", the environment a driver needs to
-    connect, each node's session id: the head's first) once both nodes are up; stops
-    both nodes after. The cluster has its own authentication token (not
-    ~/.ray/auth_token, which every cluster of the user shares)."""
+def local_ray_cluster(nodes_timeout_s: float = 120.0):
+    """Yields a LocalCluster once both nodes are up; stops both nodes after. The cluster
+    has its own authentication token (not ~/.ray/auth_token, which every cluster of the
+    user shares)."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     # workers import this checkout's fleet package: the nodes' environment carries it
@@ -96,7 +108,7 @@ def ray_cluster(nodes_timeout_s: float = 120.0):
                                env=env, capture_output=True, text=True, check=True).stdout
         if alive.strip().splitlines()[-1] != "2":
             raise RuntimeError(f"the worker node did not join: {(logs / 'worker.log').read_text()}")
-        yield address, env, [p.pid for p in nodes]
+        yield LocalCluster(address, env, [p.pid for p in nodes])
     finally:
         _stop(nodes)
         shutil.rmtree(temp, ignore_errors=True)
