@@ -140,7 +140,8 @@ with tempfile.TemporaryDirectory(dir=sys.argv[4] or None) as tmp:
     report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
 print(json.dumps({"population": config.devices, "backend": config.backend,
                   "peak_rss_mb": peak_rss_mb(), "total_s": time.perf_counter() - start,
-                  "seconds": report["wall_seconds"], "versions": report["versions"],
+                  "seconds": report["wall_seconds"], "cpu_seconds": report["cpu_seconds"],
+                  "versions": report["versions"],
                   "sim_hours": report["sim_hours"], "funnel": report["funnel"],
                   "lazy": report["population"], "accuracy": report["final"]["accuracy"]}))
 """
@@ -213,15 +214,17 @@ def scale(populations: list[int], versions: int, with_ray: bool = False,
           f"(sync, overselect 1.3), {versions} rounds, keyboard_cifg_tiny, in process, "
           f"aggregator state in {where or tempfile.gettempdir()} ==")
     print(f"{'population':>11s} {'backend':>8s} {'device-rounds/s':>16s} {'check-ins':>10s} "
-          f"{'enrolled':>9s} {'peak live':>9s} {'peak RSS':>9s} {'peak PSS':>9s} {'run s':>6s}")
+          f"{'enrolled':>9s} {'peak live':>9s} {'peak RSS':>9s} {'peak PSS':>9s} {'run s':>6s} "
+          f"{'CPU ms/device-round':>20s}")
     for r in rows:
         accepted = r["funnel"]["accepted"]
         print(f"{r['population']:>11,d} {r['backend']:>8s} {accepted / r['seconds']:>16.1f} "
               f"{r['funnel']['checked_in']:>10,d} {r['lazy']['enrolled']:>9,d} "
               f"{r['lazy']['peak_busy']:>9,d} {r['peak_rss_mb']:>6.0f} MB {r['peak_pss_mb']:>6.0f} MB "
-              f"{r['seconds']:>6.0f}")
+              f"{r['seconds']:>6.0f} {1000 * r['cpu_seconds'] / accepted:>20.1f}")
     print("device-rounds/s: accepted updates per second of simulation (after set-up); peak "
-          "live: devices built at once; PSS of the ray row: driver and both nodes")
+          "live: devices built at once; PSS of the ray row: driver and both nodes; CPU: the "
+          "driver process's, per accepted update (on a shared machine, steadier than the rate)")
     return rows
 
 

@@ -350,6 +350,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
     if timeline:  # the traffic counters go on from the last evaluation's
         stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
     started = time.perf_counter() - earlier_wall
+    cpu_started = time.process_time()  # this process's CPU (not a pool's or Ray's)
     bar = tqdm(total=config.max_versions, initial=task.coordinator.version, desc="model versions",
                unit="v", disable=not show_progress)
     seen = {"version": task.coordinator.version}
@@ -415,6 +416,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
             "attackers": population.attackers if lazy else len(attackers),
             **({"population": population.describe()} if lazy else {}),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
             "versions": task.coordinator.version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
