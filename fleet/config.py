@@ -93,6 +93,10 @@ class SimulationConfig:
     # model per device for its error-feedback residual) or "disk" (one SQLite file per
     # device under OUT/devices, as on a phone: RSS stays flat, ~2 model sizes of disk each)
     device_stores: str = "memory"
+    # "eager": every device built and enrolled up front, each checking in on its own;
+    # "lazy": devices drawn from the seed only while they take part (fleet/lazy_fleet.py),
+    # for populations of millions
+    population: str = "eager"
 
     def __post_init__(self):
         if self.devices < 1:
@@ -132,6 +136,7 @@ class SimulationConfig:
                 not 0 < self.attackers.get("fraction", 0) < 1
                 or self.attackers.get("kind") not in ("sign_flip", "scale")):
             raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
+        _check_population(self)
         if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
             raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
 
@@ -187,6 +192,21 @@ def pipeline_of(codec: str | dict) -> UpdatePipeline:
         return UpdatePipeline(spec, **{k: v for k, v in codec.items() if k in PIPELINE_KEYS})
     except ValueError as e:
         raise ValueError(f"codec: {e}") from None
+
+
+def _check_population(config: SimulationConfig) -> None:
+    if config.population not in ("eager", "lazy"):
+        raise ValueError(f"population must be 'eager' or 'lazy', got {config.population!r}"
+                         f"{nearest(str(config.population), ['eager', 'lazy'])}")
+    if config.population != "lazy":
+        return
+    if config.device_stores != "memory":
+        raise ValueError("a lazy population keeps no device state between visits: "
+                         "device_stores must be 'memory'")
+    if config.task.get("eval_fraction"):
+        raise ValueError("a lazy population makes no check-ins while the server wants no "
+                         "training, so federated evaluation (task eval_fraction) gets no "
+                         "devices: set eval_fraction to 0, or population 'eager'")
 
 
 def _check_task(task: dict) -> None:

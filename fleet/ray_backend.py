@@ -28,14 +28,15 @@ class RayTraining:
     """A TrainingRunner (edge_sdk.client) backed by `actors` Ray actors.
 
     address: a running cluster's address ("host:port" or "auto"); None starts a local
-    Ray instance with one CPU per actor and stops it on `close()`."""
+    Ray instance with one CPU per actor. `close()` stops the instance it started, or
+    disconnects from the cluster it connected to (a driver already connected stays so)."""
 
     def __init__(self, bundle: Bundle, address: str | None = None, actors: int = 2):
         import ray
         if actors < 1:
             raise ValueError("actors must be >= 1")
         self._ray = ray
-        self._owns_ray = not ray.is_initialized() and address is None
+        self._owns_ray = not ray.is_initialized()
         if not ray.is_initialized():
             ray.init(address=address, num_cpus=actors if address is None else None,
                      include_dashboard=False, log_to_driver=False,
@@ -44,6 +45,11 @@ class RayTraining:
         self.actors = [remote.remote(str(bundle.path)) for _ in range(actors)]
         self._in_flight = [0] * actors
         self.trainings = 0
+
+    def describe(self) -> dict:
+        """Where the actors run, for the report."""
+        return {"actors": len(self.actors),
+                "workers": self._ray.get([a.where.remote() for a in self.actors])}
 
     def worker_pids(self) -> set[int]:
         return set(self._ray.get([a.pid.remote() for a in self.actors]))

@@ -5,6 +5,7 @@ the one the device would have computed itself."""
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 
@@ -25,3 +26,8 @@ class RemoteTrainer:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def where(self) -> dict:
+        """This worker's host, process id and process session (on one machine, the
+        session tells which `ray start` node launched it)."""
+        return {"host": socket.gethostname(), "pid": os.getpid(), "session": os.getsid(0)}

@@ -17,6 +17,7 @@ from edge_sdk.protocol import decode_parameters
 from .baselines import NGramPredictor, centralized
 from .config import SimulationConfig
 from .data import assign_devices, leaf_form_sample, prepare
+from .lazy_population import LazyPopulation
 from .metrics import NGRAM_ORDER, Scorer, describe, headline, trivial_baseline
 from .report import write_report
 from .simulator import T0, TASK, ResumePoint, open_run_store, simulate
@@ -33,7 +34,12 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     t0 = time.perf_counter()
     data = prepare(config, out / "bundle")
     bundle, scorer = data.bundle, Scorer(data.bundle, data.task)
-    device_data = assign_devices(data, config.devices)
+    if config.population == "lazy":
+        device_data = LazyPopulation(config.devices, data.users, config.profiles, config.seed,
+                                     heldout=data.heldout, attacker_fraction=(
+                                         config.attackers or {}).get("fraction", 0.0))
+    else:
+        device_data = assign_devices(data, config.devices)
     split_note = ("one user per device" if config.devices <= sum(1 for u in data.users if u)
                   else "devices hold sub-splits of users' data (more devices than users)")
     print(f"{config.model}: {len(data.train_all)} training {data.unit} from {len(data.users)} "

@@ -27,6 +27,7 @@ from edge_sdk.transport import RetryPolicy, Transport
 
 from .config import SimulationConfig, pipeline_of
 from .inprocess import InProcessTransport
+from .lazy_population import LazyPopulation
 from .population import DeviceProfile, draw_profile
 from .virtual_time import VirtualTime
 
@@ -37,6 +38,7 @@ TASK = "fleet-task"
 COLLECTION = "examples"
 HELDOUT_COLLECTION = "heldout"  # a device's held-out examples: federated evaluation's
 TIMELINE_METRICS = ("accuracy", "top3_accuracy", "mean_loss", "auc", "mse", "mae")
+LAZY_TICK_S = 1.0  # a lazy fleet ticks the in-process aggregator at most this often
 DISK_STORE_CACHE_KIB = 128  # per device: the residual is read whole once per round anyway
 
 
@@ -183,14 +185,121 @@ class ResumePoint:
                    [p for p in points if p["version"] <= latest["version"]])
 
 
-async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
+@dataclass
+class FleetParts:
+    """What every simulated device of a run shares: its settings, the model, the clock,
+    the aggregator (and its URL and HTTP session over HTTP), where training runs, the
+    traffic counters and the run's random streams."""
+    config: SimulationConfig
+    bundle: Bundle
+    clock: FakeClock
+    vt: VirtualTime
+    service: object  # aggregator.service.AggregatorService
+    training: object  # a TrainingRunner
+    stats: dict
+    stream: object  # (*ints) -> np.random.Generator
+    url: str | None
+    session: aiohttp.ClientSession | None
+
+    def __post_init__(self):
+        self.policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(),
+                              MinLocalExamples(1)))
+        self.pipeline = pipeline_of(self.config.codec)
+        attackers = self.config.attackers
+        self.poisoned = None if not attackers else PoisonedTraining(
+            self.training, attackers["kind"], float(attackers.get("scale", 10.0)))
+
+    def transport(self, i: int):
+        if self.url:
+            return Transport(self.url, self.session,
+                             retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
+                             rng=self.stream(i))
+        return InProcessTransport(self.service)
+
+    def client(self, i: int, transport, identity: DeviceIdentity, store: ExampleStore,
+               profile: DeviceProfile, attacker: bool, held_out_split: bool,
+               visit: tuple[int, ...] = ()) -> FederatedClient:
+        """Device i's SDK client (`visit` keeps a returning lazy device's random streams
+        fresh)."""
+        config = self.config
+        return FederatedClient(
+            self.bundle, transport, store, identity, policy=self.policy,
+            clock=self.clock, rng=self.stream(i, 1, *visit), collection=COLLECTION,
+            pipeline=self.pipeline,
+            pacer=SimPacer(self.vt, profile, config, self.stream(i, 2, *visit), self.stats),
+            training=PacedTraining(self.poisoned if attacker else self.training, self.vt,
+                                   config.profiles.step_time_s * profile.speed),
+            eval_collection=HELDOUT_COLLECTION if held_out_split else None)
+
+
+def fill_store(store: ExampleStore, examples: list[dict], heldout: list[dict]) -> ExampleStore:
+    store.add_many(COLLECTION, examples)
+    if heldout:
+        store.add_many(HELDOUT_COLLECTION, heldout)
+    return store
+
+
+async def _eager_devices(fleet: FleetParts, device_data: list, out: Path,
+                         rng: np.random.Generator) -> tuple[list[Device], set[int]]:
+    """Every device of the population, enrolled and holding its data, up front."""
+    config = fleet.config
+    store_dir = _device_store_dir(config, out)
+    attackers = set()
+    if config.attackers:
+        count = int(round(config.attackers["fraction"] * len(device_data)))
+        attackers = set(rng.choice(len(device_data), size=count, replace=False).tolist())
+    devices = []
+    for i, examples in enumerate(device_data):
+        held_out_split = isinstance(examples, tuple)  # else federated evaluation uses training
+        examples, heldout = examples if held_out_split else (examples, [])
+        key = generate_signing_key()
+        transport = fleet.transport(i)
+        doc = await transport.enroll("fleet", SECRET, public_key_of(key))
+        store = fill_store(ExampleStore(
+            store_dir / f"device-{i}.db" if store_dir else ":memory:",
+            RetentionPolicy(max_count=None, max_age_s=None), fleet.clock,
+            cache_kib=DISK_STORE_CACHE_KIB if store_dir else None), examples, heldout)
+        profile = draw_profile(config.profiles, rng)
+        client = fleet.client(i, transport, DeviceIdentity(doc["device_id"], key), store,
+                              profile, i in attackers, held_out_split)
+        devices.append(Device(client, profile))
+    return devices, attackers
+
+
+async def _life(fleet: FleetParts, device: Device, index: int) -> None:
+    """An eager device's days: check in whenever its window is open, again after each
+    answer (at the server's retry time when told to come back later)."""
+    vt, stats = fleet.vt, fleet.stats
+    r = fleet.stream(index, 3)
+    await vt.sleep(float(r.uniform(0, 1800)))
+    lo, hi = fleet.config.profiles.check_interval_s
+    while True:
+        wait = device.profile.next_window(vt.now())
+        if wait > 0:
+            await vt.sleep(wait + float(r.uniform(0, 900)))
+            continue
+        try:
+            result = await device.client.participate(lambda: device.profile.state(vt.now()), TASK)
+            status = result.status
+        except SimulatedDropout:
+            result, status = None, "vanished"
+        stats["participations"] += 1
+        stats["outcomes"][status] = stats["outcomes"].get(status, 0) + 1
+        if result is not None and result.status == "later" and result.retry_at:
+            await vt.sleep(max(1.0, result.retry_at - vt.now()))
+        else:
+            await vt.sleep(float(r.uniform(lo, hi)))
+
+
+async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list | LazyPopulation,
                    test: list[dict], out: Path, show_progress: bool = True,
                    resume: ResumePoint | None = None, scorer=None) -> dict:
     """Run the fleet; returns the report document (also the caller writes it).
 
     device_data: per device, its (training, held-out) examples, or only its training
-    examples. Devices train on the first and, asked for a federated evaluation, score the
-    model on the second. test: the held-out sample the run's timeline scores with
+    examples; or a LazyPopulation, whose devices exist only while they take part
+    (fleet/lazy_fleet.py). Devices train on the first and, asked for a federated
+    evaluation, score the model on the second. test: the held-out sample the run's timeline scores with
     `scorer` (fleet.metrics.Scorer; default: the bundle's eval graph). With
     `resume`, the aggregator recovers the stopped run's task from `out/server` and the
     fleet goes on from its newest version: the same devices (profiles and data), new
@@ -219,65 +328,18 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     stats = {"bytes_up": 0, "bytes_down": 0, "participations": 0,
              "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
     training = make_training(config, bundle, clock)
-    policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1)))
-    pipeline = pipeline_of(config.codec)
-    store_dir = _device_store_dir(config, out)
-    devices = []
-    attackers = set()
-    if config.attackers:
-        count = int(round(config.attackers["fraction"] * len(device_data)))
-        attackers = set(rng.choice(len(device_data), size=count, replace=False).tolist())
-        poisoned = PoisonedTraining(training, config.attackers["kind"],
-                                    float(config.attackers.get("scale", 10.0)))
-    for i, examples in enumerate(device_data):
-        held_out_split = isinstance(examples, tuple)  # else federated evaluation uses training
-        examples, heldout = examples if held_out_split else (examples, [])
-        key = generate_signing_key()
-        if url:
-            transport = Transport(url, session, retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
-                                  rng=stream(i))
-        else:
-            transport = InProcessTransport(service)
-        doc = await transport.enroll("fleet", SECRET, public_key_of(key))
-        store = ExampleStore(store_dir / f"device-{i}.db" if store_dir else ":memory:",
-                             RetentionPolicy(max_count=None, max_age_s=None), clock,
-                             cache_kib=DISK_STORE_CACHE_KIB if store_dir else None)
-        store.add_many(COLLECTION, examples)
-        if heldout:
-            store.add_many(HELDOUT_COLLECTION, heldout)
-        profile = draw_profile(config.profiles, rng)
-        client = FederatedClient(
-            bundle, transport, store, DeviceIdentity(doc["device_id"], key), policy=policy,
-            clock=clock, rng=stream(i, 1), collection=COLLECTION,
-            pipeline=pipeline, pacer=SimPacer(vt, profile, config, stream(i, 2), stats),
-            training=PacedTraining(poisoned if i in attackers else training, vt,
-                                   config.profiles.step_time_s * profile.speed),
-            eval_collection=HELDOUT_COLLECTION if held_out_split else None)
-        devices.append(Device(client, profile))
-
-    async def life(device: Device, index: int):
-        r = stream(index, 3)
-        await vt.sleep(float(r.uniform(0, 1800)))
-        lo, hi = config.profiles.check_interval_s
-        while True:
-            wait = device.profile.next_window(vt.now())
-            if wait > 0:
-                await vt.sleep(wait + float(r.uniform(0, 900)))
-                continue
-            try:
-                result = await device.client.participate(lambda: device.profile.state(vt.now()), TASK)
-                status = result.status
-            except SimulatedDropout:
-                result, status = None, "vanished"
-            stats["participations"] += 1
-            stats["outcomes"][status] = stats["outcomes"].get(status, 0) + 1
-            if result is not None and result.status == "later" and result.retry_at:
-                await vt.sleep(max(1.0, result.retry_at - vt.now()))
-            else:
-                await vt.sleep(float(r.uniform(lo, hi)))
-
-    for index, device in enumerate(devices):
-        vt.spawn(lambda d=device, i=index: life(d, i))
+    fleet = FleetParts(config, bundle, clock, vt, service, training, stats, stream,
+                       url, session)
+    lazy = isinstance(device_data, LazyPopulation)
+    if lazy:
+        from .lazy_fleet import LazyFleet
+        population = LazyFleet(fleet, device_data)
+        vt.spawn(population.arrivals)
+        devices, attackers = [], range(0)
+    else:
+        devices, attackers = await _eager_devices(fleet, device_data, out, rng)
+        for index, device in enumerate(devices):
+            vt.spawn(lambda d=device, i=index: _life(fleet, d, i))
 
     score = scorer.score if scorer is not None else Evaluator(bundle).evaluate
     timeline: list[dict] = [] if resume is None else list(resume.timeline)
@@ -287,6 +349,7 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     if timeline:  # the traffic counters go on from the last evaluation's
         stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
     started = time.perf_counter() - earlier_wall
+    cpu_started = time.process_time()  # this process's CPU (not a pool's or Ray's)
     bar = tqdm(total=config.max_versions, initial=service.current_version(TASK), desc="model versions",
                unit="v", disable=not show_progress)
     seen = {"version": service.current_version(TASK)}
@@ -305,9 +368,16 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     if not timeline or timeline[-1]["version"] != service.current_version(TASK):
         evaluate(service.current_version(TASK))
 
+    ticked = [float("-inf")]
+
     def on_advance(now: float) -> bool:
-        if config.transport == "inprocess":
+        # a lazy fleet's clock steps are dense (a thousand devices at once), and a tick
+        # saves the coordinator's whole state: deadlines are met to the simulated second
+        if config.transport == "inprocess" and (not lazy or now - ticked[0] >= LAZY_TICK_S):
             service.tick()
+            ticked[0] = now
+        if lazy:
+            population.wake_if_wanted()
         version = service.current_version(TASK)
         if version != seen["version"]:
             bar.update(version - seen["version"])
@@ -316,11 +386,14 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
                 evaluate(version)
         return version >= config.max_versions
 
+    training_info = {}
     try:
         await vt.run_until(T0 + config.hours * 3600, on_advance)
     finally:
         bar.close()
         await vt.shutdown()
+        if hasattr(training, "describe"):
+            training_info = training.describe()
         if hasattr(training, "close"):
             training.close()
         if session:
@@ -329,6 +402,8 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             await runner.cleanup()
         for device in devices:
             device.client.store.close()
+        if lazy:
+            population.close()
     if timeline[-1]["version"] != service.current_version(TASK):
         evaluate(service.current_version(TASK))
     describe = service.describe(TASK)
@@ -337,8 +412,12 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
     version = service.current_version(TASK)
     final_parameters = {k: v.copy() for k, v in service.current_parameters(TASK).items()}
     service.close()
-    return {"config": config.to_json(), "devices": len(devices), "attackers": len(attackers),
+    return {"config": config.to_json(),
+            "devices": device_data.size if lazy else len(devices),
+            "attackers": population.attackers if lazy else len(attackers),
+            **({"population": population.describe()} if lazy else {}),
             "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started,
             "versions": version, "timeline": timeline,
             "funnel": describe["funnel"], "client": stats,
             "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
@@ -346,5 +425,6 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list,
             # devices' own scores of versions on their held-out examples (eval_fraction)
             "federated_evaluation": history["federated_evaluation"],
             "training": {"backend": config.backend,
-                         "remote_trainings": getattr(training, "trainings", None)},
+                         "remote_trainings": getattr(training, "trainings", None),
+                         **training_info},
             "final_parameters": final_parameters}

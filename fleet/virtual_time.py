@@ -28,7 +28,8 @@ class VirtualTime:
         self._seq = itertools.count()
         self._running = 0
         self._idle = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()  # the live ones: a finished task leaves
+        self._parked: list[asyncio.Future] = []
 
     def now(self) -> float:
         return self.clock.now()
@@ -43,7 +44,9 @@ class VirtualTime:
             finally:
                 self._running -= 1
                 self._check_idle()
-        self._tasks.append(asyncio.create_task(wrapper()))
+        task = asyncio.create_task(wrapper())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def sleep(self, seconds: float, until: asyncio.Future | None = None) -> None:
         future = asyncio.get_running_loop().create_future()
@@ -52,6 +55,33 @@ class VirtualTime:
         self._running -= 1
         self._check_idle()
         await future  # the driver counts us as running again before waking us
+
+    async def park(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if `wake_parked()` comes first."""
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq),
+                                        future, None))
+        self._parked.append(future)
+        self._running -= 1
+        self._check_idle()
+        try:
+            await future
+        finally:
+            if future in self._parked:  # woken by the time, not by wake_parked
+                self._parked.remove(future)
+
+    @property
+    def parked(self) -> bool:
+        return bool(self._parked)
+
+    def wake_parked(self) -> None:
+        """Wake every parked task (at the current time; it runs before the clock moves)."""
+        parked, self._parked = self._parked, []
+        for future in parked:  # its entry in the heap stays, and finds it done
+            if not future.done():
+                self._running += 1
+                self._idle.clear()
+                future.set_result(None)
 
     def _check_idle(self) -> None:
         if self._running == 0:
@@ -74,16 +104,17 @@ class VirtualTime:
                 _, _, future, until = heapq.heappop(self._sleepers)
                 if until is not None and not until.done():
                     await asyncio.wait([until])  # the clock waits at `when` for the work
-                if not future.cancelled():
+                if not future.done():  # cancelled, or woken early from `park`
                     self._running += 1
                     self._idle.clear()
                     future.set_result(None)
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
         for _, _, future, until in self._sleepers:
             future.cancel()
             if until is not None:
                 until.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -112,3 +112,32 @@ def test_shutdown_cancels_work_a_sleeper_waits_for():
         return never
 
     assert asyncio.run(scenario()).cancelled()
+
+
+def test_a_parked_task_wakes_when_woken_or_at_its_time_and_never_holds_the_clock():
+    async def scenario():
+        vt = VirtualTime(FakeClock(0.0))
+        log = []
+
+        async def parked():
+            await vt.park(100)  # woken at 7 by the other task
+            log.append(("woken", vt.now()))
+            await vt.park(50)  # nobody wakes it: its own time
+            log.append(("timed out", vt.now()))
+
+        async def waker():
+            await vt.sleep(7)
+            assert vt.parked
+            vt.wake_parked()
+            await vt.sleep(1)
+            log.append(("waker", vt.now()))
+
+        vt.spawn(parked)
+        vt.spawn(waker)
+        await vt.run_until(1000.0)
+        await vt.shutdown()
+        return log, vt.parked
+
+    log, still_parked = asyncio.run(scenario())
+    assert log == [("woken", 7.0), ("waker", 8.0), ("timed out", 57.0)]
+    assert not still_parked
