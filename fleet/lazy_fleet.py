@@ -37,7 +37,7 @@ from edge_sdk.example_store import ExampleStore, RetentionPolicy
 from edge_sdk.protocol import generate_signing_key, public_key_of
 
 from .lazy_population import LazyPopulation, mean_check_interval
-from .simulator import SECRET, TASK, FleetParts, SimulatedDropout, fill_store
+from .devices import SECRET, TASK, FleetParts, SimulatedDropout, fill_store
 
 __all__ = ["LazyFleet"]
 

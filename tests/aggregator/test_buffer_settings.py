@@ -71,7 +71,8 @@ def _coordinator(buffers: str, optimizer: str = "fedavg") -> TaskCoordinator:
 def _aggregate(c: TaskCoordinator, deltas: list[dict]) -> dict:
     for i, delta in enumerate(deltas):
         c.check_in(f"d{i}", 1.0)
-        c.submit(UpdateMeta("t", "m", c.version, f"d{i}", f"k{i}", 10), delta, 2.0)
+        meta = UpdateMeta("t", "m", c.version, f"d{i}", f"k{i}", 10)
+        c.accept(meta, delta, c.admit(meta, 2.0))  # as the service does, without its store
     mean, _ = c.take_aggregate(3.0)
     return mean
 

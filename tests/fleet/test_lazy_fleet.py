@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 
-from fleet import lazy_fleet, simulator
+from fleet import devices, lazy_fleet, simulator
 from fleet.data import prepare
 from fleet.lazy_population import LazyPopulation
 from fleet.metrics import Scorer
@@ -54,9 +54,9 @@ class Census:
 
 
 def test_a_million_devices_run_with_only_the_selected_ones_alive(tmp_path, task_data, monkeypatch):
-    clients = Census(simulator.FederatedClient)
+    clients = Census(devices.FederatedClient)
     stores = Census(lazy_fleet.ExampleStore)
-    monkeypatch.setattr(simulator, "FederatedClient", clients.cls)
+    monkeypatch.setattr(devices, "FederatedClient", clients.cls)
     monkeypatch.setattr(lazy_fleet, "ExampleStore", stores.cls)
     report = simulate(lazy_config(), task_data, tmp_path)
 

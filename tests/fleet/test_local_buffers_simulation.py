@@ -13,7 +13,7 @@ from edge_sdk.example_store import ExampleStore
 from edge_sdk.local_buffers import LocalBuffers
 from fleet.config import SimulationConfig
 from fleet.run import run
-from fleet.simulator import TASK
+from fleet.devices import TASK
 
 from .small_fleet import sync_task
 

@@ -10,7 +10,7 @@ from edge_sdk.example_store import ExampleStore
 from fleet.baselines import NGramPredictor
 from fleet.config import ProfileSettings, SimulationConfig
 from fleet.population import assign_data
-from fleet.simulator import COLLECTION, TASK
+from fleet.devices import COLLECTION, TASK
 
 from .small_fleet import small_fleet
 from fleet.run import finish_baselines, run
