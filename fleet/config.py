@@ -89,6 +89,9 @@ class SimulationConfig:
     # model per device for its error-feedback residual) or "disk" (one SQLite file per
     # device under OUT/devices, as on a phone: RSS stays flat, ~2 model sizes of disk each)
     device_stores: str = "memory"
+    # central pre-training on public text before the fleet starts (fleet/pretrain.py):
+    # {"public": {"roles_every": 3, "offset": 1}, "epochs": 2, ...}; None: a random start
+    pretrain: dict | None = None
 
     def __post_init__(self):
         if self.devices < 1:
@@ -128,6 +131,9 @@ class SimulationConfig:
                 not 0 < self.attackers.get("fraction", 0) < 1
                 or self.attackers.get("kind") not in ("sign_flip", "scale")):
             raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
+        if self.pretrain is not None:
+            from .pretrain import check_pretrain
+            check_pretrain(self)
         if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
             raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
 
