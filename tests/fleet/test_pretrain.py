@@ -9,6 +9,7 @@ import pytest
 
 from edge_sdk.bundle import Bundle
 from fleet.config import SimulationConfig
+from fleet.curve import version_curve
 from fleet.data import prepare
 from fleet.datasets.builtin import Shakespeare
 from fleet.pretrain import PretrainError, PublicSplit, cache_dir
@@ -54,6 +55,7 @@ def test_whole_plays_can_be_public_and_unknown_ones_are_refused():
         SimulationConfig(pretrain={"public": {"role_every": 3}})
 
 
+@pytest.mark.slow  # pre-training, two compiles and a small fleet: ~1 min on 2 cores
 def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
     config = small_fleet(40, goal=5, versions=2, eval_examples=100, pretrain=TINY_PRETRAIN)
     report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
@@ -80,3 +82,6 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
     # the fleet's devices hold no public role's text
     assert report["data"]["users"] == len(PublicSplit(roles_every=3, offset=1)
                                           .split(load_users())[1])
+    # the re-scored curve names version 0 as the pre-trained start
+    rows = version_curve(config, tmp_path, versions=[0, 2], show_progress=False)
+    assert [r.get("start") for r in rows] == ["pre-trained", None]
