@@ -107,10 +107,9 @@ def compare_sync_async(fleet: Fleet, versions: int, target: float | None = None,
           f"{fleet.devices} devices, log-normal speed sigma {fleet.speed_sigma}, "
           f"{fleet.step_time_s:g} s per median step"
           f"{', pre-trained start' if fleet.pretrain else ''}) ==")
-    for name, r, how in (("sync", sync, f"rounds of {fleet.goal} "
-                                        f"({round(fleet.goal * 1.3)} selected)"),
-                         ("async", fedbuff, f"concurrency {fleet.concurrency}, buffer "
-                                            f"{fleet.buffer_size}")):
+    sync_how = f"rounds of {fleet.goal} ({round(fleet.goal * 1.3)} selected)"
+    async_how = f"concurrency {fleet.concurrency}, buffer {fleet.buffer_size}"
+    for name, r, how in (("sync", sync, sync_how), ("async", fedbuff, async_how)):
         best = max(p["accuracy"] for p in r["timeline"])
         print(f"{name}, {how}: {r['versions']} versions in {r['sim_hours']:.2f} simulated "
               f"hours, {throughput(r):.0f} updates/h; start top-1 "
