@@ -97,6 +97,9 @@ class SimulationConfig:
     # "lazy": devices drawn from the seed only while they take part (fleet/lazy_fleet.py),
     # for populations of millions
     population: str = "eager"
+    # central pre-training on public text before the fleet starts (fleet/pretrain.py):
+    # {"public": {"roles_every": 3, "offset": 1}, "epochs": 2, ...}; None: a random start
+    pretrain: dict | None = None
 
     def __post_init__(self):
         if self.devices < 1:
@@ -137,6 +140,9 @@ class SimulationConfig:
                 or self.attackers.get("kind") not in ("sign_flip", "scale")):
             raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
         _check_population(self)
+        if self.pretrain is not None:
+            from .pretrain import check_pretrain
+            check_pretrain(self)
         if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
             raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
 

@@ -65,6 +65,8 @@ def version_curve(config: SimulationConfig, out: Path, *, every: int | None = No
             _, params = decode_parameters(store.model_path(TASK, version).read_bytes(),
                                           bundle.parameter_specs)
             row = {"version": version, "sim_hours": (history[version] - T0) / 3600}
+            if version == 0 and config.pretrain is not None:
+                row["start"] = "pre-trained"  # the bundle's start: trained on public text
             held = scorer.score(params, data.test_all)
             row |= {k: held[k] for k in headline(data.task) + ("mean_loss",) if k in held}
             row |= {"held_out": len(data.test_all), "data": data.name, "task": data.kind}
@@ -89,7 +91,8 @@ def print_curve(rows: list[dict], target: float | None) -> None:
     for r in rows:
         print(f"{r['version']:7d} {r['sim_hours']:7.1f} "
               + " ".join(f"{_cell(m, r[m]):>8s}" for m in metrics)
-              + (f" {100 * r['leaf_accuracy']:6.2f}%" if leaf else ""))
+              + (f" {100 * r['leaf_accuracy']:6.2f}%" if leaf else "")
+              + ("  (pre-trained start)" if r.get("start") == "pre-trained" else ""))
     if target is None:
         return
     first = metrics[0]

@@ -72,6 +72,9 @@ def open_dataset(config) -> FederatedDataset:
     """The dataset the config describes (its vocabulary size filling a word-level text
     reader's, its seed any reader's that takes one)."""
     spec = config.data if config.data is not None else default_data(config.model)
+    if getattr(config, "pretrain", None) is not None:  # the public roles are not the fleet's
+        from .pretrain import federated_spec
+        spec = federated_spec(spec, config)
     options = spec.get("options", {})
     text = spec["kind"] in ("jsonl", "text_dir", "shakespeare")
     word_text = text and options.get("level", "word") == "word"

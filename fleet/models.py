@@ -109,6 +109,9 @@ def _compile(config, task: Task, out: Path) -> Path:
         module = factory(**(sized_arguments(factory, task) | dict(config.model_options)))
     if not isinstance(module, torch.nn.Module):
         raise ModelError(f"{config.model} returned {type(module).__name__}, not a torch.nn.Module")
+    if getattr(config, "pretrain", None) is not None:  # the start: trained on public text
+        from .pretrain import pretrain_module
+        pretrain_module(config, task, module, out.parent)
     if config.optimizer is not None:
         optimizer = make_optimizer(config.optimizer, module)
     elif entry is not None:

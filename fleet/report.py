@@ -7,19 +7,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .metrics import higher_is_better, label  # noqa: E402
+from .metrics import higher_is_better, label
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c")
-STYLES = (":", "--", "-.")
+STYLES = (":", "--", "-.", (0, (1, 4)), (0, (6, 2, 1, 2, 1, 2)))
 TITLES = {"next_word": "next-word prediction", "next_char": "next-character prediction",
           "classification": "classification", "regression": "regression"}
 
 
 def write_report(report: dict, out: Path) -> list[Path]:
     """report.json, accuracy.png (the task's metrics over versions and simulated time,
-    each beside the baselines' value of the same metric) and fleet.png."""
+    each beside the baselines' value of the same metric; a run that started from a
+    pre-trained model marks that start) and fleet.png."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     t = report["timeline"]
@@ -37,6 +38,12 @@ def write_report(report: dict, out: Path) -> list[Path]:
             unit = "%" if percent and metric != "auc" else ""
             ax.plot([p[x] for p in points], [scale * p[metric] for p in points], "o-",
                     color=color, label=f"federated {shown}")
+            start = report.get("pretrained")
+            if start is not None and start.get(metric) is not None:
+                at = t[0][x] if t and t[0]["version"] == 0 else 0
+                ax.plot([at], [scale * start[metric]], "*", color=color, markersize=14,
+                        markeredgecolor="black",
+                        label=f"pre-trained start {shown} {scale * start[metric]:.1f}{unit}")
             for (name, base), style in zip(report.get("baselines", {}).items(), STYLES):
                 if base.get(metric) is not None:  # like against like: same metric, same color
                     value = scale * base[metric]

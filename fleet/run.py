@@ -19,6 +19,7 @@ from .config import SimulationConfig
 from .data import assign_devices, leaf_form_sample, prepare
 from .lazy_population import LazyPopulation
 from .metrics import NGRAM_ORDER, Scorer, describe, headline, trivial_baseline
+from .pretrain import check_pretrain, pretrain_info, public_examples
 from .report import write_report
 from .simulator import T0, TASK, ResumePoint, open_run_store, simulate
 
@@ -57,11 +58,29 @@ def run(config: SimulationConfig, out: Path, *, centralized_epochs: int = 1,
     final = report.pop("final_parameters")
     if config.final_eval_all:
         report["final_all"] = scorer.score(final, data.test_all)
+    if config.pretrain is not None:
+        report["pretrained"] = pretrained_point(config, data, report["timeline"], held_out,
+                                                scorer, out)
     report |= final_figures(config, bundle, data, held_out, final, centralized_epochs,
                             show_progress, scorer)
     write_report(report, out)
     _print_summary(report)
     return report
+
+
+def pretrained_point(config: SimulationConfig, data, timeline: list[dict],
+                     held_out: list[dict], scorer: Scorer, out: Path) -> dict:
+    """The starting point: the model pre-trained on public text (the bundle's initial
+    parameters, version 0) on the same held-out examples as the final figures, and what
+    its pre-training was."""
+    start = timeline[0] if timeline and timeline[0]["version"] == 0 else None
+    if start is not None and held_out is data.test:  # version 0 was scored on these
+        metrics = {k: v for k, v in start.items() if k in ("accuracy", "top3_accuracy",
+                                                           "mean_loss")}
+    else:
+        metrics = scorer.score(data.bundle.initial_parameters(), held_out)
+    return {"version": 0, **metrics, "pretraining": pretrain_info(
+        config, data.task.vocabulary, out)}
 
 
 def describe_data(data) -> dict:
@@ -132,6 +151,12 @@ def compute_baselines(config: SimulationConfig, bundle, data, held_out: list[dic
     and (unless 0 epochs) centralized training, on the run's split."""
     if ngram is not None:
         baselines = {f"{ngram.order}-gram": ngram.recall(held_out)}
+        settings = check_pretrain(config)
+        if settings is not None:  # the n-gram may read the public text too
+            _, public = public_examples(settings, data.task.vocabulary,
+                                        config.sequence_length or 20)
+            wider = NGramPredictor(data.train_all + public, order=ngram.order)
+            baselines[f"{ngram.order}-gram+public"] = wider.recall(held_out)
     else:
         name, metrics = trivial_baseline(data.task, data.train_all, held_out)
         baselines = {name: metrics}
@@ -191,6 +216,13 @@ def _print_summary(report: dict) -> None:
     f = report.get("final_all", report["final"])
     data = report["data"]
     over = "every held-out example" if "final_all" in report else "the held-out sample"
+    if "pretrained" in report:
+        p = report["pretrained"]
+        how = p.get("pretraining") or {}
+        print(f"\npre-trained start (version 0): {describe(data['task'], p, data['metrics'])}"
+              + (f"; {how['public_examples']} public sentences of {how['public_users']} "
+                 f"roles outside the fleet, {how['steps']} steps in {how['seconds']:.0f}s"
+                 if how else ""))
     print(f"\nfederated: {report['versions']} versions in {report['sim_hours']:.1f} simulated "
           f"hours ({report['wall_seconds']:.0f}s of real compute): "
           f"{describe(data['task'], f, data['metrics'])} over {over} of {data['name']}")
@@ -216,4 +248,4 @@ def main(config_path: str | None, out: str, overrides: dict | None = None,
                fresh=fresh)
 
 
-__all__ = ["run", "main", "finish_baselines"]
+__all__ = ["finish_baselines", "main", "run"]

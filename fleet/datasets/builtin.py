@@ -13,15 +13,23 @@ from .text import TextDataset
 
 class Shakespeare(TextDataset):
     """`{"kind": "shakespeare", "options": {"level": "word" | "char"}}`: 1,419 users, the
-    first 80% of each role's lines train (as LEAF does)."""
+    first 80% of each role's lines train (as LEAF does). `exclude` (a
+    fleet.pretrain.PublicSplit as JSON) leaves the public roles out: the federated
+    population of a run pre-trained on them."""
 
-    def __init__(self, **options):
+    def __init__(self, exclude: dict | None = None, **options):
         from model_zoo.data.shakespeare import load_users
-        super().__init__("Shakespeare", {u.user_id: list(u.lines) for u in load_users()},
-                         **options)
+        users = load_users()
+        self.excluded = 0
+        if exclude is not None:
+            from fleet.pretrain import PublicSplit
+            public, users = PublicSplit.from_json(exclude).split(users)
+            self.excluded = len(public)
+        super().__init__("Shakespeare", {u.user_id: list(u.lines) for u in users}, **options)
 
     def describe(self) -> str:
-        return "natural users: (play, role) pairs, as in LEAF"
+        note = "natural users: (play, role) pairs, as in LEAF"
+        return note + (f"; {self.excluded} public roles left out" if self.excluded else "")
 
 
 FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
