@@ -1,5 +1,6 @@
 """The composition root of the aggregation stack: a task's settings become one stack of
 stages (stages.py, robust.py, privacy.py), assembled here and nowhere else."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,9 +40,19 @@ def build_aggregation(config: AggregationConfig, rng=None) -> Stage:
     if config.dp is not None:
         if rng is None:
             raise ValueError("central DP needs a random generator for its noise")
-        dp = {k: v for k, v in config.dp.items() if k in (
-            "clip_norm", "noise_multiplier", "expected_count", "adaptive_quantile",
-            "adaptive_lr", "count_noise")}
+        dp = {
+            k: v
+            for k, v in config.dp.items()
+            if k
+            in (
+                "clip_norm",
+                "noise_multiplier",
+                "expected_count",
+                "adaptive_quantile",
+                "adaptive_lr",
+                "count_noise",
+            )
+        }
         stage = DPMean(rng=rng, **dp)
     elif config.robust is not None:
         options = {k: v for k, v in config.robust.items() if k != "kind"}

@@ -1,6 +1,7 @@
 """What every handler shares: the app's typed state, the one worker thread the service
 runs on, the bounded parsing of request bodies into typed messages, and the replies the
 HTTP and in-process transports both build."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,13 @@ from aiohttp import web
 
 from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
-from edge_sdk.protocol.messages import (AssignedPlan, CheckInReply, EvaluationAssignment,
-                                        Message, TrainingAssignment)
+from edge_sdk.protocol.messages import (
+    AssignedPlan,
+    CheckInReply,
+    EvaluationAssignment,
+    Message,
+    TrainingAssignment,
+)
 
 from .coordinator import Assignment, EvalAssignment
 from .errors import StoreUnavailable
@@ -125,8 +131,9 @@ class GroupCommit:
 
 
 def _lost() -> StoreUnavailable:
-    return StoreUnavailable("a durable write failed, and what this request did was undone; "
-                            "try again", retry_after_s=1)
+    return StoreUnavailable(
+        "a durable write failed, and what this request did was undone; try again", retry_after_s=1
+    )
 
 
 COMMITS = web.AppKey("commits", GroupCommit)
@@ -135,6 +142,7 @@ COMMITS = web.AppKey("commits", GroupCommit)
 def service_thread():
     """cleanup_ctx: the worker thread, started with the app and drained at its end, and
     the grouped commits of the writes made on it."""
+
     async def ctx(app: web.Application):
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
@@ -147,6 +155,7 @@ def service_thread():
         finally:
             await loop.run_in_executor(executor, service.group_commits, False)  # flushes
             await loop.run_in_executor(None, executor.shutdown)
+
     return ctx
 
 
@@ -155,8 +164,11 @@ async def read_message(request: web.Request, kind: type[M]) -> M:
     UTF-8 (whatever charset the request names), then checked field by field."""
     limits = request.app[JSON_LIMITS]
     if request.content_length is not None and request.content_length > limits.max_bytes:
-        raise JsonLimitExceeded(f"the JSON is over its max_bytes limit of {limits.max_bytes}",
-                                limit="max_bytes", max=limits.max_bytes)  # before reading it
+        raise JsonLimitExceeded(
+            f"the JSON is over its max_bytes limit of {limits.max_bytes}",
+            limit="max_bytes",
+            max=limits.max_bytes,
+        )  # before reading it
     return kind.from_json(parse_json(await request.read(), limits))
 
 
@@ -178,12 +190,24 @@ def check_in_reply(service: AggregatorService, result) -> CheckInReply:
     """The check-in answer for a coordinator's decision (on the service's thread)."""
     if isinstance(result, Assignment):
         model_id, settings = service.assignment_terms(result.task_id)
-        return CheckInReply(assignment=TrainingAssignment(
-            result.task_id, result.round_id, result.model_version, result.deadline,
-            model_id, AssignedPlan.from_json(settings["plan"]), settings.get("secagg")))
+        return CheckInReply(
+            assignment=TrainingAssignment(
+                result.task_id,
+                result.round_id,
+                result.model_version,
+                result.deadline,
+                model_id,
+                AssignedPlan.from_json(settings["plan"]),
+                settings.get("secagg"),
+            )
+        )
     if isinstance(result, EvalAssignment):
         model_id, _ = service.assignment_terms(result.task_id)
-        return CheckInReply(evaluation=EvaluationAssignment(
-            result.task_id, result.model_version, result.deadline, model_id))
-    return CheckInReply(retry_at=result.retry_at,
-                        retry_after_s=max(0.0, result.retry_at - service.clock.now()))
+        return CheckInReply(
+            evaluation=EvaluationAssignment(
+                result.task_id, result.model_version, result.deadline, model_id
+            )
+        )
+    return CheckInReply(
+        retry_at=result.retry_at, retry_after_s=max(0.0, result.retry_at - service.clock.now())
+    )

@@ -7,6 +7,7 @@ The coordinator's funnel counts from the task's creation; the line shows the dif
 from the last version committed by this process (the first after a start says "since
 created", and has no time). Numbers only: no device ids, nothing personal.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,9 +23,14 @@ def funnel_text(funnel: dict) -> str:
     rejected = dict(funnel.get("rejected") or {})
     late = rejected.pop("late", 0)
     dropped = sum((funnel.get("dropped") or {}).values())
-    parts = [f"{funnel.get('checked_in', 0)} checked in", f"{funnel.get('selected', 0)} assigned",
-             f"{funnel.get('reported', 0)} uploaded", f"{funnel.get('accepted', 0)} accepted",
-             f"{late} late", f"{sum(rejected.values())} rejected"]
+    parts = [
+        f"{funnel.get('checked_in', 0)} checked in",
+        f"{funnel.get('selected', 0)} assigned",
+        f"{funnel.get('reported', 0)} uploaded",
+        f"{funnel.get('accepted', 0)} accepted",
+        f"{late} late",
+        f"{sum(rejected.values())} rejected",
+    ]
     if dropped:
         parts.append(f"{dropped} dropped")
     return ", ".join(parts)
@@ -32,8 +38,10 @@ def funnel_text(funnel: dict) -> str:
 
 def funnel_difference(after: dict, before: dict) -> dict:
     """The counts of `after` less those of `before` (two funnels of one task)."""
-    out = {k: after.get(k, 0) - before.get(k, 0)
-           for k in ("checked_in", "selected", "reported", "accepted")}
+    out = {
+        k: after.get(k, 0) - before.get(k, 0)
+        for k in ("checked_in", "selected", "reported", "accepted")
+    }
     for k in ("rejected", "dropped"):
         a, b = after.get(k) or {}, before.get(k) or {}
         out[k] = {r: n - b.get(r, 0) for r, n in a.items() if n - b.get(r, 0)}
@@ -47,8 +55,7 @@ class CommitLog:
         self.logger = logger
         self._last: dict[str, tuple[dict, float]] = {}
 
-    def committed(self, task_id: str, version: int, funnel: dict, metrics: dict,
-                  now: float) -> str:
+    def committed(self, task_id: str, version: int, funnel: dict, metrics: dict, now: float) -> str:
         """Log (INFO) and return the line of `version` of `task_id`, just committed.
         `metrics`: the version's mean training metrics (`mean_loss` is shown)."""
         before = self._last.get(task_id)
@@ -69,5 +76,6 @@ class CommitLog:
         return line
 
     def refused(self, task_id: str, version: int, reason: str) -> None:
-        self.logger.warning("task %s v%d refused: %s; the model stays at v%d", task_id,
-                            version, reason, version - 1)
+        self.logger.warning(
+            "task %s v%d refused: %s; the model stays at v%d", task_id, version, reason, version - 1
+        )

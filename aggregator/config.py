@@ -11,6 +11,7 @@ optimizer: a bad setting fails when the task is created, never at its first comm
 The reference table of every field is in docs/aggregator.md (`python -m
 aggregator.config` prints it).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_sdk.protocol.messages import BUFFER_POLICIES, BufferPolicy
-from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value, require as _require
+from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value
+from edge_sdk.protocol.typedjson import require as _require
 
 from .numerics import STALENESS
 from .robust import ROBUST_STAGES
@@ -45,8 +47,11 @@ def _positive(settings, *names: str) -> None:
 def _at_least(settings, minimum: int, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
-        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-                 name, f"must be an integer >= {minimum}, got {value!r}")
+        _require(
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            name,
+            f"must be an integer >= {minimum}, got {value!r}",
+        )
 
 
 class _Settings:
@@ -73,10 +78,16 @@ class SyncSettings(_Settings):
 
     def __post_init__(self):
         _at_least(self, 1, "goal")
-        _require(_finite(self.overselect) and self.overselect >= 1, "overselect",
-                 f"must be >= 1 (1.3 = 30% extra), got {self.overselect!r}")
-        _require(_finite(self.min_fraction) and 0 < self.min_fraction <= 1, "min_fraction",
-                 f"must be in (0, 1], got {self.min_fraction!r}")
+        _require(
+            _finite(self.overselect) and self.overselect >= 1,
+            "overselect",
+            f"must be >= 1 (1.3 = 30% extra), got {self.overselect!r}",
+        )
+        _require(
+            _finite(self.min_fraction) and 0 < self.min_fraction <= 1,
+            "min_fraction",
+            f"must be in (0, 1], got {self.min_fraction!r}",
+        )
         _positive(self, "selection_timeout_s", "report_deadline_s")
 
 
@@ -93,8 +104,11 @@ class AsyncSettings(_Settings):
     def __post_init__(self):
         _at_least(self, 1, "concurrency", "buffer_size")
         _at_least(self, 0, "max_staleness")
-        _require(self.staleness in STALENESS, "staleness",
-                 f"must be one of {sorted(STALENESS)}, got {self.staleness!r}")
+        _require(
+            self.staleness in STALENESS,
+            "staleness",
+            f"must be one of {sorted(STALENESS)}, got {self.staleness!r}",
+        )
         _positive(self, "report_deadline_s")
 
 
@@ -115,12 +129,17 @@ class SecAggSettings(_Settings):
     phase_timeout_s: float = 120.0
 
     def __post_init__(self):
-        _require(_finite(self.threshold_fraction) and 0.5 < self.threshold_fraction <= 1,
-                 "threshold_fraction", "must be in (0.5, 1]: below half, two disjoint sets "
-                 "of devices could each unmask")
+        _require(
+            _finite(self.threshold_fraction) and 0.5 < self.threshold_fraction <= 1,
+            "threshold_fraction",
+            "must be in (0.5, 1]: below half, two disjoint sets of devices could each unmask",
+        )
         _positive(self, "clip", "phase_timeout_s")
-        _require(isinstance(self.frac_bits, int) and 4 <= self.frac_bits <= 24, "frac_bits",
-                 f"must be an integer in 4..24, got {self.frac_bits!r}")
+        _require(
+            isinstance(self.frac_bits, int) and 4 <= self.frac_bits <= 24,
+            "frac_bits",
+            f"must be an integer in 4..24, got {self.frac_bits!r}",
+        )
         _at_least(self, 1, "max_examples")
 
     def max_devices(self) -> int:
@@ -148,9 +167,12 @@ class PlanSettings(_Settings):
         _positive(self, "lr")
         if self.max_steps is not None:
             _at_least(self, 1, "max_steps")
-        _require(self.buffers in BUFFER_POLICIES, "buffers",
-                 f"must be one of {list(BUFFER_POLICIES)} (average them like parameters, "
-                 f"or keep each device's own: FedBN), got {self.buffers!r}")
+        _require(
+            self.buffers in BUFFER_POLICIES,
+            "buffers",
+            f"must be one of {list(BUFFER_POLICIES)} (average them like parameters, "
+            f"or keep each device's own: FedBN), got {self.buffers!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -163,12 +185,19 @@ class LrDecaySettings(_Settings):
 
     def __post_init__(self):
         at = self.at
-        _require(isinstance(at, tuple) and len(at) > 0 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at)
-            and list(at) == sorted(set(at)), "at",
-            f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}")
-        _require(_finite(self.factor) and 0 < self.factor < 1, "factor",
-                 f"must be a number in (0, 1), got {self.factor!r}")
+        _require(
+            isinstance(at, tuple)
+            and len(at) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at)
+            and list(at) == sorted(set(at)),
+            "at",
+            f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}",
+        )
+        _require(
+            _finite(self.factor) and 0 < self.factor < 1,
+            "factor",
+            f"must be a number in (0, 1), got {self.factor!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -183,19 +212,32 @@ class RobustSettings(_Settings):
     MAX_BUFFER = 1000
 
     def __post_init__(self):
-        _require(self.kind in ROBUST_STAGES, "kind",
-                 f"must be one of {sorted(ROBUST_STAGES)}, got {self.kind!r}")
+        _require(
+            self.kind in ROBUST_STAGES,
+            "kind",
+            f"must be one of {sorted(ROBUST_STAGES)}, got {self.kind!r}",
+        )
         stage = ROBUST_STAGES[self.kind]
         takes = {f.name for f in dataclasses.fields(stage)}
         if self.trim is not None:
-            _require("trim" in takes, "trim",
-                     f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out")
-            _require(_finite(self.trim) and 0 <= self.trim < 0.5, "trim",
-                     f"must be in [0, 0.5) (the fraction cut at each end), got {self.trim!r}")
-        _require(isinstance(self.buffer, int) and not isinstance(self.buffer, bool)
-                 and self.buffer <= self.MAX_BUFFER, "buffer",
-                 f"must be an integer <= {self.MAX_BUFFER} (each buffered update is held "
-                 f"dense in memory), got {self.buffer!r}")
+            _require(
+                "trim" in takes,
+                "trim",
+                f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out",
+            )
+            _require(
+                _finite(self.trim) and 0 <= self.trim < 0.5,
+                "trim",
+                f"must be in [0, 0.5) (the fraction cut at each end), got {self.trim!r}",
+            )
+        _require(
+            isinstance(self.buffer, int)
+            and not isinstance(self.buffer, bool)
+            and self.buffer <= self.MAX_BUFFER,
+            "buffer",
+            f"must be an integer <= {self.MAX_BUFFER} (each buffered update is held "
+            f"dense in memory), got {self.buffer!r}",
+        )
         try:
             stage(**self.stage_options())
         except ValueError as e:
@@ -228,19 +270,30 @@ class DPSettings(_Settings):
 
     def __post_init__(self):
         _positive(self, "clip_norm", "adaptive_lr")
-        _require(_finite(self.noise_multiplier) and self.noise_multiplier > 0,
-                 "noise_multiplier", f"must be > 0 (the accountant needs noise), got "
-                 f"{self.noise_multiplier!r}")
+        _require(
+            _finite(self.noise_multiplier) and self.noise_multiplier > 0,
+            "noise_multiplier",
+            f"must be > 0 (the accountant needs noise), got {self.noise_multiplier!r}",
+        )
         _at_least(self, 1, "population")
         if self.expected_count is not None:
             _at_least(self, 1, "expected_count")
         if self.adaptive_quantile is not None:
-            _require(_finite(self.adaptive_quantile) and 0 < self.adaptive_quantile < 1,
-                     "adaptive_quantile", f"must be in (0, 1), got {self.adaptive_quantile!r}")
-        _require(_finite(self.count_noise) and self.count_noise >= 0, "count_noise",
-                 f"must be >= 0, got {self.count_noise!r}")
-        _require(_finite(self.target_delta) and 0 < self.target_delta < 1, "target_delta",
-                 f"must be in (0, 1), e.g. 1e-5, got {self.target_delta!r}")
+            _require(
+                _finite(self.adaptive_quantile) and 0 < self.adaptive_quantile < 1,
+                "adaptive_quantile",
+                f"must be in (0, 1), got {self.adaptive_quantile!r}",
+            )
+        _require(
+            _finite(self.count_noise) and self.count_noise >= 0,
+            "count_noise",
+            f"must be >= 0, got {self.count_noise!r}",
+        )
+        _require(
+            _finite(self.target_delta) and 0 < self.target_delta < 1,
+            "target_delta",
+            f"must be in (0, 1), e.g. 1e-5, got {self.target_delta!r}",
+        )
         if self.epsilon_budget is not None:
             _positive(self, "epsilon_budget")
 
@@ -266,19 +319,32 @@ class TargetSettings(_Settings):
         if self.max_versions is not None:
             _at_least(self, 1, "max_versions")
         source, _, name = (self.metric or "").partition(".")
-        _require(self.metric is None or (source in TARGET_SOURCES and name), "metric",
-                 f"must be SOURCE.NAME with SOURCE one of {list(TARGET_SOURCES)}, e.g. "
-                 f"'heldout.accuracy', got {self.metric!r}")
-        _require((self.metric is None) == (self.at_least is None and self.at_most is None),
-                 "metric", "a metric needs at_least or at_most, and at_least/at_most a metric")
-        _require(self.at_least is None or self.at_most is None, "at_most",
-                 "give at_least (higher is better) or at_most (lower is better), not both")
+        _require(
+            self.metric is None or (source in TARGET_SOURCES and name),
+            "metric",
+            f"must be SOURCE.NAME with SOURCE one of {list(TARGET_SOURCES)}, e.g. "
+            f"'heldout.accuracy', got {self.metric!r}",
+        )
+        _require(
+            (self.metric is None) == (self.at_least is None and self.at_most is None),
+            "metric",
+            "a metric needs at_least or at_most, and at_least/at_most a metric",
+        )
+        _require(
+            self.at_least is None or self.at_most is None,
+            "at_most",
+            "give at_least (higher is better) or at_most (lower is better), not both",
+        )
         for name in ("at_least", "at_most"):
             value = getattr(self, name)
-            _require(value is None or _finite(value), name,
-                     f"must be a finite number, got {value!r}")
-        _require(self.max_versions is not None or self.metric is not None, "max_versions",
-                 "set max_versions, or a metric with at_least/at_most (or leave target out)")
+            _require(
+                value is None or _finite(value), name, f"must be a finite number, got {value!r}"
+            )
+        _require(
+            self.max_versions is not None or self.metric is not None,
+            "max_versions",
+            "set max_versions, or a metric with at_least/at_most (or leave target out)",
+        )
 
 
 @dataclass(frozen=True)
@@ -287,8 +353,7 @@ class TaskSettings(_Settings):
 
     mode: Mode = "sync"
     sync: SyncSettings = field(default_factory=SyncSettings)
-    async_: AsyncSettings = field(default_factory=AsyncSettings,
-                                  metadata={"aliases": ("async",)})
+    async_: AsyncSettings = field(default_factory=AsyncSettings, metadata={"aliases": ("async",)})
     server_optimizer: ServerOptimizerName = "fedavg"
     server_lr: float = 1.0
     server_lr_decay: LrDecaySettings | None = None
@@ -308,63 +373,106 @@ class TaskSettings(_Settings):
     target: TargetSettings | None = None
 
     def __post_init__(self):
-        _require(self.mode in ("sync", "async"), "mode",
-                 f"must be 'sync' or 'async', got {self.mode!r}")
-        for name, cls in (("sync", SyncSettings), ("async_", AsyncSettings),
-                          ("plan", PlanSettings), ("server_lr_decay", LrDecaySettings),
-                          ("robust", RobustSettings), ("dp", DPSettings),
-                          ("secagg", SecAggSettings), ("target", TargetSettings)):
+        _require(
+            self.mode in ("sync", "async"), "mode", f"must be 'sync' or 'async', got {self.mode!r}"
+        )
+        for name, cls in (
+            ("sync", SyncSettings),
+            ("async_", AsyncSettings),
+            ("plan", PlanSettings),
+            ("server_lr_decay", LrDecaySettings),
+            ("robust", RobustSettings),
+            ("dp", DPSettings),
+            ("secagg", SecAggSettings),
+            ("target", TargetSettings),
+        ):
             value = getattr(self, name)
-            _require(isinstance(value, cls) or (value is None and name not in (
-                "sync", "async_", "plan")), name,
+            _require(
+                isinstance(value, cls)
+                or (value is None and name not in ("sync", "async_", "plan")),
+                name,
                 f"must be a {cls.__name__}, got {type(value).__name__} (JSON goes through "
-                "TaskSettings.from_json)")
-        _require(self.server_optimizer in SERVER_OPTIMIZERS, "server_optimizer",
-                 f"must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
+                "TaskSettings.from_json)",
+            )
+        _require(
+            self.server_optimizer in SERVER_OPTIMIZERS,
+            "server_optimizer",
+            f"must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}",
+        )
         _positive(self, "server_lr")
         if self.clip_norm is not None:
             _positive(self, "clip_norm")
         if self.reject_outlier_factor is not None:
-            _require(_finite(self.reject_outlier_factor) and self.reject_outlier_factor > 1,
-                     "reject_outlier_factor", "must be > 1 (e.g. 3: drop updates over 3x "
-                     f"the median norm), got {self.reject_outlier_factor!r}")
+            _require(
+                _finite(self.reject_outlier_factor) and self.reject_outlier_factor > 1,
+                "reject_outlier_factor",
+                "must be > 1 (e.g. 3: drop updates over 3x "
+                f"the median norm), got {self.reject_outlier_factor!r}",
+            )
         if self.max_update_norm is not None:
             _positive(self, "max_update_norm")
-            _require(self.max_update_norm <= 1e12, "max_update_norm",
-                     f"must be at most 1e12 (or null: no bound), got {self.max_update_norm!r}")
+            _require(
+                self.max_update_norm <= 1e12,
+                "max_update_norm",
+                f"must be at most 1e12 (or null: no bound), got {self.max_update_norm!r}",
+            )
         _at_least(self, 1, "max_examples")
-        _require(self.max_examples <= 2**31, "max_examples",
-                 f"must be at most 2^31, got {self.max_examples!r}")
-        _require(_finite(self.eval_fraction) and 0 <= self.eval_fraction <= 1, "eval_fraction",
-                 f"must be in [0, 1], got {self.eval_fraction!r}")
-        _require(_finite(self.retry_min_s) and _finite(self.retry_max_s)
-                 and 0 <= self.retry_min_s <= self.retry_max_s, "retry_min_s",
-                 "need 0 <= retry_min_s <= retry_max_s")
-        _require(self.robust is None or self.dp is None, "robust",
-                 "choose robust aggregation or central DP (dp), not both: the DP analysis "
-                 "assumes the clipped mean")
+        _require(
+            self.max_examples <= 2**31,
+            "max_examples",
+            f"must be at most 2^31, got {self.max_examples!r}",
+        )
+        _require(
+            _finite(self.eval_fraction) and 0 <= self.eval_fraction <= 1,
+            "eval_fraction",
+            f"must be in [0, 1], got {self.eval_fraction!r}",
+        )
+        _require(
+            _finite(self.retry_min_s)
+            and _finite(self.retry_max_s)
+            and 0 <= self.retry_min_s <= self.retry_max_s,
+            "retry_min_s",
+            "need 0 <= retry_min_s <= retry_max_s",
+        )
+        _require(
+            self.robust is None or self.dp is None,
+            "robust",
+            "choose robust aggregation or central DP (dp), not both: the DP analysis "
+            "assumes the clipped mean",
+        )
         if self.secagg is not None:
             self._check_secagg()
         self._check_buildable()
 
     def _check_secagg(self) -> None:
-        _require(self.mode == "sync", "secagg", "secure aggregation runs in sync rounds "
-                 "(mode 'sync'); see docs/aggregator.md for async")
-        _require(not (self.clip_norm or self.robust or self.dp or self.reject_outlier_factor),
-                 "secagg", "with secagg the server sees only the sum: per-update clipping, "
-                 "outlier rejection, robust statistics and central DP need individual "
-                 "updates; clip on the device instead")
+        _require(
+            self.mode == "sync",
+            "secagg",
+            "secure aggregation runs in sync rounds "
+            "(mode 'sync'); see docs/aggregator.md for async",
+        )
+        _require(
+            not (self.clip_norm or self.robust or self.dp or self.reject_outlier_factor),
+            "secagg",
+            "with secagg the server sees only the sum: per-update clipping, "
+            "outlier rejection, robust statistics and central DP need individual "
+            "updates; clip on the device instead",
+        )
         group = math.ceil(self.sync.goal * self.sync.overselect)
-        _require(group <= self.secagg.max_devices(), "secagg",
-                 f"a secagg group of up to {group} devices could overflow 2^32 with clip "
-                 f"{self.secagg.clip} and frac_bits {self.secagg.frac_bits}; lower one of them")
+        _require(
+            group <= self.secagg.max_devices(),
+            "secagg",
+            f"a secagg group of up to {group} devices could overflow 2^32 with clip "
+            f"{self.secagg.clip} and frac_bits {self.secagg.frac_bits}; lower one of them",
+        )
 
     def _check_buildable(self) -> None:
         """What the first commit will build, built now (cheap: no arrays)."""
         import numpy as np
 
-        from .server_optimizers import build_server_optimizer
         from .aggregation import build_aggregation
+        from .server_optimizers import build_server_optimizer
+
         try:
             build_aggregation(self.aggregation(), np.random.default_rng(0))
         except (TypeError, ValueError) as e:
@@ -379,21 +487,29 @@ class TaskSettings(_Settings):
         if self.server_lr_decay is None:
             return self.server_lr
         passed = sum(version >= v for v in self.server_lr_decay.at)
-        return self.server_lr * self.server_lr_decay.factor ** passed
+        return self.server_lr * self.server_lr_decay.factor**passed
 
     def updates_per_version(self) -> int:
         return self.sync.goal if self.mode == "sync" else self.async_.buffer_size
 
     def aggregation(self):
         from .aggregation import AggregationConfig
+
         dp = None
         if self.dp is not None:
-            dp = {"clip_norm": self.dp.clip_norm, "noise_multiplier": self.dp.noise_multiplier,
-                  "expected_count": self.dp.expected_count or self.updates_per_version(),
-                  "adaptive_quantile": self.dp.adaptive_quantile,
-                  "adaptive_lr": self.dp.adaptive_lr, "count_noise": self.dp.count_noise}
-        robust = None if self.robust is None else \
-            {"kind": self.robust.kind} | self.robust.stage_options()
+            dp = {
+                "clip_norm": self.dp.clip_norm,
+                "noise_multiplier": self.dp.noise_multiplier,
+                "expected_count": self.dp.expected_count or self.updates_per_version(),
+                "adaptive_quantile": self.dp.adaptive_quantile,
+                "adaptive_lr": self.dp.adaptive_lr,
+                "count_noise": self.dp.count_noise,
+            }
+        robust = (
+            None
+            if self.robust is None
+            else {"kind": self.robust.kind} | self.robust.stage_options()
+        )
         return AggregationConfig(self.clip_norm, self.reject_outlier_factor, robust, dp)
 
     def sampling_rate(self) -> float:
@@ -412,25 +528,33 @@ def reference_table() -> str:
 
     def walk(cls, prefix: str) -> None:
         import typing
+
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if not f.init:
                 continue
             tp = hints[f.name]
-            default = f.default if f.default is not dataclasses.MISSING else (
-                "(required)" if f.default_factory is dataclasses.MISSING else "{...}")
+            default = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else ("(required)" if f.default_factory is dataclasses.MISSING else "{...}")
+            )
             name = f"{prefix}{f.name}"
-            rows.append(f"| `{name}` | {_type_name(tp)} | `{_json_text(default)}` | "
-                        f"{_MEANING.get(name, '')} |")
+            rows.append(
+                f"| `{name}` | {_type_name(tp)} | `{_json_text(default)}` | "
+                f"{_MEANING.get(name, '')} |"
+            )
             nested = [a for a in (typing.get_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
             for sub in nested:
                 walk(sub, f"{name}.")
+
     walk(TaskSettings, "")
     return "\n".join(rows)
 
 
 def _type_name(tp) -> str:
     import typing
+
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         return " \\| ".join(f'"{a}"' for a in args)
@@ -445,6 +569,7 @@ def _type_name(tp) -> str:
 
 def _json_text(value) -> str:
     import json
+
     if isinstance(value, str) and value.startswith(("(", "{")):
         return value
     return json.dumps(value)
@@ -452,9 +577,11 @@ def _json_text(value) -> str:
 
 _MEANING = {
     "mode": "sync rounds or buffered async (FedBuff)",
-    "sync": "sync rounds", "sync.goal": "reports per round, >= 1",
+    "sync": "sync rounds",
+    "sync.goal": "reports per round, >= 1",
     "sync.overselect": "devices selected per report wanted, >= 1",
-    "sync.selection_timeout_s": "> 0", "sync.report_deadline_s": "> 0",
+    "sync.selection_timeout_s": "> 0",
+    "sync.report_deadline_s": "> 0",
     "sync.min_fraction": "share of goal that commits at the deadline, (0, 1]",
     "async_": "buffered async (key `async` accepted too)",
     "async_.concurrency": "devices training at once, >= 1",
@@ -474,21 +601,31 @@ _MEANING = {
     "robust.trim": "trimmed_mean only: fraction cut at each end, [0, 0.5); null = 0.1",
     "robust.buffer": "updates per block, 3..1000 (trimmed_mean), 1..1000 (median)",
     "dp": "central DP-FedAvg (excludes robust, secagg), or null",
-    "dp.clip_norm": "> 0", "dp.noise_multiplier": "> 0", "dp.population": ">= 1",
+    "dp.clip_norm": "> 0",
+    "dp.noise_multiplier": "> 0",
+    "dp.population": ">= 1",
     "dp.expected_count": "denominator, >= 1; null = sync.goal or async_.buffer_size",
-    "dp.adaptive_quantile": "(0, 1) or null (fixed clipping)", "dp.adaptive_lr": "> 0",
-    "dp.count_noise": ">= 0", "dp.target_delta": "(0, 1)",
+    "dp.adaptive_quantile": "(0, 1) or null (fixed clipping)",
+    "dp.adaptive_lr": "> 0",
+    "dp.count_noise": ">= 0",
+    "dp.target_delta": "(0, 1)",
     "dp.epsilon_budget": "pause the task at this epsilon, > 0 or null",
     "secagg": "secure aggregation (sync only; excludes server-side clip/robust/dp), or null",
-    "secagg.threshold_fraction": "(0.5, 1]", "secagg.clip": "> 0",
-    "secagg.frac_bits": "4..24", "secagg.max_examples": ">= 1",
+    "secagg.threshold_fraction": "(0.5, 1]",
+    "secagg.clip": "> 0",
+    "secagg.frac_bits": "4..24",
+    "secagg.max_examples": ">= 1",
     "secagg.phase_timeout_s": "> 0",
     "eval_fraction": "share of spare devices sent to evaluate, [0, 1]",
-    "retry_min_s": "0 <= retry_min_s <= retry_max_s", "retry_max_s": ">= retry_min_s",
-    "plan": "what each device trains", "plan.epochs": ">= 1", "plan.batch_size": ">= 1",
-    "plan.lr": "> 0", "plan.max_steps": ">= 1 or null",
+    "retry_min_s": "0 <= retry_min_s <= retry_max_s",
+    "retry_max_s": ">= retry_min_s",
+    "plan": "what each device trains",
+    "plan.epochs": ">= 1",
+    "plan.batch_size": ">= 1",
+    "plan.lr": "> 0",
+    "plan.max_steps": ">= 1 or null",
     "plan.buffers": "buffers (BatchNorm statistics): averaged like parameters, or kept on "
-                    "each device (FedBN; the server never changes them)",
+    "each device (FedBN; the server never changes them)",
     "max_update_norm": "L2 bound of a decoded delta, > 0 or null (off)",
     "max_examples": "cap of the weight a device may claim, >= 1",
     "target": "where the task is going (dashboard: time to go), or null",

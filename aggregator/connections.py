@@ -20,6 +20,7 @@ where a request is through `request_started` / `request_finished` (the middlewar
 them; a request served without a guard, as in tests that run aiohttp's own sites, skips
 them).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,11 @@ class ConnectionGuard(asyncio.Protocol):
     """One connection: aiohttp's protocol (`inner`) behind the deadlines above."""
 
     def __init__(self, inner: asyncio.Protocol, header_timeout_s: float, idle_timeout_s: float):
-        self.inner, self.header_timeout_s, self.idle_timeout_s = inner, header_timeout_s, idle_timeout_s
+        self.inner, self.header_timeout_s, self.idle_timeout_s = (
+            inner,
+            header_timeout_s,
+            idle_timeout_s,
+        )
         self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._in_request = False  # the app is reading, handling or answering a request
@@ -114,24 +119,30 @@ def guard_of(request: web.BaseRequest) -> ConnectionGuard | None:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: web.Application, config: ServerConfig,
-                sock: socket.socket) -> AsyncIterator[web.AppRunner]:
+async def serve(
+    app: web.Application, config: ServerConfig, sock: socket.socket
+) -> AsyncIterator[web.AppRunner]:
     """Serve `app` on the bound socket `sock`, every connection guarded, until the block
     exits (then connections close and the app's cleanup runs)."""
     runner = web.AppRunner(
-        app, keepalive_timeout=config.idle_timeout_s,
+        app,
+        keepalive_timeout=config.idle_timeout_s,
         # request line and each header field; aiohttp also caps their count
-        max_line_size=8190, max_field_size=8190,
+        max_line_size=8190,
+        max_field_size=8190,
         # after an answer that left a body unread (413, 408, 401...), discard what still
         # comes for at most this long, so the client can read the answer, then close
-        lingering_time=min(2.0, config.header_timeout_s))
+        lingering_time=min(2.0, config.header_timeout_s),
+    )
     await runner.setup()
     server = runner.server
     assert server is not None
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(
         lambda: ConnectionGuard(server(), config.header_timeout_s, config.idle_timeout_s),
-        sock=sock, backlog=1024)
+        sock=sock,
+        backlog=1024,
+    )
     try:
         yield runner
     finally:

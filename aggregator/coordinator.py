@@ -21,6 +21,7 @@ Li et al. 2021): each device keeps its own, so the closed aggregate holds zeros 
 whatever devices sent, and the server optimizer (every one maps a zero mean to no change)
 leaves the global model's buffers as they were.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,11 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_sdk.protocol import UpdateMeta
+from edge_sdk.protocol.secagg import split_secagg_sum
 
 from .config import TaskSettings
 from .errors import NotSelected, RoundClosed, StaleVersion, TaskPaused
-from edge_sdk.protocol.secagg import split_secagg_sum
-
 from .numerics import STALENESS, Delta, scaled_delta
 from .secure_round import SecureRound
 from .stages import Stage, stateful_stages
@@ -98,23 +98,41 @@ class Funnel:
     late_after_drop: int = 0
 
     def to_json(self) -> dict:
-        return {"checked_in": self.checked_in, "selected": self.selected,
-                "reported": self.reported, "accepted": self.accepted,
-                "rejected": dict(self.rejected), "dropped": dict(self.dropped),
-                "late_after_drop": self.late_after_drop}
+        return {
+            "checked_in": self.checked_in,
+            "selected": self.selected,
+            "reported": self.reported,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "dropped": dict(self.dropped),
+            "late_after_drop": self.late_after_drop,
+        }
 
     @classmethod
     def from_json(cls, doc: dict) -> Funnel:
-        return cls(doc["checked_in"], doc["selected"], doc["reported"], doc["accepted"],
-                   Counter(doc["rejected"]), Counter(doc["dropped"]),
-                   doc.get("late_after_drop", 0))  # absent from older snapshots
+        return cls(
+            doc["checked_in"],
+            doc["selected"],
+            doc["reported"],
+            doc["accepted"],
+            Counter(doc["rejected"]),
+            Counter(doc["dropped"]),
+            doc.get("late_after_drop", 0),
+        )  # absent from older snapshots
 
 
 class TaskCoordinator:
-    def __init__(self, task_id: str, settings: TaskSettings, model_version: int, stage: Stage,
-                 rng: np.random.Generator, now: float,
-                 shapes: dict[str, tuple[int, ...]] | None = None,
-                 buffers: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        task_id: str,
+        settings: TaskSettings,
+        model_version: int,
+        stage: Stage,
+        rng: np.random.Generator,
+        now: float,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+        buffers: frozenset[str] = frozenset(),
+    ):
         """shapes: the model's tensor shapes, needed with secure aggregation (the sum
         arrives as one vector). buffers: the names of the model's buffers."""
         if settings.secagg is not None and shapes is None:
@@ -143,11 +161,13 @@ class TaskCoordinator:
         self.previous_devices = set(getattr(self, "assigned", {}))
         self.round_id += 1
         # devices dropped from the round that just ended: their uploads are late, not unknown
-        self.dropped_devices = {d: r for d, r in self.dropped_devices.items()
-                                if r >= self.round_id - 1}
+        self.dropped_devices = {
+            d: r for d, r in self.dropped_devices.items() if r >= self.round_id - 1
+        }
         # async: devices in flight carry on into the next buffer, and so does their refusal
-        self.refused_devices = self.refused_devices & self.previous_devices \
-            if self.settings.mode == "async" else set()
+        self.refused_devices = (
+            self.refused_devices & self.previous_devices if self.settings.mode == "async" else set()
+        )
         self.phase = "selecting"
         self.round_started = now
         self.assigned: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
@@ -156,11 +176,19 @@ class TaskCoordinator:
         self.reported_devices: set[str] = set()
         self.accepted = 0
         self.accumulator = self.stage.start()
-        self.secure = None if self.settings.secagg is None else SecureRound(
-            self.settings.secagg, sum(int(np.prod(v)) for v in self.shapes.values()) + 1,
-            self._sync.goal, now)
-        self.events.append({"event": "round_started", "round": self.round_id,
-                            "version": self.version, "at": now})
+        self.secure = (
+            None
+            if self.settings.secagg is None
+            else SecureRound(
+                self.settings.secagg,
+                sum(int(np.prod(v)) for v in self.shapes.values()) + 1,
+                self._sync.goal,
+                now,
+            )
+        )
+        self.events.append(
+            {"event": "round_started", "round": self.round_id, "version": self.version, "at": now}
+        )
 
     @property
     def _sync(self):
@@ -178,7 +206,8 @@ class TaskCoordinator:
         if self.settings.mode == "async":
             return self.accepted >= self.settings.async_.buffer_size
         return self.accepted >= self._sync.goal or (
-            self.phase == "closing" and self.accepted >= self._minimum())
+            self.phase == "closing" and self.accepted >= self._minimum()
+        )
 
     # -- devices -----------------------------------------------------------------------------
     def check_in(self, device_id: str, now: float) -> Assignment | EvalAssignment | ComeBackLater:
@@ -196,8 +225,9 @@ class TaskCoordinator:
         else:
             if self.phase != "selecting" or len(self.assigned) >= self._target():
                 return self._spare(device_id, now)
-            deadline = self.round_started + self._sync.selection_timeout_s + \
-                self._sync.report_deadline_s
+            deadline = (
+                self.round_started + self._sync.selection_timeout_s + self._sync.report_deadline_s
+            )
         self.assigned[device_id] = (self.version, deadline)
         self.funnel.selected += 1
         if self.settings.mode == "sync" and len(self.assigned) >= self._target():
@@ -234,15 +264,22 @@ class TaskCoordinator:
         between admit and accept, so an accepted update is durable before it counts."""
         first = self.outcomes.get((meta.device_id, meta.idempotency_key))
         if first is not None:  # a retry: the first outcome stands
-            return Outcome("duplicate", first.model_version, first.weight, first.staleness,
-                           self.ready_to_commit())
+            return Outcome(
+                "duplicate",
+                first.model_version,
+                first.weight,
+                first.staleness,
+                self.ready_to_commit(),
+            )
         self.tick(now)
         device = meta.device_id
         assigned = self.assigned.get(device)
         if assigned is None and device in self.dropped_devices:
             self.funnel.late_after_drop += 1  # its outcome, dropped, is already counted
-            raise RoundClosed(f"round {self.dropped_devices[device]} closed without this "
-                              "device's update", round=self.round_id)
+            raise RoundClosed(
+                f"round {self.dropped_devices[device]} closed without this device's update",
+                round=self.round_id,
+            )
         if self.paused:
             self._reject("paused", device)
             raise TaskPaused(f"task {self.task_id} is paused")
@@ -252,8 +289,10 @@ class TaskCoordinator:
         once_per_round = self.settings.mode == "sync" and device in self.reported_devices
         if assigned is None or once_per_round:
             self._reject("not_selected")
-            raise NotSelected(f"device {device} holds no open assignment in round "
-                              f"{self.round_id}", round=self.round_id)
+            raise NotSelected(
+                f"device {device} holds no open assignment in round {self.round_id}",
+                round=self.round_id,
+            )
         version, deadline = assigned
         if now > deadline:
             self._reject("late", device)
@@ -261,16 +300,21 @@ class TaskCoordinator:
         if self.settings.mode == "sync":
             if meta.model_version != self.version:
                 self._reject("stale", device)
-                raise StaleVersion(f"round {self.round_id} trains version {self.version}",
-                                   current_version=self.version)
+                raise StaleVersion(
+                    f"round {self.round_id} trains version {self.version}",
+                    current_version=self.version,
+                )
             return Admission(self._weight(meta), 0)
         staleness = self.version - meta.model_version
         if staleness < 0 or staleness > self.settings.async_.max_staleness:
             self._reject("stale")  # its assignment ends with this outcome
             del self.assigned[device]
-            raise StaleVersion(f"computed from version {meta.model_version}; current is "
-                               f"{self.version}, at most {self.settings.async_.max_staleness} "
-                               f"behind is accepted", current_version=self.version)
+            raise StaleVersion(
+                f"computed from version {meta.model_version}; current is "
+                f"{self.version}, at most {self.settings.async_.max_staleness} "
+                f"behind is accepted",
+                current_version=self.version,
+            )
         return Admission(self._weight(meta), staleness)
 
     def _weight(self, meta: UpdateMeta) -> float:
@@ -309,8 +353,13 @@ class TaskCoordinator:
         self.reported_devices.add(meta.device_id)
         if self.settings.mode == "async":
             self.assigned.pop(meta.device_id, None)
-        outcome = Outcome("accepted", meta.model_version, admission.weight, admission.staleness,
-                          self.ready_to_commit())
+        outcome = Outcome(
+            "accepted",
+            meta.model_version,
+            admission.weight,
+            admission.staleness,
+            self.ready_to_commit(),
+        )
         self.outcomes[(meta.device_id, meta.idempotency_key)] = outcome
         return outcome
 
@@ -341,8 +390,10 @@ class TaskCoordinator:
         if joining:
             assigned = self.assigned.get(device_id)
             if assigned is None:
-                raise NotSelected(f"device {device_id} holds no open assignment in round "
-                                  f"{self.round_id}", round=self.round_id)
+                raise NotSelected(
+                    f"device {device_id} holds no open assignment in round {self.round_id}",
+                    round=self.round_id,
+                )
             if now > assigned[1]:
                 raise RoundClosed("the reporting deadline has passed", round=self.round_id)
         return self.secure
@@ -379,8 +430,15 @@ class TaskCoordinator:
 
     def _abandon(self, now: float, reason: str) -> None:
         self._drop_unreported("round_abandoned")
-        self.events.append({"event": "round_abandoned", "round": self.round_id,
-                            "reason": reason, "accepted": self.accepted, "at": now})
+        self.events.append(
+            {
+                "event": "round_abandoned",
+                "round": self.round_id,
+                "reason": reason,
+                "accepted": self.accepted,
+                "at": now,
+            }
+        )
         self._open_round(now)
 
     def _drop_unreported(self, reason: str) -> None:
@@ -409,12 +467,14 @@ class TaskCoordinator:
             self.accepted = self.secure.participants()
             self.funnel.accepted += self.accepted
             self.funnel.reported += self.accepted
-            self.reported_devices = {d for d, x in self.secure.index.items()
-                                     if x in self.secure.server.survivors}
+            self.reported_devices = {
+                d for d, x in self.secure.index.items() if x in self.secure.server.survivors
+            }
         mean, measurements = self.accumulator.result()
         if self.kept_on_devices:
-            mean = {k: np.zeros_like(v) if k in self.kept_on_devices else v
-                    for k, v in mean.items()}
+            mean = {
+                k: np.zeros_like(v) if k in self.kept_on_devices else v for k, v in mean.items()
+            }
         return mean, measurements
 
     def publish(self, now: float) -> None:
@@ -423,20 +483,36 @@ class TaskCoordinator:
             # past the deadline they are stragglers; before it, the goal was met without them
             self._drop_unreported("deadline" if self.phase == "closing" else "round_full")
         keep = self.assigned  # async: devices in flight continue (they will be stale by one)
-        self.events.append({"event": "version_published", "round": self.round_id,
-                            "version": self.version + 1, "accepted": self.accepted, "at": now}
-                           | self.traffic)
+        self.events.append(
+            {
+                "event": "version_published",
+                "round": self.round_id,
+                "version": self.version + 1,
+                "accepted": self.accepted,
+                "at": now,
+            }
+            | self.traffic
+        )
         self.traffic = {"bytes_up": 0, "bytes_down": 0}
         self.version += 1
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
         target = self.settings.target
-        if target is not None and target.max_versions is not None \
-                and self.version >= target.max_versions:
+        if (
+            target is not None
+            and target.max_versions is not None
+            and self.version >= target.max_versions
+        ):
             self.paused = True
-            self.events.append({"event": "max_versions_reached", "version": self.version,
-                                "round": self.round_id, "at": now})
+            self.events.append(
+                {
+                    "event": "max_versions_reached",
+                    "version": self.version,
+                    "round": self.round_id,
+                    "at": now,
+                }
+            )
 
     def refuse_version(self, reason: str, now: float) -> None:
         """The closed aggregate must not become a version (e.g. it is not finite): the
@@ -447,9 +523,16 @@ class TaskCoordinator:
         if self.settings.mode == "sync":
             self._drop_unreported("version_refused")
         keep = self.assigned
-        self.events.append({"event": "version_refused", "round": self.round_id,
-                            "version": self.version + 1, "accepted": self.accepted,
-                            "reason": reason, "at": now})
+        self.events.append(
+            {
+                "event": "version_refused",
+                "round": self.round_id,
+                "version": self.version + 1,
+                "accepted": self.accepted,
+                "reason": reason,
+                "at": now,
+            }
+        )
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
@@ -458,13 +541,19 @@ class TaskCoordinator:
     def snapshot(self) -> dict:
         """Plain data: everything but the accumulator, which the service rebuilds by
         replaying the round's durable updates."""
-        return {"version": self.version, "paused": self.paused, "round_id": self.round_id,
-                "phase": self.phase, "round_started": self.round_started,
-                "assigned": {d: list(v) for d, v in self.assigned.items()},
-                "funnel": self.funnel.to_json(),
-                "dropped_devices": dict(self.dropped_devices),
-                "refused_devices": sorted(self.refused_devices), "traffic": dict(self.traffic),
-                "stages": [s.state() for s in stateful_stages(self.stage)]}
+        return {
+            "version": self.version,
+            "paused": self.paused,
+            "round_id": self.round_id,
+            "phase": self.phase,
+            "round_started": self.round_started,
+            "assigned": {d: list(v) for d, v in self.assigned.items()},
+            "funnel": self.funnel.to_json(),
+            "dropped_devices": dict(self.dropped_devices),
+            "refused_devices": sorted(self.refused_devices),
+            "traffic": dict(self.traffic),
+            "stages": [s.state() for s in stateful_stages(self.stage)],
+        }
 
     def restore(self, snap: dict) -> None:
         self.version, self.paused = snap["version"], snap["paused"]
@@ -475,8 +564,9 @@ class TaskCoordinator:
         # absent from older snapshots
         self.dropped_devices = {d: int(r) for d, r in snap.get("dropped_devices", {}).items()}
         self.refused_devices = set(snap.get("refused_devices", []))
-        self.traffic = {k: int(snap.get("traffic", {}).get(k, 0))
-                        for k in ("bytes_up", "bytes_down")}
+        self.traffic = {
+            k: int(snap.get("traffic", {}).get(k, 0)) for k in ("bytes_up", "bytes_down")
+        }
         for stage, state in zip(stateful_stages(self.stage), snap.get("stages", [])):
             stage.load_state(state)
         self.outcomes, self.reported_devices, self.accepted = {}, set(), 0

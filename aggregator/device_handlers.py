@@ -2,32 +2,50 @@
 chunked), failure and evaluation reports. Each decodes the request into its typed
 message, calls the service on its thread, and encodes the answer; secure aggregation's
 steps are in secagg_handlers.py."""
+
 from __future__ import annotations
 
 from aiohttp import web
 
-from edge_sdk.protocol.messages import (CheckInReply, CheckInRequest, EnrollReply,
-                                        EnrollRequest, EvaluationAck, EvaluationReport,
-                                        FailureReport, UploadAck, UploadBegin, UploadSession,
-                                        parse_bounded_int)
+from edge_sdk.protocol.messages import (
+    CheckInReply,
+    CheckInRequest,
+    EnrollReply,
+    EnrollRequest,
+    EvaluationAck,
+    EvaluationReport,
+    FailureReport,
+    UploadAck,
+    UploadBegin,
+    UploadSession,
+    parse_bounded_int,
+)
 
-from .app_state import (DEVICE, METRICS, SERVICE, check_in_reply, checked, read_message,
-                        reply, run_service)
+from .app_state import (
+    DEVICE,
+    METRICS,
+    SERVICE,
+    check_in_reply,
+    checked,
+    read_message,
+    reply,
+    run_service,
+)
 from .service import AggregatorService
 
 
 async def enroll(request: web.Request) -> web.Response:
     msg = await read_message(request, EnrollRequest)
     service = request.app[SERVICE]
-    doc = await run_service(request.app, service.enroll, msg.population, msg.secret,
-                            msg.public_key)
+    doc = await run_service(request.app, service.enroll, msg.population, msg.secret, msg.public_key)
     return checked(EnrollReply, doc, status=201)
 
 
 async def check_in(request: web.Request) -> web.Response:
     msg = await read_message(request, CheckInRequest)
-    answer = await run_service(request.app, _check_in, request.app[SERVICE], request[DEVICE],
-                               msg.task_id)
+    answer = await run_service(
+        request.app, _check_in, request.app[SERVICE], request[DEVICE], msg.task_id
+    )
     return reply(answer)
 
 
@@ -40,15 +58,25 @@ async def download_model(request: web.Request) -> web.StreamResponse:
     float32 or `?encoding=E` (edge_sdk.protocol.ENCODINGS; docs/protocol.md, Downloads)."""
     encoding = request.query.get("encoding", "f32")
     base = request.query.get("base")  # the version whose whole download the device holds
-    number, path = await run_service(request.app, request.app[SERVICE].model_file,
-                                     request.match_info["task_id"], _version_query(request),
-                                     DEVICE in request, encoding,
-                                     None if base is None else parse_bounded_int(base, "query.base"))
+    number, path = await run_service(
+        request.app,
+        request.app[SERVICE].model_file,
+        request.match_info["task_id"],
+        _version_query(request),
+        DEVICE in request,
+        encoding,
+        None if base is None else parse_bounded_int(base, "query.base"),
+    )
     request.app[METRICS].bytes_out.inc(path.stat().st_size)
     # FileResponse answers Range and If-None-Match requests with the file's ETag
-    return web.FileResponse(path, headers={"X-Model-Version": str(number),
-                                           "X-Model-Encoding": encoding,
-                                           "Content-Type": "application/octet-stream"})
+    return web.FileResponse(
+        path,
+        headers={
+            "X-Model-Version": str(number),
+            "X-Model-Encoding": encoding,
+            "Content-Type": "application/octet-stream",
+        },
+    )
 
 
 async def upload_update(request: web.Request) -> web.Response:
@@ -56,51 +84,92 @@ async def upload_update(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.uploads.inc()
     metrics.bytes_in.inc(len(data))
-    result = await run_service(request.app, request.app[SERVICE].submit_update, request[DEVICE],
-                               request.match_info["task_id"], data)
+    result = await run_service(
+        request.app,
+        request.app[SERVICE].submit_update,
+        request[DEVICE],
+        request.match_info["task_id"],
+        data,
+    )
     return checked(UploadAck, result)
 
 
 async def begin_upload(request: web.Request) -> web.Response:
     msg = await read_message(request, UploadBegin)
-    result = await run_service(request.app, request.app[SERVICE].begin_upload, request[DEVICE],
-                               request.match_info["task_id"], msg.size, msg.sha256)
+    result = await run_service(
+        request.app,
+        request.app[SERVICE].begin_upload,
+        request[DEVICE],
+        request.match_info["task_id"],
+        msg.size,
+        msg.sha256,
+    )
     return checked(UploadSession, result, status=201)
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    return checked(UploadSession, await run_service(
-        request.app, request.app[SERVICE].upload_status, request[DEVICE],
-        request.match_info["upload_id"]))
+    return checked(
+        UploadSession,
+        await run_service(
+            request.app,
+            request.app[SERVICE].upload_status,
+            request[DEVICE],
+            request.match_info["upload_id"],
+        ),
+    )
 
 
 async def upload_chunk(request: web.Request) -> web.Response:
     offset = parse_bounded_int(request.query.get("offset", ""), "query.offset")
     chunk = await request.read()
     request.app[METRICS].bytes_in.inc(len(chunk))
-    return checked(UploadSession, await run_service(
-        request.app, request.app[SERVICE].append_chunk, request[DEVICE],
-        request.match_info["upload_id"], offset, chunk))
+    return checked(
+        UploadSession,
+        await run_service(
+            request.app,
+            request.app[SERVICE].append_chunk,
+            request[DEVICE],
+            request.match_info["upload_id"],
+            offset,
+            chunk,
+        ),
+    )
 
 
 async def commit_upload(request: web.Request) -> web.Response:
     request.app[METRICS].uploads.inc()
-    result = await run_service(request.app, request.app[SERVICE].commit_upload, request[DEVICE],
-                               request.match_info["upload_id"])
+    result = await run_service(
+        request.app,
+        request.app[SERVICE].commit_upload,
+        request[DEVICE],
+        request.match_info["upload_id"],
+    )
     return checked(UploadAck, result)
 
 
 async def submit_evaluation(request: web.Request) -> web.Response:
     msg = await read_message(request, EvaluationReport)
-    return checked(EvaluationAck, await run_service(
-        request.app, request.app[SERVICE].submit_evaluation, request[DEVICE],
-        request.match_info["task_id"], msg.to_json()))
+    return checked(
+        EvaluationAck,
+        await run_service(
+            request.app,
+            request.app[SERVICE].submit_evaluation,
+            request[DEVICE],
+            request.match_info["task_id"],
+            msg.to_json(),
+        ),
+    )
 
 
 async def report_failure(request: web.Request) -> web.Response:
     msg = await read_message(request, FailureReport)
-    await run_service(request.app, request.app[SERVICE].report_failure, request[DEVICE],
-                      request.match_info["task_id"], msg.reason[:64])
+    await run_service(
+        request.app,
+        request.app[SERVICE].report_failure,
+        request[DEVICE],
+        request.match_info["task_id"],
+        msg.reason[:64],
+    )
     return web.Response(status=204)
 
 

@@ -5,6 +5,7 @@ in the admin API, and publicly only when `ServerConfig.public_status_settings` i
 The mode (sync or async) stays: the dashboard words its counts by it. So does the
 task's `progress` (aggregator/progress.py), its target included: where a task is going
 and when it will get there is what the dashboard is for."""
+
 from __future__ import annotations
 
 __all__ = ["public_task"]
@@ -20,11 +21,17 @@ def public_task(doc: dict, show_settings: bool) -> dict:
     public = {k: v for k, v in doc.items() if k not in _PRIVATE_TASK_KEYS}
     if isinstance(doc.get("versions"), list):
         public["versions"] = [
-            v | {"metrics": {k: m for k, m in v["metrics"].items()
-                             if k not in _PRIVATE_VERSION_KEYS}}
-            if isinstance(v, dict) and isinstance(v.get("metrics"), dict) else v
-            for v in doc["versions"]]
+            v
+            | {"metrics": {k: m for k, m in v["metrics"].items() if k not in _PRIVATE_VERSION_KEYS}}
+            if isinstance(v, dict) and isinstance(v.get("metrics"), dict)
+            else v
+            for v in doc["versions"]
+        ]
     if isinstance(doc.get("events"), list):
-        public["events"] = [{k: x for k, x in e.items() if k not in _PRIVATE_VERSION_KEYS}
-                            if isinstance(e, dict) else e for e in doc["events"]]
+        public["events"] = [
+            {k: x for k, x in e.items() if k not in _PRIVATE_VERSION_KEYS}
+            if isinstance(e, dict)
+            else e
+            for e in doc["events"]
+        ]
     return public

@@ -30,6 +30,7 @@ Domain errors know nothing of HTTP; `STATUS` and `status_of` are used only by th
 app's error middleware. Wire-format errors (edge_sdk.protocol.ProtocolError) map to 400
 with their own code.
 """
+
 from __future__ import annotations
 
 from edge_sdk.protocol import ProtocolError
@@ -139,11 +140,25 @@ class StoreUnavailable(AggregatorError, ConnectionError):
 
 
 STATUS: dict[type, int] = {
-    BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, StaleVersion: 409,
-    RoundClosed: 409, NotSelected: 403, TaskPaused: 409, TaskFailed: 409,
-    UploadOffsetMismatch: 409, PayloadTooLarge: 413, LengthRequired: 411,
-    UnsupportedEncoding: 415, BodyTimeout: 408, UploadExpired: 410,
-    RateLimited: 429, NotLeader: 503, StoreUnavailable: 503, ProtocolError: 400,
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    StaleVersion: 409,
+    RoundClosed: 409,
+    NotSelected: 403,
+    TaskPaused: 409,
+    TaskFailed: 409,
+    UploadOffsetMismatch: 409,
+    PayloadTooLarge: 413,
+    LengthRequired: 411,
+    UnsupportedEncoding: 415,
+    BodyTimeout: 408,
+    UploadExpired: 410,
+    RateLimited: 429,
+    NotLeader: 503,
+    StoreUnavailable: 503,
+    ProtocolError: 400,
 }
 
 

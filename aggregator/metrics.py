@@ -10,6 +10,7 @@ Every label value goes through `vocabulary.safe_text` on its way in: labels come
 task ids, reasons and codes, some of which a device or an old data dir supplied, and one
 value Prometheus's text format cannot encode (a lone surrogate) would make every later
 scrape fail. /metrics shows counts only: no task settings, no DP parameters."""
+
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -45,23 +46,40 @@ class _TaskCollector:
         self.heldout: dict[str, dict] = {}
 
     def collect(self):
-        counters = {key: CounterMetricFamily(name, text, labels=["task"]) for key, name, text in (
-            ("checked_in", "edgefl_check_ins", "device check-ins"),
-            ("selected", "edgefl_selections", "assignments handed out"),
-            ("reported", "edgefl_updates_reported",
-             "uploads that reached a decision (accepted + rejected)"),
-            ("accepted", "edgefl_updates_accepted", "updates accepted"),
-            ("late_after_drop", "edgefl_late_after_drop",
-             "uploads from devices already counted as dropped (not counted again)"))}
-        rejected = CounterMetricFamily("edgefl_updates_rejected", "uploads refused, by reason",
-                                       labels=["task", "reason"])
-        dropped = GaugeMetricFamily("edgefl_dropouts", "selected devices that never reported, "
-                                    "by reason", labels=["task", "reason"])
-        version = GaugeMetricFamily("edgefl_model_version", "current model version",
-                                    labels=["task"])
-        heldout = GaugeMetricFamily("edgefl_heldout_metric", "the newest evaluated version's "
-                                    "metric on the server's held-out set",
-                                    labels=["task", "metric"])
+        counters = {
+            key: CounterMetricFamily(name, text, labels=["task"])
+            for key, name, text in (
+                ("checked_in", "edgefl_check_ins", "device check-ins"),
+                ("selected", "edgefl_selections", "assignments handed out"),
+                (
+                    "reported",
+                    "edgefl_updates_reported",
+                    "uploads that reached a decision (accepted + rejected)",
+                ),
+                ("accepted", "edgefl_updates_accepted", "updates accepted"),
+                (
+                    "late_after_drop",
+                    "edgefl_late_after_drop",
+                    "uploads from devices already counted as dropped (not counted again)",
+                ),
+            )
+        }
+        rejected = CounterMetricFamily(
+            "edgefl_updates_rejected", "uploads refused, by reason", labels=["task", "reason"]
+        )
+        dropped = GaugeMetricFamily(
+            "edgefl_dropouts",
+            "selected devices that never reported, by reason",
+            labels=["task", "reason"],
+        )
+        version = GaugeMetricFamily(
+            "edgefl_model_version", "current model version", labels=["task"]
+        )
+        heldout = GaugeMetricFamily(
+            "edgefl_heldout_metric",
+            "the newest evaluated version's metric on the server's held-out set",
+            labels=["task", "metric"],
+        )
         for doc in self.tasks:
             task, funnel = _label(doc["task_id"]), doc["funnel"]
             for key, family in counters.items():
@@ -80,13 +98,20 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.refused = _SafeLabels(Counter("edgefl_requests_refused", "requests refused "
-                                           "(a protocol error, 403, 409), by error code", ["code"], registry=r))
+        self.refused = _SafeLabels(
+            Counter(
+                "edgefl_requests_refused",
+                "requests refused (a protocol error, 403, 409), by error code",
+                ["code"],
+                registry=r,
+            )
+        )
         self.uploads = Counter("edgefl_uploads", "update uploads received", registry=r)
         self.bytes_in = Counter("edgefl_bytes_in", "request body bytes", registry=r)
         self.bytes_out = Counter("edgefl_bytes_out", "model bytes served", registry=r)
-        self.request_seconds = _SafeLabels(Histogram("edgefl_request_seconds", "request latency",
-                                                     ["route"], registry=r))
+        self.request_seconds = _SafeLabels(
+            Histogram("edgefl_request_seconds", "request latency", ["route"], registry=r)
+        )
         self._tasks = _TaskCollector()
         r.register(self._tasks)
 
@@ -97,4 +122,6 @@ class Metrics:
         self._tasks.tasks = [t for t in tasks if "funnel" in t]  # a failed task has none
         self._tasks.heldout = {
             task: {k: float(v) for k, v in results[max(results)].items() if k in HELDOUT_GAUGES}
-            for task, results in heldout.items() if results}
+            for task, results in heldout.items()
+            if results
+        }

@@ -10,6 +10,7 @@ credentials. The order they run in is set in `build_app` (app.py):
 so a refused size or encoding costs nothing, a throttled address costs no credential
 check, and only an authenticated request gets its body read.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,14 +30,33 @@ from edge_sdk.protocol.jsontext import parse_json
 
 from .app_state import DEVICE, JSON_LIMITS, METRICS, PEERS, SERVICE, run_service
 from .connections import guard_of
-from .errors import (AggregatorError, BodyTimeout, Forbidden, LengthRequired, NotLeader,
-                     PayloadTooLarge, RateLimited, Unauthorized, UnsupportedEncoding, code_of,
-                     status_of)
+from .errors import (
+    AggregatorError,
+    BodyTimeout,
+    Forbidden,
+    LengthRequired,
+    NotLeader,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedEncoding,
+    code_of,
+    status_of,
+)
 from .server_config import ServerConfig
 
-__all__ = ["FORWARDED", "TokenBuckets", "auth_middleware", "body_deadline", "client_address",
-           "error_middleware", "failure_throttle", "leader_middleware", "needs_credentials",
-           "request_limits"]
+__all__ = [
+    "FORWARDED",
+    "TokenBuckets",
+    "auth_middleware",
+    "body_deadline",
+    "client_address",
+    "error_middleware",
+    "failure_throttle",
+    "leader_middleware",
+    "needs_credentials",
+    "request_limits",
+]
 
 STARTED = web.RequestKey("started", float)  # loop time the app got the request's headers
 
@@ -106,6 +126,7 @@ def request_limits(config: ServerConfig, large_body_handlers: frozenset):
     inputs), `max_json_bytes` for every other one. Content-Encoding is refused (415):
     updates are compressed inside the wire format, and inflating a request would let a
     few KB claim gigabytes."""
+
     @web.middleware
     async def middleware(request: web.Request, handler):
         guard = guard_of(request)
@@ -115,20 +136,26 @@ def request_limits(config: ServerConfig, large_body_handlers: frozenset):
         try:
             encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
-                raise UnsupportedEncoding(f"Content-Encoding {encoding[:32]!r} is not accepted; "
-                                          "send the body as it is")
+                raise UnsupportedEncoding(
+                    f"Content-Encoding {encoding[:32]!r} is not accepted; send the body as it is"
+                )
             if request.body_exists:
-                limit = (config.max_body_bytes if request.match_info.handler in large_body_handlers
-                         else config.max_json_bytes)
+                limit = (
+                    config.max_body_bytes
+                    if request.match_info.handler in large_body_handlers
+                    else config.max_json_bytes
+                )
                 if request.content_length is None:
                     raise LengthRequired("a request body needs a Content-Length header")
                 if request.content_length > limit:
-                    raise PayloadTooLarge(f"this call takes a body of at most {limit} bytes",
-                                          max_bytes=limit)
+                    raise PayloadTooLarge(
+                        f"this call takes a body of at most {limit} bytes", max_bytes=limit
+                    )
             return await handler(request)
         finally:
             if guard is not None:
                 guard.request_finished()
+
     return middleware
 
 
@@ -151,16 +178,21 @@ def failure_throttle(config: ServerConfig):
             return await handler(request)
         except (Unauthorized, Forbidden) as e:
             # a Forbidden elsewhere (an update signed by another device) is no guess
-            if isinstance(e, Unauthorized) or request.path == "/v1/enroll" or \
-                    request.path.startswith("/v1/admin"):
+            if (
+                isinstance(e, Unauthorized)
+                or request.path == "/v1/enroll"
+                or request.path.startswith("/v1/admin")
+            ):
                 buckets.take(address, time.monotonic())
             raise
+
     return middleware
 
 
 def body_deadline(config: ServerConfig):
     """Read the body within `body_timeout_s` of the headers (408 and the connection
     closes otherwise); handlers then find it read."""
+
     @web.middleware
     async def middleware(request: web.Request, handler):
         if request.body_exists:
@@ -170,9 +202,11 @@ def body_deadline(config: ServerConfig):
                 async with asyncio.timeout(max(0.0, left)):
                     await request.read()
             except TimeoutError:
-                raise BodyTimeout(f"the body did not arrive within {config.body_timeout_s:g} s "
-                                  "of the headers") from None
+                raise BodyTimeout(
+                    f"the body did not arrive within {config.body_timeout_s:g} s of the headers"
+                ) from None
         return await handler(request)
+
     return middleware
 
 
@@ -201,8 +235,9 @@ async def error_middleware(request: web.Request, handler):
             headers["Retry-After"] = str(max(1, int(e.details["retry_after_s"])))
         return web.json_response(body, status=status, headers=headers)
     except web.HTTPRequestEntityTooLarge as e:
-        return web.json_response({"error": {"code": "payload_too_large", "message": str(e)}},
-                                 status=413)
+        return web.json_response(
+            {"error": {"code": "payload_too_large", "message": str(e)}}, status=413
+        )
 
 
 def auth_middleware(config: ServerConfig):
@@ -224,12 +259,14 @@ def auth_middleware(config: ServerConfig):
                 token = None  # not a token this server issued (they are URL-safe ASCII)
             service = request.app[SERVICE]
             device = service.known_device(token) or await run_service(
-                request.app, service.authenticate, token)
+                request.app, service.authenticate, token
+            )
             wait = buckets.take(device.device_id, time.monotonic())
             if wait:
                 raise RateLimited("too many requests", retry_after_s=wait)
             request[DEVICE] = device
         return await handler(request)
+
     return middleware
 
 
@@ -255,21 +292,33 @@ def leader_middleware(led: Mapping):
             return await handler(request)
         url = service.leader_url(task_id)
         if request.headers.get(FORWARDED) or not url or url == service.address:
-            raise NotLeader(f"the process leading task {task_id!r} is not known yet",
-                            retry_after_s=1)
-        headers = {k: request.headers[k] for k in ("Authorization", "X-Admin-Token",
-                                                   "Content-Type") if k in request.headers}
+            raise NotLeader(
+                f"the process leading task {task_id!r} is not known yet", retry_after_s=1
+            )
+        headers = {
+            k: request.headers[k]
+            for k in ("Authorization", "X-Admin-Token", "Content-Type")
+            if k in request.headers
+        }
         try:
             async with request.app[PEERS].request(
-                    request.method, url.rstrip("/") + request.path_qs, data=body,
-                    headers=headers | {FORWARDED: "1"}) as r:
+                request.method,
+                url.rstrip("/") + request.path_qs,
+                data=body,
+                headers=headers | {FORWARDED: "1"},
+            ) as r:
                 payload = await r.read()
-                kept = {k: r.headers[k] for k in ("Content-Type", "Retry-After",
-                                                  "X-Model-Version") if k in r.headers}
+                kept = {
+                    k: r.headers[k]
+                    for k in ("Content-Type", "Retry-After", "X-Model-Version")
+                    if k in r.headers
+                }
                 return web.Response(status=r.status, body=payload, headers=kept)
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            raise NotLeader(f"the process leading task {task_id!r} cannot be reached",
-                            retry_after_s=1) from None
+            raise NotLeader(
+                f"the process leading task {task_id!r} cannot be reached", retry_after_s=1
+            ) from None
+
     return middleware
 
 

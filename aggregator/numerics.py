@@ -1,5 +1,6 @@
 """Pure numpy maths of aggregation. A delta maps tensor names to float32 arrays or to
 their decoded parts (below); nothing here knows HTTP, storage or the wire format."""
+
 from __future__ import annotations
 
 import math
@@ -134,8 +135,12 @@ class RunningSum:
             if self._held is None or self._held.layout != delta.layout:
                 self._check_tensors(delta.names, delta.shapes)  # once per layout
                 self._add_held()
-                self._held = JoinedBatch(delta, max(1, min(
-                    self.BATCH, self.BATCH_BYTES // JoinedBatch.bytes_per_update(delta))))
+                self._held = JoinedBatch(
+                    delta,
+                    max(
+                        1, min(self.BATCH, self.BATCH_BYTES // JoinedBatch.bytes_per_update(delta))
+                    ),
+                )
             self._held.put(delta, weight * delta.multiplier)
             if self._held.full:
                 self._add_held()
@@ -154,8 +159,9 @@ class RunningSum:
     def mean(self) -> Delta:
         if self.total_weight <= 0:
             raise ValueError("no weight accumulated")
-        return {k: (v / np.float32(self.total_weight)).astype(np.float32)
-                for k, v in self.sums.items()}
+        return {
+            k: (v / np.float32(self.total_weight)).astype(np.float32) for k, v in self.sums.items()
+        }
 
     def _allocate(self, delta: Delta) -> None:
         shapes = {name: tuple(value.shape) for name, value in delta.items()}
@@ -164,15 +170,18 @@ class RunningSum:
         at = 0
         for name, shape in shapes.items():
             self._at[name] = at
-            self._sums[name] = self._flat[at:at + sizes[name]].reshape(shape)
+            self._sums[name] = self._flat[at : at + sizes[name]].reshape(shape)
             at += sizes[name]
 
     def _check_tensors(self, names: tuple, shapes: tuple) -> None:
         sums = self._sums
-        if len(names) != len(sums) or any(sums.get(n) is None or sums[n].shape != s
-                                          for n, s in zip(names, shapes)):
-            raise ValueError(f"an update's tensors {list(zip(names, shapes))} differ from the "
-                             f"first update's {[(n, v.shape) for n, v in self._sums.items()]}")
+        if len(names) != len(sums) or any(
+            sums.get(n) is None or sums[n].shape != s for n, s in zip(names, shapes)
+        ):
+            raise ValueError(
+                f"an update's tensors {list(zip(names, shapes))} differ from the "
+                f"first update's {[(n, v.shape) for n, v in self._sums.items()]}"
+            )
 
     def _add_held(self) -> None:
         if self._held is not None:
@@ -194,5 +203,8 @@ def hinge_staleness(staleness: int, a: float = 10.0, b: int = 4) -> float:
     return 1.0 if staleness <= b else 1.0 / (a * (staleness - b) + 1.0)
 
 
-STALENESS = {"polynomial": polynomial_staleness, "constant": constant_staleness,
-             "hinge": hinge_staleness}
+STALENESS = {
+    "polynomial": polynomial_staleness,
+    "constant": constant_staleness,
+    "hinge": hinge_staleness,
+}

@@ -2,6 +2,7 @@
 dataclass becomes a JSON schema (str, int, float, bool, bytes as base64, X | None,
 Literal enums, lists, tuples, dicts, nested dataclasses), with the ranges and lengths
 its fields declare as JSON-schema keywords in `field(metadata=...)`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,9 +20,20 @@ from .config import TaskSettings
 __all__ = ["Operation", "Query", "document", "schema_of"]
 
 BINARY = "binary"  # a body or reply of raw bytes (the wire format), not JSON
-_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
-             "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties",
-             "description")
+_KEYWORDS = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "description",
+)
 # fields whose JSON stays an object in the message and is typed by another dataclass
 FIELD_TYPES: dict[tuple[type, str], type] = {
     (TaskCreate, "settings"): TaskSettings,
@@ -59,11 +71,17 @@ def schema_of(kind, components: dict[str, dict], meta: typing.Mapping = {}) -> d
     extra = {k: meta[k] for k in _KEYWORDS if k in meta}
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        schema = schema_of(inner[0], components, meta) if len(inner) == 1 else {
-            "anyOf": [schema_of(a, components) for a in inner]}
+        schema = (
+            schema_of(inner[0], components, meta)
+            if len(inner) == 1
+            else {"anyOf": [schema_of(a, components) for a in inner]}
+        )
         if type(None) in args:
-            schema = {"anyOf": [schema], "nullable": True} if "$ref" in schema \
+            schema = (
+                {"anyOf": [schema], "nullable": True}
+                if "$ref" in schema
                 else schema | {"nullable": True}
+            )
         return schema
     if origin is Literal:
         names = {bool: "boolean", int: "integer", str: "string", float: "number"}
@@ -71,8 +89,9 @@ def schema_of(kind, components: dict[str, dict], meta: typing.Mapping = {}) -> d
     if dataclasses.is_dataclass(kind):
         _component(kind, components)
         ref = {"$ref": f"#/components/schemas/{kind.__name__}"}
-        return {"allOf": [ref], "description": extra["description"]} if "description" in extra \
-            else ref
+        return (
+            {"allOf": [ref], "description": extra["description"]} if "description" in extra else ref
+        )
     if kind is bool:
         return {"type": "boolean"} | extra
     if kind is int:
@@ -100,8 +119,12 @@ def schema_of(kind, components: dict[str, dict], meta: typing.Mapping = {}) -> d
     if origin is tuple:
         items = [schema_of(a, components) for a in args]
         unique = [s for i, s in enumerate(items) if s not in items[:i]]
-        return {"type": "array", "items": unique[0] if len(unique) == 1 else {"anyOf": unique},
-                "minItems": len(args), "maxItems": len(args)} | extra
+        return {
+            "type": "array",
+            "items": unique[0] if len(unique) == 1 else {"anyOf": unique},
+            "minItems": len(args),
+            "maxItems": len(args),
+        } | extra
     raise TypeError(f"no JSON schema for {kind!r}")
 
 
@@ -133,14 +156,22 @@ def _component(cls, components: dict[str, dict]) -> None:
     components[name] = doc
 
 
-_ERRORS = {"device": (400, 401, 403, 404, 409, 413, 429, 503),
-           "admin": (400, 401, 403, 404, 409, 503), None: (400, 403, 429, 503)}
-_ERROR_TEXT = {400: "malformed request (error.code names the problem, error.field the path)",
-               401: "missing or unknown credentials", 403: "credentials of the wrong kind",
-               404: "unknown task, version or upload", 409: "a conflict with the task's state",
-               413: "over a size limit", 429: "rate limited; Retry-After",
-               503: "with a shared store: the process leading the task, or the database, "
-                    "cannot be reached now; Retry-After"}
+_ERRORS = {
+    "device": (400, 401, 403, 404, 409, 413, 429, 503),
+    "admin": (400, 401, 403, 404, 409, 503),
+    None: (400, 403, 429, 503),
+}
+_ERROR_TEXT = {
+    400: "malformed request (error.code names the problem, error.field the path)",
+    401: "missing or unknown credentials",
+    403: "credentials of the wrong kind",
+    404: "unknown task, version or upload",
+    409: "a conflict with the task's state",
+    413: "over a size limit",
+    429: "rate limited; Retry-After",
+    503: "with a shared store: the process leading the task, or the database, "
+    "cannot be reached now; Retry-After",
+}
 
 
 def document(operations: list[Operation], path_patterns: dict[str, str]) -> dict:
@@ -150,13 +181,24 @@ def document(operations: list[Operation], path_patterns: dict[str, str]) -> dict
     error = schema_of(ErrorBody, components)
     paths: dict[str, dict] = {}
     for op in operations:
-        entry: dict = {"summary": op.summary, "operationId": op.handler.__name__ + (
-            "" if op.method == "GET" else "_" + op.method.lower())}
-        params = [{"name": name, "in": "path", "required": True,
-                   "schema": _path_schema(name, path_patterns)}
-                  for name in re.findall(r"{(\w+)}", op.path)]
-        params += [{"name": q.name, "in": "query", "required": q.required, "schema": q.schema}
-                   for q in op.query]
+        entry: dict = {
+            "summary": op.summary,
+            "operationId": op.handler.__name__
+            + ("" if op.method == "GET" else "_" + op.method.lower()),
+        }
+        params = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _path_schema(name, path_patterns),
+            }
+            for name in re.findall(r"{(\w+)}", op.path)
+        ]
+        params += [
+            {"name": q.name, "in": "query", "required": q.required, "schema": q.schema}
+            for q in op.query
+        ]
         if params:
             entry["parameters"] = params
         if op.auth:
@@ -167,14 +209,27 @@ def document(operations: list[Operation], path_patterns: dict[str, str]) -> dict
         if op.reply is not None:
             responses[str(op.status)]["content"] = _content(op.reply, components)
         for status in _ERRORS[op.auth]:
-            responses.setdefault(str(status), {"description": _ERROR_TEXT[status], "content": {
-                "application/json": {"schema": error}}})
+            responses.setdefault(
+                str(status),
+                {
+                    "description": _ERROR_TEXT[status],
+                    "content": {"application/json": {"schema": error}},
+                },
+            )
         entry["responses"] = responses
         paths.setdefault(op.path, {})[op.method.lower()] = entry
-    return {"openapi": "3.0.3", "info": {"title": "edge-fl aggregator", "version": "1"},
-            "paths": paths, "components": {"schemas": components, "securitySchemes": {
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "edge-fl aggregator", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
                 "deviceToken": {"type": "http", "scheme": "bearer"},
-                "adminToken": {"type": "apiKey", "in": "header", "name": "X-Admin-Token"}}}}
+                "adminToken": {"type": "apiKey", "in": "header", "name": "X-Admin-Token"},
+            },
+        },
+    }
 
 
 def _path_schema(name: str, path_patterns: dict[str, str]) -> dict:

@@ -13,6 +13,7 @@ Buffered async: q = buffer_size / population per flush (each device assumed equa
 likely to land in any buffer, and to contribute at most once per buffer). Both are
 assumptions about the fleet's check-in process, stated in the report, not enforced.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,10 +74,14 @@ class _DPAccumulator:
     def result(self) -> tuple[Delta, dict]:
         s, rng = self.stage, self.stage.rng
         std = s.noise_multiplier * self.clip
-        mean = {k: ((v + rng.normal(0.0, std, v.shape)) / s.expected_count).astype(np.float32)
-                for k, v in self.sums.items()}
-        measurements = {"updates": self.count, "dp": {"clip_norm": self.clip, "noise_std": std,
-                                                      "unclipped": self.unclipped}}
+        mean = {
+            k: ((v + rng.normal(0.0, std, v.shape)) / s.expected_count).astype(np.float32)
+            for k, v in self.sums.items()
+        }
+        measurements = {
+            "updates": self.count,
+            "dp": {"clip_norm": self.clip, "noise_std": std, "unclipped": self.unclipped},
+        }
         if s.adaptive_quantile is not None and self.count:
             noisy = (self.unclipped + rng.normal(0.0, s.count_noise)) / max(1, self.count)
             # geometric update towards the target quantile of update norms
@@ -101,8 +106,10 @@ class PrivacyAccountant:
             return 0.0
         # imported here: dp_accounting pulls in scipy, seconds of start-up for every server
         from dp_accounting import dp_event, rdp
+
         accountant = rdp.RdpAccountant()
-        event = dp_event.PoissonSampledDpEvent(self.sampling_rate,
-                                               dp_event.GaussianDpEvent(self.noise_multiplier))
+        event = dp_event.PoissonSampledDpEvent(
+            self.sampling_rate, dp_event.GaussianDpEvent(self.noise_multiplier)
+        )
         accountant.compose(event, versions)
         return float(accountant.get_epsilon(self.target_delta))

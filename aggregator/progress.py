@@ -1,6 +1,7 @@
 """How a task is doing, from its history: time and bytes per version, and how far it is
 to its target (`TaskSettings.target`): the versions and time to go. Plain functions of
 the documents /v1/status shows (`describe | history`); nothing here is stored."""
+
 from __future__ import annotations
 
 import math
@@ -29,14 +30,21 @@ def task_progress(doc: dict) -> dict:
 def version_costs(versions: list[dict], events: list[dict]) -> list[dict]:
     """Per version: the seconds since the one before (None for the first) and the bytes
     up and down that made it (None where not recorded, e.g. before the server counted)."""
-    published = {e["version"]: e for e in events
-                 if e.get("event") == "version_published" and "version" in e}
+    published = {
+        e["version"]: e for e in events if e.get("event") == "version_published" and "version" in e
+    }
     out, before = [], None
     for v in versions:
         event = published.get(v["version"], {})
-        out.append({"version": v["version"], "created": v["created"],
-                    "seconds": None if before is None else v["created"] - before,
-                    "bytes_up": event.get("bytes_up"), "bytes_down": event.get("bytes_down")})
+        out.append(
+            {
+                "version": v["version"],
+                "created": v["created"],
+                "seconds": None if before is None else v["created"] - before,
+                "bytes_up": event.get("bytes_up"),
+                "bytes_down": event.get("bytes_down"),
+            }
+        )
         before = v["created"]
     return out
 
@@ -45,12 +53,18 @@ def metric_series(doc: dict, metric: str) -> list[tuple[int, float]]:
     """(version, value) of `metric` ("heldout.accuracy", "training.mean_loss",
     "federated.correct_rate"), in version order."""
     source, _, name = metric.partition(".")
-    rows = {"heldout": doc.get("heldout_evaluation") or [],
-            "federated": doc.get("federated_evaluation") or [],
-            "training": [{"version": v["version"]} | (v.get("metrics") or {})
-                         for v in doc.get("versions") or []]}.get(source, [])
-    return sorted((r["version"], float(r[name])) for r in rows
-                  if isinstance(r.get(name), (int, float)) and math.isfinite(r[name]))
+    rows = {
+        "heldout": doc.get("heldout_evaluation") or [],
+        "federated": doc.get("federated_evaluation") or [],
+        "training": [
+            {"version": v["version"]} | (v.get("metrics") or {}) for v in doc.get("versions") or []
+        ],
+    }.get(source, [])
+    return sorted(
+        (r["version"], float(r[name]))
+        for r in rows
+        if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])
+    )
 
 
 def target_progress(target: dict, doc: dict, spv: float | None, newest: dict | None) -> dict:
@@ -62,8 +76,9 @@ def target_progress(target: dict, doc: dict, spv: float | None, newest: dict | N
         to_go = max(0, target["max_versions"] - version)
         out["max_versions_to_go"] = _to_go(to_go, spv, newest)
     if target.get("metric"):
-        out["metric_to_go"] = _metric_to_go(target, metric_series(doc, target["metric"]), spv,
-                                            newest)
+        out["metric_to_go"] = _metric_to_go(
+            target, metric_series(doc, target["metric"]), spv, newest
+        )
     return out
 
 
@@ -73,17 +88,25 @@ def _to_go(versions: int | None, spv: float | None, newest: dict | None) -> dict
     return {"versions": versions, "seconds": seconds, "eta": eta}
 
 
-def _metric_to_go(target: dict, series: list[tuple[int, float]], spv: float | None,
-                  newest: dict | None) -> dict:
+def _metric_to_go(
+    target: dict, series: list[tuple[int, float]], spv: float | None, newest: dict | None
+) -> dict:
     higher = target.get("at_least") is not None
     goal = target["at_least"] if higher else target["at_most"]
     if not series:
-        return {"current": None, "reached_at": None, "trend_per_version": None,
-                **_to_go(None, spv, newest)}
+        return {
+            "current": None,
+            "reached_at": None,
+            "trend_per_version": None,
+            **_to_go(None, spv, newest),
+        }
     met = [v for v, x in series if (x >= goal if higher else x <= goal)]
     current_version, current = series[-1]
-    out = {"current": current, "current_version": current_version,
-           "reached_at": met[0] if met else None}
+    out = {
+        "current": current,
+        "current_version": current_version,
+        "reached_at": met[0] if met else None,
+    }
     recent = series[-TREND:]
     slope = _slope(recent) if len(recent) >= 2 else None
     out["trend_per_version"] = slope

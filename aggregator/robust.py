@@ -6,6 +6,7 @@ updates: each full buffer is reduced to its statistic and the statistics are ave
 weighted by how many updates each summarizes. Memory is `buffer` models, whatever the
 number of updates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ class TrimmedMean:
             raise ValueError("buffer must hold at least 3 updates")
 
     def start(self) -> Accumulator:
-        return _BufferedAccumulator(self.buffer, lambda stack: _trimmed(stack, self.trim), "trimmed_mean")
+        return _BufferedAccumulator(
+            self.buffer, lambda stack: _trimmed(stack, self.trim), "trimmed_mean"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def _trimmed(stack: np.ndarray, trim: float) -> np.ndarray:
     if k == 0:
         return stack.mean(axis=0)
     ordered = np.sort(stack, axis=0)
-    return ordered[k:n - k].mean(axis=0)
+    return ordered[k : n - k].mean(axis=0)
 
 
 class _BufferedAccumulator:
@@ -110,8 +113,10 @@ class _BufferedAccumulator:
 
     def _reduce(self) -> None:
         names = self.pending[0].keys()
-        block = {k: self.statistic(np.stack([d[k] for d in self.pending])).astype(np.float32)
-                 for k in names}
+        block = {
+            k: self.statistic(np.stack([d[k] for d in self.pending])).astype(np.float32)
+            for k in names
+        }
         self.blocks.append((block, len(self.pending)))
         self.pending = []
 
@@ -121,6 +126,8 @@ class _BufferedAccumulator:
         if not self.blocks:
             raise ValueError("no updates to aggregate")
         total = sum(n for _, n in self.blocks)
-        mean = {k: sum(b[k] * (n / total) for b, n in self.blocks).astype(np.float32)
-                for k in self.blocks[0][0]}
+        mean = {
+            k: sum(b[k] * (n / total) for b, n in self.blocks).astype(np.float32)
+            for k in self.blocks[0][0]
+        }
         return mean, {"updates": total, self.name: {"blocks": len(self.blocks)}}

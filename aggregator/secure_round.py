@@ -18,6 +18,7 @@ when at least `threshold` did; otherwise the round fails and the coordinator aba
 Nothing here is persisted: a restart loses the round and it is re-run, so no device's
 contribution, masked or not, ever reaches the disk.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,11 @@ class SecureRound:
 
     def view_for(self, device_id: str) -> dict:
         """What the device needs for its next step (JSON-ready; bytes as bytes)."""
-        doc = {"phase": self.phase, "index": self.index.get(device_id),
-               "retry_after_s": min(1.0, self.settings.phase_timeout_s / 20)}
+        doc = {
+            "phase": self.phase,
+            "index": self.index.get(device_id),
+            "retry_after_s": min(1.0, self.settings.phase_timeout_s / 20),
+        }
         if self.phase in ("sharing", "masking", "unmasking"):
             doc["threshold"] = self.threshold
             doc["peers"] = self.keys
@@ -127,15 +131,21 @@ class SecureRound:
             self._close_advertising(now)
 
     def tick(self, now: float) -> None:
-        if self.phase not in ("sharing", "masking", "unmasking") or \
-                now < self.phase_started + self.settings.phase_timeout_s:
+        if (
+            self.phase not in ("sharing", "masking", "unmasking")
+            or now < self.phase_started + self.settings.phase_timeout_s
+        ):
             return
-        answered = {"sharing": lambda: len(self.server.shared),
-                    "masking": lambda: len(self.server.survivors),
-                    "unmasking": lambda: len(self.reveals)}[self.phase]()
+        answered = {
+            "sharing": lambda: len(self.server.shared),
+            "masking": lambda: len(self.server.survivors),
+            "unmasking": lambda: len(self.reveals),
+        }[self.phase]()
         if answered < self.threshold:
-            self._fail(f"{answered} devices answered in {self.phase}, the threshold is "
-                       f"{self.threshold}", now)
+            self._fail(
+                f"{answered} devices answered in {self.phase}, the threshold is {self.threshold}",
+                now,
+            )
         elif self.phase == "sharing":
             self._open("masking", now)
         elif self.phase == "masking":

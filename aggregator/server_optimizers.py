@@ -4,6 +4,7 @@
 `step(parameters, mean_delta, state) -> (new parameters, new state)` returns new arrays
 and never mutates its inputs; state is a dict of arrays a store can persist.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ class FedAdam:
         for k in params:
             d = delta[k].astype(np.float64)
             m = self.beta1 * state.get(f"m.{k}", 0.0) + (1 - self.beta1) * d
-            v_prev = state.get(f"v.{k}", np.full(d.shape, self.tau ** 2))
+            v_prev = state.get(f"v.{k}", np.full(d.shape, self.tau**2))
             if self.yogi:  # v - (1 - b2) d^2 sign(v - d^2)
                 v = v_prev - (1 - self.beta2) * d * d * np.sign(v_prev - d * d)
             else:
@@ -67,6 +68,7 @@ SERVER_OPTIMIZERS = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedadam": FedAdam, "
 
 def build_server_optimizer(name: str, **settings):
     if name not in SERVER_OPTIMIZERS:
-        raise ValueError(f"server optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, "
-                         f"got {name!r}")
+        raise ValueError(
+            f"server optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, got {name!r}"
+        )
     return SERVER_OPTIMIZERS[name](**settings)

@@ -8,6 +8,7 @@ interfaces and the plain stages; the robust (robust.py) and private (privacy.py)
 build on them, and `aggregator.aggregation.build_aggregation` is the one place the stack
 is assembled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,9 @@ class _ClipAccumulator:
 
     def result(self) -> tuple[Delta, dict]:
         mean, inner = self.inner.result()
-        return mean, inner | {"clip": {"clipped": self.clipped, "seen": self.seen,
-                                       "norm": self.norm}}
+        return mean, inner | {
+            "clip": {"clipped": self.clipped, "seen": self.seen, "norm": self.norm}
+        }
 
 
 def stateful_stages(stage) -> list:

@@ -1,5 +1,6 @@
 """What anyone may read: aggregate, non-personal task status (disclosure.py decides what
 is shown), Prometheus metrics and the dashboard page."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,20 +22,21 @@ async def status(request: web.Request) -> web.Response:
     (time per version, time to go: aggregator/progress.py)."""
     tasks = await run_service(request.app, request.app[SERVICE].describe_tasks, True)
     show = request.app[CONFIG].public_status_settings
-    return web.json_response({"tasks": [public_task(t | task_progress(t), show)
-                                        for t in tasks]})
+    return web.json_response({"tasks": [public_task(t | task_progress(t), show) for t in tasks]})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    body = await run_service(request.app, _export_metrics, request.app[SERVICE],
-                             request.app[METRICS])
+    body = await run_service(
+        request.app, _export_metrics, request.app[SERVICE], request.app[METRICS]
+    )
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _export_metrics(service: AggregatorService, metrics: Metrics) -> bytes:
     led = service.led_task_ids()  # each process its own tasks
-    metrics.observe([service.describe(t) for t in led],
-                    {t: service.heldout_results(t) for t in led})
+    metrics.observe(
+        [service.describe(t) for t in led], {t: service.heldout_results(t) for t in led}
+    )
     return generate_latest(metrics.registry)
 
 

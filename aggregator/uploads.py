@@ -9,14 +9,22 @@ device holds at most `max_sessions` open sessions declaring at most `max_bytes` 
 upload for a task abandons its unfinished one for that task (a device runs one
 participation of a task at a time), so a flaky device never locks itself out.
 """
+
 from __future__ import annotations
 
 import hashlib
 import secrets
 from dataclasses import dataclass
 
-from .errors import (BadRequest, NotFound, PayloadTooLarge, UploadExpired, UploadOffsetMismatch,
-                     UploadQuotaBytes, UploadQuotaSessions)
+from .errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UploadExpired,
+    UploadOffsetMismatch,
+    UploadQuotaBytes,
+    UploadQuotaSessions,
+)
 from .store import Device, Store
 
 __all__ = ["UploadQuota", "UploadSessions"]
@@ -42,8 +50,10 @@ class UploadSessions:
 
     def begin(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
         if not 0 < size <= self.max_update_bytes:
-            raise PayloadTooLarge(f"an update may be at most {self.max_update_bytes} bytes",
-                                  max_bytes=self.max_update_bytes)
+            raise PayloadTooLarge(
+                f"an update may be at most {self.max_update_bytes} bytes",
+                max_bytes=self.max_update_bytes,
+            )
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
             raise BadRequest("sha256 must be 64 lowercase hex digits")
         now = self.clock.now()
@@ -57,13 +67,17 @@ class UploadSessions:
             oldest = min(info["created"] for info in open_)
             raise UploadQuotaSessions(
                 f"a device may hold {self.quota.max_sessions} unfinished uploads; commit one "
-                "or let it expire", retry_after_s=oldest + self.quota.ttl_s - now,
-                max_sessions=self.quota.max_sessions)
+                "or let it expire",
+                retry_after_s=oldest + self.quota.ttl_s - now,
+                max_sessions=self.quota.max_sessions,
+            )
         held = sum(info["size"] for info in open_)
         if held + size > self.quota.max_bytes:
             raise UploadQuotaBytes(
                 f"this device's unfinished uploads would declare {held + size} bytes; at most "
-                f"{self.quota.max_bytes} are kept per device", max_bytes=self.quota.max_bytes - held)
+                f"{self.quota.max_bytes} are kept per device",
+                max_bytes=self.quota.max_bytes - held,
+            )
         upload_id = secrets.token_hex(16)
         self.store.begin_upload(upload_id, device.device_id, task_id, size, sha256, now)
         return {"upload_id": upload_id, "received": 0, "size": size}
@@ -121,6 +135,7 @@ class UploadSessions:
             raise NotFound(f"no upload {upload_id[:64]} of this device")
         if self._expired(info, self.clock.now()):
             self.store.finish_upload(upload_id)
-            raise UploadExpired(f"upload {upload_id} expired {self.quota.ttl_s:g} s after it "
-                                "began; begin a new one")
+            raise UploadExpired(
+                f"upload {upload_id} expired {self.quota.ttl_s:g} s after it began; begin a new one"
+            )
         return info

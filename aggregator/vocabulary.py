@@ -4,6 +4,7 @@ one of a fixed vocabulary (anything else is "other", so one device cannot add a 
 series or a stored counter per request), and any other text is cut to a length and to
 printable ASCII (a lone surrogate, a newline or a control character never gets through:
 Prometheus's UTF-8 text, a log line or a JSON document stays valid)."""
+
 from __future__ import annotations
 
 __all__ = ["FAILURE_REASONS", "failure_reason", "safe_text"]
@@ -11,15 +12,34 @@ __all__ = ["FAILURE_REASONS", "failure_reason", "safe_text"]
 # the reasons edge_sdk reports: its eligibility denials (edge_sdk/eligibility.py), a
 # bundle that does not match the task's model, training that diverged or had no examples;
 # and the server's own (a deadline passed, a round was abandoned or full)
-FAILURE_REASONS = frozenset({
-    "battery_low", "not_charging", "metered_network", "no_network", "not_idle", "too_hot",
-    "low_storage", "too_few_examples", "cooldown", "daily_quota", "outside_window",
-    "eligibility_lost", "bundle_mismatch", "diverged", "no_examples", "training_failed",
-    "out_of_memory", "cancelled", "deadline", "round_abandoned", "round_full", "other",
-})
+FAILURE_REASONS = frozenset(
+    {
+        "battery_low",
+        "not_charging",
+        "metered_network",
+        "no_network",
+        "not_idle",
+        "too_hot",
+        "low_storage",
+        "too_few_examples",
+        "cooldown",
+        "daily_quota",
+        "outside_window",
+        "eligibility_lost",
+        "bundle_mismatch",
+        "diverged",
+        "no_examples",
+        "training_failed",
+        "out_of_memory",
+        "cancelled",
+        "deadline",
+        "round_abandoned",
+        "round_full",
+        "other",
+    }
+)
 
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                  " _-.:/,;=+()[]@#")
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.:/,;=+()[]@#")
 
 
 def failure_reason(raw: object) -> str:

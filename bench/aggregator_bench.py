@@ -9,6 +9,7 @@
 
     python -m bench.aggregator_bench [--part a,b,c,load,http]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,19 @@ ROOT = str(Path(__file__).resolve().parents[1])
 
 def _keyboard(tmp: Path, name: str = "keyboard_cifg") -> Path:
     from model_zoo.zoo import build_bundle
+
     return build_bundle(name, tmp / name)
 
 
-def ingest(bundle_dir: Path, n: int = 200, compression_level: int | None = None,
-           verify: bool = True, codec: str = "int8", deltas: list[dict] | None = None,
-           batches: int = 9) -> dict:
+def ingest(
+    bundle_dir: Path,
+    n: int = 200,
+    compression_level: int | None = None,
+    verify: bool = True,
+    codec: str = "int8",
+    deltas: list[dict] | None = None,
+    batches: int = 9,
+) -> dict:
     """Decode updates of the bundle's model into the mean stage, as the service does
     (checksum, optional signature check, the norm bound, fused dequantize-and-add), one
     core. `codec`:
@@ -45,19 +53,37 @@ def ingest(bundle_dir: Path, n: int = 200, compression_level: int | None = None,
     load only ever slows a batch down)."""
     from aggregator.numerics import norm_over
     from aggregator.stages import WeightedMean
-    from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, decode_update, encode_update,
-                                   generate_signing_key, public_key_of)
+    from edge_sdk.protocol import (
+        UpdateMeta,
+        UpdatePipeline,
+        decode_update,
+        encode_update,
+        generate_signing_key,
+        public_key_of,
+    )
     from fleet.simulator import codec_of
+
     specs = json.loads((bundle_dir / "manifest.json").read_text())["parameters"]
     rng = np.random.default_rng(0)
     key = generate_signing_key()
     pipeline = UpdatePipeline(codec_of(codec), compression_level=compression_level)
     kind = "noise" if deltas is None else "trained"
     if deltas is None:
-        deltas = [{s["name"]: rng.normal(0, 0.01, s["shape"]).astype(np.float32) for s in specs}
-                  for _ in range(4)]
-    messages = [encode_update(delta, specs, UpdateMeta("t", "m", 0, "d", f"k{i}", 5), pipeline,
-                              signing_key=key, rng=rng) for i, delta in enumerate(deltas)]
+        deltas = [
+            {s["name"]: rng.normal(0, 0.01, s["shape"]).astype(np.float32) for s in specs}
+            for _ in range(4)
+        ]
+    messages = [
+        encode_update(
+            delta,
+            specs,
+            UpdateMeta("t", "m", 0, "d", f"k{i}", 5),
+            pipeline,
+            signing_key=key,
+            rng=rng,
+        )
+        for i, delta in enumerate(deltas)
+    ]
     public_key = public_key_of(key) if verify else None
     acc = WeightedMean().start()
     acc.add(decode_update(messages[0], specs, public_key=public_key, keep_parts=True).tensors, 5.0)
@@ -65,8 +91,9 @@ def ingest(bundle_dir: Path, n: int = 200, compression_level: int | None = None,
     for _ in range(batches):
         t, c = time.perf_counter(), time.thread_time()
         for i in range(n):
-            tensors = decode_update(messages[i % len(messages)], specs, public_key=public_key,
-                                    keep_parts=True).tensors
+            tensors = decode_update(
+                messages[i % len(messages)], specs, public_key=public_key, keep_parts=True
+            ).tensors
             norm_over(tensors, 100.0)  # the default max_update_norm, as the service checks it
             acc.add(tensors, 5.0)
         times.append((time.perf_counter() - t) / n)
@@ -77,14 +104,21 @@ def ingest(bundle_dir: Path, n: int = 200, compression_level: int | None = None,
         hashlib.sha256(messages[i % len(messages)]).digest()
     checksum = (time.perf_counter() - t) / n
     params = sum(int(np.prod(s["shape"])) for s in specs)
-    return {"updates_per_s": 1 / per, "best_batch_per_s": 1 / best,
-            "ms_per_update": per * 1e3, "bytes": len(messages[0]),
-            "cpu_ms_per_update": float(np.median(cpu)) * 1e3,  # differs from wall when contended
-            "checksum_ms": checksum * 1e3, "decode_accumulate_per_s": 1 / (per - checksum),
-            "params_per_s": params / per, "compression_level": pipeline.compression_level,
-            "default_level": pipeline.compression_level == pipeline.codec.zstd_level,
-            "signature_checked": verify, "codec": codec,
-            "deltas": kind}
+    return {
+        "updates_per_s": 1 / per,
+        "best_batch_per_s": 1 / best,
+        "ms_per_update": per * 1e3,
+        "bytes": len(messages[0]),
+        "cpu_ms_per_update": float(np.median(cpu)) * 1e3,  # differs from wall when contended
+        "checksum_ms": checksum * 1e3,
+        "decode_accumulate_per_s": 1 / (per - checksum),
+        "params_per_s": params / per,
+        "compression_level": pipeline.compression_level,
+        "default_level": pipeline.compression_level == pipeline.codec.zstd_level,
+        "signature_checked": verify,
+        "codec": codec,
+        "deltas": kind,
+    }
 
 
 TRAINED_ROLES = ("hamlet/HAMLET", "othello/IAGO", "macbeth/MACBETH", "king-lear/LEAR")
@@ -94,6 +128,7 @@ def _trained_delta(role: str) -> dict:
     """A real keyboard_cifg delta: one local epoch on a Shakespeare role (its top-k
     positions cluster in the rows of the words it saw, unlike noise)."""
     from bench.codec_bench import real_delta
+
     return real_delta(role)[0]
 
 
@@ -136,42 +171,71 @@ def rss_flat(bundle_dir: Path, counts=(100, 10_000)) -> list[dict]:
         with tempfile.TemporaryDirectory() as data:
             code = _RSS_CHILD.format(root=ROOT, n=n, data=data, bundle=str(bundle_dir))
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"updates": n, "peak_rss_mb": r["peak_rss_mb"],
-                         "seconds": time.perf_counter() - t})
+            rows.append(
+                {"updates": n, "peak_rss_mb": r["peak_rss_mb"], "seconds": time.perf_counter() - t}
+            )
     return rows
 
 
-async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float,
-                     codec: str = "float32") -> dict:
+async def _http_load(
+    url: str, bundle_dir: Path, clients: int, seconds: float, codec: str = "float32"
+) -> dict:
     import aiohttp
 
     from edge_sdk.bundle import Bundle
-    from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
-                                   encode_update, generate_signing_key, public_key_of)
+    from edge_sdk.protocol import (
+        DEFAULT_CODEC,
+        CodecSpec,
+        UpdateMeta,
+        UpdatePipeline,
+        encode_update,
+        generate_signing_key,
+        public_key_of,
+    )
     from edge_sdk.protocol.message import reseal_update
     from edge_sdk.transport import RetryPolicy, Transport
+
     bundle = Bundle.load(bundle_dir)
     admin = {"X-Admin-Token": "bench-admin-token-0123"}
     latencies, errors, limited = [], 0, 0
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.post(url + "/v1/admin/tasks", headers=admin, json={
-                "task_id": "kb", "bundle_dir": str(bundle_dir), "settings": {
-                    "mode": "async", "async_": {"concurrency": 100_000, "buffer_size": 200,
-                                                "max_staleness": 1_000_000}}}) as r:
+        async with session.post(
+            url + "/v1/admin/tasks",
+            headers=admin,
+            json={
+                "task_id": "kb",
+                "bundle_dir": str(bundle_dir),
+                "settings": {
+                    "mode": "async",
+                    "async_": {
+                        "concurrency": 100_000,
+                        "buffer_size": 200,
+                        "max_staleness": 1_000_000,
+                    },
+                },
+            },
+        ) as r:
             assert r.status == 201, await r.text()
         rng = np.random.default_rng(0)
-        delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                 for s in bundle.parameter_specs}
+        delta = {
+            s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
+        }
         pipeline = UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec())
         # one encoded delta, resealed under each upload's metadata: encoding a full model's
         # top-k per upload would make the load generator, not the server, the bottleneck
-        template = encode_update(delta, bundle.parameter_specs, UpdateMeta(
-            "kb", bundle.model_id, 0, "template", "template", 3), pipeline,
-            signing_key=generate_signing_key(), rng=rng)
+        template = encode_update(
+            delta,
+            bundle.parameter_specs,
+            UpdateMeta("kb", bundle.model_id, 0, "template", "template", 3),
+            pipeline,
+            signing_key=generate_signing_key(),
+            rng=rng,
+        )
         stop = time.perf_counter() + seconds
 
         async def device(i: int):
@@ -182,8 +246,9 @@ async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float,
             j = 0
             while time.perf_counter() < stop:
                 a = (await t.check_in("kb"))["assignment"]
-                meta = UpdateMeta("kb", bundle.model_id, a["model_version"], t.device_id,
-                                  f"{t.device_id}-{j}", 3)
+                meta = UpdateMeta(
+                    "kb", bundle.model_id, a["model_version"], t.device_id, f"{t.device_id}-{j}", 3
+                )
                 data = reseal_update(template, meta, key)
                 start = time.perf_counter()
                 try:
@@ -202,14 +267,22 @@ async def _http_load(url: str, bundle_dir: Path, clients: int, seconds: float,
         await asyncio.gather(*[device(i) for i in range(clients)])
         elapsed = time.perf_counter() - started
     lat = np.array(latencies) * 1e3
-    return {"clients": clients, "codec": codec, "bytes": len(template),
-            "uploads": len(lat), "uploads_per_s": len(lat) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "errors": errors, "rate_limited": limited}
+    return {
+        "clients": clients,
+        "codec": codec,
+        "bytes": len(template),
+        "uploads": len(lat),
+        "uploads_per_s": len(lat) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "errors": errors,
+        "rate_limited": limited,
+    }
 
 
-def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0,
-         codec: str = "float32") -> dict:
+def http(
+    bundle_dir: Path, clients: int = 64, seconds: float = 10.0, codec: str = "float32"
+) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -217,15 +290,32 @@ def http(bundle_dir: Path, clients: int = 64, seconds: float = 10.0,
         # each simulated client uploads back to back, far above a phone's rate: lift the cap
         config = Path(data) / "server.json"
         config.write_text(json.dumps({"rate_per_s": 10_000, "burst": 10_000}))
-        proc = subprocess.Popen([sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir",
-                                 str(Path(data) / "state"), "--config", str(config),
-                                 "--port", str(port), "--admin-token", "bench-admin-token-0123",
-                                 "--enrollment-secret", "bench=secret"],
-                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edge_fl_cli",
+                "serve",
+                "--data-dir",
+                str(Path(data) / "state"),
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--admin-token",
+                "bench-admin-token-0123",
+                "--enrollment-secret",
+                "bench=secret",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert "listening" in proc.stdout.readline()
-            return asyncio.run(_http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds,
-                                          codec))
+            return asyncio.run(
+                _http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds, codec)
+            )
         finally:
             proc.terminate()
             proc.wait()
@@ -241,56 +331,88 @@ def main(argv=None) -> dict:
         tmp = Path(tmp)
         if "a" in parts:
             bundle = _keyboard(tmp)
-            rows = results["ingest"] = [ingest(bundle, compression_level=level, verify=verify)
-                                        for level in (3, -1) for verify in (True, False)]
+            rows = results["ingest"] = [
+                ingest(bundle, compression_level=level, verify=verify)
+                for level in (3, -1)
+                for verify in (True, False)
+            ]
             trained = [_trained_delta(role) for role in TRAINED_ROLES]
-            rows += [ingest(bundle, codec="default", compression_level=level, deltas=deltas,
-                            verify=verify)
-                     for deltas in (None, trained) for level in (-1, 3) for verify in (True, False)]
+            rows += [
+                ingest(
+                    bundle, codec="default", compression_level=level, deltas=deltas, verify=verify
+                )
+                for deltas in (None, trained)
+                for level in (-1, 3)
+                for verify in (True, False)
+            ]
             print("\n== Aggregator (a): in-process ingest of keyboard_cifg updates, 1 core ==")
-            print("(SHA-256 checksum, Ed25519 signature when checked, fused dequantize-and-add "
-                  "into the float32 sum; target 2,000 updates/s)")
-            print("(updates/s: median of 9 batches of 200, then the best batch; * marks the "
-                  "codec's own zstd level, what devices send)")
+            print(
+                "(SHA-256 checksum, Ed25519 signature when checked, fused dequantize-and-add "
+                "into the float32 sum; target 2,000 updates/s)"
+            )
+            print(
+                "(updates/s: median of 9 batches of 200, then the best batch; * marks the "
+                "codec's own zstd level, what devices send)"
+            )
             for r in rows:
-                print(f"{r['codec']:>7s} codec, {r['deltas']:>7s} deltas, zstd level "
-                      f"{r['compression_level']:>2}{'*' if r['default_level'] else ' '}, signature "
-                      f"{'checked    ' if r['signature_checked'] else 'not checked'}: "
-                      f"{r['updates_per_s']:5.0f} updates/s, best {r['best_batch_per_s']:5.0f} "
-                      f"({r['ms_per_update']:.2f} ms each, "
-                      f"{r['cpu_ms_per_update']:.2f} ms CPU, "
-                      f"{r['bytes'] / 2**20:.2f} MB on the wire); of which SHA-256 checksum "
-                      f"{r['checksum_ms']:.2f} ms; the rest (decompress, decode, accumulate) "
-                      f"alone: {r['decode_accumulate_per_s']:.0f}/s")
+                print(
+                    f"{r['codec']:>7s} codec, {r['deltas']:>7s} deltas, zstd level "
+                    f"{r['compression_level']:>2}{'*' if r['default_level'] else ' '}, signature "
+                    f"{'checked    ' if r['signature_checked'] else 'not checked'}: "
+                    f"{r['updates_per_s']:5.0f} updates/s, best {r['best_batch_per_s']:5.0f} "
+                    f"({r['ms_per_update']:.2f} ms each, "
+                    f"{r['cpu_ms_per_update']:.2f} ms CPU, "
+                    f"{r['bytes'] / 2**20:.2f} MB on the wire); of which SHA-256 checksum "
+                    f"{r['checksum_ms']:.2f} ms; the rest (decompress, decode, accumulate) "
+                    f"alone: {r['decode_accumulate_per_s']:.0f}/s"
+                )
         if "b" in parts:
             r = results["http"] = http(_keyboard(tmp, "keyboard_cifg_tiny"))
-            print("\n== Aggregator (b): uploads over HTTP on loopback (keyboard_cifg_tiny, float32) ==")
-            print(f"{r['clients']} concurrent clients: {r['uploads_per_s']:.0f} uploads/s, "
-                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
-                  f"{r['rate_limited']} rate-limited (target 300 uploads/s)")
+            print(
+                "\n== Aggregator (b): uploads over HTTP on loopback (keyboard_cifg_tiny, float32) =="
+            )
+            print(
+                f"{r['clients']} concurrent clients: {r['uploads_per_s']:.0f} uploads/s, "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
+                f"{r['rate_limited']} rate-limited (target 300 uploads/s)"
+            )
         if "load" in parts:
-            r = results["load"] = http(_keyboard(tmp, "keyboard_cifg_tiny"), clients=1000,
-                                       seconds=20.0)
+            r = results["load"] = http(
+                _keyboard(tmp, "keyboard_cifg_tiny"), clients=1000, seconds=20.0
+            )
             print("\n== Load: 1,000 concurrent devices checking in and uploading (one process) ==")
-            print(f"{r['uploads']} uploads in 20 s: {r['uploads_per_s']:.0f}/s, p50 {r['p50_ms']:.0f} ms, "
-                  f"p99 {r['p99_ms']:.0f} ms, {r['errors']} errors, {r['rate_limited']} rate-limited")
+            print(
+                f"{r['uploads']} uploads in 20 s: {r['uploads_per_s']:.0f}/s, p50 {r['p50_ms']:.0f} ms, "
+                f"p99 {r['p99_ms']:.0f} ms, {r['errors']} errors, {r['rate_limited']} rate-limited"
+            )
         if "http" in parts:
-            r = results["http_default"] = http(_keyboard(tmp), clients=64, seconds=20.0,
-                                               codec="default")
-            print("\n== Aggregator (http): check-in + upload over HTTP, default codec, "
-                  "keyboard_cifg, durable acknowledgements ==")
-            print(f"{r['clients']} concurrent clients in another process, "
-                  f"{r['bytes'] / 1e3:.0f} kB per update: {r['uploads_per_s']:.0f} uploads/s, "
-                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
-                  f"{r['rate_limited']} rate-limited")
+            r = results["http_default"] = http(
+                _keyboard(tmp), clients=64, seconds=20.0, codec="default"
+            )
+            print(
+                "\n== Aggregator (http): check-in + upload over HTTP, default codec, "
+                "keyboard_cifg, durable acknowledgements =="
+            )
+            print(
+                f"{r['clients']} concurrent clients in another process, "
+                f"{r['bytes'] / 1e3:.0f} kB per update: {r['uploads_per_s']:.0f} uploads/s, "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
+                f"{r['rate_limited']} rate-limited"
+            )
         if "c" in parts:
             rows = results["rss"] = rss_flat(_keyboard(tmp))
-            print("\n== Aggregator (c): server peak RSS by updates in one round (keyboard_cifg, "
-                  "default codec) ==")
+            print(
+                "\n== Aggregator (c): server peak RSS by updates in one round (keyboard_cifg, "
+                "default codec) =="
+            )
             for r in rows:
-                print(f"{r['updates']:6d} updates: peak RSS {r['peak_rss_mb']:.0f} MB "
-                      f"({r['seconds']:.0f} s)")
-            print(f"ratio {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f} (target: within 1.20)")
+                print(
+                    f"{r['updates']:6d} updates: peak RSS {r['peak_rss_mb']:.0f} MB "
+                    f"({r['seconds']:.0f} s)"
+                )
+            print(
+                f"ratio {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f} (target: within 1.20)"
+            )
     return results
 
 

@@ -3,6 +3,7 @@ Shakespeare role): bytes on the wire vs float32, relative L2 error, encode/decod
 
     python -m bench.codec_bench [--role hamlet/HAMLET]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
-                               decode_update, encode_update, generate_signing_key)
+from edge_sdk.protocol import (
+    DEFAULT_CODEC,
+    CodecSpec,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_update,
+    encode_update,
+    generate_signing_key,
+)
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
 
@@ -35,9 +43,11 @@ CODECS = {
 def real_delta(role: str) -> tuple[dict[str, np.ndarray], list]:
     from model_zoo.data.shakespeare import load_users, word_examples
     from model_zoo.zoo import build_bundle
+
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Bundle.load(build_bundle("keyboard_cifg", Path(tmp) / "b", with_vocabulary=True))
         from edge_sdk.vocabulary import load_vocabulary
+
         vocab = load_vocabulary(bundle.vocabulary_path())
         examples = word_examples(vocab, {u.user_id: u for u in load_users()}[role].split()[0])
         start = bundle.initial_parameters()
@@ -56,16 +66,29 @@ def codec_table(delta: dict[str, np.ndarray], specs: list, repeats: int = 3) -> 
         enc_t, dec_t = [], []
         for r in range(repeats):
             t = time.perf_counter()
-            msg = encode_update(delta, specs, meta, UpdatePipeline(codec), signing_key=key,
-                                rng=np.random.default_rng(r))
+            msg = encode_update(
+                delta,
+                specs,
+                meta,
+                UpdatePipeline(codec),
+                signing_key=key,
+                rng=np.random.default_rng(r),
+            )
             enc_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             got = decode_update(msg, specs, public_key=None).tensors
             dec_t.append(time.perf_counter() - t)
         back = np.concatenate([got[s["name"]].ravel() for s in specs])
-        rows.append({"codec": name, "bytes": len(msg), "ratio": len(msg) / flat.nbytes,
-                     "rel_l2": float(np.linalg.norm(back - flat) / np.linalg.norm(flat)),
-                     "encode_mb_s": mb / np.median(enc_t), "decode_mb_s": mb / np.median(dec_t)})
+        rows.append(
+            {
+                "codec": name,
+                "bytes": len(msg),
+                "ratio": len(msg) / flat.nbytes,
+                "rel_l2": float(np.linalg.norm(back - flat) / np.linalg.norm(flat)),
+                "encode_mb_s": mb / np.median(enc_t),
+                "decode_mb_s": mb / np.median(dec_t),
+            }
+        )
     return rows
 
 
@@ -77,10 +100,14 @@ def main(argv=None) -> list[dict]:
     rows = codec_table(delta, specs)
     print(f"\n== Update codecs on a real keyboard_cifg delta ({args.role}, 1 epoch) ==")
     print("(bytes: the whole signed message; vs f32: against the raw float32 delta)")
-    print(f"{'codec':36s} {'bytes':>10s} {'vs f32':>7s} {'rel L2':>7s} {'enc MB/s':>9s} {'dec MB/s':>9s}")
+    print(
+        f"{'codec':36s} {'bytes':>10s} {'vs f32':>7s} {'rel L2':>7s} {'enc MB/s':>9s} {'dec MB/s':>9s}"
+    )
     for r in rows:
-        print(f"{r['codec']:36s} {r['bytes']:10d} {r['ratio']:7.4f} {r['rel_l2']:7.3f} "
-              f"{r['encode_mb_s']:9.0f} {r['decode_mb_s']:9.0f}")
+        print(
+            f"{r['codec']:36s} {r['bytes']:10d} {r['ratio']:7.4f} {r['rel_l2']:7.3f} "
+            f"{r['encode_mb_s']:9.0f} {r['decode_mb_s']:9.0f}"
+        )
     return rows
 
 

@@ -19,6 +19,7 @@ its row says why there is no ONNX figure.
 
     python -m bench.compiler_bench [--models a,b] [--steps 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -133,6 +134,7 @@ def step_gflops(name: str, batch: dict) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from model_zoo.zoo import ZOO
+
     entry = ZOO[name]
     torch.manual_seed(0)
     model, loss_fn = entry.build(), entry.loss()
@@ -158,6 +160,7 @@ def measure(name: str, steps: int, workdir: Path, peak: float) -> dict:
 
     from model_zoo.compiler import UnsupportedError
     from model_zoo.zoo import ZOO, build_bundle
+
     size, seq = WORKLOADS[name]
     batch = ZOO[name].batch(size, torch.Generator().manual_seed(0))
     if seq is not None:
@@ -175,18 +178,29 @@ def measure(name: str, steps: int, workdir: Path, peak: float) -> dict:
     torch_run = _child(_TORCH_CHILD.format(**args))
     gflop = step_gflops(name, batch)
     floor_ms = gflop / peak * 1e3
-    row = {"gflop": gflop, "floor_ms": floor_ms, "floor_ratio": floor_ms / torch_run["ms"],
-           "model": name, "batch": f"{size}x{seq}" if seq else str(size),
-           "torch_ms": torch_run["ms"], "torch_cpu_ms": torch_run["cpu_ms"],
-           "torch_rss_mb": torch_run["rss_mb"], "refusal": refusal}
+    row = {
+        "gflop": gflop,
+        "floor_ms": floor_ms,
+        "floor_ratio": floor_ms / torch_run["ms"],
+        "model": name,
+        "batch": f"{size}x{seq}" if seq else str(size),
+        "torch_ms": torch_run["ms"],
+        "torch_cpu_ms": torch_run["cpu_ms"],
+        "torch_rss_mb": torch_run["rss_mb"],
+        "refusal": refusal,
+    }
     if onnx_run is None:
         return row
     size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 2**20
-    return row | {"onnx_ms": onnx_run["ms"], "ratio": onnx_run["ms"] / torch_run["ms"],
-                  "bundle_mb": size_mb, "onnx_cpu_ms": onnx_run["cpu_ms"],
-                  "cpu_ratio": onnx_run["cpu_ms"] / torch_run["cpu_ms"],
-                  "onnx_rss_mb": onnx_run["rss_mb"],
-                  "floor_multiple": onnx_run["ms"] / floor_ms}
+    return row | {
+        "onnx_ms": onnx_run["ms"],
+        "ratio": onnx_run["ms"] / torch_run["ms"],
+        "bundle_mb": size_mb,
+        "onnx_cpu_ms": onnx_run["cpu_ms"],
+        "cpu_ratio": onnx_run["cpu_ms"] / torch_run["cpu_ms"],
+        "onnx_rss_mb": onnx_run["rss_mb"],
+        "floor_multiple": onnx_run["ms"] / floor_ms,
+    }
 
 
 def _row(r: dict) -> str:
@@ -194,13 +208,17 @@ def _row(r: dict) -> str:
     head = f"{r['model']:21s} {r['batch']:>7s}"
     floor = f"{r['gflop']:7.3f} {r['floor_ms']:9.2f} {r['floor_ratio']:11.2f}"
     if r["refusal"] is not None:
-        return (f"{head} {'-':>9s} {r['torch_ms']:9.2f} {'-':>6s} {'-':>9s} "
-                f"{r['torch_cpu_ms']:9.2f} {'-':>6s} {'-':>9s} {'-':>9s} "
-                f"{r['torch_rss_mb']:8.0f}M {floor} {'-':>8s}  {r['refusal']}")
-    return (f"{head} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} {r['ratio']:6.2f} "
-            f"{r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} {r['cpu_ratio']:6.2f} "
-            f"{r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M {r['torch_rss_mb']:8.0f}M "
-            f"{floor} {r['floor_multiple']:8.2f}")
+        return (
+            f"{head} {'-':>9s} {r['torch_ms']:9.2f} {'-':>6s} {'-':>9s} "
+            f"{r['torch_cpu_ms']:9.2f} {'-':>6s} {'-':>9s} {'-':>9s} "
+            f"{r['torch_rss_mb']:8.0f}M {floor} {'-':>8s}  {r['refusal']}"
+        )
+    return (
+        f"{head} {r['onnx_ms']:9.2f} {r['torch_ms']:9.2f} {r['ratio']:6.2f} "
+        f"{r['onnx_cpu_ms']:9.2f} {r['torch_cpu_ms']:9.2f} {r['cpu_ratio']:6.2f} "
+        f"{r['bundle_mb']:9.1f} {r['onnx_rss_mb']:8.0f}M {r['torch_rss_mb']:8.0f}M "
+        f"{floor} {r['floor_multiple']:8.2f}"
+    )
 
 
 def main(argv=None) -> list[dict]:
@@ -211,12 +229,16 @@ def main(argv=None) -> list[dict]:
     rows = []
     peak = peak_gflops()
     print("\n== Training step, 1 thread: ONNX bundle on onnxruntime vs PyTorch eager ==")
-    print(f"(floor: the step's GFLOP at this machine's best 1-thread matrix product, "
-          f"{peak:.1f} GFLOP/s; floor ratio = floor / eager)")
-    print(f"{'model':21s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
-          f"{'onnx cpu':>9s} {'torch cpu':>9s} {'ratio':>6s} "
-          f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s} "
-          f"{'GFLOP':>7s} {'floor ms':>9s} {'floor ratio':>11s} {'x floor':>8s}")
+    print(
+        f"(floor: the step's GFLOP at this machine's best 1-thread matrix product, "
+        f"{peak:.1f} GFLOP/s; floor ratio = floor / eager)"
+    )
+    print(
+        f"{'model':21s} {'batch':>7s} {'onnx ms':>9s} {'torch ms':>9s} {'ratio':>6s} "
+        f"{'onnx cpu':>9s} {'torch cpu':>9s} {'ratio':>6s} "
+        f"{'bundle MB':>9s} {'onnx RSS':>9s} {'torch RSS':>9s} "
+        f"{'GFLOP':>7s} {'floor ms':>9s} {'floor ratio':>11s} {'x floor':>8s}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             r = measure(name, args.steps, Path(tmp), peak)

@@ -6,6 +6,7 @@ vocabulary, logs them into an ExampleStore, and trains one epoch streamed from t
 
     python -m bench.device_bench [--role hamlet/HAMLET] [--epochs 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,22 +55,30 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from model_zoo.data.shakespeare import load_users
     from model_zoo.zoo import build_bundle
+
     user = {u.user_id: u for u in load_users()}[args.role]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bundle = build_bundle("keyboard_cifg", tmp / "bundle", with_vocabulary=True)
         (tmp / "lines.txt").write_text("\n".join(user.split()[0]))
-        code = _DEVICE.format(root=str(Path(__file__).resolve().parents[1]), bundle=str(bundle),
-                              store=str(tmp / "store.db"), lines=str(tmp / "lines.txt"),
-                              epochs=args.epochs)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True)
+        code = _DEVICE.format(
+            root=str(Path(__file__).resolve().parents[1]),
+            bundle=str(bundle),
+            store=str(tmp / "store.db"),
+            lines=str(tmp / "lines.txt"),
+            epochs=args.epochs,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"\n== Device process: full keyboard_cifg on {args.role} (1 thread) ==")
-    print(f"{r['examples']} examples in {r['steps']} steps, {r['seconds']:.1f} s: "
-          f"{r['examples_per_s']:.0f} examples/s; peak RSS {r['peak_rss_mb']:.0f} MB "
-          f"(target < 200 MB; {r['rss_before_training_mb']:.0f} MB before training); "
-          f"torch loaded: {r['torch_loaded']}")
+    print(
+        f"{r['examples']} examples in {r['steps']} steps, {r['seconds']:.1f} s: "
+        f"{r['examples_per_s']:.0f} examples/s; peak RSS {r['peak_rss_mb']:.0f} MB "
+        f"(target < 200 MB; {r['rss_before_training_mb']:.0f} MB before training); "
+        f"torch loaded: {r['torch_loaded']}"
+    )
     return r
 
 

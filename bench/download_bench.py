@@ -9,6 +9,7 @@ on every held-out example of the federated users.
 
     python -m bench.download_bench [--devices 300] [--versions 12] [--goal 30]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,30 @@ def simulate(encoding: str | None, args) -> dict:
     from edge_sdk.client import FederatedClient
     from fleet.config import SimulationConfig
     from fleet.run import run
+
     config = SimulationConfig(
-        model="keyboard_cifg_tiny", devices=args.devices, vocabulary_size=2000,
-        transport="inprocess", hours=96, max_versions=args.versions,
-        eval_every=args.versions, eval_examples=500, final_eval_all=True, seed=args.seed,
-        task={"mode": "sync", "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-              "sync": {"goal": args.goal, "overselect": 1.3, "selection_timeout_s": 600,
-                       "report_deadline_s": 900, "min_fraction": 0.7}})
+        model="keyboard_cifg_tiny",
+        devices=args.devices,
+        vocabulary_size=2000,
+        transport="inprocess",
+        hours=96,
+        max_versions=args.versions,
+        eval_every=args.versions,
+        eval_examples=500,
+        final_eval_all=True,
+        seed=args.seed,
+        task={
+            "mode": "sync",
+            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
+            "sync": {
+                "goal": args.goal,
+                "overselect": 1.3,
+                "selection_timeout_s": 600,
+                "report_deadline_s": 900,
+                "min_fraction": 0.7,
+            },
+        },
+    )
     # the simulator builds its clients with the SDK's defaults; its config has no
     # download setting (yet), so the bench sets the default it runs under
     defaults = FederatedClient.__init__.__kwdefaults__
@@ -43,11 +61,16 @@ def simulate(encoding: str | None, args) -> dict:
     client = report["client"]
     completed = client["outcomes"].get("completed", 0)
     final = report.get("final_all", report["final"])
-    return {"encoding": encoding or "f32", "versions": report["versions"],
-            "completed": completed, "bytes_down": client["bytes_down"],
-            "bytes_up": client["bytes_up"],
-            "down_per_participation": client["bytes_down"] / max(completed, 1),
-            "top1": 100 * final["accuracy"], "wall_s": wall}
+    return {
+        "encoding": encoding or "f32",
+        "versions": report["versions"],
+        "completed": completed,
+        "bytes_down": client["bytes_down"],
+        "bytes_up": client["bytes_up"],
+        "down_per_participation": client["bytes_down"] / max(completed, 1),
+        "top1": 100 * final["accuracy"],
+        "wall_s": wall,
+    }
 
 
 def main(argv=None) -> list[dict]:
@@ -58,17 +81,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     rows = [simulate(None, args), simulate("q8", args)]
-    print(f"\n== Downloads: keyboard_cifg_tiny, {args.devices} devices, sync rounds of "
-          f"{args.goal}, {args.versions} versions, seed {args.seed} ==")
-    print(f"{'download':>9} {'versions':>8} {'completed':>9} {'KB down/particip.':>18} "
-          f"{'MB down':>8} {'MB up':>7} {'top-1 %':>8} {'wall s':>7}")
+    print(
+        f"\n== Downloads: keyboard_cifg_tiny, {args.devices} devices, sync rounds of "
+        f"{args.goal}, {args.versions} versions, seed {args.seed} =="
+    )
+    print(
+        f"{'download':>9} {'versions':>8} {'completed':>9} {'KB down/particip.':>18} "
+        f"{'MB down':>8} {'MB up':>7} {'top-1 %':>8} {'wall s':>7}"
+    )
     for r in rows:
-        print(f"{r['encoding']:>9} {r['versions']:>8} {r['completed']:>9} "
-              f"{r['down_per_participation'] / 1024:>18.1f} {r['bytes_down'] / 2**20:>8.2f} "
-              f"{r['bytes_up'] / 2**20:>7.2f} {r['top1']:>8.2f} {r['wall_s']:>7.0f}")
+        print(
+            f"{r['encoding']:>9} {r['versions']:>8} {r['completed']:>9} "
+            f"{r['down_per_participation'] / 1024:>18.1f} {r['bytes_down'] / 2**20:>8.2f} "
+            f"{r['bytes_up'] / 2**20:>7.2f} {r['top1']:>8.2f} {r['wall_s']:>7.0f}"
+        )
     f32, q8 = rows
-    print(f"q8 downloads: {q8['down_per_participation'] / f32['down_per_participation']:.3f} "
-          f"of float32's bytes per participation, top-1 {q8['top1'] - f32['top1']:+.2f} points")
+    print(
+        f"q8 downloads: {q8['down_per_participation'] / f32['down_per_participation']:.3f} "
+        f"of float32's bytes per participation, top-1 {q8['top1'] - f32['top1']:+.2f} points"
+    )
     return rows
 
 

@@ -3,6 +3,7 @@
 getrusage's ru_maxrss survives exec on Linux, so a child would report its parent's peak;
 VmHWM belongs to the process image and starts afresh at exec.
 """
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 
     python -m bench.privacy_bench [--secagg-devices 100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ def stage_costs(n_params: int = 1_420_000, updates: int = 20) -> list[tuple[str,
     from aggregator.privacy import DPMean
     from aggregator.robust import CoordinateMedian, RejectOutliers, TrimmedMean
     from aggregator.stages import Clip, WeightedMean
+
     rng = np.random.default_rng(0)
     deltas = [{"w": rng.normal(0, 0.01, n_params).astype(np.float32)} for _ in range(updates)]
     stacks = {
@@ -38,6 +40,7 @@ def stage_costs(n_params: int = 1_420_000, updates: int = 20) -> list[tuple[str,
 
 def secagg_costs(devices: int, n_params: int = 1_420_000, drop: float = 0.2) -> dict:
     from edge_sdk.protocol.secagg import FixedPoint, SecAggClient, SecAggServer
+
     codec = FixedPoint(clip=1.0, frac_bits=16)
     threshold = devices // 2 + 1
     rng = np.random.default_rng(0)
@@ -68,8 +71,13 @@ def secagg_costs(devices: int, n_params: int = 1_420_000, drop: float = 0.2) -> 
     t = time.perf_counter()
     server.unmask(reveals, n_params)
     unmask_s = time.perf_counter() - t
-    return {"devices": devices, "dropped": len(dropped), "client_setup_s": setup,
-            "client_mask_s": mask_s, "server_unmask_s": unmask_s}
+    return {
+        "devices": devices,
+        "dropped": len(dropped),
+        "client_setup_s": setup,
+        "client_mask_s": mask_s,
+        "server_unmask_s": unmask_s,
+    }
 
 
 def main(argv=None) -> dict:
@@ -81,10 +89,14 @@ def main(argv=None) -> dict:
     for name, ms in rows:
         print(f"{name:32s} {ms:8.2f} ms/update")
     s = secagg_costs(args.secagg_devices)
-    print(f"\n== SecAgg, {s['devices']} devices, keyboard_cifg-sized vectors, {s['dropped']} drop "
-          "after sharing ==")
-    print(f"client: key agreement + sharing {s['client_setup_s'] * 1e3:.0f} ms, masking "
-          f"{s['client_mask_s']:.2f} s; server: unmasking {s['server_unmask_s']:.1f} s")
+    print(
+        f"\n== SecAgg, {s['devices']} devices, keyboard_cifg-sized vectors, {s['dropped']} drop "
+        "after sharing =="
+    )
+    print(
+        f"client: key agreement + sharing {s['client_setup_s'] * 1e3:.0f} ms, masking "
+        f"{s['client_mask_s']:.2f} s; server: unmasking {s['server_unmask_s']:.1f} s"
+    )
     return {"stages": rows, "secagg": s}
 
 

@@ -1,8 +1,15 @@
 """`make bench`: every benchmark, one after another, printing its table."""
+
 from __future__ import annotations
 
-from . import (aggregator_bench, codec_bench, compiler_bench, device_bench, privacy_bench,
-               simulator_bench)
+from . import (
+    aggregator_bench,
+    codec_bench,
+    compiler_bench,
+    device_bench,
+    privacy_bench,
+    simulator_bench,
+)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ inputs with 0, targets with the ignore index, so padding never counts in the los
 metrics. Few distinct shapes let onnxruntime's allocator reuse its buffers; with every
 length its own shape the heap fragments and peak RSS grows (docs/benchmarks.md).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -19,8 +20,9 @@ from .errors import BundleError
 PAD_MULTIPLE = 8
 
 
-def iter_batches(bundle: Bundle, examples: Iterable[dict[str, np.ndarray]],
-                 batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+def iter_batches(
+    bundle: Bundle, examples: Iterable[dict[str, np.ndarray]], batch_size: int
+) -> Iterator[tuple[dict[str, np.ndarray], int]]:
     """Yields (batch, number of examples in it); the last batch may be smaller."""
     pending: list[dict[str, np.ndarray]] = []
     for example in examples:
@@ -47,8 +49,9 @@ def collate(bundle: Bundle, examples: list[dict[str, np.ndarray]]) -> dict[str, 
             try:
                 stacked = np.stack(items)
             except ValueError:
-                raise BundleError(f"examples' {name!r} differ in shape; only sequence inputs "
-                                  "may vary in length") from None
+                raise BundleError(
+                    f"examples' {name!r} differ in shape; only sequence inputs may vary in length"
+                ) from None
         batch[name] = stacked.astype(spec["dtype"], copy=False)
     return batch
 
@@ -57,5 +60,5 @@ def _pad_sequences(items: list[np.ndarray], fill) -> np.ndarray:
     length = -(-max(len(i) for i in items) // PAD_MULTIPLE) * PAD_MULTIPLE
     out = np.full((len(items), length) + items[0].shape[1:], fill, dtype=items[0].dtype)
     for row, item in enumerate(items):
-        out[row, :len(item)] = item
+        out[row, : len(item)] = item
     return out

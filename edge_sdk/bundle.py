@@ -3,6 +3,7 @@
 The format is documented in docs/bundle-format.md; this module reads it with numpy and
 json only.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ import numpy as np
 from .errors import BundleError
 
 SUPPORTED_FORMAT = 1
-_REQUIRED = ("format_version", "model_id", "model_name", "task", "parameters", "inputs",
-             "targets", "optimizer", "graphs", "ignore_index", "num_classes")
+_REQUIRED = (
+    "format_version",
+    "model_id",
+    "model_name",
+    "task",
+    "parameters",
+    "inputs",
+    "targets",
+    "optimizer",
+    "graphs",
+    "ignore_index",
+    "num_classes",
+)
 
 
 @dataclass(frozen=True)
@@ -59,18 +71,31 @@ class Bundle:
         if missing:
             raise BundleError(f"{path}/manifest.json lacks {', '.join(missing)}")
         if manifest["format_version"] != SUPPORTED_FORMAT:
-            raise BundleError(f"bundle format {manifest['format_version']} is not supported "
-                              f"(this SDK reads format {SUPPORTED_FORMAT}); rebuild the bundle")
+            raise BundleError(
+                f"bundle format {manifest['format_version']} is not supported "
+                f"(this SDK reads format {SUPPORTED_FORMAT}); rebuild the bundle"
+            )
         for graph in manifest["graphs"].values():
             if not (path / graph).is_file():
                 raise BundleError(f"bundle {path} lacks its graph {graph}")
-        specs = tuple(ParameterSpec(p["name"], tuple(p["shape"]), p.get("dtype", "float32"))
-                      for p in manifest["parameters"])
+        specs = tuple(
+            ParameterSpec(p["name"], tuple(p["shape"]), p.get("dtype", "float32"))
+            for p in manifest["parameters"]
+        )
         (target,) = manifest["targets"]
-        return cls(path, manifest, manifest["model_id"], manifest["model_name"],
-                   manifest["task"], specs, tuple(manifest["inputs"]), target,
-                   int(manifest["ignore_index"]), int(manifest["num_classes"]),
-                   _buffer_names(path, manifest, specs))
+        return cls(
+            path,
+            manifest,
+            manifest["model_id"],
+            manifest["model_name"],
+            manifest["task"],
+            specs,
+            tuple(manifest["inputs"]),
+            target,
+            int(manifest["ignore_index"]),
+            int(manifest["num_classes"]),
+            _buffer_names(path, manifest, specs),
+        )
 
     def graph_path(self, kind: str) -> Path:
         return self.path / self.manifest["graphs"][kind]
@@ -90,8 +115,10 @@ class Bundle:
     def initial_parameters(self) -> dict[str, np.ndarray]:
         """The bundle's parameters as float32 arrays, checked against the manifest."""
         try:
-            with np.load(self.path / self.manifest.get("parameters_file", "parameters.npz"),
-                         allow_pickle=False) as npz:
+            with np.load(
+                self.path / self.manifest.get("parameters_file", "parameters.npz"),
+                allow_pickle=False,
+            ) as npz:
                 arrays = {k: npz[k] for k in npz.files}
         except (OSError, ValueError) as e:
             raise BundleError(f"cannot read the parameters of {self.path}: {e}") from None
@@ -105,12 +132,17 @@ class Bundle:
 
 def _buffer_names(path: Path, manifest: dict, specs: tuple[ParameterSpec, ...]) -> tuple[str, ...]:
     buffers = manifest.get("buffers") or []
-    names = [b.get("name") if isinstance(b, dict) else None for b in buffers] \
-        if isinstance(buffers, list) else [None]
+    names = (
+        [b.get("name") if isinstance(b, dict) else None for b in buffers]
+        if isinstance(buffers, list)
+        else [None]
+    )
     unknown = sorted(str(n) for n in set(names) - {s.name for s in specs})
     if unknown:
-        raise BundleError(f"{path}/manifest.json lists buffers {unknown} that are not among "
-                          "its parameters (every buffer is also a parameter)")
+        raise BundleError(
+            f"{path}/manifest.json lists buffers {unknown} that are not among "
+            "its parameters (every buffer is also a parameter)"
+        )
     return tuple(names)
 
 
@@ -118,11 +150,15 @@ def check_parameters(specs: tuple[ParameterSpec, ...], arrays: dict[str, np.ndar
     """Raise BundleError unless `arrays` holds exactly the specs' names, shapes and dtypes."""
     names = [s.name for s in specs]
     if set(arrays) != set(names):
-        raise BundleError(f"parameters differ from the manifest: missing "
-                          f"{sorted(set(names) - set(arrays))}, unexpected "
-                          f"{sorted(set(arrays) - set(names))}")
+        raise BundleError(
+            f"parameters differ from the manifest: missing "
+            f"{sorted(set(names) - set(arrays))}, unexpected "
+            f"{sorted(set(arrays) - set(names))}"
+        )
     for s in specs:
         a = arrays[s.name]
         if tuple(a.shape) != s.shape or a.dtype != np.dtype(s.dtype):
-            raise BundleError(f"parameter {s.name} is {a.dtype}{list(a.shape)}, the manifest "
-                              f"says {s.dtype}{list(s.shape)}")
+            raise BundleError(
+                f"parameter {s.name} is {a.dtype}{list(a.shape)}, the manifest "
+                f"says {s.dtype}{list(s.shape)}"
+            )

@@ -16,6 +16,7 @@ for them, and keeps the values its training reached once the server has acknowle
 participation (local_buffers.py; federated evaluation uses them too). With "average"
 they travel like parameters and nothing is kept.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,14 +30,28 @@ import numpy as np
 
 from .bundle import Bundle
 from .clock import Clock
+from .eligibility import (
+    Context,
+    DeviceState,
+    ParticipationHistory,
+    Policy,
+    ReasonCounter,
+    stop_check,
+)
+from .errors import SecureAggregationFailed
 from .evaluator import Evaluator
-from .eligibility import Context, DeviceState, ParticipationHistory, Policy, ReasonCounter, stop_check
 from .example_store import ExampleStore
 from .local_buffers import LocalBuffers
-from .protocol import (COMPACT_ENCODING, DEFAULT_CODEC, ErrorFeedback, UpdateMeta,
-                       UpdatePipeline, decode_model, encode_update)
+from .protocol import (
+    COMPACT_ENCODING,
+    DEFAULT_CODEC,
+    ErrorFeedback,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_model,
+    encode_update,
+)
 from .protocol.errors import ProtocolError
-from .errors import SecureAggregationFailed
 from .schedules import Constant
 from .secure_aggregation import report_securely
 from .trainer import ExampleSource, LocalTrainer, TrainingPlan, TrainingResult
@@ -82,9 +97,13 @@ class Participation(Enum):
     REJECTED = "rejected"  # the server refused the update (reason: its error code)
 
 
-_OUTCOMES = {"ineligible": Participation.NOT_ELIGIBLE, "later": Participation.COME_BACK_LATER,
-             "evaluated": Participation.EVALUATED, "aborted": Participation.STOPPED,
-             "rejected": Participation.REJECTED}
+_OUTCOMES = {
+    "ineligible": Participation.NOT_ELIGIBLE,
+    "later": Participation.COME_BACK_LATER,
+    "evaluated": Participation.EVALUATED,
+    "aborted": Participation.STOPPED,
+    "rejected": Participation.REJECTED,
+}
 
 
 @dataclass
@@ -105,8 +124,11 @@ class ParticipationResult:
     @property
     def outcome(self) -> Participation:
         if self.status == "completed":
-            return Participation.DUPLICATE if self.server.get("status") == "duplicate" \
+            return (
+                Participation.DUPLICATE
+                if self.server.get("status") == "duplicate"
                 else Participation.ACCEPTED
+            )
         return _OUTCOMES[self.status]
 
 
@@ -115,9 +137,13 @@ class TrainingRunner(Protocol):
     minus `params`); `examples(epoch)` streams that epoch's examples and `check()` is the
     stop check between batches."""
 
-    async def train(self, params: dict[str, np.ndarray], examples: ExampleSource,
-                    plan: TrainingPlan, check: Callable[[], str | None]
-                    ) -> tuple[TrainingResult, dict[str, np.ndarray]]: ...
+    async def train(
+        self,
+        params: dict[str, np.ndarray],
+        examples: ExampleSource,
+        plan: TrainingPlan,
+        check: Callable[[], str | None],
+    ) -> tuple[TrainingResult, dict[str, np.ndarray]]: ...
 
 
 class LocalTraining:
@@ -125,8 +151,14 @@ class LocalTraining:
     event loop stays responsive, or inline (the simulator, which shares one trainer and
     its ORT sessions between many devices)."""
 
-    def __init__(self, bundle: Bundle, clock: Clock, *, in_thread: bool = True,
-                 trainer: LocalTrainer | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        clock: Clock,
+        *,
+        in_thread: bool = True,
+        trainer: LocalTrainer | None = None,
+    ):
         self.bundle, self.clock, self.in_thread, self.trainer = bundle, clock, in_thread, trainer
 
     def _run(self, params, examples, plan, check):
@@ -144,13 +176,23 @@ class LocalTraining:
 
 
 class FederatedClient:
-    def __init__(self, bundle: Bundle, transport: Transport, store: ExampleStore,
-                 identity: DeviceIdentity, *, policy: Policy, clock: Clock,
-                 rng: np.random.Generator, collection: str = "default",
-                 pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
-                 pacer: Pacer | None = None, training: TrainingRunner | None = None,
-                 eval_collection: str | None = None,
-                 download_encoding: str | None = COMPACT_ENCODING):
+    def __init__(
+        self,
+        bundle: Bundle,
+        transport: Transport,
+        store: ExampleStore,
+        identity: DeviceIdentity,
+        *,
+        policy: Policy,
+        clock: Clock,
+        rng: np.random.Generator,
+        collection: str = "default",
+        pipeline: UpdatePipeline = UpdatePipeline(DEFAULT_CODEC),
+        pacer: Pacer | None = None,
+        training: TrainingRunner | None = None,
+        eval_collection: str | None = None,
+        download_encoding: str | None = COMPACT_ENCODING,
+    ):
         self.bundle, self.transport, self.store, self.identity = bundle, transport, store, identity
         self.policy, self.clock, self.rng = policy, clock, rng
         self.collection, self.pipeline = collection, pipeline
@@ -168,8 +210,9 @@ class FederatedClient:
         history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
         return Context(self.clock.now(), self.store.count(self.collection), history)
 
-    async def participate(self, device_state: Callable[[], DeviceState],
-                          task_id: str | None = None) -> ParticipationResult:
+    async def participate(
+        self, device_state: Callable[[], DeviceState], task_id: str | None = None
+    ) -> ParticipationResult:
         decision = self.policy.decide(device_state(), self._context())
         if not decision.allowed:
             self.reasons.record(decision)
@@ -180,7 +223,9 @@ class FederatedClient:
         if "assignment" not in answer:
             return ParticipationResult("later", retry_at=answer.get("retry_at"))
         a = answer["assignment"]
-        result = ParticipationResult("aborted", task_id=a["task_id"], model_version=a["model_version"])
+        result = ParticipationResult(
+            "aborted", task_id=a["task_id"], model_version=a["model_version"]
+        )
         if a["model_id"] != self.bundle.model_id:
             await self.transport.report_failure(a["task_id"], "bundle_mismatch")
             result.reason = "bundle_mismatch"
@@ -220,8 +265,9 @@ class FederatedClient:
         history = ParticipationHistory.from_bytes(self.store.get_state(HISTORY_KEY))
         self.store.put_state(HISTORY_KEY, history.record(self.clock.now()).to_bytes())
 
-    async def _report_securely(self, a: dict, delta, training, result: ParticipationResult,
-                               kept: dict | None):
+    async def _report_securely(
+        self, a: dict, delta, training, result: ParticipationResult, kept: dict | None
+    ):
         """Secure aggregation: the masked [w * delta, w] instead of an update."""
         if not _finite(delta | (kept or {})):
             await self.transport.report_failure(a["task_id"], "diverged")
@@ -232,11 +278,19 @@ class FederatedClient:
         async def pace(nbytes: int) -> None:
             sent["bytes"] = nbytes
             await self.pacer.uploading(nbytes)
+
         try:
             result.server = await report_securely(
-                self.transport, a["task_id"], a["round_id"], delta,
-                [spec.name for spec in self.bundle.parameter_specs], training.examples,
-                a["secagg"], getattr(self.transport, "sleep", asyncio.sleep), pace)
+                self.transport,
+                a["task_id"],
+                a["round_id"],
+                delta,
+                [spec.name for spec in self.bundle.parameter_specs],
+                training.examples,
+                a["secagg"],
+                getattr(self.transport, "sleep", asyncio.sleep),
+                pace,
+            )
         except SecureAggregationFailed as e:
             result.status, result.reason = "rejected", str(e)[:64]
             return result
@@ -246,7 +300,9 @@ class FederatedClient:
 
     async def _evaluate(self, e: dict) -> ParticipationResult:
         """Federated evaluation: metric sums of the given model on the local examples."""
-        result = ParticipationResult("evaluated", task_id=e["task_id"], model_version=e["model_version"])
+        result = ParticipationResult(
+            "evaluated", task_id=e["task_id"], model_version=e["model_version"]
+        )
         if e["model_id"] != self.bundle.model_id:
             result.status, result.reason = "aborted", "bundle_mismatch"
             return result
@@ -258,10 +314,15 @@ class FederatedClient:
         if self._evaluator is None:
             self._evaluator = Evaluator(self.bundle)
         metrics = self._evaluator.evaluate(params, self.store.iter_examples(self.eval_collection))
-        sums = {k: float(metrics[k]) for k in ("loss_sum", "correct", "correct_top3", "count")
-                if k in metrics}
+        sums = {
+            k: float(metrics[k])
+            for k in ("loss_sum", "correct", "correct_top3", "count")
+            if k in metrics
+        }
         result.examples = int(sums.get("count", 0))
-        result.server = await self.transport.submit_evaluation(e["task_id"], e["model_version"], sums)
+        result.server = await self.transport.submit_evaluation(
+            e["task_id"], e["model_version"], sums
+        )
         return result
 
     async def _model(self, task_id: str, version: int) -> tuple[dict[str, np.ndarray], int]:
@@ -273,8 +334,9 @@ class FederatedClient:
         base = self._model_base(task_id)
         if base is not None and base[0] == version:
             return base[1], 0  # exactly what a whole download would give
-        data = await self.transport.download_model(task_id, version, self.download_encoding,
-                                                   None if base is None else base[0])
+        data = await self.transport.download_model(
+            task_id, version, self.download_encoding, None if base is None else base[0]
+        )
         header, params = decode_model(data, self.bundle.parameter_specs, base=base)
         if "base_version" not in header:  # a whole download: the base of later differences
             self.store.put_state(MODEL_BASE_KEY + task_id, data)
@@ -289,20 +351,29 @@ class FederatedClient:
             header, params = decode_model(data, self.bundle.parameter_specs)
         except ProtocolError:  # another bundle's model, or damaged on the device
             return None
-        if header["model_id"] != self.bundle.model_id or \
-                header.get("encoding") != self.download_encoding:
+        if (
+            header["model_id"] != self.bundle.model_id
+            or header.get("encoding") != self.download_encoding
+        ):
             return None
         return header["model_version"], params
 
     async def _train(self, params, plan: dict, check):
         seed = int(self.rng.integers(2**31))
-        plan = TrainingPlan(epochs=int(plan.get("epochs", 1)), batch_size=int(plan.get("batch_size", 16)),
-                            max_steps=plan.get("max_steps"), schedule=Constant(float(plan.get("lr", 0.1))),
-                            seed=seed)
+        plan = TrainingPlan(
+            epochs=int(plan.get("epochs", 1)),
+            batch_size=int(plan.get("batch_size", 16)),
+            max_steps=plan.get("max_steps"),
+            schedule=Constant(float(plan.get("lr", 0.1))),
+            seed=seed,
+        )
         rng = np.random.default_rng(seed)
         return await self.training.train(
-            params, lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
-            plan, check)
+            params,
+            lambda epoch: self.store.iter_examples(self.collection, shuffle_rng=rng),
+            plan,
+            check,
+        )
 
     def _participation(self, a: dict) -> dict:
         """The open participation of this assignment, as kept in the example store (a
@@ -313,15 +384,20 @@ class FederatedClient:
         except ValueError:
             kept = None
         same = {"round_id": a["round_id"], "model_version": a["model_version"]}
-        if isinstance(kept, dict) and all(kept.get(k) == v for k, v in same.items()) \
-                and isinstance(kept.get("nonce"), str) and isinstance(kept.get("uploads"), int):
+        if (
+            isinstance(kept, dict)
+            and all(kept.get(k) == v for k, v in same.items())
+            and isinstance(kept.get("nonce"), str)
+            and isinstance(kept.get("uploads"), int)
+        ):
             return kept
         # from the OS's generator, not the injected rng: a nonce must differ after a
         # restart that re-seeds the rng, or a new update would be taken for a retry
         return same | {"nonce": secrets.token_hex(16), "uploads": 0}
 
-    async def _upload(self, a: dict, delta, training, result: ParticipationResult,
-                      kept: dict | None):
+    async def _upload(
+        self, a: dict, delta, training, result: ParticipationResult, kept: dict | None
+    ):
         residual_key = RESIDUAL_KEY.format(task=a["task_id"])
         feedback = ErrorFeedback.from_bytes(self.store.get_state(residual_key))
         if not _finite(delta | (kept or {})):
@@ -330,12 +406,29 @@ class FederatedClient:
             return result
         participation = self._participation(a)
         key = participation["nonce"]
-        metrics = {k: float(v) for k, v in training.metrics.items()
-                   if k in ("mean_loss", "accuracy") and np.isfinite(v)}
-        meta = UpdateMeta(a["task_id"], self.bundle.model_id, a["model_version"],
-                          self.identity.device_id, key, training.examples, metrics)
-        data = encode_update(delta, self.bundle.parameter_specs, meta, self.pipeline,
-                             signing_key=self.identity.signing_key, rng=self.rng, feedback=feedback)
+        metrics = {
+            k: float(v)
+            for k, v in training.metrics.items()
+            if k in ("mean_loss", "accuracy") and np.isfinite(v)
+        }
+        meta = UpdateMeta(
+            a["task_id"],
+            self.bundle.model_id,
+            a["model_version"],
+            self.identity.device_id,
+            key,
+            training.examples,
+            metrics,
+        )
+        data = encode_update(
+            delta,
+            self.bundle.parameter_specs,
+            meta,
+            self.pipeline,
+            signing_key=self.identity.signing_key,
+            rng=self.rng,
+            feedback=feedback,
+        )
         await self.pacer.uploading(len(data))
         state_key = PARTICIPATION_KEY.format(task=a["task_id"])
         sent_before = participation["uploads"] > 0  # an earlier attempt may have arrived

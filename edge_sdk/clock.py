@@ -1,4 +1,5 @@
 """Time is injected: library code asks a Clock, tests advance a FakeClock."""
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """How an app's device takes part in federated learning: one frozen, validated object
 (`ClientConfig`) instead of the client's many constructor parameters."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,19 +33,27 @@ class ClientConfig:
     def __post_init__(self):
         for name in ("collection", "eval_collection"):
             value = getattr(self, name)
-            if not (value is None and name != "collection") and \
-                    not (isinstance(value, str) and value):
-                raise ValueError(f"ClientConfig.{name} must be a non-empty string"
-                                 f"{'' if name == 'collection' else ' or None'}, got {value!r}")
-        kinds = {"policy": (Policy, "an edge_sdk.Policy of predicates, e.g. default_policy()"),
-                 "pipeline": (UpdatePipeline, "an UpdatePipeline")}
+            if not (value is None and name != "collection") and not (
+                isinstance(value, str) and value
+            ):
+                raise ValueError(
+                    f"ClientConfig.{name} must be a non-empty string"
+                    f"{'' if name == 'collection' else ' or None'}, got {value!r}"
+                )
+        kinds = {
+            "policy": (Policy, "an edge_sdk.Policy of predicates, e.g. default_policy()"),
+            "pipeline": (UpdatePipeline, "an UpdatePipeline"),
+        }
         for name, (kind, what) in kinds.items():
             if not isinstance(getattr(self, name), kind):
-                raise TypeError(f"ClientConfig.{name} must be {what}, got "
-                                 f"{type(getattr(self, name)).__name__}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
-                                      or self.seed < 0):
+                raise TypeError(
+                    f"ClientConfig.{name} must be {what}, got {type(getattr(self, name)).__name__}"
+                )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
             raise ValueError(f"ClientConfig.seed must be an int >= 0 or None, got {self.seed!r}")
         if not callable(getattr(self.clock, "now", None)):
-            raise TypeError("ClientConfig.clock must have a now() -> seconds method "
-                             "(edge_sdk.SystemClock)")
+            raise TypeError(
+                "ClientConfig.clock must have a now() -> seconds method (edge_sdk.SystemClock)"
+            )

@@ -10,6 +10,7 @@ under a key naming the server and the population; later connections, also after 
 restart, reuse it and do not enroll again. The identity (signing key and token) is as
 safe as the store's file: an app that wants more keeps the store in its private storage.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,26 @@ class Connection:
     """Enrolled (or re-using the stored identity) once opened: `async with` it, or
     `await` it and `close()` when done. One HTTP session serves every client made."""
 
-    def __init__(self, url: str, population: str, secret: str, store: ExampleStore, *,
-                 retry: RetryPolicy = _RETRY,
-                 session: aiohttp.ClientSession | None = None):
+    def __init__(
+        self,
+        url: str,
+        population: str,
+        secret: str,
+        store: ExampleStore,
+        *,
+        retry: RetryPolicy = _RETRY,
+        session: aiohttp.ClientSession | None = None,
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be the aggregator's http(s):// address, got {url!r}")
         if not population or not secret:
             raise ValueError("population and secret are the enrollment's: both are needed")
-        self.url, self.population, self.secret, self.store = url.rstrip("/"), population, \
-            secret, store
+        self.url, self.population, self.secret, self.store = (
+            url.rstrip("/"),
+            population,
+            secret,
+            store,
+        )
         self.retry = retry
         self._session, self._own_session = session, session is None
         self.transport: Transport | None = None
@@ -65,10 +77,14 @@ class Connection:
         try:
             if kept is None:
                 signing_key = generate_signing_key()
-                doc = await transport.enroll(self.population, self.secret,
-                                             public_key_of(signing_key))
-                kept = {"device_id": doc["device_id"], "token": doc["token"],
-                        "signing_key": signing_key.hex()}
+                doc = await transport.enroll(
+                    self.population, self.secret, public_key_of(signing_key)
+                )
+                kept = {
+                    "device_id": doc["device_id"],
+                    "token": doc["token"],
+                    "signing_key": signing_key.hex(),
+                }
                 self.store.put_state(key, json.dumps(kept).encode())
                 self.enrolled_now = True
         except BaseException:
@@ -107,30 +123,48 @@ class Connection:
         identity = self._opened()
         rng = np.random.default_rng(config.seed)
         return FederatedClient(
-            bundle, self.transport, self.store, identity, policy=config.policy,
-            clock=config.clock, rng=rng, collection=config.collection,
-            pipeline=config.pipeline, eval_collection=config.eval_collection,
-            training=LocalTraining(bundle, config.clock, in_thread=config.train_in_thread))
+            bundle,
+            self.transport,
+            self.store,
+            identity,
+            policy=config.policy,
+            clock=config.clock,
+            rng=rng,
+            collection=config.collection,
+            pipeline=config.pipeline,
+            eval_collection=config.eval_collection,
+            training=LocalTraining(bundle, config.clock, in_thread=config.train_in_thread),
+        )
 
-    async def current_model(self, bundle: Bundle, task_id: str,
-                            version: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
+    async def current_model(
+        self, bundle: Bundle, task_id: str, version: int | None = None
+    ) -> tuple[int, dict[str, np.ndarray]]:
         """(version, parameters) of the task's current global model (or of `version`),
         e.g. for a Predictor; float32 arrays of the bundle's parameter shapes."""
         self._opened()
-        header, arrays = decode_parameters(await self.transport.download_model(task_id, version),
-                                           bundle.parameter_specs)
+        header, arrays = decode_parameters(
+            await self.transport.download_model(task_id, version), bundle.parameter_specs
+        )
         return header["model_version"], arrays
 
     def _opened(self) -> DeviceIdentity:
         if self.identity is None or self.transport is None:
-            raise RuntimeError("the connection is not open: `async with edge_sdk.connect(...) "
-                               "as server:` or `server = await edge_sdk.connect(...)`")
+            raise RuntimeError(
+                "the connection is not open: `async with edge_sdk.connect(...) "
+                "as server:` or `server = await edge_sdk.connect(...)`"
+            )
         return self.identity
 
 
-def connect(url: str, population: str, secret: str, store: ExampleStore, *,
-            retry: RetryPolicy = _RETRY,
-            session: aiohttp.ClientSession | None = None) -> Connection:
+def connect(
+    url: str,
+    population: str,
+    secret: str,
+    store: ExampleStore,
+    *,
+    retry: RetryPolicy = _RETRY,
+    session: aiohttp.ClientSession | None = None,
+) -> Connection:
     """A connection to the aggregator at `url` for a device of `population` (enrolling
     with `secret` the first time); open it with `async with` or `await`."""
     return Connection(url, population, secret, store, retry=retry, session=session)
@@ -141,11 +175,14 @@ def _read_identity(raw: bytes | None) -> dict | None:
         return None
     try:
         doc = json.loads(raw)
-        if isinstance(doc, dict) and all(isinstance(doc.get(k), str) for k in
-                                         ("device_id", "token", "signing_key")):
+        if isinstance(doc, dict) and all(
+            isinstance(doc.get(k), str) for k in ("device_id", "token", "signing_key")
+        ):
             bytes.fromhex(doc["signing_key"])
             return doc
     except ValueError:
         pass
-    raise StoreError("the stored device identity is damaged; wipe the store's state key "
-                     "'sdk.identity...' to enroll again")
+    raise StoreError(
+        "the stored device identity is damaged; wipe the store's state key "
+        "'sdk.identity...' to enroll again"
+    )

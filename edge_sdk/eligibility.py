@@ -7,6 +7,7 @@ carries the local time, and the participation history is passed in.
     decision = policy.decide(state, context)
     # Decision(allowed=False, reasons=("battery 0.21 < 0.30",), codes=("battery_low",))
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,10 @@ class RequireUnmetered:
     def __call__(self, state, context):
         if state.network == "unmetered":
             return Decision.ok()
-        return Decision.deny("metered_network" if state.network == "metered" else "no_network",
-                             f"network is {state.network}")
+        return Decision.deny(
+            "metered_network" if state.network == "metered" else "no_network",
+            f"network is {state.network}",
+        )
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,9 @@ class MinFreeStorage:
     def __call__(self, state, context):
         if state.free_storage_bytes >= self.bytes_:
             return Decision.ok()
-        return Decision.deny("low_storage", f"free storage {state.free_storage_bytes} B < {self.bytes_} B")
+        return Decision.deny(
+            "low_storage", f"free storage {state.free_storage_bytes} B < {self.bytes_} B"
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,9 @@ class MinLocalExamples:
     def __call__(self, state, context):
         if context.local_examples >= self.count:
             return Decision.ok()
-        return Decision.deny("too_few_examples", f"{context.local_examples} local examples < {self.count}")
+        return Decision.deny(
+            "too_few_examples", f"{context.local_examples} local examples < {self.count}"
+        )
 
 
 @dataclass(frozen=True)
@@ -165,7 +172,9 @@ class Cooldown:
         since = context.now - context.history.started[-1]
         if since >= self.seconds:
             return Decision.ok()
-        return Decision.deny("cooldown", f"last participation {since:.0f}s ago < {self.seconds:.0f}s")
+        return Decision.deny(
+            "cooldown", f"last participation {since:.0f}s ago < {self.seconds:.0f}s"
+        )
 
 
 @dataclass(frozen=True)
@@ -193,12 +202,16 @@ class LocalTimeWindow:
 
     def __call__(self, state, context):
         now = state.local_time.time()
-        inside = (self.start <= now < self.end) if self.start <= self.end else \
-            (now >= self.start or now < self.end)
+        inside = (
+            (self.start <= now < self.end)
+            if self.start <= self.end
+            else (now >= self.start or now < self.end)
+        )
         if inside:
             return Decision.ok()
-        return Decision.deny("outside_window", f"local time {now:%H:%M} outside "
-                                               f"{self.start:%H:%M}-{self.end:%H:%M}")
+        return Decision.deny(
+            "outside_window", f"local time {now:%H:%M} outside {self.start:%H:%M}-{self.end:%H:%M}"
+        )
 
 
 @dataclass(frozen=True)
@@ -211,16 +224,29 @@ class Policy:
         failed = [d for d in (p(state, context) for p in self.predicates) if not d.allowed]
         if not failed:
             return Decision.ok()
-        return Decision(False, tuple(r for d in failed for r in d.reasons),
-                        tuple(c for d in failed for c in d.codes))
+        return Decision(
+            False,
+            tuple(r for d in failed for r in d.reasons),
+            tuple(c for d in failed for c in d.codes),
+        )
 
 
 def default_policy() -> Policy:
     """Keyboard-app defaults after Bonawitz et al. 2019: charging, unmetered, idle, cool,
     some battery and storage, enough local data, spaced participations."""
-    return Policy((RequireCharging(), RequireUnmetered(), RequireIdle(), MinBattery(0.3),
-                   MaxThermal("fair"), MinFreeStorage(), MinLocalExamples(20),
-                   Cooldown(6 * 3600), DailyQuota(2)))
+    return Policy(
+        (
+            RequireCharging(),
+            RequireUnmetered(),
+            RequireIdle(),
+            MinBattery(0.3),
+            MaxThermal("fair"),
+            MinFreeStorage(),
+            MinLocalExamples(20),
+            Cooldown(6 * 3600),
+            DailyQuota(2),
+        )
+    )
 
 
 class ReasonCounter:
@@ -239,11 +265,10 @@ class ReasonCounter:
         self._counts.clear()
 
 
-
-
 def stop_check(policy: Policy, snapshot, context, counter: ReasonCounter | None = None):
     """A trainer stop check that re-asks `policy` with fresh `snapshot()` and `context()`
     (both callables the app supplies); returns the first denial code, or None to go on."""
+
     def check() -> str | None:
         decision = policy.decide(snapshot(), context())
         if decision.allowed:
@@ -251,4 +276,5 @@ def stop_check(policy: Policy, snapshot, context, counter: ReasonCounter | None 
         if counter is not None:
             counter.record(decision)
         return decision.codes[0]
+
     return check

@@ -1,4 +1,5 @@
 """Evaluate parameters on local examples with the bundle's eval graph (no training)."""
+
 from __future__ import annotations
 
 from typing import Iterable
@@ -17,8 +18,12 @@ class Evaluator:
         self.bundle = bundle
         self._runner = GraphRunner(bundle.graph_path("eval"), runtime)
 
-    def evaluate(self, parameters: dict[str, np.ndarray],
-                 examples: Iterable[dict[str, np.ndarray]], batch_size: int = 64) -> dict[str, float]:
+    def evaluate(
+        self,
+        parameters: dict[str, np.ndarray],
+        examples: Iterable[dict[str, np.ndarray]],
+        batch_size: int = 64,
+    ) -> dict[str, float]:
         """Returns the metric sums plus mean_loss and accuracy (and top-3 recall for
         language models) over every non-padding target."""
         sums: dict[str, float] = {}
@@ -36,8 +41,12 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     count = sums.get("count", 0.0)
     if count:
         out["mean_loss"] = sums["loss_sum"] / count
-        for key, mean in (("correct", "accuracy"), ("correct_top3", "top3_accuracy"),
-                          ("squared_error", "mse"), ("absolute_error", "mae")):
+        for key, mean in (
+            ("correct", "accuracy"),
+            ("correct_top3", "top3_accuracy"),
+            ("squared_error", "mse"),
+            ("absolute_error", "mae"),
+        ):
             if key in sums:
                 out[mean] = sums[key] / count
     return out

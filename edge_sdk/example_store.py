@@ -7,6 +7,7 @@ never leave the device: there is no export, only iteration by the SDK's own trai
 
 An example is a dict of numpy arrays, stored in edge_sdk.protocol.arrays' container.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -64,8 +65,13 @@ def decode_example(blob: bytes) -> dict[str, np.ndarray]:
 class ExampleStore:
     """Thread-safe: one connection, serialized by a lock."""
 
-    def __init__(self, path: str | Path, retention: RetentionPolicy = RetentionPolicy(),
-                 clock: Clock | None = None, cache_kib: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        retention: RetentionPolicy = RetentionPolicy(),
+        clock: Clock | None = None,
+        cache_kib: int | None = None,
+    ):
         """`cache_kib` caps SQLite's page cache for this store (default: SQLite's ~2 MB);
         a host with many stores open, like the fleet simulator, keeps it small."""
         self.path, self.retention = Path(path), retention
@@ -93,23 +99,35 @@ class ExampleStore:
         now = self.clock.now()
         rows = [(collection, now, encode_example(e)) for e in examples]
         with self._lock, self._transaction():
-            self._db.executemany("INSERT INTO examples (collection, created, payload) "
-                                 "VALUES (?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT INTO examples (collection, created, payload) VALUES (?, ?, ?)", rows
+            )
             self._enforce(collection, now)
         return len(rows)
 
     def count(self, collection: str) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM examples WHERE collection = ?",
-                                    (collection,)).fetchone()[0]
+            return self._db.execute(
+                "SELECT COUNT(*) FROM examples WHERE collection = ?", (collection,)
+            ).fetchone()[0]
 
     def collections(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT DISTINCT collection FROM examples ORDER BY collection")]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT DISTINCT collection FROM examples ORDER BY collection"
+                )
+            ]
 
-    def iter_examples(self, collection: str, *, shuffle_rng: np.random.Generator | None = None,
-                      limit: int | None = None, page: int = 256) -> Iterator[dict[str, np.ndarray]]:
+    def iter_examples(
+        self,
+        collection: str,
+        *,
+        shuffle_rng: np.random.Generator | None = None,
+        limit: int | None = None,
+        page: int = 256,
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Stream a collection's examples, `page` rows per query: in insertion order, or
         in a seeded random order when `shuffle_rng` is given (only the row ids, a few bytes
         each, are held to shuffle). `limit` caps how many are yielded (per-task selection)."""
@@ -117,15 +135,25 @@ class ExampleStore:
             yield from self._iter_in_order(collection, limit, page)
             return
         with self._lock:
-            ids = np.array([r[0] for r in self._db.execute(
-                "SELECT id FROM examples WHERE collection = ?", (collection,))], dtype=np.int64)
+            ids = np.array(
+                [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT id FROM examples WHERE collection = ?", (collection,)
+                    )
+                ],
+                dtype=np.int64,
+            )
         ids = shuffle_rng.permutation(ids)[:limit]
         for start in range(0, len(ids), page):
-            chunk = [int(i) for i in ids[start:start + page]]
+            chunk = [int(i) for i in ids[start : start + page]]
             marks = ",".join("?" * len(chunk))
             with self._lock:
-                rows = dict(self._db.execute(
-                    f"SELECT id, payload FROM examples WHERE id IN ({marks})", chunk).fetchall())
+                rows = dict(
+                    self._db.execute(
+                        f"SELECT id, payload FROM examples WHERE id IN ({marks})", chunk
+                    ).fetchall()
+                )
             for i in chunk:
                 if i in rows:  # a row removed by retention meanwhile is skipped
                     yield decode_example(rows[i])
@@ -137,7 +165,9 @@ class ExampleStore:
             with self._lock:
                 rows = self._db.execute(
                     "SELECT id, payload FROM examples WHERE collection = ? AND id > ? "
-                    "ORDER BY id LIMIT ?", (collection, last, size)).fetchall()
+                    "ORDER BY id LIMIT ?",
+                    (collection, last, size),
+                ).fetchall()
             if not rows:
                 return
             for rowid, payload in rows:
@@ -154,19 +184,25 @@ class ExampleStore:
     def _enforce(self, collection: str, now: float) -> None:
         policy = self.retention
         if policy.max_age_s is not None:
-            self._db.execute("DELETE FROM examples WHERE collection = ? AND created < ?",
-                             (collection, now - policy.max_age_s))
+            self._db.execute(
+                "DELETE FROM examples WHERE collection = ? AND created < ?",
+                (collection, now - policy.max_age_s),
+            )
         if policy.max_count is not None:
             self._db.execute(
                 "DELETE FROM examples WHERE collection = ? AND id NOT IN (SELECT id FROM "
                 "examples WHERE collection = ? ORDER BY id DESC LIMIT ?)",
-                (collection, collection, policy.max_count))
+                (collection, collection, policy.max_count),
+            )
 
     # -- SDK state (checkpoints, error-feedback residuals, participation history) ---------
     def put_state(self, key: str, value: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) "
-                             "DO UPDATE SET value = excluded.value", (key, value))
+            self._db.execute(
+                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                "DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def get_state(self, key: str) -> bytes | None:
         with self._lock:

@@ -6,6 +6,7 @@ they survive an app restart, and `ExampleStore.wipe()` erases them with everythi
 else. They are kept per task and bundle: values written for another model are ignored
 and dropped, never fed to a graph they do not fit.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ class LocalBuffers:
 
     def __init__(self, store: StateStore, bundle: Bundle):
         self.store, self.bundle = store, bundle
-        self._shapes = {s.name: s.shape for s in bundle.parameter_specs
-                        if s.name in bundle.buffer_names}
+        self._shapes = {
+            s.name: s.shape for s in bundle.parameter_specs if s.name in bundle.buffer_names
+        }
 
     def load(self, task_id: str) -> dict[str, np.ndarray] | None:
         """The kept values (float32 arrays of the buffers' shapes), or None: nothing kept,
@@ -49,9 +51,14 @@ class LocalBuffers:
             meta = json.loads(arrays.pop(_META).tobytes())
         except (ProtocolError, KeyError, ValueError):
             arrays, meta = {}, {}
-        fits = meta.get("model_id") == self.bundle.model_id and set(arrays) == set(self._shapes) \
-            and all(a.shape == self._shapes[n] and a.dtype == np.float32
-                    and np.all(np.isfinite(a)) for n, a in arrays.items())
+        fits = (
+            meta.get("model_id") == self.bundle.model_id
+            and set(arrays) == set(self._shapes)
+            and all(
+                a.shape == self._shapes[n] and a.dtype == np.float32 and np.all(np.isfinite(a))
+                for n, a in arrays.items()
+            )
+        )
         if not fits:
             self.store.delete_state(key)
             return None
@@ -63,8 +70,9 @@ class LocalBuffers:
             return
         meta = json.dumps({"model_id": self.bundle.model_id}).encode()
         arrays = {n: np.asarray(parameters[n], np.float32) for n in self._shapes}
-        self.store.put_state(KEY.format(task=task_id),
-                             encode_arrays({_META: np.frombuffer(meta, np.uint8)} | arrays))
+        self.store.put_state(
+            KEY.format(task=task_id), encode_arrays({_META: np.frombuffer(meta, np.uint8)} | arrays)
+        )
 
     def forget(self, task_id: str) -> None:
         if self._shapes:  # a bundle without buffers never kept any
@@ -77,8 +85,9 @@ class LocalBuffers:
         kept = self.load(task_id)
         return parameters if kept is None else parameters | kept
 
-    def split(self, parameters: dict[str, np.ndarray], delta: dict[str, np.ndarray]
-              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def split(
+        self, parameters: dict[str, np.ndarray], delta: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """(the buffer values a training run reached, `delta` with zeros for the buffers:
         what leaves the device) for a run from `parameters` (neither is mutated). The
         values are parameters + delta, float32, so equal to the trained ones to rounding."""

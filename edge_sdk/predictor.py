@@ -1,6 +1,7 @@
 """On-device inference with the current global model: next-word suggestions for the
 keyboard, class scores for classifiers. A new model version is swapped in atomically:
 each call reads one (version, parameters) snapshot."""
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,13 @@ class _Snapshot:
 
 
 class Predictor:
-    def __init__(self, bundle: Bundle, parameters: dict[str, np.ndarray] | None = None,
-                 version: int = 0, runtime: RuntimeOptions = RuntimeOptions()):
+    def __init__(
+        self,
+        bundle: Bundle,
+        parameters: dict[str, np.ndarray] | None = None,
+        version: int = 0,
+        runtime: RuntimeOptions = RuntimeOptions(),
+    ):
         self.bundle = bundle
         self._runner = GraphRunner(bundle.graph_path("infer"), runtime)
         self._lock = threading.Lock()

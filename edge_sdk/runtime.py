@@ -3,6 +3,7 @@
 A train step's parameters and optimizer state stay in OrtValues from one step to the
 next, so a step copies no parameter through numpy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,21 +52,24 @@ class StatefulStepRunner:
     carried: initial numpy arrays by input name (parameters and optimizer state).
     """
 
-    def __init__(self, path: Path, carried: dict[str, np.ndarray],
-                 options: RuntimeOptions = RuntimeOptions()):
+    def __init__(
+        self, path: Path, carried: dict[str, np.ndarray], options: RuntimeOptions = RuntimeOptions()
+    ):
         self.session = open_session(path, options)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.reset(carried)
 
     def reset(self, carried: dict[str, np.ndarray]) -> None:
         """Replace the carried arrays (copied; the caller's arrays are not kept)."""
-        self._carried = {k: ort.OrtValue.ortvalue_from_numpy(np.array(v, copy=True))
-                         for k, v in carried.items()}
+        self._carried = {
+            k: ort.OrtValue.ortvalue_from_numpy(np.array(v, copy=True)) for k, v in carried.items()
+        }
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, float]:
         """One step; returns the scalar outputs (loss and metric sums) as floats."""
-        values = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
-                  for k, v in feeds.items()}
+        values = {
+            k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()
+        }
         values.update(self._carried)
         outs = self.session.run_with_ort_values(self.output_names, values)
         scalars = {}

@@ -1,5 +1,6 @@
 """Learning-rate schedules: step number (0-based) -> learning rate. The rate is a graph
 input of the train step, so any schedule works without recompiling the bundle."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ wall-clock budget, and checkpoints so that an interrupted run resumes where it s
 It never returns a half-trained model as complete: a run that stops early reports why,
 and its parameters are not meant to be uploaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,13 @@ class TrainingResult:
 class LocalTrainer:
     """Trains `bundle` from given parameters; parameters()/set_parameters() are numpy dicts."""
 
-    def __init__(self, bundle: Bundle, parameters: dict[str, np.ndarray] | None = None,
-                 runtime: RuntimeOptions = RuntimeOptions(), clock: Clock | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        parameters: dict[str, np.ndarray] | None = None,
+        runtime: RuntimeOptions = RuntimeOptions(),
+        clock: Clock | None = None,
+    ):
         self.bundle, self.runtime = bundle, runtime
         self.clock = clock or SystemClock()
         self._runner: StatefulStepRunner | None = None
@@ -92,8 +98,10 @@ class LocalTrainer:
     def set_parameters(self, parameters: dict[str, np.ndarray]) -> None:
         """Start from `parameters` (not mutated) with fresh optimizer state."""
         check_parameters(self.bundle.parameter_specs, parameters)
-        state = {s["name"]: np.zeros_like(parameters[s["like"]])
-                 for s in self.bundle.optimizer_state_specs}
+        state = {
+            s["name"]: np.zeros_like(parameters[s["like"]])
+            for s in self.bundle.optimizer_state_specs
+        }
         self._start({k: np.array(v, np.float32) for k, v in parameters.items()} | state, step=0)
 
     def parameters(self) -> dict[str, np.ndarray]:
@@ -107,17 +115,22 @@ class LocalTrainer:
 
     def _start(self, carried: dict[str, np.ndarray], step: int) -> None:
         if self._runner is None:  # building the session is the expensive part: do it once
-            self._runner = StatefulStepRunner(self.bundle.graph_path("train_step"), carried,
-                                              self.runtime)
+            self._runner = StatefulStepRunner(
+                self.bundle.graph_path("train_step"), carried, self.runtime
+            )
         else:
             self._runner.reset(carried)
         self._step = step
 
     # -- training -----------------------------------------------------------------------
-    def train(self, examples: ExampleSource, plan: TrainingPlan,
-              stop_check: Callable[[], str | None] = lambda: None,
-              checkpoints: CheckpointStore | None = None,
-              checkpoint_key: str = "trainer.checkpoint") -> TrainingResult:
+    def train(
+        self,
+        examples: ExampleSource,
+        plan: TrainingPlan,
+        stop_check: Callable[[], str | None] = lambda: None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_key: str = "trainer.checkpoint",
+    ) -> TrainingResult:
         """Run `plan`. Between batches `stop_check()` returning a reason stops the run
         (a checkpoint is kept if enabled, so a later call resumes)."""
         rng = np.random.default_rng(plan.seed)
@@ -136,7 +149,10 @@ class LocalTrainer:
                 reason = stop_check()
                 if reason is not None:
                     return totals.result("stopped", reason)
-                if plan.time_budget_s is not None and self.clock.now() - started >= plan.time_budget_s:
+                if (
+                    plan.time_budget_s is not None
+                    and self.clock.now() - started >= plan.time_budget_s
+                ):
                     return totals.result("budget")
                 feeds = dict(batch)
                 feeds["lr"] = np.array(plan.schedule(self._step), np.float32)
@@ -146,8 +162,11 @@ class LocalTrainer:
                 scalars = self._runner.step(feeds)
                 self._step += 1
                 totals.add(scalars, n)
-                if plan.checkpoint_every and checkpoints is not None and \
-                        totals.steps % plan.checkpoint_every == 0:
+                if (
+                    plan.checkpoint_every
+                    and checkpoints is not None
+                    and totals.steps % plan.checkpoint_every == 0
+                ):
                     self._save(checkpoints, checkpoint_key, plan, epoch, position, totals)
                 if plan.max_steps is not None and totals.steps >= plan.max_steps:
                     return self._finish(checkpoints, checkpoint_key, totals)
@@ -160,12 +179,30 @@ class LocalTrainer:
         return totals.result("completed")
 
     # -- checkpoints ----------------------------------------------------------------------
-    def _save(self, store: CheckpointStore, key: str, plan: TrainingPlan, epoch: int,
-              position: int, totals: _Totals) -> None:
-        meta = {"model_id": self.bundle.model_id, "plan": repr(plan), "epoch": epoch,
-                "position": position, "step": self._step, "totals": totals.__dict__}
-        store.put_state(key, encode_arrays(
-            {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)} | self._runner.carried()))
+    def _save(
+        self,
+        store: CheckpointStore,
+        key: str,
+        plan: TrainingPlan,
+        epoch: int,
+        position: int,
+        totals: _Totals,
+    ) -> None:
+        meta = {
+            "model_id": self.bundle.model_id,
+            "plan": repr(plan),
+            "epoch": epoch,
+            "position": position,
+            "step": self._step,
+            "totals": totals.__dict__,
+        }
+        store.put_state(
+            key,
+            encode_arrays(
+                {"__meta__": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+                | self._runner.carried()
+            ),
+        )
 
     def _resume(self, store: CheckpointStore, key: str, plan: TrainingPlan):
         blob = store.get_state(key)

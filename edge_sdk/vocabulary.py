@@ -6,6 +6,7 @@ the vocabulary, the device encodes typed text with the vocabulary stored in the 
 Words are lower-cased runs of letters with inner apostrophes kept ("'tis", "don't");
 punctuation and digits are dropped, because a keyboard suggests words, not symbols.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,14 +99,19 @@ Vocabulary = WordVocabulary | CharVocabulary
 
 
 def vocabulary_from_json(doc) -> Vocabulary:
-    if not isinstance(doc, dict) or not isinstance(doc.get("tokens"), list) or \
-            not all(isinstance(t, str) for t in doc["tokens"]):
-        raise VocabularyError("a vocabulary is a JSON object with a 'kind' and a list of "
-                              "string 'tokens'")
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("tokens"), list)
+        or not all(isinstance(t, str) for t in doc["tokens"])
+    ):
+        raise VocabularyError(
+            "a vocabulary is a JSON object with a 'kind' and a list of string 'tokens'"
+        )
     kinds = {"word": WordVocabulary, "char": CharVocabulary}
     if doc.get("kind") not in kinds:
-        raise VocabularyError(f"unknown vocabulary kind {doc.get('kind')!r}; expected "
-                              f"{sorted(kinds)}")
+        raise VocabularyError(
+            f"unknown vocabulary kind {doc.get('kind')!r}; expected {sorted(kinds)}"
+        )
     return kinds[doc["kind"]](doc["tokens"])
 
 

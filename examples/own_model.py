@@ -6,6 +6,7 @@ features and input_shape it takes, sized to the data; the config's loss and opti
 compile with it into a training bundle. forward()'s parameter names are the data's
 input names ("x" for tabular and array data, "tokens" / "chars" for text).
 """
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ instead of Shakespeare's, and its held-out split is evaluated beside the server
 (`edge-fl heldout`) as each version arrives.
 Stop it with Ctrl-C; start it again on the same data dir and it carries on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,17 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default="out/aggregator")
     parser.add_argument("--port", type=int, default=8750)
     parser.add_argument("--admin-token", help="default: a random one, printed")
-    parser.add_argument("--enrollment-secret", help="the keyboard population's secret "
-                        "(default: a random one, printed)")
+    parser.add_argument(
+        "--enrollment-secret",
+        help="the keyboard population's secret (default: a random one, printed)",
+    )
     parser.add_argument("--data", help="the keyboard's text (default: Shakespeare)")
     parser.add_argument("--vocabulary-size", type=int, default=10000)
-    parser.add_argument("--settings", default=str(SETTINGS),
-                        help="the task's settings, JSON or TOML (default: %(default)s)")
+    parser.add_argument(
+        "--settings",
+        default=str(SETTINGS),
+        help="the task's settings, JSON or TOML (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = read_settings(args.settings)  # before anything is built or started
@@ -55,13 +61,29 @@ def main(argv=None) -> None:
         serve_config = ["--config", str(data / "serve.json")]
     else:
         from model_zoo.zoo import build_bundle
-        bundle = build_bundle("keyboard_cifg", data / "bundles" / "keyboard_cifg",
-                              with_vocabulary=True)
-    server = subprocess.Popen([sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir",
-                               str(data / "state"), "--port", str(args.port), "--admin-token",
-                               admin_token, "--enrollment-secret", f"keyboard={enrollment_secret}",
-                               *serve_config],
-                              stdout=subprocess.PIPE, text=True)
+
+        bundle = build_bundle(
+            "keyboard_cifg", data / "bundles" / "keyboard_cifg", with_vocabulary=True
+        )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_fl_cli",
+            "serve",
+            "--data-dir",
+            str(data / "state"),
+            "--port",
+            str(args.port),
+            "--admin-token",
+            admin_token,
+            "--enrollment-secret",
+            f"keyboard={enrollment_secret}",
+            *serve_config,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = server.stdout.readline().split()[-1]
     admin = AdminClient(url, admin_token)
     try:
@@ -71,14 +93,23 @@ def main(argv=None) -> None:
             server.terminate()
             raise SystemExit(f"run_aggregator: {e}") from None
         print("task keyboard exists already: it carries on")
-    print(f"aggregator at {url}; dashboard {url}/dashboard; metrics {url}/metrics; "
-          f"API {url}/openapi.json. Ctrl-C stops it.")
-    print(f"admin token {admin_token}; devices enroll in population 'keyboard' with secret "
-          f"{enrollment_secret} (pass both flags to keep them across restarts)")
-    print(f"\na phone, in a second terminal:\n  python -m examples.keyboard_app --server {url} "
-          f"--secret {enrollment_secret} --bundle {bundle}")
-    print(f"the task, as an operator sees it:\n  EDGE_FL_ADMIN_TOKEN={admin_token} "
-          f"edge-fl task show keyboard --server {url}\n", flush=True)
+    print(
+        f"aggregator at {url}; dashboard {url}/dashboard; metrics {url}/metrics; "
+        f"API {url}/openapi.json. Ctrl-C stops it."
+    )
+    print(
+        f"admin token {admin_token}; devices enroll in population 'keyboard' with secret "
+        f"{enrollment_secret} (pass both flags to keep them across restarts)"
+    )
+    print(
+        f"\na phone, in a second terminal:\n  python -m examples.keyboard_app --server {url} "
+        f"--secret {enrollment_secret} --bundle {bundle}"
+    )
+    print(
+        f"the task, as an operator sees it:\n  EDGE_FL_ADMIN_TOKEN={admin_token} "
+        f"edge-fl task show keyboard --server {url}\n",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stops the server too
     try:
         while server.poll() is None:
@@ -96,18 +127,23 @@ def _bundle_for(spec: str, vocabulary_size: int, data: Path) -> Path:
     from fleet.datasets import spec_from_argument
     from fleet.datasets.summary import write_heldout
     from fleet.models import build_model_bundle
-    config = SimulationConfig(model="keyboard_cifg", data=spec_from_argument(spec),
-                              vocabulary_size=vocabulary_size)
+
+    config = SimulationConfig(
+        model="keyboard_cifg", data=spec_from_argument(spec), vocabulary_size=vocabulary_size
+    )
     dataset = open_dataset(config)
     if dataset.task().kind != "next_word":
         raise SystemExit(f"--data {spec}: the keyboard needs text (JSON lines or a directory)")
     bundle = build_model_bundle(config, dataset.task(), data / "bundles" / "keyboard_cifg")
     held = data / "heldout.jsonl"
     count = write_heldout(dataset, held)
-    (data / "serve.json").write_text(json.dumps(
-        {"heldout": {"keyboard": {"bundle": str(bundle.path), "examples": str(held)}}}))
-    print(f"{dataset.name}: vocabulary of {bundle.num_classes} words from the training split "
-          f"of {len(dataset.users())} users; {count} held-out sentences in {held}")
+    (data / "serve.json").write_text(
+        json.dumps({"heldout": {"keyboard": {"bundle": str(bundle.path), "examples": str(held)}}})
+    )
+    print(
+        f"{dataset.name}: vocabulary of {bundle.num_classes} words from the training split "
+        f"of {len(dataset.users())} users; {count} held-out sentences in {held}"
+    )
     return bundle.path
 
 

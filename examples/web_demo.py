@@ -11,6 +11,7 @@ sentences in IndexedDB, suggests next words from the newest model and trains whe
 policy allows (opt-in, tab hidden or user idle). What the tab reports is printed here.
 Ctrl-C stops both servers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,38 +30,64 @@ from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "clients" / "web"
-TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
-         ".html": "text/html", ".json": "application/json"}
+TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".wasm": "application/wasm",
+    ".html": "text/html",
+    ".json": "application/json",
+}
 FORWARDED_REQUEST = ("Authorization", "Content-Type", "If-None-Match", "Range")
-FORWARDED_RESPONSE = ("Content-Type", "ETag", "Last-Modified", "Retry-After", "X-Model-Version",
-                      "Content-Range", "Accept-Ranges")
+FORWARDED_RESPONSE = (
+    "Content-Type",
+    "ETag",
+    "Last-Modified",
+    "Retry-After",
+    "X-Model-Version",
+    "Content-Range",
+    "Accept-Ranges",
+)
 TASK = "keyboard"
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
 def task_settings(goal: int) -> dict:
     """Rounds one tab can close: `goal` reports, short waits between check-ins."""
-    return {"mode": "sync", "sync": {"goal": goal, "overselect": 1.0, "selection_timeout_s": 60,
-                                     "report_deadline_s": 120, "min_fraction": 1.0},
-            "retry_min_s": 3, "retry_max_s": 10,
-            "plan": {"epochs": 1, "batch_size": 8, "lr": 0.5}}
+    return {
+        "mode": "sync",
+        "sync": {
+            "goal": goal,
+            "overselect": 1.0,
+            "selection_timeout_s": 60,
+            "report_deadline_s": 120,
+            "min_fraction": 1.0,
+        },
+        "retry_min_s": 3,
+        "retry_max_s": 10,
+        "plan": {"epochs": 1, "batch_size": 8, "lr": 0.5},
+    }
 
 
 def _file(root: Path, relative: str) -> web.StreamResponse:
     path = (root / relative).resolve()
     if root.resolve() not in path.parents or not path.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(path, headers={
-        "Content-Type": TYPES.get(path.suffix, "application/octet-stream"),
-        "Cache-Control": "no-store"})
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": TYPES.get(path.suffix, "application/octet-stream"),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def _print_report(event: dict) -> None:
     print("tab:", json.dumps(event)[:300], flush=True)
 
 
-def page_app(api_url: str, bundle_dir: Path, config: dict,
-             on_report=_print_report) -> web.Application:
+def page_app(
+    api_url: str, bundle_dir: Path, config: dict, on_report=_print_report
+) -> web.Application:
     """clients/web at /web/, the bundle at /bundle/, the page's settings at
     /demo/config.json, its reports at POST /demo/log (each JSON event to `on_report`),
     the API at /v1/ (proxied)."""
@@ -87,8 +114,9 @@ def page_app(api_url: str, bundle_dir: Path, config: dict,
 
     async def api(request):
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
-        async with app[SESSION].request(request.method, api_url + request.path_qs,
-                                          data=await request.read(), headers=headers) as r:
+        async with app[SESSION].request(
+            request.method, api_url + request.path_qs, data=await request.read(), headers=headers
+        ) as r:
             body = await r.read()
             kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
             return web.Response(status=r.status, body=body, headers=kept)
@@ -99,16 +127,28 @@ def page_app(api_url: str, bundle_dir: Path, config: dict,
         await app[SESSION].close()
 
     app.cleanup_ctx.append(session_context)
-    app.add_routes([web.get("/", index), web.get("/web/{path:.+}", static),
-                    web.get("/bundle/{name}", bundle), web.get("/demo/config.json", settings),
-                    web.post("/demo/log", log), web.route("*", "/v1/{path:.*}", api)])
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/web/{path:.+}", static),
+            web.get("/bundle/{name}", bundle),
+            web.get("/demo/config.json", settings),
+            web.post("/demo/log", log),
+            web.route("*", "/v1/{path:.*}", api),
+        ]
+    )
     return app
 
 
 def create_task(url: str, admin_token: str, bundle: Path, goal: int) -> None:
-    request = urllib.request.Request(url + "/v1/admin/tasks", method="POST", data=json.dumps({
-        "task_id": TASK, "bundle_dir": str(bundle), "settings": task_settings(goal)}).encode(),
-        headers={"X-Admin-Token": admin_token, "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + "/v1/admin/tasks",
+        method="POST",
+        data=json.dumps(
+            {"task_id": TASK, "bundle_dir": str(bundle), "settings": task_settings(goal)}
+        ).encode(),
+        headers={"X-Admin-Token": admin_token, "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request) as r:
             print("created task:", json.loads(r.read())["task_id"])
@@ -122,8 +162,11 @@ async def _serve_page(app: web.Application, host: str, port: int) -> None:
     try:
         await web.TCPSite(runner, host, port).start()
         bound = runner.addresses[0][1]
-        print(f"open http://{host}:{bound}/ in a browser (several tabs or profiles make "
-              "several devices); Ctrl-C stops.", flush=True)
+        print(
+            f"open http://{host}:{bound}/ in a browser (several tabs or profiles make "
+            "several devices); Ctrl-C stops.",
+            flush=True,
+        )
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
@@ -131,25 +174,44 @@ async def _serve_page(app: web.Application, host: str, port: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="keyboard_cifg_tiny",
-                        help="zoo keyboard model (keyboard_cifg for the full one)")
+    parser.add_argument(
+        "--model",
+        default="keyboard_cifg_tiny",
+        help="zoo keyboard model (keyboard_cifg for the full one)",
+    )
     parser.add_argument("--data-dir", default="out/web_demo")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8760, help="the page's port")
     parser.add_argument("--goal", type=int, default=1, help="reports per round")
     args = parser.parse_args(argv)
     from model_zoo.zoo import build_bundle
+
     data = Path(args.data_dir)
     print(f"compiling {args.model} ...", flush=True)
     bundle = build_bundle(args.model, data / "bundles" / args.model, with_vocabulary=True)
     admin_token = secrets.token_urlsafe(24)
     secret = secrets.token_urlsafe(16)
     # a state dir per model: a task's bundle cannot change under it
-    server = subprocess.Popen([sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir",
-                               str(data / "state" / args.model), "--host", "127.0.0.1",
-                               "--port", "0", "--admin-token", admin_token,
-                               "--enrollment-secret", f"{TASK}={secret}"],
-                              stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_fl_cli",
+            "serve",
+            "--data-dir",
+            str(data / "state" / args.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-token",
+            admin_token,
+            "--enrollment-secret",
+            f"{TASK}={secret}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         if not line.startswith("listening on "):
@@ -157,8 +219,10 @@ def main(argv=None) -> None:
         api_url = line.split()[-1]
         create_task(api_url, admin_token, bundle, args.goal)
         app = page_app(api_url, bundle, {"population": TASK, "secret": secret, "task": TASK})
-        print(f"aggregator at {api_url} (dashboard {api_url}/dashboard; admin token "
-              f"{admin_token})", flush=True)
+        print(
+            f"aggregator at {api_url} (dashboard {api_url}/dashboard; admin token {admin_token})",
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server too
         try:
             asyncio.run(_serve_page(app, args.host, args.port))

@@ -11,6 +11,7 @@ settings as JSON (docs/aggregator.md), checked when the config is built; e.g.
 {"plan": {"buffers": "local"}} keeps a BatchNorm model's running statistics on each
 simulated device (FedBN), in its own example store.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,10 +71,19 @@ class SimulationConfig:
     # positions per example: sentences cut to this many words, or windows of this many
     # characters; None: the task's own (20 words; LEAF's 80 characters)
     sequence_length: int | None = None
-    task: dict = field(default_factory=lambda: {
-        "mode": "sync", "sync": {"goal": 50, "overselect": 1.3, "selection_timeout_s": 600,
-                                 "report_deadline_s": 900, "min_fraction": 0.7},
-        "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0}})
+    task: dict = field(
+        default_factory=lambda: {
+            "mode": "sync",
+            "sync": {
+                "goal": 50,
+                "overselect": 1.3,
+                "selection_timeout_s": 600,
+                "report_deadline_s": 900,
+                "min_fraction": 0.7,
+            },
+            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
+        }
+    )
     codec: str | dict = "default"
     transport: str = "http"
     hours: float = 48.0
@@ -109,39 +119,54 @@ class SimulationConfig:
             check_spec(self.data)
         check_optimizer(self.optimizer)
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}"
-                             f"{nearest(self.loss, LOSSES)}")
+            raise ValueError(
+                f"loss must be one of {LOSSES}, got {self.loss!r}{nearest(self.loss, LOSSES)}"
+            )
         if not isinstance(self.model, str) or not self.model:
             raise ValueError("model is a zoo name, 'package.module:factory' or a bundle directory")
         if not isinstance(self.model_options, dict):
             raise ValueError("model_options is an object of the factory's arguments")
         _check_task(self.task)
-        if not isinstance(self.vocabulary_size, int) or isinstance(self.vocabulary_size, bool) \
-                or self.vocabulary_size < 3:
-            raise ValueError(f"vocabulary_size must be an int above the vocabulary's special "
-                             f"tokens, got {self.vocabulary_size!r}")
+        if (
+            not isinstance(self.vocabulary_size, int)
+            or isinstance(self.vocabulary_size, bool)
+            or self.vocabulary_size < 3
+        ):
+            raise ValueError(
+                f"vocabulary_size must be an int above the vocabulary's special "
+                f"tokens, got {self.vocabulary_size!r}"
+            )
         if self.sequence_length is not None and (
-                not isinstance(self.sequence_length, int) or self.sequence_length < 2):
-            raise ValueError(f"sequence_length must be an int >= 2 or None (the task's own), "
-                             f"got {self.sequence_length!r}")
+            not isinstance(self.sequence_length, int) or self.sequence_length < 2
+        ):
+            raise ValueError(
+                f"sequence_length must be an int >= 2 or None (the task's own), "
+                f"got {self.sequence_length!r}"
+            )
         if self.transport not in ("http", "inprocess"):
             raise ValueError("transport must be 'http' or 'inprocess'")
         if self.device_stores not in ("memory", "disk"):
-            raise ValueError(f"device_stores must be 'memory' or 'disk', got {self.device_stores!r}")
+            raise ValueError(
+                f"device_stores must be 'memory' or 'disk', got {self.device_stores!r}"
+            )
         if self.backend not in ("local", "processes", "ray"):
             raise ValueError(f"backend must be 'local', 'processes' or 'ray', got {self.backend!r}")
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be an int >= 0 (0: one per core), got {self.workers!r}")
         if set(self.ray) - {"address", "actors"}:
-            raise ValueError("ray settings are 'address' (None starts a local Ray instance) "
-                             "and 'actors' (training workers)")
+            raise ValueError(
+                "ray settings are 'address' (None starts a local Ray instance) "
+                "and 'actors' (training workers)"
+            )
         if self.attackers is not None and (
-                not 0 < self.attackers.get("fraction", 0) < 1
-                or self.attackers.get("kind") not in ("sign_flip", "scale")):
+            not 0 < self.attackers.get("fraction", 0) < 1
+            or self.attackers.get("kind") not in ("sign_flip", "scale")
+        ):
             raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
         _check_population(self)
         if self.pretrain is not None:
             from .pretrain import check_pretrain
+
             check_pretrain(self)
         if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
             raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
@@ -165,8 +190,9 @@ class SimulationConfig:
         if isinstance(profiles, ProfileSettings):
             profiles = asdict(profiles)
         refuse_unknown(profiles, [f.name for f in fields(ProfileSettings)], f"{where}: profiles")
-        profiles = ProfileSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in profiles.items()})
+        profiles = ProfileSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in profiles.items()}
+        )
         return cls(profiles=profiles, **doc)
 
     def to_json(self) -> dict:
@@ -176,8 +202,9 @@ class SimulationConfig:
 def refuse_unknown(doc: dict, valid: list[str], where: str) -> None:
     for key in doc:
         if key not in valid:
-            raise ValueError(f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: "
-                             f"{', '.join(valid)}")
+            raise ValueError(
+                f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: {', '.join(valid)}"
+            )
 
 
 def pipeline_of(codec: str | dict) -> UpdatePipeline:
@@ -186,8 +213,10 @@ def pipeline_of(codec: str | dict) -> UpdatePipeline:
     compression_level."""
     if isinstance(codec, str):
         if codec not in CODECS:
-            raise ValueError(f"codec must be one of {CODECS} or an object of codec fields, "
-                             f"got {codec!r}{nearest(codec, CODECS)}")
+            raise ValueError(
+                f"codec must be one of {CODECS} or an object of codec fields, "
+                f"got {codec!r}{nearest(codec, CODECS)}"
+            )
         return UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec(codec))
     if not isinstance(codec, dict):
         raise ValueError(f"codec must be a name or an object, got {codec!r}")
@@ -202,21 +231,27 @@ def pipeline_of(codec: str | dict) -> UpdatePipeline:
 
 def _check_population(config: SimulationConfig) -> None:
     if config.population not in ("eager", "lazy"):
-        raise ValueError(f"population must be 'eager' or 'lazy', got {config.population!r}"
-                         f"{nearest(str(config.population), ['eager', 'lazy'])}")
+        raise ValueError(
+            f"population must be 'eager' or 'lazy', got {config.population!r}"
+            f"{nearest(str(config.population), ['eager', 'lazy'])}"
+        )
     if config.population != "lazy":
         return
     if config.device_stores != "memory":
-        raise ValueError("a lazy population keeps no device state between visits: "
-                         "device_stores must be 'memory'")
+        raise ValueError(
+            "a lazy population keeps no device state between visits: device_stores must be 'memory'"
+        )
     if config.task.get("eval_fraction"):
-        raise ValueError("a lazy population makes no check-ins while the server wants no "
-                         "training, so federated evaluation (task eval_fraction) gets no "
-                         "devices: set eval_fraction to 0, or population 'eager'")
+        raise ValueError(
+            "a lazy population makes no check-ins while the server wants no "
+            "training, so federated evaluation (task eval_fraction) gets no "
+            "devices: set eval_fraction to 0, or population 'eager'"
+        )
 
 
 def _check_task(task: dict) -> None:
     from aggregator.config import TaskSettings
+
     try:
         TaskSettings.from_json(task)
     except (TypeError, ValueError) as e:

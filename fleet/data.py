@@ -8,6 +8,7 @@ vocabulary) and shakespeare_char* (the role's text in 80-character windows, ever
 position a target, as in LEAF and TFF's Shakespeare); Fashion-MNIST over 100 IID
 synthetic users for femnist_cnn*; breast cancer for logreg and mlp.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,11 @@ UNITS = {"next_word": "sentences", "next_char": "80-character windows"}
 class TaskData:
     bundle: Bundle
     task: Task
-    name: str                 # the dataset's name, for reports and plots
-    users: list[list[dict]]   # training examples per user
+    name: str  # the dataset's name, for reports and plots
+    users: list[list[dict]]  # training examples per user
     heldout: list[list[dict]]  # held-out examples per user (same order)
-    test: list[dict]          # the held-out sample evaluated during the run
-    test_all: list[dict]      # every held-out example (final figures)
+    test: list[dict]  # the held-out sample evaluated during the run
+    test_all: list[dict]  # every held-out example (final figures)
     train_all: list[dict]
     split_note: str = "the data's own users"  # how the users came about
 
@@ -64,8 +65,10 @@ def default_data(model: str) -> dict:
         return {"kind": "fashion_mnist"}
     if name in ("logreg", "mlp"):
         return {"kind": "breast_cancer"}
-    raise ModelError(f"model {model!r} has no data of its own: give the config a \"data\" "
-                     "description (docs/own-data.md)")
+    raise ModelError(
+        f'model {model!r} has no data of its own: give the config a "data" '
+        "description (docs/own-data.md)"
+    )
 
 
 def open_dataset(config) -> FederatedDataset:
@@ -74,6 +77,7 @@ def open_dataset(config) -> FederatedDataset:
     spec = config.data if config.data is not None else default_data(config.model)
     if getattr(config, "pretrain", None) is not None:  # the public roles are not the fleet's
         from .pretrain import federated_spec
+
         spec = federated_spec(spec, config)
     options = spec.get("options", {})
     text = spec["kind"] in ("jsonl", "text_dir", "shakespeare")
@@ -81,8 +85,9 @@ def open_dataset(config) -> FederatedDataset:
     length = getattr(config, "sequence_length", None)
     if text and length is not None:  # the config's length, unless the data's options set one
         spec = spec | {"options": {("max_len" if word_text else "window"): length} | options}
-    return load_dataset(spec, seed=config.seed,
-                        vocabulary_size=config.vocabulary_size if text else None)
+    return load_dataset(
+        spec, seed=config.seed, vocabulary_size=config.vocabulary_size if text else None
+    )
 
 
 def prepare(config, out: Path) -> TaskData:
@@ -98,8 +103,9 @@ def prepare(config, out: Path) -> TaskData:
     return encode(dataset, bundle, task, config.eval_examples, config.seed)
 
 
-def encode(dataset: FederatedDataset, bundle: Bundle, task: Task, eval_examples: int,
-           seed: int = 0) -> TaskData:
+def encode(
+    dataset: FederatedDataset, bundle: Bundle, task: Task, eval_examples: int, seed: int = 0
+) -> TaskData:
     check_fits(bundle, task, f"the bundle of {bundle.model_name}")
     users, heldout = [], []
     for user in dataset.users():
@@ -111,13 +117,15 @@ def encode(dataset: FederatedDataset, bundle: Bundle, task: Task, eval_examples:
     test = [test_all[i] for i in sorted(pick)]
     train_all = [e for u in users for e in u]
     note = getattr(dataset, "describe", lambda: "the data's own users")()
-    return TaskData(bundle, task, str(dataset.name), users, heldout, test, test_all, train_all,
-                    note)
+    return TaskData(
+        bundle, task, str(dataset.name), users, heldout, test, test_all, train_all, note
+    )
 
 
 def build_task_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0) -> Bundle:
     """A zoo model's bundle for its own data (fleet/run.py builds from a config)."""
     from .config import SimulationConfig
+
     config = SimulationConfig(model=model, vocabulary_size=vocabulary_size, seed=seed)
     return build_model_bundle(config, open_dataset(config).task(), out)
 
@@ -125,6 +133,7 @@ def build_task_bundle(model: str, out: Path, vocabulary_size: int, seed: int = 0
 def task_data(bundle: Bundle, eval_examples: int, seed: int = 0) -> TaskData:
     """Shakespeare encoded with a bundle's vocabulary (word or character, by its kind)."""
     from .datasets.builtin import Shakespeare
+
     vocab = load_vocabulary(bundle.vocabulary_path())
     dataset = Shakespeare(level=vocab.kind, vocabulary=vocab)
     return encode(dataset, bundle, dataset.task(), eval_examples, seed)
@@ -137,6 +146,7 @@ def leaf_form_sample(bundle: Bundle, count: int, seed: int = 0) -> list[dict]:
     example whose targets are padding except the last, so the ordinary eval graph (and the
     n-gram) score exactly that one prediction."""
     from model_zoo.data.shakespeare import char_windows_leaf, load_users
+
     vocab = load_vocabulary(bundle.vocabulary_path())
     pairs = [char_windows_leaf(vocab, u.split()[1]) for u in load_users()]
     x = np.concatenate([p[0] for p in pairs])
@@ -155,6 +165,7 @@ def assign_devices(data: TaskData, devices: int) -> list[tuple[list[dict], list[
     user when devices outnumber users (fleet.population.assign_data deals the training
     examples; a sub-split gets the same share of the user's held-out examples)."""
     from .population import assign_data
+
     refs = [[(u, j) for j in range(len(train))] for u, train in enumerate(data.users)]
     parts = assign_data(refs, devices)
     shares: dict[int, int] = {}
@@ -166,10 +177,19 @@ def assign_devices(data: TaskData, devices: int) -> list[tuple[list[dict], list[
     out = []
     for part in parts:
         user, k = part[0]
-        out.append(([data.users[user][j] for _, j in part], data.heldout[user][k::shares[user]]))
+        out.append(([data.users[user][j] for _, j in part], data.heldout[user][k :: shares[user]]))
     return out
 
 
-__all__ = ["TaskData", "assign_devices", "build_task_bundle", "default_data", "encode",
-           "is_char_model", "leaf_form_sample", "open_dataset", "prepare", "task_data"]
-
+__all__ = [
+    "TaskData",
+    "assign_devices",
+    "build_task_bundle",
+    "default_data",
+    "encode",
+    "is_char_model",
+    "leaf_form_sample",
+    "open_dataset",
+    "prepare",
+    "task_data",
+]

@@ -1,6 +1,7 @@
 """The simulated device and what every device of a run shares: its pacing in simulated
 time, the training wrappers (paced, poisoned), and `FleetParts`, which builds a device's
 SDK client. The eager fleet (simulator.py) and the lazy one (lazy_fleet.py) both use it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,13 @@ import numpy as np
 from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient, Pacer
 from edge_sdk.clock import FakeClock
-from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging, RequireIdle, RequireUnmetered
+from edge_sdk.eligibility import (
+    MinLocalExamples,
+    Policy,
+    RequireCharging,
+    RequireIdle,
+    RequireUnmetered,
+)
 from edge_sdk.example_store import ExampleStore
 from edge_sdk.transport import RetryPolicy, Transport
 
@@ -32,9 +39,21 @@ class SimulatedDropout(Exception):
 
 
 class SimPacer(Pacer):
-    def __init__(self, vt: VirtualTime, profile: DeviceProfile, config: SimulationConfig,
-                 rng: np.random.Generator, stats: dict):
-        self.vt, self.profile, self.p, self.rng, self.stats = vt, profile, config.profiles, rng, stats
+    def __init__(
+        self,
+        vt: VirtualTime,
+        profile: DeviceProfile,
+        config: SimulationConfig,
+        rng: np.random.Generator,
+        stats: dict,
+    ):
+        self.vt, self.profile, self.p, self.rng, self.stats = (
+            vt,
+            profile,
+            config.profiles,
+            rng,
+            stats,
+        )
 
     async def downloaded(self, nbytes: int) -> None:
         self.stats["bytes_down"] += nbytes
@@ -81,7 +100,9 @@ class PacedTraining:
         steps = sum(-(-len(e) // plan.batch_size) for e in epochs)
         if plan.max_steps is not None:
             steps = min(steps, plan.max_steps)
-        work = asyncio.ensure_future(self.inner.train(params, lambda e: iter(epochs[e]), plan, check))
+        work = asyncio.ensure_future(
+            self.inner.train(params, lambda e: iter(epochs[e]), plan, check)
+        )
         await self.vt.sleep(steps * self.seconds_per_step, until=work)
         return work.result()
 
@@ -97,6 +118,7 @@ class FleetParts:
     """What every simulated device of a run shares: its settings, the model, the clock,
     the aggregator (and its URL and HTTP session over HTTP), where training runs, the
     traffic counters and the run's random streams."""
+
     config: SimulationConfig
     bundle: Bundle
     clock: FakeClock
@@ -109,34 +131,61 @@ class FleetParts:
     session: aiohttp.ClientSession | None
 
     def __post_init__(self):
-        self.policy = Policy((RequireCharging(), RequireUnmetered(), RequireIdle(),
-                              MinLocalExamples(1)))
+        self.policy = Policy(
+            (RequireCharging(), RequireUnmetered(), RequireIdle(), MinLocalExamples(1))
+        )
         self.pipeline = pipeline_of(self.config.codec)
         attackers = self.config.attackers
-        self.poisoned = None if not attackers else PoisonedTraining(
-            self.training, attackers["kind"], float(attackers.get("scale", 10.0)))
+        self.poisoned = (
+            None
+            if not attackers
+            else PoisonedTraining(
+                self.training, attackers["kind"], float(attackers.get("scale", 10.0))
+            )
+        )
 
     def transport(self, i: int):
         if self.url:
-            return Transport(self.url, self.session,
-                             retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
-                             rng=self.stream(i))
+            return Transport(
+                self.url,
+                self.session,
+                retry=RetryPolicy(attempts=3, base_s=0.01, cap_s=0.1),
+                rng=self.stream(i),
+            )
         return InProcessTransport(self.service)
 
-    def client(self, i: int, transport, identity: DeviceIdentity, store: ExampleStore,
-               profile: DeviceProfile, attacker: bool, held_out_split: bool,
-               visit: tuple[int, ...] = ()) -> FederatedClient:
+    def client(
+        self,
+        i: int,
+        transport,
+        identity: DeviceIdentity,
+        store: ExampleStore,
+        profile: DeviceProfile,
+        attacker: bool,
+        held_out_split: bool,
+        visit: tuple[int, ...] = (),
+    ) -> FederatedClient:
         """Device i's SDK client (`visit` keeps a returning lazy device's random streams
         fresh)."""
         config = self.config
         return FederatedClient(
-            self.bundle, transport, store, identity, policy=self.policy,
-            clock=self.clock, rng=self.stream(i, 1, *visit), collection=COLLECTION,
+            self.bundle,
+            transport,
+            store,
+            identity,
+            policy=self.policy,
+            clock=self.clock,
+            rng=self.stream(i, 1, *visit),
+            collection=COLLECTION,
             pipeline=self.pipeline,
             pacer=SimPacer(self.vt, profile, config, self.stream(i, 2, *visit), self.stats),
-            training=PacedTraining(self.poisoned if attacker else self.training, self.vt,
-                                   config.profiles.step_time_s * profile.speed),
-            eval_collection=HELDOUT_COLLECTION if held_out_split else None)
+            training=PacedTraining(
+                self.poisoned if attacker else self.training,
+                self.vt,
+                config.profiles.step_time_s * profile.speed,
+            ),
+            eval_collection=HELDOUT_COLLECTION if held_out_split else None,
+        )
 
 
 def fill_store(store: ExampleStore, examples: list[dict], heldout: list[dict]) -> ExampleStore:

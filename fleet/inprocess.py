@@ -2,6 +2,7 @@
 service (the same service the HTTP app wraps), with the same typed messages, the same
 bytes and the same errors, minus the sockets. For large simulations; HTTP on loopback is
 the default."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,17 @@ from aggregator.app_state import check_in_reply
 from aggregator.errors import AggregatorError, code_of, status_of
 from aggregator.service import AggregatorService
 from edge_sdk.protocol import ProtocolError, parse_json
-from edge_sdk.protocol.messages import (CheckInRequest, EnrollReply, EnrollRequest, EvaluationAck,
-                                        EvaluationReport, FailureReport, Message, MetricSums,
-                                        UploadAck)
+from edge_sdk.protocol.messages import (
+    CheckInRequest,
+    EnrollReply,
+    EnrollRequest,
+    EvaluationAck,
+    EvaluationReport,
+    FailureReport,
+    Message,
+    MetricSums,
+    UploadAck,
+)
 from edge_sdk.transport import ServerRejected
 
 
@@ -26,7 +35,9 @@ class InProcessTransport:
         try:
             return fn(*args)
         except (AggregatorError, ProtocolError) as e:
-            raise ServerRejected(status_of(e), code_of(e), str(e), getattr(e, "details", {})) from None
+            raise ServerRejected(
+                status_of(e), code_of(e), str(e), getattr(e, "details", {})
+            ) from None
 
     def _sent(self, message: Message) -> Message:
         """The message as the server reads it off the wire: as JSON text, within the same
@@ -41,8 +52,9 @@ class InProcessTransport:
 
     async def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
         msg = self._sent(EnrollRequest(population, secret, public_key))
-        doc = self._answer(EnrollReply, self._call(self.service.enroll, msg.population,
-                                                   msg.secret, msg.public_key))
+        doc = self._answer(
+            EnrollReply, self._call(self.service.enroll, msg.population, msg.secret, msg.public_key)
+        )
         self.device = self.service.authenticate(doc["token"])
         self.device_id = doc["device_id"]
         return doc
@@ -52,19 +64,23 @@ class InProcessTransport:
         result = self._call(self.service.check_in, self.device, msg.task_id)
         return check_in_reply(self.service, result).to_json()
 
-    async def download_model(self, task_id: str, version: int, encoding: str = "f32",
-                             base: int | None = None) -> bytes:
+    async def download_model(
+        self, task_id: str, version: int, encoding: str = "f32", base: int | None = None
+    ) -> bytes:
         _, path = self._call(self.service.model_file, task_id, version, False, encoding, base)
         return path.read_bytes()
 
     async def upload(self, task_id: str, data: bytes) -> dict:
-        return self._answer(UploadAck, self._call(self.service.submit_update, self.device,
-                                                  task_id, data))
+        return self._answer(
+            UploadAck, self._call(self.service.submit_update, self.device, task_id, data)
+        )
 
     async def submit_evaluation(self, task_id: str, model_version: int, sums: dict) -> dict:
         msg = self._sent(EvaluationReport(model_version, MetricSums(**sums)))
-        return self._answer(EvaluationAck, self._call(
-            self.service.submit_evaluation, self.device, task_id, msg.to_json()))
+        return self._answer(
+            EvaluationAck,
+            self._call(self.service.submit_evaluation, self.device, task_id, msg.to_json()),
+        )
 
     async def report_failure(self, task_id: str, reason: str) -> None:
         msg = self._sent(FailureReport(reason))

@@ -25,6 +25,7 @@ of 1,000,000 devices per round a device takes part about once in a thousand roun
 Federated evaluation assigns spare devices evaluations instead of "later", so a lazy
 population refuses it (SimulationConfig checks).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,8 @@ from edge_sdk.client import DeviceIdentity
 from edge_sdk.example_store import ExampleStore, RetentionPolicy
 from edge_sdk.protocol import generate_signing_key, public_key_of
 
-from .lazy_population import LazyPopulation, mean_check_interval
 from .devices import SECRET, TASK, FleetParts, SimulatedDropout, fill_store
+from .lazy_population import LazyPopulation, mean_check_interval
 
 __all__ = ["LazyFleet"]
 
@@ -59,8 +60,11 @@ class LazyFleet:
         self.rng = fleet.stream(ARRIVALS)
         self.rate = population.size / mean_check_interval(fleet.config.profiles)
         settings = TaskSettings.from_json(fleet.config.task)
-        self.places = (settings.async_.concurrency if settings.mode == "async"
-                       else int(np.ceil(settings.sync.goal * settings.sync.overselect)))
+        self.places = (
+            settings.async_.concurrency
+            if settings.mode == "async"
+            else int(np.ceil(settings.sync.goal * settings.sync.overselect))
+        )
         self.enrolled: dict[int, Enrolled] = {}  # devices that ever checked in
         self.busy: set[int] = set()  # devices taking part now
         self.arrivals_drawn = self.visits = self.attackers = self.peak_busy = 0
@@ -111,17 +115,31 @@ class LazyFleet:
                 key = generate_signing_key()
                 transport = fleet.transport(i)
                 doc = await transport.enroll("fleet", SECRET, public_key_of(key))
-                known = self.enrolled[i] = Enrolled(transport, DeviceIdentity(doc["device_id"], key))
+                known = self.enrolled[i] = Enrolled(
+                    transport, DeviceIdentity(doc["device_id"], key)
+                )
                 self.attackers += population.is_attacker(i)
             known.visits += 1
             self.visits += 1
             examples, _ = population.examples(i)
             profile = population.profile(i)
-            store = fill_store(ExampleStore(":memory:", RetentionPolicy(max_count=None, max_age_s=None),
-                                            fleet.clock), examples, [])
-            client = fleet.client(i, known.transport, known.identity, store, profile,
-                                  population.is_attacker(i), held_out_split=False,
-                                  visit=(known.visits,))
+            store = fill_store(
+                ExampleStore(
+                    ":memory:", RetentionPolicy(max_count=None, max_age_s=None), fleet.clock
+                ),
+                examples,
+                [],
+            )
+            client = fleet.client(
+                i,
+                known.transport,
+                known.identity,
+                store,
+                profile,
+                population.is_attacker(i),
+                held_out_split=False,
+                visit=(known.visits,),
+            )
             try:
                 result = await client.participate(lambda: profile.state(fleet.vt.now()), TASK)
                 status = result.status
@@ -137,10 +155,15 @@ class LazyFleet:
         self.wake_if_wanted()
 
     def describe(self) -> dict:
-        return {"kind": "lazy", "size": self.population.size, "enrolled": len(self.enrolled),
-                "visits": self.visits, "peak_busy": self.peak_busy,
-                "arrivals_drawn": self.arrivals_drawn,
-                "check_ins_per_s": self.rate}
+        return {
+            "kind": "lazy",
+            "size": self.population.size,
+            "enrolled": len(self.enrolled),
+            "visits": self.visits,
+            "peak_busy": self.peak_busy,
+            "arrivals_drawn": self.arrivals_drawn,
+            "check_ins_per_s": self.rate,
+        }
 
     def close(self) -> None:
         self.busy.clear()

@@ -14,6 +14,7 @@ user index), a user never split below one example per device while another has r
 (round-robin, as fleet.population.assign_data deals them); a user split into more parts
 than it has examples gives each part one example, shared round-robin.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,17 @@ __all__ = ["LazyPopulation", "uniform_of"]
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
-_FIELDS = ("tz", "window_start_a", "window_start_b", "window_length", "speed_a", "speed_b",
-           "upload", "download", "attacker")
+_FIELDS = (
+    "tz",
+    "window_start_a",
+    "window_start_b",
+    "window_length",
+    "speed_a",
+    "speed_b",
+    "upload",
+    "download",
+    "attacker",
+)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -65,9 +75,15 @@ class LazyPopulation:
     """`size` devices over `users` (training examples per user; `heldout` the users'
     held-out examples, same order). Nothing here grows with `size`."""
 
-    def __init__(self, size: int, users: list[list[dict]], settings: ProfileSettings,
-                 seed: int, heldout: list[list[dict]] | None = None,
-                 attacker_fraction: float = 0.0):
+    def __init__(
+        self,
+        size: int,
+        users: list[list[dict]],
+        settings: ProfileSettings,
+        seed: int,
+        heldout: list[list[dict]] | None = None,
+        attacker_fraction: float = 0.0,
+    ):
         if size < 1:
             raise ValueError("a population needs at least one device")
         self.size, self.settings, self.seed = size, settings, seed
@@ -99,7 +115,7 @@ class LazyPopulation:
         train = self._users[user]
         step = min(parts, len(train))
         held = self._heldout[user] if self._heldout is not None else []
-        return train[k % step::step], held[k::parts] if held else []
+        return train[k % step :: step], held[k::parts] if held else []
 
     # -- profiles ------------------------------------------------------------------------
     def profile_arrays(self, index: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,14 +125,22 @@ class LazyPopulation:
         up, down = (np.log(s.upload_mbps), np.log(s.download_mbps))
         return {
             "tz_offset_h": -3.0 + 6.0 * uniform_of(seed, "tz", index),
-            "window_start_h": (s.window_start_h_mean + s.window_start_h_std * _normal(
-                seed, "window_start_a", "window_start_b", index)) % 24.0,
+            "window_start_h": (
+                s.window_start_h_mean
+                + s.window_start_h_std * _normal(seed, "window_start_a", "window_start_b", index)
+            )
+            % 24.0,
             "window_length_h": lo + (hi - lo) * uniform_of(seed, "window_length", index),
             "speed": np.exp(s.speed_sigma * _normal(seed, "speed_a", "speed_b", index)),
             "upload_bps": np.exp(up[0] + (up[1] - up[0]) * uniform_of(seed, "upload", index))
-            * 1e6 / 8,
-            "download_bps": np.exp(down[0] + (down[1] - down[0])
-                                   * uniform_of(seed, "download", index)) * 1e6 / 8}
+            * 1e6
+            / 8,
+            "download_bps": np.exp(
+                down[0] + (down[1] - down[0]) * uniform_of(seed, "download", index)
+            )
+            * 1e6
+            / 8,
+        }
 
     def profile(self, i: int) -> DeviceProfile:
         self._check(i)
@@ -170,4 +194,3 @@ def apportion(total: int, weights: np.ndarray) -> np.ndarray:
 def mean_check_interval(settings: ProfileSettings) -> float:
     lo, hi = settings.check_interval_s
     return (lo + hi) / 2.0
-

@@ -7,6 +7,7 @@ against:
   baseline: the training split's majority class (AUC 0.5);
 - regression: mean squared and mean absolute error; baseline: the training mean.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,13 @@ from .baselines import NGramPredictor
 from .datasets.base import Task
 
 NGRAM_ORDER = {"next_word": 3, "next_char": 5}
-LABELS = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "auc": "ROC AUC",
-          "mse": "mean squared error", "mae": "mean absolute error"}
+LABELS = {
+    "accuracy": "accuracy",
+    "top3_accuracy": "top-3 accuracy",
+    "auc": "ROC AUC",
+    "mse": "mean squared error",
+    "mae": "mean absolute error",
+}
 TEXT_LABELS = {"accuracy": "top-1 recall", "top3_accuracy": "top-3 recall"}
 
 
@@ -108,9 +114,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def regression_errors(predictions: np.ndarray, targets: np.ndarray) -> dict:
     err = np.asarray(predictions, np.float64) - np.asarray(targets, np.float64)
-    return {"mse": float(np.mean(err ** 2)) if len(err) else float("nan"),
-            "mae": float(np.mean(np.abs(err))) if len(err) else float("nan"),
-            "count": float(len(err))}
+    return {
+        "mse": float(np.mean(err**2)) if len(err) else float("nan"),
+        "mae": float(np.mean(np.abs(err))) if len(err) else float("nan"),
+        "count": float(len(err)),
+    }
 
 
 def trivial_baseline(task: Task, train: list[dict], held_out: list[dict]) -> tuple[str, dict]:
@@ -124,8 +132,11 @@ def trivial_baseline(task: Task, train: list[dict], held_out: list[dict]) -> tup
     if task.kind == "regression":
         return "mean predictor", regression_errors(np.full(len(y), y_train.mean()), y)
     majority = int(np.bincount(y_train.astype(np.int64), minlength=task.num_classes).argmax())
-    metrics = {"accuracy": float(np.mean(y == majority)) if len(y) else float("nan"),
-               "count": float(len(y)), "class": majority}
+    metrics = {
+        "accuracy": float(np.mean(y == majority)) if len(y) else float("nan"),
+        "count": float(len(y)),
+        "class": majority,
+    }
     if task.num_classes == 2:
         metrics["auc"] = 0.5  # a constant score ranks no positive above a negative
     return "majority class", metrics
@@ -147,5 +158,6 @@ def format_value(metric: str, value: float) -> str:
 
 def describe(task_kind: str, metrics: dict, names) -> str:
     """'top-1 56.20%, top-3 71.04%' / 'accuracy 95.61%, AUC 0.991' / 'MSE 0.31, MAE 0.42'."""
-    return ", ".join(f"{short_label(task_kind, m)} {format_value(m, metrics[m])}"
-                     for m in names if m in metrics)
+    return ", ".join(
+        f"{short_label(task_kind, m)} {format_value(m, metrics[m])}" for m in names if m in metrics
+    )

@@ -4,6 +4,7 @@ Data comes from the dataset's users (fleet/datasets). A population no larger tha
 users gives each device one user (the largest users first); a larger one gives devices
 sub-splits of users' data (round-robin over a user's sentences), which the report says.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,9 +41,15 @@ class DeviceProfile:
     def state(self, now: float) -> DeviceState:
         on = self.available(now)
         local = datetime.fromtimestamp(now + self.tz_offset_h * 3600, tz=timezone.utc)
-        return DeviceState(charging=on, battery_level=0.9 if on else 0.6,
-                           network="unmetered" if on else "metered", idle=on, thermal="nominal",
-                           free_storage_bytes=2**32, local_time=local.replace(tzinfo=None))
+        return DeviceState(
+            charging=on,
+            battery_level=0.9 if on else 0.6,
+            network="unmetered" if on else "metered",
+            idle=on,
+            thermal="nominal",
+            free_storage_bytes=2**32,
+            local_time=local.replace(tzinfo=None),
+        )
 
 
 def draw_profile(settings: ProfileSettings, rng: np.random.Generator) -> DeviceProfile:
@@ -51,11 +58,14 @@ def draw_profile(settings: ProfileSettings, rng: np.random.Generator) -> DeviceP
     down_lo, down_hi = settings.download_mbps
     return DeviceProfile(
         tz_offset_h=float(rng.uniform(-3, 3)),
-        window_start_h=float(rng.normal(settings.window_start_h_mean, settings.window_start_h_std) % 24),
+        window_start_h=float(
+            rng.normal(settings.window_start_h_mean, settings.window_start_h_std) % 24
+        ),
         window_length_h=float(rng.uniform(lo, hi)),
         speed=float(rng.lognormal(0.0, settings.speed_sigma)),
         upload_bps=float(math.exp(rng.uniform(math.log(up_lo), math.log(up_hi)))) * 1e6 / 8,
-        download_bps=float(math.exp(rng.uniform(math.log(down_lo), math.log(down_hi)))) * 1e6 / 8)
+        download_bps=float(math.exp(rng.uniform(math.log(down_lo), math.log(down_hi)))) * 1e6 / 8,
+    )
 
 
 def assign_data(user_examples: list[list[dict]], devices: int) -> list[list[dict]]:
@@ -64,6 +74,7 @@ def assign_data(user_examples: list[list[dict]], devices: int) -> list[list[dict
     device so far (a user is never split below one example per device). Only when the
     devices outnumber the examples themselves do devices share data (round-robin)."""
     import heapq
+
     order = sorted(range(len(user_examples)), key=lambda u: -len(user_examples[u]))
     order = [u for u in order if user_examples[u]]
     if devices <= len(order):
@@ -78,7 +89,7 @@ def assign_data(user_examples: list[list[dict]], devices: int) -> list[list[dict
         extra -= 1
         if parts[u] < len(user_examples[u]):
             heapq.heappush(heap, (-len(user_examples[u]) / parts[u], u))
-    out = [user_examples[u][k::parts[u]] for u in order for k in range(parts[u])]
+    out = [user_examples[u][k :: parts[u]] for u in order for k in range(parts[u])]
     shared = 0
     while len(out) < devices:  # more devices than examples: share round-robin
         out.append(out[shared % len(order)])

@@ -18,6 +18,7 @@ model_zoo/pretrain.py) and its result is cached under `OUT/pretrain/KEY/` keyed 
 everything it depends on (model, vocabulary, public split, settings, seed), so a second
 `make demo` compiles the same start without training again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,27 +49,37 @@ class PublicSplit:
 
     def __post_init__(self):
         if bool(self.plays) == (self.roles_every is not None):
-            raise PretrainError("pretrain.public names either plays ({\"plays\": [\"hamlet\", "
-                                "...]}) or every k-th role ({\"roles_every\": 3}), not both")
-        if self.roles_every is not None and (not isinstance(self.roles_every, int)
-                                             or self.roles_every < 2):
-            raise PretrainError(f"pretrain.public.roles_every must be an int >= 2 (2: half "
-                                f"the roles public), got {self.roles_every!r}")
+            raise PretrainError(
+                'pretrain.public names either plays ({"plays": ["hamlet", '
+                '...]}) or every k-th role ({"roles_every": 3}), not both'
+            )
+        if self.roles_every is not None and (
+            not isinstance(self.roles_every, int) or self.roles_every < 2
+        ):
+            raise PretrainError(
+                f"pretrain.public.roles_every must be an int >= 2 (2: half "
+                f"the roles public), got {self.roles_every!r}"
+            )
         if self.roles_every is not None and not 0 <= self.offset < self.roles_every:
-            raise PretrainError(f"pretrain.public.offset must be in [0, roles_every), got "
-                                f"{self.offset!r}")
+            raise PretrainError(
+                f"pretrain.public.offset must be in [0, roles_every), got {self.offset!r}"
+            )
 
     @classmethod
     def from_json(cls, doc) -> PublicSplit:
         if not isinstance(doc, dict):
-            raise PretrainError("pretrain.public is an object: {\"roles_every\": 3} or "
-                                "{\"plays\": [...]}")
+            raise PretrainError(
+                'pretrain.public is an object: {"roles_every": 3} or {"plays": [...]}'
+            )
         _refuse_unknown(doc, cls, "pretrain.public")
         return cls(**{k: tuple(v) if k == "plays" else v for k, v in doc.items()})
 
     def to_json(self) -> dict:
-        return {"plays": list(self.plays)} if self.plays else {
-            "roles_every": self.roles_every, "offset": self.offset}
+        return (
+            {"plays": list(self.plays)}
+            if self.plays
+            else {"roles_every": self.roles_every, "offset": self.offset}
+        )
 
     def public_ids(self, users) -> set[str]:
         """The user ids ("play/role") of `users` (model_zoo ShakespeareUser) that are
@@ -77,8 +88,9 @@ class PublicSplit:
             known = {u.play for u in users}
             missing = sorted(set(self.plays) - known)
             if missing:
-                raise PretrainError(f"pretrain.public.plays: no play {missing} (plays: "
-                                    f"{', '.join(sorted(known))})")
+                raise PretrainError(
+                    f"pretrain.public.plays: no play {missing} (plays: {', '.join(sorted(known))})"
+                )
             return {u.user_id for u in users if u.play in self.plays}
         by_play: dict[str, list] = {}
         for u in users:
@@ -86,14 +98,16 @@ class PublicSplit:
         public = set()
         for roles in by_play.values():
             ranked = sorted(roles, key=lambda u: (-len(u.lines), u.role))
-            public |= {u.user_id for u in ranked[self.offset::self.roles_every]}
+            public |= {u.user_id for u in ranked[self.offset :: self.roles_every]}
         return public
 
     def split(self, users) -> tuple[list, list]:
         """(public users, federated users), each in the input order."""
         public = self.public_ids(users)
-        return ([u for u in users if u.user_id in public],
-                [u for u in users if u.user_id not in public])
+        return (
+            [u for u in users if u.user_id in public],
+            [u for u in users if u.user_id not in public],
+        )
 
 
 @dataclass(frozen=True)
@@ -122,8 +136,9 @@ class PretrainSettings:
         if isinstance(doc, PretrainSettings):
             return doc
         if not isinstance(doc, dict):
-            raise PretrainError("pretrain is an object like {\"public\": {\"roles_every\": 3}, "
-                                "\"epochs\": 2}")
+            raise PretrainError(
+                'pretrain is an object like {"public": {"roles_every": 3}, "epochs": 2}'
+            )
         _refuse_unknown(doc, cls, "pretrain")
         doc = dict(doc)
         if "public" in doc:
@@ -136,11 +151,13 @@ class PretrainSettings:
 
 def _refuse_unknown(doc: dict, cls, where: str) -> None:
     from .datasets.registry import nearest
+
     valid = [f.name for f in fields(cls)]
     for key in doc:
         if key not in valid:
-            raise PretrainError(f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: "
-                                f"{', '.join(valid)}")
+            raise PretrainError(
+                f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: {', '.join(valid)}"
+            )
 
 
 def check_pretrain(config) -> PretrainSettings | None:
@@ -151,9 +168,14 @@ def check_pretrain(config) -> PretrainSettings | None:
     settings = PretrainSettings.from_json(config.pretrain)
     spec = config.data or {}
     if config.data is not None and spec.get("kind") != "shakespeare":
-        raise PretrainError("pretrain carves public text out of the Shakespeare users: "
-                            "use the model's own data or {\"kind\": \"shakespeare\"}")
-    if config.model.startswith("shakespeare_char") or spec.get("options", {}).get("level") == "char":
+        raise PretrainError(
+            "pretrain carves public text out of the Shakespeare users: "
+            'use the model\'s own data or {"kind": "shakespeare"}'
+        )
+    if (
+        config.model.startswith("shakespeare_char")
+        or spec.get("options", {}).get("level") == "char"
+    ):
         raise PretrainError("pretrain is for next-word models (keyboard_cifg*)")
     return settings
 
@@ -171,6 +193,7 @@ def public_examples(settings: PretrainSettings, vocabulary, max_len: int) -> tup
     """(the public users, their whole text as next-word examples encoded with the
     bundle's vocabulary)."""
     from model_zoo.data.shakespeare import load_users, word_examples
+
     public, _ = settings.public.split(load_users())
     return public, [e for u in public for e in word_examples(vocabulary, list(u.lines), max_len)]
 
@@ -178,11 +201,17 @@ def public_examples(settings: PretrainSettings, vocabulary, max_len: int) -> tup
 def cache_key(config, vocabulary) -> str:
     """sha256 over everything the pre-trained parameters depend on."""
     settings = check_pretrain(config)
-    doc = {"format": FORMAT, "model": config.model, "model_options": config.model_options,
-           "sequence_length": config.sequence_length, "seed": config.seed,
-           "settings": settings.to_json() | {"threads": None},
-           "vocabulary": hashlib.sha256(json.dumps(vocabulary.to_json(), sort_keys=True)
-                                        .encode()).hexdigest()}
+    doc = {
+        "format": FORMAT,
+        "model": config.model,
+        "model_options": config.model_options,
+        "sequence_length": config.sequence_length,
+        "seed": config.seed,
+        "settings": settings.to_json() | {"threads": None},
+        "vocabulary": hashlib.sha256(
+            json.dumps(vocabulary.to_json(), sort_keys=True).encode()
+        ).hexdigest(),
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -197,6 +226,7 @@ def pretrain_module(config, task, module, root: Path, show_progress: bool = True
     import torch
 
     from model_zoo.pretrain import pretrain
+
     settings = check_pretrain(config)
     where = cache_dir(config, task.vocabulary, root)
     if (where / "parameters.npz").is_file() and (where / "info.json").is_file():
@@ -205,28 +235,51 @@ def pretrain_module(config, task, module, root: Path, show_progress: bool = True
         return json.loads((where / "info.json").read_text()) | {"cached": True}
     max_len = config.sequence_length or 20
     public, examples = public_examples(settings, task.vocabulary, max_len)
-    print(f"pre-training on public text: {len(examples)} sentences of {len(public)} roles "
-          f"kept out of the fleet ({settings.epochs} epochs, Adam lr {settings.lr}, batch "
-          f"{settings.batch_size})", flush=True)
+    print(
+        f"pre-training on public text: {len(examples)} sentences of {len(public)} roles "
+        f"kept out of the fleet ({settings.epochs} epochs, Adam lr {settings.lr}, batch "
+        f"{settings.batch_size})",
+        flush=True,
+    )
     from tqdm import tqdm
-    bar = tqdm(total=settings.epochs * -(-len(examples) // settings.batch_size),
-               desc="pre-training", unit="step", disable=not show_progress, mininterval=1.0)
+
+    bar = tqdm(
+        total=settings.epochs * -(-len(examples) // settings.batch_size),
+        desc="pre-training",
+        unit="step",
+        disable=not show_progress,
+        mininterval=1.0,
+    )
 
     def on_step(step: int, steps: int, loss: float) -> None:
         bar.update(1)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
     started = time.perf_counter()
-    result = pretrain(module, examples, input_name=next(iter(task.inputs)),
-                      epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-                      clip_grad_norm=1.0, seed=config.seed, threads=settings.threads or None,
-                      on_step=on_step)
+    result = pretrain(
+        module,
+        examples,
+        input_name=next(iter(task.inputs)),
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        clip_grad_norm=1.0,
+        seed=config.seed,
+        threads=settings.threads or None,
+        on_step=on_step,
+    )
     bar.close()
-    info = {"key": where.name, "settings": settings.to_json(), "public_users": len(public),
-            "public_examples": len(examples),
-            "public_words": int(sum(int((e["targets"] != 0).sum()) for e in examples)),
-            "steps": result["steps"], "final_loss": result["final_loss"],
-            "seconds": time.perf_counter() - started}
+    info = {
+        "key": where.name,
+        "settings": settings.to_json(),
+        "public_users": len(public),
+        "public_examples": len(examples),
+        "public_words": int(sum(int((e["targets"] != 0).sum()) for e in examples)),
+        "steps": result["steps"],
+        "final_loss": result["final_loss"],
+        "seconds": time.perf_counter() - started,
+    }
     where.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     tmp = where / "parameters.tmp.npz"
@@ -244,6 +297,15 @@ def pretrain_info(config, vocabulary, root: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-__all__ = ["PretrainError", "PretrainSettings", "PublicSplit", "cache_dir", "cache_key",
-           "check_pretrain", "federated_spec", "pretrain_info", "pretrain_module",
-           "public_examples"]
+__all__ = [
+    "PretrainError",
+    "PretrainSettings",
+    "PublicSplit",
+    "cache_dir",
+    "cache_key",
+    "check_pretrain",
+    "federated_spec",
+    "pretrain_info",
+    "pretrain_module",
+    "public_examples",
+]

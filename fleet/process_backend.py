@@ -6,6 +6,7 @@ signing and upload stay on the driver. Combined with the simulator's paced train
 (the clock runs on while a worker computes and waits at the device's simulated finish
 time), results are the ones the local backend computes, bit for bit.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +35,7 @@ def _train(params, epochs, plan):
 
 def _pid(_) -> int:
     import time
+
     time.sleep(0.1)  # long enough that the pool hands the next call to another worker
     return _worker.pid()
 
@@ -48,8 +50,12 @@ class ProcessTraining:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start, initargs=(str(bundle.path),))
+        self._pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start,
+            initargs=(str(bundle.path),),
+        )
         self.trainings = 0
 
     def worker_pids(self) -> set[int]:

@@ -14,6 +14,7 @@ Remote training does not run the device's stop check between batches; the device
 its eligibility again when its simulated training ends, before it uploads, and the
 simulator models dropouts during training with its pacer.
 """
+
 from __future__ import annotations
 
 from edge_sdk.bundle import Bundle
@@ -33,14 +34,19 @@ class RayTraining:
 
     def __init__(self, bundle: Bundle, address: str | None = None, actors: int = 2):
         import ray
+
         if actors < 1:
             raise ValueError("actors must be >= 1")
         self._ray = ray
         self._owns_ray = not ray.is_initialized()
         if not ray.is_initialized():
-            ray.init(address=address, num_cpus=actors if address is None else None,
-                     include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            ray.init(
+                address=address,
+                num_cpus=actors if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}},
+            )
         remote = ray.remote(num_cpus=1)(RemoteTrainer)
         self.actors = [remote.remote(str(bundle.path)) for _ in range(actors)]
         self._in_flight = [0] * actors
@@ -48,8 +54,10 @@ class RayTraining:
 
     def describe(self) -> dict:
         """Where the actors run, for the report."""
-        return {"actors": len(self.actors),
-                "workers": self._ray.get([a.where.remote() for a in self.actors])}
+        return {
+            "actors": len(self.actors),
+            "workers": self._ray.get([a.where.remote() for a in self.actors]),
+        }
 
     def worker_pids(self) -> set[int]:
         return set(self._ray.get([a.pid.remote() for a in self.actors]))
@@ -72,4 +80,3 @@ class RayTraining:
         self.actors = []
         if self._owns_ray:
             self._ray.shutdown()
-

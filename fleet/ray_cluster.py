@@ -3,6 +3,7 @@ then `ray start --address` for a worker node, one CPU each; for trying the Ray b
 (fleet/ray_backend.py) across nodes, in tests and benchmarks. Each `ray start --block`
 runs in its own session so that stopping it ends exactly the processes it started (never
 `ray stop`, which stops every Ray instance of the user on the machine)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,12 +31,24 @@ def free_port() -> int:
 
 def _start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen([str(RAY), "start", "--block", "--num-cpus=1",
-                                 "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                                 f"--dashboard-agent-listen-port={free_port()}",
-                                 f"--metrics-export-port={free_port()}", *args],
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, cwd=ROOT)
+        return subprocess.Popen(
+            [
+                str(RAY),
+                "start",
+                "--block",
+                "--num-cpus=1",
+                "--disable-usage-stats",
+                "--node-ip-address=127.0.0.1",
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                *args,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=ROOT,
+        )
 
 
 @dataclass(frozen=True)
@@ -94,18 +107,32 @@ def local_ray_cluster(nodes_timeout_s: float = 120.0):
     port = free_port()
     address = f"127.0.0.1:{port}"
     # workers import this checkout's fleet package: the nodes' environment carries it
-    env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                        "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-                        "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = os.environ | {
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     logs = Path(tempfile.mkdtemp(prefix="edge-fl-ray-logs-"))
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's unix socket paths
-    nodes = [_start(["--head", f"--port={port}", f"--temp-dir={temp}",
-                     "--include-dashboard=false"], logs / "head.log", env)]
+    nodes = [
+        _start(
+            ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"],
+            logs / "head.log",
+            env,
+        )
+    ]
     try:
         _wait_for_port(port, nodes[0], logs / "head.log", nodes_timeout_s)
         nodes.append(_start([f"--address={address}"], logs / "worker.log", env))
-        alive = subprocess.run([sys.executable, "-c", _NODES, address, str(nodes_timeout_s)],
-                               env=env, capture_output=True, text=True, check=True).stdout
+        alive = subprocess.run(
+            [sys.executable, "-c", _NODES, address, str(nodes_timeout_s)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         if alive.strip().splitlines()[-1] != "2":
             raise RuntimeError(f"the worker node did not join: {(logs / 'worker.log').read_text()}")
         yield LocalCluster(address, env, [p.pid for p in nodes])

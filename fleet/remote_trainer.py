@@ -2,6 +2,7 @@
 sessions, trained for one device at a time. The device's data comes with each call, one
 list of examples per epoch in the order the device shuffled it, so a worker's result is
 the one the device would have computed itself."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ class RemoteTrainer:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         self.trainer = LocalTrainer(Bundle.load(bundle_path))
 
-    def train(self, params: dict[str, np.ndarray], epochs: list[list[dict]],
-              plan: TrainingPlan) -> tuple[TrainingResult, dict[str, np.ndarray]]:
+    def train(
+        self, params: dict[str, np.ndarray], epochs: list[list[dict]], plan: TrainingPlan
+    ) -> tuple[TrainingResult, dict[str, np.ndarray]]:
         self.trainer.set_parameters(params)
         result = self.trainer.train(lambda epoch: iter(epochs[epoch]), plan)
         return result, self.trainer.delta(params)

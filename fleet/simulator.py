@@ -1,5 +1,6 @@
 """Run a simulated fleet: real edge_sdk clients (eligibility, check-in, download, ORT
 training, encoding, signed upload) against the real aggregator, in simulated time."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from edge_sdk.protocol import CodecSpec, generate_signing_key, public_key_of
 from edge_sdk.trainer import LocalTrainer
 
 from .config import SimulationConfig, pipeline_of
-from .devices import (SECRET, TASK, Device, FleetParts,
-                      SimulatedDropout, fill_store)
+from .devices import SECRET, TASK, Device, FleetParts, SimulatedDropout, fill_store
 from .lazy_population import LazyPopulation
 from .population import draw_profile
 from .virtual_time import VirtualTime
@@ -42,9 +42,11 @@ def make_training(config: SimulationConfig, bundle: Bundle, clock):
     (fleet/ray_backend.py)."""
     if config.backend == "processes":
         from .process_backend import ProcessTraining
+
         return ProcessTraining(bundle, config.workers or None)
     if config.backend == "ray":
         from .ray_backend import RayTraining
+
         return RayTraining(bundle, **config.ray)
     return LocalTraining(bundle, clock, in_thread=False, trainer=LocalTrainer(bundle, clock=clock))
 
@@ -56,13 +58,16 @@ def _device_store_dir(config: SimulationConfig, out: Path) -> Path | None:
         return None
     import resource
     import shutil
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = 3 * config.devices + 1024  # + sockets, bundle files, the server's store
     if soft < needed:
         if hard != resource.RLIM_INFINITY and hard < needed:
-            raise ValueError(f"{config.devices} on-disk device stores need ~{needed} open files; "
-                             f"the limit is {hard} (raise `ulimit -n`, or use "
-                             f"device_stores 'memory')")
+            raise ValueError(
+                f"{config.devices} on-disk device stores need ~{needed} open files; "
+                f"the limit is {hard} (raise `ulimit -n`, or use "
+                f"device_stores 'memory')"
+            )
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
     store_dir = out / "devices"
     shutil.rmtree(store_dir, ignore_errors=True)  # a previous run's devices are not these
@@ -78,6 +83,7 @@ def codec_of(codec: str | dict) -> CodecSpec:
 def open_run_store(out: Path):
     """The aggregator store a simulation left in `out/server` (SqliteStore; close it)."""
     from aggregator.store import SqliteStore
+
     store_dir = out / "server"
     if not (store_dir / "aggregator.db").exists():
         raise FileNotFoundError(f"no simulation state in {store_dir}: run the simulation first")
@@ -88,6 +94,7 @@ def open_run_store(out: Path):
 class ResumePoint:
     """Where a stopped run left off: its newest committed version, that commit's simulated
     time, and the evaluations already written to timeline.jsonl."""
+
     version: int
     now: float
     timeline: list[dict]
@@ -100,8 +107,9 @@ class ResumePoint:
         finally:
             store.close()
         log = out / "timeline.jsonl"
-        lines = [line for line in (log.read_text().splitlines() if log.exists() else [])
-                 if line.strip()]
+        lines = [
+            line for line in (log.read_text().splitlines() if log.exists() else []) if line.strip()
+        ]
         points = []
         for number, line in enumerate(lines, 1):
             try:
@@ -110,12 +118,16 @@ class ResumePoint:
                 if number < len(lines):
                     raise ValueError(f"{log} line {number} is damaged") from None
                 # else the run died writing its last line: that evaluation is redone
-        return cls(latest["version"], latest["created"],
-                   [p for p in points if p["version"] <= latest["version"]])
+        return cls(
+            latest["version"],
+            latest["created"],
+            [p for p in points if p["version"] <= latest["version"]],
+        )
 
 
-async def _eager_devices(fleet: FleetParts, device_data: list, out: Path,
-                         rng: np.random.Generator) -> tuple[list[Device], set[int]]:
+async def _eager_devices(
+    fleet: FleetParts, device_data: list, out: Path, rng: np.random.Generator
+) -> tuple[list[Device], set[int]]:
     """Every device of the population, enrolled and holding its data, up front."""
     config = fleet.config
     store_dir = _device_store_dir(config, out)
@@ -130,13 +142,26 @@ async def _eager_devices(fleet: FleetParts, device_data: list, out: Path,
         key = generate_signing_key()
         transport = fleet.transport(i)
         doc = await transport.enroll("fleet", SECRET, public_key_of(key))
-        store = fill_store(ExampleStore(
-            store_dir / f"device-{i}.db" if store_dir else ":memory:",
-            RetentionPolicy(max_count=None, max_age_s=None), fleet.clock,
-            cache_kib=DISK_STORE_CACHE_KIB if store_dir else None), examples, heldout)
+        store = fill_store(
+            ExampleStore(
+                store_dir / f"device-{i}.db" if store_dir else ":memory:",
+                RetentionPolicy(max_count=None, max_age_s=None),
+                fleet.clock,
+                cache_kib=DISK_STORE_CACHE_KIB if store_dir else None,
+            ),
+            examples,
+            heldout,
+        )
         profile = draw_profile(config.profiles, rng)
-        client = fleet.client(i, transport, DeviceIdentity(doc["device_id"], key), store,
-                              profile, i in attackers, held_out_split)
+        client = fleet.client(
+            i,
+            transport,
+            DeviceIdentity(doc["device_id"], key),
+            store,
+            profile,
+            i in attackers,
+            held_out_split,
+        )
         devices.append(Device(client, profile))
     return devices, attackers
 
@@ -166,9 +191,16 @@ async def _life(fleet: FleetParts, device: Device, index: int) -> None:
             await vt.sleep(float(r.uniform(lo, hi)))
 
 
-async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list | LazyPopulation,
-                   test: list[dict], out: Path, show_progress: bool = True,
-                   resume: ResumePoint | None = None, scorer=None) -> dict:
+async def simulate(
+    config: SimulationConfig,
+    bundle: Bundle,
+    device_data: list | LazyPopulation,
+    test: list[dict],
+    out: Path,
+    show_progress: bool = True,
+    resume: ResumePoint | None = None,
+    scorer=None,
+) -> dict:
     """Run the fleet; returns the report document (also the caller writes it).
 
     device_data: per device, its (training, held-out) examples, or only its training
@@ -184,10 +216,17 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
 
     def stream(*parts) -> np.random.Generator:
         return np.random.default_rng([config.seed, *parts, *salt])
+
     clock = FakeClock(T0 if resume is None else resume.now)
     vt = VirtualTime(clock)
-    server_cfg = ServerConfig(str(out / "server"), ADMIN, {"fleet": SECRET},
-                              rate_per_s=1e6, burst=10**6, tick_interval_s=0.05)
+    server_cfg = ServerConfig(
+        str(out / "server"),
+        ADMIN,
+        {"fleet": SECRET},
+        rate_per_s=1e6,
+        burst=10**6,
+        tick_interval_s=0.05,
+    )
     service = make_service(server_cfg, clock, stream())
     if resume is None:
         service.create_task(TASK, str(bundle.path), TaskSettings.from_json(config.task))
@@ -200,14 +239,19 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
-    stats = {"bytes_up": 0, "bytes_down": 0, "participations": 0,
-             "outcomes": {}, "dropped": {"vanished_training": 0, "vanished_upload": 0}}
+    stats = {
+        "bytes_up": 0,
+        "bytes_down": 0,
+        "participations": 0,
+        "outcomes": {},
+        "dropped": {"vanished_training": 0, "vanished_upload": 0},
+    }
     training = make_training(config, bundle, clock)
-    fleet = FleetParts(config, bundle, clock, vt, service, training, stats, stream,
-                       url, session)
+    fleet = FleetParts(config, bundle, clock, vt, service, training, stats, stream, url, session)
     lazy = isinstance(device_data, LazyPopulation)
     if lazy:
         from .lazy_fleet import LazyFleet
+
         population = LazyFleet(fleet, device_data)
         vt.spawn(population.arrivals)
         devices, attackers = [], range(0)
@@ -222,19 +266,33 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
     progress_log.write_text("".join(json.dumps(p) + "\n" for p in timeline))
     earlier_wall = timeline[-1]["wall_s"] if timeline else 0.0
     if timeline:  # the traffic counters go on from the last evaluation's
-        stats["bytes_up"], stats["bytes_down"] = timeline[-1]["bytes_up"], timeline[-1]["bytes_down"]
+        stats["bytes_up"], stats["bytes_down"] = (
+            timeline[-1]["bytes_up"],
+            timeline[-1]["bytes_down"],
+        )
     started = time.perf_counter() - earlier_wall
     cpu_started = time.process_time()  # this process's CPU (not a pool's or Ray's)
-    bar = tqdm(total=config.max_versions, initial=service.current_version(TASK), desc="model versions",
-               unit="v", disable=not show_progress)
+    bar = tqdm(
+        total=config.max_versions,
+        initial=service.current_version(TASK),
+        desc="model versions",
+        unit="v",
+        disable=not show_progress,
+    )
     seen = {"version": service.current_version(TASK)}
 
     def evaluate(version: int) -> None:
         metrics = score(service.current_parameters(TASK), test)
-        timeline.append({"version": version, "sim_hours": (vt.now() - T0) / 3600,
-                         "wall_s": time.perf_counter() - started,
-                         **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
-                         "bytes_up": stats["bytes_up"], "bytes_down": stats["bytes_down"]})
+        timeline.append(
+            {
+                "version": version,
+                "sim_hours": (vt.now() - T0) / 3600,
+                "wall_s": time.perf_counter() - started,
+                **{k: metrics[k] for k in TIMELINE_METRICS if k in metrics},
+                "bytes_up": stats["bytes_up"],
+                "bytes_down": stats["bytes_down"],
+            }
+        )
         shown = {k: f"{metrics[k]:.3f}" for k in ("accuracy", "mse") if k in metrics}
         bar.set_postfix(hours=f"{timeline[-1]['sim_hours']:.1f}", **shown, refresh=False)
         with progress_log.open("a") as f:  # a long run's history survives the run dying
@@ -287,19 +345,26 @@ async def simulate(config: SimulationConfig, bundle: Bundle, device_data: list |
     version = service.current_version(TASK)
     final_parameters = {k: v.copy() for k, v in service.current_parameters(TASK).items()}
     service.close()
-    return {"config": config.to_json(),
-            "devices": device_data.size if lazy else len(devices),
-            "attackers": population.attackers if lazy else len(attackers),
-            **({"population": population.describe()} if lazy else {}),
-            "sim_hours": (vt.now() - T0) / 3600, "wall_seconds": time.perf_counter() - started,
-            "cpu_seconds": time.process_time() - cpu_started,
-            "versions": version, "timeline": timeline,
-            "funnel": describe["funnel"], "client": stats,
-            "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
-            "final": timeline[-1],
-            # devices' own scores of versions on their held-out examples (eval_fraction)
-            "federated_evaluation": history["federated_evaluation"],
-            "training": {"backend": config.backend,
-                         "remote_trainings": getattr(training, "trainings", None),
-                         **training_info},
-            "final_parameters": final_parameters}
+    return {
+        "config": config.to_json(),
+        "devices": device_data.size if lazy else len(devices),
+        "attackers": population.attackers if lazy else len(attackers),
+        **({"population": population.describe()} if lazy else {}),
+        "sim_hours": (vt.now() - T0) / 3600,
+        "wall_seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+        "versions": version,
+        "timeline": timeline,
+        "funnel": describe["funnel"],
+        "client": stats,
+        "privacy": {k: privacy[k] for k in ("epsilon", "delta") if k in privacy},
+        "final": timeline[-1],
+        # devices' own scores of versions on their held-out examples (eval_fraction)
+        "federated_evaluation": history["federated_evaluation"],
+        "training": {
+            "backend": config.backend,
+            "remote_trainings": getattr(training, "trainings", None),
+            **training_info,
+        },
+        "final_parameters": final_parameters,
+    }

@@ -11,6 +11,7 @@ the wake-up time until the work is done. Work of devices whose simulated spans o
 so computes in parallel, and each result is used at its simulated time whatever order
 the workers finish in.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,14 +45,16 @@ class VirtualTime:
             finally:
                 self._running -= 1
                 self._check_idle()
+
         task = asyncio.create_task(wrapper())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def sleep(self, seconds: float, until: asyncio.Future | None = None) -> None:
         future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq),
-                                        future, until))
+        heapq.heappush(
+            self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq), future, until)
+        )
         self._running -= 1
         self._check_idle()
         await future  # the driver counts us as running again before waking us
@@ -59,8 +62,9 @@ class VirtualTime:
     async def park(self, seconds: float) -> None:
         """Sleep `seconds`, or less if `wake_parked()` comes first."""
         future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq),
-                                        future, None))
+        heapq.heappush(
+            self._sleepers, (self.clock.now() + max(0.0, seconds), next(self._seq), future, None)
+        )
         self._parked.append(future)
         self._running -= 1
         self._check_idle()
@@ -87,14 +91,17 @@ class VirtualTime:
         if self._running == 0:
             self._idle.set()
 
-    async def run_until(self, end: float,
-                        on_advance: Callable[[float], bool] | None = None) -> None:
+    async def run_until(
+        self, end: float, on_advance: Callable[[float], bool] | None = None
+    ) -> None:
         """Advance time until `end`, until nothing is scheduled, or until `on_advance(now)`
         (called after every step of the clock) returns True."""
         while True:
             await self._idle.wait()
             if not self._sleepers or self._sleepers[0][0] > end:
-                self.clock.set(max(self.clock.now(), min(end, self._sleepers[0][0]) if self._sleepers else end))
+                self.clock.set(
+                    max(self.clock.now(), min(end, self._sleepers[0][0]) if self._sleepers else end)
+                )
                 return
             when = self._sleepers[0][0]
             self.clock.set(max(self.clock.now(), when))

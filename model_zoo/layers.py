@@ -1,4 +1,5 @@
 """PyTorch layers the zoo needs that torch.nn does not ship. The compiler lowers them."""
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,9 @@ class CIFGLSTM(nn.Module):
     with P = proj_size or hidden_size; the same convention as nn.LSTM.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, proj_size: int = 0,
-                 batch_first: bool = True):
+    def __init__(
+        self, input_size: int, hidden_size: int, proj_size: int = 0, batch_first: bool = True
+    ):
         super().__init__()
         if not batch_first:
             raise ValueError("CIFGLSTM supports batch_first=True only")

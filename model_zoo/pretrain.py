@@ -9,6 +9,7 @@ so the same encoder that feeds the devices feeds this loop. Adam is used here (t
 bundle's train step keeps the optimizer the devices run): it reaches a useful model in
 far fewer passes over the public text than plain SGD.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,33 +26,43 @@ def pad_batch(examples: list[dict], input_name: str) -> tuple[torch.Tensor, torc
     x = np.zeros((len(examples), length), np.int64)
     y = np.zeros((len(examples), length), np.int64)
     for i, e in enumerate(examples):
-        x[i, :len(e[input_name])] = e[input_name]
-        y[i, :len(e["targets"])] = e["targets"]
+        x[i, : len(e[input_name])] = e[input_name]
+        y[i, : len(e["targets"])] = e["targets"]
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
-                   pool: int = 50) -> list[np.ndarray]:
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 50
+) -> list[np.ndarray]:
     """Indices in batches of similar length (less padding: a batch costs its longest
     example): shuffle, sort within pools of `pool` batches, cut, shuffle the batches."""
     order = rng.permutation(len(lengths))
     batches = []
     for start in range(0, len(order), pool * batch_size):
-        chunk = order[start:start + pool * batch_size]
+        chunk = order[start : start + pool * batch_size]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def pretrain(module: nn.Module, examples: list[dict], *, input_name: str, epochs: int,
-             batch_size: int, lr: float, clip_grad_norm: float | None, seed: int,
-             threads: int | None = None,
-             on_step: Callable[[int, int, float], None] | None = None) -> dict:
+def pretrain(
+    module: nn.Module,
+    examples: list[dict],
+    *,
+    input_name: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    clip_grad_norm: float | None,
+    seed: int,
+    threads: int | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict:
     """Train `module` in place (next-token cross-entropy, padding 0 ignored) on
-    `examples` with Adam for `epochs` passes, reshuffled each pass by `seed` (batches of
-similar length, length_batches).
-    `on_step(step, steps, loss)` is called after every optimizer step. Returns
-    {"steps", "seconds", "final_loss" (mean over the last pass)}."""
+        `examples` with Adam for `epochs` passes, reshuffled each pass by `seed` (batches of
+    similar length, length_batches).
+        `on_step(step, steps, loss)` is called after every optimizer step. Returns
+        {"steps", "seconds", "final_loss" (mean over the last pass)}."""
     if threads:
         torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -77,8 +88,11 @@ similar length, length_batches).
             losses.append(loss.item())
             if on_step:
                 on_step(step, steps, losses[-1])
-    return {"steps": step, "seconds": time.perf_counter() - started,
-            "final_loss": float(np.mean(losses)) if losses else float("nan")}
+    return {
+        "steps": step,
+        "seconds": time.perf_counter() - started,
+        "final_loss": float(np.mean(losses)) if losses else float("nan"),
+    }
 
 
 __all__ = ["length_batches", "pad_batch", "pretrain"]

@@ -2,6 +2,7 @@
 
 `build_bundle(name, out)` compiles one; the CLI's `edge-fl zoo export NAME` calls it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +13,15 @@ import torch
 from torch import nn
 
 from .compiler import compile_bundle
-from .models import (femnist_cnn, keyboard_cifg, keyboard_transformer, logreg, mlp,
-                     mobilenet_cnn, shakespeare_char)
+from .models import (
+    femnist_cnn,
+    keyboard_cifg,
+    keyboard_transformer,
+    logreg,
+    mlp,
+    mobilenet_cnn,
+    shakespeare_char,
+)
 
 
 @dataclass(frozen=True)
@@ -55,27 +63,31 @@ class ZooEntry:
     def loss(self) -> nn.CrossEntropyLoss:
         return nn.CrossEntropyLoss(ignore_index=self.ignore_index)
 
-    def sizes(self, vocabulary_size: int | None = None,
-              sequence_length: int | None = None) -> tuple[int, int] | None:
+    def sizes(
+        self, vocabulary_size: int | None = None, sequence_length: int | None = None
+    ) -> tuple[int, int] | None:
         """(vocabulary size, sequence length): the given ones, else the entry's defaults;
         None for a model that reads no tokens. Raises ValueError for sizes out of range or
         given to a model that reads no tokens."""
         if self.tokens is None:
             if vocabulary_size is not None or sequence_length is not None:
-                raise ValueError("this model reads no tokens: it takes no vocabulary size "
-                                 "or sequence length")
+                raise ValueError(
+                    "this model reads no tokens: it takes no vocabulary size or sequence length"
+                )
             return None
         vocab = self.tokens.vocabulary_size if vocabulary_size is None else vocabulary_size
         seq = self.tokens.sequence_length if sequence_length is None else sequence_length
         if not isinstance(vocab, int) or vocab < 2:
-            raise ValueError(f"vocabulary_size must be an int >= 2 (padding and one token), "
-                             f"got {vocab!r}")
+            raise ValueError(
+                f"vocabulary_size must be an int >= 2 (padding and one token), got {vocab!r}"
+            )
         if not isinstance(seq, int) or seq < 1:
             raise ValueError(f"sequence_length must be an int >= 1, got {seq!r}")
         return vocab, seq
 
-    def model(self, vocabulary_size: int | None = None,
-              sequence_length: int | None = None) -> nn.Module:
+    def model(
+        self, vocabulary_size: int | None = None, sequence_length: int | None = None
+    ) -> nn.Module:
         """A freshly initialised model (from torch's global generator) of the given sizes."""
         sizes = self.sizes(vocabulary_size, sequence_length)
         if sizes is None:
@@ -83,8 +95,13 @@ class ZooEntry:
         vocab, seq = sizes
         return self.build(vocab, seq) if self.tokens.positional else self.build(vocab)
 
-    def batch(self, batch_size: int, gen: torch.Generator, vocabulary_size: int | None = None,
-              sequence_length: int | None = None) -> dict[str, torch.Tensor]:
+    def batch(
+        self,
+        batch_size: int,
+        gen: torch.Generator,
+        vocabulary_size: int | None = None,
+        sequence_length: int | None = None,
+    ) -> dict[str, torch.Tensor]:
         """A sample batch for the model of the given sizes: int64 ids [batch, seq] (never
         the padding id 0) and targets [batch, seq], or the model's features and targets."""
         sizes = self.sizes(vocabulary_size, sequence_length)
@@ -98,29 +115,37 @@ class ZooEntry:
 
 
 def _images(batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    return {"x": torch.rand(batch, 1, 28, 28, generator=gen),
-            "targets": torch.randint(0, 10, (batch,), generator=gen)}
+    return {
+        "x": torch.rand(batch, 1, 28, 28, generator=gen),
+        "targets": torch.randint(0, 10, (batch,), generator=gen),
+    }
 
 
 def _tabular(batch: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    return {"x": torch.randn(batch, 30, generator=gen),
-            "targets": torch.randint(0, 2, (batch,), generator=gen)}
+    return {
+        "x": torch.randn(batch, 30, generator=gen),
+        "targets": torch.randint(0, 2, (batch,), generator=gen),
+    }
 
 
 def _shakespeare_train_lines() -> list[str]:
     from .data.shakespeare import load_users
+
     return [line for user in load_users() for line in user.split()[0]]
 
 
 def _word_vocabulary(size: int):
     def make():
         from .vocabulary_builder import build_word_vocabulary
+
         return build_word_vocabulary(_shakespeare_train_lines(), size)
+
     return make
 
 
 def _char_vocabulary():
     from .vocabulary_builder import build_char_vocabulary
+
     return build_char_vocabulary(_shakespeare_train_lines())
 
 
@@ -133,43 +158,82 @@ def _sgd(lr, momentum=0.0):
 
 
 ZOO: dict[str, ZooEntry] = {
-    "keyboard_cifg": ZooEntry(keyboard_cifg.full, "next_word", _sgd(1.0),
-                              tokens=Tokens("tokens", 10000, 20), ignore_index=keyboard_cifg.PAD,
-                              vocabulary=_word_vocabulary(10000), clip_grad_norm=1.0),
-    "keyboard_cifg_tiny": ZooEntry(keyboard_cifg.tiny, "next_word", _sgd(1.0),
-                                   tokens=Tokens("tokens", 500, 12),
-                                   ignore_index=keyboard_cifg.PAD,
-                                   vocabulary=_word_vocabulary(500), clip_grad_norm=1.0),
-    "keyboard_transformer": ZooEntry(keyboard_transformer.full, "next_word", _sgd(1.0),
-                                     tokens=Tokens("tokens", 10000, 20, positional=True),
-                                     ignore_index=keyboard_transformer.PAD,
-                                     vocabulary=_word_vocabulary(10000), clip_grad_norm=1.0),
-    "keyboard_transformer_tiny": ZooEntry(keyboard_transformer.tiny, "next_word", _sgd(1.0),
-                                          tokens=Tokens("tokens", 500, 12, positional=True),
-                                          ignore_index=keyboard_transformer.PAD,
-                                          vocabulary=_word_vocabulary(500), clip_grad_norm=1.0),
-    "shakespeare_char": ZooEntry(shakespeare_char.full, "next_char", _sgd(1.0),
-                                 tokens=Tokens("chars", 80, 80), ignore_index=0,
-                                 vocabulary=_char_vocabulary, clip_grad_norm=5.0),
-    "shakespeare_char_tiny": ZooEntry(shakespeare_char.tiny, "next_char", _sgd(1.0),
-                                      tokens=Tokens("chars", 80, 20), ignore_index=0,
-                                      vocabulary=_char_vocabulary, clip_grad_norm=5.0),
+    "keyboard_cifg": ZooEntry(
+        keyboard_cifg.full,
+        "next_word",
+        _sgd(1.0),
+        tokens=Tokens("tokens", 10000, 20),
+        ignore_index=keyboard_cifg.PAD,
+        vocabulary=_word_vocabulary(10000),
+        clip_grad_norm=1.0,
+    ),
+    "keyboard_cifg_tiny": ZooEntry(
+        keyboard_cifg.tiny,
+        "next_word",
+        _sgd(1.0),
+        tokens=Tokens("tokens", 500, 12),
+        ignore_index=keyboard_cifg.PAD,
+        vocabulary=_word_vocabulary(500),
+        clip_grad_norm=1.0,
+    ),
+    "keyboard_transformer": ZooEntry(
+        keyboard_transformer.full,
+        "next_word",
+        _sgd(1.0),
+        tokens=Tokens("tokens", 10000, 20, positional=True),
+        ignore_index=keyboard_transformer.PAD,
+        vocabulary=_word_vocabulary(10000),
+        clip_grad_norm=1.0,
+    ),
+    "keyboard_transformer_tiny": ZooEntry(
+        keyboard_transformer.tiny,
+        "next_word",
+        _sgd(1.0),
+        tokens=Tokens("tokens", 500, 12, positional=True),
+        ignore_index=keyboard_transformer.PAD,
+        vocabulary=_word_vocabulary(500),
+        clip_grad_norm=1.0,
+    ),
+    "shakespeare_char": ZooEntry(
+        shakespeare_char.full,
+        "next_char",
+        _sgd(1.0),
+        tokens=Tokens("chars", 80, 80),
+        ignore_index=0,
+        vocabulary=_char_vocabulary,
+        clip_grad_norm=5.0,
+    ),
+    "shakespeare_char_tiny": ZooEntry(
+        shakespeare_char.tiny,
+        "next_char",
+        _sgd(1.0),
+        tokens=Tokens("chars", 80, 20),
+        ignore_index=0,
+        vocabulary=_char_vocabulary,
+        clip_grad_norm=5.0,
+    ),
     "femnist_cnn": ZooEntry(femnist_cnn.full, "classification", _sgd(0.05), sample=_images),
-    "femnist_cnn_tiny": ZooEntry(femnist_cnn.tiny, "classification", _sgd(0.05),
-                                 sample=_images),
+    "femnist_cnn_tiny": ZooEntry(femnist_cnn.tiny, "classification", _sgd(0.05), sample=_images),
     "mobilenet_cnn": ZooEntry(mobilenet_cnn.full, "classification", _sgd(0.1), sample=_images),
-    "mobilenet_cnn_tiny": ZooEntry(mobilenet_cnn.tiny, "classification", _sgd(0.1),
-                                   sample=_images),
+    "mobilenet_cnn_tiny": ZooEntry(mobilenet_cnn.tiny, "classification", _sgd(0.1), sample=_images),
     "logreg": ZooEntry(logreg.LogReg, "classification", _sgd(0.1), sample=_tabular),
     "mlp": ZooEntry(mlp.MLP, "classification", _adam(1e-2), sample=_tabular),
 }
 
 
-def build_bundle(name: str, out: str | Path, *, batch_size: int = 8, seed: int = 0,
-                 model: nn.Module | None = None, optimizer=None,
-                 vocabulary=None, with_vocabulary: bool = False,
-                 vocabulary_size: int | None = None,
-                 sequence_length: int | None = None) -> Path:
+def build_bundle(
+    name: str,
+    out: str | Path,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    model: nn.Module | None = None,
+    optimizer=None,
+    vocabulary=None,
+    with_vocabulary: bool = False,
+    vocabulary_size: int | None = None,
+    sequence_length: int | None = None,
+) -> Path:
     """Compile zoo model `name` (freshly initialised from `seed` unless `model` is given).
 
     with_vocabulary: build the model's vocabulary from the real training text (Shakespeare
@@ -185,8 +249,10 @@ def build_bundle(name: str, out: str | Path, *, batch_size: int = 8, seed: int =
         vocabulary = entry.vocabulary()
     if vocabulary is not None:
         if vocabulary_size is not None and vocabulary_size != len(vocabulary):
-            raise ValueError(f"vocabulary_size {vocabulary_size} differs from the given "
-                             f"vocabulary's {len(vocabulary)} entries; pass one of them")
+            raise ValueError(
+                f"vocabulary_size {vocabulary_size} differs from the given "
+                f"vocabulary's {len(vocabulary)} entries; pass one of them"
+            )
         vocabulary_size = len(vocabulary)
     gen = torch.Generator().manual_seed(seed)
     if model is None:
@@ -194,7 +260,14 @@ def build_bundle(name: str, out: str | Path, *, batch_size: int = 8, seed: int =
         model = entry.model(vocabulary_size, sequence_length)
     opt = optimizer or entry.optimizer(model.parameters())
     sample = entry.batch(batch_size, gen, vocabulary_size, sequence_length)
-    return compile_bundle(model, sample, loss=entry.loss(), optimizer=opt,
-                          out=out, model_name=name, task=entry.task,
-                          clip_grad_norm=entry.clip_grad_norm,
-                          vocabulary=vocabulary.to_json() if vocabulary is not None else None)
+    return compile_bundle(
+        model,
+        sample,
+        loss=entry.loss(),
+        optimizer=opt,
+        out=out,
+        model_name=name,
+        task=entry.task,
+        clip_grad_norm=entry.clip_grad_norm,
+        vocabulary=vocabulary.to_json() if vocabulary is not None else None,
+    )

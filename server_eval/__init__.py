@@ -7,8 +7,14 @@ from a JSON-lines file, and posts the metrics back, where they join the task's h
 `/metrics` and the dashboard. `edge-fl serve` starts one per task named in its
 `heldout` setting; `edge-fl heldout` runs one by hand.
 """
+
 from .heldout_set import HeldoutSetError, read_heldout_set, write_heldout_set
 from .worker import HeldoutWorker, WorkerConfig
 
-__all__ = ["HeldoutSetError", "HeldoutWorker", "WorkerConfig", "read_heldout_set",
-           "write_heldout_set"]
+__all__ = [
+    "HeldoutSetError",
+    "HeldoutWorker",
+    "WorkerConfig",
+    "read_heldout_set",
+    "write_heldout_set",
+]

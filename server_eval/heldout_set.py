@@ -1,6 +1,7 @@
 """A held-out set on disk: JSON lines, one example per line, holding the bundle's inputs
 and its target by name, e.g. {"tokens": [1, 57, 9], "targets": [57, 9, 2]} for the
 keyboard or {"x": [0.1, ...], "targets": 1} for a classifier."""
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,10 @@ def read_heldout_set(path: str | Path, bundle: Bundle) -> list[dict[str, np.ndar
             except json.JSONDecodeError as e:
                 raise HeldoutSetError(f"{path}:{number}: not JSON ({e.msg})") from None
             if not isinstance(doc, dict) or set(doc) != set(specs):
-                raise HeldoutSetError(f"{path}:{number}: an example holds exactly "
-                                      f"{sorted(specs)}")
-            examples.append({name: _array(doc[name], specs[name], f"{path}:{number}: {name}")
-                             for name in specs})
+                raise HeldoutSetError(f"{path}:{number}: an example holds exactly {sorted(specs)}")
+            examples.append(
+                {name: _array(doc[name], specs[name], f"{path}:{number}: {name}") for name in specs}
+            )
     if not examples:
         raise HeldoutSetError(f"{path} holds no examples")
     return examples
@@ -56,7 +57,8 @@ def _array(value, spec: dict, where: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise HeldoutSetError(f"{where} is not an array of {spec['dtype']}") from None
     dims = spec["shape"][1:]
-    if array.ndim != len(dims) or any(isinstance(d, int) and d != n
-                                       for d, n in zip(dims, array.shape)):
+    if array.ndim != len(dims) or any(
+        isinstance(d, int) and d != n for d, n in zip(dims, array.shape)
+    ):
         raise HeldoutSetError(f"{where} has shape {list(array.shape)}, the bundle takes {dims}")
     return array

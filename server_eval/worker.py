@@ -7,6 +7,7 @@ A lost connection or a server answering 5xx is waited out; a refusal (4xx: a tas
 created yet, a wrong token) ends the pass with an error saying what the server said,
 which `run` logs before it polls again.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,6 @@ from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
 from .heldout_set import read_heldout_set
-
 
 log = logging.getLogger("edge_fl.heldout")
 
@@ -68,23 +68,29 @@ class HeldoutWorker:
         task = await self._json("GET", self._base)
         done = {e["version"] for e in task.get("heldout_evaluation", [])}
         versions = [v["version"] for v in task["versions"]]
-        todo = [v for v in versions if v not in done] if self.config.every_version else \
-            [v for v in versions[-1:] if v not in done]
+        todo = (
+            [v for v in versions if v not in done]
+            if self.config.every_version
+            else [v for v in versions[-1:] if v not in done]
+        )
         for version in todo:
             metrics = await self.evaluate(version)
-            await self._json("POST", f"{self._base}/versions/{version}/heldout",
-                             json={"metrics": metrics})
+            await self._json(
+                "POST", f"{self._base}/versions/{version}/heldout", json={"metrics": metrics}
+            )
         return todo
 
     async def evaluate(self, version: int) -> dict[str, float]:
-        async with self.session.get(f"{self._base}/model", params={"version": str(version)},
-                                    headers=self._headers) as r:
+        async with self.session.get(
+            f"{self._base}/model", params={"version": str(version)}, headers=self._headers
+        ) as r:
             await _raise_for(r)
             data = await r.read()
         _, params = decode_parameters(data, self.bundle.parameter_specs)
         # ORT releases the GIL: the worker's event loop stays responsive
-        return await asyncio.to_thread(self.evaluator.evaluate, params, self.examples,
-                                       self.config.batch_size)
+        return await asyncio.to_thread(
+            self.evaluator.evaluate, params, self.examples, self.config.batch_size
+        )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set, waiting out a server that is down or restarting."""
@@ -98,8 +104,12 @@ class HeldoutWorker:
                 pass  # the server is starting, restarting or busy: next poll
             except ServerRefused as e:  # e.g. the task is not created yet: say so, go on
                 if str(e) != said:
-                    log.warning("held-out evaluation of %s: %s (polling every %g s)",
-                                self.config.task_id, e, self.config.poll_s)
+                    log.warning(
+                        "held-out evaluation of %s: %s (polling every %g s)",
+                        self.config.task_id,
+                        e,
+                        self.config.poll_s,
+                    )
                 said = str(e)
             try:
                 await asyncio.wait_for(stop.wait(), self.config.poll_s)

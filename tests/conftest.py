@@ -1,5 +1,6 @@
 """Suite-wide options: `make soak` widens the bounded crash test; under CI, property tests
 run derandomized (a fixed seed), so a submission's result does not depend on the draw."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,12 @@ if os.environ.get("CI"):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--kill-points", default="40",
-                     help="comma-separated counts of acknowledged uploads after which the "
-                          "crash test kills the aggregator (make soak passes many)")
+    parser.addoption(
+        "--kill-points",
+        default="40",
+        help="comma-separated counts of acknowledged uploads after which the "
+        "crash test kills the aggregator (make soak passes many)",
+    )
 
 
 def pytest_generate_tests(metafunc):

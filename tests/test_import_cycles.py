@@ -4,6 +4,7 @@ Read from the source with ast. Function-level imports count too (a lazy import h
 cycle from the interpreter, not from the design); imports under `if TYPE_CHECKING:` do
 not (they name a type for annotations and never run).
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,10 +36,12 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                       for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                for alias in node.names
+            ]
         else:
             continue
         out.update(t for t in targets if t in modules and t != name)
@@ -105,7 +108,8 @@ def test_relative_imports_resolve_to_our_modules():
     modules = _modules()
     imported = _imports("aggregator.coordinator", modules["aggregator.coordinator"], modules)
     assert "aggregator.stages" in imported and "edge_sdk.protocol" in imported
-    gru = _imports("model_zoo.compiler.ops.gru_layer", modules["model_zoo.compiler.ops.gru_layer"],
-                   modules)
+    gru = _imports(
+        "model_zoo.compiler.ops.gru_layer", modules["model_zoo.compiler.ops.gru_layer"], modules
+    )
     assert "model_zoo.compiler.ops.scan" in gru  # imported at run time
     assert "model_zoo.compiler.ops.recurrent" not in gru  # only under TYPE_CHECKING

@@ -1,5 +1,6 @@
 """The README is the user's door: short, and its headline figures link to where they are
 measured (docs/benchmarks.md, with the command that printed each)."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,10 @@ def test_readme_is_under_10_kb():
 
 def test_readme_links_to_benchmarks_land_on_a_heading():
     readme = (ROOT / "README.md").read_text()
-    headings = {_anchor(h) for h in re.findall(r"^#+ (.+)$",
-                                               (ROOT / "docs/benchmarks.md").read_text(), re.M)}
+    headings = {
+        _anchor(h)
+        for h in re.findall(r"^#+ (.+)$", (ROOT / "docs/benchmarks.md").read_text(), re.M)
+    }
     anchors = re.findall(r"\]\(docs/benchmarks\.md#([^)]+)\)", readme)
     assert anchors and set(anchors) <= headings
 

@@ -10,6 +10,7 @@ concern:
 
 `AggregatorService` puts them together and is what the app, the in-process transport
 and the simulator call: every call runs on one thread (the app's service thread)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -30,9 +31,16 @@ from .tasks import LedTask, TaskTable
 
 
 class AggregatorService:
-    def __init__(self, store: Store, clock, rng: np.random.Generator,
-                 enrollment_secrets: dict[str, str], limits: DecodeLimits = DecodeLimits(),
-                 address: str | None = None, upload_quota: UploadQuota = UploadQuota()):
+    def __init__(
+        self,
+        store: Store,
+        clock,
+        rng: np.random.Generator,
+        enrollment_secrets: dict[str, str],
+        limits: DecodeLimits = DecodeLimits(),
+        address: str | None = None,
+        upload_quota: UploadQuota = UploadQuota(),
+    ):
         """address: where the other processes sharing the store reach this one."""
         self.store, self.clock = store, clock
         self.commits = Commits(store, clock)
@@ -40,8 +48,9 @@ class AggregatorService:
         self.admin = Administration(store, clock, self.table)
         self.devices = Devices(store, clock, enrollment_secrets)
         uploads = UploadSessions(store, clock, upload_quota, limits.max_message_bytes)
-        self.participation = Participation(store, clock, rng, limits, self.table,
-                                           self.commits, uploads)
+        self.participation = Participation(
+            store, clock, rng, limits, self.table, self.commits, uploads
+        )
         self.secure = SecureSteps(clock, self.table, self.commits)
 
         # the public calls, by concern
@@ -54,15 +63,21 @@ class AggregatorService:
         self.enroll, self.authenticate = self.devices.enroll, self.devices.authenticate
         self.known_device = self.devices.known_device
         p = self.participation
-        self.check_in, self.report_failure, self.model_file = (p.check_in, p.report_failure,
-                                                               p.model_file)
+        self.check_in, self.report_failure, self.model_file = (
+            p.check_in,
+            p.report_failure,
+            p.model_file,
+        )
         self.submit_update, self.submit_evaluation = p.submit_update, p.submit_evaluation
         self.begin_upload, self.upload_status = p.begin_upload, p.upload_status
         self.append_chunk, self.commit_upload = p.append_chunk, p.commit_upload
         self.expire_uploads = p.expire_uploads
         s = self.secure
-        self.secagg_state, self.secagg_advertise, self.secagg_share = (s.state, s.advertise,
-                                                                       s.share)
+        self.secagg_state, self.secagg_advertise, self.secagg_share = (
+            s.state,
+            s.advertise,
+            s.share,
+        )
         self.secagg_masked_input, self.secagg_reveal = s.masked_input, s.reveal
 
     # -- queries ------------------------------------------------------------------------------
@@ -91,8 +106,9 @@ class AggregatorService:
 
     def describe_tasks(self, with_history: bool) -> list[dict]:
         """describe() of every task, with history() when asked."""
-        return [self.describe(t) | (self.history(t) if with_history else {})
-                for t in self.task_ids()]
+        return [
+            self.describe(t) | (self.history(t) if with_history else {}) for t in self.task_ids()
+        ]
 
     def led_task_ids(self) -> list[str]:
         """The tasks this process leads (their coordinators run here)."""

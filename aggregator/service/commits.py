@@ -1,6 +1,7 @@
 """Turning a round's or a buffer's accepted updates into a model version: the server
 optimizer step, the finite check, DP accounting, and the one store transaction that
 publishes the version and moves its updates to the idempotency ledger."""
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,9 @@ class Commits:
         task_id = task.record.task_id
         metrics = mean_metrics(self.store.pending_metrics(task_id))
         mean, measurements = c.close_aggregate()
-        optimizer = build_server_optimizer(task.settings.server_optimizer,
-                                           lr=task.settings.server_lr_at(c.version))
+        optimizer = build_server_optimizer(
+            task.settings.server_optimizer, lr=task.settings.server_lr_at(c.version)
+        )
         params, state = optimizer.step(task.parameters, mean, task.optimizer_state)
         reason = _not_finite(mean, params, state)
         if reason is not None:
@@ -74,15 +76,20 @@ class Commits:
         if dp is None:
             return {}
         delta = dp.target_delta
-        epsilon = PrivacyAccountant(dp.noise_multiplier, task.settings.sampling_rate(),
-                                    delta).epsilon(task.coordinator.version)
+        epsilon = PrivacyAccountant(
+            dp.noise_multiplier, task.settings.sampling_rate(), delta
+        ).epsilon(task.coordinator.version)
         budget = dp.epsilon_budget
         if budget is not None and epsilon >= budget:
             task.coordinator.paused = True
-            task.coordinator.events.append({"event": "privacy_budget_reached",
-                                            "epsilon": json_number(epsilon),
-                                            "round": task.coordinator.round_id,
-                                            "at": self.clock.now()})
+            task.coordinator.events.append(
+                {
+                    "event": "privacy_budget_reached",
+                    "epsilon": json_number(epsilon),
+                    "round": task.coordinator.round_id,
+                    "at": self.clock.now(),
+                }
+            )
         return {"epsilon": json_number(epsilon), "delta": delta}
 
     def flush_events(self, task: LedTask) -> None:

@@ -1,5 +1,6 @@
 """Enrollment and authentication: a population's secret buys a device id and a bearer
 token; only the token's hash is stored, and tokens seen before are answered from memory."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,11 @@ class Devices:
 
     def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
         if not self.enrollment_secrets:
-            raise EnrollmentClosed("this server enrolls no devices: no enrollment secret is "
-                                   "configured; start edge-fl serve with --enrollment-secret "
-                                   "POPULATION=SECRET (or enrollment_secrets in --config)")
+            raise EnrollmentClosed(
+                "this server enrolls no devices: no enrollment secret is "
+                "configured; start edge-fl serve with --enrollment-secret "
+                "POPULATION=SECRET (or enrollment_secrets in --config)"
+            )
         expected = self.enrollment_secrets.get(population)
         # bytes: compare_digest refuses str with non-ASCII characters
         if expected is None or not secrets.compare_digest(expected.encode(), secret.encode()):
@@ -30,8 +33,9 @@ class Devices:
             raise BadRequest("public_key must be a raw 32-byte Ed25519 key (base64)")
         device_id = "dev-" + secrets.token_hex(8)
         token = secrets.token_urlsafe(32)
-        self.store.add_device(Device(device_id, population, public_key), token_hash(token),
-                              self.clock.now())
+        self.store.add_device(
+            Device(device_id, population, public_key), token_hash(token), self.clock.now()
+        )
         return {"device_id": device_id, "token": token}
 
     def authenticate(self, token: str | None) -> Device:

@@ -9,6 +9,7 @@ again if it is missing. The first request for an encoding of a version pays the 
 loop; the SQLite store keeps such files beside a model it references (store/sqlite.py).
 Differences from an older version (edge_sdk.protocol.model_encoding) are files too, one
 per (version, base version) pair that devices asked for."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,12 @@ import threading
 from pathlib import Path
 
 from edge_sdk.protocol import decode_parameters
-from edge_sdk.protocol.model_encoding import (DIFFERENCE_ENCODINGS, ENCODINGS, decode_model,
-                                             encode_model)
+from edge_sdk.protocol.model_encoding import (
+    DIFFERENCE_ENCODINGS,
+    ENCODINGS,
+    decode_model,
+    encode_model,
+)
 
 from ..errors import BadRequest
 
@@ -35,13 +40,16 @@ def encoded_model_file(path: Path, specs: list, encoding: str) -> Path:
     with _lock:
         if not target.exists():
             header, params = decode_parameters(path.read_bytes(), specs)
-            _write_whole(target, encode_model(params, specs, header["model_id"],
-                                              header["model_version"], encoding))
+            _write_whole(
+                target,
+                encode_model(params, specs, header["model_id"], header["model_version"], encoding),
+            )
     return target
 
 
-def encoded_difference_file(path: Path, base_path: Path, base_version: int, specs: list,
-                            encoding: str) -> Path:
+def encoded_difference_file(
+    path: Path, base_path: Path, base_version: int, specs: list, encoding: str
+) -> Path:
     """The file of the float32 model at `path` as a difference (in
     DIFFERENCE_ENCODINGS[encoding]) from what a device reconstructs out of the whole
     `encoding` download of the version at `base_path`, made when missing."""
@@ -54,10 +62,17 @@ def encoded_difference_file(path: Path, base_path: Path, base_version: int, spec
         if not target.exists():
             header, params = decode_parameters(path.read_bytes(), specs)
             _, base = decode_model(base_file.read_bytes(), specs)
-            _write_whole(target, encode_model(params, specs, header["model_id"],
-                                              header["model_version"],
-                                              DIFFERENCE_ENCODINGS[encoding],
-                                              base=(base_version, base)))
+            _write_whole(
+                target,
+                encode_model(
+                    params,
+                    specs,
+                    header["model_id"],
+                    header["model_version"],
+                    DIFFERENCE_ENCODINGS[encoding],
+                    base=(base_version, base),
+                ),
+            )
     return target
 
 

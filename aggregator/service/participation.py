@@ -6,6 +6,7 @@ in memory) -> the norm bound -> coordinator.admit -> store.save_update (durable)
 coordinator.accept -> commit a version when the round/buffer is ready -> acknowledge.
 After a crash, the task table replays every durable update of the open rounds, so each
 acknowledged update counts exactly once."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,19 +26,28 @@ from .commits import Commits, json_number
 from .encoded_models import encoded_difference_file, encoded_model_file
 from .tasks import LedTask, TaskTable
 
-
 MAX_DIFFERENCE_VERSIONS = 8
 """How many versions past its base a device may get a difference download: beyond, the
 difference is nearly as large as the whole model, and the device takes a new base."""
 
 
 class Participation:
-    def __init__(self, store: Store, clock, rng: np.random.Generator, limits: DecodeLimits,
-                 table: TaskTable, commits: Commits, uploads: UploadSessions):
+    def __init__(
+        self,
+        store: Store,
+        clock,
+        rng: np.random.Generator,
+        limits: DecodeLimits,
+        table: TaskTable,
+        commits: Commits,
+        uploads: UploadSessions,
+    ):
         self.store, self.clock, self.rng, self.limits = store, clock, rng, limits
         self.table, self.commits, self.uploads = table, commits, uploads
 
-    def check_in(self, device: Device, task_id: str | None) -> Assignment | EvalAssignment | ComeBackLater:
+    def check_in(
+        self, device: Device, task_id: str | None
+    ) -> Assignment | EvalAssignment | ComeBackLater:
         tasks = [self.table.task(task_id)] if task_id else list(self.table.tasks.values())
         if not tasks:
             return ComeBackLater(self.clock.now() + 60.0)
@@ -52,12 +62,19 @@ class Participation:
         task = self.table.task(task_id)
         with self.table.owning(task):
             # a fixed vocabulary: reasons become metric labels and stored counters
-            task.coordinator.report_failure(device.device_id, failure_reason(reason),
-                                            self.clock.now())
+            task.coordinator.report_failure(
+                device.device_id, failure_reason(reason), self.clock.now()
+            )
             self.commits.after_change(task)
 
-    def model_file(self, task_id: str, version: int | None, to_device: bool = False,
-                   encoding: str = DEFAULT_ENCODING, base: int | None = None) -> tuple[int, Path]:
+    def model_file(
+        self,
+        task_id: str,
+        version: int | None,
+        to_device: bool = False,
+        encoding: str = DEFAULT_ENCODING,
+        base: int | None = None,
+    ) -> tuple[int, Path]:
         """Any process serves models: they are in the store, and never change. Bytes
         served `to_device` count toward the task's next version where it is led. An
         `encoding` other than float32 (edge_sdk.protocol.ENCODINGS) is served from a file
@@ -92,8 +109,10 @@ class Participation:
     def submit_update(self, device: Device, task_id: str, data: bytes) -> dict:
         task = self.table.task(task_id)
         if task.settings.secagg is not None:
-            raise BadRequest("this task uses secure aggregation: devices send masked inputs "
-                             "(/secagg), never an individual update")
+            raise BadRequest(
+                "this task uses secure aggregation: devices send masked inputs "
+                "(/secagg), never an individual update"
+            )
         checked = open_update(data, self.limits)  # the checksum is computed once, here
         meta = checked.meta
         if meta.device_id != device.device_id:
@@ -107,8 +126,13 @@ class Participation:
             return {"status": "duplicate", "aggregated_into": seen}
         c = task.coordinator
         try:
-            decoded = decode_update(checked, task.record.specs, public_key=device.public_key,
-                                    limits=self.limits, keep_parts=True)
+            decoded = decode_update(
+                checked,
+                task.record.specs,
+                public_key=device.public_key,
+                limits=self.limits,
+                keep_parts=True,
+            )
         except NonFinite as e:
             c.refuse_update("not_finite", meta.device_id)
             raise UpdateNotFinite(f"the update is not finite: {e}") from None
@@ -119,9 +143,21 @@ class Participation:
             if isinstance(admission, Outcome):
                 return {"status": "duplicate", "version": c.version}
             try:
-                self.store.save_update(task_id, PendingUpdate(
-                    meta.idempotency_key, c.round_id, meta.device_id, meta.model_version,
-                    admission.weight, admission.staleness), data, meta.metrics, c.snapshot(), now)
+                self.store.save_update(
+                    task_id,
+                    PendingUpdate(
+                        meta.idempotency_key,
+                        c.round_id,
+                        meta.device_id,
+                        meta.model_version,
+                        admission.weight,
+                        admission.staleness,
+                    ),
+                    data,
+                    meta.metrics,
+                    c.snapshot(),
+                    now,
+                )
             except AlreadyAggregated:  # the store, not this process's memory, decides
                 seen = self.store.seen_update(task_id, meta.device_id, meta.idempotency_key)
                 if seen is not None and seen >= 0:
@@ -130,8 +166,12 @@ class Participation:
             outcome = c.accept(meta, decoded.tensors, admission)
             del decoded
             self.commits.maybe_commit(task)
-        return {"status": "accepted", "weight": outcome.weight, "staleness": outcome.staleness,
-                "version": c.version}
+        return {
+            "status": "accepted",
+            "weight": outcome.weight,
+            "staleness": outcome.staleness,
+            "version": c.version,
+        }
 
     def _check_norm(self, task: LedTask, delta, device_id: str) -> None:
         """Refuse an update over the task's L2 norm bound (counted, nothing stored)."""
@@ -141,9 +181,11 @@ class Participation:
         norm = norm_over(delta, bound)
         if norm is not None:
             task.coordinator.refuse_update("norm_exceeded", device_id)
-            raise UpdateNormExceeded(f"the update's L2 norm {norm:.6g} exceeds this task's "
-                                     f"max_update_norm {bound:g}", norm=json_number(norm),
-                                     max_update_norm=bound)
+            raise UpdateNormExceeded(
+                f"the update's L2 norm {norm:.6g} exceeds this task's max_update_norm {bound:g}",
+                norm=json_number(norm),
+                max_update_norm=bound,
+            )
 
     # -- resumable uploads (uploads.py) -----------------------------------------------------
     def begin_upload(self, device: Device, task_id: str, size: int, sha256: str) -> dict:
@@ -174,10 +216,21 @@ class Participation:
         if not isinstance(version, int) or isinstance(version, bool):
             raise BadRequest("model_version must be an integer")
         allowed = {"loss_sum", "correct", "correct_top3", "count"}
-        if not isinstance(sums, dict) or not sums or set(sums) - allowed or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-                and v >= 0 for v in sums.values()):
-            raise BadRequest(f"sums must map some of {sorted(allowed)} to finite non-negative numbers")
+        if (
+            not isinstance(sums, dict)
+            or not sums
+            or set(sums) - allowed
+            or not all(
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and np.isfinite(v)
+                and v >= 0
+                for v in sums.values()
+            )
+        ):
+            raise BadRequest(
+                f"sums must map some of {sorted(allowed)} to finite non-negative numbers"
+            )
         if self.store.has_evaluation(task_id, version, device.device_id):
             return {"status": "duplicate"}  # a retry of a recorded report
         with self.table.owning(task):

@@ -1,6 +1,7 @@
 """The five steps a device takes in a securely aggregated round (see secure_round.py for
 the protocol): each answers with the device's view of the round, read before a commit
 could open the next one."""
+
 from __future__ import annotations
 
 from edge_sdk.protocol.secagg import decode_masked_input
@@ -20,8 +21,9 @@ class SecureSteps:
         c = task.coordinator
         secure = c.secure_round(device.device_id, self.clock.now(), joining)
         if round_id != c.round_id:
-            raise RoundClosed(f"round {round_id} is over; the current round is {c.round_id}",
-                              round=c.round_id)
+            raise RoundClosed(
+                f"round {round_id} is over; the current round is {c.round_id}", round=c.round_id
+            )
         return task, secure
 
     def _step(self, task: LedTask, device: Device) -> dict:
@@ -35,14 +37,14 @@ class SecureSteps:
         task, secure = self._round(device, task_id, round_id)
         return self._step(task, device)
 
-    def advertise(self, device: Device, task_id: str, round_id: int,
-                         c_public: bytes, s_public: bytes) -> dict:
+    def advertise(
+        self, device: Device, task_id: str, round_id: int, c_public: bytes, s_public: bytes
+    ) -> dict:
         task, secure = self._round(device, task_id, round_id, joining=True)
         secure.advertise(device.device_id, c_public, s_public, self.clock.now())
         return self._step(task, device)
 
-    def share(self, device: Device, task_id: str, round_id: int,
-                     shares: dict[int, bytes]) -> dict:
+    def share(self, device: Device, task_id: str, round_id: int, shares: dict[int, bytes]) -> dict:
         task, secure = self._round(device, task_id, round_id)
         secure.share(device.device_id, shares, self.clock.now())
         return self._step(task, device)
@@ -54,8 +56,9 @@ class SecureSteps:
         secure.masked_input(device.device_id, y, self.clock.now())
         return self._step(task, device)
 
-    def reveal(self, device: Device, task_id: str, round_id: int,
-                      shares: dict[int, tuple[str, int]]) -> dict:
+    def reveal(
+        self, device: Device, task_id: str, round_id: int, shares: dict[int, tuple[str, int]]
+    ) -> dict:
         task, secure = self._round(device, task_id, round_id)
         secure.reveal(device.device_id, shares, self.clock.now())
         return self._step(task, device)

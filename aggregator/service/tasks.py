@@ -8,6 +8,7 @@ With a shared store (PostgreSQL) several processes serve one fleet; each task's
 coordinator runs in the one process that leads it (`store.try_lead`), and a process that
 loses the lead, or cannot tell whether a write took effect, drops its coordinator and
 loads it again when it leads again."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,10 +21,10 @@ import numpy as np
 from edge_sdk.protocol import DecodeLimits, decode_parameters, decode_update
 from edge_sdk.protocol.typedjson import BadField
 
+from ..aggregation import build_aggregation
 from ..config import TaskSettings
 from ..coordinator import Admission, TaskCoordinator
 from ..errors import NotFound, NotLeader, StoreUnavailable, TaskFailed
-from ..aggregation import build_aggregation
 from ..store import Store, TaskRecord
 from .text import printable
 
@@ -45,8 +46,15 @@ class TaskTable:
     """`settle(task)` runs once a task is loaded (it commits a version its replayed
     updates complete)."""
 
-    def __init__(self, store: Store, clock, rng: np.random.Generator, limits: DecodeLimits,
-                 address: str | None, settle: Callable[[LedTask], object]):
+    def __init__(
+        self,
+        store: Store,
+        clock,
+        rng: np.random.Generator,
+        limits: DecodeLimits,
+        address: str | None,
+        settle: Callable[[LedTask], object],
+    ):
         self.store, self.clock, self.rng, self.limits = store, clock, rng, limits
         self.address, self._settle = address, settle
         self.records: dict[str, TaskRecord] = {}  # every task
@@ -79,12 +87,12 @@ class TaskTable:
     def _fail(self, task_id: str, error: Exception) -> None:
         """Stop serving a task whose stored state does not load; say why, durably. It is
         not retried until the next start (after the operator repaired it)."""
-        reason = printable(str(error) if isinstance(error, TaskFailed)
-                           else f"{type(error).__name__}: {error}")
+        reason = printable(
+            str(error) if isinstance(error, TaskFailed) else f"{type(error).__name__}: {error}"
+        )
         self.tasks.pop(task_id, None)
         self.failed[task_id] = reason
-        log.error("task %r does not load and is not served: %s", task_id, reason,
-                  exc_info=error)
+        log.error("task %r does not load and is not served: %s", task_id, reason, exc_info=error)
         try:
             self.store.mark_failed(task_id, reason, self.clock.now())
         except Exception:  # noqa: BLE001 - shown in memory anyway
@@ -144,9 +152,12 @@ class TaskTable:
         if task is None:
             self.record(task_id)
             if task_id in self.failed:
-                raise TaskFailed(f"task {task_id!r} is not served: its stored state did not "
-                                 f"load ({self.failed[task_id]}); see GET /v1/admin/tasks/"
-                                 f"{task_id}", task_id=task_id)
+                raise TaskFailed(
+                    f"task {task_id!r} is not served: its stored state did not "
+                    f"load ({self.failed[task_id]}); see GET /v1/admin/tasks/"
+                    f"{task_id}",
+                    task_id=task_id,
+                )
             raise NotLeader(f"another process leads task {task_id!r}", retry_after_s=1)
         return task
 
@@ -154,7 +165,8 @@ class TaskTable:
         record = self.records.get(task_id)
         if record is None and self.store.shared and self.store.has_task(task_id):
             record = self.records[task_id] = next(
-                r for r in self.store.tasks() if r.task_id == task_id)  # made elsewhere
+                r for r in self.store.tasks() if r.task_id == task_id
+            )  # made elsewhere
         if record is None:
             raise NotFound(f"unknown task {task_id!r}")
         return record
@@ -177,9 +189,16 @@ class TaskTable:
         with _loading("coordinator snapshot"):
             stage = build_aggregation(settings.aggregation(), self.rng)
             now = self.clock.now()
-            coordinator = TaskCoordinator(record.task_id, settings, version, stage, self.rng, now,
-                                          shapes=shapes, buffers=frozenset(
-                                              s["name"] for s in record.specs if s.get("buffer")))
+            coordinator = TaskCoordinator(
+                record.task_id,
+                settings,
+                version,
+                stage,
+                self.rng,
+                now,
+                shapes=shapes,
+                buffers=frozenset(s["name"] for s in record.specs if s.get("buffer")),
+            )
             snapshot = self.store.snapshot(record.task_id)
             if snapshot is not None:
                 coordinator.restore(snapshot)
@@ -191,10 +210,16 @@ class TaskTable:
                 if update.round_id != coordinator.round_id:
                     stale = True  # from an abandoned round
                     continue
-                decoded = decode_update(self.store.update_bytes(update), record.specs,
-                                        public_key=None, limits=self.limits, keep_parts=True)
-                coordinator.accept(decoded.meta, decoded.tensors,
-                                   Admission(update.weight, update.staleness))
+                decoded = decode_update(
+                    self.store.update_bytes(update),
+                    record.specs,
+                    public_key=None,
+                    limits=self.limits,
+                    keep_parts=True,
+                )
+                coordinator.accept(
+                    decoded.meta, decoded.tensors, Admission(update.weight, update.staleness)
+                )
         self.tasks[record.task_id] = task
         if stale and not coordinator.accepted:
             self.store.drop_pending(record.task_id)

@@ -1,6 +1,7 @@
 """Durable state behind one interface (`Store`): embedded SQLite plus files under a data
 dir by default (`sqlite.py`), or PostgreSQL shared by several aggregator processes
 (`postgres.py`, the `postgres` extra). The statements both run are in `rows.py`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,10 +18,19 @@ def open_store(data_dir: str | Path, store_url: str | None = None, crash_hook=No
     try:
         from .postgres import PostgresStore
     except ImportError as e:
-        raise RuntimeError("a postgresql:// store needs psycopg 3: pip install 'edge-fl[postgres]'"
-                           f" ({e})") from None
+        raise RuntimeError(
+            f"a postgresql:// store needs psycopg 3: pip install 'edge-fl[postgres]' ({e})"
+        ) from None
     return PostgresStore(store_url, Path(data_dir) / "cache", crash_hook)
 
 
-__all__ = ["CRASH_POINTS", "AlreadyAggregated", "Device", "PendingUpdate", "SqliteStore",
-           "Store", "TaskRecord", "open_store"]
+__all__ = [
+    "CRASH_POINTS",
+    "AlreadyAggregated",
+    "Device",
+    "PendingUpdate",
+    "SqliteStore",
+    "Store",
+    "TaskRecord",
+    "open_store",
+]

@@ -1,5 +1,6 @@
 """What the service needs from persistence: the records it reads and writes and the one
 `Store` interface both backends implement (SqliteStore, PostgresStore)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,13 @@ from typing import Protocol
 # after an update's bytes are written and before its row commits; after a new model's
 # bytes are written and before the version commits; right after each of those commits;
 # and, with grouped commits, after a group's writes and before its one commit.
-CRASH_POINTS = ("update_file_written", "model_file_written", "version_committed",
-                "snapshot_saved", "group_written")
+CRASH_POINTS = (
+    "update_file_written",
+    "model_file_written",
+    "version_committed",
+    "snapshot_saved",
+    "group_written",
+)
 
 
 class AlreadyAggregated(KeyError):
@@ -90,13 +96,28 @@ class Store(Protocol):
 
     # updates and versions
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None: ...
-    def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
-                    snapshot: dict, now: float) -> None: ...
+    def save_update(
+        self,
+        task_id: str,
+        update: PendingUpdate,
+        data: bytes,
+        metrics: dict,
+        snapshot: dict,
+        now: float,
+    ) -> None: ...
     def pending_updates(self, task_id: str) -> list[PendingUpdate]: ...
     def update_bytes(self, update: PendingUpdate) -> bytes: ...
     def pending_metrics(self, task_id: str) -> list[dict]: ...
-    def commit_version(self, task_id: str, version: int, model_bytes: bytes,
-                       optimizer_state: dict, snapshot: dict, metrics: dict, now: float) -> None: ...
+    def commit_version(
+        self,
+        task_id: str,
+        version: int,
+        model_bytes: bytes,
+        optimizer_state: dict,
+        snapshot: dict,
+        metrics: dict,
+        now: float,
+    ) -> None: ...
     def drop_pending(self, task_id: str) -> None: ...
 
     # devices
@@ -114,8 +135,9 @@ class Store(Protocol):
 
     # resumable uploads: upload_info and device_uploads give dicts of upload_id,
     # device_id, task_id, size, sha256, received, created
-    def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,
-                     sha256: str, now: float) -> None: ...
+    def begin_upload(
+        self, upload_id: str, device_id: str, task_id: str, size: int, sha256: str, now: float
+    ) -> None: ...
     def upload_info(self, upload_id: str) -> dict | None: ...
     def device_uploads(self, device_id: str) -> list[dict]: ...
     def uploads_begun_before(self, cutoff: float) -> list[str]: ...
@@ -131,6 +153,7 @@ class Store(Protocol):
     def group_commits(self, on: bool) -> None: ...
     def open_group(self) -> int | None:
         """The number of the group holding writes not yet committed (None: all are)."""
+
     def flush(self) -> int | None:
         """Commit the open group, durably (one fsync for all its writes); return its
         number. If this raises, none of the group's writes happened."""

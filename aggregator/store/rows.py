@@ -9,6 +9,7 @@ The ordering that makes `kill -9` safe is the same for both: a blob is durable b
 in) the transaction whose rows point at it, and a blob is removed only after the
 transaction that stopped pointing at it has committed (or in it).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -66,22 +67,27 @@ _LEDGER = """CREATE TABLE IF NOT EXISTS {name} (
     task_id TEXT NOT NULL, device_id TEXT NOT NULL, idempotency_key TEXT NOT NULL,
     version INTEGER NOT NULL, PRIMARY KEY (task_id, device_id, idempotency_key));"""
 SCHEMA = SCHEMA.replace("{updates}", _UPDATES.format(name="updates")).replace(
-    "{ledger}", _LEDGER.format(name="ledger"))
+    "{ledger}", _LEDGER.format(name="ledger")
+)
 _LEGACY = ""  # the device_id of migrated ledger rows
 
 # from the layout keyed by idempotency_key alone: copy into new tables, swap them in
 MIGRATE_SCOPED_KEYS = [
     _UPDATES.format(name="updates_scoped"),
-    ("INSERT INTO updates_scoped (task_id, device_id, idempotency_key, round_id, "
-     "version_from, weight, staleness, path, received, metrics) SELECT task_id, device_id, "
-     "idempotency_key, round_id, version_from, weight, staleness, path, received, metrics "
-     "FROM updates"),
+    (
+        "INSERT INTO updates_scoped (task_id, device_id, idempotency_key, round_id, "
+        "version_from, weight, staleness, path, received, metrics) SELECT task_id, device_id, "
+        "idempotency_key, round_id, version_from, weight, staleness, path, received, metrics "
+        "FROM updates"
+    ),
     "DROP TABLE updates",
     "ALTER TABLE updates_scoped RENAME TO updates",
     "CREATE INDEX IF NOT EXISTS updates_by_task ON updates (task_id, received)",
     _LEDGER.format(name="ledger_scoped"),
-    ("INSERT INTO ledger_scoped (task_id, device_id, idempotency_key, version) "
-     f"SELECT task_id, '{_LEGACY}', idempotency_key, version FROM ledger"),
+    (
+        "INSERT INTO ledger_scoped (task_id, device_id, idempotency_key, version) "
+        f"SELECT task_id, '{_LEGACY}', idempotency_key, version FROM ledger"
+    ),
     "DROP TABLE ledger",
     "ALTER TABLE ledger_scoped RENAME TO ledger",
 ]
@@ -155,8 +161,9 @@ class RowStore:
         for action in actions:
             action()
 
-    def _stage_snapshot(self, tx, task_id: str, snapshot: dict,
-                        state_path: str | None = None) -> None:
+    def _stage_snapshot(
+        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+    ) -> None:
         """The task's coordinator snapshot, written in `tx` (a grouping backend may write
         only the newest of a group, at its commit)."""
         write_snapshot(tx, task_id, snapshot, state_path)
@@ -176,21 +183,32 @@ class RowStore:
         rel = f"models/{record.task_id}/v0.eflm"
         with self._writing() as tx:
             self._put_blob(tx, rel, model_bytes)
-            tx.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
-                       (record.task_id, json.dumps(record.settings), record.bundle_dir,
-                        record.model_id, json.dumps(record.specs), now))
+            tx.execute(
+                "INSERT INTO tasks VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.task_id,
+                    json.dumps(record.settings),
+                    record.bundle_dir,
+                    record.model_id,
+                    json.dumps(record.specs),
+                    now,
+                ),
+            )
             tx.execute("INSERT INTO models VALUES (?, 0, ?, ?, '{}')", (record.task_id, rel, now))
 
     def has_task(self, task_id: str) -> bool:
         return self._one("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)) is not None
 
     def tasks(self) -> list[TaskRecord]:
-        rows = self._query("SELECT task_id, settings, bundle_dir, model_id, specs FROM tasks "
-                           "ORDER BY created, task_id")
+        rows = self._query(
+            "SELECT task_id, settings, bundle_dir, model_id, specs FROM tasks "
+            "ORDER BY created, task_id"
+        )
         # a row whose JSON no longer parses is still listed (None): its task is marked
         # failed at start-up, and the others serve
-        return [TaskRecord(r[0], _json_or_none(r[1]), r[2], r[3], _json_or_none(r[4]))
-                for r in rows]
+        return [
+            TaskRecord(r[0], _json_or_none(r[1]), r[2], r[3], _json_or_none(r[4])) for r in rows
+        ]
 
     def mark_failed(self, task_id: str, error: str, now: float) -> None:
         """Record why a task no longer loads (shown by the admin API until it loads again)."""
@@ -206,18 +224,23 @@ class RowStore:
         return dict(self._query("SELECT task_id, error FROM task_failures"))
 
     def latest_model(self, task_id: str) -> tuple[int, Path]:
-        row = self._one("SELECT version, path FROM models WHERE task_id = ? ORDER BY version "
-                        "DESC LIMIT 1", (task_id,))
+        row = self._one(
+            "SELECT version, path FROM models WHERE task_id = ? ORDER BY version DESC LIMIT 1",
+            (task_id,),
+        )
         return int(row[0]), self._blob_file(row[1])
 
     def model_path(self, task_id: str, version: int) -> Path | None:
-        row = self._one("SELECT path FROM models WHERE task_id = ? AND version = ?",
-                        (task_id, version))
+        row = self._one(
+            "SELECT path FROM models WHERE task_id = ? AND version = ?", (task_id, version)
+        )
         return None if row is None else self._blob_file(row[0])
 
     def model_history(self, task_id: str) -> list[dict]:
-        rows = self._query("SELECT version, created, metrics FROM models WHERE task_id = ? "
-                           "ORDER BY version", (task_id,))
+        rows = self._query(
+            "SELECT version, created, metrics FROM models WHERE task_id = ? ORDER BY version",
+            (task_id,),
+        )
         return [{"version": v, "created": c, "metrics": json.loads(m)} for v, c, m in rows]
 
     # -- coordinator state ----------------------------------------------------------------
@@ -241,22 +264,36 @@ class RowStore:
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None:
         """The version the device's update under `key` went into (-1: pending; None:
         never seen)."""
-        row = self._one("SELECT version FROM ledger WHERE task_id = ? AND idempotency_key = ? "
-                        "AND device_id IN (?, ?)", (task_id, key, device_id, _LEGACY))
+        row = self._one(
+            "SELECT version FROM ledger WHERE task_id = ? AND idempotency_key = ? "
+            "AND device_id IN (?, ?)",
+            (task_id, key, device_id, _LEGACY),
+        )
         if row is not None:
             return int(row[0])
-        row = self._one("SELECT 1 FROM updates WHERE task_id = ? AND device_id = ? AND "
-                        "idempotency_key = ?", (task_id, device_id, key))
+        row = self._one(
+            "SELECT 1 FROM updates WHERE task_id = ? AND device_id = ? AND idempotency_key = ?",
+            (task_id, device_id, key),
+        )
         return -1 if row is not None else None
 
-    def save_update(self, task_id: str, update: PendingUpdate, data: bytes, metrics: dict,
-                    snapshot: dict, now: float) -> None:
+    def save_update(
+        self,
+        task_id: str,
+        update: PendingUpdate,
+        data: bytes,
+        metrics: dict,
+        snapshot: dict,
+        now: float,
+    ) -> None:
         """Durable before it returns: the raw bytes, the row, and the coordinator state.
         (task, device, key) is unique across pending updates and the ledger: a second
         insert fails."""
         import hashlib
-        digest = hashlib.sha256(f"{update.device_id}|{update.idempotency_key}".encode()
-                                ).hexdigest()[:32]
+
+        digest = hashlib.sha256(
+            f"{update.device_id}|{update.idempotency_key}".encode()
+        ).hexdigest()[:32]
         rel = f"updates/{task_id}/{digest}.eflu"
         if self.seen_update(task_id, update.device_id, update.idempotency_key) is not None:
             raise AlreadyAggregated(update.idempotency_key)  # before any byte is written
@@ -269,29 +306,55 @@ class RowStore:
                 "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM ledger "
                 "WHERE task_id = ? AND idempotency_key = ? AND device_id IN (?, ?)) "
                 "ON CONFLICT DO NOTHING",
-                (task_id, update.device_id, update.idempotency_key, update.round_id,
-                 update.version_from, update.weight, update.staleness, rel, now,
-                 json.dumps(metrics), task_id, update.idempotency_key, update.device_id,
-                 _LEGACY)).rowcount
+                (
+                    task_id,
+                    update.device_id,
+                    update.idempotency_key,
+                    update.round_id,
+                    update.version_from,
+                    update.weight,
+                    update.staleness,
+                    rel,
+                    now,
+                    json.dumps(metrics),
+                    task_id,
+                    update.idempotency_key,
+                    update.device_id,
+                    _LEGACY,
+                ),
+            ).rowcount
             if inserted != 1:
                 raise AlreadyAggregated(update.idempotency_key)
             self._stage_snapshot(tx, task_id, snapshot)
 
     def pending_updates(self, task_id: str) -> list[PendingUpdate]:
-        rows = self._query("SELECT idempotency_key, round_id, device_id, version_from, weight, "
-                           "staleness, path FROM updates WHERE task_id = ? ORDER BY received, "
-                           "device_id, idempotency_key", (task_id,))
+        rows = self._query(
+            "SELECT idempotency_key, round_id, device_id, version_from, weight, "
+            "staleness, path FROM updates WHERE task_id = ? ORDER BY received, "
+            "device_id, idempotency_key",
+            (task_id,),
+        )
         return [PendingUpdate(*r) for r in rows]
 
     def update_bytes(self, update: PendingUpdate) -> bytes:
         return self._read_blob(update.path)
 
     def pending_metrics(self, task_id: str) -> list[dict]:
-        return [json.loads(r[0]) for r in self._query(
-            "SELECT metrics FROM updates WHERE task_id = ?", (task_id,))]
+        return [
+            json.loads(r[0])
+            for r in self._query("SELECT metrics FROM updates WHERE task_id = ?", (task_id,))
+        ]
 
-    def commit_version(self, task_id: str, version: int, model_bytes: bytes,
-                       optimizer_state: dict, snapshot: dict, metrics: dict, now: float) -> None:
+    def commit_version(
+        self,
+        task_id: str,
+        version: int,
+        model_bytes: bytes,
+        optimizer_state: dict,
+        snapshot: dict,
+        metrics: dict,
+        now: float,
+    ) -> None:
         """One transaction: the new model, the coordinator's next state, and the consumed
         updates moved to the idempotency ledger (a key already there fails the commit:
         nothing is aggregated twice). Their bytes go when it has committed."""
@@ -301,17 +364,27 @@ class RowStore:
             self._put_blob(tx, rel, model_bytes)
             if state_rel:
                 self._put_blob(tx, state_rel, _arrays_bytes(optimizer_state))
-            consumed = [r[0] for r in tx.execute("SELECT path FROM updates WHERE task_id = ?",
-                                                 (task_id,)).fetchall()]
+            consumed = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT path FROM updates WHERE task_id = ?", (task_id,)
+                ).fetchall()
+            ]
             self._crash("model_file_written")
-            tx.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?)",
-                       (task_id, version, rel, now, json.dumps(metrics)))
-            tx.execute("INSERT INTO ledger (task_id, device_id, idempotency_key, version) "
-                       "SELECT task_id, device_id, idempotency_key, ? FROM updates "
-                       "WHERE task_id = ?", (version, task_id))
+            tx.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?)",
+                (task_id, version, rel, now, json.dumps(metrics)),
+            )
+            tx.execute(
+                "INSERT INTO ledger (task_id, device_id, idempotency_key, version) "
+                "SELECT task_id, device_id, idempotency_key, ? FROM updates "
+                "WHERE task_id = ?",
+                (version, task_id),
+            )
             tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
-            old = tx.execute("SELECT optimizer_state FROM coordinators WHERE task_id = ?",
-                             (task_id,)).fetchone()
+            old = tx.execute(
+                "SELECT optimizer_state FROM coordinators WHERE task_id = ?", (task_id,)
+            ).fetchone()
             self._stage_snapshot(tx, task_id, snapshot, state_rel)
             if state_rel and old and old[0]:
                 consumed.append(old[0])
@@ -321,36 +394,52 @@ class RowStore:
     def drop_pending(self, task_id: str) -> None:
         """An abandoned round: its updates will never count."""
         with self._writing(task_id) as tx:
-            paths = [r[0] for r in tx.execute("SELECT path FROM updates WHERE task_id = ?",
-                                              (task_id,)).fetchall()]
+            paths = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT path FROM updates WHERE task_id = ?", (task_id,)
+                ).fetchall()
+            ]
             tx.execute("DELETE FROM updates WHERE task_id = ?", (task_id,))
             self._drop_blobs(tx, paths)
 
     # -- devices ---------------------------------------------------------------------------
     def add_device(self, device: Device, token_hash: str, now: float) -> None:
         with self._writing() as tx:
-            tx.execute("INSERT INTO devices VALUES (?, ?, ?, ?, ?)",
-                       (device.device_id, device.population, device.public_key, token_hash, now))
+            tx.execute(
+                "INSERT INTO devices VALUES (?, ?, ?, ?, ?)",
+                (device.device_id, device.population, device.public_key, token_hash, now),
+            )
 
     def device_by_token(self, token_hash: str) -> Device | None:
-        row = self._one("SELECT device_id, population, public_key FROM devices WHERE "
-                        "token_hash = ?", (token_hash,))
+        row = self._one(
+            "SELECT device_id, population, public_key FROM devices WHERE token_hash = ?",
+            (token_hash,),
+        )
         return None if row is None else Device(row[0], row[1], bytes(row[2]))
 
     # -- federated evaluation ------------------------------------------------------------------
     def add_evaluation(self, task_id: str, version: int, device_id: str, sums: dict) -> None:
         with self._writing() as tx:
-            tx.execute("INSERT INTO evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                       (task_id, version, device_id, json.dumps(sums)))
+            tx.execute(
+                "INSERT INTO evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (task_id, version, device_id, json.dumps(sums)),
+            )
 
     def has_evaluation(self, task_id: str, version: int, device_id: str) -> bool:
-        return self._one("SELECT 1 FROM evaluations WHERE task_id = ? AND version = ? AND "
-                         "device_id = ?", (task_id, version, device_id)) is not None
+        return (
+            self._one(
+                "SELECT 1 FROM evaluations WHERE task_id = ? AND version = ? AND device_id = ?",
+                (task_id, version, device_id),
+            )
+            is not None
+        )
 
     def evaluation_totals(self, task_id: str) -> dict[int, dict]:
         totals: dict[int, dict] = {}
-        for version, sums in self._query("SELECT version, sums FROM evaluations WHERE "
-                                         "task_id = ?", (task_id,)):
+        for version, sums in self._query(
+            "SELECT version, sums FROM evaluations WHERE task_id = ?", (task_id,)
+        ):
             acc = totals.setdefault(version, {"devices": 0})
             acc["devices"] += 1
             for k, v in json.loads(sums).items():
@@ -361,48 +450,70 @@ class RowStore:
     def add_heldout(self, task_id: str, version: int, metrics: dict, now: float) -> bool:
         """Record a version's held-out metrics once; False when they were already there
         (the first report stands)."""
-        if self._one("SELECT 1 FROM heldout_evaluations WHERE task_id = ? AND version = ?",
-                     (task_id, version)) is not None:
+        if (
+            self._one(
+                "SELECT 1 FROM heldout_evaluations WHERE task_id = ? AND version = ?",
+                (task_id, version),
+            )
+            is not None
+        ):
             return False
         with self._writing() as tx:
-            tx.execute("INSERT INTO heldout_evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                       (task_id, version, json.dumps(metrics), now))
+            tx.execute(
+                "INSERT INTO heldout_evaluations VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (task_id, version, json.dumps(metrics), now),
+            )
         return True
 
     def heldout_results(self, task_id: str) -> dict[int, dict]:
-        return {version: json.loads(metrics) for version, metrics in self._query(
-            "SELECT version, metrics FROM heldout_evaluations WHERE task_id = ? ORDER BY version",
-            (task_id,))}
+        return {
+            version: json.loads(metrics)
+            for version, metrics in self._query(
+                "SELECT version, metrics FROM heldout_evaluations WHERE task_id = ? ORDER BY version",
+                (task_id,),
+            )
+        }
 
     # -- resumable uploads --------------------------------------------------------------------
-    def begin_upload(self, upload_id: str, device_id: str, task_id: str, size: int,
-                     sha256: str, now: float) -> None:
+    def begin_upload(
+        self, upload_id: str, device_id: str, task_id: str, size: int, sha256: str, now: float
+    ) -> None:
         with self._writing() as tx:
             self._begin_upload_bytes(tx, upload_id)
-            tx.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, 0, ?)",
-                       (upload_id, device_id, task_id, size, sha256, now))
+            tx.execute(
+                "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (upload_id, device_id, task_id, size, sha256, now),
+            )
 
     def upload_info(self, upload_id: str) -> dict | None:
-        rows = self._query(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?",
-                           (upload_id,))
+        rows = self._query(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,)
+        )
         return _upload_dict(rows[0]) if rows else None
 
     def device_uploads(self, device_id: str) -> list[dict]:
         """The device's unfinished uploads, oldest first."""
-        return [_upload_dict(r) for r in self._query(
-            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device_id = ? ORDER BY created",
-            (device_id,))]
+        return [
+            _upload_dict(r)
+            for r in self._query(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE device_id = ? ORDER BY created",
+                (device_id,),
+            )
+        ]
 
     def uploads_begun_before(self, cutoff: float) -> list[str]:
-        return [r[0] for r in self._query("SELECT upload_id FROM uploads WHERE created < ?",
-                                          (cutoff,))]
+        return [
+            r[0] for r in self._query("SELECT upload_id FROM uploads WHERE created < ?", (cutoff,))
+        ]
 
     def append_upload(self, upload_id: str, offset: int, chunk: bytes) -> int:
         """Append `chunk` at `offset` if that is the count received so far (another
         request may have got there first); durable on return. Returns the count now held."""
         with self._writing() as tx:
-            moved = tx.execute("UPDATE uploads SET received = ? WHERE upload_id = ? AND "
-                               "received = ?", (offset + len(chunk), upload_id, offset)).rowcount
+            moved = tx.execute(
+                "UPDATE uploads SET received = ? WHERE upload_id = ? AND received = ?",
+                (offset + len(chunk), upload_id, offset),
+            ).rowcount
             if moved == 1:
                 self._append_upload_bytes(tx, upload_id, offset, chunk)
         if moved == 1:
@@ -421,12 +532,15 @@ class RowStore:
             return
         with self._writing() as tx:
             for e in events:
-                tx.execute("INSERT INTO events (task_id, at, doc) VALUES (?, ?, ?)",
-                           (task_id, e.get("at", 0.0), json.dumps(e)))
+                tx.execute(
+                    "INSERT INTO events (task_id, at, doc) VALUES (?, ?, ?)",
+                    (task_id, e.get("at", 0.0), json.dumps(e)),
+                )
 
     def events(self, task_id: str, limit: int = 200) -> list[dict]:
-        rows = self._query("SELECT doc FROM events WHERE task_id = ? ORDER BY id DESC LIMIT ?",
-                           (task_id, limit))
+        rows = self._query(
+            "SELECT doc FROM events WHERE task_id = ? ORDER BY id DESC LIMIT ?", (task_id, limit)
+        )
         return [json.loads(r[0]) for r in reversed(rows)]
 
 
@@ -434,16 +548,21 @@ _UPLOAD_COLUMNS = "upload_id, device_id, task_id, size, sha256, received, create
 
 
 def _upload_dict(row: tuple) -> dict:
-    return dict(zip(("upload_id", "device_id", "task_id", "size", "sha256", "received",
-                     "created"), row))
+    return dict(
+        zip(("upload_id", "device_id", "task_id", "size", "sha256", "received", "created"), row)
+    )
 
 
 def write_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
-    tx.execute("INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
-               "DO UPDATE SET snapshot = excluded.snapshot", (task_id, json.dumps(snapshot)))
+    tx.execute(
+        "INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
+        "DO UPDATE SET snapshot = excluded.snapshot",
+        (task_id, json.dumps(snapshot)),
+    )
     if state_path is not None:
-        tx.execute("UPDATE coordinators SET optimizer_state = ? WHERE task_id = ?",
-                   (state_path, task_id))
+        tx.execute(
+            "UPDATE coordinators SET optimizer_state = ? WHERE task_id = ?", (state_path, task_id)
+        )
 
 
 def _arrays_bytes(arrays: dict) -> bytes:

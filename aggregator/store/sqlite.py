@@ -14,6 +14,7 @@ only its writes), and `flush()` commits them with one fsync. Only the newest coo
 snapshot of a group is written, at its commit. Nothing is acknowledged before the flush
 that made it durable (the app waits for it), so a crash loses only unacknowledged work.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,14 +46,17 @@ class SqliteStore(RowStore):
         for sub in ("models", "updates", "state", "partial"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.root / "aggregator.db", check_same_thread=False,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(
+            self.root / "aggregator.db", check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
-        self._db.executescript(SCHEMA.format(real="REAL", blob="BLOB",
-                                             serial="INTEGER PRIMARY KEY AUTOINCREMENT"))
-        self._db.execute("CREATE TABLE IF NOT EXISTS update_bytes (path TEXT PRIMARY KEY, "
-                         "data BLOB NOT NULL)")
+        self._db.executescript(
+            SCHEMA.format(real="REAL", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS update_bytes (path TEXT PRIMARY KEY, data BLOB NOT NULL)"
+        )
         self._grouping = False
         self._group: int | None = None  # the open group's number
         self._groups = 0
@@ -101,8 +105,9 @@ class SqliteStore(RowStore):
                 return
         super()._after_commit(actions)
 
-    def _stage_snapshot(self, tx, task_id: str, snapshot: dict,
-                        state_path: str | None = None) -> None:
+    def _stage_snapshot(
+        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+    ) -> None:
         if self._group is not None and state_path is None:
             self._group_snapshots[task_id] = snapshot
             return
@@ -201,7 +206,7 @@ class SqliteStore(RowStore):
 
     def read_upload(self, upload_id: str) -> bytes:
         info = self.upload_info(upload_id)
-        return self._partial(upload_id).read_bytes()[:info["received"] if info else None]
+        return self._partial(upload_id).read_bytes()[: info["received"] if info else None]
 
     def _drop_upload_bytes(self, tx, upload_id: str) -> None:
         tx.deferred.append(lambda: self._partial(upload_id).unlink(missing_ok=True))
@@ -209,16 +214,23 @@ class SqliteStore(RowStore):
     def _remove_orphans(self) -> None:
         referenced = {r[0] for r in self._query("SELECT path FROM models")}
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
-        referenced |= {r[0] for r in self._query(
-            "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL")}
+        referenced |= {
+            r[0]
+            for r in self._query(
+                "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL"
+            )
+        }
         referenced |= {f"partial/{r[0]}" for r in self._query("SELECT upload_id FROM uploads")}
         models = {r[0] for r in self._query("SELECT path FROM models")}
         for sub in ("models", "updates", "state", "partial"):
             for path in (self.root / sub).rglob("*"):
                 rel = str(path.relative_to(self.root))
                 # "<model>.<encoding>": a download encoding of a kept model (its cache)
-                if path.is_file() and rel not in referenced and \
-                        not (path.suffix != ".tmp" and rel.rsplit(".", 1)[0] in models):
+                if (
+                    path.is_file()
+                    and rel not in referenced
+                    and not (path.suffix != ".tmp" and rel.rsplit(".", 1)[0] in models)
+                ):
                     path.unlink()
 
     def close(self) -> None:
@@ -227,8 +239,9 @@ class SqliteStore(RowStore):
 
 
 def _group_lost() -> StoreUnavailable:
-    return StoreUnavailable("the database undid the writes not yet committed after an "
-                            "I/O error", retry_after_s=1)
+    return StoreUnavailable(
+        "the database undid the writes not yet committed after an I/O error", retry_after_s=1
+    )
 
 
 def _in_database(path: str) -> bool:

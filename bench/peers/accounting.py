@@ -16,6 +16,7 @@ start-up (importing, loading, starting workers), less the initial evaluation. Fr
 overhead of a round is its span minus its clients' training time; clients train one at
 a time on both sides (one worker), so the difference is time the framework spent.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -38,8 +39,10 @@ class RoundFigures:
         return 1000 * self.overhead_s / self.clients if self.clients else float("nan")
 
     def to_json(self) -> dict:
-        return asdict(self) | {"overhead_s": self.overhead_s,
-                               "overhead_per_client_ms": self.overhead_per_client_ms}
+        return asdict(self) | {
+            "overhead_s": self.overhead_s,
+            "overhead_per_client_ms": self.overhead_per_client_ms,
+        }
 
 
 def rounds(evaluations: list[dict], trainings: list[dict]) -> list[RoundFigures]:
@@ -48,8 +51,9 @@ def rounds(evaluations: list[dict], trainings: list[dict]) -> list[RoundFigures]
     trainings: [{"start", "end"}], assigned to the round whose span holds their start."""
     evals = sorted(evaluations, key=lambda e: e["round"])
     if [e["round"] for e in evals] != list(range(len(evals))) or len(evals) < 2:
-        raise ValueError(f"evaluations of rounds 0..R expected, got rounds "
-                         f"{[e['round'] for e in evals]}")
+        raise ValueError(
+            f"evaluations of rounds 0..R expected, got rounds {[e['round'] for e in evals]}"
+        )
     if not trainings:
         raise ValueError("no client training was recorded")
     starts = sorted(trainings, key=lambda t: t["start"])
@@ -58,9 +62,15 @@ def rounds(evaluations: list[dict], trainings: list[dict]) -> list[RoundFigures]
         begin = starts[0]["start"] if r == 1 else evals[r - 1]["end"]
         end = evals[r]["start"]
         inside = [t for t in starts if begin <= t["start"] < end]
-        out.append(RoundFigures(r, end - begin, len(inside),
-                                sum(t["end"] - t["start"] for t in inside),
-                                float(evals[r]["accuracy"])))
+        out.append(
+            RoundFigures(
+                r,
+                end - begin,
+                len(inside),
+                sum(t["end"] - t["start"] for t in inside),
+                float(evals[r]["accuracy"]),
+            )
+        )
     return out
 
 

@@ -11,6 +11,7 @@ parameters; then runs each side as its own process, one after the other, samplin
 PSS of that process and everything below it; then scores both final models with the same
 evaluator on every held-out example. docs/benchmarks-peers.md explains each figure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,40 +38,72 @@ def build_split(args, work: Path) -> Path:
     split_dir, bundle_dir = work / "split", work / "bundle"
     task = {k: getattr(args, k) for k in TASK_KEYS}
     meta = split_dir / "meta.json"
-    if meta.is_file() and json.loads(meta.read_text()).get("task") == task \
-            and (bundle_dir / "manifest.json").is_file():
+    if (
+        meta.is_file()
+        and json.loads(meta.read_text()).get("task") == task
+        and (bundle_dir / "manifest.json").is_file()
+    ):
         return split_dir
     from fleet.config import SimulationConfig
     from fleet.data import assign_devices, prepare
-    config = SimulationConfig(model=args.model, devices=args.clients, seed=args.seed,
-                              eval_examples=args.eval_examples,
-                              data={"kind": "fashion_mnist",
-                                    "options": {"partition": {"users": args.clients}}})
+
+    config = SimulationConfig(
+        model=args.model,
+        devices=args.clients,
+        seed=args.seed,
+        eval_examples=args.eval_examples,
+        data={"kind": "fashion_mnist", "options": {"partition": {"users": args.clients}}},
+    )
     data = prepare(config, bundle_dir)
     clients = [stack(train) for train, _ in assign_devices(data, args.clients)]
-    write_split(split_dir, clients, stack(data.test), stack(data.test_all),
-                data.bundle.initial_parameters(),
-                {"task": task, "data": data.name, "users_from": data.split_note})
+    write_split(
+        split_dir,
+        clients,
+        stack(data.test),
+        stack(data.test_all),
+        data.bundle.initial_parameters(),
+        {"task": task, "data": data.name, "users_from": data.split_note},
+    )
     return split_dir
 
 
 def stack(examples: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Example dicts {"x", "targets"} -> (x [n, ...] float32, y [n] int64)."""
-    return (np.stack([e["x"] for e in examples]).astype(np.float32),
-            np.array([e["targets"] for e in examples], np.int64))
+    return (
+        np.stack([e["x"] for e in examples]).astype(np.float32),
+        np.array([e["targets"] for e in examples], np.int64),
+    )
 
 
 def task_arguments(args) -> list[str]:
-    return ["--rounds", str(args.rounds), "--clients-per-round", str(args.clients_per_round),
-            "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-            "--lr", str(args.lr), "--seed", str(args.seed)]
+    return [
+        "--rounds",
+        str(args.rounds),
+        "--clients-per-round",
+        str(args.clients_per_round),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--seed",
+        str(args.seed),
+    ]
 
 
 def side_command(side: str, args, split_dir: Path, out: Path) -> tuple[list[str], dict]:
     env = dict(os.environ)
     if side == "ours":
-        cmd = [sys.executable, "-m", "bench.peers.ours_side", "--bundle",
-               str(args.work / "bundle"), "--transport", args.transport]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.peers.ours_side",
+            "--bundle",
+            str(args.work / "bundle"),
+            "--transport",
+            args.transport,
+        ]
         if args.state_dir:
             cmd += ["--state-dir", args.state_dir]
         env["PYTHONPATH"] = str(ROOT)
@@ -94,8 +127,15 @@ def run_side(side: str, args, split_dir: Path) -> dict:
             launched = time.time()
             # a side that hangs (Ray's node can time out starting on a busy machine and
             # leave Flower waiting for nodes) is killed after --timeout
-            code = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                                  check=False, timeout=args.timeout).returncode
+            code = subprocess.run(
+                cmd,
+                env=env,
+                cwd=ROOT,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=args.timeout,
+            ).returncode
             ended = time.time()
             pss.sample()
     except subprocess.TimeoutExpired:
@@ -107,12 +147,17 @@ def run_side(side: str, args, split_dir: Path) -> dict:
     record = json.loads(out.read_text())
     # files on tmpfs are memory that no process maps (our simulated server's store)
     in_files = record.get("state_mib", 0.0) if record.get("state_on_tmpfs") else 0.0
-    record |= {"launched": launched, "ended": ended, "peak_pss_mib": pss.peak_mib + in_files,
-               "tmpfs_mib": in_files,
-               "peak_processes": pss.peak_processes, "pss_samples": pss.samples,
-               "peak_parts": sorted(pss.peak_parts, key=lambda p: -p[2]),
-               "leftover_processes": len(leftovers),
-               "load_average": (load + os.getloadavg()[0]) / 2}
+    record |= {
+        "launched": launched,
+        "ended": ended,
+        "peak_pss_mib": pss.peak_mib + in_files,
+        "tmpfs_mib": in_files,
+        "peak_processes": pss.peak_processes,
+        "pss_samples": pss.samples,
+        "peak_parts": sorted(pss.peak_parts, key=lambda p: -p[2]),
+        "leftover_processes": len(leftovers),
+        "load_average": (load + os.getloadavg()[0]) / 2,
+    }
     return record
 
 
@@ -120,6 +165,7 @@ def final_accuracy(args, side: str, split_dir: Path) -> dict:
     """The side's final parameters scored by our evaluator on every held-out example."""
     from edge_sdk.bundle import Bundle
     from edge_sdk.evaluator import Evaluator
+
     split = read_split(split_dir)
     with np.load(args.work / f"{side}-final.npz") as f:
         params = {k: f[k].astype(np.float32) for k in f.files}
@@ -130,55 +176,76 @@ def final_accuracy(args, side: str, split_dir: Path) -> dict:
 
 def summarize(record: dict) -> dict:
     figures = accounting.rounds(record["evaluations"], record["trainings"])
-    return {"rounds": [f.to_json() for f in figures],
-            "overhead_per_client_ms": accounting.overhead_per_client_ms(figures),
-            "startup_s": accounting.startup_s(record["launched"], record["evaluations"],
-                                              record["trainings"]),
-            "wall_s": record["ended"] - record["launched"],
-            "training_s": sum(f.training_s for f in figures),
-            "peak_pss_mib": record["peak_pss_mib"], "peak_processes": record["peak_processes"],
-            "load_average": record["load_average"],
-            "peak_by_process_mib": [(name, round(kib / 1024, 1))
-                                    for _, name, kib in record["peak_parts"]]}
+    return {
+        "rounds": [f.to_json() for f in figures],
+        "overhead_per_client_ms": accounting.overhead_per_client_ms(figures),
+        "startup_s": accounting.startup_s(
+            record["launched"], record["evaluations"], record["trainings"]
+        ),
+        "wall_s": record["ended"] - record["launched"],
+        "training_s": sum(f.training_s for f in figures),
+        "peak_pss_mib": record["peak_pss_mib"],
+        "peak_processes": record["peak_processes"],
+        "load_average": record["load_average"],
+        "peak_by_process_mib": [
+            (name, round(kib / 1024, 1)) for _, name, kib in record["peak_parts"]
+        ],
+    }
 
 
 def print_table(results: dict, args) -> None:
     sides = list(results)
-    print(f"\n== Side by side with Flower: FedAvg, {args.model} on Fashion-MNIST, "
-          f"{args.clients} clients (IID), {args.clients_per_round}/round, {args.epochs} local "
-          f"epoch(s) of batch {args.batch_size} at lr {args.lr}, {args.rounds} rounds ==")
-    print("per round: wall time (s), clients' training time (s), framework overhead per "
-          "client (ms), accuracy on the held-out sample (%)")
-    print("round  " + "  ".join(f"{s + ' wall':>11s} {s + ' train':>12s} {s + ' ms/client':>16s} "
-                                f"{s + ' acc':>10s}" for s in sides))
+    print(
+        f"\n== Side by side with Flower: FedAvg, {args.model} on Fashion-MNIST, "
+        f"{args.clients} clients (IID), {args.clients_per_round}/round, {args.epochs} local "
+        f"epoch(s) of batch {args.batch_size} at lr {args.lr}, {args.rounds} rounds =="
+    )
+    print(
+        "per round: wall time (s), clients' training time (s), framework overhead per "
+        "client (ms), accuracy on the held-out sample (%)"
+    )
+    print(
+        "round  "
+        + "  ".join(
+            f"{s + ' wall':>11s} {s + ' train':>12s} {s + ' ms/client':>16s} {s + ' acc':>10s}"
+            for s in sides
+        )
+    )
     for r in range(args.rounds):
         cells = []
         for s in sides:
             f = results[s]["rounds"][r]
-            cells.append(f"{f['wall_s']:11.2f} {f['training_s']:12.2f} "
-                         f"{f['overhead_per_client_ms']:16.1f} {100 * f['accuracy']:10.1f}")
+            cells.append(
+                f"{f['wall_s']:11.2f} {f['training_s']:12.2f} "
+                f"{f['overhead_per_client_ms']:16.1f} {100 * f['accuracy']:10.1f}"
+            )
         print(f"{r + 1:5d}  " + "  ".join(cells))
-    rows = (("framework overhead per client-round (ms)", "overhead_per_client_ms", "{:.1f}"),
-            ("peak memory, PSS of all processes (MiB)", "peak_pss_mib", "{:.0f}"),
-            ("processes at the peak", "peak_processes", "{:d}"),
-            ("start-up (s)", "startup_s", "{:.1f}"),
-            ("whole run, launch to exit (s)", "wall_s", "{:.1f}"),
-            ("clients' training time (s)", "training_s", "{:.1f}"),
-            ("final accuracy, all held-out examples (%)", "final_accuracy", "{:.2f}"),
-            ("machine's load average (2 cores)", "load_average", "{:.1f}"))
+    rows = (
+        ("framework overhead per client-round (ms)", "overhead_per_client_ms", "{:.1f}"),
+        ("peak memory, PSS of all processes (MiB)", "peak_pss_mib", "{:.0f}"),
+        ("processes at the peak", "peak_processes", "{:d}"),
+        ("start-up (s)", "startup_s", "{:.1f}"),
+        ("whole run, launch to exit (s)", "wall_s", "{:.1f}"),
+        ("clients' training time (s)", "training_s", "{:.1f}"),
+        ("final accuracy, all held-out examples (%)", "final_accuracy", "{:.2f}"),
+        ("machine's load average (2 cores)", "load_average", "{:.1f}"),
+    )
     print(f"\n{'':44s}" + "".join(f"{s:>12s}" for s in sides))
     for label, key, fmt in rows:
         print(f"{label:44s}" + "".join(f"{fmt.format(results[s][key]):>12s}" for s in sides))
     if set(sides) == {"ours", "flower"}:
         o, f = results["ours"], results["flower"]
         n = o["final_examples"]
-        se = 100 * np.sqrt(sum(r[k] / 100 * (1 - r[k] / 100) for r in (o, f)
-                               for k in ["final_accuracy"]) / n)
-        print(f"\nours / Flower: overhead {o['overhead_per_client_ms'] / f['overhead_per_client_ms']:.3f}x "
-              f"(target <= 0.1), memory {o['peak_pss_mib'] / f['peak_pss_mib']:.2f}x (target "
-              f"<= 0.5), start-up {o['startup_s'] / f['startup_s']:.2f}x; accuracy difference "
-              f"{o['final_accuracy'] - f['final_accuracy']:+.2f} points (sampling error of the "
-              f"difference on {n} examples: {se:.2f})")
+        se = 100 * np.sqrt(
+            sum(r[k] / 100 * (1 - r[k] / 100) for r in (o, f) for k in ["final_accuracy"]) / n
+        )
+        print(
+            f"\nours / Flower: overhead {o['overhead_per_client_ms'] / f['overhead_per_client_ms']:.3f}x "
+            f"(target <= 0.1), memory {o['peak_pss_mib'] / f['peak_pss_mib']:.2f}x (target "
+            f"<= 0.5), start-up {o['startup_s'] / f['startup_s']:.2f}x; accuracy difference "
+            f"{o['final_accuracy'] - f['final_accuracy']:+.2f} points (sampling error of the "
+            f"difference on {n} examples: {se:.2f})"
+        )
 
 
 def main(argv=None) -> dict:
@@ -186,14 +253,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--flower-python", default=str(ROOT / "build/peers-venv/bin/python"))
     parser.add_argument("--work", type=Path, default=ROOT / "build/peers")
     parser.add_argument("--sides", default="ours,flower")
-    parser.add_argument("--model", default="femnist_cnn_tiny",
-                        choices=("femnist_cnn_tiny", "femnist_cnn"))
+    parser.add_argument(
+        "--model", default="femnist_cnn_tiny", choices=("femnist_cnn_tiny", "femnist_cnn")
+    )
     parser.add_argument("--clients", type=int, default=100)
     add_task_arguments(parser)
-    parser.add_argument("--eval-examples", type=int, default=1000,
-                        help="held-out sample scored after every round")
-    parser.add_argument("--transport", default="inprocess", choices=("inprocess", "http"),
-                        help="our side's: in-process calls or HTTP on 127.0.0.1")
+    parser.add_argument(
+        "--eval-examples", type=int, default=1000, help="held-out sample scored after every round"
+    )
+    parser.add_argument(
+        "--transport",
+        default="inprocess",
+        choices=("inprocess", "http"),
+        help="our side's: in-process calls or HTTP on 127.0.0.1",
+    )
     parser.add_argument("--state-dir", help="our simulated server's store (default: /dev/shm)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per side")
     parser.add_argument("--sample-interval", type=float, default=0.2)
@@ -205,8 +278,10 @@ def main(argv=None) -> dict:
     for side in args.sides.split(","):
         record = run_side(side, args, split_dir)
         final = final_accuracy(args, side, split_dir)
-        results[side] = summarize(record) | {"final_accuracy": 100 * final["accuracy"],
-                                             "final_examples": final["examples"]}
+        results[side] = summarize(record) | {
+            "final_accuracy": 100 * final["accuracy"],
+            "final_examples": final["examples"],
+        }
     print_table(results, args)
     doc = {"task": {k: v for k, v in vars(args).items() if k not in ("work",)}, "results": results}
     (args.work / "results.json").write_text(json.dumps(doc, indent=1, default=str))

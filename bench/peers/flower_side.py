@@ -11,6 +11,7 @@ project's root (for the model's module, model_zoo/models, which needs torch only
 Writes FILE (JSON: time stamps of every evaluation and client training, see
 bench/peers/accounting.py) and FILE's sibling final.npz (the final parameters by name).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ from split import add_task_arguments, read_split
 
 from model_zoo.models.femnist_cnn import FemnistCNN
 
-MODELS = {"femnist_cnn": lambda: FemnistCNN(10),
-          "femnist_cnn_tiny": lambda: FemnistCNN(10, (4, 8), 32)}
+MODELS = {
+    "femnist_cnn": lambda: FemnistCNN(10),
+    "femnist_cnn_tiny": lambda: FemnistCNN(10, (4, 8), 32),
+}
 _worker: dict = {}  # per Ray worker process: the split and the model, built once
 
 
@@ -48,13 +51,21 @@ def _cached(split_dir: str, model: str):
     torch.set_num_threads(1)
     if _worker.get("key") != (split_dir, model):
         _worker["builds"] = _worker.get("builds", 0) + 1
-        _worker.update(key=(split_dir, model), split=read_split(Path(split_dir)),
-                       model=MODELS[model]())
+        _worker.update(
+            key=(split_dir, model), split=read_split(Path(split_dir)), model=MODELS[model]()
+        )
     return _worker["split"], _worker["model"]
 
 
-def local_train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: int,
-                batch_size: int, lr: float, seed: int) -> None:
+def local_train(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
     """Plain SGD over shuffled minibatches (the last one may be smaller), mean
     cross-entropy: what our bundle's train step does."""
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
@@ -65,7 +76,7 @@ def local_train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, epochs: in
     for _ in range(epochs):
         order = torch.randperm(len(ys), generator=gen)
         for i in range(0, len(ys), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             opt.zero_grad()
             loss_fn(model(xs[idx]), ys[idx]).backward()
             opt.step()
@@ -93,10 +104,18 @@ def make_client_app(args) -> ClientApp:
         local_train(model, x, y, args.epochs, args.batch_size, args.lr, seed)
         trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
         end = time.time()
-        metrics = MetricRecord({"num-examples": len(y), "train-start": start, "train-end": end,
-                               "worker-pid": os.getpid(), "builds": _worker["builds"]})
-        return Message(RecordDict({"arrays": ArrayRecord(trained), "metrics": metrics}),
-                       reply_to=msg)
+        metrics = MetricRecord(
+            {
+                "num-examples": len(y),
+                "train-start": start,
+                "train-end": end,
+                "worker-pid": os.getpid(),
+                "builds": _worker["builds"],
+            }
+        )
+        return Message(
+            RecordDict({"arrays": ArrayRecord(trained), "metrics": metrics}), reply_to=msg
+        )
 
     return app
 
@@ -107,9 +126,15 @@ def make_server_app(args, record: dict) -> ServerApp:
     def collect(replies: list[RecordDict], weight_key: str) -> MetricRecord:
         for r in replies:
             m = r["metrics"]
-            record["trainings"].append({"start": m["train-start"], "end": m["train-end"],
-                                        "examples": int(m["num-examples"]),
-                                        "pid": int(m["worker-pid"]), "builds": int(m["builds"])})
+            record["trainings"].append(
+                {
+                    "start": m["train-start"],
+                    "end": m["train-end"],
+                    "examples": int(m["num-examples"]),
+                    "pid": int(m["worker-pid"]),
+                    "builds": int(m["builds"]),
+                }
+            )
         return MetricRecord({"clients": len(replies)})
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -117,22 +142,28 @@ def make_server_app(args, record: dict) -> ServerApp:
         split, model = _cached(args.split, args.model)
         model.load_state_dict(arrays.to_torch_state_dict())
         acc = accuracy(model, split.test_x, split.test_y)
-        record["evaluations"].append({"round": server_round, "start": start,
-                                      "end": time.time(), "accuracy": acc})
+        record["evaluations"].append(
+            {"round": server_round, "start": start, "end": time.time(), "accuracy": acc}
+        )
         return MetricRecord({"accuracy": acc})
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         split = read_split(Path(args.split))
         model = MODELS[args.model]()
-        model.load_state_dict({k: torch.from_numpy(v)
-                               for k, v in split.initial_parameters().items()})
-        strategy = FedAvg(fraction_train=args.clients_per_round / split.clients,
-                          min_train_nodes=args.clients_per_round,
-                          min_available_nodes=split.clients, fraction_evaluate=0.0,
-                          train_metrics_aggr_fn=collect)
-        result = strategy.start(grid, ArrayRecord(model.state_dict()), num_rounds=args.rounds,
-                                evaluate_fn=evaluate)
+        model.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in split.initial_parameters().items()}
+        )
+        strategy = FedAvg(
+            fraction_train=args.clients_per_round / split.clients,
+            min_train_nodes=args.clients_per_round,
+            min_available_nodes=split.clients,
+            fraction_evaluate=0.0,
+            train_metrics_aggr_fn=collect,
+        )
+        result = strategy.start(
+            grid, ArrayRecord(model.state_dict()), num_rounds=args.rounds, evaluate_fn=evaluate
+        )
         record["final"] = {k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()}
 
     return app
@@ -151,21 +182,31 @@ def main(argv=None) -> None:
     record: dict = {"side": "flower", "evaluations": [], "trainings": [], "started": time.time()}
     clients = read_split(Path(args.split)).clients
     # one actor holding every CPU: clients train one at a time, as on our side
-    backend = {"client_resources": {"num_cpus": args.cpus, "num_gpus": 0.0},
-               "init_args": {"num_cpus": args.cpus}}
-    run_simulation(server_app=make_server_app(args, record), client_app=make_client_app(args),
-                   num_supernodes=clients, backend_config=backend)
+    backend = {
+        "client_resources": {"num_cpus": args.cpus, "num_gpus": 0.0},
+        "init_args": {"num_cpus": args.cpus},
+    }
+    run_simulation(
+        server_app=make_server_app(args, record),
+        client_app=make_client_app(args),
+        num_supernodes=clients,
+        backend_config=backend,
+    )
     record["finished"] = time.time()
     out = Path(args.out)
     final = record.pop("final")
     np.savez(out.with_name(out.stem + "-final.npz"), **final)
-    record["versions"] = {"flwr": _version("flwr"), "ray": _version("ray"),
-                          "torch": torch.__version__}
+    record["versions"] = {
+        "flwr": _version("flwr"),
+        "ray": _version("ray"),
+        "torch": torch.__version__,
+    }
     out.write_text(json.dumps(record))
 
 
 def _version(name: str) -> str:
     from importlib.metadata import version
+
     return version(name)
 
 

@@ -15,6 +15,7 @@ state in memory; the files' size there is reported and counted as memory by the 
 Writes FILE (JSON: the time stamps bench/peers/accounting.py reads) and FILE's sibling
 "-final.npz" (the final parameters).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,17 +65,37 @@ class TimedScorer:
 
 def fedavg_config(bundle_dir: Path, clients: int, args) -> SimulationConfig:
     """The simulator's settings for plain FedAvg (module docstring)."""
-    always_on = ProfileSettings(window_length_h=(24.0, 24.0), speed_sigma=0.0,
-                                drop_during_training=0.0, drop_during_upload=0.0)
+    always_on = ProfileSettings(
+        window_length_h=(24.0, 24.0),
+        speed_sigma=0.0,
+        drop_during_training=0.0,
+        drop_during_upload=0.0,
+    )
     return SimulationConfig(
-        model=str(bundle_dir), devices=clients, transport=args.transport, codec="float32",
-        hours=24.0 * args.rounds, max_versions=args.rounds, eval_every=1, seed=args.seed,
+        model=str(bundle_dir),
+        devices=clients,
+        transport=args.transport,
+        codec="float32",
+        hours=24.0 * args.rounds,
+        max_versions=args.rounds,
+        eval_every=1,
+        seed=args.seed,
         profiles=always_on,
-        task={"mode": "sync", "server_optimizer": "fedavg", "server_lr": 1.0,
-              "max_update_norm": None,
-              "sync": {"goal": args.clients_per_round, "overselect": 1.0, "min_fraction": 1.0,
-                       "selection_timeout_s": 3600, "report_deadline_s": 3600},
-              "plan": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}})
+        task={
+            "mode": "sync",
+            "server_optimizer": "fedavg",
+            "server_lr": 1.0,
+            "max_update_norm": None,
+            "sync": {
+                "goal": args.clients_per_round,
+                "overselect": 1.0,
+                "min_fraction": 1.0,
+                "selection_timeout_s": 3600,
+                "report_deadline_s": 3600,
+            },
+            "plan": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+        },
+    )
 
 
 def device_examples(split: Split) -> list[list[dict]]:
@@ -98,16 +119,27 @@ def run(args) -> dict:
     scores: list[dict] = []
     try:
         with tempfile.TemporaryDirectory(dir=args.state_dir, prefix="edge-fl-peers-") as tmp:
-            report = asyncio.run(simulator.simulate(
-                config, bundle, device_examples(split), test, Path(tmp), show_progress=False,
-                scorer=TimedScorer(bundle, scores)))
-            record["state_mib"] = sum(f.stat().st_size for f in Path(tmp).rglob("*")
-                                      if f.is_file()) / 2**20
+            report = asyncio.run(
+                simulator.simulate(
+                    config,
+                    bundle,
+                    device_examples(split),
+                    test,
+                    Path(tmp),
+                    show_progress=False,
+                    scorer=TimedScorer(bundle, scores),
+                )
+            )
+            record["state_mib"] = (
+                sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**20
+            )
     finally:
         simulator.make_training = make_training
     record["state_on_tmpfs"] = _on_tmpfs(Path(args.state_dir or tempfile.gettempdir()))
     # the timeline holds one entry per scoring, in order: its version is the round
-    record["evaluations"] = [s | {"round": t["version"]} for s, t in zip(scores, report["timeline"])]
+    record["evaluations"] = [
+        s | {"round": t["version"]} for s, t in zip(scores, report["timeline"])
+    ]
     record["funnel"] = report["funnel"]
     record["finished"] = time.time()
     out = Path(args.out)
@@ -122,7 +154,9 @@ def _on_tmpfs(path: Path) -> bool:
     for line in Path("/proc/mounts").read_text().splitlines():
         _, mount, kind = line.split()[:3]
         resolved = str(path.resolve())
-        if (resolved == mount or resolved.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+        if (resolved == mount or resolved.startswith(mount.rstrip("/") + "/")) and len(mount) > len(
+            best
+        ):
             best, fstype = mount, kind
     return fstype in ("tmpfs", "ramfs")
 
@@ -134,8 +168,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", required=True)
     add_task_arguments(parser)
     parser.add_argument("--transport", default="inprocess", choices=("inprocess", "http"))
-    parser.add_argument("--state-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
-                        help="where the simulated server keeps its store (default: tmpfs)")
+    parser.add_argument(
+        "--state-dir",
+        default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+        help="where the simulated server keeps its store (default: tmpfs)",
+    )
     return run(parser.parse_args(argv))
 
 

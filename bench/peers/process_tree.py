@@ -9,6 +9,7 @@ Ray's daemons (gcs_server, raylet, workers) are started by the driver's child bu
 outlive or detach from it; the driver marks itself a child subreaper (prctl), so orphans
 are re-parented to it instead of to init and stay in the tree it measures and cleans up.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -33,7 +34,7 @@ def parent_map(proc: Path = Path("/proc")) -> dict[int, int]:
         except OSError:
             continue
         # the command name (field 2) is in parentheses and may hold spaces or ')'
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         parents[int(entry.name)] = int(fields[1])
     return parents
 
@@ -71,8 +72,10 @@ def tree_pss_kib(root: int, proc: Path = Path("/proc")) -> tuple[int, int]:
 
 def tree_pss_parts(root: int, proc: Path = Path("/proc")) -> list[tuple[int, str, int]]:
     """(pid, command name, PSS in KiB) of every process below `root`."""
-    return [(pid, _command(pid, proc), pss_kib(pid, proc))
-            for pid in descendants(root, parent_map(proc))]
+    return [
+        (pid, _command(pid, proc), pss_kib(pid, proc))
+        for pid in descendants(root, parent_map(proc))
+    ]
 
 
 def _command(pid: int, proc: Path) -> str:
@@ -169,5 +172,13 @@ def _zombie(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] == "Z"
 
 
-__all__ = ["PeakSampler", "become_subreaper", "descendants", "end_descendants", "parent_map",
-           "pss_kib", "tree_pss_kib", "tree_pss_parts"]
+__all__ = [
+    "PeakSampler",
+    "become_subreaper",
+    "descendants",
+    "end_descendants",
+    "parent_map",
+    "pss_kib",
+    "tree_pss_kib",
+    "tree_pss_parts",
+]

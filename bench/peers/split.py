@@ -17,6 +17,7 @@ Layout of the directory:
 Arrays are opened memory-mapped: processes that read the same client share the pages
 (Flower's Ray workers would otherwise each hold a private copy).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,9 +60,14 @@ class Split:
             return {k: f[k] for k in f.files}
 
 
-def write_split(path: Path, clients: list[tuple[np.ndarray, np.ndarray]],
-                test: tuple[np.ndarray, np.ndarray], heldout: tuple[np.ndarray, np.ndarray],
-                initial: dict[str, np.ndarray], meta: dict | None = None) -> dict:
+def write_split(
+    path: Path,
+    clients: list[tuple[np.ndarray, np.ndarray]],
+    test: tuple[np.ndarray, np.ndarray],
+    heldout: tuple[np.ndarray, np.ndarray],
+    initial: dict[str, np.ndarray],
+    meta: dict | None = None,
+) -> dict:
     """Write a split into directory `path` (created; files replaced). clients: per client
     (x [m, ...], y [m]); test and heldout: (x, y). Returns meta.json's document, whose
     fingerprint is a SHA-256 over every array."""
@@ -72,15 +78,20 @@ def write_split(path: Path, clients: list[tuple[np.ndarray, np.ndarray]],
         "x": np.concatenate([x for x, _ in clients]).astype(np.float32),
         "y": np.concatenate([y for _, y in clients]).astype(np.int64),
         "offsets": np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-        "test_x": np.asarray(test[0], np.float32), "test_y": np.asarray(test[1], np.int64),
+        "test_x": np.asarray(test[0], np.float32),
+        "test_y": np.asarray(test[1], np.int64),
         "heldout_x": np.asarray(heldout[0], np.float32),
-        "heldout_y": np.asarray(heldout[1], np.int64)}
+        "heldout_y": np.asarray(heldout[1], np.int64),
+    }
     for name, array in arrays.items():
         np.save(path / f"{name}.npy", np.ascontiguousarray(array))
     np.savez(path / "initial.npz", **{k: np.asarray(v, np.float32) for k, v in initial.items()})
-    doc = dict(meta or {}) | {"clients": len(clients), "examples": int(sum(sizes)),
-                              "input": list(arrays["x"].shape[1:]),
-                              "fingerprint": fingerprint(arrays)}
+    doc = dict(meta or {}) | {
+        "clients": len(clients),
+        "examples": int(sum(sizes)),
+        "input": list(arrays["x"].shape[1:]),
+        "fingerprint": fingerprint(arrays),
+    }
     (path / "meta.json").write_text(json.dumps(doc, indent=1))
     return doc
 

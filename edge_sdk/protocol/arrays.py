@@ -7,6 +7,7 @@ compiler (numpy parses .npy headers with ast.literal_eval, which CPython 3.11 ca
 in two threads at once: "AST constructor recursion depth mismatch"), and it admits only
 numeric dtypes.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
     if magic != _MAGIC or head_len > MAX_HEADER_BYTES or _HEAD.size + head_len > len(blob):
         raise BadPayload("not an array container, or its header length is wrong")
     try:
-        entries = json.loads(blob[_HEAD.size:_HEAD.size + head_len])
+        entries = json.loads(blob[_HEAD.size : _HEAD.size + head_len])
         specs = [(str(n), np.dtype(d), tuple(int(s) for s in shape)) for n, d, shape in entries]
     except (ValueError, TypeError) as e:
         raise BadPayload(f"array container header is malformed: {e}") from None
@@ -50,8 +51,13 @@ def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
         size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if offset + size > len(blob):
             raise BadPayload(f"array {name!r} is truncated")
-        out[name] = np.frombuffer(blob, dtype, count=size // dtype.itemsize if dtype.itemsize else 0,
-                                  offset=offset).reshape(shape).copy()
+        out[name] = (
+            np.frombuffer(
+                blob, dtype, count=size // dtype.itemsize if dtype.itemsize else 0, offset=offset
+            )
+            .reshape(shape)
+            .copy()
+        )
         offset += size
     if offset != len(blob):
         raise BadPayload(f"{len(blob) - offset} unexpected bytes after the arrays")

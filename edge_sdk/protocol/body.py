@@ -7,6 +7,7 @@ fixed number of numpy calls per update (tensor by tensor costs about twenty per 
 and handed on as they are, so a consumer can add a whole update, or a batch of them, in one
 pass (`JoinedBatch`). Other codecs are decoded tensor by tensor.
 """
+
 from __future__ import annotations
 
 import functools
@@ -76,12 +77,16 @@ class JoinedParts(Mapping):
 
     def tensor(self, i: int) -> DecodedTensor:
         p = self.plan
-        return DecodedTensor(self.shapes[i], levels=self.levels[p.value_lo[i]:p.value_hi[i]],
-                             a=self.a[p.chunk_lo[i]:p.chunk_hi[i]],
-                             b=self.b[p.chunk_lo[i]:p.chunk_hi[i]], chunk=self.chunk,
-                             multiplier=self.multiplier,
-                             block_counts=self.counts[p.block_lo[i]:p.block_hi[i]],
-                             block_offsets=self.offsets[p.value_lo[i]:p.value_hi[i]])
+        return DecodedTensor(
+            self.shapes[i],
+            levels=self.levels[p.value_lo[i] : p.value_hi[i]],
+            a=self.a[p.chunk_lo[i] : p.chunk_hi[i]],
+            b=self.b[p.chunk_lo[i] : p.chunk_hi[i]],
+            chunk=self.chunk,
+            multiplier=self.multiplier,
+            block_counts=self.counts[p.block_lo[i] : p.block_hi[i]],
+            block_offsets=self.offsets[p.value_lo[i] : p.value_hi[i]],
+        )
 
     def __getitem__(self, name) -> DecodedTensor:
         try:
@@ -104,17 +109,20 @@ class JoinedParts(Mapping):
         """sum of (l a_c + b_c)^2 over every kept value, float64, in one pass over the
         joined levels, times the multiplier squared."""
         from . import kernels  # numba, on servers only: loaded at first use
+
         sizes = chunk_sizes(self.plan.kept, self.chunk)
-        return kernels.chunked_levels_squared_norm(self.levels, self.a, self.b,
-                                                   sizes) * self.multiplier ** 2
+        return (
+            kernels.chunked_levels_squared_norm(self.levels, self.a, self.b, sizes)
+            * self.multiplier**2
+        )
 
     def norm_bound(self) -> tuple[float, float]:
         """(the largest magnitude a value may have, an upper bound of squared_norm()),
         from one pass over the chunk scales (b is -scale of each chunk), no level read."""
         from . import kernels
+
         m = abs(self.multiplier)
-        scale, bound = kernels.chunk_scale_bound(self.b, chunk_sizes(self.plan.kept,
-                                                                     self.chunk))
+        scale, bound = kernels.chunk_scale_bound(self.b, chunk_sizes(self.plan.kept, self.chunk))
         return scale * m, bound * LEVEL_REACH_SQUARED * m * m
 
 
@@ -156,14 +164,25 @@ class JoinedBatch:
         """flat (float32 [n]; mutated) += the held updates, tensor `name`'s sum starting
         at flat[at[name]]; the batch is empty afterwards."""
         from . import kernels
+
         n = self.size
         if n:
-            base, restart = block_map(self.blocks, self.chunks,
-                                      tuple(at[name] for name in self.names))
+            base, restart = block_map(
+                self.blocks, self.chunks, tuple(at[name] for name in self.names)
+            )
             kernels.add_joined_levels_batch(
-                flat, self.counts[:n], self.offsets[:n].reshape(-1), self.levels[:n].reshape(-1),
-                self.a[:n].reshape(-1), self.b[:n].reshape(-1), base, restart, self.chunk,
-                self.weights[:n], tile_blocks or kernels.TILE_BLOCKS)
+                flat,
+                self.counts[:n],
+                self.offsets[:n].reshape(-1),
+                self.levels[:n].reshape(-1),
+                self.a[:n].reshape(-1),
+                self.b[:n].reshape(-1),
+                base,
+                restart,
+                self.chunk,
+                self.weights[:n],
+                tile_blocks or kernels.TILE_BLOCKS,
+            )
         self.size = 0
 
 
@@ -177,8 +196,9 @@ def decode_body(raw, spec: CodecSpec, specs: tuple, message_seed: int) -> Mappin
         out, offset = {}, 0
         for i, (name, shape) in enumerate(specs):
             size = _layout(spec, math.prod(shape)).payload
-            out[name] = tensor = decode_tensor_parts(raw[offset:offset + size], spec, shape,
-                                                     tensor_seed(message_seed, i))
+            out[name] = tensor = decode_tensor_parts(
+                raw[offset : offset + size], spec, shape, tensor_seed(message_seed, i)
+            )
             # quantized levels are finite once their scales are; plain values are checked
             if tensor.values is not None and not np.all(np.isfinite(tensor.values)):
                 raise NonFinite(f"tensor {name!r} contains NaN or Inf")
@@ -187,16 +207,17 @@ def decode_body(raw, spec: CodecSpec, specs: tuple, message_seed: int) -> Mappin
     return _decode_joined(raw, spec, plan, tuple(name for name, _ in specs), shapes)
 
 
-def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
-                   shapes: tuple) -> JoinedParts:
+def _decode_joined(
+    raw, spec: CodecSpec, plan: _BodyPlan, names: tuple, shapes: tuple
+) -> JoinedParts:
     # one copy gathers every tensor's parts kind by kind (scales first, so each kind
     # starts aligned for its type), then each kind is a view of it
     u8 = np.frombuffer(raw, np.uint8)
     joined = np.concatenate([u8[part] for part in plan.gather])
-    scales = joined[:plan.scales_end].view("<f4")
-    counts = joined[plan.scales_end:plan.counts_end].view("<u2")
-    offsets = joined[plan.counts_end:plan.offsets_end]
-    levels = joined[plan.offsets_end:]
+    scales = joined[: plan.scales_end].view("<f4")
+    counts = joined[plan.scales_end : plan.counts_end].view("<u2")
+    offsets = joined[plan.counts_end : plan.offsets_end]
+    levels = joined[plan.offsets_end :]
     ends = np.add.accumulate(counts, dtype=np.int64)
     tensor_ends = ends[plan.last_block]
     if (tensor_ends != plan.kept_ends).any():  # per tensor, its blocks' counts add up to k
@@ -214,8 +235,10 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
     if not rising.all():
         raise BadPayload("top-k offsets must be strictly increasing within a block")
     # a tensor's last block may be partial: its last offset (when it holds any) must fit
-    if any(counts[block] and offsets[end - 1] >= size for block, end, size
-           in zip(plan.last_blocks, plan.kept_ends_list, plan.last_sizes)):
+    if any(
+        counts[block] and offsets[end - 1] >= size
+        for block, end, size in zip(plan.last_blocks, plan.kept_ends_list, plan.last_sizes)
+    ):
         raise BadPayload("top-k index out of range")
     # finite and non-negative floats are exactly those whose bits, read as unsigned, are
     # below +inf's; -0.0 (sign bit set) is the one other valid scale, so only a failure
@@ -233,11 +256,12 @@ def _decode_joined(raw, spec: CodecSpec, plan: _BodyPlan, names: tuple,
 class _BodyPlan:
     """Where each tensor's parts sit in a block-coded int8 body, the bounds of its parts
     in the joined arrays, and the per-tensor sizes the joined checks compare against."""
-    kept: tuple              # kept values per tensor
-    blocks: tuple            # index blocks per tensor
-    chunks: tuple            # scale chunks per tensor
-    gather: tuple            # every part's slice of the body: all scales, counts, offsets, levels
-    scales_end: int          # where each kind ends in the gathered bytes
+
+    kept: tuple  # kept values per tensor
+    blocks: tuple  # index blocks per tensor
+    chunks: tuple  # scale chunks per tensor
+    gather: tuple  # every part's slice of the body: all scales, counts, offsets, levels
+    scales_end: int  # where each kind ends in the gathered bytes
     counts_end: int
     offsets_end: int
     block_lo: tuple
@@ -246,18 +270,23 @@ class _BodyPlan:
     value_hi: tuple
     chunk_lo: tuple
     chunk_hi: tuple
-    kept_ends: np.ndarray    # int64: cumulative kept values at each tensor's end
-    kept_ends_list: tuple    # the same as ints
-    last_block: np.ndarray   # each tensor's last block, in the joined counts
-    last_blocks: tuple       # the same as ints
-    last_sizes: tuple        # coordinates in that block
+    kept_ends: np.ndarray  # int64: cumulative kept values at each tensor's end
+    kept_ends_list: tuple  # the same as ints
+    last_block: np.ndarray  # each tensor's last block, in the joined counts
+    last_blocks: tuple  # the same as ints
+    last_sizes: tuple  # coordinates in that block
 
 
 @functools.lru_cache(maxsize=64)  # a few codecs x models per server
 def _body_plan(spec: CodecSpec, shapes: tuple) -> _BodyPlan | None:
     # the index coding says whether its tensors can be joined; the kernels take 8-bit levels
-    joined = (INDEX_CODINGS[spec.index_coding].joinable and spec.bits == 8
-              and not spec.rotate and shapes and all(math.prod(s) >= 1 for s in shapes))
+    joined = (
+        INDEX_CODINGS[spec.index_coding].joinable
+        and spec.bits == 8
+        and not spec.rotate
+        and shapes
+        and all(math.prod(s) >= 1 for s in shapes)
+    )
     if not joined:
         return None
     kept, blocks, chunks = [], [], []
@@ -278,13 +307,26 @@ def _body_plan(spec: CodecSpec, shapes: tuple) -> _BodyPlan | None:
     def bounds(sizes):
         ends = np.cumsum([0] + sizes).tolist()
         return tuple(ends[:-1]), tuple(ends[1:])
+
     scales_end = 4 * sum(chunks)
     counts_end = scales_end + 2 * sum(blocks)
     kept_ends = np.cumsum(kept)
     last_blocks = np.cumsum(blocks) - 1
     last_sizes = [math.prod(s) - INDEX_BLOCK * (b - 1) for s, b in zip(shapes, blocks)]
-    return _BodyPlan(tuple(kept), tuple(blocks), tuple(chunks),
-                     tuple(scales + counts + offsets + levels), scales_end, counts_end,
-                     counts_end + sum(kept), *bounds(blocks), *bounds(kept), *bounds(chunks),
-                     kept_ends, tuple(kept_ends.tolist()), last_blocks,
-                     tuple(last_blocks.tolist()), tuple(last_sizes))
+    return _BodyPlan(
+        tuple(kept),
+        tuple(blocks),
+        tuple(chunks),
+        tuple(scales + counts + offsets + levels),
+        scales_end,
+        counts_end,
+        counts_end + sum(kept),
+        *bounds(blocks),
+        *bounds(kept),
+        *bounds(chunks),
+        kept_ends,
+        tuple(kept_ends.tolist()),
+        last_blocks,
+        tuple(last_blocks.tolist()),
+        tuple(last_sizes),
+    )

@@ -18,6 +18,7 @@ Top-k indices travel in one of two fixed-size layouts (`index_coding`):
 Each field names an entry of one registry (QUANTIZERS, SPARSIFIERS, INDEX_CODINGS): a
 new codec is one entry there; sizes, encoding and decoding all ask the entry.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,18 +50,29 @@ class CodecSpec:
     index_coding: str = "gaps"
 
     def __post_init__(self):
-        types = {"quantizer": str, "stochastic": bool, "chunk": int, "sparsifier": str,
-                 "fraction": (int, float), "rotate": bool, "rotation_block": int,
-                 "index_coding": str}
+        types = {
+            "quantizer": str,
+            "stochastic": bool,
+            "chunk": int,
+            "sparsifier": str,
+            "fraction": (int, float),
+            "rotate": bool,
+            "rotation_block": int,
+            "index_coding": str,
+        }
         for name, kind in types.items():
             value = getattr(self, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ValueError(f"{name} must be {kind}, got {value!r}")
-        for name, registry in (("quantizer", QUANTIZERS), ("sparsifier", SPARSIFIERS),
-                               ("index_coding", INDEX_CODINGS)):
+        for name, registry in (
+            ("quantizer", QUANTIZERS),
+            ("sparsifier", SPARSIFIERS),
+            ("index_coding", INDEX_CODINGS),
+        ):
             if getattr(self, name) not in registry:
-                raise ValueError(f"{name} must be one of {tuple(registry)}, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be one of {tuple(registry)}, got {getattr(self, name)!r}"
+                )
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.sparsifier == "none" and self.fraction != 1.0:
@@ -141,8 +153,9 @@ def _layout(spec: CodecSpec, n: int) -> _Layout:
     return _Layout(k, m, index_bytes, chunks, index_bytes + values, quantizer.bits)
 
 
-def encode_tensor(x: np.ndarray, spec: CodecSpec, seed: int,
-                  rng: np.random.Generator) -> tuple[bytes, np.ndarray]:
+def encode_tensor(
+    x: np.ndarray, spec: CodecSpec, seed: int, rng: np.random.Generator
+) -> tuple[bytes, np.ndarray]:
     """x float32 (any shape; not mutated) -> (payload, what the decoder will reconstruct,
     float32 of x's shape). The reconstruction is what error feedback subtracts."""
     flat = np.ascontiguousarray(x, np.float32).reshape(-1)
@@ -222,6 +235,7 @@ class DecodedTensor:
     def add_into(self, flat: np.ndarray, weight: float) -> None:
         """flat (float32 [n]; mutated) += weight * this tensor, straight from its parts."""
         from . import kernels  # numba, on servers only: loaded at the first add
+
         w = weight * self.multiplier
         if self.levels is None:
             if not self.sparse:
@@ -233,19 +247,33 @@ class DecodedTensor:
         elif self.block_counts is not None:  # a batch of one update of one tensor
             base, restart = block_map((len(self.block_counts),), (len(self.a),), (0,))
             kernels.add_joined_levels_batch(
-                flat, self.block_counts[None], self.block_offsets, self.levels, self.a, self.b,
-                base, restart, self.chunk, np.array([w]), kernels.TILE_BLOCKS)
+                flat,
+                self.block_counts[None],
+                self.block_offsets,
+                self.levels,
+                self.a,
+                self.b,
+                base,
+                restart,
+                self.chunk,
+                np.array([w]),
+                kernels.TILE_BLOCKS,
+            )
         else:
-            kernels.add_sparse_levels(flat, self.indices, self.levels, self.a, self.b,
-                                      self.chunk, w)
+            kernels.add_sparse_levels(
+                flat, self.indices, self.levels, self.a, self.b, self.chunk, w
+            )
 
     def squared_norm(self) -> float:
         """The dense tensor's squared L2 norm, float64."""
         if self.levels is None:
-            return squared_norm(self.values) * self.multiplier ** 2
+            return squared_norm(self.values) * self.multiplier**2
         from . import kernels
-        return kernels.levels_squared_norm(self.levels, self.a, self.b,
-                                           self.chunk) * self.multiplier ** 2
+
+        return (
+            kernels.levels_squared_norm(self.levels, self.a, self.b, self.chunk)
+            * self.multiplier**2
+        )
 
     def norm_bound(self) -> tuple[float, float]:
         """(the largest magnitude a value may have, an upper bound of squared_norm()),
@@ -253,9 +281,11 @@ class DecodedTensor:
         if self.levels is None:
             return 0.0, self.squared_norm()
         from . import kernels
+
         m = abs(self.multiplier)
-        scale, bound = kernels.chunk_scale_bound(self.b, chunk_sizes((len(self.levels),),
-                                                                     self.chunk))
+        scale, bound = kernels.chunk_scale_bound(
+            self.b, chunk_sizes((len(self.levels),), self.chunk)
+        )
         return scale * m, bound * LEVEL_REACH_SQUARED * m * m
 
 
@@ -292,26 +322,30 @@ def block_map(blocks: tuple, chunks: tuple, at: tuple) -> tuple[np.ndarray, np.n
     chunks each): where each index block starts in a flat sum in which tensor t starts at
     at[t], and at each tensor's first block its first chunk (else -1): int64 [sum of
     blocks] each, what kernels.add_joined_levels_batch walks. Cached: do not mutate."""
-    base = np.concatenate([start + INDEX_BLOCK * np.arange(n, dtype=np.int64)
-                           for start, n in zip(at, blocks)])
+    base = np.concatenate(
+        [start + INDEX_BLOCK * np.arange(n, dtype=np.int64) for start, n in zip(at, blocks)]
+    )
     restart = np.full(len(base), -1, np.int64)
     restart[np.cumsum((0,) + blocks[:-1])] = np.cumsum((0,) + chunks[:-1])
     return base, restart
 
 
-def decode_tensor_parts(payload: bytes, spec: CodecSpec, shape: tuple[int, ...],
-                        seed: int) -> DecodedTensor:
+def decode_tensor_parts(
+    payload: bytes, spec: CodecSpec, shape: tuple[int, ...], seed: int
+) -> DecodedTensor:
     """Validate a tensor's payload and split it into its parts (see DecodedTensor)."""
     n = math.prod(shape)
     layout = _layout(spec, n)
     if len(payload) != layout.payload:
-        raise BadPayload(f"tensor payload is {len(payload)} bytes, the codec implies "
-                         f"{layout.payload}")
+        raise BadPayload(
+            f"tensor payload is {len(payload)} bytes, the codec implies {layout.payload}"
+        )
     sparsifier = SPARSIFIERS[spec.sparsifier]
     where = sparsifier.decode_positions(payload, n, layout.k, spec, seed)
-    parts = _decode_values(memoryview(payload)[layout.index_bytes:], spec, layout, seed)
-    return DecodedTensor(tuple(shape), multiplier=sparsifier.multiplier(n, layout.k),
-                         **where, **parts)
+    parts = _decode_values(memoryview(payload)[layout.index_bytes :], spec, layout, seed)
+    return DecodedTensor(
+        tuple(shape), multiplier=sparsifier.multiplier(n, layout.k), **where, **parts
+    )
 
 
 def block_positions(counts: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -406,7 +440,7 @@ class _TopK(_Dense):
 
     def select(self, flat: np.ndarray, k: int, seed: int) -> np.ndarray:
         n = flat.size
-        return np.sort(np.argpartition(np.abs(flat), n - k)[n - k:])
+        return np.sort(np.argpartition(np.abs(flat), n - k)[n - k :])
 
     def encode_positions(self, idx, n: int, spec: CodecSpec) -> bytes:
         return INDEX_CODINGS[spec.index_coding].encode(idx, n)
@@ -478,15 +512,21 @@ class _Levels:
         if bits == 8:
             levels = np.frombuffer(data, np.uint8, m, 4 * chunks)
         else:
-            levels = q.unpack_bits(data[4 * chunks:], bits, m)
+            levels = q.unpack_bits(data[4 * chunks :], bits, m)
             if np.any(levels >= q.levels(bits)):
                 raise BadPayload("quantized level out of range")
         a, b = q.chunk_affine(scales, bits, spec.stochastic)
         return {"levels": levels, "a": a, "b": b, "chunk": spec.chunk}
 
 
-QUANTIZERS = {"float32": _Floats("<f4"), "float16": _Floats("<f2"), "int8": _Levels(8),
-              "int4": _Levels(4), "int2": _Levels(2), "int1": _Levels(1)}
+QUANTIZERS = {
+    "float32": _Floats("<f4"),
+    "float16": _Floats("<f2"),
+    "int8": _Levels(8),
+    "int4": _Levels(4),
+    "int2": _Levels(2),
+    "int1": _Levels(1),
+}
 
 
 def _decode_blocks(payload, n: int, k: int) -> dict:
@@ -525,8 +565,11 @@ def _decode_values(data, spec: CodecSpec, layout: _Layout, seed: int) -> dict:
     if not spec.rotate:
         return parts
     # the rotation mixes chunks: only the dense values can be unrotated
-    v = parts["values"] if "values" in parts else q.affine_chunks(
-        parts["levels"], parts["a"], parts["b"], spec.chunk)
+    v = (
+        parts["values"]
+        if "values" in parts
+        else q.affine_chunks(parts["levels"], parts["a"], parts["b"], spec.chunk)
+    )
     return {"values": unrotate(v, seed, spec.rotation_block, layout.k)}
 
 

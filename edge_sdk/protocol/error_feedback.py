@@ -5,6 +5,7 @@ round is added to the next round's delta, so nothing is lost for good.
 The residual lives on the device across rounds; `to_bytes`/`from_bytes` let the SDK keep
 it in the example store's state table.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ class ErrorFeedback:
 
     def corrected(self, delta: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """delta + residual (new arrays; delta is not mutated)."""
-        return {k: v + self.residual[k] if k in self.residual else np.array(v, np.float32)
-                for k, v in delta.items()}
+        return {
+            k: v + self.residual[k] if k in self.residual else np.array(v, np.float32)
+            for k, v in delta.items()
+        }
 
     def remember(self, sent: dict[str, np.ndarray], reconstructed: dict[str, np.ndarray]) -> None:
         """residual = what we meant to send - what the server will reconstruct."""

@@ -24,6 +24,7 @@
 MalformedJson, JsonLimitExceeded and BadField carry `details`, a JSON-ready dict the
 aggregator adds to its error body.
 """
+
 from __future__ import annotations
 
 
@@ -100,4 +101,3 @@ class BadField(MalformedJson):
         if not prefix:
             return self
         return BadField(f"{prefix}.{self.field}" if self.field else prefix, self.message)
-

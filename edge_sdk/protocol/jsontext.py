@@ -7,6 +7,7 @@ number that overflows a float, no lone surrogate (escaped or not), no U+0000 in 
 no duplicate key.
 Every failure is a MalformedJson (or its JsonLimitExceeded) with a stable code.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ __all__ = ["JsonLimits", "parse_json"]
 # a string literal, to its closing quote or the end of the text: it always matches, so a
 # substitution over the text is one linear pass (an unterminated string is json's to refuse)
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r'[^\[\]{}]+')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _OPEN = np.frombuffer(b"[{", np.uint8)
 
 
@@ -43,12 +44,14 @@ class JsonLimits:
         if self.max_bytes < 2 or self.max_string_chars < 1 or self.max_number_chars < 1:
             raise ValueError("max_bytes must be >= 2, max_string_chars and max_number_chars >= 1")
         if not 1 <= self.max_depth <= 200:
-            raise ValueError("max_depth must be in 1..200 (json recursion stays far below "
-                             "Python's limit)")
+            raise ValueError(
+                "max_depth must be in 1..200 (json recursion stays far below Python's limit)"
+            )
 
 
-def parse_json(data: bytes | bytearray | memoryview | str,
-               limits: JsonLimits = JsonLimits()) -> Any:
+def parse_json(
+    data: bytes | bytearray | memoryview | str, limits: JsonLimits = JsonLimits()
+) -> Any:
     """The value of JSON text `data` (bytes are decoded as strict UTF-8); the input is not
     mutated. Raises JsonLimitExceeded (details: limit, max) or MalformedJson."""
     if isinstance(data, str):
@@ -68,8 +71,13 @@ def parse_json(data: bytes | bytearray | memoryview | str,
         _over("max_bytes", limits.max_bytes)
     _check_depth(text, limits.max_depth)
     try:
-        value = json.loads(text, parse_int=_number(limits, int), parse_float=_number(limits, float),
-                           parse_constant=_constant, object_pairs_hook=_object)
+        value = json.loads(
+            text,
+            parse_int=_number(limits, int),
+            parse_float=_number(limits, float),
+            parse_constant=_constant,
+            object_pairs_hook=_object,
+        )
     except json.JSONDecodeError as e:
         raise MalformedJson(f"not JSON: {e.msg} at character {e.pos}") from None
     except RecursionError:  # unreachable after the depth check; never a 500 if it were
@@ -79,8 +87,9 @@ def parse_json(data: bytes | bytearray | memoryview | str,
 
 
 def _over(limit: str, maximum: int):
-    raise JsonLimitExceeded(f"the JSON is over its {limit} limit of {maximum}",
-                            limit=limit, max=maximum)
+    raise JsonLimitExceeded(
+        f"the JSON is over its {limit} limit of {maximum}", limit=limit, max=maximum
+    )
 
 
 def _check_depth(text: str, max_depth: int) -> None:
@@ -101,6 +110,7 @@ def _number(limits: JsonLimits, kind):
         if kind is float and not math.isfinite(value):
             raise MalformedJson(f"the number {literal} overflows a float")
         return value
+
     return parse
 
 
@@ -142,5 +152,6 @@ def _check_string(text: str, max_chars: int) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise MalformedJson("a string holds a lone surrogate (not a Unicode character)") \
-                from None
+            raise MalformedJson(
+                "a string holds a lone surrogate (not a Unicode character)"
+            ) from None

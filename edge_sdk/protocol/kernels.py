@@ -9,6 +9,7 @@ same maths runs as numpy expressions, slower but identical within float32 roundi
 Each loop is written so LLVM can vectorize it: one chunk at a time with its coefficients
 hoisted, no division in the inner loop.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,16 @@ try:
 except ImportError:  # pragma: no cover - exercised by the numpy twins' tests
     numba = None
 
-__all__ = ["COMPILED", "TILE_BLOCKS", "add_dense_levels", "add_joined_levels_batch", "add_sparse_levels",
-           "chunk_scale_bound", "chunked_levels_squared_norm", "levels_squared_norm"]
+__all__ = [
+    "COMPILED",
+    "TILE_BLOCKS",
+    "add_dense_levels",
+    "add_joined_levels_batch",
+    "add_sparse_levels",
+    "chunk_scale_bound",
+    "chunked_levels_squared_norm",
+    "levels_squared_norm",
+]
 
 COMPILED = numba is not None
 TILE_BLOCKS = 256  # 256 x 256 float32 coordinates: a 256 KB tile of the sum, well inside L2
@@ -36,8 +45,9 @@ def _add_sparse_levels_numpy(acc, indices, levels, a, b, chunk, w):
     acc[indices] += (levels * a[c] + b[c]) * np.float32(w)
 
 
-def _add_joined_levels_batch_numpy(acc, counts, offsets, levels, a, b, block_base,
-                                   chunk_restart, chunk, w, tile_blocks):
+def _add_joined_levels_batch_numpy(
+    acc, counts, offsets, levels, a, b, block_base, chunk_restart, chunk, w, tile_blocks
+):
     n_updates, n_blocks = counts.shape
     k_each, c_each = len(offsets) // n_updates, len(a) // n_updates
     firsts = np.flatnonzero(chunk_restart >= 0)  # each tensor's first block
@@ -45,9 +55,9 @@ def _add_joined_levels_batch_numpy(acc, counts, offsets, levels, a, b, block_bas
         j = u * k_each
         for lo, hi in zip(firsts, np.append(firsts[1:], n_blocks)):
             kept = int(counts[u, lo:hi].sum())
-            where = np.repeat(block_base[lo:hi], counts[u, lo:hi]) + offsets[j:j + kept]
+            where = np.repeat(block_base[lo:hi], counts[u, lo:hi]) + offsets[j : j + kept]
             c = u * c_each + chunk_restart[lo] + np.arange(kept) // chunk
-            acc[where] += (levels[j:j + kept] * a[c] + b[c]) * np.float32(w[u])
+            acc[where] += (levels[j : j + kept] * a[c] + b[c]) * np.float32(w[u])
             j += kept
 
 
@@ -95,8 +105,9 @@ if COMPILED:
                 acc[np.uint64(indices[j])] += s * np.float32(levels[j]) + o
 
     @_jit
-    def _add_joined_levels_batch(acc, counts, offsets, levels, a, b, block_base, chunk_restart,
-                                 chunk, w, tile_blocks):
+    def _add_joined_levels_batch(
+        acc, counts, offsets, levels, a, b, block_base, chunk_restart, chunk, w, tile_blocks
+    ):
         # U updates of one layout at once, one tile of blocks at a time: each tile of the
         # sum is read and written once per batch instead of once per update, which is what
         # a sparse add costs when the sum does not fit in cache (at 5% density most cache
@@ -187,13 +198,20 @@ if COMPILED:
             total += sizes[c] * s * s
         return top, total
 
-    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
-        _add_dense_levels, _add_sparse_levels, _add_joined_levels_batch, _levels_squared_norm
+    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = (
+        _add_dense_levels,
+        _add_sparse_levels,
+        _add_joined_levels_batch,
+        _levels_squared_norm,
+    )
     chunked_levels_squared_norm = _chunked_levels_squared_norm
     chunk_scale_bound = _chunk_scale_bound
 else:  # pragma: no cover
-    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = \
-        _add_dense_levels_numpy, _add_sparse_levels_numpy, _add_joined_levels_batch_numpy, \
-        _levels_squared_norm_numpy
+    add_dense_levels, add_sparse_levels, add_joined_levels_batch, levels_squared_norm = (
+        _add_dense_levels_numpy,
+        _add_sparse_levels_numpy,
+        _add_joined_levels_batch_numpy,
+        _levels_squared_norm_numpy,
+    )
     chunked_levels_squared_norm = _chunked_levels_squared_norm_numpy
     chunk_scale_bound = _chunk_scale_bound_numpy

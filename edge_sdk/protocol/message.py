@@ -20,6 +20,7 @@ header fields, then the tensors: the body is decompressed once into a buffer of 
 size the shapes imply, and every tensor is validated (layout, scales, finiteness) before
 any is handed to a sink or returned.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,18 @@ import zstandard
 from .body import decode_body
 from .codec import CodecSpec, encode_tensor, tensor_seed
 from .error_feedback import ErrorFeedback
-from .errors import (BadChecksum, BadMagic, BadPayload, BadSignature, MalformedHeader, NonFinite,
-                     ShapeMismatch, TooLarge, Truncated, UnsupportedVersion)
+from .errors import (
+    BadChecksum,
+    BadMagic,
+    BadPayload,
+    BadSignature,
+    MalformedHeader,
+    NonFinite,
+    ShapeMismatch,
+    TooLarge,
+    Truncated,
+    UnsupportedVersion,
+)
 from .signing import SIGNATURE_BYTES, sign, verify
 from .transforms import add_gaussian_noise, clip_by_global_norm
 
@@ -87,14 +98,24 @@ class UpdateMeta:
             raise MalformedHeader("idempotency_key must be 1 to 128 letters, digits or '_.:-'")
         for name, low in (("model_version", 0), ("num_examples", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or \
-                    not low <= value <= MAX_EXACT_INT:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not low <= value <= MAX_EXACT_INT
+            ):
                 raise MalformedHeader(f"{name} must be an integer in {low}..2^53")
-        if not isinstance(self.metrics, dict) or len(self.metrics) > 32 or not all(
+        if (
+            not isinstance(self.metrics, dict)
+            or len(self.metrics) > 32
+            or not all(
                 isinstance(k, str) and _METRIC_NAME.fullmatch(k) and _finite_metric(v)
-                for k, v in self.metrics.items()):
-            raise MalformedHeader(f"metrics must map at most 32 names (1 to 64 letters, digits "
-                                  f"or '_.:-') to finite numbers of magnitude <= {MAX_METRIC:g}")
+                for k, v in self.metrics.items()
+            )
+        ):
+            raise MalformedHeader(
+                f"metrics must map at most 32 names (1 to 64 letters, digits "
+                f"or '_.:-') to finite numbers of magnitude <= {MAX_METRIC:g}"
+            )
 
 
 def _utf8(text: str) -> bool:
@@ -157,9 +178,16 @@ def _specs(specs: Iterable) -> list[tuple[str, tuple[int, ...]]]:
 
 
 # -- encoding ---------------------------------------------------------------------------
-def encode_update(delta: dict[str, np.ndarray], specs: Iterable, meta: UpdateMeta,
-                  pipeline: UpdatePipeline, *, signing_key: bytes, rng: np.random.Generator,
-                  feedback: ErrorFeedback | None = None) -> bytes:
+def encode_update(
+    delta: dict[str, np.ndarray],
+    specs: Iterable,
+    meta: UpdateMeta,
+    pipeline: UpdatePipeline,
+    *,
+    signing_key: bytes,
+    rng: np.random.Generator,
+    feedback: ErrorFeedback | None = None,
+) -> bytes:
     """Encode and sign a delta (not mutated). With `feedback`, its residual is added
     first and replaced by this round's compression error."""
     meta.validate()
@@ -173,8 +201,10 @@ def encode_update(delta: dict[str, np.ndarray], specs: Iterable, meta: UpdateMet
         work, norm = clip_by_global_norm(work, pipeline.clip_norm)
         if pipeline.noise_multiplier:
             work = add_gaussian_noise(work, pipeline.noise_multiplier * pipeline.clip_norm, rng)
-            local_dp = {"clip_norm": pipeline.clip_norm,
-                        "noise_multiplier": pipeline.noise_multiplier}
+            local_dp = {
+                "clip_norm": pipeline.clip_norm,
+                "noise_multiplier": pipeline.noise_multiplier,
+            }
     seed = int(rng.integers(0, 2**62))
     payloads, reconstructed = [], {}
     for i, (name, shape) in enumerate(specs):
@@ -183,13 +213,22 @@ def encode_update(delta: dict[str, np.ndarray], specs: Iterable, meta: UpdateMet
         reconstructed[name] = rec
     if feedback is not None:
         feedback.remember(work, reconstructed)
-    header = {"meta": meta.__dict__, "codec": pipeline.codec.to_json(), "seed": seed,
-              "local_dp": local_dp}
+    header = {
+        "meta": meta.__dict__,
+        "codec": pipeline.codec.to_json(),
+        "seed": seed,
+        "local_dp": local_dp,
+    }
     return _frame(UPDATE_MAGIC, header, payloads, signing_key, pipeline.compression_level)
 
 
-def encode_parameters(parameters: dict[str, np.ndarray], specs: Iterable, model_id: str,
-                      model_version: int, signing_key: bytes | None = None) -> bytes:
+def encode_parameters(
+    parameters: dict[str, np.ndarray],
+    specs: Iterable,
+    model_id: str,
+    model_version: int,
+    signing_key: bytes | None = None,
+) -> bytes:
     """A model download: float32 parameters in spec order, checksummed, optionally signed."""
     specs = _specs(specs)
     _check_names(parameters, specs)
@@ -198,8 +237,13 @@ def encode_parameters(parameters: dict[str, np.ndarray], specs: Iterable, model_
     return _frame(MODEL_MAGIC, header, payloads, signing_key)
 
 
-def _frame(magic: bytes, header: dict, payloads: list[bytes], signing_key: bytes | None,
-           compression_level: int = 3) -> bytes:
+def _frame(
+    magic: bytes,
+    header: dict,
+    payloads: list[bytes],
+    signing_key: bytes | None,
+    compression_level: int = 3,
+) -> bytes:
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     body = zstandard.ZstdCompressor(level=compression_level).compress(b"".join(payloads))
     flags = _SIGNED if signing_key is not None else 0
@@ -207,7 +251,7 @@ def _frame(magic: bytes, header: dict, payloads: list[bytes], signing_key: bytes
     checksum = hashlib.sha256(data).digest()
     data += checksum
     if signing_key is not None:
-        data += sign(signing_key, data[:_PREFIX.size + len(head)] + checksum)
+        data += sign(signing_key, data[: _PREFIX.size + len(head)] + checksum)
     return data
 
 
@@ -217,8 +261,9 @@ def reseal_update(data: bytes, meta: UpdateMeta, signing_key: bytes) -> bytes:
     meta.validate()
     frame = _unframe(data, UPDATE_MAGIC, DecodeLimits())
     header = frame.header | {"meta": dict(meta.__dict__)}
-    return _frame(UPDATE_MAGIC, header, [_decompressor().decompress(bytes(frame.body))],
-                  signing_key)
+    return _frame(
+        UPDATE_MAGIC, header, [_decompressor().decompress(bytes(frame.body))], signing_key
+    )
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -253,17 +298,17 @@ def _unframe(data: bytes, magic: bytes, limits: DecodeLimits) -> _Frame:
         raise Truncated(f"message is {len(data)} bytes, its lengths say {expected}")
     if len(data) > expected:
         raise BadPayload(f"{len(data) - expected} unexpected bytes after the message")
-    if hashlib.sha256(memoryview(data)[:end]).digest() != data[end:end + _CHECKSUM]:
+    if hashlib.sha256(memoryview(data)[:end]).digest() != data[end : end + _CHECKSUM]:
         raise BadChecksum("checksum mismatch: the message was altered or damaged")
     try:
-        header = json.loads(data[_PREFIX.size:_PREFIX.size + head_len])
+        header = json.loads(data[_PREFIX.size : _PREFIX.size + head_len])
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MalformedHeader(f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
         raise MalformedHeader("header must be a JSON object")
-    signed_part = data[:_PREFIX.size + head_len] + data[end:end + _CHECKSUM]
-    signature = data[end + _CHECKSUM:] if flags & _SIGNED else None
-    return _Frame(header, memoryview(data)[_PREFIX.size + head_len:end], signed_part, signature)
+    signed_part = data[: _PREFIX.size + head_len] + data[end : end + _CHECKSUM]
+    signature = data[end + _CHECKSUM :] if flags & _SIGNED else None
+    return _Frame(header, memoryview(data)[_PREFIX.size + head_len : end], signed_part, signature)
 
 
 @dataclass(frozen=True)
@@ -287,10 +332,15 @@ def peek_update(data: bytes, limits: DecodeLimits = DecodeLimits()) -> UpdateMet
     return open_update(data, limits).meta
 
 
-def decode_update(data: bytes | CheckedUpdate, specs: Iterable, *, public_key: bytes | None,
-                  sink: Callable[[str, np.ndarray], None] | None = None,
-                  limits: DecodeLimits = DecodeLimits(),
-                  keep_parts: bool = False) -> DecodedUpdate:
+def decode_update(
+    data: bytes | CheckedUpdate,
+    specs: Iterable,
+    *,
+    public_key: bytes | None,
+    sink: Callable[[str, np.ndarray], None] | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+    keep_parts: bool = False,
+) -> DecodedUpdate:
     """Verify and decode an update. With `public_key` the signature is required and
     checked before any tensor is read. Tensors go to `sink(name, array)` one at a time
     (nothing is kept), or are returned in `tensors`: dense float32 arrays, or with
@@ -326,8 +376,13 @@ def decode_update(data: bytes | CheckedUpdate, specs: Iterable, *, public_key: b
     return DecodedUpdate(meta, codec, local_dp, tensors)
 
 
-def decode_parameters(data: bytes, specs: Iterable, *, public_key: bytes | None = None,
-                      limits: DecodeLimits = DecodeLimits()) -> tuple[dict, dict[str, np.ndarray]]:
+def decode_parameters(
+    data: bytes,
+    specs: Iterable,
+    *,
+    public_key: bytes | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+) -> tuple[dict, dict[str, np.ndarray]]:
     """(header {model_id, model_version}, parameters) of a model download."""
     frame = _unframe(data, MODEL_MAGIC, limits)
     if public_key is not None:
@@ -335,7 +390,9 @@ def decode_parameters(data: bytes, specs: Iterable, *, public_key: bytes | None 
             raise BadSignature("the model is unsigned")
         verify(public_key, frame.signed_part, frame.signature)
     header = frame.header
-    if not isinstance(header.get("model_id"), str) or not isinstance(header.get("model_version"), int):
+    if not isinstance(header.get("model_id"), str) or not isinstance(
+        header.get("model_version"), int
+    ):
         raise MalformedHeader("a model header has a string model_id and an int model_version")
     params = {}
     for name, shape, payload in _payloads(frame.body, _specs(specs), _FLOAT32):
@@ -349,7 +406,7 @@ def _payloads(body: bytes, specs, codec: CodecSpec):
     view, offset = _body(body, specs, codec), 0
     for name, shape in specs:
         size = codec.payload_size(math.prod(shape))
-        yield name, shape, view[offset:offset + size]
+        yield name, shape, view[offset : offset + size]
         offset += size
 
 
@@ -361,15 +418,17 @@ def _body(body: bytes, specs, codec: CodecSpec) -> memoryview:
     except zstandard.ZstdError as e:
         raise BadPayload(f"body is not a valid zstd frame: {e}") from None
     if declared != size:  # checked before anything is decompressed
-        raise ShapeMismatch(f"the body holds {declared} bytes of tensors; the model's shapes "
-                            f"and codec need {size}")
+        raise ShapeMismatch(
+            f"the body holds {declared} bytes of tensors; the model's shapes and codec need {size}"
+        )
     try:  # one allocation of the declared size, then zero-copy slices of it
         raw = _decompressor().decompress(body, max_output_size=declared, allow_extra_data=False)
     except zstandard.ZstdError as e:
         raise BadPayload(f"body is not a valid zstd frame: {e}") from None
     if len(raw) != declared:
-        raise ShapeMismatch(f"the body decompresses to {len(raw)} bytes, its frame declares "
-                            f"{declared}")
+        raise ShapeMismatch(
+            f"the body decompresses to {len(raw)} bytes, its frame declares {declared}"
+        )
     return memoryview(raw)
 
 
@@ -392,8 +451,15 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def _update_meta(header: dict) -> UpdateMeta:
     doc = header.get("meta")
-    fields = ("task_id", "model_id", "model_version", "device_id", "idempotency_key",
-              "num_examples", "metrics")
+    fields = (
+        "task_id",
+        "model_id",
+        "model_version",
+        "device_id",
+        "idempotency_key",
+        "num_examples",
+        "metrics",
+    )
     if not isinstance(doc, dict) or set(doc) != set(fields):
         raise MalformedHeader(f"update metadata must have exactly the fields {fields}")
     meta = UpdateMeta(**doc)
@@ -407,8 +473,10 @@ def _check_names(tensors: dict, specs) -> None:
         raise ShapeMismatch(f"tensors {sorted(tensors)} differ from the model's {names}")
     for name, shape in specs:
         if tuple(np.shape(tensors[name])) != shape:
-            raise ShapeMismatch(f"tensor {name!r} has shape {list(np.shape(tensors[name]))}, "
-                                f"the model says {list(shape)}")
+            raise ShapeMismatch(
+                f"tensor {name!r} has shape {list(np.shape(tensors[name]))}, "
+                f"the model says {list(shape)}"
+            )
 
 
 def _check_finite(name: str, array: np.ndarray) -> None:

@@ -8,6 +8,7 @@ field's path, e.g. "enroll.public_key"; `to_json()` gives the JSON-ready dict. P
 text first with `jsontext.parse_json`, which bounds its size. Requests refuse unknown
 keys; replies ignore them.
 """
+
 from __future__ import annotations
 
 import typing
@@ -15,16 +16,51 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .errors import BadField
-from .typedjson import (JSON_INT, Message, bounded, decode_value, encode_value,
-                        parse_bounded_int, type_hints)
+from .typedjson import (
+    JSON_INT,
+    Message,
+    bounded,
+    decode_value,
+    encode_value,
+    parse_bounded_int,
+    type_hints,
+)
 
 __all__ = [
-    "BUFFER_POLICIES", "AssignedPlan", "BufferPolicy", "CheckInReply", "CheckInRequest", "EnrollReply", "EnrollRequest", "ErrorBody", "ErrorDetail",
-    "EvaluationAck", "EvaluationAssignment", "EvaluationReport", "FailureReport", "HeldoutAck",
-    "HeldoutReport", "JSON_INT", "Message", "MetricSums", "SecAggKeys", "SecAggReveal",
-    "SecAggShares", "SecAggView", "TaskCreate", "TaskDescription", "TaskList",
-    "TrainingAssignment", "UploadAck", "UploadBegin", "UploadSession", "bounded", "decode_value",
-    "encode_value", "parse_bounded_int", "type_hints",
+    "BUFFER_POLICIES",
+    "AssignedPlan",
+    "BufferPolicy",
+    "CheckInReply",
+    "CheckInRequest",
+    "EnrollReply",
+    "EnrollRequest",
+    "ErrorBody",
+    "ErrorDetail",
+    "EvaluationAck",
+    "EvaluationAssignment",
+    "EvaluationReport",
+    "FailureReport",
+    "HeldoutAck",
+    "HeldoutReport",
+    "JSON_INT",
+    "Message",
+    "MetricSums",
+    "SecAggKeys",
+    "SecAggReveal",
+    "SecAggShares",
+    "SecAggView",
+    "TaskCreate",
+    "TaskDescription",
+    "TaskList",
+    "TrainingAssignment",
+    "UploadAck",
+    "UploadBegin",
+    "UploadSession",
+    "bounded",
+    "decode_value",
+    "encode_value",
+    "parse_bounded_int",
+    "type_hints",
 ]
 
 # -- devices --------------------------------------------------------------------------------
@@ -40,8 +76,9 @@ class EnrollRequest(Message):
     path = "enroll"
     population: str = bounded(**_NAME)
     secret: str = bounded(minLength=1, maxLength=1024)
-    public_key: bytes = bounded(minLength=32, maxLength=32,
-                               description="base64 of the raw 32-byte Ed25519 key")
+    public_key: bytes = bounded(
+        minLength=32, maxLength=32, description="base64 of the raw 32-byte Ed25519 key"
+    )
 
 
 @dataclass(frozen=True)
@@ -58,8 +95,11 @@ class CheckInRequest(Message):
 
     path = "checkin"
     task_id: str | None = bounded(None, **_NAME)
-    eligibility: dict[str, int] = bounded({}, maxProperties=64, description=(
-        "counts of the reasons this device was ineligible since it last checked in"))
+    eligibility: dict[str, int] = bounded(
+        {},
+        maxProperties=64,
+        description=("counts of the reasons this device was ineligible since it last checked in"),
+    )
     sdk_version: str | None = bounded(None, maxLength=64)
     models: list[str] | None = bounded(None, maxItems=64)
 
@@ -83,9 +123,13 @@ class AssignedPlan(Message):
     batch_size: int = bounded(16, minimum=1)
     lr: float = bounded(0.1, exclusiveMinimum=0)
     max_steps: int | None = bounded(None, minimum=1)
-    buffers: BufferPolicy = bounded("average", description=(
-        "average: start from the server's buffers, send their deltas; local: keep this "
-        "device's own buffer values between participations and send zero deltas for them"))
+    buffers: BufferPolicy = bounded(
+        "average",
+        description=(
+            "average: start from the server's buffers, send their deltas; local: keep this "
+            "device's own buffer values between participations and send zero deltas for them"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -98,9 +142,13 @@ class TrainingAssignment(Message):
     deadline: float = bounded(description="server clock, seconds")
     model_id: str
     plan: AssignedPlan
-    secagg: dict | None = bounded(None, description=(
-        "secure aggregation settings (clip, frac_bits, max_examples, ...); null: send a "
-        "signed update"))
+    secagg: dict | None = bounded(
+        None,
+        description=(
+            "secure aggregation settings (clip, frac_bits, max_examples, ...); null: send a "
+            "signed update"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +173,11 @@ class CheckInReply(Message):
     retry_after_s: float | None = bounded(None, minimum=0)
 
     def check(self, path: str) -> None:
-        given = [self.assignment is not None, self.evaluation is not None,
-                 self.retry_at is not None]
+        given = [
+            self.assignment is not None,
+            self.evaluation is not None,
+            self.retry_at is not None,
+        ]
         if sum(given) != 1:
             raise BadField(path, "holds exactly one of assignment, evaluation, retry_at")
 
@@ -237,8 +288,10 @@ class SecAggReveal(Message):
     def check(self, path: str) -> None:
         for index, (_, share) in self.reveal.items():
             if not (0 < len(share) <= _SHARE_DIGITS and share.isascii() and share.isdigit()):
-                raise BadField(f"{path}.reveal.{index}[1]",
-                               f"must be a decimal share of at most {_SHARE_DIGITS} digits")
+                raise BadField(
+                    f"{path}.reveal.{index}[1]",
+                    f"must be a decimal share of at most {_SHARE_DIGITS} digits",
+                )
 
     def shares(self) -> dict[int, tuple[str, int]]:
         return {index: (kind, int(share)) for index, (kind, share) in self.reveal.items()}
@@ -254,8 +307,9 @@ class SecAggView(Message):
     retry_after_s: float = bounded(minimum=0)
     index: int | None = None
     threshold: int | None = None
-    peers: dict[int, tuple[bytes, bytes]] | None = bounded(None, description=(
-        "index -> [c_public, s_public]"))
+    peers: dict[int, tuple[bytes, bytes]] | None = bounded(
+        None, description=("index -> [c_public, s_public]")
+    )
     shares: dict[int, bytes] | None = bounded(None, description="index -> encrypted share for you")
     survivors: list[int] | None = None
     dropped: list[int] | None = None

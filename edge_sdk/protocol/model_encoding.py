@@ -24,6 +24,7 @@ stays R_B: every difference is taken from a whole download's reconstruction, so 
 do not accumulate (the error is the difference's own quantization error), and the
 server, which computes R_B from the bytes it served, bounds V - B (docs/protocol.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,17 @@ import numpy as np
 
 from .codec import CodecSpec, decode_tensor_parts, encode_tensor
 from .errors import BadSignature, MalformedHeader
-from .message import (MODEL_MAGIC, DecodeLimits, _body, _check_finite, _check_names, _frame,
-                      _specs, _unframe, encode_parameters)
+from .message import (
+    MODEL_MAGIC,
+    DecodeLimits,
+    _body,
+    _check_finite,
+    _check_names,
+    _frame,
+    _specs,
+    _unframe,
+    encode_parameters,
+)
 from .signing import verify
 
 ENCODINGS: dict[str, CodecSpec] = {
@@ -54,10 +64,15 @@ DEFAULT_ENCODING = "f32"  # what a device that names none gets: the float32 mode
 COMPACT_ENCODING = "q8"  # what the SDK asks for (docs/protocol.md, "Downloads")
 
 
-def encode_model(parameters: dict[str, np.ndarray], specs: Iterable, model_id: str,
-                 model_version: int, encoding: str = DEFAULT_ENCODING,
-                 signing_key: bytes | None = None,
-                 base: tuple[int, dict[str, np.ndarray]] | None = None) -> bytes:
+def encode_model(
+    parameters: dict[str, np.ndarray],
+    specs: Iterable,
+    model_id: str,
+    model_version: int,
+    encoding: str = DEFAULT_ENCODING,
+    signing_key: bytes | None = None,
+    base: tuple[int, dict[str, np.ndarray]] | None = None,
+) -> bytes:
     """A model download of `parameters` (float32 arrays by spec name; not mutated) in
     `encoding` (a key of ENCODINGS), checksummed, optionally signed. With `base`
     (version B, the parameters a device reconstructed from B's whole download), the
@@ -70,21 +85,31 @@ def encode_model(parameters: dict[str, np.ndarray], specs: Iterable, model_id: s
     _check_names(parameters, specs)
     codec = ENCODINGS[encoding]
     rng = np.random.default_rng(0)  # unused: nearest rounding draws nothing
-    header = {"model_id": model_id, "model_version": int(model_version),
-              "encoding": encoding, "codec": codec.to_json()}
+    header = {
+        "model_id": model_id,
+        "model_version": int(model_version),
+        "encoding": encoding,
+        "codec": codec.to_json(),
+    }
     if base is not None:
         _check_names(base[1], specs)
         header["base_version"] = int(base[0])
-        parameters = {name: np.subtract(parameters[name], base[1][name], dtype=np.float32)
-                      for name, _ in specs}
+        parameters = {
+            name: np.subtract(parameters[name], base[1][name], dtype=np.float32)
+            for name, _ in specs
+        }
     payloads = [encode_tensor(parameters[name], codec, 0, rng)[0] for name, _ in specs]
     return _frame(MODEL_MAGIC, header, payloads, signing_key)  # zstd level 3: 19 saves 0.1%
 
 
-def decode_model(data: bytes, specs: Iterable, *, public_key: bytes | None = None,
-                 limits: DecodeLimits = DecodeLimits(),
-                 base: tuple[int, dict[str, np.ndarray]] | None = None
-                 ) -> tuple[dict, dict[str, np.ndarray]]:
+def decode_model(
+    data: bytes,
+    specs: Iterable,
+    *,
+    public_key: bytes | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+    base: tuple[int, dict[str, np.ndarray]] | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
     """(header {model_id, model_version[, encoding, codec, base_version]}, float32
     parameters) of a model download in any encoding. A difference download needs the
     `base` it was taken from (version, parameters; not mutated) and returns base plus
@@ -96,7 +121,9 @@ def decode_model(data: bytes, specs: Iterable, *, public_key: bytes | None = Non
             raise BadSignature("the model is unsigned")
         verify(public_key, frame.signed_part, frame.signature)
     header = frame.header
-    if not isinstance(header.get("model_id"), str) or not isinstance(header.get("model_version"), int):
+    if not isinstance(header.get("model_id"), str) or not isinstance(
+        header.get("model_version"), int
+    ):
         raise MalformedHeader("a model header has a string model_id and an int model_version")
     encoding = header.get("encoding", DEFAULT_ENCODING)
     if encoding not in ENCODINGS:
@@ -106,19 +133,24 @@ def decode_model(data: bytes, specs: Iterable, *, public_key: bytes | None = Non
         raise MalformedHeader(f"the codec of encoding {encoding!r} is not {codec.to_json()}")
     base_version = header.get("base_version")
     if base_version is not None and (base is None or base_version != base[0]):
-        raise MalformedHeader(f"a difference from version {base_version!r}, and this device "
-                              f"holds {None if base is None else base[0]}")
+        raise MalformedHeader(
+            f"a difference from version {base_version!r}, and this device "
+            f"holds {None if base is None else base[0]}"
+        )
     specs = _specs(specs)
     view, offset, params = _body(frame.body, specs, codec), 0, {}
     for name, shape in specs:
         size = codec.payload_size(math.prod(shape))
-        payload = view[offset:offset + size]
+        payload = view[offset : offset + size]
         offset += size
         if encoding == DEFAULT_ENCODING:
             params[name] = np.frombuffer(payload, "<f4").astype(np.float32).reshape(shape)
         else:
-            params[name] = decode_tensor_parts(payload, codec, shape, 0).to_dense().astype(
-                np.float32, copy=False)
+            params[name] = (
+                decode_tensor_parts(payload, codec, shape, 0)
+                .to_dense()
+                .astype(np.float32, copy=False)
+            )
             if base_version is not None:
                 params[name] = np.add(base[1][name], params[name], dtype=np.float32)
         _check_finite(name, params[name])

@@ -9,6 +9,7 @@ errs at most half a step. For b = 1 with nearest rounding the scale is the chunk
 |x| (EF-signSGD, Karimireddy et al. 2019): biased, but the L2-best single magnitude, and
 error feedback removes the bias over rounds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,22 +18,23 @@ BITS = (1, 2, 4, 8)
 
 
 def levels(bits: int) -> int:
-    return 2 if bits == 1 else 2 ** bits - 1
+    return 2 if bits == 1 else 2**bits - 1
 
 
 def num_chunks(n: int, chunk: int) -> int:
     return -(-n // chunk)
 
 
-def quantize_chunks(x: np.ndarray, bits: int, chunk: int, stochastic: bool,
-                    rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_chunks(
+    x: np.ndarray, bits: int, chunk: int, stochastic: bool, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
     """x float32 [n] (not mutated) -> (level indices uint8 [n], scales float32 [chunks])."""
     n_levels = levels(bits)
     padded = _pad(x, chunk).reshape(-1, chunk)
     if bits == 1 and not stochastic:
         scales = np.abs(padded).mean(axis=1)
         idx = (padded >= 0).astype(np.uint8)
-        return idx.reshape(-1)[:len(x)], scales.astype(np.float32)
+        return idx.reshape(-1)[: len(x)], scales.astype(np.float32)
     scales = np.abs(padded).max(axis=1).astype(np.float32)
     safe = np.where(scales > 0, scales, 1.0)[:, None]
     # position on the grid: 0 .. levels - 1
@@ -43,11 +45,12 @@ def quantize_chunks(x: np.ndarray, bits: int, chunk: int, stochastic: bool,
     else:
         idx = np.rint(u)
     idx = np.clip(idx, 0, n_levels - 1).astype(np.uint8)
-    return idx.reshape(-1)[:len(x)], scales
+    return idx.reshape(-1)[: len(x)], scales
 
 
-def dequantize_chunks(idx: np.ndarray, scales: np.ndarray, bits: int, chunk: int,
-                      stochastic: bool) -> np.ndarray:
+def dequantize_chunks(
+    idx: np.ndarray, scales: np.ndarray, bits: int, chunk: int, stochastic: bool
+) -> np.ndarray:
     """Inverse of quantize_chunks: float32 [n] (value = idx * a_c + b_c per chunk c)."""
     a, b = chunk_affine(scales, bits, stochastic)
     return affine_chunks(idx, a, b, chunk)
@@ -67,8 +70,8 @@ def affine_chunks(idx: np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int) -> 
     full = (n // chunk) * chunk  # whole chunks as one 2-D operation, the tail on its own
     if full:
         body = out[:full].reshape(-1, chunk)
-        np.multiply(idx[:full].reshape(-1, chunk), a[:full // chunk, None], out=body)
-        body += b[:full // chunk, None]
+        np.multiply(idx[:full].reshape(-1, chunk), a[: full // chunk, None], out=body)
+        body += b[: full // chunk, None]
     if full < n:
         out[full:] = idx[full:] * a[-1] + b[-1]
     return out
@@ -80,7 +83,7 @@ def pack_bits(idx: np.ndarray, bits: int) -> bytes:
         return idx.astype(np.uint8).tobytes()
     per = 8 // bits
     padded = np.zeros(-(-len(idx) // per) * per, np.uint8)
-    padded[:len(idx)] = idx
+    padded[: len(idx)] = idx
     fields = padded.reshape(-1, per).astype(np.uint16)
     shifts = np.arange(per, dtype=np.uint16) * bits
     return (fields << shifts).sum(axis=1).astype(np.uint8).tobytes()
@@ -92,7 +95,7 @@ def unpack_bits(data: bytes, bits: int, n: int) -> np.ndarray:
         return raw[:n]
     per = 8 // bits
     shifts = np.arange(per, dtype=np.uint8) * bits
-    mask = np.uint8(2 ** bits - 1)
+    mask = np.uint8(2**bits - 1)
     return ((raw[:, None] >> shifts) & mask).reshape(-1)[:n]
 
 

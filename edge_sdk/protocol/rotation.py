@@ -2,6 +2,7 @@
 with Limited Communication"): x -> H D x / sqrt(block) per block, D random signs from the
 seed. It spreads a vector's energy evenly over coordinates, so per-chunk scales fit every
 coordinate and quantization error shrinks; the decoder inverts it with the same seed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,7 @@ def rotated_length(n: int, block: int) -> int:
 def rotate(x: np.ndarray, seed: int, block: int) -> np.ndarray:
     """float32 [n] -> float32 [ceil(n / block) * block] (zero-padded, then rotated)."""
     out = np.zeros(rotated_length(len(x), block), np.float32)
-    out[:len(x)] = x
+    out[: len(x)] = x
     out *= _signs(seed, len(out))
     return (_fwht(out.reshape(-1, block)) / np.sqrt(block)).reshape(-1).astype(np.float32)
 

@@ -15,6 +15,7 @@ Vectors are quantized to fixed point (`FixedPoint`) so modular sums are exact; t
 decoded sum is within n * step / 2 of the real sum. Group sizes of tens to hundreds of
 devices per round (SecAgg+ style groups) keep the quadratic share traffic small.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,11 @@ def _agree(private: X25519PrivateKey, public_raw: bytes, label: bytes) -> bytes:
 
 def prg(seed: bytes, length: int) -> np.ndarray:
     """A mask vector (uint32 [length]) expanded from a 32-byte seed."""
-    return np.random.Generator(np.random.PCG64(int.from_bytes(seed, "little"))).integers(
-        0, 1 << MOD_BITS, length, dtype=np.uint64).astype(np.uint32)
+    return (
+        np.random.Generator(np.random.PCG64(int.from_bytes(seed, "little")))
+        .integers(0, 1 << MOD_BITS, length, dtype=np.uint64)
+        .astype(np.uint32)
+    )
 
 
 # -- Shamir secret sharing over GF(PRIME) ---------------------------------------------------
@@ -110,9 +114,11 @@ class SecAggClient:
         self._peers = dict(peers)
         xs = sorted(peers)
         b_shares = share_secret(self._b, self.threshold, xs)
-        s_secret = self._s.private_bytes(serialization.Encoding.Raw,
-                                         serialization.PrivateFormat.Raw,
-                                         serialization.NoEncryption())
+        s_secret = self._s.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
         s_shares = share_secret(s_secret, self.threshold, xs)
         out = {}
         for v in xs:
@@ -236,7 +242,7 @@ def split_secagg_sum(total: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> t
     out, offset = {}, 0
     for name, shape in shapes.items():
         n = int(np.prod(shape)) if shape else 1
-        out[name] = total[offset:offset + n].reshape(shape)
+        out[name] = total[offset : offset + n].reshape(shape)
         offset += n
     if offset + 1 != len(total):
         raise BadPayload(f"a secagg sum of {len(total)} values does not fit the model's shapes")

@@ -7,6 +7,7 @@ deterministic, so both produce the same signatures from the same 32-byte private
 RFC's seed); libsodium is the stricter verifier (it also refuses small-order keys and
 non-canonical encodings, which honest devices never produce).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Delta transforms applied before encoding: L2 clipping of the whole delta, and local
 differential privacy (clip, then Gaussian noise of std noise_multiplier * clip_norm;
 the Gaussian mechanism, Dwork & Roth 2014)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,7 @@ def clip_by_global_norm(delta: dict[str, np.ndarray], max_norm: float) -> tuple[
     return {k: (v * scale).astype(np.float32) for k, v in delta.items()}, norm
 
 
-def add_gaussian_noise(delta: dict[str, np.ndarray], std: float,
-                       rng: np.random.Generator) -> dict[str, np.ndarray]:
+def add_gaussian_noise(
+    delta: dict[str, np.ndarray], std: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     return {k: (v + rng.normal(0.0, std, v.shape)).astype(np.float32) for k, v in delta.items()}

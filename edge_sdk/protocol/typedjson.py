@@ -29,6 +29,7 @@ dataclasses. Field metadata holds JSON-schema bounds, `bounded(minimum=0)` (the 
 document publishes them), and `"aliases": ("old",)`, older names a key is accepted under.
 stdlib only: the SDK and the aggregator both use it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -45,14 +46,36 @@ from typing import Any, ClassVar, Literal
 
 from .errors import BadField
 
-__all__ = ["INDEX_MAX", "JSON_INT", "BadField", "Message", "bounded", "decode_value",
-           "encode_value", "nearest", "parse_bounded_int", "require", "type_hints"]
+__all__ = [
+    "INDEX_MAX",
+    "JSON_INT",
+    "BadField",
+    "Message",
+    "bounded",
+    "decode_value",
+    "encode_value",
+    "nearest",
+    "parse_bounded_int",
+    "require",
+    "type_hints",
+]
 
 JSON_INT = 2**53 - 1
 INDEX_MAX = 2**31 - 1  # object keys typed int: e.g. secure-aggregation device indices
 SHOWN = 64  # characters of a sender's key or value quoted back in an error
-_KEYS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
-         "maxLength", "pattern", "minItems", "maxItems", "minProperties", "maxProperties"}
+_KEYS = {
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+}
 
 
 def bounded(default=dataclasses.MISSING, *, description: str | None = None, **schema):
@@ -122,8 +145,9 @@ def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
                 errors.append(e)
         if len(errors) == 1:
             raise errors[0]
-        raise BadField(path, f"must be one of {' | '.join(_name(a) for a in args)}, "
-                             f"got {_kind(value)}")
+        raise BadField(
+            path, f"must be one of {' | '.join(_name(a) for a in args)}, got {_kind(value)}"
+        )
     if origin is Literal:
         for allowed in args:
             if value == allowed and type(value) is type(allowed):
@@ -174,8 +198,10 @@ def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
         if not args:
             return dict(value)
         key_kind, item_kind = args
-        return {_decode_key(key_kind, k, path): decode_value(item_kind, v, _join(path, k))
-                for k, v in value.items()}
+        return {
+            _decode_key(key_kind, k, path): decode_value(item_kind, v, _join(path, k))
+            for k, v in value.items()
+        }
     if kind in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, list):
             raise BadField(path, f"must be a list, got {_kind(value)}")
@@ -183,8 +209,9 @@ def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
         if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[X, Y]: fixed
             if len(value) != len(args):
                 raise BadField(path, f"must be a list of {len(args)} items")
-            return tuple(decode_value(a, v, f"{path}[{i}]")
-                         for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(
+                decode_value(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))
+            )
         item = args[0] if args else Any
         items = [decode_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if tuple in (kind, origin) else items
@@ -228,8 +255,9 @@ def _decode_dataclass(cls, doc: Any, path: str):
 def _layout(cls: type) -> tuple[dict, dict]:
     """(init fields by name, field name by accepted key) of a dataclass."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    names = {alias: name for name, f in fields.items()
-             for alias in f.metadata.get("aliases", ())} | {name: name for name in fields}
+    names = {
+        alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())
+    } | {name: name for name in fields}
     return fields, names
 
 
@@ -267,8 +295,12 @@ def _check_count(n: int, path: str, meta, low: str, high: str, unit: str) -> Non
 def parse_bounded_int(text: str, path: str, low: int = 0, high: int = JSON_INT) -> int:
     """A query parameter or key: ASCII decimal digits only (no sign, no '²'), within
     [low, high]; BadField otherwise."""
-    if not (isinstance(text, str) and 0 < len(text) <= len(str(high)) and text.isascii()
-            and text.isdigit()):
+    if not (
+        isinstance(text, str)
+        and 0 < len(text) <= len(str(high))
+        and text.isascii()
+        and text.isdigit()
+    ):
         raise BadField(path, f"must be a decimal integer in [{low}, {high}]")
     value = int(text)
     if not low <= value <= high:
@@ -308,8 +340,14 @@ def _join(path: str, key: Any) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _name(kind: Any) -> str:

@@ -8,6 +8,7 @@ users is dealt to synthetic ones by `partition` ({"users": N} for an IID split o
 {"users": N, "alpha": a} for a label-skewed Dirichlet(a) split, Hsu et al. 2019), and
 reports say so.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,10 +28,22 @@ class ArrayDataset:
     each feature to zero mean and unit variance with the training split's statistics.
     input_name: the model input the rows feed ("x")."""
 
-    def __init__(self, name: str, x: np.ndarray, y: np.ndarray, users: np.ndarray | None = None,
-                 *, kind: str | None = None, train_fraction: float = 0.8, shuffle: bool = False,
-                 standardize: bool = False, partition: dict | None = None, seed: int = 0,
-                 input_name: str = "x", classes: tuple = ()):
+    def __init__(
+        self,
+        name: str,
+        x: np.ndarray,
+        y: np.ndarray,
+        users: np.ndarray | None = None,
+        *,
+        kind: str | None = None,
+        train_fraction: float = 0.8,
+        shuffle: bool = False,
+        standardize: bool = False,
+        partition: dict | None = None,
+        seed: int = 0,
+        input_name: str = "x",
+        classes: tuple = (),
+    ):
         check_fraction(train_fraction)
         x, y = np.asarray(x), np.asarray(y)
         if x.ndim < 2 or len(x) != len(y) or y.ndim != 1:
@@ -46,12 +59,15 @@ class ArrayDataset:
         rng = np.random.default_rng([seed, 0xDA7A])
         if partition is not None:
             if users is not None:
-                raise DatasetError(f"{name}: partition deals rows to synthetic users; the data "
-                                   "has users already")
+                raise DatasetError(
+                    f"{name}: partition deals rows to synthetic users; the data has users already"
+                )
             users, self.partition_note = _partition(y, kind, partition, rng)
         elif users is None:
-            raise DatasetError(f"{name}: no user ids: give a user column, or partition "
-                               "({'users': N} or {'users': N, 'alpha': 0.3})")
+            raise DatasetError(
+                f"{name}: no user ids: give a user column, or partition "
+                "({'users': N} or {'users': N, 'alpha': 0.3})"
+            )
         else:
             self.partition_note = None
         users = np.asarray(users)
@@ -90,8 +106,12 @@ class ArrayDataset:
 
     def task(self) -> Task:
         classes = max(len(self.classes), 2) if self.kind == "classification" else 1
-        return Task(self.kind, {self.input_name: InputSpec(tuple(self.x.shape[1:]))}, classes,
-                    classes=self.classes)
+        return Task(
+            self.kind,
+            {self.input_name: InputSpec(tuple(self.x.shape[1:]))},
+            classes,
+            classes=self.classes,
+        )
 
     def users(self) -> list[str]:
         return list(self._rows)
@@ -108,8 +128,10 @@ class ArrayDataset:
 def _partition(y: np.ndarray, kind: str, spec: dict, rng) -> tuple[np.ndarray, str]:
     unknown = set(spec) - {"users", "alpha"}
     if unknown or not isinstance(spec.get("users"), int) or spec["users"] < 1:
-        raise DatasetError("partition is {'users': N} (IID) or {'users': N, 'alpha': a} "
-                           f"(Dirichlet label skew), got {spec}")
+        raise DatasetError(
+            "partition is {'users': N} (IID) or {'users': N, 'alpha': a} "
+            f"(Dirichlet label skew), got {spec}"
+        )
     n, alpha = spec["users"], spec.get("alpha")
     if alpha is None:
         parts, note = partition_iid(len(y), n, rng), f"IID split over {n} synthetic users"
@@ -130,8 +152,9 @@ class NpzDataset(ArrayDataset):
     """An `.npz` file with arrays x [n, ...], y [n] and user ids [n] (keys renamed with
     `x_key`, `y_key`, `user_key`; without a user array, give `partition`)."""
 
-    def __init__(self, path: str, *, x_key: str = "x", y_key: str = "y", user_key: str = "users",
-                 **options):
+    def __init__(
+        self, path: str, *, x_key: str = "x", y_key: str = "y", user_key: str = "users", **options
+    ):
         p = Path(path)
         if not p.is_file():
             raise DatasetError(f"{p}: no such file")

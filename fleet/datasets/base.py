@@ -12,6 +12,7 @@ next-word prediction.
 
 Nothing here imports torch: readers run where the data is, the compiler elsewhere.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

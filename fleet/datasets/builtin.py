@@ -3,6 +3,7 @@ Shakespeare by (play, role) for next-word or next-character prediction (LEAF's n
 users), Fashion-MNIST and scikit-learn's breast cancer and digits tables dealt to
 synthetic users (IID or Dirichlet label skew: they have no natural users, and reports
 say so)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +20,12 @@ class Shakespeare(TextDataset):
 
     def __init__(self, exclude: dict | None = None, **options):
         from model_zoo.data.shakespeare import load_users
+
         users = load_users()
         self.excluded = 0
         if exclude is not None:
             from fleet.pretrain import PublicSplit
+
             public, users = PublicSplit.from_json(exclude).split(users)
             self.excluded = len(public)
         super().__init__("Shakespeare", {u.user_id: list(u.lines) for u in users}, **options)
@@ -32,8 +35,18 @@ class Shakespeare(TextDataset):
         return note + (f"; {self.excluded} public roles left out" if self.excluded else "")
 
 
-FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
-                   "sneaker", "bag", "ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 
 
 class FashionMnist(ArrayDataset):
@@ -41,19 +54,34 @@ class FashionMnist(ArrayDataset):
     "limit": 20000}}`: the 60,000 training images (or the first `limit`), x float32
     [1, 28, 28] in [0, 1]; each synthetic user's images split 80/20 at random."""
 
-    def __init__(self, *, partition: dict | None = None, limit: int | None = None,
-                 seed: int = 0, train_fraction: float = 0.8):
+    def __init__(
+        self,
+        *,
+        partition: dict | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        train_fraction: float = 0.8,
+    ):
         from model_zoo.data.fashion_mnist import load
+
         x, y = load("train")
         if limit is not None:
             x, y = x[:limit], y[:limit]
-        super().__init__("Fashion-MNIST", x, y, partition=partition or {"users": 100},
-                         shuffle=True, seed=seed, train_fraction=train_fraction,
-                         classes=FASHION_CLASSES)
+        super().__init__(
+            "Fashion-MNIST",
+            x,
+            y,
+            partition=partition or {"users": 100},
+            shuffle=True,
+            seed=seed,
+            train_fraction=train_fraction,
+            classes=FASHION_CLASSES,
+        )
 
 
 def _sklearn_table(loader: str):
     import sklearn.datasets
+
     data = getattr(sklearn.datasets, loader)()
     return data.data, data.target, tuple(str(n) for n in getattr(data, "target_names", ()))
 
@@ -63,22 +91,49 @@ class BreastCancer(ArrayDataset):
     to `partition` synthetic users (default 10, IID), standardized with train statistics
     (unless standardize=False: the raw measurements, e.g. to export)."""
 
-    def __init__(self, *, partition: dict | None = None, seed: int = 0,
-                 train_fraction: float = 0.8, standardize: bool = True):
+    def __init__(
+        self,
+        *,
+        partition: dict | None = None,
+        seed: int = 0,
+        train_fraction: float = 0.8,
+        standardize: bool = True,
+    ):
         x, y, names = _sklearn_table("load_breast_cancer")
-        super().__init__("breast cancer", x, y.astype(np.int64),
-                         partition=partition or {"users": 10}, shuffle=True,
-                         standardize=standardize,
-                         seed=seed, train_fraction=train_fraction, classes=names)
+        super().__init__(
+            "breast cancer",
+            x,
+            y.astype(np.int64),
+            partition=partition or {"users": 10},
+            shuffle=True,
+            standardize=standardize,
+            seed=seed,
+            train_fraction=train_fraction,
+            classes=names,
+        )
 
 
 class Digits(ArrayDataset):
     """`{"kind": "digits"}`: 1,797 8x8 handwritten digits as 64 features, 10 classes;
     dealt to `partition` synthetic users (default 20, IID), standardized."""
 
-    def __init__(self, *, partition: dict | None = None, seed: int = 0,
-                 train_fraction: float = 0.8, standardize: bool = True):
+    def __init__(
+        self,
+        *,
+        partition: dict | None = None,
+        seed: int = 0,
+        train_fraction: float = 0.8,
+        standardize: bool = True,
+    ):
         x, y, names = _sklearn_table("load_digits")
-        super().__init__("digits", x, y.astype(np.int64), partition=partition or {"users": 20},
-                         shuffle=True, standardize=standardize, seed=seed,
-                         train_fraction=train_fraction, classes=names)
+        super().__init__(
+            "digits",
+            x,
+            y.astype(np.int64),
+            partition=partition or {"users": 20},
+            shuffle=True,
+            standardize=standardize,
+            seed=seed,
+            train_fraction=train_fraction,
+            classes=names,
+        )

@@ -2,6 +2,7 @@
 JSON lines {"user", "time", "text"}, arrays as `.npz` (x, y, users), flat features as
 CSV (user, feature columns, label). Each user's training examples come first, then the
 held-out ones, so the reader's in-time split finds the same examples held out."""
+
 from __future__ import annotations
 
 import csv
@@ -27,7 +28,7 @@ def export_dataset(dataset: FederatedDataset, path: Path) -> int:
                     f.write(json.dumps({"user": user, "time": t, "text": text}) + "\n")
                     rows += 1
         return rows
-    (name, _), = task.inputs.items()
+    ((name, _),) = task.inputs.items()
     users, xs, ys = [], [], []
     for user in dataset.users():
         for split in ("train", "heldout"):
@@ -42,8 +43,9 @@ def export_dataset(dataset: FederatedDataset, path: Path) -> int:
         np.savez_compressed(path, x=x, y=y, users=np.array(users))
     elif path.suffix == ".csv":
         if x.ndim != 2:
-            raise DatasetError(f"inputs of shape {list(x.shape[1:])} do not fit CSV columns: "
-                               "export to .npz")
+            raise DatasetError(
+                f"inputs of shape {list(x.shape[1:])} do not fit CSV columns: export to .npz"
+            )
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["user"] + [f"f{i}" for i in range(x.shape[1])] + ["label"])

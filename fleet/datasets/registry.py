@@ -6,6 +6,7 @@
 following fleet.datasets.base.FederatedDataset; `path`, when given, is its first
 argument). Unknown keys and options are refused with the nearest valid name.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -42,24 +43,31 @@ def refuse_unknown(doc: dict, valid, where: str) -> None:
     """A ValueError naming the first key of `doc` not in `valid`, and the nearest one."""
     for key in doc:
         if key not in valid:
-            raise DatasetError(f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: "
-                               f"{', '.join(sorted(valid))}")
+            raise DatasetError(
+                f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: "
+                f"{', '.join(sorted(valid))}"
+            )
 
 
 def check_spec(spec: dict, where: str = "data") -> dict:
     """The description, checked without reading any data: known keys and kind, a path
     where the reader needs one, options a dict of the reader's parameters."""
     if not isinstance(spec, dict):
-        raise DatasetError(f"{where} must be an object like {{\"kind\": \"csv\", \"path\": "
-                           f"\"FILE\", \"options\": {{}}}}, got {spec!r}")
+        raise DatasetError(
+            f'{where} must be an object like {{"kind": "csv", "path": '
+            f'"FILE", "options": {{}}}}, got {spec!r}'
+        )
     refuse_unknown(spec, SPEC_KEYS, where)
     kind = spec.get("kind")
     if not isinstance(kind, str):
-        raise DatasetError(f"{where}.kind is missing: one of {', '.join(READERS)} or "
-                           "'package.module:Class'")
+        raise DatasetError(
+            f"{where}.kind is missing: one of {', '.join(READERS)} or 'package.module:Class'"
+        )
     if kind not in READERS and ":" not in kind:
-        raise DatasetError(f"{where}.kind {kind!r} is not a reader{nearest(kind, READERS)}; "
-                           f"known: {', '.join(READERS)}, or 'package.module:Class'")
+        raise DatasetError(
+            f"{where}.kind {kind!r} is not a reader{nearest(kind, READERS)}; "
+            f"known: {', '.join(READERS)}, or 'package.module:Class'"
+        )
     if kind in NEEDS_PATH and not spec.get("path"):
         raise DatasetError(f"{where}: the {kind} reader needs a path")
     options = spec.get("options", {})
@@ -72,8 +80,9 @@ def check_spec(spec: dict, where: str = "data") -> dict:
     return spec
 
 
-def load_dataset(spec: dict, *, seed: int = 0, vocabulary_size: int | None = None,
-                 where: str = "data") -> FederatedDataset:
+def load_dataset(
+    spec: dict, *, seed: int = 0, vocabulary_size: int | None = None, where: str = "data"
+) -> FederatedDataset:
     """Build the dataset a config describes. `seed` and `vocabulary_size` fill the
     reader's options of those names when the description leaves them out."""
     check_spec(spec, where)
@@ -83,8 +92,11 @@ def load_dataset(spec: dict, *, seed: int = 0, vocabulary_size: int | None = Non
     defaults = {"seed": seed, "vocabulary_size": vocabulary_size}
     if valid is not None:
         refuse_unknown(options, valid, f"{where}.options")
-        options |= {name: value for name, value in defaults.items()
-                    if value is not None and name in valid and name not in options}
+        options |= {
+            name: value
+            for name, value in defaults.items()
+            if value is not None and name in valid and name not in options
+        }
     if kind == "parquet" and not str(spec["path"]).endswith(".parquet"):
         raise DatasetError(f"{where}: a parquet file's name ends in .parquet")
     args = [str(spec["path"])] if spec.get("path") else []
@@ -94,8 +106,10 @@ def load_dataset(spec: dict, *, seed: int = 0, vocabulary_size: int | None = Non
         raise DatasetError(f"{where}: {cls.__name__}({', '.join(options)}) failed: {e}") from None
     for attr in ("task", "users", "examples"):
         if not callable(getattr(dataset, attr, None)):
-            raise DatasetError(f"{where}: {kind} has no {attr}() method; a dataset has "
-                               "name, task(), users() and examples(user, split)")
+            raise DatasetError(
+                f"{where}: {kind} has no {attr}() method; a dataset has "
+                "name, task(), users() and examples(user, split)"
+            )
     if not hasattr(dataset, "name"):
         dataset.name = cls.__name__
     return dataset
@@ -120,8 +134,10 @@ def spec_from_argument(text: str) -> dict:
         return {"kind": SUFFIXES[path.suffix], "path": text}
     if ":" in text and not path.exists():
         return {"kind": text}
-    raise DatasetError(f"--data {text!r}: not a built-in ({', '.join(k for k in READERS if k not in NEEDS_PATH)}), "
-                       f"not a directory, and not a file ending in {', '.join(SUFFIXES)}")
+    raise DatasetError(
+        f"--data {text!r}: not a built-in ({', '.join(k for k in READERS if k not in NEEDS_PATH)}), "
+        f"not a directory, and not a file ending in {', '.join(SUFFIXES)}"
+    )
 
 
 def accepted_options(cls) -> set[str] | None:
@@ -132,8 +148,11 @@ def accepted_options(cls) -> set[str] | None:
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(vars(klass)["__init__"]).parameters
-        names |= {n for n, p in params.items() if n != "self"
-                  and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        names |= {
+            n
+            for n, p in params.items()
+            if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             # the built-ins' data arguments come from the file, not from options
             builtin = cls.__module__.startswith("fleet.datasets.")
@@ -150,5 +169,6 @@ def _import(target: str, where: str):
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise DatasetError(f"{where}: {module_name} has no {attr!r}"
-                           f"{nearest(attr, dir(module))}") from None
+        raise DatasetError(
+            f"{where}: {module_name} has no {attr!r}{nearest(attr, dir(module))}"
+        ) from None

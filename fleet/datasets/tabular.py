@@ -1,6 +1,7 @@
 """Tabular data: a CSV (or, with pyarrow installed, Parquet) file with a user column,
 feature columns and a label column, one row per example, rows of a user in time order
 (or sorted by a `time` column)."""
+
 from __future__ import annotations
 
 import csv
@@ -23,10 +24,19 @@ class TabularDataset(ArrayDataset):
     are standardized with the training split's statistics unless standardize=False.
     Other options as ArrayDataset (train_fraction, shuffle, partition, seed)."""
 
-    def __init__(self, path: str, *, user: str | None = "user", label: str = "label",
-                 features: list[str] | None = None, time: str | None = None,
-                 kind: str = "classification", standardize: bool = True,
-                 delimiter: str = ",", **options):
+    def __init__(
+        self,
+        path: str,
+        *,
+        user: str | None = "user",
+        label: str = "label",
+        features: list[str] | None = None,
+        time: str | None = None,
+        kind: str = "classification",
+        standardize: bool = True,
+        delimiter: str = ",",
+        **options,
+    ):
         p = Path(path)
         if not p.is_file():
             raise DatasetError(f"{p}: no such file")
@@ -35,11 +45,16 @@ class TabularDataset(ArrayDataset):
         for role, column in (("user", user), ("label", label), ("time", time)):
             if column is not None and column not in columns:
                 near = difflib.get_close_matches(column, names, 1)
-                hint = ("; data without users takes \"user\": null and a partition "
-                        "({\"users\": N})" if role == "user" else "")
-                raise DatasetError(f"{p}: no {role} column {column!r}"
-                                   + (f" (did you mean {near[0]!r}?)" if near else "")
-                                   + f"; columns: {names}{hint}")
+                hint = (
+                    '; data without users takes "user": null and a partition ({"users": N})'
+                    if role == "user"
+                    else ""
+                )
+                raise DatasetError(
+                    f"{p}: no {role} column {column!r}"
+                    + (f" (did you mean {near[0]!r}?)" if near else "")
+                    + f"; columns: {names}{hint}"
+                )
         features = features or [c for c in names if c not in (user, label, time)]
         missing = [c for c in features if c not in columns]
         if missing:
@@ -54,8 +69,11 @@ class TabularDataset(ArrayDataset):
         users = None if user is None else np.asarray(columns[user], dtype=str)
         if time is not None:
             stamps = columns[time]  # numbers, or strings that sort in time (ISO 8601)
-            keys = (np.asarray(stamps, np.float64) if all(_is_number(v) for v in stamps)
-                    else np.asarray(stamps, dtype=str))
+            keys = (
+                np.asarray(stamps, np.float64)
+                if all(_is_number(v) for v in stamps)
+                else np.asarray(stamps, dtype=str)
+            )
             order = np.argsort(keys, kind="stable")
             x, y = x[order], y[order]
             users = None if users is None else users[order]
@@ -77,8 +95,9 @@ def _read_csv(path: Path, delimiter: str = ",") -> dict[str, list]:
             if not row:
                 continue
             if len(row) != len(header):
-                raise DatasetError(f"{path}:{number}: {len(row)} fields, the header has "
-                                   f"{len(header)}")
+                raise DatasetError(
+                    f"{path}:{number}: {len(row)} fields, the header has {len(header)}"
+                )
             for name, value in zip(header, row):
                 columns[name].append(value)
     return columns
@@ -88,8 +107,9 @@ def _read_parquet(path: Path) -> dict[str, list]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DatasetError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow), "
-                           "or save the table as CSV") from None
+        raise DatasetError(
+            f"{path}: reading Parquet needs pyarrow (pip install pyarrow), or save the table as CSV"
+        ) from None
     return pq.read_table(path).to_pydict()
 
 
@@ -98,9 +118,11 @@ def _numeric(values, path: Path, column: str) -> np.ndarray:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         bad = next(v for v in values if not _is_number(v))
-        raise DatasetError(f"{path}: column {column!r} holds {bad!r}, not a number (fill or "
-                           "drop missing values, encode categories as numbers, or list the "
-                           "numeric columns as features)") from None
+        raise DatasetError(
+            f"{path}: column {column!r} holds {bad!r}, not a number (fill or "
+            "drop missing values, encode categories as numbers, or list the "
+            "numeric columns as features)"
+        ) from None
 
 
 def _is_number(value) -> bool:

@@ -11,6 +11,7 @@ Words: one example per sentence, <s> w1 .. wn </s>, cut to `max_len` + 1 ids (as
 keyboard logs them). Characters: the user's messages joined by spaces, in windows of
 `window` characters with every next character a target (LEAF's Shakespeare form).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,18 @@ LEVELS = ("word", "char")
 class TextDataset:
     """Messages per user, in time order; see the module docstring for the options."""
 
-    def __init__(self, name: str, messages: dict[str, list[str]], *, level: str = "word",
-                 vocabulary_size: int | None = None, max_len: int = 20, window: int = 80,
-                 train_fraction: float = 0.8, vocabulary=None):
+    def __init__(
+        self,
+        name: str,
+        messages: dict[str, list[str]],
+        *,
+        level: str = "word",
+        vocabulary_size: int | None = None,
+        max_len: int = 20,
+        window: int = 80,
+        train_fraction: float = 0.8,
+        vocabulary=None,
+    ):
         if level not in LEVELS:
             raise DatasetError(f"level must be one of {LEVELS}, got {level!r}")
         check_fraction(train_fraction)
@@ -52,10 +62,13 @@ class TextDataset:
         """The edge_sdk vocabulary, built from the training split of every user."""
         if self._vocabulary is None:
             from model_zoo.vocabulary_builder import build_char_vocabulary, build_word_vocabulary
+
             lines = (t for s in self._split.values() for t in s["train"])
-            self._vocabulary = (build_word_vocabulary(lines, self.vocabulary_size)
-                                if self.level == "word" else
-                                build_char_vocabulary(lines, self.vocabulary_size))
+            self._vocabulary = (
+                build_word_vocabulary(lines, self.vocabulary_size)
+                if self.level == "word"
+                else build_char_vocabulary(lines, self.vocabulary_size)
+            )
         return self._vocabulary
 
     def use_vocabulary(self, vocabulary) -> None:
@@ -68,17 +81,26 @@ class TextDataset:
     def oov_rate(self, split: str) -> float:
         """The share of the split's words (or characters) outside the vocabulary."""
         from edge_sdk.vocabulary import tokenize
+
         vocab = self.vocabulary()
         known = set(vocab.words if self.level == "word" else vocab.symbols)
-        units = [u for s in self._split.values() for t in s[split]
-                 for u in (tokenize(t) if self.level == "word" else t)]
+        units = [
+            u
+            for s in self._split.values()
+            for t in s[split]
+            for u in (tokenize(t) if self.level == "word" else t)
+        ]
         return sum(u not in known for u in units) / len(units) if units else 0.0
 
     def task(self) -> Task:
         name = "tokens" if self.level == "word" else "chars"
         vocab = self.vocabulary()
-        return Task("next_word" if self.level == "word" else "next_char",
-                    {name: InputSpec(("seq",), "int64")}, len(vocab), vocabulary=vocab)
+        return Task(
+            "next_word" if self.level == "word" else "next_char",
+            {name: InputSpec(("seq",), "int64")},
+            len(vocab),
+            vocabulary=vocab,
+        )
 
     def users(self) -> list[str]:
         return list(self._split)
@@ -91,14 +113,17 @@ class TextDataset:
         key = (user, split)
         if key not in self._cache:
             texts = self.texts(user, split)
-            self._cache[key] = (word_examples(self.vocabulary(), texts, self.max_len)
-                                if self.level == "word" else
-                                char_examples(self.vocabulary(), texts, self.window))
+            self._cache[key] = (
+                word_examples(self.vocabulary(), texts, self.max_len)
+                if self.level == "word"
+                else char_examples(self.vocabulary(), texts, self.window)
+            )
         return self._cache[key]
 
 
-def read_jsonl(path: Path, user_key: str = "user", text_key: str = "text",
-               time_key: str | None = "time") -> dict[str, list[str]]:
+def read_jsonl(
+    path: Path, user_key: str = "user", text_key: str = "text", time_key: str | None = "time"
+) -> dict[str, list[str]]:
     """Messages per user from JSON lines; ordered by `time_key` when every line has it."""
     rows: dict[str, list[tuple]] = {}
     with path.open(encoding="utf-8") as f:
@@ -109,17 +134,24 @@ def read_jsonl(path: Path, user_key: str = "user", text_key: str = "text",
                 doc = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{path}:{number}: not JSON ({e.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get(text_key), str) \
-                    or user_key not in doc:
-                raise DatasetError(f"{path}:{number}: a line is {{\"{user_key}\": ..., "
-                                   f"\"{text_key}\": \"...\"}}")
-            rows.setdefault(str(doc[user_key]), []).append((doc.get(time_key), number,
-                                                            doc[text_key]))
+            if (
+                not isinstance(doc, dict)
+                or not isinstance(doc.get(text_key), str)
+                or user_key not in doc
+            ):
+                raise DatasetError(
+                    f'{path}:{number}: a line is {{"{user_key}": ..., "{text_key}": "..."}}'
+                )
+            rows.setdefault(str(doc[user_key]), []).append(
+                (doc.get(time_key), number, doc[text_key])
+            )
     if not rows:
         raise DatasetError(f"{path} holds no messages")
     timed = all(t is not None for r in rows.values() for t, _, _ in r)
-    return {u: [text for *_, text in (sorted(r, key=lambda e: (e[0], e[1])) if timed else r)]
-            for u, r in rows.items()}
+    return {
+        u: [text for *_, text in (sorted(r, key=lambda e: (e[0], e[1])) if timed else r)]
+        for u, r in rows.items()
+    }
 
 
 def read_directory(path: Path, pattern: str = "*") -> dict[str, list[str]]:
@@ -137,8 +169,15 @@ def read_directory(path: Path, pattern: str = "*") -> dict[str, list[str]]:
 class JsonlText(TextDataset):
     """`{"kind": "jsonl", "path": FILE}`: JSON lines {"user": ..., "text": ...}."""
 
-    def __init__(self, path: str, *, user_key: str = "user", text_key: str = "text",
-                 time_key: str | None = "time", **options):
+    def __init__(
+        self,
+        path: str,
+        *,
+        user_key: str = "user",
+        text_key: str = "text",
+        time_key: str | None = "time",
+        **options,
+    ):
         p = Path(path)
         if not p.is_file():
             raise DatasetError(f"{p}: no such file")

@@ -6,6 +6,7 @@ stages over blocks of b columns: the first block holding the row maximum (ArgMax
 the block maxima), then the first maximal index inside that block. Both stages pick first indices,
 so the result is the first maximal index of the row, as torch.argmax returns.
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 The bundle format is documented in docs/bundle-format.md.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,22 @@ GRAPH_FILES = {"train_step": "train_step.onnx", "eval": "eval.onnx", "infer": "i
 PATHS = ("auto", "fast", "general")
 
 
-def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
-                   loss, optimizer: torch.optim.Optimizer | Optimizer,
-                   out: str | Path, model_name: str | None = None, task: str | None = None,
-                   vocabulary: dict | None = None, target: str = "targets",
-                   sequence_dims: bool | None = None,
-                   clip_grad_norm: float | None = None,
-                   dynamic_dims: dict[str, dict[int, str]] | None = None,
-                   path: str = "auto") -> Path:
+def compile_bundle(
+    module: nn.Module,
+    sample_batch: dict[str, torch.Tensor],
+    *,
+    loss,
+    optimizer: torch.optim.Optimizer | Optimizer,
+    out: str | Path,
+    model_name: str | None = None,
+    task: str | None = None,
+    vocabulary: dict | None = None,
+    target: str = "targets",
+    sequence_dims: bool | None = None,
+    clip_grad_norm: float | None = None,
+    dynamic_dims: dict[str, dict[int, str]] | None = None,
+    path: str = "auto",
+) -> Path:
     """Write the training bundle for `module` to `out`; returns the directory.
 
     sample_batch: the model's inputs by forward-parameter name plus the targets under
@@ -67,8 +76,19 @@ def compile_bundle(module: nn.Module, sample_batch: dict[str, torch.Tensor], *,
     task = task or default_task(loss)
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    args = (module, sample_batch, loss, optimizer, Path(out), model_name, task, vocabulary,
-            target, sequence_dims, clip_grad_norm)
+    args = (
+        module,
+        sample_batch,
+        loss,
+        optimizer,
+        Path(out),
+        model_name,
+        task,
+        vocabulary,
+        target,
+        sequence_dims,
+        clip_grad_norm,
+    )
     if path in ("auto", "fast"):
         # the fast path's shape pass runs the model in train mode, which updates buffers
         # (BatchNorm statistics): a failed attempt must leave the module as it was
@@ -92,8 +112,19 @@ def default_task(loss) -> str:
     return "classification"
 
 
-def _compile_fast(module, sample_batch, loss, optimizer, out, model_name, task, vocabulary,
-                  target, sequence_dims, clip_grad_norm) -> Path:
+def _compile_fast(
+    module,
+    sample_batch,
+    loss,
+    optimizer,
+    out,
+    model_name,
+    task,
+    vocabulary,
+    target,
+    sequence_dims,
+    clip_grad_norm,
+) -> Path:
     if task not in ("classification", "next_word", "next_char"):
         raise UnsupportedError(f"task {task} on the fast path")
     module = module.train()
@@ -108,37 +139,70 @@ def _compile_fast(module, sample_batch, loss, optimizer, out, model_name, task, 
     def dynamic(t: torch.Tensor) -> dict[int, str]:
         return dims if t.dim() == 2 and not t.is_floating_point() else {0: "batch"}
 
-    inputs = [spec_from_tensor(n, sample_batch[n], dynamic(sample_batch[n]))
-              for n in program.input_names]
+    inputs = [
+        spec_from_tensor(n, sample_batch[n], dynamic(sample_batch[n])) for n in program.input_names
+    ]
     with torch.no_grad():
         logits = module(**{n: sample_batch[n] for n in program.input_names})
     if not isinstance(logits, torch.Tensor):
         raise UnsupportedError("the module must return one logits tensor")
-    plan = GraphPlan(program, loss_spec, opt, inputs,
-                     spec_from_tensor(target, targets, dynamic(targets)),
-                     num_classes=logits.shape[-1], sequence_model=sequence_dims,
-                     clip_grad_norm=clip_grad_norm)
+    plan = GraphPlan(
+        program,
+        loss_spec,
+        opt,
+        inputs,
+        spec_from_tensor(target, targets, dynamic(targets)),
+        num_classes=logits.shape[-1],
+        sequence_model=sequence_dims,
+        clip_grad_norm=clip_grad_norm,
+    )
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in program.parameters.items()}
-    return _write(out, graphs, params, {}, vocabulary, {
-        "model_name": model_name or type(module).__name__,
-        "task": task,
-        "inputs": {s.name: s.to_json() for s in inputs},
-        "targets": {plan.target.name: plan.target.to_json()},
-        "num_classes": int(logits.shape[-1]),
-        "ignore_index": loss_spec.ignore_index,
-        "optimizer": describe(opt) | {"state": [
-            {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
-            for n in params for slot in opt.slots]},
-        "uses_seed": program.uses_dropout,
-        "clip_grad_norm": clip_grad_norm,
-        "metrics": {"train_step": ["loss", "loss_sum", "correct", "count"],
-                    "eval": plan.eval_metrics()},
-    })
+    return _write(
+        out,
+        graphs,
+        params,
+        {},
+        vocabulary,
+        {
+            "model_name": model_name or type(module).__name__,
+            "task": task,
+            "inputs": {s.name: s.to_json() for s in inputs},
+            "targets": {plan.target.name: plan.target.to_json()},
+            "num_classes": int(logits.shape[-1]),
+            "ignore_index": loss_spec.ignore_index,
+            "optimizer": describe(opt)
+            | {
+                "state": [
+                    {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
+                    for n in params
+                    for slot in opt.slots
+                ]
+            },
+            "uses_seed": program.uses_dropout,
+            "clip_grad_norm": clip_grad_norm,
+            "metrics": {
+                "train_step": ["loss", "loss_sum", "correct", "count"],
+                "eval": plan.eval_metrics(),
+            },
+        },
+    )
 
 
-def _compile_general(module, sample_batch, loss, optimizer, out, model_name, task, vocabulary,
-                     target, sequence_dims, clip_grad_norm, dynamic_dims) -> Path:
+def _compile_general(
+    module,
+    sample_batch,
+    loss,
+    optimizer,
+    out,
+    model_name,
+    task,
+    vocabulary,
+    target,
+    sequence_dims,
+    clip_grad_norm,
+    dynamic_dims,
+) -> Path:
     opt = optimizer_from_torch(optimizer)
     loss_fn = loss.to_torch() if isinstance(loss, CrossEntropy) else loss
     targets = sample_batch[target]
@@ -146,8 +210,9 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
     forward_names = list(inspect.signature(module.forward).parameters)
     missing = [n for n in inputs if n not in forward_names]
     if missing:
-        raise ValueError(f"sample batch holds {missing}, which forward does not take "
-                         f"(it takes {forward_names})")
+        raise ValueError(
+            f"sample batch holds {missing}, which forward does not take (it takes {forward_names})"
+        )
     if sequence_dims is None:
         sequence_dims = targets.dim() == 2 and not targets.is_floating_point()
     dims = {0: "batch", 1: "seq"} if sequence_dims else {0: "batch"}
@@ -156,15 +221,18 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
         return dims if t.dim() == 2 and not t.is_floating_point() else {0: "batch"}
 
     dynamic = {n: default_dims(t) for n, t in inputs.items()}
-    dynamic[target] = default_dims(targets) if not (sequence_dims and targets.dim() == 2) \
-        else dims
+    dynamic[target] = default_dims(targets) if not (sequence_dims and targets.dim() == 2) else dims
     dynamic.update(dynamic_dims or {})
-    flatten = (isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and targets.dim() >= 2
-               and not targets.is_floating_point())
+    flatten = (
+        isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+        and targets.dim() >= 2
+        and not targets.is_floating_point()
+    )
     module = module.train()
     dims_by_input = {n: d for n, d in dynamic.items() if n != target}
-    cap = capture(module, loss_fn, inputs, targets,
-                  dims_by_input | {"__target__": dynamic[target]}, flatten)
+    cap = capture(
+        module, loss_fn, inputs, targets, dims_by_input | {"__target__": dynamic[target]}, flatten
+    )
     in_specs = [spec_from_tensor(n, t, dynamic[n]) for n, t in inputs.items()]
     target_spec = spec_from_tensor(target, targets, dynamic[target])
     with torch.no_grad():
@@ -174,32 +242,50 @@ def _compile_general(module, sample_batch, loss, optimizer, out, model_name, tas
     out_dims = {0: "batch"} | ({1: "seq"} if sequence_dims and outputs.dim() >= 3 else {})
     output_shape = list(spec_from_tensor("logits", outputs, out_dims).shape)
     ignore_index = int(getattr(loss_fn, "ignore_index", -100))
-    plan = GeneralPlan(cap, opt, in_specs, target_spec, output_shape, task, ignore_index,
-                       clip_grad_norm)
+    plan = GeneralPlan(
+        cap, opt, in_specs, target_spec, output_shape, task, ignore_index, clip_grad_norm
+    )
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in cap.parameters.items()}
     buffers = {n: b.detach().cpu().numpy().astype(np.float32) for n, b in cap.buffers.items()}
     _check_batch_is_dynamic(graphs["train_step"], sample_batch, params | buffers, plan)
-    return _write(out, graphs, params, buffers, vocabulary, {
-        "model_name": model_name or type(module).__name__,
-        "task": task,
-        "inputs": {s.name: s.to_json() for s in in_specs},
-        "targets": {target_spec.name: target_spec.to_json()},
-        "num_classes": plan.num_classes,
-        "ignore_index": ignore_index,
-        "optimizer": describe(opt) | {"state": [
-            {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
-            for n in params for slot in opt.slots]},
-        "uses_seed": plan.uses_seed,
-        "clip_grad_norm": clip_grad_norm,
-        "metrics": {"train_step": plan.train_metrics(), "eval": plan.eval_metrics()},
-        "buffers": [{"name": n, "shape": list(b.shape), "dtype": "float32"}
-                    for n, b in buffers.items()],
-    })
+    return _write(
+        out,
+        graphs,
+        params,
+        buffers,
+        vocabulary,
+        {
+            "model_name": model_name or type(module).__name__,
+            "task": task,
+            "inputs": {s.name: s.to_json() for s in in_specs},
+            "targets": {target_spec.name: target_spec.to_json()},
+            "num_classes": plan.num_classes,
+            "ignore_index": ignore_index,
+            "optimizer": describe(opt)
+            | {
+                "state": [
+                    {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
+                    for n in params
+                    for slot in opt.slots
+                ]
+            },
+            "uses_seed": plan.uses_seed,
+            "clip_grad_norm": clip_grad_norm,
+            "metrics": {"train_step": plan.train_metrics(), "eval": plan.eval_metrics()},
+            "buffers": [
+                {"name": n, "shape": list(b.shape), "dtype": "float32"} for n, b in buffers.items()
+            ],
+        },
+    )
 
 
-def _check_batch_is_dynamic(model: onnx.ModelProto, sample_batch: dict[str, torch.Tensor],
-                            state: dict[str, np.ndarray], plan: GeneralPlan) -> None:
+def _check_batch_is_dynamic(
+    model: onnx.ModelProto,
+    sample_batch: dict[str, torch.Tensor],
+    state: dict[str, np.ndarray],
+    plan: GeneralPlan,
+) -> None:
     """Run the train step once at twice the sample's batch size (learning rate 0).
 
     Some PyTorch decompositions fix a size that was meant to stay dynamic without
@@ -208,27 +294,38 @@ def _check_batch_is_dynamic(model: onnx.ModelProto, sample_batch: dict[str, torc
     import onnxruntime as ort
 
     feeds = {n: np.concatenate([t.numpy(), t.numpy()]) for n, t in sample_batch.items()}
-    feeds |= state | {s: np.zeros_like(state[p]) for p in plan.capture.parameters
-                      for s in [state_name(plan.optimizer, slot, p)
-                                for slot in plan.optimizer.slots]}
+    feeds |= state | {
+        s: np.zeros_like(state[p])
+        for p in plan.capture.parameters
+        for s in [state_name(plan.optimizer, slot, p) for slot in plan.optimizer.slots]
+    }
     feeds |= {"lr": np.array(0.0, np.float32), "step": np.array(1, np.int64)}
     if plan.uses_seed:
         feeds["seed"] = np.array(0, np.int64)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
         session.run(["loss"], feeds)
     except Exception as e:  # onnxruntime's errors have no common base
-        raise UnsupportedError(f"the train step fails at another batch size than the sample's "
-                               f"(PyTorch fixed the batch size while capturing, e.g. constant "
-                               f"padding before a flatten, or an op was mis-lowered): "
-                               f"{str(e)[:300]}") from None
+        raise UnsupportedError(
+            f"the train step fails at another batch size than the sample's "
+            f"(PyTorch fixed the batch size while capturing, e.g. constant "
+            f"padding before a flatten, or an op was mis-lowered): "
+            f"{str(e)[:300]}"
+        ) from None
 
 
-def _write(out: Path, graphs: dict, params: dict[str, np.ndarray],
-           buffers: dict[str, np.ndarray], vocabulary: dict | None, fields: dict) -> Path:
+def _write(
+    out: Path,
+    graphs: dict,
+    params: dict[str, np.ndarray],
+    buffers: dict[str, np.ndarray],
+    vocabulary: dict | None,
+    fields: dict,
+) -> Path:
     """Check and write the graphs, parameters (and buffers) and the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     blobs = {}
@@ -247,11 +344,22 @@ def _write(out: Path, graphs: dict, params: dict[str, np.ndarray],
         "model_name": fields.pop("model_name"),
         "task": fields.pop("task"),
         "opset": OPSET,
-        "parameters": [{"name": n, "shape": list(a.shape), "dtype": "float32"}
-                       for n, a in state.items()],
+        "parameters": [
+            {"name": n, "shape": list(a.shape), "dtype": "float32"} for n, a in state.items()
+        ],
     }
-    manifest |= {k: fields.pop(k) for k in ("inputs", "targets", "num_classes", "ignore_index",
-                                            "optimizer", "uses_seed", "clip_grad_norm")}
+    manifest |= {
+        k: fields.pop(k)
+        for k in (
+            "inputs",
+            "targets",
+            "num_classes",
+            "ignore_index",
+            "optimizer",
+            "uses_seed",
+            "clip_grad_norm",
+        )
+    }
     manifest["graphs"] = GRAPH_FILES
     manifest["metrics"] = fields.pop("metrics")
     manifest["parameters_file"] = "parameters.npz"

@@ -14,6 +14,7 @@ tensor:
 
 `accumulate` sums a parameter's or tensor's gradient terms; `dense` writes any of them out.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ def accumulate(g: GraphBuilder, terms: list[Gradient]) -> Gradient:
     if not sparse:
         return total
     ids = sparse[0].ids if len(sparse) == 1 else g.op("Concat", *[s.ids for s in sparse], axis=0)
-    updates = sparse[0].updates if len(sparse) == 1 else \
-        g.op("Concat", *[s.updates for s in sparse], axis=0)
+    updates = (
+        sparse[0].updates
+        if len(sparse) == 1
+        else g.op("Concat", *[s.updates for s in sparse], axis=0)
+    )
     return g.op("ScatterND", total, ids, updates, reduction="add")

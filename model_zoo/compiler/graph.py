@@ -3,6 +3,7 @@
 Every lowering in `ops/` emits nodes through a `GraphBuilder`; it owns naming so that
 names stay unique across nested subgraphs (ONNX forbids shadowing outer-scope names).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -61,8 +62,14 @@ class GraphBuilder:
         return GraphBuilder(self._names, self._root)
 
     # -- nodes ---------------------------------------------------------------------
-    def op(self, op_type: str, *inputs: str | None, outputs: int | list[str] = 1,
-           hint: str | None = None, **attrs) -> str | list[str]:
+    def op(
+        self,
+        op_type: str,
+        *inputs: str | None,
+        outputs: int | list[str] = 1,
+        hint: str | None = None,
+        **attrs,
+    ) -> str | list[str]:
         """Emit one node; returns its output name (or list of names if several)."""
         if isinstance(outputs, int):
             out_names = [self.fresh(hint or op_type.lower()) for _ in range(outputs)]
@@ -70,8 +77,9 @@ class GraphBuilder:
             out_names = list(outputs)
         aliases = self._root._aliases
         ins = ["" if i is None else aliases.get(i, i) for i in inputs]
-        self.nodes.append(helper.make_node(op_type, ins, out_names,
-                                           name=self.fresh("n_" + op_type), **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, ins, out_names, name=self.fresh("n_" + op_type), **attrs)
+        )
         return out_names[0] if len(out_names) == 1 and isinstance(outputs, int) else out_names
 
     def const(self, value, dtype="float32") -> str:
@@ -122,13 +130,16 @@ class GraphBuilder:
         return name
 
     def to_graph(self, name: str) -> onnx.GraphProto:
-        return helper.make_graph(self.nodes, name, self.inputs, self.outputs,
-                                 initializer=self.initializers)
+        return helper.make_graph(
+            self.nodes, name, self.inputs, self.outputs, initializer=self.initializers
+        )
 
     def to_model(self, name: str) -> onnx.ModelProto:
-        model = helper.make_model(self.to_graph(name),
-                                  opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="edge-fl model_zoo")
+        model = helper.make_model(
+            self.to_graph(name),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="edge-fl model_zoo",
+        )
         model.ir_version = 8
         return model
 

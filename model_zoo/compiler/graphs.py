@@ -1,4 +1,5 @@
 """Assemble the bundle's three graphs from a traced program, a loss and an optimizer."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ class GraphPlan:
         return {spec.name: spec.name for spec in self.inputs}
 
     def _logits_shape(self) -> list:
-        return ["batch", "seq", self.num_classes] if self.sequence_model else ["batch", self.num_classes]
+        return (
+            ["batch", "seq", self.num_classes]
+            if self.sequence_model
+            else ["batch", self.num_classes]
+        )
 
     # -- train step -------------------------------------------------------------------
     def train_step(self) -> onnx.ModelProto:
@@ -69,9 +74,15 @@ class GraphPlan:
             g.add_input("seed", "int64", [])
         requires = set(params)
         logits, tape = emit(self.program, g, inputs, training=True, requires_grad=requires)
-        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=True,
-                              grad_scale=lr if opt.prescales_gradient else None,
-                              sequence=len(self.target.shape) > 1)
+        loss = self.loss.emit(
+            g,
+            logits,
+            self.target.name,
+            self.num_classes,
+            want_grad=True,
+            grad_scale=lr if opt.prescales_gradient else None,
+            sequence=len(self.target.shape) > 1,
+        )
         grads = backpropagate(g, tape, {logits: loss["dlogits"]})
         if self.clip_grad_norm is not None:
             scale = lr if opt.prescales_gradient else None
@@ -96,14 +107,23 @@ class GraphPlan:
         inputs = self._declare(g, with_target=True)
         logits, _ = emit(self.program, g, inputs, training=False, requires_grad=set())
         top_k = TOP_K if self.sequence_model else 0
-        loss = self.loss.emit(g, logits, self.target.name, self.num_classes, want_grad=False,
-                              top_k=top_k, sequence=len(self.target.shape) > 1)
+        loss = self.loss.emit(
+            g,
+            logits,
+            self.target.name,
+            self.num_classes,
+            want_grad=False,
+            top_k=top_k,
+            sequence=len(self.target.shape) > 1,
+        )
         for key in self.eval_metrics():
             g.add_output(g.identity(loss[key], key), "float32", [])
         return g.to_model("eval")
 
     def eval_metrics(self) -> list[str]:
-        return ["loss_sum", "correct", "count"] + ([f"correct_top{TOP_K}"] if self.sequence_model else [])
+        return ["loss_sum", "correct", "count"] + (
+            [f"correct_top{TOP_K}"] if self.sequence_model else []
+        )
 
     # -- inference ----------------------------------------------------------------------
     def infer(self) -> onnx.ModelProto:
@@ -120,14 +140,16 @@ class GraphPlan:
         return g.to_model("infer")
 
 
-def backpropagate(g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, Gradient]
-                  ) -> dict[str, Gradient]:
+def backpropagate(
+    g: GraphBuilder, tape: list[TapeEntry], seeds: dict[str, Gradient]
+) -> dict[str, Gradient]:
     """Reverse-mode differentiation over the tape; returns the summed gradient per tensor
     (parameter gradients may stay factored: see gradients.py)."""
     pending: dict[str, list[Gradient]] = {name: [grad] for name, grad in seeds.items()}
     for entry in reversed(tape):
-        grad_outputs = [_incoming(g, entry, pending.pop(o)) if o in pending else None
-                        for o in entry.outputs]
+        grad_outputs = [
+            _incoming(g, entry, pending.pop(o)) if o in pending else None for o in entry.outputs
+        ]
         if all(gr is None for gr in grad_outputs):
             continue
         grad_inputs = entry.op.backward(g, grad_outputs, entry.needs_grad)
@@ -144,8 +166,9 @@ def _incoming(g: GraphBuilder, entry: TapeEntry, terms: list[Gradient]) -> Gradi
     return dense(g, grad)
 
 
-def clip_by_global_norm(g: GraphBuilder, grads: dict[str, Gradient], max_norm: float,
-                        scale: str | None) -> dict[str, str]:
+def clip_by_global_norm(
+    g: GraphBuilder, grads: dict[str, Gradient], max_norm: float, scale: str | None
+) -> dict[str, str]:
     """torch.nn.utils.clip_grad_norm_: every gradient times min(1, max_norm / (norm + 1e-6)).
 
     `scale` is the factor the gradients already carry (plain SGD's lr), so the norm is
@@ -156,8 +179,9 @@ def clip_by_global_norm(g: GraphBuilder, grads: dict[str, Gradient], max_norm: f
     norm = g.op("Sqrt", add_all(g, squares))
     if scale is not None:
         norm = g.op("Div", norm, scale)
-    coef = g.op("Min", g.op("Div", g.const(max_norm), g.op("Add", norm, g.const(1e-6))),
-                g.const(1.0))
+    coef = g.op(
+        "Min", g.op("Div", g.const(max_norm), g.op("Add", norm, g.const(1e-6))), g.const(1.0)
+    )
     return {name: g.op("Mul", grad, coef) for name, grad in grads.items()}
 
 

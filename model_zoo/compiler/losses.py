@@ -1,4 +1,5 @@
 """Cross-entropy with an ignore index: value, gradient w.r.t. the logits, and metric sums."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,16 +27,26 @@ class CrossEntropy:
         if not isinstance(loss, nn.CrossEntropyLoss):
             raise UnsupportedError(f"loss {type(loss).__name__}; supported: CrossEntropyLoss")
         if loss.reduction != "mean" or loss.label_smoothing or loss.weight is not None:
-            raise UnsupportedError("CrossEntropyLoss with reduction other than 'mean', "
-                                   "label smoothing or class weights")
+            raise UnsupportedError(
+                "CrossEntropyLoss with reduction other than 'mean', "
+                "label smoothing or class weights"
+            )
         return cls(loss.ignore_index)
 
     def to_torch(self) -> nn.CrossEntropyLoss:
         return nn.CrossEntropyLoss(ignore_index=self.ignore_index)
 
-    def emit(self, g: GraphBuilder, logits: str, targets: str, num_classes: int,
-             want_grad: bool, top_k: int = 0, grad_scale: str | None = None,
-             sequence: bool = True) -> dict[str, str]:
+    def emit(
+        self,
+        g: GraphBuilder,
+        logits: str,
+        targets: str,
+        num_classes: int,
+        want_grad: bool,
+        top_k: int = 0,
+        grad_scale: str | None = None,
+        sequence: bool = True,
+    ) -> dict[str, str]:
         """`sequence`: targets [B, T] (logits [B, T, C]); else targets [N], logits [N, C].
 
         Returns names for loss, loss_sum, correct, count (and correct_top{k}, and
@@ -56,8 +67,10 @@ class CrossEntropy:
         lse = g.op("Sub", g.op("GatherElements", flat_logits, best, axis=1), g.op("Log", p_best))
         picked = g.op("GatherElements", flat_logits, target_col, axis=1)
         nll = g.op("Mul", g.op("Squeeze", g.op("Sub", lse, picked), g.ints(1)), mask)
-        out = {"loss_sum": g.op("ReduceSum", nll, keepdims=0),
-               "count": g.op("ReduceSum", mask, keepdims=0)}
+        out = {
+            "loss_sum": g.op("ReduceSum", nll, keepdims=0),
+            "count": g.op("ReduceSum", mask, keepdims=0),
+        }
         denom = g.op("Max", out["count"], g.const(1.0))
         out["loss"] = g.op("Div", out["loss_sum"], denom)
         hit = g.op("Equal", g.op("Squeeze", best, g.ints(1)), safe_t)
@@ -74,9 +87,9 @@ class CrossEntropy:
             # read of probs: ONNX Runtime then updates probs in place instead of copying
             # [N, C] (docs/benchmarks.md)
             minus_one = g.op("Sub", g.op("Mul", p_best, g.const(0.0)), g.const(1.0))
-            errors = g.op("ScatterElements", probs, target_col, minus_one, axis=1,
-                          reduction="add")
+            errors = g.op("ScatterElements", probs, target_col, minus_one, axis=1, reduction="add")
             scale = g.op("Mul", g.op("Div", mask, denom), grad_scale or g.const(1.0))
-            out["dlogits"] = RowScaled(errors, g.op("Unsqueeze", scale, g.ints(1)),
-                                       None if flat else g.op("Shape", logits))
+            out["dlogits"] = RowScaled(
+                errors, g.op("Unsqueeze", scale, g.ints(1)), None if flat else g.op("Shape", logits)
+            )
         return out

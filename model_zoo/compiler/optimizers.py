@@ -5,6 +5,7 @@ Each reproduces torch.optim's update rule for a single parameter group, so a com
 step equals a PyTorch step. The learning rate and the step count are graph inputs: a
 schedule needs no recompiling.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,8 +36,9 @@ class SGD:
         """Plain SGD differentiates lr * loss, which saves a pass over every parameter."""
         return not self.momentum
 
-    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
-             step: str) -> tuple[str, dict[str, str]]:
+    def emit(
+        self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
+    ) -> tuple[str, dict[str, str]]:
         if self.prescales_gradient:  # grad is already lr * dL/dp
             if self.weight_decay:
                 p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
@@ -74,18 +76,25 @@ class Adam:
     slots = ("m", "v")
     prescales_gradient = False
 
-    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
-             step: str) -> tuple[str, dict[str, str]]:
+    def emit(
+        self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
+    ) -> tuple[str, dict[str, str]]:
         grad = dense(g, grad)
         if self.weight_decay and self.decoupled:
             p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
         elif self.weight_decay:
             grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
-        m = g.op("Add", state["m"], g.op("Mul", g.op("Sub", grad, state["m"]), g.const(1 - self.beta1)))
-        v = g.op("Add", g.op("Mul", state["v"], g.const(self.beta2)),
-                 g.op("Mul", g.op("Mul", grad, grad), g.const(1 - self.beta2)))
-        bc2_sqrt, step_size = g.shared(("adam_corrections", self, lr, step),
-                                       lambda: self._corrections(g, lr, step))
+        m = g.op(
+            "Add", state["m"], g.op("Mul", g.op("Sub", grad, state["m"]), g.const(1 - self.beta1))
+        )
+        v = g.op(
+            "Add",
+            g.op("Mul", state["v"], g.const(self.beta2)),
+            g.op("Mul", g.op("Mul", grad, grad), g.const(1 - self.beta2)),
+        )
+        bc2_sqrt, step_size = g.shared(
+            ("adam_corrections", self, lr, step), lambda: self._corrections(g, lr, step)
+        )
         denom = g.op("Add", g.op("Div", g.op("Sqrt", v), bc2_sqrt), g.const(self.eps))
         new_p = g.op("Sub", p, g.op("Mul", g.op("Div", m, denom), step_size))
         return new_p, {"m": m, "v": v}
@@ -121,15 +130,19 @@ class Adagrad:
     slots = ("sum",)
     prescales_gradient = False
 
-    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
-             step: str) -> tuple[str, dict[str, str]]:
+    def emit(
+        self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
+    ) -> tuple[str, dict[str, str]]:
         grad = dense(g, grad)
         if self.weight_decay:
             grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
         total = state["sum"]
         if self.initial_accumulator_value:
-            total = g.op("Add", total, g.shared(("adagrad_initial", self, step),
-                                                lambda: self._initial(g, step)))
+            total = g.op(
+                "Add",
+                total,
+                g.shared(("adagrad_initial", self, step), lambda: self._initial(g, step)),
+            )
         total = g.op("Add", total, g.op("Mul", grad, grad))
         std = g.op("Add", g.op("Sqrt", total), g.const(self.eps))
         clr = g.shared(("adagrad_lr", self, lr, step), lambda: self._decayed_lr(g, lr, step))
@@ -148,8 +161,9 @@ class Adagrad:
             return lr
         t = g.op("Cast", step, to=11)
         one = g.const(1.0, "float64")
-        decay = g.op("Add", one, g.op("Mul", g.op("Sub", t, one),
-                                      g.const(self.lr_decay, "float64")))
+        decay = g.op(
+            "Add", one, g.op("Mul", g.op("Sub", t, one), g.const(self.lr_decay, "float64"))
+        )
         return g.op("Cast", g.op("Div", g.op("Cast", lr, to=11), decay), to=1)
 
 
@@ -171,17 +185,24 @@ class RMSprop:
 
     @property
     def slots(self) -> tuple[str, ...]:
-        return (("square_avg",) + (("grad_avg",) if self.centered else ())
-                + (("momentum",) if self.momentum else ()))
+        return (
+            ("square_avg",)
+            + (("grad_avg",) if self.centered else ())
+            + (("momentum",) if self.momentum else ())
+        )
 
-    def emit(self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str,
-             step: str) -> tuple[str, dict[str, str]]:
+    def emit(
+        self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
+    ) -> tuple[str, dict[str, str]]:
         grad = dense(g, grad)
         if self.weight_decay:
             grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
         # the operation order of torch's kernels: sq * alpha + ((1 - alpha) * g) * g
-        square_avg = g.op("Add", g.op("Mul", state["square_avg"], g.const(self.alpha)),
-                          g.op("Mul", g.op("Mul", grad, g.const(1 - self.alpha)), grad))
+        square_avg = g.op(
+            "Add",
+            g.op("Mul", state["square_avg"], g.const(self.alpha)),
+            g.op("Mul", g.op("Mul", grad, g.const(1 - self.alpha)), grad),
+        )
         new_state = {"square_avg": square_avg}
         if self.centered:
             grad_avg = _lerp(g, state["grad_avg"], grad, 1 - self.alpha)
@@ -191,8 +212,11 @@ class RMSprop:
         else:
             avg = g.op("Add", g.op("Sqrt", square_avg), g.const(self.eps))
         if self.momentum:
-            buf = g.op("Add", g.op("Mul", state["momentum"], g.const(self.momentum)),
-                       g.op("Div", grad, avg))
+            buf = g.op(
+                "Add",
+                g.op("Mul", state["momentum"], g.const(self.momentum)),
+                g.op("Div", grad, avg),
+            )
             new_state["momentum"] = buf
             return g.op("Sub", p, g.op("Mul", buf, lr)), new_state
         return g.op("Sub", p, g.op("Div", g.op("Mul", grad, lr), avg)), new_state
@@ -213,8 +237,10 @@ Optimizer = SGD | Adam | Adagrad | RMSprop
 
 def _decay_factor(g: GraphBuilder, lr: str, weight_decay: float) -> str:
     """1 - lr * weight_decay, emitted once for all parameters."""
-    return g.shared(("decay", lr, weight_decay), lambda: g.op(
-        "Sub", g.const(1.0), g.op("Mul", lr, g.const(weight_decay))))
+    return g.shared(
+        ("decay", lr, weight_decay),
+        lambda: g.op("Sub", g.const(1.0), g.op("Mul", lr, g.const(weight_decay))),
+    )
 
 
 def optimizer_from_torch(opt: torch.optim.Optimizer | Optimizer) -> Optimizer:
@@ -225,8 +251,10 @@ def optimizer_from_torch(opt: torch.optim.Optimizer | Optimizer) -> Optimizer:
         raise UnsupportedError("optimizers with several parameter groups")
     read = _FROM_TORCH.get(type(opt))
     if read is None:
-        raise UnsupportedError(f"optimizer {type(opt).__name__}; supported: "
-                               f"{', '.join(t.__name__ for t in _FROM_TORCH)}")
+        raise UnsupportedError(
+            f"optimizer {type(opt).__name__}; supported: "
+            f"{', '.join(t.__name__ for t in _FROM_TORCH)}"
+        )
     group = opt.param_groups[0]
     if group.get("maximize"):
         raise UnsupportedError(f"{type(opt).__name__} with maximize")
@@ -243,18 +271,35 @@ def _adam_from_torch(kind: type, group: dict) -> Adam:
     if group.get("amsgrad"):
         raise UnsupportedError("Adam with amsgrad")
     b1, b2 = group["betas"]
-    return Adam(group["lr"], b1, b2, group["eps"], group["weight_decay"],
-                decoupled=kind is torch.optim.AdamW)
+    return Adam(
+        group["lr"],
+        b1,
+        b2,
+        group["eps"],
+        group["weight_decay"],
+        decoupled=kind is torch.optim.AdamW,
+    )
 
 
 def _adagrad_from_torch(kind: type, group: dict) -> Adagrad:
-    return Adagrad(group["lr"], group["lr_decay"], group["weight_decay"],
-                   group["initial_accumulator_value"], group["eps"])
+    return Adagrad(
+        group["lr"],
+        group["lr_decay"],
+        group["weight_decay"],
+        group["initial_accumulator_value"],
+        group["eps"],
+    )
 
 
 def _rmsprop_from_torch(kind: type, group: dict) -> RMSprop:
-    return RMSprop(group["lr"], group["alpha"], group["eps"], group["weight_decay"],
-                   group["momentum"], group["centered"])
+    return RMSprop(
+        group["lr"],
+        group["alpha"],
+        group["eps"],
+        group["weight_decay"],
+        group["momentum"],
+        group["centered"],
+    )
 
 
 # one entry per torch optimizer the compiler reads

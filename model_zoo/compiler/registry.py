@@ -1,4 +1,5 @@
 """The one lookup from PyTorch calls to lowerings: modules by type, functions, methods."""
+
 from __future__ import annotations
 
 import operator
@@ -44,16 +45,18 @@ def _rnn(ctx, node, m):
     else:
         kind = "lstm" if isinstance(m, nn.LSTM) else "gru"
         if m.bidirectional or not m.bias or (m.num_layers > 1 and m.dropout > 0):
-            raise UnsupportedError(f"{type(m).__name__} with bidirectional=True, bias=False "
-                                   "or inter-layer dropout")
+            raise UnsupportedError(
+                f"{type(m).__name__} with bidirectional=True, bias=False or inter-layer dropout"
+            )
         if len(node.args) > 1 or node.kwargs:
             raise UnsupportedError(f"{type(m).__name__} with an initial state argument")
         proj = getattr(m, "proj_size", 0)
-        spec = RecurrentSpec(kind, m.input_size, m.hidden_size, proj, m.num_layers,
-                             m.batch_first)
+        spec = RecurrentSpec(kind, m.input_size, m.hidden_size, proj, m.num_layers, m.batch_first)
         params = []
         for k in range(m.num_layers):
-            names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] + (["weight_hr"] if proj else [])
+            names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"] + (
+                ["weight_hr"] if proj else []
+            )
             params += [getattr(m, f"{n}_l{k}") for n in names]
     return Recurrent(spec), [ctx.arg(node.args[0])] + [ctx.param(p) for p in params]
 
@@ -70,8 +73,9 @@ def _conv(ctx, node, m: nn.Conv2d):
         else:
             raise UnsupportedError("Conv2d padding='same' with an even kernel")
     shape = ctx.shape(node.args[0])
-    op = Conv2d(_pair(m.kernel_size), _pair(m.stride), _pair(padding), shape[2:],
-                m.bias is not None)
+    op = Conv2d(
+        _pair(m.kernel_size), _pair(m.stride), _pair(padding), shape[2:], m.bias is not None
+    )
     return op, [ctx.arg(node.args[0]), ctx.param(m.weight), ctx.param(m.bias)]
 
 
@@ -115,10 +119,21 @@ def _gelu_module(ctx, node, m: nn.GELU):
 
 
 MODULES = {
-    nn.Linear: _linear, nn.Embedding: _embedding, nn.LSTM: _rnn, nn.GRU: _rnn, CIFGLSTM: _rnn,
-    nn.Conv2d: _conv, nn.MaxPool2d: _maxpool, nn.LayerNorm: _layernorm, nn.Dropout: _dropout,
-    nn.Flatten: _flatten_module, nn.ReLU: _pointwise(Relu), nn.Tanh: _pointwise(Tanh),
-    nn.Sigmoid: _pointwise(Sigmoid), nn.GELU: _gelu_module, nn.Identity: _pointwise(Identity),
+    nn.Linear: _linear,
+    nn.Embedding: _embedding,
+    nn.LSTM: _rnn,
+    nn.GRU: _rnn,
+    CIFGLSTM: _rnn,
+    nn.Conv2d: _conv,
+    nn.MaxPool2d: _maxpool,
+    nn.LayerNorm: _layernorm,
+    nn.Dropout: _dropout,
+    nn.Flatten: _flatten_module,
+    nn.ReLU: _pointwise(Relu),
+    nn.Tanh: _pointwise(Tanh),
+    nn.Sigmoid: _pointwise(Sigmoid),
+    nn.GELU: _gelu_module,
+    nn.Identity: _pointwise(Identity),
 }
 LEAF_MODULES = tuple(MODULES)
 
@@ -133,6 +148,7 @@ def _binary(op_type):
         if isinstance(b, str) and isinstance(a, (int, float)):
             return Binary(op_type, scalar=a, scalar_first=True), [b]
         raise UnsupportedError(f"{op_type} of {type(a).__name__} and {type(b).__name__}")
+
     return lower
 
 
@@ -157,8 +173,9 @@ def _reshape_call(ctx, node):
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
         sizes = tuple(sizes[0])
     if not all(isinstance(s, int) for s in sizes):
-        raise UnsupportedError("view/reshape with computed sizes; use constants and -1, or "
-                               "flatten()")
+        raise UnsupportedError(
+            "view/reshape with computed sizes; use constants and -1, or flatten()"
+        )
     return Reshape(tuple(sizes)), [ctx.arg(node.args[0])]
 
 
@@ -188,16 +205,32 @@ def _f_gelu(ctx, node):
 
 
 FUNCTIONS = {
-    operator.add: _binary("Add"), operator.sub: _binary("Sub"), operator.mul: _binary("Mul"),
-    torch.add: _binary("Add"), torch.mul: _binary("Mul"),
-    torch.relu: _pointwise(Relu), F.relu: _pointwise(Relu), torch.tanh: _pointwise(Tanh),
-    torch.sigmoid: _pointwise(Sigmoid), F.gelu: _f_gelu, F.linear: _f_linear,
-    torch.flatten: _flatten_call, torch.reshape: _reshape_call, torch.transpose: _transpose_call,
-    torch.permute: _permute_call, F.dropout: _f_dropout,
+    operator.add: _binary("Add"),
+    operator.sub: _binary("Sub"),
+    operator.mul: _binary("Mul"),
+    torch.add: _binary("Add"),
+    torch.mul: _binary("Mul"),
+    torch.relu: _pointwise(Relu),
+    F.relu: _pointwise(Relu),
+    torch.tanh: _pointwise(Tanh),
+    torch.sigmoid: _pointwise(Sigmoid),
+    F.gelu: _f_gelu,
+    F.linear: _f_linear,
+    torch.flatten: _flatten_call,
+    torch.reshape: _reshape_call,
+    torch.transpose: _transpose_call,
+    torch.permute: _permute_call,
+    F.dropout: _f_dropout,
 }
 
 METHODS = {
-    "relu": _pointwise(Relu), "tanh": _pointwise(Tanh), "sigmoid": _pointwise(Sigmoid),
-    "view": _reshape_call, "reshape": _reshape_call, "flatten": _flatten_call,
-    "transpose": _transpose_call, "permute": _permute_call, "contiguous": _pointwise(Identity),
+    "relu": _pointwise(Relu),
+    "tanh": _pointwise(Tanh),
+    "sigmoid": _pointwise(Sigmoid),
+    "view": _reshape_call,
+    "reshape": _reshape_call,
+    "flatten": _flatten_call,
+    "transpose": _transpose_call,
+    "permute": _permute_call,
+    "contiguous": _pointwise(Identity),
 }

@@ -5,6 +5,7 @@ shape propagation over the sample batch records the static sizes some lowerings 
 (channels, image size). Anything the registry does not know stops the compile with an
 `UnsupportedError` that names the call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,8 +50,9 @@ def trace(module: nn.Module, sample_inputs: dict[str, torch.Tensor]) -> Program:
     placeholders = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     missing = [name for name in placeholders if name not in sample_inputs]
     if missing:
-        raise ValueError(f"sample batch lacks the model inputs {missing}; "
-                         f"forward takes {placeholders}")
+        raise ValueError(
+            f"sample batch lacks the model inputs {missing}; forward takes {placeholders}"
+        )
     ShapeProp(gm).propagate(*[sample_inputs[name] for name in placeholders])
     param_name_of: dict[int, str] = {}
     parameters: dict[str, torch.Tensor] = {}
@@ -96,8 +98,13 @@ def _leaves(value) -> list[str]:
     return []
 
 
-def emit(program: Program, g: GraphBuilder, inputs: dict[str, str], training: bool,
-         requires_grad: set[str]) -> tuple[object, list[TapeEntry]]:
+def emit(
+    program: Program,
+    g: GraphBuilder,
+    inputs: dict[str, str],
+    training: bool,
+    requires_grad: set[str],
+) -> tuple[object, list[TapeEntry]]:
     """Emit the forward graph; returns (output value, tape of differentiable calls).
 
     `inputs` maps model input names to graph tensor names; parameters are graph tensors
@@ -145,8 +152,10 @@ def _get_attr(ctx: LoweringContext, node: fx.Node):
 def _getitem(value, node: fx.Node):
     if isinstance(value, tuple):
         return value[node.args[1]]
-    raise UnsupportedError(f"indexing a tensor ({node.format_node()}) is not supported; "
-                           "index only the tuples returned by recurrent layers")
+    raise UnsupportedError(
+        f"indexing a tensor ({node.format_node()}) is not supported; "
+        "index only the tuples returned by recurrent layers"
+    )
 
 
 def _lower(ctx: LoweringContext, node: fx.Node) -> tuple[Op, list[str]]:

@@ -1,4 +1,5 @@
 """Synthetic client splits for data sets that have no natural users."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,9 @@ def partition_iid(n_examples: int, n_clients: int, rng: np.random.Generator) -> 
     return np.array_split(rng.permutation(n_examples), n_clients)
 
 
-def partition_dirichlet(labels: np.ndarray, n_clients: int, alpha: float,
-                        rng: np.random.Generator) -> list[np.ndarray]:
+def partition_dirichlet(
+    labels: np.ndarray, n_clients: int, alpha: float, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Label-skewed split (Hsu et al. 2019): each class is dealt to the clients in
     proportions drawn from Dirichlet(alpha); small alpha = strongly non-IID."""
     if alpha <= 0:

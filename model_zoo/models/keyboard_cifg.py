@@ -3,6 +3,7 @@ Prediction": a word embedding tied to the output layer and a CIFG-LSTM projected
 the embedding size. The full model has a 10k-word vocabulary, 96-d embedding and 670
 units: about 1.4M parameters.
 """
+
 from __future__ import annotations
 
 import torch

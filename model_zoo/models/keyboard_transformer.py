@@ -5,6 +5,7 @@ feed-forward layer, and an output layer tied to the token embedding (Press & Wol
 The full model (10k words, 96-d, 3 blocks of 4 heads) has about 1.3M parameters, like
 keyboard_cifg's 1.4M.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -41,8 +43,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attention = CausalSelfAttention(dim, heads, dropout)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.norm1(x))
@@ -54,8 +57,16 @@ class KeyboardTransformer(nn.Module):
     [B, T, vocab_size]. Padding sits after a sentence's words, so causal attention never
     lets a word see it and no padding mask is needed."""
 
-    def __init__(self, vocab_size: int = 10000, max_len: int = 20, dim: int = 96,
-                 layers: int = 3, heads: int = 4, hidden: int = 384, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int = 10000,
+        max_len: int = 20,
+        dim: int = 96,
+        layers: int = 3,
+        heads: int = 4,
+        hidden: int = 384,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=PAD)
         self.position = nn.Embedding(max_len, dim)

@@ -1,4 +1,5 @@
 """Multinomial logistic regression for tabular data."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """A one-hidden-layer perceptron for tabular data."""
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 FEMNIST): a 3x3 stem, then depthwise-separable blocks (a 3x3 depthwise convolution and a
 1x1 pointwise one, each followed by BatchNorm and ReLU6), global average pooling and a
 linear head. Strides, not pooling, halve the image: 28 -> 14 -> 7."""
+
 from __future__ import annotations
 
 import torch
@@ -16,15 +17,23 @@ def separable(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     """Depthwise 3x3 (groups = channels) then pointwise 1x1, each with BatchNorm, ReLU6."""
     return nn.Sequential(
         nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
-        nn.BatchNorm2d(c_in), nn.ReLU6(),
-        nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU6())
+        nn.BatchNorm2d(c_in),
+        nn.ReLU6(),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU6(),
+    )
 
 
 class MobileNetCNN(nn.Module):
     """x float32 [B, 1, 28, 28] -> logits [B, num_classes]."""
 
-    def __init__(self, num_classes: int = 10, stem: int = 32,
-                 blocks: tuple[tuple[int, int], ...] = FULL_BLOCKS):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        stem: int = 32,
+        blocks: tuple[tuple[int, int], ...] = FULL_BLOCKS,
+    ):
         super().__init__()
         layers = [nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU6()]
         channels = stem

@@ -1,6 +1,7 @@
 """Fixtures for the aggregator's tests: a real PostgreSQL server for the session (skipped,
 with the reason, where PostgreSQL or psycopg is not installed), and `store_url`, which
 runs a test once per backend: None (SQLite + files) and a fresh PostgreSQL database."""
+
 from __future__ import annotations
 
 import pytest

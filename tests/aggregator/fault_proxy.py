@@ -1,6 +1,7 @@
 """A fault-injecting TCP proxy on loopback: per connection, by a seeded draw, it passes
 bytes through, resets mid-request, truncates the response, drips the request slowly, or
 sends the request to the server twice. Bounded: it serves until closed."""
+
 from __future__ import annotations
 
 import asyncio
@@ -68,7 +69,7 @@ class FaultProxy:
             if not data:
                 break
             if limit is not None and sent + len(data) > limit:
-                dst.write(data[:limit - sent])
+                dst.write(data[: limit - sent])
                 await dst.drain()
                 return  # the response is cut short
             dst.write(data)

@@ -1,5 +1,6 @@
 """Test helpers: a real aggregator on 127.0.0.1 (port 0, in this process, or a real
 `edge-fl serve` subprocess) and real edge_sdk devices."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,10 +51,27 @@ class ServerProcess:
         store = ["--store-url", self.store_url] if self.store_url else []
         self.log = self.data_dir.parent / f"server-{self.port}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(self.data_dir),
-             "--port", str(self.port), "--admin-token", ADMIN, "--config", str(path),
-             "--enrollment-secret", f"keyboard={SECRET}", *store],
-            stdout=subprocess.PIPE, stderr=open(self.log, "a"), text=True)
+            [
+                sys.executable,
+                "-m",
+                "edge_fl_cli",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--admin-token",
+                ADMIN,
+                "--config",
+                str(path),
+                "--enrollment-secret",
+                f"keyboard={SECRET}",
+                *store,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=open(self.log, "a"),
+            text=True,
+        )
         line = self.proc.stdout.readline()
         assert "listening on" in line, self.log.read_text()
         return self.url
@@ -70,8 +88,9 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def running_server(data_dir: Path, clock, port: int = 0, **config):
-    cfg = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05}
-                                                                       | config))
+    cfg = ServerConfig(
+        str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05} | config)
+    )
     service = make_service(cfg, clock, np.random.default_rng(0))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -94,23 +113,39 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def server_with_task(tmp: Path, bundle: Bundle, settings: dict, task_id: str = "kb",
-                           store_url: str | None = None):
+async def server_with_task(
+    tmp: Path, bundle: Bundle, settings: dict, task_id: str = "kb", store_url: str | None = None
+):
     """A running server (fake clock), a client session, and one task created through the
     admin API; state in SQLite under tmp, or in the PostgreSQL database at store_url."""
     from edge_sdk.clock import FakeClock
+
     clock = FakeClock()
-    async with running_server(tmp / "data", clock, store_url=store_url) as (url, service), \
-            aiohttp.ClientSession() as session:
-        status, doc = await admin(session, url, "POST", "/v1/admin/tasks", {
-            "task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings})
+    async with (
+        running_server(tmp / "data", clock, store_url=store_url) as (url, service),
+        aiohttp.ClientSession() as session,
+    ):
+        status, doc = await admin(
+            session,
+            url,
+            "POST",
+            "/v1/admin/tasks",
+            {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings},
+        )
         assert status == 201, doc
         yield Env(url, service, session, clock)
 
 
 def good_state(**overrides) -> DeviceState:
-    base = dict(charging=True, battery_level=0.9, network="unmetered", idle=True,
-                thermal="nominal", free_storage_bytes=2**30, local_time=datetime(2026, 1, 1, 3))
+    base = dict(
+        charging=True,
+        battery_level=0.9,
+        network="unmetered",
+        idle=True,
+        thermal="nominal",
+        free_storage_bytes=2**30,
+        local_time=datetime(2026, 1, 1, 3),
+    )
     return DeviceState(**(base | overrides))
 
 
@@ -121,25 +156,45 @@ class Phone:
     identity: DeviceIdentity
 
 
-async def enroll_phone(url: str, session: aiohttp.ClientSession, bundle: Bundle, tmp: Path,
-                       index: int, clock, examples: list[dict],
-                       codec: CodecSpec = CodecSpec()) -> Phone:
+async def enroll_phone(
+    url: str,
+    session: aiohttp.ClientSession,
+    bundle: Bundle,
+    tmp: Path,
+    index: int,
+    clock,
+    examples: list[dict],
+    codec: CodecSpec = CodecSpec(),
+) -> Phone:
     key = generate_signing_key()
-    transport = Transport(url, session, retry=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05),
-                          rng=np.random.default_rng(index))
+    transport = Transport(
+        url,
+        session,
+        retry=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05),
+        rng=np.random.default_rng(index),
+    )
     doc = await transport.enroll("keyboard", SECRET, public_key_of(key))
     store = ExampleStore(tmp / f"phone{index}.db", clock=clock)
     store.add_many("keyboard", examples)
     identity = DeviceIdentity(doc["device_id"], key)
-    client = FederatedClient(bundle, transport, store, identity,
-                             policy=Policy((RequireCharging(), MinLocalExamples(1))), clock=clock,
-                             rng=np.random.default_rng(100 + index), collection="keyboard",
-                             pipeline=UpdatePipeline(codec))
+    client = FederatedClient(
+        bundle,
+        transport,
+        store,
+        identity,
+        policy=Policy((RequireCharging(), MinLocalExamples(1))),
+        clock=clock,
+        rng=np.random.default_rng(100 + index),
+        collection="keyboard",
+        pipeline=UpdatePipeline(codec),
+    )
     return Phone(client, transport, identity)
 
 
 async def admin(session, url, method, path, json=None):
-    async with session.request(method, url + path, json=json, headers={"X-Admin-Token": ADMIN}) as r:
+    async with session.request(
+        method, url + path, json=json, headers={"X-Admin-Token": ADMIN}
+    ) as r:
         return r.status, await r.json()
 
 
@@ -157,8 +212,9 @@ class ThreadedServer:
     its own event loop; `service` is the app's, driven by `clock`."""
 
     def __init__(self, data_dir: Path, clock, **config):
-        self.config = ServerConfig(str(data_dir), ADMIN, {"keyboard": SECRET},
-                                   **({"tick_interval_s": 0.05} | config))
+        self.config = ServerConfig(
+            str(data_dir), ADMIN, {"keyboard": SECRET}, **({"tick_interval_s": 0.05} | config)
+        )
         self.clock = clock
 
     def __enter__(self):
@@ -175,6 +231,7 @@ class ThreadedServer:
             async with serve(build_app(self.config, self.service), self.config, sock):
                 ready.set()
                 await self.stop.wait()
+
         self.thread = threading.Thread(target=self.loop.run_until_complete, args=(main(),))
         self.thread.start()
         assert ready.wait(30)

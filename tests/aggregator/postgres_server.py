@@ -1,6 +1,7 @@
 """A real PostgreSQL server for tests: a fresh cluster in a temp directory on a free port
 on 127.0.0.1, run as the `postgres` system user when the tests run as root (initdb
 refuses root), stopped at teardown. `PostgresServer.find()` says why it cannot run."""
+
 from __future__ import annotations
 
 import glob
@@ -35,8 +36,10 @@ class PostgresServer:
             import psycopg  # noqa: F401
         except ImportError:
             return None, None, "psycopg is not installed (pip install -e '.[postgres]')"
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                       key=lambda p: int(Path(p).parent.parent.name))
+        found = sorted(
+            glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+            key=lambda p: int(Path(p).parent.parent.name),
+        )
         initdb = found[-1] if found else shutil.which("initdb")
         if not initdb:
             return None, None, "PostgreSQL is not installed (Debian package postgresql)"
@@ -53,19 +56,44 @@ class PostgresServer:
         if self.user:
             cmd = ["runuser", "-u", self.user, "--", *cmd]
         # in its own directory: the postgres user may not be able to enter the caller's
-        subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=120, cwd=self.root)
+        subprocess.run(
+            cmd,
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            cwd=self.root,
+        )
 
     def start(self) -> None:
         try:
             if self.user:
                 shutil.chown(self.root, self.user)
-            self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                      "--no-sync", "-E", "UTF8")
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
             # fsync and synchronous_commit stay on (the defaults): durability is tested
-            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
-                      f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                      "-c max_connections=200", "start")
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                "-c max_connections=200",
+                "start",
+            )
         except subprocess.CalledProcessError as e:
             log = self.root / "log"
             detail = log.read_text()[-2000:] if log.exists() else ""
@@ -84,6 +112,7 @@ class PostgresServer:
     def new_database(self) -> str:
         """A fresh, empty database: its URL."""
         import psycopg
+
         name = f"edgefl_{os.getpid()}_{next(self._names)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

@@ -3,6 +3,7 @@ signed updates: a decoded update must be finite and within the task's L2 norm bo
 (400 with a code, counted in the funnel, nothing stored); the weight a device claims is
 capped per task; an aggregate that is not finite never becomes a version, and the
 server restarts and serves after such an attempt."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,33 +17,52 @@ import pytest
 from aggregator.service.commits import mean_metrics
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
-from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline,
-                               decode_parameters, encode_update)
+from edge_sdk.protocol import (
+    DEFAULT_CODEC,
+    CodecSpec,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_parameters,
+    encode_update,
+)
 from edge_sdk.protocol.codec import _layout, encode_tensor, tensor_seed
 from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
 
-from .fleet import (ServerProcess, admin, enroll_phone, free_port, good_state, lm_examples,
-                    server_with_task)
+from .fleet import (
+    ServerProcess,
+    admin,
+    enroll_phone,
+    free_port,
+    good_state,
+    lm_examples,
+    server_with_task,
+)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _meta(bundle, phone, key: str, version: int = 0, examples=5, metrics=None) -> dict:
-    return {"task_id": "kb", "model_id": bundle.model_id, "model_version": version,
-            "device_id": phone.identity.device_id, "idempotency_key": key,
-            "num_examples": examples, "metrics": metrics or {}}
+    return {
+        "task_id": "kb",
+        "model_id": bundle.model_id,
+        "model_version": version,
+        "device_id": phone.identity.device_id,
+        "idempotency_key": key,
+        "num_examples": examples,
+        "metrics": metrics or {},
+    }
 
 
 def _signed(phone, meta: dict, payloads: list[bytes], codec: CodecSpec, seed: int = 7) -> bytes:
     """A signed update framed as a device would, with metadata and payloads as given (no
     check on the sending side: what a hostile device can send)."""
     header = {"meta": meta, "codec": codec.to_json(), "seed": seed, "local_dp": None}
-    return _frame(UPDATE_MAGIC, header, payloads, phone.identity.signing_key,
-                  codec.zstd_level)
+    return _frame(UPDATE_MAGIC, header, payloads, phone.identity.signing_key, codec.zstd_level)
 
 
 def _float32_payloads(bundle, value: float) -> list[bytes]:
@@ -62,8 +82,8 @@ def _default_codec_payloads(bundle, scale: float | None, seed: int = 7) -> list[
             layout = _layout(DEFAULT_CODEC, int(np.prod(s.shape)))
             raw = bytearray(payload)
             at = layout.index_bytes
-            raw[at:at + 4 * layout.chunks] = np.full(layout.chunks, scale, "<f4").tobytes()
-            raw[at + 4 * layout.chunks:] = bytes([127]) * layout.k
+            raw[at : at + 4 * layout.chunks] = np.full(layout.chunks, scale, "<f4").tobytes()
+            raw[at + 4 * layout.chunks :] = bytes([127]) * layout.k
             payload = bytes(raw)
         out.append(payload)
     return out
@@ -83,20 +103,41 @@ def test_unbounded_updates_are_refused_with_a_code_counted_and_never_stored(bund
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             assert "assignment" in await phone.transport.check_in("kb")
             attacks = {
-                "float32 of all 1e38": (_float32_payloads(bundle, 1e38), CodecSpec(),
-                                        400, "update_norm_exceeded"),
-                "default codec, scales 3e38": (_default_codec_payloads(bundle, 3e38),
-                                               DEFAULT_CODEC, 400, "update_norm_exceeded"),
-                "float32 with a NaN": (_float32_payloads(bundle, float("nan")), CodecSpec(),
-                                       400, "update_not_finite"),
-                "float32 with an Inf": (_float32_payloads(bundle, float("inf")), CodecSpec(),
-                                        400, "update_not_finite"),
-                "default codec, an Inf scale": (_default_codec_payloads(bundle, float("inf")),
-                                                DEFAULT_CODEC, 400, "update_not_finite"),
+                "float32 of all 1e38": (
+                    _float32_payloads(bundle, 1e38),
+                    CodecSpec(),
+                    400,
+                    "update_norm_exceeded",
+                ),
+                "default codec, scales 3e38": (
+                    _default_codec_payloads(bundle, 3e38),
+                    DEFAULT_CODEC,
+                    400,
+                    "update_norm_exceeded",
+                ),
+                "float32 with a NaN": (
+                    _float32_payloads(bundle, float("nan")),
+                    CodecSpec(),
+                    400,
+                    "update_not_finite",
+                ),
+                "float32 with an Inf": (
+                    _float32_payloads(bundle, float("inf")),
+                    CodecSpec(),
+                    400,
+                    "update_not_finite",
+                ),
+                "default codec, an Inf scale": (
+                    _default_codec_payloads(bundle, float("inf")),
+                    DEFAULT_CODEC,
+                    400,
+                    "update_not_finite",
+                ),
             }
             for i, (name, (payloads, codec, status, code)) in enumerate(attacks.items()):
                 data = _signed(phone, _meta(bundle, phone, f"attack-{i}"), payloads, codec)
@@ -107,43 +148,70 @@ def test_unbounded_updates_are_refused_with_a_code_counted_and_never_stored(bund
             assert funnel["accepted"] == 0 and _stored_updates(env.service) == 0
             assert not list((tmp_path / "data" / "updates").rglob("*.eflu"))
             # the same device's honest update (default codec) is then accepted
-            honest = _signed(phone, _meta(bundle, phone, "honest"),
-                             _default_codec_payloads(bundle, None), DEFAULT_CODEC)
+            honest = _signed(
+                phone,
+                _meta(bundle, phone, "honest"),
+                _default_codec_payloads(bundle, None),
+                DEFAULT_CODEC,
+            )
             got, doc = await _post(env.session, env.url, phone, honest)
             assert got == 200 and doc["status"] == "accepted"
             assert _stored_updates(env.service) == 1
+
     asyncio.run(scenario())
 
 
 def test_the_norm_bound_is_the_tasks_and_can_be_turned_off(bundle, tmp_path):
     async def scenario():
-        settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0},
-                    "max_update_norm": 0.5}
+        settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}, "max_update_norm": 0.5}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             await phone.transport.check_in("kb")
             size = sum(int(np.prod(s.shape)) for s in bundle.parameter_specs)
             value = 1.0 / math.sqrt(size)  # an update of norm exactly 1
-            data = _signed(phone, _meta(bundle, phone, "k1"), _float32_payloads(bundle, value),
-                           CodecSpec())
+            data = _signed(
+                phone, _meta(bundle, phone, "k1"), _float32_payloads(bundle, value), CodecSpec()
+            )
             got, doc = await _post(env.session, env.url, phone, data)
             assert got == 400 and doc["error"]["code"] == "update_norm_exceeded"
             assert doc["error"]["max_update_norm"] == 0.5
             assert doc["error"]["norm"] == pytest.approx(1.0, rel=1e-4)
-            half = _signed(phone, _meta(bundle, phone, "k2"),
-                           _float32_payloads(bundle, value * 0.49), CodecSpec())
+            half = _signed(
+                phone,
+                _meta(bundle, phone, "k2"),
+                _float32_payloads(bundle, value * 0.49),
+                CodecSpec(),
+            )
             assert (await _post(env.session, env.url, phone, half))[1]["status"] == "accepted"
             for bad in (0, -1.0, 1e300, "1", True):
-                status, doc = await admin(env.session, env.url, "POST", "/v1/admin/tasks", {
-                    "task_id": "bad", "bundle_dir": str(bundle.path),
-                    "settings": {"max_update_norm": bad}})
+                status, doc = await admin(
+                    env.session,
+                    env.url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {
+                        "task_id": "bad",
+                        "bundle_dir": str(bundle.path),
+                        "settings": {"max_update_norm": bad},
+                    },
+                )
                 assert status == 400 and "max_update_norm" in doc["error"]["message"], bad
             for bad in (0, 2**31 + 1, 10.5, True):
-                status, doc = await admin(env.session, env.url, "POST", "/v1/admin/tasks", {
-                    "task_id": "bad", "bundle_dir": str(bundle.path),
-                    "settings": {"max_examples": bad}})
+                status, doc = await admin(
+                    env.session,
+                    env.url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {
+                        "task_id": "bad",
+                        "bundle_dir": str(bundle.path),
+                        "settings": {"max_examples": bad},
+                    },
+                )
                 assert status == 400 and "max_examples" in doc["error"]["message"], bad
+
     asyncio.run(scenario())
 
 
@@ -153,29 +221,48 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp_path):
     async def scenario():
-        settings = {"mode": "sync", "sync": {"goal": 10, "overselect": 1.0},
-                    "max_examples": 500}
+        settings = {"mode": "sync", "sync": {"goal": 10, "overselect": 1.0}, "max_examples": 500}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         lm_examples(i)) for i in range(10)]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
+                )
+                for i in range(10)
+            ]
             for phone in phones:
                 await phone.transport.check_in("kb")
             before = {k: v.copy() for k, v in env.service.tasks["kb"].parameters.items()}
             rng = np.random.default_rng(3)
-            deltas = [{s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                       for s in bundle.parameter_specs} for _ in phones]
+            deltas = [
+                {
+                    s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                    for s in bundle.parameter_specs
+                }
+                for _ in phones
+            ]
             # 10**400 and 1e400 (Infinity in JSON) are refused as bad metadata, not a 500
             for examples in (10**400, float("inf"), 0, -3, 2**53 + 1, True):
-                data = _signed(phones[0], _meta(bundle, phones[0], "huge", examples=examples),
-                               _float32_payloads(bundle, 0.001), CodecSpec())
+                data = _signed(
+                    phones[0],
+                    _meta(bundle, phones[0], "huge", examples=examples),
+                    _float32_payloads(bundle, 0.001),
+                    CodecSpec(),
+                )
                 got, doc = await _post(env.session, env.url, phones[0], data)
                 assert (got, doc["error"]["code"]) == (400, "malformed_header"), examples
             for i, (phone, delta) in enumerate(zip(phones, deltas)):
                 claim = 10**15 if i == 0 else 400
-                meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, f"u{i}",
-                                  claim)
-                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                     signing_key=phone.identity.signing_key, rng=rng)
+                meta = UpdateMeta(
+                    "kb", bundle.model_id, 0, phone.identity.device_id, f"u{i}", claim
+                )
+                data = encode_update(
+                    delta,
+                    bundle.parameter_specs,
+                    meta,
+                    UpdatePipeline(),
+                    signing_key=phone.identity.signing_key,
+                    rng=rng,
+                )
                 answer = await phone.transport.upload("kb", data)
                 assert answer["weight"] == (500 if i == 0 else 400)
             assert env.service.tasks["kb"].coordinator.version == 1
@@ -186,21 +273,33 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
             expected = (500 * flat[0] + 400 * sum(flat[1:])) / (500 + 9 * 400)
             np.testing.assert_allclose(step, expected, atol=1e-6)
             assert _cosine(step, flat[0]) < 0.5
+
     asyncio.run(scenario())
 
 
 def test_metric_values_are_checked_finite_and_bounded(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, {"mode": "sync"}) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             await phone.transport.check_in("kb")
-            for metrics in ({"loss": 1e13}, {"loss": 10**400}, {"loss": True},
-                            {"\ud800": 1.0}, {"x" * 65: 1.0}):
-                data = _signed(phone, _meta(bundle, phone, "m", metrics=metrics),
-                               _float32_payloads(bundle, 0.001), CodecSpec())
+            for metrics in (
+                {"loss": 1e13},
+                {"loss": 10**400},
+                {"loss": True},
+                {"\ud800": 1.0},
+                {"x" * 65: 1.0},
+            ):
+                data = _signed(
+                    phone,
+                    _meta(bundle, phone, "m", metrics=metrics),
+                    _float32_payloads(bundle, 0.001),
+                    CodecSpec(),
+                )
                 got, doc = await _post(env.session, env.url, phone, data)
                 assert (got, doc["error"]["code"]) == (400, "malformed_header"), metrics
+
     asyncio.run(scenario())
 
 
@@ -230,16 +329,29 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
 
     async def first_life():
         async with aiohttp.ClientSession() as session:
-            status, doc = await admin(session, server.url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path),
-                "settings": {"mode": "async", "max_update_norm": None,
-                             "async_": {"buffer_size": 1, "concurrency": 5}}})
+            status, doc = await admin(
+                session,
+                server.url,
+                "POST",
+                "/v1/admin/tasks",
+                {
+                    "task_id": "kb",
+                    "bundle_dir": str(bundle.path),
+                    "settings": {
+                        "mode": "async",
+                        "max_update_norm": None,
+                        "async_": {"buffer_size": 1, "concurrency": 5},
+                    },
+                },
+            )
             assert status == 201, doc
-            phone = await enroll_phone(server.url, session, bundle, tmp_path, 0, SystemClock(),
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                server.url, session, bundle, tmp_path, 0, SystemClock(), lm_examples(0)
+            )
             assert "assignment" in await phone.transport.check_in("kb")
-            data = _signed(phone, _meta(bundle, phone, "big"), _float32_payloads(bundle, 1e38),
-                           CodecSpec())
+            data = _signed(
+                phone, _meta(bundle, phone, "big"), _float32_payloads(bundle, 1e38), CodecSpec()
+            )
             got, doc = await _post(session, server.url, phone, data)
             assert got == 200 and doc["status"] == "accepted" and doc["version"] == 0
             _, task = await admin(session, server.url, "GET", "/v1/admin/tasks/kb")
@@ -254,8 +366,9 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
             assert task["version"] == 0
             refused = [e for e in task["events"] if e["event"] == "version_refused"]
             assert [(e["version"], e["reason"]) for e in refused] == [(1, "aggregate_not_finite")]
-            phone = await enroll_phone(server.url, session, bundle, tmp_path, 1, SystemClock(),
-                                       lm_examples(1))
+            phone = await enroll_phone(
+                server.url, session, bundle, tmp_path, 1, SystemClock(), lm_examples(1)
+            )
             assert "assignment" in await phone.transport.check_in("kb")
             model = await phone.transport.download_model("kb", 0)
             decode_parameters(model, bundle.parameter_specs)  # finite, or it raises
@@ -276,4 +389,3 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
         asyncio.run(second_life())
     finally:
         server.stop()
-

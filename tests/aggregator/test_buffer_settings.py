@@ -1,5 +1,6 @@
 """plan.buffers as a setting: typed and checked where settings are built, one shape on the
 wire and in the OpenAPI document, and applied by the coordinator to every aggregate."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from aggregator.routes import OPENAPI
+from aggregator.aggregation import build_aggregation
 from aggregator.config import PlanSettings, SyncSettings, TaskSettings
 from aggregator.coordinator import TaskCoordinator
+from aggregator.routes import OPENAPI
 from aggregator.server_optimizers import SERVER_OPTIMIZERS, build_server_optimizer
-from aggregator.aggregation import build_aggregation
 from edge_sdk.protocol import BadField, UpdateMeta
 from edge_sdk.protocol import messages as m
 
@@ -45,8 +46,16 @@ def test_stored_settings_from_before_the_setting_average_the_buffers():
 
 
 def test_a_device_refuses_an_assignment_with_an_unknown_buffers_value():
-    doc = {"assignment": {"task_id": "t", "round_id": 1, "model_version": 0, "deadline": 1.0,
-                          "model_id": "m", "plan": {"buffers": "sideways"}}}
+    doc = {
+        "assignment": {
+            "task_id": "t",
+            "round_id": 1,
+            "model_version": 0,
+            "deadline": 1.0,
+            "model_id": "m",
+            "plan": {"buffers": "sideways"},
+        }
+    }
     with pytest.raises(BadField, match="checkin_reply.assignment.plan.buffers"):
         m.CheckInReply.from_json(doc)
 
@@ -61,11 +70,20 @@ def test_the_openapi_document_publishes_the_values_in_settings_and_assignments()
 
 
 def _coordinator(buffers: str, optimizer: str = "fedavg") -> TaskCoordinator:
-    settings = TaskSettings(sync=SyncSettings(goal=2, overselect=1.0),
-                            plan=PlanSettings(buffers=buffers), server_optimizer=optimizer)
-    return TaskCoordinator("t", settings, 0, build_aggregation(settings.aggregation(),
-                                                               np.random.default_rng(0)),
-                           np.random.default_rng(0), 0.0, buffers=BUFFERS)
+    settings = TaskSettings(
+        sync=SyncSettings(goal=2, overselect=1.0),
+        plan=PlanSettings(buffers=buffers),
+        server_optimizer=optimizer,
+    )
+    return TaskCoordinator(
+        "t",
+        settings,
+        0,
+        build_aggregation(settings.aggregation(), np.random.default_rng(0)),
+        np.random.default_rng(0),
+        0.0,
+        buffers=BUFFERS,
+    )
 
 
 def _aggregate(c: TaskCoordinator, deltas: list[dict]) -> dict:
@@ -79,8 +97,13 @@ def _aggregate(c: TaskCoordinator, deltas: list[dict]) -> dict:
 
 def _deltas(seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"w": rng.standard_normal(3).astype(np.float32),
-             "bn.running_mean": rng.standard_normal(2).astype(np.float32)} for _ in range(2)]
+    return [
+        {
+            "w": rng.standard_normal(3).astype(np.float32),
+            "bn.running_mean": rng.standard_normal(2).astype(np.float32),
+        }
+        for _ in range(2)
+    ]
 
 
 def test_a_local_task_aggregates_zeros_for_its_buffers_and_an_average_task_their_mean():
@@ -89,9 +112,11 @@ def test_a_local_task_aggregates_zeros_for_its_buffers_and_an_average_task_their
     assert not local["bn.running_mean"].any()
     np.testing.assert_allclose(local["w"], (deltas[0]["w"] + deltas[1]["w"]) / 2, rtol=1e-6)
     average = _aggregate(_coordinator("average"), deltas)
-    np.testing.assert_allclose(average["bn.running_mean"],
-                               (deltas[0]["bn.running_mean"] + deltas[1]["bn.running_mean"]) / 2,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        average["bn.running_mean"],
+        (deltas[0]["bn.running_mean"] + deltas[1]["bn.running_mean"]) / 2,
+        rtol=1e-6,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SERVER_OPTIMIZERS))
@@ -110,9 +135,13 @@ def test_every_server_optimizer_leaves_a_local_tasks_buffers_exactly_as_they_wer
 
 def test_the_simulator_takes_the_setting_from_its_config_and_refuses_a_bad_one():
     from fleet.config import SimulationConfig
+
     task = {"mode": "sync", "plan": {"epochs": 1, "lr": 0.5, "buffers": "local"}}
     config = SimulationConfig.from_dict({"model": "mobilenet_cnn_tiny", "task": task})
     assert TaskSettings.from_json(config.task).plan.buffers == "local"
-    with pytest.raises(ValueError, match=r"task: settings.plan.buffers: unknown value 'locl'; "
-                                         r"did you mean 'local'\?"):
+    with pytest.raises(
+        ValueError,
+        match=r"task: settings.plan.buffers: unknown value 'locl'; "
+        r"did you mean 'local'\?",
+    ):
         SimulationConfig.from_dict({"task": {"plan": {"buffers": "locl"}}})

@@ -15,8 +15,12 @@ from edge_sdk.protocol import UpdateMeta
 
 
 def _coordinator(mode="sync", now=0.0, **kw):
-    settings = TaskSettings(mode=mode, sync=SyncSettings(**kw.pop("sync", {})),
-                            async_=AsyncSettings(**kw.pop("async_", {})), **kw)
+    settings = TaskSettings(
+        mode=mode,
+        sync=SyncSettings(**kw.pop("sync", {})),
+        async_=AsyncSettings(**kw.pop("async_", {})),
+        **kw,
+    )
     return TaskCoordinator("t", settings, 0, WeightedMean(), np.random.default_rng(0), now)
 
 
@@ -58,7 +62,9 @@ def test_sync_round_commits_at_goal_with_30_percent_dropouts():
     mean, measurements = c.take_aggregate(1000.0)
     np.testing.assert_allclose(mean["w"], np.mean(range(9)))
     assert c.version == 1 and measurements["updates"] == 9
-    assert c.funnel.dropped["deadline"] == len(dropped) and c.funnel.dropped["eligibility_lost"] == 1
+    assert (
+        c.funnel.dropped["deadline"] == len(dropped) and c.funnel.dropped["eligibility_lost"] == 1
+    )
 
 
 def test_sync_round_below_minimum_is_abandoned_and_rerun():
@@ -142,8 +148,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def start(self, mode):
         if self.c is None:
             self.mode = mode
-            self.c = _coordinator(mode, sync={"goal": 3, "overselect": 1.5},
-                                  async_={"concurrency": 5, "buffer_size": 3, "max_staleness": 2})
+            self.c = _coordinator(
+                mode,
+                sync={"goal": 3, "overselect": 1.5},
+                async_={"concurrency": 5, "buffer_size": 3, "max_staleness": 2},
+            )
 
     @rule(device=st.integers(0, 8))
     def check_in(self, device):
@@ -164,7 +173,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if out.status == "accepted":
             self.keys_counted[key] = self.keys_counted.get(key, 0) + 1
             assert 0 <= out.staleness <= (2 if self.mode == "async" else 0)
-            self.discounts.append(polynomial_staleness(out.staleness) if self.mode == "async" else 1.0)
+            self.discounts.append(
+                polynomial_staleness(out.staleness) if self.mode == "async" else 1.0
+            )
         if self.c.ready_to_commit():
             mean, measurements = self.c.take_aggregate(self.now)
             # every accepted update carried delta 1.0 and 10 examples: the mean is the mean
@@ -232,8 +243,9 @@ def test_the_same_key_from_two_devices_is_two_updates():
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_refused_version_keeps_the_model_and_starts_over(mode):
-    c = _coordinator(mode, sync={"goal": 2, "overselect": 1.0},
-                     async_={"buffer_size": 2, "concurrency": 3})
+    c = _coordinator(
+        mode, sync={"goal": 2, "overselect": 1.0}, async_={"buffer_size": 2, "concurrency": 3}
+    )
     for d in "abc":
         c.check_in(d, 0.0)
     _submit(c, _meta("a", 0), _delta(1.0), 1.0)
@@ -243,8 +255,14 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
     c.refuse_version("aggregate_not_finite", 2.0)
     assert c.version == 0 and c.round_id == 2 and c.accepted == 0 and not c.ready_to_commit()
     (event,) = [e for e in c.events if e["event"] == "version_refused"]
-    assert event == {"event": "version_refused", "round": 1, "version": 1, "accepted": 2,
-                     "reason": "aggregate_not_finite", "at": 2.0}
+    assert event == {
+        "event": "version_refused",
+        "round": 1,
+        "version": 1,
+        "accepted": 2,
+        "reason": "aggregate_not_finite",
+        "at": 2.0,
+    }
     if mode == "sync":
         with pytest.raises(RoundClosed):  # the refused round is over for its devices
             _submit(c, _meta("a", 0, key="again"), _delta(2.0), 3.0)
@@ -262,9 +280,18 @@ def test_a_refused_version_keeps_the_model_and_starts_over(mode):
 
 def test_a_refused_version_puts_adaptive_clipping_back():
     from aggregator.aggregation import build_aggregation
-    settings = TaskSettings.from_json({"sync": {"goal": 2, "overselect": 1.0}, "dp": {
-        "clip_norm": 1.0, "noise_multiplier": 1e-6, "population": 100,
-        "adaptive_quantile": 0.5}})
+
+    settings = TaskSettings.from_json(
+        {
+            "sync": {"goal": 2, "overselect": 1.0},
+            "dp": {
+                "clip_norm": 1.0,
+                "noise_multiplier": 1e-6,
+                "population": 100,
+                "adaptive_quantile": 0.5,
+            },
+        }
+    )
     rng = np.random.default_rng(0)
     c = TaskCoordinator("t", settings, 0, build_aggregation(settings.aggregation(), rng), rng, 0.0)
     for d in "ab":

@@ -2,6 +2,7 @@
 uploads; restarted, nothing acknowledged is lost or counted twice, versions only move
 forward, and every stored model decodes. Each test runs with SQLite + files and with
 PostgreSQL."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +25,7 @@ from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
@@ -33,13 +35,19 @@ def _select(server: ServerProcess, sql: str) -> list[tuple]:
         with sqlite3.connect(server.data_dir / "aggregator.db") as db:
             return db.execute(sql).fetchall()
     import psycopg
+
     with psycopg.connect(server.store_url) as db:
         return db.execute(sql).fetchall()
 
 
 def _counted_keys(server: ServerProcess) -> list[str]:
-    return [r[0] for r in _select(server, "SELECT idempotency_key FROM ledger UNION ALL "
-                                          "SELECT idempotency_key FROM updates")]
+    return [
+        r[0]
+        for r in _select(
+            server,
+            "SELECT idempotency_key FROM ledger UNION ALL SELECT idempotency_key FROM updates",
+        )
+    ]
 
 
 def _model_bytes(server: ServerProcess, version: int) -> bytes:
@@ -57,12 +65,24 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb", "bundle_dir": str(bundle.path),
-                "settings": {"mode": "async", "async_": {"concurrency": 40, "buffer_size": 5,
-                                                         "max_staleness": 100}}})
-            phones = [await enroll_phone(url, session, bundle, tmp_path, i, SystemClock(),
-                                         lm_examples(i)) for i in range(24)]
+            await admin(
+                session,
+                url,
+                "POST",
+                "/v1/admin/tasks",
+                {
+                    "task_id": "kb",
+                    "bundle_dir": str(bundle.path),
+                    "settings": {
+                        "mode": "async",
+                        "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
+                    },
+                },
+            )
+            phones = [
+                await enroll_phone(url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i))
+                for i in range(24)
+            ]
             rng = np.random.default_rng(0)
 
             async def one(phone, index):
@@ -71,13 +91,27 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
                     if "assignment" not in answer:
                         await asyncio.sleep(0.01)
                         continue
-                    delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                             for s in bundle.parameter_specs}
+                    delta = {
+                        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                        for s in bundle.parameter_specs
+                    }
                     key = f"update-{index}-{j}"
-                    meta = UpdateMeta("kb", bundle.model_id, answer["assignment"]["model_version"],
-                                      phone.identity.device_id, key, 3)
-                    data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                         signing_key=phone.identity.signing_key, rng=rng)
+                    meta = UpdateMeta(
+                        "kb",
+                        bundle.model_id,
+                        answer["assignment"]["model_version"],
+                        phone.identity.device_id,
+                        key,
+                        3,
+                    )
+                    data = encode_update(
+                        delta,
+                        bundle.parameter_specs,
+                        meta,
+                        UpdatePipeline(),
+                        signing_key=phone.identity.signing_key,
+                        rng=rng,
+                    )
                     sent[key] = (phone, data)
                     await phone.transport.upload("kb", data)
                     acknowledged.add(key)
@@ -89,7 +123,9 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
                 server.kill9()
             done = await asyncio.gather(*tasks, return_exceptions=True)
             failed = [d for d in done if isinstance(d, BaseException)]
-            assert failed and all(isinstance(d, (TransportError, aiohttp.ClientError)) for d in failed)
+            assert failed and all(
+                isinstance(d, (TransportError, aiohttp.ClientError)) for d in failed
+            )
 
     asyncio.run(scenario())
     server.proc.wait(10)

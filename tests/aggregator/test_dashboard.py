@@ -6,6 +6,7 @@ with tick labels and units, top-1 and top-3, held-out and training labelled, tim
 version and time to go, bytes per version, and one count per device outcome equal to
 /v1/status and /metrics; then the screenshot's pixels: each chart draws its series, where
 the data says it should."""
+
 from __future__ import annotations
 
 import asyncio
@@ -31,17 +32,23 @@ CHROMIUM = shutil.which("chromium")
 # ~20-30 s on a busy machine: a bundle is compiled, 6 devices train 3 rounds, Chromium starts
 pytestmark = pytest.mark.slow
 ROUNDS, STEP_S = 3, 30.0
-SETTINGS = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.5},  # 3 selected, 2 needed
-            "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5},
-            "target": {"max_versions": 10, "metric": "heldout.accuracy", "at_least": 0.875}}
+SETTINGS = {
+    "mode": "sync",
+    "sync": {"goal": 2, "overselect": 1.5},  # 3 selected, 2 needed
+    "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5},
+    "target": {"max_versions": 10, "metric": "heldout.accuracy", "at_least": 0.875},
+}
 # what server_eval/ would post: +12.5 points of top-1 per version, so 2 versions to 87.5%
-HELDOUT = {v: {"accuracy": 0.25 + 0.125 * v, "top3_accuracy": 0.5 + 0.125 * v,
-               "mean_loss": 6.0 - v} for v in range(ROUNDS + 1)}
+HELDOUT = {
+    v: {"accuracy": 0.25 + 0.125 * v, "top3_accuracy": 0.5 + 0.125 * v, "mean_loss": 6.0 - v}
+    for v in range(ROUNDS + 1)
+}
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
@@ -59,22 +66,33 @@ async def _scenario(bundle: Bundle, tmp: Path) -> dict:
         late_bytes = 0
         for round_ in range(ROUNDS):
             clock.advance(STEP_S)  # each version STEP_S after the one before
-            phones = [await enroll_phone(url, session, bundle, tmp, 10 * round_ + i, clock,
-                                         lm_examples(i)) for i in range(3)]
+            phones = [
+                await enroll_phone(
+                    url, session, bundle, tmp, 10 * round_ + i, clock, lm_examples(i)
+                )
+                for i in range(3)
+            ]
             straggler = phones.pop()
             offer = await straggler.transport.check_in("keyboard")  # selected first ...
             assert offer["assignment"]["round_id"] == round_ + 1
-            results = await asyncio.gather(*[p.client.participate(good_state, "keyboard")
-                                             for p in phones])
+            results = await asyncio.gather(
+                *[p.client.participate(good_state, "keyboard") for p in phones]
+            )
             assert [r.status for r in results] == ["completed"] * 2
-            traffic[round_ + 1] = {"down": sum(r.bytes_down for r in results),
-                                   "up": sum(r.bytes_up for r in results) + late_bytes}
+            traffic[round_ + 1] = {
+                "down": sum(r.bytes_down for r in results),
+                "up": sum(r.bytes_up for r in results) + late_bytes,
+            }
             # ... but the round filled without it: its upload arrives late, once
             late_bytes = await _upload_late(straggler, bundle, version=round_)
         for version, metrics in HELDOUT.items():
-            status, _ = await admin(session, url, "POST",
-                                    f"/v1/admin/tasks/keyboard/versions/{version}/heldout",
-                                    {"metrics": metrics})
+            status, _ = await admin(
+                session,
+                url,
+                "POST",
+                f"/v1/admin/tasks/keyboard/versions/{version}/heldout",
+                {"metrics": metrics},
+            )
             assert status == 200
         async with session.get(url + "/v1/status") as r:
             status_doc = await r.json()
@@ -82,20 +100,33 @@ async def _scenario(bundle: Bundle, tmp: Path) -> dict:
             metrics_text = await r.text()
         async with _chromium_page(url + "/dashboard", tmp) as page:
             facts = json.loads(await page.evaluate(FACTS_JS))
-            shot = base64.b64decode((await page.call("Page.captureScreenshot",
-                                                     format="png"))["data"])
+            shot = base64.b64decode(
+                (await page.call("Page.captureScreenshot", format="png"))["data"]
+            )
             assert "Runtime.exceptionThrown" not in page.events
         (tmp / "dashboard.png").write_bytes(shot)  # kept for a look after a failure
-        return {"facts": facts, "png": shot, "status": status_doc["tasks"][0],
-                "metrics": metrics_text, "traffic": traffic}
+        return {
+            "facts": facts,
+            "png": shot,
+            "status": status_doc["tasks"][0],
+            "metrics": metrics_text,
+            "traffic": traffic,
+        }
 
 
 async def _upload_late(phone, bundle: Bundle, version: int) -> int:
     delta = {s.name: np.full(s.shape, 1e-3, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta("keyboard", bundle.model_id, version, phone.identity.device_id,
-                      f"late-{version}", 5)
-    data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                         signing_key=phone.identity.signing_key, rng=np.random.default_rng(0))
+    meta = UpdateMeta(
+        "keyboard", bundle.model_id, version, phone.identity.device_id, f"late-{version}", 5
+    )
+    data = encode_update(
+        delta,
+        bundle.parameter_specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=phone.identity.signing_key,
+        rng=np.random.default_rng(0),
+    )
     with pytest.raises(ServerRejected) as e:
         await phone.transport.upload("keyboard", data)
     assert e.value.status == 409 and e.value.code == "round_closed"
@@ -133,8 +164,9 @@ class _Page:
         raise AssertionError("the DevTools connection closed")
 
     async def evaluate(self, expression: str):
-        result = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
-                                 returnByValue=True)
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True
+        )
         assert "exceptionDetails" not in result, result
         return result["result"]["value"]
 
@@ -143,11 +175,24 @@ class _Page:
 async def _chromium_page(url: str, tmp: Path):
     profile = tmp / "profile"
     proc = await asyncio.create_subprocess_exec(
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--hide-scrollbars", "--force-device-scale-factor=1",
-        "--window-size=1000,2400", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-        "about:blank", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        "--window-size=1000,2400",
+        "--remote-debugging-port=0",
+        f"--user-data-dir={profile}",
+        "about:blank",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     try:
         port_file = profile / "DevToolsActivePort"
         for _ in range(600):  # Chromium writes it once it listens
@@ -209,10 +254,19 @@ FACTS_JS = """(async () => {
 # -- what was rendered ------------------------------------------------------------------------
 def test_every_chart_has_readable_axes_with_ticks_labels_and_units(rendered):
     charts = rendered["facts"]["charts"]
-    assert set(charts) >= {"heldout-accuracy", "training-accuracy", "loss", "time-per-version",
-                           "bytes-per-version"}
-    units = {"heldout-accuracy": "(%)", "training-accuracy": "(%)", "time-per-version": "(s)",
-             "bytes-per-version": "(kB)"}
+    assert set(charts) >= {
+        "heldout-accuracy",
+        "training-accuracy",
+        "loss",
+        "time-per-version",
+        "bytes-per-version",
+    }
+    units = {
+        "heldout-accuracy": "(%)",
+        "training-accuracy": "(%)",
+        "time-per-version": "(s)",
+        "bytes-per-version": "(kB)",
+    }
     for name, c in charts.items():
         assert c["empty"] is None, (name, c["empty"])
         assert c["x_label"] == "model version", name
@@ -242,8 +296,10 @@ def test_top1_and_top3_held_out_and_training_are_drawn_and_labelled(rendered):
     assert len(held["series"]["top1"]) == len(held["series"]["top3"]) == ROUNDS + 1
     # keyboard_cifg_tiny's train step measures top-1 only (its eval graph, top-3 too): the
     # training chart draws top-1 and says top-3 is not reported, rather than leave it out
-    assert all("accuracy" in v["metrics"] and "top3_accuracy" not in v["metrics"]
-               for v in status["versions"][1:])
+    assert all(
+        "accuracy" in v["metrics"] and "top3_accuracy" not in v["metrics"]
+        for v in status["versions"][1:]
+    )
     training = charts["training-accuracy"]
     assert "Training" in training["title"]
     assert training["legend"] == ["top-1", "top-3: not reported"]
@@ -268,17 +324,24 @@ def test_each_outcome_is_counted_once_and_agrees_with_status_and_metrics(rendere
     assert funnel["late_after_drop"] == ROUNDS
     assert funnel["reported"] == funnel["accepted"] + sum(funnel["rejected"].values())
     shown = {(o, r): n for o, r, n in rendered["facts"]["counts"]}
-    expected = {("checked_in", ""): funnel["checked_in"], ("selected", ""): funnel["selected"],
-                ("reported", ""): funnel["reported"], ("accepted", ""): funnel["accepted"],
-                ("dropped", "round_full"): ROUNDS, ("late_after_drop", ""): ROUNDS}
+    expected = {
+        ("checked_in", ""): funnel["checked_in"],
+        ("selected", ""): funnel["selected"],
+        ("reported", ""): funnel["reported"],
+        ("accepted", ""): funnel["accepted"],
+        ("dropped", "round_full"): ROUNDS,
+        ("late_after_drop", ""): ROUNDS,
+    }
     assert shown == expected
     assert "late" not in rendered["facts"]["funnel_text"]  # not listed twice
     metrics = rendered["metrics"]
-    for name, value in (("edgefl_check_ins_total", funnel["checked_in"]),
-                        ("edgefl_selections_total", funnel["selected"]),
-                        ("edgefl_updates_reported_total", funnel["reported"]),
-                        ("edgefl_updates_accepted_total", funnel["accepted"]),
-                        ("edgefl_late_after_drop_total", ROUNDS)):
+    for name, value in (
+        ("edgefl_check_ins_total", funnel["checked_in"]),
+        ("edgefl_selections_total", funnel["selected"]),
+        ("edgefl_updates_reported_total", funnel["reported"]),
+        ("edgefl_updates_accepted_total", funnel["accepted"]),
+        ("edgefl_late_after_drop_total", ROUNDS),
+    ):
         assert f'{name}{{task="keyboard"}} {float(value)}' in metrics, name
     assert f'edgefl_dropouts{{reason="round_full",task="keyboard"}} {float(ROUNDS)}' in metrics
     assert "edgefl_updates_rejected_total{" not in metrics  # no rejection: no sample
@@ -291,13 +354,17 @@ def test_time_per_version_and_time_to_go(rendered):
     assert "settings" not in rendered["status"]
     assert rendered["status"]["progress"]["target"]["max_versions"] == 10
     progress = rendered["facts"]["progress"]
-    assert progress["seconds-per-version"] == f"Time per version: {STEP_S:.0f} s (mean of the last 3)"
+    assert (
+        progress["seconds-per-version"] == f"Time per version: {STEP_S:.0f} s (mean of the last 3)"
+    )
     # max 10 versions, 3 made: 7 to go at 30 s each; target 87.5% at +12.5 points a version
     assert progress["max-versions-to-go"].startswith(
-        "Maximum: version 10: 7 version(s) to go, about 3.5 min at 30 s per version")
+        "Maximum: version 10: 7 version(s) to go, about 3.5 min at 30 s per version"
+    )
     assert progress["metric-to-go"] == (
         "Target: held-out top-1 accuracy ≥ 87.5%: now 62.5% (version 3); about 2 version(s), "
-        "60 s to go at the recent trend")
+        "60 s to go at the recent trend"
+    )
     time_chart = rendered["facts"]["charts"]["time-per-version"]
     assert len(time_chart["series"]["seconds"]) == ROUNDS  # v0 has no version before it
 
@@ -315,15 +382,16 @@ def test_bytes_down_and_up_per_version_are_the_devices_own_counts(rendered):
 def _near(mask: np.ndarray, x: float, y: float, r: int = 3) -> bool:
     """Whether `mask` (bool, [height, width]) holds a pixel within r of (x, y)."""
     x, y = round(x), round(y)
-    return bool(mask[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].any())
+    return bool(mask[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].any())
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
-    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
 
 
 def test_screenshot_shows_each_series_where_its_data_is(rendered):
     from PIL import Image
+
     image = np.asarray(Image.open(io.BytesIO(rendered["png"])).convert("RGB")).astype(int)
     assert image.std() > 20  # not blank
     dpr = rendered["facts"]["dpr"]
@@ -331,7 +399,7 @@ def test_screenshot_shows_each_series_where_its_data_is(rendered):
     for name, chart in rendered["facts"]["charts"].items():
         x, y, w, h = (round(v * dpr) for v in chart["box"])
         assert y + h <= image.shape[0] and x + w <= image.shape[1], (name, "off the screenshot")
-        area = image[y:y + h, x:x + w]
+        area = image[y : y + h, x : x + w]
         for key, points in chart["series"].items():
             if not points:
                 continue
@@ -340,20 +408,27 @@ def test_screenshot_shows_each_series_where_its_data_is(rendered):
             for cx, cy in points:
                 assert _near(mask, cx * dpr, cy * dpr), (name, key, "no marker at", cx, cy)
             for (ax, ay), (bx, by) in itertools.pairwise(points):
-                assert _near(mask, (ax + bx) / 2 * dpr, (ay + by) / 2 * dpr), \
-                    (name, key, "no line from", ax, bx)
+                assert _near(mask, (ax + bx) / 2 * dpr, (ay + by) / 2 * dpr), (
+                    name,
+                    key,
+                    "no line from",
+                    ax,
+                    bx,
+                )
             drawn += 1
         # tick labels and axis titles: dark text in the margins left of and under the plot
-        left_margin = area[round(40 * dpr):round(h - 46 * dpr), :round(60 * dpr)]
-        bottom_margin = area[round(h - 46 * dpr):, round(62 * dpr):]
+        left_margin = area[round(40 * dpr) : round(h - 46 * dpr), : round(60 * dpr)]
+        bottom_margin = area[round(h - 46 * dpr) :, round(62 * dpr) :]
         assert (left_margin.sum(axis=2) < 400).sum() > 100, name
         assert (bottom_margin.sum(axis=2) < 400).sum() > 100, name
-    assert drawn == 8  # held-out accuracy 2, training 1 (top-3 not reported), loss 2, time 1, bytes 2
+    assert (
+        drawn == 8
+    )  # held-out accuracy 2, training 1 (top-3 not reported), loss 2, time 1, bytes 2
     # the held-out lines rise (accuracy grows by version): their pixels at the right of the
     # plot are higher on screen than at the left
     held = rendered["facts"]["charts"]["heldout-accuracy"]
     x, y, w, h = (round(v * dpr) for v in held["box"])
-    area = image[y + round(40 * dpr):y + h, x:x + w]  # below the legend
+    area = image[y + round(40 * dpr) : y + h, x : x + w]  # below the legend
     for key in ("top1", "top3"):
         rows, cols = np.nonzero(np.abs(area - _rgb(held["colors"][key])).sum(axis=2) < 40)
         assert rows[cols > 2 * w / 3].mean() < rows[cols < w / 3].mean(), key

@@ -1,4 +1,5 @@
 """The OpenAPI document and the error table (the dashboard: test_dashboard.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,16 @@ from .fleet import running_server
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def test_every_error_class_has_a_status():
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(c, errors.AggregatorError) and c is not errors.AggregatorError]
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.AggregatorError) and c is not errors.AggregatorError
+    ]
     assert len(classes) >= 10
     for cls in classes:
         # 4xx, or 503 for "another process / the database: retry" (devices retry 503)
@@ -33,12 +38,16 @@ def test_every_error_class_has_a_status():
 
 def test_openapi_document_lists_every_route(bundle, tmp_path):
     async def scenario():
-        async with running_server(tmp_path / "d", FakeClock()) as (url, service), \
-                aiohttp.ClientSession() as session:
+        async with (
+            running_server(tmp_path / "d", FakeClock()) as (url, service),
+            aiohttp.ClientSession() as session,
+        ):
             async with session.get(url + "/openapi.json") as r:
                 doc = await r.json()
             documented = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
-            app = build_app(ServerConfig(str(tmp_path / "e"), "admin-token-0123456789", {}), service)
+            app = build_app(
+                ServerConfig(str(tmp_path / "e"), "admin-token-0123456789", {}), service
+            )
             served = set()
             for route in app.router.routes():
                 info = route.resource.get_info()
@@ -46,9 +55,13 @@ def test_openapi_document_lists_every_route(bundle, tmp_path):
                 if route.method == "HEAD":
                     continue
                 # one route serves both documented admin actions
-                for concrete in ([path.replace("{action}", a) for a in ("pause", "resume")]
-                                 if "{action}" in path else [path]):
+                for concrete in (
+                    [path.replace("{action}", a) for a in ("pause", "resume")]
+                    if "{action}" in path
+                    else [path]
+                ):
                     served.add(f"{route.method} {concrete}")
             assert served - {"GET /openapi.json"} <= documented, served - documented
             assert len(served) > 20
+
     asyncio.run(scenario())

@@ -2,6 +2,7 @@
 in the coordinator's funnel (accepted, rejected or dropped; never rejected *and* dropped),
 bytes per version, the task's maximum, and the time per version / time to go of
 aggregator/progress.py."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,9 @@ from edge_sdk.protocol import UpdateMeta
 
 
 def _coordinator(**settings) -> TaskCoordinator:
-    return TaskCoordinator("t", TaskSettings.from_json(settings), 0, WeightedMean(),
-                           np.random.default_rng(0), 0.0)
+    return TaskCoordinator(
+        "t", TaskSettings.from_json(settings), 0, WeightedMean(), np.random.default_rng(0), 0.0
+    )
 
 
 def _submit(c: TaskCoordinator, device: str, version: int, now: float, key: str = "k"):
@@ -33,8 +35,16 @@ def _outcomes(c: TaskCoordinator) -> int:
     return f.accepted + sum(f.rejected.values()) + sum(f.dropped.values())
 
 
-SYNC = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.5, "selection_timeout_s": 10,
-                                 "report_deadline_s": 100, "min_fraction": 0.5}}
+SYNC = {
+    "mode": "sync",
+    "sync": {
+        "goal": 2,
+        "overselect": 1.5,
+        "selection_timeout_s": 10,
+        "report_deadline_s": 100,
+        "min_fraction": 0.5,
+    },
+}
 
 
 def test_a_late_upload_after_the_round_filled_is_not_a_second_outcome():
@@ -82,8 +92,9 @@ def test_a_silent_device_is_dropped_once_by_why_its_round_ended():
 
 
 def test_async_a_device_past_its_deadline_is_dropped_and_its_late_upload_not_counted_again():
-    c = _coordinator(mode="async", **{"async": {"concurrency": 2, "buffer_size": 5,
-                                                "report_deadline_s": 10}})
+    c = _coordinator(
+        mode="async", **{"async": {"concurrency": 2, "buffer_size": 5, "report_deadline_s": 10}}
+    )
     c.check_in("a", 0.0)
     c.tick(11.0)
     with pytest.raises(RoundClosed):
@@ -148,17 +159,32 @@ def test_the_task_pauses_at_its_maximum_version():
 
 
 # -- progress ---------------------------------------------------------------------------------
-def _doc(created: list[float], heldout: list[float] | None = None, target=None,
-         training_loss: list[float] | None = None) -> dict:
-    versions = [{"version": v, "created": t,
-                 "metrics": {} if training_loss is None else {"mean_loss": training_loss[v]}}
-                for v, t in enumerate(created)]
-    events = [{"event": "version_published", "version": v, "bytes_up": 10 * v,
-               "bytes_down": 100 * v} for v in range(1, len(created))]
-    return {"task_id": "t", "version": len(created) - 1, "versions": versions, "events": events,
-            "heldout_evaluation": [{"version": v, "accuracy": a}
-                                   for v, a in enumerate(heldout or [])],
-            "settings": {"target": target} if target else {}}
+def _doc(
+    created: list[float],
+    heldout: list[float] | None = None,
+    target=None,
+    training_loss: list[float] | None = None,
+) -> dict:
+    versions = [
+        {
+            "version": v,
+            "created": t,
+            "metrics": {} if training_loss is None else {"mean_loss": training_loss[v]},
+        }
+        for v, t in enumerate(created)
+    ]
+    events = [
+        {"event": "version_published", "version": v, "bytes_up": 10 * v, "bytes_down": 100 * v}
+        for v in range(1, len(created))
+    ]
+    return {
+        "task_id": "t",
+        "version": len(created) - 1,
+        "versions": versions,
+        "events": events,
+        "heldout_evaluation": [{"version": v, "accuracy": a} for v, a in enumerate(heldout or [])],
+        "settings": {"target": target} if target else {},
+    }
 
 
 def test_time_per_version_is_the_mean_of_the_recent_intervals_and_bytes_come_from_events():
@@ -166,15 +192,18 @@ def test_time_per_version_is_the_mean_of_the_recent_intervals_and_bytes_come_fro
     assert [v["seconds"] for v in p["versions"]] == [None, 10.0, 20.0, 30.0]
     assert p["seconds_per_version"] == 20.0
     assert [(v["bytes_up"], v["bytes_down"]) for v in p["versions"]] == [
-        (None, None), (10, 100), (20, 200), (30, 300)]
+        (None, None),
+        (10, 100),
+        (20, 200),
+        (30, 300),
+    ]
     assert "target" not in p
     assert task_progress({"task_id": "t", "state": "failed", "error": "x"}) == {}
 
 
 def test_time_to_the_maximum_is_versions_left_times_time_per_version():
     p = task_progress(_doc([0.0, 60.0, 120.0], target={"max_versions": 5}))["progress"]
-    assert p["target"]["max_versions_to_go"] == {"versions": 3, "seconds": 180.0,
-                                                 "eta": 300.0}
+    assert p["target"]["max_versions_to_go"] == {"versions": 3, "seconds": 180.0, "eta": 300.0}
     done = task_progress(_doc([0.0, 60.0, 120.0], target={"max_versions": 2}))["progress"]
     assert done["target"]["max_versions_to_go"]["versions"] == 0
 
@@ -197,7 +226,8 @@ def test_time_to_a_metric_target_follows_its_recent_trend():
 
 def test_a_lower_is_better_target_on_training_loss():
     target = {"metric": "training.mean_loss", "at_most": 2.0}
-    p = task_progress(_doc([0.0, 5.0, 10.0, 15.0], target=target,
-                           training_loss=[6.0, 5.0, 4.0, 3.0]))["progress"]
+    p = task_progress(
+        _doc([0.0, 5.0, 10.0, 15.0], target=target, training_loss=[6.0, 5.0, 4.0, 3.0])
+    )["progress"]
     to_go = p["target"]["metric_to_go"]
     assert to_go["current"] == 3.0 and to_go["versions"] == 1 and to_go["seconds"] == 5.0

@@ -2,6 +2,7 @@
 committed (another connection to the database sees it), concurrent calls share one
 commit, and a commit that fails loses only unacknowledged work: its callers get a 503,
 the service reloads what is durable, and a retry counts once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,16 +24,24 @@ SYNC = {"mode": "sync", "sync": {"goal": 50, "overselect": 1.0}}
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _update(bundle, phone, key: str) -> bytes:
     rng = np.random.default_rng(abs(hash(key)) % 2**32)
-    delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-             for s in bundle.parameter_specs}
+    delta = {
+        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
+    }
     meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, key, 5)
-    return encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                         signing_key=phone.identity.signing_key, rng=rng)
+    return encode_update(
+        delta,
+        bundle.parameter_specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=phone.identity.signing_key,
+        rng=rng,
+    )
 
 
 def _committed_keys(tmp_path) -> list[str]:
@@ -41,27 +50,35 @@ def _committed_keys(tmp_path) -> list[str]:
         return sorted(r[0] for r in db.execute("SELECT idempotency_key FROM updates"))
 
 
-def test_an_acknowledged_update_is_committed_and_concurrent_calls_share_commits(bundle,
-                                                                               tmp_path):
+def test_an_acknowledged_update_is_committed_and_concurrent_calls_share_commits(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SYNC) as env:
             store = env.service.store
             flushes = []
             flush = store.flush
             store.flush = lambda: flushes.append(1) or flush()
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         lm_examples(i)) for i in range(12)]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
+                )
+                for i in range(12)
+            ]
             for phone in phones:
                 await phone.transport.check_in("kb")
             first = await phones[0].transport.upload("kb", _update(bundle, phones[0], "k0"))
             assert first["status"] == "accepted" and _committed_keys(tmp_path) == ["k0"]
             flushes.clear()
-            answers = await asyncio.gather(*[
-                p.transport.upload("kb", _update(bundle, p, f"k{i}"))
-                for i, p in enumerate(phones) if i > 0])
+            answers = await asyncio.gather(
+                *[
+                    p.transport.upload("kb", _update(bundle, p, f"k{i}"))
+                    for i, p in enumerate(phones)
+                    if i > 0
+                ]
+            )
             assert all(a["status"] == "accepted" for a in answers)
             assert _committed_keys(tmp_path) == sorted(f"k{i}" for i in range(12))
             assert 1 <= len(flushes) < 11  # eleven acknowledged uploads, fewer commits
+
     asyncio.run(scenario())
 
 
@@ -75,13 +92,16 @@ def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
                 if point == "group_written" and failing:
                     failing.pop()
                     raise OSError(28, "No space left on device")
+
             store._crash = crash
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             await phone.transport.check_in("kb")
             data = _update(bundle, phone, "k0")
-            once = Transport(env.url, env.session, retry=RetryPolicy(attempts=1),
-                             rng=np.random.default_rng(0))
+            once = Transport(
+                env.url, env.session, retry=RetryPolicy(attempts=1), rng=np.random.default_rng(0)
+            )
             once.token, once.device_id = phone.transport.token, phone.transport.device_id
             failing.append(True)
             with pytest.raises((ServerRejected, TransportError), match="503|store_unavailable"):
@@ -95,4 +115,5 @@ def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
             assert env.service.describe("kb")["accepted"] == 1
             # and the server still serves everyone else
             assert "assignment" in await phone.transport.check_in("kb")
+
     asyncio.run(scenario())

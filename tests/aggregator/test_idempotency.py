@@ -3,6 +3,7 @@ keys to (task, device), so a device cannot shadow another device's update and on
 two tasks is two updates; the SDK names each participation by a random nonce, reused
 only by a retry of that participation, and takes `duplicate` for success only when the
 key went out before."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,16 +28,24 @@ from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_tas
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _update(bundle, phone, key: str, task_id: str = "kb", seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
-    delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-             for s in bundle.parameter_specs}
+    delta = {
+        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
+    }
     meta = UpdateMeta(task_id, bundle.model_id, 0, phone.identity.device_id, key, 5)
-    return encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                         signing_key=phone.identity.signing_key, rng=rng)
+    return encode_update(
+        delta,
+        bundle.parameter_specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=phone.identity.signing_key,
+        rng=rng,
+    )
 
 
 def _rows(service, sql: str) -> list[tuple]:
@@ -47,13 +56,18 @@ def test_a_device_cannot_shadow_another_devices_update_with_its_key(bundle, tmp_
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
-            thief, victim = [await enroll_phone(env.url, env.session, bundle, tmp_path, i,
-                                                env.clock, lm_examples(i)) for i in range(2)]
+            thief, victim = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
+                )
+                for i in range(2)
+            ]
             for phone in (thief, victim):
                 await phone.transport.check_in("kb")
             # the thief signs its own update under the key the victim will use
-            stolen = await thief.transport.upload("kb", _update(bundle, thief, "victims-key",
-                                                                seed=1))
+            stolen = await thief.transport.upload(
+                "kb", _update(bundle, thief, "victims-key", seed=1)
+            )
             real = _update(bundle, victim, "victims-key", seed=2)
             assert stolen["status"] == "accepted"
             assert (await victim.transport.upload("kb", real))["status"] == "accepted"
@@ -61,6 +75,7 @@ def test_a_device_cannot_shadow_another_devices_update_with_its_key(bundle, tmp_
             assert env.service.describe("kb")["accepted"] == 2
             devices = sorted(u.device_id for u in env.service.store.pending_updates("kb"))
             assert devices == sorted([thief.identity.device_id, victim.identity.device_id])
+
     asyncio.run(scenario())
 
 
@@ -68,40 +83,63 @@ def test_one_key_in_two_tasks_is_two_updates_and_leaves_no_orphan(bundle, tmp_pa
     async def scenario():
         settings = {"mode": "async", "async_": {"buffer_size": 10}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            status, doc = await admin(env.session, env.url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb2", "bundle_dir": str(bundle.path), "settings": settings})
+            status, doc = await admin(
+                env.session,
+                env.url,
+                "POST",
+                "/v1/admin/tasks",
+                {"task_id": "kb2", "bundle_dir": str(bundle.path), "settings": settings},
+            )
             assert status == 201, doc
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             for task_id in ("kb", "kb2"):
                 assert "assignment" in await phone.transport.check_in(task_id)
-                answer = await phone.transport.upload(task_id, _update(bundle, phone, "same",
-                                                                       task_id))
+                answer = await phone.transport.upload(
+                    task_id, _update(bundle, phone, "same", task_id)
+                )
                 assert answer["status"] == "accepted"
             referenced = {r[0] for r in _rows(env.service, "SELECT path FROM updates")}
             stored = {r[0] for r in _rows(env.service, "SELECT path FROM update_bytes")}
-            stored |= {str(p.relative_to(tmp_path / "data"))
-                       for p in (tmp_path / "data" / "updates").rglob("*") if p.is_file()}
+            stored |= {
+                str(p.relative_to(tmp_path / "data"))
+                for p in (tmp_path / "data" / "updates").rglob("*")
+                if p.is_file()
+            }
             assert len(referenced) == 2 and stored == referenced
+
     asyncio.run(scenario())
 
 
 def test_two_participations_at_one_async_version_are_two_updates(bundle, tmp_path):
     """3 devices take part 5 times each while the model stays at version 0: 15
     acknowledged updates, 15 counted."""
+
     async def scenario():
-        settings = {"mode": "async", "async_": {"buffer_size": 100, "concurrency": 10},
-                    "plan": {"epochs": 1, "batch_size": 4, "lr": 0.1}}
+        settings = {
+            "mode": "async",
+            "async_": {"buffer_size": 100, "concurrency": 10},
+            "plan": {"epochs": 1, "batch_size": 4, "lr": 0.1},
+        }
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         lm_examples(i)) for i in range(3)]
-            results = [await phone.client.participate(good_state, "kb")
-                       for _ in range(5) for phone in phones]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
+                )
+                for i in range(3)
+            ]
+            results = [
+                await phone.client.participate(good_state, "kb")
+                for _ in range(5)
+                for phone in phones
+            ]
             assert [r.status for r in results] == ["completed"] * 15
             assert {r.model_version for r in results} == {0}
             assert {r.server["status"] for r in results} == {"accepted"}
             assert env.service.describe("kb")["accepted"] == 15
             assert len(env.service.store.pending_updates("kb")) == 15
+
     asyncio.run(scenario())
 
 
@@ -129,8 +167,9 @@ def test_a_retried_participation_reuses_its_nonce_and_counts_once(bundle, tmp_pa
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             _reroute(phone, _LosesAnswers(env.url, env.session))
             with pytest.raises(TransportError):
                 await phone.client.participate(good_state, "kb")
@@ -144,6 +183,7 @@ def test_a_retried_participation_reuses_its_nonce_and_counts_once(bundle, tmp_pa
             (pending,) = env.service.store.pending_updates("kb")
             assert pending.idempotency_key == kept["nonce"]
             assert phone.client.store.get_state(PARTICIPATION_KEY.format(task="kb")) is None
+
     asyncio.run(scenario())
 
 
@@ -163,19 +203,26 @@ def test_a_duplicate_answer_to_the_transports_own_retry_is_success(bundle, tmp_p
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             port = int(env.url.rsplit(":", 1)[1])
             # check-in, model download, then the upload whose answer is lost
             proxy = _TruncatesUploadAnswers(port, ["pass", "pass", "truncate_response"])
             proxy_port = await proxy.start()
             try:
                 async with aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(force_close=True)) as session:
-                    transport = _reroute(phone, Transport(
-                        f"http://127.0.0.1:{proxy_port}", session,
-                        retry=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05),
-                        rng=np.random.default_rng(0)))
+                    connector=aiohttp.TCPConnector(force_close=True)
+                ) as session:
+                    transport = _reroute(
+                        phone,
+                        Transport(
+                            f"http://127.0.0.1:{proxy_port}",
+                            session,
+                            retry=RetryPolicy(attempts=4, base_s=0.01, cap_s=0.05),
+                            rng=np.random.default_rng(0),
+                        ),
+                    )
                     result = await phone.client.participate(good_state, "kb")
             finally:
                 await proxy.close()
@@ -183,6 +230,7 @@ def test_a_duplicate_answer_to_the_transports_own_retry_is_success(bundle, tmp_p
             assert transport.last_attempts == 2
             assert result.status == "completed" and result.server["status"] == "duplicate"
             assert env.service.describe("kb")["accepted"] == 1
+
     asyncio.run(scenario())
 
 
@@ -190,8 +238,9 @@ def test_a_duplicate_for_a_key_never_sent_is_a_failure(bundle, tmp_path, monkeyp
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             await phone.transport.check_in("kb")
             # an update under the nonce the client is about to draw is already there
             # (another copy of this device's identity sent it)
@@ -203,6 +252,7 @@ def test_a_duplicate_for_a_key_never_sent_is_a_failure(bundle, tmp_path, monkeyp
             assert (result.status, result.reason) == ("rejected", "unexpected_duplicate")
             assert result.server["status"] == "duplicate"
             assert env.service.describe("kb")["accepted"] == 1
+
     asyncio.run(scenario())
 
 
@@ -217,8 +267,10 @@ _OLD_TABLES = [
     """CREATE TABLE ledger (
     idempotency_key TEXT PRIMARY KEY, task_id TEXT NOT NULL, version INTEGER NOT NULL)""",
     "INSERT INTO ledger VALUES ('old-aggregated', 'kb', 1)",
-    ("INSERT INTO updates VALUES ('old-pending', 'kb', 2, 'dev-a', 1, 3.0, 0, "
-     "'updates/kb/old.eflu', 5.0, '{{\"loss\": 2.0}}')"),
+    (
+        "INSERT INTO updates VALUES ('old-pending', 'kb', 2, 'dev-a', 1, 3.0, 0, "
+        "'updates/kb/old.eflu', 5.0, '{{\"loss\": 2.0}}')"
+    ),
 ]
 
 
@@ -232,11 +284,14 @@ def _make_old_store(tmp_path, store_url) -> None:
         (tmp_path / "data" / "updates" / "kb" / "old.eflu").write_bytes(b"old update")
     else:
         import psycopg
+
         with psycopg.connect(store_url, autocommit=True) as db:
             for statement in _OLD_TABLES:
                 db.execute(statement.format(real="DOUBLE PRECISION"))
-            db.execute("CREATE TABLE blobs (path TEXT PRIMARY KEY, data BYTEA NOT NULL, "
-                       "sha256 TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE blobs (path TEXT PRIMARY KEY, data BYTEA NOT NULL, "
+                "sha256 TEXT NOT NULL)"
+            )
             db.execute("INSERT INTO blobs VALUES ('updates/kb/old.eflu', 'old update', '')")
 
 
@@ -251,15 +306,24 @@ def test_a_store_of_before_is_migrated_to_keys_scoped_by_device(tmp_path, store_
         assert store.seen_update("kb", "dev-b", "old-aggregated") == 1
         assert store.seen_update("other", "dev-a", "old-aggregated") is None
         (pending,) = store.pending_updates("kb")
-        assert (pending.idempotency_key, pending.device_id, pending.round_id) == \
-            ("old-pending", "dev-a", 2)
+        assert (pending.idempotency_key, pending.device_id, pending.round_id) == (
+            "old-pending",
+            "dev-a",
+            2,
+        )
         assert store.update_bytes(pending) == b"old update"
         assert store.pending_metrics("kb") == [{"loss": 2.0}]
         assert store.seen_update("kb", "dev-a", "old-pending") == -1
         assert store.seen_update("kb", "dev-b", "old-pending") is None
         # the same key from another device is another update
-        store.save_update("kb", PendingUpdate("old-pending", 2, "dev-b", 1, 3.0, 0), b"new",
-                          {}, {"round_id": 2}, 6.0)
+        store.save_update(
+            "kb",
+            PendingUpdate("old-pending", 2, "dev-b", 1, 3.0, 0),
+            b"new",
+            {},
+            {"round_id": 2},
+            6.0,
+        )
         assert len(store.pending_updates("kb")) == 2
         store.commit_version("kb", 2, b"m2", {}, {"round_id": 3}, {}, 7.0)
         assert store.seen_update("kb", "dev-a", "old-pending") == 2

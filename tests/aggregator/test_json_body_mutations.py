@@ -1,6 +1,7 @@
 """Hypothesis mutations of every JSON request body (a value replaced by any JSON value, a
 key dropped or added, the text's bytes cut or altered), posted with valid device and
 admin credentials to a real server on 127.0.0.1: never a 5xx, and the server stays up."""
+
 from __future__ import annotations
 
 import base64
@@ -27,34 +28,70 @@ BODIES = {
     "/v1/tasks/kb/secagg/keys": {"round_id": 1, "c_public": KEY, "s_public": KEY},
     "/v1/tasks/kb/secagg/shares": {"round_id": 1, "shares": {"0": KEY}},
     "/v1/tasks/kb/secagg/reveal": {"round_id": 1, "reveal": {"0": ["b", "12345"]}},
-    "/v1/admin/tasks": {"task_id": "new", "bundle_dir": "/nonexistent",
-                        "settings": {"mode": "async", "async_": {"buffer_size": 2}}},
+    "/v1/admin/tasks": {
+        "task_id": "new",
+        "bundle_dir": "/nonexistent",
+        "settings": {"mode": "async", "async_": {"buffer_size": 2}},
+    },
     "/v1/admin/tasks/kb/versions/0/heldout": {"metrics": {"accuracy": 0.5}},
 }
 
 # values that broke the server before (issue 18) are drawn as often as all the others
-HOSTILE = ["", "\ud800", "²", "9" * 40, "pässwörd", "\x00", KEY, "kb", "b", "s", 10**30, -1,
-           2**53, 1e308, -0.0, True, None, [[[[[]]]]], {"": None}, ["b", "9" * 400]]
+HOSTILE = [
+    "",
+    "\ud800",
+    "²",
+    "9" * 40,
+    "pässwörd",
+    "\x00",
+    KEY,
+    "kb",
+    "b",
+    "s",
+    10**30,
+    -1,
+    2**53,
+    1e308,
+    -0.0,
+    True,
+    None,
+    [[[[[]]]]],
+    {"": None},
+    ["b", "9" * 400],
+]
 SPECIAL = st.sampled_from(HOSTILE)
 JSON_VALUES = SPECIAL | st.recursive(
-    st.none() | st.booleans() | st.integers(-10**40, 10**40)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30) | SPECIAL,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=4),
-    max_leaves=12)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**40), 10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+    | SPECIAL,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real server on 127.0.0.1 in a background thread, with a task and a device."""
     from model_zoo.zoo import build_bundle
+
     tmp = tmp_path_factory.mktemp("mutations")
     bundle = build_bundle("mlp", tmp / "mlp")
     with ThreadedServer(tmp / "data", FakeClock(), rate_per_s=1e6, burst=10**6) as srv:
         srv.service.create_task("kb", str(bundle), TaskSettings())
         device = srv.service.enroll("keyboard", SECRET, public_key_of(generate_signing_key()))
-        yield srv.url, {"Authorization": f"Bearer {device['token']}", "X-Admin-Token": ADMIN,
-                        "Content-Type": "application/json"}
+        yield (
+            srv.url,
+            {
+                "Authorization": f"Bearer {device['token']}",
+                "X-Admin-Token": ADMIN,
+                "Content-Type": "application/json",
+            },
+        )
 
 
 @st.composite

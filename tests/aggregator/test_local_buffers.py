@@ -1,6 +1,7 @@
 """plan.buffers against the real app on 127.0.0.1, with a BatchNorm model: "local" (FedBN)
 keeps each device's running statistics on the device and never moves the server's;
 "average" averages them like parameters."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,31 +28,47 @@ def bundle(tmp_path_factory):
     from torch import nn
 
     from model_zoo.compiler.bundle import compile_bundle
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
     batch = {"input": torch.randn(5, 4), "targets": torch.tensor([0, 1, 2, 0, 1])}
-    out = compile_bundle(model, batch, loss=nn.CrossEntropyLoss(), model_name="bn_mlp",
-                         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                         out=tmp_path_factory.mktemp("b") / "bn")
+    out = compile_bundle(
+        model,
+        batch,
+        loss=nn.CrossEntropyLoss(),
+        model_name="bn_mlp",
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        out=tmp_path_factory.mktemp("b") / "bn",
+    )
     return Bundle.load(out)
 
 
 def examples(centre: float, scale: float, seed: int, n: int = 12) -> list[dict]:
     """Features around `centre`: devices with different centres see different statistics."""
     rng = np.random.default_rng(seed)
-    return [{"input": (centre + scale * rng.standard_normal(4)).astype(np.float32),
-             "targets": np.array(int(rng.integers(3)), np.int64)} for _ in range(n)]
+    return [
+        {
+            "input": (centre + scale * rng.standard_normal(4)).astype(np.float32),
+            "targets": np.array(int(rng.integers(3)), np.int64),
+        }
+        for _ in range(n)
+    ]
 
 
 def settings(buffers: str, goal: int = 2) -> dict:
-    return {"mode": "sync", "sync": {"goal": goal, "overselect": 1.0},
-            "plan": {"epochs": 1, "batch_size": 4, "lr": 0.1, "buffers": buffers}}
+    return {
+        "mode": "sync",
+        "sync": {"goal": goal, "overselect": 1.0},
+        "plan": {"epochs": 1, "batch_size": 4, "lr": 0.1, "buffers": buffers},
+    }
 
 
 def models(service, versions: int, bundle: Bundle) -> list[dict[str, np.ndarray]]:
     """The server's stored model of each version below `versions`."""
-    return [decode_parameters(service.store.model_path(TASK, v).read_bytes(),
-                              bundle.parameter_specs)[1] for v in range(versions)]
+    return [
+        decode_parameters(service.store.model_path(TASK, v).read_bytes(), bundle.parameter_specs)[1]
+        for v in range(versions)
+    ]
 
 
 class Recording:
@@ -70,9 +87,11 @@ def record_uploads(phone) -> list[dict[str, np.ndarray]]:
     sent, upload = [], phone.transport.upload
 
     async def recorded(task_id, data):
-        sent.append(decode_update(data, phone.client.bundle.parameter_specs,
-                                  public_key=None).tensors)
+        sent.append(
+            decode_update(data, phone.client.bundle.parameter_specs, public_key=None).tensors
+        )
         return await upload(task_id, data)
+
     phone.transport.upload = recorded
     return sent
 
@@ -83,9 +102,12 @@ def test_local_buffers_stay_on_each_device_and_the_server_never_moves_them(bundl
 
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local"), TASK) as env:
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         examples(centre, scale, i))
-                      for i, (centre, scale) in enumerate([(3.0, 1.0), (-2.0, 0.3)])]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, examples(centre, scale, i)
+                )
+                for i, (centre, scale) in enumerate([(3.0, 1.0), (-2.0, 0.3)])
+            ]
             sent = [record_uploads(p) for p in phones]
             runners = []
             for p in phones:
@@ -97,11 +119,13 @@ def test_local_buffers_stay_on_each_device_and_the_server_never_moves_them(bundl
             async def recorded(*args, **kwargs):
                 answers.append(await check_in(*args, **kwargs))
                 return answers[-1]
+
             phones[0].transport.check_in = recorded
             kept = []
             for _ in range(2):
-                results = await asyncio.gather(*[p.client.participate(good_state, TASK)
-                                                 for p in phones])
+                results = await asyncio.gather(
+                    *[p.client.participate(good_state, TASK) for p in phones]
+                )
                 assert [r.status for r in results] == ["completed"] * 2, results
                 kept.append([p.client.buffers.load(TASK) for p in phones])
             # the setting travels in the assignment's plan
@@ -135,12 +159,16 @@ def test_local_buffers_stay_on_each_device_and_the_server_never_moves_them(bundl
 def test_averaged_buffers_move_on_the_server_and_nothing_stays_on_devices(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("average"), TASK) as env:
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         examples(centre, 1.0, i))
-                      for i, centre in enumerate([3.0, -2.0])]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, examples(centre, 1.0, i)
+                )
+                for i, centre in enumerate([3.0, -2.0])
+            ]
             sent = [record_uploads(p) for p in phones]
-            results = await asyncio.gather(*[p.client.participate(good_state, TASK)
-                                             for p in phones])
+            results = await asyncio.gather(
+                *[p.client.participate(good_state, TASK) for p in phones]
+            )
             assert [r.status for r in results] == ["completed"] * 2
             return models(env.service, 2, bundle), phones, sent
 
@@ -156,16 +184,23 @@ def test_averaged_buffers_move_on_the_server_and_nothing_stays_on_devices(bundle
 def test_a_restarted_device_trains_from_the_buffers_it_kept(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local", goal=1), TASK) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       examples(3.0, 1.0, 0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
+            )
             assert (await phone.client.participate(good_state, TASK)).status == "completed"
             before = phone.client.buffers.load(TASK)
             phone.client.store.close()  # the app quits
             store = ExampleStore(tmp_path / "phone0.db", clock=env.clock)  # and starts again
-            client = FederatedClient(bundle, phone.transport, store, phone.identity,
-                                     policy=Policy((RequireCharging(), MinLocalExamples(1))),
-                                     clock=env.clock, rng=np.random.default_rng(7),
-                                     collection="keyboard")
+            client = FederatedClient(
+                bundle,
+                phone.transport,
+                store,
+                phone.identity,
+                policy=Policy((RequireCharging(), MinLocalExamples(1))),
+                clock=env.clock,
+                rng=np.random.default_rng(7),
+                collection="keyboard",
+            )
             runner = client.training = Recording(client.training)
             assert (await client.participate(good_state, TASK)).status == "completed"
             after = LocalBuffers(store, bundle).load(TASK)
@@ -191,8 +226,9 @@ def test_a_device_whose_buffers_diverged_reports_it_and_keeps_nothing(bundle, tm
 
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local", goal=1), TASK) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       examples(3.0, 1.0, 0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
+            )
             phone.client.training = Diverging(phone.client.training)
             result = await phone.client.participate(good_state, TASK)
             return result, phone.client.buffers.load(TASK), env.service.describe(TASK)
@@ -204,14 +240,24 @@ def test_a_device_whose_buffers_diverged_reports_it_and_keeps_nothing(bundle, tm
 
 def test_federated_evaluation_on_a_device_uses_the_buffers_it_kept(bundle, tmp_path):
     from edge_sdk.evaluator import Evaluator
+
     data = examples(3.0, 1.0, 0)
 
     async def scenario():
         task = settings("local", goal=1) | {"eval_fraction": 1.0}
         async with server_with_task(tmp_path, bundle, task, TASK) as env:
-            phone, other = [await enroll_phone(env.url, env.session, bundle, tmp_path, i,
-                                               env.clock, examples(3.0 - 5 * i, 1.0, i))
-                            for i in range(2)]
+            phone, other = [
+                await enroll_phone(
+                    env.url,
+                    env.session,
+                    bundle,
+                    tmp_path,
+                    i,
+                    env.clock,
+                    examples(3.0 - 5 * i, 1.0, i),
+                )
+                for i in range(2)
+            ]
             phone.client.download_encoding = None  # float32: the server's exact parameters
             assert (await phone.client.participate(good_state, TASK)).status == "completed"
             assert "assignment" in await other.transport.check_in(TASK)  # round 2 is full
@@ -220,6 +266,7 @@ def test_federated_evaluation_on_a_device_uses_the_buffers_it_kept(bundle, tmp_p
             async def recorded(task_id, version, sums):
                 reported.append(sums)
                 return await submit(task_id, version, sums)
+
             phone.transport.submit_evaluation = recorded
             result = await phone.client.participate(good_state, TASK)  # a spare device
             assert result.status == "evaluated" and result.model_version == 1
@@ -238,15 +285,25 @@ def test_a_bad_buffers_setting_is_refused_with_its_field(bundle, tmp_path):
     async def scenario():
         async with running_server(tmp_path / "data", FakeClock()) as (url, service):
             import aiohttp
+
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(session, url, "POST", "/v1/admin/tasks", {
-                    "task_id": TASK, "bundle_dir": str(bundle.path),
-                    "settings": {"plan": {"buffers": "fedbn"}}})
+                status, doc = await admin(
+                    session,
+                    url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {
+                        "task_id": TASK,
+                        "bundle_dir": str(bundle.path),
+                        "settings": {"plan": {"buffers": "fedbn"}},
+                    },
+                )
                 assert status == 400, doc
                 assert doc["error"]["code"] == "bad_field"
                 assert doc["error"]["field"] == "settings.plan.buffers"
                 assert "'average'" in doc["error"]["message"]
                 assert not service.store.has_task(TASK)  # nothing of it was stored
+
     asyncio.run(scenario())
 
 
@@ -258,17 +315,23 @@ def test_the_server_ignores_buffer_deltas_of_a_local_task_whatever_a_device_send
     async def scenario():
         task = settings("local", goal=1) | {"server_optimizer": "fedavgm", "server_lr": 1.0}
         async with server_with_task(tmp_path, bundle, task, TASK) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       examples(3.0, 1.0, 0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
+            )
             for version in range(2):
                 assert "assignment" in await phone.transport.check_in(TASK)
-                delta = {s.name: np.full(s.shape, 0.25, np.float32)
-                         for s in bundle.parameter_specs}
-                meta = UpdateMeta(TASK, bundle.model_id, version, phone.identity.device_id,
-                                  f"u{version}", 5)
-                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                     signing_key=phone.identity.signing_key,
-                                     rng=np.random.default_rng(0))
+                delta = {s.name: np.full(s.shape, 0.25, np.float32) for s in bundle.parameter_specs}
+                meta = UpdateMeta(
+                    TASK, bundle.model_id, version, phone.identity.device_id, f"u{version}", 5
+                )
+                data = encode_update(
+                    delta,
+                    bundle.parameter_specs,
+                    meta,
+                    UpdatePipeline(),
+                    signing_key=phone.identity.signing_key,
+                    rng=np.random.default_rng(0),
+                )
                 assert (await phone.transport.upload(TASK, data))["status"] == "accepted"
             return models(env.service, 3, bundle)
 

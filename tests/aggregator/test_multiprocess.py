@@ -3,6 +3,7 @@ enrolled through one is authenticated by the other, either process answers any d
 (task-scoped calls are forwarded to the leader), and when the leader is killed (-9) in
 the middle of a stream of uploads the other takes the task over: every acknowledged
 update counted exactly once, versions only moving forward."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,17 +27,20 @@ GOAL = 3
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _query(url: str, sql: str) -> list[tuple]:
     import psycopg
+
     with psycopg.connect(url) as conn:
         return conn.execute(sql).fetchall()
 
 
 def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_dies(
-        bundle, tmp_path, postgres):
+    bundle, tmp_path, postgres
+):
     db = postgres.new_database()
     servers = [ServerProcess(tmp_path / name, free_port(), store_url=db) for name in "ab"]
     acknowledged: set[str] = set()
@@ -50,14 +54,30 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(session, first.url, "POST", "/v1/admin/tasks", {
-                    "task_id": "kb", "bundle_dir": str(bundle.path),
-                    "settings": {"mode": "sync", "sync": {"goal": GOAL, "overselect": 1.0},
-                                 "retry_min_s": 0.0, "retry_max_s": 0.1}})
+                status, doc = await admin(
+                    session,
+                    first.url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {
+                        "task_id": "kb",
+                        "bundle_dir": str(bundle.path),
+                        "settings": {
+                            "mode": "sync",
+                            "sync": {"goal": GOAL, "overselect": 1.0},
+                            "retry_min_s": 0.0,
+                            "retry_max_s": 0.1,
+                        },
+                    },
+                )
                 assert status == 201, doc
                 # every phone enrolls through the first process...
-                phones = [await enroll_phone(first.url, session, bundle, tmp_path, i,
-                                             SystemClock(), lm_examples(i)) for i in range(8)]
+                phones = [
+                    await enroll_phone(
+                        first.url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i)
+                    )
+                    for i in range(8)
+                ]
                 while not (rows := _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")):
                     await asyncio.sleep(0.05)  # the process that got the lock records its URL
                 leader = next(s for s in servers if s.url == rows[0][0])
@@ -74,8 +94,10 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                     await asyncio.sleep(0.1)
                 assert "assignment" in answer, answer
                 # the follower serves the model from the shared store and describes the task
-                async with session.get(survivor.url + "/v1/tasks/kb/model", headers={
-                        "Authorization": f"Bearer {phones[1].transport.token}"}) as r:
+                async with session.get(
+                    survivor.url + "/v1/tasks/kb/model",
+                    headers={"Authorization": f"Bearer {phones[1].transport.token}"},
+                ) as r:
                     assert r.status == 200 and r.headers["X-Model-Version"] == "0"
                     decode_parameters(await r.read(), bundle.parameter_specs)
                 status, doc = await admin(session, survivor.url, "GET", "/v1/admin/tasks/kb")
@@ -86,11 +108,16 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
 
                 async def one(index: int, phone):
                     for j in range(200):
-                        if killed_at and len(acknowledged) >= 8 * GOAL or time.monotonic() > deadline:
+                        if (
+                            killed_at
+                            and len(acknowledged) >= 8 * GOAL
+                            or time.monotonic() > deadline
+                        ):
                             return
                         try:
-                            answer = await phone.transport.check_in(None if index % 2 == 0
-                                                                    else "kb")
+                            answer = await phone.transport.check_in(
+                                None if index % 2 == 0 else "kb"
+                            )
                             if "assignment" not in answer:
                                 await asyncio.sleep(0.05)
                                 continue
@@ -98,14 +125,22 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                             seen_versions.setdefault(index, []).append(version)
                             where = phone.transport.base_url + ("" if killed_at else " before")
                             served_by[where] = served_by.get(where, 0) + 1
-                            delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                                     for s in bundle.parameter_specs}
+                            delta = {
+                                s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                                for s in bundle.parameter_specs
+                            }
                             key = f"update-{index}-{j}"
-                            meta = UpdateMeta("kb", bundle.model_id, version,
-                                              phone.identity.device_id, key, 3)
-                            data = encode_update(delta, bundle.parameter_specs, meta,
-                                                 UpdatePipeline(), rng=rng,
-                                                 signing_key=phone.identity.signing_key)
+                            meta = UpdateMeta(
+                                "kb", bundle.model_id, version, phone.identity.device_id, key, 3
+                            )
+                            data = encode_update(
+                                delta,
+                                bundle.parameter_specs,
+                                meta,
+                                UpdatePipeline(),
+                                rng=rng,
+                                signing_key=phone.identity.signing_key,
+                            )
                             sizes.append(len(data))
                             while True:  # a device retries its update until it is answered
                                 try:
@@ -144,18 +179,25 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
         for server in servers:
             server.stop()
 
-    print(f"killed the leader after {killed_after} acknowledged; {len(acknowledged)} in all; "
-          f"assignments by process: {served_by}")
+    print(
+        f"killed the leader after {killed_after} acknowledged; {len(acknowledged)} in all; "
+        f"assignments by process: {served_by}"
+    )
     assert len(acknowledged) >= 8 * GOAL
     # both answered devices while both ran: the follower by forwarding to the leader
     assert served_by.get(survivor.url + " before") and served_by.get(leader.url + " before")
     assert min(sizes) > 4096 * 2  # the follower's phones sent theirs in several chunks
-    counted = [r[0] for r in _query(db, "SELECT idempotency_key FROM ledger UNION ALL "
-                                        "SELECT idempotency_key FROM updates")]
+    counted = [
+        r[0]
+        for r in _query(
+            db, "SELECT idempotency_key FROM ledger UNION ALL SELECT idempotency_key FROM updates"
+        )
+    ]
     assert len(counted) == len(set(counted))  # exactly once
     assert acknowledged <= set(counted)  # nothing acknowledged was lost
-    versions = [r[0] for r in _query(db, "SELECT version FROM models WHERE task_id = 'kb' "
-                                         "ORDER BY version")]
+    versions = [
+        r[0] for r in _query(db, "SELECT version FROM models WHERE task_id = 'kb' ORDER BY version")
+    ]
     assert versions == list(range(len(versions)))  # forward, no gaps
     assert len(versions) - 1 >= 8  # progress before and after the takeover
     per_version = dict(_query(db, "SELECT version, count(*) FROM ledger GROUP BY version"))
@@ -171,38 +213,57 @@ def test_a_follower_forwards_once_and_otherwise_says_when_to_retry(bundle, tmp_p
     from edge_sdk.clock import FakeClock
 
     from .fleet import ADMIN, running_server
+
     db = postgres.new_database()
     ports = [free_port(), free_port()]
 
     def server(name: str, port: int):
-        return running_server(tmp_path / name, FakeClock(), port=port, store_url=db,
-                              advertise_url=f"http://127.0.0.1:{port}", tick_interval_s=3600)
+        return running_server(
+            tmp_path / name,
+            FakeClock(),
+            port=port,
+            store_url=db,
+            advertise_url=f"http://127.0.0.1:{port}",
+            tick_interval_s=3600,
+        )
 
     async def scenario():
         async with server("b", ports[1]) as (b_url, b), aiohttp.ClientSession() as session:
             async with server("a", ports[0]) as (a_url, a):
-                status, _ = await admin(session, a_url, "POST", "/v1/admin/tasks", {
-                    "task_id": "kb", "bundle_dir": str(bundle.path), "settings": {}})
+                status, _ = await admin(
+                    session,
+                    a_url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {"task_id": "kb", "bundle_dir": str(bundle.path), "settings": {}},
+                )
                 assert status == 201 and a.leads("kb") and not b.leads("kb")
-                phone = await enroll_phone(b_url, session, bundle, tmp_path, 0, FakeClock(),
-                                           lm_examples(0))
+                phone = await enroll_phone(
+                    b_url, session, bundle, tmp_path, 0, FakeClock(), lm_examples(0)
+                )
                 answer = await phone.transport.check_in("kb")  # forwarded from b to a
                 assert answer["assignment"]["round_id"] == 1
                 assert phone.identity.device_id in a.tasks["kb"].coordinator.assigned
                 token = {"Authorization": f"Bearer {phone.transport.token}"}
-                async with session.post(b_url + "/v1/checkin", json={"task_id": "kb"},
-                                        headers=token | {"X-Edge-FL-Forwarded": "1"}) as r:
+                async with session.post(
+                    b_url + "/v1/checkin",
+                    json={"task_id": "kb"},
+                    headers=token | {"X-Edge-FL-Forwarded": "1"},
+                ) as r:
                     assert r.status == 503 and r.headers["Retry-After"] == "1"  # never twice
                     assert (await r.json())["error"]["code"] == "not_leader"
-                async with session.post(a_url + "/v1/admin/tasks/kb/pause",
-                                        headers={"X-Admin-Token": ADMIN}) as r:
+                async with session.post(
+                    a_url + "/v1/admin/tasks/kb/pause", headers={"X-Admin-Token": ADMIN}
+                ) as r:
                     assert r.status == 200 and (await r.json())["paused"]
-                async with session.post(b_url + "/v1/admin/tasks/kb/resume",
-                                        headers={"X-Admin-Token": ADMIN}) as r:
+                async with session.post(
+                    b_url + "/v1/admin/tasks/kb/resume", headers={"X-Admin-Token": ADMIN}
+                ) as r:
                     assert r.status == 200 and not (await r.json())["paused"]  # forwarded
             # a has stopped: its lock is free, but b has not ticked yet
-            async with session.post(b_url + "/v1/checkin", json={"task_id": "kb"},
-                                    headers=token) as r:
+            async with session.post(
+                b_url + "/v1/checkin", json={"task_id": "kb"}, headers=token
+            ) as r:
                 assert r.status == 503 and r.headers["Retry-After"] == "1"
             async with session.get(b_url + "/v1/tasks/kb/model", headers=token) as r:
                 assert r.status == 200  # models are served all the same
@@ -210,7 +271,9 @@ def test_a_follower_forwards_once_and_otherwise_says_when_to_retry(bundle, tmp_p
             assert b.leads("kb")
             again = await phone.transport.check_in("kb")
             assert again["assignment"] == answer["assignment"]  # its assignment survived
-            async with session.post(b_url + "/v1/checkin", json={"task_id": "nope"},
-                                    headers=token) as r:
+            async with session.post(
+                b_url + "/v1/checkin", json={"task_id": "nope"}, headers=token
+            ) as r:
                 assert r.status == 404  # an unknown task is not a leadership question
+
     asyncio.run(scenario())

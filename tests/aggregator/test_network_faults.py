@@ -1,5 +1,6 @@
 """Clients retry through resets, truncated answers, slow drips and duplicated requests;
 the server's state stays exact: every update a device saw acknowledged counts once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,13 +21,16 @@ from .fleet import enroll_phone, lm_examples, server_with_task
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path):
     async def scenario():
-        settings = {"mode": "async", "async_": {"concurrency": 100, "buffer_size": 7,
-                                                "max_staleness": 1000}}
+        settings = {
+            "mode": "async",
+            "async_": {"concurrency": 100, "buffer_size": 7, "max_staleness": 1000},
+        }
         async with server_with_task(tmp_path, bundle, settings) as env:
             proxy = FaultProxy(urlparse(env.url).port, np.random.default_rng(4), rate=0.35)
             port = await proxy.start()
@@ -37,8 +41,11 @@ def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path
             for i in range(12):  # enrollment also goes through the faulty proxy
                 for _ in range(10):
                     try:
-                        phones.append(await enroll_phone(url, session, bundle, tmp_path, i,
-                                                         env.clock, lm_examples(i)))
+                        phones.append(
+                            await enroll_phone(
+                                url, session, bundle, tmp_path, i, env.clock, lm_examples(i)
+                            )
+                        )
                         break
                     except TransportError:
                         continue
@@ -51,13 +58,26 @@ def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path
                     for attempt in range(8):  # the app retries a whole participation too
                         try:
                             a = (await phone.transport.check_in("kb"))["assignment"]
-                            delta = {s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                                     for s in bundle.parameter_specs}
-                            meta = UpdateMeta("kb", bundle.model_id, a["model_version"],
-                                              phone.identity.device_id, key, 2)
-                            data = encode_update(delta, bundle.parameter_specs, meta,
-                                                 UpdatePipeline(), signing_key=phone.identity.signing_key,
-                                                 rng=rng)
+                            delta = {
+                                s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
+                                for s in bundle.parameter_specs
+                            }
+                            meta = UpdateMeta(
+                                "kb",
+                                bundle.model_id,
+                                a["model_version"],
+                                phone.identity.device_id,
+                                key,
+                                2,
+                            )
+                            data = encode_update(
+                                delta,
+                                bundle.parameter_specs,
+                                meta,
+                                UpdatePipeline(),
+                                signing_key=phone.identity.signing_key,
+                                rng=rng,
+                            )
                             result = await phone.transport.upload("kb", data)
                             assert result["status"] in ("accepted", "duplicate")
                             acknowledged.add(key)
@@ -71,10 +91,16 @@ def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path
             counts = proxy.counts
             service = env.service
             import sqlite3
+
             with sqlite3.connect(service.store.root / "aggregator.db") as db:
-                counted = [r[0] for r in db.execute(
-                    "SELECT idempotency_key FROM ledger UNION ALL SELECT idempotency_key FROM updates")]
+                counted = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT idempotency_key FROM ledger UNION ALL SELECT idempotency_key FROM updates"
+                    )
+                ]
             return acknowledged, counted, counts, len(phones), service.tasks["kb"].coordinator
+
     acknowledged, counted, counts, n_phones, coordinator = asyncio.run(scenario())
     assert n_phones == 12
     assert all(counts[f] > 0 for f in ("reset_request", "truncate_response", "duplicate", "drip"))

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.aggregation import AggregationConfig, build_aggregation
 from aggregator.numerics import RunningSum, global_norm, hinge_staleness, polynomial_staleness
 from aggregator.server_optimizers import FedAdam, FedAvg, FedAvgM, FedYogi, build_server_optimizer
-from aggregator.aggregation import AggregationConfig, build_aggregation
 from aggregator.stages import Clip, WeightedMean
 
 
@@ -19,7 +19,9 @@ def test_running_sum_mean_equals_the_direct_weighted_mean(pairs):
         acc.add({"w": np.full(4, value, np.float32)}, weight)
     values = np.array([np.float32(v) for v, _ in pairs], np.float64)
     weights = np.array([w for _, w in pairs])
-    np.testing.assert_allclose(acc.mean()["w"], (values * weights).sum() / weights.sum(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        acc.mean()["w"], (values * weights).sum() / weights.sum(), rtol=1e-5, atol=1e-6
+    )
 
 
 class Probe:
@@ -38,6 +40,7 @@ class Probe:
 
             def result(self):
                 return {"w": np.zeros(2, np.float32)}, {"probe_updates": len(probe.seen)}
+
         return Acc()
 
 
@@ -88,8 +91,13 @@ def test_fedavgm_accumulates_momentum():
     np.testing.assert_allclose(p["w"], [1.0 + 1.5])
 
 
-@pytest.mark.parametrize("opt", [FedAdam(lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3),
-                                 FedYogi(lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3)])
+@pytest.mark.parametrize(
+    "opt",
+    [
+        FedAdam(lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3),
+        FedYogi(lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3),
+    ],
+)
 def test_adaptive_first_step_follows_reddi_et_al(opt):
     d = np.array([0.2, -0.4], np.float64)
     new, state = opt.step({"w": np.zeros(2, np.float32)}, {"w": d.astype(np.float32)}, {})

@@ -1,6 +1,7 @@
 """numerics.py on decoded parts: the running sum, norms, scaling and the norm bound give
 what they give on the dense tensors, without making the parts dense (the kernels
 themselves: tests/edge_sdk/protocol/test_kernels.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,12 +25,15 @@ def test_adding_parts_equals_adding_the_dense_tensor(name):
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_norm_and_scaling_of_parts_match_the_dense_tensor(name):
     parts, reconstructed = decoded_parts(CODECS[name])
-    assert squared_norm(parts) == pytest.approx(float(np.vdot(reconstructed, reconstructed)), rel=1e-5)
+    assert squared_norm(parts) == pytest.approx(
+        float(np.vdot(reconstructed, reconstructed)), rel=1e-5
+    )
     half = scaled(parts, 0.5)
     assert type(half) is type(parts)  # still parts: nothing was made dense
     np.testing.assert_allclose(dense(half), 0.5 * reconstructed, rtol=1e-6, atol=1e-8)
     assert global_norm({"a": half, "b": reconstructed}) == pytest.approx(
-        np.sqrt(1.25 * np.vdot(reconstructed, reconstructed)), rel=1e-5)
+        np.sqrt(1.25 * np.vdot(reconstructed, reconstructed)), rel=1e-5
+    )
 
 
 def test_running_sum_of_parts_equals_the_float64_weighted_mean():
@@ -52,7 +56,8 @@ def test_joined_parts_are_their_tensors_and_scale_as_a_whole():
     for name, x in dense_each.items():
         np.testing.assert_allclose(dense(half[name]), 0.5 * x, rtol=1e-6, atol=1e-8)
     assert global_norm(half) == pytest.approx(
-        0.5 * np.sqrt(sum(float(np.vdot(x, x)) for x in dense_each.values())), rel=1e-5)
+        0.5 * np.sqrt(sum(float(np.vdot(x, x)) for x in dense_each.values())), rel=1e-5
+    )
     with pytest.raises(KeyError):
         parts["nope"]
 
@@ -66,8 +71,10 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
     weights = np.random.default_rng(0).uniform(0.1, 5.0, 2 * RunningSum.BATCH + 5)
     for i, w in enumerate(weights):
         if i % 5 == 4:
-            delta = {name: decoded_parts(CODECS["topk-int8" if i % 2 else "int8"], x.shape, seed=i)
-                     for name, x in expected.items()}
+            delta = {
+                name: decoded_parts(CODECS["topk-int8" if i % 2 else "int8"], x.shape, seed=i)
+                for name, x in expected.items()
+            }
             dense_each = {name: rec for name, (_, rec) in delta.items()}
             delta = {name: parts for name, (parts, _) in delta.items()}
         else:
@@ -81,8 +88,7 @@ def test_running_sum_holds_joined_updates_back_and_counts_them_all():
     assert total.count == len(weights)
     mean = total.mean()
     for name in expected:
-        np.testing.assert_allclose(mean[name], expected[name] / weights.sum(), rtol=1e-5,
-                                   atol=1e-7)
+        np.testing.assert_allclose(mean[name], expected[name] / weights.sum(), rtol=1e-5, atol=1e-7)
 
 
 def test_running_sum_bounds_the_bytes_it_holds_back(monkeypatch):
@@ -113,8 +119,13 @@ def test_running_sum_refuses_an_update_of_other_tensors():
 
 # -- the norm bound: exact where it decides, never dense on the joined path ---------------------
 def _dense_norm(dense_each) -> float:
-    return float(np.sqrt(sum(np.dot(x.reshape(-1).astype(np.float64), x.reshape(-1))
-                             for x in dense_each.values())))
+    return float(
+        np.sqrt(
+            sum(
+                np.dot(x.reshape(-1).astype(np.float64), x.reshape(-1)) for x in dense_each.values()
+            )
+        )
+    )
 
 
 @pytest.mark.parametrize("chunk", [8, 16, 64])
@@ -125,8 +136,12 @@ def test_norm_over_equals_the_dense_norm_on_either_side_of_the_bound(chunk):
         assert numerics.global_norm(parts) == pytest.approx(norm, rel=1e-6)
         # bounds far above, just above (the cheap bound exceeds them: the exact pass
         # decides), just below and far below the norm
-        for bound, over in [(10 * norm, False), (norm * 1.001, False), (norm * 0.999, True),
-                            (norm / 10, True)]:
+        for bound, over in [
+            (10 * norm, False),
+            (norm * 1.001, False),
+            (norm * 0.999, True),
+            (norm / 10, True),
+        ]:
             got = numerics.norm_over(parts, bound)
             assert (got is not None) is over, (bound, norm)
             if over:
@@ -143,8 +158,17 @@ def test_norm_over_holds_every_chunk_scale_to_the_bound():
     b[2] = -np.float32(3e38)
     levels = parts.levels.copy()
     levels[:] = 127
-    crafted = JoinedParts(parts.names, parts.shapes, parts.counts, parts.offsets, levels,
-                          parts.a, b, parts.chunk, parts.plan)
+    crafted = JoinedParts(
+        parts.names,
+        parts.shapes,
+        parts.counts,
+        parts.offsets,
+        levels,
+        parts.a,
+        b,
+        parts.chunk,
+        parts.plan,
+    )
     assert numerics.norm_over(crafted, 100.0) == pytest.approx(3e38, rel=1e-6)
     # the same over the other paths: per-tensor parts and dense arrays
     tensors = {name: crafted[name] for name in crafted}

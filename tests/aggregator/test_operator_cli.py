@@ -1,5 +1,6 @@
 """`edge-fl task create|list|show|pause|resume` against a real `edge-fl serve` on
 127.0.0.1: settings files checked before sending, refusals as one line (no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from .fleet import ADMIN, ServerProcess, admin, free_port
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return build_bundle("mlp", tmp_path_factory.mktemp("mlp") / "bundle", seed=0)
 
 
@@ -38,21 +40,25 @@ def _tasks(url: str) -> dict:
             status, doc = await admin(session, url, "GET", "/v1/admin/tasks")
             assert status == 200
             return {t["task_id"]: t for t in doc["tasks"]}
+
     return asyncio.run(get())
 
 
-def test_create_list_show_pause_resume_against_the_real_server(server, bundle, tmp_path,
-                                                                capsys):
+def test_create_list_show_pause_resume_against_the_real_server(server, bundle, tmp_path, capsys):
     url = ["--server", server.url]
     toml = tmp_path / "task.toml"
     toml.write_text('mode = "async"\n[async]\nbuffer_size = 3\n[plan]\nlr = 0.05\n')
-    assert cli(["task", "create", "tabular", "--bundle", str(bundle), "--settings", str(toml),
-                *url]) == 0
+    assert (
+        cli(["task", "create", "tabular", "--bundle", str(bundle), "--settings", str(toml), *url])
+        == 0
+    )
     assert capsys.readouterr().out.startswith("created task tabular: active, async, version 0")
     plain = tmp_path / "task.json"
     plain.write_text(json.dumps({"settings": {"sync": {"goal": 2}}}))
-    assert cli(["task", "create", "second", "--bundle", str(bundle), "--settings", str(plain),
-                *url]) == 0
+    assert (
+        cli(["task", "create", "second", "--bundle", str(bundle), "--settings", str(plain), *url])
+        == 0
+    )
     created = _tasks(server.url)
     assert created["tabular"]["settings"]["async_"]["buffer_size"] == 3
     assert created["tabular"]["settings"]["plan"]["lr"] == 0.05
@@ -63,7 +69,9 @@ def test_create_list_show_pause_resume_against_the_real_server(server, bundle, t
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:5] == ["TASK", "STATE", "MODE", "VERSION", "ROUND"]
     assert sorted(line.split()[:3] for line in table[1:]) == [
-        ["second", "active", "sync"], ["tabular", "active", "async"]]
+        ["second", "active", "sync"],
+        ["tabular", "active", "async"],
+    ]
 
     assert cli(["task", "pause", "tabular", *url]) == 0
     assert capsys.readouterr().out.startswith("task tabular: paused, async")
@@ -77,36 +85,70 @@ def test_create_list_show_pause_resume_against_the_real_server(server, bundle, t
     assert _tasks(server.url)["tabular"]["paused"] is False
     assert cli(["task", "list", "--json", *url]) == 0
     assert {t["task_id"]: t["state"] for t in json.loads(capsys.readouterr().out)} == {
-        "tabular": "active", "second": "active"}
+        "tabular": "active",
+        "second": "active",
+    }
 
 
-def test_a_bad_settings_file_is_refused_before_anything_is_sent(server, bundle, tmp_path,
-                                                                capsys, monkeypatch):
+def test_a_bad_settings_file_is_refused_before_anything_is_sent(
+    server, bundle, tmp_path, capsys, monkeypatch
+):
     cases = {
         "goal.toml": ("[sync]\ngoal = 0\n", "settings.sync.goal: must be an integer >= 1"),
-        "typo.json": (json.dumps({"plan": {"epochz": 2}}),
-                      "settings.plan.epochz: unknown key; did you mean 'epochs'?"),
+        "typo.json": (
+            json.dumps({"plan": {"epochz": 2}}),
+            "settings.plan.epochz: unknown key; did you mean 'epochs'?",
+        ),
         "broken.toml": ("[sync\n", "is not valid TOML"),
         "list.json": ("[1, 2]", "must hold an object of task settings"),
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
-        assert cli(["task", "create", "bad", "--bundle", str(bundle), "--settings",
-                    str(tmp_path / name), "--server", server.url]) == 2, name
+        assert (
+            cli(
+                [
+                    "task",
+                    "create",
+                    "bad",
+                    "--bundle",
+                    str(bundle),
+                    "--settings",
+                    str(tmp_path / name),
+                    "--server",
+                    server.url,
+                ]
+            )
+            == 2
+        ), name
         err = capsys.readouterr().err
         assert message in err, (name, err)
         assert err.startswith("edge-fl task create: settings file ") and "Traceback" not in err
     assert _tasks(server.url) == {}  # nothing reached the server
     monkeypatch.delenv("EDGE_FL_ADMIN_TOKEN")  # the file is checked before the token
-    assert cli(["task", "create", "bad", "--bundle", str(bundle), "--settings",
-                str(tmp_path / "goal.toml"), "--server", server.url]) == 2
+    assert (
+        cli(
+            [
+                "task",
+                "create",
+                "bad",
+                "--bundle",
+                str(bundle),
+                "--settings",
+                str(tmp_path / "goal.toml"),
+                "--server",
+                server.url,
+            ]
+        )
+        == 2
+    )
     assert "settings.sync.goal" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot read settings file"):
         read_settings(tmp_path / "missing.toml")
 
 
 def test_refusals_and_an_unreachable_server_are_one_line_without_traceback(
-        server, bundle, tmp_path, capsys, monkeypatch):
+    server, bundle, tmp_path, capsys, monkeypatch
+):
     url = ["--server", server.url]
     assert cli(["task", "create", "kb", "--bundle", str(bundle), *url]) == 0
     assert cli(["task", "create", "kb", "--bundle", str(bundle), *url]) == 1
@@ -114,21 +156,23 @@ def test_refusals_and_an_unreachable_server_are_one_line_without_traceback(
     assert cli(["task", "create", "other", "--bundle", str(tmp_path / "nothing"), *url]) == 1
     assert "cannot use the bundle at" in capsys.readouterr().err
     assert cli(["task", "show", "nope", *url]) == 1
-    assert capsys.readouterr().err.strip() == \
-        "edge-fl task show: GET /v1/admin/tasks/nope: 404 not_found: unknown task 'nope'"
+    assert (
+        capsys.readouterr().err.strip()
+        == "edge-fl task show: GET /v1/admin/tasks/nope: 404 not_found: unknown task 'nope'"
+    )
     token = tmp_path / "token"
     token.write_text("a-wrong-admin-token-of-some-length\n")
     assert cli(["task", "pause", "kb", "--token-file", str(token), *url]) == 1
     assert "403 forbidden: admin token required" in capsys.readouterr().err
     monkeypatch.delenv("EDGE_FL_ADMIN_TOKEN")
     assert cli(["task", "list", *url]) == 2
-    assert "no admin token: set EDGE_FL_ADMIN_TOKEN or pass --token-file" in \
-        capsys.readouterr().err
+    assert "no admin token: set EDGE_FL_ADMIN_TOKEN or pass --token-file" in capsys.readouterr().err
     token.write_text(ADMIN + "\n")  # the token file's newline is not part of the token
     assert cli(["task", "pause", "kb", "--token-file", str(token), *url]) == 0
     capsys.readouterr()
     server.stop()
     assert cli(["task", "list", "--token-file", str(token), *url]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"edge-fl task list: cannot reach {server.url}") and \
-        "Traceback" not in err
+    assert (
+        err.startswith(f"edge-fl task list: cannot reach {server.url}") and "Traceback" not in err
+    )

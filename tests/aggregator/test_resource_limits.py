@@ -2,6 +2,7 @@
 127.0.0.1: `edge-fl serve` in a subprocess for the connection deadlines, declared sizes
 and encodings; an in-process server (with a fake clock) on its guarded connections for
 throttling, upload sessions and what the public views show."""
+
 from __future__ import annotations
 
 import ast
@@ -32,8 +33,9 @@ from .fleet import ADMIN, SECRET, ServerProcess, ThreadedServer, free_port
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def call(url: str, method: str = "GET", doc=None, headers: dict | None = None,
-         data: bytes | None = None):
+def call(
+    url: str, method: str = "GET", doc=None, headers: dict | None = None, data: bytes | None = None
+):
     """(status, headers, parsed JSON or raw bytes)."""
     headers = dict(headers or {})
     if doc is not None:
@@ -65,23 +67,38 @@ def tiny_bundle(path: Path) -> Path:
     """A bundle directory as create_task reads it: a manifest and the parameters."""
     path.mkdir(parents=True, exist_ok=True)
     np.savez(path / "parameters.npz", w=np.zeros((4, 3), np.float32))
-    (path / "manifest.json").write_text(json.dumps({
-        "model_id": "tiny", "parameters_file": "parameters.npz",
-        "parameters": [{"name": "w", "shape": [4, 3]}]}))
+    (path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "model_id": "tiny",
+                "parameters_file": "parameters.npz",
+                "parameters": [{"name": "w", "shape": [4, 3]}],
+            }
+        )
+    )
     return path
 
 
 def add_task(url: str, bundle: Path, task_id: str = "kb", settings: dict | None = None):
-    status, _, doc = call(url + "/v1/admin/tasks", "POST", {
-        "task_id": task_id, "bundle_dir": str(bundle), "settings": settings or {}},
-        headers={"X-Admin-Token": ADMIN})
+    status, _, doc = call(
+        url + "/v1/admin/tasks",
+        "POST",
+        {"task_id": task_id, "bundle_dir": str(bundle), "settings": settings or {}},
+        headers={"X-Admin-Token": ADMIN},
+    )
     assert status == 201, doc
 
 
 def enroll(url: str) -> dict:
-    status, _, doc = call(url + "/v1/enroll", "POST", {
-        "population": "keyboard", "secret": SECRET,
-        "public_key": base64.b64encode(os.urandom(32)).decode()})
+    status, _, doc = call(
+        url + "/v1/enroll",
+        "POST",
+        {
+            "population": "keyboard",
+            "secret": SECRET,
+            "public_key": base64.b64encode(os.urandom(32)).decode(),
+        },
+    )
     assert status == 201, doc
     return {"Authorization": f"Bearer {doc['token']}"}
 
@@ -105,8 +122,10 @@ def test_slow_header_and_slow_body_connections_are_closed_while_others_are_serve
     each (so no inactivity timer would fire), are all closed well before the idle
     timeout; slow bodies get 408 first; a normal client is served meanwhile."""
     slow_header = b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nX-Drip: "
-    slow_body = (b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 1000\r\n\r\n{")
+    slow_body = (
+        b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
     socks = {}
     for i in range(250):
         s = socket.create_connection(("127.0.0.1", served.port), timeout=10)
@@ -156,6 +175,7 @@ class _Transport(asyncio.Transport):
 def test_the_guard_finds_the_end_of_headers_split_across_packets():
     """The header deadline ends at the blank line, wherever the packets split it (asyncio
     runs timers in order, so the sleeps below outlast the 0.05 s deadline)."""
+
     async def scenario():
         inner = asyncio.Protocol()
         guard = ConnectionGuard(inner, header_timeout_s=0.05, idle_timeout_s=10)
@@ -169,32 +189,43 @@ def test_the_guard_finds_the_end_of_headers_split_across_packets():
         guard.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the next one never ends
         await asyncio.sleep(0.2)
         assert transport.closed
+
     asyncio.run(scenario())
 
 
 def test_a_declared_body_over_the_limit_is_answered_at_once_and_the_connection_closes(served):
     for path in ("/v1/enroll", "/v1/tasks/kb/updates"):  # no credentials needed to be refused
-        answer = raw_exchange(served.port, (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {10**12}\r\n\r\n").encode())
+        answer = raw_exchange(
+            served.port,
+            (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {10**12}\r\n\r\n").encode(),
+        )
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"Connection: close" in head
         assert json.loads(body)["error"]["code"] == "payload_too_large"
     # JSON calls take far less than updates (max_json_bytes, 64 KiB by default)
-    status, _, doc = call(served.url + "/v1/enroll", "POST", data=b" " * (65 * 1024),
-                          headers={"Content-Type": "application/json"})
+    status, _, doc = call(
+        served.url + "/v1/enroll",
+        "POST",
+        data=b" " * (65 * 1024),
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413 and doc["error"]["max_bytes"] == 64 * 1024
 
 
 def test_a_body_must_declare_its_length(served):
-    answer = raw_exchange(served.port, b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n"
-                                       b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    answer = raw_exchange(
+        served.port,
+        b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 411") and b"length_required" in answer
 
 
 def test_an_oversized_header_line_is_refused(served):
-    answer = raw_exchange(served.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: "
-                                       + b"a" * 9000 + b"\r\n\r\n")
+    answer = raw_exchange(
+        served.port, b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    )
     assert answer.split(b" ", 2)[1] in (b"400", b"431")
 
 
@@ -210,9 +241,12 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(served):
     assert len(bomb) < 100_000
     before = _peak_rss_kb(served.proc.pid)
     for path in ("/v1/tasks/kb/updates", "/v1/enroll"):
-        status, _, doc = call(served.url + path, "POST", data=bomb,
-                              headers={"Content-Encoding": "gzip",
-                                       "Content-Type": "application/octet-stream"})
+        status, _, doc = call(
+            served.url + path,
+            "POST",
+            data=bomb,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/octet-stream"},
+        )
         assert status == 415 and doc["error"]["code"] == "unsupported_content_encoding"
     # inflating it even once would raise the peak by tens of MB
     assert _peak_rss_kb(served.proc.pid) - before < 16 * 1024
@@ -220,11 +254,15 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(served):
 
 # -- per-address throttling of failed credentials --------------------------------------------
 def test_failed_credentials_are_throttled_per_address(tmp_path):
-    with ThreadedServer(tmp_path / "d", FakeClock(), auth_failures_per_s=0.001,
-                        auth_failure_burst=3) as srv:
+    with ThreadedServer(
+        tmp_path / "d", FakeClock(), auth_failures_per_s=0.001, auth_failure_burst=3
+    ) as srv:
         good = enroll(srv.url)
-        wrong = {"population": "keyboard", "secret": "guess",
-                 "public_key": base64.b64encode(b"k" * 32).decode()}
+        wrong = {
+            "population": "keyboard",
+            "secret": "guess",
+            "public_key": base64.b64encode(b"k" * 32).decode(),
+        }
         assert call(srv.url + "/v1/enroll", "POST", wrong)[0] == 403
         assert call(srv.url + "/v1/checkin", "POST", {}, {"Authorization": "Bearer nope"})[0] == 401
         assert call(srv.url + "/v1/admin/tasks", headers={"X-Admin-Token": "x" * 20})[0] == 403
@@ -240,8 +278,11 @@ def test_failed_credentials_are_throttled_per_address(tmp_path):
 
 def test_an_admin_token_that_is_not_ascii_is_refused_not_a_500(tmp_path):
     with ThreadedServer(tmp_path / "d", FakeClock()) as srv:
-        answer = raw_exchange(srv.port, b"GET /v1/admin/tasks HTTP/1.1\r\nHost: x\r\n"
-                                        b"Connection: close\r\nX-Admin-Token: \xff\xfe\xc3\x28\r\n\r\n")
+        answer = raw_exchange(
+            srv.port,
+            b"GET /v1/admin/tasks HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\nX-Admin-Token: \xff\xfe\xc3\x28\r\n\r\n",
+        )
         assert answer.startswith(b"HTTP/1.1 403"), answer[:100]
 
 
@@ -259,8 +300,9 @@ def test_token_buckets_keep_bounded_memory():
 
 # -- resumable upload sessions: expiry and quota ---------------------------------------------
 def _begin(url, headers, task="kb", size=100):
-    return call(url + f"/v1/tasks/{task}/uploads", "POST", {"size": size, "sha256": "0" * 64},
-                headers)
+    return call(
+        url + f"/v1/tasks/{task}/uploads", "POST", {"size": size, "sha256": "0" * 64}, headers
+    )
 
 
 def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_start_up(tmp_path):
@@ -272,7 +314,9 @@ def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_s
         status, _, first = _begin(srv.url, device)
         assert status == 201
         upload = srv.url + f"/v1/uploads/{first['upload_id']}"
-        assert call(upload + "?offset=0", "PUT", data=b"x" * 40, headers=device)[2]["received"] == 40
+        assert (
+            call(upload + "?offset=0", "PUT", data=b"x" * 40, headers=device)[2]["received"] == 40
+        )
         assert (data / "partial" / first["upload_id"]).exists()
         clock.advance(61)
         status, _, doc = call(upload, headers=device)
@@ -284,8 +328,10 @@ def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_s
         second = _begin(srv.url, device)[2]["upload_id"]
         clock.advance(61)
         for _ in range(600):  # the row goes first, then its bytes
-            if srv.service.store.upload_info(second) is None \
-                    and not (data / "partial" / second).exists():
+            if (
+                srv.service.store.upload_info(second) is None
+                and not (data / "partial" / second).exists()
+            ):
                 break
             time.sleep(0.05)
         assert srv.service.store.upload_info(second) is None
@@ -299,8 +345,9 @@ def test_an_expired_upload_session_is_refused_and_removed_by_the_ticker_and_at_s
 
 
 def test_a_device_holds_a_bounded_number_of_upload_sessions_and_bytes(tmp_path):
-    with ThreadedServer(tmp_path / "d", FakeClock(), max_uploads_per_device=1,
-                        max_upload_bytes_per_device=4096) as srv:
+    with ThreadedServer(
+        tmp_path / "d", FakeClock(), max_uploads_per_device=1, max_upload_bytes_per_device=4096
+    ) as srv:
         bundle = tiny_bundle(tmp_path / "b")
         add_task(srv.url, bundle, "kb")
         add_task(srv.url, bundle, "kb2")
@@ -325,14 +372,20 @@ def test_a_lone_surrogate_failure_reason_never_breaks_metrics_before_or_after_a_
         add_task(srv.url, tiny_bundle(tmp_path / "b"), settings={"mode": "async"})
         device = enroll(srv.url)
         assert "assignment" in call(srv.url + "/v1/checkin", "POST", {"task_id": "kb"}, device)[2]
-        status, _, doc = call(srv.url + "/v1/tasks/kb/failures", "POST",
-                              data=b'{"reason": "\\ud800"}',
-                              headers=device | {"Content-Type": "application/json"})
+        status, _, doc = call(
+            srv.url + "/v1/tasks/kb/failures",
+            "POST",
+            data=b'{"reason": "\\ud800"}',
+            headers=device | {"Content-Type": "application/json"},
+        )
         assert status == 400 and doc["error"]["code"] == "malformed_json"  # refused at the door
         # a valid reason outside the vocabulary is counted as "other"
-        status, _, _ = call(srv.url + "/v1/tasks/kb/failures", "POST",
-                            data='{"reason": "\u2028 évil\\u0007 <b>"}'.encode(),
-                            headers=device | {"Content-Type": "application/json"})
+        status, _, _ = call(
+            srv.url + "/v1/tasks/kb/failures",
+            "POST",
+            data='{"reason": "\u2028 évil\\u0007 <b>"}'.encode(),
+            headers=device | {"Content-Type": "application/json"},
+        )
         assert status == 204
         status, _, text = call(srv.url + "/metrics")
         assert status == 200
@@ -368,8 +421,9 @@ def test_failure_reasons_are_a_fixed_vocabulary_covering_the_sdks_own():
 def test_status_shows_no_task_settings_or_dp_figures_unless_turned_on(tmp_path):
     settings = {"mode": "async", "plan": {"epochs": 1, "batch_size": 4, "lr": 0.0123457}}
     for public in (False, True):
-        with ThreadedServer(tmp_path / f"d{public}", FakeClock(),
-                            public_status_settings=public) as srv:
+        with ThreadedServer(
+            tmp_path / f"d{public}", FakeClock(), public_status_settings=public
+        ) as srv:
             add_task(srv.url, tiny_bundle(tmp_path / "b"), settings=settings)
             _, _, status = call(srv.url + "/v1/status")
             _, _, metrics = call(srv.url + "/metrics")
@@ -381,21 +435,41 @@ def test_status_shows_no_task_settings_or_dp_figures_unless_turned_on(tmp_path):
 
 
 def test_public_task_drops_dp_figures_from_versions_and_events():
-    doc = {"task_id": "t", "settings": {"dp": {"noise_multiplier": 1.1}},
-           "versions": [{"version": 1, "metrics": {"mean_loss": 2.0, "epsilon": 0.5,
-                                                   "delta": 1e-5, "measurements": {"noise": 1}}}],
-           "events": [{"event": "privacy_budget_reached", "epsilon": 8.0, "round": 3}]}
+    doc = {
+        "task_id": "t",
+        "settings": {"dp": {"noise_multiplier": 1.1}},
+        "versions": [
+            {
+                "version": 1,
+                "metrics": {
+                    "mean_loss": 2.0,
+                    "epsilon": 0.5,
+                    "delta": 1e-5,
+                    "measurements": {"noise": 1},
+                },
+            }
+        ],
+        "events": [{"event": "privacy_budget_reached", "epsilon": 8.0, "round": 3}],
+    }
     public = public_task(doc, show_settings=False)
-    assert public == {"task_id": "t", "versions": [{"version": 1, "metrics": {"mean_loss": 2.0}}],
-                      "events": [{"event": "privacy_budget_reached", "round": 3}]}
+    assert public == {
+        "task_id": "t",
+        "versions": [{"version": 1, "metrics": {"mean_loss": 2.0}}],
+        "events": [{"event": "privacy_budget_reached", "round": 3}],
+    }
     assert doc["versions"][0]["metrics"]["epsilon"] == 0.5  # not mutated
     assert public_task(doc, show_settings=True) is doc
 
 
 def test_limits_are_validated_when_the_config_is_built(tmp_path):
-    for bad in ({"header_timeout_s": 0}, {"body_timeout_s": float("inf")},
-                {"idle_timeout_s": "10"}, {"max_uploads_per_device": 0},
-                {"max_json_bytes": 10}, {"public_status_settings": "yes"},
-                {"auth_failure_burst": True}):
+    for bad in (
+        {"header_timeout_s": 0},
+        {"body_timeout_s": float("inf")},
+        {"idle_timeout_s": "10"},
+        {"max_uploads_per_device": 0},
+        {"max_json_bytes": 10},
+        {"public_status_settings": "yes"},
+        {"auth_failure_burst": True},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ServerConfig(str(tmp_path), ADMIN, {}, **bad)

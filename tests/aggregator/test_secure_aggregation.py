@@ -1,6 +1,7 @@
 """Secure aggregation inside the aggregator's sync rounds: the state machine, and the real
 app on 127.0.0.1 with real edge_sdk clients, asserting that nothing the server persists
 or logs holds an individual update."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,9 @@ def test_the_round_sums_the_survivors_when_20_percent_drop(drop):
     gone = {"none": set(), "before_masked_input": {"d2", "d7"}, "before_reveal": {"d1", "d5"}}[drop]
     for d, c in clients.items():
         if not (drop == "before_masked_input" and d in gone):
-            secure.masked_input(d, c.masked_input(vectors[d], secure.view_for(d)["shares"]), now=3.0)
+            secure.masked_input(
+                d, c.masked_input(vectors[d], secure.view_for(d)["shares"]), now=3.0
+            )
     if drop == "before_masked_input":
         assert secure.phase == "masking"
         secure.tick(3.0 + SETTINGS.phase_timeout_s)  # the phase times out: go on without them
@@ -63,7 +66,7 @@ def test_the_round_sums_the_survivors_when_20_percent_drop(drop):
     summed = [d for d in clients if clients[d].index in view["survivors"]]
     assert len(summed) == (8 if drop == "before_masked_input" else 10)
     expected = sum(vectors[d] for d in summed)
-    step = 2.0 ** -SETTINGS.frac_bits
+    step = 2.0**-SETTINGS.frac_bits
     np.testing.assert_allclose(secure.result(), expected, atol=len(summed) * step / 2 + 1e-6)
 
 
@@ -93,6 +96,7 @@ def test_settings_refuse_what_secure_aggregation_cannot_do():
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
@@ -108,8 +112,8 @@ def _needles(x: np.ndarray) -> list[bytes]:
     fixed = FixedPoint(SETTINGS.clip, SETTINGS.frac_bits).encode(x)
     nonzero = np.flatnonzero(x)
     for start in (nonzero[0], nonzero[len(nonzero) // 2], max(0, nonzero[-1] - 12)):
-        out.append(x[start:start + 12].astype("<f4").tobytes())
-        out.append(fixed[start:start + 12].astype("<u4").tobytes())
+        out.append(x[start : start + 12].astype("<f4").tobytes())
+        out.append(fixed[start : start + 12].astype("<u4").tobytes())
     return out
 
 
@@ -121,22 +125,31 @@ def test_secure_rounds_over_http_store_only_the_sum(bundle, tmp_path, monkeypatc
     async def recording(transport, task_id, round_id, delta, names, examples, *args, **kw):
         sent[transport.device_id] = ({k: v.copy() for k, v in delta.items()}, examples)
         return await real(transport, task_id, round_id, delta, names, examples, *args, **kw)
+
     monkeypatch.setattr(client_module, "report_securely", recording)
 
     async def scenario():
-        settings = {"mode": "sync", "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5},
-                    "sync": {"goal": 10, "overselect": 1.0, "min_fraction": 0.7},
-                    "secagg": {"phase_timeout_s": SETTINGS.phase_timeout_s}}
+        settings = {
+            "mode": "sync",
+            "plan": {"epochs": 1, "batch_size": 4, "lr": 0.5},
+            "sync": {"goal": 10, "overselect": 1.0, "min_fraction": 0.7},
+            "secagg": {"phase_timeout_s": SETTINGS.phase_timeout_s},
+        }
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [await enroll_phone(env.url, env.session, bundle, tmp_path, i, env.clock,
-                                         lm_examples(i, n=4 + i)) for i in range(10)]
+            phones = [
+                await enroll_phone(
+                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i, n=4 + i)
+                )
+                for i in range(10)
+            ]
             vanishing = {phones[3].identity.device_id, phones[8].identity.device_id}
             for p in phones:
                 if p.identity.device_id in vanishing:
                     p.client.pacer = VanishBeforeMaskedInput()
             task = env.service.tasks["kb"]
-            _, before = decode_parameters(env.service.model_file("kb", 0)[1].read_bytes(),
-                                          task.record.specs)
+            _, before = decode_parameters(
+                env.service.model_file("kb", 0)[1].read_bytes(), task.record.specs
+            )
 
             async def time_keeper():
                 # once the eight survivors' inputs are in, let the masking phase time out
@@ -146,11 +159,18 @@ def test_secure_rounds_over_http_store_only_the_sum(bundle, tmp_path, monkeypatc
                         env.clock.advance(SETTINGS.phase_timeout_s + 1)
                         return
                     await asyncio.sleep(0.05)
-            results = await asyncio.wait_for(asyncio.gather(
-                *[p.client.participate(good_state, "kb") for p in phones], time_keeper(),
-                return_exceptions=True), timeout=120)
-            _, after = decode_parameters(env.service.model_file("kb", 1)[1].read_bytes(),
-                                         task.record.specs)
+
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *[p.client.participate(good_state, "kb") for p in phones],
+                    time_keeper(),
+                    return_exceptions=True,
+                ),
+                timeout=120,
+            )
+            _, after = decode_parameters(
+                env.service.model_file("kb", 1)[1].read_bytes(), task.record.specs
+            )
             return phones, vanishing, before, after, results, task
 
     phones, vanishing, before, after, results, task = asyncio.run(scenario())
@@ -163,11 +183,12 @@ def test_secure_rounds_over_http_store_only_the_sum(bundle, tmp_path, monkeypatc
     # the new model is the example-weighted mean of the eight survivors' deltas
     weights = {d: min(sent[d][1], 100) / 100 for d in completed}
     total = sum(weights.values())
-    step = 2.0 ** -SETTINGS.frac_bits
+    step = 2.0**-SETTINGS.frac_bits
     for name in before:
         expected = sum(weights[d] * sent[d][0][name] for d in completed) / total
-        np.testing.assert_allclose(after[name] - before[name], expected,
-                                   atol=len(completed) * step / total + 1e-6)
+        np.testing.assert_allclose(
+            after[name] - before[name], expected, atol=len(completed) * step / total + 1e-6
+        )
 
     # nothing persisted or logged holds one device's delta or its fixed-point input
     persisted = b"".join(f.read_bytes() for f in (tmp_path / "data").rglob("*") if f.is_file())

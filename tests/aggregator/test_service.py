@@ -1,4 +1,5 @@
 """The real app on 127.0.0.1 with real edge_sdk clients over HTTP."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,6 +17,7 @@ from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_tas
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
@@ -33,17 +35,24 @@ def _after(event: asyncio.Event, upload):
     async def gated(*args, **kwargs):
         await event.wait()
         return await upload(*args, **kwargs)
+
     return gated
 
 
-def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundle, tmp_path, store_url):
+def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(
+    bundle, tmp_path, store_url
+):
     async def scenario():
         settings = _settings("sync", sync={"goal": 4, "overselect": 1.5, "min_fraction": 0.75})
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
             for round_ in range(2):
-                phones = [await enroll_phone(url, session, bundle, tmp_path, 10 * round_ + i, clock,
-                                             lm_examples(i)) for i in range(8)]
+                phones = [
+                    await enroll_phone(
+                        url, session, bundle, tmp_path, 10 * round_ + i, clock, lm_examples(i)
+                    )
+                    for i in range(8)
+                ]
                 # two of the six selected drop: one goes silent after check-in, one loses
                 # charging mid-training and reports it
                 silent = await phones[0].transport.check_in("kb")
@@ -58,9 +67,11 @@ def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundl
                 async def flaky():
                     try:
                         return await phones[1].client.participate(
-                            lambda: good_state(charging=next(charging)), "kb")
+                            lambda: good_state(charging=next(charging)), "kb"
+                        )
                     finally:
                         reported.set()
+
                 rest = [p.client.participate(good_state, "kb") for p in phones[2:]]
                 results = await asyncio.gather(flaky(), *rest)
                 assert results[0].status == "aborted" and results[0].reason == "not_charging"
@@ -69,34 +80,52 @@ def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(bundl
             doc = await _model_version(session, url, "kb")
             assert doc["version"] == 2
             assert doc["funnel"]["dropped"]["not_charging"] == 2
-            assert doc["funnel"]["dropped"]["round_full"] == 2  # the silent ones, not needed at commit
+            assert (
+                doc["funnel"]["dropped"]["round_full"] == 2
+            )  # the silent ones, not needed at commit
             assert [v["version"] for v in doc["versions"]] == [0, 1, 2]
             assert "mean_loss" in doc["versions"][1]["metrics"]
             # the model really moved, and devices download it with its version
-            v0 = decode_parameters(service.store.model_path("kb", 0).read_bytes(), bundle.parameter_specs)[1]
-            v2 = decode_parameters(service.store.model_path("kb", 2).read_bytes(), bundle.parameter_specs)[1]
+            v0 = decode_parameters(
+                service.store.model_path("kb", 0).read_bytes(), bundle.parameter_specs
+            )[1]
+            v2 = decode_parameters(
+                service.store.model_path("kb", 2).read_bytes(), bundle.parameter_specs
+            )[1]
             assert any(not np.allclose(v0[k], v2[k]) for k in v0)
+
     asyncio.run(scenario())
 
 
 def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_path):
     async def scenario():
-        settings = _settings("async", async_={"concurrency": 3, "buffer_size": 2, "max_staleness": 3})
+        settings = _settings(
+            "async", async_={"concurrency": 3, "buffer_size": 2, "max_staleness": 3}
+        )
         async with server_with_task(tmp_path, bundle, settings) as env:
             url, session, clock = env.url, env.session, env.clock
-            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                      for i in range(9)]
+            phones = [
+                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                for i in range(9)
+            ]
             outcomes = []
             for wave in range(3):  # devices come (check in, train, upload) and go
-                results = await asyncio.gather(*[p.client.participate(good_state, "kb")
-                                                 for p in phones[3 * wave:3 * wave + 3]])
+                results = await asyncio.gather(
+                    *[
+                        p.client.participate(good_state, "kb")
+                        for p in phones[3 * wave : 3 * wave + 3]
+                    ]
+                )
                 outcomes += results
                 clock.advance(60)
             completed = [r for r in outcomes if r.status == "completed"]
             assert len(completed) >= 6
-            assert max(r.server["staleness"] for r in completed) >= 1  # some trained on old versions
+            assert (
+                max(r.server["staleness"] for r in completed) >= 1
+            )  # some trained on old versions
             doc = await _model_version(session, url, "kb")
             assert doc["version"] == len(completed) // 2
+
     asyncio.run(scenario())
 
 
@@ -105,14 +134,21 @@ def test_a_retried_upload_is_counted_once(bundle, tmp_path, store_url):
         settings = _settings("sync", sync={"goal": 2, "overselect": 1.0})
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
-            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                      for i in range(2)]
+            phones = [
+                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                for i in range(2)
+            ]
             assignment = (await phones[0].transport.check_in("kb"))["assignment"]
             delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
             meta = UpdateMeta("kb", bundle.model_id, 0, phones[0].identity.device_id, "once", 5)
-            data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                 signing_key=phones[0].identity.signing_key,
-                                 rng=np.random.default_rng(0))
+            data = encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta,
+                UpdatePipeline(),
+                signing_key=phones[0].identity.signing_key,
+                rng=np.random.default_rng(0),
+            )
             first = await phones[0].transport.upload("kb", data)
             again = await phones[0].transport.upload("kb", data)
             assert first["status"] == "accepted" and again["status"] == "duplicate"
@@ -123,6 +159,7 @@ def test_a_retried_upload_is_counted_once(bundle, tmp_path, store_url):
             assert service.tasks["kb"].coordinator.version == 1
             late = await phones[0].transport.upload("kb", data)
             assert late["status"] == "duplicate" and late["aggregated_into"] == 1
+
     asyncio.run(scenario())
 
 
@@ -134,8 +171,9 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
             other = await enroll_phone(url, session, bundle, tmp_path, 1, clock, lm_examples(1))
             async with session.post(url + "/v1/checkin", json={}) as r:
                 assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
-            async with session.post(url + "/v1/admin/tasks", json={},
-                                    headers={"X-Admin-Token": "wrong-token-xxxxxx"}) as r:
+            async with session.post(
+                url + "/v1/admin/tasks", json={}, headers={"X-Admin-Token": "wrong-token-xxxxxx"}
+            ) as r:
                 assert r.status == 403
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", b"not an update" * 10)
@@ -144,32 +182,58 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
             await phone.transport.check_in("kb")
             delta = {s.name: np.zeros(s.shape, np.float32) for s in bundle.parameter_specs}
             meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "forged", 5)
-            forged = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                   signing_key=other.identity.signing_key, rng=np.random.default_rng(0))
+            forged = encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta,
+                UpdatePipeline(),
+                signing_key=other.identity.signing_key,
+                rng=np.random.default_rng(0),
+            )
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", forged)
             assert e.value.code == "bad_signature"
             stale = UpdateMeta("kb", bundle.model_id, 7, phone.identity.device_id, "stale", 5)
-            data = encode_update(delta, bundle.parameter_specs, stale, UpdatePipeline(),
-                                 signing_key=phone.identity.signing_key, rng=np.random.default_rng(0))
+            data = encode_update(
+                delta,
+                bundle.parameter_specs,
+                stale,
+                UpdatePipeline(),
+                signing_key=phone.identity.signing_key,
+                rng=np.random.default_rng(0),
+            )
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", data)
             assert e.value.status == 409 and e.value.details["current_version"] == 0
             assert service.tasks["kb"].coordinator.accepted == 0
             assert not service.store.pending_updates("kb")  # nothing bad was stored
             # an admin call with a device token, and an oversized body
-            async with session.get(url + "/v1/admin/tasks",
-                                   headers={"Authorization": f"Bearer {phone.transport.token}"}) as r:
+            async with session.get(
+                url + "/v1/admin/tasks",
+                headers={"Authorization": f"Bearer {phone.transport.token}"},
+            ) as r:
                 assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
-            async with session.post(url + "/v1/tasks/kb/updates", data=b"x" * (33 * 2**20),
-                                    headers={"Authorization": f"Bearer {phone.transport.token}"}) as r:
+            async with session.post(
+                url + "/v1/tasks/kb/updates",
+                data=b"x" * (33 * 2**20),
+                headers={"Authorization": f"Bearer {phone.transport.token}"},
+            ) as r:
                 assert r.status == 413 and (await r.json())["error"]["code"] == "payload_too_large"
             # a shape mismatch: an update for another model's parameter list
-            wrong = [{"name": s.name, "shape": [int(d) + 1 for d in s.shape]} for s in bundle.parameter_specs]
+            wrong = [
+                {"name": s.name, "shape": [int(d) + 1 for d in s.shape]}
+                for s in bundle.parameter_specs
+            ]
             odd = {w["name"]: np.zeros(w["shape"], np.float32) for w in wrong}
             meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "odd", 5)
-            data = encode_update(odd, wrong, meta, UpdatePipeline(),
-                                 signing_key=phone.identity.signing_key, rng=np.random.default_rng(0))
+            data = encode_update(
+                odd,
+                wrong,
+                meta,
+                UpdatePipeline(),
+                signing_key=phone.identity.signing_key,
+                rng=np.random.default_rng(0),
+            )
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", data)
             assert e.value.status == 400 and e.value.code == "shape_mismatch"
@@ -177,6 +241,7 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
                 text = await r.text()
             # refused before reaching the task: a refused request, not an update outcome
             assert 'edgefl_requests_refused_total{code="bad_signature"} 1.0' in text
+
     asyncio.run(scenario())
 
 
@@ -184,21 +249,34 @@ def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_pat
     async def scenario():
         # N(0, 1) noise: the least compressible bytes, with a norm far over the default bound
         settings = _settings("sync", sync={"goal": 1, "overselect": 1.0}) | {
-            "max_update_norm": None}
+            "max_update_norm": None
+        }
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
             phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
             await phone.transport.check_in("kb")
             rng = np.random.default_rng(0)
-            delta = {s.name: rng.normal(0, 1, s.shape).astype(np.float32) for s in bundle.parameter_specs}
+            delta = {
+                s.name: rng.normal(0, 1, s.shape).astype(np.float32) for s in bundle.parameter_specs
+            }
             meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "big", 5)
-            data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                 signing_key=phone.identity.signing_key, rng=rng)
+            data = encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta,
+                UpdatePipeline(),
+                signing_key=phone.identity.signing_key,
+                rng=rng,
+            )
             t = phone.transport
             t.chunk_bytes = len(data) // 5 + 1
             import hashlib
-            start = await t._request("POST", "/v1/tasks/kb/uploads", json={
-                "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+            start = await t._request(
+                "POST",
+                "/v1/tasks/kb/uploads",
+                json={"size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+            )
             path = f"/v1/uploads/{start['upload_id']}"
             first = await t._request("PUT", path, data=data[:1000], params={"offset": "0"})
             assert first["received"] == 1000
@@ -209,18 +287,25 @@ def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_pat
             assert gap.value.status == 409 and gap.value.details["received"] == 1000
             # the connection died here; the device asks how far it got and finishes
             status = await t._request("GET", path)
-            rest = data[status["received"]:]
+            rest = data[status["received"] :]
             await t._request("PUT", path, data=rest, params={"offset": str(status["received"])})
             result = await t._request("POST", path + "/commit")
             assert result["status"] == "accepted" and service.tasks["kb"].coordinator.version == 1
             # and the client's own resumable path, forced by a tiny single-request limit
             await phone.transport.check_in("kb")
             meta2 = UpdateMeta("kb", bundle.model_id, 1, phone.identity.device_id, "big2", 5)
-            data2 = encode_update(delta, bundle.parameter_specs, meta2, UpdatePipeline(),
-                                  signing_key=phone.identity.signing_key, rng=rng)
+            data2 = encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta2,
+                UpdatePipeline(),
+                signing_key=phone.identity.signing_key,
+                rng=rng,
+            )
             t.single_request_bytes = 1000
             assert (await t.upload("kb", data2))["status"] == "accepted"
             assert service.tasks["kb"].coordinator.version == 2
+
     asyncio.run(scenario())
 
 
@@ -229,8 +314,10 @@ def test_spare_devices_evaluate_the_global_model_and_report_metrics(bundle, tmp_
         settings = _settings("sync", sync={"goal": 2, "overselect": 1.0}) | {"eval_fraction": 1.0}
         async with server_with_task(tmp_path, bundle, settings) as env:
             url, service, session, clock = env.url, env.service, env.session, env.clock
-            phones = [await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                      for i in range(5)]
+            phones = [
+                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
+                for i in range(5)
+            ]
             # two train; the other three are not needed for the round and evaluate version 0
             trainers = [await p.transport.check_in("kb") for p in phones[:2]]
             assert all("assignment" in t for t in trainers)
@@ -247,29 +334,45 @@ def test_spare_devices_evaluate_the_global_model_and_report_metrics(bundle, tmp_
             assert history[0]["version"] == 0 and history[0]["devices"] == 3
             assert history[0]["count"] == expected
             assert 0 <= history[0]["correct_rate"] <= history[0]["correct_top3_rate"] <= 1
+
     asyncio.run(scenario())
 
 
 def test_the_server_learning_rate_steps_down_at_the_configured_versions(bundle, tmp_path):
     """FedAvg with lr 1 then 0.5 from version 1 on: the same delta of 0.01 moves the
     model by 0.01, then by 0.005."""
+
     async def scenario():
-        settings = _settings("sync", sync={"goal": 1, "overselect": 1.0, "min_fraction": 1.0},
-                             server_lr_decay={"at": [1], "factor": 0.5})
+        settings = _settings(
+            "sync",
+            sync={"goal": 1, "overselect": 1.0, "min_fraction": 1.0},
+            server_lr_decay={"at": [1], "factor": 0.5},
+        )
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(env.url, env.session, bundle, tmp_path, 0, env.clock,
-                                       lm_examples(0))
+            phone = await enroll_phone(
+                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
+            )
             delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
             for version in range(2):
                 await phone.transport.check_in("kb")
-                meta = UpdateMeta("kb", bundle.model_id, version, phone.identity.device_id,
-                                  f"step{version}", 5)
-                data = encode_update(delta, bundle.parameter_specs, meta, UpdatePipeline(),
-                                     signing_key=phone.identity.signing_key,
-                                     rng=np.random.default_rng(0))
+                meta = UpdateMeta(
+                    "kb", bundle.model_id, version, phone.identity.device_id, f"step{version}", 5
+                )
+                data = encode_update(
+                    delta,
+                    bundle.parameter_specs,
+                    meta,
+                    UpdatePipeline(),
+                    signing_key=phone.identity.signing_key,
+                    rng=np.random.default_rng(0),
+                )
                 assert (await phone.transport.upload("kb", data))["status"] == "accepted"
-            return [decode_parameters(env.service.model_file("kb", v)[1].read_bytes(),
-                                      bundle.parameter_specs)[1] for v in range(3)]
+            return [
+                decode_parameters(
+                    env.service.model_file("kb", v)[1].read_bytes(), bundle.parameter_specs
+                )[1]
+                for v in range(3)
+            ]
 
     models = asyncio.run(scenario())
     name = bundle.parameter_specs[0].name
@@ -277,9 +380,17 @@ def test_the_server_learning_rate_steps_down_at_the_configured_versions(bundle, 
     np.testing.assert_allclose(models[2][name] - models[1][name], 0.005, atol=1e-6)
 
 
-@pytest.mark.parametrize("decay", [{"at": [5, 3], "factor": 0.5}, {"at": [5], "factor": 1.5},
-                                   {"at": [], "factor": 0.5}, {"every": 5}])
+@pytest.mark.parametrize(
+    "decay",
+    [
+        {"at": [5, 3], "factor": 0.5},
+        {"at": [5], "factor": 1.5},
+        {"at": [], "factor": 0.5},
+        {"every": 5},
+    ],
+)
 def test_a_bad_learning_rate_decay_is_refused_with_its_shape(decay):
     from aggregator.config import TaskSettings
+
     with pytest.raises(ValueError, match="settings.server_lr_decay"):
         TaskSettings.from_json({"server_lr_decay": decay})

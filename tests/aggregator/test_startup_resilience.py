@@ -2,6 +2,7 @@
 a task that no longer loads is marked failed (store, admin API, status, log) and the
 others serve. Against real servers on 127.0.0.1: the app in this process, and
 `edge-fl serve` subprocesses restarted on their data dir."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,14 @@ from aggregator.service import AggregatorService
 from aggregator.store import Device, SqliteStore
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import FakeClock
-from edge_sdk.protocol import (UpdateMeta, UpdatePipeline, encode_parameters, encode_update,
-                               generate_signing_key, public_key_of)
+from edge_sdk.protocol import (
+    UpdateMeta,
+    UpdatePipeline,
+    encode_parameters,
+    encode_update,
+    generate_signing_key,
+    public_key_of,
+)
 
 from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_server
 
@@ -33,13 +40,17 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _files(root: Path) -> set[str]:
     """Every file under the data dir but SQLite's own (its WAL changes on reads too)."""
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith("aggregator.db")}
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith("aggregator.db")
+    }
 
 
 def _bad_bundle(tmp: Path, bundle: Bundle, change) -> str:
@@ -66,33 +77,83 @@ def _renamed_parameter(path: Path) -> None:
 def test_bad_create_requests_are_refused_with_the_field_and_store_nothing(bundle, tmp_path):
     good = str(bundle.path)
     refused = [  # (request, field the 400 names)
-        ({"task_id": "kb", "bundle_dir": good,
-          "settings": {"robust": {"kind": "trimmed_mean", "trim": 0.7}}}, "settings.robust.trim"),
-        ({"task_id": "kb", "bundle_dir": good, "settings": {"server_optimizer": "fedadm"}},
-         "settings.server_optimizer"),
-        ({"task_id": "kb", "bundle_dir": good, "settings": {"plan": {"epochz": 3}}},
-         "settings.plan.epochz"),
-        ({"task_id": "kb", "bundle_dir": good, "settings": {"dp": {
-            "clip_norm": 1.0, "noise_multiplier": 1.0, "population": 10,
-            "adaptive_quantil": 0.5}}}, "settings.dp.adaptive_quantil"),
-        ({"task_id": "kb", "bundle_dir": good, "settings": {"sync": {"goal": 10**30}}},
-         "settings.sync.goal"),
+        (
+            {
+                "task_id": "kb",
+                "bundle_dir": good,
+                "settings": {"robust": {"kind": "trimmed_mean", "trim": 0.7}},
+            },
+            "settings.robust.trim",
+        ),
+        (
+            {"task_id": "kb", "bundle_dir": good, "settings": {"server_optimizer": "fedadm"}},
+            "settings.server_optimizer",
+        ),
+        (
+            {"task_id": "kb", "bundle_dir": good, "settings": {"plan": {"epochz": 3}}},
+            "settings.plan.epochz",
+        ),
+        (
+            {
+                "task_id": "kb",
+                "bundle_dir": good,
+                "settings": {
+                    "dp": {
+                        "clip_norm": 1.0,
+                        "noise_multiplier": 1.0,
+                        "population": 10,
+                        "adaptive_quantil": 0.5,
+                    }
+                },
+            },
+            "settings.dp.adaptive_quantil",
+        ),
+        (
+            {"task_id": "kb", "bundle_dir": good, "settings": {"sync": {"goal": 10**30}}},
+            "settings.sync.goal",
+        ),
         ({"task_id": "kb", "bundle_dir": good, "settings": []}, "settings"),
-        *[({"task_id": bad, "bundle_dir": good, "settings": {}}, "task_id")
-          for bad in ("../../x", "tf/../tf", "", ".", "a//b", "KB", "-kb", "x" * 65,
-                      "kb\n", "kb/", "k b")],
-        ({"task_id": "kb", "bundle_dir": str(tmp_path / "nowhere"), "settings": {}},
-         "bundle_dir"),
-        ({"task_id": "kb", "bundle_dir": _bad_bundle(tmp_path, bundle, _nan_parameters),
-          "settings": {}}, "bundle_dir"),
-        ({"task_id": "kb", "bundle_dir": _bad_bundle(tmp_path, bundle, _renamed_parameter),
-          "settings": {}}, "bundle_dir"),
+        *[
+            ({"task_id": bad, "bundle_dir": good, "settings": {}}, "task_id")
+            for bad in (
+                "../../x",
+                "tf/../tf",
+                "",
+                ".",
+                "a//b",
+                "KB",
+                "-kb",
+                "x" * 65,
+                "kb\n",
+                "kb/",
+                "k b",
+            )
+        ],
+        ({"task_id": "kb", "bundle_dir": str(tmp_path / "nowhere"), "settings": {}}, "bundle_dir"),
+        (
+            {
+                "task_id": "kb",
+                "bundle_dir": _bad_bundle(tmp_path, bundle, _nan_parameters),
+                "settings": {},
+            },
+            "bundle_dir",
+        ),
+        (
+            {
+                "task_id": "kb",
+                "bundle_dir": _bad_bundle(tmp_path, bundle, _renamed_parameter),
+                "settings": {},
+            },
+            "bundle_dir",
+        ),
     ]
     data = tmp_path / "data"
 
     async def first_run():
-        async with running_server(data, FakeClock()) as (url, service), \
-                aiohttp.ClientSession() as session:
+        async with (
+            running_server(data, FakeClock()) as (url, service),
+            aiohttp.ClientSession() as session,
+        ):
             before = _files(data)
             for request, field in refused:
                 status, doc = await admin(session, url, "POST", "/v1/admin/tasks", request)
@@ -103,13 +164,20 @@ def test_bad_create_requests_are_refused_with_the_field_and_store_nothing(bundle
             assert _files(data) == before  # no orphan model file, nothing outside the dir
             assert not (tmp_path / "x").exists() and not (data.parent / "x").exists()
             assert (await admin(session, url, "GET", "/v1/admin/tasks", None))[1] == {"tasks": []}
-            status, doc = await admin(session, url, "POST", "/v1/admin/tasks", {
-                "task_id": "kb_1", "bundle_dir": good, "settings": {"mode": "async"}})
+            status, doc = await admin(
+                session,
+                url,
+                "POST",
+                "/v1/admin/tasks",
+                {"task_id": "kb_1", "bundle_dir": good, "settings": {"mode": "async"}},
+            )
             assert status == 201 and doc["state"] == "active", doc
 
     async def second_run():  # the bad requests left nothing that breaks the next start
-        async with running_server(data, FakeClock()) as (url, service), \
-                aiohttp.ClientSession() as session:
+        async with (
+            running_server(data, FakeClock()) as (url, service),
+            aiohttp.ClientSession() as session,
+        ):
             status, doc = await admin(session, url, "GET", "/v1/admin/tasks", None)
             assert status == 200
             assert [(t["task_id"], t["state"]) for t in doc["tasks"]] == [("kb_1", "active")]
@@ -120,8 +188,7 @@ def test_bad_create_requests_are_refused_with_the_field_and_store_nothing(bundle
 
 # -- every part of a task's stored state, corrupted in turn (service level) -------------------
 def _service(root: Path) -> AggregatorService:
-    return AggregatorService(SqliteStore(root), FakeClock(), np.random.default_rng(0),
-                             {"p": "s"})
+    return AggregatorService(SqliteStore(root), FakeClock(), np.random.default_rng(0), {"p": "s"})
 
 
 def _sql(root: Path, statement: str, params: tuple) -> None:
@@ -130,8 +197,11 @@ def _sql(root: Path, statement: str, params: tuple) -> None:
 
 
 def _corrupt_settings(root, task):
-    _sql(root, "UPDATE tasks SET settings = ? WHERE task_id = ?",
-         (json.dumps({"robust": {"kind": "trimmed_mean", "trim": 0.7}}), task))
+    _sql(
+        root,
+        "UPDATE tasks SET settings = ? WHERE task_id = ?",
+        (json.dumps({"robust": {"kind": "trimmed_mean", "trim": 0.7}}), task),
+    )
 
 
 def _settings_not_json(root, task):
@@ -152,19 +222,24 @@ def _model_missing(root, task):
 
 def _update_garbage(root, task):
     with sqlite3.connect(root / "aggregator.db") as db:  # update bytes are rows
-        cut = db.execute("UPDATE update_bytes SET data = substr(data, 1, 50) WHERE path LIKE ?",
-                         (f"updates/{task}/%",)).rowcount
+        cut = db.execute(
+            "UPDATE update_bytes SET data = substr(data, 1, 50) WHERE path LIKE ?",
+            (f"updates/{task}/%",),
+        ).rowcount
     assert cut == 1
 
 
-@pytest.mark.parametrize("corrupt, part", [
-    (_corrupt_settings, "stored settings: settings.robust.trim"),
-    (_settings_not_json, "stored settings: settings: must be an object, got null"),
-    (_specs_not_json, "stored settings"),
-    (_model_garbage, "model file"),
-    (_model_missing, "model file: FileNotFoundError"),
-    (_update_garbage, "pending update"),
-])
+@pytest.mark.parametrize(
+    "corrupt, part",
+    [
+        (_corrupt_settings, "stored settings: settings.robust.trim"),
+        (_settings_not_json, "stored settings: settings: must be an object, got null"),
+        (_specs_not_json, "stored settings"),
+        (_model_garbage, "model file"),
+        (_model_missing, "model file: FileNotFoundError"),
+        (_update_garbage, "pending update"),
+    ],
+)
 def test_a_task_whose_stored_state_does_not_load_fails_alone(bundle, tmp_path, corrupt, part):
     root = tmp_path / "state"
     service = _service(root)
@@ -176,9 +251,21 @@ def test_a_task_whose_stored_state_does_not_load_fails_alone(bundle, tmp_path, c
     service.check_in(device, "bad")
     delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
     meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert service.submit_update(device, "bad", encode_update(
-        delta, bundle.parameter_specs, meta, UpdatePipeline(), signing_key=key,
-        rng=np.random.default_rng(0)))["status"] == "accepted"
+    assert (
+        service.submit_update(
+            device,
+            "bad",
+            encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta,
+                UpdatePipeline(),
+                signing_key=key,
+                rng=np.random.default_rng(0),
+            ),
+        )["status"]
+        == "accepted"
+    )
     service.store.close()
     corrupt(root, "bad")
 
@@ -204,7 +291,8 @@ def test_a_non_finite_model_version_fails_its_task_only(bundle, tmp_path):
     params = {s.name: np.full(s.shape, np.inf, np.float32) for s in bundle.parameter_specs}
     service.store.close()
     (root / "models" / "bad" / "v0.eflm").write_bytes(
-        encode_parameters(params, specs, bundle.model_id, 0))
+        encode_parameters(params, specs, bundle.model_id, 0)
+    )
     restarted = _service(root)
     restarted.recover()
     assert "model file: NonFinite" in restarted.describe("bad")["error"]
@@ -214,28 +302,34 @@ def test_a_non_finite_model_version_fails_its_task_only(bundle, tmp_path):
 # -- a real `edge-fl serve`, restarted on its data dir ------------------------------------------
 async def _enroll(session, url) -> str:
     key = base64.b64encode(public_key_of(generate_signing_key())).decode()
-    async with session.post(url + "/v1/enroll", json={
-            "population": "keyboard", "secret": SECRET, "public_key": key}) as r:
+    async with session.post(
+        url + "/v1/enroll", json={"population": "keyboard", "secret": SECRET, "public_key": key}
+    ) as r:
         assert r.status == 201, await r.text()
         return (await r.json())["token"]
 
 
 async def _check_in(session, url, token, task_id):
-    async with session.post(url + "/v1/checkin", json={"task_id": task_id},
-                            headers={"Authorization": f"Bearer {token}"}) as r:
+    async with session.post(
+        url + "/v1/checkin", json={"task_id": task_id}, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
         return r.status, await r.json()
 
 
-def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_others(
-        bundle, tmp_path):
+def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_others(bundle, tmp_path):
     data = tmp_path / "data"
     server = ServerProcess(data, free_port())
 
     async def create():
         async with aiohttp.ClientSession() as session:
             for task_id in ("good", "bad_settings", "bad_model"):
-                status, doc = await admin(session, server.url, "POST", "/v1/admin/tasks", {
-                    "task_id": task_id, "bundle_dir": str(bundle.path), "settings": {}})
+                status, doc = await admin(
+                    session,
+                    server.url,
+                    "POST",
+                    "/v1/admin/tasks",
+                    {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": {}},
+                )
                 assert status == 201, doc
 
     async def after_restart():
@@ -248,8 +342,9 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
             assert "model file" in states["bad_model"]["error"]
             status, doc = await admin(session, server.url, "GET", "/v1/admin/tasks/bad_model")
             assert status == 200 and doc["state"] == "failed" and "versions" in doc
-            status, doc = await admin(session, server.url, "POST",
-                                      "/v1/admin/tasks/bad_settings/pause")
+            status, doc = await admin(
+                session, server.url, "POST", "/v1/admin/tasks/bad_settings/pause"
+            )
             assert status == 409 and doc["error"]["code"] == "task_failed"
             token = await _enroll(session, server.url)
             status, doc = await _check_in(session, server.url, token, "good")
@@ -257,10 +352,12 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
             status, doc = await _check_in(session, server.url, token, "bad_model")
             assert status == 409 and doc["error"]["code"] == "task_failed", doc
             for _ in range(6):  # a check-in for any task is never sent to a failed one
-                status, doc = await _check_in(session, server.url, await _enroll(
-                    session, server.url), None)
-                assert status == 200 and doc.get("assignment", {}).get("task_id", "good") \
-                    == "good", doc
+                status, doc = await _check_in(
+                    session, server.url, await _enroll(session, server.url), None
+                )
+                assert (
+                    status == 200 and doc.get("assignment", {}).get("task_id", "good") == "good"
+                ), doc
             async with session.get(server.url + "/v1/status") as r:
                 assert r.status == 200
                 status_doc = json.loads(await r.text())
@@ -278,11 +375,17 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
         asyncio.run(create())
         server.stop()
         with sqlite3.connect(data / "aggregator.db") as db:
-            stored = db.execute("SELECT settings FROM tasks WHERE task_id = 'bad_settings'"
-                                ).fetchone()[0]
-            db.execute("UPDATE tasks SET settings = ? WHERE task_id = 'bad_settings'",
-                       (json.dumps(json.loads(stored) | {"robust": {"kind": "trimmed_mean",
-                                                                    "trim": 0.7}}),))
+            stored = db.execute(
+                "SELECT settings FROM tasks WHERE task_id = 'bad_settings'"
+            ).fetchone()[0]
+            db.execute(
+                "UPDATE tasks SET settings = ? WHERE task_id = 'bad_settings'",
+                (
+                    json.dumps(
+                        json.loads(stored) | {"robust": {"kind": "trimmed_mean", "trim": 0.7}}
+                    ),
+                ),
+            )
         (data / "models" / "bad_model" / "v0.eflm").write_bytes(b"not a model")
         server.start()
         asyncio.run(after_restart())
@@ -300,8 +403,20 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
 def test_serve_without_secrets_generates_an_admin_token_and_closes_enrollment(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(tmp_path / "d"),
-         "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edge_fl_cli",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         assert "listening on" in proc.stdout.readline()
@@ -312,19 +427,24 @@ def test_serve_without_secrets_generates_an_admin_token_and_closes_enrollment(tm
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                async with session.get(url + "/v1/admin/tasks",
-                                       headers={"X-Admin-Token": token}) as r:
+                async with session.get(
+                    url + "/v1/admin/tasks", headers={"X-Admin-Token": token}
+                ) as r:
                     assert r.status == 200
-                async with session.get(url + "/v1/admin/tasks",
-                                       headers={"X-Admin-Token": ADMIN}) as r:
+                async with session.get(
+                    url + "/v1/admin/tasks", headers={"X-Admin-Token": ADMIN}
+                ) as r:
                     assert r.status == 403
                 key = base64.b64encode(public_key_of(generate_signing_key())).decode()
                 for population, secret in (("default", "change-me"), ("keyboard", SECRET)):
-                    async with session.post(url + "/v1/enroll", json={
-                            "population": population, "secret": secret, "public_key": key}) as r:
+                    async with session.post(
+                        url + "/v1/enroll",
+                        json={"population": population, "secret": secret, "public_key": key},
+                    ) as r:
                         doc = await r.json()
                         assert r.status == 403 and doc["error"]["code"] == "enrollment_closed"
                         assert "--enrollment-secret" in doc["error"]["message"]
+
         asyncio.run(scenario())
     finally:
         proc.terminate()
@@ -345,9 +465,21 @@ def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state)
     service.check_in(device, "bad")
     delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
     meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert service.submit_update(device, "bad", encode_update(
-        delta, bundle.parameter_specs, meta, UpdatePipeline(), signing_key=key,
-        rng=np.random.default_rng(0)))["version"] == 1
+    assert (
+        service.submit_update(
+            device,
+            "bad",
+            encode_update(
+                delta,
+                bundle.parameter_specs,
+                meta,
+                UpdatePipeline(),
+                signing_key=key,
+                rng=np.random.default_rng(0),
+            ),
+        )["version"]
+        == 1
+    )
     service.store.close()
     (path,) = (root / "state" / "bad").glob("v1.npz")
     with np.load(path) as npz:
@@ -356,13 +488,17 @@ def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state)
     if state == "garbage":
         path.write_bytes(b"PK\x03\x04 not an npz")
     else:
-        arrays[first] = np.full_like(arrays[first], np.nan) if state == "nan" \
+        arrays[first] = (
+            np.full_like(arrays[first], np.nan)
+            if state == "nan"
             else np.zeros(arrays[first].size + 1, np.float32)
+        )
         np.savez(path, **arrays)
     restarted = _service(root)
     restarted.recover()
-    assert restarted.describe("bad")["error"].startswith("optimizer state"), \
-        restarted.describe("bad")
+    assert restarted.describe("bad")["error"].startswith("optimizer state"), restarted.describe(
+        "bad"
+    )
     assert restarted.describe("good")["state"] == "active"
 
 
@@ -378,13 +514,23 @@ def test_the_dashboard_shows_a_failed_task_with_its_reason(bundle, tmp_path):
     async def scenario():
         async with running_server(root, FakeClock()) as (url, _):
             proc = await asyncio.create_subprocess_exec(
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update",
-                f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
-                "--dump-dom", url + "/dashboard", stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL)
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                url + "/dashboard",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
             dom, _ = await asyncio.wait_for(proc.communicate(), 60)
             return dom.decode()
+
     dom = asyncio.run(scenario())
     assert 'data-task="bad" data-state="failed"' in dom
     assert "bad — failed, not served" in dom and "settings.robust.trim" in dom

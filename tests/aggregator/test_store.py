@@ -1,6 +1,7 @@
 """The Store interface, run against both backends (SQLite + files, and PostgreSQL), and
 what only a shared store does: one leader per task, taken over when it dies, and a
 process that lost the lead cannot write."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 
 from aggregator.errors import NotLeader
-from aggregator.store import CRASH_POINTS, AlreadyAggregated, Device, PendingUpdate, TaskRecord, open_store
+from aggregator.store import (
+    CRASH_POINTS,
+    AlreadyAggregated,
+    Device,
+    PendingUpdate,
+    TaskRecord,
+    open_store,
+)
 
 RECORD = TaskRecord("kb", {"mode": "sync"}, "/bundles/kb", "model-1", [{"name": "w", "shape": [2]}])
 
@@ -24,6 +32,7 @@ def _store(tmp_path, store_url, crash_at=None):
     def hook(point):
         if point == crash_at and armed:
             raise _Crash(point)
+
     store = open_store(tmp_path / "data", store_url, hook)
     store.arm = lambda: armed.append(True)
     assert store.try_lead("kb", "http://127.0.0.1:1", 0.0)
@@ -119,12 +128,20 @@ def test_a_write_cut_short_is_whole_or_absent_after_reopening(tmp_path, store_ur
         assert store.latest_model("kb")[1].read_bytes() == b"model v1"
         np.testing.assert_array_equal(store.optimizer_state("kb")["m"], np.ones(2))
     if store_url is None:  # no file is left that no row points at
-        files = {str(p.relative_to(store.root)) for sub in ("models", "updates", "state")
-                 for p in (store.root / sub).rglob("*") if p.is_file()}
-        assert files == {r[0] for r in store._query(
-            "SELECT path FROM models UNION SELECT path FROM updates UNION "
-            "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL "
-            "EXCEPT SELECT path FROM update_bytes")}
+        files = {
+            str(p.relative_to(store.root))
+            for sub in ("models", "updates", "state")
+            for p in (store.root / sub).rglob("*")
+            if p.is_file()
+        }
+        assert files == {
+            r[0]
+            for r in store._query(
+                "SELECT path FROM models UNION SELECT path FROM updates UNION "
+                "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL "
+                "EXCEPT SELECT path FROM update_bytes"
+            )
+        }
     store.close()
 
 
@@ -184,9 +201,15 @@ def test_an_abandoned_round_drops_its_updates(tmp_path, store_url):
 def test_chunks_are_appended_only_at_the_count_received(tmp_path, store_url):
     store = _with_task(tmp_path, store_url)
     store.begin_upload("up1", "dev-1", "kb", 10, "0" * 64, 1.0)
-    assert store.upload_info("up1") == {"upload_id": "up1", "device_id": "dev-1", "task_id": "kb",
-                                        "size": 10, "sha256": "0" * 64, "received": 0,
-                                        "created": 1.0}
+    assert store.upload_info("up1") == {
+        "upload_id": "up1",
+        "device_id": "dev-1",
+        "task_id": "kb",
+        "size": 10,
+        "sha256": "0" * 64,
+        "received": 0,
+        "created": 1.0,
+    }
     assert store.append_upload("up1", 0, b"abcd") == 4
     assert store.append_upload("up1", 0, b"abcd") == 4  # a repeat: nothing appended
     assert store.append_upload("up1", 6, b"gh") == 4  # a gap: refused, the count says where
@@ -231,6 +254,7 @@ def test_devices_evaluations_and_events(tmp_path, store_url):
 # -- a shared store -------------------------------------------------------------------------
 def _eventually(condition, timeout_s: float = 10.0) -> bool:
     import time
+
     end = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > end:
@@ -256,6 +280,7 @@ def test_one_process_leads_a_task_and_another_takes_over_when_it_goes(tmp_path, 
 
 def test_a_process_that_lost_the_lead_cannot_write(tmp_path, postgres):
     import psycopg
+
     url = postgres.new_database()
     a = open_store(tmp_path / "a", url)
     a.add_task(RECORD, b"model v0", 1.0)
@@ -264,8 +289,9 @@ def test_a_process_that_lost_the_lead_cannot_write(tmp_path, postgres):
     b = open_store(tmp_path / "b", url)
     # a's lock connection dies while its other connection lives on (a partition, an admin)
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE "
-                      "locktype = 'advisory' AND granted")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        )
     assert _eventually(lambda: b.try_lead("kb", "http://b", 1.0))
     with pytest.raises(NotLeader):
         a.save_update("kb", _update("k1"), b"u", {}, {"round_id": 1}, 2.0)
@@ -289,11 +315,13 @@ def test_the_protocol_lists_every_call_the_service_makes_and_both_backends_have_
     import aggregator.uploads
     from aggregator.store import SqliteStore, Store
     from aggregator.store.postgres import PostgresStore
+
     declared = {n for n in dir(Store) if not n.startswith("_")} | set(Store.__annotations__)
     sources = [p.read_text() for p in Path(aggregator.service.__file__).parent.glob("*.py")]
     sources.append(Path(aggregator.uploads.__file__).read_text())
-    used = {name for text in sources for name in re.findall(r"(?:self\.|service\.)store\.(\w+)",
-                                                             text)}
+    used = {
+        name for text in sources for name in re.findall(r"(?:self\.|service\.)store\.(\w+)", text)
+    }
     assert {"save_update", "commit_version", "flush", "open_group", "group_commits"} <= used
     assert used <= declared, f"the service calls {sorted(used - declared)} outside Store"
     for backend in (SqliteStore, PostgresStore):
@@ -307,10 +335,15 @@ def test_the_protocol_lists_every_call_the_service_makes_and_both_backends_have_
 
 def test_a_store_url_must_name_a_postgresql_database():
     from aggregator.app import ServerConfig
+
     with pytest.raises(ValueError, match="postgresql://"):
         ServerConfig("/tmp/x", "admin-token-0123456789", store_url="mysql://db/x")
     with pytest.raises(ValueError, match="advertise_url"):
         ServerConfig("/tmp/x", "admin-token-0123456789", advertise_url="127.0.0.1:8750")
-    config = ServerConfig("/tmp/x", "admin-token-0123456789", store_url="postgresql://h/db",
-                          advertise_url="http://10.0.0.5:8750")
+    config = ServerConfig(
+        "/tmp/x",
+        "admin-token-0123456789",
+        store_url="postgresql://h/db",
+        advertise_url="http://10.0.0.5:8750",
+    )
     assert config.store_url == "postgresql://h/db"

@@ -1,5 +1,6 @@
 """The parts of the Flower comparison (bench/peers) that are ours, without Flower: PSS
 accounting of a process tree, the split both sides read, and the per-round accounting."""
+
 from __future__ import annotations
 
 import subprocess
@@ -44,8 +45,12 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_tree_pss_counts_shared_pages_once_and_finds_grandchildren():
-    child = subprocess.Popen([sys.executable, "-c", _SHARED_TREE], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SHARED_TREE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         grandchild = int(child.stdout.readline())
         assert descendants(child.pid, parent_map()) == [grandchild]
@@ -65,6 +70,7 @@ def test_tree_pss_counts_shared_pages_once_and_finds_grandchildren():
 
 def _self() -> int:
     import os
+
     return os.getpid()
 
 
@@ -82,19 +88,28 @@ def _fashion_clients(users: int = 6):
     pytest.importorskip("model_zoo.data.fashion_mnist")
     from fleet.datasets.builtin import FashionMnist
     from model_zoo.data.fashion_mnist import DEFAULT_DIR
+
     if not DEFAULT_DIR.is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
     data = FashionMnist(partition={"users": users}, limit=600, seed=3)
-    return [data.examples(u, "train") for u in data.users()], \
-        [e for u in data.users() for e in data.examples(u, "heldout")]
+    return [data.examples(u, "train") for u in data.users()], [
+        e for u in data.users() for e in data.examples(u, "heldout")
+    ]
 
 
 def test_both_sides_read_the_split_the_driver_wrote(tmp_path):
     from bench.peers.compare import stack
+
     clients, heldout = _fashion_clients()
     initial = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-    doc = write_split(tmp_path, [stack(c) for c in clients], stack(heldout[:50]),
-                      stack(heldout), initial, {"task": {"seed": 3}})
+    doc = write_split(
+        tmp_path,
+        [stack(c) for c in clients],
+        stack(heldout[:50]),
+        stack(heldout),
+        initial,
+        {"task": {"seed": 3}},
+    )
     split = read_split(tmp_path)
     assert split.clients == len(clients) == doc["clients"]
     assert isinstance(split.x, np.memmap)
@@ -112,6 +127,7 @@ def test_both_sides_read_the_split_the_driver_wrote(tmp_path):
 
 def test_split_fingerprint_changes_with_one_label(tmp_path):
     from bench.peers.compare import stack
+
     clients, heldout = _fashion_clients(3)
     arrays = [stack(c) for c in clients]
     first = write_split(tmp_path / "a", arrays, stack(heldout), stack(heldout), {})
@@ -122,14 +138,20 @@ def test_split_fingerprint_changes_with_one_label(tmp_path):
 
 
 def _evals(*spans):
-    return [{"round": r, "start": s, "end": e, "accuracy": 0.1 * r} for r, (s, e) in enumerate(spans)]
+    return [
+        {"round": r, "start": s, "end": e, "accuracy": 0.1 * r} for r, (s, e) in enumerate(spans)
+    ]
 
 
 def test_rounds_split_wall_time_into_training_and_overhead():
     evaluations = _evals((10.0, 11.0), (20.0, 20.5), (30.0, 31.0))
-    trainings = [{"start": 12.0, "end": 14.0}, {"start": 15.0, "end": 16.0},  # round 1
-                 {"start": 22.0, "end": 25.0}, {"start": 26.0, "end": 27.0},
-                 {"start": 28.0, "end": 28.5}]  # round 2
+    trainings = [
+        {"start": 12.0, "end": 14.0},
+        {"start": 15.0, "end": 16.0},  # round 1
+        {"start": 22.0, "end": 25.0},
+        {"start": 26.0, "end": 27.0},
+        {"start": 28.0, "end": 28.5},
+    ]  # round 2
     first, second = accounting.rounds(evaluations, trainings)
     assert (first.wall_s, first.clients, first.training_s) == (8.0, 2, 3.0)  # 12 -> 20
     assert first.overhead_per_client_ms == pytest.approx(2500.0)
@@ -151,8 +173,16 @@ def test_our_side_runs_plain_fedavg(tmp_path):
     from types import SimpleNamespace
 
     from aggregator.config import TaskSettings
-    args = SimpleNamespace(transport="inprocess", rounds=3, seed=0, clients_per_round=7,
-                           epochs=2, batch_size=16, lr=0.1)
+
+    args = SimpleNamespace(
+        transport="inprocess",
+        rounds=3,
+        seed=0,
+        clients_per_round=7,
+        epochs=2,
+        batch_size=16,
+        lr=0.1,
+    )
     config = fedavg_config(tmp_path, 50, args)
     task = TaskSettings.from_json(config.task)
     assert (task.sync.goal, task.sync.overselect, task.sync.min_fraction) == (7, 1.0, 1.0)

@@ -1,6 +1,7 @@
 """What the web-device tests assert about an update: the delta is the one edge_sdk's
 LocalTrainer computes from the same examples, and the update decodes to the default
 codec's image of it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
 
 
-def python_delta(bundle: Bundle, params: dict, examples: list[dict], batch: int,
-                 lr: float) -> dict[str, np.ndarray]:
+def python_delta(
+    bundle: Bundle, params: dict, examples: list[dict], batch: int, lr: float
+) -> dict[str, np.ndarray]:
     trainer = LocalTrainer(bundle, params)
     trainer.train(lambda epoch: examples, TrainingPlan(batch_size=batch, schedule=Constant(lr)))
     return trainer.delta(params)
@@ -23,16 +25,19 @@ def f32(doc: dict, bundle: Bundle) -> dict[str, np.ndarray]:
     return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
 
 
-def assert_same_training(bundle: Bundle, result: dict, expected: dict[str, np.ndarray],
-                         residual: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def assert_same_training(
+    bundle: Bundle,
+    result: dict,
+    expected: dict[str, np.ndarray],
+    residual: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
     """result: a web device's posted delta and update (hex); expected: Python's delta;
     residual: the error feedback the device carried into this round. Returns the
     residual it carries out (what the codec dropped from delta + residual)."""
     delta = f32(result["delta"], bundle)
     for name, value in expected.items():
         np.testing.assert_allclose(delta[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
-    update = decode_update(bytes.fromhex(result["update"]), bundle.parameter_specs,
-                           public_key=None)
+    update = decode_update(bytes.fromhex(result["update"]), bundle.parameter_specs, public_key=None)
     assert update.codec == DEFAULT_CODEC and update.meta.device_id == result["device_id"]
     corrected = {k: v + residual[k] if residual else v for k, v in delta.items()}
     for name, value in corrected.items():

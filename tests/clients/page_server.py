@@ -2,6 +2,7 @@
 examples and the aggregator's API under one origin (the aggregator sends no CORS headers,
 so a page must come from the API's origin, as behind one reverse proxy), and a place to
 post results. A real aiohttp server on 127.0.0.1, port 0."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,21 +14,38 @@ from aiohttp import web
 
 from .node import WEB
 
-TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
-         ".html": "text/html", ".json": "application/json", ".onnx": "application/octet-stream",
-         ".npz": "application/octet-stream"}
+TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".wasm": "application/wasm",
+    ".html": "text/html",
+    ".json": "application/json",
+    ".onnx": "application/octet-stream",
+    ".npz": "application/octet-stream",
+}
 FORWARDED_REQUEST = ("Authorization", "Content-Type", "If-None-Match", "Range")
-FORWARDED_RESPONSE = ("Content-Type", "ETag", "Last-Modified", "Retry-After", "X-Model-Version",
-                      "Content-Range", "Accept-Ranges")
+FORWARDED_RESPONSE = (
+    "Content-Type",
+    "ETag",
+    "Last-Modified",
+    "Retry-After",
+    "X-Model-Version",
+    "Content-Range",
+    "Accept-Ranges",
+)
 
 
 def _file(root: Path, relative: str) -> web.StreamResponse:
     path = (root / relative).resolve()
     if root.resolve() not in path.parents or not path.is_file():
         raise web.HTTPNotFound()
-    return web.FileResponse(path, headers={"Content-Type": TYPES.get(path.suffix,
-                                                                      "application/octet-stream"),
-                                           "Cache-Control": "no-store"})
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": TYPES.get(path.suffix, "application/octet-stream"),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 @contextlib.asynccontextmanager
@@ -54,17 +72,23 @@ async def page_server(api_url: str, bundle_dir: Path, examples: list[list[dict]]
 
     async def api(request):
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
-        async with session.request(request.method, api_url + request.path_qs,
-                                   data=await request.read(), headers=headers) as r:
+        async with session.request(
+            request.method, api_url + request.path_qs, data=await request.read(), headers=headers
+        ) as r:
             body = await r.read()
             kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
             return web.Response(status=r.status, body=body, headers=kept)
 
     app = web.Application(client_max_size=64 * 2**20)
-    app.add_routes([web.get("/web/{path:.+}", static), web.get("/bundle/{name}", bundle),
-                    web.get(r"/examples/{i:\d+}.json", device_examples),
-                    web.post(r"/results/{i:\d+}", result),
-                    web.route("*", "/v1/{path:.*}", api)])
+    app.add_routes(
+        [
+            web.get("/web/{path:.+}", static),
+            web.get("/bundle/{name}", bundle),
+            web.get(r"/examples/{i:\d+}.json", device_examples),
+            web.post(r"/results/{i:\d+}", result),
+            web.route("*", "/v1/{path:.*}", api),
+        ]
+    )
     async with aiohttp.ClientSession() as session:
         runner = web.AppRunner(app)
         await runner.setup()

@@ -3,6 +3,7 @@ aggregator on 127.0.0.1: each one enrolls with a key made in the page, keeps its
 in IndexedDB, trains the bundle in onnxruntime-web (WASM), uploads the default codec, and
 asks for the model again (a 304 from its ETag). Their updates are accepted, carry the
 deltas a Python client computes from the same training, and the aggregated model improves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,25 +23,39 @@ from .page_server import page_server
 
 CHROMIUM = shutil.which("chromium")
 DEVICES, BATCH, LR = 3, 4, 0.5
-SETTINGS = {"mode": "sync", "sync": {"goal": DEVICES, "overselect": 1.0},
-            "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR}}
+SETTINGS = {
+    "mode": "sync",
+    "sync": {"goal": DEVICES, "overselect": 1.0},
+    "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
+}
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 async def _chromium(tmp_path, url: str):
     """Headless Chromium on `url` (it opens one target only), its log in tmp_path."""
-    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--disable-quic", "--enable-logging=stderr", "--v=0",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     log = open(tmp_path / "chromium.log", "wb")
-    return await asyncio.create_subprocess_exec(CHROMIUM, *args, url,
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=log)
+    return await asyncio.create_subprocess_exec(
+        CHROMIUM, *args, url, stdout=asyncio.subprocess.DEVNULL, stderr=log
+    )
 
 
 @pytest.mark.slow  # ~30-60 s: Chromium starts, compiles onnxruntime's WASM, trains 3 tabs
@@ -50,28 +65,36 @@ def test_browser_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path)
     examples = [lm_examples(i) for i in range(DEVICES)]
 
     async def scenario():
-        async with server_with_task(tmp_path, bundle, SETTINGS, "keyboard") as env, \
-                page_server(env.url, bundle.path, examples) as (url, results):
+        async with (
+            server_with_task(tmp_path, bundle, SETTINGS, "keyboard") as env,
+            page_server(env.url, bundle.path, examples) as (url, results),
+        ):
             page = f"{url}/web/browser/fleet.html?" + urlencode(
-                {"devices": DEVICES, "population": "keyboard", "secret": SECRET,
-                 "task": "keyboard"})
+                {"devices": DEVICES, "population": "keyboard", "secret": SECRET, "task": "keyboard"}
+            )
             browser = await _chromium(tmp_path, page)
             exited = asyncio.ensure_future(browser.wait())
             try:
                 everyone = asyncio.ensure_future(asyncio.gather(*results.values()))
-                await asyncio.wait({everyone, exited}, timeout=300,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {everyone, exited}, timeout=300, return_when=asyncio.FIRST_COMPLETED
+                )
                 assert everyone.done(), (
                     f"Chromium exited ({browser.returncode}) or timed out; its log: "
-                    + (tmp_path / "chromium.log").read_text(errors="replace")[-3000:])
+                    + (tmp_path / "chromium.log").read_text(errors="replace")[-3000:]
+                )
                 done = everyone.result()
             finally:
                 if browser.returncode is None:
                     browser.terminate()
                 await exited
             store = env.service.store
-            models = [decode_parameters(store.model_path("keyboard", v).read_bytes(),
-                                        bundle.parameter_specs)[1] for v in (0, 1)]
+            models = [
+                decode_parameters(
+                    store.model_path("keyboard", v).read_bytes(), bundle.parameter_specs
+                )[1]
+                for v in (0, 1)
+            ]
             return done, env.service.describe("keyboard"), models
 
     results, task, (before, after) = asyncio.run(scenario())

@@ -1,5 +1,6 @@
 """The web client (clients/web) under Node: its own test suite (the conformance vectors,
 training in onnxruntime-web), and its updates decoded by the Python decoder."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import (DEFAULT_CODEC, CodecSpec, UpdateMeta, UpdatePipeline, decode_update,
-                               encode_update)
+from edge_sdk.protocol import (
+    DEFAULT_CODEC,
+    CodecSpec,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_update,
+    encode_update,
+)
 
 from .node import WEB, node_or_skip, run_tool
 
@@ -26,16 +33,22 @@ def _tensors(doc: dict, specs) -> dict[str, np.ndarray]:
 
 def test_node_test_suite_passes():
     node = node_or_skip()
-    done = subprocess.run([node, "--test", "test/"], cwd=WEB,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, (done.stdout[-6000:] + done.stderr[-2000:])
+    done = subprocess.run(
+        [node, "--test", "test/"], cwd=WEB, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "# fail 0" in done.stdout
 
 
 def _encode_with_js(case: dict, codec: CodecSpec, delta_key: str = "delta") -> bytes:
-    job = {"delta": UPDATES[delta_key], "specs": case["specs"], "meta": case["meta"],
-           "codec": codec.to_json(), "seed": str(json.loads(case["header"])["seed"]),
-           "private_key": UPDATES["private_key"]}
+    job = {
+        "delta": UPDATES[delta_key],
+        "specs": case["specs"],
+        "meta": case["meta"],
+        "codec": codec.to_json(),
+        "seed": str(json.loads(case["header"])["seed"]),
+        "private_key": UPDATES["private_key"],
+    }
     return bytes.fromhex(run_tool("encode_update.mjs", job)["message"])
 
 
@@ -66,8 +79,12 @@ def test_js_and_python_encoders_write_the_same_update(name):
     case = next(c for c in UPDATES["cases"] if c["name"] == name)
     message = _encode_with_js(case, CodecSpec(**case["codec"]))
     assert message.hex() == case["message"]
-    python = encode_update(_tensors(UPDATES["delta"], case["specs"]), case["specs"],
-                           UpdateMeta(**case["meta"]), UpdatePipeline(CodecSpec(**case["codec"])),
-                           signing_key=bytes.fromhex(UPDATES["private_key"]),
-                           rng=np.random.default_rng(case["rng_seed"]))
+    python = encode_update(
+        _tensors(UPDATES["delta"], case["specs"]),
+        case["specs"],
+        UpdateMeta(**case["meta"]),
+        UpdatePipeline(CodecSpec(**case["codec"])),
+        signing_key=bytes.fromhex(UPDATES["private_key"]),
+        rng=np.random.default_rng(case["rng_seed"]),
+    )
     assert python == message

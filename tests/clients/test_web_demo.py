@@ -3,6 +3,7 @@ real aggregator on 127.0.0.1, served by examples/web_demo.py's page server: the 
 enrolls, stores the sample sentences in IndexedDB, downloads the model, suggests next words
 from it, trains once its policy allows (opted in, idle 0 s) and the round it joins (goal 1)
 makes version 1, which the page downloads and suggests from."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +28,7 @@ CHROMIUM = shutil.which("chromium")
 def test_demo_page_trains_and_suggests_from_the_new_version(tmp_path):
     node_or_skip()  # the page loads the npm dependencies from clients/web/node_modules
     from model_zoo.zoo import build_bundle
+
     bundle = Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path / "kb", with_vocabulary=True))
 
     async def scenario():
@@ -39,13 +41,18 @@ def test_demo_page_trains_and_suggests_from_the_new_version(tmp_path):
                 seen.set()
 
         async with server_with_task(tmp_path, bundle, task_settings(1), TASK) as env:
-            app = page_app(env.url, bundle.path, {"population": TASK, "secret": SECRET,
-                                                  "task": TASK}, on_report)
+            app = page_app(
+                env.url,
+                bundle.path,
+                {"population": TASK, "secret": SECRET, "task": TASK},
+                on_report,
+            )
             runner = web.AppRunner(app)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             url = f"http://127.0.0.1:{runner.addresses[0][1]}/web/browser/demo.html?" + urlencode(
-                {"optin": 1, "idle": 0, "sample": 1, "text": "good night "})
+                {"optin": 1, "idle": 0, "sample": 1, "text": "good night "}
+            )
             browser = await _chromium(tmp_path, url)
             try:
                 await asyncio.wait_for(seen.wait(), timeout=300)

@@ -3,6 +3,7 @@ two sync rounds: they enroll, check in, download the model, train in onnxruntime
 upload the default codec (one device resumably, in chunks); their updates are accepted,
 carry the deltas a Python client computes from the same training plus the error feedback
 of the round before, and the aggregated model improves."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,13 +20,17 @@ from .checks import assert_same_training, python_delta
 from .node import WEB, node_or_skip
 
 DEVICES, BATCH, LR = 3, 4, 0.5
-SETTINGS = {"mode": "sync", "sync": {"goal": DEVICES, "overselect": 1.0},
-            "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR}}
+SETTINGS = {
+    "mode": "sync",
+    "sync": {"goal": DEVICES, "overselect": 1.0},
+    "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
+}
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
@@ -36,21 +41,38 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
 
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS, "keyboard") as env:
-            job = {"url": env.url, "population": "keyboard", "secret": SECRET,
-                   "bundle_dir": str(bundle.path), "task_id": "keyboard",
-                   "rounds": 2,
-                   "devices": [{"examples": [{k: v.tolist() for k, v in e.items()} for e in ex],
-                                "single_request_bytes": 1024 if i == 0 else None}
-                               for i, ex in enumerate(examples)]}
+            job = {
+                "url": env.url,
+                "population": "keyboard",
+                "secret": SECRET,
+                "bundle_dir": str(bundle.path),
+                "task_id": "keyboard",
+                "rounds": 2,
+                "devices": [
+                    {
+                        "examples": [{k: v.tolist() for k, v in e.items()} for e in ex],
+                        "single_request_bytes": 1024 if i == 0 else None,
+                    }
+                    for i, ex in enumerate(examples)
+                ],
+            }
             proc = await asyncio.create_subprocess_exec(
-                node, str(WEB / "tools" / "participate.mjs"), cwd=WEB,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+                node,
+                str(WEB / "tools" / "participate.mjs"),
+                cwd=WEB,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             out, err = await asyncio.wait_for(proc.communicate(json.dumps(job).encode()), 300)
             assert proc.returncode == 0, err.decode()[-4000:]
             store = env.service.store
-            models = [decode_parameters(store.model_path("keyboard", v).read_bytes(),
-                                        bundle.parameter_specs)[1] for v in (0, 1, 2)]
+            models = [
+                decode_parameters(
+                    store.model_path("keyboard", v).read_bytes(), bundle.parameter_specs
+                )[1]
+                for v in (0, 1, 2)
+            ]
             return json.loads(out), env.service.describe("keyboard"), models
 
     results, task, models = asyncio.run(scenario())
@@ -60,10 +82,12 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
     assert task["version"] == 2  # each round of DEVICES updates was aggregated
     for i, ex in enumerate(examples):
         first, second = (r for r in results if r["device"] == i)
-        residual = assert_same_training(bundle, first,
-                                        python_delta(bundle, models[0], ex, BATCH, LR))
-        assert_same_training(bundle, second, python_delta(bundle, models[1], ex, BATCH, LR),
-                             residual)
+        residual = assert_same_training(
+            bundle, first, python_delta(bundle, models[0], ex, BATCH, LR)
+        )
+        assert_same_training(
+            bundle, second, python_delta(bundle, models[1], ex, BATCH, LR), residual
+        )
     all_examples = [e for ex in examples for e in ex]
     evaluator = Evaluator(bundle)
     loss = [evaluator.evaluate(p, all_examples)["mean_loss"] for p in models]

@@ -1,6 +1,7 @@
 """Bundles trained in onnxruntime-web (clients/web, under Node) equal edge_sdk's
 LocalTrainer: the same losses within 1e-5 step by step, and the same parameters after.
 The SDK's run is written into a fixture the Node test reads."""
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,17 @@ def _examples(bundle: Bundle, n: int, rng: np.random.Generator) -> list[dict]:
             ids = rng.integers(1, m["num_classes"], size=int(rng.integers(4, 14)))
             out.append({"tokens": ids[:-1], "targets": ids[1:]})
         else:
-            (name, spec), = m["inputs"].items()
+            ((name, spec),) = m["inputs"].items()
             x = rng.normal(size=spec["shape"][1:]).astype(np.float32)
             out.append({name: x, "targets": np.int64(rng.integers(m["num_classes"]))})
     return out
 
 
 def _as_json(example: dict) -> dict:
-    return {k: (v.astype("<f4").tobytes().hex() if v.dtype == np.float32 else v.tolist())
-            for k, v in example.items()}
+    return {
+        k: (v.astype("<f4").tobytes().hex() if v.dtype == np.float32 else v.tolist())
+        for k, v in example.items()
+    }
 
 
 def _sdk_run(bundle_dir) -> dict:
@@ -47,24 +50,33 @@ def _sdk_run(bundle_dir) -> dict:
     plan = TrainingPlan(epochs=1, batch_size=BATCH, max_steps=1, schedule=Constant(LR), seed=11)
     losses = []
     for i in range(STEPS):
-        batch = examples[i * BATCH:(i + 1) * BATCH]
+        batch = examples[i * BATCH : (i + 1) * BATCH]
         result = trainer.train(lambda epoch: batch, plan)
         assert result.status == "completed" and result.steps == 1
         losses.append(result.metrics["mean_loss"])
     seed = int(np.random.default_rng(plan.seed).integers(0, 2**31 - 1))  # the trainer's draw
     hexed = lambda d: {k: np.asarray(v, "<f4").tobytes().hex() for k, v in d.items()}  # noqa: E731
-    return {"model": bundle.model_name, "bundle_dir": str(bundle_dir), "batch_size": BATCH,
-            "lr": LR, "seed": seed, "losses": losses,
-            "examples": [_as_json(e) for e in examples],
-            "initial_parameters": hexed(initial), "final_parameters": hexed(trainer.parameters())}
+    return {
+        "model": bundle.model_name,
+        "bundle_dir": str(bundle_dir),
+        "batch_size": BATCH,
+        "lr": LR,
+        "seed": seed,
+        "losses": losses,
+        "examples": [_as_json(e) for e in examples],
+        "initial_parameters": hexed(initial),
+        "final_parameters": hexed(trainer.parameters()),
+    }
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     from model_zoo.zoo import build_bundle
+
     root = tmp_path_factory.mktemp("web-bundles")
-    return [build_bundle(name, root / name, seed=0)
-            for name in ("logreg", "mlp", "keyboard_cifg_tiny")]
+    return [
+        build_bundle(name, root / name, seed=0) for name in ("logreg", "mlp", "keyboard_cifg_tiny")
+    ]
 
 
 @pytest.mark.slow  # ~25 s on the shared 2-core VM: torch compiles the bundles, Node starts ORT
@@ -72,8 +84,13 @@ def test_onnxruntime_web_trains_like_the_sdk(bundles, tmp_path):
     node = node_or_skip()
     fixture = tmp_path / "training.json"
     fixture.write_text(json.dumps({"cases": [_sdk_run(b) for b in bundles]}))
-    done = subprocess.run([node, "--test", "test/training.test.js"], cwd=WEB,
-                          capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"EDGE_FL_TRAINING_FIXTURE": str(fixture)})
+    done = subprocess.run(
+        [node, "--test", "test/training.test.js"],
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"EDGE_FL_TRAINING_FIXTURE": str(fixture)},
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "# pass 4" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-3000:]

@@ -1,6 +1,7 @@
 """The SDK's face as an app sees it: `edge_sdk.__all__`, `connect` (enroll once, the
 identity kept in the example store), `ClientConfig`, `Participation`; and the keyboard
 example built on those names only, joining a real `edge-fl serve` on 127.0.0.1."""
+
 from __future__ import annotations
 
 import ast
@@ -20,13 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_edge_sdk_is_light_and_every_public_name_resolves():
-    code = ("import sys, edge_sdk\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'onnxruntime', 'aiohttp', 'numpy', 'torch'})\n"
-            "names = [n for n in edge_sdk.__all__ if getattr(edge_sdk, n, None) is None]\n"
-            "print(heavy, names, 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")[0]
+    code = (
+        "import sys, edge_sdk\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'onnxruntime', 'aiohttp', 'numpy', 'torch'})\n"
+        "names = [n for n in edge_sdk.__all__ if getattr(edge_sdk, n, None) is None]\n"
+        "print(heavy, names, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[0]
     assert out == "[] [] False"
     assert len(set(edge_sdk.__all__)) == len(edge_sdk.__all__)
     assert set(edge_sdk.__all__) == set(edge_sdk._OWNERS)
@@ -38,8 +42,11 @@ def test_the_keyboard_example_uses_only_names_of_edge_sdk_all():
     tree = ast.parse((ROOT / "examples" / "keyboard_app.py").read_text())
     used = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and \
-                node.module.split(".")[0] == "edge_sdk":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "edge_sdk"
+        ):
             assert node.module == "edge_sdk", f"imports from the SDK's inside: {node.module}"
             used += [alias.name for alias in node.names]
         elif isinstance(node, ast.Import):
@@ -50,6 +57,7 @@ def test_the_keyboard_example_uses_only_names_of_edge_sdk_all():
 
 def test_client_config_refuses_what_it_cannot_use():
     from edge_sdk import ClientConfig, MinLocalExamples, Policy
+
     config = ClientConfig(collection="typed", policy=Policy((MinLocalExamples(3),)), seed=7)
     assert config.eval_collection is None and config.train_in_thread
     with pytest.raises(ValueError, match="collection must be a non-empty string"):
@@ -64,6 +72,7 @@ def test_client_config_refuses_what_it_cannot_use():
 
 def test_participation_outcomes_carry_their_reason():
     from edge_sdk import Participation, ParticipationResult
+
     accepted = ParticipationResult("completed", server={"status": "accepted"})
     retried = ParticipationResult("completed", server={"status": "duplicate"})
     refused = ParticipationResult("rejected", "update_too_large")
@@ -79,8 +88,10 @@ def test_participation_outcomes_carry_their_reason():
 def keyboard_bundle(tmp_path_factory):
     """The tiny keyboard model with a word vocabulary (the app encodes what is typed)."""
     from model_zoo.zoo import build_bundle
-    return build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("kb") / "bundle",
-                        seed=0, with_vocabulary=True)
+
+    return build_bundle(
+        "keyboard_cifg_tiny", tmp_path_factory.mktemp("kb") / "bundle", seed=0, with_vocabulary=True
+    )
 
 
 @pytest.fixture
@@ -92,19 +103,49 @@ def server(tmp_path):
 
 
 def test_the_keyboard_app_joins_a_running_aggregator_and_its_updates_are_accepted(
-        server, keyboard_bundle, tmp_path, capsys, monkeypatch):
+    server, keyboard_bundle, tmp_path, capsys, monkeypatch
+):
     from examples.keyboard_app import main as keyboard
+
     monkeypatch.setenv("EDGE_FL_ADMIN_TOKEN", ADMIN)
     settings = tmp_path / "task.toml"
-    settings.write_text('mode = "sync"\n[sync]\ngoal = 1\noverselect = 1.0\n'
-                        '[plan]\nbatch_size = 8\nlr = 0.5\n')
-    assert cli(["task", "create", "kb", "--bundle", str(keyboard_bundle), "--settings",
-                str(settings), "--server", server.url]) == 0
+    settings.write_text(
+        'mode = "sync"\n[sync]\ngoal = 1\noverselect = 1.0\n[plan]\nbatch_size = 8\nlr = 0.5\n'
+    )
+    assert (
+        cli(
+            [
+                "task",
+                "create",
+                "kb",
+                "--bundle",
+                str(keyboard_bundle),
+                "--settings",
+                str(settings),
+                "--server",
+                server.url,
+            ]
+        )
+        == 0
+    )
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps(r) + "\n" for r in chatty_users()))
-    phone = ["--server", server.url, "--secret", SECRET, "--bundle", str(keyboard_bundle),
-             "--data", str(chat), "--out", str(tmp_path / "phone"), "--min-examples", "5",
-             "--task", "kb"]
+    phone = [
+        "--server",
+        server.url,
+        "--secret",
+        SECRET,
+        "--bundle",
+        str(keyboard_bundle),
+        "--data",
+        str(chat),
+        "--out",
+        str(tmp_path / "phone"),
+        "--min-examples",
+        "5",
+        "--task",
+        "kb",
+    ]
     capsys.readouterr()
     keyboard([*phone, "--nights", "2"])
     first = capsys.readouterr().out
@@ -125,8 +166,10 @@ def test_the_keyboard_app_joins_a_running_aggregator_and_its_updates_are_accepte
     assert task["funnel"]["accepted"] == 3 and task["funnel"]["reported"] == 3
     assert task["funnel"]["rejected"] == {}
     log = server.log.read_text()
-    assert "task kb v1: 1 checked in, 1 assigned, 1 uploaded, 1 accepted, 0 late, " \
-           "0 rejected (since created); loss " in log
+    assert (
+        "task kb v1: 1 checked in, 1 assigned, 1 uploaded, 1 accepted, 0 late, "
+        "0 rejected (since created); loss " in log
+    )
     assert "task kb v3: 1 checked in, 1 assigned, 1 uploaded, 1 accepted" in log
 
 
@@ -146,11 +189,16 @@ def test_connect_enrolls_once_per_server_and_population(server, tmp_path):
         async with connect(server.url, "keyboard", SECRET, store) as third:
             ids += [third.device_id, third.enrolled_now]
         with pytest.raises(ServerRejected, match="403"):
-            async with connect(server.url, "keyboard", "wrong", ExampleStore(
-                    tmp_path / "other.db", clock=FakeClock())):
+            async with connect(
+                server.url,
+                "keyboard",
+                "wrong",
+                ExampleStore(tmp_path / "other.db", clock=FakeClock()),
+            ):
                 pass
         store.close()
         return ids
+
     first_id, enrolled, second_id, enrolled_again, third_id, enrolled_third = asyncio.run(run())
     assert first_id == second_id and enrolled and not enrolled_again
     assert third_id != first_id and enrolled_third
@@ -162,15 +210,34 @@ def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, cap
     import urllib.request
 
     from examples.keyboard_app import main as keyboard
+
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps(r) + "\n" for r in chatty_users()))
     log = tmp_path / "terminal1.err"
     with open(log, "w") as err:
         terminal1 = subprocess.Popen(
-            [sys.executable, "-m", "examples.run_aggregator", "--data", str(chat),
-             "--vocabulary-size", "30", "--data-dir", str(tmp_path / "agg"), "--port", "0",
-             "--admin-token", ADMIN, "--enrollment-secret", SECRET],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+            [
+                sys.executable,
+                "-m",
+                "examples.run_aggregator",
+                "--data",
+                str(chat),
+                "--vocabulary-size",
+                "30",
+                "--data-dir",
+                str(tmp_path / "agg"),
+                "--port",
+                "0",
+                "--admin-token",
+                ADMIN,
+                "--enrollment-secret",
+                SECRET,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     try:
         printed = []
         while not printed or "edge-fl task show" not in printed[-1]:
@@ -180,14 +247,26 @@ def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, cap
         assert "created keyboard\n" in printed
         phone = next(p for p in printed if "examples.keyboard_app" in p).split()
         url, bundle = phone[phone.index("--server") + 1], phone[phone.index("--bundle") + 1]
-        keyboard([*phone[phone.index("--server"):], "--data", str(chat), "--out",
-                  str(tmp_path / "phone"), "--min-examples", "5", "--nights", "2"])
+        keyboard(
+            [
+                *phone[phone.index("--server") :],
+                "--data",
+                str(chat),
+                "--out",
+                str(tmp_path / "phone"),
+                "--min-examples",
+                "5",
+                "--nights",
+                "2",
+            ]
+        )
         out = capsys.readouterr().out
         assert "night 1, charging: ACCEPTED: trained v0 of keyboard" in out
         assert "night 2, charging: ACCEPTED: trained v1 of keyboard" in out
         assert Path(bundle).is_dir()
-        request = urllib.request.Request(url + "/v1/admin/tasks/keyboard",
-                                         headers={"X-Admin-Token": ADMIN})
+        request = urllib.request.Request(
+            url + "/v1/admin/tasks/keyboard", headers={"X-Admin-Token": ADMIN}
+        )
         with urllib.request.urlopen(request) as r:
             task = json.loads(r.read())
         assert task["version"] == 2 and task["funnel"]["accepted"] == 2
@@ -196,33 +275,64 @@ def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, cap
         assert terminal1.wait(60) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(url + "/v1/status", timeout=5)
-    assert "task keyboard v2: 1 checked in, 1 assigned, 1 uploaded, 1 accepted" in \
-        log.read_text()
+    assert "task keyboard v2: 1 checked in, 1 assigned, 1 uploaded, 1 accepted" in log.read_text()
 
 
 def test_the_screenful_in_docs_app_developer_runs_and_its_update_is_accepted(
-        server, keyboard_bundle, tmp_path, capsys):
+    server, keyboard_bundle, tmp_path, capsys
+):
     doc = (ROOT / "docs" / "app-developer.md").read_text()
     code = doc.split("```python\n")[1].split("```")[0]
     assert len(code.splitlines()) <= 60  # a screenful
-    for old, new in (('"https://fl.example.com"', repr(server.url)),
-                     ('"the population\'s secret"', repr(SECRET)),
-                     ('"assets/keyboard_bundle"', repr(str(keyboard_bundle))),
-                     ('"app_data/examples.db"', repr(str(tmp_path / "examples.db")))):
+    for old, new in (
+        ('"https://fl.example.com"', repr(server.url)),
+        ('"the population\'s secret"', repr(SECRET)),
+        ('"assets/keyboard_bundle"', repr(str(keyboard_bundle))),
+        ('"app_data/examples.db"', repr(str(tmp_path / "examples.db"))),
+    ):
         assert old in code
         code = code.replace(old, new)
     typing = "".join(f"on_message_sent({r['text']!r})\n" for r in chatty_users()[:30])
-    code = code.replace("asyncio.run(on_background_slot())",
-                        typing + "asyncio.run(on_background_slot())")
+    code = code.replace(
+        "asyncio.run(on_background_slot())", typing + "asyncio.run(on_background_slot())"
+    )
     settings = tmp_path / "task.json"
     settings.write_text(json.dumps({"sync": {"goal": 1, "overselect": 1.0}}))
-    assert cli(["task", "create", "kb", "--bundle", str(keyboard_bundle), "--settings",
-                str(settings), "--server", server.url, "--token-file",
-                str(_token_file(tmp_path))]) == 0
+    assert (
+        cli(
+            [
+                "task",
+                "create",
+                "kb",
+                "--bundle",
+                str(keyboard_bundle),
+                "--settings",
+                str(settings),
+                "--server",
+                server.url,
+                "--token-file",
+                str(_token_file(tmp_path)),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
-    assert cli(["task", "show", "kb", "--json", "--server", server.url, "--token-file",
-                str(_token_file(tmp_path))]) == 0
+    assert (
+        cli(
+            [
+                "task",
+                "show",
+                "kb",
+                "--json",
+                "--server",
+                server.url,
+                "--token-file",
+                str(_token_file(tmp_path)),
+            ]
+        )
+        == 0
+    )
     task = json.loads(capsys.readouterr().out)
     assert task["funnel"]["accepted"] == 1 and task["version"] == 1
 

@@ -10,8 +10,13 @@ from edge_sdk.errors import BundleError
 
 def test_sequences_are_right_padded_to_a_multiple_with_ignored_targets(tiny_keyboard_bundle):
     bundle = Bundle.load(tiny_keyboard_bundle)
-    batch = collate(bundle, [{"tokens": np.array([5, 6, 7]), "targets": np.array([6, 7, 8])},
-                             {"tokens": np.array([9]), "targets": np.array([10])}])
+    batch = collate(
+        bundle,
+        [
+            {"tokens": np.array([5, 6, 7]), "targets": np.array([6, 7, 8])},
+            {"tokens": np.array([9]), "targets": np.array([10])},
+        ],
+    )
     assert batch["tokens"].shape == (2, PAD_MULTIPLE) and batch["tokens"].dtype == np.int64
     assert batch["tokens"][0, :3].tolist() == [5, 6, 7] and batch["tokens"][1, 1:].sum() == 0
     assert (batch["targets"][1, 1:] == bundle.ignore_index).all()

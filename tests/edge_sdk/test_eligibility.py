@@ -6,18 +6,38 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.eligibility import (Context, Cooldown, DailyQuota, DeviceState, LocalTimeWindow,
-                                  MaxThermal, MinBattery, MinFreeStorage, MinLocalExamples,
-                                  ParticipationHistory, Policy, ReasonCounter, RequireCharging,
-                                  RequireIdle, RequireUnmetered, default_policy)
+from edge_sdk.eligibility import (
+    Context,
+    Cooldown,
+    DailyQuota,
+    DeviceState,
+    LocalTimeWindow,
+    MaxThermal,
+    MinBattery,
+    MinFreeStorage,
+    MinLocalExamples,
+    ParticipationHistory,
+    Policy,
+    ReasonCounter,
+    RequireCharging,
+    RequireIdle,
+    RequireUnmetered,
+    default_policy,
+)
 
 NOW = 1_700_000_000.0
 
 
 def _state(**overrides) -> DeviceState:
-    base = dict(charging=True, battery_level=0.8, network="unmetered", idle=True,
-                thermal="nominal", free_storage_bytes=2**30,
-                local_time=datetime(2026, 11, 23, 2, 30))
+    base = dict(
+        charging=True,
+        battery_level=0.8,
+        network="unmetered",
+        idle=True,
+        thermal="nominal",
+        free_storage_bytes=2**30,
+        local_time=datetime(2026, 11, 23, 2, 30),
+    )
     return DeviceState(**(base | overrides))
 
 
@@ -27,21 +47,31 @@ def test_a_good_state_is_allowed_by_the_default_policy():
 
 
 def test_every_failing_predicate_is_reported():
-    d = default_policy().decide(_state(charging=False, battery_level=0.21, network="metered"),
-                                Context(NOW, local_examples=100))
+    d = default_policy().decide(
+        _state(charging=False, battery_level=0.21, network="metered"),
+        Context(NOW, local_examples=100),
+    )
     assert not d.allowed
     assert set(d.codes) == {"not_charging", "battery_low", "metered_network"}
     assert "battery 0.21 < 0.30" in d.reasons
 
 
-@pytest.mark.parametrize("predicate, state, context, code", [
-    (RequireIdle(), _state(idle=False), Context(NOW), "not_idle"),
-    (MaxThermal("fair"), _state(thermal="serious"), Context(NOW), "too_hot"),
-    (MinFreeStorage(10), _state(free_storage_bytes=5), Context(NOW), "low_storage"),
-    (MinLocalExamples(20), _state(), Context(NOW, local_examples=3), "too_few_examples"),
-    (RequireUnmetered(), _state(network="none"), Context(NOW), "no_network"),
-    (Cooldown(3600), _state(), Context(NOW, history=ParticipationHistory((NOW - 60,))), "cooldown"),
-])
+@pytest.mark.parametrize(
+    "predicate, state, context, code",
+    [
+        (RequireIdle(), _state(idle=False), Context(NOW), "not_idle"),
+        (MaxThermal("fair"), _state(thermal="serious"), Context(NOW), "too_hot"),
+        (MinFreeStorage(10), _state(free_storage_bytes=5), Context(NOW), "low_storage"),
+        (MinLocalExamples(20), _state(), Context(NOW, local_examples=3), "too_few_examples"),
+        (RequireUnmetered(), _state(network="none"), Context(NOW), "no_network"),
+        (
+            Cooldown(3600),
+            _state(),
+            Context(NOW, history=ParticipationHistory((NOW - 60,))),
+            "cooldown",
+        ),
+    ],
+)
 def test_each_predicate_denies_with_its_code(predicate, state, context, code):
     d = predicate(state, context)
     assert not d.allowed and d.codes == (code,)
@@ -72,11 +102,21 @@ def test_time_window_wrapping_midnight_is_the_complement_of_its_inverse(h, m, st
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.booleans(), st.floats(0, 1), st.sampled_from(["unmetered", "metered", "none"]),
-       st.booleans(), st.integers(0, 100))
+@given(
+    st.booleans(),
+    st.floats(0, 1),
+    st.sampled_from(["unmetered", "metered", "none"]),
+    st.booleans(),
+    st.integers(0, 100),
+)
 def test_a_policy_allows_iff_every_predicate_allows(charging, battery, network, idle, examples):
-    predicates = (RequireCharging(), MinBattery(0.3), RequireUnmetered(), RequireIdle(),
-                  MinLocalExamples(20))
+    predicates = (
+        RequireCharging(),
+        MinBattery(0.3),
+        RequireUnmetered(),
+        RequireIdle(),
+        MinLocalExamples(20),
+    )
     state = _state(charging=charging, battery_level=battery, network=network, idle=idle)
     context = Context(NOW, local_examples=examples)
     decision = Policy(predicates).decide(state, context)
@@ -102,7 +142,9 @@ def test_reason_counter_tallies_codes_only():
     counter = ReasonCounter()
     policy = default_policy()
     counter.record(policy.decide(_state(charging=False), Context(NOW, local_examples=100)))
-    counter.record(policy.decide(_state(charging=False, idle=False), Context(NOW, local_examples=100)))
+    counter.record(
+        policy.decide(_state(charging=False, idle=False), Context(NOW, local_examples=100))
+    )
     assert counter.export() == {"not_charging": 2, "not_idle": 1}
 
 
@@ -112,15 +154,19 @@ def test_losing_eligibility_mid_training_aborts_with_its_reason_code(tiny_keyboa
     from edge_sdk.bundle import Bundle
     from edge_sdk.eligibility import stop_check
     from edge_sdk.trainer import LocalTrainer, TrainingPlan
+
     states = iter([_state()] * 4 + [_state(charging=False)] * 100)
     counter = ReasonCounter()
-    check = stop_check(default_policy(), lambda: next(states),
-                       lambda: Context(NOW, local_examples=100), counter)
+    check = stop_check(
+        default_policy(), lambda: next(states), lambda: Context(NOW, local_examples=100), counter
+    )
     rng = np.random.default_rng(0)
-    examples = [{"tokens": rng.integers(1, 500, 8), "targets": rng.integers(1, 500, 8)}
-                for _ in range(40)]
+    examples = [
+        {"tokens": rng.integers(1, 500, 8), "targets": rng.integers(1, 500, 8)} for _ in range(40)
+    ]
     result = LocalTrainer(Bundle.load(tiny_keyboard_bundle)).train(
-        lambda e: examples, TrainingPlan(batch_size=4), stop_check=check)
+        lambda e: examples, TrainingPlan(batch_size=4), stop_check=check
+    )
     assert result.status == "stopped" and result.stop_reason == "not_charging"
     assert result.steps == 4 and not result.uploadable
     assert counter.export() == {"not_charging": 1}

@@ -29,7 +29,10 @@ def test_examples_round_trip_in_insertion_order(tmp_path):
 def test_shuffled_iteration_is_a_seeded_permutation(tmp_path):
     store = ExampleStore(tmp_path / "s.db")
     store.add_many("kb", [_ex(i) for i in range(50)])
-    a = [int(e["targets"]) for e in store.iter_examples("kb", shuffle_rng=np.random.default_rng(1), page=7)]
+    a = [
+        int(e["targets"])
+        for e in store.iter_examples("kb", shuffle_rng=np.random.default_rng(1), page=7)
+    ]
     b = [int(e["targets"]) for e in store.iter_examples("kb", shuffle_rng=np.random.default_rng(1))]
     assert a == b and sorted(a) == list(range(50)) and a != list(range(50))
     assert len(list(store.iter_examples("kb", limit=12))) == 12

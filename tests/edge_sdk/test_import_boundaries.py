@@ -1,5 +1,6 @@
 """edge_sdk runs on devices: importing any of its modules must not load torch, model_zoo
 or the aggregator. Each module is imported in a fresh interpreter."""
+
 from __future__ import annotations
 
 import pkgutil
@@ -31,7 +32,11 @@ def test_every_edge_sdk_module_imports_without_torch_model_zoo_or_aggregator():
 
 def test_only_the_runtime_module_imports_onnxruntime():
     import pathlib
+
     root = pathlib.Path(edge_sdk.__file__).parent
-    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
-                       if "import onnxruntime" in p.read_text())
+    importers = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "import onnxruntime" in p.read_text()
+    )
     assert importers == ["runtime.py"]

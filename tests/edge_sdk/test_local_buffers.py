@@ -1,5 +1,6 @@
 """A device's kept buffer values (FedBN): stored per task and bundle in the example store,
 surviving a reopen, never fed to a bundle they do not fit."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,18 @@ from edge_sdk.errors import BundleError
 from edge_sdk.example_store import ExampleStore
 from edge_sdk.local_buffers import KEY, LocalBuffers
 
-SPECS = (ParameterSpec("w", (2, 3)), ParameterSpec("bn.running_mean", (3,)),
-         ParameterSpec("bn.running_var", (3,)))
+SPECS = (
+    ParameterSpec("w", (2, 3)),
+    ParameterSpec("bn.running_mean", (3,)),
+    ParameterSpec("bn.running_var", (3,)),
+)
 BUFFERS = ("bn.running_mean", "bn.running_var")
 
 
 def bundle(model_id: str = "m1", specs=SPECS, buffers=BUFFERS) -> Bundle:
-    return Bundle(Path("."), {}, model_id, "bn", "classification", specs, ("x",), "targets",
-                  -100, 3, buffers)
+    return Bundle(
+        Path("."), {}, model_id, "bn", "classification", specs, ("x",), "targets", -100, 3, buffers
+    )
 
 
 def parameters(value: float) -> dict[str, np.ndarray]:

@@ -19,12 +19,19 @@ def trained_keyboard(tmp_path_factory):
     from model_zoo.data.shakespeare import load_users, word_examples
     from model_zoo.vocabulary_builder import build_word_vocabulary
     from model_zoo.zoo import build_bundle
+
     users = [u for u in load_users() if u.play in ("hamlet", "macbeth", "othello", "king-lear")]
     train_lines = [line for u in users for line in u.split()[0]]
     test_lines = [line for u in users for line in u.split()[1]]
     vocab = build_word_vocabulary(train_lines, 500)
-    bundle = Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("kb") / "b",
-                                      vocabulary=vocab, optimizer=Adam(lr=1e-2)))
+    bundle = Bundle.load(
+        build_bundle(
+            "keyboard_cifg_tiny",
+            tmp_path_factory.mktemp("kb") / "b",
+            vocabulary=vocab,
+            optimizer=Adam(lr=1e-2),
+        )
+    )
     train = word_examples(vocab, train_lines)
     trainer = LocalTrainer(bundle)
     trainer.train(lambda e: train, TrainingPlan(epochs=2, batch_size=32, schedule=Constant(1e-2)))

@@ -39,18 +39,26 @@ class MemoryState:
 def test_trainer_equals_the_bundle_train_step_on_the_same_batches(mlp_bundle):
     bundle = Bundle.load(mlp_bundle)
     rng = np.random.default_rng(0)
-    examples = [{"x": rng.normal(size=30).astype(np.float32), "targets": np.int64(rng.integers(2))}
-                for _ in range(50)]
+    examples = [
+        {"x": rng.normal(size=30).astype(np.float32), "targets": np.int64(rng.integers(2))}
+        for _ in range(50)
+    ]
     trainer = LocalTrainer(bundle)
-    result = trainer.train(lambda epoch: examples, TrainingPlan(epochs=2, batch_size=8,
-                                                                schedule=Constant(0.01)))
+    result = trainer.train(
+        lambda epoch: examples, TrainingPlan(epochs=2, batch_size=8, schedule=Constant(0.01))
+    )
     assert result.status == "completed" and result.steps == 14 and result.examples == 100
     reference = OrtTrainer(mlp_bundle)
     for _ in range(2):
         for i in range(0, 50, 8):
-            chunk = examples[i:i + 8]
-            reference.step({"x": np.stack([e["x"] for e in chunk]),
-                            "targets": np.array([e["targets"] for e in chunk])}, lr=0.01)
+            chunk = examples[i : i + 8]
+            reference.step(
+                {
+                    "x": np.stack([e["x"] for e in chunk]),
+                    "targets": np.array([e["targets"] for e in chunk]),
+                },
+                lr=0.01,
+            )
     for name, value in trainer.parameters().items():
         np.testing.assert_array_equal(value, reference.params[name])
 
@@ -81,8 +89,9 @@ def test_training_improves_held_out_metrics_on_a_learnable_pattern(tiny_keyboard
     trainer = LocalTrainer(bundle)
     evaluator = Evaluator(bundle)
     before = evaluator.evaluate(trainer.parameters(), held_out)
-    trainer.train(lambda e: examples, TrainingPlan(epochs=60, batch_size=8, seed=1,
-                                                   schedule=Constant(1.0)))
+    trainer.train(
+        lambda e: examples, TrainingPlan(epochs=60, batch_size=8, seed=1, schedule=Constant(1.0))
+    )
     after = evaluator.evaluate(trainer.parameters(), held_out)
     assert after["mean_loss"] < before["mean_loss"] * 0.5
     assert before["accuracy"] < 0.2 and after["accuracy"] > 0.9
@@ -118,7 +127,9 @@ def test_wall_clock_budget_ends_training_with_a_usable_model(tiny_keyboard_bundl
 
 def test_max_steps_caps_training(tiny_keyboard_bundle):
     trainer = LocalTrainer(Bundle.load(tiny_keyboard_bundle))
-    result = trainer.train(lambda e: _lm_examples(100), TrainingPlan(epochs=3, batch_size=4, max_steps=5))
+    result = trainer.train(
+        lambda e: _lm_examples(100), TrainingPlan(epochs=3, batch_size=4, max_steps=5)
+    )
     assert result.status == "completed" and result.steps == 5
 
 
@@ -153,8 +164,12 @@ def test_a_checkpoint_of_another_plan_is_discarded(tiny_keyboard_bundle):
     bundle = Bundle.load(tiny_keyboard_bundle)
     state = MemoryState()
     plan = TrainingPlan(batch_size=4, checkpoint_every=1)
-    LocalTrainer(bundle).train(lambda e: _lm_examples(20), plan, stop_check=iter([None, None, "x"]).__next__,
-                               checkpoints=state)
+    LocalTrainer(bundle).train(
+        lambda e: _lm_examples(20),
+        plan,
+        stop_check=iter([None, None, "x"]).__next__,
+        checkpoints=state,
+    )
     assert state.get_state("trainer.checkpoint") is not None
     other = TrainingPlan(batch_size=8, checkpoint_every=1)
     result = LocalTrainer(bundle).train(lambda e: _lm_examples(20), other, checkpoints=state)
@@ -166,7 +181,9 @@ def test_a_corrupt_checkpoint_is_discarded_with_a_clear_error(tiny_keyboard_bund
     state.put_state("trainer.checkpoint", b"not a checkpoint")
     trainer = LocalTrainer(Bundle.load(tiny_keyboard_bundle))
     with pytest.raises(BundleError, match="unreadable"):
-        trainer.train(lambda e: _lm_examples(8), TrainingPlan(checkpoint_every=1), checkpoints=state)
+        trainer.train(
+            lambda e: _lm_examples(8), TrainingPlan(checkpoint_every=1), checkpoints=state
+        )
     assert state.get_state("trainer.checkpoint") is None
 
 

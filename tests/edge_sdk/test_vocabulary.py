@@ -7,19 +7,38 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_sdk.vocabulary import (BOS, EOS, OOV, CharVocabulary, VocabularyError, WordVocabulary,
-                                 load_vocabulary, split_sentences, tokenize)
+from edge_sdk.vocabulary import (
+    BOS,
+    EOS,
+    OOV,
+    CharVocabulary,
+    VocabularyError,
+    WordVocabulary,
+    load_vocabulary,
+    split_sentences,
+    tokenize,
+)
 
 WORDS = ["<pad>", "<s>", "</s>", "<unk>", "the", "lord", "'tis", "don't"]
 
 
 def test_tokenize_keeps_inner_apostrophes_and_drops_punctuation():
-    assert tokenize("'Tis my LORD, don't go!  3 times") == ["'tis", "my", "lord", "don't", "go", "times"]
+    assert tokenize("'Tis my LORD, don't go!  3 times") == [
+        "'tis",
+        "my",
+        "lord",
+        "don't",
+        "go",
+        "times",
+    ]
 
 
 def test_split_sentences_at_sentence_punctuation():
     assert split_sentences("Who's there? Nay, answer me: stand. ...") == [
-        "Who's there", "Nay, answer me", "stand"]
+        "Who's there",
+        "Nay, answer me",
+        "stand",
+    ]
 
 
 def test_encode_maps_unknown_words_to_oov_and_adds_markers():
@@ -52,13 +71,16 @@ def test_save_and_load_round_trip(tmp_path):
         assert type(loaded) is type(vocab) and loaded.to_json() == vocab.to_json()
 
 
-@pytest.mark.parametrize("doc, message", [
-    ([], "JSON object"),
-    ({"kind": "bpe", "tokens": ["a"]}, "unknown vocabulary kind"),
-    ({"kind": "word", "tokens": ["a", "b"]}, "starts with"),
-    ({"kind": "word", "tokens": WORDS + ["the"]}, "once"),
-    ({"kind": "char", "tokens": ["<pad>", "<unk>", "ab"]}, "single characters"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ([], "JSON object"),
+        ({"kind": "bpe", "tokens": ["a"]}, "unknown vocabulary kind"),
+        ({"kind": "word", "tokens": ["a", "b"]}, "starts with"),
+        ({"kind": "word", "tokens": WORDS + ["the"]}, "once"),
+        ({"kind": "char", "tokens": ["<pad>", "<unk>", "ab"]}, "single characters"),
+    ],
+)
 def test_load_rejects_bad_documents_with_a_clear_error(tmp_path, doc, message):
     path = tmp_path / "v.json"
     path.write_text(json.dumps(doc))

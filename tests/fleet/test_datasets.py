@@ -1,5 +1,6 @@
 """Bring your own data and model: a simulation end to end from each reader (text JSON
 lines, CSV, npz, a researcher's own class), the model given as `module:factory`."""
+
 from __future__ import annotations
 
 import csv
@@ -14,12 +15,30 @@ from . import toy_data
 from .small_fleet import sync_task
 
 
-def small_run(tmp_path, data: dict, model: str, *, devices: int = 12, lr: float = 0.5,
-              epochs: int = 5, **overrides) -> dict:
+def small_run(
+    tmp_path,
+    data: dict,
+    model: str,
+    *,
+    devices: int = 12,
+    lr: float = 0.5,
+    epochs: int = 5,
+    **overrides,
+) -> dict:
     task = sync_task(goal=5) | {"plan": {"epochs": epochs, "batch_size": 8, "lr": lr}}
-    config = SimulationConfig(model=model, data=data, devices=devices, task=task,
-                              transport="inprocess", hours=24, max_versions=6, eval_every=3,
-                              eval_examples=500, seed=1, **overrides)
+    config = SimulationConfig(
+        model=model,
+        data=data,
+        devices=devices,
+        task=task,
+        transport="inprocess",
+        hours=24,
+        max_versions=6,
+        eval_every=3,
+        eval_examples=500,
+        seed=1,
+        **overrides,
+    )
     return run(config, tmp_path, centralized_epochs=2, show_progress=False)
 
 
@@ -33,10 +52,16 @@ def write_csv(path, header, rows):
 def test_a_csv_with_users_trains_a_factory_model_against_the_majority_class(tmp_path):
     x, y, users = toy_data.separable_rows(users=12, per_user=30, features=4)
     labels = np.where(y == 1, "yes", "no")
-    write_csv(tmp_path / "visits.csv", ["patient", "a", "b", "c", "d", "outcome"],
-              [[u, *row, lab] for u, row, lab in zip(users, x.round(4), labels)])
-    data = {"kind": "csv", "path": str(tmp_path / "visits.csv"),
-            "options": {"user": "patient", "label": "outcome"}}
+    write_csv(
+        tmp_path / "visits.csv",
+        ["patient", "a", "b", "c", "d", "outcome"],
+        [[u, *row, lab] for u, row, lab in zip(users, x.round(4), labels)],
+    )
+    data = {
+        "kind": "csv",
+        "path": str(tmp_path / "visits.csv"),
+        "options": {"user": "patient", "label": "outcome"},
+    }
     report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:linear")
     assert report["data"]["name"] == "visits" and report["data"]["classes"] == ["no", "yes"]
     assert report["data"]["metrics"] == ["accuracy", "auc"]
@@ -53,10 +78,15 @@ def test_a_csv_with_users_trains_a_factory_model_against_the_majority_class(tmp_
 def test_an_npz_without_users_is_dealt_to_synthetic_ones(tmp_path):
     x, y, _ = toy_data.separable_rows(users=1, per_user=400, features=6)
     np.savez(tmp_path / "windows.npz", x=x.reshape(-1, 2, 3).astype(np.float32), y=y)
-    data = {"kind": "npz", "path": str(tmp_path / "windows.npz"),
-            "options": {"partition": {"users": 12, "alpha": 0.5}, "shuffle": True}}
+    data = {
+        "kind": "npz",
+        "path": str(tmp_path / "windows.npz"),
+        "options": {"partition": {"users": 12, "alpha": 0.5}, "shuffle": True},
+    }
     report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:flat_linear")
-    assert report["data"]["users_from"] == "Dirichlet(0.5) label-skewed split over 12 synthetic users"
+    assert (
+        report["data"]["users_from"] == "Dirichlet(0.5) label-skewed split over 12 synthetic users"
+    )
     assert report["data"]["train_examples"] + report["data"]["heldout_examples"] == 400
     assert report["final"]["accuracy"] > report["baselines"]["majority class"]["accuracy"]
 
@@ -74,8 +104,7 @@ def test_jsonl_text_trains_next_word_against_the_trigram(tmp_path):
     rows = toy_data.chatty_users()
     path.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))  # time orders them
     data = {"kind": "jsonl", "path": str(path), "options": {"vocabulary_size": 40}}
-    report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:bigram", lr=0.5,
-                       epochs=5)
+    report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:bigram", lr=0.5, epochs=5)
     assert report["data"]["task"] == "next_word" and report["data"]["name"] == "chat"
     assert report["data"]["metrics"] == ["accuracy", "top3_accuracy"]
     assert set(report["baselines"]) == {"3-gram", "centralized"}
@@ -89,10 +118,18 @@ def test_federated_evaluation_scores_devices_held_out_examples(tmp_path):
     x, y, users = toy_data.separable_rows(users=20, per_user=10, features=3)
     np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
     task = sync_task(goal=5) | {"eval_fraction": 0.5}
-    config = SimulationConfig(model="tests.fleet.toy_data:linear", devices=20, task=task,
-                              data={"kind": "npz", "path": str(tmp_path / "d.npz")},
-                              transport="inprocess", hours=24, max_versions=4, eval_every=4,
-                              eval_examples=100, seed=3)
+    config = SimulationConfig(
+        model="tests.fleet.toy_data:linear",
+        devices=20,
+        task=task,
+        data={"kind": "npz", "path": str(tmp_path / "d.npz")},
+        transport="inprocess",
+        hours=24,
+        max_versions=4,
+        eval_every=4,
+        eval_examples=100,
+        seed=3,
+    )
     report = run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
     evaluations = report["federated_evaluation"]
     assert evaluations and sum(e["devices"] for e in evaluations) >= 2
@@ -106,10 +143,18 @@ def test_devices_without_held_out_examples_skip_federated_evaluation(tmp_path):
     x, y, users = toy_data.separable_rows(users=5, per_user=5, features=3)
     np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
     task = sync_task(goal=5) | {"eval_fraction": 0.5}
-    config = SimulationConfig(model="tests.fleet.toy_data:linear", devices=20, task=task,
-                              data={"kind": "npz", "path": str(tmp_path / "d.npz")},
-                              transport="inprocess", hours=24, max_versions=4, eval_every=4,
-                              eval_examples=100, seed=3)
+    config = SimulationConfig(
+        model="tests.fleet.toy_data:linear",
+        devices=20,
+        task=task,
+        data={"kind": "npz", "path": str(tmp_path / "d.npz")},
+        transport="inprocess",
+        hours=24,
+        max_versions=4,
+        eval_every=4,
+        eval_examples=100,
+        seed=3,
+    )
     report = run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
     evaluations = report["federated_evaluation"]
     assert evaluations and all(e["count"] == e["devices"] for e in evaluations)
@@ -122,12 +167,19 @@ def test_a_regression_csv_trains_a_factory_model_below_the_mean_predictors_error
     users = np.repeat([f"u{i}" for i in range(12)], 30)
     x = rng.normal(size=(len(users), 3))
     y = x @ np.array([1.5, -2.0, 0.5]) + 3.0 + rng.normal(0, 0.1, len(users))
-    write_csv(tmp_path / "r.csv", ["user", "a", "b", "c", "y"],
-              [[u, *row, t] for u, row, t in zip(users, x.round(4), y.round(4))])
-    data = {"kind": "csv", "path": str(tmp_path / "r.csv"),
-            "options": {"label": "y", "kind": "regression"}}
-    report = small_run(tmp_path / "out", data, "tests.fleet.toy_data:regressor", loss="mse",
-                       lr=0.05)
+    write_csv(
+        tmp_path / "r.csv",
+        ["user", "a", "b", "c", "y"],
+        [[u, *row, t] for u, row, t in zip(users, x.round(4), y.round(4))],
+    )
+    data = {
+        "kind": "csv",
+        "path": str(tmp_path / "r.csv"),
+        "options": {"label": "y", "kind": "regression"},
+    }
+    report = small_run(
+        tmp_path / "out", data, "tests.fleet.toy_data:regressor", loss="mse", lr=0.05
+    )
     mean = report["baselines"]["mean predictor"]
     assert report["final"]["mse"] < 0.2 * mean["mse"]
     assert report["final"]["mae"] < mean["mae"]

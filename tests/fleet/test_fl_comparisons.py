@@ -1,14 +1,17 @@
 """The sync-vs-async bench's reading of two runs: hours to a target, throughput, and the
 same fleet for both runs."""
+
 from __future__ import annotations
 
 from bench.fl_comparisons import Fleet, hours_to, throughput
 
 
 def _report(points, accepted=90, hours=3.0):
-    return {"timeline": [{"sim_hours": h, "accuracy": a, "mean_loss": loss}
-                         for h, a, loss in points],
-            "funnel": {"accepted": accepted}, "sim_hours": hours}
+    return {
+        "timeline": [{"sim_hours": h, "accuracy": a, "mean_loss": loss} for h, a, loss in points],
+        "funnel": {"accepted": accepted},
+        "sim_hours": hours,
+    }
 
 
 def test_hours_to_is_the_first_evaluation_at_or_past_the_target():
@@ -26,5 +29,7 @@ def test_both_runs_share_the_fleet_and_differ_only_in_the_schedule():
     assert sync["mode"] == "sync" and fedbuff["mode"] == "async"
     assert sync["plan"] == fedbuff["plan"]
     # async keeps as many devices busy as a sync round selects
-    assert fedbuff["async_"]["concurrency"] == round(sync["sync"]["goal"] * sync["sync"]["overselect"])
+    assert fedbuff["async_"]["concurrency"] == round(
+        sync["sync"]["goal"] * sync["sync"]["overselect"]
+    )
     assert fleet.model == "keyboard_cifg"

@@ -1,4 +1,5 @@
 """The in-process transport reads what it sends as the server would off the wire."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +30,7 @@ def test_requests_the_http_path_refuses_are_refused_in_process_too(tmp_path):
         assert e.value.code == "bad_field" and e.value.details["field"] == "enroll.public_key"
         answer = await transport.check_in()
         assert set(answer) == {"retry_at", "retry_after_s"}  # no task: come back later
+
     try:
         asyncio.run(scenario())
     finally:

@@ -1,6 +1,7 @@
 """A million-device population in a simulation: real SDK clients against the real
 aggregator, where only the devices taking part exist (counted as live objects), only
 the devices that checked in are enrolled, and the same seed gives the same run."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,11 +30,20 @@ def task_data(tmp_path_factory):
 
 
 def simulate(config, data, out):
-    population = LazyPopulation(config.devices, data.users, config.profiles, config.seed,
-                                heldout=data.heldout)
-    return asyncio.run(simulator.simulate(config, data.bundle, population, data.test, out,
-                                          show_progress=False,
-                                          scorer=Scorer(data.bundle, data.task)))
+    population = LazyPopulation(
+        config.devices, data.users, config.profiles, config.seed, heldout=data.heldout
+    )
+    return asyncio.run(
+        simulator.simulate(
+            config,
+            data.bundle,
+            population,
+            data.test,
+            out,
+            show_progress=False,
+            scorer=Scorer(data.bundle, data.task),
+        )
+    )
 
 
 class Census:
@@ -50,6 +60,7 @@ class Census:
                 census.live.add(self)
                 census.made += 1
                 census.peak = max(census.peak, len(census.live))
+
         self.cls = Counted
 
 

@@ -1,5 +1,6 @@
 """A lazy population: device i's profile and data are functions of (seed, i), drawn
 without building the other devices, and nothing it holds grows with its size."""
+
 from __future__ import annotations
 
 import tracemalloc
@@ -60,7 +61,8 @@ def test_availability_is_the_profile_window_vectorized():
         assert population.available(index, now).tolist() == expected
     times = np.linspace(0, 86_400, len(index))  # one time per device
     assert population.available(index, times).tolist() == [
-        population.profile(int(i)).available(t) for i, t in zip(index, times)]
+        population.profile(int(i)).available(t) for i, t in zip(index, times)
+    ]
 
 
 def test_profiles_follow_the_eager_distributions():
@@ -69,8 +71,14 @@ def test_profiles_follow_the_eager_distributions():
     lazy = population.profile_arrays(np.arange(20_000))
     rng = np.random.default_rng(11)
     eager = [draw_profile(SETTINGS, rng) for _ in range(20_000)]
-    for name in ("tz_offset_h", "window_start_h", "window_length_h", "speed", "upload_bps",
-                 "download_bps"):
+    for name in (
+        "tz_offset_h",
+        "window_start_h",
+        "window_length_h",
+        "speed",
+        "upload_bps",
+        "download_bps",
+    ):
         mine = np.quantile(lazy[name], [0.1, 0.5, 0.9])
         theirs = np.quantile([getattr(p, name) for p in eager], [0.1, 0.5, 0.9])
         spread = np.quantile([getattr(p, name) for p in eager], 0.9) - theirs[0]
@@ -117,11 +125,14 @@ def test_apportion_sums_to_its_total_in_proportion():
     assert np.all(np.abs(out - 1_000_003 * weights / 10) < 1)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"population": "lazzy"}, "population must be"),
-    ({"population": "lazy", "device_stores": "disk"}, "device_stores must be 'memory'"),
-    ({"population": "lazy", "task": {"mode": "sync", "eval_fraction": 0.2}}, "eval_fraction"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"population": "lazzy"}, "population must be"),
+        ({"population": "lazy", "device_stores": "disk"}, "device_stores must be 'memory'"),
+        ({"population": "lazy", "task": {"mode": "sync", "eval_fraction": 0.2}}, "eval_fraction"),
+    ],
+)
 def test_bad_population_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         SimulationConfig(**settings)

@@ -1,5 +1,6 @@
 """The pre-trained start: public roles kept out of the fleet and its held-out text, the
 simulator starting from the model trained on them, and the report showing that start."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,12 @@ from model_zoo.data.shakespeare import load_users
 
 from .small_fleet import small_fleet
 
-TINY_PRETRAIN = {"public": {"roles_every": 3, "offset": 1}, "epochs": 1, "batch_size": 64,
-                 "lr": 0.01}
+TINY_PRETRAIN = {
+    "public": {"roles_every": 3, "offset": 1},
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.01,
+}
 
 
 def test_public_federated_and_heldout_text_are_disjoint():
@@ -67,10 +72,12 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
         for name, value in bundle.initial_parameters().items():
             np.testing.assert_array_equal(value, saved[name])  # the bundle starts there
     # a random start of the same model is a different, worse one
-    random_start = prepare(small_fleet(40, goal=5, versions=2, eval_examples=100),
-                           tmp_path / "random").bundle.initial_parameters()
-    assert any(not np.array_equal(random_start[k], v)
-               for k, v in bundle.initial_parameters().items())
+    random_start = prepare(
+        small_fleet(40, goal=5, versions=2, eval_examples=100), tmp_path / "random"
+    ).bundle.initial_parameters()
+    assert any(
+        not np.array_equal(random_start[k], v) for k, v in bundle.initial_parameters().items()
+    )
     start = report["pretrained"]
     assert report["timeline"][0]["version"] == 0
     assert start["accuracy"] == report["timeline"][0]["accuracy"]
@@ -80,8 +87,9 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
     assert saved["pretrained"]["accuracy"] == start["accuracy"]
     assert "3-gram+public" in saved["baselines"]
     # the fleet's devices hold no public role's text
-    assert report["data"]["users"] == len(PublicSplit(roles_every=3, offset=1)
-                                          .split(load_users())[1])
+    assert report["data"]["users"] == len(
+        PublicSplit(roles_every=3, offset=1).split(load_users())[1]
+    )
     # the re-scored curve names version 0 as the pre-trained start
     rows = version_curve(config, tmp_path, versions=[0, 2], show_progress=False)
     assert [r.get("start") for r in rows] == ["pre-trained", None]

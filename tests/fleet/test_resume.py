@@ -1,5 +1,6 @@
 """A stopped run goes on from its newest version (`--resume`); a previous run's state is
 never dropped unless asked (`--fresh`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,12 @@ from .small_fleet import small_fleet
 
 
 def test_a_resumed_run_goes_on_from_the_newest_version(tmp_path):
-    first = run(small_fleet(40, goal=5, versions=3, eval_every=1), tmp_path,
-                centralized_epochs=0, show_progress=False)
+    first = run(
+        small_fleet(40, goal=5, versions=3, eval_every=1),
+        tmp_path,
+        centralized_epochs=0,
+        show_progress=False,
+    )
     v3 = (tmp_path / "server" / "models" / "fleet-task" / "v3.eflm").read_bytes()
     more = small_fleet(40, goal=5, versions=5, eval_every=1)
     resumed = run(more, tmp_path, centralized_epochs=0, show_progress=False, resume=True)
@@ -37,14 +42,32 @@ def test_a_previous_run_is_kept_unless_asked(tmp_path, capsys):
     run(config, tmp_path, centralized_epochs=0, show_progress=False)
     with pytest.raises(FileExistsError, match="--resume continues it, --fresh discards it"):
         run(config, tmp_path, centralized_epochs=0, show_progress=False)
-    again = run(dataclasses.replace(config, max_versions=2), tmp_path, centralized_epochs=0,
-                show_progress=False, fresh=True)
+    again = run(
+        dataclasses.replace(config, max_versions=2),
+        tmp_path,
+        centralized_epochs=0,
+        show_progress=False,
+        fresh=True,
+    )
     assert again["timeline"][0]["version"] == 0 and again["versions"] == 2
     with pytest.raises(ValueError, match="pick one"):
         run(config, tmp_path, centralized_epochs=0, show_progress=False, resume=True, fresh=True)
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
-    assert cli(["simulate", "--config", str(tmp_path / "config.json"), "--out",
-                str(tmp_path / "empty"), "--resume", "--centralized-epochs", "0"]) == 2
+    assert (
+        cli(
+            [
+                "simulate",
+                "--config",
+                str(tmp_path / "config.json"),
+                "--out",
+                str(tmp_path / "empty"),
+                "--resume",
+                "--centralized-epochs",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "nothing to resume" in capsys.readouterr().err
 
 
@@ -56,18 +79,32 @@ def test_a_run_killed_mid_way_resumes(tmp_path):
     import subprocess
     import sys
     import time
+
     config = small_fleet(40, goal=5, versions=40, eval_every=1)
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
     out = tmp_path / "run"
-    child = subprocess.Popen([sys.executable, "-c", "import sys; from edge_fl_cli import main; "
-                              "sys.exit(main(sys.argv[1:]))", "simulate", "--config",
-                              str(tmp_path / "config.json"), "--out", str(out),
-                              "--centralized-epochs", "0"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from edge_fl_cli import main; sys.exit(main(sys.argv[1:]))",
+            "simulate",
+            "--config",
+            str(tmp_path / "config.json"),
+            "--out",
+            str(out),
+            "--centralized-epochs",
+            "0",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     models = out / "server" / "models" / "fleet-task"
     deadline = time.monotonic() + 240
-    while not (models / "v2.eflm").exists() and child.poll() is None and time.monotonic() < deadline:
+    while (
+        not (models / "v2.eflm").exists() and child.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
@@ -86,8 +123,13 @@ def test_a_run_killed_mid_way_resumes(tmp_path):
 
 def test_a_torn_last_timeline_line_is_dropped_and_a_damaged_one_refused(tmp_path):
     from fleet.simulator import ResumePoint
-    run(small_fleet(30, goal=4, versions=2, eval_every=1), tmp_path, centralized_epochs=0,
-        show_progress=False)
+
+    run(
+        small_fleet(30, goal=4, versions=2, eval_every=1),
+        tmp_path,
+        centralized_epochs=0,
+        show_progress=False,
+    )
     log = tmp_path / "timeline.jsonl"
     lines = log.read_text().splitlines()
     log.write_text("\n".join(lines) + '\n{"version": 3, "sim_h')  # died mid-write

@@ -1,5 +1,6 @@
 """Where the simulator's local training runs: a pool of worker processes or Ray actors
 (other processes), while the clock runs on; a pooled run is the inline run, bit for bit."""
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,18 @@ def curve(report):  # every evaluation but its real-time stamp
 
 
 def test_a_fleet_on_worker_processes_matches_the_inline_run_exactly(tmp_path):
-    local = run(small_fleet(60, goal=6, versions=3), tmp_path / "local",
-                centralized_epochs=0, show_progress=False)
-    pooled = run(small_fleet(60, goal=6, versions=3, backend="processes", workers=2),
-                 tmp_path / "pooled", centralized_epochs=0, show_progress=False)
+    local = run(
+        small_fleet(60, goal=6, versions=3),
+        tmp_path / "local",
+        centralized_epochs=0,
+        show_progress=False,
+    )
+    pooled = run(
+        small_fleet(60, goal=6, versions=3, backend="processes", workers=2),
+        tmp_path / "pooled",
+        centralized_epochs=0,
+        show_progress=False,
+    )
     assert pooled["training"]["backend"] == "processes"
     assert pooled["training"]["remote_trainings"] >= pooled["funnel"]["accepted"] >= 3 * 6 * 0.7
     assert pooled["versions"] == local["versions"] == 3
@@ -44,12 +53,14 @@ def test_a_fleet_trains_on_ray_actors(tmp_path):
 
 def _processes(bundle):
     from fleet.process_backend import ProcessTraining
+
     return ProcessTraining(bundle, workers=2)
 
 
 def _ray(bundle):
     pytest.importorskip("ray")
     from fleet.ray_backend import RayTraining
+
     return RayTraining(bundle, actors=2)
 
 
@@ -57,6 +68,7 @@ def _ray(bundle):
 def test_training_workers_are_separate_processes(tmp_path, start):
     from edge_sdk.bundle import Bundle
     from model_zoo.zoo import build_bundle
+
     training = start(Bundle.load(build_bundle("logreg", tmp_path / "b")))
     try:
         pids = training.worker_pids()
@@ -65,10 +77,13 @@ def test_training_workers_are_separate_processes(tmp_path, start):
         training.close()
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"backend": "threads"}, "backend must be"),
-    ({"backend": "processes", "workers": -1}, "workers must be"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"backend": "threads"}, "backend must be"),
+        ({"backend": "processes", "workers": -1}, "workers must be"),
+    ],
+)
 def test_bad_backend_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         SimulationConfig(**settings)

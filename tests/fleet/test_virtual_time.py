@@ -23,6 +23,7 @@ def test_tasks_wake_in_simulated_time_order_without_real_waiting():
         return log, vt.now()
 
     import time
+
     start = time.perf_counter()
     log, now = asyncio.run(scenario())
     assert log == [(10.0, "a"), (15.0, "b"), (20.0, "a"), (30.0, "a")]
@@ -68,12 +69,14 @@ def test_a_sleep_standing_for_real_work_lets_the_clock_run_on_then_waits_for_the
     """Device a's training (real work in a thread, 0.2 s) spans simulated 0..50; device b
     acts at 10 and 20 meanwhile; a wakes at 50 only once its work is done, and the clock
     does not pass 50 before that."""
+
     async def scenario():
         vt = VirtualTime(FakeClock(0.0))
         log = []
 
         def work():
             import time
+
             time.sleep(0.2)
             return "trained"
 

@@ -1,5 +1,6 @@
 """Small data and models for the dataset tests: a user's own loader class and model
 factories, named in configs as `tests.fleet.toy_data:...`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -100,13 +101,12 @@ WORDS = "the cat sat on mat dog ran to park bird flew over tree sun shone".split
 def chatty_users(users: int = 15, messages: int = 12, seed: int = 0) -> list[dict]:
     """JSON-lines documents: each user repeats a few fixed phrases (learnable bigrams)."""
     rng = np.random.default_rng(seed)
-    phrases = [" ".join(WORDS[i:i + 4]) for i in range(0, len(WORDS) - 3, 3)]
+    phrases = [" ".join(WORDS[i : i + 4]) for i in range(0, len(WORDS) - 3, 3)]
     rows = []
     for u in range(users):
         mine = rng.choice(len(phrases), size=2, replace=False)
         for t in range(messages):
-            rows.append({"user": f"person{u}", "time": t,
-                         "text": phrases[mine[t % 2]] + "."})
+            rows.append({"user": f"person{u}", "time": t, "text": phrases[mine[t % 2]] + "."})
     return rows
 
 

@@ -1,4 +1,5 @@
 """Test helper: drive a bundle's graphs with plain onnxruntime and a PyTorch twin."""
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,10 @@ class OrtTrainer:
         self.output_names = [o.name for o in self.sess.get_outputs()]
         with np.load(bundle / "parameters.npz", allow_pickle=False) as npz:
             self.params = {k: npz[k] for k in npz.files}
-        self.state = {s["name"]: np.zeros_like(self.params[s["like"]])
-                      for s in self.manifest["optimizer"]["state"]}
+        self.state = {
+            s["name"]: np.zeros_like(self.params[s["like"]])
+            for s in self.manifest["optimizer"]["state"]
+        }
         self.steps = 0
 
     def step(self, batch: dict[str, np.ndarray], lr: float, seed: int = 0) -> dict:
@@ -44,8 +47,14 @@ class OrtTrainer:
         return outs
 
 
-def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
-               clip_grad_norm: float | None = None, flatten: bool = True) -> float:
+def torch_step(
+    model,
+    optimizer,
+    loss_fn,
+    batch: dict[str, torch.Tensor],
+    clip_grad_norm: float | None = None,
+    flatten: bool = True,
+) -> float:
     """One PyTorch step; `flatten`: the loss takes [N, C] logits and [N] targets (how
     compile_bundle applies cross-entropy to sequence models), else outputs and targets
     as the model returns them."""
@@ -62,9 +71,19 @@ def torch_step(model, optimizer, loss_fn, batch: dict[str, torch.Tensor],
     return float(loss.detach())
 
 
-def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps: int = 20,
-                       rtol: float = 1e-4, atol: float = 1e-6, clip_grad_norm: float | None = None,
-                       flatten: bool = True, **compile_kwargs):
+def assert_steps_match(
+    model,
+    make_optimizer,
+    loss_fn,
+    batches,
+    out: Path,
+    steps: int = 20,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    clip_grad_norm: float | None = None,
+    flatten: bool = True,
+    **compile_kwargs,
+):
     """Compile `model`, then train the bundle and the PyTorch model on the same batches,
     with a float64 copy of the PyTorch model alongside as the exact trajectory.
 
@@ -87,11 +106,18 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
     """
     twin = copy.deepcopy(model)
     exact = copy.deepcopy(model).double()
-    exact_loss_fn = copy.deepcopy(loss_fn).double() if isinstance(loss_fn, torch.nn.Module) \
-        else loss_fn
-    bundle = compile_bundle(twin, batches[0], loss=loss_fn,
-                            optimizer=make_optimizer(twin.parameters()), out=out,
-                            clip_grad_norm=clip_grad_norm, **compile_kwargs)
+    exact_loss_fn = (
+        copy.deepcopy(loss_fn).double() if isinstance(loss_fn, torch.nn.Module) else loss_fn
+    )
+    bundle = compile_bundle(
+        twin,
+        batches[0],
+        loss=loss_fn,
+        optimizer=make_optimizer(twin.parameters()),
+        out=out,
+        clip_grad_norm=clip_grad_norm,
+        **compile_kwargs,
+    )
     trainer = OrtTrainer(bundle)
     optimizer = make_optimizer(model.parameters())
     exact_optimizer = make_optimizer(exact.parameters())
@@ -100,18 +126,24 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
         batch = batches[i % len(batches)]
         outs = trainer.step({k: v.numpy() for k, v in batch.items()}, lr)
         torch_loss = torch_step(model, optimizer, loss_fn, batch, clip_grad_norm, flatten)
-        exact_loss = torch_step(exact, exact_optimizer, exact_loss_fn, _double(batch),
-                                clip_grad_norm, flatten)
+        exact_loss = torch_step(
+            exact, exact_optimizer, exact_loss_fn, _double(batch), clip_grad_norm, flatten
+        )
         ours = float(outs["loss"])
-        assert any(np.isclose(ours, ref, rtol=1e-4, atol=1e-5) for ref in (torch_loss, exact_loss)), \
-            f"loss at step {i}: bundle {ours}, PyTorch float32 {torch_loss}, float64 {exact_loss}"
+        assert any(
+            np.isclose(ours, ref, rtol=1e-4, atol=1e-5) for ref in (torch_loss, exact_loss)
+        ), f"loss at step {i}: bundle {ours}, PyTorch float32 {torch_loss}, float64 {exact_loss}"
     carried = {s["name"] for s in trainer.manifest.get("buffers", [])}
     reference = dict(model.named_parameters()) | {
-        n: b for n, b in model.named_buffers() if n in carried}
+        n: b for n, b in model.named_buffers() if n in carried
+    }
     exact_params = {name: p.detach().numpy() for name, p in exact.named_parameters()} | {
-        n: b.detach().numpy() for n, b in exact.named_buffers() if n in carried}
-    noise_floor = max(float(np.max(np.abs(p.detach().numpy() - exact_params[name])))
-                      for name, p in reference.items())
+        n: b.detach().numpy() for n, b in exact.named_buffers() if n in carried
+    }
+    noise_floor = max(
+        float(np.max(np.abs(p.detach().numpy() - exact_params[name])))
+        for name, p in reference.items()
+    )
     for name, p in reference.items():
         bad = ~np.isclose(trainer.params[name], p.detach().numpy(), rtol=rtol, atol=atol)
         if not bad.any():
@@ -120,12 +152,15 @@ def assert_steps_match(model, make_optimizer, loss_fn, batches, out: Path, steps
         ours, truth = trainer.params[name][bad], truth[bad]
         allowed = atol + rtol * np.abs(truth) + 3 * noise_floor
         worst = np.max(np.abs(ours - truth) - allowed)
-        assert worst <= 0, (f"parameter {name} after {steps} steps: {bad.sum()} elements "
-                            f"differ from PyTorch beyond tolerance and beyond the float32 "
-                            f"noise floor (excess {worst:.3g})")
+        assert worst <= 0, (
+            f"parameter {name} after {steps} steps: {bad.sum()} elements "
+            f"differ from PyTorch beyond tolerance and beyond the float32 "
+            f"noise floor (excess {worst:.3g})"
+        )
         off_both = ~np.isclose(ours, truth, rtol=rtol, atol=atol)
-        assert off_both.sum() < 1e-3 * bad.size, \
+        assert off_both.sum() < 1e-3 * bad.size, (
             f"parameter {name}: {off_both.sum()} elements off both PyTorch runs"
+        )
     return bundle, trainer
 
 

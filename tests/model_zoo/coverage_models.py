@@ -3,6 +3,7 @@
 Each case: a model factory, a batch factory (batch size, seq length, generator) -> dict of
 inputs plus "targets", a loss, and the task. Kept tiny so 20 steps take milliseconds.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -26,30 +27,42 @@ class Case:
 
 def _vectors(features: int, classes: int = 3):
     def make(b, t, gen):
-        return {"x": torch.randn(b, features, generator=gen),
-                "targets": torch.randint(0, classes, (b,), generator=gen)}
+        return {
+            "x": torch.randn(b, features, generator=gen),
+            "targets": torch.randint(0, classes, (b,), generator=gen),
+        }
+
     return make
 
 
 def _images(channels: int, size: int, classes: int = 3, dims: int = 2):
     def make(b, t, gen):
         shape = (b, channels) + (size,) * dims
-        return {"x": torch.randn(*shape, generator=gen),
-                "targets": torch.randint(0, classes, (b,), generator=gen)}
+        return {
+            "x": torch.randn(*shape, generator=gen),
+            "targets": torch.randint(0, classes, (b,), generator=gen),
+        }
+
     return make
 
 
 def _sequences(features: int, classes: int = 3):
     def make(b, t, gen):
-        return {"x": torch.randn(b, t, features, generator=gen),
-                "targets": torch.randint(0, classes, (b,), generator=gen)}
+        return {
+            "x": torch.randn(b, t, features, generator=gen),
+            "targets": torch.randint(0, classes, (b,), generator=gen),
+        }
+
     return make
 
 
 def _tokens(vocab: int, classes: int = 3):
     def make(b, t, gen):
-        return {"ids": torch.randint(1, vocab, (b, t), generator=gen),
-                "targets": torch.randint(0, classes, (b,), generator=gen)}
+        return {
+            "ids": torch.randint(1, vocab, (b, t), generator=gen),
+            "targets": torch.randint(0, classes, (b,), generator=gen),
+        }
+
     return make
 
 
@@ -57,6 +70,7 @@ def _lm(vocab: int):
     def make(b, t, gen):
         ids = torch.randint(1, vocab, (b, t), generator=gen)
         return {"ids": ids, "targets": torch.randint(1, vocab, (b, t), generator=gen)}
+
     return make
 
 
@@ -75,9 +89,20 @@ class Activations(nn.Module):
     def __init__(self):
         super().__init__()
         self.inp = nn.Linear(6, 8)
-        self.acts = nn.ModuleList([nn.ReLU(), nn.ReLU6(), nn.LeakyReLU(0.1), nn.ELU(),
-                                   nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(),
-                                   nn.Hardswish(), nn.Sigmoid(), nn.Tanh()])
+        self.acts = nn.ModuleList(
+            [
+                nn.ReLU(),
+                nn.ReLU6(),
+                nn.LeakyReLU(0.1),
+                nn.ELU(),
+                nn.GELU(),
+                nn.GELU(approximate="tanh"),
+                nn.SiLU(),
+                nn.Hardswish(),
+                nn.Sigmoid(),
+                nn.Tanh(),
+            ]
+        )
         self.mid = nn.ModuleList([nn.Linear(8, 8) for _ in self.acts])
         self.out = nn.Linear(8, 3)
 
@@ -246,8 +271,9 @@ class TinyTransformerLM(nn.Module):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(16, d) * 0.1)
-        self.layer = nn.TransformerEncoderLayer(d, 2, dim_feedforward=16, dropout=0.0,
-                                                batch_first=True, bias=False)
+        self.layer = nn.TransformerEncoderLayer(
+            d, 2, dim_feedforward=16, dropout=0.0, batch_first=True, bias=False
+        )
         self.head = nn.Linear(d, vocab)
 
     def forward(self, ids):
@@ -280,22 +306,31 @@ class DropoutNet(nn.Module):
 
 def _regression(features: int, outputs: int):
     def make(b, t, gen):
-        return {"x": torch.randn(b, features, generator=gen),
-                "targets": torch.randn(b, outputs, generator=gen)}
+        return {
+            "x": torch.randn(b, features, generator=gen),
+            "targets": torch.randn(b, outputs, generator=gen),
+        }
+
     return make
 
 
 def _multilabel(features: int, labels: int):
     def make(b, t, gen):
-        return {"x": torch.randn(b, features, generator=gen),
-                "targets": (torch.rand(b, labels, generator=gen) > 0.6).float()}
+        return {
+            "x": torch.randn(b, features, generator=gen),
+            "targets": (torch.rand(b, labels, generator=gen) > 0.6).float(),
+        }
+
     return make
 
 
 def _distributions(features: int, classes: int):
     def make(b, t, gen):
-        return {"x": torch.randn(b, features, generator=gen),
-                "targets": torch.softmax(torch.randn(b, classes, generator=gen), dim=1)}
+        return {
+            "x": torch.randn(b, features, generator=gen),
+            "targets": torch.softmax(torch.randn(b, classes, generator=gen), dim=1),
+        }
+
     return make
 
 
@@ -303,9 +338,10 @@ def _padded_lm(vocab: int):
     def make(b, t, gen):
         ids = torch.randint(1, vocab, (b, t), generator=gen)
         targets = torch.randint(1, vocab, (b, t), generator=gen)
-        ids[0, t // 2:] = 0
-        targets[0, t // 2:] = 0
+        ids[0, t // 2 :] = 0
+        targets[0, t // 2 :] = 0
         return {"ids": ids, "targets": targets}
+
     return make
 
 
@@ -331,8 +367,7 @@ def user_loss(outputs, targets):
 CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0])
 
 CASES = {
-    "linear": Case(lambda: Mlp(),
-                   _vectors(6)),
+    "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
     "softmax": Case(SoftmaxHead, _vectors(6)),
     "conv1d": Case(Conv1dNet, _images(4, 8, dims=1), batch_norm=True),
@@ -349,21 +384,39 @@ CASES = {
     "dropout0": Case(lambda: DropoutNet(0.0), _vectors(6)),
     "frozen_and_unused": Case(FrozenAndUnused, _vectors(6)),
     # losses and tasks
-    "cross_entropy_options": Case(Mlp, _vectors(6), lambda: nn.CrossEntropyLoss(
-        weight=CLASS_WEIGHTS, label_smoothing=0.1, ignore_index=1)),
+    "cross_entropy_options": Case(
+        Mlp,
+        _vectors(6),
+        lambda: nn.CrossEntropyLoss(weight=CLASS_WEIGHTS, label_smoothing=0.1, ignore_index=1),
+    ),
     "nll": Case(LogSoftmaxMlp, _vectors(6), lambda: nn.NLLLoss(weight=CLASS_WEIGHTS)),
-    "bce_with_logits": Case(Mlp, _multilabel(6, 3), lambda: nn.BCEWithLogitsLoss(
-        pos_weight=torch.tensor([1.0, 3.0, 0.5])), task="multilabel", flatten=False),
+    "bce_with_logits": Case(
+        Mlp,
+        _multilabel(6, 3),
+        lambda: nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 3.0, 0.5])),
+        task="multilabel",
+        flatten=False,
+    ),
     "mse": Case(Mlp, _regression(6, 3), nn.MSELoss, task="regression", flatten=False),
     "l1": Case(Mlp, _regression(6, 3), nn.L1Loss, task="regression", flatten=False),
-    "smooth_l1": Case(Mlp, _regression(6, 3), lambda: nn.SmoothL1Loss(beta=0.5),
-                      task="regression", flatten=False),
-    "huber": Case(Mlp, _regression(6, 3), lambda: nn.HuberLoss(delta=0.7), task="regression",
-                  flatten=False),
-    "kl_div": Case(LogSoftmaxMlp, _distributions(6, 3), lambda: nn.KLDivLoss(
-        reduction="batchmean"), flatten=False),
-    "user_loss": Case(Mlp, _regression(6, 3), lambda: user_loss, task="regression",
-                      flatten=False),
-    "padded_lm": Case(TinyTransformerLM, _padded_lm(13), lambda: nn.CrossEntropyLoss(
-        ignore_index=0), task="next_word", sequence=True),
+    "smooth_l1": Case(
+        Mlp, _regression(6, 3), lambda: nn.SmoothL1Loss(beta=0.5), task="regression", flatten=False
+    ),
+    "huber": Case(
+        Mlp, _regression(6, 3), lambda: nn.HuberLoss(delta=0.7), task="regression", flatten=False
+    ),
+    "kl_div": Case(
+        LogSoftmaxMlp,
+        _distributions(6, 3),
+        lambda: nn.KLDivLoss(reduction="batchmean"),
+        flatten=False,
+    ),
+    "user_loss": Case(Mlp, _regression(6, 3), lambda: user_loss, task="regression", flatten=False),
+    "padded_lm": Case(
+        TinyTransformerLM,
+        _padded_lm(13),
+        lambda: nn.CrossEntropyLoss(ignore_index=0),
+        task="next_word",
+        sequence=True,
+    ),
 }

@@ -1,4 +1,5 @@
 """The two-stage arg-max equals numpy's (and torch's) first-maximal-index rule."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,9 @@ def _session(width: int) -> ort.InferenceSession:
     g.add_output(g.identity(argmax_rows(g, x, width), "best"), "int64", ["n", 1])
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(g.to_model("argmax").SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        g.to_model("argmax").SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
 
 
 SESSIONS = {width: _session(width) for width in WIDTHS}
@@ -32,8 +34,12 @@ def test_block_size_divides_the_width_or_falls_back():
 
 
 @settings(max_examples=40, deadline=None)
-@given(width=st.sampled_from(WIDTHS), rows=st.integers(1, 5), levels=st.integers(1, 4),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    width=st.sampled_from(WIDTHS),
+    rows=st.integers(1, 5),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_argmax_rows_is_the_first_maximal_index_with_ties(width, rows, levels, seed):
     # few distinct values, so most rows hold their maximum several times, across blocks
     x = np.random.default_rng(seed).integers(0, levels, (rows, width)).astype(np.float32)

@@ -1,4 +1,5 @@
 """The bundle's eval and inference graphs, dynamic shapes, dropout, and its manifest."""
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ def test_every_graph_uses_only_the_standard_onnx_domain(zoo_bundles):
 
 def test_no_code_path_imports_onnxruntime_training():
     import pathlib
+
     root = pathlib.Path(__file__).resolve().parents[2]
     for path in root.glob("*/**/*.py"):
         if ".venv" in path.parts:
@@ -72,7 +74,9 @@ def test_model_id_is_a_content_hash(tmp_path):
     assert ids[0] == ids[1] != ids[2]
 
 
-@pytest.mark.parametrize("name", ["keyboard_cifg_tiny", "shakespeare_char_tiny", "femnist_cnn_tiny", "mlp"])
+@pytest.mark.parametrize(
+    "name", ["keyboard_cifg_tiny", "shakespeare_char_tiny", "femnist_cnn_tiny", "mlp"]
+)
 def test_other_batch_sizes_and_lengths_run_and_match_pytorch(name, tmp_path):
     entry = ZOO[name]
     torch.manual_seed(0)
@@ -97,7 +101,9 @@ def test_other_batch_sizes_and_lengths_run_and_match_pytorch(name, tmp_path):
         feeds = {k: v.numpy() for k, v in batch.items()} | params
         out = dict(zip([o.name for o in evaluator.get_outputs()], evaluator.run(None, feeds)))
         keep = targets != entry.ignore_index
-        expected_sum = float(nn.functional.cross_entropy(flat[keep], targets[keep], reduction="sum"))
+        expected_sum = float(
+            nn.functional.cross_entropy(flat[keep], targets[keep], reduction="sum")
+        )
         np.testing.assert_allclose(out["loss_sum"], expected_sum, rtol=1e-5, atol=1e-5)
         assert out["count"] == keep.sum()
         assert out["correct"] == (flat.argmax(1) == targets)[keep].sum()
@@ -135,17 +141,27 @@ def test_dropout_with_a_seed_input_equals_pytorch_with_the_same_masks(tmp_path):
     torch.manual_seed(0)
     model = DropoutNet()
     gen = torch.Generator().manual_seed(3)
-    batches = [{"x": torch.randn(5, 6, generator=gen),
-                "targets": torch.randint(0, 3, (5,), generator=gen)} for _ in range(3)]
+    batches = [
+        {"x": torch.randn(5, 6, generator=gen), "targets": torch.randint(0, 3, (5,), generator=gen)}
+        for _ in range(3)
+    ]
     import copy
-    bundle = compile_bundle(copy.deepcopy(model), batches[0], loss=nn.CrossEntropyLoss(),
-                            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), out=tmp_path / "b")
+
+    bundle = compile_bundle(
+        copy.deepcopy(model),
+        batches[0],
+        loss=nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        out=tmp_path / "b",
+    )
     trainer = OrtTrainer(bundle)
     seed = {"value": 0}
     for salt, layer in enumerate([model.drop1, model.drop2]):
+
         def hook(module, args, output, salt=salt):
             mask = dropout_keep_mask(seed["value"], tuple(args[0].shape), module.p, salt)
             return args[0] * torch.from_numpy(mask) / (1 - module.p)
+
         layer.register_forward_hook(hook)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(10):
@@ -161,7 +177,7 @@ def test_dropout_keep_mask_keeps_the_right_fraction_and_varies_with_seed():
     a = dropout_keep_mask(1, (200, 500), 0.3)
     b = dropout_keep_mask(2, (200, 500), 0.3)
     assert abs(a.mean() - 0.7) < 0.01
-    assert abs((a == b).mean() - (0.7 ** 2 + 0.3 ** 2)) < 0.01  # independent masks agree this often
+    assert abs((a == b).mean() - (0.7**2 + 0.3**2)) < 0.01  # independent masks agree this often
     row_means = a.mean(axis=1)
     assert row_means.std() < 0.05  # no striping along the fast axis
 
@@ -171,5 +187,11 @@ def test_unsupported_layers_are_named_in_the_error(tmp_path):
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     batch = {"input": torch.randn(3, 4), "targets": torch.tensor([0, 1, 0])}
     with pytest.raises(UnsupportedError, match="BatchNorm1d"):
-        compile_bundle(model, batch, loss=nn.CrossEntropyLoss(), path="fast",
-                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1), out=tmp_path / "b")
+        compile_bundle(
+            model,
+            batch,
+            loss=nn.CrossEntropyLoss(),
+            path="fast",
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            out=tmp_path / "b",
+        )

@@ -1,5 +1,6 @@
 """Equivalence with PyTorch is the oracle: 20 steps of train_step.onnx on onnxruntime must
 equal 20 PyTorch steps on the same batches, for every zoo model and every optimizer."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,9 @@ from .bundle_runner import assert_steps_match
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.1),
-    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
-                                              weight_decay=1e-4),
+    "sgd_momentum": lambda p: torch.optim.SGD(
+        p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4
+    ),
     "adam": lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=1e-4),
     "adamw": lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.01),
 }
@@ -46,8 +48,9 @@ def test_zoo_model_train_steps_equal_pytorch(name, optimizer, tmp_path):
     torch.manual_seed(3)
     model = ZOO[name].build()
     seq = 10 if ZOO[name].task != "classification" else None
-    assert_steps_match(model, OPTIMIZERS[optimizer], ZOO[name].loss(),
-                       _batches(name, seq=seq), tmp_path / "bundle")
+    assert_steps_match(
+        model, OPTIMIZERS[optimizer], ZOO[name].loss(), _batches(name, seq=seq), tmp_path / "bundle"
+    )
 
 
 class ImageNet(nn.Module):
@@ -93,10 +96,16 @@ class SequenceNet(nn.Module):
 def test_image_model_outside_zoo_equals_pytorch(optimizer, tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    batches = [{"x": torch.randn(5, 1, 8, 8, generator=gen),
-                "targets": torch.randint(0, 4, (5,), generator=gen)} for _ in range(3)]
-    assert_steps_match(ImageNet(), OPTIMIZERS[optimizer], nn.CrossEntropyLoss(), batches,
-                       tmp_path / "b")
+    batches = [
+        {
+            "x": torch.randn(5, 1, 8, 8, generator=gen),
+            "targets": torch.randint(0, 4, (5,), generator=gen),
+        }
+        for _ in range(3)
+    ]
+    assert_steps_match(
+        ImageNet(), OPTIMIZERS[optimizer], nn.CrossEntropyLoss(), batches, tmp_path / "b"
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
@@ -110,8 +119,13 @@ def test_sequence_model_outside_zoo_equals_pytorch(optimizer, tmp_path):
         ids[1, 6:] = 0
         targets[1, 6:] = 0
         batches.append({"ids": ids, "targets": targets})
-    assert_steps_match(SequenceNet(), OPTIMIZERS[optimizer], nn.CrossEntropyLoss(ignore_index=0),
-                       batches, tmp_path / "b")
+    assert_steps_match(
+        SequenceNet(),
+        OPTIMIZERS[optimizer],
+        nn.CrossEntropyLoss(ignore_index=0),
+        batches,
+        tmp_path / "b",
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "sgd_momentum", "adam"])
@@ -122,8 +136,15 @@ def test_gradient_clipping_equals_clip_grad_norm(optimizer, tmp_path):
     # a max norm below the gradients' norm, so clipping acts
     probe = copy.deepcopy(model)
     logits = probe(batches[0]["tokens"])
-    ZOO["keyboard_cifg_tiny"].loss()(logits.reshape(-1, logits.shape[-1]),
-                                     batches[0]["targets"].reshape(-1)).backward()
+    ZOO["keyboard_cifg_tiny"].loss()(
+        logits.reshape(-1, logits.shape[-1]), batches[0]["targets"].reshape(-1)
+    ).backward()
     assert torch.nn.utils.clip_grad_norm_(probe.parameters(), 1e9) > 0.1
-    assert_steps_match(model, OPTIMIZERS[optimizer], ZOO["keyboard_cifg_tiny"].loss(), batches,
-                       tmp_path / "b", clip_grad_norm=0.05)
+    assert_steps_match(
+        model,
+        OPTIMIZERS[optimizer],
+        ZOO["keyboard_cifg_tiny"].loss(),
+        batches,
+        tmp_path / "b",
+        clip_grad_norm=0.05,
+    )

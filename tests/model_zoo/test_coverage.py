@@ -3,6 +3,7 @@ coverage_models.py), each compiled with path="general" and trained 20 steps with
 SGD-momentum and Adam on batches of mixed sizes, including 1 (and mixed sequence lengths
 for sequence models), equal to PyTorch within the tolerances of test_compiler_equivalence.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,12 +39,17 @@ _CAPTURE = bundle_module.capture
 def _shared_capture(name: str):
     """compile_bundle's capture, run once per case: the captured graphs do not depend on
     the optimizer (the slow part of compiling is PyTorch's export, ~1-3 s per case)."""
+
     def capture(module, *args, **kwargs):
         if name not in _CAPTURES:
             _CAPTURES[name] = _CAPTURE(module, *args, **kwargs)
         cap = _CAPTURES[name]
-        return dataclasses.replace(cap, parameters=dict(module.named_parameters()), buffers={
-            n: b for n, b in module.named_buffers() if n in cap.buffers})
+        return dataclasses.replace(
+            cap,
+            parameters=dict(module.named_parameters()),
+            buffers={n: b for n, b in module.named_buffers() if n in cap.buffers},
+        )
+
     return capture
 
 
@@ -57,6 +63,14 @@ def test_general_path_equals_pytorch(name, optimizer, tmp_path, monkeypatch):
     dynamic = None
     if case.sequence:
         dynamic = {k: {0: "batch", 1: "seq"} for k in batches[0] if k != "targets"}
-    assert_steps_match(case.build(), OPTIMIZERS[optimizer], case.loss(), batches,
-                       tmp_path / "bundle", flatten=case.flatten, path="general",
-                       task=case.task, dynamic_dims=dynamic)
+    assert_steps_match(
+        case.build(),
+        OPTIMIZERS[optimizer],
+        case.loss(),
+        batches,
+        tmp_path / "bundle",
+        flatten=case.flatten,
+        path="general",
+        task=case.task,
+        dynamic_dims=dynamic,
+    )

@@ -1,6 +1,7 @@
 """The general path beyond equality with PyTorch: dropout masks, buffers through the SDK,
 regression and multi-label metrics, the choice between fast and general path, and the
 refusal of what it cannot lower (naming the op, the module path and the source line)."""
+
 from __future__ import annotations
 
 import copy
@@ -25,14 +26,21 @@ from .coverage_models import Conv2dNet, Mlp
 
 
 def _vectors(n, gen, classes=3):
-    return {"x": torch.randn(n, 6, generator=gen), "targets": torch.randint(0, classes, (n,),
-                                                                            generator=gen)}
+    return {
+        "x": torch.randn(n, 6, generator=gen),
+        "targets": torch.randint(0, classes, (n,), generator=gen),
+    }
 
 
 def _compile(model, batch, out, loss=None, **kwargs):
-    return compile_bundle(model, batch, loss=loss or nn.CrossEntropyLoss(),
-                          optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-                          out=out, **kwargs)
+    return compile_bundle(
+        model,
+        batch,
+        loss=loss or nn.CrossEntropyLoss(),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        out=out,
+        **kwargs,
+    )
 
 
 class TwoDropouts(nn.Module):
@@ -57,6 +65,7 @@ class MaskedTwin(TwoDropouts):
         def drop(h, salt):
             keep = torch.from_numpy(dropout_keep_mask(self.seed, tuple(h.shape), self.p, salt))
             return h * keep.to(h.dtype) / (1 - self.p)
+
         h = drop(torch.relu(self.a(x)), 0)
         return self.head(drop(torch.tanh(self.b(h)), 1))
 
@@ -79,25 +88,29 @@ def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
         theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
         assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
     for name, p in twin.named_parameters():
-        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
     # eval and inference run without dropout (and without a seed)
     x = _vectors(5, gen)["x"]
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
     logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer.params)[0]
-    np.testing.assert_allclose(logits, TwoDropouts.forward(twin.eval(), x).detach().numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        logits, TwoDropouts.forward(twin.eval(), x).detach().numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_batchnorm_statistics_are_bundle_state_carried_by_the_sdk(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(2)
-    images = [{"x": torch.randn(3, 8, 8, generator=gen).numpy(),
-               "targets": np.int64(i % 3)} for i in range(12)]
+    images = [
+        {"x": torch.randn(3, 8, 8, generator=gen).numpy(), "targets": np.int64(i % 3)}
+        for i in range(12)
+    ]
     model = Conv2dNet()
-    bundle_dir = _compile(copy.deepcopy(model), {"x": torch.randn(4, 3, 8, 8, generator=gen),
-                                                 "targets": torch.tensor([0, 1, 2, 0])},
-                          tmp_path / "b")
+    bundle_dir = _compile(
+        copy.deepcopy(model),
+        {"x": torch.randn(4, 3, 8, 8, generator=gen), "targets": torch.tensor([0, 1, 2, 0])},
+        tmp_path / "b",
+    )
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     buffers = [b["name"] for b in manifest["buffers"]]
     assert buffers == ["bn.running_mean", "bn.running_var"]  # num_batches_tracked dropped
@@ -111,13 +124,20 @@ def test_batchnorm_statistics_are_bundle_state_carried_by_the_sdk(tmp_path):
     reference = copy.deepcopy(model)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
     for start in range(0, 12, 4):
-        chunk = images[start:start + 4]
-        torch_step(reference, optimizer, nn.CrossEntropyLoss(), {
-            "x": torch.from_numpy(np.stack([e["x"] for e in chunk])),
-            "targets": torch.tensor([int(e["targets"]) for e in chunk])})
+        chunk = images[start : start + 4]
+        torch_step(
+            reference,
+            optimizer,
+            nn.CrossEntropyLoss(),
+            {
+                "x": torch.from_numpy(np.stack([e["x"] for e in chunk])),
+                "targets": torch.tensor([int(e["targets"]) for e in chunk]),
+            },
+        )
     for name in buffers:
-        np.testing.assert_allclose(trained[name], reference.get_buffer(name).numpy(),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            trained[name], reference.get_buffer(name).numpy(), rtol=1e-5, atol=1e-6
+        )
     # evaluation uses the running statistics, as PyTorch's eval mode does
     metrics = Evaluator(bundle).evaluate(trained, images, batch_size=5)
     reference.eval()
@@ -134,8 +154,9 @@ def test_regression_and_multilabel_metrics(tmp_path):
     gen = torch.Generator().manual_seed(3)
     x, y = torch.randn(7, 6, generator=gen), torch.randn(7, 3, generator=gen)
     model = Mlp()
-    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": y}, tmp_path / "r",
-                      loss=nn.MSELoss())
+    bundle = _compile(
+        copy.deepcopy(model), {"x": x, "targets": y}, tmp_path / "r", loss=nn.MSELoss()
+    )
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["task"] == "regression"
     assert manifest["metrics"]["eval"] == ["loss_sum", "count", "squared_error", "absolute_error"]
@@ -144,13 +165,17 @@ def test_regression_and_multilabel_metrics(tmp_path):
     metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=3)
     with torch.no_grad():
         err = (model(x) - y).numpy()
-    assert np.isclose(metrics["mse"], np.mean(err ** 2), rtol=1e-5)
+    assert np.isclose(metrics["mse"], np.mean(err**2), rtol=1e-5)
     assert np.isclose(metrics["mae"], np.mean(np.abs(err)), rtol=1e-5)
-    assert np.isclose(metrics["mean_loss"], np.mean(err ** 2), rtol=1e-5)
+    assert np.isclose(metrics["mean_loss"], np.mean(err**2), rtol=1e-5)
 
     labels = (torch.rand(7, 3, generator=gen) > 0.5).float()
-    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": labels}, tmp_path / "m",
-                      loss=nn.BCEWithLogitsLoss())
+    bundle = _compile(
+        copy.deepcopy(model),
+        {"x": x, "targets": labels},
+        tmp_path / "m",
+        loss=nn.BCEWithLogitsLoss(),
+    )
     assert json.loads((bundle / "manifest.json").read_text())["task"] == "multilabel"
     examples = [{"x": x[i].numpy(), "targets": labels[i].numpy()} for i in range(7)]
     metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=4)
@@ -187,8 +212,11 @@ def _domains(graph: onnx.GraphProto) -> set[str]:
 def test_general_bundles_use_only_the_standard_domain(tmp_path):
     gen = torch.Generator().manual_seed(5)
     model = Conv2dNet()
-    bundle = _compile(model, {"x": torch.randn(2, 3, 8, 8, generator=gen),
-                              "targets": torch.tensor([0, 2])}, tmp_path / "b")
+    bundle = _compile(
+        model,
+        {"x": torch.randn(2, 3, 8, 8, generator=gen), "targets": torch.tensor([0, 2])},
+        tmp_path / "b",
+    )
     for filename in ("train_step.onnx", "eval.onnx", "infer.onnx"):
         proto = onnx.load(bundle / filename)
         assert _domains(proto.graph) <= {""}
@@ -234,12 +262,15 @@ class Branching(nn.Module):
         return self.lin(x) * 2 if x.sum() > 0 else self.lin(x)
 
 
-@pytest.mark.parametrize("model, op, module, line", [
-    (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
-    (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
-    (CellState, "final cell state", "", "self.lin(c[-1])"),
-    (Branching, "could not capture", "", "if x.sum() > 0"),
-])
+@pytest.mark.parametrize(
+    "model, op, module, line",
+    [
+        (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
+        (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
+        (CellState, "final cell state", "", "self.lin(c[-1])"),
+        (Branching, "could not capture", "", "if x.sum() > 0"),
+    ],
+)
 def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, line, tmp_path):
     gen = torch.Generator().manual_seed(6)
     with pytest.raises(UnsupportedError) as info:  # path="auto": the fast path refuses first
@@ -265,13 +296,16 @@ def test_recurrent_inter_layer_dropout_is_seeded_and_eval_equals_pytorch(tmp_pat
     gen = torch.Generator().manual_seed(7)
     model = StackedLstm()
     batch = {"x": torch.randn(3, 6, 4, generator=gen), "targets": torch.tensor([0, 1, 2])}
-    bundle = _compile(copy.deepcopy(model), batch, tmp_path / "b",
-                      dynamic_dims={"x": {0: "batch", 1: "seq"}})
+    bundle = _compile(
+        copy.deepcopy(model), batch, tmp_path / "b", dynamic_dims={"x": {0: "batch", 1: "seq"}}
+    )
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["uses_seed"] and manifest["inputs"]["x"]["shape"] == ["batch", "seq", 4]
     trainer = OrtTrainer(bundle)
-    losses = [float(trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=s)["loss"])
-              for s in (1, 1)]
+    losses = [
+        float(trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=s)["loss"])
+        for s in (1, 1)
+    ]
     assert np.isfinite(losses).all()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
     x = torch.randn(2, 9, 4, generator=gen)  # another batch size and sequence length
@@ -282,6 +316,7 @@ def test_recurrent_inter_layer_dropout_is_seeded_and_eval_equals_pytorch(tmp_pat
 
 def test_docs_list_every_supported_op():
     import pathlib
+
     docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "compiler.md").read_text()
     ops = supported_ops()
     assert "aten.convolution_backward.default" in ops and "aten.addmm.default" in ops
@@ -292,10 +327,20 @@ def test_docs_list_every_supported_op():
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_gradient_clipping_on_the_general_path(optimizer, tmp_path):
     from .bundle_runner import assert_steps_match
+
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(8)
     batches = [_vectors(n, gen) for n in (4, 1, 3)]
-    make = {"sgd": lambda p: torch.optim.SGD(p, lr=0.5),
-            "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01)}[optimizer]
-    assert_steps_match(Mlp(), make, nn.CrossEntropyLoss(), batches, tmp_path / "b",
-                       clip_grad_norm=0.05, path="general")
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.5),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.01),
+    }[optimizer]
+    assert_steps_match(
+        Mlp(),
+        make,
+        nn.CrossEntropyLoss(),
+        batches,
+        tmp_path / "b",
+        clip_grad_norm=0.05,
+        path="general",
+    )

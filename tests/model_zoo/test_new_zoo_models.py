@@ -1,6 +1,7 @@
 """The zoo's causal Transformer keyboard model and MobileNet-style CNN, in eager PyTorch:
 shapes, causality, BatchNorm state, sizes through the zoo, and that training lowers the
 loss; compiled against PyTorch once the compiler takes them."""
+
 from __future__ import annotations
 
 import copy
@@ -25,11 +26,13 @@ def _parameter_count(model: nn.Module) -> int:
 
 # -- keyboard_transformer ----------------------------------------------------------------
 
+
 def test_transformer_is_sized_like_the_cifg_keyboard_model():
     full = ZOO["keyboard_transformer"].model()
     assert 1_000_000 < _parameter_count(full) < 1_500_000
     assert _parameter_count(full) == pytest.approx(
-        _parameter_count(ZOO["keyboard_cifg"].model()), rel=0.1)
+        _parameter_count(ZOO["keyboard_cifg"].model()), rel=0.1
+    )
     assert len(full.blocks) == 3 and full.blocks[0].attention.heads == 4
 
 
@@ -71,11 +74,10 @@ def test_output_at_t_does_not_depend_on_later_tokens(name):
         logits = model(tokens)
         for t in positions:
             changed = tokens.clone()
-            changed[:, t + 1:] = torch.randint(1, entry.tokens.vocabulary_size,
-                                               (4, seq - t - 1))
+            changed[:, t + 1 :] = torch.randint(1, entry.tokens.vocabulary_size, (4, seq - t - 1))
             other = model(changed)
-            torch.testing.assert_close(other[:, :t + 1], logits[:, :t + 1], rtol=0, atol=1e-6)
-            assert (other[:, t + 1:] - logits[:, t + 1:]).abs().max() > 1e-4  # later ones do
+            torch.testing.assert_close(other[:, : t + 1], logits[:, : t + 1], rtol=0, atol=1e-6)
+            assert (other[:, t + 1 :] - logits[:, t + 1 :]).abs().max() > 1e-4  # later ones do
 
 
 def test_no_gradient_reaches_a_position_from_later_outputs():
@@ -112,6 +114,7 @@ def test_transformer_builds_for_any_vocabulary_and_length(vocab, seq):
 
 
 # -- mobilenet_cnn -----------------------------------------------------------------------
+
 
 def test_mobilenet_blocks_are_depthwise_separable():
     model = ZOO["mobilenet_cnn"].model()
@@ -150,9 +153,16 @@ def test_batchnorm_statistics_update_in_training_and_are_used_in_evaluation():
 
 # -- both --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, steps, size, factor", [
-    ("keyboard_transformer_tiny", 20, 16, 0.85), ("mobilenet_cnn_tiny", 20, 16, 0.85),
-    ("keyboard_transformer", 3, 4, 0.99), ("mobilenet_cnn", 3, 8, 0.99)])
+
+@pytest.mark.parametrize(
+    "name, steps, size, factor",
+    [
+        ("keyboard_transformer_tiny", 20, 16, 0.85),
+        ("mobilenet_cnn_tiny", 20, 16, 0.85),
+        ("keyboard_transformer", 3, 4, 0.99),
+        ("mobilenet_cnn", 3, 8, 0.99),
+    ],
+)
 def test_sgd_steps_with_the_zoo_optimizer_lower_the_loss(name, steps, size, factor):
     """The zoo's optimizer and clipping fit one batch: the loss falls (full models: a few
     steps, they are slow in eager on a shared machine)."""
@@ -161,8 +171,10 @@ def test_sgd_steps_with_the_zoo_optimizer_lower_the_loss(name, steps, size, fact
     model = entry.model()
     optimizer = entry.optimizer(model.parameters())
     batch = entry.batch(size, torch.Generator().manual_seed(3))
-    losses = [torch_step(model, optimizer, entry.loss(), batch, entry.clip_grad_norm)
-              for _ in range(steps)]
+    losses = [
+        torch_step(model, optimizer, entry.loss(), batch, entry.clip_grad_norm)
+        for _ in range(steps)
+    ]
     assert losses[-1] < factor * losses[0], losses
 
 
@@ -176,9 +188,13 @@ def test_compiled_steps_equal_pytorch(name, tmp_path):
     gen = torch.Generator().manual_seed(4)
     batches = [entry.batch(size, gen) for size in (4, 1, 3)]
     try:
-        assert_steps_match(copy.deepcopy(model), lambda p: torch.optim.SGD(p, lr=0.05,
-                                                                         momentum=0.9),
-                           entry.loss(), batches, tmp_path / "b",
-                           clip_grad_norm=entry.clip_grad_norm)
+        assert_steps_match(
+            copy.deepcopy(model),
+            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+            entry.loss(),
+            batches,
+            tmp_path / "b",
+            clip_grad_norm=entry.clip_grad_norm,
+        )
     except UnsupportedError as refused:
         pytest.skip(f"the compiler does not take {name} yet: {refused}")

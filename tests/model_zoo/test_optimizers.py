@@ -1,5 +1,6 @@
 """Adagrad and RMSprop in the train step equal torch.optim's over 20 steps, for each option
 that changes the update rule; how the compiler reads torch optimizers."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ ADAGRAD = {
     "lr_decay": {"lr": 0.1, "lr_decay": 0.05},
     "initial_accumulator": {"lr": 0.05, "initial_accumulator_value": 0.1},
     "weight_decay_eps": {"lr": 0.05, "weight_decay": 1e-2, "eps": 1e-4},
-    "everything": {"lr": 0.1, "lr_decay": 0.02, "weight_decay": 1e-3,
-                   "initial_accumulator_value": 0.5, "eps": 1e-6},
+    "everything": {
+        "lr": 0.1,
+        "lr_decay": 0.02,
+        "weight_decay": 1e-3,
+        "initial_accumulator_value": 0.5,
+        "eps": 1e-6,
+    },
 }
 
 RMSPROP = {
@@ -29,12 +35,19 @@ RMSPROP = {
     "weight_decay_eps": {"lr": 1e-3, "weight_decay": 1e-2, "eps": 1e-5},
     # 1 - alpha >= 0.5 takes the other form of torch.lerp for the centered mean
     "centered_low_alpha": {"lr": 1e-3, "alpha": 0.3, "centered": True},
-    "everything": {"lr": 5e-4, "alpha": 0.9, "eps": 1e-6, "weight_decay": 1e-3, "momentum": 0.5,
-                   "centered": True},
+    "everything": {
+        "lr": 5e-4,
+        "alpha": 0.9,
+        "eps": 1e-6,
+        "weight_decay": 1e-3,
+        "momentum": 0.5,
+        "centered": True,
+    },
 }
 
-CASES = ([(torch.optim.Adagrad, name, kw) for name, kw in ADAGRAD.items()]
-         + [(torch.optim.RMSprop, name, kw) for name, kw in RMSPROP.items()])
+CASES = [(torch.optim.Adagrad, name, kw) for name, kw in ADAGRAD.items()] + [
+    (torch.optim.RMSprop, name, kw) for name, kw in RMSPROP.items()
+]
 
 
 def _zoo_batches(name: str, sizes=(4, 1, 3), **token_sizes):
@@ -42,18 +55,29 @@ def _zoo_batches(name: str, sizes=(4, 1, 3), **token_sizes):
     return [ZOO[name].batch(size, gen, **token_sizes) for size in sizes]
 
 
-@pytest.mark.parametrize("kind, case, options", CASES,
-                         ids=[f"{k.__name__}-{c}" for k, c, _ in CASES])
+@pytest.mark.parametrize(
+    "kind, case, options", CASES, ids=[f"{k.__name__}-{c}" for k, c, _ in CASES]
+)
 def test_mlp_steps_equal_pytorch(kind, case, options, tmp_path):
     torch.manual_seed(0)
-    assert_steps_match(ZOO["mlp"].model(), lambda p: kind(p, **options), ZOO["mlp"].loss(),
-                       _zoo_batches("mlp"), tmp_path / "b")
+    assert_steps_match(
+        ZOO["mlp"].model(),
+        lambda p: kind(p, **options),
+        ZOO["mlp"].loss(),
+        _zoo_batches("mlp"),
+        tmp_path / "b",
+    )
 
 
-@pytest.mark.parametrize("kind, case", [(torch.optim.Adagrad, "everything"),
-                                        (torch.optim.Adagrad, "default"),
-                                        (torch.optim.RMSprop, "everything"),
-                                        (torch.optim.RMSprop, "momentum")])
+@pytest.mark.parametrize(
+    "kind, case",
+    [
+        (torch.optim.Adagrad, "everything"),
+        (torch.optim.Adagrad, "default"),
+        (torch.optim.RMSprop, "everything"),
+        (torch.optim.RMSprop, "momentum"),
+    ],
+)
 def test_recurrent_keyboard_with_clipping_equals_pytorch(kind, case, tmp_path):
     """The zoo's keyboard model (small vocabulary): a tied embedding, whose gradient is
     sparse rows plus the output layer's, a CIFG loop, and the zoo's gradient clipping.
@@ -68,8 +92,15 @@ def test_recurrent_keyboard_with_clipping_equals_pytorch(kind, case, tmp_path):
     atol = 3e-5 if kind is torch.optim.RMSprop else 1e-6
     torch.manual_seed(0)
     batches = _zoo_batches("keyboard_cifg_tiny", vocabulary_size=60, sequence_length=9)
-    assert_steps_match(entry.model(60, 9), lambda p: kind(p, **options), entry.loss(),
-                       batches, tmp_path / "b", clip_grad_norm=entry.clip_grad_norm, atol=atol)
+    assert_steps_match(
+        entry.model(60, 9),
+        lambda p: kind(p, **options),
+        entry.loss(),
+        batches,
+        tmp_path / "b",
+        clip_grad_norm=entry.clip_grad_norm,
+        atol=atol,
+    )
 
 
 @pytest.mark.parametrize("kind", [torch.optim.Adagrad, torch.optim.RMSprop])
@@ -77,14 +108,20 @@ def test_convolutions_equal_pytorch(kind, tmp_path):
     torch.manual_seed(0)
     options = ADAGRAD["everything"] if kind is torch.optim.Adagrad else RMSPROP["everything"]
     entry = ZOO["femnist_cnn_tiny"]
-    assert_steps_match(entry.model(), lambda p: kind(p, **options), entry.loss(),
-                       _zoo_batches("femnist_cnn_tiny"), tmp_path / "b")
+    assert_steps_match(
+        entry.model(),
+        lambda p: kind(p, **options),
+        entry.loss(),
+        _zoo_batches("femnist_cnn_tiny"),
+        tmp_path / "b",
+    )
 
 
 def test_torch_optimizers_are_read_with_their_hyperparameters():
     params = [torch.nn.Parameter(torch.zeros(2))]
-    assert optimizer_from_torch(torch.optim.Adagrad(params, **ADAGRAD["everything"])) == \
-        Adagrad(0.1, 0.02, 1e-3, 0.5, 1e-6)
+    assert optimizer_from_torch(torch.optim.Adagrad(params, **ADAGRAD["everything"])) == Adagrad(
+        0.1, 0.02, 1e-3, 0.5, 1e-6
+    )
     rms = optimizer_from_torch(torch.optim.RMSprop(params, **RMSPROP["everything"]))
     assert rms == RMSprop(5e-4, 0.9, 1e-6, 1e-3, 0.5, True)
     assert describe(rms)["slots"] == ["square_avg", "grad_avg", "momentum"]
@@ -93,13 +130,19 @@ def test_torch_optimizers_are_read_with_their_hyperparameters():
     assert describe(Adagrad())["slots"] == ["sum"]
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: torch.optim.RMSprop(p, maximize=True), "RMSprop with maximize"),
-    (lambda p: torch.optim.Adagrad(p, maximize=True), "Adagrad with maximize"),
-    (lambda p: torch.optim.SGD(p, lr=0.1, dampening=0.5), "SGD with dampening"),
-    (lambda p: torch.optim.Adam(p, amsgrad=True), "Adam with amsgrad"),
-    (lambda p: torch.optim.Rprop(p),
-     "optimizer Rprop; supported: SGD, Adam, AdamW, Adagrad, RMSprop")])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: torch.optim.RMSprop(p, maximize=True), "RMSprop with maximize"),
+        (lambda p: torch.optim.Adagrad(p, maximize=True), "Adagrad with maximize"),
+        (lambda p: torch.optim.SGD(p, lr=0.1, dampening=0.5), "SGD with dampening"),
+        (lambda p: torch.optim.Adam(p, amsgrad=True), "Adam with amsgrad"),
+        (
+            lambda p: torch.optim.Rprop(p),
+            "optimizer Rprop; supported: SGD, Adam, AdamW, Adagrad, RMSprop",
+        ),
+    ],
+)
 def test_unsupported_optimizer_settings_are_refused_by_name(make, message):
     with pytest.raises(UnsupportedError, match=message):
         optimizer_from_torch(make([torch.nn.Parameter(torch.zeros(2))]))
@@ -108,20 +151,27 @@ def test_unsupported_optimizer_settings_are_refused_by_name(make, message):
 def test_the_manifest_lists_one_state_tensor_per_slot_and_parameter(tmp_path):
     torch.manual_seed(0)
     model = ZOO["mlp"].model()
-    out = compile_bundle(model, _zoo_batches("mlp")[0], loss=ZOO["mlp"].loss(),
-                         optimizer=torch.optim.RMSprop(model.parameters(), momentum=0.9,
-                                                       centered=True), out=tmp_path / "b")
+    out = compile_bundle(
+        model,
+        _zoo_batches("mlp")[0],
+        loss=ZOO["mlp"].loss(),
+        optimizer=torch.optim.RMSprop(model.parameters(), momentum=0.9, centered=True),
+        out=tmp_path / "b",
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     state = manifest["optimizer"]["state"]
     assert len(state) == 3 * len(manifest["parameters"])
     assert {s["name"] for s in state if s["like"] == "hidden.weight"} == {
-        "rmsprop.square_avg.hidden.weight", "rmsprop.grad_avg.hidden.weight",
-        "rmsprop.momentum.hidden.weight"}
+        "rmsprop.square_avg.hidden.weight",
+        "rmsprop.grad_avg.hidden.weight",
+        "rmsprop.momentum.hidden.weight",
+    }
     assert manifest["optimizer"]["hyperparameters"]["centered"] is True
 
 
-@pytest.mark.parametrize("kind, case", [(torch.optim.Adagrad, "everything"),
-                                        (torch.optim.RMSprop, "everything")])
+@pytest.mark.parametrize(
+    "kind, case", [(torch.optim.Adagrad, "everything"), (torch.optim.RMSprop, "everything")]
+)
 def test_a_model_on_the_general_path_equals_pytorch(kind, case, tmp_path):
     """keyboard_transformer_tiny compiles only through the compiler's general path (issue
     19), which takes the same optimizer graph code: skipped while the compiler refuses it."""
@@ -130,7 +180,13 @@ def test_a_model_on_the_general_path_equals_pytorch(kind, case, tmp_path):
     torch.manual_seed(0)
     batches = _zoo_batches("keyboard_transformer_tiny", vocabulary_size=60, sequence_length=9)
     try:
-        assert_steps_match(entry.model(60, 9), lambda p: kind(p, **options), entry.loss(),
-                           batches, tmp_path / "b", clip_grad_norm=entry.clip_grad_norm)
+        assert_steps_match(
+            entry.model(60, 9),
+            lambda p: kind(p, **options),
+            entry.loss(),
+            batches,
+            tmp_path / "b",
+            clip_grad_norm=entry.clip_grad_norm,
+        )
     except UnsupportedError as refused:
         pytest.skip(f"the compiler does not take keyboard_transformer_tiny yet: {refused}")

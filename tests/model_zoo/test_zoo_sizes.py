@@ -1,5 +1,6 @@
 """Zoo models build and train for any vocabulary size and sequence length they are given:
 through the zoo API (build_bundle) and through a simulation config's vocabulary_size."""
+
 from __future__ import annotations
 
 import json
@@ -14,16 +15,20 @@ from .bundle_runner import OrtTrainer, assert_steps_match, torch_step
 
 # (model, vocabulary size, sequence length): vocabularies far under the sample batch's old
 # fixed 10,000 ids (which crashed the build) and lengths on both sides of the defaults
-SIZES = [("keyboard_cifg", 50, 20), ("keyboard_cifg_tiny", 300, 7), ("keyboard_cifg_tiny", 2, 33),
-         ("shakespeare_char", 30, 12), ("shakespeare_char_tiny", 50, 80),
-         ("shakespeare_char_tiny", 3, 1)]
+SIZES = [
+    ("keyboard_cifg", 50, 20),
+    ("keyboard_cifg_tiny", 300, 7),
+    ("keyboard_cifg_tiny", 2, 33),
+    ("shakespeare_char", 30, 12),
+    ("shakespeare_char_tiny", 50, 80),
+    ("shakespeare_char_tiny", 3, 1),
+]
 
 
 @pytest.mark.parametrize("name, vocab, seq", SIZES)
 def test_build_bundle_sizes_the_model_and_trains_as_pytorch_does(name, vocab, seq, tmp_path):
     entry = ZOO[name]
-    bundle = build_bundle(name, tmp_path / "b", vocabulary_size=vocab, sequence_length=seq,
-                          seed=4)
+    bundle = build_bundle(name, tmp_path / "b", vocabulary_size=vocab, sequence_length=seq, seed=4)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["num_classes"] == vocab
     torch.manual_seed(4)
@@ -41,23 +46,29 @@ def test_build_bundle_sizes_the_model_and_trains_as_pytorch_does(name, vocab, se
         expected = torch_step(model, optimizer, entry.loss(), batch, entry.clip_grad_norm)
         np.testing.assert_allclose(outs["loss"], expected, rtol=1e-4)
     for pname, p in model.named_parameters():
-        np.testing.assert_allclose(trainer.params[pname], p.detach().numpy(), rtol=1e-4,
-                                   atol=1e-6)
+        np.testing.assert_allclose(trainer.params[pname], p.detach().numpy(), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, vocab, seq", [("keyboard_cifg_tiny", 50, 9),
-                                              ("shakespeare_char_tiny", 20, 30)])
+@pytest.mark.parametrize(
+    "name, vocab, seq", [("keyboard_cifg_tiny", 50, 9), ("shakespeare_char_tiny", 20, 30)]
+)
 def test_small_vocabularies_equal_pytorch_over_20_adam_steps(name, vocab, seq, tmp_path):
     entry = ZOO[name]
     torch.manual_seed(1)
     gen = torch.Generator().manual_seed(2)
     batches = [entry.batch(size, gen, vocab, seq) for size in (5, 1, 2)]
-    assert_steps_match(entry.model(vocab, seq), lambda p: torch.optim.Adam(p, lr=1e-2),
-                       entry.loss(), batches, tmp_path / "b")
+    assert_steps_match(
+        entry.model(vocab, seq),
+        lambda p: torch.optim.Adam(p, lr=1e-2),
+        entry.loss(),
+        batches,
+        tmp_path / "b",
+    )
 
 
 def test_a_given_vocabulary_sizes_the_model(tmp_path):
     from model_zoo.vocabulary_builder import build_word_vocabulary
+
     vocab = build_word_vocabulary(["the cat sat on the mat", "a dog ran"], 9)
     bundle = build_bundle("keyboard_cifg", tmp_path / "b", vocabulary=vocab)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -67,10 +78,14 @@ def test_a_given_vocabulary_sizes_the_model(tmp_path):
         build_bundle("keyboard_cifg", tmp_path / "c", vocabulary=vocab, vocabulary_size=50)
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ({"vocabulary_size": 1}, "vocabulary_size must be an int >= 2"),
-    ({"vocabulary_size": 30.0}, "vocabulary_size must be an int"),
-    ({"sequence_length": 0}, "sequence_length must be an int >= 1")])
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ({"vocabulary_size": 1}, "vocabulary_size must be an int >= 2"),
+        ({"vocabulary_size": 30.0}, "vocabulary_size must be an int"),
+        ({"sequence_length": 0}, "sequence_length must be an int >= 1"),
+    ],
+)
 def test_sizes_out_of_range_are_refused_with_the_rule(sizes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         build_bundle("keyboard_cifg_tiny", tmp_path / "b", **sizes)
@@ -93,9 +108,14 @@ def test_defaults_are_the_entries_sizes():
     assert ZOO["shakespeare_char_tiny"].model(33).embedding.num_embeddings == 33
 
 
-@pytest.mark.parametrize("model, vocab, seq", [("keyboard_cifg_tiny", 50, None),
-                                               ("keyboard_cifg", 300, 8),
-                                               ("keyboard_transformer_tiny", 80, 16)])
+@pytest.mark.parametrize(
+    "model, vocab, seq",
+    [
+        ("keyboard_cifg_tiny", 50, None),
+        ("keyboard_cifg", 300, 8),
+        ("keyboard_transformer_tiny", 80, 16),
+    ],
+)
 def test_a_simulation_trains_a_model_sized_by_its_config(model, vocab, seq, tmp_path):
     """keyboard_transformer_tiny needs the compiler's general path (issue 19): skipped
     while the compiler refuses it."""
@@ -103,12 +123,30 @@ def test_a_simulation_trains_a_model_sized_by_its_config(model, vocab, seq, tmp_
     from fleet.config import SimulationConfig
     from fleet.run import run
     from model_zoo.compiler import UnsupportedError
+
     config = SimulationConfig(
-        model=model, devices=12, vocabulary_size=vocab, sequence_length=seq,
-        task={"mode": "sync", "plan": {"epochs": 1, "batch_size": 8, "lr": 1.0, "max_steps": 20},
-              "sync": {"goal": 4, "overselect": 1.3, "selection_timeout_s": 600,
-                       "report_deadline_s": 900, "min_fraction": 0.7}},
-        transport="inprocess", hours=24, max_versions=2, eval_every=2, eval_examples=40, seed=1)
+        model=model,
+        devices=12,
+        vocabulary_size=vocab,
+        sequence_length=seq,
+        task={
+            "mode": "sync",
+            "plan": {"epochs": 1, "batch_size": 8, "lr": 1.0, "max_steps": 20},
+            "sync": {
+                "goal": 4,
+                "overselect": 1.3,
+                "selection_timeout_s": 600,
+                "report_deadline_s": 900,
+                "min_fraction": 0.7,
+            },
+        },
+        transport="inprocess",
+        hours=24,
+        max_versions=2,
+        eval_every=2,
+        eval_examples=40,
+        seed=1,
+    )
     try:
         report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
     except UnsupportedError as refused:
@@ -116,8 +154,11 @@ def test_a_simulation_trains_a_model_sized_by_its_config(model, vocab, seq, tmp_
     assert report["versions"] == 2
     assert np.isfinite(report["final"]["mean_loss"])
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["num_classes"] == len(load_vocabulary(tmp_path / "bundle" /
-                                                          "vocabulary.json")) == vocab
+    assert (
+        manifest["num_classes"]
+        == len(load_vocabulary(tmp_path / "bundle" / "vocabulary.json"))
+        == vocab
+    )
 
 
 def test_the_fleets_char_task_takes_a_vocabulary_size_and_window(tmp_path):
@@ -128,24 +169,35 @@ def test_the_fleets_char_task_takes_a_vocabulary_size_and_window(tmp_path):
     from edge_sdk.trainer import LocalTrainer, TrainingPlan
     from fleet.config import SimulationConfig
     from fleet.data import prepare
-    data = prepare(SimulationConfig(model="shakespeare_char_tiny", vocabulary_size=30,
-                                    sequence_length=24, seed=1, eval_examples=40),
-                   tmp_path / "b")
+
+    data = prepare(
+        SimulationConfig(
+            model="shakespeare_char_tiny",
+            vocabulary_size=30,
+            sequence_length=24,
+            seed=1,
+            eval_examples=40,
+        ),
+        tmp_path / "b",
+    )
     bundle = data.bundle
     assert bundle.manifest["num_classes"] == 30
     assert max(len(e["chars"]) for e in data.train_all) == 24
     assert max(int(max(e["targets"])) for e in data.train_all) < 30
     trainer = LocalTrainer(bundle)
     examples = data.train_all[:64]
-    first = trainer.train(lambda epoch: examples,
-                          TrainingPlan(batch_size=8, max_steps=8, schedule=Constant(1.0)))
-    later = trainer.train(lambda epoch: examples,
-                          TrainingPlan(epochs=3, batch_size=8, schedule=Constant(1.0)))
+    first = trainer.train(
+        lambda epoch: examples, TrainingPlan(batch_size=8, max_steps=8, schedule=Constant(1.0))
+    )
+    later = trainer.train(
+        lambda epoch: examples, TrainingPlan(epochs=3, batch_size=8, schedule=Constant(1.0))
+    )
     assert first.steps == 8 and later.metrics["mean_loss"] < first.metrics["mean_loss"]
 
 
 def test_a_simulation_config_refuses_sizes_out_of_range():
     from fleet.config import SimulationConfig
+
     with pytest.raises(ValueError, match="above the vocabulary's special tokens"):
         SimulationConfig(model="keyboard_cifg_tiny", vocabulary_size=2)
     with pytest.raises(ValueError, match="sequence_length must be an int >= 2"):

@@ -16,6 +16,7 @@ Arrays are float32 little-endian bytes in hex, so no value is rounded by a text 
 The damaged messages are framed here by hand (`frame`), not by edge_sdk, so this file is
 also a second implementation of the framing that docs/protocol.md describes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,41 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from edge_sdk.protocol import (CodecSpec, DecodeLimits, ErrorFeedback, UpdateMeta,  # noqa: E402
-                               UpdatePipeline, decode_parameters, decode_update,
-                               encode_parameters, encode_update, public_key_of, sign)
+from edge_sdk.protocol import (  # noqa: E402
+    CodecSpec,
+    DecodeLimits,
+    ErrorFeedback,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_parameters,
+    decode_update,
+    encode_parameters,
+    encode_update,
+    public_key_of,
+    sign,
+)
 
 HERE = Path(__file__).resolve().parent
 PRIVATE_KEY = bytes(range(32))
-SPECS = [{"name": "dense.weight", "shape": [4, 75]}, {"name": "dense.bias", "shape": [5]},
-         {"name": "embedding", "shape": [600]}]
-META = UpdateMeta(task_id="vectors-task", model_id="vectors-model", model_version=3,
-                  device_id="dev-vectors", idempotency_key="vectors-key-0001", num_examples=12,
-                  metrics={"accuracy": 0.5, "mean_loss": 0.6931})
+SPECS = [
+    {"name": "dense.weight", "shape": [4, 75]},
+    {"name": "dense.bias", "shape": [5]},
+    {"name": "embedding", "shape": [600]},
+]
+META = UpdateMeta(
+    task_id="vectors-task",
+    model_id="vectors-model",
+    model_version=3,
+    device_id="dev-vectors",
+    idempotency_key="vectors-key-0001",
+    num_examples=12,
+    metrics={"accuracy": 0.5, "mean_loss": 0.6931},
+)
 TINY_SPECS = [{"name": "w", "shape": [4]}]  # docs/protocol.md's worked example
 
-NEAREST_TOPK = dict(quantizer="int8", sparsifier="topk", fraction=0.05, index_coding="blocks",
-                    stochastic=False)
+NEAREST_TOPK = dict(
+    quantizer="int8", sparsifier="topk", fraction=0.05, index_coding="blocks", stochastic=False
+)
 # name -> codec arguments; each case's encoder rng is default_rng(CASE_SEED + its index)
 CODECS = {
     "float32": {},
@@ -61,16 +82,20 @@ CODECS = {
     "int1_nearest": dict(quantizer="int1", stochastic=False),
     "int1_stochastic": dict(quantizer="int1"),
     "topk_gaps_float32": dict(sparsifier="topk", fraction=0.05),
-    "topk_gaps_int8_nearest": dict(quantizer="int8", sparsifier="topk", fraction=0.05,
-                                   stochastic=False),
+    "topk_gaps_int8_nearest": dict(
+        quantizer="int8", sparsifier="topk", fraction=0.05, stochastic=False
+    ),
     "topk_blocks_int8_nearest": NEAREST_TOPK,
-    "topk_blocks_int8_default": dict(quantizer="int8", sparsifier="topk", fraction=0.05,
-                                     index_coding="blocks"),
+    "topk_blocks_int8_default": dict(
+        quantizer="int8", sparsifier="topk", fraction=0.05, index_coding="blocks"
+    ),
     "topk_blocks_int4_nearest": dict(NEAREST_TOPK, quantizer="int4"),
-    "randk_int8_nearest": dict(quantizer="int8", sparsifier="randk", fraction=0.1,
-                               stochastic=False),
-    "rotate_int8_nearest": dict(quantizer="int8", stochastic=False, rotate=True,
-                                rotation_block=256),
+    "randk_int8_nearest": dict(
+        quantizer="int8", sparsifier="randk", fraction=0.1, stochastic=False
+    ),
+    "rotate_int8_nearest": dict(
+        quantizer="int8", stochastic=False, rotate=True, rotation_block=256
+    ),
 }
 CASE_SEED = 1000
 
@@ -114,34 +139,57 @@ def needs_numpy_prng(codec: CodecSpec) -> bool:
 
 def _raw_body(message: bytes) -> bytes:
     head_len, body_len = struct.unpack_from("<II", message, 8)
-    body = message[16 + head_len:16 + head_len + body_len]
+    body = message[16 + head_len : 16 + head_len + body_len]
     return zstandard.ZstdDecompressor().decompress(body)
 
 
 def _header_text(message: bytes) -> str:
     (head_len,) = struct.unpack_from("<I", message, 8)
-    return message[16:16 + head_len].decode()
+    return message[16 : 16 + head_len].decode()
 
 
-def update_case(name: str, codec: CodecSpec, delta: dict, specs, index: int, *,
-                signed: bool = True, feedback: ErrorFeedback | None = None,
-                meta: UpdateMeta = META) -> dict:
+def update_case(
+    name: str,
+    codec: CodecSpec,
+    delta: dict,
+    specs,
+    index: int,
+    *,
+    signed: bool = True,
+    feedback: ErrorFeedback | None = None,
+    meta: UpdateMeta = META,
+) -> dict:
     pipeline = UpdatePipeline(codec)
     feedback_in = None if feedback is None else tensors_hex(feedback.residual)
     rng_seed = CASE_SEED + index
-    message = encode_update(delta, specs, meta, pipeline,
-                            signing_key=PRIVATE_KEY if signed else None,
-                            rng=np.random.default_rng(rng_seed), feedback=feedback)
-    decoded = decode_update(message, specs,
-                            public_key=public_key_of(PRIVATE_KEY) if signed else None)
+    message = encode_update(
+        delta,
+        specs,
+        meta,
+        pipeline,
+        signing_key=PRIVATE_KEY if signed else None,
+        rng=np.random.default_rng(rng_seed),
+        feedback=feedback,
+    )
+    decoded = decode_update(
+        message, specs, public_key=public_key_of(PRIVATE_KEY) if signed else None
+    )
     header = json.loads(_header_text(message))
     case = {
-        "name": name, "codec": codec.to_json(), "zstd_level": pipeline.compression_level,
-        "specs": specs, "meta": dataclasses.asdict(meta), "seed": header["seed"],
-        "rng_seed": rng_seed, "signed": signed,
-        "byte_exact": byte_exact(codec), "needs_numpy_prng": needs_numpy_prng(codec),
-        "header": _header_text(message), "body": _raw_body(message).hex(),
-        "message": message.hex(), "decoded": tensors_hex(decoded.tensors),
+        "name": name,
+        "codec": codec.to_json(),
+        "zstd_level": pipeline.compression_level,
+        "specs": specs,
+        "meta": dataclasses.asdict(meta),
+        "seed": header["seed"],
+        "rng_seed": rng_seed,
+        "signed": signed,
+        "byte_exact": byte_exact(codec),
+        "needs_numpy_prng": needs_numpy_prng(codec),
+        "header": _header_text(message),
+        "body": _raw_body(message).hex(),
+        "message": message.hex(),
+        "decoded": tensors_hex(decoded.tensors),
     }
     if feedback is not None:
         case["feedback_in"] = feedback_in
@@ -151,44 +199,85 @@ def update_case(name: str, codec: CodecSpec, delta: dict, specs, index: int, *,
 
 def updates() -> dict:
     delta = make_delta()
-    cases = [update_case(name, CodecSpec(**args), delta, SPECS, i)
-             for i, (name, args) in enumerate(CODECS.items())]
+    cases = [
+        update_case(name, CodecSpec(**args), delta, SPECS, i)
+        for i, (name, args) in enumerate(CODECS.items())
+    ]
     # error feedback over two rounds of the default codec with nearest rounding: the
     # second delta is corrected by the first round's residual before it is encoded
     cases.append(update_case("float32_unsigned", CodecSpec(), delta, SPECS, 50, signed=False))
     feedback = ErrorFeedback()
     second = make_delta(seed=7)
     for r, d in enumerate((delta, second)):
-        cases.append(update_case(f"error_feedback_round{r + 1}", CodecSpec(**NEAREST_TOPK), d,
-                                 SPECS, 100 + r, feedback=feedback))
+        cases.append(
+            update_case(
+                f"error_feedback_round{r + 1}",
+                CodecSpec(**NEAREST_TOPK),
+                d,
+                SPECS,
+                100 + r,
+                feedback=feedback,
+            )
+        )
     tiny = {"w": np.array([0.5, -0.25, 0.0, 1.0], np.float32)}
-    cases.append(update_case("tiny_topk_blocks_int8_nearest",
-                             CodecSpec(**dict(NEAREST_TOPK, fraction=0.5)), tiny, TINY_SPECS,
-                             200))
-    return {"private_key": PRIVATE_KEY.hex(), "public_key": public_key_of(PRIVATE_KEY).hex(),
-            "delta": tensors_hex(delta), "second_delta": tensors_hex(second),
-            "tiny_delta": tensors_hex(tiny), "cases": cases}
+    cases.append(
+        update_case(
+            "tiny_topk_blocks_int8_nearest",
+            CodecSpec(**dict(NEAREST_TOPK, fraction=0.5)),
+            tiny,
+            TINY_SPECS,
+            200,
+        )
+    )
+    return {
+        "private_key": PRIVATE_KEY.hex(),
+        "public_key": public_key_of(PRIVATE_KEY).hex(),
+        "delta": tensors_hex(delta),
+        "second_delta": tensors_hex(second),
+        "tiny_delta": tensors_hex(tiny),
+        "cases": cases,
+    }
 
 
 def models() -> dict:
     params = make_delta(seed=99)
     cases = []
     for signed in (False, True):
-        message = encode_parameters(params, SPECS, "vectors-model", 7,
-                                    signing_key=PRIVATE_KEY if signed else None)
+        message = encode_parameters(
+            params, SPECS, "vectors-model", 7, signing_key=PRIVATE_KEY if signed else None
+        )
         header, decoded = decode_parameters(message, SPECS)
-        cases.append({"name": "signed" if signed else "unsigned", "specs": SPECS,
-                      "model_id": "vectors-model", "model_version": 7, "signed": signed,
-                      "header": _header_text(message), "message": message.hex(),
-                      "parameters": tensors_hex(decoded)})
-    return {"private_key": PRIVATE_KEY.hex(), "public_key": public_key_of(PRIVATE_KEY).hex(),
-            "cases": cases}
+        cases.append(
+            {
+                "name": "signed" if signed else "unsigned",
+                "specs": SPECS,
+                "model_id": "vectors-model",
+                "model_version": 7,
+                "signed": signed,
+                "header": _header_text(message),
+                "message": message.hex(),
+                "parameters": tensors_hex(decoded),
+            }
+        )
+    return {
+        "private_key": PRIVATE_KEY.hex(),
+        "public_key": public_key_of(PRIVATE_KEY).hex(),
+        "cases": cases,
+    }
 
 
 # -- damaged messages ----------------------------------------------------------------------
-def frame(magic: bytes, header: bytes, raw_body: bytes, *, key: bytes | None = PRIVATE_KEY,
-          version: int = 1, flags: int | None = None, level: int = 3,
-          body: bytes | None = None) -> bytes:
+def frame(
+    magic: bytes,
+    header: bytes,
+    raw_body: bytes,
+    *,
+    key: bytes | None = PRIVATE_KEY,
+    version: int = 1,
+    flags: int | None = None,
+    level: int = 3,
+    body: bytes | None = None,
+) -> bytes:
     """A message framed as docs/protocol.md says: prefix, header, zstd body, sha256 of all
     before it, Ed25519 over prefix + header + checksum."""
     body = zstandard.ZstdCompressor(level=level).compress(raw_body) if body is None else body
@@ -197,7 +286,7 @@ def frame(magic: bytes, header: bytes, raw_body: bytes, *, key: bytes | None = P
     checksum = hashlib.sha256(data).digest()
     data += checksum
     if key is not None:
-        data += sign(key, data[:16 + len(header)] + checksum)
+        data += sign(key, data[: 16 + len(header)] + checksum)
     return data
 
 
@@ -222,126 +311,252 @@ def damaged(update_cases: list[dict]) -> dict:
     end = 16 + head_len + body_len
     cases = []
 
-    def add(name, message, code, why, *, specs=SPECS, public_key=pk, kind="update",
-            limits=None):
-        cases.append({"name": name, "kind": kind, "message": message.hex(), "specs": specs,
-                      "public_key": public_key,
-                      "limits": dataclasses.asdict(limits or DecodeLimits()),
-                      "error": code, "why": why})
+    def add(name, message, code, why, *, specs=SPECS, public_key=pk, kind="update", limits=None):
+        cases.append(
+            {
+                "name": name,
+                "kind": kind,
+                "message": message.hex(),
+                "specs": specs,
+                "public_key": public_key,
+                "limits": dataclasses.asdict(limits or DecodeLimits()),
+                "error": code,
+                "why": why,
+            }
+        )
 
     def flip(data: bytes, at: int) -> bytes:
-        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
 
     def with_header(doc, raw=base_body, level=-1):
         return frame(b"EFLU", _canonical(doc), raw, level=level)
 
-    add("too_large", base, "too_large", "over max_message_bytes, checked before anything else",
-        limits=DecodeLimits(max_message_bytes=len(base) - 1))
-    add("header_too_large", base, "too_large", "header_len over max_header_bytes",
-        limits=DecodeLimits(max_header_bytes=head_len - 1))
+    add(
+        "too_large",
+        base,
+        "too_large",
+        "over max_message_bytes, checked before anything else",
+        limits=DecodeLimits(max_message_bytes=len(base) - 1),
+    )
+    add(
+        "header_too_large",
+        base,
+        "too_large",
+        "header_len over max_header_bytes",
+        limits=DecodeLimits(max_header_bytes=head_len - 1),
+    )
     add("shorter_than_fixed_fields", base[:40], "truncated", "under prefix + checksum bytes")
     add("truncated", base[:-1], "truncated", "one byte less than the lengths say")
     add("trailing_bytes", base + b"\0", "bad_payload", "one byte more than the lengths say")
     add("bad_magic", b"EFLX" + base[4:], "bad_magic", "magic is not EFLU")
-    add("model_as_update", bytes.fromhex(models()["cases"][0]["message"]), "bad_magic",
-        "a model download (EFLM) offered as an update")
-    add("unsupported_version", frame(b"EFLU", _canonical(base_header), base_body, version=2,
-                                     level=-1), "unsupported_version", "format version 2")
-    add("unknown_flags", frame(b"EFLU", _canonical(base_header), base_body, flags=3, level=-1),
-        "malformed_header", "flag bit 1 is not defined")
+    add(
+        "model_as_update",
+        bytes.fromhex(models()["cases"][0]["message"]),
+        "bad_magic",
+        "a model download (EFLM) offered as an update",
+    )
+    add(
+        "unsupported_version",
+        frame(b"EFLU", _canonical(base_header), base_body, version=2, level=-1),
+        "unsupported_version",
+        "format version 2",
+    )
+    add(
+        "unknown_flags",
+        frame(b"EFLU", _canonical(base_header), base_body, flags=3, level=-1),
+        "malformed_header",
+        "flag bit 1 is not defined",
+    )
     add("checksum", flip(base, end - 1), "bad_checksum", "last body byte changed")
     add("checksum_field", flip(base, end), "bad_checksum", "first checksum byte changed")
     add("signature", flip(base, len(base) - 1), "bad_signature", "last signature byte changed")
-    add("header_signed_by_other_key", frame(b"EFLU", _canonical(base_header), base_body,
-                                            key=bytes(32), level=-1),
-        "bad_signature", "valid frame signed by another key (seed 00..00)")
-    add("unsigned_but_key_required", frame(b"EFLU", _canonical(base_header), base_body,
-                                           key=None, level=-1),
-        "bad_signature", "flags bit 0 clear while the server holds the device's key")
-    add("header_not_json", frame(b"EFLU", b"{not json", base_body, level=-1),
-        "malformed_header", "header bytes are not JSON")
-    add("header_not_object", frame(b"EFLU", b"[1,2]", base_body, level=-1),
-        "malformed_header", "header is JSON but not an object")
+    add(
+        "header_signed_by_other_key",
+        frame(b"EFLU", _canonical(base_header), base_body, key=bytes(32), level=-1),
+        "bad_signature",
+        "valid frame signed by another key (seed 00..00)",
+    )
+    add(
+        "unsigned_but_key_required",
+        frame(b"EFLU", _canonical(base_header), base_body, key=None, level=-1),
+        "bad_signature",
+        "flags bit 0 clear while the server holds the device's key",
+    )
+    add(
+        "header_not_json",
+        frame(b"EFLU", b"{not json", base_body, level=-1),
+        "malformed_header",
+        "header bytes are not JSON",
+    )
+    add(
+        "header_not_object",
+        frame(b"EFLU", b"[1,2]", base_body, level=-1),
+        "malformed_header",
+        "header is JSON but not an object",
+    )
     meta = dict(base_header["meta"])
     del meta["metrics"]
-    add("meta_missing_field", with_header(base_header | {"meta": meta}),
-        "malformed_header", "meta lacks metrics")
-    add("meta_extra_field", with_header(base_header | {"meta": base_header["meta"] | {"x": 1}}),
-        "malformed_header", "meta has a field not in the list")
-    add("num_examples_zero",
+    add(
+        "meta_missing_field",
+        with_header(base_header | {"meta": meta}),
+        "malformed_header",
+        "meta lacks metrics",
+    )
+    add(
+        "meta_extra_field",
+        with_header(base_header | {"meta": base_header["meta"] | {"x": 1}}),
+        "malformed_header",
+        "meta has a field not in the list",
+    )
+    add(
+        "num_examples_zero",
         with_header(base_header | {"meta": base_header["meta"] | {"num_examples": 0}}),
-        "malformed_header", "num_examples must be >= 1")
-    add("metric_not_finite",
-        with_header(base_header | {"meta": base_header["meta"]
-                                   | {"metrics": {"loss": float("nan")}}}),
-        "malformed_header", "a metric is NaN (Python's json writes and reads NaN)")
-    add("seed_out_of_range", with_header(base_header | {"seed": 2**62}), "malformed_header",
-        "seed must be < 2^62")
-    add("seed_missing", with_header({k: v for k, v in base_header.items() if k != "seed"}),
-        "malformed_header", "no seed")
-    add("codec_unknown_quantizer",
+        "malformed_header",
+        "num_examples must be >= 1",
+    )
+    add(
+        "metric_not_finite",
+        with_header(
+            base_header | {"meta": base_header["meta"] | {"metrics": {"loss": float("nan")}}}
+        ),
+        "malformed_header",
+        "a metric is NaN (Python's json writes and reads NaN)",
+    )
+    add(
+        "seed_out_of_range",
+        with_header(base_header | {"seed": 2**62}),
+        "malformed_header",
+        "seed must be < 2^62",
+    )
+    add(
+        "seed_missing",
+        with_header({k: v for k, v in base_header.items() if k != "seed"}),
+        "malformed_header",
+        "no seed",
+    )
+    add(
+        "codec_unknown_quantizer",
         with_header(base_header | {"codec": base_header["codec"] | {"quantizer": "int3"}}),
-        "malformed_header", "quantizer int3 does not exist")
-    add("codec_unknown_field",
+        "malformed_header",
+        "quantizer int3 does not exist",
+    )
+    add(
+        "codec_unknown_field",
         with_header(base_header | {"codec": base_header["codec"] | {"bits": 8}}),
-        "malformed_header", "codec has a field CodecSpec does not know")
-    add("local_dp_not_object", with_header(base_header | {"local_dp": 1}),
-        "malformed_header", "local_dp must be an object or null")
+        "malformed_header",
+        "codec has a field CodecSpec does not know",
+    )
+    add(
+        "local_dp_not_object",
+        with_header(base_header | {"local_dp": 1}),
+        "malformed_header",
+        "local_dp must be an object or null",
+    )
     wrong = [dict(s) for s in SPECS]
     wrong[2]["shape"] = [800]
-    add("wrong_shape", base, "shape_mismatch",
+    add(
+        "wrong_shape",
+        base,
+        "shape_mismatch",
         "decoded against a model whose last tensor has 800 values: the body holds the "
-        "payloads of 600", specs=wrong)
-    add("body_size_differs", with_header(base_header, raw=base_body + b"\0"), "shape_mismatch",
-        "the zstd frame declares one byte more than the shapes and codec need")
-    add("body_not_zstd", frame(b"EFLU", _canonical(base_header), b"", body=b"not zstd"),
-        "bad_payload", "body is not a zstd frame")
+        "payloads of 600",
+        specs=wrong,
+    )
+    add(
+        "body_size_differs",
+        with_header(base_header, raw=base_body + b"\0"),
+        "shape_mismatch",
+        "the zstd frame declares one byte more than the shapes and codec need",
+    )
+    add(
+        "body_not_zstd",
+        frame(b"EFLU", _canonical(base_header), b"", body=b"not zstd"),
+        "bad_payload",
+        "body is not a zstd frame",
+    )
     nan_body = bytearray(f32_body)
     nan_body[4:8] = struct.pack("<f", float("nan"))
-    add("non_finite_value", frame(b"EFLU", _canonical(f32_header), bytes(nan_body)),
-        "non_finite", "float32 codec, the second value is NaN")
+    add(
+        "non_finite_value",
+        frame(b"EFLU", _canonical(f32_header), bytes(nan_body)),
+        "non_finite",
+        "float32 codec, the second value is NaN",
+    )
     inf_body = bytearray(f32_body)
     inf_body[0:4] = struct.pack("<f", float("inf"))
-    add("infinite_value", frame(b"EFLU", _canonical(f32_header), bytes(inf_body)),
-        "non_finite", "float32 codec, the first value is +inf")
+    add(
+        "infinite_value",
+        frame(b"EFLU", _canonical(f32_header), bytes(inf_body)),
+        "non_finite",
+        "float32 codec, the first value is +inf",
+    )
     # (a NaN or infinite scale is bad_payload on main and non_finite once the bounded
     # contributions change is merged: its vector waits for that)
     neg_body = bytearray(int8_body)
     neg_body[0:4] = struct.pack("<f", -1.0)
-    add("scale_negative", frame(b"EFLU", _canonical(int8_header), bytes(neg_body)),
-        "bad_payload", "int8 codec, the first chunk scale is -1")
+    add(
+        "scale_negative",
+        frame(b"EFLU", _canonical(int8_header), bytes(neg_body)),
+        "bad_payload",
+        "int8 codec, the first chunk scale is -1",
+    )
     level_body = bytearray(int4_body)
     level_body[8] = 0xFF  # after two 4-byte scales: two 4-bit levels of 15 (only 0..14 exist)
-    add("level_out_of_range", frame(b"EFLU", _canonical(int4_header), bytes(level_body)),
-        "bad_payload", "int4 codec, a level of 15 (levels are 0..14)")
+    add(
+        "level_out_of_range",
+        frame(b"EFLU", _canonical(int4_header), bytes(level_body)),
+        "bad_payload",
+        "int4 codec, a level of 15 (levels are 0..14)",
+    )
     # top-k "blocks" body of dense.weight: counts u16 x 2 | offsets u8 x 15 | ...
     counts_body = bytearray(base_body)
     counts_body[0] += 1
-    add("block_counts_sum", with_header(base_header, raw=bytes(counts_body)), "bad_payload",
-        "dense.weight's block counts add up to k + 1")
+    add(
+        "block_counts_sum",
+        with_header(base_header, raw=bytes(counts_body)),
+        "bad_payload",
+        "dense.weight's block counts add up to k + 1",
+    )
     k_first = struct.unpack_from("<H", base_body, 0)[0]
     order_body = bytearray(base_body)
     order_body[4], order_body[5] = order_body[5], order_body[4]  # first two offsets swapped
     assert k_first >= 2
-    add("offsets_not_increasing", with_header(base_header, raw=bytes(order_body)), "bad_payload",
-        "dense.weight's first two offsets swapped")
+    add(
+        "offsets_not_increasing",
+        with_header(base_header, raw=bytes(order_body)),
+        "bad_payload",
+        "dense.weight's first two offsets swapped",
+    )
     gaps = by_name["topk_gaps_int8_nearest"]
     gaps_body = bytearray(bytes.fromhex(gaps["body"]))
     gaps_body[4:8] = b"\0\0\0\0"  # the second gap 0: a repeated index
-    add("gaps_repeated_index", frame(b"EFLU", _canonical(json.loads(gaps["header"])),
-                                     bytes(gaps_body)),
-        "bad_payload", "top-k gaps: the second gap is 0")
+    add(
+        "gaps_repeated_index",
+        frame(b"EFLU", _canonical(json.loads(gaps["header"])), bytes(gaps_body)),
+        "bad_payload",
+        "top-k gaps: the second gap is 0",
+    )
     model = bytes.fromhex(models()["cases"][0]["message"])
     model_header = json.loads(_header_text(model))
     model_raw = _raw_body(model)
     bad_model = bytearray(model_raw)
     bad_model[0:4] = struct.pack("<f", float("nan"))
-    add("model_non_finite", frame(b"EFLM", _canonical(model_header), bytes(bad_model), key=None),
-        "non_finite", "a model whose first parameter is NaN", kind="model", public_key=None)
-    add("model_missing_version",
+    add(
+        "model_non_finite",
+        frame(b"EFLM", _canonical(model_header), bytes(bad_model), key=None),
+        "non_finite",
+        "a model whose first parameter is NaN",
+        kind="model",
+        public_key=None,
+    )
+    add(
+        "model_missing_version",
         frame(b"EFLM", _canonical({"model_id": "vectors-model"}), model_raw, key=None),
-        "malformed_header", "a model header without model_version", kind="model",
-        public_key=None)
+        "malformed_header",
+        "a model header without model_version",
+        kind="model",
+        public_key=None,
+    )
     return {"cases": cases}
 
 

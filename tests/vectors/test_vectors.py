@@ -1,5 +1,6 @@
 """The Python encoder and decoder against the committed conformance vectors (every other
 client is tested against the same files: clients/web/test/vectors.test.js)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import (CodecSpec, DecodeLimits, ErrorFeedback, ProtocolError,
-                               UpdateMeta, UpdatePipeline, decode_parameters, decode_update,
-                               encode_parameters, encode_update)
+from edge_sdk.protocol import (
+    CodecSpec,
+    DecodeLimits,
+    ErrorFeedback,
+    ProtocolError,
+    UpdateMeta,
+    UpdatePipeline,
+    decode_parameters,
+    decode_update,
+    encode_parameters,
+    encode_update,
+)
 
 from . import generate
 
@@ -40,7 +50,8 @@ def test_the_generator_writes_the_committed_files(tmp_path):
     for name in ("updates.json", "models.json", "damaged.json"):
         assert (tmp_path / name).read_text() == (HERE / name).read_text(), (
             f"{name} changed: the wire format or an encoder changed; if on purpose, "
-            "re-run tests/vectors/generate.py and say so in docs/protocol.md")
+            "re-run tests/vectors/generate.py and say so in docs/protocol.md"
+        )
 
 
 @pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
@@ -48,10 +59,15 @@ def test_the_encoder_writes_the_vector_bytes(case):
     feedback = None
     if "feedback_in" in case:
         feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
-    message = encode_update(delta_of(case), case["specs"], UpdateMeta(**case["meta"]),
-                            UpdatePipeline(CodecSpec(**case["codec"])),
-                            signing_key=KEY if case["signed"] else None,
-                            rng=np.random.default_rng(case["rng_seed"]), feedback=feedback)
+    message = encode_update(
+        delta_of(case),
+        case["specs"],
+        UpdateMeta(**case["meta"]),
+        UpdatePipeline(CodecSpec(**case["codec"])),
+        signing_key=KEY if case["signed"] else None,
+        rng=np.random.default_rng(case["rng_seed"]),
+        feedback=feedback,
+    )
     assert message.hex() == case["message"]
     if feedback is not None:
         residual = {k: v.tobytes().hex() for k, v in feedback.residual.items()}
@@ -60,8 +76,9 @@ def test_the_encoder_writes_the_vector_bytes(case):
 
 @pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
 def test_the_decoder_gives_the_vector_tensors(case):
-    decoded = decode_update(bytes.fromhex(case["message"]), case["specs"],
-                            public_key=PUBLIC if case["signed"] else None)
+    decoded = decode_update(
+        bytes.fromhex(case["message"]), case["specs"], public_key=PUBLIC if case["signed"] else None
+    )
     assert decoded.meta == UpdateMeta(**case["meta"])
     assert decoded.codec == CodecSpec(**case["codec"])
     expected = tensors(case["decoded"], case["specs"])
@@ -69,28 +86,40 @@ def test_the_decoder_gives_the_vector_tensors(case):
         np.testing.assert_array_equal(value, expected[name])
 
 
-@pytest.mark.parametrize("case", [c for c in UPDATES["cases"] if c["byte_exact"]],
-                         ids=lambda c: c["name"])
+@pytest.mark.parametrize(
+    "case", [c for c in UPDATES["cases"] if c["byte_exact"]], ids=lambda c: c["name"]
+)
 def test_byte_exact_bodies_follow_from_the_seedless_rules(case):
     """A byte-exact codec's body does not depend on the encoder's rng: another seed gives
     the same body (only the header's seed differs)."""
     feedback = None
     if "feedback_in" in case:
         feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
-    message = encode_update(delta_of(case), case["specs"], UpdateMeta(**case["meta"]),
-                            UpdatePipeline(CodecSpec(**case["codec"])), signing_key=KEY,
-                            rng=np.random.default_rng(12345), feedback=feedback)
+    message = encode_update(
+        delta_of(case),
+        case["specs"],
+        UpdateMeta(**case["meta"]),
+        UpdatePipeline(CodecSpec(**case["codec"])),
+        signing_key=KEY,
+        rng=np.random.default_rng(12345),
+        feedback=feedback,
+    )
     assert generate._raw_body(message).hex() == case["body"]
 
 
 @pytest.mark.parametrize("case", MODELS["cases"], ids=lambda c: c["name"])
 def test_model_vectors(case):
-    message = encode_parameters(tensors(case["parameters"], case["specs"]), case["specs"],
-                                case["model_id"], case["model_version"],
-                                signing_key=KEY if case["signed"] else None)
+    message = encode_parameters(
+        tensors(case["parameters"], case["specs"]),
+        case["specs"],
+        case["model_id"],
+        case["model_version"],
+        signing_key=KEY if case["signed"] else None,
+    )
     assert message.hex() == case["message"]
-    header, params = decode_parameters(message, case["specs"],
-                                       public_key=PUBLIC if case["signed"] else None)
+    header, params = decode_parameters(
+        message, case["specs"], public_key=PUBLIC if case["signed"] else None
+    )
     assert header == {"model_id": case["model_id"], "model_version": case["model_version"]}
     assert {k: v.tobytes().hex() for k, v in params.items()} == case["parameters"]
 

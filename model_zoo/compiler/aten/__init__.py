@@ -4,6 +4,7 @@
 registry (ATen op -> lowering, filled by the op-family modules imported below); `plan`
 assembles the train/eval/infer graphs around it with the optimizer update.
 """
+
 from . import nn, pointwise, recurrent, reduce, shape  # noqa: F401 - they fill the registry
 from .lowering import LOWERINGS, supported_ops
 

@@ -8,6 +8,7 @@ outputs are the loss, the model's outputs, every parameter's gradient and the ne
 of every buffer the step updates (BatchNorm's running statistics). The evaluation graph
 (and, without its loss, the inference graph) is a forward-only export in eval mode.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ from .lowering import KEPT
 from .recurrent import recurrent_layers
 
 MODEL = "model"
-  # the model's attribute name inside the step wrappers below
+# the model's attribute name inside the step wrappers below
 
 
 class _Step(nn.Module):
@@ -78,8 +79,14 @@ class Capture:
     forward: torch.export.ExportedProgram | None = None  # train-mode forward, for diagnostics
 
 
-def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: torch.Tensor,
-            dynamic: dict[str, dict[int, str]], flatten: bool) -> Capture:
+def capture(
+    model: nn.Module,
+    loss_fn,
+    inputs: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    dynamic: dict[str, dict[int, str]],
+    flatten: bool,
+) -> Capture:
     """Export the train step (train mode) and the eval/infer forwards (eval mode).
 
     inputs: the model's inputs by forward-parameter name (sample values); dynamic: per
@@ -125,8 +132,9 @@ def capture(model: nn.Module, loss_fn, inputs: dict[str, torch.Tensor], target: 
         for ph, (kind, name) in list(gr.inputs.items()):
             if kind == "buffer" and name not in state:
                 gr.inputs[ph] = ("constant", _buffer_value(model, loss_fn, name))
-    train.outputs = [(k, n) if k != "buffer" or n in state else ("dropped", n)
-                     for k, n in train.outputs]
+    train.outputs = [
+        (k, n) if k != "buffer" or n in state else ("dropped", n) for k, n in train.outputs
+    ]
     return Capture(train, graphs[1], parameters, state, ep)
 
 
@@ -144,19 +152,34 @@ def _composites():
         F.scaled_dot_product_attention, F.embedding_bag = fused
 
 
-def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
-                  scale_grad_by_freq=False, mode="mean", sparse=False, per_sample_weights=None,
-                  include_last_offset=False, padding_idx=None):
+def embedding_bag(
+    input,
+    weight,
+    offsets=None,
+    max_norm=None,
+    norm_type=2,
+    scale_grad_by_freq=False,
+    mode="mean",
+    sparse=False,
+    per_sample_weights=None,
+    include_last_offset=False,
+    padding_idx=None,
+):
     """F.embedding_bag for bags given as rows of a 2-D input (fixed-size bags); ids equal
     to padding_idx are left out of the bag, as PyTorch does."""
     if input.dim() != 2 or offsets is not None:
-        raise UnsupportedError("EmbeddingBag with 1-D input and offsets; pass bags as a 2-D "
-                               "[bags, ids] tensor (pad with padding_idx)")
+        raise UnsupportedError(
+            "EmbeddingBag with 1-D input and offsets; pass bags as a 2-D "
+            "[bags, ids] tensor (pad with padding_idx)"
+        )
     if max_norm is not None or scale_grad_by_freq:
         raise UnsupportedError("EmbeddingBag with max_norm or scale_grad_by_freq")
     rows = F.embedding(input, weight)
-    keep = torch.ones_like(input, dtype=rows.dtype) if padding_idx is None else \
-        (input != padding_idx).to(rows.dtype)
+    keep = (
+        torch.ones_like(input, dtype=rows.dtype)
+        if padding_idx is None
+        else (input != padding_idx).to(rows.dtype)
+    )
     if per_sample_weights is not None:
         keep = keep * per_sample_weights
     keep = keep.unsqueeze(-1)
@@ -170,8 +193,9 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2,
     return total / keep.sum(dim=1).clamp(min=1.0)
 
 
-def attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-              enable_gqa=False):
+def attention(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
     """softmax(q k^T * scale + mask) v, the definition F.scaled_dot_product_attention
     documents. q [..., L, E], k [..., S, E], v [..., S, Ev]; a boolean mask keeps True."""
     if enable_gqa:
@@ -199,8 +223,11 @@ def _idle_parameters(model: nn.Module, ep) -> set[str]:
     """Parameters the step does not train: frozen (requires_grad=False) or unused."""
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     used = {node.name for node in ep.graph.nodes if node.op == "placeholder" and node.users}
-    unused = {_strip(spec.target) for spec in ep.graph_signature.input_specs
-              if spec.kind == InputKind.PARAMETER and spec.arg.name not in used}
+    unused = {
+        _strip(spec.target)
+        for spec in ep.graph_signature.input_specs
+        if spec.kind == InputKind.PARAMETER and spec.arg.name not in used
+    }
     return frozen | unused
 
 
@@ -238,18 +265,25 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     faster than their decompositions)."""
     table = {op: fn for op, fn in core_aten_decompositions().items() if op not in KEPT}
     try:
-        ep = _decompose_exported_program(ep, cia_to_decomp={}, python_decomp_table=table,
-                                         joint_loss_index=0, decompose_custom_triton_ops=False)
+        ep = _decompose_exported_program(
+            ep,
+            cia_to_decomp={},
+            python_decomp_table=table,
+            joint_loss_index=0,
+            decompose_custom_triton_ops=False,
+        )
     except Exception as e:  # name the cause, not torch's internals
-        raise UnsupportedError(f"PyTorch could not differentiate the train step "
-                               f"({type(e).__name__}: {_first_line(e)})") from e
+        raise UnsupportedError(
+            f"PyTorch could not differentiate the train step ({type(e).__name__}: {_first_line(e)})"
+        ) from e
     gm, signature = _copy_graph_module_and_signature(ep)
     _remove_detach_pass(gm, signature)
     return ep._update(gm, signature)
 
 
-def _export(module: nn.Module, args: tuple, dynamic_shapes,
-            decompose: bool = True) -> torch.export.ExportedProgram:
+def _export(
+    module: nn.Module, args: tuple, dynamic_shapes, decompose: bool = True
+) -> torch.export.ExportedProgram:
     try:
         ep = export(module, args, dynamic_shapes=(tuple(dynamic_shapes),), strict=False)
         return ep.run_decompositions() if decompose else ep
@@ -257,8 +291,9 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes,
         frame = _user_frame(e)
         raise UnsupportedError(f"{e} (at {frame})" if frame else str(e)) from None
     except Exception as e:  # torch.export raises many kinds; name the cause
-        raise UnsupportedError(f"PyTorch could not capture the train step "
-                               f"({type(e).__name__}: {_first_line(e)})") from e
+        raise UnsupportedError(
+            f"PyTorch could not capture the train step ({type(e).__name__}: {_first_line(e)})"
+        ) from e
 
 
 def _first_line(e: Exception) -> str:
@@ -304,16 +339,23 @@ def _graph(ep: torch.export.ExportedProgram, input_names: list[str]) -> Graph:
     user_outputs = 0
     for spec in sig.output_specs:
         if spec.kind in (OutputKind.LOSS_OUTPUT, OutputKind.USER_OUTPUT):
-            outputs.append(("loss" if user_outputs == 0 and len(input_names) and
-                            input_names[-1] == "__target__" else "outputs", None))
+            outputs.append(
+                (
+                    "loss"
+                    if user_outputs == 0 and len(input_names) and input_names[-1] == "__target__"
+                    else "outputs",
+                    None,
+                )
+            )
             user_outputs += 1
         elif spec.kind == OutputKind.GRADIENT_TO_PARAMETER:
             outputs.append(("gradient", _strip(spec.target)))
         elif spec.kind == OutputKind.BUFFER_MUTATION:
             outputs.append(("buffer", _strip(spec.target)))
         else:
-            raise UnsupportedError(f"graph output of kind {spec.kind.name} "
-                                   "(the step mutates one of its inputs)")
+            raise UnsupportedError(
+                f"graph output of kind {spec.kind.name} (the step mutates one of its inputs)"
+            )
     return Graph(ep.graph_module, inputs, outputs)
 
 
@@ -334,5 +376,7 @@ def _check_dropped_buffer(train: Graph, name: str) -> None:
     out = next(n for n in train.gm.graph.nodes if n.op == "output")
     for user in node.users:
         if set(user.users) - {out}:
-            raise UnsupportedError(f"buffer {name} is an integer the step reads "
-                                   "(BatchNorm with momentum=None?); set a momentum")
+            raise UnsupportedError(
+                f"buffer {name} is an integer the step reads "
+                "(BatchNorm with momentum=None?); set a momentum"
+            )

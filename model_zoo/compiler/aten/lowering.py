@@ -6,6 +6,7 @@ int64 scalar tensors computed from `Shape`, so batch and sequence stay dynamic; 
 of sizes becomes a 1-D int64 tensor (`Lowering.sizes`). Anything without a lowering is
 refused with `UnsupportedError` naming the ATen op, the module path and the source line.
 """
+
 from __future__ import annotations
 
 import operator
@@ -22,32 +23,48 @@ LOWERINGS: dict[object, Callable] = {}
 # lowering is one fused pass where the decomposition makes several (see `keeps`)
 KEPT: set[object] = set()
 
-ONNX_TYPES = {torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6,
-              torch.int64: 7, torch.bool: 9, torch.float16: 10, torch.float64: 11}
+ONNX_TYPES = {
+    torch.float32: 1,
+    torch.uint8: 2,
+    torch.int8: 3,
+    torch.int16: 5,
+    torch.int32: 6,
+    torch.int64: 7,
+    torch.bool: 9,
+    torch.float16: 10,
+    torch.float64: 11,
+}
 
 
 def lowers(*targets):
     """Register the decorated function as the lowering of `targets` (ATen overloads or
     Python callables such as operator.mul on sizes): fn(ctx, node, *args) -> value."""
+
     def register(fn):
         for target in targets:
             LOWERINGS[target] = fn
         return fn
+
     return register
 
 
 def keeps(*targets):
     """Like `lowers`, for ops that core ATen would decompose: capture keeps them whole so
     that this lowering (fewer passes over large tensors, PyTorch's rounding) is used."""
+
     def register(fn):
         KEPT.update(targets)
         return lowers(*targets)(fn)
+
     return register
 
 
 def op_name(target) -> str:
-    return str(target) if isinstance(target, torch._ops.OpOverload) else \
-        getattr(target, "__name__", str(target))
+    return (
+        str(target)
+        if isinstance(target, torch._ops.OpOverload)
+        else getattr(target, "__name__", str(target))
+    )
 
 
 class Lowering:
@@ -74,7 +91,7 @@ class Lowering:
         values = list(node.args)
         schema = getattr(target, "_schema", None)
         if schema is not None:
-            for arg in schema.arguments[len(values):]:
+            for arg in schema.arguments[len(values) :]:
                 default = arg.default_value if arg.has_default_value() else None
                 values.append(node.kwargs.get(arg.name, default))
         return [self.resolve(v) for v in values]
@@ -110,8 +127,9 @@ class Lowering:
         if isinstance(value, (bool, int, float)):
             dtype = dtype or self.type_of(value)
             return self.g.const(value, _np(dtype))
-        raise UnsupportedError(f"a value of type {type(value).__name__} where a tensor was "
-                               "expected")
+        raise UnsupportedError(
+            f"a value of type {type(value).__name__} where a tensor was expected"
+        )
 
     def cast(self, name: str, dtype: torch.dtype) -> str:
         if self.types.get(name) == dtype:
@@ -125,8 +143,12 @@ class Lowering:
         values = list(values)
         if all(isinstance(v, int) for v in values):
             return self.g.ints(*values)
-        parts = [self.g.ints(v) if isinstance(v, int) else
-                 self.g.op("Reshape", self.cast(v, torch.int64), self.g.ints(1)) for v in values]
+        parts = [
+            self.g.ints(v)
+            if isinstance(v, int)
+            else self.g.op("Reshape", self.cast(v, torch.int64), self.g.ints(1))
+            for v in values
+        ]
         return parts[0] if len(parts) == 1 else self.g.op("Concat", *parts, axis=0)
 
     def shape(self, x: str) -> str:
@@ -134,8 +156,13 @@ class Lowering:
 
     def dim(self, x: str, d: int) -> str:
         """Size of dimension d of x as an int64 scalar."""
-        return self.g.op("Squeeze", self.g.op("Shape", x, start=d, end=d + 1 if d != -1 else None)
-                         if d != -1 else self.g.op("Shape", x, start=-1), self.g.ints(0))
+        return self.g.op(
+            "Squeeze",
+            self.g.op("Shape", x, start=d, end=d + 1 if d != -1 else None)
+            if d != -1
+            else self.g.op("Shape", x, start=-1),
+            self.g.ints(0),
+        )
 
     def next_random_salt(self) -> int:
         self.random_ops += 1
@@ -154,9 +181,13 @@ def _np(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
-                diagnose: Callable[[object], str] | None = None,
-                outputs: list[int] | None = None) -> list:
+def lower_graph(
+    ctx: Lowering,
+    gm: fx.GraphModule,
+    placeholders: dict[str, str],
+    diagnose: Callable[[object], str] | None = None,
+    outputs: list[int] | None = None,
+) -> list:
     """Emit `gm`'s nodes; placeholders maps placeholder names to ONNX names already typed
     in ctx.types. Returns the output node's values (None for those not in `outputs`:
     with `outputs`, only the nodes those outputs depend on are emitted)."""
@@ -173,8 +204,14 @@ def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
                         ctx.symbols.setdefault(str(size), (name, d))
             continue
         if node.op == "output":
-            return [None if needed is not None and a not in needed else
-                    ctx.env[a] if isinstance(a, fx.Node) else a for a in node.args[0]]
+            return [
+                None
+                if needed is not None and a not in needed
+                else ctx.env[a]
+                if isinstance(a, fx.Node)
+                else a
+                for a in node.args[0]
+            ]
         if node.op == "get_attr":
             raise UnsupportedError(f"graph attribute {node.target} (lifted constants expected)")
         if node.target is operator.getitem:
@@ -189,8 +226,10 @@ def lower_graph(ctx: Lowering, gm: fx.GraphModule, placeholders: dict[str, str],
         except UnsupportedError as e:
             raise UnsupportedError(f"{e} ({_where(node, diagnose)})") from None
         except Exception as e:  # a lowering's bug must still name the op
-            raise UnsupportedError(f"lowering {op_name(node.target)} failed ({type(e).__name__}: "
-                                   f"{e}) ({_where(node, diagnose)})") from e
+            raise UnsupportedError(
+                f"lowering {op_name(node.target)} failed ({type(e).__name__}: "
+                f"{e}) ({_where(node, diagnose)})"
+            ) from e
         ctx.env[node] = value
         _record_types(ctx, node, value)
     raise UnsupportedError("captured graph without output")
@@ -254,8 +293,8 @@ def user_frame(stack_trace: str | None) -> str | None:
     best = None
     for i, line in enumerate(lines):
         line = line.strip()
-        if line.startswith("File \""):
-            path = line.split("\"")[1]
+        if line.startswith('File "'):
+            path = line.split('"')[1]
             if "/torch/" in path or "/model_zoo/compiler/" in path:
                 continue
             code = lines[i + 1].strip() if i + 1 < len(lines) else ""

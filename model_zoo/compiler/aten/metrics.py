@@ -10,6 +10,7 @@ times `count`.
 - multilabel: count (labels), correct (labels whose sign of the logit matches the target).
 - regression: count (target elements), squared_error, absolute_error.
 """
+
 from __future__ import annotations
 
 from ..graph import GraphBuilder
@@ -27,10 +28,26 @@ def metric_names(task: str, eval_graph: bool) -> list[str]:
     return names
 
 
-def emit_metrics(g: GraphBuilder, task: str, outputs: str, targets: str, target_is_float: bool,
-                 ignore_index: int, num_classes: int, loss: str, eval_graph: bool) -> dict:
-    out = _TASK_METRICS[task](g, outputs, targets, target_is_float, ignore_index, num_classes,
-                              eval_graph and task in ("next_word", "next_char"))
+def emit_metrics(
+    g: GraphBuilder,
+    task: str,
+    outputs: str,
+    targets: str,
+    target_is_float: bool,
+    ignore_index: int,
+    num_classes: int,
+    loss: str,
+    eval_graph: bool,
+) -> dict:
+    out = _TASK_METRICS[task](
+        g,
+        outputs,
+        targets,
+        target_is_float,
+        ignore_index,
+        num_classes,
+        eval_graph and task in ("next_word", "next_char"),
+    )
     out["loss_sum"] = g.op("Mul", loss, out["count"])
     return out
 
@@ -45,8 +62,10 @@ def _classification(g, outputs, targets, target_is_float, ignore_index, num_clas
     mask = g.op("Cast", valid, to=1)
     best = g.op("ArgMax", logits, axis=1, keepdims=0)
     hit = g.op("Cast", g.op("Equal", best, t), to=1)
-    out = {"count": g.op("ReduceSum", mask, keepdims=0),
-           "correct": g.op("ReduceSum", g.op("Mul", hit, mask), keepdims=0)}
+    out = {
+        "count": g.op("ReduceSum", mask, keepdims=0),
+        "correct": g.op("ReduceSum", g.op("Mul", hit, mask), keepdims=0),
+    }
     if top_k:
         k = min(TOP_K, num_classes)
         _, top = g.op("TopK", logits, g.ints(k), axis=1, outputs=2)
@@ -68,10 +87,17 @@ def _regression(g, outputs, targets, target_is_float, ignore_index, num_classes,
     t = g.op("Cast", targets, to=1)
     err = g.op("Sub", g.op("Reshape", outputs, g.op("Shape", t)), t)
     count = g.op("Cast", g.op("ReduceProd", g.op("Shape", t), keepdims=0), to=1)
-    return {"count": count, "squared_error": g.op("ReduceSum", g.op("Mul", err, err), keepdims=0),
-            "absolute_error": g.op("ReduceSum", g.op("Abs", err), keepdims=0)}
+    return {
+        "count": count,
+        "squared_error": g.op("ReduceSum", g.op("Mul", err, err), keepdims=0),
+        "absolute_error": g.op("ReduceSum", g.op("Abs", err), keepdims=0),
+    }
 
 
-_TASK_METRICS = {"classification": _classification, "next_word": _classification,
-                 "next_char": _classification, "multilabel": _multilabel,
-                 "regression": _regression}
+_TASK_METRICS = {
+    "classification": _classification,
+    "next_word": _classification,
+    "next_char": _classification,
+    "multilabel": _multilabel,
+    "regression": _regression,
+}

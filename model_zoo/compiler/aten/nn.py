@@ -7,6 +7,7 @@ convolution of dy, padded or cropped to the input's (dynamic) size; the weight g
 correlates the padded input with dy, the batch as channel axis, groups kept apart by a
 grouped convolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,13 +31,19 @@ def _mm(ctx, node, a, b):
 
 # -- convolution ------------------------------------------------------------------------
 def _conv_attrs(stride, padding, dilation, groups, spatial):
-    return {"strides": list(stride), "pads": list(padding) * 2, "dilations": list(dilation),
-            "group": int(groups), "kernel_shape": list(spatial)}
+    return {
+        "strides": list(stride),
+        "pads": list(padding) * 2,
+        "dilations": list(dilation),
+        "group": int(groups),
+        "kernel_shape": list(spatial),
+    }
 
 
 @lowers(aten.convolution.default)
-def _convolution(ctx, node, x, w, bias, stride, padding, dilation, transposed,
-                 output_padding, groups):
+def _convolution(
+    ctx, node, x, w, bias, stride, padding, dilation, transposed, output_padding, groups
+):
     spatial = tuple(node.args[1].meta["val"].shape[2:])
     attrs = _conv_attrs(stride, padding, dilation, groups, spatial)
     inputs = [x, w] + ([bias] if bias is not None else [])
@@ -46,26 +53,69 @@ def _convolution(ctx, node, x, w, bias, stride, padding, dilation, transposed,
 
 
 @lowers(aten.convolution_backward.default)
-def _convolution_backward(ctx, node, dy, x, w, bias_sizes, stride, padding, dilation,
-                          transposed, output_padding, groups, output_mask):
+def _convolution_backward(
+    ctx,
+    node,
+    dy,
+    x,
+    w,
+    bias_sizes,
+    stride,
+    padding,
+    dilation,
+    transposed,
+    output_padding,
+    groups,
+    output_mask,
+):
     spatial = tuple(node.args[2].meta["val"].shape[2:])
     n = len(spatial)
     grads = [None, None, None]
     if output_mask[0]:
         if transposed:  # the adjoint of a transposed convolution is a convolution
-            grads[0] = ctx.g.op("Conv", dy, w, **_conv_attrs(stride, padding, dilation,
-                                                             groups, spatial))
+            grads[0] = ctx.g.op(
+                "Conv", dy, w, **_conv_attrs(stride, padding, dilation, groups, spatial)
+            )
         else:
-            grads[0] = _conv_input_grad(ctx, dy, x, w, tuple(node.args[2].meta["val"].shape),
-                                        stride, padding, dilation, groups,
-                                        spatial)
+            grads[0] = _conv_input_grad(
+                ctx,
+                dy,
+                x,
+                w,
+                tuple(node.args[2].meta["val"].shape),
+                stride,
+                padding,
+                dilation,
+                groups,
+                spatial,
+            )
     if output_mask[1]:
         if transposed:  # roles of input and output swap
-            grads[1] = _conv_weight_grad(ctx, x, dy, node.args[0].meta["val"].shape[1],
-                                         stride, padding, dilation, groups, spatial, n)
+            grads[1] = _conv_weight_grad(
+                ctx,
+                x,
+                dy,
+                node.args[0].meta["val"].shape[1],
+                stride,
+                padding,
+                dilation,
+                groups,
+                spatial,
+                n,
+            )
         else:
-            grads[1] = _conv_weight_grad(ctx, dy, x, node.args[1].meta["val"].shape[1],
-                                         stride, padding, dilation, groups, spatial, n)
+            grads[1] = _conv_weight_grad(
+                ctx,
+                dy,
+                x,
+                node.args[1].meta["val"].shape[1],
+                stride,
+                padding,
+                dilation,
+                groups,
+                spatial,
+                n,
+            )
     if output_mask[2]:
         grads[2] = ctx.g.op("ReduceSum", dy, ctx.g.ints(0, *range(2, 2 + n)), keepdims=0)
     return tuple(grads)
@@ -79,10 +129,18 @@ def _conv_input_grad(ctx, dy, x, w, w_shape, stride, padding, dilation, groups, 
     n = len(spatial)
     flipped_pads = [d * (k - 1) - p for d, k, p in zip(dilation, spatial, padding)]
     if all(s == 1 for s in stride) and all(p >= 0 for p in flipped_pads):
-        return _conv_input_grad_stride1(ctx, dy, w, w_shape, dilation, groups, spatial,
-                                        flipped_pads)
-    full = g.op("ConvTranspose", dy, w, strides=list(stride), dilations=list(dilation),
-                group=int(groups), kernel_shape=list(spatial))
+        return _conv_input_grad_stride1(
+            ctx, dy, w, w_shape, dilation, groups, spatial, flipped_pads
+        )
+    full = g.op(
+        "ConvTranspose",
+        dy,
+        w,
+        strides=list(stride),
+        dilations=list(dilation),
+        group=int(groups),
+        kernel_shape=list(spatial),
+    )
     extra = [s - 1 for s in stride]
     if any(extra):
         full = g.op("Pad", full, g.ints(*([0] * (2 + n) + [0, 0] + extra)))
@@ -108,11 +166,24 @@ def _conv_input_grad_stride1(ctx, dy, w, w_shape, dilation, groups, spatial, pad
         wt = g.op("Reshape", w, g.ints(int(groups), cog, cig, *spatial))
         wt = g.op("Transpose", wt, perm=[0, 2, 1] + list(range(3, 3 + n)))
         wt = g.op("Reshape", wt, g.ints(int(groups) * cig, cog, *spatial))
-    big = 2 ** 62
-    wt = g.op("Slice", wt, g.ints(*[-1] * n), g.ints(*[-big] * n), g.ints(*range(2, 2 + n)),
-              g.ints(*[-1] * n))
-    return g.op("Conv", dy, wt, pads=list(pads) * 2, dilations=list(dilation),
-                group=int(groups), kernel_shape=list(spatial))
+    big = 2**62
+    wt = g.op(
+        "Slice",
+        wt,
+        g.ints(*[-1] * n),
+        g.ints(*[-big] * n),
+        g.ints(*range(2, 2 + n)),
+        g.ints(*[-1] * n),
+    )
+    return g.op(
+        "Conv",
+        dy,
+        wt,
+        pads=list(pads) * 2,
+        dilations=list(dilation),
+        group=int(groups),
+        kernel_shape=list(spatial),
+    )
 
 
 def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spatial, n):
@@ -120,15 +191,21 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
     convolution of x_pad (channels in the batch slot) with dy (batch in the channel slot):
     dilation of that convolution = forward stride, stride = forward dilation."""
     g = ctx.g
-    if groups == 1 and all(k == 1 for k in spatial) and not any(padding) and \
-            all(s == 1 for s in stride):
+    if (
+        groups == 1
+        and all(k == 1 for k in spatial)
+        and not any(padding)
+        and all(s == 1 for s in stride)
+    ):
         return _pointwise_weight_grad(g, dy, x, n)
     if any(padding):
         x = g.op("Pad", x, g.ints(*([0, 0] + list(padding) + [0, 0] + list(padding))))
     cig = c_in // groups
     shape = g.op("Shape", x)
-    batch, rest = g.op("Slice", shape, g.ints(0), g.ints(1)), g.op("Slice", shape, g.ints(2),
-                                                                   g.ints(2 + n))
+    batch, rest = (
+        g.op("Slice", shape, g.ints(0), g.ints(1)),
+        g.op("Slice", shape, g.ints(2), g.ints(2 + n)),
+    )
     # x [N, C_in, *S] -> [N, g, cig, *S] -> [cig, g, N, *S] -> [cig, g*N, *S]
     xg = g.op("Reshape", x, g.op("Concat", batch, g.ints(groups, cig), rest, axis=0))
     xg = g.op("Transpose", xg, perm=[2, 1, 0] + list(range(3, 3 + n)))
@@ -155,8 +232,9 @@ def _max_pool(ctx, node, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=
     n = len(kernel)
     attrs = _pool_attrs(kernel, stride, padding, n)
     dilation = [dilation] * n if isinstance(dilation, int) else list(dilation) or [1] * n
-    y, idx = ctx.g.op("MaxPool", x, outputs=2, dilations=dilation, ceil_mode=int(ceil_mode),
-                      **attrs)
+    y, idx = ctx.g.op(
+        "MaxPool", x, outputs=2, dilations=dilation, ceil_mode=int(ceil_mode), **attrs
+    )
     return y, idx  # flat positions in the input, used only by the backward below
 
 
@@ -168,34 +246,57 @@ def _pool_attrs(kernel, stride, padding, n):
     return {"kernel_shape": list(kernel), "strides": stride, "pads": padding * 2}
 
 
-@lowers(aten.max_pool2d_with_indices_backward.default,
-        aten.max_pool3d_with_indices_backward.default)
+@lowers(
+    aten.max_pool2d_with_indices_backward.default, aten.max_pool3d_with_indices_backward.default
+)
 def _max_pool_backward(ctx, node, dy, x, kernel, stride, padding, dilation, ceil_mode, indices):
     g = ctx.g
     shape = g.op("Shape", x)
     zeros = g.op("Expand", g.const(0.0), g.op("ReduceProd", shape, keepdims=1))
-    flat = g.op("ScatterElements", zeros, g.op("Reshape", indices, g.ints(-1)),
-                g.op("Reshape", dy, g.ints(-1)), axis=0, reduction="add")
+    flat = g.op(
+        "ScatterElements",
+        zeros,
+        g.op("Reshape", indices, g.ints(-1)),
+        g.op("Reshape", dy, g.ints(-1)),
+        axis=0,
+        reduction="add",
+    )
     return g.op("Reshape", flat, shape)
 
 
 @lowers(aten.avg_pool2d.default, aten.avg_pool1d.default, aten.avg_pool3d.default)
-def _avg_pool(ctx, node, x, kernel, stride=(), padding=0, ceil_mode=False,
-              count_include_pad=True, divisor_override=None):
+def _avg_pool(
+    ctx,
+    node,
+    x,
+    kernel,
+    stride=(),
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     if divisor_override:
         raise UnsupportedError("avg_pool with divisor_override")
     attrs = _pool_attrs(kernel, stride, padding, len(kernel))
-    return ctx.g.op("AveragePool", x, ceil_mode=int(ceil_mode),
-                    count_include_pad=int(count_include_pad), **attrs)
+    return ctx.g.op(
+        "AveragePool",
+        x,
+        ceil_mode=int(ceil_mode),
+        count_include_pad=int(count_include_pad),
+        **attrs,
+    )
 
 
 @lowers(aten.avg_pool2d_backward.default, aten.avg_pool3d_backward.default)
-def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
-                       count_include_pad, divisor_override):
+def _avg_pool_backward(
+    ctx, node, dy, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
+):
     attrs = _pool_attrs(kernel, stride, padding, len(kernel))
     if divisor_override or (any(attrs["pads"]) and not count_include_pad) or ceil_mode:
-        raise UnsupportedError("avg_pool backward with ceil_mode, divisor_override or "
-                               "padding not counted")
+        raise UnsupportedError(
+            "avg_pool backward with ceil_mode, divisor_override or padding not counted"
+        )
     channels = node.args[1].meta["val"].shape[1]
     if not isinstance(channels, int):
         raise UnsupportedError("avg_pool over a dynamic channel dimension")
@@ -204,9 +305,18 @@ def _avg_pool_backward(ctx, node, dy, x, kernel, stride, padding, ceil_mode,
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
     n = len(kernel)
-    return _conv_input_grad(ctx, dy, x, ones, (channels, 1, *kernel), attrs["strides"],
-                            attrs["pads"][:n],
-                            [1] * n, channels, tuple(kernel))
+    return _conv_input_grad(
+        ctx,
+        dy,
+        x,
+        ones,
+        (channels, 1, *kernel),
+        attrs["strides"],
+        attrs["pads"][:n],
+        [1] * n,
+        channels,
+        tuple(kernel),
+    )
 
 
 # -- normalisation ----------------------------------------------------------------------
@@ -225,8 +335,13 @@ def _channel(g, t, rank):
 def _count(g, x, dtype):
     """Elements per channel of x [N, C, *S] (N x prod(S)) as a scalar of `dtype`."""
     shape = g.op("Shape", x)
-    return g.op("Cast", g.op("Div", g.op("ReduceProd", shape, keepdims=0),
-                             g.op("Gather", shape, g.const(1, "int64"))), to=dtype)
+    return g.op(
+        "Cast",
+        g.op(
+            "Div", g.op("ReduceProd", shape, keepdims=0), g.op("Gather", shape, g.const(1, "int64"))
+        ),
+        to=dtype,
+    )
 
 
 def _affine(g, x, invstd, mean, w, b, rank):
@@ -251,30 +366,55 @@ def _batch_norm_train(ctx, node, x, w, b, running_mean, running_var, training, m
     axes = g.ints(0, *range(2, rank))
     mean = g.op("Cast", g.op("ReduceMean", g.op("Cast", x, to=_F64), axes, keepdims=1), to=_F32)
     d = g.op("Sub", x, mean)
-    var_sum = g.op("Cast", g.op("ReduceSum", g.op("Cast", g.op("Mul", d, d), to=_F64), axes,
-                                keepdims=0), to=_F32)
+    var_sum = g.op(
+        "Cast",
+        g.op("ReduceSum", g.op("Cast", g.op("Mul", d, d), to=_F64), axes, keepdims=0),
+        to=_F32,
+    )
     var_sum = g.op("Cast", var_sum, to=_F64)
     count = _count(g, x, _F64)
-    invstd = g.op("Cast", g.op("Reciprocal", g.op("Sqrt", g.op(
-        "Add", g.op("Div", var_sum, count), g.const(float(eps), "float64")))), to=_F32)
+    invstd = g.op(
+        "Cast",
+        g.op(
+            "Reciprocal",
+            g.op("Sqrt", g.op("Add", g.op("Div", var_sum, count), g.const(float(eps), "float64"))),
+        ),
+        to=_F32,
+    )
     mean_c = g.op("Reshape", mean, g.ints(-1))
     ctx.layers[("batch_norm", x, mean_c)] = d  # x - mean, for the backward
     y = _affine(g, x, invstd, mean_c, w, b, rank)
     m = float(momentum)
-    unbiased = g.op("Div", var_sum, g.op("Max", g.op("Sub", count, g.const(1.0, "float64")),
-                                         g.const(1.0, "float64")))
+    unbiased = g.op(
+        "Div",
+        var_sum,
+        g.op("Max", g.op("Sub", count, g.const(1.0, "float64")), g.const(1.0, "float64")),
+    )
 
     def blend(batch, running):
-        return g.op("Cast", g.op("Add", g.op("Mul", batch, g.const(m, "float64")), g.op(
-            "Mul", g.op("Cast", running, to=_F64), g.const(1 - m, "float64"))), to=_F32)
+        return g.op(
+            "Cast",
+            g.op(
+                "Add",
+                g.op("Mul", batch, g.const(m, "float64")),
+                g.op("Mul", g.op("Cast", running, to=_F64), g.const(1 - m, "float64")),
+            ),
+            to=_F32,
+        )
 
-    return (y, mean_c, invstd, blend(g.op("Cast", mean_c, to=_F64), running_mean),
-            blend(unbiased, running_var))
+    return (
+        y,
+        mean_c,
+        invstd,
+        blend(g.op("Cast", mean_c, to=_F64), running_mean),
+        blend(unbiased, running_var),
+    )
 
 
 @keeps(aten.native_batch_norm_backward.default)
-def _batch_norm_backward(ctx, node, dy, x, w, running_mean, running_var, save_mean,
-                         save_invstd, train, eps, output_mask):
+def _batch_norm_backward(
+    ctx, node, dy, x, w, running_mean, running_var, save_mean, save_invstd, train, eps, output_mask
+):
     """PyTorch's CPU kernel's order: per channel sum(dy) and dotp = sum((x - mean) dy),
     each a float32 sum per (example, channel) plane added up in float64; then
     dx = (dy - sum / N - (x - mean) * k) * invstd * w with k = dotp * invstd^2 / N
@@ -285,9 +425,17 @@ def _batch_norm_backward(ctx, node, dy, x, w, running_mean, running_var, save_me
         mean, invstd = save_mean, save_invstd
     else:
         mean = running_mean
-        invstd = g.op("Cast", g.op("Reciprocal", g.op("Sqrt", g.op(
-            "Add", g.op("Cast", running_var, to=_F64), g.const(float(eps), "float64")))),
-            to=_F32)
+        invstd = g.op(
+            "Cast",
+            g.op(
+                "Reciprocal",
+                g.op(
+                    "Sqrt",
+                    g.op("Add", g.op("Cast", running_var, to=_F64), g.const(float(eps), "float64")),
+                ),
+            ),
+            to=_F32,
+        )
     d = ctx.layers.get(("batch_norm", x, mean)) or g.op("Sub", x, _channel(g, mean, rank))
 
     def channel_sum(t):  # [N, C, *S] -> float64 [C]
@@ -302,11 +450,17 @@ def _batch_norm_backward(ctx, node, dy, x, w, running_mean, running_var, save_me
     if output_mask[0]:
         if train:
             count = _count(g, x, _F64)
-            k = g.op("Div", g.op("Mul", g.op("Mul", g.op("Cast", dotp, to=_F32), invstd), invstd),
-                     g.op("Cast", count, to=_F32))
+            k = g.op(
+                "Div",
+                g.op("Mul", g.op("Mul", g.op("Cast", dotp, to=_F32), invstd), invstd),
+                g.op("Cast", count, to=_F32),
+            )
             grad_mean = g.op("Cast", g.op("Div", total, count), to=_F32)
-            dx = g.op("Sub", g.op("Sub", dy, _channel(g, grad_mean, rank)),
-                      g.op("Mul", d, _channel(g, k, rank)))
+            dx = g.op(
+                "Sub",
+                g.op("Sub", dy, _channel(g, grad_mean, rank)),
+                g.op("Mul", d, _channel(g, k, rank)),
+            )
             dx = g.op("Mul", dx, invstd_c)
         else:
             dx = g.op("Mul", dy, invstd_c)
@@ -389,8 +543,11 @@ def _native_dropout(ctx, node, x, p, train):
     salt = ctx.next_random_salt()
     shape = g.op("Shape", x)
     count = g.op("ReduceProd", shape, keepdims=1)
-    pos = g.op("Reshape", g.op("Range", g.const(0, "int64"), g.op("Squeeze", count),
-                               g.const(1, "int64")), shape)
+    pos = g.op(
+        "Reshape",
+        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
+        shape,
+    )
     seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
     keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
     scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
@@ -401,13 +558,18 @@ def _adaptive_kernel(node, x_arg) -> list[int]:
     """The window of an adaptive average pool whose input sizes are multiples of its
     output sizes (then it is an ordinary average pool)."""
     val = x_arg.meta["val"]
-    out = node.meta["val"].shape[2:] if node.target == aten._adaptive_avg_pool2d.default \
+    out = (
+        node.meta["val"].shape[2:]
+        if node.target == aten._adaptive_avg_pool2d.default
         else node.args[0].meta["val"].shape[2:]
+    )
     sizes = val.shape[2:]
-    if not all(isinstance(s, int) and isinstance(o, int) and s % o == 0
-               for s, o in zip(sizes, out)):
-        raise UnsupportedError("adaptive average pooling whose input size is not a fixed "
-                               "multiple of its output size")
+    if not all(
+        isinstance(s, int) and isinstance(o, int) and s % o == 0 for s, o in zip(sizes, out)
+    ):
+        raise UnsupportedError(
+            "adaptive average pooling whose input size is not a fixed multiple of its output size"
+        )
     return [s // o for s, o in zip(sizes, out)]
 
 
@@ -425,9 +587,18 @@ def _adaptive_avg_pool_backward(ctx, node, dy, x):
     for k in kernel:
         size *= k
     ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
-    return _conv_input_grad(ctx, dy, x, ones, (channels, 1, *kernel), kernel, [0] * len(kernel),
-                            [1] * len(kernel),
-                            channels, tuple(kernel))
+    return _conv_input_grad(
+        ctx,
+        dy,
+        x,
+        ones,
+        (channels, 1, *kernel),
+        kernel,
+        [0] * len(kernel),
+        [1] * len(kernel),
+        channels,
+        tuple(kernel),
+    )
 
 
 @lowers(aten._native_batch_norm_legit.no_stats)

@@ -5,6 +5,7 @@ targets, parameters, buffers, optimizer state, lr, step (and seed when the step 
 random numbers) and returns loss, metric sums and `new.<name>` for every parameter,
 buffer and state tensor; eval returns metric sums; infer returns logits (and top-k).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -92,9 +93,17 @@ class GeneralPlan:
     def _metrics(self, g, ctx, lowered, eval_graph: bool) -> dict:
         target_dtype = getattr(torch, self.target.dtype)
         loss = ctx.tensor(lowered["loss"], torch.float32)
-        return emit_metrics(g, self.task, ctx.tensor(lowered["outputs"], torch.float32),
-                            self.target.name, target_dtype.is_floating_point, self.ignore_index,
-                            self.num_classes, loss, eval_graph) | {"loss": loss}
+        return emit_metrics(
+            g,
+            self.task,
+            ctx.tensor(lowered["outputs"], torch.float32),
+            self.target.name,
+            target_dtype.is_floating_point,
+            self.ignore_index,
+            self.num_classes,
+            loss,
+            eval_graph,
+        ) | {"loss": loss}
 
     # -- train step -------------------------------------------------------------------
     def train_step(self) -> onnx.ModelProto:
@@ -112,8 +121,11 @@ class GeneralPlan:
         if self.uses_seed:
             g.add_input("seed", "int64", [])
         metrics = self._metrics(g, ctx, lowered, eval_graph=False)
-        grads = {n: ctx.tensor(v, torch.float32) for n, v in lowered["gradient"].items()
-                 if n in params and params[n].requires_grad}
+        grads = {
+            n: ctx.tensor(v, torch.float32)
+            for n, v in lowered["gradient"].items()
+            if n in params and params[n].requires_grad
+        }
         if self.clip_grad_norm is not None:
             grads = clip_by_global_norm(g, grads, self.clip_grad_norm, None)
         if opt.prescales_gradient:
@@ -158,8 +170,9 @@ class GeneralPlan:
         self._declare(g, ctx, with_target=False)
         graph = self.capture.eval
         index = [k for k, _ in graph.outputs].index("outputs")
-        values = lower_graph(ctx, graph.gm, self._placeholders(g, ctx, graph), self._diagnose,
-                             outputs=[index])
+        values = lower_graph(
+            ctx, graph.gm, self._placeholders(g, ctx, graph), self._diagnose, outputs=[index]
+        )
         logits = ctx.tensor(values[index], torch.float32)
         g.add_output(g.identity(logits, "logits"), "float32", list(self.output_shape))
         if self.task in ("classification", "next_word", "next_char"):
@@ -170,6 +183,9 @@ class GeneralPlan:
             g.add_output("top_scores", "float32", top_shape)
             g.add_output("top_ids", "int64", top_shape)
         elif self.task == "multilabel":
-            g.add_output(g.op("Sigmoid", logits, outputs=["probabilities"])[0], "float32",
-                         list(self.output_shape))
+            g.add_output(
+                g.op("Sigmoid", logits, outputs=["probabilities"])[0],
+                "float32",
+                list(self.output_shape),
+            )
         return g.to_model("infer")

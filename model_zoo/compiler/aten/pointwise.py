@@ -4,6 +4,7 @@ Inputs are cast to the node's result dtype (PyTorch's type promotion, read from 
 node's meta) before the ONNX op, so int/float mixes and float64 size arithmetic behave as
 in PyTorch; comparisons cast both sides to their promoted type.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,11 @@ def _operand_dtype(ctx: Lowering, node, index: int):
     arg = node.args[index]
     if hasattr(arg, "meta"):
         v = arg.meta["val"]
-        return torch.empty((1,) * v.dim(), dtype=v.dtype) if isinstance(v, torch.Tensor) else \
-            (0.0 if ctx.dtype(arg) == torch.float64 else 0)
+        return (
+            torch.empty((1,) * v.dim(), dtype=v.dtype)
+            if isinstance(v, torch.Tensor)
+            else (0.0 if ctx.dtype(arg) == torch.float64 else 0)
+        )
     return arg
 
 
@@ -40,16 +44,20 @@ def binary(onnx_op: str):
         if alpha != 1:
             b = ctx.g.op("Mul", b, ctx.tensor(alpha, dtype))
         return ctx.g.op(onnx_op, a, b)
+
     return lower
 
 
 _ALPHA = {aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar}
-for _op, _onnx in [((aten.add.Tensor, aten.add.Scalar), "Add"),
-                   ((aten.sub.Tensor, aten.sub.Scalar, aten.rsub.Scalar), "Sub"),
-                   ((aten.mul.Tensor, aten.mul.Scalar), "Mul"),
-                   ((aten.maximum.default,), "Max"), ((aten.minimum.default,), "Min"),
-                   ((aten.pow.Tensor_Tensor, aten.pow.Scalar), "Pow"),
-                   ((aten.remainder.Tensor, aten.remainder.Scalar), "Mod")]:
+for _op, _onnx in [
+    ((aten.add.Tensor, aten.add.Scalar), "Add"),
+    ((aten.sub.Tensor, aten.sub.Scalar, aten.rsub.Scalar), "Sub"),
+    ((aten.mul.Tensor, aten.mul.Scalar), "Mul"),
+    ((aten.maximum.default,), "Max"),
+    ((aten.minimum.default,), "Min"),
+    ((aten.pow.Tensor_Tensor, aten.pow.Scalar), "Pow"),
+    ((aten.remainder.Tensor, aten.remainder.Scalar), "Mod"),
+]:
     lowers(*_op)(binary(_onnx))
 
 
@@ -99,17 +107,28 @@ def _pow(ctx, node, x, exponent):
 def unary(onnx_op: str, **attrs):
     def lower(ctx: Lowering, node, x, *rest):
         return ctx.g.op(onnx_op, ctx.tensor(x, ctx.dtype(node)), **attrs)
+
     return lower
 
 
-for _op, _onnx in [(aten.neg.default, "Neg"), (aten.exp.default, "Exp"),
-                   (aten.log.default, "Log"), (aten.sqrt.default, "Sqrt"),
-                   (aten.abs.default, "Abs"), (aten.sign.default, "Sign"),
-                   (aten.relu.default, "Relu"), (aten.sigmoid.default, "Sigmoid"),
-                   (aten.tanh.default, "Tanh"), (aten.erf.default, "Erf"),
-                   (aten.reciprocal.default, "Reciprocal"), (aten.floor.default, "Floor"),
-                   (aten.ceil.default, "Ceil"), (aten.round.default, "Round"),
-                   (aten.sin.default, "Sin"), (aten.cos.default, "Cos")]:
+for _op, _onnx in [
+    (aten.neg.default, "Neg"),
+    (aten.exp.default, "Exp"),
+    (aten.log.default, "Log"),
+    (aten.sqrt.default, "Sqrt"),
+    (aten.abs.default, "Abs"),
+    (aten.sign.default, "Sign"),
+    (aten.relu.default, "Relu"),
+    (aten.sigmoid.default, "Sigmoid"),
+    (aten.tanh.default, "Tanh"),
+    (aten.erf.default, "Erf"),
+    (aten.reciprocal.default, "Reciprocal"),
+    (aten.floor.default, "Floor"),
+    (aten.ceil.default, "Ceil"),
+    (aten.round.default, "Round"),
+    (aten.sin.default, "Sin"),
+    (aten.cos.default, "Cos"),
+]:
     lowers(_op)(unary(_onnx))
 
 
@@ -152,8 +171,11 @@ def _gelu(ctx, node, x, approximate="none"):
         return ctx.tensor(v, dtype)
 
     if approximate == "tanh":
-        inner = g.op("Mul", c(math.sqrt(2 / math.pi)),
-                     g.op("Add", x, g.op("Mul", c(0.044715), g.op("Mul", x, g.op("Mul", x, x)))))
+        inner = g.op(
+            "Mul",
+            c(math.sqrt(2 / math.pi)),
+            g.op("Add", x, g.op("Mul", c(0.044715), g.op("Mul", x, g.op("Mul", x, x)))),
+        )
         return g.op("Mul", g.op("Mul", c(0.5), x), g.op("Add", c(1.0), g.op("Tanh", inner)))
     cdf = g.op("Mul", c(0.5), g.op("Add", c(1.0), g.op("Erf", g.op("Mul", x, c(1 / math.sqrt(2))))))
     return g.op("Mul", x, cdf)
@@ -170,16 +192,20 @@ def _masked(ctx, node, grad, dropped):
     times slower than Cast and Mul. Differs from PyTorch only where the incoming gradient
     is inf or NaN (NaN here, 0 there), i.e. in a step that has already diverged."""
     dtype = ctx.dtype(node)
-    return ctx.g.op("Mul", ctx.tensor(grad, dtype),
-                    ctx.g.op("Cast", ctx.g.op("Not", dropped), to=ONNX_TYPES[dtype]))
+    return ctx.g.op(
+        "Mul",
+        ctx.tensor(grad, dtype),
+        ctx.g.op("Cast", ctx.g.op("Not", dropped), to=ONNX_TYPES[dtype]),
+    )
 
 
 @keeps(aten.threshold_backward.default)
 def _threshold_backward(ctx, node, grad, x, threshold):
     """ReLU's backward: 0 where x <= threshold."""
     x = ctx.tensor(x, ctx.dtype(node))
-    return _masked(ctx, node, grad, ctx.g.op("LessOrEqual", x, ctx.tensor(float(threshold),
-                                                                          ctx.dtype(node))))
+    return _masked(
+        ctx, node, grad, ctx.g.op("LessOrEqual", x, ctx.tensor(float(threshold), ctx.dtype(node)))
+    )
 
 
 @keeps(aten.hardtanh_backward.default)
@@ -187,8 +213,11 @@ def _hardtanh_backward(ctx, node, grad, x, low, high):
     """ReLU6's (and hardtanh's) backward: 0 where x <= low or x >= high."""
     dtype = ctx.dtype(node)
     x = ctx.tensor(x, dtype)
-    dropped = ctx.g.op("Or", ctx.g.op("LessOrEqual", x, ctx.tensor(float(low), dtype)),
-                       ctx.g.op("GreaterOrEqual", x, ctx.tensor(float(high), dtype)))
+    dropped = ctx.g.op(
+        "Or",
+        ctx.g.op("LessOrEqual", x, ctx.tensor(float(low), dtype)),
+        ctx.g.op("GreaterOrEqual", x, ctx.tensor(float(high), dtype)),
+    )
     return _masked(ctx, node, grad, dropped)
 
 
@@ -197,8 +226,14 @@ def _hardsigmoid(ctx, node, x):
     return ctx.g.op("HardSigmoid", x, alpha=1 / 6, beta=0.5)
 
 
-@lowers(aten.clamp.default, aten.clamp.Tensor, aten.clamp_min.default, aten.clamp_max.default,
-        aten.clamp_min.Tensor, aten.clamp_max.Tensor)
+@lowers(
+    aten.clamp.default,
+    aten.clamp.Tensor,
+    aten.clamp_min.default,
+    aten.clamp_max.default,
+    aten.clamp_min.Tensor,
+    aten.clamp_max.Tensor,
+)
 def _clamp(ctx, node, x, low=None, high=None):
     dtype = ctx.dtype(node)
     y = ctx.tensor(x, dtype)
@@ -214,8 +249,9 @@ def _clamp(ctx, node, x, low=None, high=None):
 @lowers(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar)
 def _where(ctx, node, cond, a, b):
     dtype = ctx.dtype(node)
-    return ctx.g.op("Where", ctx.tensor(cond, torch.bool), ctx.tensor(a, dtype),
-                    ctx.tensor(b, dtype))
+    return ctx.g.op(
+        "Where", ctx.tensor(cond, torch.bool), ctx.tensor(a, dtype), ctx.tensor(b, dtype)
+    )
 
 
 def compare(onnx_op: str, negate: bool = False):
@@ -225,15 +261,18 @@ def compare(onnx_op: str, negate: bool = False):
             dtype = torch.int64
         out = ctx.g.op(onnx_op, ctx.tensor(a, dtype), ctx.tensor(b, dtype))
         return ctx.g.op("Not", out) if negate else out
+
     return lower
 
 
-for _ops, _onnx, _neg in [((aten.eq.Tensor, aten.eq.Scalar), "Equal", False),
-                          ((aten.ne.Tensor, aten.ne.Scalar), "Equal", True),
-                          ((aten.lt.Tensor, aten.lt.Scalar), "Less", False),
-                          ((aten.le.Tensor, aten.le.Scalar), "LessOrEqual", False),
-                          ((aten.gt.Tensor, aten.gt.Scalar), "Greater", False),
-                          ((aten.ge.Tensor, aten.ge.Scalar), "GreaterOrEqual", False)]:
+for _ops, _onnx, _neg in [
+    ((aten.eq.Tensor, aten.eq.Scalar), "Equal", False),
+    ((aten.ne.Tensor, aten.ne.Scalar), "Equal", True),
+    ((aten.lt.Tensor, aten.lt.Scalar), "Less", False),
+    ((aten.le.Tensor, aten.le.Scalar), "LessOrEqual", False),
+    ((aten.gt.Tensor, aten.gt.Scalar), "Greater", False),
+    ((aten.ge.Tensor, aten.ge.Scalar), "GreaterOrEqual", False),
+]:
     lowers(*_ops)(compare(_onnx, _neg))
 
 
@@ -243,13 +282,16 @@ def logical(bool_op: str, int_op: str | None):
         if dtype == torch.bool or int_op is None:
             return ctx.g.op(bool_op, *[ctx.tensor(x, torch.bool) for x in xs])
         return ctx.g.op(int_op, *[ctx.tensor(x, dtype) for x in xs])
+
     return lower
 
 
-for _ops, _b, _i in [((aten.bitwise_and.Tensor, aten.logical_and.default), "And", "BitwiseAnd"),
-                     ((aten.bitwise_or.Tensor, aten.logical_or.default), "Or", "BitwiseOr"),
-                     ((aten.bitwise_xor.Tensor, aten.logical_xor.default), "Xor", "BitwiseXor"),
-                     ((aten.bitwise_not.default, aten.logical_not.default), "Not", "BitwiseNot")]:
+for _ops, _b, _i in [
+    ((aten.bitwise_and.Tensor, aten.logical_and.default), "And", "BitwiseAnd"),
+    ((aten.bitwise_or.Tensor, aten.logical_or.default), "Or", "BitwiseOr"),
+    ((aten.bitwise_xor.Tensor, aten.logical_xor.default), "Xor", "BitwiseXor"),
+    ((aten.bitwise_not.default, aten.logical_not.default), "Not", "BitwiseNot"),
+]:
     lowers(*_ops)(logical(_b, _i))
 
 
@@ -273,8 +315,13 @@ def _to_copy(ctx, node, x, *rest):
     return ctx.g.op("Identity", ctx.tensor(x, ctx.dtype(node)))
 
 
-@lowers(aten.clone.default, aten.alias.default, aten.detach.default,
-        aten.lift_fresh_copy.default, aten.contiguous.default)
+@lowers(
+    aten.clone.default,
+    aten.alias.default,
+    aten.detach.default,
+    aten.lift_fresh_copy.default,
+    aten.contiguous.default,
+)
 def _same(ctx, node, x, *rest):
     return x
 
@@ -286,14 +333,31 @@ def sym_binary(onnx_op: str):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             return _PY[onnx_op](a, b)
         return ctx.g.op(onnx_op, ctx.tensor(a, dtype), ctx.tensor(b, dtype))
+
     return lower
 
 
-_PY = {"Add": operator.add, "Sub": operator.sub, "Mul": operator.mul, "Div": operator.truediv,
-       "Max": max, "Min": min, "Mod": operator.mod, "Pow": operator.pow}
-for _f, _onnx in [(operator.add, "Add"), (operator.sub, "Sub"), (operator.mul, "Mul"),
-                  (operator.truediv, "Div"), (operator.floordiv, "Div"), (operator.mod, "Mod"),
-                  (operator.pow, "Pow"), (torch.sym_max, "Max"), (torch.sym_min, "Min")]:
+_PY = {
+    "Add": operator.add,
+    "Sub": operator.sub,
+    "Mul": operator.mul,
+    "Div": operator.truediv,
+    "Max": max,
+    "Min": min,
+    "Mod": operator.mod,
+    "Pow": operator.pow,
+}
+for _f, _onnx in [
+    (operator.add, "Add"),
+    (operator.sub, "Sub"),
+    (operator.mul, "Mul"),
+    (operator.truediv, "Div"),
+    (operator.floordiv, "Div"),
+    (operator.mod, "Mod"),
+    (operator.pow, "Pow"),
+    (torch.sym_max, "Max"),
+    (torch.sym_min, "Min"),
+]:
     lowers(_f)(sym_binary(_onnx))
 
 
@@ -320,8 +384,9 @@ def _sym_int(ctx, node, a):
 def _sym_ceil(ctx, node, a):
     if isinstance(a, (int, float)):
         return math.ceil(a)
-    return ctx.cast(_typed(ctx, ctx.g.op("Ceil", ctx.tensor(a, torch.float64)), torch.float64),
-                    torch.int64)
+    return ctx.cast(
+        _typed(ctx, ctx.g.op("Ceil", ctx.tensor(a, torch.float64)), torch.float64), torch.int64
+    )
 
 
 @lowers(aten.sym_size.int)
@@ -340,11 +405,16 @@ def _sym_numel(ctx, node, x):
 @lowers(aten.fmod.Scalar, aten.fmod.Tensor)
 def _fmod(ctx, node, a, b):
     dtype = ctx.dtype(node)
-    return ctx.g.op("Mod", ctx.tensor(a, dtype), ctx.tensor(b, dtype),
-                    fmod=int(dtype.is_floating_point))
+    return ctx.g.op(
+        "Mod", ctx.tensor(a, dtype), ctx.tensor(b, dtype), fmod=int(dtype.is_floating_point)
+    )
 
 
-@lowers(aten._assert_tensor_metadata.default, aten._assert_async.msg,
-        aten._assert_scalar.default, aten.sym_constrain_range_for_size.default)
+@lowers(
+    aten._assert_tensor_metadata.default,
+    aten._assert_async.msg,
+    aten._assert_scalar.default,
+    aten.sym_constrain_range_for_size.default,
+)
 def _no_op(ctx, node, *args):
     """Runtime checks PyTorch inserts; the graph's shapes were checked at capture."""

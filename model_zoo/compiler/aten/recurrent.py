@@ -12,6 +12,7 @@ like every other).
 Limits (refused with UnsupportedError): an initial state, packed sequences, proj_size,
 bias=False, unbatched input; the LSTM's final cell state c_n cannot be used (h_n can).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,9 @@ from .lowering import Lowering, lowers
 
 
 @torch.library.custom_op("edge_fl::rnn_layer", mutates_args=())
-def rnn_layer(x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, kind: str,
-              reverse: bool) -> Tensor:
+def rnn_layer(
+    x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, kind: str, reverse: bool
+) -> Tensor:
     raise UnsupportedError("edge_fl::rnn_layer exists only while the compiler captures a step")
 
 
@@ -40,16 +42,28 @@ def _rnn_layer_fake(x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
 
 
 @torch.library.custom_op("edge_fl::rnn_layer_backward", mutates_args=())
-def rnn_layer_backward(dy: Tensor, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
-                       b_hh: Tensor, kind: str, reverse: bool
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def rnn_layer_backward(
+    dy: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    kind: str,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     raise UnsupportedError("edge_fl::rnn_layer_backward exists only while capturing")
 
 
 @rnn_layer_backward.register_fake
 def _rnn_layer_backward_fake(dy, x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
-    return (torch.empty_like(x), torch.empty_like(w_ih), torch.empty_like(w_hh),
-            torch.empty_like(b_ih), torch.empty_like(b_hh))
+    return (
+        torch.empty_like(x),
+        torch.empty_like(w_ih),
+        torch.empty_like(w_hh),
+        torch.empty_like(b_ih),
+        torch.empty_like(b_hh),
+    )
 
 
 def _setup(ctx, inputs, output):
@@ -70,8 +84,9 @@ class _Unavailable:
 
     @staticmethod
     def _refuse(*args, **kwargs):
-        raise UnsupportedError("the LSTM's final cell state c_n on the general path; use "
-                               "the outputs or h_n")
+        raise UnsupportedError(
+            "the LSTM's final cell state c_n on the general path; use the outputs or h_n"
+        )
 
     __torch_function__ = classmethod(lambda cls, *args, **kwargs: _Unavailable._refuse())
     __getitem__ = __iter__ = __len__ = __add__ = __radd__ = __mul__ = __rmul__ = _refuse
@@ -88,8 +103,9 @@ def _forward(self, input, hx=None):
     if hx is not None or not isinstance(input, Tensor):
         raise UnsupportedError(f"{name} with an initial state or a packed sequence")
     if getattr(self, "proj_size", 0) or not self.bias or input.dim() != 3:
-        raise UnsupportedError(f"{name} with proj_size, bias=False or unbatched input on the "
-                               "general path")
+        raise UnsupportedError(
+            f"{name} with proj_size, bias=False or unbatched input on the general path"
+        )
     kind = "lstm" if isinstance(self, nn.LSTM) else "gru"
     x = input.transpose(0, 1) if self.batch_first else input
     finals = []
@@ -97,8 +113,10 @@ def _forward(self, input, hx=None):
         outs = []
         for direction in range(2 if self.bidirectional else 1):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
-            weights = [getattr(self, f"{w}{suffix}") for w in
-                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            weights = [
+                getattr(self, f"{w}{suffix}")
+                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
             y = rnn_layer(x, *weights, kind, bool(direction))
             outs.append(y)
             finals.append(y[0] if direction else y[-1])
@@ -136,8 +154,9 @@ def _layer(ctx: Lowering, node, kind: str):
 @lowers(torch.ops.edge_fl.rnn_layer.default)
 def _rnn_layer(ctx: Lowering, node, x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
     layer = _layer(ctx, node, kind)
-    y, _, _ = layer.forward(ctx.g, _reversed(ctx, x) if reverse else x, [w_ih, w_hh, b_ih, b_hh],
-                            ctx.seed is not None)
+    y, _, _ = layer.forward(
+        ctx.g, _reversed(ctx, x) if reverse else x, [w_ih, w_hh, b_ih, b_hh], ctx.seed is not None
+    )
     ctx.layers[(x, w_ih, reverse)] = layer
     return _reversed(ctx, y) if reverse else y
 

@@ -1,4 +1,5 @@
 """Reductions, softmax and cumulative sums."""
+
 from __future__ import annotations
 
 import torch
@@ -24,6 +25,7 @@ def reduction(onnx_op: str):
         if not axes:  # a 0-d input
             return ctx.g.op("Identity", x)
         return ctx.g.op(onnx_op, x, ctx.g.ints(*axes), keepdims=int(bool(keepdim)))
+
     return lower
 
 
@@ -37,8 +39,7 @@ lowers(aten.prod.dim_int)(reduction("ReduceProd"))
 @lowers(aten.sum.default, aten.mean.default)
 def _all(ctx, node, x, *rest):
     op = "ReduceSum" if node.target == aten.sum.default else "ReduceMean"
-    return ctx.g.op(op, ctx.tensor(x, ctx.dtype(node)), keepdims=0) if ctx.rank(node.args[0]) \
-        else x
+    return ctx.g.op(op, ctx.tensor(x, ctx.dtype(node)), keepdims=0) if ctx.rank(node.args[0]) else x
 
 
 @lowers(aten.any.dim, aten.any.dims, aten.any.default)
@@ -54,8 +55,9 @@ def _max_dim(ctx, node, x, dim, keepdim=False):
     rank = ctx.rank(node.args[0])
     dim = dim + rank if dim < 0 else dim
     big = node.target == aten.max.dim
-    values = ctx.g.op("ReduceMax" if big else "ReduceMin", x, ctx.g.ints(dim),
-                      keepdims=int(keepdim))
+    values = ctx.g.op(
+        "ReduceMax" if big else "ReduceMin", x, ctx.g.ints(dim), keepdims=int(keepdim)
+    )
     idx = ctx.g.op("ArgMax" if big else "ArgMin", x, axis=dim, keepdims=int(keepdim))
     return values, idx
 
@@ -86,8 +88,11 @@ def _log_softmax(ctx, node, x, dim, *rest):
 @lowers(aten.cumsum.default)
 def _cumsum(ctx, node, x, dim, dtype=None):
     rank = ctx.rank(node)
-    return ctx.g.op("CumSum", ctx.tensor(x, ctx.dtype(node)),
-                    ctx.g.const(dim + rank if dim < 0 else dim, "int64"))
+    return ctx.g.op(
+        "CumSum",
+        ctx.tensor(x, ctx.dtype(node)),
+        ctx.g.const(dim + rank if dim < 0 else dim, "int64"),
+    )
 
 
 @lowers(aten.var.correction)
@@ -125,8 +130,9 @@ def _vector_norm(ctx, node, x, order=2, dims=None, keepdim=False, dtype=None):
 def _topk(ctx, node, x, k, dim=-1, largest=True, sorted=True):
     rank = ctx.rank(node.args[0])
     k = ctx.g.op("Reshape", ctx.tensor(k, torch.int64), ctx.g.ints(1))
-    values, indices = ctx.g.op("TopK", x, k, axis=dim + rank if dim < 0 else dim,
-                               largest=int(largest), sorted=1, outputs=2)
+    values, indices = ctx.g.op(
+        "TopK", x, k, axis=dim + rank if dim < 0 else dim, largest=int(largest), sorted=1, outputs=2
+    )
     return values, indices
 
 
@@ -139,6 +145,7 @@ def _sort(ctx, node, x, *args):
     rank = ctx.rank(node.args[0])
     dim = dim + rank if dim < 0 else dim
     k = ctx.g.op("Shape", x, start=dim, end=dim + 1)
-    values, indices = ctx.g.op("TopK", x, k, axis=dim, largest=int(bool(descending)), sorted=1,
-                               outputs=2)
+    values, indices = ctx.g.op(
+        "TopK", x, k, axis=dim, largest=int(bool(descending)), sorted=1, outputs=2
+    )
     return values, indices

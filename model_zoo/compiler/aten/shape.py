@@ -1,5 +1,6 @@
 """ATen ops that move, select or create elements: views, concatenation, slicing,
 indexing, gather/scatter, and tensors made from sizes (full, arange)."""
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,9 @@ def _transpose(ctx, node, x, d0, d1):
 @lowers(aten.expand.default)
 def _expand(ctx, node, x, size, implicit=False):
     # ONNX Expand broadcasts both ways: 1 keeps the input's size, as -1 does in PyTorch
-    return ctx.g.op("Expand", x, ctx.sizes([1 if isinstance(s, int) and s == -1 else s
-                                            for s in size]))
+    return ctx.g.op(
+        "Expand", x, ctx.sizes([1 if isinstance(s, int) and s == -1 else s for s in size])
+    )
 
 
 @lowers(aten.unsqueeze.default)
@@ -57,8 +59,11 @@ def _squeeze(ctx, node, x, dims=None):
     shape = node.args[0].meta["val"].shape
     rank = len(shape)
     dims = range(rank) if dims is None else [dims] if isinstance(dims, int) else dims
-    dims = [_dim(d, rank) for d in dims if isinstance(shape[_dim(d, rank)], int)
-            and shape[_dim(d, rank)] == 1]
+    dims = [
+        _dim(d, rank)
+        for d in dims
+        if isinstance(shape[_dim(d, rank)], int) and shape[_dim(d, rank)] == 1
+    ]
     return ctx.g.op("Squeeze", x, ctx.g.ints(*dims)) if dims else x
 
 
@@ -77,8 +82,7 @@ def _split_with_sizes(ctx, node, x, sizes, dim=0):
     if not all(isinstance(s, int) for s in sizes):
         raise UnsupportedError("split into sizes that depend on the batch or sequence length")
     rank = ctx.rank(node.args[0])
-    return tuple(ctx.g.op("Split", x, ctx.g.ints(*sizes), axis=_dim(dim, rank),
-                          outputs=len(sizes)))
+    return tuple(ctx.g.op("Split", x, ctx.g.ints(*sizes), axis=_dim(dim, rank), outputs=len(sizes)))
 
 
 @lowers(aten.split.Tensor)
@@ -103,8 +107,14 @@ def _slice(ctx, node, x, dim=0, start=None, end=None, step=1):
     rank = ctx.rank(node.args[0])
     start = 0 if start is None else start
     end = INT64_MAX if end is None else end
-    return ctx.g.op("Slice", x, ctx.sizes([start]), ctx.sizes([end]),
-                    ctx.g.ints(_dim(dim, rank)), ctx.g.ints(step))
+    return ctx.g.op(
+        "Slice",
+        x,
+        ctx.sizes([start]),
+        ctx.sizes([end]),
+        ctx.g.ints(_dim(dim, rank)),
+        ctx.g.ints(step),
+    )
 
 
 def _positions(ctx, base: str, dim: int, start, end, step):
@@ -123,8 +133,9 @@ def _positions(ctx, base: str, dim: int, start, end, step):
         return v
 
     begin = g.op("Reshape", norm(start, g.const(0, "int64")), g.ints(-1))
-    finish = g.op("Min", g.op("Reshape", norm(end, size), g.ints(-1)),
-                  g.op("Reshape", size, g.ints(-1)))
+    finish = g.op(
+        "Min", g.op("Reshape", norm(end, size), g.ints(-1)), g.op("Reshape", size, g.ints(-1))
+    )
     begin = g.op("Squeeze", g.op("Max", g.op("Min", begin, finish), g.ints(0)), g.ints(0))
     finish = g.op("Squeeze", finish, g.ints(0))
     return g.op("Range", begin, finish, g.const(step, "int64"))
@@ -163,8 +174,14 @@ def _flip(ctx, node, x, dims):
     rank = ctx.rank(node)
     dims = [_dim(d, rank) for d in dims]
     n = len(dims)
-    return ctx.g.op("Slice", x, ctx.g.ints(*[-1] * n), ctx.g.ints(*[-INT64_MAX] * n),
-                    ctx.g.ints(*dims), ctx.g.ints(*[-1] * n))
+    return ctx.g.op(
+        "Slice",
+        x,
+        ctx.g.ints(*[-1] * n),
+        ctx.g.ints(*[-INT64_MAX] * n),
+        ctx.g.ints(*dims),
+        ctx.g.ints(*[-1] * n),
+    )
 
 
 @lowers(aten.repeat.default)
@@ -181,16 +198,32 @@ def _gather(ctx, node, x, dim, index, sparse_grad=False):
     return ctx.g.op("GatherElements", x, index, axis=_dim(dim, ctx.rank(node)))
 
 
-@lowers(aten.scatter.src, aten.scatter.value, aten.scatter_add.default, aten.scatter.reduce,
-        aten.scatter.value_reduce)
+@lowers(
+    aten.scatter.src,
+    aten.scatter.value,
+    aten.scatter_add.default,
+    aten.scatter.reduce,
+    aten.scatter.value_reduce,
+)
 def _scatter(ctx, node, x, dim, index, src, reduce=None):
     dtype = ctx.dtype(node)
     if not isinstance(src, str) or node.target in (aten.scatter.value, aten.scatter.value_reduce):
         src = ctx.g.op("Expand", ctx.tensor(src, dtype), ctx.shape(index))
-    reduction = "add" if node.target == aten.scatter_add.default or reduce == "add" else \
-        "mul" if reduce == "multiply" else "none"
-    return ctx.g.op("ScatterElements", x, index, ctx.tensor(src, dtype),
-                    axis=_dim(dim, ctx.rank(node)), reduction=reduction)
+    reduction = (
+        "add"
+        if node.target == aten.scatter_add.default or reduce == "add"
+        else "mul"
+        if reduce == "multiply"
+        else "none"
+    )
+    return ctx.g.op(
+        "ScatterElements",
+        x,
+        index,
+        ctx.tensor(src, dtype),
+        axis=_dim(dim, ctx.rank(node)),
+        reduction=reduction,
+    )
 
 
 @lowers(aten.index_select.default)
@@ -201,13 +234,16 @@ def _index_select(ctx, node, x, dim, index):
 def _index_tensors(ctx, node, indices):
     """Leading index tensors (no None before them) -> int64 [..., k] for GatherND/ScatterND."""
     if any(i is None for i in indices):
-        raise UnsupportedError("advanced indexing with a slice before the index tensors "
-                               "(use index_select or gather)")
+        raise UnsupportedError(
+            "advanced indexing with a slice before the index tensors (use index_select or gather)"
+        )
     idx = []
     for i, arg in zip(indices, node.args[1]):
         if arg.meta["val"].dtype == torch.bool:
-            raise UnsupportedError("indexing with a boolean mask (its result's size depends on "
-                                   "the data); use torch.where or masked_fill")
+            raise UnsupportedError(
+                "indexing with a boolean mask (its result's size depends on "
+                "the data); use torch.where or masked_fill"
+            )
         idx.append(ctx.g.op("Unsqueeze", ctx.tensor(i, torch.int64), ctx.g.ints(-1)))
     if len(idx) == 1:
         return idx[0]
@@ -218,8 +254,11 @@ def _index_tensors(ctx, node, indices):
 @lowers(aten.index.Tensor)
 def _index(ctx, node, x, indices):
     present = [i for i in indices if i is not None]
-    if len(present) == 1 and indices.index(present[0]) > 0 and \
-            all(i is None for i in indices[:indices.index(present[0])]):
+    if (
+        len(present) == 1
+        and indices.index(present[0]) > 0
+        and all(i is None for i in indices[: indices.index(present[0])])
+    ):
         d = indices.index(present[0])
         if node.args[1][d].meta["val"].dtype != torch.bool:
             return ctx.g.op("Gather", x, ctx.tensor(present[0], torch.int64), axis=d)
@@ -229,15 +268,22 @@ def _index(ctx, node, x, indices):
 @lowers(aten.index_put.default)
 def _index_put(ctx, node, x, indices, values, accumulate=False):
     dtype = ctx.dtype(node)
-    if len(indices) == 1 and indices[0] is not None and \
-            node.args[1][0].meta["val"].dtype == torch.bool:
+    if (
+        len(indices) == 1
+        and indices[0] is not None
+        and node.args[1][0].meta["val"].dtype == torch.bool
+    ):
         return _masked_put(ctx, node, x, indices[0], values, accumulate, dtype)
     idx = _index_tensors(ctx, node, indices)
     k = len(indices)
     rank = ctx.rank(node)
     # updates must have shape idx.shape[:-1] + x.shape[k:]
-    target = ctx.g.op("Concat", ctx.g.op("Slice", ctx.shape(idx), ctx.g.ints(0), ctx.g.ints(-1)),
-                      ctx.g.op("Slice", ctx.shape(x), ctx.g.ints(k), ctx.g.ints(rank)), axis=0)
+    target = ctx.g.op(
+        "Concat",
+        ctx.g.op("Slice", ctx.shape(idx), ctx.g.ints(0), ctx.g.ints(-1)),
+        ctx.g.op("Slice", ctx.shape(x), ctx.g.ints(k), ctx.g.ints(rank)),
+        axis=0,
+    )
     updates = ctx.g.op("Expand", ctx.tensor(values, dtype), target)
     return ctx.g.op("ScatterND", x, idx, updates, reduction="add" if accumulate else "none")
 
@@ -245,9 +291,11 @@ def _index_put(ctx, node, x, indices, values, accumulate=False):
 def _masked_put(ctx, node, x, mask, values, accumulate, dtype):
     """x[mask] = v (or += v) for one value broadcast to every selected element."""
     if node.args[2].meta["val"].numel() != 1:
-        raise UnsupportedError("assigning a tensor of values through a boolean mask (their "
-                               "number depends on the data); assign one value or use "
-                               "torch.where")
+        raise UnsupportedError(
+            "assigning a tensor of values through a boolean mask (their "
+            "number depends on the data); assign one value or use "
+            "torch.where"
+        )
     mask_rank = node.args[1][0].meta["val"].dim()
     if mask_rank < ctx.rank(node):
         mask = ctx.g.op("Unsqueeze", mask, ctx.g.ints(*range(mask_rank, ctx.rank(node))))
@@ -283,8 +331,13 @@ def _full(ctx, node, *args):
     return ctx.g.op("Expand", ctx.tensor(value, ctx.dtype(node)), ctx.sizes(size))
 
 
-@lowers(aten.zeros.default, aten.empty.memory_format, aten.empty_permuted.default,
-        aten.new_zeros.default, aten.new_empty.default)
+@lowers(
+    aten.zeros.default,
+    aten.empty.memory_format,
+    aten.empty_permuted.default,
+    aten.new_zeros.default,
+    aten.new_empty.default,
+)
 def _zeros(ctx, node, *args):
     size = args[1] if node.target in (aten.new_zeros.default, aten.new_empty.default) else args[0]
     return ctx.g.op("Expand", ctx.tensor(0, ctx.dtype(node)), ctx.sizes(size))
@@ -296,11 +349,17 @@ def _ones(ctx, node, *args):
     return ctx.g.op("Expand", ctx.tensor(1, ctx.dtype(node)), ctx.sizes(size))
 
 
-@lowers(aten.full_like.default, aten.zeros_like.default, aten.ones_like.default,
-        aten.empty_like.default)
+@lowers(
+    aten.full_like.default, aten.zeros_like.default, aten.ones_like.default, aten.empty_like.default
+)
 def _full_like(ctx, node, x, *args):
-    value = args[0] if node.target == aten.full_like.default else \
-        1 if node.target == aten.ones_like.default else 0
+    value = (
+        args[0]
+        if node.target == aten.full_like.default
+        else 1
+        if node.target == aten.ones_like.default
+        else 0
+    )
     return ctx.g.op("Expand", ctx.tensor(value, ctx.dtype(node)), ctx.shape(x))
 
 
@@ -318,5 +377,6 @@ def _arange(ctx, node, *args):
         start, end, step = args[0], args[1], 1
     else:
         start, end, step = args[0], args[1], args[2] if args[2] is not None else 1
-    return ctx.g.op("Range", ctx.tensor(start, dtype), ctx.tensor(end, dtype),
-                    ctx.tensor(step, dtype))
+    return ctx.g.op(
+        "Range", ctx.tensor(start, dtype), ctx.tensor(end, dtype), ctx.tensor(step, dtype)
+    )

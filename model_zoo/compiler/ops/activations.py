@@ -1,4 +1,5 @@
 """Pointwise activations; each backward uses the forward's output where it can."""
+
 from __future__ import annotations
 
 import math
@@ -43,13 +44,19 @@ class Gelu(Op):
 
     def forward(self, g, inputs, training):
         x = self.x = inputs[0]
-        self.cdf = g.op("Mul", g.const(0.5), g.op(
-            "Add", g.const(1.0), g.op("Erf", g.op("Mul", x, g.const(1 / math.sqrt(2))))))
+        self.cdf = g.op(
+            "Mul",
+            g.const(0.5),
+            g.op("Add", g.const(1.0), g.op("Erf", g.op("Mul", x, g.const(1 / math.sqrt(2))))),
+        )
         return g.op("Mul", x, self.cdf)
 
     def backward(self, g, grad_outputs, needs_grad):
         x = self.x
-        pdf = g.op("Mul", g.const(1 / math.sqrt(2 * math.pi)),
-                   g.op("Exp", g.op("Mul", g.const(-0.5), g.op("Mul", x, x))))
+        pdf = g.op(
+            "Mul",
+            g.const(1 / math.sqrt(2 * math.pi)),
+            g.op("Exp", g.op("Mul", g.const(-0.5), g.op("Mul", x, x))),
+        )
         slope = g.op("Add", self.cdf, g.op("Mul", x, pdf))
         return [g.op("Mul", grad_outputs[0], slope)]

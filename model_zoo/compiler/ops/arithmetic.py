@@ -1,4 +1,5 @@
 """Elementwise add/sub/mul of two same-shaped tensors, or of a tensor and a Python number."""
+
 from __future__ import annotations
 
 from .base import Op

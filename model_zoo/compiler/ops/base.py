@@ -10,6 +10,7 @@ forms of `gradients.py`; an input's gradient may also be a list of terms to be s
 `backward` receives factored gradients only of the kinds in `structured_gradients`
 (others arrive written out).
 """
+
 from __future__ import annotations
 
 from ..graph import GraphBuilder
@@ -25,8 +26,9 @@ class Op:
     def forward(self, g: GraphBuilder, inputs: list[str], training: bool):
         raise NotImplementedError
 
-    def backward(self, g: GraphBuilder, grad_outputs: list[str | None],
-                 needs_grad: list[bool]) -> list[str | None]:
+    def backward(
+        self, g: GraphBuilder, grad_outputs: list[str | None], needs_grad: list[bool]
+    ) -> list[str | None]:
         raise NotImplementedError
 
 

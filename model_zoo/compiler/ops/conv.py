@@ -5,6 +5,7 @@ input with dy, treating the batch as the channel axis: Conv(x^T, dy^T) with dila
 to the forward stride gives [C_in, C_out, k, k] (see Dumoulin & Visin 2016, "A guide to
 convolution arithmetic for deep learning").
 """
+
 from __future__ import annotations
 
 from .base import Op, UnsupportedError
@@ -13,12 +14,19 @@ from .base import Op, UnsupportedError
 class Conv2d(Op):
     """x [N, C_in, H, W], W [C_out, C_in, kh, kw], b [C_out] -> y [N, C_out, H', W']."""
 
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int], input_hw: tuple[int, int], has_bias: bool):
+    def __init__(
+        self,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        input_hw: tuple[int, int],
+        has_bias: bool,
+    ):
         self.kernel, self.stride, self.padding = kernel, stride, padding
         self.input_hw, self.has_bias = input_hw, has_bias
-        self.output_hw = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in
-                               zip(input_hw, padding, kernel, stride))
+        self.output_hw = tuple(
+            (n + 2 * p - k) // s + 1 for n, p, k, s in zip(input_hw, padding, kernel, stride)
+        )
         if min(self.output_hw) < 1:
             raise UnsupportedError(f"Conv2d output would be empty for input {input_hw}")
 
@@ -29,18 +37,33 @@ class Conv2d(Op):
 
     def forward(self, g, inputs, training):
         self.x, self.w = inputs[0], inputs[1]
-        return g.op("Conv", *inputs, kernel_shape=list(self.kernel), strides=list(self.stride),
-                    pads=self._pads)
+        return g.op(
+            "Conv",
+            *inputs,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            pads=self._pads,
+        )
 
     def backward(self, g, grad_outputs, needs_grad):
         dy = grad_outputs[0]
         grads = [None] * (3 if self.has_bias else 2)
         if needs_grad[0]:
-            output_padding = [n - ((o - 1) * s - 2 * p + k) for n, o, s, p, k in zip(
-                self.input_hw, self.output_hw, self.stride, self.padding, self.kernel)]
-            grads[0] = g.op("ConvTranspose", dy, self.w, kernel_shape=list(self.kernel),
-                            strides=list(self.stride), pads=self._pads,
-                            output_padding=output_padding)
+            output_padding = [
+                n - ((o - 1) * s - 2 * p + k)
+                for n, o, s, p, k in zip(
+                    self.input_hw, self.output_hw, self.stride, self.padding, self.kernel
+                )
+            ]
+            grads[0] = g.op(
+                "ConvTranspose",
+                dy,
+                self.w,
+                kernel_shape=list(self.kernel),
+                strides=list(self.stride),
+                pads=self._pads,
+                output_padding=output_padding,
+            )
         if needs_grad[1]:
             x = self.x
             if any(self.padding):

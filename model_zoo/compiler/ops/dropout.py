@@ -6,6 +6,7 @@ of (seed, element index). The hash is written once against a tiny arithmetic int
 evaluated both as graph nodes and in numpy (`dropout_keep_mask`), so tests and PyTorch
 references reproduce a step's masks exactly. It is a statistical hash, not a secure one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,8 +31,12 @@ def _hash_uniform(ops, pos, seed):
 
 
 class _NumpyOps:
-    add, mul, mod, xor = staticmethod(np.add), staticmethod(np.multiply), staticmethod(np.mod), \
-        staticmethod(np.bitwise_xor)
+    add, mul, mod, xor = (
+        staticmethod(np.add),
+        staticmethod(np.multiply),
+        staticmethod(np.mod),
+        staticmethod(np.bitwise_xor),
+    )
 
     @staticmethod
     def const(v):
@@ -85,10 +90,16 @@ class Dropout(Op):
             return x
         shape = g.op("Shape", x)
         count = g.op("ReduceProd", shape, keepdims=1)
-        pos = g.op("Reshape", g.op("Range", g.const(0, "int64"), g.op("Squeeze", count),
-                                   g.const(1, "int64")), shape)
-        seed = g.op("Mod", g.op("Add", self.seed_input, g.const(self.salt * _SALT, "int64")),
-                    g.const(_P, "int64"))
+        pos = g.op(
+            "Reshape",
+            g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
+            shape,
+        )
+        seed = g.op(
+            "Mod",
+            g.op("Add", self.seed_input, g.const(self.salt * _SALT, "int64")),
+            g.const(_P, "int64"),
+        )
         u = _hash_uniform(_GraphOps(g), pos, seed)
         keep = g.op("Cast", g.op("GreaterOrEqual", u, g.const(self.p)), to=1)
         self.scale = g.op("Mul", keep, g.const(1.0 / (1.0 - self.p)))

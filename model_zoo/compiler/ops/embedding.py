@@ -1,6 +1,7 @@
 """nn.Embedding: a row lookup whose gradient scatters-adds rows back into the table.
 
 The gradient stays `SparseRows` so a tied output layer's rows are scattered with it, once."""
+
 from __future__ import annotations
 
 from ..gradients import SparseRows

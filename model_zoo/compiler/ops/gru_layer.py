@@ -4,6 +4,7 @@ as a Scan loop in the rows layout [T, B, F], with a hand-written backward loop.
 The input projection runs before the forward loop over all steps; the gate-derivative
 coefficients before the backward loop; the weight gradients after it as single Gemms.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -71,11 +72,14 @@ class GruLayer:
             dh_prev = b.op("Add", b.op("Mul", dh_tot, z_t), b.op("MatMul", dhg, w_hh))
             return [dh_prev], [dxg, dhg]
 
-        _, (dxg, dhg) = scan(g, body, [zeros_rows(g, self.x, H)],
-                             [dy, coef_n, coef_z, coef_r, r, z], 2, reverse=True)
-        grads = [sum_time_batch(g, dxg, self.x, 3 * H, self.input_size),
-                 sum_time_batch(g, dhg, h_prev, 3 * H, H),
-                 g.op("ReduceSum", g.op("Reshape", dxg, g.ints(-1, 3 * H)), g.ints(0), keepdims=0),
-                 g.op("ReduceSum", g.op("Reshape", dhg, g.ints(-1, 3 * H)), g.ints(0), keepdims=0)]
+        _, (dxg, dhg) = scan(
+            g, body, [zeros_rows(g, self.x, H)], [dy, coef_n, coef_z, coef_r, r, z], 2, reverse=True
+        )
+        grads = [
+            sum_time_batch(g, dxg, self.x, 3 * H, self.input_size),
+            sum_time_batch(g, dhg, h_prev, 3 * H, H),
+            g.op("ReduceSum", g.op("Reshape", dxg, g.ints(-1, 3 * H)), g.ints(0), keepdims=0),
+            g.op("ReduceSum", g.op("Reshape", dhg, g.ints(-1, 3 * H)), g.ints(0), keepdims=0),
+        ]
         dx = g.op("MatMul", dxg, self.w_ih) if need_dx else None
         return dx, grads

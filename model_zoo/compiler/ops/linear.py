@@ -1,4 +1,5 @@
 """Affine maps: nn.Linear and F.linear (the latter also serves tied output embeddings)."""
+
 from __future__ import annotations
 
 from ..gradients import Product, RowScaled
@@ -14,8 +15,7 @@ class Linear(Op):
 
     structured_gradients = (RowScaled,)
 
-    def __init__(self, in_features: int, out_features: int, has_bias: bool,
-                 input_rank: int = 2):
+    def __init__(self, in_features: int, out_features: int, has_bias: bool, input_rank: int = 2):
         self.in_features, self.out_features, self.has_bias = in_features, out_features, has_bias
         self.input_rank = input_rank
 

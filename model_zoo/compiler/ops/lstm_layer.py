@@ -17,6 +17,7 @@ is read in place, which is measurably faster per product (docs/benchmarks.md), a
 there are hundreds of products per train step. Gate blocks are
 contiguous rows of [nH, B], so Split and Concat move whole blocks.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -57,8 +58,9 @@ class LstmLayer:
 
         def body(b, states, slices):
             h, c = states
-            parts = b.op("Split", b.op("Gemm", w_hh, h, slices[0]), axis=0, num_outputs=n,
-                         outputs=n)
+            parts = b.op(
+                "Split", b.op("Gemm", w_hh, h, slices[0]), axis=0, num_outputs=n, outputs=n
+            )
             if self.cifg:
                 f = b.op("Sigmoid", parts[0])
                 gg, o = b.op("Tanh", parts[1]), b.op("Sigmoid", parts[2])
@@ -96,11 +98,16 @@ class LstmLayer:
         coef_o = b.op("Mul", tc, sig_slope(o))
         coef_c = b.op("Mul", o, tanh_slope(tc))
         if self.cifg:
-            coef = [b.op("Mul", b.op("Sub", c, gg), sig_slope(f)),
-                    b.op("Mul", b.op("Sub", one, f), tanh_slope(gg))]
+            coef = [
+                b.op("Mul", b.op("Sub", c, gg), sig_slope(f)),
+                b.op("Mul", b.op("Sub", one, f), tanh_slope(gg)),
+            ]
         else:
-            coef = [b.op("Mul", gg, sig_slope(i)), b.op("Mul", c, sig_slope(f)),
-                    b.op("Mul", i, tanh_slope(gg))]
+            coef = [
+                b.op("Mul", gg, sig_slope(i)),
+                b.op("Mul", c, sig_slope(f)),
+                b.op("Mul", i, tanh_slope(gg)),
+            ]
         return [b.op("Concat", *coef, coef_o, axis=0), coef_c, f]
 
     def backward(self, g, dy, need_dx):
@@ -122,9 +129,14 @@ class LstmLayer:
             return [dh_prev, dc_prev], ([dgates, dh_tot] if w_hr_t else [dgates])
 
         dy_fm = g.op("Transpose", dy, perm=[0, 2, 1])
-        _, outs = scan(g, body, [zeros_columns(g, self.x, P), zeros_columns(g, self.x, H)],
-                       [dy_fm, self.coef_gates, self.coef_c, self.f], 2 if self.projected else 1,
-                       reverse=True)
+        _, outs = scan(
+            g,
+            body,
+            [zeros_columns(g, self.x, P), zeros_columns(g, self.x, H)],
+            [dy_fm, self.coef_gates, self.coef_c, self.f],
+            2 if self.projected else 1,
+            reverse=True,
+        )
         dgates = to_rows(g, outs[0], n * H)
         h_prev = shift_back(g, self.y, zeros_rows(g, self.x, P))
         d_w_ih = Product(dgates, g.op("Reshape", self.x, g.ints(-1, self.input_size)), trans_a=True)

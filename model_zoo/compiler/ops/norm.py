@@ -1,4 +1,5 @@
 """nn.LayerNorm over the last dimension."""
+
 from __future__ import annotations
 
 from .base import Op, flatten_last

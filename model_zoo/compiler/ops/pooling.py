@@ -2,21 +2,22 @@
 
 The arg-max comes from MaxPool's indices output: the first maximal element, PyTorch's tie
 rule, which matters after ReLU and on images with flat backgrounds."""
+
 from __future__ import annotations
 
 from .base import Op
 
 
 class MaxPool2d(Op):
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int],
-                 padding: tuple[int, int]):
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]):
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
     def forward(self, g, inputs, training):
         x = inputs[0]
         ph, pw = self.padding
-        attrs = dict(kernel_shape=list(self.kernel), strides=list(self.stride),
-                     pads=[ph, pw, ph, pw])
+        attrs = dict(
+            kernel_shape=list(self.kernel), strides=list(self.stride), pads=[ph, pw, ph, pw]
+        )
         if not training:
             return g.op("MaxPool", x, **attrs)
         self.shape = g.op("Shape", x)
@@ -28,10 +29,24 @@ class MaxPool2d(Op):
         if all(s >= k for s, k in zip(self.stride, self.kernel)) and not any(self.padding):
             # windows do not overlap, so no input element takes two gradients: MaxUnpool
             # places them, faster than zeros + ScatterElements (docs/benchmarks.md)
-            return [g.op("MaxUnpool", grad_outputs[0], self.indices, self.shape,
-                         kernel_shape=list(self.kernel), strides=list(self.stride))]
+            return [
+                g.op(
+                    "MaxUnpool",
+                    grad_outputs[0],
+                    self.indices,
+                    self.shape,
+                    kernel_shape=list(self.kernel),
+                    strides=list(self.stride),
+                )
+            ]
         numel = g.op("ReduceProd", self.shape, keepdims=1)
         zeros = g.op("ConstantOfShape", numel)
-        flat = g.op("ScatterElements", zeros, g.op("Reshape", self.indices, g.ints(-1)),
-                    g.op("Reshape", grad_outputs[0], g.ints(-1)), axis=0, reduction="add")
+        flat = g.op(
+            "ScatterElements",
+            zeros,
+            g.op("Reshape", self.indices, g.ints(-1)),
+            g.op("Reshape", grad_outputs[0], g.ints(-1)),
+            axis=0,
+            reduction="add",
+        )
         return [g.op("Reshape", flat, self.shape)]

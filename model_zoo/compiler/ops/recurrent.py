@@ -2,6 +2,7 @@
 layers, each a forward Scan loop with a hand-written backward loop: lstm_layer.py and
 gru_layer.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class Recurrent(Op):
             x = g.op("Transpose", x, perm=[1, 0, 2])
         finals_h, finals_c = [], []
         for index, layer in enumerate(self.layers):
-            x, h_n, c_n = layer.forward(g, x, params[index * k:(index + 1) * k], training)
+            x, h_n, c_n = layer.forward(g, x, params[index * k : (index + 1) * k], training)
             finals_h.append(g.op("Unsqueeze", h_n, g.ints(0)))
             if c_n is not None:
                 finals_c.append(g.op("Unsqueeze", c_n, g.ints(0)))
@@ -65,8 +66,10 @@ class Recurrent(Op):
     def backward(self, g, grad_outputs, needs_grad):
         dy = grad_outputs[0]
         if any(grad is not None for grad in grad_outputs[1:]):
-            raise UnsupportedError("gradients through final recurrent states (h_n, c_n) are "
-                                   "not supported; use the output sequence")
+            raise UnsupportedError(
+                "gradients through final recurrent states (h_n, c_n) are "
+                "not supported; use the output sequence"
+            )
         if self.spec.batch_first:
             dy = g.op("Transpose", dy, perm=[1, 0, 2])
         param_grads: list = []

@@ -1,4 +1,5 @@
 """Build ONNX Scan loops from Python functions that emit the loop body."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -10,8 +11,14 @@ from ..graph import GraphBuilder
 BodyFn = Callable[[GraphBuilder, list[str], list[str]], tuple[list[str], list[str]]]
 
 
-def scan(g: GraphBuilder, body_fn: BodyFn, states: list[str], sequences: list[str],
-         num_scan_outputs: int, reverse: bool = False) -> tuple[list[str], list[str]]:
+def scan(
+    g: GraphBuilder,
+    body_fn: BodyFn,
+    states: list[str],
+    sequences: list[str],
+    num_scan_outputs: int,
+    reverse: bool = False,
+) -> tuple[list[str], list[str]]:
     """Run `body_fn(b, state_names, slice_names) -> (new_states, scan_outputs)` over axis 0.
 
     Returns (final states, stacked scan outputs). With `reverse` the loop runs from the last
@@ -36,9 +43,16 @@ def scan(g: GraphBuilder, body_fn: BodyFn, states: list[str], sequences: list[st
         b.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     n_out = len(states) + num_scan_outputs
     direction = [1 if reverse else 0]
-    outputs = g.op("Scan", *states, *sequences, outputs=n_out, hint="scan",
-                   body=b.to_graph(g.fresh("scan_body")), num_scan_inputs=len(sequences),
-                   scan_input_directions=direction * len(sequences),
-                   scan_output_directions=direction * num_scan_outputs)
+    outputs = g.op(
+        "Scan",
+        *states,
+        *sequences,
+        outputs=n_out,
+        hint="scan",
+        body=b.to_graph(g.fresh("scan_body")),
+        num_scan_inputs=len(sequences),
+        scan_input_directions=direction * len(sequences),
+        scan_output_directions=direction * num_scan_outputs,
+    )
     outputs = [outputs] if isinstance(outputs, str) else outputs
-    return outputs[:len(states)], outputs[len(states):]
+    return outputs[: len(states)], outputs[len(states) :]

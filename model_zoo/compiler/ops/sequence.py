@@ -4,6 +4,7 @@ Two layouts appear: rows [T, B, F] (time, batch, features), which the large matr
 products over all steps use, and feature-major [T, F, B], which the loops use (see
 lstm_layer.py for why).
 """
+
 from __future__ import annotations
 
 from ..graph import GraphBuilder

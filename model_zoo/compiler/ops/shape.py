@@ -1,4 +1,5 @@
 """Shape-only ops: flatten, reshape, transpose/permute. Gradients undo the reshuffle."""
+
 from __future__ import annotations
 
 from .base import Op

@@ -1,5 +1,6 @@
 """Decoded updates to test with: a tensor of every kind of codec as DecodedTensor parts,
 and block-coded int8 updates as JoinedParts, each with what it decodes to, dense."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,12 @@ CODECS = {
     "int8+rotation": CodecSpec("int8", rotate=True),
     "topk-int8": CodecSpec("int8", sparsifier="topk", fraction=0.05),
     "topk-int8-blocks": CodecSpec("int8", sparsifier="topk", fraction=0.05, index_coding="blocks"),
-    "topk-float16-blocks": CodecSpec("float16", sparsifier="topk", fraction=0.3,
-                                     index_coding="blocks"),
-    "topk-int8-blocks-chunk8": CodecSpec("int8", sparsifier="topk", fraction=0.4, chunk=8,
-                                         index_coding="blocks"),
+    "topk-float16-blocks": CodecSpec(
+        "float16", sparsifier="topk", fraction=0.3, index_coding="blocks"
+    ),
+    "topk-int8-blocks-chunk8": CodecSpec(
+        "int8", sparsifier="topk", fraction=0.4, chunk=8, index_coding="blocks"
+    ),
     "randk-float16": CodecSpec("float16", sparsifier="randk", fraction=0.1),
     "topk-int2": CodecSpec("int2", sparsifier="topk", fraction=0.2, chunk=32),
 }
@@ -40,8 +43,9 @@ def decoded_parts(spec: CodecSpec, shape=(37, 51), seed=3):
 def joined_update(shapes, fraction: float, chunk: int, seed: int):
     """A JoinedParts update of tensors "t0", "t1", ... of `shapes` (block-coded top-k int8),
     and what each decodes to, dense."""
-    spec = CodecSpec("int8", sparsifier="topk", fraction=fraction, chunk=chunk,
-                     index_coding="blocks")
+    spec = CodecSpec(
+        "int8", sparsifier="topk", fraction=fraction, chunk=chunk, index_coding="blocks"
+    )
     rng = np.random.default_rng(seed)
     payloads, dense_each = [], {}
     for i, shape in enumerate(shapes):

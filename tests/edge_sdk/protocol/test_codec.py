@@ -2,6 +2,7 @@
 coordinates, a byte per kept coordinate), which carry any increasing index set exactly,
 the decoder refusing every malformed block layout before anything is scattered; and the
 registries, where a codec is one entry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_sdk.protocol import INDEX_BLOCK, BadPayload, CodecSpec, DecodedTensor, MalformedHeader
-from edge_sdk.protocol.codec import (INDEX_CODINGS, QUANTIZERS, SPARSIFIERS, decode_tensor_parts,
-                                     encode_tensor)
+from edge_sdk.protocol.codec import (
+    INDEX_CODINGS,
+    QUANTIZERS,
+    SPARSIFIERS,
+    decode_tensor_parts,
+    encode_tensor,
+)
 
 
 @st.composite
@@ -53,15 +59,20 @@ def test_a_new_block_may_start_below_the_last_offset_of_the_previous_one():
     counts = np.frombuffer(bytes(payload), "<u2", 4)
     np.testing.assert_array_equal(counts, [3, 2, 1, 1])
     where = INDEX_CODINGS["blocks"].decode(bytes(payload), n, len(idx))
-    np.testing.assert_array_equal(np.frombuffer(where["block_offsets"], np.uint8), [0, 5, 255, 0, 44, 1, 9])
+    np.testing.assert_array_equal(
+        np.frombuffer(where["block_offsets"], np.uint8), [0, 5, 255, 0, 44, 1, 9]
+    )
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: p.__setitem__(slice(0, 2), (2).to_bytes(2, "little")), "add up to"),
-    (lambda p: p.__setitem__(8 + 1, 0), "strictly increasing"),   # 0 0 within block 0
-    (lambda p: p.__setitem__(8 + 2, 4), "strictly increasing"),   # 0 5 4 within block 0
-    (lambda p: p.__setitem__(8 + 6, 10), "out of range"),         # last block has offsets 0..9
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.__setitem__(slice(0, 2), (2).to_bytes(2, "little")), "add up to"),
+        (lambda p: p.__setitem__(8 + 1, 0), "strictly increasing"),  # 0 0 within block 0
+        (lambda p: p.__setitem__(8 + 2, 4), "strictly increasing"),  # 0 5 4 within block 0
+        (lambda p: p.__setitem__(8 + 6, 10), "out of range"),  # last block has offsets 0..9
+    ],
+)
 def test_malformed_blocks_are_refused_with_the_reason(damage, message):
     n, idx, payload = _blocks()
     damage(payload)
@@ -93,10 +104,13 @@ def test_headers_without_the_field_mean_gaps_and_bad_codings_are_refused():
         CodecSpec("int8", index_coding="blocks")
 
 
-@pytest.mark.parametrize("n, counts, offsets, message", [
-    (2 * INDEX_BLOCK, [257, 0], list(range(256)) + [255], "strictly increasing"),
-    (INDEX_BLOCK + 10, [0, 11], list(range(11)), "out of range"),  # the last block holds 10
-])
+@pytest.mark.parametrize(
+    "n, counts, offsets, message",
+    [
+        (2 * INDEX_BLOCK, [257, 0], list(range(256)) + [255], "strictly increasing"),
+        (INDEX_BLOCK + 10, [0, 11], list(range(11)), "out of range"),  # the last block holds 10
+    ],
+)
 def test_a_count_over_its_blocks_coordinates_is_refused(n, counts, offsets, message):
     payload = np.array(counts, "<u2").tobytes() + np.array(offsets, np.uint8).tobytes()
     with pytest.raises(BadPayload, match=message):
@@ -104,8 +118,11 @@ def test_a_count_over_its_blocks_coordinates_is_refused(n, counts, offsets, mess
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 2 * INDEX_BLOCK + 40), st.integers(0, 2**32 - 1),
-       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3))
+@given(
+    st.integers(1, 2 * INDEX_BLOCK + 40),
+    st.integers(0, 2**32 - 1),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3),
+)
 def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, damage):
     # the aggregator's scatter kernels run without bounds checks and trust exactly this;
     # payloads are valid ones with up to three bytes overwritten
@@ -129,8 +146,9 @@ def test_any_payload_is_refused_or_gives_increasing_in_range_positions(n, seed, 
 @pytest.mark.parametrize("quantizer", sorted(QUANTIZERS))
 @pytest.mark.parametrize("sparsifier", sorted(SPARSIFIERS))
 def test_every_registered_codec_decodes_to_what_its_encoder_reconstructed(quantizer, sparsifier):
-    spec = CodecSpec(quantizer, sparsifier=sparsifier,
-                     fraction=1.0 if sparsifier == "none" else 0.3, chunk=64)
+    spec = CodecSpec(
+        quantizer, sparsifier=sparsifier, fraction=1.0 if sparsifier == "none" else 0.3, chunk=64
+    )
     x = np.random.default_rng(3).normal(0, 1, (37, 11)).astype(np.float32)
     payload, reconstructed = encode_tensor(x, spec, seed=5, rng=np.random.default_rng(0))
     assert len(payload) == spec.payload_size(x.size)
@@ -140,12 +158,14 @@ def test_every_registered_codec_decodes_to_what_its_encoder_reconstructed(quanti
 
 def test_a_new_quantizer_is_one_registry_entry(monkeypatch):
     from edge_sdk.protocol import codec
+
     monkeypatch.setitem(QUANTIZERS, "float64", codec._Floats("<f8"))
     spec = CodecSpec("float64", sparsifier="topk", fraction=0.5)
     x = np.random.default_rng(4).normal(0, 1, 100).astype(np.float32)
     payload, reconstructed = encode_tensor(x, spec, seed=1, rng=np.random.default_rng(0))
     assert len(payload) == 4 * 50 + 8 * 50  # the gaps, then the kept values as float64
-    np.testing.assert_array_equal(decode_tensor_parts(payload, spec, (100,), 1).to_dense(),
-                                  reconstructed)
+    np.testing.assert_array_equal(
+        decode_tensor_parts(payload, spec, (100,), 1).to_dense(), reconstructed
+    )
     with pytest.raises(ValueError, match="quantizer must be one of"):
         CodecSpec("float128")

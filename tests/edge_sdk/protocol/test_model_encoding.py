@@ -1,22 +1,37 @@
 """Model downloads in the compact encodings: the bound of each, the checksum, and old
 float32 frames still read."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import (BadChecksum, MalformedHeader, ShapeMismatch, decode_model, decode_parameters,
-                               encode_model, encode_parameters, generate_signing_key,
-                               public_key_of)
+from edge_sdk.protocol import (
+    BadChecksum,
+    MalformedHeader,
+    ShapeMismatch,
+    decode_model,
+    decode_parameters,
+    encode_model,
+    encode_parameters,
+    generate_signing_key,
+    public_key_of,
+)
 
-SPECS = [{"name": "w", "shape": [300, 70]}, {"name": "b", "shape": [70]},
-         {"name": "s", "shape": [1]}]
+SPECS = [
+    {"name": "w", "shape": [300, 70]},
+    {"name": "b", "shape": [70]},
+    {"name": "s", "shape": [1]},
+]
 
 
 def _params(seed=0):
     rng = np.random.default_rng(seed)
-    return {"w": rng.normal(0, 0.2, (300, 70)).astype(np.float32),
-            "b": rng.uniform(-3, 3, 70).astype(np.float32), "s": np.array([0.0], np.float32)}
+    return {
+        "w": rng.normal(0, 0.2, (300, 70)).astype(np.float32),
+        "b": rng.uniform(-3, 3, 70).astype(np.float32),
+        "s": np.array([0.0], np.float32),
+    }
 
 
 def test_q8_error_at_most_half_a_step_of_its_chunk():
@@ -28,9 +43,9 @@ def test_q8_error_at_most_half_a_step_of_its_chunk():
         flat, rec = x.reshape(-1), got[name].reshape(-1)
         assert rec.dtype == np.float32 and got[name].shape == x.shape
         for start in range(0, flat.size, 256):
-            chunk = flat[start:start + 256]
+            chunk = flat[start : start + 256]
             half_step = np.abs(chunk).max() / 254
-            assert np.abs(rec[start:start + 256] - chunk).max() <= half_step * (1 + 1e-5) + 1e-12
+            assert np.abs(rec[start : start + 256] - chunk).max() <= half_step * (1 + 1e-5) + 1e-12
     assert len(data) < len(encode_parameters(params, SPECS, "m", 3)) / 3.5
 
 
@@ -82,8 +97,11 @@ def test_a_difference_decodes_only_onto_its_base_within_the_int4_bound():
     for name in now:
         d = (now[name] - base[name]).reshape(-1)
         for start in range(0, d.size, 64):
-            half_step = np.abs(d[start:start + 64]).max() / 14
-            err = np.abs(got[name].reshape(-1)[start:start + 64] - now[name].reshape(-1)[start:start + 64])
+            half_step = np.abs(d[start : start + 64]).max() / 14
+            err = np.abs(
+                got[name].reshape(-1)[start : start + 64]
+                - now[name].reshape(-1)[start : start + 64]
+            )
             assert err.max() <= half_step * (1 + 1e-4) + 1e-7
     for wrong in (None, (3, base)):
         with pytest.raises(MalformedHeader):

@@ -14,7 +14,7 @@ vectors = arrays(np.float32, st.integers(1, 700), elements=finite)
 
 def _step(x, bits, chunk):
     scales = np.abs(q._pad(x, chunk).reshape(-1, chunk)).max(1)
-    return np.repeat(2 * scales / (q.levels(bits) - 1), chunk)[:len(x)]
+    return np.repeat(2 * scales / (q.levels(bits) - 1), chunk)[: len(x)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -34,8 +34,10 @@ def test_dequantize_error_below_one_step_with_stochastic_rounding(x, bits, chunk
 
 
 @settings(max_examples=15, deadline=None)
-@given(arrays(np.float32, st.integers(1, 40), elements=st.floats(-10, 10, width=32)),
-       st.sampled_from([1, 2, 4]))
+@given(
+    arrays(np.float32, st.integers(1, 40), elements=st.floats(-10, 10, width=32)),
+    st.sampled_from([1, 2, 4]),
+)
 def test_stochastic_rounding_is_unbiased(x, bits):
     rng = np.random.default_rng(0)
     draws = 4000
@@ -51,7 +53,7 @@ def test_stochastic_rounding_is_unbiased(x, bits):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 255), min_size=1, max_size=300), st.sampled_from([1, 2, 4, 8]))
 def test_pack_unpack_round_trip(values, bits):
-    idx = (np.array(values) % (2 ** bits)).astype(np.uint8)
+    idx = (np.array(values) % (2**bits)).astype(np.uint8)
     packed = q.pack_bits(idx, bits)
     assert len(packed) == q.packed_size(len(idx), bits)
     np.testing.assert_array_equal(q.unpack_bits(packed, bits, len(idx)), idx)

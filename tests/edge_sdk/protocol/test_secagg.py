@@ -1,12 +1,18 @@
 """Secure aggregation: the server recovers only the sum, with dropouts at every stage."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from edge_sdk.protocol import BadPayload
-from edge_sdk.protocol.secagg import (FixedPoint, SecAggClient, SecAggServer,
-                                      reconstruct_secret, share_secret)
+from edge_sdk.protocol.secagg import (
+    FixedPoint,
+    SecAggClient,
+    SecAggServer,
+    reconstruct_secret,
+    share_secret,
+)
 
 CODEC = FixedPoint(clip=1.0, frac_bits=16)
 
@@ -22,8 +28,9 @@ def _round(n, threshold, vectors, drop_before_masking=(), drop_before_reveal=())
             server.collect_masked(i, c.masked_input(vectors[i], server.shares_for(i)))
     survivors = set(server.survivors)
     dropped = server.shared - survivors
-    reveals = {i: clients[i].reveal(survivors, dropped)
-               for i in survivors if i not in drop_before_reveal}
+    reveals = {
+        i: clients[i].reveal(survivors, dropped) for i in survivors if i not in drop_before_reveal
+    }
     return server, server.unmask(reveals, vectors[1].size), survivors
 
 
@@ -40,8 +47,11 @@ def test_the_sum_equals_the_plain_sum_when_20_percent_drop(drops):
     rng = np.random.default_rng(0)
     n, threshold = 10, 6
     vectors = {i: rng.uniform(-0.5, 0.5, 300).astype(np.float32) for i in range(1, n + 1)}
-    kwargs = {"none": {}, "before_masking": {"drop_before_masking": {3, 7}},
-              "before_reveal": {"drop_before_reveal": {2, 9}}}[drops]
+    kwargs = {
+        "none": {},
+        "before_masking": {"drop_before_masking": {3, 7}},
+        "before_reveal": {"drop_before_reveal": {2, 9}},
+    }[drops]
     server, total, survivors = _round(n, threshold, vectors, **kwargs)
     expected = sum(vectors[i] for i in survivors)
     np.testing.assert_allclose(total, expected, atol=len(survivors) * 0.5 / 2**16 + 1e-6)
@@ -63,8 +73,9 @@ def test_the_server_holds_nothing_that_reveals_an_individual_vector():
         assert abs(y.astype(np.float64).mean() / 2**32 - 0.5) < 0.02
         server.collect_masked(i, y)
     # the server keeps only the running sum of masked inputs, never one device's
-    assert not any(isinstance(v, np.ndarray) and v is not server.total
-                   for v in vars(server).values())
+    assert not any(
+        isinstance(v, np.ndarray) and v is not server.total for v in vars(server).values()
+    )
     # the shares it routed are ciphertexts: their plaintext header never shows
     for recipient, box in server.mailbox.items():
         for sender, blob in box.items():

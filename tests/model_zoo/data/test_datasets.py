@@ -31,8 +31,10 @@ def test_breast_cancer_is_standardized_with_train_statistics():
 def test_partitions_cover_every_index_once():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 1000)
-    for parts in (partition.partition_iid(1000, 7, rng),
-                  partition.partition_dirichlet(labels, 7, 0.3, rng)):
+    for parts in (
+        partition.partition_iid(1000, 7, rng),
+        partition.partition_dirichlet(labels, 7, 0.3, rng),
+    ):
         together = np.sort(np.concatenate(parts))
         np.testing.assert_array_equal(together, np.arange(1000))
 
@@ -41,5 +43,7 @@ def test_small_dirichlet_alpha_skews_labels():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 500)
     parts = partition.partition_dirichlet(labels, 10, 0.05, rng)
-    dominant = [np.bincount(labels[p], minlength=10).max() / max(1, len(p)) for p in parts if len(p)]
+    dominant = [
+        np.bincount(labels[p], minlength=10).max() / max(1, len(p)) for p in parts if len(p)
+    ]
     assert np.mean(dominant) > 0.5

@@ -2,8 +2,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from model_zoo.data.shakespeare import (ShakespeareUser, char_examples, char_windows_leaf,
-                                        load_users, parse_play, word_examples)
+from model_zoo.data.shakespeare import (
+    ShakespeareUser,
+    char_examples,
+    char_windows_leaf,
+    load_users,
+    parse_play,
+    word_examples,
+)
 from model_zoo.vocabulary_builder import build_char_vocabulary, build_word_vocabulary
 
 PLAY = """# A Play
@@ -29,8 +35,12 @@ Farewell.
 
 
 def test_parse_play_assigns_lines_to_speakers_and_drops_stage_directions():
-    assert parse_play(PLAY) == [("ANNA", "Good morrow, Ben."), ("ANNA", "How dost thou?"),
-                                ("BEN", "Well enough."), ("ANNA", "Farewell.")]
+    assert parse_play(PLAY) == [
+        ("ANNA", "Good morrow, Ben."),
+        ("ANNA", "How dost thou?"),
+        ("BEN", "Well enough."),
+        ("ANNA", "Farewell."),
+    ]
 
 
 def test_the_real_plays_give_the_leaf_population_of_users():
