@@ -1,4 +1,7 @@
-"""`make bench`: every benchmark, one after another, printing its table."""
+"""`make bench`: every benchmark, one after another, printing its table.
+
+The Flower side by side is `make bench-peers` (it installs Flower into its own virtualenv).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from . import (
     codec_bench,
     compiler_bench,
     device_bench,
+    download_bench,
     privacy_bench,
     simulator_bench,
 )
@@ -16,8 +20,10 @@ def main() -> None:
     compiler_bench.main([])
     device_bench.main([])
     codec_bench.main([])
+    download_bench.main([])
     aggregator_bench.main([])
     simulator_bench.main([])
+    simulator_bench.main(["--part", "scale"])
     privacy_bench.main([])
 
 
