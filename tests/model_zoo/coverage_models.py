@@ -366,6 +366,106 @@ def user_loss(outputs, targets):
 
 CLASS_WEIGHTS = torch.tensor([0.5, 2.0, 1.0])
 
+
+class EncoderDecoder(nn.Module):
+    """A small U-Net: a strided convolution down, ConvTranspose2d and nearest
+    interpolation up, a skip connection by concatenation."""
+
+    def __init__(self):
+        super().__init__()
+        self.down1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.down2 = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.mix = nn.Conv2d(8, 3, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.down1(x))
+        b = torch.relu(self.down2(a))
+        up = self.up(b) + F.interpolate(b, scale_factor=2.0, mode="nearest")[:, :4]
+        return self.mix(torch.cat([a, up], 1)).mean((2, 3))
+
+
+class Resampling(nn.Module):
+    """Bilinear upsampling (both corner rules), InstanceNorm2d, padding modes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect", bias=False)
+        self.norm = nn.InstanceNorm2d(4, affine=True)
+        self.edge = nn.Conv2d(4, 4, 2, padding=1, padding_mode="replicate")
+        self.wrap = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular")
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.conv(x)))
+        h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=False)
+        h = self.edge(h) + F.interpolate(h, size=(13, 13), mode="bilinear", align_corners=True)
+        return self.head(self.wrap(h).mean((2, 3)))
+
+
+class AveragePools(nn.Module):
+    """Average pools whose windows differ: ceil_mode, padding not counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.a = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.b = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.b(self.a(torch.tanh(self.conv(x))))
+        return self.head(h.mean((2, 3)))
+
+
+class TimeIndexing(nn.Module):
+    """Max pooling over a dynamic length, and index tensors after a slice: h[:, idx]
+    read and h[:, idx] written."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 3, padding=1)
+        self.pool = nn.MaxPool1d(2)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.conv(x.transpose(1, 2))))  # [N, 6, T // 2]
+        picked = h[:, torch.tensor([0, 2, 5])]  # channels 0, 2, 5: [N, 3, T // 2]
+        h = h.clone()
+        h[:, torch.tensor([1, 3])] = picked[:, :2] * 0.5
+        return self.head(h.amax(-1)) + picked.mean(-1)
+
+
+class EncoderDecoderLstm(nn.Module):
+    """An encoder's final (h, c) as a decoder's initial state; the decoder's c_n used."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.LSTM(4, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.dec = nn.LSTM(4, 6, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x):
+        _, (h, c) = self.enc(x)
+        y, (_, c_n) = self.dec(x.flip(1), (h, c))
+        return self.head(torch.cat([y[:, -1], c_n[-2], c_n[-1]], 1))
+
+
+class GruFromState(nn.Module):
+    """A GRU started from a state the model computes (time-major input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.init = nn.Linear(4, 8)
+        self.rnn = nn.GRU(4, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h0 = torch.tanh(self.init(x.mean(1))).unsqueeze(0)
+        y, h_n = self.rnn(x.transpose(0, 1), h0)
+        return self.head(y[-1] + h_n[0])
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -419,4 +519,10 @@ CASES = {
         task="next_word",
         sequence=True,
     ),
+    "encoder_decoder": Case(EncoderDecoder, _images(1, 8)),
+    "resampling": Case(Resampling, _images(2, 6)),
+    "average_pools": Case(AveragePools, _images(3, 9)),
+    "time_indexing": Case(TimeIndexing, _sequences(4), sequence=True),
+    "lstm_state_handoff": Case(EncoderDecoderLstm, _sequences(4), sequence=True),
+    "gru_initial_state": Case(GruFromState, _sequences(4), sequence=True),
 }

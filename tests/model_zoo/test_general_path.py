@@ -70,6 +70,59 @@ class MaskedTwin(TwoDropouts):
         return self.head(drop(torch.tanh(self.b(h)), 1))
 
 
+class ChannelDropout(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.conv, self.drop, self.head = (
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.Dropout2d(p),
+            nn.Linear(4, 3),
+        )
+        self.p = p
+
+    def forward(self, x):
+        return self.head(self.drop(torch.relu(self.conv(x))).mean((2, 3)))
+
+
+class ChannelMaskedTwin(ChannelDropout):
+    """Dropout2d draws one Bernoulli(1 - p) per (example, channel): the bundle's draw is
+    1 where the seeded uniform is below 1 - p, the complement of a keep mask at 1 - p."""
+
+    seed = 0
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        shape = (h.shape[0], h.shape[1], 1, 1)
+        drawn = 1 - torch.from_numpy(dropout_keep_mask(self.seed, shape, 1 - self.p, 0))
+        return self.head((h * drawn / (1 - self.p)).mean((2, 3)))
+
+
+def test_channel_dropout_trains_like_pytorch_with_the_same_draws(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+
+    def images(n):
+        return {
+            "x": torch.randn(n, 2, 5, 5, generator=gen),
+            "targets": torch.randint(0, 3, (n,), generator=gen),
+        }
+
+    model = ChannelDropout(0.4)
+    bundle = _compile(copy.deepcopy(model), images(4), tmp_path / "b", path="general")
+    twin = ChannelMaskedTwin(0.4)
+    twin.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    trainer = OrtTrainer(bundle)
+    for step in range(6):
+        batch = images([4, 1, 3][step % 3])
+        twin.seed = 500 + step
+        ours = trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=twin.seed)
+        theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
+        assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
+    for name, p in twin.named_parameters():
+        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)

@@ -12,6 +12,7 @@ of every buffer the step updates (BatchNorm's running statistics). The evaluatio
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import traceback
 from dataclasses import dataclass, field
@@ -47,7 +48,12 @@ class _Step(nn.Module):
     def forward(self, *tensors):
         out = self.model(**dict(zip(self.input_names, tensors[:-1])))
         if not isinstance(out, torch.Tensor):
-            raise UnsupportedError("the module must return one tensor (logits or predictions)")
+            raise UnsupportedError(
+                f"{type(self.model).__name__}.forward ({_source_of(type(self.model).forward)}) "
+                f"returns {type(out).__name__}, not one tensor: a bundle's model returns the "
+                "logits or predictions its loss reads (wrap the module to pick one output, "
+                "and compute any extra term inside the model)"
+            )
         target = tensors[-1]
         if self.flatten:  # language models: [B, T, C] logits, [B, T] targets
             loss = self.loss_fn(out.reshape(-1, out.shape[-1]), target.reshape(-1))
@@ -140,16 +146,53 @@ def capture(
 
 @contextlib.contextmanager
 def _composites():
-    """While capturing, functions whose fused kernels have no core-ATen backward run as
-    compositions of core ops: F.scaled_dot_product_attention as matmuls and a softmax
-    (nn.MultiheadAttention and the Transformer layers call it through
-    torch.nn.functional too), F.embedding_bag as a lookup and a reduction."""
-    fused = F.scaled_dot_product_attention, F.embedding_bag
-    F.scaled_dot_product_attention, F.embedding_bag = attention, embedding_bag
+    """While capturing, functions whose fused kernels have no core-ATen backward (or whose
+    kernels fix a dynamic size while tracing) run as compositions of core ops:
+    F.scaled_dot_product_attention as matmuls and a softmax (nn.MultiheadAttention and
+    the Transformer layers call it through torch.nn.functional too), F.embedding_bag as a
+    lookup and a reduction, F.max_pool1d as a one-row max_pool2d."""
+    table = {
+        "scaled_dot_product_attention": attention,
+        "embedding_bag": embedding_bag,
+        "max_pool1d": max_pool1d,
+    }
+    fused = {name: getattr(F, name) for name in table}
+    for name, composite in table.items():
+        setattr(F, name, composite)
     try:
         yield
     finally:
-        F.scaled_dot_product_attention, F.embedding_bag = fused
+        for name, fn in fused.items():
+            setattr(F, name, fn)
+
+
+def max_pool1d(
+    input,
+    kernel_size,
+    stride=None,
+    padding=0,
+    dilation=1,
+    ceil_mode=False,
+    return_indices=False,
+):
+    """F.max_pool1d over [N, C, L] (or [C, L]) as max_pool2d over [N, C, 1, L]: PyTorch's
+    1-d kernel reads the length as a Python int while tracing, which fixes it."""
+
+    def one(v):
+        return (1, v[0] if isinstance(v, (list, tuple)) else v)
+
+    out = F.max_pool2d(
+        input.unsqueeze(-2),
+        one(kernel_size),
+        one(stride if stride else kernel_size),
+        (0, padding[0] if isinstance(padding, (list, tuple)) else padding),
+        one(dilation),
+        ceil_mode=ceil_mode,
+        return_indices=return_indices,
+    )
+    if return_indices:
+        return out[0].squeeze(-2), out[1].squeeze(-2)
+    return out.squeeze(-2)
 
 
 def embedding_bag(
@@ -304,6 +347,14 @@ def _first_line(e: Exception) -> str:
     return f"{first}; at {frame}" if frame else first
 
 
+def _source_of(fn) -> str:
+    """file:line of a function's definition, for messages."""
+    try:
+        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (OSError, TypeError):
+        return getattr(fn, "__qualname__", "?")
+
+
 def _user_frame(e: BaseException) -> str | None:
     """The innermost frame outside torch and the compiler in e's traceback (or its cause's)."""
     best = None
@@ -312,7 +363,12 @@ def _user_frame(e: BaseException) -> str | None:
         seen.add(id(e))
         for frame in traceback.extract_tb(e.__traceback__):
             path = frame.filename.replace("\\", "/")
-            if "/torch/" in path or "/model_zoo/compiler/" in path or "/site-packages/" in path:
+            if (
+                "/torch/" in path
+                or "/model_zoo/compiler/" in path
+                or "/site-packages/" in path
+                or path.startswith("<")  # code torch generated (<string>, <eval_with_key>)
+            ):
                 continue
             best = f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
         e = e.__cause__ or e.__context__

@@ -14,7 +14,7 @@ import torch
 
 from ..ops.base import UnsupportedError
 from ..ops.dropout import _P, _SALT, _GraphOps, _hash_uniform
-from .lowering import Lowering, keeps, lowers
+from .lowering import ONNX_TYPES, Lowering, keeps, lowers
 
 aten = torch.ops.aten
 
@@ -292,19 +292,28 @@ def _avg_pool(
 def _avg_pool_backward(
     ctx, node, dy, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
 ):
+    """The sum pool's transpose applied to dy / divisor. The divisor is one constant (the
+    window's size, or divisor_override) unless windows differ: padding not counted, or
+    ceil_mode's last windows cut short; then it is counted per output position by pooling
+    ones laid out as PyTorch counts them."""
     attrs = _pool_attrs(kernel, stride, padding, len(kernel))
-    if divisor_override or (any(attrs["pads"]) and not count_include_pad) or ceil_mode:
-        raise UnsupportedError(
-            "avg_pool backward with ceil_mode, divisor_override or padding not counted"
-        )
     channels = node.args[1].meta["val"].shape[1]
     if not isinstance(channels, int):
         raise UnsupportedError("avg_pool over a dynamic channel dimension")
+    n = len(kernel)
+    pads = attrs["pads"][:n]
     size = 1
     for k in kernel:
         size *= k
-    ones = ctx.g.const(torch.full((channels, 1, *kernel), 1.0 / size).numpy())
-    n = len(kernel)
+    varying = (any(pads) and not count_include_pad) or ceil_mode
+    if divisor_override or not varying:
+        scale = 1.0 / (divisor_override or size)
+    else:
+        dy = ctx.g.op(
+            "Div", dy, _window_counts(ctx, dy, x, kernel, attrs["strides"], pads, count_include_pad)
+        )
+        scale = 1.0
+    ones = ctx.g.const(torch.full((channels, 1, *kernel), scale).numpy())
     return _conv_input_grad(
         ctx,
         dy,
@@ -312,11 +321,31 @@ def _avg_pool_backward(
         ones,
         (channels, 1, *kernel),
         attrs["strides"],
-        attrs["pads"][:n],
+        pads,
         [1] * n,
         channels,
         tuple(kernel),
     )
+
+
+def _window_counts(ctx, dy, x, kernel, strides, pads, count_padding):
+    """[1, 1, *out]: how many elements PyTorch divides each average pool window by. Ones
+    over the input, padded by `pads` (ones if padding counts, else zeros) and then by
+    zeros up to the extent ceil_mode's windows reach, summed over each window."""
+    g = ctx.g
+    n = len(kernel)
+    one = ctx.tensor(1.0, torch.float32)
+    ones = g.op("Expand", one, g.op("Concat", g.ints(1, 1), g.op("Shape", x, start=2), axis=0))
+    pad = g.ints(*([0, 0] + list(pads) + [0, 0] + list(pads)))
+    ones = g.op("Pad", ones, pad, ctx.tensor(1.0 if count_padding else 0.0, torch.float32))
+    # extra zeros at the end: (out - 1) * stride + kernel - padded size, when positive
+    out = g.op("Shape", dy, start=2)
+    padded = g.op("Shape", ones, start=2)
+    reach = g.op("Add", g.op("Mul", g.op("Sub", out, g.ints(1)), g.ints(*strides)), g.ints(*kernel))
+    extra = g.op("Max", g.op("Sub", reach, padded), g.ints(*[0] * n))
+    ones = g.op("Pad", ones, g.op("Concat", g.ints(*[0] * (n + 2)), g.ints(0, 0), extra, axis=0))
+    window = g.const(torch.ones((1, 1, *kernel)).numpy())
+    return g.op("Conv", ones, window, strides=list(strides), kernel_shape=list(kernel))
 
 
 # -- normalisation ----------------------------------------------------------------------
@@ -533,15 +562,14 @@ def _embedding_backward(ctx, node, dy, indices, num_weights, padding_idx, scale_
     return g.op("ScatterND", zeros, ids, rows, reduction="add")
 
 
-@lowers(aten.native_dropout.default)
-def _native_dropout(ctx, node, x, p, train):
+def _uniform(ctx, like: str) -> str:
+    """Uniform [0, 1) noise in the shape of `like`: the project's hash of each element's
+    position and the step's seed (docs/bundle-format.md), a fresh salt per random op."""
     g = ctx.g
-    if not train or p == 0:
-        return x, g.op("Expand", g.const(True, "bool"), g.op("Shape", x))
     if ctx.seed is None:
-        raise UnsupportedError("dropout in a graph without a seed")
+        raise UnsupportedError("random numbers (dropout) in a graph without a seed")
     salt = ctx.next_random_salt()
-    shape = g.op("Shape", x)
+    shape = g.op("Shape", like)
     count = g.op("ReduceProd", shape, keepdims=1)
     pos = g.op(
         "Reshape",
@@ -549,9 +577,24 @@ def _native_dropout(ctx, node, x, p, train):
         shape,
     )
     seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
-    keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
+    return _hash_uniform(_GraphOps(g), pos, seed)
+
+
+@lowers(aten.native_dropout.default)
+def _native_dropout(ctx, node, x, p, train):
+    g = ctx.g
+    if not train or p == 0:
+        return x, g.op("Expand", g.const(True, "bool"), g.op("Shape", x))
+    keep = g.op("GreaterOrEqual", _uniform(ctx, x), g.const(float(p)))
     scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
     return g.op("Mul", x, scale), keep
+
+
+@lowers(aten.bernoulli.p)
+def _bernoulli(ctx, node, x, p=0.5, generator=None):
+    """Ones with probability p in x's shape (Dropout2d/3d draw their channel masks so)."""
+    draw = ctx.g.op("Less", _uniform(ctx, x), ctx.g.const(float(p)))
+    return ctx.g.op("Cast", draw, to=ONNX_TYPES[ctx.dtype(node)])
 
 
 def _adaptive_kernel(node, x_arg) -> list[int]:
@@ -614,3 +657,79 @@ def _batch_norm_no_stats(ctx, node, x, w, b, training, momentum, eps):
     if b is not None:
         y = g.op("Add", y, _channel(g, b, rank))
     return y, g.op("Reshape", mean, g.ints(-1)), g.op("Reshape", rstd, g.ints(-1))
+
+
+# -- resampling -------------------------------------------------------------------------
+_RESIZE_MODES = {
+    # PyTorch's "nearest" picks floor(out_index * in / out): ONNX's asymmetric + floor
+    aten.upsample_nearest1d.vec: dict(mode="nearest", nearest_mode="floor"),
+    aten.upsample_nearest2d.vec: dict(mode="nearest", nearest_mode="floor"),
+}
+
+
+@lowers(aten.upsample_nearest1d.vec, aten.upsample_nearest2d.vec, aten.upsample_bilinear2d.vec)
+def _upsample(ctx, node, x, output_size, *rest):
+    """F.interpolate (nearest, bilinear) as one Resize, sized as PyTorch sizes it."""
+    if node.target == aten.upsample_bilinear2d.vec:
+        align_corners, scales = rest
+        attrs = dict(
+            mode="linear",
+            coordinate_transformation_mode="align_corners"
+            if align_corners
+            else "pytorch_half_pixel",
+        )
+    else:
+        (scales,) = rest
+        attrs = dict(_RESIZE_MODES[node.target], coordinate_transformation_mode="asymmetric")
+    if output_size is not None:
+        sizes = ctx.g.op(
+            "Concat",
+            ctx.g.op("Shape", x, start=0, end=2),
+            ctx.sizes(output_size),
+            axis=0,
+        )
+        return ctx.g.op("Resize", x, "", "", sizes, **attrs)
+    factors = ctx.g.const(torch.tensor([1.0, 1.0, *scales], dtype=torch.float32).numpy())
+    return ctx.g.op("Resize", x, "", factors, **attrs)
+
+
+@lowers(
+    aten.replication_pad1d_backward.default,
+    aten.replication_pad2d_backward.default,
+    aten.replication_pad3d_backward.default,
+)
+def _replication_pad_backward(ctx, node, dy, x, padding):
+    """The gradient of edge padding: along each padded dimension, every element of dy goes
+    to clamp(i - before, 0, n - 1) of the input (a ScatterElements add), so the edges
+    collect their copies; sizes may be dynamic."""
+    rank = ctx.rank(node)
+    dtype = ctx.dtype(node)
+    g = dy
+    for i in range(len(padding) // 2):
+        d = rank - 1 - i
+        before, after = padding[2 * i], padding[2 * i + 1]
+        if not before and not after:
+            continue
+        n = ctx.dim(x, d)
+        m = ctx.dim(g, d)
+        positions = ctx.g.op("Range", ctx.g.const(0, "int64"), m, ctx.g.const(1, "int64"))
+        last = ctx.g.op("Sub", n, ctx.g.const(1, "int64"))
+        index = ctx.g.op(
+            "Clip",
+            ctx.g.op("Sub", positions, ctx.g.const(before, "int64")),
+            ctx.g.const(0, "int64"),
+            last,
+        )
+        shape = [1] * rank
+        shape[d] = -1
+        index = ctx.g.op("Expand", ctx.g.op("Reshape", index, ctx.g.ints(*shape)), ctx.shape(g))
+        target = ctx.g.op(
+            "Concat",
+            ctx.g.op("Shape", g, start=0, end=d),
+            ctx.g.op("Reshape", n, ctx.g.ints(1)),
+            ctx.g.op("Shape", g, start=d + 1),
+            axis=0,
+        )
+        zeros = ctx.g.op("Expand", ctx.tensor(0.0, dtype), target)
+        g = ctx.g.op("ScatterElements", zeros, index, g, axis=d, reduction="add")
+    return g

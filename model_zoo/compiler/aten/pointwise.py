@@ -326,6 +326,12 @@ def _same(ctx, node, x, *rest):
     return x
 
 
+@lowers(aten.copy.default)
+def _copy(ctx, node, x, src, non_blocking=False):
+    """x.copy_(src) made functional: src's values in x's shape and dtype."""
+    return ctx.g.op("Expand", ctx.tensor(src, ctx.dtype(node)), ctx.shape(x))
+
+
 # -- Python arithmetic on symbolic sizes (int64 or float64 scalars) ---------------------
 def sym_binary(onnx_op: str):
     def lower(ctx: Lowering, node, a, b):

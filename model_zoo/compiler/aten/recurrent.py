@@ -2,15 +2,17 @@
 
 Their ATen decomposition unrolls the time loop, which fixes the sequence length. So
 while capturing, each layer and direction runs as one custom op, `edge_fl::rnn_layer`
-(time-major x [T, B, I] -> y [T, B, H], zero initial state), whose autograd formula is a
-second custom op, `edge_fl::rnn_layer_backward`. Both are lowered to the fast path's ONNX
+(time-major x [T, B, I] and the initial state h0, c0 [B, H] -> y [T, B, H] and the final
+cell state c_n), whose autograd formula is a second custom op,
+`edge_fl::rnn_layer_backward` (which also gives the initial state's gradients, so a state
+handed from an encoder to a decoder trains both). Both are lowered to the fast path's ONNX
 Scan loops with their hand-written backward (ops/lstm_layer.py, ops/gru_layer.py); the
 reverse direction runs on the time-reversed sequence. Stacking, bidirectional
 concatenation and inter-layer dropout are ordinary captured ops (the dropout is seeded
 like every other).
 
-Limits (refused with UnsupportedError): an initial state, packed sequences, proj_size,
-bias=False, unbatched input; the LSTM's final cell state c_n cannot be used (h_n can).
+Limits (refused with UnsupportedError): packed sequences, proj_size, bias=False,
+unbatched input. A GRU's c0 is its h0 again (unused: the op's signature is shared).
 """
 
 from __future__ import annotations
@@ -31,101 +33,97 @@ from .lowering import Lowering, lowers
 
 @torch.library.custom_op("edge_fl::rnn_layer", mutates_args=())
 def rnn_layer(
-    x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor, kind: str, reverse: bool
-) -> Tensor:
-    raise UnsupportedError("edge_fl::rnn_layer exists only while the compiler captures a step")
-
-
-@rnn_layer.register_fake
-def _rnn_layer_fake(x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
-    return x.new_empty(x.shape[0], x.shape[1], w_hh.shape[1])
-
-
-@torch.library.custom_op("edge_fl::rnn_layer_backward", mutates_args=())
-def rnn_layer_backward(
-    dy: Tensor,
     x: Tensor,
     w_ih: Tensor,
     w_hh: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
     kind: str,
     reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor]:
+    raise UnsupportedError("edge_fl::rnn_layer exists only while the compiler captures a step")
+
+
+@rnn_layer.register_fake
+def _rnn_layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, kind, reverse):
+    return x.new_empty(x.shape[0], x.shape[1], w_hh.shape[1]), torch.empty_like(c0)
+
+
+@torch.library.custom_op("edge_fl::rnn_layer_backward", mutates_args=())
+def rnn_layer_backward(
+    dy: Tensor,
+    dc_n: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor,
+    b_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    kind: str,
+    reverse: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     raise UnsupportedError("edge_fl::rnn_layer_backward exists only while capturing")
 
 
 @rnn_layer_backward.register_fake
-def _rnn_layer_backward_fake(dy, x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
-    return (
-        torch.empty_like(x),
-        torch.empty_like(w_ih),
-        torch.empty_like(w_hh),
-        torch.empty_like(b_ih),
-        torch.empty_like(b_hh),
-    )
+def _rnn_layer_backward_fake(dy, dc_n, x, w_ih, w_hh, b_ih, b_hh, h0, c0, kind, reverse):
+    return tuple(torch.empty_like(t) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0))
 
 
 def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:5])
-    ctx.kind, ctx.reverse = inputs[5], inputs[6]
+    ctx.save_for_backward(*inputs[:7])
+    ctx.kind, ctx.reverse = inputs[7], inputs[8]
 
 
-def _backward(ctx, dy):
-    return (*rnn_layer_backward(dy, *ctx.saved_tensors, ctx.kind, ctx.reverse), None, None)
+def _backward(ctx, dy, dc_n):
+    grads = rnn_layer_backward(dy, dc_n, *ctx.saved_tensors, ctx.kind, ctx.reverse)
+    return (*grads, None, None)
 
 
 rnn_layer.register_autograd(_backward, setup_context=_setup)
 
 
-class _Unavailable:
-    """Stands for the LSTM's final cell state, which the lowering does not produce: any
-    use of it is refused."""
-
-    @staticmethod
-    def _refuse(*args, **kwargs):
-        raise UnsupportedError(
-            "the LSTM's final cell state c_n on the general path; use the outputs or h_n"
-        )
-
-    __torch_function__ = classmethod(lambda cls, *args, **kwargs: _Unavailable._refuse())
-    __getitem__ = __iter__ = __len__ = __add__ = __radd__ = __mul__ = __rmul__ = _refuse
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        self._refuse()
-
-
 def _forward(self, input, hx=None):
     """nn.LSTM / nn.GRU forward through rnn_layer (installed while capturing)."""
     name = type(self).__name__
-    if hx is not None or not isinstance(input, Tensor):
-        raise UnsupportedError(f"{name} with an initial state or a packed sequence")
+    if not isinstance(input, Tensor):
+        raise UnsupportedError(f"{name} with a packed sequence (pad the batch instead)")
     if getattr(self, "proj_size", 0) or not self.bias or input.dim() != 3:
         raise UnsupportedError(
             f"{name} with proj_size, bias=False or unbatched input on the general path"
         )
     kind = "lstm" if isinstance(self, nn.LSTM) else "gru"
     x = input.transpose(0, 1) if self.batch_first else input
-    finals = []
+    directions = 2 if self.bidirectional else 1
+    if hx is None:
+        h0 = c0 = x.new_zeros(self.num_layers * directions, x.shape[1], self.hidden_size)
+    elif kind == "lstm":
+        h0, c0 = hx
+    else:
+        h0 = c0 = hx
+    finals, cells = [], []
     for layer in range(self.num_layers):
         outs = []
-        for direction in range(2 if self.bidirectional else 1):
+        for direction in range(directions):
             suffix = f"_l{layer}" + ("_reverse" if direction else "")
             weights = [
                 getattr(self, f"{w}{suffix}")
                 for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
-            y = rnn_layer(x, *weights, kind, bool(direction))
+            at = layer * directions + direction
+            y, c_n = rnn_layer(x, *weights, h0[at], c0[at], kind, bool(direction))
             outs.append(y)
             finals.append(y[0] if direction else y[-1])
+            cells.append(c_n)
         x = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
         if self.dropout and self.training and layer < self.num_layers - 1:
             x = F.dropout(x, self.dropout, training=True)
     y = x.transpose(0, 1) if self.batch_first else x
     h_n = torch.stack(finals)
-    return y, ((h_n, _Unavailable()) if kind == "lstm" else h_n)
+    return y, ((h_n, torch.stack(cells)) if kind == "lstm" else h_n)
 
 
 @contextlib.contextmanager
@@ -152,18 +150,30 @@ def _layer(ctx: Lowering, node, kind: str):
 
 
 @lowers(torch.ops.edge_fl.rnn_layer.default)
-def _rnn_layer(ctx: Lowering, node, x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
+def _rnn_layer(ctx: Lowering, node, x, w_ih, w_hh, b_ih, b_hh, h0, c0, kind, reverse):
     layer = _layer(ctx, node, kind)
-    y, _, _ = layer.forward(
-        ctx.g, _reversed(ctx, x) if reverse else x, [w_ih, w_hh, b_ih, b_hh], ctx.seed is not None
+    y, h_n, c_n = layer.forward(
+        ctx.g,
+        _reversed(ctx, x) if reverse else x,
+        [w_ih, w_hh, b_ih, b_hh],
+        ctx.seed is not None,
+        h0=h0,
+        c0=c0 if kind == "lstm" else None,
     )
     ctx.layers[(x, w_ih, reverse)] = layer
-    return _reversed(ctx, y) if reverse else y
+    return (_reversed(ctx, y) if reverse else y), (c_n if kind == "lstm" else h_n)
 
 
 @lowers(torch.ops.edge_fl.rnn_layer_backward.default)
-def _rnn_layer_backward(ctx: Lowering, node, dy, x, w_ih, w_hh, b_ih, b_hh, kind, reverse):
+def _rnn_layer_backward(
+    ctx: Lowering, node, dy, dc_n, x, w_ih, w_hh, b_ih, b_hh, h0, c0, kind, reverse
+):
     layer = ctx.layers[(x, w_ih, reverse)]
-    dx, grads = layer.backward(ctx.g, _reversed(ctx, dy) if reverse else dy, True)
+    dx, grads = layer.backward(
+        ctx.g, _reversed(ctx, dy) if reverse else dy, True, dc_n if kind == "lstm" else None
+    )
     dx = _reversed(ctx, dx) if reverse else dx
-    return (dx, *[dense(ctx.g, grad) for grad in grads])
+    dh0, dc0 = layer.initial_state_grads(ctx.g)
+    if dc0 is None:  # a GRU: its c0 is its h0 again, whose gradient dh0 already is
+        dc0 = ctx.g.op("Mul", h0, ctx.g.const(0.0))
+    return (dx, *[dense(ctx.g, grad) for grad in grads], dh0, dc0)

@@ -232,13 +232,11 @@ def _index_select(ctx, node, x, dim, index):
 
 
 def _index_tensors(ctx, node, indices):
-    """Leading index tensors (no None before them) -> int64 [..., k] for GatherND/ScatterND."""
-    if any(i is None for i in indices):
-        raise UnsupportedError(
-            "advanced indexing with a slice before the index tensors (use index_select or gather)"
-        )
+    """The index tensors (Nones left out) -> int64 [..., k] for GatherND/ScatterND."""
     idx = []
     for i, arg in zip(indices, node.args[1]):
+        if i is None:
+            continue
         if arg.meta["val"].dtype == torch.bool:
             raise UnsupportedError(
                 "indexing with a boolean mask (its result's size depends on "
@@ -251,18 +249,45 @@ def _index_tensors(ctx, node, indices):
     return ctx.g.op("Concat", *[ctx.g.op("Expand", i, shape) for i in idx], axis=-1)
 
 
+class _Indexing:
+    """x[indices] with None (a whole dimension) anywhere among the index tensors, as
+    PyTorch lays it out: the indexed dimensions move to the front (a Transpose), GatherND
+    or ScatterND works on them there, and the result's index dimensions go where PyTorch
+    puts them: in place of the indexed dimensions when those are adjacent, else first."""
+
+    def __init__(self, ctx, node, indices):
+        rank = ctx.rank(node.args[0].meta["val"])
+        self.picked = [d for d, i in enumerate(indices) if i is not None]
+        rest = [d for d in range(rank) if d not in self.picked]
+        self.perm = self.picked + rest  # x with the indexed dimensions first
+        adjacent = self.picked == list(range(self.picked[0], self.picked[-1] + 1))
+        self.at = self.picked[0] if adjacent else 0  # where PyTorch puts the index dims
+        vals = [a.meta["val"] for a, i in zip(node.args[1], indices) if i is not None]
+        self.index_rank = len(torch.broadcast_shapes(*[v.shape for v in vals]))
+        self.rest = len(rest)
+
+    @property
+    def moves(self) -> bool:
+        return self.perm != list(range(len(self.perm)))
+
+    def front(self) -> list[int]:
+        """Result layout [index dims, rest] -> PyTorch's layout."""
+        b, at = self.index_rank, self.at
+        return list(range(b, b + at)) + list(range(b)) + list(range(b + at, b + self.rest))
+
+
 @lowers(aten.index.Tensor)
 def _index(ctx, node, x, indices):
     present = [i for i in indices if i is not None]
-    if (
-        len(present) == 1
-        and indices.index(present[0]) > 0
-        and all(i is None for i in indices[: indices.index(present[0])])
-    ):
-        d = indices.index(present[0])
-        if node.args[1][d].meta["val"].dtype != torch.bool:
-            return ctx.g.op("Gather", x, ctx.tensor(present[0], torch.int64), axis=d)
-    return ctx.g.op("GatherND", x, _index_tensors(ctx, node, indices))
+    d = indices.index(present[0])
+    if len(present) == 1 and node.args[1][d].meta["val"].dtype != torch.bool:
+        return ctx.g.op("Gather", x, ctx.tensor(present[0], torch.int64), axis=d)
+    plan = _Indexing(ctx, node, indices)
+    if plan.moves:
+        x = ctx.g.op("Transpose", x, perm=plan.perm)
+    y = ctx.g.op("GatherND", x, _index_tensors(ctx, node, indices))
+    front = plan.front()
+    return ctx.g.op("Transpose", y, perm=front) if front != sorted(front) else y
 
 
 @lowers(aten.index_put.default)
@@ -275,17 +300,34 @@ def _index_put(ctx, node, x, indices, values, accumulate=False):
     ):
         return _masked_put(ctx, node, x, indices[0], values, accumulate, dtype)
     idx = _index_tensors(ctx, node, indices)
-    k = len(indices)
+    plan = _Indexing(ctx, node, indices)
     rank = ctx.rank(node)
-    # updates must have shape idx.shape[:-1] + x.shape[k:]
-    target = ctx.g.op(
-        "Concat",
-        ctx.g.op("Slice", ctx.shape(idx), ctx.g.ints(0), ctx.g.ints(-1)),
-        ctx.g.op("Slice", ctx.shape(x), ctx.g.ints(k), ctx.g.ints(rank)),
-        axis=0,
-    )
-    updates = ctx.g.op("Expand", ctx.tensor(values, dtype), target)
-    return ctx.g.op("ScatterND", x, idx, updates, reduction="add" if accumulate else "none")
+    xt = ctx.g.op("Transpose", x, perm=plan.perm) if plan.moves else x
+    k = len(plan.picked)
+    # the values broadcast to x[indices] (PyTorch's layout), then laid out as
+    # idx.shape[:-1] + xt.shape[k:], the updates ScatterND takes
+    index_shape = ctx.g.op("Slice", ctx.shape(idx), ctx.g.ints(0), ctx.g.ints(-1))
+    rest_shape = ctx.g.op("Slice", ctx.shape(xt), ctx.g.ints(k), ctx.g.ints(rank))
+    front = plan.front()
+    if front == sorted(front):
+        target = ctx.g.op("Concat", index_shape, rest_shape, axis=0)
+        updates = ctx.g.op("Expand", ctx.tensor(values, dtype), target)
+    else:
+        at = plan.at
+        target = ctx.g.op(
+            "Concat",
+            ctx.g.op("Slice", rest_shape, ctx.g.ints(0), ctx.g.ints(at)),
+            index_shape,
+            ctx.g.op("Slice", rest_shape, ctx.g.ints(at), ctx.g.ints(rank)),
+            axis=0,
+        )
+        updates = ctx.g.op("Expand", ctx.tensor(values, dtype), target)
+        back = [front.index(i) for i in range(len(front))]
+        updates = ctx.g.op("Transpose", updates, perm=back)
+    y = ctx.g.op("ScatterND", xt, idx, updates, reduction="add" if accumulate else "none")
+    if plan.moves:
+        y = ctx.g.op("Transpose", y, perm=[plan.perm.index(i) for i in range(rank)])
+    return y
 
 
 def _masked_put(ctx, node, x, mask, values, accumulate, dtype):
@@ -337,9 +379,13 @@ def _full(ctx, node, *args):
     aten.empty_permuted.default,
     aten.new_zeros.default,
     aten.new_empty.default,
+    aten.new_empty_strided.default,
+    aten.empty_strided.default,
 )
 def _zeros(ctx, node, *args):
-    size = args[1] if node.target in (aten.new_zeros.default, aten.new_empty.default) else args[0]
+    # empty tensors are zeros here; the strides of *_strided do not matter to ONNX
+    methods = (aten.new_zeros.default, aten.new_empty.default, aten.new_empty_strided.default)
+    size = args[1] if node.target in methods else args[0]
     return ctx.g.op("Expand", ctx.tensor(0, ctx.dtype(node)), ctx.sizes(size))
 
 

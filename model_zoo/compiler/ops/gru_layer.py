@@ -22,12 +22,14 @@ class GruLayer:
     def __init__(self, spec: RecurrentSpec, input_size: int):
         self.spec, self.input_size, self.H = spec, input_size, spec.hidden_size
 
-    def forward(self, g, x, params, training):
+    def forward(self, g, x, params, training, h0=None, c0=None):
+        """x rows [T, B, I] -> (y rows [T, B, H], h_n [B, H], None); the initial state h0
+        [B, H] is zeros unless given (c0 is the LSTM's and ignored)."""
         w_ih, w_hh, b_ih, b_hh = params
         self.x, self.w_ih, self.w_hh = x, w_ih, w_hh
         xg = g.op("Add", g.op("MatMul", x, g.op("Transpose", w_ih, perm=[1, 0])), b_ih)
         w_hh_t = g.op("Transpose", w_hh, perm=[1, 0])
-        self.h0 = zeros_rows(g, x, self.H)
+        self.h0 = zeros_rows(g, x, self.H) if h0 is None else h0
 
         def body(b, states, slices):
             (h,) = states
@@ -49,7 +51,9 @@ class GruLayer:
             self.saved = outs[1]
         return self.y, h_n, None
 
-    def backward(self, g, dy, need_dx):
+    def backward(self, g, dy, need_dx, dc_n=None):
+        """dy rows [T, B, H] -> (dx or None, param grads); the initial state's gradient
+        comes from `initial_state_grads` afterwards (dc_n is the LSTM's and ignored)."""
         H = self.H
         one = g.const(1.0)
         r, z, n, hn = g.op("Split", self.saved, axis=2, num_outputs=4, outputs=4)
@@ -72,9 +76,10 @@ class GruLayer:
             dh_prev = b.op("Add", b.op("Mul", dh_tot, z_t), b.op("MatMul", dhg, w_hh))
             return [dh_prev], [dxg, dhg]
 
-        _, (dxg, dhg) = scan(
+        (dh0,), (dxg, dhg) = scan(
             g, body, [zeros_rows(g, self.x, H)], [dy, coef_n, coef_z, coef_r, r, z], 2, reverse=True
         )
+        self._initial_grad = dh0
         grads = [
             sum_time_batch(g, dxg, self.x, 3 * H, self.input_size),
             sum_time_batch(g, dhg, h_prev, 3 * H, H),
@@ -83,3 +88,7 @@ class GruLayer:
         ]
         dx = g.op("MatMul", dxg, self.w_ih) if need_dx else None
         return dx, grads
+
+    def initial_state_grads(self, g) -> tuple[str, None]:
+        """After backward: the gradient of h0 [B, H] (a GRU has no cell state)."""
+        return self._initial_grad, None

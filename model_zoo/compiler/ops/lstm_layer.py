@@ -39,8 +39,9 @@ class LstmLayer:
         self.projected = bool(spec.proj_size)
         self.n, self.H, self.P = spec.gates, spec.hidden_size, spec.output_size
 
-    def forward(self, g, x, params, training):
-        """x rows [T, B, I] -> (y rows [T, B, P], h_n [B, P], c_n [B, H])."""
+    def forward(self, g, x, params, training, h0=None, c0=None):
+        """x rows [T, B, I] -> (y rows [T, B, P], h_n [B, P], c_n [B, H]); the initial
+        state h0 [B, P], c0 [B, H] is zeros unless given."""
         n, H, P = self.n, self.H, self.P
         if self.cifg:
             w_ih, w_hh, bias = params[:3]
@@ -54,7 +55,9 @@ class LstmLayer:
         xg = g.op("Gemm", g.op("Reshape", x, g.ints(-1, self.input_size)), w_ih, bias, transB=1)
         xg = g.op("Reshape", xg, g.op("Concat", time_batch, g.ints(n * H), axis=0))
         xg_fm = g.op("Transpose", xg, perm=[0, 2, 1])
-        self.h0, self.c0 = zeros_columns(g, x, P), zeros_columns(g, x, H)
+        self.h0_rows = h0
+        self.h0 = zeros_columns(g, x, P) if h0 is None else g.op("Transpose", h0, perm=[1, 0])
+        self.c0 = zeros_columns(g, x, H) if c0 is None else g.op("Transpose", c0, perm=[1, 0])
 
         def body(b, states, slices):
             h, c = states
@@ -110,8 +113,10 @@ class LstmLayer:
             ]
         return [b.op("Concat", *coef, coef_o, axis=0), coef_c, f]
 
-    def backward(self, g, dy, need_dx):
-        """dy rows [T, B, P] -> (dx rows [T, B, I] or None, [this layer's param grads])."""
+    def backward(self, g, dy, need_dx, dc_n=None):
+        """dy rows [T, B, P] (and dc_n [B, H], the final cell state's gradient, if it is
+        used) -> (dx rows [T, B, I] or None, [this layer's param grads]); the initial
+        state's gradients come from `initial_state_grads` afterwards."""
         n, H, P = self.n, self.H, self.P
         w_hh_t = g.op("Transpose", self.w_hh, perm=[1, 0])
         w_hr_t = g.op("Transpose", self.w_hr, perm=[1, 0]) if self.projected else None
@@ -129,16 +134,21 @@ class LstmLayer:
             return [dh_prev, dc_prev], ([dgates, dh_tot] if w_hr_t else [dgates])
 
         dy_fm = g.op("Transpose", dy, perm=[0, 2, 1])
-        _, outs = scan(
+        dc_last = (
+            zeros_columns(g, self.x, H) if dc_n is None else g.op("Transpose", dc_n, perm=[1, 0])
+        )
+        (dh0, dc0), outs = scan(
             g,
             body,
-            [zeros_columns(g, self.x, P), zeros_columns(g, self.x, H)],
+            [zeros_columns(g, self.x, P), dc_last],
             [dy_fm, self.coef_gates, self.coef_c, self.f],
             2 if self.projected else 1,
             reverse=True,
         )
         dgates = to_rows(g, outs[0], n * H)
-        h_prev = shift_back(g, self.y, zeros_rows(g, self.x, P))
+        self._initial_grads = dh0, dc0  # columns; rows only if asked (the zoo never asks)
+        first = zeros_rows(g, self.x, P) if self.h0_rows is None else self.h0_rows
+        h_prev = shift_back(g, self.y, first)
         d_w_ih = Product(dgates, g.op("Reshape", self.x, g.ints(-1, self.input_size)), trans_a=True)
         d_w_hh = Product(dgates, g.op("Reshape", h_prev, g.ints(-1, P)), trans_a=True)
         d_bias = g.op("ReduceSum", dgates, g.ints(0), keepdims=0)
@@ -149,3 +159,7 @@ class LstmLayer:
         if need_dx:
             dx = g.op("Reshape", g.op("MatMul", dgates, self.w_ih), g.op("Shape", self.x))
         return dx, grads
+
+    def initial_state_grads(self, g) -> tuple[str, str]:
+        """After backward: the gradients of h0 [B, P] and c0 [B, H]."""
+        return tuple(g.op("Transpose", d, perm=[1, 0]) for d in self._initial_grads)
