@@ -81,12 +81,12 @@ class FashionMnist(ArrayDataset):
 
 class _SklearnTable(ArrayDataset):
     """A scikit-learn table (`loader`, e.g. "load_digits") dealt to `partition`
-    synthetic users (default `users`, IID), standardized with train statistics (unless
+    synthetic users (default `default_users`, IID), standardized with train statistics (unless
     standardize=False: the raw measurements, e.g. to export)."""
 
     title: str
     loader: str
-    users: int
+    default_users: int
 
     def __init__(
         self,
@@ -103,7 +103,7 @@ class _SklearnTable(ArrayDataset):
             self.title,
             data.data,
             data.target.astype(np.int64),
-            partition=partition or {"users": self.users},
+            partition=partition or {"users": self.default_users},
             shuffle=True,
             standardize=standardize,
             seed=seed,
@@ -116,11 +116,11 @@ class BreastCancer(_SklearnTable):
     """`{"kind": "breast_cancer"}`: 569 tumours, 30 features, benign or malignant; dealt
     to 10 synthetic users by default."""
 
-    title, loader, users = "breast cancer", "load_breast_cancer", 10
+    title, loader, default_users = "breast cancer", "load_breast_cancer", 10
 
 
 class Digits(_SklearnTable):
     """`{"kind": "digits"}`: 1,797 8x8 handwritten digits as 64 features, 10 classes;
     dealt to 20 synthetic users by default."""
 
-    title, loader, users = "digits", "load_digits", 20
+    title, loader, default_users = "digits", "load_digits", 20
