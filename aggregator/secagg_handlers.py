@@ -56,9 +56,10 @@ async def _reveal_args(request: web.Request) -> tuple:
     return msg.round_id, msg.shares()
 
 
-def _step(method: str, read_args: ReadArgs) -> Handler:
-    """The handler of one step: `service.<method>(device, task_id, *read_args(request))`
-    on the service's thread, its view (bytes as bytes) replied as a SecAggView."""
+def _step(step: str, method: str, read_args: ReadArgs) -> Handler:
+    """The handler `secagg_<step>` (its name is the OpenAPI operationId): on the
+    service's thread `service.<method>(device, task_id, *read_args(request))`, whose view
+    (bytes as bytes) it replies as a SecAggView."""
 
     async def handler(request: web.Request) -> web.Response:
         args = await read_args(request)
@@ -71,13 +72,14 @@ def _step(method: str, read_args: ReadArgs) -> Handler:
         )
         return web.json_response(SecAggView(**view).to_json())
 
-    handler.__name__ = handler.__qualname__ = method
+    handler.__name__ = handler.__qualname__ = f"secagg_{step}"
     return handler
 
 
-# one row a step: the service method and the reader of its arguments after device and task id
-secagg_state = _step("secagg_state", _state_args)
-secagg_keys = _step("secagg_advertise", _keys_args)
-secagg_shares = _step("secagg_share", _shares_args)
-secagg_masked = _step("secagg_masked_input", _masked_args)
-secagg_reveal = _step("secagg_reveal", _reveal_args)
+# one row a step: its name, the service method and the reader of its arguments after
+# device and task id
+secagg_state = _step("state", "secagg_state", _state_args)
+secagg_keys = _step("keys", "secagg_advertise", _keys_args)
+secagg_shares = _step("shares", "secagg_share", _shares_args)
+secagg_masked = _step("masked", "secagg_masked_input", _masked_args)
+secagg_reveal = _step("reveal", "secagg_reveal", _reveal_args)
