@@ -200,6 +200,35 @@ def _serve(args) -> int:
     return 0
 
 
+def spawn_serve(
+    data_dir,
+    admin_token: str,
+    enrollment_secrets: dict[str, str],
+    *,
+    port: int = 0,
+    host: str | None = None,
+    options: tuple[str, ...] = (),
+):
+    """`edge-fl serve` as a child process of this Python, once it listens: (the process,
+    its URL). `options` are further serve flags (e.g. ("--config", path)). Raises
+    RuntimeError with what it printed instead when it did not start; stop the process
+    with terminate() and wait()."""
+    import subprocess
+
+    command = [sys.executable, "-m", "edge_fl_cli", "serve", "--data-dir", str(data_dir)]
+    command += ["--port", str(port), "--admin-token", admin_token, *options]
+    command += ["--host", host] if host else []
+    for population, secret in enrollment_secrets.items():
+        command += ["--enrollment-secret", f"{population}={secret}"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline()
+    if not line.startswith("listening on "):
+        server.terminate()
+        server.wait()
+        raise RuntimeError(f"edge-fl serve did not start: {line!r}")
+    return server, line.split()[-1]
+
+
 def _log_to_stderr() -> None:
     """Warnings and errors, and a line per committed version (aggregator/commit_log.py);
     not aiohttp's line per request."""

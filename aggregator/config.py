@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,10 +39,16 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _finite_and(settings, name: str, ok: Callable[[float], bool], must: str) -> None:
+    """Refuse field `name` unless it is a finite number for which `ok` holds; the message
+    is `must` followed by the value given."""
+    value = getattr(settings, name)
+    _require(_finite(value) and ok(value), name, f"{must}, got {value!r}")
+
+
 def _positive(settings, *names: str) -> None:
     for name in names:
-        value = getattr(settings, name)
-        _require(_finite(value) and value > 0, name, f"must be a finite number > 0, got {value!r}")
+        _finite_and(settings, name, lambda v: v > 0, "must be a finite number > 0")
 
 
 def _at_least(settings, minimum: int, *names: str) -> None:
@@ -78,16 +85,8 @@ class SyncSettings(_Settings):
 
     def __post_init__(self):
         _at_least(self, 1, "goal")
-        _require(
-            _finite(self.overselect) and self.overselect >= 1,
-            "overselect",
-            f"must be >= 1 (1.3 = 30% extra), got {self.overselect!r}",
-        )
-        _require(
-            _finite(self.min_fraction) and 0 < self.min_fraction <= 1,
-            "min_fraction",
-            f"must be in (0, 1], got {self.min_fraction!r}",
-        )
+        _finite_and(self, "overselect", lambda v: v >= 1, "must be >= 1 (1.3 = 30% extra)")
+        _finite_and(self, "min_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]")
         _positive(self, "selection_timeout_s", "report_deadline_s")
 
 
@@ -129,9 +128,10 @@ class SecAggSettings(_Settings):
     phase_timeout_s: float = 120.0
 
     def __post_init__(self):
-        _require(
-            _finite(self.threshold_fraction) and 0.5 < self.threshold_fraction <= 1,
+        _finite_and(
+            self,
             "threshold_fraction",
+            lambda v: 0.5 < v <= 1,
             "must be in (0.5, 1]: below half, two disjoint sets of devices could each unmask",
         )
         _positive(self, "clip", "phase_timeout_s")
@@ -193,11 +193,7 @@ class LrDecaySettings(_Settings):
             "at",
             f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}",
         )
-        _require(
-            _finite(self.factor) and 0 < self.factor < 1,
-            "factor",
-            f"must be a number in (0, 1), got {self.factor!r}",
-        )
+        _finite_and(self, "factor", lambda v: 0 < v < 1, "must be a number in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -225,10 +221,11 @@ class RobustSettings(_Settings):
                 "trim",
                 f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out",
             )
-            _require(
-                _finite(self.trim) and 0 <= self.trim < 0.5,
+            _finite_and(
+                self,
                 "trim",
-                f"must be in [0, 0.5) (the fraction cut at each end), got {self.trim!r}",
+                lambda v: 0 <= v < 0.5,
+                "must be in [0, 0.5) (the fraction cut at each end)",
             )
         _require(
             isinstance(self.buffer, int)
@@ -270,30 +267,16 @@ class DPSettings(_Settings):
 
     def __post_init__(self):
         _positive(self, "clip_norm", "adaptive_lr")
-        _require(
-            _finite(self.noise_multiplier) and self.noise_multiplier > 0,
-            "noise_multiplier",
-            f"must be > 0 (the accountant needs noise), got {self.noise_multiplier!r}",
+        _finite_and(
+            self, "noise_multiplier", lambda v: v > 0, "must be > 0 (the accountant needs noise)"
         )
         _at_least(self, 1, "population")
         if self.expected_count is not None:
             _at_least(self, 1, "expected_count")
         if self.adaptive_quantile is not None:
-            _require(
-                _finite(self.adaptive_quantile) and 0 < self.adaptive_quantile < 1,
-                "adaptive_quantile",
-                f"must be in (0, 1), got {self.adaptive_quantile!r}",
-            )
-        _require(
-            _finite(self.count_noise) and self.count_noise >= 0,
-            "count_noise",
-            f"must be >= 0, got {self.count_noise!r}",
-        )
-        _require(
-            _finite(self.target_delta) and 0 < self.target_delta < 1,
-            "target_delta",
-            f"must be in (0, 1), e.g. 1e-5, got {self.target_delta!r}",
-        )
+            _finite_and(self, "adaptive_quantile", lambda v: 0 < v < 1, "must be in (0, 1)")
+        _finite_and(self, "count_noise", lambda v: v >= 0, "must be >= 0")
+        _finite_and(self, "target_delta", lambda v: 0 < v < 1, "must be in (0, 1), e.g. 1e-5")
         if self.epsilon_budget is not None:
             _positive(self, "epsilon_budget")
 
@@ -403,11 +386,11 @@ class TaskSettings(_Settings):
         if self.clip_norm is not None:
             _positive(self, "clip_norm")
         if self.reject_outlier_factor is not None:
-            _require(
-                _finite(self.reject_outlier_factor) and self.reject_outlier_factor > 1,
+            _finite_and(
+                self,
                 "reject_outlier_factor",
-                "must be > 1 (e.g. 3: drop updates over 3x "
-                f"the median norm), got {self.reject_outlier_factor!r}",
+                lambda v: v > 1,
+                "must be > 1 (e.g. 3: drop updates over 3x the median norm)",
             )
         if self.max_update_norm is not None:
             _positive(self, "max_update_norm")
@@ -422,11 +405,7 @@ class TaskSettings(_Settings):
             "max_examples",
             f"must be at most 2^31, got {self.max_examples!r}",
         )
-        _require(
-            _finite(self.eval_fraction) and 0 <= self.eval_fraction <= 1,
-            "eval_fraction",
-            f"must be in [0, 1], got {self.eval_fraction!r}",
-        )
+        _finite_and(self, "eval_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]")
         _require(
             _finite(self.retry_min_s)
             and _finite(self.retry_max_s)

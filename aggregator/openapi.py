@@ -13,27 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from edge_sdk.protocol.messages import ErrorBody, TaskCreate, TaskDescription
-from edge_sdk.protocol.typedjson import JSON_INT, type_hints
+from edge_sdk.protocol.typedjson import JSON_INT, SCHEMA_KEYWORDS, type_hints
 
 from .config import TaskSettings
 
 __all__ = ["Operation", "Query", "document", "schema_of"]
 
 BINARY = "binary"  # a body or reply of raw bytes (the wire format), not JSON
-_KEYWORDS = (
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "pattern",
-    "minItems",
-    "maxItems",
-    "minProperties",
-    "maxProperties",
-    "description",
-)
+_KEYWORDS = (*SCHEMA_KEYWORDS, "description")
 # fields whose JSON stays an object in the message and is typed by another dataclass
 FIELD_TYPES: dict[tuple[type, str], type] = {
     (TaskCreate, "settings"): TaskSettings,

@@ -13,38 +13,21 @@ on every held-out example of the federated users.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 
 def simulate(encoding: str | None, args) -> dict:
     from edge_sdk.client import FederatedClient
-    from fleet.config import SimulationConfig
-    from fleet.run import run
 
-    config = SimulationConfig(
-        model="keyboard_cifg_tiny",
-        devices=args.devices,
-        vocabulary_size=2000,
-        transport="inprocess",
-        hours=96,
-        max_versions=args.versions,
-        eval_every=args.versions,
+    from .keyboard_fleet import keyboard_fleet, run_fleet
+
+    config = keyboard_fleet(
+        args.devices,
+        args.versions,
+        sync={"goal": args.goal},
         eval_examples=500,
         final_eval_all=True,
         seed=args.seed,
-        task={
-            "mode": "sync",
-            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-            "sync": {
-                "goal": args.goal,
-                "overselect": 1.3,
-                "selection_timeout_s": 600,
-                "report_deadline_s": 900,
-                "min_fraction": 0.7,
-            },
-        },
     )
     # the simulator builds its clients with the SDK's defaults; its config has no
     # download setting (yet), so the bench sets the default it runs under
@@ -52,10 +35,9 @@ def simulate(encoding: str | None, args) -> dict:
     saved = defaults["download_encoding"]
     defaults["download_encoding"] = encoding
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
-            wall = time.perf_counter() - start
+        start = time.perf_counter()
+        report = run_fleet(config)
+        wall = time.perf_counter() - start
     finally:
         defaults["download_encoding"] = saved
     client = report["client"]

@@ -7,8 +7,6 @@ noise multipliers against the same fleet without DP (keyboard_cifg_tiny, in-proc
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 
 def main(argv=None) -> list[dict]:
@@ -16,16 +14,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--versions", type=int, default=20)
     parser.add_argument("--devices", type=int, default=600)
     args = parser.parse_args(argv)
-    from fleet.config import SimulationConfig
-    from fleet.run import run
+    from .keyboard_fleet import keyboard_fleet, run_fleet
 
-    sync = {
-        "goal": 30,
-        "overselect": 1.3,
-        "selection_timeout_s": 600,
-        "report_deadline_s": 900,
-        "min_fraction": 0.7,
-    }
     rows = []
     for z in (None, 0.3, 1.0):
         dp = (
@@ -38,26 +28,8 @@ def main(argv=None) -> list[dict]:
                 "target_delta": 1e-4,
             }
         )
-        task = {
-            "mode": "sync",
-            "sync": sync,
-            "dp": dp,
-            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-        }
-        config = SimulationConfig(
-            model="keyboard_cifg_tiny",
-            devices=args.devices,
-            vocabulary_size=2000,
-            task=task,
-            transport="inprocess",
-            hours=96,
-            max_versions=args.versions,
-            eval_every=args.versions,
-            eval_examples=1000,
-            seed=2,
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
+        config = keyboard_fleet(args.devices, args.versions, task={"dp": dp}, seed=2)
+        report = run_fleet(config)
         rows.append(
             {
                 "noise_multiplier": z,

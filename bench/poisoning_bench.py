@@ -7,8 +7,6 @@ plain FedAvg and of robust aggregation, against the clean run (same fleet, same 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 
 def main(argv=None) -> dict:
@@ -16,16 +14,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--versions", type=int, default=15)
     parser.add_argument("--devices", type=int, default=400)
     args = parser.parse_args(argv)
-    from fleet.config import SimulationConfig
-    from fleet.run import run
+    from .keyboard_fleet import keyboard_fleet, run_fleet
 
-    sync = {
-        "goal": 30,
-        "overselect": 1.3,
-        "selection_timeout_s": 600,
-        "report_deadline_s": 900,
-        "min_fraction": 0.7,
-    }
     attack = {"fraction": 0.1, "kind": "sign_flip", "scale": 10.0}
     runs = {
         "clean, FedAvg": ({}, None),
@@ -38,26 +28,10 @@ def main(argv=None) -> dict:
     }
     results = {}
     for name, (aggregation, attackers) in runs.items():
-        task = {
-            "mode": "sync",
-            "sync": sync,
-            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-        } | aggregation
-        config = SimulationConfig(
-            model="keyboard_cifg_tiny",
-            devices=args.devices,
-            vocabulary_size=2000,
-            task=task,
-            transport="inprocess",
-            hours=96,
-            max_versions=args.versions,
-            eval_every=args.versions,
-            eval_examples=1000,
-            seed=3,
-            attackers=attackers,
+        config = keyboard_fleet(
+            args.devices, args.versions, task=aggregation, seed=3, attackers=attackers
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
+        report = run_fleet(config)
         results[name] = report["final"]
     print(
         f"\n== Poisoning: 10% of {args.devices} devices send -10x their delta; "

@@ -64,34 +64,14 @@ def main(argv=None) -> dict:
         )
     args.versions = args.versions or 5
     args.devices = args.devices or 10_000
-    from fleet.config import SimulationConfig
-    from fleet.run import run
+    from .keyboard_fleet import keyboard_fleet, run_fleet
 
-    config = SimulationConfig(
-        model="keyboard_cifg_tiny",
-        devices=args.devices,
-        vocabulary_size=2000,
-        transport="inprocess",
-        hours=48,
-        max_versions=args.versions,
-        eval_every=args.versions,
-        eval_examples=200,
-        task={
-            "mode": "sync",
-            "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0},
-            "sync": {
-                "goal": 100,
-                "overselect": 1.3,
-                "selection_timeout_s": 600,
-                "report_deadline_s": 900,
-                "min_fraction": 0.7,
-            },
-        },
+    config = keyboard_fleet(
+        args.devices, args.versions, sync={"goal": 100}, hours=48, eval_examples=200
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        report = run(config, Path(tmp), centralized_epochs=0, show_progress=False)
-        total = time.perf_counter() - start
+    start = time.perf_counter()
+    report = run_fleet(config)
+    total = time.perf_counter() - start
     rounds = report["client"]["participations"]
     print(
         f"\n== Simulator: {args.devices} devices, rounds of 100, keyboard_cifg_tiny, in-process =="

@@ -14,69 +14,23 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = [  # noqa: RUF022 (grouped by what an app does with them)
+# what an app uses: the SDK module that owns each name, grouped by what an app does with
+# them; each name is written here once, and `__all__` follows from this table
+_PUBLIC: tuple[tuple[str, tuple[str, ...]], ...] = (
     # joining a server and taking part
-    "connect",
-    "Connection",
-    "ClientConfig",
-    "Participation",
-    "ParticipationResult",
+    ("connection", ("connect", "Connection")),
+    ("config", ("ClientConfig",)),
+    ("client", ("Participation", "ParticipationResult")),
     # the model and the data on the device
-    "Bundle",
-    "ExampleStore",
-    "RetentionPolicy",
-    "Predictor",
-    "Evaluator",
-    "load_vocabulary",
-    "split_sentences",
+    ("bundle", ("Bundle",)),
+    ("example_store", ("ExampleStore", "RetentionPolicy")),
+    ("predictor", ("Predictor",)),
+    ("evaluator", ("Evaluator",)),
+    ("vocabulary", ("load_vocabulary", "split_sentences")),
     # when the device may work
-    "DeviceState",
-    "Policy",
-    "default_policy",
-    "Context",
-    "stop_check",
-    "RequireCharging",
-    "RequireIdle",
-    "RequireUnmetered",
-    "MinBattery",
-    "MaxThermal",
-    "MinFreeStorage",
-    "MinLocalExamples",
-    "Cooldown",
-    "DailyQuota",
-    "LocalTimeWindow",
-    # on-device training without a server (personalization)
-    "LocalTrainer",
-    "TrainingPlan",
-    "Constant",
-    # what leaves the device, and how calls are retried
-    "UpdatePipeline",
-    "CodecSpec",
-    "RetryPolicy",
-    # time
-    "SystemClock",
-    "FakeClock",
-    # errors (each also a builtin: ValueError, RuntimeError, ConnectionError)
-    "EdgeSdkError",
-    "BundleError",
-    "StoreError",
-    "TransportError",
-    "ServerRejected",
-]
-
-# the module that owns each name
-_OWNERS = {
-    name: module
-    for module, names in {
-        "connection": ("connect", "Connection"),
-        "config": ("ClientConfig",),
-        "client": ("Participation", "ParticipationResult"),
-        "bundle": ("Bundle",),
-        "example_store": ("ExampleStore", "RetentionPolicy"),
-        "predictor": ("Predictor",),
-        "evaluator": ("Evaluator",),
-        "vocabulary": ("load_vocabulary", "split_sentences"),
-        "eligibility": (
+    (
+        "eligibility",
+        (
             "DeviceState",
             "Policy",
             "default_policy",
@@ -93,15 +47,23 @@ _OWNERS = {
             "DailyQuota",
             "LocalTimeWindow",
         ),
-        "trainer": ("LocalTrainer", "TrainingPlan"),
-        "schedules": ("Constant",),
-        "protocol": ("UpdatePipeline", "CodecSpec"),
-        "transport": ("RetryPolicy", "ServerRejected"),
-        "clock": ("SystemClock", "FakeClock"),
-        "errors": ("EdgeSdkError", "BundleError", "StoreError", "TransportError"),
-    }.items()
-    for name in names
-}
+    ),
+    # on-device training without a server (personalization)
+    ("trainer", ("LocalTrainer", "TrainingPlan")),
+    ("schedules", ("Constant",)),
+    # what leaves the device, and how calls are retried
+    ("protocol", ("UpdatePipeline", "CodecSpec")),
+    ("transport", ("RetryPolicy", "ServerRejected")),
+    # time
+    ("clock", ("SystemClock", "FakeClock")),
+    # errors (each also a builtin: ValueError, RuntimeError, ConnectionError)
+    ("errors", ("EdgeSdkError", "BundleError", "StoreError", "TransportError")),
+)
+
+# the module that owns each name
+_OWNERS = {name: module for module, names in _PUBLIC for name in names}
+
+__all__ = list(_OWNERS)
 
 
 def __getattr__(name: str):

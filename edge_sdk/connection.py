@@ -33,8 +33,10 @@ _CONFIG = ClientConfig()
 
 
 class Connection:
-    """Enrolled (or re-using the stored identity) once opened: `async with` it, or
-    `await` it and `close()` when done. One HTTP session serves every client made."""
+    """A connection to the aggregator at `url` for a device of `population`, enrolled
+    with `secret` the first time (later it re-uses the identity kept in `store`) once
+    opened: `async with` it, or `await` it and `close()` when done. One HTTP session
+    serves every client made."""
 
     def __init__(
         self,
@@ -156,18 +158,9 @@ class Connection:
         return self.identity
 
 
-def connect(
-    url: str,
-    population: str,
-    secret: str,
-    store: ExampleStore,
-    *,
-    retry: RetryPolicy = _RETRY,
-    session: aiohttp.ClientSession | None = None,
-) -> Connection:
-    """A connection to the aggregator at `url` for a device of `population` (enrolling
-    with `secret` the first time); open it with `async with` or `await`."""
-    return Connection(url, population, secret, store, retry=retry, session=session)
+# `edge_sdk.connect(url, population, secret, store)` is the class itself, so the
+# signature and its defaults are written once
+connect = Connection
 
 
 def _read_identity(raw: bytes | None) -> dict | None:

@@ -21,12 +21,11 @@ import argparse
 import json
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from aggregator.operator_cli import AdminClient, AdminError, read_settings
+from edge_fl_cli import spawn_serve
 
 SETTINGS = Path(__file__).parent / "configs" / "keyboard_task.toml"
 
@@ -65,26 +64,13 @@ def main(argv=None) -> None:
         bundle = build_bundle(
             "keyboard_cifg", data / "bundles" / "keyboard_cifg", with_vocabulary=True
         )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_fl_cli",
-            "serve",
-            "--data-dir",
-            str(data / "state"),
-            "--port",
-            str(args.port),
-            "--admin-token",
-            admin_token,
-            "--enrollment-secret",
-            f"keyboard={enrollment_secret}",
-            *serve_config,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    server, url = spawn_serve(
+        data / "state",
+        admin_token,
+        {"keyboard": enrollment_secret},
+        port=args.port,
+        options=tuple(serve_config),
     )
-    url = server.stdout.readline().split()[-1]
     admin = AdminClient(url, admin_token)
     try:
         print("created", admin.create("keyboard", str(bundle), settings)["task_id"])

@@ -19,14 +19,13 @@ import asyncio
 import json
 import secrets
 import signal
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+
+from aggregator.operator_cli import AdminClient, AdminError
+from edge_fl_cli import spawn_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "clients" / "web"
@@ -68,7 +67,8 @@ def task_settings(goal: int) -> dict:
     }
 
 
-def _file(root: Path, relative: str) -> web.StreamResponse:
+def static_file(root: Path, relative: str) -> web.StreamResponse:
+    """The file at `relative` under `root` (404 outside it), never cached."""
     path = (root / relative).resolve()
     if root.resolve() not in path.parents or not path.is_file():
         raise web.HTTPNotFound()
@@ -79,6 +79,20 @@ def _file(root: Path, relative: str) -> web.StreamResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+async def forward(
+    session: aiohttp.ClientSession, api_url: str, request: web.Request
+) -> web.Response:
+    """`request` sent on to the aggregator at `api_url` (same path and query), and its
+    reply, each with the headers the API needs."""
+    headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
+    async with session.request(
+        request.method, api_url + request.path_qs, data=await request.read(), headers=headers
+    ) as r:
+        body = await r.read()
+        kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
+        return web.Response(status=r.status, body=body, headers=kept)
 
 
 def _print_report(event: dict) -> None:
@@ -94,10 +108,10 @@ def page_app(
     app = web.Application(client_max_size=64 * 2**20)
 
     async def static(request):
-        return _file(WEB, request.match_info["path"])
+        return static_file(WEB, request.match_info["path"])
 
     async def bundle(request):
-        return _file(bundle_dir, request.match_info["name"])
+        return static_file(bundle_dir, request.match_info["name"])
 
     async def settings(request):
         return web.json_response(config)
@@ -113,13 +127,7 @@ def page_app(
         raise web.HTTPFound("/web/browser/demo.html")
 
     async def api(request):
-        headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
-        async with app[SESSION].request(
-            request.method, api_url + request.path_qs, data=await request.read(), headers=headers
-        ) as r:
-            body = await r.read()
-            kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
-            return web.Response(status=r.status, body=body, headers=kept)
+        return await forward(app[SESSION], api_url, request)
 
     async def session_context(app):
         app[SESSION] = aiohttp.ClientSession()
@@ -141,19 +149,13 @@ def page_app(
 
 
 def create_task(url: str, admin_token: str, bundle: Path, goal: int) -> None:
-    request = urllib.request.Request(
-        url + "/v1/admin/tasks",
-        method="POST",
-        data=json.dumps(
-            {"task_id": TASK, "bundle_dir": str(bundle), "settings": task_settings(goal)}
-        ).encode(),
-        headers={"X-Admin-Token": admin_token, "Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(request) as r:
-            print("created task:", json.loads(r.read())["task_id"])
-    except urllib.error.HTTPError as e:
-        print("task exists already:", json.loads(e.read())["error"]["message"])
+        created = AdminClient(url, admin_token).create(TASK, str(bundle), task_settings(goal))
+        print("created task:", created["task_id"])
+    except AdminError as e:
+        if "exists" not in str(e):
+            raise SystemExit(f"web_demo: {e}") from None
+        print("task exists already:", e)
 
 
 async def _serve_page(app: web.Application, host: str, port: int) -> None:
@@ -192,31 +194,16 @@ def main(argv=None) -> None:
     admin_token = secrets.token_urlsafe(24)
     secret = secrets.token_urlsafe(16)
     # a state dir per model: a task's bundle cannot change under it
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_fl_cli",
-            "serve",
-            "--data-dir",
-            str(data / "state" / args.model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-token",
-            admin_token,
-            "--enrollment-secret",
-            f"{TASK}={secret}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        line = server.stdout.readline()
-        if not line.startswith("listening on "):
-            raise SystemExit(f"edge-fl serve did not start: {line!r}")
-        api_url = line.split()[-1]
+        server, api_url = spawn_serve(
+            data / "state" / args.model,
+            admin_token,
+            {TASK: secret},
+            host="127.0.0.1",
+        )
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
+    try:
         create_task(api_url, admin_token, bundle, args.goal)
         app = page_app(api_url, bundle, {"population": TASK, "secret": secret, "task": TASK})
         print(

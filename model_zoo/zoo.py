@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -157,65 +157,57 @@ def _sgd(lr, momentum=0.0):
     return lambda params: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
+def _with_tiny(name: str, full: ZooEntry, **tiny: object) -> dict[str, ZooEntry]:
+    """`name` and `name_tiny`: the tiny model's entry is the full one's but for `tiny`."""
+    return {name: full, f"{name}_tiny": replace(full, **tiny)}
+
+
+def _keyboard(name: str, module, *, positional: bool = False) -> dict[str, ZooEntry]:
+    """A next-word model over a vocabulary from the real training text: 10,000 words and
+    20 positions, its tiny model 500 words and 12 positions."""
+
+    def words(vocab: int, seq: int) -> dict[str, object]:
+        return {
+            "tokens": Tokens("tokens", vocab, seq, positional=positional),
+            "vocabulary": _word_vocabulary(vocab),
+        }
+
+    full = ZooEntry(
+        module.full,
+        "next_word",
+        _sgd(1.0),
+        ignore_index=module.PAD,
+        clip_grad_norm=1.0,
+        **words(10000, 20),
+    )
+    return _with_tiny(name, full, build=module.tiny, **words(500, 12))
+
+
+def _classifier(name: str, module, lr: float) -> dict[str, ZooEntry]:
+    """An image classifier trained with plain SGD at `lr`, and its tiny model."""
+    full = ZooEntry(module.full, "classification", _sgd(lr), sample=_images)
+    return _with_tiny(name, full, build=module.tiny)
+
+
 ZOO: dict[str, ZooEntry] = {
-    "keyboard_cifg": ZooEntry(
-        keyboard_cifg.full,
-        "next_word",
-        _sgd(1.0),
-        tokens=Tokens("tokens", 10000, 20),
-        ignore_index=keyboard_cifg.PAD,
-        vocabulary=_word_vocabulary(10000),
-        clip_grad_norm=1.0,
-    ),
-    "keyboard_cifg_tiny": ZooEntry(
-        keyboard_cifg.tiny,
-        "next_word",
-        _sgd(1.0),
-        tokens=Tokens("tokens", 500, 12),
-        ignore_index=keyboard_cifg.PAD,
-        vocabulary=_word_vocabulary(500),
-        clip_grad_norm=1.0,
-    ),
-    "keyboard_transformer": ZooEntry(
-        keyboard_transformer.full,
-        "next_word",
-        _sgd(1.0),
-        tokens=Tokens("tokens", 10000, 20, positional=True),
-        ignore_index=keyboard_transformer.PAD,
-        vocabulary=_word_vocabulary(10000),
-        clip_grad_norm=1.0,
-    ),
-    "keyboard_transformer_tiny": ZooEntry(
-        keyboard_transformer.tiny,
-        "next_word",
-        _sgd(1.0),
-        tokens=Tokens("tokens", 500, 12, positional=True),
-        ignore_index=keyboard_transformer.PAD,
-        vocabulary=_word_vocabulary(500),
-        clip_grad_norm=1.0,
-    ),
-    "shakespeare_char": ZooEntry(
-        shakespeare_char.full,
-        "next_char",
-        _sgd(1.0),
-        tokens=Tokens("chars", 80, 80),
-        ignore_index=0,
-        vocabulary=_char_vocabulary,
-        clip_grad_norm=5.0,
-    ),
-    "shakespeare_char_tiny": ZooEntry(
-        shakespeare_char.tiny,
-        "next_char",
-        _sgd(1.0),
+    **_keyboard("keyboard_cifg", keyboard_cifg),
+    **_keyboard("keyboard_transformer", keyboard_transformer, positional=True),
+    **_with_tiny(
+        "shakespeare_char",
+        ZooEntry(
+            shakespeare_char.full,
+            "next_char",
+            _sgd(1.0),
+            tokens=Tokens("chars", 80, 80),
+            ignore_index=0,
+            vocabulary=_char_vocabulary,
+            clip_grad_norm=5.0,
+        ),
+        build=shakespeare_char.tiny,
         tokens=Tokens("chars", 80, 20),
-        ignore_index=0,
-        vocabulary=_char_vocabulary,
-        clip_grad_norm=5.0,
     ),
-    "femnist_cnn": ZooEntry(femnist_cnn.full, "classification", _sgd(0.05), sample=_images),
-    "femnist_cnn_tiny": ZooEntry(femnist_cnn.tiny, "classification", _sgd(0.05), sample=_images),
-    "mobilenet_cnn": ZooEntry(mobilenet_cnn.full, "classification", _sgd(0.1), sample=_images),
-    "mobilenet_cnn_tiny": ZooEntry(mobilenet_cnn.tiny, "classification", _sgd(0.1), sample=_images),
+    **_classifier("femnist_cnn", femnist_cnn, 0.05),
+    **_classifier("mobilenet_cnn", mobilenet_cnn, 0.1),
     "logreg": ZooEntry(logreg.LogReg, "classification", _sgd(0.1), sample=_tabular),
     "mlp": ZooEntry(mlp.MLP, "classification", _adam(1e-2), sample=_tabular),
 }

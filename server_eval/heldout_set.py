@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -27,24 +27,32 @@ def write_heldout_set(path: str | Path, examples: Iterable[dict[str, np.ndarray]
     return count
 
 
+def read_json_lines(
+    path: str | Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) of each non-blank line of a UTF-8 JSON-lines
+    file; a line that is not JSON raises `error` naming the file and line."""
+    with Path(path).open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(f"{path}:{number}: not JSON ({e.msg})") from None
+
+
 def read_heldout_set(path: str | Path, bundle: Bundle) -> list[dict[str, np.ndarray]]:
     """Every example of the file as arrays of the bundle's dtypes, checked against the
     bundle's input and target specs (names, rank, static sizes)."""
     specs = bundle.manifest["inputs"] | bundle.manifest["targets"]
     examples = []
-    with Path(path).open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HeldoutSetError(f"{path}:{number}: not JSON ({e.msg})") from None
-            if not isinstance(doc, dict) or set(doc) != set(specs):
-                raise HeldoutSetError(f"{path}:{number}: an example holds exactly {sorted(specs)}")
-            examples.append(
-                {name: _array(doc[name], specs[name], f"{path}:{number}: {name}") for name in specs}
-            )
+    for number, doc in read_json_lines(path, HeldoutSetError):
+        if not isinstance(doc, dict) or set(doc) != set(specs):
+            raise HeldoutSetError(f"{path}:{number}: an example holds exactly {sorted(specs)}")
+        examples.append(
+            {name: _array(doc[name], specs[name], f"{path}:{number}: {name}") for name in specs}
+        )
     if not examples:
         raise HeldoutSetError(f"{path} holds no examples")
     return examples

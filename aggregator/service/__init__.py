@@ -29,6 +29,30 @@ from .participation import Participation
 from .secure import SecureSteps
 from .tasks import LedTask, TaskTable
 
+# the public calls, by concern: `service.<prefix><method>` is `service.<concern>.<method>`
+_PUBLIC_CALLS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("table", "", ("recover", "leads", "knows", "spread_check_in")),
+    ("admin", "", ("create_task", "set_paused", "describe", "history", "record_heldout")),
+    ("devices", "", ("enroll", "authenticate", "known_device")),
+    (
+        "participation",
+        "",
+        (
+            "check_in",
+            "report_failure",
+            "model_file",
+            "submit_update",
+            "submit_evaluation",
+            "begin_upload",
+            "upload_status",
+            "append_chunk",
+            "commit_upload",
+            "expire_uploads",
+        ),
+    ),
+    ("secure", "secagg_", ("state", "advertise", "share", "masked_input", "reveal")),
+)
+
 
 class AggregatorService:
     def __init__(
@@ -48,37 +72,11 @@ class AggregatorService:
         self.admin = Administration(store, clock, self.table)
         self.devices = Devices(store, clock, enrollment_secrets)
         uploads = UploadSessions(store, clock, upload_quota, limits.max_message_bytes)
-        self.participation = Participation(
-            store, clock, rng, limits, self.table, self.commits, uploads
-        )
+        self.participation = Participation(self.table, self.commits, uploads)
         self.secure = SecureSteps(clock, self.table, self.commits)
-
-        # the public calls, by concern
-        self.recover = self.table.recover
-        self.leads, self.knows = self.table.leads, self.table.knows
-        self.spread_check_in = self.table.spread_check_in
-        self.create_task, self.set_paused = self.admin.create_task, self.admin.set_paused
-        self.describe, self.history = self.admin.describe, self.admin.history
-        self.record_heldout = self.admin.record_heldout
-        self.enroll, self.authenticate = self.devices.enroll, self.devices.authenticate
-        self.known_device = self.devices.known_device
-        p = self.participation
-        self.check_in, self.report_failure, self.model_file = (
-            p.check_in,
-            p.report_failure,
-            p.model_file,
-        )
-        self.submit_update, self.submit_evaluation = p.submit_update, p.submit_evaluation
-        self.begin_upload, self.upload_status = p.begin_upload, p.upload_status
-        self.append_chunk, self.commit_upload = p.append_chunk, p.commit_upload
-        self.expire_uploads = p.expire_uploads
-        s = self.secure
-        self.secagg_state, self.secagg_advertise, self.secagg_share = (
-            s.state,
-            s.advertise,
-            s.share,
-        )
-        self.secagg_masked_input, self.secagg_reveal = s.masked_input, s.reveal
+        for concern, prefix, methods in _PUBLIC_CALLS:
+            for method in methods:
+                setattr(self, prefix + method, getattr(getattr(self, concern), method))
 
     # -- queries ------------------------------------------------------------------------------
     @property

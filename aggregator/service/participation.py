@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_sdk.protocol import DecodeLimits, NonFinite, decode_update, open_update
+from edge_sdk.protocol import NonFinite, decode_update, open_update
 from edge_sdk.protocol.model_encoding import DEFAULT_ENCODING
 
 from ..coordinator import Assignment, ComeBackLater, EvalAssignment, Outcome
 from ..errors import BadRequest, Forbidden, NotFound, UpdateNormExceeded, UpdateNotFinite
 from ..numerics import norm_over
-from ..store import AlreadyAggregated, Device, PendingUpdate, Store
+from ..store import AlreadyAggregated, Device, PendingUpdate
 from ..uploads import UploadSessions
 from ..vocabulary import failure_reason
 from .commits import Commits, json_number
@@ -32,17 +32,14 @@ difference is nearly as large as the whole model, and the device takes a new bas
 
 
 class Participation:
-    def __init__(
-        self,
-        store: Store,
-        clock,
-        rng: np.random.Generator,
-        limits: DecodeLimits,
-        table: TaskTable,
-        commits: Commits,
-        uploads: UploadSessions,
-    ):
-        self.store, self.clock, self.rng, self.limits = store, clock, rng, limits
+    def __init__(self, table: TaskTable, commits: Commits, uploads: UploadSessions):
+        """The store, clock, rng and decode limits are the task table's."""
+        self.store, self.clock, self.rng, self.limits = (
+            table.store,
+            table.clock,
+            table.rng,
+            table.limits,
+        )
         self.table, self.commits, self.uploads = table, commits, uploads
 
     def check_in(

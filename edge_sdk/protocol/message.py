@@ -376,14 +376,9 @@ def decode_update(
     return DecodedUpdate(meta, codec, local_dp, tensors)
 
 
-def decode_parameters(
-    data: bytes,
-    specs: Iterable,
-    *,
-    public_key: bytes | None = None,
-    limits: DecodeLimits = DecodeLimits(),
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """(header {model_id, model_version}, parameters) of a model download."""
+def _unframe_model(data: bytes, public_key: bytes | None, limits: DecodeLimits) -> _Frame:
+    """A model download's frame, its checksum (and with `public_key` its signature)
+    checked and its header holding a string model_id and an int model_version."""
     frame = _unframe(data, MODEL_MAGIC, limits)
     if public_key is not None:
         if frame.signature is None:
@@ -394,6 +389,19 @@ def decode_parameters(
         header.get("model_version"), int
     ):
         raise MalformedHeader("a model header has a string model_id and an int model_version")
+    return frame
+
+
+def decode_parameters(
+    data: bytes,
+    specs: Iterable,
+    *,
+    public_key: bytes | None = None,
+    limits: DecodeLimits = DecodeLimits(),
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """(header {model_id, model_version}, parameters) of a model download."""
+    frame = _unframe_model(data, public_key, limits)
+    header = frame.header
     params = {}
     for name, shape, payload in _payloads(frame.body, _specs(specs), _FLOAT32):
         params[name] = np.frombuffer(payload, "<f4").astype(np.float32).reshape(shape)

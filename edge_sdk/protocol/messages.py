@@ -45,6 +45,7 @@ __all__ = [
     "JSON_INT",
     "Message",
     "MetricSums",
+    "RecordAck",
     "SecAggKeys",
     "SecAggReveal",
     "SecAggShares",
@@ -239,10 +240,16 @@ class EvaluationReport(Message):
 
 
 @dataclass(frozen=True)
-class EvaluationAck(Message):
-    path = "evaluation_ack"
+class RecordAck(Message):
+    """The reply to a report the server records once: `duplicate` when it had it."""
+
     _open = True
     status: Literal["recorded", "duplicate"]
+
+
+@dataclass(frozen=True)
+class EvaluationAck(RecordAck):
+    path = "evaluation_ack"
 
 
 @dataclass(frozen=True)
@@ -366,10 +373,8 @@ class HeldoutReport(Message):
 
 
 @dataclass(frozen=True)
-class HeldoutAck(Message):
+class HeldoutAck(RecordAck):
     path = "heldout_ack"
-    _open = True
-    status: Literal["recorded", "duplicate"]
 
 
 @dataclass(frozen=True)

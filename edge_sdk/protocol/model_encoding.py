@@ -33,7 +33,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .codec import CodecSpec, decode_tensor_parts, encode_tensor
-from .errors import BadSignature, MalformedHeader
+from .errors import MalformedHeader
 from .message import (
     MODEL_MAGIC,
     DecodeLimits,
@@ -42,10 +42,9 @@ from .message import (
     _check_names,
     _frame,
     _specs,
-    _unframe,
+    _unframe_model,
     encode_parameters,
 )
-from .signing import verify
 
 ENCODINGS: dict[str, CodecSpec] = {
     "f32": CodecSpec(),
@@ -115,16 +114,8 @@ def decode_model(
     `base` it was taken from (version, parameters; not mutated) and returns base plus
     the difference. The checksum (and with `public_key` the signature) is checked before
     any tensor is read; raises a ProtocolError subclass for bad input."""
-    frame = _unframe(data, MODEL_MAGIC, limits)
-    if public_key is not None:
-        if frame.signature is None:
-            raise BadSignature("the model is unsigned")
-        verify(public_key, frame.signed_part, frame.signature)
+    frame = _unframe_model(data, public_key, limits)
     header = frame.header
-    if not isinstance(header.get("model_id"), str) or not isinstance(
-        header.get("model_version"), int
-    ):
-        raise MalformedHeader("a model header has a string model_id and an int model_version")
     encoding = header.get("encoding", DEFAULT_ENCODING)
     if encoding not in ENCODINGS:
         raise MalformedHeader(f"unknown model encoding {encoding!r}")

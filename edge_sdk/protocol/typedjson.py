@@ -49,6 +49,7 @@ from .errors import BadField
 __all__ = [
     "INDEX_MAX",
     "JSON_INT",
+    "SCHEMA_KEYWORDS",
     "BadField",
     "Message",
     "bounded",
@@ -63,7 +64,8 @@ __all__ = [
 JSON_INT = 2**53 - 1
 INDEX_MAX = 2**31 - 1  # object keys typed int: e.g. secure-aggregation device indices
 SHOWN = 64  # characters of a sender's key or value quoted back in an error
-_KEYS = {
+# the JSON-schema keywords a field may declare (`bounded`); the OpenAPI document copies them
+SCHEMA_KEYWORDS = (
     "minimum",
     "maximum",
     "exclusiveMinimum",
@@ -75,14 +77,16 @@ _KEYS = {
     "maxItems",
     "minProperties",
     "maxProperties",
-}
+)
 
 
 def bounded(default=dataclasses.MISSING, *, description: str | None = None, **schema):
     """A dataclass field with JSON-schema bounds (minimum, maxLength, pattern, ...)."""
-    unknown = set(schema) - _KEYS
+    unknown = set(schema) - set(SCHEMA_KEYWORDS)
     if unknown:
-        raise TypeError(f"unknown schema keywords {sorted(unknown)}; known: {sorted(_KEYS)}")
+        raise TypeError(
+            f"unknown schema keywords {sorted(unknown)}; known: {sorted(SCHEMA_KEYWORDS)}"
+        )
     metadata = dict(schema) | ({"description": description} if description else {})
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)

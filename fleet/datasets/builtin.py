@@ -79,61 +79,48 @@ class FashionMnist(ArrayDataset):
         )
 
 
-def _sklearn_table(loader: str):
-    import sklearn.datasets
+class _SklearnTable(ArrayDataset):
+    """A scikit-learn table (`loader`, e.g. "load_digits") dealt to `partition`
+    synthetic users (default `default_users`, IID), standardized with train statistics (unless
+    standardize=False: the raw measurements, e.g. to export)."""
 
-    data = getattr(sklearn.datasets, loader)()
-    return data.data, data.target, tuple(str(n) for n in getattr(data, "target_names", ()))
+    title: str
+    loader: str
+    default_users: int
+
+    def __init__(
+        self,
+        *,
+        partition: dict | None = None,
+        seed: int = 0,
+        train_fraction: float = 0.8,
+        standardize: bool = True,
+    ):
+        import sklearn.datasets
+
+        data = getattr(sklearn.datasets, self.loader)()
+        super().__init__(
+            self.title,
+            data.data,
+            data.target.astype(np.int64),
+            partition=partition or {"users": self.default_users},
+            shuffle=True,
+            standardize=standardize,
+            seed=seed,
+            train_fraction=train_fraction,
+            classes=tuple(str(n) for n in getattr(data, "target_names", ())),
+        )
 
 
-class BreastCancer(ArrayDataset):
+class BreastCancer(_SklearnTable):
     """`{"kind": "breast_cancer"}`: 569 tumours, 30 features, benign or malignant; dealt
-    to `partition` synthetic users (default 10, IID), standardized with train statistics
-    (unless standardize=False: the raw measurements, e.g. to export)."""
+    to 10 synthetic users by default."""
 
-    def __init__(
-        self,
-        *,
-        partition: dict | None = None,
-        seed: int = 0,
-        train_fraction: float = 0.8,
-        standardize: bool = True,
-    ):
-        x, y, names = _sklearn_table("load_breast_cancer")
-        super().__init__(
-            "breast cancer",
-            x,
-            y.astype(np.int64),
-            partition=partition or {"users": 10},
-            shuffle=True,
-            standardize=standardize,
-            seed=seed,
-            train_fraction=train_fraction,
-            classes=names,
-        )
+    title, loader, default_users = "breast cancer", "load_breast_cancer", 10
 
 
-class Digits(ArrayDataset):
+class Digits(_SklearnTable):
     """`{"kind": "digits"}`: 1,797 8x8 handwritten digits as 64 features, 10 classes;
-    dealt to `partition` synthetic users (default 20, IID), standardized."""
+    dealt to 20 synthetic users by default."""
 
-    def __init__(
-        self,
-        *,
-        partition: dict | None = None,
-        seed: int = 0,
-        train_fraction: float = 0.8,
-        standardize: bool = True,
-    ):
-        x, y, names = _sklearn_table("load_digits")
-        super().__init__(
-            "digits",
-            x,
-            y.astype(np.int64),
-            partition=partition or {"users": 20},
-            shuffle=True,
-            standardize=standardize,
-            seed=seed,
-            train_fraction=train_fraction,
-            classes=names,
-        )
+    title, loader, default_users = "digits", "load_digits", 20

@@ -14,12 +14,12 @@ keyboard logs them). Characters: the user's messages joined by spaces, in window
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from model_zoo.data.shakespeare import char_examples, word_examples
+from server_eval.heldout_set import read_json_lines
 
 from .base import DatasetError, InputSpec, Task, check_fraction, check_split, split_point
 
@@ -126,25 +126,16 @@ def read_jsonl(
 ) -> dict[str, list[str]]:
     """Messages per user from JSON lines; ordered by `time_key` when every line has it."""
     rows: dict[str, list[tuple]] = {}
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{number}: not JSON ({e.msg})") from None
-            if (
-                not isinstance(doc, dict)
-                or not isinstance(doc.get(text_key), str)
-                or user_key not in doc
-            ):
-                raise DatasetError(
-                    f'{path}:{number}: a line is {{"{user_key}": ..., "{text_key}": "..."}}'
-                )
-            rows.setdefault(str(doc[user_key]), []).append(
-                (doc.get(time_key), number, doc[text_key])
+    for number, doc in read_json_lines(path, DatasetError):
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get(text_key), str)
+            or user_key not in doc
+        ):
+            raise DatasetError(
+                f'{path}:{number}: a line is {{"{user_key}": ..., "{text_key}": "..."}}'
             )
+        rows.setdefault(str(doc[user_key]), []).append((doc.get(time_key), number, doc[text_key]))
     if not rows:
         raise DatasetError(f"{path} holds no messages")
     timed = all(t is not None for r in rows.values() for t, _, _ in r)
