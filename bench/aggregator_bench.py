@@ -316,10 +316,21 @@ async def _http_load(
     )
 
 
-def _proc_cpu_s(pid: int) -> float:
+def _proc_cpu_s(pid: int | str) -> float:
     """User + system CPU seconds of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process, by thread id (the main thread's is pid)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _proc_cpu_s(f"{pid}/task/{tid}")
+        except OSError:  # the thread ended
+            pass
+    return out
 
 
 def _proc_rss_mb(pid: int) -> float:
@@ -417,8 +428,10 @@ def http(
             ]
             time.sleep(max(0.0, since - time.time()))
             cpu0, rss0 = _proc_cpu_s(proc.pid), _proc_rss_mb(proc.pid)
+            threads0 = _threads_cpu_s(proc.pid)
             time.sleep(max(0.0, stop - time.time()))
             cpu1, rss1 = _proc_cpu_s(proc.pid), _proc_rss_mb(proc.pid)
+            threads1 = _threads_cpu_s(proc.pid)
             results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
         finally:
             for w in workers:
@@ -438,9 +451,18 @@ def http(
         sum(r["errors"] for r in results),
         sum(r["limited"] for r in results),
     )
+
+    def per_upload(seconds: float) -> float:
+        return seconds * 1e3 / max(1, out["uploads"])
+
     out |= {
         "processes": processes,
-        "server_cpu_ms_per_upload": (cpu1 - cpu0) * 1e3 / max(1, out["uploads"]),
+        "server_cpu_ms_per_upload": per_upload(cpu1 - cpu0),
+        # the event loop's thread (the main one), and the busiest other (the service's)
+        "server_loop_ms_per_upload": per_upload(threads1[proc.pid] - threads0[proc.pid]),
+        "server_other_thread_ms_per_upload": per_upload(
+            max(c - threads0.get(t, 0.0) for t, c in threads1.items() if t != proc.pid)
+        ),
         "server_rss_mb": (rss0, rss1),
         "load_average": os.getloadavg(),
     }

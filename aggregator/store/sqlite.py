@@ -49,6 +49,11 @@ class SqliteStore(RowStore):
         self._db = sqlite3.connect(
             self.root / "aggregator.db", check_same_thread=False, isolation_level=None
         )
+        # big pages for a new database (an existing one keeps its own): an update's bytes
+        # (~150 kB) span 3 pages instead of 37, so writing them, checkpointing them and
+        # freeing them after their version walks a short overflow chain (half the CPU of
+        # a grouped commit, docs/benchmarks.md)
+        self._db.execute("PRAGMA page_size=65536")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
         self._db.executescript(
