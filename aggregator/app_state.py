@@ -15,7 +15,6 @@ from aiohttp import web
 from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (
-    AssignedPlan,
     CheckInReply,
     EvaluationAssignment,
     Message,
@@ -189,20 +188,20 @@ def checked(kind: type[Message], doc: dict, status: int = 200) -> web.Response:
 def check_in_reply(service: AggregatorService, result) -> CheckInReply:
     """The check-in answer for a coordinator's decision (on the service's thread)."""
     if isinstance(result, Assignment):
-        model_id, settings = service.assignment_terms(result.task_id)
+        terms = service.assignment_terms(result.task_id)
         return CheckInReply(
             assignment=TrainingAssignment(
                 result.task_id,
                 result.round_id,
                 result.model_version,
                 result.deadline,
-                model_id,
-                AssignedPlan.from_json(settings["plan"]),
-                settings.get("secagg"),
+                terms.model_id,
+                terms.plan,
+                terms.secagg,
             )
         )
     if isinstance(result, EvalAssignment):
-        model_id, _ = service.assignment_terms(result.task_id)
+        model_id = service.assignment_terms(result.task_id).model_id
         return CheckInReply(
             evaluation=EvaluationAssignment(
                 result.task_id, result.model_version, result.deadline, model_id
