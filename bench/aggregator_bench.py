@@ -355,11 +355,13 @@ def http(
     processes: int = 1,
     warmup_s: float = 0.0,
     config: dict | None = None,
+    server_path: str | None = None,
 ) -> dict:
     """The server in its own process, `clients` devices in `processes` other ones (split
     evenly), uploading back to back for `warmup_s` + `seconds`; the figures cover the
     last `seconds` (acknowledgements in that window), with the server's CPU milliseconds
-    per acknowledged upload and its RSS at the window's start and end."""
+    per acknowledged upload and its RSS at the window's start and end. `server_path`:
+    the PYTHONPATH of the server (another checkout, for an A/B; default this one's)."""
     import aiohttp
 
     with socket.socket() as s:
@@ -389,7 +391,8 @@ def http(
                 "--enrollment-secret",
                 "bench=secret",
             ],
-            cwd=ROOT,
+            cwd=server_path or ROOT,
+            env=os.environ | ({"PYTHONPATH": server_path} if server_path else {}),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -429,8 +432,11 @@ def http(
             time.sleep(max(0.0, since - time.time()))
             cpu0, rss0 = _proc_cpu_s(proc.pid), _proc_rss_mb(proc.pid)
             threads0 = _threads_cpu_s(proc.pid)
-            time.sleep(max(0.0, stop - time.time()))
-            cpu1, rss1 = _proc_cpu_s(proc.pid), _proc_rss_mb(proc.pid)
+            rss = [rss0]
+            while time.time() < stop:  # RSS each second: flat, or growing with uploads?
+                time.sleep(max(0.0, min(1.0, stop - time.time())))
+                rss.append(_proc_rss_mb(proc.pid))
+            cpu1 = _proc_cpu_s(proc.pid)
             threads1 = _threads_cpu_s(proc.pid)
             results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
         finally:
@@ -463,7 +469,8 @@ def http(
         "server_other_thread_ms_per_upload": per_upload(
             max(c - threads0.get(t, 0.0) for t, c in threads1.items() if t != proc.pid)
         ),
-        "server_rss_mb": (rss0, rss1),
+        # at the window's start, its middle and its end
+        "server_rss_mb": (rss[0], rss[len(rss) // 2], rss[-1]),
         "load_average": os.getloadavg(),
     }
     return out
@@ -557,9 +564,11 @@ def main(argv=None) -> dict:
                 f"rate-limited (target 1,000/s, p99 < 250 ms)"
             )
             print(
-                f"server CPU {r['server_cpu_ms_per_upload']:.2f} ms per check-in + upload; "
-                f"server RSS {r['server_rss_mb'][0]:.0f} -> {r['server_rss_mb'][1]:.0f} MB "
-                f"over the window; load average {r['load_average'][0]:.2f}"
+                f"server CPU {r['server_cpu_ms_per_upload']:.2f} ms per check-in + upload "
+                f"(event loop {r['server_loop_ms_per_upload']:.2f}, service thread "
+                f"{r['server_other_thread_ms_per_upload']:.2f}); "
+                f"server RSS {' -> '.join(f'{x:.0f}' for x in r['server_rss_mb'])} MB "
+                f"(window start, middle, end); load average {r['load_average'][0]:.2f}"
             )
         if "c" in parts:
             rows = results["rss"] = rss_flat(_keyboard(tmp))
