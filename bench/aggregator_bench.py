@@ -463,6 +463,7 @@ def http(
 
     out |= {
         "processes": processes,
+        "uploads_by_process": [sum(since <= at < stop for at, _ in r["acks"]) for r in results],
         "server_cpu_ms_per_upload": per_upload(cpu1 - cpu0),
         # the event loop's thread (the main one), and the busiest other (the service's)
         "server_loop_ms_per_upload": per_upload(threads1[proc.pid] - threads0[proc.pid]),
