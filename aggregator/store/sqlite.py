@@ -67,6 +67,9 @@ class SqliteStore(RowStore):
         self._groups = 0
         self._group_snapshots: dict[str, dict] = {}  # task -> newest snapshot of the group
         self._group_after: list = []  # what waits for the group's commit
+        # update_bytes rows no update refers to any more (their version is durable):
+        # freed a few per grouped commit, not all in the commit of the version
+        self._unreferenced: list[str] = []
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
@@ -137,17 +140,20 @@ class SqliteStore(RowStore):
             snapshots, self._group_snapshots = self._group_snapshots, {}
             after, self._group_after = self._group_after, []
             self._group = None
+            freed = self._unreferenced[:FREED_PER_GROUP]
             try:
                 if not self._db.in_transaction:
                     raise _group_lost()
                 for task_id, snapshot in snapshots.items():
                     write_snapshot(self._db, task_id, snapshot)
+                self._db.executemany("DELETE FROM update_bytes WHERE path = ?", freed)
                 self._crash("group_written")
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            del self._unreferenced[: len(freed)]
         for action in after:
             action()
         return group
@@ -189,7 +195,12 @@ class SqliteStore(RowStore):
 
     def _drop_blobs(self, tx, paths: list[str]) -> None:
         rows = [(p,) for p in paths if _in_database(p)]
-        if rows:
+        if rows and self._group is not None:
+            # a version's updates (~150 kB each) freed in its commit would stall every
+            # call behind it; once it is durable, the next groups free them a few at a
+            # time (a crash before leaves rows no update refers to: start-up frees them)
+            tx.deferred.append(lambda: self._unreferenced.extend(rows))
+        elif rows:
             tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
         for path in paths:  # after the commit: a crash before it leaves only orphans
             if self._update_files or not _in_database(path):
@@ -217,6 +228,8 @@ class SqliteStore(RowStore):
         tx.deferred.append(lambda: self._partial(upload_id).unlink(missing_ok=True))
 
     def _remove_orphans(self) -> None:
+        with self._transaction() as tx:  # update bytes whose update left (see _drop_blobs)
+            tx.execute("DELETE FROM update_bytes WHERE path NOT IN (SELECT path FROM updates)")
         referenced = {r[0] for r in self._query("SELECT path FROM models")}
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
         referenced |= {
@@ -241,6 +254,11 @@ class SqliteStore(RowStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+FREED_PER_GROUP = 64
+"""How many unreferenced update_bytes rows a grouped commit frees at most: more than a
+group usually adds, so they never pile up under load."""
 
 
 def _group_lost() -> StoreUnavailable:
