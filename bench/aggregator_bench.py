@@ -464,6 +464,8 @@ def http(
     out |= {
         "processes": processes,
         "uploads_by_process": [sum(since <= at < stop for at, _ in r["acks"]) for r in results],
+        # the load processes' CPU (their start, enrollment and warm-up too) per upload
+        "client_cpu_ms_per_upload": sum(r["cpu_s"] for r in results) * 1e3 / max(1, len(acks)),
         "server_cpu_ms_per_upload": per_upload(cpu1 - cpu0),
         # the event loop's thread (the main one), and the busiest other (the service's)
         "server_loop_ms_per_upload": per_upload(threads1[proc.pid] - threads0[proc.pid]),

@@ -50,9 +50,8 @@ class SqliteStore(RowStore):
             self.root / "aggregator.db", check_same_thread=False, isolation_level=None
         )
         # big pages for a new database (an existing one keeps its own): an update's bytes
-        # (~150 kB) span 3 pages instead of 37, so writing them, checkpointing them and
-        # freeing them after their version walks a short overflow chain (half the CPU of
-        # a grouped commit, docs/benchmarks.md)
+        # span a few overflow pages instead of dozens, so writing, checkpointing and
+        # freeing them walks a short chain (docs/benchmarks.md, the HTTP path)
         self._db.execute("PRAGMA page_size=65536")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
