@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge_sdk.protocol.messages import HeldoutAck, HeldoutReport, TaskCreate, parse_bounded_int
+from edge_sdk.protocol.messages import parse_bounded_int
 
-from .app_state import SERVICE, checked, read_message, run_service
+from .app_state import SERVICE, answer, read_message, run_service
 
 
 async def admin_create_task(request: web.Request) -> web.Response:
-    msg = await read_message(request, TaskCreate)
+    msg = await read_message(request)
     # the service checks the settings (BadField: 400 naming the field) before it stores
     result = await run_service(
         request.app,
@@ -56,14 +56,6 @@ async def admin_resume(request: web.Request) -> web.Response:
 async def admin_heldout(request: web.Request) -> web.Response:
     """A held-out evaluator's metrics for one version (server_eval/ posts them)."""
     version = parse_bounded_int(request.match_info["version"], "path.version")
-    msg = await read_message(request, HeldoutReport)
-    return checked(
-        HeldoutAck,
-        await run_service(
-            request.app,
-            request.app[SERVICE].record_heldout,
-            request.match_info["task_id"],
-            version,
-            msg.to_json(),
-        ),
-    )
+    msg = await read_message(request)
+    service, task_id = request.app[SERVICE], request.match_info["task_id"]
+    return await answer(request, service.record_heldout, task_id, version, msg.to_json())

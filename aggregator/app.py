@@ -17,7 +17,16 @@ from aiohttp import web
 from edge_sdk.protocol import DecodeLimits
 from edge_sdk.protocol.jsontext import JsonLimits
 
-from .app_state import CONFIG, JSON_LIMITS, METRICS, PEERS, SERVICE, run_service, service_thread
+from .app_state import (
+    CONFIG,
+    JSON_LIMITS,
+    METRICS,
+    OPERATION_OF,
+    PEERS,
+    SERVICE,
+    run_service,
+    service_thread,
+)
 from .errors import AggregatorError
 from .metrics import Metrics
 from .middleware import (
@@ -29,7 +38,7 @@ from .middleware import (
     leader_middleware,
     request_limits,
 )
-from .routes import LARGE_BODY_HANDLERS, LED_HANDLERS, routes
+from .routes import LARGE_BODY_HANDLERS, LED_HANDLERS, OPERATIONS, routes
 from .server_config import ServerConfig
 from .service import AggregatorService
 from .uploads import UploadQuota
@@ -52,6 +61,7 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
     app.on_response_prepare.append(close_unread)
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
     app[JSON_LIMITS] = JsonLimits()  # docs/aggregator.md lists them
+    app[OPERATION_OF] = {op.handler: op for op in reversed(OPERATIONS)}  # its first route
     app.add_routes(routes())
     app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it
     app.cleanup_ctx.append(_peers(config.forward_timeout_s))

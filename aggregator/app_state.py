@@ -15,7 +15,6 @@ from aiohttp import web
 from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (
-    AssignedPlan,
     CheckInReply,
     EvaluationAssignment,
     Message,
@@ -25,6 +24,7 @@ from edge_sdk.protocol.messages import (
 from .coordinator import Assignment, EvalAssignment
 from .errors import StoreUnavailable
 from .metrics import Metrics
+from .openapi import Operation
 from .server_config import ServerConfig
 from .service import AggregatorService
 from .store import Device
@@ -37,6 +37,7 @@ PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's
 # it ran on the event loop, while the loop keeps answering during a slow disk or database
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 JSON_LIMITS = web.AppKey("json_limits", JsonLimits)
+OPERATION_OF = web.AppKey("operation_of", dict)  # handler -> its route (routes.OPERATIONS)
 DEVICE = web.RequestKey("device", Device)
 log = logging.getLogger(__name__)
 
@@ -159,9 +160,16 @@ def service_thread():
     return ctx
 
 
-async def read_message(request: web.Request, kind: type[M]) -> M:
-    """The body as a `kind` message: read, parsed within the app's JSON limits as strict
-    UTF-8 (whatever charset the request names), then checked field by field."""
+def operation_of(request: web.Request) -> Operation:
+    """The route table's entry (routes.py) of the handler serving `request`."""
+    return request.app[OPERATION_OF][request.match_info.handler]
+
+
+async def read_message(request: web.Request, kind: type[M] | None = None) -> M:
+    """The body as a `kind` message (by default the route's body type): read, parsed
+    within the app's JSON limits as strict UTF-8 (whatever charset the request names),
+    then checked field by field."""
+    kind = kind or operation_of(request).body
     limits = request.app[JSON_LIMITS]
     if request.content_length is not None and request.content_length > limits.max_bytes:
         raise JsonLimitExceeded(
@@ -170,6 +178,13 @@ async def read_message(request: web.Request, kind: type[M]) -> M:
             max=limits.max_bytes,
         )  # before reading it
     return kind.from_json(parse_json(await request.read(), limits))
+
+
+async def answer(request: web.Request, fn: Callable[..., dict], *args) -> web.Response:
+    """`fn(*args)` on the service's thread (run_service), its reply checked against the
+    route's reply type and sent with the route's status."""
+    op = operation_of(request)
+    return checked(op.reply, await run_service(request.app, fn, *args), op.status)
 
 
 def reply(message: Message, status: int = 200) -> web.Response:
@@ -189,20 +204,20 @@ def checked(kind: type[Message], doc: dict, status: int = 200) -> web.Response:
 def check_in_reply(service: AggregatorService, result) -> CheckInReply:
     """The check-in answer for a coordinator's decision (on the service's thread)."""
     if isinstance(result, Assignment):
-        model_id, settings = service.assignment_terms(result.task_id)
+        terms = service.assignment_terms(result.task_id)
         return CheckInReply(
             assignment=TrainingAssignment(
                 result.task_id,
                 result.round_id,
                 result.model_version,
                 result.deadline,
-                model_id,
-                AssignedPlan.from_json(settings["plan"]),
-                settings.get("secagg"),
+                terms.model_id,
+                terms.plan,
+                terms.secagg,
             )
         )
     if isinstance(result, EvalAssignment):
-        model_id, _ = service.assignment_terms(result.task_id)
+        model_id = service.assignment_terms(result.task_id).model_id
         return CheckInReply(
             evaluation=EvaluationAssignment(
                 result.task_id, result.model_version, result.deadline, model_id

@@ -7,46 +7,36 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge_sdk.protocol.messages import (
-    CheckInReply,
-    CheckInRequest,
-    EnrollReply,
-    EnrollRequest,
-    EvaluationAck,
-    EvaluationReport,
-    FailureReport,
-    UploadAck,
-    UploadBegin,
-    UploadSession,
-    parse_bounded_int,
-)
+from edge_sdk.protocol.messages import CheckInReply, parse_bounded_int
 
 from .app_state import (
     DEVICE,
     METRICS,
     SERVICE,
+    answer,
     check_in_reply,
-    checked,
     read_message,
     reply,
     run_service,
 )
 from .service import AggregatorService
 
+# Each handler's request and reply message types, and its status, are its route's
+# (routes.OPERATIONS): read_message and answer take them from there.
+
 
 async def enroll(request: web.Request) -> web.Response:
-    msg = await read_message(request, EnrollRequest)
+    msg = await read_message(request)
     service = request.app[SERVICE]
-    doc = await run_service(request.app, service.enroll, msg.population, msg.secret, msg.public_key)
-    return checked(EnrollReply, doc, status=201)
+    return await answer(request, service.enroll, msg.population, msg.secret, msg.public_key)
 
 
 async def check_in(request: web.Request) -> web.Response:
-    msg = await read_message(request, CheckInRequest)
-    answer = await run_service(
+    msg = await read_message(request)
+    assignment = await run_service(
         request.app, _check_in, request.app[SERVICE], request[DEVICE], msg.task_id
     )
-    return reply(answer)
+    return reply(assignment)
 
 
 def _check_in(service: AggregatorService, device, task_id: str | None) -> CheckInReply:
@@ -84,91 +74,48 @@ async def upload_update(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     metrics.uploads.inc()
     metrics.bytes_in.inc(len(data))
-    result = await run_service(
-        request.app,
-        request.app[SERVICE].submit_update,
-        request[DEVICE],
-        request.match_info["task_id"],
-        data,
-    )
-    return checked(UploadAck, result)
+    task_id = request.match_info["task_id"]
+    return await answer(request, request.app[SERVICE].submit_update, request[DEVICE], task_id, data)
 
 
 async def begin_upload(request: web.Request) -> web.Response:
-    msg = await read_message(request, UploadBegin)
-    result = await run_service(
-        request.app,
-        request.app[SERVICE].begin_upload,
-        request[DEVICE],
-        request.match_info["task_id"],
-        msg.size,
-        msg.sha256,
+    msg = await read_message(request)
+    service, task_id = request.app[SERVICE], request.match_info["task_id"]
+    return await answer(
+        request, service.begin_upload, request[DEVICE], task_id, msg.size, msg.sha256
     )
-    return checked(UploadSession, result, status=201)
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    return checked(
-        UploadSession,
-        await run_service(
-            request.app,
-            request.app[SERVICE].upload_status,
-            request[DEVICE],
-            request.match_info["upload_id"],
-        ),
-    )
+    service, upload_id = request.app[SERVICE], request.match_info["upload_id"]
+    return await answer(request, service.upload_status, request[DEVICE], upload_id)
 
 
 async def upload_chunk(request: web.Request) -> web.Response:
     offset = parse_bounded_int(request.query.get("offset", ""), "query.offset")
     chunk = await request.read()
     request.app[METRICS].bytes_in.inc(len(chunk))
-    return checked(
-        UploadSession,
-        await run_service(
-            request.app,
-            request.app[SERVICE].append_chunk,
-            request[DEVICE],
-            request.match_info["upload_id"],
-            offset,
-            chunk,
-        ),
-    )
+    service, upload_id = request.app[SERVICE], request.match_info["upload_id"]
+    return await answer(request, service.append_chunk, request[DEVICE], upload_id, offset, chunk)
 
 
 async def commit_upload(request: web.Request) -> web.Response:
     request.app[METRICS].uploads.inc()
-    result = await run_service(
-        request.app,
-        request.app[SERVICE].commit_upload,
-        request[DEVICE],
-        request.match_info["upload_id"],
-    )
-    return checked(UploadAck, result)
+    service, upload_id = request.app[SERVICE], request.match_info["upload_id"]
+    return await answer(request, service.commit_upload, request[DEVICE], upload_id)
 
 
 async def submit_evaluation(request: web.Request) -> web.Response:
-    msg = await read_message(request, EvaluationReport)
-    return checked(
-        EvaluationAck,
-        await run_service(
-            request.app,
-            request.app[SERVICE].submit_evaluation,
-            request[DEVICE],
-            request.match_info["task_id"],
-            msg.to_json(),
-        ),
-    )
+    msg = await read_message(request)
+    service, task_id = request.app[SERVICE], request.match_info["task_id"]
+    return await answer(request, service.submit_evaluation, request[DEVICE], task_id, msg.to_json())
 
 
 async def report_failure(request: web.Request) -> web.Response:
-    msg = await read_message(request, FailureReport)
+    msg = await read_message(request)
+    service, task_id = request.app[SERVICE], request.match_info["task_id"]
     await run_service(
-        request.app,
-        request.app[SERVICE].report_failure,
-        request[DEVICE],
-        request.match_info["task_id"],
-        msg.reason[:64],
+        request.app, service.report_failure, request[DEVICE], task_id, msg.reason[:64]
     )
     return web.Response(status=204)
 

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -181,9 +182,28 @@ def rss_flat(bundle_dir: Path, counts=(100, 10_000)) -> list[dict]:
     return rows
 
 
-async def _http_load(
-    url: str, bundle_dir: Path, clients: int, seconds: float, codec: str = "float32"
+ADMIN = {"X-Admin-Token": "bench-admin-token-0123"}
+ASYNC_TASK = {
+    "mode": "async",
+    "async_": {"concurrency": 100_000, "buffer_size": 200, "max_staleness": 1_000_000},
+}
+
+
+async def _create_task(session, url: str, bundle_dir: Path) -> None:
+    async with session.post(
+        url + "/v1/admin/tasks",
+        headers=ADMIN,
+        json={"task_id": "kb", "bundle_dir": str(bundle_dir), "settings": ASYNC_TASK},
+    ) as r:
+        assert r.status == 201, await r.text()
+
+
+async def _drive(
+    url: str, bundle_dir: Path, clients: int, start: float, stop: float, codec: str, name: str
 ) -> dict:
+    """`clients` devices that enroll, then from wall time `start` to `stop` check in and
+    upload back to back. Returns each upload's (acknowledged at, latency) in wall seconds,
+    and the counts of errors and 429s."""
     import aiohttp
 
     from edge_sdk.bundle import Bundle
@@ -200,79 +220,80 @@ async def _http_load(
     from edge_sdk.transport import RetryPolicy, Transport
 
     bundle = Bundle.load(bundle_dir)
-    admin = {"X-Admin-Token": "bench-admin-token-0123"}
-    latencies, errors, limited = [], 0, 0
+    acks, errors, limited = [], 0, 0
+    rng = np.random.default_rng(0)
+    delta = {
+        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
+    }
+    pipeline = UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec())
+    # one encoded delta, resealed under each upload's metadata: encoding a full model's
+    # top-k per upload would make the load generator, not the server, the bottleneck
+    template = encode_update(
+        delta,
+        bundle.parameter_specs,
+        UpdateMeta("kb", bundle.model_id, 0, "template", "template", 3),
+        pipeline,
+        signing_key=generate_signing_key(),
+        rng=rng,
+    )
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.post(
-            url + "/v1/admin/tasks",
-            headers=admin,
-            json={
-                "task_id": "kb",
-                "bundle_dir": str(bundle_dir),
-                "settings": {
-                    "mode": "async",
-                    "async_": {
-                        "concurrency": 100_000,
-                        "buffer_size": 200,
-                        "max_staleness": 1_000_000,
-                    },
-                },
-            },
-        ) as r:
-            assert r.status == 201, await r.text()
-        rng = np.random.default_rng(0)
-        delta = {
-            s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
-        }
-        pipeline = UpdatePipeline(DEFAULT_CODEC if codec == "default" else CodecSpec())
-        # one encoded delta, resealed under each upload's metadata: encoding a full model's
-        # top-k per upload would make the load generator, not the server, the bottleneck
-        template = encode_update(
-            delta,
-            bundle.parameter_specs,
-            UpdateMeta("kb", bundle.model_id, 0, "template", "template", 3),
-            pipeline,
-            signing_key=generate_signing_key(),
-            rng=rng,
-        )
-        stop = time.perf_counter() + seconds
 
         async def device(i: int):
             nonlocal errors, limited
             key = generate_signing_key()
             t = Transport(url, session, retry=RetryPolicy(attempts=1), rng=np.random.default_rng(i))
             await t.enroll("bench", "secret", public_key_of(key))
+            await asyncio.sleep(max(0.0, start - time.time()))
             j = 0
-            while time.perf_counter() < stop:
+            while time.time() < stop:
                 a = (await t.check_in("kb"))["assignment"]
                 meta = UpdateMeta(
-                    "kb", bundle.model_id, a["model_version"], t.device_id, f"{t.device_id}-{j}", 3
+                    "kb", bundle.model_id, a["model_version"], t.device_id, f"{name}{i}-{j}", 3
                 )
                 data = reseal_update(template, meta, key)
-                start = time.perf_counter()
+                sent = time.time()
                 try:
                     await t.upload("kb", data)
-                    latencies.append(time.perf_counter() - start)
+                    now = time.time()
+                    acks.append((now, now - sent))
                 except Exception as e:  # noqa: BLE001 - counted and reported
                     if "429" in str(e):
                         limited += 1
                     else:
                         errors += 1
                         if errors == 1:
-                            print("first error:", repr(e))
+                            print("first error:", repr(e), file=sys.stderr)
                 j += 1
 
-        started = time.perf_counter()
         await asyncio.gather(*[device(i) for i in range(clients)])
-        elapsed = time.perf_counter() - started
-    lat = np.array(latencies) * 1e3
+    return {
+        "acks": acks,
+        "errors": errors,
+        "limited": limited,
+        "bytes": len(template),
+        "cpu_s": time.process_time(),
+    }
+
+
+def _summary(
+    acks: list,
+    since: float,
+    until: float,
+    clients: int,
+    codec: str,
+    nbytes: int,
+    errors: int,
+    limited: int,
+) -> dict:
+    window = [lat for at, lat in acks if since <= at < until]
+    lat = np.array(window or [np.nan]) * 1e3
     return {
         "clients": clients,
         "codec": codec,
-        "bytes": len(template),
-        "uploads": len(lat),
-        "uploads_per_s": len(lat) / elapsed,
+        "bytes": nbytes,
+        "uploads": len(window),
+        "uploads_per_s": len(window) / (until - since),
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "errors": errors,
@@ -280,16 +301,79 @@ async def _http_load(
     }
 
 
-def http(
-    bundle_dir: Path, clients: int = 64, seconds: float = 10.0, codec: str = "float32"
+async def _http_load(
+    url: str, bundle_dir: Path, clients: int, seconds: float, codec: str = "float32"
 ) -> dict:
+    """Create the task, then drive it from this process for `seconds`."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        await _create_task(session, url, bundle_dir)
+    start = time.time() + min(5.0, 0.02 * clients)  # enrollment first
+    r = await _drive(url, bundle_dir, clients, start, start + seconds, codec, "d")
+    return _summary(
+        r["acks"], start, start + seconds, clients, codec, r["bytes"], r["errors"], r["limited"]
+    )
+
+
+def _proc_cpu_s(pid: int | str) -> float:
+    """User + system CPU seconds of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process, by thread id (the main thread's is pid)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _proc_cpu_s(f"{pid}/task/{tid}")
+        except OSError:  # the thread ended
+            pass
+    return out
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _load_worker(argv: list[str]) -> None:
+    """A load-generating process (see `http`): prints its result as one JSON line."""
+    url, bundle, clients, start, stop, codec, name = argv
+    r = asyncio.run(_drive(url, Path(bundle), int(clients), float(start), float(stop), codec, name))
+    print(json.dumps(r))
+
+
+def http(
+    bundle_dir: Path,
+    clients: int = 64,
+    seconds: float = 10.0,
+    codec: str = "float32",
+    processes: int = 1,
+    warmup_s: float = 0.0,
+    config: dict | None = None,
+    server_path: str | None = None,
+) -> dict:
+    """The server in its own process, `clients` devices in `processes` other ones (split
+    evenly), uploading back to back for `warmup_s` + `seconds`; the figures cover the
+    last `seconds` (acknowledgements in that window), with the server's CPU milliseconds
+    per acknowledged upload and its RSS at the window's start and end. `server_path`:
+    the PYTHONPATH of the server (another checkout, for an A/B; default this one's)."""
+    import aiohttp
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data:
         # each simulated client uploads back to back, far above a phone's rate: lift the cap
-        config = Path(data) / "server.json"
-        config.write_text(json.dumps({"rate_per_s": 10_000, "burst": 10_000}))
+        server_config = Path(data) / "server.json"
+        server_config.write_text(
+            json.dumps({"rate_per_s": 10_000, "burst": 10_000} | (config or {}))
+        )
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -299,31 +383,108 @@ def http(
                 "--data-dir",
                 str(Path(data) / "state"),
                 "--config",
-                str(config),
+                str(server_config),
                 "--port",
                 str(port),
                 "--admin-token",
-                "bench-admin-token-0123",
+                ADMIN["X-Admin-Token"],
                 "--enrollment-secret",
                 "bench=secret",
             ],
-            cwd=ROOT,
+            cwd=server_path or ROOT,
+            env=os.environ | ({"PYTHONPATH": server_path} if server_path else {}),
             stdout=subprocess.PIPE,
             text=True,
         )
+        workers = []
         try:
             assert "listening" in proc.stdout.readline()
-            return asyncio.run(
-                _http_load(f"http://127.0.0.1:{port}", bundle_dir, clients, seconds, codec)
-            )
+
+            async def create():
+                async with aiohttp.ClientSession() as session:
+                    await _create_task(session, url, bundle_dir)
+
+            asyncio.run(create())
+            start = time.time() + 3.0 + 0.02 * clients  # the workers start and enroll first
+            since, stop = start + warmup_s, start + warmup_s + seconds
+            shares = [clients // processes + (i < clients % processes) for i in range(processes)]
+            workers = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.aggregator_bench",
+                        "--load-worker",
+                        url,
+                        str(bundle_dir),
+                        str(n),
+                        repr(start),
+                        repr(stop),
+                        codec,
+                        f"p{i}-",
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for i, n in enumerate(shares)
+            ]
+            time.sleep(max(0.0, since - time.time()))
+            cpu0, rss0 = _proc_cpu_s(proc.pid), _proc_rss_mb(proc.pid)
+            threads0 = _threads_cpu_s(proc.pid)
+            rss = [rss0]
+            while time.time() < stop:  # RSS each second: flat, or growing with uploads?
+                time.sleep(max(0.0, min(1.0, stop - time.time())))
+                rss.append(_proc_rss_mb(proc.pid))
+            cpu1 = _proc_cpu_s(proc.pid)
+            threads1 = _threads_cpu_s(proc.pid)
+            results = [json.loads(w.communicate()[0].strip().splitlines()[-1]) for w in workers]
         finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.kill()
+                    w.wait()
             proc.terminate()
             proc.wait()
+    acks = [tuple(a) for r in results for a in r["acks"]]
+    out = _summary(
+        acks,
+        since,
+        stop,
+        clients,
+        codec,
+        results[0]["bytes"],
+        sum(r["errors"] for r in results),
+        sum(r["limited"] for r in results),
+    )
+
+    def per_upload(seconds: float) -> float:
+        return seconds * 1e3 / max(1, out["uploads"])
+
+    out |= {
+        "processes": processes,
+        "uploads_by_process": [sum(since <= at < stop for at, _ in r["acks"]) for r in results],
+        # the load processes' CPU (their start, enrollment and warm-up too) per upload
+        "client_cpu_ms_per_upload": sum(r["cpu_s"] for r in results) * 1e3 / max(1, len(acks)),
+        "server_cpu_ms_per_upload": per_upload(cpu1 - cpu0),
+        # the event loop's thread (the main one), and the busiest other (the service's)
+        "server_loop_ms_per_upload": per_upload(threads1[proc.pid] - threads0[proc.pid]),
+        "server_other_thread_ms_per_upload": per_upload(
+            max(c - threads0.get(t, 0.0) for t, c in threads1.items() if t != proc.pid)
+        ),
+        # at the window's start, its middle and its end
+        "server_rss_mb": (rss[0], rss[len(rss) // 2], rss[-1]),
+        "load_average": os.getloadavg(),
+    }
+    return out
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", default="a,b,c,load,http")
+    parser.add_argument("--clients", type=int, default=64, help="(http) devices in all")
+    parser.add_argument("--processes", type=int, default=2, help="(http) load-generating processes")
+    parser.add_argument("--seconds", type=float, default=20.0, help="(http) measured window")
     args = parser.parse_args(argv)
     parts = args.part.split(",")
     results = {}
@@ -387,17 +548,30 @@ def main(argv=None) -> dict:
             )
         if "http" in parts:
             r = results["http_default"] = http(
-                _keyboard(tmp), clients=64, seconds=20.0, codec="default"
+                _keyboard(tmp),
+                clients=args.clients,
+                seconds=args.seconds,
+                codec="default",
+                processes=args.processes,
+                warmup_s=3.0,
             )
             print(
                 "\n== Aggregator (http): check-in + upload over HTTP, default codec, "
                 "keyboard_cifg, durable acknowledgements =="
             )
             print(
-                f"{r['clients']} concurrent clients in another process, "
-                f"{r['bytes'] / 1e3:.0f} kB per update: {r['uploads_per_s']:.0f} uploads/s, "
-                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, "
-                f"{r['rate_limited']} rate-limited"
+                f"{r['clients']} concurrent clients in {r['processes']} other processes, "
+                f"{r['bytes'] / 1e3:.0f} kB per update, {args.seconds:g} s after a 3 s warm-up: "
+                f"{r['uploads_per_s']:.0f} uploads/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, {r['errors']} errors, {r['rate_limited']} "
+                f"rate-limited (target 1,000/s, p99 < 250 ms)"
+            )
+            print(
+                f"server CPU {r['server_cpu_ms_per_upload']:.2f} ms per check-in + upload "
+                f"(event loop {r['server_loop_ms_per_upload']:.2f}, service thread "
+                f"{r['server_other_thread_ms_per_upload']:.2f}); "
+                f"server RSS {' -> '.join(f'{x:.0f}' for x in r['server_rss_mb'])} MB "
+                f"(window start, middle, end); load average {r['load_average'][0]:.2f}"
             )
         if "c" in parts:
             rows = results["rss"] = rss_flat(_keyboard(tmp))
@@ -417,4 +591,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--load-worker"]:
+        _load_worker(sys.argv[2:])
+    else:
+        main()

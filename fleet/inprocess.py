@@ -10,18 +10,7 @@ import json
 from aggregator.app_state import check_in_reply
 from aggregator.errors import AggregatorError, code_of, status_of
 from aggregator.service import AggregatorService
-from edge_sdk.protocol import ProtocolError, parse_json
-from edge_sdk.protocol.messages import (
-    CheckInRequest,
-    EnrollReply,
-    EnrollRequest,
-    EvaluationAck,
-    EvaluationReport,
-    FailureReport,
-    Message,
-    MetricSums,
-    UploadAck,
-)
+from edge_sdk.protocol import ProtocolError, messages, parse_json
 from edge_sdk.transport import ServerRejected
 
 
@@ -39,28 +28,29 @@ class InProcessTransport:
                 status_of(e), code_of(e), str(e), getattr(e, "details", {})
             ) from None
 
-    def _sent(self, message: Message) -> Message:
+    def _sent(self, message: messages.Message) -> messages.Message:
         """The message as the server reads it off the wire: as JSON text, within the same
         limits (a request the HTTP path would refuse is refused here too)."""
         text = json.dumps(message.to_json())
         return self._call(lambda: type(message).from_json(parse_json(text)))
 
     @staticmethod
-    def _answer(kind: type[Message], doc: dict) -> dict:
+    def _answer(kind: type[messages.Message], doc: dict) -> dict:
         kind.from_json(doc)
         return doc
 
     async def enroll(self, population: str, secret: str, public_key: bytes) -> dict:
-        msg = self._sent(EnrollRequest(population, secret, public_key))
+        msg = self._sent(messages.EnrollRequest(population, secret, public_key))
         doc = self._answer(
-            EnrollReply, self._call(self.service.enroll, msg.population, msg.secret, msg.public_key)
+            messages.EnrollReply,
+            self._call(self.service.enroll, msg.population, msg.secret, msg.public_key),
         )
         self.device = self.service.authenticate(doc["token"])
         self.device_id = doc["device_id"]
         return doc
 
     async def check_in(self, task_id=None, eligibility=None, sdk_version="0.1") -> dict:
-        msg = self._sent(CheckInRequest(task_id, dict(eligibility or {}), sdk_version))
+        msg = self._sent(messages.CheckInRequest(task_id, dict(eligibility or {}), sdk_version))
         result = self._call(self.service.check_in, self.device, msg.task_id)
         return check_in_reply(self.service, result).to_json()
 
@@ -72,16 +62,16 @@ class InProcessTransport:
 
     async def upload(self, task_id: str, data: bytes) -> dict:
         return self._answer(
-            UploadAck, self._call(self.service.submit_update, self.device, task_id, data)
+            messages.UploadAck, self._call(self.service.submit_update, self.device, task_id, data)
         )
 
     async def submit_evaluation(self, task_id: str, model_version: int, sums: dict) -> dict:
-        msg = self._sent(EvaluationReport(model_version, MetricSums(**sums)))
+        msg = self._sent(messages.EvaluationReport(model_version, messages.MetricSums(**sums)))
         return self._answer(
-            EvaluationAck,
+            messages.EvaluationAck,
             self._call(self.service.submit_evaluation, self.device, task_id, msg.to_json()),
         )
 
     async def report_failure(self, task_id: str, reason: str) -> None:
-        msg = self._sent(FailureReport(reason))
+        msg = self._sent(messages.FailureReport(reason))
         self._call(self.service.report_failure, self.device, task_id, msg.reason[:64])

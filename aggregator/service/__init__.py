@@ -14,10 +14,12 @@ and the simulator call: every call runs on one thread (the app's service thread)
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from edge_sdk.protocol import DecodeLimits, UpdateMeta
+from edge_sdk.protocol.messages import AssignedPlan
 
 from ..errors import NotLeader, StoreUnavailable
 from ..store import Store
@@ -54,6 +56,15 @@ _PUBLIC_CALLS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class AssignmentTerms:
+    """What every assignment of a task carries (secagg: its settings as JSON, or None)."""
+
+    model_id: str
+    plan: AssignedPlan
+    secagg: dict | None
+
+
 class AggregatorService:
     def __init__(
         self,
@@ -77,6 +88,7 @@ class AggregatorService:
         for concern, prefix, methods in _PUBLIC_CALLS:
             for method in methods:
                 setattr(self, prefix + method, getattr(getattr(self, concern), method))
+        self._terms: dict[str, tuple[object, AssignmentTerms]] = {}  # task: (settings, terms)
 
     # -- queries ------------------------------------------------------------------------------
     @property
@@ -130,10 +142,21 @@ class AggregatorService:
         self.table.record(task_id)
         return self.store.heldout_results(task_id)
 
-    def assignment_terms(self, task_id: str) -> tuple[str, dict]:
-        """(model_id, settings as JSON) of a task led here: what an assignment carries."""
+    def assignment_terms(self, task_id: str) -> AssignmentTerms:
+        """What an assignment of a task led here carries besides its round: the model id,
+        the plan and the secure aggregation settings (built once per loaded settings:
+        every check-in asks)."""
         task = self.table.task(task_id)
-        return task.record.model_id, task.settings.to_json()
+        cached = self._terms.get(task_id)
+        if cached is None or cached[0] is not task.settings:
+            settings = task.settings.to_json()
+            terms = AssignmentTerms(
+                task.record.model_id,
+                AssignedPlan.from_json(settings["plan"]),
+                settings.get("secagg"),
+            )
+            cached = self._terms[task_id] = (task.settings, terms)
+        return cached[1]
 
     def close(self) -> None:
         """Close the store (the service is not used afterwards)."""
@@ -186,4 +209,4 @@ class AggregatorService:
         self.table.reload()
 
 
-__all__ = ["TASK_ID", "AggregatorService", "UpdateMeta"]
+__all__ = ["TASK_ID", "AggregatorService", "AssignmentTerms", "UpdateMeta"]

@@ -49,6 +49,10 @@ class SqliteStore(RowStore):
         self._db = sqlite3.connect(
             self.root / "aggregator.db", check_same_thread=False, isolation_level=None
         )
+        # big pages for a new database (an existing one keeps its own): an update's bytes
+        # span a few overflow pages instead of dozens, so writing, checkpointing and
+        # freeing them walks a short chain (docs/benchmarks.md, the HTTP path)
+        self._db.execute("PRAGMA page_size=65536")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged commit survives power loss
         self._db.executescript(
@@ -62,6 +66,9 @@ class SqliteStore(RowStore):
         self._groups = 0
         self._group_snapshots: dict[str, dict] = {}  # task -> newest snapshot of the group
         self._group_after: list = []  # what waits for the group's commit
+        # update_bytes rows no update refers to any more (their version is durable):
+        # freed a few per grouped commit, not all in the commit of the version
+        self._unreferenced: list[str] = []
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
@@ -132,17 +139,20 @@ class SqliteStore(RowStore):
             snapshots, self._group_snapshots = self._group_snapshots, {}
             after, self._group_after = self._group_after, []
             self._group = None
+            freed = self._unreferenced[:FREED_PER_GROUP]
             try:
                 if not self._db.in_transaction:
                     raise _group_lost()
                 for task_id, snapshot in snapshots.items():
                     write_snapshot(self._db, task_id, snapshot)
+                self._db.executemany("DELETE FROM update_bytes WHERE path = ?", freed)
                 self._crash("group_written")
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            del self._unreferenced[: len(freed)]
         for action in after:
             action()
         return group
@@ -184,7 +194,12 @@ class SqliteStore(RowStore):
 
     def _drop_blobs(self, tx, paths: list[str]) -> None:
         rows = [(p,) for p in paths if _in_database(p)]
-        if rows:
+        if rows and self._group is not None:
+            # a version's updates (~150 kB each) freed in its commit would stall every
+            # call behind it; once it is durable, the next groups free them a few at a
+            # time (a crash before leaves rows no update refers to: start-up frees them)
+            tx.deferred.append(lambda: self._unreferenced.extend(rows))
+        elif rows:
             tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
         for path in paths:  # after the commit: a crash before it leaves only orphans
             if self._update_files or not _in_database(path):
@@ -212,6 +227,8 @@ class SqliteStore(RowStore):
         tx.deferred.append(lambda: self._partial(upload_id).unlink(missing_ok=True))
 
     def _remove_orphans(self) -> None:
+        with self._transaction() as tx:  # update bytes whose update left (see _drop_blobs)
+            tx.execute("DELETE FROM update_bytes WHERE path NOT IN (SELECT path FROM updates)")
         referenced = {r[0] for r in self._query("SELECT path FROM models")}
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
         referenced |= {
@@ -236,6 +253,11 @@ class SqliteStore(RowStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+FREED_PER_GROUP = 64
+"""How many unreferenced update_bytes rows a grouped commit frees at most: more than a
+group usually adds, so they never pile up under load."""
 
 
 def _group_lost() -> StoreUnavailable:

@@ -244,8 +244,13 @@ def _frame(
     signing_key: bytes | None,
     compression_level: int = 3,
 ) -> bytes:
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     body = zstandard.ZstdCompressor(level=compression_level).compress(b"".join(payloads))
+    return _seal(magic, header, body, signing_key)
+
+
+def _seal(magic: bytes, header: dict, body: bytes, signing_key: bytes | None) -> bytes:
+    """The frame around an already compressed body: prefix, header, checksum, signature."""
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     flags = _SIGNED if signing_key is not None else 0
     data = _PREFIX.pack(magic, FORMAT_VERSION, flags, len(head), len(body)) + head + body
     checksum = hashlib.sha256(data).digest()
@@ -261,9 +266,7 @@ def reseal_update(data: bytes, meta: UpdateMeta, signing_key: bytes) -> bytes:
     meta.validate()
     frame = _unframe(data, UPDATE_MAGIC, DecodeLimits())
     header = frame.header | {"meta": dict(meta.__dict__)}
-    return _frame(
-        UPDATE_MAGIC, header, [_decompressor().decompress(bytes(frame.body))], signing_key
-    )
+    return _seal(UPDATE_MAGIC, header, bytes(frame.body), signing_key)  # the body as it is
 
 
 # -- decoding ---------------------------------------------------------------------------

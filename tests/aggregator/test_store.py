@@ -190,6 +190,39 @@ def test_a_group_cut_short_before_its_commit_is_absent_after_reopening(tmp_path,
     store.close()
 
 
+def _update_byte_rows(store) -> set[str]:
+    return {r[0] for r in store._query("SELECT path FROM update_bytes")}
+
+
+def test_a_grouped_versions_update_bytes_are_freed_by_later_groups_or_at_start_up(
+    tmp_path, store_url
+):
+    if store_url is not None:
+        pytest.skip("PostgreSQL commits every write alone (it does not group)")
+    store = _with_task(tmp_path, store_url)
+    store.group_commits(True)
+    for i in range(3):
+        store.save_update("kb", _update(f"k{i}"), b"u%d" % i, {}, {"round_id": 1}, 2.0)
+    store.flush()
+    held = _update_byte_rows(store)
+    assert len(held) == 3
+    store.commit_version("kb", 1, b"model v1", {"m": np.ones(2)}, {"round_id": 2}, {}, 3.0)
+    store.flush()  # the version is durable; its updates' bytes are not freed in its commit
+    assert _update_byte_rows(store) == held and store.pending_updates("kb") == []
+    store.save_update("kb", _update("k9", round_id=2), b"next", {}, {"round_id": 2}, 4.0)
+    store.flush()  # the next group frees them
+    assert _update_byte_rows(store) == {u.path for u in store.pending_updates("kb")}
+    # a version whose bytes no group freed before the process stopped: start-up frees them
+    store.commit_version("kb", 2, b"model v2", {"m": np.ones(2)}, {"round_id": 3}, {}, 5.0)
+    store.group_commits(False)
+    assert len(_update_byte_rows(store)) == 1
+    store.close()
+    store = _store(tmp_path, store_url)
+    assert _update_byte_rows(store) == set() and store.latest_model("kb")[0] == 2
+    assert store.seen_update("kb", "dev-1", "k9") == 2  # in the ledger, bytes gone
+    store.close()
+
+
 def test_an_abandoned_round_drops_its_updates(tmp_path, store_url):
     store = _with_task(tmp_path, store_url)
     store.save_update("kb", _update("k1"), b"u", {}, {"round_id": 1}, 2.0)
