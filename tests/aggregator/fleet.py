@@ -24,7 +24,14 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient
 from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
 from edge_sdk.example_store import ExampleStore
-from edge_sdk.protocol import CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.protocol import (
+    CodecSpec,
+    UpdateMeta,
+    UpdatePipeline,
+    encode_update,
+    generate_signing_key,
+    public_key_of,
+)
 from edge_sdk.transport import RetryPolicy, Transport
 
 ADMIN = "admin-token-for-tests"
@@ -110,6 +117,17 @@ class Env:
     service: object
     session: aiohttp.ClientSession
     clock: object
+    bundle: Bundle
+    tmp: Path
+
+    async def enroll(self, index: int = 0, examples: list[dict] | None = None) -> Phone:
+        """Phone `index` enrolled on this server, its store under tmp holding `examples`
+        (default: `lm_examples(index)`)."""
+        if examples is None:
+            examples = lm_examples(index)
+        return await enroll_phone(
+            self.url, self.session, self.bundle, self.tmp, index, self.clock, examples
+        )
 
 
 @contextlib.asynccontextmanager
@@ -133,7 +151,7 @@ async def server_with_task(
             {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings},
         )
         assert status == 201, doc
-        yield Env(url, service, session, clock)
+        yield Env(url, service, session, clock, bundle, tmp)
 
 
 def good_state(**overrides) -> DeviceState:
@@ -189,6 +207,46 @@ async def enroll_phone(
         pipeline=UpdatePipeline(codec),
     )
     return Phone(client, transport, identity)
+
+
+def normal_delta(bundle: Bundle, rng: np.random.Generator, scale: float = 0.01) -> dict:
+    """A delta of N(0, scale) float32 noise for every parameter (draws from `rng`)."""
+    return {
+        s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in bundle.parameter_specs
+    }
+
+
+def full_delta(bundle: Bundle, value: float) -> dict:
+    """A delta of `value` in every element of every parameter (float32)."""
+    return {s.name: np.full(s.shape, value, np.float32) for s in bundle.parameter_specs}
+
+
+def signed_update(
+    phone: Phone,
+    bundle: Bundle,
+    delta: dict,
+    key: str,
+    version: int = 0,
+    examples: int = 5,
+    *,
+    task_id: str = "kb",
+    rng: np.random.Generator | None = None,
+    specs: list | None = None,
+    signing_key: bytes | None = None,
+) -> bytes:
+    """`delta` as the update `phone` uploads: computed from model `version` of `task_id`
+    on `examples` examples, idempotency key `key`, default pipeline, signed by the phone's
+    key (or `signing_key`, to forge one); `specs` overrides the bundle's parameter list;
+    `rng` defaults to a fresh generator seeded 0."""
+    meta = UpdateMeta(task_id, bundle.model_id, version, phone.identity.device_id, key, examples)
+    return encode_update(
+        delta,
+        bundle.parameter_specs if specs is None else specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=phone.identity.signing_key if signing_key is None else signing_key,
+        rng=np.random.default_rng(0) if rng is None else rng,
+    )
 
 
 async def admin(session, url, method, path, json=None):
