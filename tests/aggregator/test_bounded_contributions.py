@@ -20,10 +20,7 @@ from edge_sdk.clock import SystemClock
 from edge_sdk.protocol import (
     DEFAULT_CODEC,
     CodecSpec,
-    UpdateMeta,
-    UpdatePipeline,
     decode_parameters,
-    encode_update,
 )
 from edge_sdk.protocol.codec import _layout, encode_tensor, tensor_seed
 from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
@@ -35,7 +32,9 @@ from .fleet import (
     free_port,
     good_state,
     lm_examples,
+    normal_delta,
     server_with_task,
+    signed_update,
 )
 
 
@@ -103,9 +102,7 @@ def test_unbounded_updates_are_refused_with_a_code_counted_and_never_stored(bund
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             assert "assignment" in await phone.transport.check_in("kb")
             attacks = {
                 "float32 of all 1e38": (
@@ -165,9 +162,7 @@ def test_the_norm_bound_is_the_tasks_and_can_be_turned_off(bundle, tmp_path):
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}, "max_update_norm": 0.5}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             size = sum(int(np.prod(s.shape)) for s in bundle.parameter_specs)
             value = 1.0 / math.sqrt(size)  # an update of norm exactly 1
@@ -223,23 +218,12 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 10, "overselect": 1.0}, "max_examples": 500}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(10)
-            ]
+            phones = [await env.enroll(i) for i in range(10)]
             for phone in phones:
                 await phone.transport.check_in("kb")
             before = {k: v.copy() for k, v in env.service.tasks["kb"].parameters.items()}
             rng = np.random.default_rng(3)
-            deltas = [
-                {
-                    s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                    for s in bundle.parameter_specs
-                }
-                for _ in phones
-            ]
+            deltas = [normal_delta(bundle, rng) for _ in phones]
             # 10**400 and 1e400 (Infinity in JSON) are refused as bad metadata, not a 500
             for examples in (10**400, float("inf"), 0, -3, 2**53 + 1, True):
                 data = _signed(
@@ -252,17 +236,7 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
                 assert (got, doc["error"]["code"]) == (400, "malformed_header"), examples
             for i, (phone, delta) in enumerate(zip(phones, deltas)):
                 claim = 10**15 if i == 0 else 400
-                meta = UpdateMeta(
-                    "kb", bundle.model_id, 0, phone.identity.device_id, f"u{i}", claim
-                )
-                data = encode_update(
-                    delta,
-                    bundle.parameter_specs,
-                    meta,
-                    UpdatePipeline(),
-                    signing_key=phone.identity.signing_key,
-                    rng=rng,
-                )
+                data = signed_update(phone, bundle, delta, f"u{i}", examples=claim, rng=rng)
                 answer = await phone.transport.upload("kb", data)
                 assert answer["weight"] == (500 if i == 0 else 400)
             assert env.service.tasks["kb"].coordinator.version == 1
@@ -280,9 +254,7 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
 def test_metric_values_are_checked_finite_and_bounded(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, {"mode": "sync"}) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             for metrics in (
                 {"loss": 1e13},

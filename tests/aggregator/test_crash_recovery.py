@@ -17,9 +17,17 @@ from aggregator.store import CRASH_POINTS
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.protocol import decode_parameters
 
-from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
+from .fleet import (
+    ServerProcess,
+    admin,
+    enroll_phone,
+    free_port,
+    lm_examples,
+    normal_delta,
+    signed_update,
+)
 
 
 @pytest.fixture(scope="module")
@@ -91,27 +99,10 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
                     if "assignment" not in answer:
                         await asyncio.sleep(0.01)
                         continue
-                    delta = {
-                        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                        for s in bundle.parameter_specs
-                    }
+                    delta = normal_delta(bundle, rng)
                     key = f"update-{index}-{j}"
-                    meta = UpdateMeta(
-                        "kb",
-                        bundle.model_id,
-                        answer["assignment"]["model_version"],
-                        phone.identity.device_id,
-                        key,
-                        3,
-                    )
-                    data = encode_update(
-                        delta,
-                        bundle.parameter_specs,
-                        meta,
-                        UpdatePipeline(),
-                        signing_key=phone.identity.signing_key,
-                        rng=rng,
-                    )
+                    version = answer["assignment"]["model_version"]
+                    data = signed_update(phone, bundle, delta, key, version, 3, rng=rng)
                     sent[key] = (phone, data)
                     await phone.transport.upload("kb", data)
                     acknowledged.add(key)

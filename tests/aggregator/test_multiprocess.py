@@ -16,10 +16,18 @@ import pytest
 from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
 
-from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
+from .fleet import (
+    ServerProcess,
+    admin,
+    enroll_phone,
+    free_port,
+    lm_examples,
+    normal_delta,
+    signed_update,
+)
 
 GOAL = 3
 
@@ -125,22 +133,9 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                             seen_versions.setdefault(index, []).append(version)
                             where = phone.transport.base_url + ("" if killed_at else " before")
                             served_by[where] = served_by.get(where, 0) + 1
-                            delta = {
-                                s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                                for s in bundle.parameter_specs
-                            }
+                            delta = normal_delta(bundle, rng)
                             key = f"update-{index}-{j}"
-                            meta = UpdateMeta(
-                                "kb", bundle.model_id, version, phone.identity.device_id, key, 3
-                            )
-                            data = encode_update(
-                                delta,
-                                bundle.parameter_specs,
-                                meta,
-                                UpdatePipeline(),
-                                rng=rng,
-                                signing_key=phone.identity.signing_key,
-                            )
+                            data = signed_update(phone, bundle, delta, key, version, 3, rng=rng)
                             sizes.append(len(data))
                             while True:  # a device retries its update until it is answered
                                 try:

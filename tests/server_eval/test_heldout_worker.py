@@ -26,7 +26,6 @@ from tests.aggregator.fleet import (
     ADMIN,
     ServerProcess,
     admin,
-    enroll_phone,
     free_port,
     good_state,
     lm_examples,
@@ -63,12 +62,7 @@ def test_each_new_version_is_evaluated_once_and_kept_in_the_history(bundle, tmp_
             )
             first = await worker.evaluate_pending()
             again = await worker.evaluate_pending()  # nothing new: nothing evaluated
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i, n=16)
-                )
-                for i in range(2)
-            ]
+            phones = [await env.enroll(i, lm_examples(i, n=16)) for i in range(2)]
             await asyncio.gather(*[p.client.participate(good_state, "kb") for p in phones])
             second = await worker.evaluate_pending()
             _, doc = await admin(env.session, env.url, "GET", "/v1/admin/tasks/kb")
