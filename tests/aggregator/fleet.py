@@ -24,14 +24,8 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient
 from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
 from edge_sdk.example_store import ExampleStore
-from edge_sdk.protocol import (
-    CodecSpec,
-    UpdateMeta,
-    UpdatePipeline,
-    encode_update,
-    generate_signing_key,
-    public_key_of,
-)
+from edge_sdk.protocol import CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.protocol.message import UpdateMeta, encode_update
 from edge_sdk.transport import RetryPolicy, Transport
 
 ADMIN = "admin-token-for-tests"

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from aggregator.service.commits import mean_metrics
-from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
 from edge_sdk.protocol import (
     DEFAULT_CODEC,
@@ -36,13 +35,6 @@ from .fleet import (
     server_with_task,
     signed_update,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _meta(bundle, phone, key: str, version: int = 0, examples=5, metrics=None) -> dict:

@@ -9,18 +9,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.protocol import BadChecksum, MalformedHeader, decode_model, decode_parameters
 
 from .fleet import good_state, server_with_task
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
 
 SETTINGS = {
     "mode": "async",

@@ -30,13 +30,6 @@ from .fleet import (
 )
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
-
 def _select(server: ServerProcess, sql: str) -> list[tuple]:
     """Straight from the server's database (SQLite in its data dir, or PostgreSQL)."""
     if server.store_url is None:

@@ -53,13 +53,6 @@ HELDOUT = {
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
-
-@pytest.fixture(scope="module")
 def rendered(bundle, tmp_path_factory):
     if CHROMIUM is None:
         pytest.skip("Debian chromium is not installed")

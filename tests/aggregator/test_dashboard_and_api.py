@@ -6,21 +6,12 @@ import asyncio
 import inspect
 
 import aiohttp
-import pytest
 
 from aggregator import errors
 from aggregator.app import ServerConfig, build_app
-from edge_sdk.bundle import Bundle
 from edge_sdk.clock import FakeClock
 
 from .fleet import running_server
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def test_every_error_class_has_a_status():

@@ -11,20 +11,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, ServerRejected, Transport
 
 from .fleet import normal_delta, server_with_task, signed_update
 
 SYNC = {"mode": "sync", "sync": {"goal": 50, "overselect": 1.0}}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _update(bundle, phone, key: str) -> bytes:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from aggregator.store import PendingUpdate, TaskRecord, open_store
-from edge_sdk.bundle import Bundle
 from edge_sdk.client import PARTICIPATION_KEY
 from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, Transport
@@ -28,13 +27,6 @@ from .fleet import (
     server_with_task,
     signed_update,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _update(bundle, phone, key: str, task_id: str = "kb", seed: int = 0) -> bytes:

@@ -11,9 +11,7 @@ import time
 
 import aiohttp
 import numpy as np
-import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
 from edge_sdk.protocol import decode_parameters
@@ -30,13 +28,6 @@ from .fleet import (
 )
 
 GOAL = 3
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _query(url: str, sql: str) -> list[tuple]:

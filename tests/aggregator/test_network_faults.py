@@ -8,20 +8,11 @@ from urllib.parse import urlparse
 
 import aiohttp
 import numpy as np
-import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import TransportError
 
 from .fault_proxy import FaultProxy
 from .fleet import enroll_phone, lm_examples, normal_delta, server_with_task, signed_update
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path):

@@ -14,7 +14,6 @@ import edge_sdk.client as client_module
 from aggregator.config import RobustSettings, SecAggSettings, TaskSettings
 from aggregator.errors import BadRequest, RoundClosed
 from aggregator.secure_round import SecureRound
-from edge_sdk.bundle import Bundle
 from edge_sdk.client import Pacer
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.protocol.secagg import FixedPoint, SecAggClient, secagg_input
@@ -92,12 +91,7 @@ def test_settings_refuse_what_secure_aggregation_cannot_do():
         TaskSettings.from_json({"sync": {"goal": 5000}, "secagg": {}})
 
 
-# -- over HTTP with real devices -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+# -- over HTTP with real devices (`bundle`: tests/conftest.py) -----------------------------------
 
 
 class VanishBeforeMaskedInput(Pacer):

@@ -7,7 +7,6 @@ import asyncio
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
 
@@ -20,13 +19,6 @@ from .fleet import (
     server_with_task,
     signed_update,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _settings(mode, **kw):

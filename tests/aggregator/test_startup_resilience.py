@@ -37,13 +37,6 @@ from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_serve
 CHROMIUM = shutil.which("chromium")
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
-
 def _files(root: Path) -> set[str]:
     """Every file under the data dir but SQLite's own (its WAL changes on reads too)."""
     return {

@@ -12,7 +12,6 @@ from urllib.parse import urlencode
 
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
@@ -28,13 +27,6 @@ SETTINGS = {
     "sync": {"goal": DEVICES, "overselect": 1.0},
     "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
 }
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 async def _chromium(tmp_path, url: str):

@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
@@ -25,13 +24,6 @@ SETTINGS = {
     "sync": {"goal": DEVICES, "overselect": 1.0},
     "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
 }
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 @pytest.mark.slow  # ~30 s on the shared VM: a bundle compile, Node and two rounds

@@ -12,7 +12,6 @@ import time
 import aiohttp
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 from server_eval import (
@@ -31,14 +30,6 @@ from tests.aggregator.fleet import (
     lm_examples,
     server_with_task,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
 
 SETTINGS = {
     "mode": "sync",
