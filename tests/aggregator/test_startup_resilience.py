@@ -222,6 +222,25 @@ def _update_garbage(root, task):
     assert cut == 1
 
 
+def _one_update_to_bad(service: AggregatorService, bundle: Bundle) -> tuple[Device, bytes, dict]:
+    """Device d0 (population p) checks in to task "bad" and submits a delta of 0.01
+    everywhere from version 0: the device, its signing key and the service's answer."""
+    key = generate_signing_key()
+    device = Device("d0", "p", public_key_of(key))
+    service.check_in(device, "bad")
+    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
+    data = encode_update(
+        delta,
+        bundle.parameter_specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=key,
+        rng=np.random.default_rng(0),
+    )
+    return device, key, service.submit_update(device, "bad", data)
+
+
 @pytest.mark.parametrize(
     "corrupt, part",
     [
@@ -239,26 +258,8 @@ def test_a_task_whose_stored_state_does_not_load_fails_alone(bundle, tmp_path, c
     settings = TaskSettings(sync=SyncSettings(goal=3, overselect=1.0))
     for task_id in ("bad", "good"):
         service.create_task(task_id, str(bundle.path), settings)
-    key = generate_signing_key()
-    device = Device("d0", "p", public_key_of(key))
-    service.check_in(device, "bad")
-    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert (
-        service.submit_update(
-            device,
-            "bad",
-            encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=key,
-                rng=np.random.default_rng(0),
-            ),
-        )["status"]
-        == "accepted"
-    )
+    device, key, answer = _one_update_to_bad(service, bundle)
+    assert answer["status"] == "accepted"
     service.store.close()
     corrupt(root, "bad")
 
@@ -453,26 +454,8 @@ def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state)
     settings = TaskSettings(sync=SyncSettings(goal=1, overselect=1.0), server_optimizer="fedavgm")
     for task_id in ("bad", "good"):
         service.create_task(task_id, str(bundle.path), settings)
-    key = generate_signing_key()
-    device = Device("d0", "p", public_key_of(key))
-    service.check_in(device, "bad")
-    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert (
-        service.submit_update(
-            device,
-            "bad",
-            encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=key,
-                rng=np.random.default_rng(0),
-            ),
-        )["version"]
-        == 1
-    )
+    answer = _one_update_to_bad(service, bundle)[2]
+    assert answer["version"] == 1
     service.store.close()
     (path,) = (root / "state" / "bad").glob("v1.npz")
     with np.load(path) as npz:
