@@ -1,4 +1,6 @@
-"""The OpenAPI document and the error table (the dashboard: test_dashboard.py)."""
+"""The app (aggregator/app.py): every route it serves is in the OpenAPI document, and every
+error class has a status in the one error table its middleware renders (the dashboard:
+test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def test_every_error_class_has_a_status():
         assert cls.code != "error", cls
 
 
-def test_openapi_document_lists_every_route(bundle, tmp_path):
+def test_openapi_document_lists_every_route(tmp_path):
     async def scenario():
         async with (
             running_server(tmp_path / "d", FakeClock()) as (url, service),
