@@ -137,13 +137,7 @@ async def server_with_task(
         running_server(tmp / "data", clock, store_url=store_url) as (url, service),
         aiohttp.ClientSession() as session,
     ):
-        status, doc = await admin(
-            session,
-            url,
-            "POST",
-            "/v1/admin/tasks",
-            {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings},
-        )
+        status, doc = await create_task(session, url, bundle, settings, task_id)
         assert status == 201, doc
         yield Env(url, service, session, clock, bundle, tmp)
 
@@ -248,6 +242,13 @@ async def admin(session, url, method, path, json=None):
         method, url + path, json=json, headers={"X-Admin-Token": ADMIN}
     ) as r:
         return r.status, await r.json()
+
+
+async def create_task(session, url, bundle, settings, task_id: str = "kb"):
+    """POST /v1/admin/tasks: task `task_id` from `bundle` (a Bundle or anything with a
+    `path`) with `settings`; returns (HTTP status, answer document)."""
+    task = {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings}
+    return await admin(session, url, "POST", "/v1/admin/tasks", task)
 
 
 def lm_examples(seed: int, n: int = 12, vocab: int = 500) -> list[dict]:

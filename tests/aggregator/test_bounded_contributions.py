@@ -27,6 +27,7 @@ from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
 from .fleet import (
     ServerProcess,
     admin,
+    create_task,
     enroll_phone,
     free_port,
     good_state,
@@ -172,32 +173,15 @@ def test_the_norm_bound_is_the_tasks_and_can_be_turned_off(bundle, tmp_path):
                 CodecSpec(),
             )
             assert (await _post(env.session, env.url, phone, half))[1]["status"] == "accepted"
-            for bad in (0, -1.0, 1e300, "1", True):
-                status, doc = await admin(
-                    env.session,
-                    env.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": "bad",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"max_update_norm": bad},
-                    },
-                )
-                assert status == 400 and "max_update_norm" in doc["error"]["message"], bad
-            for bad in (0, 2**31 + 1, 10.5, True):
-                status, doc = await admin(
-                    env.session,
-                    env.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": "bad",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"max_examples": bad},
-                    },
-                )
-                assert status == 400 and "max_examples" in doc["error"]["message"], bad
+            refused = {
+                "max_update_norm": (0, -1.0, 1e300, "1", True),
+                "max_examples": (0, 2**31 + 1, 10.5, True),
+            }
+            for field, values in refused.items():
+                for bad in values:
+                    settings = {field: bad}
+                    status, doc = await create_task(env.session, env.url, bundle, settings, "bad")
+                    assert status == 400 and field in doc["error"]["message"], bad
 
     asyncio.run(scenario())
 
@@ -293,19 +277,14 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
 
     async def first_life():
         async with aiohttp.ClientSession() as session:
-            status, doc = await admin(
+            status, doc = await create_task(
                 session,
                 server.url,
-                "POST",
-                "/v1/admin/tasks",
+                bundle,
                 {
-                    "task_id": "kb",
-                    "bundle_dir": str(bundle.path),
-                    "settings": {
-                        "mode": "async",
-                        "max_update_norm": None,
-                        "async_": {"buffer_size": 1, "concurrency": 5},
-                    },
+                    "mode": "async",
+                    "max_update_norm": None,
+                    "async_": {"buffer_size": 1, "concurrency": 5},
                 },
             )
             assert status == 201, doc

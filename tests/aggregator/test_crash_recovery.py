@@ -22,6 +22,7 @@ from edge_sdk.protocol import decode_parameters
 from .fleet import (
     ServerProcess,
     admin,
+    create_task,
     enroll_phone,
     free_port,
     lm_examples,
@@ -66,18 +67,13 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            await admin(
+            await create_task(
                 session,
                 url,
-                "POST",
-                "/v1/admin/tasks",
+                bundle,
                 {
-                    "task_id": "kb",
-                    "bundle_dir": str(bundle.path),
-                    "settings": {
-                        "mode": "async",
-                        "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
-                    },
+                    "mode": "async",
+                    "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
                 },
             )
             phones = [

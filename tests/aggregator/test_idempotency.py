@@ -20,13 +20,7 @@ from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, Transport
 
 from .fault_proxy import FaultProxy
-from .fleet import (
-    admin,
-    good_state,
-    normal_delta,
-    server_with_task,
-    signed_update,
-)
+from .fleet import create_task, good_state, normal_delta, server_with_task, signed_update
 
 
 def _update(bundle, phone, key: str, task_id: str = "kb", seed: int = 0) -> bytes:
@@ -64,13 +58,7 @@ def test_one_key_in_two_tasks_is_two_updates_and_leaves_no_orphan(bundle, tmp_pa
     async def scenario():
         settings = {"mode": "async", "async_": {"buffer_size": 10}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            status, doc = await admin(
-                env.session,
-                env.url,
-                "POST",
-                "/v1/admin/tasks",
-                {"task_id": "kb2", "bundle_dir": str(bundle.path), "settings": settings},
-            )
+            status, doc = await create_task(env.session, env.url, bundle, settings, "kb2")
             assert status == 201, doc
             phone = await env.enroll(0)
             for task_id in ("kb", "kb2"):

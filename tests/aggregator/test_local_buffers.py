@@ -17,7 +17,7 @@ from edge_sdk.local_buffers import LocalBuffers
 from edge_sdk.protocol import decode_parameters, decode_update
 
 from .fleet import (
-    admin,
+    create_task,
     enroll_phone,
     full_delta,
     good_state,
@@ -287,16 +287,8 @@ def test_a_bad_buffers_setting_is_refused_with_its_field(bundle, tmp_path):
             import aiohttp
 
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(
-                    session,
-                    url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": TASK,
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"plan": {"buffers": "fedbn"}},
-                    },
+                status, doc = await create_task(
+                    session, url, bundle, {"plan": {"buffers": "fedbn"}}, TASK
                 )
                 assert status == 400, doc
                 assert doc["error"]["code"] == "bad_field"

@@ -20,6 +20,7 @@ from edge_sdk.transport import ServerRejected
 from .fleet import (
     ServerProcess,
     admin,
+    create_task,
     enroll_phone,
     free_port,
     lm_examples,
@@ -53,20 +54,15 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(
+                status, doc = await create_task(
                     session,
                     first.url,
-                    "POST",
-                    "/v1/admin/tasks",
+                    bundle,
                     {
-                        "task_id": "kb",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {
-                            "mode": "sync",
-                            "sync": {"goal": GOAL, "overselect": 1.0},
-                            "retry_min_s": 0.0,
-                            "retry_max_s": 0.1,
-                        },
+                        "mode": "sync",
+                        "sync": {"goal": GOAL, "overselect": 1.0},
+                        "retry_min_s": 0.0,
+                        "retry_max_s": 0.1,
                     },
                 )
                 assert status == 201, doc
@@ -216,13 +212,7 @@ def test_a_follower_forwards_once_and_otherwise_says_when_to_retry(bundle, tmp_p
     async def scenario():
         async with server("b", ports[1]) as (b_url, b), aiohttp.ClientSession() as session:
             async with server("a", ports[0]) as (a_url, a):
-                status, _ = await admin(
-                    session,
-                    a_url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {"task_id": "kb", "bundle_dir": str(bundle.path), "settings": {}},
-                )
+                status, _ = await create_task(session, a_url, bundle, {})
                 assert status == 201 and a.leads("kb") and not b.leads("kb")
                 phone = await enroll_phone(
                     b_url, session, bundle, tmp_path, 0, FakeClock(), lm_examples(0)

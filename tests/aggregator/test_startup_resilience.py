@@ -32,7 +32,7 @@ from edge_sdk.protocol import (
     public_key_of,
 )
 
-from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_server
+from .fleet import ADMIN, SECRET, ServerProcess, admin, create_task, free_port, running_server
 
 CHROMIUM = shutil.which("chromium")
 
@@ -317,13 +317,7 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
     async def create():
         async with aiohttp.ClientSession() as session:
             for task_id in ("good", "bad_settings", "bad_model"):
-                status, doc = await admin(
-                    session,
-                    server.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": {}},
-                )
+                status, doc = await create_task(session, server.url, bundle, {}, task_id)
                 assert status == 201, doc
 
     async def after_restart():

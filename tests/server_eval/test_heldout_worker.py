@@ -25,6 +25,7 @@ from tests.aggregator.fleet import (
     ADMIN,
     ServerProcess,
     admin,
+    create_task,
     free_port,
     good_state,
     lm_examples,
@@ -147,13 +148,7 @@ def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            status, _ = await admin(
-                session,
-                url,
-                "POST",
-                "/v1/admin/tasks",
-                {"task_id": "kb", "bundle_dir": str(bundle.path), "settings": SETTINGS},
-            )
+            status, _ = await create_task(session, url, bundle, SETTINGS)
             assert status == 201
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
