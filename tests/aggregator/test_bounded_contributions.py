@@ -274,19 +274,15 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
     and served, the round started over. Killed and restarted, the server serves, and the
     task goes on to commit a finite version 1."""
     server = ServerProcess(tmp_path / "data", free_port())
+    settings = {
+        "mode": "async",
+        "max_update_norm": None,
+        "async_": {"buffer_size": 1, "concurrency": 5},
+    }
 
     async def first_life():
         async with aiohttp.ClientSession() as session:
-            status, doc = await create_task(
-                session,
-                server.url,
-                bundle,
-                {
-                    "mode": "async",
-                    "max_update_norm": None,
-                    "async_": {"buffer_size": 1, "concurrency": 5},
-                },
-            )
+            status, doc = await create_task(session, server.url, bundle, settings)
             assert status == 201, doc
             phone = await enroll_phone(
                 server.url, session, bundle, tmp_path, 0, SystemClock(), lm_examples(0)

@@ -51,20 +51,16 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
         for server in servers:
             server.start(tick_interval_s=0.1, rate_per_s=1000.0, burst=1000)
         first = servers[0]
+        settings = {
+            "mode": "sync",
+            "sync": {"goal": GOAL, "overselect": 1.0},
+            "retry_min_s": 0.0,
+            "retry_max_s": 0.1,
+        }
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                status, doc = await create_task(
-                    session,
-                    first.url,
-                    bundle,
-                    {
-                        "mode": "sync",
-                        "sync": {"goal": GOAL, "overselect": 1.0},
-                        "retry_min_s": 0.0,
-                        "retry_max_s": 0.1,
-                    },
-                )
+                status, doc = await create_task(session, first.url, bundle, settings)
                 assert status == 201, doc
                 # every phone enrolls through the first process...
                 phones = [
