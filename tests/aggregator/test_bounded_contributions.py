@@ -24,13 +24,13 @@ from edge_sdk.protocol import (
 from edge_sdk.protocol.codec import _layout, encode_tensor, tensor_seed
 from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
 
+from ..device_states import good_state
 from .fleet import (
     ServerProcess,
     admin,
     create_task,
     enroll_phone,
     free_port,
-    good_state,
     lm_examples,
     normal_delta,
     server_with_task,

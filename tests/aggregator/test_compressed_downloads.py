@@ -11,7 +11,8 @@ import pytest
 
 from edge_sdk.protocol import BadChecksum, MalformedHeader, decode_model, decode_parameters
 
-from .fleet import good_state, server_with_task
+from ..device_states import good_state
+from .fleet import server_with_task
 
 SETTINGS = {
     "mode": "async",
