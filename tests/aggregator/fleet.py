@@ -230,6 +230,17 @@ async def admin(session, url, method, path, json=None):
         return r.status, await r.json()
 
 
+def cli_create_task(task_id: str, bundle, settings: Path, url: str, *more: str) -> int:
+    """`edge-fl task create TASK --bundle BUNDLE --settings SETTINGS --server URL [MORE]`
+    in this process: its exit code."""
+    from edge_fl_cli import main as cli
+
+    return cli(
+        ["task", "create", task_id, "--bundle", str(bundle), "--settings", str(settings)]
+        + ["--server", url, *more]
+    )
+
+
 async def create_task(session, url, bundle, settings, task_id: str = "kb"):
     """POST /v1/admin/tasks: task `task_id` from `bundle` (a Bundle or anything with a
     `path`) with `settings`; returns (HTTP status, answer document)."""

@@ -10,7 +10,7 @@ import pytest
 from aggregator.operator_cli import read_settings
 from edge_fl_cli import main as cli
 
-from .fleet import ADMIN, ServerProcess, admin, free_port
+from .fleet import ADMIN, ServerProcess, admin, cli_create_task, free_port
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +44,15 @@ def _tasks(url: str) -> dict:
     return asyncio.run(get())
 
 
-def _create(task: str, bundle, settings, url: str) -> int:
-    """`edge-fl task create TASK --bundle BUNDLE --settings SETTINGS --server URL`'s exit code."""
-    return cli(
-        ["task", "create", task, "--bundle", str(bundle), "--settings", str(settings)]
-        + ["--server", url]
-    )
-
-
 def test_create_list_show_pause_resume_against_the_real_server(server, bundle, tmp_path, capsys):
     url = ["--server", server.url]
     toml = tmp_path / "task.toml"
     toml.write_text('mode = "async"\n[async]\nbuffer_size = 3\n[plan]\nlr = 0.05\n')
-    assert _create("tabular", bundle, toml, server.url) == 0
+    assert cli_create_task("tabular", bundle, toml, server.url) == 0
     assert capsys.readouterr().out.startswith("created task tabular: active, async, version 0")
     plain = tmp_path / "task.json"
     plain.write_text(json.dumps({"settings": {"sync": {"goal": 2}}}))
-    assert _create("second", bundle, plain, server.url) == 0
+    assert cli_create_task("second", bundle, plain, server.url) == 0
     created = _tasks(server.url)
     assert created["tabular"]["settings"]["async_"]["buffer_size"] == 3
     assert created["tabular"]["settings"]["plan"]["lr"] == 0.05
@@ -106,13 +98,13 @@ def test_a_bad_settings_file_is_refused_before_anything_is_sent(
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
-        assert _create("bad", bundle, tmp_path / name, server.url) == 2, name
+        assert cli_create_task("bad", bundle, tmp_path / name, server.url) == 2, name
         err = capsys.readouterr().err
         assert message in err, (name, err)
         assert err.startswith("edge-fl task create: settings file ") and "Traceback" not in err
     assert _tasks(server.url) == {}  # nothing reached the server
     monkeypatch.delenv("EDGE_FL_ADMIN_TOKEN")  # the file is checked before the token
-    assert _create("bad", bundle, tmp_path / "goal.toml", server.url) == 2
+    assert cli_create_task("bad", bundle, tmp_path / "goal.toml", server.url) == 2
     assert "settings.sync.goal" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot read settings file"):
         read_settings(tmp_path / "missing.toml")

@@ -14,7 +14,7 @@ import pytest
 
 import edge_sdk
 from edge_fl_cli import main as cli
-from tests.aggregator.fleet import ADMIN, SECRET, ServerProcess, free_port
+from tests.aggregator.fleet import ADMIN, SECRET, ServerProcess, cli_create_task, free_port
 from tests.fleet.toy_data import chatty_users
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,22 +112,7 @@ def test_the_keyboard_app_joins_a_running_aggregator_and_its_updates_are_accepte
     settings.write_text(
         'mode = "sync"\n[sync]\ngoal = 1\noverselect = 1.0\n[plan]\nbatch_size = 8\nlr = 0.5\n'
     )
-    assert (
-        cli(
-            [
-                "task",
-                "create",
-                "kb",
-                "--bundle",
-                str(keyboard_bundle),
-                "--settings",
-                str(settings),
-                "--server",
-                server.url,
-            ]
-        )
-        == 0
-    )
+    assert cli_create_task("kb", keyboard_bundle, settings, server.url) == 0
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps(r) + "\n" for r in chatty_users()))
     phone = [
@@ -298,22 +283,9 @@ def test_the_screenful_in_docs_app_developer_runs_and_its_update_is_accepted(
     )
     settings = tmp_path / "task.json"
     settings.write_text(json.dumps({"sync": {"goal": 1, "overselect": 1.0}}))
+    token_file = str(_token_file(tmp_path))
     assert (
-        cli(
-            [
-                "task",
-                "create",
-                "kb",
-                "--bundle",
-                str(keyboard_bundle),
-                "--settings",
-                str(settings),
-                "--server",
-                server.url,
-                "--token-file",
-                str(_token_file(tmp_path)),
-            ]
-        )
+        cli_create_task("kb", keyboard_bundle, settings, server.url, "--token-file", token_file)
         == 0
     )
     capsys.readouterr()
