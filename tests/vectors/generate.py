@@ -104,6 +104,12 @@ def tensors_hex(d: dict) -> dict:
     return {k: f32_hex(v) for k, v in d.items()}
 
 
+def tensors_from_hex(doc: dict, specs) -> dict[str, np.ndarray]:
+    """The inverse of `tensors_hex`: float32 arrays shaped as `specs` say."""
+    shapes = {s["name"]: s["shape"] for s in specs}
+    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
+
+
 def make_delta(seed: int = 20261203, specs=SPECS) -> dict[str, np.ndarray]:
     """Small normal values with a few large ones (what top-k picks), float32."""
     rng = np.random.default_rng(seed)

@@ -21,6 +21,7 @@ from edge_sdk.protocol import (
 )
 
 from . import generate
+from .generate import tensors_from_hex as tensors
 
 HERE = Path(__file__).resolve().parent
 UPDATES = json.loads((HERE / "updates.json").read_text())
@@ -28,11 +29,6 @@ MODELS = json.loads((HERE / "models.json").read_text())
 DAMAGED = json.loads((HERE / "damaged.json").read_text())
 KEY = bytes.fromhex(UPDATES["private_key"])
 PUBLIC = bytes.fromhex(UPDATES["public_key"])
-
-
-def tensors(doc: dict, specs) -> dict[str, np.ndarray]:
-    shapes = {s["name"]: s["shape"] for s in specs}
-    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
 
 
 def delta_of(case: dict) -> dict[str, np.ndarray]:
