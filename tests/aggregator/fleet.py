@@ -76,6 +76,15 @@ class ServerProcess:
         assert "listening on" in line, self.log.read_text()
         return self.url
 
+    async def enroll(self, session, bundle: Bundle, tmp: Path, index: int) -> Phone:
+        """Phone `index` enrolled here on the system clock, its store under tmp holding
+        `lm_examples(index)`."""
+        from edge_sdk.clock import SystemClock
+
+        return await enroll_phone(
+            self.url, session, bundle, tmp, index, SystemClock(), lm_examples(index)
+        )
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()

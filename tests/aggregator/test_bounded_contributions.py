@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from aggregator.service.commits import mean_metrics
-from edge_sdk.clock import SystemClock
 from edge_sdk.protocol import (
     DEFAULT_CODEC,
     CodecSpec,
@@ -29,9 +28,7 @@ from .fleet import (
     ServerProcess,
     admin,
     create_task,
-    enroll_phone,
     free_port,
-    lm_examples,
     normal_delta,
     server_with_task,
     signed_update,
@@ -284,9 +281,7 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
         async with aiohttp.ClientSession() as session:
             status, doc = await create_task(session, server.url, bundle, settings)
             assert status == 201, doc
-            phone = await enroll_phone(
-                server.url, session, bundle, tmp_path, 0, SystemClock(), lm_examples(0)
-            )
+            phone = await server.enroll(session, bundle, tmp_path, 0)
             assert "assignment" in await phone.transport.check_in("kb")
             data = _signed(
                 phone, _meta(bundle, phone, "big"), _float32_payloads(bundle, 1e38), CodecSpec()
@@ -305,9 +300,7 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
             assert task["version"] == 0
             refused = [e for e in task["events"] if e["event"] == "version_refused"]
             assert [(e["version"], e["reason"]) for e in refused] == [(1, "aggregate_not_finite")]
-            phone = await enroll_phone(
-                server.url, session, bundle, tmp_path, 1, SystemClock(), lm_examples(1)
-            )
+            phone = await server.enroll(session, bundle, tmp_path, 1)
             assert "assignment" in await phone.transport.check_in("kb")
             model = await phone.transport.download_model("kb", 0)
             decode_parameters(model, bundle.parameter_specs)  # finite, or it raises

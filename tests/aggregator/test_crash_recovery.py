@@ -15,7 +15,6 @@ import pytest
 
 from aggregator.store import CRASH_POINTS
 from edge_sdk.bundle import Bundle
-from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
 from edge_sdk.protocol import decode_parameters
 
@@ -23,9 +22,7 @@ from .fleet import (
     ServerProcess,
     admin,
     create_task,
-    enroll_phone,
     free_port,
-    lm_examples,
     normal_delta,
     signed_update,
 )
@@ -76,10 +73,7 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
                     "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
                 },
             )
-            phones = [
-                await enroll_phone(url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i))
-                for i in range(24)
-            ]
+            phones = [await server.enroll(session, bundle, tmp_path, i) for i in range(24)]
             rng = np.random.default_rng(0)
 
             async def one(phone, index):

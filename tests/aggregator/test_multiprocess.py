@@ -12,7 +12,6 @@ import time
 import aiohttp
 import numpy as np
 
-from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
@@ -63,12 +62,7 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                 status, doc = await create_task(session, first.url, bundle, settings)
                 assert status == 201, doc
                 # every phone enrolls through the first process...
-                phones = [
-                    await enroll_phone(
-                        first.url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i)
-                    )
-                    for i in range(8)
-                ]
+                phones = [await first.enroll(session, bundle, tmp_path, i) for i in range(8)]
                 while not (rows := _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")):
                     await asyncio.sleep(0.05)  # the process that got the lock records its URL
                 leader = next(s for s in servers if s.url == rows[0][0])
