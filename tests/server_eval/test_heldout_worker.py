@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 
 import aiohttp
@@ -31,6 +30,7 @@ from tests.aggregator.fleet import (
     server_with_task,
 )
 from tests.device_states import good_state
+from tests.fresh_imports import loaded_after_importing
 
 SETTINGS = {
     "mode": "sync",
@@ -173,13 +173,8 @@ def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
 
 
 def test_the_evaluator_loads_neither_torch_nor_the_aggregator():
-    code = (
-        "import sys, server_eval, server_eval.worker, server_eval.heldout_set; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'aggregator', 'model_zoo')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    evaluator = ["server_eval", "server_eval.worker", "server_eval.heldout_set"]
+    assert loaded_after_importing(evaluator, ("torch", "aggregator", "model_zoo")) == []
 
 
 def test_the_evaluator_does_not_outlive_a_server_killed_with_kill_9(bundle, tmp_path):
