@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +22,7 @@ from aggregator.app import ServerConfig, build_app, make_service
 from aggregator.connections import serve
 from edge_sdk.bundle import Bundle
 from edge_sdk.client import DeviceIdentity, FederatedClient
-from edge_sdk.eligibility import MinLocalExamples, Policy, RequireCharging
+from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
 from edge_sdk.example_store import ExampleStore
 from edge_sdk.protocol import CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
 from edge_sdk.protocol.message import UpdateMeta, encode_update
@@ -148,6 +149,19 @@ async def server_with_task(
         status, doc = await create_task(session, url, bundle, settings, task_id)
         assert status == 201, doc
         yield Env(url, service, session, clock, bundle, tmp)
+
+
+def good_state(**overrides) -> DeviceState:
+    base = dict(
+        charging=True,
+        battery_level=0.9,
+        network="unmetered",
+        idle=True,
+        thermal="nominal",
+        free_storage_bytes=2**30,
+        local_time=datetime(2026, 1, 1, 3),
+    )
+    return DeviceState(**(base | overrides))
 
 
 @dataclass

@@ -23,12 +23,12 @@ from edge_sdk.protocol import (
 from edge_sdk.protocol.codec import _layout, encode_tensor, tensor_seed
 from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
 
-from ..device_states import good_state
 from .fleet import (
     ServerProcess,
     admin,
     create_task,
     free_port,
+    good_state,
     normal_delta,
     server_with_task,
     signed_update,

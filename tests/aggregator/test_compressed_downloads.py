@@ -11,8 +11,7 @@ import pytest
 
 from edge_sdk.protocol import BadChecksum, MalformedHeader, decode_model, decode_parameters
 
-from ..device_states import good_state
-from .fleet import server_with_task
+from .fleet import good_state, server_with_task
 
 SETTINGS = {
     "mode": "async",

@@ -25,8 +25,15 @@ import pytest
 from edge_sdk.bundle import Bundle
 from edge_sdk.transport import ServerRejected
 
-from ..device_states import good_state
-from .fleet import admin, enroll_phone, full_delta, lm_examples, server_with_task, signed_update
+from .fleet import (
+    admin,
+    enroll_phone,
+    full_delta,
+    good_state,
+    lm_examples,
+    server_with_task,
+    signed_update,
+)
 
 CHROMIUM = shutil.which("chromium")
 # ~20-30 s on a busy machine: a bundle is compiled, 6 devices train 3 rounds, Chromium starts

@@ -19,9 +19,8 @@ from edge_sdk.client import PARTICIPATION_KEY
 from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, Transport
 
-from ..device_states import good_state
 from .fault_proxy import FaultProxy
-from .fleet import create_task, normal_delta, server_with_task, signed_update
+from .fleet import create_task, good_state, normal_delta, server_with_task, signed_update
 
 
 def _update(bundle, phone, key: str, task_id: str = "kb", seed: int = 0) -> bytes:

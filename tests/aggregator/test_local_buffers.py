@@ -16,11 +16,11 @@ from edge_sdk.example_store import ExampleStore
 from edge_sdk.local_buffers import LocalBuffers
 from edge_sdk.protocol import decode_parameters, decode_update
 
-from ..device_states import good_state
 from .fleet import (
     create_task,
     enroll_phone,
     full_delta,
+    good_state,
     running_server,
     server_with_task,
     signed_update,

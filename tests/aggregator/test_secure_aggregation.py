@@ -18,8 +18,7 @@ from edge_sdk.client import Pacer
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.protocol.secagg import FixedPoint, SecAggClient, secagg_input
 
-from ..device_states import good_state
-from .fleet import lm_examples, server_with_task
+from .fleet import good_state, lm_examples, server_with_task
 
 SETTINGS = SecAggSettings(phase_timeout_s=10.0)
 

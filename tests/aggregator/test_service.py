@@ -10,8 +10,15 @@ import pytest
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
 
-from ..device_states import good_state
-from .fleet import admin, full_delta, lm_examples, normal_delta, server_with_task, signed_update
+from .fleet import (
+    admin,
+    full_delta,
+    good_state,
+    lm_examples,
+    normal_delta,
+    server_with_task,
+    signed_update,
+)
 
 
 def _settings(mode, **kw):

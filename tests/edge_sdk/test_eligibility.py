@@ -25,13 +25,13 @@ from edge_sdk.eligibility import (
     default_policy,
 )
 
-from ..device_states import good_state
+from ..aggregator.fleet import good_state
 
 NOW = 1_700_000_000.0
 
 
 def _state(**overrides) -> DeviceState:
-    """good_state at 02:30 on 2026-11-23 with 80% battery."""
+    """good_state (the server tests' phone) at 02:30 on 2026-11-23 with 80% battery."""
     base = dict(battery_level=0.8, local_time=datetime(2026, 11, 23, 2, 30))
     return good_state(**(base | overrides))
 

@@ -26,10 +26,10 @@ from tests.aggregator.fleet import (
     admin,
     create_task,
     free_port,
+    good_state,
     lm_examples,
     server_with_task,
 )
-from tests.device_states import good_state
 from tests.fresh_imports import loaded_after_importing
 
 SETTINGS = {
