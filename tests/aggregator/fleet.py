@@ -25,6 +25,7 @@ from edge_sdk.client import DeviceIdentity, FederatedClient
 from edge_sdk.eligibility import DeviceState, MinLocalExamples, Policy, RequireCharging
 from edge_sdk.example_store import ExampleStore
 from edge_sdk.protocol import CodecSpec, UpdatePipeline, generate_signing_key, public_key_of
+from edge_sdk.protocol.message import UpdateMeta, encode_update
 from edge_sdk.transport import RetryPolicy, Transport
 
 ADMIN = "admin-token-for-tests"
@@ -76,6 +77,15 @@ class ServerProcess:
         assert "listening on" in line, self.log.read_text()
         return self.url
 
+    async def enroll(self, session, bundle: Bundle, tmp: Path, index: int) -> Phone:
+        """Phone `index` enrolled here on the system clock, its store under tmp holding
+        `lm_examples(index)`."""
+        from edge_sdk.clock import SystemClock
+
+        return await enroll_phone(
+            self.url, session, bundle, tmp, index, SystemClock(), lm_examples(index)
+        )
+
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
@@ -110,6 +120,17 @@ class Env:
     service: object
     session: aiohttp.ClientSession
     clock: object
+    bundle: Bundle
+    tmp: Path
+
+    async def enroll(self, index: int = 0, examples: list[dict] | None = None) -> Phone:
+        """Phone `index` enrolled on this server, its store under tmp holding `examples`
+        (default: `lm_examples(index)`)."""
+        if examples is None:
+            examples = lm_examples(index)
+        return await enroll_phone(
+            self.url, self.session, self.bundle, self.tmp, index, self.clock, examples
+        )
 
 
 @contextlib.asynccontextmanager
@@ -125,15 +146,9 @@ async def server_with_task(
         running_server(tmp / "data", clock, store_url=store_url) as (url, service),
         aiohttp.ClientSession() as session,
     ):
-        status, doc = await admin(
-            session,
-            url,
-            "POST",
-            "/v1/admin/tasks",
-            {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings},
-        )
+        status, doc = await create_task(session, url, bundle, settings, task_id)
         assert status == 201, doc
-        yield Env(url, service, session, clock)
+        yield Env(url, service, session, clock, bundle, tmp)
 
 
 def good_state(**overrides) -> DeviceState:
@@ -191,11 +206,69 @@ async def enroll_phone(
     return Phone(client, transport, identity)
 
 
+def normal_delta(bundle: Bundle, rng: np.random.Generator, scale: float = 0.01) -> dict:
+    """A delta of N(0, scale) float32 noise for every parameter (draws from `rng`)."""
+    return {
+        s.name: rng.normal(0, scale, s.shape).astype(np.float32) for s in bundle.parameter_specs
+    }
+
+
+def full_delta(bundle: Bundle, value: float) -> dict:
+    """A delta of `value` in every element of every parameter (float32)."""
+    return {s.name: np.full(s.shape, value, np.float32) for s in bundle.parameter_specs}
+
+
+def signed_update(
+    phone: Phone,
+    bundle: Bundle,
+    delta: dict,
+    key: str,
+    version: int = 0,
+    examples: int = 5,
+    *,
+    task_id: str = "kb",
+    rng: np.random.Generator | None = None,
+    specs: list | None = None,
+    signing_key: bytes | None = None,
+) -> bytes:
+    """`delta` as the update `phone` uploads: computed from model `version` of `task_id`
+    on `examples` examples, idempotency key `key`, default pipeline, signed by the phone's
+    key (or `signing_key`, to forge one); `specs` overrides the bundle's parameter list;
+    `rng` defaults to a fresh generator seeded 0."""
+    meta = UpdateMeta(task_id, bundle.model_id, version, phone.identity.device_id, key, examples)
+    return encode_update(
+        delta,
+        bundle.parameter_specs if specs is None else specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=phone.identity.signing_key if signing_key is None else signing_key,
+        rng=np.random.default_rng(0) if rng is None else rng,
+    )
+
+
 async def admin(session, url, method, path, json=None):
     async with session.request(
         method, url + path, json=json, headers={"X-Admin-Token": ADMIN}
     ) as r:
         return r.status, await r.json()
+
+
+def cli_create_task(task_id: str, bundle, settings: Path, url: str, *more: str) -> int:
+    """`edge-fl task create TASK --bundle BUNDLE --settings SETTINGS --server URL [MORE]`
+    in this process: its exit code."""
+    from edge_fl_cli import main as cli
+
+    return cli(
+        ["task", "create", task_id, "--bundle", str(bundle), "--settings", str(settings)]
+        + ["--server", url, *more]
+    )
+
+
+async def create_task(session, url, bundle, settings, task_id: str = "kb"):
+    """POST /v1/admin/tasks: task `task_id` from `bundle` (a Bundle or anything with a
+    `path`) with `settings`; returns (HTTP status, answer document)."""
+    task = {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": settings}
+    return await admin(session, url, "POST", "/v1/admin/tasks", task)
 
 
 def lm_examples(seed: int, n: int = 12, vocab: int = 500) -> list[dict]:

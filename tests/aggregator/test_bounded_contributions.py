@@ -15,15 +15,10 @@ import numpy as np
 import pytest
 
 from aggregator.service.commits import mean_metrics
-from edge_sdk.bundle import Bundle
-from edge_sdk.clock import SystemClock
 from edge_sdk.protocol import (
     DEFAULT_CODEC,
     CodecSpec,
-    UpdateMeta,
-    UpdatePipeline,
     decode_parameters,
-    encode_update,
 )
 from edge_sdk.protocol.codec import _layout, encode_tensor, tensor_seed
 from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
@@ -31,19 +26,13 @@ from edge_sdk.protocol.message import UPDATE_MAGIC, _frame
 from .fleet import (
     ServerProcess,
     admin,
-    enroll_phone,
+    create_task,
     free_port,
     good_state,
-    lm_examples,
+    normal_delta,
     server_with_task,
+    signed_update,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _meta(bundle, phone, key: str, version: int = 0, examples=5, metrics=None) -> dict:
@@ -103,9 +92,7 @@ def test_unbounded_updates_are_refused_with_a_code_counted_and_never_stored(bund
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             assert "assignment" in await phone.transport.check_in("kb")
             attacks = {
                 "float32 of all 1e38": (
@@ -165,9 +152,7 @@ def test_the_norm_bound_is_the_tasks_and_can_be_turned_off(bundle, tmp_path):
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}, "max_update_norm": 0.5}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             size = sum(int(np.prod(s.shape)) for s in bundle.parameter_specs)
             value = 1.0 / math.sqrt(size)  # an update of norm exactly 1
@@ -185,32 +170,15 @@ def test_the_norm_bound_is_the_tasks_and_can_be_turned_off(bundle, tmp_path):
                 CodecSpec(),
             )
             assert (await _post(env.session, env.url, phone, half))[1]["status"] == "accepted"
-            for bad in (0, -1.0, 1e300, "1", True):
-                status, doc = await admin(
-                    env.session,
-                    env.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": "bad",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"max_update_norm": bad},
-                    },
-                )
-                assert status == 400 and "max_update_norm" in doc["error"]["message"], bad
-            for bad in (0, 2**31 + 1, 10.5, True):
-                status, doc = await admin(
-                    env.session,
-                    env.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": "bad",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"max_examples": bad},
-                    },
-                )
-                assert status == 400 and "max_examples" in doc["error"]["message"], bad
+            refused = {
+                "max_update_norm": (0, -1.0, 1e300, "1", True),
+                "max_examples": (0, 2**31 + 1, 10.5, True),
+            }
+            for field, values in refused.items():
+                for bad in values:
+                    settings = {field: bad}
+                    status, doc = await create_task(env.session, env.url, bundle, settings, "bad")
+                    assert status == 400 and field in doc["error"]["message"], bad
 
     asyncio.run(scenario())
 
@@ -223,23 +191,12 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 10, "overselect": 1.0}, "max_examples": 500}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(10)
-            ]
+            phones = [await env.enroll(i) for i in range(10)]
             for phone in phones:
                 await phone.transport.check_in("kb")
             before = {k: v.copy() for k, v in env.service.tasks["kb"].parameters.items()}
             rng = np.random.default_rng(3)
-            deltas = [
-                {
-                    s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                    for s in bundle.parameter_specs
-                }
-                for _ in phones
-            ]
+            deltas = [normal_delta(bundle, rng) for _ in phones]
             # 10**400 and 1e400 (Infinity in JSON) are refused as bad metadata, not a 500
             for examples in (10**400, float("inf"), 0, -3, 2**53 + 1, True):
                 data = _signed(
@@ -252,17 +209,7 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
                 assert (got, doc["error"]["code"]) == (400, "malformed_header"), examples
             for i, (phone, delta) in enumerate(zip(phones, deltas)):
                 claim = 10**15 if i == 0 else 400
-                meta = UpdateMeta(
-                    "kb", bundle.model_id, 0, phone.identity.device_id, f"u{i}", claim
-                )
-                data = encode_update(
-                    delta,
-                    bundle.parameter_specs,
-                    meta,
-                    UpdatePipeline(),
-                    signing_key=phone.identity.signing_key,
-                    rng=rng,
-                )
+                data = signed_update(phone, bundle, delta, f"u{i}", examples=claim, rng=rng)
                 answer = await phone.transport.upload("kb", data)
                 assert answer["weight"] == (500 if i == 0 else 400)
             assert env.service.tasks["kb"].coordinator.version == 1
@@ -280,9 +227,7 @@ def test_a_huge_claimed_weight_is_capped_and_no_longer_sets_the_step(bundle, tmp
 def test_metric_values_are_checked_finite_and_bounded(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, {"mode": "sync"}) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             for metrics in (
                 {"loss": 1e13},
@@ -326,28 +271,17 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
     and served, the round started over. Killed and restarted, the server serves, and the
     task goes on to commit a finite version 1."""
     server = ServerProcess(tmp_path / "data", free_port())
+    settings = {
+        "mode": "async",
+        "max_update_norm": None,
+        "async_": {"buffer_size": 1, "concurrency": 5},
+    }
 
     async def first_life():
         async with aiohttp.ClientSession() as session:
-            status, doc = await admin(
-                session,
-                server.url,
-                "POST",
-                "/v1/admin/tasks",
-                {
-                    "task_id": "kb",
-                    "bundle_dir": str(bundle.path),
-                    "settings": {
-                        "mode": "async",
-                        "max_update_norm": None,
-                        "async_": {"buffer_size": 1, "concurrency": 5},
-                    },
-                },
-            )
+            status, doc = await create_task(session, server.url, bundle, settings)
             assert status == 201, doc
-            phone = await enroll_phone(
-                server.url, session, bundle, tmp_path, 0, SystemClock(), lm_examples(0)
-            )
+            phone = await server.enroll(session, bundle, tmp_path, 0)
             assert "assignment" in await phone.transport.check_in("kb")
             data = _signed(
                 phone, _meta(bundle, phone, "big"), _float32_payloads(bundle, 1e38), CodecSpec()
@@ -366,9 +300,7 @@ def test_a_version_that_would_not_be_finite_is_refused_and_the_server_restarts(b
             assert task["version"] == 0
             refused = [e for e in task["events"] if e["event"] == "version_refused"]
             assert [(e["version"], e["reason"]) for e in refused] == [(1, "aggregate_not_finite")]
-            phone = await enroll_phone(
-                server.url, session, bundle, tmp_path, 1, SystemClock(), lm_examples(1)
-            )
+            phone = await server.enroll(session, bundle, tmp_path, 1)
             assert "assignment" in await phone.transport.check_in("kb")
             model = await phone.transport.download_model("kb", 0)
             decode_parameters(model, bundle.parameter_specs)  # finite, or it raises

@@ -9,18 +9,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.protocol import BadChecksum, MalformedHeader, decode_model, decode_parameters
 
-from .fleet import enroll_phone, good_state, lm_examples, server_with_task
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
+from .fleet import good_state, server_with_task
 
 SETTINGS = {
     "mode": "async",
@@ -32,9 +23,7 @@ SETTINGS = {
 def test_compact_downloads_keep_etag_range_and_the_float32_default(bundle, tmp_path, store_url):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS, store_url=store_url) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             auth = {"Authorization": f"Bearer {phone.transport.token}"}
             model = env.url + "/v1/tasks/kb/model"
             bodies, etags = {}, {}
@@ -76,9 +65,7 @@ def test_compact_downloads_keep_etag_range_and_the_float32_default(bundle, tmp_p
 def test_a_device_trains_from_a_compact_download_and_its_update_is_accepted(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             assert phone.client.download_encoding == "q8"
             result = await phone.client.participate(good_state, "kb")
             assert result.status == "completed", result
@@ -93,9 +80,7 @@ def test_a_device_trains_from_a_compact_download_and_its_update_is_accepted(bund
 def test_a_corrupted_compact_model_is_refused_by_the_sdk(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             _, path = env.service.model_file("kb", 0, False, "q8")
             data = bytearray(path.read_bytes())
             data[len(data) // 2] ^= 0x01
@@ -117,12 +102,7 @@ def _half_steps(x: np.ndarray, chunk: int, steps: int) -> np.ndarray:
 def test_a_returning_device_gets_a_difference_from_its_whole_download(bundle, tmp_path, store_url):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SETTINGS, store_url=store_url) as env:
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(2)
-            ]
+            phones = [await env.enroll(i) for i in range(2)]
             first = await phones[0].client.participate(good_state, "kb")  # v0 whole, -> v1
             assert first.server["status"] == "accepted" and first.bytes_down > 0
             await phones[1].client.participate(good_state, "kb")  # -> v2

@@ -15,18 +15,17 @@ import pytest
 
 from aggregator.store import CRASH_POINTS
 from edge_sdk.bundle import Bundle
-from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.protocol import decode_parameters
 
-from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+from .fleet import (
+    ServerProcess,
+    admin,
+    create_task,
+    free_port,
+    normal_delta,
+    signed_update,
+)
 
 
 def _select(server: ServerProcess, sql: str) -> list[tuple]:
@@ -65,24 +64,16 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            await admin(
+            await create_task(
                 session,
                 url,
-                "POST",
-                "/v1/admin/tasks",
+                bundle,
                 {
-                    "task_id": "kb",
-                    "bundle_dir": str(bundle.path),
-                    "settings": {
-                        "mode": "async",
-                        "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
-                    },
+                    "mode": "async",
+                    "async_": {"concurrency": 40, "buffer_size": 5, "max_staleness": 100},
                 },
             )
-            phones = [
-                await enroll_phone(url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i))
-                for i in range(24)
-            ]
+            phones = [await server.enroll(session, bundle, tmp_path, i) for i in range(24)]
             rng = np.random.default_rng(0)
 
             async def one(phone, index):
@@ -91,27 +82,10 @@ def _storm(server: ServerProcess, url: str, bundle: Bundle, tmp_path: Path, kill
                     if "assignment" not in answer:
                         await asyncio.sleep(0.01)
                         continue
-                    delta = {
-                        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                        for s in bundle.parameter_specs
-                    }
+                    delta = normal_delta(bundle, rng)
                     key = f"update-{index}-{j}"
-                    meta = UpdateMeta(
-                        "kb",
-                        bundle.model_id,
-                        answer["assignment"]["model_version"],
-                        phone.identity.device_id,
-                        key,
-                        3,
-                    )
-                    data = encode_update(
-                        delta,
-                        bundle.parameter_specs,
-                        meta,
-                        UpdatePipeline(),
-                        signing_key=phone.identity.signing_key,
-                        rng=rng,
-                    )
+                    version = answer["assignment"]["model_version"]
+                    data = signed_update(phone, bundle, delta, key, version, 3, rng=rng)
                     sent[key] = (phone, data)
                     await phone.transport.upload("kb", data)
                     acknowledged.add(key)

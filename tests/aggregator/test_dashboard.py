@@ -23,10 +23,17 @@ import numpy as np
 import pytest
 
 from edge_sdk.bundle import Bundle
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 from edge_sdk.transport import ServerRejected
 
-from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_task
+from .fleet import (
+    admin,
+    enroll_phone,
+    full_delta,
+    good_state,
+    lm_examples,
+    server_with_task,
+    signed_update,
+)
 
 CHROMIUM = shutil.which("chromium")
 # ~20-30 s on a busy machine: a bundle is compiled, 6 devices train 3 rounds, Chromium starts
@@ -43,13 +50,6 @@ HELDOUT = {
     v: {"accuracy": 0.25 + 0.125 * v, "top3_accuracy": 0.5 + 0.125 * v, "mean_loss": 6.0 - v}
     for v in range(ROUNDS + 1)
 }
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +115,8 @@ async def _scenario(bundle: Bundle, tmp: Path) -> dict:
 
 
 async def _upload_late(phone, bundle: Bundle, version: int) -> int:
-    delta = {s.name: np.full(s.shape, 1e-3, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta(
-        "keyboard", bundle.model_id, version, phone.identity.device_id, f"late-{version}", 5
-    )
-    data = encode_update(
-        delta,
-        bundle.parameter_specs,
-        meta,
-        UpdatePipeline(),
-        signing_key=phone.identity.signing_key,
-        rng=np.random.default_rng(0),
-    )
+    delta = full_delta(bundle, 1e-3)
+    data = signed_update(phone, bundle, delta, f"late-{version}", version, task_id="keyboard")
     with pytest.raises(ServerRejected) as e:
         await phone.transport.upload("keyboard", data)
     assert e.value.status == 409 and e.value.code == "round_closed"

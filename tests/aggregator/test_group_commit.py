@@ -11,37 +11,17 @@ import sqlite3
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 from edge_sdk.transport import RetryPolicy, ServerRejected, Transport
 
-from .fleet import enroll_phone, lm_examples, server_with_task
+from .fleet import normal_delta, server_with_task, signed_update
 
 SYNC = {"mode": "sync", "sync": {"goal": 50, "overselect": 1.0}}
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
-
 def _update(bundle, phone, key: str) -> bytes:
     rng = np.random.default_rng(abs(hash(key)) % 2**32)
-    delta = {
-        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
-    }
-    meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, key, 5)
-    return encode_update(
-        delta,
-        bundle.parameter_specs,
-        meta,
-        UpdatePipeline(),
-        signing_key=phone.identity.signing_key,
-        rng=rng,
-    )
+    return signed_update(phone, bundle, normal_delta(bundle, rng), key, rng=rng)
 
 
 def _committed_keys(tmp_path) -> list[str]:
@@ -57,12 +37,7 @@ def test_an_acknowledged_update_is_committed_and_concurrent_calls_share_commits(
             flushes = []
             flush = store.flush
             store.flush = lambda: flushes.append(1) or flush()
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(12)
-            ]
+            phones = [await env.enroll(i) for i in range(12)]
             for phone in phones:
                 await phone.transport.check_in("kb")
             first = await phones[0].transport.upload("kb", _update(bundle, phones[0], "k0"))
@@ -94,9 +69,7 @@ def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
                     raise OSError(28, "No space left on device")
 
             store._crash = crash
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             data = _update(bundle, phone, "k0")
             once = Transport(

@@ -8,6 +8,7 @@ holding exactly the updates it acknowledged as accepted."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import sqlite3
@@ -212,15 +213,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-META_FIELDS = [
-    "task_id",
-    "model_id",
-    "model_version",
-    "device_id",
-    "idempotency_key",
-    "num_examples",
-    "metrics",
-]
+META_FIELDS = [f.name for f in dataclasses.fields(UpdateMeta)]
 HEADER_FIELDS = META_FIELDS + ["meta", "codec", "seed", "local_dp", "extra"]
 
 

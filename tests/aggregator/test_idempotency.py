@@ -15,37 +15,17 @@ import numpy as np
 import pytest
 
 from aggregator.store import PendingUpdate, TaskRecord, open_store
-from edge_sdk.bundle import Bundle
 from edge_sdk.client import PARTICIPATION_KEY
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 from edge_sdk.transport import RetryPolicy, Transport
 
 from .fault_proxy import FaultProxy
-from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_task
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+from .fleet import create_task, good_state, normal_delta, server_with_task, signed_update
 
 
 def _update(bundle, phone, key: str, task_id: str = "kb", seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
-    delta = {
-        s.name: rng.normal(0, 0.01, s.shape).astype(np.float32) for s in bundle.parameter_specs
-    }
-    meta = UpdateMeta(task_id, bundle.model_id, 0, phone.identity.device_id, key, 5)
-    return encode_update(
-        delta,
-        bundle.parameter_specs,
-        meta,
-        UpdatePipeline(),
-        signing_key=phone.identity.signing_key,
-        rng=rng,
-    )
+    return signed_update(phone, bundle, normal_delta(bundle, rng), key, task_id=task_id, rng=rng)
 
 
 def _rows(service, sql: str) -> list[tuple]:
@@ -56,12 +36,7 @@ def test_a_device_cannot_shadow_another_devices_update_with_its_key(bundle, tmp_
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
-            thief, victim = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(2)
-            ]
+            thief, victim = [await env.enroll(i) for i in range(2)]
             for phone in (thief, victim):
                 await phone.transport.check_in("kb")
             # the thief signs its own update under the key the victim will use
@@ -83,17 +58,9 @@ def test_one_key_in_two_tasks_is_two_updates_and_leaves_no_orphan(bundle, tmp_pa
     async def scenario():
         settings = {"mode": "async", "async_": {"buffer_size": 10}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            status, doc = await admin(
-                env.session,
-                env.url,
-                "POST",
-                "/v1/admin/tasks",
-                {"task_id": "kb2", "bundle_dir": str(bundle.path), "settings": settings},
-            )
+            status, doc = await create_task(env.session, env.url, bundle, settings, "kb2")
             assert status == 201, doc
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             for task_id in ("kb", "kb2"):
                 assert "assignment" in await phone.transport.check_in(task_id)
                 answer = await phone.transport.upload(
@@ -123,12 +90,7 @@ def test_two_participations_at_one_async_version_are_two_updates(bundle, tmp_pat
             "plan": {"epochs": 1, "batch_size": 4, "lr": 0.1},
         }
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i)
-                )
-                for i in range(3)
-            ]
+            phones = [await env.enroll(i) for i in range(3)]
             results = [
                 await phone.client.participate(good_state, "kb")
                 for _ in range(5)
@@ -167,9 +129,7 @@ def test_a_retried_participation_reuses_its_nonce_and_counts_once(bundle, tmp_pa
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             _reroute(phone, _LosesAnswers(env.url, env.session))
             with pytest.raises(TransportError):
                 await phone.client.participate(good_state, "kb")
@@ -203,9 +163,7 @@ def test_a_duplicate_answer_to_the_transports_own_retry_is_success(bundle, tmp_p
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 2, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             port = int(env.url.rsplit(":", 1)[1])
             # check-in, model download, then the upload whose answer is lost
             proxy = _TruncatesUploadAnswers(port, ["pass", "pass", "truncate_response"])
@@ -238,9 +196,7 @@ def test_a_duplicate_for_a_key_never_sent_is_a_failure(bundle, tmp_path, monkeyp
     async def scenario():
         settings = {"mode": "sync", "sync": {"goal": 3, "overselect": 1.0}}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             # an update under the nonce the client is about to draw is already there
             # (another copy of this device's identity sent it)

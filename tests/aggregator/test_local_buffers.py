@@ -16,7 +16,15 @@ from edge_sdk.example_store import ExampleStore
 from edge_sdk.local_buffers import LocalBuffers
 from edge_sdk.protocol import decode_parameters, decode_update
 
-from .fleet import admin, enroll_phone, good_state, running_server, server_with_task
+from .fleet import (
+    create_task,
+    enroll_phone,
+    full_delta,
+    good_state,
+    running_server,
+    server_with_task,
+    signed_update,
+)
 
 TASK = "bn"
 
@@ -103,9 +111,7 @@ def test_local_buffers_stay_on_each_device_and_the_server_never_moves_them(bundl
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local"), TASK) as env:
             phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, examples(centre, scale, i)
-                )
+                await env.enroll(i, examples(centre, scale, i))
                 for i, (centre, scale) in enumerate([(3.0, 1.0), (-2.0, 0.3)])
             ]
             sent = [record_uploads(p) for p in phones]
@@ -160,9 +166,7 @@ def test_averaged_buffers_move_on_the_server_and_nothing_stays_on_devices(bundle
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("average"), TASK) as env:
             phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, examples(centre, 1.0, i)
-                )
+                await env.enroll(i, examples(centre, 1.0, i))
                 for i, centre in enumerate([3.0, -2.0])
             ]
             sent = [record_uploads(p) for p in phones]
@@ -184,9 +188,7 @@ def test_averaged_buffers_move_on_the_server_and_nothing_stays_on_devices(bundle
 def test_a_restarted_device_trains_from_the_buffers_it_kept(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local", goal=1), TASK) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
-            )
+            phone = await env.enroll(0, examples(3.0, 1.0, 0))
             assert (await phone.client.participate(good_state, TASK)).status == "completed"
             before = phone.client.buffers.load(TASK)
             phone.client.store.close()  # the app quits
@@ -226,9 +228,7 @@ def test_a_device_whose_buffers_diverged_reports_it_and_keeps_nothing(bundle, tm
 
     async def scenario():
         async with server_with_task(tmp_path, bundle, settings("local", goal=1), TASK) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
-            )
+            phone = await env.enroll(0, examples(3.0, 1.0, 0))
             phone.client.training = Diverging(phone.client.training)
             result = await phone.client.participate(good_state, TASK)
             return result, phone.client.buffers.load(TASK), env.service.describe(TASK)
@@ -287,16 +287,8 @@ def test_a_bad_buffers_setting_is_refused_with_its_field(bundle, tmp_path):
             import aiohttp
 
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(
-                    session,
-                    url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": TASK,
-                        "bundle_dir": str(bundle.path),
-                        "settings": {"plan": {"buffers": "fedbn"}},
-                    },
+                status, doc = await create_task(
+                    session, url, bundle, {"plan": {"buffers": "fedbn"}}, TASK
                 )
                 assert status == 400, doc
                 assert doc["error"]["code"] == "bad_field"
@@ -310,28 +302,15 @@ def test_a_bad_buffers_setting_is_refused_with_its_field(bundle, tmp_path):
 def test_the_server_ignores_buffer_deltas_of_a_local_task_whatever_a_device_sends(bundle, tmp_path):
     """A device that does not know the setting (or lies) sends real buffer deltas: the
     global buffers still do not move, under server momentum too."""
-    from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 
     async def scenario():
         task = settings("local", goal=1) | {"server_optimizer": "fedavgm", "server_lr": 1.0}
         async with server_with_task(tmp_path, bundle, task, TASK) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, examples(3.0, 1.0, 0)
-            )
+            phone = await env.enroll(0, examples(3.0, 1.0, 0))
             for version in range(2):
                 assert "assignment" in await phone.transport.check_in(TASK)
-                delta = {s.name: np.full(s.shape, 0.25, np.float32) for s in bundle.parameter_specs}
-                meta = UpdateMeta(
-                    TASK, bundle.model_id, version, phone.identity.device_id, f"u{version}", 5
-                )
-                data = encode_update(
-                    delta,
-                    bundle.parameter_specs,
-                    meta,
-                    UpdatePipeline(),
-                    signing_key=phone.identity.signing_key,
-                    rng=np.random.default_rng(0),
-                )
+                delta = full_delta(bundle, 0.25)
+                data = signed_update(phone, bundle, delta, f"u{version}", version, task_id=TASK)
                 assert (await phone.transport.upload(TASK, data))["status"] == "accepted"
             return models(env.service, 3, bundle)
 

@@ -11,24 +11,23 @@ import time
 
 import aiohttp
 import numpy as np
-import pytest
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.clock import SystemClock
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
 
-from .fleet import ServerProcess, admin, enroll_phone, free_port, lm_examples
+from .fleet import (
+    ServerProcess,
+    admin,
+    create_task,
+    enroll_phone,
+    free_port,
+    lm_examples,
+    normal_delta,
+    signed_update,
+)
 
 GOAL = 3
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _query(url: str, sql: str) -> list[tuple]:
@@ -51,33 +50,19 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
         for server in servers:
             server.start(tick_interval_s=0.1, rate_per_s=1000.0, burst=1000)
         first = servers[0]
+        settings = {
+            "mode": "sync",
+            "sync": {"goal": GOAL, "overselect": 1.0},
+            "retry_min_s": 0.0,
+            "retry_max_s": 0.1,
+        }
 
         async def scenario():
             async with aiohttp.ClientSession() as session:
-                status, doc = await admin(
-                    session,
-                    first.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {
-                        "task_id": "kb",
-                        "bundle_dir": str(bundle.path),
-                        "settings": {
-                            "mode": "sync",
-                            "sync": {"goal": GOAL, "overselect": 1.0},
-                            "retry_min_s": 0.0,
-                            "retry_max_s": 0.1,
-                        },
-                    },
-                )
+                status, doc = await create_task(session, first.url, bundle, settings)
                 assert status == 201, doc
                 # every phone enrolls through the first process...
-                phones = [
-                    await enroll_phone(
-                        first.url, session, bundle, tmp_path, i, SystemClock(), lm_examples(i)
-                    )
-                    for i in range(8)
-                ]
+                phones = [await first.enroll(session, bundle, tmp_path, i) for i in range(8)]
                 while not (rows := _query(db, "SELECT url FROM leaders WHERE task_id = 'kb'")):
                     await asyncio.sleep(0.05)  # the process that got the lock records its URL
                 leader = next(s for s in servers if s.url == rows[0][0])
@@ -125,22 +110,9 @@ def test_two_processes_share_one_database_and_one_takes_over_when_the_leader_die
                             seen_versions.setdefault(index, []).append(version)
                             where = phone.transport.base_url + ("" if killed_at else " before")
                             served_by[where] = served_by.get(where, 0) + 1
-                            delta = {
-                                s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                                for s in bundle.parameter_specs
-                            }
+                            delta = normal_delta(bundle, rng)
                             key = f"update-{index}-{j}"
-                            meta = UpdateMeta(
-                                "kb", bundle.model_id, version, phone.identity.device_id, key, 3
-                            )
-                            data = encode_update(
-                                delta,
-                                bundle.parameter_specs,
-                                meta,
-                                UpdatePipeline(),
-                                rng=rng,
-                                signing_key=phone.identity.signing_key,
-                            )
+                            data = signed_update(phone, bundle, delta, key, version, 3, rng=rng)
                             sizes.append(len(data))
                             while True:  # a device retries its update until it is answered
                                 try:
@@ -230,13 +202,7 @@ def test_a_follower_forwards_once_and_otherwise_says_when_to_retry(bundle, tmp_p
     async def scenario():
         async with server("b", ports[1]) as (b_url, b), aiohttp.ClientSession() as session:
             async with server("a", ports[0]) as (a_url, a):
-                status, _ = await admin(
-                    session,
-                    a_url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {"task_id": "kb", "bundle_dir": str(bundle.path), "settings": {}},
-                )
+                status, _ = await create_task(session, a_url, bundle, {})
                 assert status == 201 and a.leads("kb") and not b.leads("kb")
                 phone = await enroll_phone(
                     b_url, session, bundle, tmp_path, 0, FakeClock(), lm_examples(0)

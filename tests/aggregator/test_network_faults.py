@@ -8,21 +8,11 @@ from urllib.parse import urlparse
 
 import aiohttp
 import numpy as np
-import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.errors import TransportError
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, encode_update
 
 from .fault_proxy import FaultProxy
-from .fleet import enroll_phone, lm_examples, server_with_task
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+from .fleet import enroll_phone, lm_examples, normal_delta, server_with_task, signed_update
 
 
 def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path):
@@ -58,26 +48,9 @@ def test_retries_through_a_faulty_network_keep_the_server_exact(bundle, tmp_path
                     for attempt in range(8):  # the app retries a whole participation too
                         try:
                             a = (await phone.transport.check_in("kb"))["assignment"]
-                            delta = {
-                                s.name: rng.normal(0, 0.01, s.shape).astype(np.float32)
-                                for s in bundle.parameter_specs
-                            }
-                            meta = UpdateMeta(
-                                "kb",
-                                bundle.model_id,
-                                a["model_version"],
-                                phone.identity.device_id,
-                                key,
-                                2,
-                            )
-                            data = encode_update(
-                                delta,
-                                bundle.parameter_specs,
-                                meta,
-                                UpdatePipeline(),
-                                signing_key=phone.identity.signing_key,
-                                rng=rng,
-                            )
+                            delta = normal_delta(bundle, rng)
+                            version = a["model_version"]
+                            data = signed_update(phone, bundle, delta, key, version, 2, rng=rng)
                             result = await phone.transport.upload("kb", data)
                             assert result["status"] in ("accepted", "duplicate")
                             acknowledged.add(key)

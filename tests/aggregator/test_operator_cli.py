@@ -10,7 +10,7 @@ import pytest
 from aggregator.operator_cli import read_settings
 from edge_fl_cli import main as cli
 
-from .fleet import ADMIN, ServerProcess, admin, free_port
+from .fleet import ADMIN, ServerProcess, admin, cli_create_task, free_port
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +48,11 @@ def test_create_list_show_pause_resume_against_the_real_server(server, bundle, t
     url = ["--server", server.url]
     toml = tmp_path / "task.toml"
     toml.write_text('mode = "async"\n[async]\nbuffer_size = 3\n[plan]\nlr = 0.05\n')
-    assert (
-        cli(["task", "create", "tabular", "--bundle", str(bundle), "--settings", str(toml), *url])
-        == 0
-    )
+    assert cli_create_task("tabular", bundle, toml, server.url) == 0
     assert capsys.readouterr().out.startswith("created task tabular: active, async, version 0")
     plain = tmp_path / "task.json"
     plain.write_text(json.dumps({"settings": {"sync": {"goal": 2}}}))
-    assert (
-        cli(["task", "create", "second", "--bundle", str(bundle), "--settings", str(plain), *url])
-        == 0
-    )
+    assert cli_create_task("second", bundle, plain, server.url) == 0
     created = _tasks(server.url)
     assert created["tabular"]["settings"]["async_"]["buffer_size"] == 3
     assert created["tabular"]["settings"]["plan"]["lr"] == 0.05
@@ -104,43 +98,13 @@ def test_a_bad_settings_file_is_refused_before_anything_is_sent(
     }
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
-        assert (
-            cli(
-                [
-                    "task",
-                    "create",
-                    "bad",
-                    "--bundle",
-                    str(bundle),
-                    "--settings",
-                    str(tmp_path / name),
-                    "--server",
-                    server.url,
-                ]
-            )
-            == 2
-        ), name
+        assert cli_create_task("bad", bundle, tmp_path / name, server.url) == 2, name
         err = capsys.readouterr().err
         assert message in err, (name, err)
         assert err.startswith("edge-fl task create: settings file ") and "Traceback" not in err
     assert _tasks(server.url) == {}  # nothing reached the server
     monkeypatch.delenv("EDGE_FL_ADMIN_TOKEN")  # the file is checked before the token
-    assert (
-        cli(
-            [
-                "task",
-                "create",
-                "bad",
-                "--bundle",
-                str(bundle),
-                "--settings",
-                str(tmp_path / "goal.toml"),
-                "--server",
-                server.url,
-            ]
-        )
-        == 2
-    )
+    assert cli_create_task("bad", bundle, tmp_path / "goal.toml", server.url) == 2
     assert "settings.sync.goal" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot read settings file"):
         read_settings(tmp_path / "missing.toml")

@@ -14,12 +14,11 @@ import edge_sdk.client as client_module
 from aggregator.config import RobustSettings, SecAggSettings, TaskSettings
 from aggregator.errors import BadRequest, RoundClosed
 from aggregator.secure_round import SecureRound
-from edge_sdk.bundle import Bundle
 from edge_sdk.client import Pacer
 from edge_sdk.protocol import decode_parameters
 from edge_sdk.protocol.secagg import FixedPoint, SecAggClient, secagg_input
 
-from .fleet import enroll_phone, good_state, lm_examples, server_with_task
+from .fleet import good_state, lm_examples, server_with_task
 
 SETTINGS = SecAggSettings(phase_timeout_s=10.0)
 
@@ -92,12 +91,7 @@ def test_settings_refuse_what_secure_aggregation_cannot_do():
         TaskSettings.from_json({"sync": {"goal": 5000}, "secagg": {}})
 
 
-# -- over HTTP with real devices -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+# -- over HTTP with real devices (`bundle`: tests/conftest.py) -----------------------------------
 
 
 class VanishBeforeMaskedInput(Pacer):
@@ -136,12 +130,7 @@ def test_secure_rounds_over_http_store_only_the_sum(bundle, tmp_path, monkeypatc
             "secagg": {"phase_timeout_s": SETTINGS.phase_timeout_s},
         }
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i, n=4 + i)
-                )
-                for i in range(10)
-            ]
+            phones = [await env.enroll(i, lm_examples(i, n=4 + i)) for i in range(10)]
             vanishing = {phones[3].identity.device_id, phones[8].identity.device_id}
             for p in phones:
                 if p.identity.device_id in vanishing:

@@ -7,18 +7,18 @@ import asyncio
 import numpy as np
 import pytest
 
-from edge_sdk.bundle import Bundle
-from edge_sdk.protocol import UpdateMeta, UpdatePipeline, decode_parameters, encode_update
+from edge_sdk.protocol import decode_parameters
 from edge_sdk.transport import ServerRejected
 
-from .fleet import admin, enroll_phone, good_state, lm_examples, server_with_task
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
+from .fleet import (
+    admin,
+    full_delta,
+    good_state,
+    lm_examples,
+    normal_delta,
+    server_with_task,
+    signed_update,
+)
 
 
 def _settings(mode, **kw):
@@ -45,14 +45,9 @@ def test_sync_rounds_complete_with_30_percent_of_selected_devices_dropping(
     async def scenario():
         settings = _settings("sync", sync={"goal": 4, "overselect": 1.5, "min_fraction": 0.75})
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
-            url, service, session, clock = env.url, env.service, env.session, env.clock
+            url, service, session = env.url, env.service, env.session
             for round_ in range(2):
-                phones = [
-                    await enroll_phone(
-                        url, session, bundle, tmp_path, 10 * round_ + i, clock, lm_examples(i)
-                    )
-                    for i in range(8)
-                ]
+                phones = [await env.enroll(10 * round_ + i, lm_examples(i)) for i in range(8)]
                 # two of the six selected drop: one goes silent after check-in, one loses
                 # charging mid-training and reports it
                 silent = await phones[0].transport.check_in("kb")
@@ -104,10 +99,7 @@ def test_async_task_publishes_versions_while_devices_come_and_go(bundle, tmp_pat
         )
         async with server_with_task(tmp_path, bundle, settings) as env:
             url, session, clock = env.url, env.session, env.clock
-            phones = [
-                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                for i in range(9)
-            ]
+            phones = [await env.enroll(i) for i in range(9)]
             outcomes = []
             for wave in range(3):  # devices come (check in, train, upload) and go
                 results = await asyncio.gather(
@@ -133,22 +125,10 @@ def test_a_retried_upload_is_counted_once(bundle, tmp_path, store_url):
     async def scenario():
         settings = _settings("sync", sync={"goal": 2, "overselect": 1.0})
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
-            url, service, session, clock = env.url, env.service, env.session, env.clock
-            phones = [
-                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                for i in range(2)
-            ]
+            service = env.service
+            phones = [await env.enroll(i) for i in range(2)]
             assignment = (await phones[0].transport.check_in("kb"))["assignment"]
-            delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
-            meta = UpdateMeta("kb", bundle.model_id, 0, phones[0].identity.device_id, "once", 5)
-            data = encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=phones[0].identity.signing_key,
-                rng=np.random.default_rng(0),
-            )
+            data = signed_update(phones[0], bundle, full_delta(bundle, 0.01), "once")
             first = await phones[0].transport.upload("kb", data)
             again = await phones[0].transport.upload("kb", data)
             assert first["status"] == "accepted" and again["status"] == "duplicate"
@@ -166,9 +146,9 @@ def test_a_retried_upload_is_counted_once(bundle, tmp_path, store_url):
 def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, _settings("sync")) as env:
-            url, service, session, clock = env.url, env.service, env.session, env.clock
-            phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
-            other = await enroll_phone(url, session, bundle, tmp_path, 1, clock, lm_examples(1))
+            url, service, session = env.url, env.service, env.session
+            phone = await env.enroll(0)
+            other = await env.enroll(1)
             async with session.post(url + "/v1/checkin", json={}) as r:
                 assert r.status == 401 and (await r.json())["error"]["code"] == "unauthorized"
             async with session.post(
@@ -180,28 +160,14 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
             assert e.value.status == 400 and e.value.code == "bad_magic"
             # a forged update: signed by another device's key, sent by this device
             await phone.transport.check_in("kb")
-            delta = {s.name: np.zeros(s.shape, np.float32) for s in bundle.parameter_specs}
-            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "forged", 5)
-            forged = encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=other.identity.signing_key,
-                rng=np.random.default_rng(0),
+            delta = full_delta(bundle, 0.0)
+            forged = signed_update(
+                phone, bundle, delta, "forged", signing_key=other.identity.signing_key
             )
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", forged)
             assert e.value.code == "bad_signature"
-            stale = UpdateMeta("kb", bundle.model_id, 7, phone.identity.device_id, "stale", 5)
-            data = encode_update(
-                delta,
-                bundle.parameter_specs,
-                stale,
-                UpdatePipeline(),
-                signing_key=phone.identity.signing_key,
-                rng=np.random.default_rng(0),
-            )
+            data = signed_update(phone, bundle, delta, "stale", version=7)
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", data)
             assert e.value.status == 409 and e.value.details["current_version"] == 0
@@ -225,15 +191,7 @@ def test_bad_requests_get_clear_4xx_codes(bundle, tmp_path):
                 for s in bundle.parameter_specs
             ]
             odd = {w["name"]: np.zeros(w["shape"], np.float32) for w in wrong}
-            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "odd", 5)
-            data = encode_update(
-                odd,
-                wrong,
-                meta,
-                UpdatePipeline(),
-                signing_key=phone.identity.signing_key,
-                rng=np.random.default_rng(0),
-            )
+            data = signed_update(phone, bundle, odd, "odd", specs=wrong)
             with pytest.raises(ServerRejected) as e:
                 await phone.transport.upload("kb", data)
             assert e.value.status == 400 and e.value.code == "shape_mismatch"
@@ -252,22 +210,12 @@ def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_pat
             "max_update_norm": None
         }
         async with server_with_task(tmp_path, bundle, settings, store_url=store_url) as env:
-            url, service, session, clock = env.url, env.service, env.session, env.clock
-            phone = await enroll_phone(url, session, bundle, tmp_path, 0, clock, lm_examples(0))
+            service = env.service
+            phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             rng = np.random.default_rng(0)
-            delta = {
-                s.name: rng.normal(0, 1, s.shape).astype(np.float32) for s in bundle.parameter_specs
-            }
-            meta = UpdateMeta("kb", bundle.model_id, 0, phone.identity.device_id, "big", 5)
-            data = encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=phone.identity.signing_key,
-                rng=rng,
-            )
+            delta = normal_delta(bundle, rng, scale=1.0)
+            data = signed_update(phone, bundle, delta, "big", rng=rng)
             t = phone.transport
             t.chunk_bytes = len(data) // 5 + 1
             import hashlib
@@ -293,15 +241,7 @@ def test_a_large_update_uploads_resumably_across_an_interruption(bundle, tmp_pat
             assert result["status"] == "accepted" and service.tasks["kb"].coordinator.version == 1
             # and the client's own resumable path, forced by a tiny single-request limit
             await phone.transport.check_in("kb")
-            meta2 = UpdateMeta("kb", bundle.model_id, 1, phone.identity.device_id, "big2", 5)
-            data2 = encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta2,
-                UpdatePipeline(),
-                signing_key=phone.identity.signing_key,
-                rng=rng,
-            )
+            data2 = signed_update(phone, bundle, delta, "big2", version=1, rng=rng)
             t.single_request_bytes = 1000
             assert (await t.upload("kb", data2))["status"] == "accepted"
             assert service.tasks["kb"].coordinator.version == 2
@@ -313,11 +253,8 @@ def test_spare_devices_evaluate_the_global_model_and_report_metrics(bundle, tmp_
     async def scenario():
         settings = _settings("sync", sync={"goal": 2, "overselect": 1.0}) | {"eval_fraction": 1.0}
         async with server_with_task(tmp_path, bundle, settings) as env:
-            url, service, session, clock = env.url, env.service, env.session, env.clock
-            phones = [
-                await enroll_phone(url, session, bundle, tmp_path, i, clock, lm_examples(i))
-                for i in range(5)
-            ]
+            service = env.service
+            phones = [await env.enroll(i) for i in range(5)]
             # two train; the other three are not needed for the round and evaluate version 0
             trainers = [await p.transport.check_in("kb") for p in phones[:2]]
             assert all("assignment" in t for t in trainers)
@@ -349,23 +286,11 @@ def test_the_server_learning_rate_steps_down_at_the_configured_versions(bundle, 
             server_lr_decay={"at": [1], "factor": 0.5},
         )
         async with server_with_task(tmp_path, bundle, settings) as env:
-            phone = await enroll_phone(
-                env.url, env.session, bundle, tmp_path, 0, env.clock, lm_examples(0)
-            )
-            delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+            phone = await env.enroll(0)
+            delta = full_delta(bundle, 0.01)
             for version in range(2):
                 await phone.transport.check_in("kb")
-                meta = UpdateMeta(
-                    "kb", bundle.model_id, version, phone.identity.device_id, f"step{version}", 5
-                )
-                data = encode_update(
-                    delta,
-                    bundle.parameter_specs,
-                    meta,
-                    UpdatePipeline(),
-                    signing_key=phone.identity.signing_key,
-                    rng=np.random.default_rng(0),
-                )
+                data = signed_update(phone, bundle, delta, f"step{version}", version=version)
                 assert (await phone.transport.upload("kb", data))["status"] == "accepted"
             return [
                 decode_parameters(

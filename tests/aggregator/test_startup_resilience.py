@@ -32,16 +32,9 @@ from edge_sdk.protocol import (
     public_key_of,
 )
 
-from .fleet import ADMIN, SECRET, ServerProcess, admin, free_port, running_server
+from .fleet import ADMIN, SECRET, ServerProcess, admin, create_task, free_port, running_server
 
 CHROMIUM = shutil.which("chromium")
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def _files(root: Path) -> set[str]:
@@ -229,6 +222,25 @@ def _update_garbage(root, task):
     assert cut == 1
 
 
+def _one_update_to_bad(service: AggregatorService, bundle: Bundle) -> tuple[Device, bytes, dict]:
+    """Device d0 (population p) checks in to task "bad" and submits a delta of 0.01
+    everywhere from version 0: the device, its signing key and the service's answer."""
+    key = generate_signing_key()
+    device = Device("d0", "p", public_key_of(key))
+    service.check_in(device, "bad")
+    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
+    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
+    data = encode_update(
+        delta,
+        bundle.parameter_specs,
+        meta,
+        UpdatePipeline(),
+        signing_key=key,
+        rng=np.random.default_rng(0),
+    )
+    return device, key, service.submit_update(device, "bad", data)
+
+
 @pytest.mark.parametrize(
     "corrupt, part",
     [
@@ -246,26 +258,8 @@ def test_a_task_whose_stored_state_does_not_load_fails_alone(bundle, tmp_path, c
     settings = TaskSettings(sync=SyncSettings(goal=3, overselect=1.0))
     for task_id in ("bad", "good"):
         service.create_task(task_id, str(bundle.path), settings)
-    key = generate_signing_key()
-    device = Device("d0", "p", public_key_of(key))
-    service.check_in(device, "bad")
-    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert (
-        service.submit_update(
-            device,
-            "bad",
-            encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=key,
-                rng=np.random.default_rng(0),
-            ),
-        )["status"]
-        == "accepted"
-    )
+    device, key, answer = _one_update_to_bad(service, bundle)
+    assert answer["status"] == "accepted"
     service.store.close()
     corrupt(root, "bad")
 
@@ -323,13 +317,7 @@ def test_serve_restarts_with_a_corrupted_task_marked_failed_and_serves_the_other
     async def create():
         async with aiohttp.ClientSession() as session:
             for task_id in ("good", "bad_settings", "bad_model"):
-                status, doc = await admin(
-                    session,
-                    server.url,
-                    "POST",
-                    "/v1/admin/tasks",
-                    {"task_id": task_id, "bundle_dir": str(bundle.path), "settings": {}},
-                )
+                status, doc = await create_task(session, server.url, bundle, {}, task_id)
                 assert status == 201, doc
 
     async def after_restart():
@@ -460,26 +448,8 @@ def test_bad_server_optimizer_state_fails_its_task_only(bundle, tmp_path, state)
     settings = TaskSettings(sync=SyncSettings(goal=1, overselect=1.0), server_optimizer="fedavgm")
     for task_id in ("bad", "good"):
         service.create_task(task_id, str(bundle.path), settings)
-    key = generate_signing_key()
-    device = Device("d0", "p", public_key_of(key))
-    service.check_in(device, "bad")
-    delta = {s.name: np.full(s.shape, 0.01, np.float32) for s in bundle.parameter_specs}
-    meta = UpdateMeta("bad", bundle.model_id, 0, "d0", "k0", 5)
-    assert (
-        service.submit_update(
-            device,
-            "bad",
-            encode_update(
-                delta,
-                bundle.parameter_specs,
-                meta,
-                UpdatePipeline(),
-                signing_key=key,
-                rng=np.random.default_rng(0),
-            ),
-        )["version"]
-        == 1
-    )
+    answer = _one_update_to_bad(service, bundle)[2]
+    assert answer["version"] == 1
     service.store.close()
     (path,) = (root / "state" / "bad").glob("v1.npz")
     with np.load(path) as npz:

@@ -11,6 +11,14 @@ from edge_sdk.protocol import DEFAULT_CODEC, decode_update
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
 
+# the task the web-device tests run: one sync round is DEVICES updates of one epoch each
+DEVICES, BATCH, LR = 3, 4, 0.5
+SETTINGS = {
+    "mode": "sync",
+    "sync": {"goal": DEVICES, "overselect": 1.0},
+    "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
+}
+
 
 def python_delta(
     bundle: Bundle, params: dict, examples: list[dict], batch: int, lr: float

@@ -12,27 +12,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from examples.web_demo import FORWARDED_REQUEST, FORWARDED_RESPONSE
+from examples.web_demo import TYPES as DEMO_TYPES
+
 from .node import WEB
 
-TYPES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".wasm": "application/wasm",
-    ".html": "text/html",
-    ".json": "application/json",
-    ".onnx": "application/octet-stream",
-    ".npz": "application/octet-stream",
-}
-FORWARDED_REQUEST = ("Authorization", "Content-Type", "If-None-Match", "Range")
-FORWARDED_RESPONSE = (
-    "Content-Type",
-    "ETag",
-    "Last-Modified",
-    "Retry-After",
-    "X-Model-Version",
-    "Content-Range",
-    "Accept-Ranges",
-)
+# the demo's proxy, serving the bundle's files too
+TYPES = DEMO_TYPES | {".onnx": "application/octet-stream", ".npz": "application/octet-stream"}
 
 
 def _file(root: Path, relative: str) -> web.StreamResponse:

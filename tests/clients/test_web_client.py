@@ -10,25 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_sdk.protocol import (
-    DEFAULT_CODEC,
-    CodecSpec,
-    UpdateMeta,
-    UpdatePipeline,
-    decode_update,
-    encode_update,
-)
+from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdateMeta, decode_update
 
+from ..vectors.generate import encode_vector_update
+from ..vectors.generate import tensors_from_hex as _tensors
 from .node import WEB, node_or_skip, run_tool
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 UPDATES = json.loads((VECTORS / "updates.json").read_text())
 PUBLIC = bytes.fromhex(UPDATES["public_key"])
-
-
-def _tensors(doc: dict, specs) -> dict[str, np.ndarray]:
-    shapes = {s["name"]: s["shape"] for s in specs}
-    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
 
 
 def test_node_test_suite_passes():
@@ -79,12 +69,12 @@ def test_js_and_python_encoders_write_the_same_update(name):
     case = next(c for c in UPDATES["cases"] if c["name"] == name)
     message = _encode_with_js(case, CodecSpec(**case["codec"]))
     assert message.hex() == case["message"]
-    python = encode_update(
+    python = encode_vector_update(
         _tensors(UPDATES["delta"], case["specs"]),
         case["specs"],
         UpdateMeta(**case["meta"]),
-        UpdatePipeline(CodecSpec(**case["codec"])),
-        signing_key=bytes.fromhex(UPDATES["private_key"]),
-        rng=np.random.default_rng(case["rng_seed"]),
+        CodecSpec(**case["codec"]),
+        case["rng_seed"],
+        bytes.fromhex(UPDATES["private_key"]),
     )
     assert python == message

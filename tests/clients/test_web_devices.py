@@ -11,27 +11,12 @@ import json
 
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
 from ..aggregator.fleet import SECRET, lm_examples, server_with_task
-from .checks import assert_same_training, python_delta
+from .checks import BATCH, DEVICES, LR, SETTINGS, assert_same_training, python_delta
 from .node import WEB, node_or_skip
-
-DEVICES, BATCH, LR = 3, 4, 0.5
-SETTINGS = {
-    "mode": "sync",
-    "sync": {"goal": DEVICES, "overselect": 1.0},
-    "plan": {"epochs": 1, "batch_size": BATCH, "lr": LR},
-}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 @pytest.mark.slow  # ~30 s on the shared VM: a bundle compile, Node and two rounds

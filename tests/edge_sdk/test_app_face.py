@@ -14,7 +14,7 @@ import pytest
 
 import edge_sdk
 from edge_fl_cli import main as cli
-from tests.aggregator.fleet import ADMIN, SECRET, ServerProcess, free_port
+from tests.aggregator.fleet import ADMIN, SECRET, ServerProcess, cli_create_task, free_port
 from tests.fleet.toy_data import chatty_users
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +102,12 @@ def server(tmp_path):
     process.stop()
 
 
+def _phone_at_home(chat: Path, tmp_path: Path) -> list[str]:
+    """keyboard_app arguments: the messages typed (`chat`), the phone's files under
+    tmp_path/phone, training from 5 examples on."""
+    return ["--data", str(chat), "--out", str(tmp_path / "phone"), "--min-examples", "5"]
+
+
 def test_the_keyboard_app_joins_a_running_aggregator_and_its_updates_are_accepted(
     server, keyboard_bundle, tmp_path, capsys, monkeypatch
 ):
@@ -112,40 +118,11 @@ def test_the_keyboard_app_joins_a_running_aggregator_and_its_updates_are_accepte
     settings.write_text(
         'mode = "sync"\n[sync]\ngoal = 1\noverselect = 1.0\n[plan]\nbatch_size = 8\nlr = 0.5\n'
     )
-    assert (
-        cli(
-            [
-                "task",
-                "create",
-                "kb",
-                "--bundle",
-                str(keyboard_bundle),
-                "--settings",
-                str(settings),
-                "--server",
-                server.url,
-            ]
-        )
-        == 0
-    )
+    assert cli_create_task("kb", keyboard_bundle, settings, server.url) == 0
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps(r) + "\n" for r in chatty_users()))
-    phone = [
-        "--server",
-        server.url,
-        "--secret",
-        SECRET,
-        "--bundle",
-        str(keyboard_bundle),
-        "--data",
-        str(chat),
-        "--out",
-        str(tmp_path / "phone"),
-        "--min-examples",
-        "5",
-        "--task",
-        "kb",
-    ]
+    phone = ["--server", server.url, "--secret", SECRET, "--bundle", str(keyboard_bundle)]
+    phone += [*_phone_at_home(chat, tmp_path), "--task", "kb"]
     capsys.readouterr()
     keyboard([*phone, "--nights", "2"])
     first = capsys.readouterr().out
@@ -248,17 +225,7 @@ def test_the_two_terminal_demo_run_aggregator_and_a_keyboard_phone(tmp_path, cap
         phone = next(p for p in printed if "examples.keyboard_app" in p).split()
         url, bundle = phone[phone.index("--server") + 1], phone[phone.index("--bundle") + 1]
         keyboard(
-            [
-                *phone[phone.index("--server") :],
-                "--data",
-                str(chat),
-                "--out",
-                str(tmp_path / "phone"),
-                "--min-examples",
-                "5",
-                "--nights",
-                "2",
-            ]
+            [*phone[phone.index("--server") :], *_phone_at_home(chat, tmp_path), "--nights", "2"]
         )
         out = capsys.readouterr().out
         assert "night 1, charging: ACCEPTED: trained v0 of keyboard" in out
@@ -298,22 +265,9 @@ def test_the_screenful_in_docs_app_developer_runs_and_its_update_is_accepted(
     )
     settings = tmp_path / "task.json"
     settings.write_text(json.dumps({"sync": {"goal": 1, "overselect": 1.0}}))
+    token_file = str(_token_file(tmp_path))
     assert (
-        cli(
-            [
-                "task",
-                "create",
-                "kb",
-                "--bundle",
-                str(keyboard_bundle),
-                "--settings",
-                str(settings),
-                "--server",
-                server.url,
-                "--token-file",
-                str(_token_file(tmp_path)),
-            ]
-        )
+        cli_create_task("kb", keyboard_bundle, settings, server.url, "--token-file", token_file)
         == 0
     )
     capsys.readouterr()

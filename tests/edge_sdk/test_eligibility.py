@@ -25,20 +25,15 @@ from edge_sdk.eligibility import (
     default_policy,
 )
 
+from ..aggregator.fleet import good_state
+
 NOW = 1_700_000_000.0
 
 
 def _state(**overrides) -> DeviceState:
-    base = dict(
-        charging=True,
-        battery_level=0.8,
-        network="unmetered",
-        idle=True,
-        thermal="nominal",
-        free_storage_bytes=2**30,
-        local_time=datetime(2026, 11, 23, 2, 30),
-    )
-    return DeviceState(**(base | overrides))
+    """good_state (the server tests' phone) at 02:30 on 2026-11-23 with 80% battery."""
+    base = dict(battery_level=0.8, local_time=datetime(2026, 11, 23, 2, 30))
+    return good_state(**(base | overrides))
 
 
 def test_a_good_state_is_allowed_by_the_default_policy():

@@ -4,10 +4,10 @@ or the aggregator. Each module is imported in a fresh interpreter."""
 from __future__ import annotations
 
 import pkgutil
-import subprocess
-import sys
 
 import edge_sdk
+
+from ..fresh_imports import loaded_after_importing
 
 FORBIDDEN = ("torch", "model_zoo", "aggregator")
 
@@ -19,15 +19,8 @@ def _modules() -> list[str]:
 def test_every_edge_sdk_module_imports_without_torch_model_zoo_or_aggregator():
     modules = _modules()
     assert "edge_sdk.trainer" in modules and "edge_sdk.runtime" in modules
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
-        "print(','.join(bad))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"edge_sdk pulled in: {out.stdout.strip()}"
+    bad = loaded_after_importing(modules, FORBIDDEN)
+    assert bad == [], f"edge_sdk pulled in: {','.join(bad)}"
 
 
 def test_only_the_runtime_module_imports_onnxruntime():

@@ -39,24 +39,8 @@ def test_a_runs_versions_rescored_match_its_final_figures(tmp_path, capsys):
     config = small_fleet(40, goal=5, versions=4, model="shakespeare_char_tiny", final_eval_all=True)
     report = run(config, tmp_path, centralized_epochs=0, show_progress=False)
     (tmp_path / "config.json").write_text(json.dumps(config.to_json()))
-    assert (
-        cli(
-            [
-                "curve",
-                "--config",
-                str(tmp_path / "config.json"),
-                "--out",
-                str(tmp_path),
-                "--every",
-                "2",
-                "--leaf-positions",
-                "300",
-                "--target",
-                "0.0",
-            ]
-        )
-        == 0
-    )
+    curve = ["curve", "--config", str(tmp_path / "config.json"), "--out", str(tmp_path)]
+    assert cli([*curve, "--every", "2", "--leaf-positions", "300", "--target", "0.0"]) == 0
     rows = json.loads((tmp_path / "curve.json").read_text())
     assert [r["version"] for r in rows] == [0, 2, 4]
     assert rows[-1]["accuracy"] == report["final_all"]["accuracy"]  # the same model, same data
@@ -66,18 +50,5 @@ def test_a_runs_versions_rescored_match_its_final_figures(tmp_path, capsys):
     assert all(r["leaf_positions"] == 300 for r in rows)
     printed = capsys.readouterr().out
     assert "first >= 0.0% at version 0" in printed and "LEAF's metric" in printed
-    assert (
-        cli(
-            [
-                "curve",
-                "--config",
-                str(tmp_path / "config.json"),
-                "--out",
-                str(tmp_path),
-                "--versions",
-                "9",
-            ]
-        )
-        == 2
-    )
+    assert cli([*curve, "--versions", "9"]) == 2
     assert "were not committed" in capsys.readouterr().err

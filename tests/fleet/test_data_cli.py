@@ -20,6 +20,15 @@ def write_chat(path):
     return path
 
 
+def _simulate(config, out, data, model: str, more=("--centralized-epochs", "0")) -> int:
+    """`edge-fl simulate --config CONFIG --out OUT --data DATA --model MODEL [MORE]`'s exit
+    code (by default with no centralized baseline)."""
+    return cli(
+        ["simulate", "--config", str(config), "--out", str(out), "--data", str(data)]
+        + ["--model", model, *more]
+    )
+
+
 def test_inspect_reports_users_histogram_and_skew(tmp_path, capsys):
     assert (
         cli(
@@ -122,8 +131,7 @@ def test_export_round_trips_through_the_csv_reader(tmp_path, capsys):
 
 
 def test_simulate_takes_data_and_model_from_the_command_line(tmp_path, capsys):
-    x, y, users = toy_data.separable_rows(users=10, per_user=20, features=3)
-    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
+    data = toy_data.write_separable_npz(tmp_path / "d.npz", users=10, per_user=20, features=3)
     config = {
         "devices": 10,
         "transport": "inprocess",
@@ -134,45 +142,14 @@ def test_simulate_takes_data_and_model_from_the_command_line(tmp_path, capsys):
         "task": {"mode": "sync", "sync": {"goal": 4}, "plan": {"epochs": 2, "lr": 0.5}},
     }
     (tmp_path / "c.json").write_text(json.dumps(config))
-    assert (
-        cli(
-            [
-                "simulate",
-                "--config",
-                str(tmp_path / "c.json"),
-                "--out",
-                str(tmp_path / "o"),
-                "--data",
-                str(tmp_path / "d.npz"),
-                "--model",
-                "logreg",
-                "--centralized-epochs",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert _simulate(tmp_path / "c.json", tmp_path / "o", data, "logreg") == 0
     printed = capsys.readouterr().out
     assert "from 10 d users" in printed and "majority class: accuracy" in printed
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["config"]["model"] == "logreg" and report["data"]["name"] == "d"
     (tmp_path / "run.json").write_text(json.dumps(report["config"]))  # data included
-    assert (
-        cli(
-            [
-                "curve",
-                "--config",
-                str(tmp_path / "run.json"),
-                "--out",
-                str(tmp_path / "o"),
-                "--every",
-                "2",
-                "--target",
-                "0.5",
-            ]
-        )
-        == 0
-    )
+    curve = ["curve", "--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "o")]
+    assert cli([*curve, "--every", "2", "--target", "0.5"]) == 0
     rows = json.loads((tmp_path / "o" / "curve.json").read_text())
     assert rows[-1]["accuracy"] == report["final"]["accuracy"] and "auc" in rows[-1]
     assert "accuracy on every held-out example: first >= 50.0%" in capsys.readouterr().out
@@ -185,8 +162,7 @@ def test_simulate_takes_data_and_model_from_the_command_line(tmp_path, capsys):
 
 
 def test_a_bundle_directory_is_a_model(tmp_path, capsys):
-    x, y, users = toy_data.separable_rows(users=8, per_user=10, features=5)
-    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
+    data = toy_data.write_separable_npz(tmp_path / "d.npz", users=8, per_user=10, features=5)
     assert (
         cli(
             [
@@ -209,24 +185,7 @@ def test_a_bundle_directory_is_a_model(tmp_path, capsys):
         "task": {"mode": "sync", "sync": {"goal": 3}, "plan": {"lr": 0.1}},
     }
     (tmp_path / "c.json").write_text(json.dumps(config))
-    assert (
-        cli(
-            [
-                "simulate",
-                "--config",
-                str(tmp_path / "c.json"),
-                "--out",
-                str(tmp_path / "o"),
-                "--data",
-                str(tmp_path / "d.npz"),
-                "--model",
-                str(tmp_path / "bundle"),
-                "--centralized-epochs",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert _simulate(tmp_path / "c.json", tmp_path / "o", data, str(tmp_path / "bundle")) == 0
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["versions"] == 1 and report["data"]["train_examples"] == 8 * 8
     np.savez(
@@ -236,18 +195,12 @@ def test_a_bundle_directory_is_a_model(tmp_path, capsys):
         users=np.arange(20) % 4,
     )
     assert (
-        cli(
-            [
-                "simulate",
-                "--config",
-                str(tmp_path / "c.json"),
-                "--out",
-                str(tmp_path / "o2"),
-                "--data",
-                str(tmp_path / "wide.npz"),
-                "--model",
-                str(tmp_path / "bundle"),
-            ]
+        _simulate(
+            tmp_path / "c.json",
+            tmp_path / "o2",
+            tmp_path / "wide.npz",
+            str(tmp_path / "bundle"),
+            (),
         )
         == 2
     )

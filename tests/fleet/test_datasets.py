@@ -12,7 +12,10 @@ from fleet.config import SimulationConfig
 from fleet.run import run
 
 from . import toy_data
-from .small_fleet import sync_task
+from .small_fleet import small_fleet, sync_task
+
+# these runs bring their own data: the config's default vocabulary, not small_fleet's
+OWN_DATA = {"vocabulary_size": SimulationConfig.vocabulary_size}
 
 
 def small_run(
@@ -26,19 +29,8 @@ def small_run(
     **overrides,
 ) -> dict:
     task = sync_task(goal=5) | {"plan": {"epochs": epochs, "batch_size": 8, "lr": lr}}
-    config = SimulationConfig(
-        model=model,
-        data=data,
-        devices=devices,
-        task=task,
-        transport="inprocess",
-        hours=24,
-        max_versions=6,
-        eval_every=3,
-        eval_examples=500,
-        seed=1,
-        **overrides,
-    )
+    settings = dict(model=model, data=data, task=task, eval_every=3, eval_examples=500)
+    config = small_fleet(devices, 5, 6, **(settings | OWN_DATA | overrides))
     return run(config, tmp_path, centralized_epochs=2, show_progress=False)
 
 
@@ -113,24 +105,27 @@ def test_jsonl_text_trains_next_word_against_the_trigram(tmp_path):
     assert final["mean_loss"] < first["mean_loss"]
 
 
-def test_federated_evaluation_scores_devices_held_out_examples(tmp_path):
-    # 10 rows a user: 8 train, 2 held out; a device's evaluation counts its 2 only
-    x, y, users = toy_data.separable_rows(users=20, per_user=10, features=3)
-    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
-    task = sync_task(goal=5) | {"eval_fraction": 0.5}
-    config = SimulationConfig(
+def _evaluated_run(tmp_path, users: int, per_user: int) -> dict:
+    """20 devices on `users` users' npz rows (the last 20% of each user's held out), half
+    of each round's spare devices evaluating: the report."""
+    path = toy_data.write_separable_npz(tmp_path / "d.npz", users, per_user, features=3)
+    config = small_fleet(
+        20,
+        goal=5,
+        versions=4,
         model="tests.fleet.toy_data:linear",
-        devices=20,
-        task=task,
-        data={"kind": "npz", "path": str(tmp_path / "d.npz")},
-        transport="inprocess",
-        hours=24,
-        max_versions=4,
-        eval_every=4,
+        task=sync_task(goal=5) | {"eval_fraction": 0.5},
+        data={"kind": "npz", "path": str(path)},
         eval_examples=100,
         seed=3,
+        **OWN_DATA,
     )
-    report = run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
+    return run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
+
+
+def test_federated_evaluation_scores_devices_held_out_examples(tmp_path):
+    # 10 rows a user: 8 train, 2 held out; a device's evaluation counts its 2 only
+    report = _evaluated_run(tmp_path, users=20, per_user=10)
     evaluations = report["federated_evaluation"]
     assert evaluations and sum(e["devices"] for e in evaluations) >= 2
     for e in evaluations:
@@ -140,22 +135,7 @@ def test_federated_evaluation_scores_devices_held_out_examples(tmp_path):
 def test_devices_without_held_out_examples_skip_federated_evaluation(tmp_path):
     # 5 users of 5 rows (4 train, 1 held out) on 20 devices: each user's 4 devices train on
     # one row each, one of them holds the user's held-out row, three nothing to evaluate on
-    x, y, users = toy_data.separable_rows(users=5, per_user=5, features=3)
-    np.savez(tmp_path / "d.npz", x=x.astype(np.float32), y=y, users=users)
-    task = sync_task(goal=5) | {"eval_fraction": 0.5}
-    config = SimulationConfig(
-        model="tests.fleet.toy_data:linear",
-        devices=20,
-        task=task,
-        data={"kind": "npz", "path": str(tmp_path / "d.npz")},
-        transport="inprocess",
-        hours=24,
-        max_versions=4,
-        eval_every=4,
-        eval_examples=100,
-        seed=3,
-    )
-    report = run(config, tmp_path / "out", centralized_epochs=0, show_progress=False)
+    report = _evaluated_run(tmp_path, users=5, per_user=5)
     evaluations = report["federated_evaluation"]
     assert evaluations and all(e["count"] == e["devices"] for e in evaluations)
     assert report["client"]["outcomes"].get("aborted", 0) > 0  # the devices with none

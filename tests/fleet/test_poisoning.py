@@ -4,30 +4,20 @@ within 2 points of the clean run on the same fleet and seed (the issue's bar).""
 
 from __future__ import annotations
 
-from fleet.config import SimulationConfig
 from fleet.run import run
 
-SYNC = {
-    "goal": 20,
-    "overselect": 1.3,
-    "selection_timeout_s": 600,
-    "report_deadline_s": 900,
-    "min_fraction": 0.7,
-}
+from .small_fleet import small_fleet, sync_task
+
 ATTACK = {"fraction": 0.1, "kind": "sign_flip", "scale": 10.0}
 
 
 def _final_accuracy(tmp_path, name, aggregation: dict, attackers) -> float:
-    task = {"mode": "sync", "sync": SYNC, "plan": {"epochs": 1, "batch_size": 16, "lr": 1.0}}
-    config = SimulationConfig(
-        model="keyboard_cifg_tiny",
-        devices=200,
-        vocabulary_size=500,
-        task=task | aggregation,
-        transport="inprocess",
+    config = small_fleet(
+        200,
+        goal=20,
+        versions=6,
+        task=sync_task(goal=20) | aggregation,
         hours=96,
-        max_versions=6,
-        eval_every=6,
         eval_examples=600,
         seed=3,
         attackers=attackers,

@@ -66,6 +66,14 @@ def separable_rows(users: int, per_user: int, features: int, seed: int = 0):
     return x, y, ids
 
 
+def write_separable_npz(path, users: int, per_user: int, features: int):
+    """`separable_rows` saved as an npz reader's file (x float32, y, users) at `path`;
+    returns `path`."""
+    x, y, ids = separable_rows(users, per_user, features)
+    np.savez(path, x=x.astype(np.float32), y=y, users=ids)
+    return path
+
+
 class Sensors:
     """A researcher's own reader: `users` users, each with `per_user` windows of 3
     channels x 4 steps, labelled by whether the first channel rises; the first 75% of

@@ -164,5 +164,19 @@ def assert_steps_match(
     return bundle, trainer
 
 
+def assert_zoo_steps_match(entry, model, make_optimizer, batches, out: Path, **kwargs):
+    """`assert_steps_match` for `model` built from a zoo entry: the entry's loss and its
+    gradient clipping (`kwargs` as `assert_steps_match`'s)."""
+    assert_steps_match(
+        model,
+        make_optimizer,
+        entry.loss(),
+        batches,
+        out,
+        clip_grad_norm=entry.clip_grad_norm,
+        **kwargs,
+    )
+
+
 def _double(batch: dict) -> dict:
     return {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}

@@ -5,6 +5,7 @@ loss; compiled against PyTorch once the compiler takes them."""
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from model_zoo.compiler import UnsupportedError
 from model_zoo.models import keyboard_transformer, mobilenet_cnn
 from model_zoo.zoo import ZOO
 
-from .bundle_runner import assert_steps_match, torch_step
+from .bundle_runner import assert_zoo_steps_match, torch_step
 
 TRANSFORMERS = ["keyboard_transformer", "keyboard_transformer_tiny"]
 CNNS = ["mobilenet_cnn", "mobilenet_cnn_tiny"]
@@ -188,13 +189,7 @@ def test_compiled_steps_equal_pytorch(name, tmp_path):
     gen = torch.Generator().manual_seed(4)
     batches = [entry.batch(size, gen) for size in (4, 1, 3)]
     try:
-        assert_steps_match(
-            copy.deepcopy(model),
-            lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-            entry.loss(),
-            batches,
-            tmp_path / "b",
-            clip_grad_norm=entry.clip_grad_norm,
-        )
+        sgd = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)
+        assert_zoo_steps_match(entry, copy.deepcopy(model), sgd, batches, tmp_path / "b")
     except UnsupportedError as refused:
         pytest.skip(f"the compiler does not take {name} yet: {refused}")

@@ -3,6 +3,7 @@ that changes the update rule; how the compiler reads torch optimizers."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from model_zoo.compiler import UnsupportedError, compile_bundle
 from model_zoo.compiler.optimizers import Adagrad, RMSprop, describe, optimizer_from_torch
 from model_zoo.zoo import ZOO
 
-from .bundle_runner import assert_steps_match
+from .bundle_runner import assert_steps_match, assert_zoo_steps_match
 
 ADAGRAD = {
     "default": {"lr": 0.05},
@@ -92,15 +93,8 @@ def test_recurrent_keyboard_with_clipping_equals_pytorch(kind, case, tmp_path):
     atol = 3e-5 if kind is torch.optim.RMSprop else 1e-6
     torch.manual_seed(0)
     batches = _zoo_batches("keyboard_cifg_tiny", vocabulary_size=60, sequence_length=9)
-    assert_steps_match(
-        entry.model(60, 9),
-        lambda p: kind(p, **options),
-        entry.loss(),
-        batches,
-        tmp_path / "b",
-        clip_grad_norm=entry.clip_grad_norm,
-        atol=atol,
-    )
+    optimizer = functools.partial(kind, **options)
+    assert_zoo_steps_match(entry, entry.model(60, 9), optimizer, batches, tmp_path / "b", atol=atol)
 
 
 @pytest.mark.parametrize("kind", [torch.optim.Adagrad, torch.optim.RMSprop])
@@ -180,13 +174,7 @@ def test_a_model_on_the_general_path_equals_pytorch(kind, case, tmp_path):
     torch.manual_seed(0)
     batches = _zoo_batches("keyboard_transformer_tiny", vocabulary_size=60, sequence_length=9)
     try:
-        assert_steps_match(
-            entry.model(60, 9),
-            lambda p: kind(p, **options),
-            entry.loss(),
-            batches,
-            tmp_path / "b",
-            clip_grad_norm=entry.clip_grad_norm,
-        )
+        optimizer = functools.partial(kind, **options)
+        assert_zoo_steps_match(entry, entry.model(60, 9), optimizer, batches, tmp_path / "b")
     except UnsupportedError as refused:
         pytest.skip(f"the compiler does not take keyboard_transformer_tiny yet: {refused}")

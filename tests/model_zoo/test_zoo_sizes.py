@@ -11,6 +11,7 @@ import torch
 
 from model_zoo.zoo import ZOO, build_bundle
 
+from ..fleet.small_fleet import small_fleet, sync_task
 from .bundle_runner import OrtTrainer, assert_steps_match, torch_step
 
 # (model, vocabulary size, sequence length): vocabularies far under the sample batch's old
@@ -120,32 +121,19 @@ def test_a_simulation_trains_a_model_sized_by_its_config(model, vocab, seq, tmp_
     """keyboard_transformer_tiny needs the compiler's general path (issue 19): skipped
     while the compiler refuses it."""
     from edge_sdk.vocabulary import load_vocabulary
-    from fleet.config import SimulationConfig
     from fleet.run import run
     from model_zoo.compiler import UnsupportedError
 
-    config = SimulationConfig(
+    plan = {"epochs": 1, "batch_size": 8, "lr": 1.0, "max_steps": 20}
+    config = small_fleet(
+        12,
+        goal=4,
+        versions=2,
         model=model,
-        devices=12,
         vocabulary_size=vocab,
         sequence_length=seq,
-        task={
-            "mode": "sync",
-            "plan": {"epochs": 1, "batch_size": 8, "lr": 1.0, "max_steps": 20},
-            "sync": {
-                "goal": 4,
-                "overselect": 1.3,
-                "selection_timeout_s": 600,
-                "report_deadline_s": 900,
-                "min_fraction": 0.7,
-            },
-        },
-        transport="inprocess",
-        hours=24,
-        max_versions=2,
-        eval_every=2,
+        task=sync_task(goal=4) | {"plan": plan},
         eval_examples=40,
-        seed=1,
     )
     try:
         report = run(config, tmp_path, centralized_epochs=0, show_progress=False)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 
 import aiohttp
 import pytest
 
-from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 from server_eval import (
@@ -26,20 +24,13 @@ from tests.aggregator.fleet import (
     ADMIN,
     ServerProcess,
     admin,
-    enroll_phone,
+    create_task,
     free_port,
     good_state,
     lm_examples,
     server_with_task,
 )
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
-
+from tests.fresh_imports import loaded_after_importing
 
 SETTINGS = {
     "mode": "sync",
@@ -63,12 +54,7 @@ def test_each_new_version_is_evaluated_once_and_kept_in_the_history(bundle, tmp_
             )
             first = await worker.evaluate_pending()
             again = await worker.evaluate_pending()  # nothing new: nothing evaluated
-            phones = [
-                await enroll_phone(
-                    env.url, env.session, bundle, tmp_path, i, env.clock, lm_examples(i, n=16)
-                )
-                for i in range(2)
-            ]
+            phones = [await env.enroll(i, lm_examples(i, n=16)) for i in range(2)]
             await asyncio.gather(*[p.client.participate(good_state, "kb") for p in phones])
             second = await worker.evaluate_pending()
             _, doc = await admin(env.session, env.url, "GET", "/v1/admin/tasks/kb")
@@ -162,13 +148,7 @@ def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
 
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            status, _ = await admin(
-                session,
-                url,
-                "POST",
-                "/v1/admin/tasks",
-                {"task_id": "kb", "bundle_dir": str(bundle.path), "settings": SETTINGS},
-            )
+            status, _ = await create_task(session, url, bundle, SETTINGS)
             assert status == 201
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -193,13 +173,8 @@ def test_serve_runs_a_heldout_evaluator_for_a_configured_task(bundle, tmp_path):
 
 
 def test_the_evaluator_loads_neither_torch_nor_the_aggregator():
-    code = (
-        "import sys, server_eval, server_eval.worker, server_eval.heldout_set; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'aggregator', 'model_zoo')))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    evaluator = ["server_eval", "server_eval.worker", "server_eval.heldout_set"]
+    assert loaded_after_importing(evaluator, ("torch", "aggregator", "model_zoo")) == []
 
 
 def test_the_evaluator_does_not_outlive_a_server_killed_with_kill_9(bundle, tmp_path):

@@ -34,16 +34,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
+from edge_sdk import protocol  # noqa: E402
 from edge_sdk.protocol import (  # noqa: E402
     CodecSpec,
     DecodeLimits,
     ErrorFeedback,
     UpdateMeta,
-    UpdatePipeline,
-    decode_parameters,
-    decode_update,
-    encode_parameters,
-    encode_update,
     public_key_of,
     sign,
 )
@@ -108,6 +104,12 @@ def tensors_hex(d: dict) -> dict:
     return {k: f32_hex(v) for k, v in d.items()}
 
 
+def tensors_from_hex(doc: dict, specs) -> dict[str, np.ndarray]:
+    """The inverse of `tensors_hex`: float32 arrays shaped as `specs` say."""
+    shapes = {s["name"]: s["shape"] for s in specs}
+    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
+
+
 def make_delta(seed: int = 20261203, specs=SPECS) -> dict[str, np.ndarray]:
     """Small normal values with a few large ones (what top-k picks), float32."""
     rng = np.random.default_rng(seed)
@@ -148,6 +150,29 @@ def _header_text(message: bytes) -> str:
     return message[16 : 16 + head_len].decode()
 
 
+def encode_vector_update(
+    delta: dict,
+    specs,
+    meta: UpdateMeta,
+    codec: CodecSpec,
+    rng_seed: int,
+    signing_key: bytes | None,
+    feedback: ErrorFeedback | None = None,
+) -> bytes:
+    """A vector's update: `delta` encoded with `codec`, the encoder's rng seeded
+    `rng_seed`, signed by `signing_key` (None: unsigned); `feedback`, if given, is
+    updated in place as the encoder leaves it."""
+    return protocol.encode_update(
+        delta,
+        specs,
+        meta,
+        protocol.UpdatePipeline(codec),
+        signing_key=signing_key,
+        rng=np.random.default_rng(rng_seed),
+        feedback=feedback,
+    )
+
+
 def update_case(
     name: str,
     codec: CodecSpec,
@@ -159,26 +184,18 @@ def update_case(
     feedback: ErrorFeedback | None = None,
     meta: UpdateMeta = META,
 ) -> dict:
-    pipeline = UpdatePipeline(codec)
     feedback_in = None if feedback is None else tensors_hex(feedback.residual)
     rng_seed = CASE_SEED + index
-    message = encode_update(
-        delta,
-        specs,
-        meta,
-        pipeline,
-        signing_key=PRIVATE_KEY if signed else None,
-        rng=np.random.default_rng(rng_seed),
-        feedback=feedback,
-    )
-    decoded = decode_update(
+    key = PRIVATE_KEY if signed else None
+    message = encode_vector_update(delta, specs, meta, codec, rng_seed, key, feedback)
+    decoded = protocol.decode_update(
         message, specs, public_key=public_key_of(PRIVATE_KEY) if signed else None
     )
     header = json.loads(_header_text(message))
     case = {
         "name": name,
         "codec": codec.to_json(),
-        "zstd_level": pipeline.compression_level,
+        "zstd_level": protocol.UpdatePipeline(codec).compression_level,
         "specs": specs,
         "meta": dataclasses.asdict(meta),
         "seed": header["seed"],
@@ -243,10 +260,10 @@ def models() -> dict:
     params = make_delta(seed=99)
     cases = []
     for signed in (False, True):
-        message = encode_parameters(
+        message = protocol.encode_parameters(
             params, SPECS, "vectors-model", 7, signing_key=PRIVATE_KEY if signed else None
         )
-        header, decoded = decode_parameters(message, SPECS)
+        header, decoded = protocol.decode_parameters(message, SPECS)
         cases.append(
             {
                 "name": "signed" if signed else "unsigned",
@@ -474,40 +491,26 @@ def damaged(update_cases: list[dict]) -> dict:
         "bad_payload",
         "body is not a zstd frame",
     )
-    nan_body = bytearray(f32_body)
-    nan_body[4:8] = struct.pack("<f", float("nan"))
-    add(
-        "non_finite_value",
-        frame(b"EFLU", _canonical(f32_header), bytes(nan_body)),
-        "non_finite",
-        "float32 codec, the second value is NaN",
-    )
-    inf_body = bytearray(f32_body)
-    inf_body[0:4] = struct.pack("<f", float("inf"))
-    add(
-        "infinite_value",
-        frame(b"EFLU", _canonical(f32_header), bytes(inf_body)),
-        "non_finite",
-        "float32 codec, the first value is +inf",
-    )
+
+    def patched(header: dict, body: bytes, at: int, value: bytes) -> bytes:
+        """An update framed under `header` whose body is `body` with `value` at byte `at`."""
+        raw = bytearray(body)
+        raw[at : at + len(value)] = value
+        return frame(b"EFLU", _canonical(header), bytes(raw))
+
+    f32 = struct.Struct("<f").pack
+    nan_second = patched(f32_header, f32_body, 4, f32(float("nan")))
+    add("non_finite_value", nan_second, "non_finite", "float32 codec, the second value is NaN")
+    inf_first = patched(f32_header, f32_body, 0, f32(float("inf")))
+    add("infinite_value", inf_first, "non_finite", "float32 codec, the first value is +inf")
     # (a NaN or infinite scale is bad_payload on main and non_finite once the bounded
     # contributions change is merged: its vector waits for that)
-    neg_body = bytearray(int8_body)
-    neg_body[0:4] = struct.pack("<f", -1.0)
-    add(
-        "scale_negative",
-        frame(b"EFLU", _canonical(int8_header), bytes(neg_body)),
-        "bad_payload",
-        "int8 codec, the first chunk scale is -1",
-    )
-    level_body = bytearray(int4_body)
-    level_body[8] = 0xFF  # after two 4-byte scales: two 4-bit levels of 15 (only 0..14 exist)
-    add(
-        "level_out_of_range",
-        frame(b"EFLU", _canonical(int4_header), bytes(level_body)),
-        "bad_payload",
-        "int4 codec, a level of 15 (levels are 0..14)",
-    )
+    negative = patched(int8_header, int8_body, 0, f32(-1.0))
+    add("scale_negative", negative, "bad_payload", "int8 codec, the first chunk scale is -1")
+    # after two 4-byte scales: two 4-bit levels of 15 (only 0..14 exist)
+    level_15 = patched(int4_header, int4_body, 8, b"\xff")
+    why = "int4 codec, a level of 15 (levels are 0..14)"
+    add("level_out_of_range", level_15, "bad_payload", why)
     # top-k "blocks" body of dense.weight: counts u16 x 2 | offsets u8 x 15 | ...
     counts_body = bytearray(base_body)
     counts_body[0] += 1
@@ -528,14 +531,9 @@ def damaged(update_cases: list[dict]) -> dict:
         "dense.weight's first two offsets swapped",
     )
     gaps = by_name["topk_gaps_int8_nearest"]
-    gaps_body = bytearray(bytes.fromhex(gaps["body"]))
-    gaps_body[4:8] = b"\0\0\0\0"  # the second gap 0: a repeated index
-    add(
-        "gaps_repeated_index",
-        frame(b"EFLU", _canonical(json.loads(gaps["header"])), bytes(gaps_body)),
-        "bad_payload",
-        "top-k gaps: the second gap is 0",
-    )
+    # the second gap 0: a repeated index
+    repeated = patched(json.loads(gaps["header"]), bytes.fromhex(gaps["body"]), 4, bytes(4))
+    add("gaps_repeated_index", repeated, "bad_payload", "top-k gaps: the second gap is 0")
     model = bytes.fromhex(models()["cases"][0]["message"])
     model_header = json.loads(_header_text(model))
     model_raw = _raw_body(model)

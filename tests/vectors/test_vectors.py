@@ -15,14 +15,13 @@ from edge_sdk.protocol import (
     ErrorFeedback,
     ProtocolError,
     UpdateMeta,
-    UpdatePipeline,
     decode_parameters,
     decode_update,
     encode_parameters,
-    encode_update,
 )
 
 from . import generate
+from .generate import tensors_from_hex as tensors
 
 HERE = Path(__file__).resolve().parent
 UPDATES = json.loads((HERE / "updates.json").read_text())
@@ -30,11 +29,6 @@ MODELS = json.loads((HERE / "models.json").read_text())
 DAMAGED = json.loads((HERE / "damaged.json").read_text())
 KEY = bytes.fromhex(UPDATES["private_key"])
 PUBLIC = bytes.fromhex(UPDATES["public_key"])
-
-
-def tensors(doc: dict, specs) -> dict[str, np.ndarray]:
-    shapes = {s["name"]: s["shape"] for s in specs}
-    return {k: np.frombuffer(bytes.fromhex(v), "<f4").reshape(shapes[k]) for k, v in doc.items()}
 
 
 def delta_of(case: dict) -> dict[str, np.ndarray]:
@@ -54,20 +48,22 @@ def test_the_generator_writes_the_committed_files(tmp_path):
         )
 
 
-@pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
-def test_the_encoder_writes_the_vector_bytes(case):
+def encode_case(case: dict, rng_seed: int, signing_key: bytes | None):
+    """The case's delta and metadata encoded with its codec (and its error feedback, if it
+    has one): (message, the feedback as the encoder left it, or None)."""
     feedback = None
     if "feedback_in" in case:
         feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
-    message = encode_update(
-        delta_of(case),
-        case["specs"],
-        UpdateMeta(**case["meta"]),
-        UpdatePipeline(CodecSpec(**case["codec"])),
-        signing_key=KEY if case["signed"] else None,
-        rng=np.random.default_rng(case["rng_seed"]),
-        feedback=feedback,
+    meta, codec = UpdateMeta(**case["meta"]), CodecSpec(**case["codec"])
+    message = generate.encode_vector_update(
+        delta_of(case), case["specs"], meta, codec, rng_seed, signing_key, feedback
     )
+    return message, feedback
+
+
+@pytest.mark.parametrize("case", UPDATES["cases"], ids=lambda c: c["name"])
+def test_the_encoder_writes_the_vector_bytes(case):
+    message, feedback = encode_case(case, case["rng_seed"], KEY if case["signed"] else None)
     assert message.hex() == case["message"]
     if feedback is not None:
         residual = {k: v.tobytes().hex() for k, v in feedback.residual.items()}
@@ -92,18 +88,7 @@ def test_the_decoder_gives_the_vector_tensors(case):
 def test_byte_exact_bodies_follow_from_the_seedless_rules(case):
     """A byte-exact codec's body does not depend on the encoder's rng: another seed gives
     the same body (only the header's seed differs)."""
-    feedback = None
-    if "feedback_in" in case:
-        feedback = ErrorFeedback(tensors(case["feedback_in"], case["specs"]))
-    message = encode_update(
-        delta_of(case),
-        case["specs"],
-        UpdateMeta(**case["meta"]),
-        UpdatePipeline(CodecSpec(**case["codec"])),
-        signing_key=KEY,
-        rng=np.random.default_rng(12345),
-        feedback=feedback,
-    )
+    message, _ = encode_case(case, 12345, KEY)
     assert generate._raw_body(message).hex() == case["body"]
 
 

@@ -59,7 +59,9 @@ def _delta(seed=0, scale=1.0):
     return {s["name"]: (rng.normal(size=s["shape"]) * scale).astype(np.float32) for s in SPECS}
 
 
-def _encode(delta=None, codec=CodecSpec(), seed=0, **kw):
+def _encode(delta=None, codec=CodecSpec(), seed=0, feedback=None, **kw):
+    """`delta` (default `_delta()`) as META's update, signed by KEY; `kw` goes to the
+    pipeline; `feedback`, if given, is updated in place."""
     return encode_update(
         delta if delta is not None else _delta(),
         SPECS,
@@ -67,6 +69,7 @@ def _encode(delta=None, codec=CodecSpec(), seed=0, **kw):
         UpdatePipeline(codec, **kw),
         signing_key=KEY,
         rng=np.random.default_rng(seed),
+        feedback=feedback,
     )
 
 
@@ -82,15 +85,7 @@ def test_float32_round_trip_is_exact_and_signed():
 def test_every_codec_round_trips_to_what_the_encoder_reconstructed(codec):
     delta = _delta(1)
     feedback = ErrorFeedback()
-    message = encode_update(
-        delta,
-        SPECS,
-        META,
-        UpdatePipeline(codec),
-        signing_key=KEY,
-        rng=np.random.default_rng(3),
-        feedback=feedback,
-    )
+    message = _encode(delta, codec, seed=3, feedback=feedback)
     decoded = decode_update(message, SPECS, public_key=PUBLIC).tensors
     for name in delta:  # the residual is exactly what the server did not get
         np.testing.assert_allclose(
@@ -106,15 +101,7 @@ def test_error_feedback_carries_the_residual_across_rounds():
     for round_ in range(30):
         delta = _delta(round_)
         delta_sum += np.concatenate([v.ravel() for v in delta.values()])
-        message = encode_update(
-            delta,
-            SPECS,
-            META,
-            UpdatePipeline(codec),
-            signing_key=KEY,
-            rng=np.random.default_rng(round_),
-            feedback=feedback,
-        )
+        message = _encode(delta, codec, seed=round_, feedback=feedback)
         got = decode_update(message, SPECS, public_key=None).tensors
         sent_sum += np.concatenate([got[s["name"]].ravel() for s in SPECS])
     residual = np.concatenate([feedback.residual[s["name"]].ravel() for s in SPECS])

@@ -1,4 +1,6 @@
-"""The OpenAPI document and the error table (the dashboard: test_dashboard.py)."""
+"""The app (aggregator/app.py): every route it serves is in the OpenAPI document, and every
+error class has a status in the one error table its middleware renders (the dashboard:
+test_dashboard.py)."""
 
 from __future__ import annotations
 
@@ -6,21 +8,12 @@ import asyncio
 import inspect
 
 import aiohttp
-import pytest
 
 from aggregator import errors
 from aggregator.app import ServerConfig, build_app
-from edge_sdk.bundle import Bundle
 from edge_sdk.clock import FakeClock
 
 from .fleet import running_server
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from model_zoo.zoo import build_bundle
-
-    return Bundle.load(build_bundle("keyboard_cifg_tiny", tmp_path_factory.mktemp("b") / "kb"))
 
 
 def test_every_error_class_has_a_status():
@@ -36,7 +29,7 @@ def test_every_error_class_has_a_status():
         assert cls.code != "error", cls
 
 
-def test_openapi_document_lists_every_route(bundle, tmp_path):
+def test_openapi_document_lists_every_route(tmp_path):
     async def scenario():
         async with (
             running_server(tmp_path / "d", FakeClock()) as (url, service),
