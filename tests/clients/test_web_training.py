@@ -69,17 +69,42 @@ def _sdk_run(bundle_dir) -> dict:
     }
 
 
+# general-path bundles whose graphs hold what the zoo's do not: Resize, GatherND and
+# ScatterND after a Transpose, per-window average pool divisors, edge/circular padding
+GENERAL_CASES = ("encoder_decoder", "resampling", "average_pools")
+
+
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
+    import torch
+
+    from model_zoo.compiler import compile_bundle
     from model_zoo.zoo import build_bundle
+    from tests.model_zoo.coverage_models import CASES
 
     root = tmp_path_factory.mktemp("web-bundles")
-    return [
+    zoo = [
         build_bundle(name, root / name, seed=0) for name in ("logreg", "mlp", "keyboard_cifg_tiny")
     ]
+    general = []
+    for name in GENERAL_CASES:
+        torch.manual_seed(0)
+        case, model = CASES[name], CASES[name].build()
+        general.append(
+            compile_bundle(
+                model,
+                case.batch(4, 6, torch.Generator().manual_seed(0)),
+                loss=case.loss(),
+                optimizer=torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9),
+                out=root / name,
+                model_name=name,
+                path="general",
+            )
+        )
+    return zoo + general
 
 
-@pytest.mark.slow  # ~25 s on the shared 2-core VM: torch compiles the bundles, Node starts ORT
+@pytest.mark.slow  # ~60 s on the shared 2-core VM: torch compiles the bundles, Node starts ORT
 def test_onnxruntime_web_trains_like_the_sdk(bundles, tmp_path):
     node = node_or_skip()
     fixture = tmp_path / "training.json"
@@ -93,4 +118,5 @@ def test_onnxruntime_web_trains_like_the_sdk(bundles, tmp_path):
         env=os.environ | {"EDGE_FL_TRAINING_FIXTURE": str(fixture)},
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "# pass 4" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-3000:]
+    passed = f"# pass {len(bundles) + 1}"  # a case per bundle, and the suite's own check
+    assert passed in done.stdout and "# skipped 0" in done.stdout, done.stdout[-3000:]

@@ -97,6 +97,24 @@ class ChannelMaskedTwin(ChannelDropout):
         return self.head((h * drawn / (1 - self.p)).mean((2, 3)))
 
 
+def _train_beside_twin(bundle, model, twin, batch_of, steps, first_seed):
+    """Train the bundle and `twin` (model's weights, the bundle's random draws for a seed)
+    side by side on batches of 4, 1 and 3: equal losses at every step and equal
+    parameters after. Returns the bundle's parameters."""
+    twin.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    trainer = OrtTrainer(bundle)
+    for step in range(steps):
+        batch = batch_of([4, 1, 3][step % 3])
+        twin.seed = first_seed + step
+        ours = trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=twin.seed)
+        theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
+        assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
+    for name, p in twin.named_parameters():
+        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+    return trainer.params
+
+
 def test_channel_dropout_trains_like_pytorch_with_the_same_draws(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
@@ -109,18 +127,7 @@ def test_channel_dropout_trains_like_pytorch_with_the_same_draws(tmp_path):
 
     model = ChannelDropout(0.4)
     bundle = _compile(copy.deepcopy(model), images(4), tmp_path / "b", path="general")
-    twin = ChannelMaskedTwin(0.4)
-    twin.load_state_dict(model.state_dict())
-    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
-    trainer = OrtTrainer(bundle)
-    for step in range(6):
-        batch = images([4, 1, 3][step % 3])
-        twin.seed = 500 + step
-        ours = trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=twin.seed)
-        theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
-        assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
-    for name, p in twin.named_parameters():
-        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+    _train_beside_twin(bundle, model, ChannelMaskedTwin(0.4), images, steps=6, first_seed=500)
 
 
 def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
@@ -131,21 +138,13 @@ def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["uses_seed"]
     twin = MaskedTwin(0.3)
-    twin.load_state_dict(model.state_dict())
-    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
-    trainer = OrtTrainer(bundle)
-    for step in range(8):
-        batch = _vectors([4, 1, 3][step % 3], gen)
-        twin.seed = 1000 + step
-        ours = trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1, seed=twin.seed)
-        theirs = torch_step(twin, optimizer, nn.CrossEntropyLoss(), batch)
-        assert np.isclose(float(ours["loss"]), theirs, rtol=1e-5, atol=1e-6), step
-    for name, p in twin.named_parameters():
-        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+    trainer_params = _train_beside_twin(
+        bundle, model, twin, lambda n: _vectors(n, gen), steps=8, first_seed=1000
+    )
     # eval and inference run without dropout (and without a seed)
     x = _vectors(5, gen)["x"]
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in trainer.params.items()})
-    logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer.params)[0]
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in trainer_params.items()})
+    logits = session(bundle / "infer.onnx").run(["logits"], {"x": x.numpy()} | trainer_params)[0]
     np.testing.assert_allclose(
         logits, TwoDropouts.forward(twin.eval(), x).detach().numpy(), rtol=1e-5, atol=1e-6
     )

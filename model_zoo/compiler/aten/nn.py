@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..ops.base import UnsupportedError
-from ..ops.dropout import _P, _SALT, _GraphOps, _hash_uniform
+from ..ops.dropout import seeded_uniform
 from .lowering import ONNX_TYPES, Lowering, keeps, lowers
 
 aten = torch.ops.aten
@@ -563,21 +563,10 @@ def _embedding_backward(ctx, node, dy, indices, num_weights, padding_idx, scale_
 
 
 def _uniform(ctx, like: str) -> str:
-    """Uniform [0, 1) noise in the shape of `like`: the project's hash of each element's
-    position and the step's seed (docs/bundle-format.md), a fresh salt per random op."""
-    g = ctx.g
+    """Uniform [0, 1) noise in the shape of `like`, a fresh salt per random op."""
     if ctx.seed is None:
         raise UnsupportedError("random numbers (dropout) in a graph without a seed")
-    salt = ctx.next_random_salt()
-    shape = g.op("Shape", like)
-    count = g.op("ReduceProd", shape, keepdims=1)
-    pos = g.op(
-        "Reshape",
-        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
-        shape,
-    )
-    seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
-    return _hash_uniform(_GraphOps(g), pos, seed)
+    return seeded_uniform(ctx.g, like, ctx.seed, ctx.next_random_salt())
 
 
 @lowers(aten.native_dropout.default)

@@ -30,20 +30,23 @@ from ..ops.lstm_layer import LstmLayer
 from ..ops.recurrent import RecurrentSpec
 from .lowering import Lowering, lowers
 
+# one layer and direction: its input, weights and initial state (a GRU's c0 is its h0)
+_LAYER_ARGS = (
+    "Tensor x, Tensor w_ih, Tensor w_hh, Tensor b_ih, Tensor b_hh, Tensor h0, Tensor c0, "
+    "str kind, bool reverse"
+)
 
-@torch.library.custom_op("edge_fl::rnn_layer", mutates_args=())
-def rnn_layer(
-    x: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor,
-    b_hh: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    kind: str,
-    reverse: bool,
-) -> tuple[Tensor, Tensor]:
-    raise UnsupportedError("edge_fl::rnn_layer exists only while the compiler captures a step")
+
+def _only_while_capturing(*args):
+    raise UnsupportedError("edge_fl's recurrent ops exist only while the compiler captures")
+
+
+rnn_layer = torch.library.custom_op(  # -> y [T, B, H], c_n [B, H]
+    "edge_fl::rnn_layer",
+    _only_while_capturing,
+    mutates_args=(),
+    schema=f"({_LAYER_ARGS}) -> (Tensor, Tensor)",
+)
 
 
 @rnn_layer.register_fake
@@ -51,21 +54,12 @@ def _rnn_layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, kind, reverse):
     return x.new_empty(x.shape[0], x.shape[1], w_hh.shape[1]), torch.empty_like(c0)
 
 
-@torch.library.custom_op("edge_fl::rnn_layer_backward", mutates_args=())
-def rnn_layer_backward(
-    dy: Tensor,
-    dc_n: Tensor,
-    x: Tensor,
-    w_ih: Tensor,
-    w_hh: Tensor,
-    b_ih: Tensor,
-    b_hh: Tensor,
-    h0: Tensor,
-    c0: Tensor,
-    kind: str,
-    reverse: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    raise UnsupportedError("edge_fl::rnn_layer_backward exists only while capturing")
+rnn_layer_backward = torch.library.custom_op(  # -> the gradients of the seven tensors
+    "edge_fl::rnn_layer_backward",
+    _only_while_capturing,
+    mutates_args=(),
+    schema=f"(Tensor dy, Tensor dc_n, {_LAYER_ARGS}) -> ({', '.join(['Tensor'] * 7)})",
+)
 
 
 @rnn_layer_backward.register_fake

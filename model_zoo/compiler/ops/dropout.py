@@ -77,6 +77,22 @@ def dropout_keep_mask(seed: int, shape: tuple[int, ...], p: float, salt: int = 0
     return (_hash_uniform(_NumpyOps, pos, seed) >= np.float32(p)).astype(np.float32)
 
 
+def seeded_uniform(g, like: str, seed_input: str, salt: int) -> str:
+    """Uniform [0, 1) in the shape of `like` from the step's seed and a salt per random op:
+    the hash of each element's position (what dropout_keep_mask computes in numpy)."""
+    shape = g.op("Shape", like)
+    count = g.op("ReduceProd", shape, keepdims=1)
+    pos = g.op(
+        "Reshape",
+        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
+        shape,
+    )
+    seed = g.op(
+        "Mod", g.op("Add", seed_input, g.const(salt * _SALT, "int64")), g.const(_P, "int64")
+    )
+    return _hash_uniform(_GraphOps(g), pos, seed)
+
+
 class Dropout(Op):
     """y = x * mask / (1 - p) in training graphs; identity otherwise. `seed` is int64 []."""
 
@@ -88,19 +104,7 @@ class Dropout(Op):
         if not training or self.p == 0.0:
             self.scale = None
             return x
-        shape = g.op("Shape", x)
-        count = g.op("ReduceProd", shape, keepdims=1)
-        pos = g.op(
-            "Reshape",
-            g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
-            shape,
-        )
-        seed = g.op(
-            "Mod",
-            g.op("Add", self.seed_input, g.const(self.salt * _SALT, "int64")),
-            g.const(_P, "int64"),
-        )
-        u = _hash_uniform(_GraphOps(g), pos, seed)
+        u = seeded_uniform(g, x, self.seed_input, self.salt)
         keep = g.op("Cast", g.op("GreaterOrEqual", u, g.const(self.p)), to=1)
         self.scale = g.op("Mul", keep, g.const(1.0 / (1.0 - self.p)))
         return g.op("Mul", x, self.scale)
