@@ -67,15 +67,16 @@ def task_settings(goal: int) -> dict:
     }
 
 
-def static_file(root: Path, relative: str) -> web.StreamResponse:
-    """The file at `relative` under `root` (404 outside it), never cached."""
+def static_file(root: Path, relative: str, types: dict[str, str] = TYPES) -> web.StreamResponse:
+    """The file at `relative` under `root` (404 outside it), never cached; its
+    Content-Type from `types` by suffix."""
     path = (root / relative).resolve()
     if root.resolve() not in path.parents or not path.is_file():
         raise web.HTTPNotFound()
     return web.FileResponse(
         path,
         headers={
-            "Content-Type": TYPES.get(path.suffix, "application/octet-stream"),
+            "Content-Type": types.get(path.suffix, "application/octet-stream"),
             "Cache-Control": "no-store",
         },
     )

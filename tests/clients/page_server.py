@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from examples.web_demo import FORWARDED_REQUEST, FORWARDED_RESPONSE
 from examples.web_demo import TYPES as DEMO_TYPES
+from examples.web_demo import forward, static_file
 
 from .node import WEB
 
@@ -22,16 +22,7 @@ TYPES = DEMO_TYPES | {".onnx": "application/octet-stream", ".npz": "application/
 
 
 def _file(root: Path, relative: str) -> web.StreamResponse:
-    path = (root / relative).resolve()
-    if root.resolve() not in path.parents or not path.is_file():
-        raise web.HTTPNotFound()
-    return web.FileResponse(
-        path,
-        headers={
-            "Content-Type": TYPES.get(path.suffix, "application/octet-stream"),
-            "Cache-Control": "no-store",
-        },
-    )
+    return static_file(root, relative, TYPES)
 
 
 @contextlib.asynccontextmanager
@@ -57,13 +48,7 @@ async def page_server(api_url: str, bundle_dir: Path, examples: list[list[dict]]
         return web.Response(status=204)
 
     async def api(request):
-        headers = {k: request.headers[k] for k in FORWARDED_REQUEST if k in request.headers}
-        async with session.request(
-            request.method, api_url + request.path_qs, data=await request.read(), headers=headers
-        ) as r:
-            body = await r.read()
-            kept = {k: r.headers[k] for k in FORWARDED_RESPONSE if k in r.headers}
-            return web.Response(status=r.status, body=body, headers=kept)
+        return await forward(session, api_url, request)
 
     app = web.Application(client_max_size=64 * 2**20)
     app.add_routes(
