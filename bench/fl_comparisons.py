@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -106,13 +107,19 @@ def simulation_config(fleet: Fleet, task: dict, versions: int, hours: float, cod
     )
 
 
-def _run(config, out: Path | None = None) -> dict:
+def _run(config, out: Path) -> dict:
     from fleet.run import run
 
-    if out is not None:  # kept: the pre-trained start is cached there for the next run
-        return run(config, out, centralized_epochs=0, show_progress=False, fresh=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        return run(config, Path(tmp), centralized_epochs=0, show_progress=False)
+    return run(config, out, centralized_epochs=0, show_progress=False, fresh=True)
+
+
+def _share_pretrain(done: Path, todo: Path) -> None:
+    """The pre-trained start the first run cached (fleet/pretrain.py, OUT/pretrain/KEY),
+    given to the second: the same start, trained once."""
+    from fleet.pretrain import CACHE_DIR
+
+    if (done / CACHE_DIR).is_dir() and not (todo / CACHE_DIR).exists():
+        shutil.copytree(done / CACHE_DIR, todo / CACHE_DIR)
 
 
 def _past(value: float, target: float, lower_is_better: bool) -> bool:
@@ -206,16 +213,18 @@ def _ratio(r: float | None) -> str:
 def compare_sync_async(
     fleet: Fleet, versions: int, target: float | None = None, out: Path | None = None
 ) -> dict:
-    sync = _run(
-        simulation_config(fleet, fleet.sync_task(), versions, hours=24 * 14),
-        out=out and out / "sync",
-    )
-    # the same simulated time; versions only as a cap (4x sync's updates)
-    cap = max(1, 4 * versions * fleet.goal // fleet.buffer_size)
-    fedbuff = _run(
-        simulation_config(fleet, fleet.async_task(), cap, hours=sync["sim_hours"]),
-        out=out and out / "async",
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = out if out is not None else Path(tmp)
+        sync = _run(
+            simulation_config(fleet, fleet.sync_task(), versions, hours=24 * 14), root / "sync"
+        )
+        _share_pretrain(root / "sync", root / "async")
+        # the same simulated time; versions only as a cap (4x sync's updates)
+        cap = max(1, 4 * versions * fleet.goal // fleet.buffer_size)
+        fedbuff = _run(
+            simulation_config(fleet, fleet.async_task(), cap, hours=sync["sim_hours"]),
+            root / "async",
+        )
     result = {"fleet": asdict(fleet), "sync": _summary(sync), "async": _summary(fedbuff)}
     result |= compare_timelines(sync["timeline"], fedbuff["timeline"], target)
     result["throughput_ratio"] = throughput(fedbuff) / throughput(sync)
@@ -282,10 +291,14 @@ def _summary(report: dict) -> dict:
 
 
 def compare_codecs(fleet: Fleet, versions: int) -> dict:
-    default, float32 = (
-        _run(simulation_config(fleet, fleet.sync_task(), versions, 24 * 14, codec=codec))
-        for codec in ("default", "float32")
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        default, float32 = (
+            _run(
+                simulation_config(fleet, fleet.sync_task(), versions, 24 * 14, codec=codec),
+                Path(tmp) / codec,
+            )
+            for codec in ("default", "float32")
+        )
     d, f = default["final"], float32["final"]
     print(f"\n== Default codec vs float32 uploads ({versions} sync rounds, {fleet.model}) ==")
     print(
