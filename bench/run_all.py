@@ -7,6 +7,7 @@ from . import (
     codec_bench,
     compiler_bench,
     device_bench,
+    fl_comparisons,
     privacy_bench,
     simulator_bench,
 )
@@ -19,6 +20,7 @@ def main() -> None:
     aggregator_bench.main([])
     simulator_bench.main([])
     privacy_bench.main([])
+    fl_comparisons.main(["--part", "sync_async", "--quick"])  # full: docs/async.md
 
 
 if __name__ == "__main__":
