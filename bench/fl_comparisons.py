@@ -30,7 +30,7 @@ PLAN = {"epochs": 1, "batch_size": 16, "lr": 1.0}
 PRETRAIN = {"public": {"roles_every": 3, "offset": 1}, "epochs": 1, "batch_size": 64, "lr": 0.003}
 # where along the way from the start to the common target the table also reports
 STAGES = (0.5, 0.75, 1.0)
-REPORT_DEADLINE_S = 3600  # both schedules: how long a device may take to report
+ASYNC_REPORT_DEADLINE_S = 600.0
 TAIL = 0.25  # a run's plateau floor: its worst evaluation over the last quarter of its time
 
 
@@ -64,7 +64,7 @@ class Fleet:
                 "goal": self.goal,
                 "overselect": 1.3,
                 "selection_timeout_s": 600,
-                "report_deadline_s": REPORT_DEADLINE_S,
+                "report_deadline_s": 3600,
                 "min_fraction": 0.7,
             },
         }
@@ -79,9 +79,9 @@ class Fleet:
                 "buffer_size": self.buffer_size,
                 "max_staleness": self.max_staleness,
                 "staleness": "polynomial",
-                # as patient as a sync round (the default 600 s drops the devices with
-                # the most data, which take longest, and idles their slot meanwhile)
-                "report_deadline_s": REPORT_DEADLINE_S,
+                # the aggregator's default, 600 s: about a sync round's length, the
+                # patience a sync round effectively has (it closes at `goal` reports)
+                "report_deadline_s": ASYNC_REPORT_DEADLINE_S,
             },
         }
 
