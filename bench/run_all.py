@@ -11,6 +11,7 @@ from . import (
     compiler_bench,
     device_bench,
     download_bench,
+    fl_comparisons,
     privacy_bench,
     simulator_bench,
 )
@@ -25,6 +26,7 @@ def main() -> None:
     simulator_bench.main([])
     simulator_bench.main(["--part", "scale"])
     privacy_bench.main([])
+    fl_comparisons.main(["--part", "sync_async", "--quick"])  # full: docs/async.md
 
 
 if __name__ == "__main__":
