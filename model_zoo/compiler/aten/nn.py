@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..ops.base import UnsupportedError
-from ..ops.dropout import _P, _SALT, _GraphOps, _hash_uniform
+from ..ops.dropout import emit_keep_mask
 from .lowering import Lowering, _np, keeps, lowers
 
 aten = torch.ops.aten
@@ -91,33 +91,13 @@ def _convolution_backward(
                 spatial,
             )
     if output_mask[1]:
-        if transposed:  # roles of input and output swap
-            grads[1] = _conv_weight_grad(
-                ctx,
-                x,
-                dy,
-                node.args[0].meta["val"].shape[1],
-                stride,
-                padding,
-                dilation,
-                groups,
-                spatial,
-                n,
-            )
-        elif _is_depthwise_2d(node, groups):
+        if not transposed and _is_depthwise_2d(node, groups):
             grads[1] = _depthwise_weight_grad(ctx, node, dy, x, stride, padding, dilation)
-        else:
+        else:  # a transposed convolution swaps the roles of its input and output
+            a, b, source = (x, dy, node.args[0]) if transposed else (dy, x, node.args[1])
+            c_in = source.meta["val"].shape[1]
             grads[1] = _conv_weight_grad(
-                ctx,
-                dy,
-                x,
-                node.args[1].meta["val"].shape[1],
-                stride,
-                padding,
-                dilation,
-                groups,
-                spatial,
-                n,
+                ctx, a, b, c_in, stride, padding, dilation, groups, spatial, n
             )
     if output_mask[2]:
         grads[2] = ctx.g.op("ReduceSum", dy, ctx.g.ints(0, *range(2, 2 + n)), keepdims=0)
@@ -201,8 +181,6 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
         and all(s == 1 for s in stride)
     ):
         return _pointwise_weight_grad(g, dy, x, n)
-    if any(padding):
-        x = g.op("Pad", x, g.ints(*([0, 0] + list(padding) + [0, 0] + list(padding))))
     cig = c_in // groups
     shape = g.op("Shape", x)
     batch, rest = (
@@ -214,7 +192,15 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
     xg = g.op("Transpose", xg, perm=[2, 1, 0] + list(range(3, 3 + n)))
     xg = g.op("Reshape", xg, g.op("Concat", g.ints(cig, -1), rest, axis=0))
     dyt = g.op("Transpose", dy, perm=[1, 0] + list(range(2, 2 + n)))  # [C_out, N, *O]
-    corr = g.op("Conv", xg, dyt, strides=list(dilation), dilations=list(stride), group=int(groups))
+    corr = g.op(  # padding x by the correlation itself (a Pad node would copy x first)
+        "Conv",
+        xg,
+        dyt,
+        strides=list(dilation),
+        dilations=list(stride),
+        pads=list(padding) * 2,
+        group=int(groups),
+    )
     corr = g.op("Slice", corr, g.ints(*[0] * n), g.ints(*spatial), g.ints(*range(2, 2 + n)))
     return g.op("Transpose", corr, perm=[1, 0] + list(range(2, 2 + n)))
 
@@ -594,16 +580,7 @@ def _native_dropout(ctx, node, x, p, train):
         return x, g.op("Expand", g.const(True, "bool"), g.op("Shape", x))
     if ctx.seed is None:
         raise UnsupportedError("dropout in a graph without a seed")
-    salt = ctx.next_random_salt()
-    shape = g.op("Shape", x)
-    count = g.op("ReduceProd", shape, keepdims=1)
-    pos = g.op(
-        "Reshape",
-        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
-        shape,
-    )
-    seed = g.op("Mod", g.op("Add", ctx.seed, g.const(salt * _SALT, "int64")), g.const(_P, "int64"))
-    keep = g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
+    keep = emit_keep_mask(g, x, ctx.seed, ctx.next_random_salt(), p)
     scale = g.op("Mul", g.op("Cast", keep, to=1), g.const(1.0 / (1.0 - p)))
     return g.op("Mul", x, scale), keep
 

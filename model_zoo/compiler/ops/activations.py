@@ -19,24 +19,33 @@ class Relu(Op):
         return [g.op("Mul", grad_outputs[0], positive)]
 
 
-class Tanh(Op):
+class _SlopeFromOutput(Op):
+    """y = onnx_op(x), whose derivative is a function of y alone: dx = dy * slope(y)."""
+
+    onnx_op: str
+
     def forward(self, g, inputs, training):
-        self.y = g.op("Tanh", inputs[0])
+        self.y = g.op(self.onnx_op, inputs[0])
         return self.y
 
     def backward(self, g, grad_outputs, needs_grad):
-        slope = g.op("Sub", g.const(1.0), g.op("Mul", self.y, self.y))
-        return [g.op("Mul", grad_outputs[0], slope)]
+        return [g.op("Mul", grad_outputs[0], self.slope(g, self.y))]
 
 
-class Sigmoid(Op):
-    def forward(self, g, inputs, training):
-        self.y = g.op("Sigmoid", inputs[0])
-        return self.y
+class Tanh(_SlopeFromOutput):
+    onnx_op = "Tanh"
 
-    def backward(self, g, grad_outputs, needs_grad):
-        slope = g.op("Mul", self.y, g.op("Sub", g.const(1.0), self.y))
-        return [g.op("Mul", grad_outputs[0], slope)]
+    @staticmethod
+    def slope(g, y):  # 1 - y^2
+        return g.op("Sub", g.const(1.0), g.op("Mul", y, y))
+
+
+class Sigmoid(_SlopeFromOutput):
+    onnx_op = "Sigmoid"
+
+    @staticmethod
+    def slope(g, y):  # y (1 - y)
+        return g.op("Mul", y, g.op("Sub", g.const(1.0), y))
 
 
 class Gelu(Op):

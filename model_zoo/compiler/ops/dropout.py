@@ -70,6 +70,22 @@ class _GraphOps:
         return self.g.op("Div", self.g.op("Cast", x, to=1), self.g.const(float(_P)))
 
 
+def emit_keep_mask(g, x: str, seed_input: str, salt: int, p: float) -> str:
+    """Graph nodes for the bool keep mask of x's shape: the hash of (seed input salted
+    by `salt`, position) at least p, as `dropout_keep_mask` computes it in numpy."""
+    shape = g.op("Shape", x)
+    count = g.op("ReduceProd", shape, keepdims=1)
+    pos = g.op(
+        "Reshape",
+        g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
+        shape,
+    )
+    seed = g.op(
+        "Mod", g.op("Add", seed_input, g.const(salt * _SALT, "int64")), g.const(_P, "int64")
+    )
+    return g.op("GreaterOrEqual", _hash_uniform(_GraphOps(g), pos, seed), g.const(float(p)))
+
+
 def dropout_keep_mask(seed: int, shape: tuple[int, ...], p: float, salt: int = 0) -> np.ndarray:
     """The float32 keep mask (1 or 0) the graphs use for `seed` at dropout layer `salt`."""
     pos = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
@@ -88,20 +104,7 @@ class Dropout(Op):
         if not training or self.p == 0.0:
             self.scale = None
             return x
-        shape = g.op("Shape", x)
-        count = g.op("ReduceProd", shape, keepdims=1)
-        pos = g.op(
-            "Reshape",
-            g.op("Range", g.const(0, "int64"), g.op("Squeeze", count), g.const(1, "int64")),
-            shape,
-        )
-        seed = g.op(
-            "Mod",
-            g.op("Add", self.seed_input, g.const(self.salt * _SALT, "int64")),
-            g.const(_P, "int64"),
-        )
-        u = _hash_uniform(_GraphOps(g), pos, seed)
-        keep = g.op("Cast", g.op("GreaterOrEqual", u, g.const(self.p)), to=1)
+        keep = g.op("Cast", emit_keep_mask(g, x, self.seed_input, self.salt, self.p), to=1)
         self.scale = g.op("Mul", keep, g.const(1.0 / (1.0 - self.p)))
         return g.op("Mul", x, self.scale)
 
