@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lowering import ONNX_TYPES, Lowering, keeps
+from .lowering import Lowering, keeps
 
 aten = torch.ops.aten
 _MEAN = 1  # torch's Reduction enum: 0 none, 1 mean, 2 sum
@@ -46,7 +46,9 @@ def _nll_loss_backward(
     coef = g.op("Neg", g.op("Div", dy, total_weight) if reduction == _MEAN else dy)
     if weight is not None:
         coef = g.op("Mul", g.op("Gather", weight, column), coef)
-    coef = g.op("Mul", coef, g.op("Cast", valid, to=ONNX_TYPES[ctx.dtype(node)]))
+    # Where, not a 0/1 product: with every target ignored, total_weight is 0 and the
+    # coefficient inf, and PyTorch's gradient is still 0
+    coef = g.op("Where", valid, coef, ctx.tensor(0.0, ctx.dtype(node)))
     coef = g.op("Unsqueeze", coef, g.ints(1))
     column = g.op("Unsqueeze", column, g.ints(1))
     if rows and all(_consumes_whole(user, node) for user in node.users):
