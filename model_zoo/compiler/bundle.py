@@ -9,6 +9,7 @@ import hashlib
 import inspect
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,23 @@ GRAPH_FILES = {"train_step": "train_step.onnx", "eval": "eval.onnx", "infer": "i
 
 
 PATHS = ("auto", "fast", "general")
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What compile_bundle was asked for (validated), handed to either path."""
+
+    module: nn.Module
+    sample_batch: dict[str, torch.Tensor]
+    loss: object
+    optimizer: torch.optim.Optimizer | Optimizer
+    out: Path
+    model_name: str | None
+    task: str
+    vocabulary: dict | None
+    target: str
+    sequence_dims: bool | None
+    clip_grad_norm: float | None
 
 
 def compile_bundle(
@@ -76,7 +94,7 @@ def compile_bundle(
     task = task or default_task(loss)
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    args = (
+    request = _Request(
         module,
         sample_batch,
         loss,
@@ -94,14 +112,14 @@ def compile_bundle(
         # (BatchNorm statistics): a failed attempt must leave the module as it was
         buffers = {n: b.clone() for n, b in module.named_buffers()}
         try:
-            return _compile_fast(*args)
+            return _compile_fast(request)
         except Exception:  # fx cannot trace it (control flow, ...) or no lowering
             if path == "fast":
                 raise
             with torch.no_grad():
                 for name, b in module.named_buffers():
                     b.copy_(buffers[name])
-    return _compile_general(*args, dynamic_dims)
+    return _compile_general(request, dynamic_dims)
 
 
 def default_task(loss) -> str:
@@ -112,25 +130,15 @@ def default_task(loss) -> str:
     return "classification"
 
 
-def _compile_fast(
-    module,
-    sample_batch,
-    loss,
-    optimizer,
-    out,
-    model_name,
-    task,
-    vocabulary,
-    target,
-    sequence_dims,
-    clip_grad_norm,
-) -> Path:
+def _compile_fast(req: _Request) -> Path:
+    module, sample_batch, loss, target = req.module, req.sample_batch, req.loss, req.target
+    task, sequence_dims = req.task, req.sequence_dims
     if task not in ("classification", "next_word", "next_char"):
         raise UnsupportedError(f"task {task} on the fast path")
     module = module.train()
     program = trace(module, {k: v for k, v in sample_batch.items() if k != target})
     loss_spec = loss if isinstance(loss, CrossEntropy) else CrossEntropy.from_torch(loss)
-    opt = optimizer_from_torch(optimizer)
+    opt = optimizer_from_torch(req.optimizer)
     targets = sample_batch[target]
     if sequence_dims is None:
         sequence_dims = targets.dim() == 2
@@ -154,56 +162,36 @@ def _compile_fast(
         spec_from_tensor(target, targets, dynamic(targets)),
         num_classes=logits.shape[-1],
         sequence_model=sequence_dims,
-        clip_grad_norm=clip_grad_norm,
+        clip_grad_norm=req.clip_grad_norm,
     )
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in program.parameters.items()}
     return _write(
-        out,
+        req,
         graphs,
         params,
         {},
-        vocabulary,
-        {
-            "model_name": model_name or type(module).__name__,
-            "task": task,
-            "inputs": {s.name: s.to_json() for s in inputs},
-            "targets": {plan.target.name: plan.target.to_json()},
-            "num_classes": int(logits.shape[-1]),
-            "ignore_index": loss_spec.ignore_index,
-            "optimizer": describe(opt)
-            | {
-                "state": [
-                    {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
-                    for n in params
-                    for slot in opt.slots
-                ]
-            },
-            "uses_seed": program.uses_dropout,
-            "clip_grad_norm": clip_grad_norm,
-            "metrics": {
+        _fields(
+            req,
+            opt,
+            params,
+            inputs={s.name: s.to_json() for s in inputs},
+            targets={plan.target.name: plan.target.to_json()},
+            num_classes=int(logits.shape[-1]),
+            ignore_index=loss_spec.ignore_index,
+            uses_seed=program.uses_dropout,
+            metrics={
                 "train_step": ["loss", "loss_sum", "correct", "count"],
                 "eval": plan.eval_metrics(),
             },
-        },
+        ),
     )
 
 
-def _compile_general(
-    module,
-    sample_batch,
-    loss,
-    optimizer,
-    out,
-    model_name,
-    task,
-    vocabulary,
-    target,
-    sequence_dims,
-    clip_grad_norm,
-    dynamic_dims,
-) -> Path:
-    opt = optimizer_from_torch(optimizer)
+def _compile_general(req: _Request, dynamic_dims: dict | None) -> Path:
+    module, sample_batch, loss, target = req.module, req.sample_batch, req.loss, req.target
+    sequence_dims = req.sequence_dims
+    opt = optimizer_from_torch(req.optimizer)
     loss_fn = loss.to_torch() if isinstance(loss, CrossEntropy) else loss
     targets = sample_batch[target]
     inputs = {k: v for k, v in sample_batch.items() if k != target}
@@ -243,41 +231,47 @@ def _compile_general(
     output_shape = list(spec_from_tensor("logits", outputs, out_dims).shape)
     ignore_index = int(getattr(loss_fn, "ignore_index", -100))
     plan = GeneralPlan(
-        cap, opt, in_specs, target_spec, output_shape, task, ignore_index, clip_grad_norm
+        cap, opt, in_specs, target_spec, output_shape, req.task, ignore_index, req.clip_grad_norm
     )
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in cap.parameters.items()}
     buffers = {n: b.detach().cpu().numpy().astype(np.float32) for n, b in cap.buffers.items()}
     _check_batch_is_dynamic(graphs["train_step"], sample_batch, params | buffers, plan)
     return _write(
-        out,
+        req,
         graphs,
         params,
         buffers,
-        vocabulary,
-        {
-            "model_name": model_name or type(module).__name__,
-            "task": task,
-            "inputs": {s.name: s.to_json() for s in in_specs},
-            "targets": {target_spec.name: target_spec.to_json()},
-            "num_classes": plan.num_classes,
-            "ignore_index": ignore_index,
-            "optimizer": describe(opt)
-            | {
-                "state": [
-                    {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
-                    for n in params
-                    for slot in opt.slots
-                ]
-            },
-            "uses_seed": plan.uses_seed,
-            "clip_grad_norm": clip_grad_norm,
-            "metrics": {"train_step": plan.train_metrics(), "eval": plan.eval_metrics()},
-            "buffers": [
+        _fields(
+            req,
+            opt,
+            params,
+            inputs={s.name: s.to_json() for s in in_specs},
+            targets={target_spec.name: target_spec.to_json()},
+            num_classes=plan.num_classes,
+            ignore_index=ignore_index,
+            uses_seed=plan.uses_seed,
+            metrics={"train_step": plan.train_metrics(), "eval": plan.eval_metrics()},
+            buffers=[
                 {"name": n, "shape": list(b.shape), "dtype": "float32"} for n, b in buffers.items()
             ],
-        },
+        ),
     )
+
+
+def _fields(req: _Request, opt: Optimizer, params: dict, **by_path) -> dict:
+    """The manifest fields both paths write the same way, then the ones each computes."""
+    state = [
+        {"name": state_name(opt, slot, n), "like": n, "init": "zeros"}
+        for n in params
+        for slot in opt.slots
+    ]
+    return {
+        "model_name": req.model_name or type(req.module).__name__,
+        "task": req.task,
+        "optimizer": describe(opt) | {"state": state},
+        "clip_grad_norm": req.clip_grad_norm,
+    } | by_path
 
 
 def _check_batch_is_dynamic(
@@ -319,14 +313,14 @@ def _check_batch_is_dynamic(
 
 
 def _write(
-    out: Path,
+    req: _Request,
     graphs: dict,
     params: dict[str, np.ndarray],
     buffers: dict[str, np.ndarray],
-    vocabulary: dict | None,
     fields: dict,
 ) -> Path:
     """Check and write the graphs, parameters (and buffers) and the manifest."""
+    out, vocabulary = req.out, req.vocabulary
     out.mkdir(parents=True, exist_ok=True)
     blobs = {}
     for key, model in graphs.items():

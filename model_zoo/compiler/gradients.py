@@ -1,6 +1,6 @@
 """Gradients that are cheaper kept in factored form than written out as one tensor.
 
-Backpropagation passes tensor names between lowerings; three gradients are worth passing
+Backpropagation passes tensor names between lowerings; four gradients are worth passing
 as structure instead, because the op that consumes them can skip a full pass over a large
 tensor:
 
@@ -11,6 +11,8 @@ tensor:
   are scattered into the dense sum of the other terms, with no zero table written.
 - `Product`: a weight gradient op(a) @ op(b) not yet computed; plain SGD folds it into
   the update as one Gemm, new_p = p - op(a) @ op(b), instead of writing the gradient out.
+- `Unpooled`: a max-pool's input gradient before MaxUnpool places it; a ReLU before the
+  pool applies its mask at the pooled size.
 
 `accumulate` sums a parameter's or tensor's gradient terms; `dense` writes any of them out.
 """
@@ -75,7 +77,33 @@ class Product:
         return g.op("Gemm", self.a, self.b, c, alpha=alpha, beta=1.0, **attrs)
 
 
-Gradient = str | RowScaled | SparseRows | Product
+@dataclass(frozen=True)
+class Unpooled:
+    """The gradient of a max-pool's input when its windows do not overlap: `grad`
+    float32 [N, C, H', W'] placed at `indices` (MaxPool's flat arg-max positions) of
+    zeros of shape `shape` (int64). `pooled` is the max-pool's output, the input's value
+    at each of those positions: a ReLU before the pool masks `grad` with it, a quarter
+    of the elements for a 2 x 2 pool, instead of the unpooled gradient."""
+
+    grad: str
+    indices: str
+    shape: str
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pooled: str
+
+    def dense(self, g: GraphBuilder) -> str:
+        return g.op(
+            "MaxUnpool",
+            self.grad,
+            self.indices,
+            self.shape,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+        )
+
+
+Gradient = str | RowScaled | SparseRows | Product | Unpooled
 
 
 def dense(g: GraphBuilder, grad: Gradient) -> str:

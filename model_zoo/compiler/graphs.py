@@ -27,6 +27,16 @@ class TensorSpec:
         return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
+def declare_update_inputs(g: GraphBuilder, opt: Optimizer, params: dict) -> tuple[str, str]:
+    """The train step's inputs beyond the batch and the parameters: each parameter's
+    optimizer state (float32, its shape), the learning rate (float32 []) and the step
+    number (int64 [], from 1). Returns the names of lr and step."""
+    for name, p in params.items():
+        for slot in opt.slots:
+            g.add_input(state_name(opt, slot, name), "float32", list(p.shape))
+    return g.add_input("lr", "float32", []), g.add_input("step", "int64", [])
+
+
 def state_name(opt: Optimizer, slot: str, param: str) -> str:
     return f"{opt.name}.{slot}.{param}"
 
@@ -65,11 +75,7 @@ class GraphPlan:
         g = GraphBuilder()
         inputs = self._declare(g, with_target=True)
         opt, params = self.optimizer, self.program.parameters
-        for name, p in params.items():
-            for slot in opt.slots:
-                g.add_input(state_name(opt, slot, name), "float32", list(p.shape))
-        lr = g.add_input("lr", "float32", [])
-        step = g.add_input("step", "int64", [])
+        lr, step = declare_update_inputs(g, opt, params)
         if self.program.uses_dropout:
             g.add_input("seed", "int64", [])
         requires = set(params)

@@ -9,7 +9,7 @@ schedule needs no recompiling.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -45,9 +45,7 @@ class SGD:
             if isinstance(grad, Product):  # p - op(a) op(b) as one Gemm, gradient never written
                 return grad.gemm(g, c=p, alpha=-1.0), {}
             return g.op("Sub", p, dense(g, grad)), {}
-        d = dense(g, grad)
-        if self.weight_decay:
-            d = g.op("Add", d, g.op("Mul", p, g.const(self.weight_decay)))
+        d = _with_l2_decay(g, grad, p, self.weight_decay)
         new_state = {}
         if self.momentum:
             # torch starts the buffer at the first gradient; with dampening 0 that equals
@@ -79,11 +77,9 @@ class Adam:
     def emit(
         self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
     ) -> tuple[str, dict[str, str]]:
-        grad = dense(g, grad)
         if self.weight_decay and self.decoupled:
             p = g.op("Mul", p, _decay_factor(g, lr, self.weight_decay))
-        elif self.weight_decay:
-            grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
+        grad = _with_l2_decay(g, grad, p, 0.0 if self.decoupled else self.weight_decay)
         m = g.op(
             "Add", state["m"], g.op("Mul", g.op("Sub", grad, state["m"]), g.const(1 - self.beta1))
         )
@@ -133,9 +129,7 @@ class Adagrad:
     def emit(
         self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
     ) -> tuple[str, dict[str, str]]:
-        grad = dense(g, grad)
-        if self.weight_decay:
-            grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
+        grad = _with_l2_decay(g, grad, p, self.weight_decay)
         total = state["sum"]
         if self.initial_accumulator_value:
             total = g.op(
@@ -194,9 +188,7 @@ class RMSprop:
     def emit(
         self, g: GraphBuilder, p: str, grad: Gradient, state: dict[str, str], lr: str, step: str
     ) -> tuple[str, dict[str, str]]:
-        grad = dense(g, grad)
-        if self.weight_decay:
-            grad = g.op("Add", grad, g.op("Mul", p, g.const(self.weight_decay)))
+        grad = _with_l2_decay(g, grad, p, self.weight_decay)
         # the operation order of torch's kernels: sq * alpha + ((1 - alpha) * g) * g
         square_avg = g.op(
             "Add",
@@ -235,6 +227,15 @@ def _lerp(g: GraphBuilder, start: str, end: str, weight: float) -> str:
 Optimizer = SGD | Adam | Adagrad | RMSprop
 
 
+def _with_l2_decay(g: GraphBuilder, grad: Gradient, p: str, weight_decay: float) -> str:
+    """The gradient written out, plus weight_decay * p when weight_decay is not 0 (the
+    L2 penalty torch's optimizers add to the gradient, in their order: grad + p * wd)."""
+    grad = dense(g, grad)
+    if not weight_decay:
+        return grad
+    return g.op("Add", grad, g.op("Mul", p, g.const(weight_decay)))
+
+
 def _decay_factor(g: GraphBuilder, lr: str, weight_decay: float) -> str:
     """1 - lr * weight_decay, emitted once for all parameters."""
     return g.shared(
@@ -261,45 +262,31 @@ def optimizer_from_torch(opt: torch.optim.Optimizer | Optimizer) -> Optimizer:
     return read(type(opt), group)
 
 
+def _from_group(cls: type, group: dict, **read: object) -> Optimizer:
+    """`cls` with each field torch's parameter group holds under the same name, and the
+    fields the caller `read` otherwise."""
+    names = [f.name for f in fields(cls) if f.name not in read]
+    return cls(**{n: group[n] for n in names}, **read)
+
+
 def _sgd_from_torch(kind: type, group: dict) -> SGD:
     if group["dampening"]:
         raise UnsupportedError("SGD with dampening")
-    return SGD(group["lr"], group["momentum"], group["weight_decay"], group["nesterov"])
+    return _from_group(SGD, group)
 
 
 def _adam_from_torch(kind: type, group: dict) -> Adam:
     if group.get("amsgrad"):
         raise UnsupportedError("Adam with amsgrad")
     b1, b2 = group["betas"]
-    return Adam(
-        group["lr"],
-        b1,
-        b2,
-        group["eps"],
-        group["weight_decay"],
-        decoupled=kind is torch.optim.AdamW,
-    )
+    return _from_group(Adam, group, beta1=b1, beta2=b2, decoupled=kind is torch.optim.AdamW)
 
 
-def _adagrad_from_torch(kind: type, group: dict) -> Adagrad:
-    return Adagrad(
-        group["lr"],
-        group["lr_decay"],
-        group["weight_decay"],
-        group["initial_accumulator_value"],
-        group["eps"],
-    )
+def _same_names_from_torch(kind: type, group: dict) -> Optimizer:
+    return _from_group(_FROM_TORCH_CLASS[kind], group)
 
 
-def _rmsprop_from_torch(kind: type, group: dict) -> RMSprop:
-    return RMSprop(
-        group["lr"],
-        group["alpha"],
-        group["eps"],
-        group["weight_decay"],
-        group["momentum"],
-        group["centered"],
-    )
+_FROM_TORCH_CLASS = {torch.optim.Adagrad: Adagrad, torch.optim.RMSprop: RMSprop}
 
 
 # one entry per torch optimizer the compiler reads
@@ -307,8 +294,8 @@ _FROM_TORCH: dict[type, Callable[[type, dict], Optimizer]] = {
     torch.optim.SGD: _sgd_from_torch,
     torch.optim.Adam: _adam_from_torch,
     torch.optim.AdamW: _adam_from_torch,
-    torch.optim.Adagrad: _adagrad_from_torch,
-    torch.optim.RMSprop: _rmsprop_from_torch,
+    torch.optim.Adagrad: _same_names_from_torch,
+    torch.optim.RMSprop: _same_names_from_torch,
 }
 
 

@@ -147,6 +147,8 @@ class Conv2dNet(nn.Module):
         self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
         self.pw = nn.Conv2d(8, 8, 1)
         self.dil = nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=2)
+        # depthwise, strided, dilated, not square: the one-hot form of its weight gradient
+        self.dws = nn.Conv2d(8, 8, (3, 2), (2, 1), (1, 0), (1, 2), groups=8, bias=False)
         self.pool = nn.AvgPool2d(2)
         self.mpool = nn.MaxPool2d(3, stride=1, padding=1)
         self.gap = nn.AdaptiveAvgPool2d(1)
@@ -155,7 +157,7 @@ class Conv2dNet(nn.Module):
     def forward(self, x):
         h = F.relu6(self.bn(self.c1(x)))
         h = h + self.pw(F.hardswish(self.dw(h)))
-        h = self.mpool(self.dil(h))
+        h = self.dws(self.mpool(self.dil(h)))
         h = self.pool(h)
         return self.head(torch.flatten(self.gap(h), 1))
 

@@ -396,3 +396,54 @@ def test_gradient_clipping_on_the_general_path(optimizer, tmp_path):
         clip_grad_norm=0.05,
         path="general",
     )
+
+
+def test_cross_entropy_backward_is_kept_whole_and_equals_pytorch(tmp_path):
+    """The gradient of cross-entropy (log-softmax + NLL, ignore_index and class weights)
+    is exp(log-probabilities) times one coefficient per row, the target column scattered
+    in: one Exp over the [N, C] logits, no zero tensor or row sum over them."""
+    torch.manual_seed(0)
+    model = Mlp()
+    loss = nn.CrossEntropyLoss(ignore_index=1, weight=torch.tensor([0.5, 2.0, 1.0]))
+    gen = torch.Generator().manual_seed(3)
+    batch = _vectors(5, gen)
+    batch["targets"][:2] = torch.tensor([1, 2])
+    bundle = _compile(copy.deepcopy(model), batch, tmp_path / "b", loss=loss, path="general")
+    graph = onnx.load(str(bundle / "train_step.onnx")).graph
+    (log_softmax,) = [n for n in graph.node if n.op_type == "LogSoftmax"]
+    readers = [n for n in graph.node if log_softmax.output[0] in n.input]
+    (exp,) = [n for n in readers if n.op_type == "Exp"]  # the [N, C] probabilities
+    (scale,) = [n for n in graph.node if exp.output[0] in n.input]
+    # the decomposition scatters into zeros and multiplies exp by a row sum instead
+    (scatter,) = [n for n in graph.node if n.op_type == "ScatterElements"]
+    assert scale.op_type == "Mul" and scatter.input[0] == scale.output[0]
+    trainer = OrtTrainer(bundle)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        trainer.step({k: v.numpy() for k, v in batch.items()}, 0.1)
+        torch_step(model, optimizer, loss, batch, None)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(trainer.params[name], p.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_of_ignored_targets_leaves_the_parameters_as_they_were(tmp_path):
+    """Every target ignored: PyTorch's loss is 0/0 but its gradient is 0, so plain SGD
+    changes nothing; the bundle's gradient must not turn that inf coefficient into NaN."""
+    torch.manual_seed(0)
+    model = Mlp()
+    batch = _vectors(4, torch.Generator().manual_seed(1))
+    loss = nn.CrossEntropyLoss(ignore_index=0)
+    bundle = compile_bundle(
+        model,
+        batch,
+        loss=loss,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        out=tmp_path / "b",
+        path="general",
+    )
+    trainer = OrtTrainer(bundle)
+    before = dict(trainer.params)
+    ignored = {"x": batch["x"].numpy(), "targets": np.zeros(4, np.int64)}
+    trainer.step(ignored, 0.1)
+    for name, p in before.items():
+        np.testing.assert_array_equal(trainer.params[name], p)

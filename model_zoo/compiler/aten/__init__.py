@@ -5,7 +5,7 @@ registry (ATen op -> lowering, filled by the op-family modules imported below); 
 assembles the train/eval/infer graphs around it with the optimizer update.
 """
 
-from . import nn, pointwise, recurrent, reduce, shape  # noqa: F401 - they fill the registry
+from . import loss, nn, pointwise, recurrent, reduce, shape  # noqa: F401 - they fill the registry
 from .lowering import LOWERINGS, supported_ops
 
 __all__ = ["LOWERINGS", "supported_ops"]

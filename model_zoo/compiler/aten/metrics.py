@@ -13,6 +13,7 @@ times `count`.
 
 from __future__ import annotations
 
+from ..argmax import argmax_rows
 from ..graph import GraphBuilder
 
 TASKS = ("classification", "next_word", "next_char", "multilabel", "regression")
@@ -60,7 +61,7 @@ def _classification(g, outputs, targets, target_is_float, ignore_index, num_clas
         t = g.op("Reshape", targets, g.ints(-1))
     valid = g.op("Not", g.op("Equal", t, g.const(ignore_index, "int64")))
     mask = g.op("Cast", valid, to=1)
-    best = g.op("ArgMax", logits, axis=1, keepdims=0)
+    best = g.op("Reshape", argmax_rows(g, logits, num_classes), g.ints(-1))  # two stages if wide
     hit = g.op("Cast", g.op("Equal", best, t), to=1)
     out = {
         "count": g.op("ReduceSum", mask, keepdims=0),

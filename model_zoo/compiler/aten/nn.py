@@ -10,11 +10,12 @@ grouped convolution.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..ops.base import UnsupportedError
 from ..ops.dropout import seeded_uniform
-from .lowering import ONNX_TYPES, Lowering, keeps, lowers
+from .lowering import ONNX_TYPES, Lowering, _np, keeps, lowers
 
 aten = torch.ops.aten
 
@@ -90,31 +91,13 @@ def _convolution_backward(
                 spatial,
             )
     if output_mask[1]:
-        if transposed:  # roles of input and output swap
+        if not transposed and _is_depthwise_2d(node, groups):
+            grads[1] = _depthwise_weight_grad(ctx, node, dy, x, stride, padding, dilation)
+        else:  # a transposed convolution swaps the roles of its input and output
+            a, b, source = (x, dy, node.args[0]) if transposed else (dy, x, node.args[1])
+            c_in = source.meta["val"].shape[1]
             grads[1] = _conv_weight_grad(
-                ctx,
-                x,
-                dy,
-                node.args[0].meta["val"].shape[1],
-                stride,
-                padding,
-                dilation,
-                groups,
-                spatial,
-                n,
-            )
-        else:
-            grads[1] = _conv_weight_grad(
-                ctx,
-                dy,
-                x,
-                node.args[1].meta["val"].shape[1],
-                stride,
-                padding,
-                dilation,
-                groups,
-                spatial,
-                n,
+                ctx, a, b, c_in, stride, padding, dilation, groups, spatial, n
             )
     if output_mask[2]:
         grads[2] = ctx.g.op("ReduceSum", dy, ctx.g.ints(0, *range(2, 2 + n)), keepdims=0)
@@ -214,6 +197,61 @@ def _conv_weight_grad(ctx, dy, x, c_in, stride, padding, dilation, groups, spati
     corr = g.op("Conv", xg, dyt, strides=list(dilation), dilations=list(stride), group=int(groups))
     corr = g.op("Slice", corr, g.ints(*[0] * n), g.ints(*spatial), g.ints(*range(2, 2 + n)))
     return g.op("Transpose", corr, perm=[1, 0] + list(range(2, 2 + n)))
+
+
+def _is_depthwise_2d(node, groups) -> bool:
+    """A 2-D convolution with one input and one output channel per group, whose input and
+    output images have static sizes (the default: only the batch is dynamic)."""
+    x, dy, w = (node.args[i].meta["val"] for i in (1, 0, 2))
+    return (
+        w.dim() == 4
+        and int(w.shape[1]) == 1
+        and int(w.shape[0]) == groups == int(x.shape[1])
+        and all(isinstance(v, int) for v in (*x.shape[2:], *dy.shape[2:]))
+    )
+
+
+def _depthwise_weight_grad(ctx, node, dy, x, stride, padding, dilation):
+    """dW [C, 1, kh, kw] of a depthwise 2-D convolution as two matrix products with one-hot
+    matrices built from the static sizes, instead of the grouped correlation below (whose
+    per-group kernel is the whole image: 2-4x slower in ONNX Runtime, see docs/compiler.md).
+
+    dW[c, i, j] = sum over n, y, x of x_pad[n, c, y s + i d, x s + j d] dy[n, c, y, x]:
+    1. xs = x @ S, S [W, kw * Wo] one-hot: xs[n, c, r, (j, x)] = x_pad[n, c, r + p, x s + j d]
+       (columns that fall in the padding stay 0);
+    2. z = xs as [N, C, H * kw, Wo] @ dy^T [N, C, Wo, Ho]: z[n, c, (r, j), y] sums over x;
+    3. z summed over the batch, then dW[c, i, j] = sum over y of z[c, (y s + i d - p, j), y],
+       a Gather of constant positions (rows in the padding point at an appended 0).
+    Products with 1 and additions of 0 are exact, so only the order of the sums differs
+    from PyTorch's: x, then n in float32, then y in float64. With y in float32 too, the
+    run drifted from PyTorch's beyond the tests' tolerance (mobilenet_cnn_tiny's stem
+    after 20 SGD-momentum steps); the float64 sum over y (a small tensor) stays with it."""
+    g = ctx.g
+    c, _, kh, kw = (int(v) for v in node.args[2].meta["val"].shape)
+    h, w = (int(v) for v in node.args[1].meta["val"].shape[2:])
+    ho, wo = (int(v) for v in node.args[0].meta["val"].shape[2:])
+    (sh, sw), (ph, pw), (dil_h, dil_w) = stride, padding, dilation
+    dtype = _np(ctx.dtype(node.args[1]))
+    select = np.zeros((w, kw * wo), dtype)
+    for j in range(kw):
+        for col in range(wo):
+            source = col * sw + j * dil_w - pw
+            if 0 <= source < w:
+                select[source, j * wo + col] = 1
+    zero = h * kw * ho  # the appended 0
+    rows = np.arange(kh)[:, None, None] * dil_h + np.arange(ho)[None, None, :] * sh - ph
+    flat = (rows * kw + np.arange(kw)[None, :, None]) * ho + np.arange(ho)
+    positions = np.where((rows >= 0) & (rows < h), flat, zero)  # [kh, kw, Ho]
+    xs = g.op("MatMul", x, g.const(select, dtype))  # [N, C, H, kw * Wo]
+    xs = g.op("Reshape", xs, g.ints(0, 0, h * kw, wo))
+    z = g.op("MatMul", xs, g.op("Transpose", dy, perm=[0, 1, 3, 2]))  # [N, C, H * kw, Ho]
+    z = g.op("Reshape", g.op("ReduceSum", z, g.ints(0), keepdims=0), g.ints(c, -1))
+    z = g.op("Cast", z, to=ONNX_TYPES[torch.float64])  # sums over rows in float64
+    z = g.op("Pad", z, g.ints(0, 0, 0, 1))
+    taps = g.op("Gather", z, g.const(positions, "int64"), axis=1)  # [C, kh, kw, Ho]
+    grad = g.op("ReduceSum", taps, g.ints(-1), keepdims=0)
+    grad = g.op("Cast", grad, to=ONNX_TYPES[ctx.dtype(node.args[1])])
+    return g.op("Unsqueeze", grad, g.ints(1))
 
 
 def _pointwise_weight_grad(g, dy, x, n):

@@ -14,7 +14,13 @@ import onnx
 import torch
 
 from ..graph import GraphBuilder
-from ..graphs import TensorSpec, clip_by_global_norm, state_name, updated
+from ..graphs import (
+    TensorSpec,
+    clip_by_global_norm,
+    declare_update_inputs,
+    state_name,
+    updated,
+)
 from ..optimizers import Optimizer
 from .capture import Capture, Graph
 from .lowering import Lowering, describe_node, lower_graph
@@ -111,11 +117,7 @@ class GeneralPlan:
         ctx = Lowering(g, seed="seed")
         self._declare(g, ctx, with_target=True)
         opt, params = self.optimizer, self.capture.parameters
-        for name, p in params.items():
-            for slot in opt.slots:
-                g.add_input(state_name(opt, slot, name), "float32", list(p.shape))
-        lr = g.add_input("lr", "float32", [])
-        step = g.add_input("step", "int64", [])
+        lr, step = declare_update_inputs(g, opt, params)
         lowered = self._lower(g, ctx, self.capture.train)
         self.uses_seed = ctx.random_ops > 0
         if self.uses_seed:

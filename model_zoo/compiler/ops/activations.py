@@ -3,40 +3,61 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+from ..gradients import Unpooled
 from .base import Op
 
 
 class Relu(Op):
+    structured_gradients = (Unpooled,)
+
     def forward(self, g, inputs, training):
         self.y = g.op("Relu", inputs[0])
         return self.y
 
     def backward(self, g, grad_outputs, needs_grad):
-        # a float mask and Mul: Where with a scalar branch runs element by element in ONNX
-        # Runtime, several times slower than Mul (docs/benchmarks.md)
-        positive = g.op("Cast", g.op("Greater", self.y, g.const(0.0)), to=1)
-        return [g.op("Mul", grad_outputs[0], positive)]
+        (dy,) = grad_outputs
+        if isinstance(dy, Unpooled):
+            # a max-pool of this output: its gradient reaches only the arg-max elements,
+            # whose values are the pool's output, so the mask is taken at the pooled size
+            return [replace(dy, grad=_times_positive(g, dy.grad, dy.pooled))]
+        return [_times_positive(g, dy, self.y)]
 
 
-class Tanh(Op):
+def _times_positive(g, dy: str, y: str) -> str:
+    """dy where y > 0, else 0: a float mask and Mul (Where with a scalar branch runs
+    element by element in ONNX Runtime, several times slower; docs/benchmarks.md)."""
+    return g.op("Mul", dy, g.op("Cast", g.op("Greater", y, g.const(0.0)), to=1))
+
+
+class _SlopeFromOutput(Op):
+    """y = onnx_op(x), whose derivative is a function of y alone: dx = dy * slope(y)."""
+
+    onnx_op: str
+
     def forward(self, g, inputs, training):
-        self.y = g.op("Tanh", inputs[0])
+        self.y = g.op(self.onnx_op, inputs[0])
         return self.y
 
     def backward(self, g, grad_outputs, needs_grad):
-        slope = g.op("Sub", g.const(1.0), g.op("Mul", self.y, self.y))
-        return [g.op("Mul", grad_outputs[0], slope)]
+        return [g.op("Mul", grad_outputs[0], self.slope(g, self.y))]
 
 
-class Sigmoid(Op):
-    def forward(self, g, inputs, training):
-        self.y = g.op("Sigmoid", inputs[0])
-        return self.y
+class Tanh(_SlopeFromOutput):
+    onnx_op = "Tanh"
 
-    def backward(self, g, grad_outputs, needs_grad):
-        slope = g.op("Mul", self.y, g.op("Sub", g.const(1.0), self.y))
-        return [g.op("Mul", grad_outputs[0], slope)]
+    @staticmethod
+    def slope(g, y):  # 1 - y^2
+        return g.op("Sub", g.const(1.0), g.op("Mul", y, y))
+
+
+class Sigmoid(_SlopeFromOutput):
+    onnx_op = "Sigmoid"
+
+    @staticmethod
+    def slope(g, y):  # y (1 - y)
+        return g.op("Mul", y, g.op("Sub", g.const(1.0), y))
 
 
 class Gelu(Op):

@@ -65,13 +65,10 @@ class Conv2d(Op):
                 output_padding=output_padding,
             )
         if needs_grad[1]:
-            x = self.x
-            if any(self.padding):
-                ph, pw = self.padding
-                x = g.op("Pad", x, g.ints(0, 0, ph, pw, 0, 0, ph, pw))
-            xt = g.op("Transpose", x, perm=[1, 0, 2, 3])
+            # the correlation pads x itself (a Pad node would copy x first)
+            xt = g.op("Transpose", self.x, perm=[1, 0, 2, 3])
             dyt = g.op("Transpose", dy, perm=[1, 0, 2, 3])
-            dw = g.op("Conv", xt, dyt, dilations=list(self.stride))
+            dw = g.op("Conv", xt, dyt, dilations=list(self.stride), pads=self._pads)
             kh, kw = self.kernel
             # with a stride that does not divide the padded input, the correlation is
             # larger than the kernel: the extra taps belong to no output

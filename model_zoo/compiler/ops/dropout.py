@@ -70,6 +70,12 @@ class _GraphOps:
         return self.g.op("Div", self.g.op("Cast", x, to=1), self.g.const(float(_P)))
 
 
+def emit_keep_mask(g, x: str, seed_input: str, salt: int, p: float) -> str:
+    """Graph nodes for the bool keep mask of x's shape: the seeded uniform at least p, as
+    `dropout_keep_mask` computes it in numpy."""
+    return g.op("GreaterOrEqual", seeded_uniform(g, x, seed_input, salt), g.const(float(p)))
+
+
 def dropout_keep_mask(seed: int, shape: tuple[int, ...], p: float, salt: int = 0) -> np.ndarray:
     """The float32 keep mask (1 or 0) the graphs use for `seed` at dropout layer `salt`."""
     pos = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
@@ -104,8 +110,7 @@ class Dropout(Op):
         if not training or self.p == 0.0:
             self.scale = None
             return x
-        u = seeded_uniform(g, x, self.seed_input, self.salt)
-        keep = g.op("Cast", g.op("GreaterOrEqual", u, g.const(self.p)), to=1)
+        keep = g.op("Cast", emit_keep_mask(g, x, self.seed_input, self.salt, self.p), to=1)
         self.scale = g.op("Mul", keep, g.const(1.0 / (1.0 - self.p)))
         return g.op("Mul", x, self.scale)
 

@@ -5,6 +5,7 @@ rule, which matters after ReLU and on images with flat backgrounds."""
 
 from __future__ import annotations
 
+from ..gradients import Unpooled
 from .base import Op
 
 
@@ -22,23 +23,15 @@ class MaxPool2d(Op):
             return g.op("MaxPool", x, **attrs)
         self.shape = g.op("Shape", x)
         # Indices are flat positions in the NCHW input, so one scatter routes every grad
-        y, self.indices = g.op("MaxPool", x, outputs=2, **attrs)
-        return y
+        self.y, self.indices = g.op("MaxPool", x, outputs=2, **attrs)
+        return self.y
 
     def backward(self, g, grad_outputs, needs_grad):
         if all(s >= k for s, k in zip(self.stride, self.kernel)) and not any(self.padding):
             # windows do not overlap, so no input element takes two gradients: MaxUnpool
             # places them, faster than zeros + ScatterElements (docs/benchmarks.md)
-            return [
-                g.op(
-                    "MaxUnpool",
-                    grad_outputs[0],
-                    self.indices,
-                    self.shape,
-                    kernel_shape=list(self.kernel),
-                    strides=list(self.stride),
-                )
-            ]
+            dy = grad_outputs[0]
+            return [Unpooled(dy, self.indices, self.shape, self.kernel, self.stride, self.y)]
         numel = g.op("ReduceProd", self.shape, keepdims=1)
         zeros = g.op("ConstantOfShape", numel)
         flat = g.op(
