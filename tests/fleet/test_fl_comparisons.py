@@ -16,10 +16,11 @@ def _report(points, accepted=90, hours=3.0):
 
 def test_hours_to_is_the_first_evaluation_at_or_past_the_target():
     report = _report([(0.0, 0.02, 9.0), (1.0, 0.08, 6.0), (2.0, 0.07, 5.5), (3.0, 0.10, 5.4)])
-    assert hours_to(report, "accuracy", 0.08, lower_is_better=False) == 1.0
-    assert hours_to(report, "accuracy", 0.10, lower_is_better=False) == 3.0
-    assert hours_to(report, "accuracy", 0.11, lower_is_better=False) is None
-    assert hours_to(report, "mean_loss", 5.5, lower_is_better=True) == 2.0
+    timeline = report["timeline"]
+    assert hours_to(timeline, "accuracy", 0.08, lower_is_better=False) == 1.0
+    assert hours_to(timeline, "accuracy", 0.10, lower_is_better=False) == 3.0
+    assert hours_to(timeline, "accuracy", 0.11, lower_is_better=False) is None
+    assert hours_to(timeline, "mean_loss", 5.5, lower_is_better=True) == 2.0
     assert throughput(report) == 30.0
 
 

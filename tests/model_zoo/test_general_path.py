@@ -295,14 +295,16 @@ class Masked(nn.Module):
         return self.lin(h + h[h > 0].sum())
 
 
-class CellState(nn.Module):
+class Packed(nn.Module):
     def __init__(self):
         super().__init__()
-        self.rnn, self.lin = nn.LSTM(6, 5, batch_first=True), nn.Linear(5, 3)
+        self.rnn, self.lin = nn.GRU(6, 5, batch_first=True), nn.Linear(5, 3)
 
     def forward(self, x):
-        _, (_, c) = self.rnn(x.unsqueeze(1))
-        return self.lin(c[-1])
+        lengths = torch.ones(x.shape[0], dtype=torch.int64)
+        packed = nn.utils.rnn.pack_padded_sequence(x.unsqueeze(1), lengths, batch_first=True)
+        _, h = self.rnn(packed)
+        return self.lin(h[-1])
 
 
 class Branching(nn.Module):
@@ -319,7 +321,7 @@ class Branching(nn.Module):
     [
         (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
         (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
-        (CellState, "final cell state", "", "self.lin(c[-1])"),
+        (Packed, "packed sequence", "", "self.rnn(packed)"),
         (Branching, "could not capture", "", "if x.sum() > 0"),
     ],
 )
