@@ -4,16 +4,18 @@ simulator starting from the model trained on them, and the report showing that s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from aggregator.config import TaskSettings
 from edge_sdk.bundle import Bundle
 from fleet.config import SimulationConfig
 from fleet.curve import version_curve
 from fleet.data import prepare
 from fleet.datasets.builtin import Shakespeare
-from fleet.pretrain import PretrainError, PublicSplit, cache_dir
+from fleet.pretrain import PretrainError, PublicSplit, cache_dir, check_pretrain
 from fleet.run import run
 from model_zoo.data.shakespeare import load_users
 
@@ -93,3 +95,25 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
     # the re-scored curve names version 0 as the pre-trained start
     rows = version_curve(config, tmp_path, versions=[0, 2], show_progress=False)
     assert [r.get("start") for r in rows] == ["pre-trained", None]
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+
+def test_the_demo_fine_tunes_the_full_keyboard_model_from_a_pretrained_start():
+    """`make demo` runs keyboard_demo.json: the full keyboard_cifg, one device per
+    federated role (no public role is a device), scored on the same 1,500 held-out
+    sentences as before; keyboard_demo_random.json keeps the random start."""
+    demo = SimulationConfig.from_json(CONFIGS / "keyboard_demo.json")
+    assert demo.model == "keyboard_cifg" and demo.model_options == {}
+    assert demo.vocabulary_size == 10_000 and demo.eval_examples == 1500
+    settings = check_pretrain(demo)
+    assert settings is not None and settings.public == PublicSplit(roles_every=3, offset=1)
+    federated = PublicSplit(roles_every=3, offset=1).split(load_users())[1]
+    assert demo.devices == len(federated)
+    task = TaskSettings.from_json(demo.task)  # the aggregator accepts the demo's task
+    assert task.mode == "sync" and task.plan.epochs >= 1
+    random_start = SimulationConfig.from_json(CONFIGS / "keyboard_demo_random.json")
+    assert random_start.pretrain is None and random_start.model == "keyboard_cifg"
+    makefile = (CONFIGS.parents[1] / "Makefile").read_text()
+    assert "--config examples/configs/keyboard_demo.json" in makefile
