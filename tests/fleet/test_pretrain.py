@@ -100,20 +100,21 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
 CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
 
 
-def test_the_demo_fine_tunes_the_full_keyboard_model_from_a_pretrained_start():
-    """`make demo` runs keyboard_demo.json: the full keyboard_cifg, one device per
-    federated role (no public role is a device), scored on the same 1,500 held-out
-    sentences as before; keyboard_demo_random.json keeps the random start."""
+def test_the_pretrained_demo_fine_tunes_the_full_keyboard_model_on_the_federated_roles():
+    """keyboard_demo_pretrained.json: the full keyboard_cifg, one device per federated
+    role (no public role is a device), scored on the same 1,500 held-out sentences as
+    `make demo` (keyboard_demo.json, the random start, every role a device)."""
+    pretrained = SimulationConfig.from_json(CONFIGS / "keyboard_demo_pretrained.json")
     demo = SimulationConfig.from_json(CONFIGS / "keyboard_demo.json")
-    assert demo.model == "keyboard_cifg" and demo.model_options == {}
-    assert demo.vocabulary_size == 10_000 and demo.eval_examples == 1500
-    settings = check_pretrain(demo)
+    for config in (pretrained, demo):
+        assert config.model == "keyboard_cifg" and config.model_options == {}
+        assert config.vocabulary_size == 10_000 and config.eval_examples == 1500
+    settings = check_pretrain(pretrained)
     assert settings is not None and settings.public == PublicSplit(roles_every=3, offset=1)
     federated = PublicSplit(roles_every=3, offset=1).split(load_users())[1]
-    assert demo.devices == len(federated)
-    task = TaskSettings.from_json(demo.task)  # the aggregator accepts the demo's task
-    assert task.mode == "sync" and task.plan.epochs >= 1
-    random_start = SimulationConfig.from_json(CONFIGS / "keyboard_demo_random.json")
-    assert random_start.pretrain is None and random_start.model == "keyboard_cifg"
+    assert pretrained.devices == len(federated) < demo.devices == len(load_users())
+    task = TaskSettings.from_json(pretrained.task)  # the aggregator accepts the task
+    assert task.mode == "sync" and task.server_lr_at(pretrained.max_versions) > 0
+    assert demo.pretrain is None
     makefile = (CONFIGS.parents[1] / "Makefile").read_text()
     assert "--config examples/configs/keyboard_demo.json" in makefile
