@@ -25,7 +25,8 @@ TITLES = {
 def write_report(report: dict, out: Path) -> list[Path]:
     """report.json, accuracy.png (the task's metrics over versions and simulated time,
     each beside the baselines' value of the same metric; a run that started from a
-    pre-trained model marks that start) and fleet.png."""
+    pre-trained model marks that start; the title gives the bytes down and up) and
+    fleet.png."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     t = report["timeline"]
@@ -78,7 +79,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
     axes[0].legend(fontsize=7)
     fig.suptitle(
         f"{report['config']['model']} on {data['name']}: {TITLES.get(kind, kind)}, "
-        f"scored on {data['users']} users' held-out {data['unit']}"
+        f"scored on {data['users']} users' held-out {data['unit']}\n{network_line(report)}"
     )
     fig.tight_layout()
     files.append(_save(fig, out / "accuracy.png"))
@@ -103,6 +104,21 @@ def write_report(report: dict, out: Path) -> list[Path]:
     fig.tight_layout()
     files.append(_save(fig, out / "fleet.png"))
     return files
+
+
+def network_line(report: dict) -> str:
+    """What the run cost the network, the whole fleet's bytes down and up (the devices'
+    count, report["client"]) and per participation."""
+    client = report.get("client", {})
+    down, up = client.get("bytes_down", 0), client.get("bytes_up", 0)
+    line = f"network, whole fleet: {down / 1e6:,.1f} MB down, {up / 1e6:,.1f} MB up"
+    participations = client.get("participations", 0)
+    if participations:
+        line += (
+            f" ({participations} participations: {down / participations / 1e6:.2f} MB down, "
+            f"{up / participations / 1e6:.3f} MB up each)"
+        )
+    return line
 
 
 def _save(fig, path: Path) -> Path:

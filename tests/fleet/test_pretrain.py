@@ -4,16 +4,18 @@ simulator starting from the model trained on them, and the report showing that s
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from aggregator.config import TaskSettings
 from edge_sdk.bundle import Bundle
 from fleet.config import SimulationConfig
 from fleet.curve import version_curve
 from fleet.data import prepare
 from fleet.datasets.builtin import Shakespeare
-from fleet.pretrain import PretrainError, PublicSplit, cache_dir
+from fleet.pretrain import PretrainError, PublicSplit, cache_dir, check_pretrain
 from fleet.run import run
 from model_zoo.data.shakespeare import load_users
 
@@ -93,3 +95,29 @@ def test_simulator_starts_from_the_pretrained_model_and_reports_it(tmp_path):
     # the re-scored curve names version 0 as the pre-trained start
     rows = version_curve(config, tmp_path, versions=[0, 2], show_progress=False)
     assert [r.get("start") for r in rows] == ["pre-trained", None]
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "configs"
+
+
+def test_the_demo_fine_tunes_the_full_keyboard_model_on_the_federated_roles():
+    """`make demo` runs keyboard_demo.json: the full keyboard_cifg pre-trained on the
+    public roles, one device per federated role (no public role is a device), scored on
+    the same 1,500 held-out sentences as the random start (keyboard_demo_random.json,
+    every role a device) and the two-epoch start (keyboard_demo_pretrained.json)."""
+    demo = SimulationConfig.from_json(CONFIGS / "keyboard_demo.json")
+    two_epochs = SimulationConfig.from_json(CONFIGS / "keyboard_demo_pretrained.json")
+    random_start = SimulationConfig.from_json(CONFIGS / "keyboard_demo_random.json")
+    for config in (demo, two_epochs, random_start):
+        assert config.model == "keyboard_cifg" and config.model_options == {}
+        assert config.vocabulary_size == 10_000 and config.eval_examples == 1500
+    federated = PublicSplit(roles_every=3, offset=1).split(load_users())[1]
+    for config in (demo, two_epochs):
+        settings = check_pretrain(config)
+        assert settings is not None and settings.public == PublicSplit(roles_every=3, offset=1)
+        assert config.devices == len(federated)
+        task = TaskSettings.from_json(config.task)  # the aggregator accepts the task
+        assert task.mode == "sync" and task.server_lr_at(config.max_versions) > 0
+    assert random_start.pretrain is None and random_start.devices == len(load_users())
+    makefile = (CONFIGS.parents[1] / "Makefile").read_text()
+    assert "--config examples/configs/keyboard_demo.json" in makefile
