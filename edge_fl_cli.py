@@ -208,9 +208,12 @@ def spawn_serve(
     port: int = 0,
     host: str | None = None,
     options: tuple[str, ...] = (),
+    cwd=None,
+    env: dict[str, str] | None = None,
 ):
     """`edge-fl serve` as a child process of this Python, once it listens: (the process,
-    its URL). `options` are further serve flags (e.g. ("--config", path)). Raises
+    its URL). `options` are further serve flags (e.g. ("--config", path)); `cwd` and
+    `env` run it from another checkout (a benchmark's A/B). Raises
     RuntimeError with what it printed instead when it did not start; stop the process
     with terminate() and wait()."""
     import subprocess
@@ -220,7 +223,7 @@ def spawn_serve(
     command += ["--host", host] if host else []
     for population, secret in enrollment_secrets.items():
         command += ["--enrollment-secret", f"{population}={secret}"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd, env=env)
     line = server.stdout.readline()
     if not line.startswith("listening on "):
         server.terminate()

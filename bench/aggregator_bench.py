@@ -374,31 +374,19 @@ def http(
         server_config.write_text(
             json.dumps({"rate_per_s": 10_000, "burst": 10_000} | (config or {}))
         )
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edge_fl_cli",
-                "serve",
-                "--data-dir",
-                str(Path(data) / "state"),
-                "--config",
-                str(server_config),
-                "--port",
-                str(port),
-                "--admin-token",
-                ADMIN["X-Admin-Token"],
-                "--enrollment-secret",
-                "bench=secret",
-            ],
+        from edge_fl_cli import spawn_serve
+
+        proc, _ = spawn_serve(
+            Path(data) / "state",
+            ADMIN["X-Admin-Token"],
+            {"bench": "secret"},
+            port=port,
+            options=("--config", str(server_config)),
             cwd=server_path or ROOT,
             env=os.environ | ({"PYTHONPATH": server_path} if server_path else {}),
-            stdout=subprocess.PIPE,
-            text=True,
         )
         workers = []
         try:
-            assert "listening" in proc.stdout.readline()
 
             async def create():
                 async with aiohttp.ClientSession() as session:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from clients.web.tools.bench import HEADLESS_CHROMIUM
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.protocol import decode_parameters
 
@@ -26,13 +27,7 @@ CHROMIUM = shutil.which("chromium")
 async def _chromium(tmp_path, url: str):
     """Headless Chromium on `url` (it opens one target only), its log in tmp_path."""
     args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *HEADLESS_CHROMIUM,
         "--disable-quic",
         "--enable-logging=stderr",
         "--v=0",

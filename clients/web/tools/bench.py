@@ -35,6 +35,17 @@ from edge_sdk.bundle import Bundle  # noqa: E402
 from edge_sdk.protocol import DEFAULT_CODEC, UpdateMeta, UpdatePipeline, encode_update  # noqa: E402
 from edge_sdk.runtime import RuntimeOptions, StatefulStepRunner  # noqa: E402
 
+# headless Chromium as a quiet test device: no GPU, no sandbox (root), no background work
+HEADLESS_CHROMIUM = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
 MODELS = [
     "logreg",
     "mlp",
@@ -109,13 +120,7 @@ async def browser_steps(job: dict, bundles: dict[str, Path], tmp: Path) -> dict:
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/web/browser/bench.html"
     browser = await asyncio.create_subprocess_exec(
         shutil.which("chromium"),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        *HEADLESS_CHROMIUM,
         "--js-flags=--no-liftoff",
         f"--user-data-dir={tmp / 'profile'}",
         url,
