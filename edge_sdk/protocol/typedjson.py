@@ -291,9 +291,13 @@ def _check_range(value, path: str, meta, low, high) -> None:
 
 
 def _check_count(n: int, path: str, meta, low: str, high: str, unit: str) -> None:
-    if n < meta.get(low, 0) or n > meta.get(high, n):
-        most = meta.get(high, "any number of")
-        raise BadField(path, f"must have {meta.get(low, 0)} to {most} {unit}")
+    least, most = meta.get(low, 0), meta.get(high)
+    if n < least or most is not None and n > most:
+        if least == most:
+            raise BadField(path, f"must have exactly {most} {unit}, not {n}")
+        if most is None:
+            raise BadField(path, f"must have at least {least} {unit}, not {n}")
+        raise BadField(path, f"must have {least} to {most} {unit}, not {n}")
 
 
 def parse_bounded_int(text: str, path: str, low: int = 0, high: int = JSON_INT) -> int:
