@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge_sdk.protocol.messages import BUFFER_POLICIES, BufferPolicy
-from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value
-from edge_sdk.protocol.typedjson import require as _require
+from edge_sdk.protocol.typedjson import Checks, decode_value, encode_value
 
 from .numerics import STALENESS
 from .robust import ROBUST_STAGES
@@ -39,22 +38,22 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _finite_and(settings, name: str, ok: Callable[[float], bool], must: str) -> None:
+def _finite_and(check: Checks, settings, name: str, ok: Callable[[float], bool], must: str) -> bool:
     """Refuse field `name` unless it is a finite number for which `ok` holds; the message
     is `must` followed by the value given."""
     value = getattr(settings, name)
-    _require(_finite(value) and ok(value), name, f"{must}, got {value!r}")
+    return check.require(_finite(value) and ok(value), name, f"{must}, got {value!r}")
 
 
-def _positive(settings, *names: str) -> None:
+def _positive(check: Checks, settings, *names: str) -> None:
     for name in names:
-        _finite_and(settings, name, lambda v: v > 0, "must be a finite number > 0")
+        _finite_and(check, settings, name, lambda v: v > 0, "must be a finite number > 0")
 
 
-def _at_least(settings, minimum: int, *names: str) -> None:
+def _at_least(check: Checks, settings, minimum: int, *names: str) -> None:
     for name in names:
         value = getattr(settings, name)
-        _require(
+        check.require(
             isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
             name,
             f"must be an integer >= {minimum}, got {value!r}",
@@ -84,10 +83,13 @@ class SyncSettings(_Settings):
     min_fraction: float = 0.7
 
     def __post_init__(self):
-        _at_least(self, 1, "goal")
-        _finite_and(self, "overselect", lambda v: v >= 1, "must be >= 1 (1.3 = 30% extra)")
-        _finite_and(self, "min_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]")
-        _positive(self, "selection_timeout_s", "report_deadline_s")
+        with Checks(self) as check:
+            _at_least(check, self, 1, "goal")
+            _finite_and(
+                check, self, "overselect", lambda v: v >= 1, "must be >= 1 (1.3 = 30% extra)"
+            )
+            _finite_and(check, self, "min_fraction", lambda v: 0 < v <= 1, "must be in (0, 1]")
+            _positive(check, self, "selection_timeout_s", "report_deadline_s")
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,15 @@ class AsyncSettings(_Settings):
     report_deadline_s: float = 600.0
 
     def __post_init__(self):
-        _at_least(self, 1, "concurrency", "buffer_size")
-        _at_least(self, 0, "max_staleness")
-        _require(
-            self.staleness in STALENESS,
-            "staleness",
-            f"must be one of {sorted(STALENESS)}, got {self.staleness!r}",
-        )
-        _positive(self, "report_deadline_s")
+        with Checks(self) as check:
+            _at_least(check, self, 1, "concurrency", "buffer_size")
+            _at_least(check, self, 0, "max_staleness")
+            check.require(
+                self.staleness in STALENESS,
+                "staleness",
+                f"must be one of {sorted(STALENESS)}, got {self.staleness!r}",
+            )
+            _positive(check, self, "report_deadline_s")
 
 
 @dataclass(frozen=True)
@@ -128,19 +131,21 @@ class SecAggSettings(_Settings):
     phase_timeout_s: float = 120.0
 
     def __post_init__(self):
-        _finite_and(
-            self,
-            "threshold_fraction",
-            lambda v: 0.5 < v <= 1,
-            "must be in (0.5, 1]: below half, two disjoint sets of devices could each unmask",
-        )
-        _positive(self, "clip", "phase_timeout_s")
-        _require(
-            isinstance(self.frac_bits, int) and 4 <= self.frac_bits <= 24,
-            "frac_bits",
-            f"must be an integer in 4..24, got {self.frac_bits!r}",
-        )
-        _at_least(self, 1, "max_examples")
+        with Checks(self) as check:
+            _finite_and(
+                check,
+                self,
+                "threshold_fraction",
+                lambda v: 0.5 < v <= 1,
+                "must be in (0.5, 1]: below half, two disjoint sets of devices could each unmask",
+            )
+            _positive(check, self, "clip", "phase_timeout_s")
+            check.require(
+                isinstance(self.frac_bits, int) and 4 <= self.frac_bits <= 24,
+                "frac_bits",
+                f"must be an integer in 4..24, got {self.frac_bits!r}",
+            )
+            _at_least(check, self, 1, "max_examples")
 
     def max_devices(self) -> int:
         """The largest group whose sum cannot wrap around 2^32."""
@@ -163,16 +168,17 @@ class PlanSettings(_Settings):
     buffers: BufferPolicy = "average"
 
     def __post_init__(self):
-        _at_least(self, 1, "epochs", "batch_size")
-        _positive(self, "lr")
-        if self.max_steps is not None:
-            _at_least(self, 1, "max_steps")
-        _require(
-            self.buffers in BUFFER_POLICIES,
-            "buffers",
-            f"must be one of {list(BUFFER_POLICIES)} (average them like parameters, "
-            f"or keep each device's own: FedBN), got {self.buffers!r}",
-        )
+        with Checks(self) as check:
+            _at_least(check, self, 1, "epochs", "batch_size")
+            _positive(check, self, "lr")
+            if self.max_steps is not None:
+                _at_least(check, self, 1, "max_steps")
+            check.require(
+                self.buffers in BUFFER_POLICIES,
+                "buffers",
+                f"must be one of {list(BUFFER_POLICIES)} (average them like parameters, "
+                f"or keep each device's own: FedBN), got {self.buffers!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -185,15 +191,16 @@ class LrDecaySettings(_Settings):
 
     def __post_init__(self):
         at = self.at
-        _require(
-            isinstance(at, tuple)
-            and len(at) > 0
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at)
-            and list(at) == sorted(set(at)),
-            "at",
-            f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}",
-        )
-        _finite_and(self, "factor", lambda v: 0 < v < 1, "must be a number in (0, 1)")
+        with Checks(self) as check:
+            check.require(
+                isinstance(at, tuple)
+                and len(at) > 0
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in at)
+                and list(at) == sorted(set(at)),
+                "at",
+                f"must be a non-empty list of strictly increasing versions >= 1, got {at!r}",
+            )
+            _finite_and(check, self, "factor", lambda v: 0 < v < 1, "must be a number in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -208,37 +215,40 @@ class RobustSettings(_Settings):
     MAX_BUFFER = 1000
 
     def __post_init__(self):
-        _require(
-            self.kind in ROBUST_STAGES,
-            "kind",
-            f"must be one of {sorted(ROBUST_STAGES)}, got {self.kind!r}",
-        )
-        stage = ROBUST_STAGES[self.kind]
-        takes = {f.name for f in dataclasses.fields(stage)}
-        if self.trim is not None:
-            _require(
-                "trim" in takes,
-                "trim",
-                f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out",
+        with Checks(self) as check:
+            known = check.require(
+                self.kind in ROBUST_STAGES,
+                "kind",
+                f"must be one of {sorted(ROBUST_STAGES)}, got {self.kind!r}",
             )
-            _finite_and(
-                self,
-                "trim",
-                lambda v: 0 <= v < 0.5,
-                "must be in [0, 0.5) (the fraction cut at each end)",
+            stage = ROBUST_STAGES.get(self.kind)
+            if self.trim is not None and known:
+                takes = {f.name for f in dataclasses.fields(stage)}
+                check.require(
+                    "trim" in takes,
+                    "trim",
+                    f"applies to kind 'trimmed_mean' only, not {self.kind!r}; leave it out",
+                ) and _finite_and(
+                    check,
+                    self,
+                    "trim",
+                    lambda v: 0 <= v < 0.5,
+                    "must be in [0, 0.5) (the fraction cut at each end)",
+                )
+            check.require(
+                isinstance(self.buffer, int)
+                and not isinstance(self.buffer, bool)
+                and self.buffer <= self.MAX_BUFFER,
+                "buffer",
+                f"must be an integer <= {self.MAX_BUFFER} (each buffered update is held "
+                f"dense in memory), got {self.buffer!r}",
             )
-        _require(
-            isinstance(self.buffer, int)
-            and not isinstance(self.buffer, bool)
-            and self.buffer <= self.MAX_BUFFER,
-            "buffer",
-            f"must be an integer <= {self.MAX_BUFFER} (each buffered update is held "
-            f"dense in memory), got {self.buffer!r}",
-        )
-        try:
-            stage(**self.stage_options())
-        except ValueError as e:
-            raise BadField("trim" if str(e).startswith("trim") else "buffer", str(e)) from None
+            if not check.errors:
+                try:
+                    stage(**self.stage_options())
+                except ValueError as e:
+                    field = "trim" if str(e).startswith("trim") else "buffer"
+                    check.require(False, field, str(e))
 
     def stage_options(self) -> dict:
         """The stage's own keyword arguments (kind and unset values left out)."""
@@ -266,19 +276,28 @@ class DPSettings(_Settings):
     epsilon_budget: float | None = None
 
     def __post_init__(self):
-        _positive(self, "clip_norm", "adaptive_lr")
-        _finite_and(
-            self, "noise_multiplier", lambda v: v > 0, "must be > 0 (the accountant needs noise)"
-        )
-        _at_least(self, 1, "population")
-        if self.expected_count is not None:
-            _at_least(self, 1, "expected_count")
-        if self.adaptive_quantile is not None:
-            _finite_and(self, "adaptive_quantile", lambda v: 0 < v < 1, "must be in (0, 1)")
-        _finite_and(self, "count_noise", lambda v: v >= 0, "must be >= 0")
-        _finite_and(self, "target_delta", lambda v: 0 < v < 1, "must be in (0, 1), e.g. 1e-5")
-        if self.epsilon_budget is not None:
-            _positive(self, "epsilon_budget")
+        with Checks(self) as check:
+            _positive(check, self, "clip_norm", "adaptive_lr")
+            _finite_and(
+                check,
+                self,
+                "noise_multiplier",
+                lambda v: v > 0,
+                "must be > 0 (the accountant needs noise)",
+            )
+            _at_least(check, self, 1, "population")
+            if self.expected_count is not None:
+                _at_least(check, self, 1, "expected_count")
+            if self.adaptive_quantile is not None:
+                _finite_and(
+                    check, self, "adaptive_quantile", lambda v: 0 < v < 1, "must be in (0, 1)"
+                )
+            _finite_and(check, self, "count_noise", lambda v: v >= 0, "must be >= 0")
+            _finite_and(
+                check, self, "target_delta", lambda v: 0 < v < 1, "must be in (0, 1), e.g. 1e-5"
+            )
+            if self.epsilon_budget is not None:
+                _positive(check, self, "epsilon_budget")
 
 
 # the metric sources a target may name: held-out (server_eval/), training (the mean of
@@ -299,35 +318,37 @@ class TargetSettings(_Settings):
     at_most: float | None = None
 
     def __post_init__(self):
-        if self.max_versions is not None:
-            _at_least(self, 1, "max_versions")
-        source, _, name = (self.metric or "").partition(".")
-        _require(
-            self.metric is None or (source in TARGET_SOURCES and name),
-            "metric",
-            f"must be SOURCE.NAME with SOURCE one of {list(TARGET_SOURCES)}, e.g. "
-            f"'heldout.accuracy', got {self.metric!r}",
-        )
-        _require(
-            (self.metric is None) == (self.at_least is None and self.at_most is None),
-            "metric",
-            "a metric needs at_least or at_most, and at_least/at_most a metric",
-        )
-        _require(
-            self.at_least is None or self.at_most is None,
-            "at_most",
-            "give at_least (higher is better) or at_most (lower is better), not both",
-        )
-        for name in ("at_least", "at_most"):
-            value = getattr(self, name)
-            _require(
-                value is None or _finite(value), name, f"must be a finite number, got {value!r}"
+        with Checks(self) as check:
+            if self.max_versions is not None:
+                _at_least(check, self, 1, "max_versions")
+            source, _, name = str(self.metric or "").partition(".")
+            check.require(
+                self.metric is None or (source in TARGET_SOURCES and name),
+                "metric",
+                f"must be SOURCE.NAME with SOURCE one of {list(TARGET_SOURCES)}, e.g. "
+                f"'heldout.accuracy', got {self.metric!r}",
+            ) and check.require(
+                (self.metric is None) == (self.at_least is None and self.at_most is None),
+                "metric",
+                "a metric needs at_least or at_most, and at_least/at_most a metric",
             )
-        _require(
-            self.max_versions is not None or self.metric is not None,
-            "max_versions",
-            "set max_versions, or a metric with at_least/at_most (or leave target out)",
-        )
+            check.require(
+                self.at_least is None or self.at_most is None,
+                "at_most",
+                "give at_least (higher is better) or at_most (lower is better), not both",
+            )
+            for name in ("at_least", "at_most"):
+                value = getattr(self, name)
+                check.require(
+                    value is None or _finite(value),
+                    name,
+                    f"must be a finite number, got {value!r}",
+                )
+            check.require(
+                self.max_versions is not None or self.metric is not None,
+                "max_versions",
+                "set max_versions, or a metric with at_least/at_most (or leave target out)",
+            )
 
 
 @dataclass(frozen=True)
@@ -356,7 +377,15 @@ class TaskSettings(_Settings):
     target: TargetSettings | None = None
 
     def __post_init__(self):
-        _require(
+        with Checks(self) as check:
+            self._check_fields(check)
+            if check.fine("mode", "sync", "clip_norm", "robust", "dp", "reject_outlier_factor"):
+                self._check_secagg(check)
+            if not check.errors:
+                self._check_buildable(check)
+
+    def _check_fields(self, check: Checks) -> None:
+        check.require(
             self.mode in ("sync", "async"), "mode", f"must be 'sync' or 'async', got {self.mode!r}"
         )
         for name, cls in (
@@ -370,67 +399,66 @@ class TaskSettings(_Settings):
             ("target", TargetSettings),
         ):
             value = getattr(self, name)
-            _require(
+            check.require(
                 isinstance(value, cls)
                 or (value is None and name not in ("sync", "async_", "plan")),
                 name,
                 f"must be a {cls.__name__}, got {type(value).__name__} (JSON goes through "
                 "TaskSettings.from_json)",
             )
-        _require(
+        check.require(
             self.server_optimizer in SERVER_OPTIMIZERS,
             "server_optimizer",
             f"must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}",
         )
-        _positive(self, "server_lr")
+        _positive(check, self, "server_lr")
         if self.clip_norm is not None:
-            _positive(self, "clip_norm")
+            _positive(check, self, "clip_norm")
         if self.reject_outlier_factor is not None:
             _finite_and(
+                check,
                 self,
                 "reject_outlier_factor",
                 lambda v: v > 1,
                 "must be > 1 (e.g. 3: drop updates over 3x the median norm)",
             )
         if self.max_update_norm is not None:
-            _positive(self, "max_update_norm")
-            _require(
-                self.max_update_norm <= 1e12,
+            _finite_and(
+                check,
+                self,
                 "max_update_norm",
-                f"must be at most 1e12 (or null: no bound), got {self.max_update_norm!r}",
+                lambda v: 0 < v <= 1e12,
+                "must be a finite number > 0 and at most 1e12 (or null: no bound)",
             )
-        _at_least(self, 1, "max_examples")
-        _require(
+        _at_least(check, self, 1, "max_examples") and check.require(
             self.max_examples <= 2**31,
             "max_examples",
             f"must be at most 2^31, got {self.max_examples!r}",
         )
-        _finite_and(self, "eval_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]")
-        _require(
+        _finite_and(check, self, "eval_fraction", lambda v: 0 <= v <= 1, "must be in [0, 1]")
+        check.require(
             _finite(self.retry_min_s)
             and _finite(self.retry_max_s)
             and 0 <= self.retry_min_s <= self.retry_max_s,
             "retry_min_s",
             "need 0 <= retry_min_s <= retry_max_s",
         )
-        _require(
+        check.require(
             self.robust is None or self.dp is None,
             "robust",
             "choose robust aggregation or central DP (dp), not both: the DP analysis "
             "assumes the clipped mean",
         )
-        if self.secagg is not None:
-            self._check_secagg()
-        self._check_buildable()
 
-    def _check_secagg(self) -> None:
-        _require(
+    def _check_secagg(self, check: Checks) -> None:
+        if not isinstance(self.secagg, SecAggSettings):
+            return
+        check.require(
             self.mode == "sync",
             "secagg",
             "secure aggregation runs in sync rounds "
             "(mode 'sync'); see docs/aggregator.md for async",
-        )
-        _require(
+        ) and check.require(
             not (self.clip_norm or self.robust or self.dp or self.reject_outlier_factor),
             "secagg",
             "with secagg the server sees only the sum: per-update clipping, "
@@ -438,14 +466,14 @@ class TaskSettings(_Settings):
             "updates; clip on the device instead",
         )
         group = math.ceil(self.sync.goal * self.sync.overselect)
-        _require(
+        check.require(
             group <= self.secagg.max_devices(),
             "secagg",
             f"a secagg group of up to {group} devices could overflow 2^32 with clip "
             f"{self.secagg.clip} and frac_bits {self.secagg.frac_bits}; lower one of them",
         )
 
-    def _check_buildable(self) -> None:
+    def _check_buildable(self, check: Checks) -> None:
         """What the first commit will build, built now (cheap: no arrays)."""
         import numpy as np
 
@@ -455,11 +483,11 @@ class TaskSettings(_Settings):
         try:
             build_aggregation(self.aggregation(), np.random.default_rng(0))
         except (TypeError, ValueError) as e:
-            raise BadField("", f"the aggregation stack cannot be built: {e}") from None
+            check.require(False, "", f"the aggregation stack cannot be built: {e}")
         try:
             build_server_optimizer(self.server_optimizer, lr=self.server_lr)
         except (TypeError, ValueError) as e:
-            raise BadField("server_optimizer", f"cannot be built: {e}") from None
+            check.require(False, "server_optimizer", f"cannot be built: {e}")
 
     def server_lr_at(self, version: int) -> float:
         """The server learning rate of the step from `version` to `version + 1`."""

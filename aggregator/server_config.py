@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk.protocol.typedjson import BadField, decode_value, encode_value
-from edge_sdk.protocol.typedjson import require as _require
+from edge_sdk.protocol.typedjson import BadField, Checks, decode_value, encode_value
 
 
 @dataclass(frozen=True)
@@ -26,18 +25,19 @@ class HeldoutEntry:
     poll_s: float = 10.0
 
     def __post_init__(self):
-        for name, what in (("bundle", "bundle directory"), ("examples", "JSON-lines file")):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, str) and Path(value).exists(),
-                name,
-                f"must name an existing {what}, got {value!r}",
+        with Checks(self) as check:
+            for name, what in (("bundle", "bundle directory"), ("examples", "JSON-lines file")):
+                value = getattr(self, name)
+                check.require(
+                    isinstance(value, str) and Path(value).exists(),
+                    name,
+                    f"must name an existing {what}, got {value!r}",
+                )
+            check.require(
+                _number(self.poll_s) and 0 < self.poll_s < 1e6,
+                "poll_s",
+                f"must be a number of seconds > 0, got {self.poll_s!r}",
             )
-        _require(
-            isinstance(self.poll_s, (int, float)) and 0 < self.poll_s < 1e6,
-            "poll_s",
-            f"must be a number of seconds > 0, got {self.poll_s!r}",
-        )
 
 
 def _number(value) -> bool:
@@ -93,77 +93,84 @@ class ServerConfig:
     public_status_settings: bool = False
 
     def __post_init__(self):
-        _require(
+        with Checks(self) as check:
+            self._check_access(check)
+            self._check_limits(check)
+
+    def _check_access(self, check: Checks) -> None:
+        require = check.require
+        require(
             isinstance(self.data_dir, str) and self.data_dir != "",
             "data_dir",
             "must name a directory",
         )
-        _require(
+        require(
             _token_like(self.admin_token) and len(self.admin_token) >= 16,
             "admin_token",
             "must be at least 16 printable ASCII characters without spaces (leave it "
             "out and edge-fl serve generates one)",
         )
-        _require(
+        secrets = require(
             isinstance(self.enrollment_secrets, dict),
             "enrollment_secrets",
             "must map population names to secrets",
         )
-        for population, secret in self.enrollment_secrets.items():
-            _require(
+        for population, secret in self.enrollment_secrets.items() if secrets else ():
+            require(
                 _token_like(population) and 0 < len(population) <= 64,
                 f"enrollment_secrets.{population}",
                 "a population is 1 to 64 printable ASCII characters without spaces",
-            )
-            _require(
+            ) and require(
                 _token_like(secret) and 0 < len(secret) <= 256,
                 f"enrollment_secrets.{population}",
                 "a secret is 1 to 256 printable ASCII characters without spaces",
             )
         for task_id, entry in self.heldout.items():
-            _require(
+            require(
                 isinstance(entry, HeldoutEntry),
                 f"heldout.{task_id}",
                 'must be {"bundle": DIR, "examples": FILE.jsonl, "poll_s": 10}',
             )
-        _require(
+        require(
             not self.heldout or self.advertise_url is not None,
             "advertise_url",
             "held-out evaluators reach the server at advertise_url; set it (edge-fl "
             "serve fills it in)",
         )
-        _require(
-            self.store_url is None or self.store_url.startswith(("postgresql://", "postgres://")),
+        require(
+            self.store_url is None
+            or str(self.store_url).startswith(("postgresql://", "postgres://")),
             "store_url",
             "must be a postgresql://user@host:port/db URL; leave it out for SQLite + files "
             "under data_dir",
         )
-        _require(
-            self.advertise_url is None or self.advertise_url.startswith(("http://", "https://")),
+        require(
+            self.advertise_url is None
+            or str(self.advertise_url).startswith(("http://", "https://")),
             "advertise_url",
             "must be http(s)://host:port, as the other aggregator processes reach this one",
         )
         for name in ("forward_timeout_s", "rate_per_s", "tick_interval_s"):
             value = getattr(self, name)
-            _require(
+            require(
                 _number(value) and 0 < value < 1e12, name, f"must be a number > 0, got {value!r}"
             )
         for name, minimum in (("max_body_bytes", 1024), ("burst", 1)):
             value = getattr(self, name)
-            _require(
+            require(
                 _number(value) and isinstance(value, int) and minimum <= value < 2**53,
                 name,
                 f"must be an integer >= {minimum}, got {value!r}",
             )
         for point, count in self.crash_at.items():
-            _require(
-                isinstance(count, int) and count >= 1,
+            require(
+                isinstance(count, int) and not isinstance(count, bool) and count >= 1,
                 f"crash_at.{point}",
                 "must be an integer >= 1 (the n-th time the point is reached)",
             )
-        self._check_limits()
 
-    def _check_limits(self) -> None:
+    def _check_limits(self, check: Checks) -> None:
+        require = check.require
         for name in (
             "header_timeout_s",
             "body_timeout_s",
@@ -172,7 +179,7 @@ class ServerConfig:
             "upload_session_ttl_s",
         ):
             value = getattr(self, name)
-            _require(
+            require(
                 _number(value) and 0 < value < 1e12,
                 name,
                 f"must be a positive number of seconds (or per second), got {value!r}",
@@ -184,12 +191,12 @@ class ServerConfig:
             ("max_upload_bytes_per_device", 1024),
         ):
             value = getattr(self, name)
-            _require(
+            require(
                 _number(value) and isinstance(value, int) and least <= value < 2**53,
                 name,
                 f"must be an integer >= {least}, got {value!r}",
             )
-        _require(
+        require(
             isinstance(self.public_status_settings, bool),
             "public_status_settings",
             "must be true or false",

@@ -10,16 +10,21 @@ true, "clip_norm": 1.0, "noise_multiplier": 0.3}). `task` is the aggregator's ta
 settings as JSON (docs/aggregator.md), checked when the config is built; e.g.
 {"plan": {"buffers": "local"}} keeps a BatchNorm model's running statistics on each
 simulated device (FedBN), in its own example store.
+
+A config with several mistakes is refused with one BadField (a ValueError) naming each
+(`devices: must be an integer >= 1, got 0; task.sync.goal: ...`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edge_sdk.protocol import DEFAULT_CODEC, CodecSpec, UpdatePipeline
 from edge_sdk.protocol.codec import QUANTIZERS
+from edge_sdk.protocol.typedjson import BadField, Checks
 
 from .datasets.registry import check_spec, nearest
 from .models import LOSSES, check_optimizer
@@ -48,11 +53,24 @@ class ProfileSettings:
     check_interval_s: tuple[float, float] = (300.0, 1800.0)
 
     def __post_init__(self):
-        for name in ("drop_during_training", "drop_during_upload"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} is a probability in [0, 1)")
-        if self.step_time_s <= 0 or self.speed_sigma < 0:
-            raise ValueError("step_time_s must be > 0 and speed_sigma >= 0")
+        with Checks(self) as check:
+            for name in ("drop_during_training", "drop_during_upload"):
+                value = getattr(self, name)
+                check.require(
+                    _number(value) and 0 <= value < 1,
+                    name,
+                    f"is a probability in [0, 1), got {value!r}",
+                )
+            check.require(
+                _number(self.step_time_s) and self.step_time_s > 0,
+                "step_time_s",
+                f"must be > 0, got {self.step_time_s!r}",
+            )
+            check.require(
+                _number(self.speed_sigma) and self.speed_sigma >= 0,
+                "speed_sigma",
+                f"must be >= 0, got {self.speed_sigma!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -112,64 +130,97 @@ class SimulationConfig:
     pretrain: dict | None = None
 
     def __post_init__(self):
-        if self.devices < 1:
-            raise ValueError("devices must be >= 1")
-        pipeline_of(self.codec)
-        if self.data is not None:
-            check_spec(self.data)
-        check_optimizer(self.optimizer)
-        if self.loss not in LOSSES:
-            raise ValueError(
-                f"loss must be one of {LOSSES}, got {self.loss!r}{nearest(self.loss, LOSSES)}"
-            )
-        if not isinstance(self.model, str) or not self.model:
-            raise ValueError("model is a zoo name, 'package.module:factory' or a bundle directory")
-        if not isinstance(self.model_options, dict):
-            raise ValueError("model_options is an object of the factory's arguments")
-        _check_task(self.task)
-        if (
-            not isinstance(self.vocabulary_size, int)
-            or isinstance(self.vocabulary_size, bool)
-            or self.vocabulary_size < 3
-        ):
-            raise ValueError(
-                f"vocabulary_size must be an int above the vocabulary's special "
-                f"tokens, got {self.vocabulary_size!r}"
-            )
-        if self.sequence_length is not None and (
-            not isinstance(self.sequence_length, int) or self.sequence_length < 2
-        ):
-            raise ValueError(
-                f"sequence_length must be an int >= 2 or None (the task's own), "
-                f"got {self.sequence_length!r}"
-            )
-        if self.transport not in ("http", "inprocess"):
-            raise ValueError("transport must be 'http' or 'inprocess'")
-        if self.device_stores not in ("memory", "disk"):
-            raise ValueError(
-                f"device_stores must be 'memory' or 'disk', got {self.device_stores!r}"
-            )
-        if self.backend not in ("local", "processes", "ray"):
-            raise ValueError(f"backend must be 'local', 'processes' or 'ray', got {self.backend!r}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an int >= 0 (0: one per core), got {self.workers!r}")
-        if set(self.ray) - {"address", "actors"}:
-            raise ValueError(
-                "ray settings are 'address' (None starts a local Ray instance) "
-                "and 'actors' (training workers)"
-            )
-        if self.attackers is not None and (
-            not 0 < self.attackers.get("fraction", 0) < 1
-            or self.attackers.get("kind") not in ("sign_flip", "scale")
-        ):
-            raise ValueError("attackers need a fraction in (0, 1) and kind 'sign_flip' or 'scale'")
-        _check_population(self)
-        if self.pretrain is not None:
-            from .pretrain import check_pretrain
+        with Checks(self) as check:
+            self._check_what(check)
+            self._check_how(check)
+            if check.fine("population", "device_stores", "task"):
+                _refusal(check, "population", _check_population, self)
+            if self.pretrain is not None and not check.errors:
+                from .pretrain import check_pretrain
 
-            check_pretrain(self)
-        if self.hours <= 0 or self.max_versions < 1 or self.eval_every < 1:
-            raise ValueError("hours must be > 0, max_versions and eval_every >= 1")
+                _refusal(check, "pretrain", check_pretrain, self)
+
+    def _check_what(self, check: Checks) -> None:
+        """What is trained: the model, its data, loss, optimizer, codec and task."""
+        check.require(
+            isinstance(self.model, str) and self.model != "",
+            "model",
+            "is a zoo name, 'package.module:factory' or a bundle directory",
+        )
+        check.require(
+            isinstance(self.model_options, dict),
+            "model_options",
+            "is an object of the factory's arguments",
+        )
+        _refusal(check, "codec", pipeline_of, self.codec)
+        if self.data is not None:
+            _refusal(check, "data", check_spec, self.data)
+        _refusal(check, "optimizer", check_optimizer, self.optimizer)
+        check.require(
+            self.loss in LOSSES,
+            "loss",
+            f"must be one of {LOSSES}, got {self.loss!r}{nearest(str(self.loss), LOSSES)}",
+        )
+        _refusal(check, "task", _check_task, self.task)
+        check.require(
+            _integer(self.vocabulary_size) and self.vocabulary_size >= 3,
+            "vocabulary_size",
+            f"must be an int above the vocabulary's special tokens, got {self.vocabulary_size!r}",
+        )
+        check.require(
+            self.sequence_length is None
+            or (_integer(self.sequence_length) and self.sequence_length >= 2),
+            "sequence_length",
+            f"must be an int >= 2 or None (the task's own), got {self.sequence_length!r}",
+        )
+
+    def _check_how(self, check: Checks) -> None:
+        """How it runs: the fleet, the backend and the run's length."""
+        check.require(
+            _integer(self.devices) and self.devices >= 1,
+            "devices",
+            f"must be an integer >= 1, got {self.devices!r}",
+        )
+        for name, choices in (
+            ("transport", ("http", "inprocess")),
+            ("device_stores", ("memory", "disk")),
+            ("backend", ("local", "processes", "ray")),
+        ):
+            value = getattr(self, name)
+            check.require(
+                value in choices,
+                name,
+                f"must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                f"{nearest(str(value), choices)}",
+            )
+        check.require(
+            _integer(self.workers) and self.workers >= 0,
+            "workers",
+            f"must be an int >= 0 (0: one per core), got {self.workers!r}",
+        )
+        check.require(
+            isinstance(self.ray, dict) and not set(self.ray) - {"address", "actors"},
+            "ray",
+            "settings are 'address' (None starts a local Ray instance) and 'actors' "
+            "(training workers)",
+        )
+        attackers = self.attackers
+        check.require(
+            attackers is None
+            or isinstance(attackers, dict)
+            and _number(attackers.get("fraction", 0))
+            and 0 < attackers.get("fraction", 0) < 1
+            and attackers.get("kind") in ("sign_flip", "scale"),
+            "attackers",
+            "need a fraction in (0, 1) and kind 'sign_flip' or 'scale'",
+        )
+        for name, ok, must in (
+            ("hours", lambda v: _number(v) and v > 0, "must be > 0"),
+            ("max_versions", lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+            ("eval_every", lambda v: _integer(v) and v >= 1, "must be an integer >= 1"),
+        ):
+            value = getattr(self, name)
+            check.require(ok(value), name, f"{must}, got {value!r}")
 
     @classmethod
     def from_json(cls, path: str | Path) -> SimulationConfig:
@@ -184,27 +235,62 @@ class SimulationConfig:
         """A config from its JSON document; unknown keys are refused with their path."""
         if not isinstance(doc, dict):
             raise ValueError(f"{where} must be a JSON object")
-        doc = dict(doc)
-        refuse_unknown(doc, [f.name for f in fields(cls)], where)
-        profiles = doc.pop("profiles", {})
-        if isinstance(profiles, ProfileSettings):
-            profiles = asdict(profiles)
-        refuse_unknown(profiles, [f.name for f in fields(ProfileSettings)], f"{where}: profiles")
-        profiles = ProfileSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in profiles.items()}
-        )
-        return cls(profiles=profiles, **doc)
+        with Checks() as check:
+            valid = [f.name for f in fields(cls)]
+            _refusal(check, where, refuse_unknown, doc, valid, where)
+            doc = {k: v for k, v in doc.items() if k in valid}
+            profiles = doc.pop("profiles", {})
+            if isinstance(profiles, ProfileSettings):
+                profiles = asdict(profiles)
+            valid = [f.name for f in fields(ProfileSettings)]
+            _refusal(
+                check, f"{where}.profiles", refuse_unknown, profiles, valid, f"{where}.profiles"
+            )
+            try:
+                profiles = ProfileSettings(
+                    **{
+                        k: tuple(v) if isinstance(v, list) else v
+                        for k, v in profiles.items()
+                        if k in valid
+                    }
+                )
+            except BadField as e:
+                check.add(e, "profiles")
+                profiles = ProfileSettings()
+            return cls(profiles=profiles, **doc)
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def refuse_unknown(doc: dict, valid: list[str], where: str) -> None:
-    for key in doc:
-        if key not in valid:
-            raise ValueError(
-                f"{where}: unknown key {key!r}{nearest(key, valid)}; valid: {', '.join(valid)}"
-            )
+    """BadField naming every key of `doc` not in `valid`, each with the nearest valid one."""
+    with Checks() as check:
+        for key in doc:
+            if key not in valid:
+                hint = nearest(str(key), valid) or f"; valid: {', '.join(valid)}"
+                check.require(False, where, f"unknown key {str(key)[:64]!r}{hint}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _refusal(check: Checks, field: str, fn, *args) -> None:
+    """`fn(*args)`, a check that raises a ValueError whose message starts with `field`
+    (or a path under it); its refusal recorded in `check` as a BadField of that path."""
+    try:
+        fn(*args)
+    except BadField as e:
+        check.add(e)
+    except ValueError as e:
+        text = str(e)
+        named = re.match(rf"({re.escape(field)}(?:[.\[][^\s:]*)?)(?::\s*|\s+)(.+)", text, re.S)
+        check.require(False, *(named.groups() if named else (field, text)))
 
 
 def pipeline_of(codec: str | dict) -> UpdatePipeline:
@@ -252,7 +338,4 @@ def _check_population(config: SimulationConfig) -> None:
 def _check_task(task: dict) -> None:
     from aggregator.config import TaskSettings
 
-    try:
-        TaskSettings.from_json(task)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"task: {e}") from None
+    TaskSettings.from_json(task, "task")  # BadField naming task.sync.goal, ...

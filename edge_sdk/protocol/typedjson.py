@@ -2,9 +2,10 @@
 mechanism for the HTTP messages (messages.py), the aggregator's task settings and its
 server config.
 
-`decode_value(kind, value, path)` checks a parsed JSON value strictly and raises BadField
-(errors.py) at the first problem, naming the field's full path (`settings.plan.epochz`,
-`enroll.public_key`, `settings.server_lr_decay.at[1]`):
+`decode_value(kind, value, path)` checks a parsed JSON value strictly and raises one
+BadField (errors.py) naming every bad field with its full path (`settings.plan.epochz`,
+`enroll.public_key`, `settings.server_lr_decay.at[1]`), so a sender fixes all at once;
+it stops looking after BadField.LISTED of them (a hostile document costs no more):
 
 - keys a dataclass does not have, naming the nearest valid key ("did you mean 'epochs'?"),
   unless the class sets `_open = True` (replies do, so a newer server can add a field
@@ -17,7 +18,10 @@ server config.
 - lengths, counts and patterns the field declares;
 - whatever the class's own `__post_init__` refuses (a BadField there names the field
   relative to the class; any other ValueError or TypeError is reported at the class's
-  path), then a Message's `check`.
+  path), then a Message's `check`. `Checks` collects a `__post_init__`'s refusals into
+  one BadField. When some fields of a class fail to decode, its `__post_init__` still
+  checks the others (built with the bad fields' defaults; what it says about the bad
+  fields is dropped).
 
 `encode_value(value)` is the inverse: dataclasses become dicts (None-valued fields whose
 default is None left out), tuples lists, bytes base64 text.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import dataclasses
 import difflib
 import functools
@@ -51,6 +56,7 @@ __all__ = [
     "JSON_INT",
     "SCHEMA_KEYWORDS",
     "BadField",
+    "Checks",
     "Message",
     "bounded",
     "decode_value",
@@ -97,6 +103,87 @@ def require(ok: bool, field: str, message: str) -> None:
     """For `__post_init__` checks: BadField(field, message) unless ok."""
     if not ok:
         raise BadField(field, message)
+
+
+class Checks:
+    """A `__post_init__`'s refusals, collected so that one BadField names every field:
+
+        with Checks(self) as check:
+            check.require(self.goal >= 1, "goal", "must be >= 1")
+            if check.fine("low", "high"):  # across fields: once each one is fine
+                check.require(self.low <= self.high, "low", "need low <= high")
+
+    Leaving the block raises BadField.joined of what was refused. A BadField raised in
+    the block joins them; so does a ValueError or TypeError once a check has failed (a
+    later check tripping over an earlier bad value). `owner` (the object checked) lets
+    the decoder say which fields hold a default in place of a value that failed to
+    decode: those are never `fine`."""
+
+    def __init__(self, owner: Any = None):
+        self.errors: list[BadField] = []
+        cls, defaulted = _DEFAULTED.get()
+        self.defaulted = defaulted if owner is not None and type(owner) is cls else frozenset()
+
+    def require(self, ok: bool, field: str, message: str) -> bool:
+        """Refuse `field` with `message` unless ok; returns ok."""
+        if not ok:
+            self.errors.append(BadField(field, message))
+        return bool(ok)
+
+    def add(self, error: BadField, prefix: str = "") -> None:
+        """Refusals made elsewhere (a nested object's), their paths under `prefix`."""
+        self.errors.append(error.under(prefix))
+
+    def fine(self, *fields: str) -> bool:
+        """Whether none of `fields` (nor anything under them) was refused so far."""
+        return not (
+            self.defaulted.intersection(fields)
+            or any(_root(e.field) in fields for e in self.errors)
+        )
+
+    def __enter__(self) -> Checks:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, BadField):
+            self.errors.append(error)
+        elif error is not None and not (self.errors and isinstance(error, (ValueError, TypeError))):
+            return False  # not ours to report
+        if self.errors:
+            raise BadField.joined(self.errors) from None
+        return False
+
+
+def _root(path: str) -> str:
+    """The first name of a field path: "sync" of "sync.goal", "at" of "at[1]"."""
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+# (class, field names) while the decoder builds that class with defaults for those fields
+_DEFAULTED: contextvars.ContextVar[tuple[type | None, frozenset]] = contextvars.ContextVar(
+    "typedjson_defaulted", default=(None, frozenset())
+)
+
+
+class _Found:
+    """The BadFields of one decoding, kept up to BadField.LISTED (then it stops)."""
+
+    def __init__(self):
+        self.errors: list[BadField] = []
+
+    def add(self, error: BadField) -> None:
+        self.errors.append(error)
+        if self.full():
+            self.raise_them()
+
+    def full(self) -> bool:
+        return sum(len(e.errors) for e in self.errors) >= BadField.LISTED or any(
+            e.truncated for e in self.errors
+        )
+
+    def raise_them(self) -> None:
+        if self.errors:
+            raise BadField.joined(self.errors, truncated=self.full())
 
 
 def nearest(name: Any, choices) -> str:
@@ -202,10 +289,14 @@ def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
         if not args:
             return dict(value)
         key_kind, item_kind = args
-        return {
-            _decode_key(key_kind, k, path): decode_value(item_kind, v, _join(path, k))
-            for k, v in value.items()
-        }
+        found, out = _Found(), {}
+        for k, v in value.items():
+            try:
+                out[_decode_key(key_kind, k, path)] = decode_value(item_kind, v, _join(path, k))
+            except BadField as e:
+                found.add(e)
+        found.raise_them()
+        return out
     if kind in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, list):
             raise BadField(path, f"must be a list, got {_kind(value)}")
@@ -213,13 +304,21 @@ def decode_value(kind, value: Any, path: str, meta: typing.Mapping = {}):
         if origin is tuple and args and args[-1] is not Ellipsis:  # tuple[X, Y]: fixed
             if len(value) != len(args):
                 raise BadField(path, f"must be a list of {len(args)} items")
-            return tuple(
-                decode_value(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))
-            )
-        item = args[0] if args else Any
-        items = [decode_value(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(_decode_items(args, value, path))
+        items = _decode_items([args[0] if args else Any] * len(value), value, path)
         return tuple(items) if tuple in (kind, origin) else items
     raise TypeError(f"{path}: no JSON form for {kind!r}")
+
+
+def _decode_items(kinds, value: list, path: str) -> list:
+    found, items = _Found(), []
+    for i, (kind, v) in enumerate(zip(kinds, value)):
+        try:
+            items.append(decode_value(kind, v, f"{path}[{i}]"))
+        except BadField as e:
+            found.add(e)
+    found.raise_them()
+    return items
 
 
 def _decode_dataclass(cls, doc: Any, path: str):
@@ -227,23 +326,33 @@ def _decode_dataclass(cls, doc: Any, path: str):
         raise BadField(path, f"must be an object, got {_kind(doc)}")
     fields, names = _layout(cls)
     hints = type_hints(cls)
+    found = _Found()
     given: dict[str, str] = {}  # field name: the key it was given under
     for key in doc:  # the keys first, in the document's order
         name = names.get(key)
         if name is None:
-            if getattr(cls, "_open", False):
-                continue
-            raise BadField(_join(path, key), "unknown key" + nearest(key, fields))
-        if name in given:
-            raise BadField(_join(path, key), f"given twice (as {name!r} and an older name)")
-        given[name] = key
+            if not getattr(cls, "_open", False):
+                found.add(BadField(_join(path, key), "unknown key" + nearest(key, fields)))
+        elif name in given:
+            found.add(BadField(_join(path, key), f"given twice (as {name!r} and an older name)"))
+        else:
+            given[name] = key
     values: dict[str, Any] = {}
+    bad: set[str] = set()  # fields whose value failed to decode or is missing
     for name, f in fields.items():  # then the values, in the class's order
         if name in given:
             where = _join(path, given[name])
-            values[name] = decode_value(hints[name], doc[given[name]], where, f.metadata)
+            try:
+                values[name] = decode_value(hints[name], doc[given[name]], where, f.metadata)
+            except BadField as e:
+                found.add(e)
+                bad.add(name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise BadField(_join(path, name), "required key missing")
+            found.add(BadField(_join(path, name), "required key missing"))
+            bad.add(name)
+    if found.errors:
+        _check_the_rest(cls, values, bad, path, found)
+        found.raise_them()
     try:
         built = cls(**values)
     except BadField as e:  # a __post_init__ check names the field relative to the class
@@ -253,6 +362,29 @@ def _decode_dataclass(cls, doc: Any, path: str):
     if isinstance(built, Message):
         built.check(path)
     return built
+
+
+def _check_the_rest(cls, values: dict, bad: set[str], path: str, found: _Found) -> None:
+    """What `cls.__post_init__` says about the fields that did decode, built with the
+    defaults of the `bad` ones (unless one has none); its words on those are dropped."""
+    fields, _ = _layout(cls)
+    if any(
+        fields[name].default is dataclasses.MISSING
+        and fields[name].default_factory is dataclasses.MISSING
+        for name in bad
+    ):
+        return
+    token = _DEFAULTED.set((cls, frozenset(bad)))
+    try:
+        cls(**values)
+    except BadField as e:
+        for error in e.errors:
+            if _root(error.field) not in bad and error.field:
+                found.add(error.under(path))
+    except (ValueError, TypeError):
+        pass  # a check tripping over a default in place of a bad value
+    finally:
+        _DEFAULTED.reset(token)
 
 
 @functools.lru_cache(maxsize=256)

@@ -141,7 +141,7 @@ def test_the_simulator_takes_the_setting_from_its_config_and_refuses_a_bad_one()
     assert TaskSettings.from_json(config.task).plan.buffers == "local"
     with pytest.raises(
         ValueError,
-        match=r"task: settings.plan.buffers: unknown value 'locl'; "
+        match=r"task.plan.buffers: unknown value 'locl'; "
         r"did you mean 'local'\?",
     ):
         SimulationConfig.from_dict({"task": {"plan": {"buffers": "locl"}}})

@@ -128,7 +128,7 @@ def test_apportion_sums_to_its_total_in_proportion():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"population": "lazzy"}, "population must be"),
+        ({"population": "lazzy"}, "population: must be"),
         ({"population": "lazy", "device_stores": "disk"}, "device_stores must be 'memory'"),
         ({"population": "lazy", "task": {"mode": "sync", "eval_fraction": 0.2}}, "eval_fraction"),
     ],

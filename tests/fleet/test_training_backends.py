@@ -80,8 +80,8 @@ def test_training_workers_are_separate_processes(tmp_path, start):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"backend": "threads"}, "backend must be"),
-        ({"backend": "processes", "workers": -1}, "workers must be"),
+        ({"backend": "threads"}, "backend: must be"),
+        ({"backend": "processes", "workers": -1}, "workers: must be"),
     ],
 )
 def test_bad_backend_settings_are_refused(settings, message):
