@@ -5,6 +5,8 @@ HTTP and in-process transports both build."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
@@ -59,9 +61,11 @@ async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
         except BaseException as e:  # noqa: BLE001 - raised below, once its writes are durable
             return None, e, service.open_group()
 
-    result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
-    if group is not None:
-        await app[COMMITS].durable(group)
+    commits = app[COMMITS]
+    with commits.asking():
+        result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
+        if group is not None:
+            await commits.durable(group)
     if error is not None:
         raise error
     return result
@@ -73,14 +77,39 @@ class GroupCommit:
     flush behind whatever is queued already, so everything that ran before the flush
     commits with it (under load the groups grow by themselves, no timer). A flush that
     fails loses its group: every caller waiting on it gets the error, and the service
-    drops what it holds in memory and reloads it from what is durable."""
+    drops what it holds in memory and reloads it from what is durable.
+
+    A lost group is remembered only while a call may still ask about it: each call
+    (`asking`) notes the last group closed when it began, since it can only run in a
+    later one; a lost group at or below every running call's note is forgotten."""
 
     def __init__(self, app: web.Application):
         self.app = app
         self.committed = 0  # every group up to this number is durable, but the lost ones
+        self.closed = 0  # every group up to this number was flushed (committed or lost)
         self.lost: set[int] = set()
         self.waiting: dict[int, asyncio.Future] = {}
         self.flushing = False
+        self.running: collections.Counter[int] = collections.Counter()  # calls by `closed`
+
+    @contextlib.contextmanager
+    def asking(self):
+        """Around one service call and its durable(): keeps the lost groups it could
+        have run in."""
+        floor = self.closed
+        self.running[floor] += 1
+        try:
+            yield
+        finally:
+            self.running[floor] -= 1
+            if not self.running[floor]:
+                del self.running[floor]
+            self._forget_lost()
+
+    def _forget_lost(self) -> None:
+        if self.lost:
+            floor = min(self.running, default=self.closed)
+            self.lost = {g for g in self.lost if g > floor}
 
     async def durable(self, group: int) -> None:
         if group in self.lost:
@@ -120,6 +149,7 @@ class GroupCommit:
             self.lost.add(group)
         if ok:
             self.committed = max(self.committed, group)
+        self.closed = max(self.closed, group)
         for g in [g for g in self.waiting if g <= group]:
             future = self.waiting.pop(g)
             if future.done():
@@ -128,6 +158,7 @@ class GroupCommit:
                 future.set_exception(_lost())
             else:
                 future.set_result(None)
+        self._forget_lost()
         self._flush_soon()
 
 

@@ -6,15 +6,31 @@ the service reloads what is durable, and a retry counts once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sqlite3
 
+import aiohttp
 import numpy as np
 import pytest
 
+from aggregator.app import ServerConfig, build_app, make_service
+from aggregator.app_state import COMMITS
+from aggregator.connections import serve
+from aggregator.errors import StoreUnavailable
+from edge_sdk.clock import FakeClock
 from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, ServerRejected, Transport
 
-from .fleet import normal_delta, server_with_task, signed_update
+from .fleet import (
+    ADMIN,
+    SECRET,
+    Env,
+    create_task,
+    normal_delta,
+    server_with_task,
+    signed_update,
+)
 
 SYNC = {"mode": "sync", "sync": {"goal": 50, "overselect": 1.0}}
 
@@ -90,3 +106,97 @@ def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
             assert "assignment" in await phone.transport.check_in("kb")
 
     asyncio.run(scenario())
+
+
+@contextlib.asynccontextmanager
+async def _served(tmp_path, bundle):
+    """server_with_task's server, with its app at hand (its GroupCommit is looked at)."""
+    # no ticks: a failing commit is then always a request's own
+    cfg = ServerConfig(str(tmp_path / "data"), ADMIN, {"keyboard": SECRET}, tick_interval_s=1e6)
+    clock = FakeClock()
+    service = make_service(cfg, clock, np.random.default_rng(0))
+    app = build_app(cfg, service)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        async with serve(app, cfg, sock), aiohttp.ClientSession() as session:
+            status, doc = await create_task(session, url, bundle, SYNC)
+            assert status == 201, doc
+            yield Env(url, service, session, clock, bundle, tmp_path), app[COMMITS]
+    finally:
+        service.store.close()
+
+
+def _fail_next_commits(store) -> list:
+    failing = []
+
+    def crash(point: str) -> None:
+        if point == "group_written" and failing:
+            failing.pop()
+            raise OSError(28, "No space left on device")
+
+    store._crash = crash
+    return failing
+
+
+def test_lost_groups_are_forgotten_once_no_call_can_ask_about_them(bundle, tmp_path):
+    async def scenario():
+        async with _served(tmp_path, bundle) as (env, commits):
+            failing = _fail_next_commits(env.service.store)
+            phones = [await env.enroll(i) for i in range(8)]
+            for phone in phones:
+                await phone.transport.check_in("kb")
+            updates = [_update(bundle, p, f"k{i}") for i, p in enumerate(phones)]
+            # concurrent uploads while a commit fails: each answer is a 503 or committed
+            failing.append(True)
+            answers = await asyncio.gather(
+                *[_upload_once(env, p, u) for p, u in zip(phones, updates)]
+            )
+            acknowledged = {f"k{i}" for i, a in enumerate(answers) if a == "accepted"}
+            assert set(answers) <= {"accepted", "503"} and "503" in answers
+            assert set(_committed_keys(tmp_path)) == acknowledged
+            assert commits.lost == set()  # no call is left that ran in the lost group
+            # every later failure is forgotten too: the set does not grow
+            for i, (phone, update) in enumerate(zip(phones, updates)):
+                if f"k{i}" in acknowledged:
+                    continue
+                failing.append(True)
+                assert await _upload_once(env, phone, update) == "503"
+                assert commits.lost == set()
+                assert await _upload_once(env, phone, update) == "accepted"
+            assert _committed_keys(tmp_path) == sorted(f"k{i}" for i in range(8))
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_group_is_kept_while_a_call_that_began_before_it_is_running(bundle, tmp_path):
+    async def scenario():
+        async with _served(tmp_path, bundle) as (env, commits):
+            failing = _fail_next_commits(env.service.store)
+            phone = await env.enroll(0)
+            await phone.transport.check_in("kb")
+            update = _update(bundle, phone, "k0")
+            with commits.asking():  # a call begun before the failure, not yet answered
+                failing.append(True)
+                assert await _upload_once(env, phone, update) == "503"
+                (lost,) = commits.lost
+                with pytest.raises(StoreUnavailable):  # it may still ask, and is told
+                    await commits.durable(lost)
+            assert commits.lost == set()
+            assert await _upload_once(env, phone, update) == "accepted"
+
+    asyncio.run(scenario())
+
+
+async def _upload_once(env, phone, data: bytes) -> str:
+    """One attempt (no retries): the answer's status, or "503"."""
+    once = Transport(
+        env.url, env.session, retry=RetryPolicy(attempts=1), rng=np.random.default_rng(0)
+    )
+    once.token, once.device_id = phone.transport.token, phone.transport.device_id
+    try:
+        return (await once.upload("kb", data))["status"]
+    except (ServerRejected, TransportError) as e:
+        assert "503" in str(e) or "store_unavailable" in str(e), e
+        return "503"
