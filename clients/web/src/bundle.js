@@ -20,6 +20,9 @@ export class Bundle {
     this.inputNames = Object.keys(manifest.inputs);
     [this.targetName] = Object.keys(manifest.targets);
     this.ignoreIndex = Number(manifest.ignore_index);
+    // the parameters that are buffers (BatchNorm running statistics): the train step
+    // updates them (`new.<name>`), the optimizer does not train them, eval uses them
+    this.bufferNames = (manifest.buffers ?? []).map((b) => b?.name);
   }
 
   static async load(fetchBytes) {
@@ -33,6 +36,12 @@ export class Bundle {
     if (missing.length) throw new BundleError(`manifest.json lacks ${missing.join(', ')}`);
     if (manifest.format_version !== SUPPORTED_FORMAT) {
       throw new BundleError(`bundle format ${manifest.format_version} is not supported (this client reads ${SUPPORTED_FORMAT})`);
+    }
+    const params = new Set((manifest.parameters ?? []).map((p) => p.name));
+    const buffers = manifest.buffers ?? [];
+    const unknown = Array.isArray(buffers) ? buffers.map((b) => b?.name).filter((n) => !params.has(n)) : ['(not a list)'];
+    if (unknown.length) {
+      throw new BundleError(`manifest.json lists buffers ${unknown.join(', ')} that are not among its parameters (every buffer is also a parameter)`);
     }
     return new Bundle(manifest, fetchBytes);
   }

@@ -14,11 +14,19 @@
  * answer is success only when the key went out before (the transport retried, or an
  * earlier attempt of this participation sent it); otherwise the participation ends
  * `rejected` with reason `unexpected_duplicate`.
+ *
+ * Buffers (BatchNorm running statistics, bundle.bufferNames): the train step updates
+ * them like parameters. With the plan's `buffers: "local"` (FedBN) the device trains
+ * from its own kept values instead of the server's, sends zeros as their deltas and
+ * keeps the values its training reached once the server acknowledged the update
+ * (local_buffers.js; federated evaluation uses them too). With "average" (the default)
+ * they travel as parameters do, and what a device kept for the task is forgotten.
  */
 import { DEFAULT_CODEC } from './codec.js';
 import { ErrorFeedback } from './error_feedback.js';
 import { decodeParameters, encodeUpdate } from './message.js';
 import { ReasonCounter } from './eligibility.js';
+import { LocalBuffers } from './local_buffers.js';
 import { Evaluator, LocalTrainer } from './trainer.js';
 import { ServerRejected } from './transport.js';
 
@@ -50,6 +58,7 @@ export class FederatedClient {
     codec = DEFAULT_CODEC, random = Math.random, now = () => Date.now() / 1000 }) {
     Object.assign(this, { bundle, transport, store, identity, policy, readState, collection, codec, random, now });
     this.reasons = new ReasonCounter();
+    this.buffers = new LocalBuffers(store, bundle);
     this.trainer = null;
     this.evaluator = null;
   }
@@ -76,11 +85,15 @@ export class FederatedClient {
       return { ...result, reason };
     };
     if (a.model_id !== this.bundle.modelId) return fail('bundle_mismatch');
-    const { parameters, bytes } = await this.model(a.task_id, a.model_version);
-    result.bytesDown = bytes;
+    const downloaded = await this.model(a.task_id, a.model_version);
+    result.bytesDown = downloaded.bytes;
+    const plan = a.plan ?? {};
+    const local = plan.buffers === 'local';
+    let parameters = downloaded.parameters;
+    if (local) parameters = await this.buffers.apply(a.task_id, parameters);
+    else await this.buffers.forget(a.task_id);
     if (this.trainer === null) this.trainer = await LocalTrainer.create(this.bundle, parameters);
     else this.trainer.setParameters(parameters);
-    const plan = a.plan ?? {};
     const stopCheck = async () => {
       const d = await this.eligible();
       return d.allowed ? null : d.codes[0];
@@ -92,16 +105,19 @@ export class FederatedClient {
     if (training.status !== 'completed' || training.examples === 0) {
       return fail(training.stopReason ?? 'no_examples');
     }
-    const delta = this.trainer.delta(parameters);
+    let delta = this.trainer.delta(parameters);
     if (!Object.values(delta).every((v) => v.every(Number.isFinite))) return fail('diverged');
     const reason = await stopCheck();  // once more, before spending the uplink
     if (reason) return fail(reason);
     result.examples = training.examples;
     if (a.secagg) return fail('secagg_unsupported');
-    return this.upload(a, delta, training, result);
+    let kept = null;
+    if (local) [kept, delta] = this.buffers.split(parameters, delta);  // they stay here
+    return this.upload(a, delta, training, result, kept);
   }
 
-  async upload(a, delta, training, result) {
+  /** `kept`: the buffer values to keep once the server acknowledged (null: none). */
+  async upload(a, delta, training, result, kept = null) {
     const feedback = new ErrorFeedback((await this.store.getState(residualKey(a.task_id))) ?? {});
     const metrics = {};
     for (const k of ['mean_loss', 'accuracy']) {
@@ -133,7 +149,9 @@ export class FederatedClient {
       // the key never went out before: the server holds some other update under it
       return { ...result, status: 'rejected', reason: 'unexpected_duplicate' };
     }
+    // only an acknowledged upload moves the residual, the kept buffers and the history on
     await this.store.putState(residualKey(a.task_id), feedback.residual);
+    if (kept !== null) await this.buffers.save(a.task_id, kept);
     const history = (await this.store.getState(HISTORY_KEY)) ?? [];
     await this.store.putState(HISTORY_KEY, [...history.slice(-99), this.now()]);
     return { ...result, status: 'completed', bytesUp: update.length, delta, update };
@@ -143,8 +161,9 @@ export class FederatedClient {
   async evaluate(e) {
     const result = { status: 'evaluated', taskId: e.task_id, modelVersion: e.model_version, examples: 0, bytesDown: 0, bytesUp: 0 };
     if (e.model_id !== this.bundle.modelId) return { ...result, status: 'aborted', reason: 'bundle_mismatch' };
-    const { parameters, bytes } = await this.model(e.task_id, e.model_version);
+    const { parameters: served, bytes } = await this.model(e.task_id, e.model_version);
     result.bytesDown = bytes;
+    const parameters = await this.buffers.apply(e.task_id, served);  // kept only for "local" tasks
     this.evaluator ??= await Evaluator.create(this.bundle);
     const metrics = await this.evaluator.evaluate(parameters, this.store.examples(this.collection));
     const sums = {};

@@ -12,3 +12,4 @@ export { Transport, TransportError, ServerRejected, DEFAULT_RETRY } from './tran
 export { MemoryStore, IndexedDBStore } from './store.js';
 export { PagePolicy, Decision, readPageState, trackActivity, ReasonCounter } from './eligibility.js';
 export { FederatedClient, openParticipation } from './client.js';
+export { LocalBuffers } from './local_buffers.js';

@@ -2,7 +2,8 @@
 // cross-language tests (tests/clients/): reads {url, population, secret, bundle_dir,
 // task_id, devices: [{examples: [...], single_request_bytes?}], rounds} as JSON on stdin; each device enrolls
 // with a new key, stores its examples and participates `rounds` times (all devices
-// concurrently per round); writes one result per device and round (delta and update hex).
+// concurrently per round); writes one result per device and round (delta and update hex,
+// and the buffer values the device keeps for the task after it: plan.buffers "local").
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -34,13 +35,16 @@ const devices = await Promise.all(job.devices.map(async (d) => {
     readState: async () => ({ optIn: true, hidden: true, idleMs: 0, battery: null, connection: null }),
   });
 }));
+const hexed = (d) => (d ? Object.fromEntries(Object.entries(d).map(([k, v]) => [k, toHex(v)])) : null);
 const results = [];
 for (let round = 0; round < (job.rounds ?? 1); round++) {
   const got = await Promise.all(devices.map((c) => c.participate(job.task_id)));
+  const kept = await Promise.all(devices.map((c) => c.buffers.load(job.task_id)));
   got.forEach((r, i) => results.push({
+    kept_buffers: hexed(kept[i]),
     device: i, device_id: devices[i].identity.deviceId, round, status: r.status, reason: r.reason ?? null,
     server: r.server ?? null, model_version: r.modelVersion ?? null, bytes_down: r.bytesDown, bytes_up: r.bytesUp,
-    delta: r.delta ? Object.fromEntries(Object.entries(r.delta).map(([k, v]) => [k, toHex(v)])) : null,
+    delta: hexed(r.delta),
     update: r.update ? toHex(r.update) : null,
   }));
 }
