@@ -7,16 +7,21 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { before, test } from 'node:test';
 
 import { Bundle } from '../src/bundle.js';
+import { FederatedClient } from '../src/client.js';
 import { LocalBuffers, bufferKey } from '../src/local_buffers.js';
+import { encodeParameters } from '../src/message.js';
 import { MemoryStore } from '../src/store.js';
 import { Evaluator, LocalTrainer, collate } from '../src/trainer.js';
+import { initZstd } from '../src/zstd.js';
 
 const FIXTURE = process.env.EDGE_FL_BUFFERS_FIXTURE;
 const SKIP = FIXTURE ? false : 'EDGE_FL_BUFFERS_FIXTURE is not set: tests/clients/test_web_buffers.py writes it';
 const run = FIXTURE ? JSON.parse(readFileSync(FIXTURE, 'utf8')) : null;
+
+before(async () => { await initZstd(); });  // model messages are zstd-compressed
 
 const hex = (s) => Uint8Array.from(s.match(/../g) ?? [], (h) => parseInt(h, 16));
 const f32 = (s) => new Float32Array(hex(s).buffer);
@@ -100,4 +105,32 @@ test('FedBN: LocalBuffers keeps, applies and zeroes the buffers as edge_sdk does
   await buffers.save('t', { ...initial, ...kept });
   await buffers.forget('t');
   assert.equal(await store.getState(bufferKey('t')), null);
+});
+
+test('FedBN: federated evaluation scores the model with the kept statistics', { skip: SKIP }, async () => {
+  const { bundle, examples, initial } = await setUp();
+  const trained = arrays(run.final_parameters);
+  const served = { ...trained };  // the server's model: its buffers never moved
+  for (const name of run.buffer_names) served[name] = initial[name];
+  const submitted = [];
+  const transport = {
+    async downloadModel(taskId, version) {
+      return { fromCache: false, etag: 'e', bytes: encodeParameters(served, bundle.parameterSpecs, bundle.modelId, version) };
+    },
+    async submitEvaluation(taskId, version, sums) {
+      submitted.push(sums);
+      return { status: 'recorded' };
+    },
+  };
+  const store = new MemoryStore();
+  await store.addExamples('default', examples);
+  const client = new FederatedClient({ bundle, transport, store, identity: { deviceId: 'd', signingKey: null }, policy: null, readState: null });
+  const e = { task_id: 't', model_version: 3, model_id: bundle.modelId };
+  await client.evaluate(e);  // nothing kept: the server's statistics
+  await client.buffers.save('t', trained);
+  await client.evaluate(e);  // the device's own
+  const [server, own] = submitted;
+  assertClose([server.loss_sum], [run.eval_initial_buffers.loss_sum], 1e-5, 'loss_sum with the server\'s statistics');
+  assertClose([own.loss_sum], [run.eval_trained.loss_sum], 1e-5, 'loss_sum with the kept statistics');
+  assert.equal(own.count, run.eval_trained.count);
 });
