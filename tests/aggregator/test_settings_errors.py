@@ -13,7 +13,7 @@ import aiohttp
 
 from edge_sdk.clock import FakeClock
 
-from .fleet import admin, create_task, running_server
+from .fleet import admin, cli_create_task, create_task, running_server
 
 THREE_MISTAKES = {
     "mode": "synch",  # a Literal the decoder refuses
@@ -89,3 +89,19 @@ def test_serve_names_every_bad_config_field(tmp_path):
     for path in ("config.max_body_byte", "config.rate_per_s", "config.burst"):
         assert path in done.stderr
     assert "did you mean 'max_body_bytes'?" in done.stderr
+
+
+def test_task_create_names_every_bad_setting_before_it_sends_anything(tmp_path, capsys):
+    settings = tmp_path / "bad.json"
+    settings.write_text(json.dumps(THREE_MISTAKES))
+    # nothing listens at this URL: the file is refused before any request
+    code = cli_create_task("kb", tmp_path, settings, "http://127.0.0.1:9")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for path in (
+        "settings.mode",
+        "settings.sync.goal",
+        "settings.plan.epochz",
+        "settings.server_lr",
+    ):
+        assert path in err
