@@ -21,7 +21,7 @@ from edge_sdk.trainer import LocalTrainer, TrainingPlan
 from model_zoo.compiler import UnsupportedError, compile_bundle, dropout_keep_mask
 from model_zoo.compiler.aten import supported_ops
 
-from .bundle_runner import OrtTrainer, session, torch_step
+from .bundle_runner import OrtTrainer, assert_steps_match, session, torch_step
 from .coverage_models import Conv2dNet, Mlp
 
 
@@ -275,13 +275,13 @@ def test_general_bundles_use_only_the_standard_domain(tmp_path):
         assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]
 
 
-class CumProd(nn.Module):
+class LogGamma(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(6, 3)
 
     def forward(self, x):
-        return self.lin(torch.cumprod(x, dim=1))
+        return self.lin(torch.lgamma(x.abs() + 1))
 
 
 class Masked(nn.Module):
@@ -319,7 +319,7 @@ class Branching(nn.Module):
 @pytest.mark.parametrize(
     "model, op, module, line",
     [
-        (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
+        (LogGamma, "aten.lgamma", "module <root> (", "torch.lgamma(x.abs() + 1)"),
         (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
         (Packed, "packed sequence", "", "self.rnn(packed)"),
         (Branching, "could not capture", "", "if x.sum() > 0"),
@@ -332,6 +332,42 @@ def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, 
     message = str(info.value)
     assert op in message and module in message and line in message, message
     assert "test_general_path.py:" in message
+
+
+class CellLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell, self.lin = nn.GRUCell(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], 5)
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+        return self.lin(h)
+
+
+def test_a_loop_over_a_dynamic_dimension_is_refused_naming_the_input_and_dimension(tmp_path):
+    gen = torch.Generator().manual_seed(6)
+    batch = {"x": torch.randn(3, 5, 4, generator=gen), "targets": torch.tensor([0, 1, 2])}
+    with pytest.raises(UnsupportedError, match="fixes dimension 1 of input 'x'"):
+        _compile(CellLoop(), batch, tmp_path / "b", dynamic_dims={"x": {0: "batch", 1: "seq"}})
+    # the same model with a static length compiles, and trains as PyTorch does
+    torch.manual_seed(0)
+    batches = [
+        {
+            "x": torch.randn(b, 5, 4, generator=gen),
+            "targets": torch.randint(0, 3, (b,), generator=gen),
+        }
+        for b in (3, 1, 4)
+    ]
+    assert_steps_match(
+        CellLoop(),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        nn.CrossEntropyLoss(),
+        batches,
+        tmp_path / "static",
+        dynamic_dims={"x": {0: "batch"}},
+    )
 
 
 class StackedLstm(nn.Module):
