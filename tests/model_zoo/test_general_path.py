@@ -18,7 +18,13 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
-from model_zoo.compiler import UnsupportedError, compile_bundle, dropout_keep_mask
+from model_zoo.compiler import (
+    UnsupportedError,
+    compile_bundle,
+    dropout_keep_mask,
+    normal_noise,
+    uniform_noise,
+)
 from model_zoo.compiler.aten import supported_ops
 
 from .bundle_runner import OrtTrainer, assert_steps_match, session, torch_step
@@ -128,6 +134,57 @@ def test_channel_dropout_trains_like_pytorch_with_the_same_draws(tmp_path):
     model = ChannelDropout(0.4)
     bundle = _compile(copy.deepcopy(model), images(4), tmp_path / "b", path="general")
     _train_beside_twin(bundle, model, ChannelMaskedTwin(0.4), images, steps=6, first_seed=500)
+
+
+class NoisyLatent(nn.Module):
+    """A VAE-style sampled latent (randn_like) plus uniform jitter (torch.rand)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.head = nn.Linear(6, 8), nn.Linear(4, 3)
+
+    def noise(self, mu):
+        return torch.randn_like(mu), torch.rand(mu.shape[0], 4)
+
+    def forward(self, x):
+        mu, log_var = self.enc(x).chunk(2, dim=-1)
+        eps, jitter = self.noise(mu)
+        return self.head(mu + eps * torch.exp(0.5 * log_var) + 0.1 * (jitter - 0.5))
+
+
+class NoisyLatentTwin(NoisyLatent):
+    """The bundle's draws for a seed: random op k (in graph order) takes salt k, and a
+    normal takes two (Box-Muller)."""
+
+    seed = 0
+
+    def noise(self, mu):
+        shape = tuple(mu.shape)
+        eps = torch.from_numpy(normal_noise(self.seed, shape, 0))
+        return eps.to(mu.dtype), torch.from_numpy(uniform_noise(self.seed, shape, 2)).to(mu.dtype)
+
+
+def test_sampled_noise_trains_like_pytorch_with_the_same_draws_and_eval_is_repeatable(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    model = NoisyLatent()
+    bundle = _compile(copy.deepcopy(model), _vectors(4, gen), tmp_path / "b", path="general")
+    params = _train_beside_twin(
+        bundle, model, NoisyLatentTwin(), lambda n: _vectors(n, gen), steps=6, first_seed=70
+    )
+    # eval draws from seed 0 (it has no seed input): the same score every run
+    batch = _vectors(5, gen)
+    feeds = {k: v.numpy() for k, v in batch.items()} | params
+    evaluate = session(bundle / "eval.onnx")
+    names = {i.name for i in evaluate.get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    first, count = evaluate.run(["loss_sum", "count"], feeds)
+    again = evaluate.run(["loss_sum"], feeds)[0]
+    twin = NoisyLatentTwin()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    expected = nn.CrossEntropyLoss()(twin(batch["x"]), batch["targets"])
+    assert float(first) == float(again)
+    assert np.isclose(float(first) / float(count), float(expected), rtol=1e-5)
 
 
 def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
