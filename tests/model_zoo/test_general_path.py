@@ -295,6 +295,37 @@ def test_regression_and_multilabel_metrics(tmp_path):
     assert len(out) == 2  # logits and probabilities
 
 
+class SigmoidMlp(Mlp):
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+@pytest.mark.parametrize(
+    "loss, signed", [(nn.BCELoss(), False), (nn.SoftMarginLoss(), True)], ids=["bce", "soft_margin"]
+)
+def test_multilabel_metrics_read_outputs_and_labels_as_the_loss_does(loss, signed, tmp_path):
+    """BCELoss reads probabilities (a label is predicted above 0.5, and infer's
+    probabilities are the outputs themselves); SoftMarginLoss reads logits and -1/1 labels."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 6, generator=gen)
+    labels = (torch.rand(9, 3, generator=gen) > 0.5).float()
+    labels = labels * 2 - 1 if signed else labels
+    model = Mlp() if signed else SigmoidMlp()
+    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": labels}, tmp_path / "b", loss=loss)
+    params = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    examples = [{"x": x[i].numpy(), "targets": labels[i].numpy()} for i in range(9)]
+    metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=4)
+    with torch.no_grad():
+        outputs = model(x)
+    predicted = outputs > (0.0 if signed else 0.5)
+    assert np.isclose(metrics["accuracy"], float((predicted == (labels > 0)).float().mean()))
+    assert 0.2 < metrics["accuracy"] < 0.9  # neither all-positive nor all-negative
+    _, probabilities = session(bundle / "infer.onnx").run(None, {"x": x.numpy()} | params)
+    expected = outputs if not signed else torch.sigmoid(outputs)
+    np.testing.assert_allclose(probabilities, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_auto_path_keeps_the_fast_path_for_models_it_covers(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(4)
