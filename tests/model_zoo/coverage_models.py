@@ -510,6 +510,25 @@ class Functions(nn.Module):
         return self.head(self.bilinear(running * 0.2, mixed))
 
 
+class CausalConv(nn.Module):
+    """A temporal convolution block as TCNs write it: padding then chomping the
+    future off, left padding with F.pad, a constant-valued pad, and in-place ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.dilated = nn.Conv1d(4, 6, 3, dilation=2, padding=4)
+        self.causal = nn.Conv1d(6, 6, 3)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.dilated(x.transpose(1, 2))[:, :, :-4])  # chomp
+        g = self.causal(F.pad(h, (2, 0)))
+        g += h
+        g[:, 0] = 0.0
+        g.relu_()
+        return self.head(F.pad(g, (1, 1), value=0.5).mean(-1))
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -571,4 +590,5 @@ CASES = {
     "gru_initial_state": Case(GruFromState, _sequences(4), sequence=True),
     "recurrent_variants": Case(RecurrentVariants, _sequences(4), sequence=True),
     "functions": Case(Functions, _vectors(6)),
+    "causal_conv": Case(CausalConv, _sequences(4), sequence=True),
 }

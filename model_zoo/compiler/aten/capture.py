@@ -329,6 +329,7 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     is made of core ops; the ops in `lowering.KEPT` stay whole (their lowerings are
     faster than their decompositions)."""
     table = {op: fn for op, fn in core_aten_decompositions().items() if op not in KEPT}
+    table[torch.ops.aten.constant_pad_nd.default] = _pad_by_concat
     try:
         ep = _decompose_exported_program(
             ep,
@@ -344,6 +345,27 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     gm, signature = _copy_graph_module_and_signature(ep)
     _remove_detach_pass(gm, signature)
     return ep._update(gm, signature)
+
+
+def _pad_by_concat(x, pad, value=0):
+    """constant_pad_nd as slices (negative amounts crop: the backward of every padding)
+    and concatenated constant blocks. PyTorch's kernel reads sizes as plain ints, which
+    on the joint trace's symbolic sizes quietly fixes the batch (and sequence) size to the
+    sample's; these ops keep them symbolic."""
+    for i in range(len(pad) // 2):
+        dim = x.dim() - 1 - i
+        before, after = pad[2 * i], pad[2 * i + 1]
+        if before < 0 or after < 0:
+            end = x.shape[dim] + after if after < 0 else x.shape[dim]
+            x = torch.ops.aten.slice.Tensor(x, dim, max(0, -before), end)
+        parts = []
+        for amount in (before, after):
+            shape = list(x.shape)
+            shape[dim] = amount
+            parts.append(torch.full(shape, value, dtype=x.dtype) if amount > 0 else None)
+        if parts[0] is not None or parts[1] is not None:
+            x = torch.cat([p for p in (parts[0], x, parts[1]) if p is not None], dim)
+    return x
 
 
 def _export(
