@@ -529,6 +529,24 @@ class CausalConv(nn.Module):
         return self.head(F.pad(g, (1, 1), value=0.5).mean(-1))
 
 
+class Prototypes(nn.Module):
+    """Distances to learned prototypes (torch.cdist, as prototypical networks score),
+    std_mean, a float remainder, nan_to_num and a product of two masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 4)
+        self.prototypes = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        h = self.embed(x)
+        std, mean = torch.std_mean(h, dim=1, keepdim=True)
+        h = (h - mean) / (std + 1.0) + 0.1 * torch.remainder(h, 0.7)
+        kept = (h == h) * (h.abs() < 1e6)  # not NaN and finite: booleans multiplied
+        h = torch.nan_to_num(h) * kept
+        return -torch.cdist(h.unsqueeze(0), self.prototypes.unsqueeze(0)).squeeze(0)
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -591,4 +609,5 @@ CASES = {
     "recurrent_variants": Case(RecurrentVariants, _sequences(4), sequence=True),
     "functions": Case(Functions, _vectors(6)),
     "causal_conv": Case(CausalConv, _sequences(4), sequence=True),
+    "prototypes": Case(Prototypes, _vectors(6)),
 }

@@ -152,14 +152,15 @@ def _composites():
     F.scaled_dot_product_attention as matmuls and a softmax (nn.MultiheadAttention and
     the Transformer layers call it through torch.nn.functional too), F.embedding_bag as a
     lookup and a reduction, F.max_pool1d as a one-row max_pool2d, F.bilinear as an
-    einsum, and torch._weight_norm (nn.utils.parametrizations.weight_norm) as its
-    formula."""
+    einsum, torch._weight_norm (nn.utils.parametrizations.weight_norm) and torch.cdist
+    as their formulas."""
     table = [
         (F, "scaled_dot_product_attention", attention),
         (F, "embedding_bag", embedding_bag),
         (F, "max_pool1d", max_pool1d),
         (F, "bilinear", bilinear),
         (torch, "_weight_norm", weight_norm),
+        (torch, "cdist", cdist),
     ]
     fused = [(owner, name, getattr(owner, name)) for owner, name, _ in table]
     for owner, name, composite in table:
@@ -176,6 +177,19 @@ def bilinear(input1, input2, weight, bias=None):
     inside export's joint tracing; the einsum is the same sum."""
     out = torch.einsum("...i,oij,...j->...o", input1, weight, input2)
     return out if bias is None else out + bias
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """torch.cdist as differences of every pair: its fused kernel's backward is not core
+    ATen. A distance of zero has gradient zero, as in PyTorch (the clamp's)."""
+    diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # [..., P, R, M]
+    if p == 2:
+        return torch.sqrt(torch.clamp(diff.pow(2).sum(-1), min=1e-30))
+    if p == 1:
+        return diff.abs().sum(-1)
+    if p == float("inf"):
+        return diff.abs().amax(-1)
+    return torch.clamp(diff.abs().pow(p).sum(-1), min=1e-30).pow(1.0 / p)
 
 
 def weight_norm(v, g, dim=0):

@@ -106,8 +106,10 @@ def _cumsum(ctx, node, x, dim, dtype=None):
     )
 
 
-@lowers(aten.var.correction)
+@lowers(aten.var.correction, aten.var_mean.correction)
 def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
+    """var (and var_mean: the variance and the mean, as torch.std_mean's decomposition
+    asks)."""
     g = ctx.g
     axes = _axes(ctx, node, dims)
     mean = g.op("ReduceMean", x, g.ints(*axes), keepdims=1)
@@ -117,7 +119,10 @@ def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
     n = g.op("ReduceProd", g.op("Gather", shape, g.ints(*axes)), keepdims=0)
     n = g.op("Cast", n, to=1)
     corr = 1.0 if correction is None else float(correction)
-    return g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))
+    var = g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))
+    if node.target == aten.var.correction:
+        return var
+    return var, (mean if keepdim else g.op("Squeeze", mean, g.ints(*axes)))
 
 
 @lowers(aten.linalg_vector_norm.default)
