@@ -3,7 +3,7 @@
 from .bundle import FORMAT_VERSION, compile_bundle
 from .losses import CrossEntropy
 from .ops.base import UnsupportedError
-from .ops.dropout import dropout_keep_mask
+from .ops.dropout import dropout_keep_mask, normal_noise, uniform_noise
 from .optimizers import SGD, Adam
 
 __all__ = [
@@ -12,6 +12,8 @@ __all__ = [
     "CrossEntropy",
     "UnsupportedError",
     "dropout_keep_mask",
+    "normal_noise",
+    "uniform_noise",
     "SGD",
     "Adam",
 ]

@@ -125,9 +125,20 @@ def compile_bundle(
 def default_task(loss) -> str:
     if isinstance(loss, (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)):
         return "regression"
-    if isinstance(loss, (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MultiLabelSoftMarginLoss)):
+    if isinstance(
+        loss,
+        (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MultiLabelSoftMarginLoss, nn.SoftMarginLoss),
+    ):
         return "multilabel"
     return "classification"
+
+
+def multilabel_reading(loss) -> tuple[str, float]:
+    """How a multi-label loss reads the model: its outputs ("probabilities" for BCELoss,
+    "logits" for the others) and the target value above which a label is positive
+    (SoftMarginLoss's labels are -1 and 1, the others' 0 and 1)."""
+    outputs = "probabilities" if isinstance(loss, nn.BCELoss) else "logits"
+    return outputs, 0.0 if isinstance(loss, nn.SoftMarginLoss) else 0.5
 
 
 def _compile_fast(req: _Request) -> Path:
@@ -233,6 +244,7 @@ def _compile_general(req: _Request, dynamic_dims: dict | None) -> Path:
     plan = GeneralPlan(
         cap, opt, in_specs, target_spec, output_shape, req.task, ignore_index, req.clip_grad_norm
     )
+    plan.label_outputs, plan.label_target_threshold = multilabel_reading(loss_fn)
     graphs = {"train_step": plan.train_step(), "eval": plan.eval(), "infer": plan.infer()}
     params = {n: p.detach().cpu().numpy().astype(np.float32) for n, p in cap.parameters.items()}
     buffers = {n: b.detach().cpu().numpy().astype(np.float32) for n, b in cap.buffers.items()}

@@ -70,8 +70,15 @@ def _sdk_run(bundle_dir) -> dict:
 
 
 # general-path bundles whose graphs hold what the zoo's do not: Resize, GatherND and
-# ScatterND after a Transpose, per-window average pool divisors, edge/circular padding
-GENERAL_CASES = ("encoder_decoder", "resampling", "average_pools")
+# ScatterND after a Transpose, per-window average pool divisors, edge/circular padding,
+# the recurrent layers' Scan loops with initial states and projections, a cumprod Scan
+GENERAL_CASES = (
+    "encoder_decoder",
+    "resampling",
+    "average_pools",
+    "recurrent_variants",
+    "functions",
+)
 
 
 @pytest.fixture(scope="module")

@@ -468,6 +468,85 @@ class GruFromState(nn.Module):
         return self.head(y[-1] + h_n[0])
 
 
+class RecurrentVariants(nn.Module):
+    """A projected bidirectional LSTM handing its state to another, nn.RNN (relu, two
+    bidirectional layers; tanh from a computed h0), and LSTM/GRU without biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.LSTM(4, 6, proj_size=3, batch_first=True, bidirectional=True)
+        self.dec = nn.LSTM(4, 6, proj_size=3, batch_first=True, bidirectional=True)
+        self.relu_rnn = nn.RNN(4, 5, 2, nonlinearity="relu", batch_first=True, bidirectional=True)
+        self.init = nn.Linear(4, 5)
+        self.tanh_rnn = nn.RNN(4, 5)
+        self.plain_lstm = nn.LSTM(4, 5, bias=False, batch_first=True)
+        self.plain_gru = nn.GRU(5, 5, bias=False, batch_first=True)
+        self.head = nn.Linear(6 + 10 + 5 + 5, 3)
+
+    def forward(self, x):
+        _, state = self.enc(x)
+        projected, _ = self.dec(x.flip(1), state)
+        relu, _ = self.relu_rnn(x)
+        h0 = torch.tanh(self.init(x.mean(1))).unsqueeze(0)
+        _, tanh_h = self.tanh_rnn(x.transpose(0, 1), h0)
+        plain, _ = self.plain_gru(self.plain_lstm(x)[0])
+        features = [projected[:, -1], relu.mean(1), tanh_h[0], plain[:, -1]]
+        return self.head(torch.cat(features, 1))
+
+
+class Functions(nn.Module):
+    """cumprod, nn.Bilinear, a weight-normed layer, torch.eye and logsumexp."""
+
+    def __init__(self):
+        super().__init__()
+        self.normed = nn.utils.parametrizations.weight_norm(nn.Linear(6, 5))
+        self.bilinear = nn.Bilinear(5, 5, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.normed(x))
+        running = torch.cumprod(h + 1.0, dim=1)  # [N, 5]
+        mixed = h @ torch.eye(5, dtype=h.dtype) + torch.logsumexp(h, 1, keepdim=True)
+        return self.head(self.bilinear(running * 0.2, mixed))
+
+
+class CausalConv(nn.Module):
+    """A temporal convolution block as TCNs write it: padding then chomping the
+    future off, left padding with F.pad, a constant-valued pad, and in-place ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.dilated = nn.Conv1d(4, 6, 3, dilation=2, padding=4)
+        self.causal = nn.Conv1d(6, 6, 3)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.dilated(x.transpose(1, 2))[:, :, :-4])  # chomp
+        g = self.causal(F.pad(h, (2, 0)))
+        g += h
+        g[:, 0] = 0.0
+        g.relu_()
+        return self.head(F.pad(g, (1, 1), value=0.5).mean(-1))
+
+
+class Prototypes(nn.Module):
+    """Distances to learned prototypes (torch.cdist, as prototypical networks score),
+    std_mean, a float remainder, nan_to_num and a product of two masks."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 4)
+        self.prototypes = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        h = self.embed(x)
+        std, mean = torch.std_mean(h, dim=1, keepdim=True)
+        h = (h - mean) / (std + 1.0) + 0.1 * torch.remainder(h, 0.7)
+        kept = (h == h) * (h.abs() < 1e6)  # not NaN and finite: booleans multiplied
+        h = torch.nan_to_num(h) * kept
+        return -torch.cdist(h.unsqueeze(0), self.prototypes.unsqueeze(0)).squeeze(0)
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -527,4 +606,8 @@ CASES = {
     "time_indexing": Case(TimeIndexing, _sequences(4), sequence=True),
     "lstm_state_handoff": Case(EncoderDecoderLstm, _sequences(4), sequence=True),
     "gru_initial_state": Case(GruFromState, _sequences(4), sequence=True),
+    "recurrent_variants": Case(RecurrentVariants, _sequences(4), sequence=True),
+    "functions": Case(Functions, _vectors(6)),
+    "causal_conv": Case(CausalConv, _sequences(4), sequence=True),
+    "prototypes": Case(Prototypes, _vectors(6)),
 }

@@ -18,10 +18,16 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.evaluator import Evaluator
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
-from model_zoo.compiler import UnsupportedError, compile_bundle, dropout_keep_mask
+from model_zoo.compiler import (
+    UnsupportedError,
+    compile_bundle,
+    dropout_keep_mask,
+    normal_noise,
+    uniform_noise,
+)
 from model_zoo.compiler.aten import supported_ops
 
-from .bundle_runner import OrtTrainer, session, torch_step
+from .bundle_runner import OrtTrainer, assert_steps_match, session, torch_step
 from .coverage_models import Conv2dNet, Mlp
 
 
@@ -128,6 +134,57 @@ def test_channel_dropout_trains_like_pytorch_with_the_same_draws(tmp_path):
     model = ChannelDropout(0.4)
     bundle = _compile(copy.deepcopy(model), images(4), tmp_path / "b", path="general")
     _train_beside_twin(bundle, model, ChannelMaskedTwin(0.4), images, steps=6, first_seed=500)
+
+
+class NoisyLatent(nn.Module):
+    """A VAE-style sampled latent (randn_like) plus uniform jitter (torch.rand)."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.head = nn.Linear(6, 8), nn.Linear(4, 3)
+
+    def noise(self, mu):
+        return torch.randn_like(mu), torch.rand(mu.shape[0], 4)
+
+    def forward(self, x):
+        mu, log_var = self.enc(x).chunk(2, dim=-1)
+        eps, jitter = self.noise(mu)
+        return self.head(mu + eps * torch.exp(0.5 * log_var) + 0.1 * (jitter - 0.5))
+
+
+class NoisyLatentTwin(NoisyLatent):
+    """The bundle's draws for a seed: random op k (in graph order) takes salt k, and a
+    normal takes two (Box-Muller)."""
+
+    seed = 0
+
+    def noise(self, mu):
+        shape = tuple(mu.shape)
+        eps = torch.from_numpy(normal_noise(self.seed, shape, 0))
+        return eps.to(mu.dtype), torch.from_numpy(uniform_noise(self.seed, shape, 2)).to(mu.dtype)
+
+
+def test_sampled_noise_trains_like_pytorch_with_the_same_draws_and_eval_is_repeatable(tmp_path):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    model = NoisyLatent()
+    bundle = _compile(copy.deepcopy(model), _vectors(4, gen), tmp_path / "b", path="general")
+    params = _train_beside_twin(
+        bundle, model, NoisyLatentTwin(), lambda n: _vectors(n, gen), steps=6, first_seed=70
+    )
+    # eval draws from seed 0 (it has no seed input): the same score every run
+    batch = _vectors(5, gen)
+    feeds = {k: v.numpy() for k, v in batch.items()} | params
+    evaluate = session(bundle / "eval.onnx")
+    names = {i.name for i in evaluate.get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
+    first, count = evaluate.run(["loss_sum", "count"], feeds)
+    again = evaluate.run(["loss_sum"], feeds)[0]
+    twin = NoisyLatentTwin()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})
+    expected = nn.CrossEntropyLoss()(twin(batch["x"]), batch["targets"])
+    assert float(first) == float(again)
+    assert np.isclose(float(first) / float(count), float(expected), rtol=1e-5)
 
 
 def test_dropout_trains_like_pytorch_with_the_same_masks(tmp_path):
@@ -238,6 +295,37 @@ def test_regression_and_multilabel_metrics(tmp_path):
     assert len(out) == 2  # logits and probabilities
 
 
+class SigmoidMlp(Mlp):
+    def forward(self, x):
+        return torch.sigmoid(super().forward(x))
+
+
+@pytest.mark.parametrize(
+    "loss, signed", [(nn.BCELoss(), False), (nn.SoftMarginLoss(), True)], ids=["bce", "soft_margin"]
+)
+def test_multilabel_metrics_read_outputs_and_labels_as_the_loss_does(loss, signed, tmp_path):
+    """BCELoss reads probabilities (a label is predicted above 0.5, and infer's
+    probabilities are the outputs themselves); SoftMarginLoss reads logits and -1/1 labels."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(9, 6, generator=gen)
+    labels = (torch.rand(9, 3, generator=gen) > 0.5).float()
+    labels = labels * 2 - 1 if signed else labels
+    model = Mlp() if signed else SigmoidMlp()
+    bundle = _compile(copy.deepcopy(model), {"x": x, "targets": labels}, tmp_path / "b", loss=loss)
+    params = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    examples = [{"x": x[i].numpy(), "targets": labels[i].numpy()} for i in range(9)]
+    metrics = Evaluator(Bundle.load(bundle)).evaluate(params, examples, batch_size=4)
+    with torch.no_grad():
+        outputs = model(x)
+    predicted = outputs > (0.0 if signed else 0.5)
+    assert np.isclose(metrics["accuracy"], float((predicted == (labels > 0)).float().mean()))
+    assert 0.2 < metrics["accuracy"] < 0.9  # neither all-positive nor all-negative
+    _, probabilities = session(bundle / "infer.onnx").run(None, {"x": x.numpy()} | params)
+    expected = outputs if not signed else torch.sigmoid(outputs)
+    np.testing.assert_allclose(probabilities, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_auto_path_keeps_the_fast_path_for_models_it_covers(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(4)
@@ -275,13 +363,13 @@ def test_general_bundles_use_only_the_standard_domain(tmp_path):
         assert [(o.domain, o.version) for o in proto.opset_import] == [("", 18)]
 
 
-class CumProd(nn.Module):
+class LogGamma(nn.Module):
     def __init__(self):
         super().__init__()
         self.lin = nn.Linear(6, 3)
 
     def forward(self, x):
-        return self.lin(torch.cumprod(x, dim=1))
+        return self.lin(torch.lgamma(x.abs() + 1))
 
 
 class Masked(nn.Module):
@@ -319,7 +407,7 @@ class Branching(nn.Module):
 @pytest.mark.parametrize(
     "model, op, module, line",
     [
-        (CumProd, "aten.cumprod", "module <root> (", "torch.cumprod(x, dim=1)"),
+        (LogGamma, "aten.lgamma", "module <root> (", "torch.lgamma(x.abs() + 1)"),
         (Masked, "boolean mask", "module <root> (", "h[h > 0].sum()"),
         (Packed, "packed sequence", "", "self.rnn(packed)"),
         (Branching, "could not capture", "", "if x.sum() > 0"),
@@ -332,6 +420,42 @@ def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, 
     message = str(info.value)
     assert op in message and module in message and line in message, message
     assert "test_general_path.py:" in message
+
+
+class CellLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cell, self.lin = nn.GRUCell(4, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = x.new_zeros(x.shape[0], 5)
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h)
+        return self.lin(h)
+
+
+def test_a_loop_over_a_dynamic_dimension_is_refused_naming_the_input_and_dimension(tmp_path):
+    gen = torch.Generator().manual_seed(6)
+    batch = {"x": torch.randn(3, 5, 4, generator=gen), "targets": torch.tensor([0, 1, 2])}
+    with pytest.raises(UnsupportedError, match="fixes dimension 1 of input 'x'"):
+        _compile(CellLoop(), batch, tmp_path / "b", dynamic_dims={"x": {0: "batch", 1: "seq"}})
+    # the same model with a static length compiles, and trains as PyTorch does
+    torch.manual_seed(0)
+    batches = [
+        {
+            "x": torch.randn(b, 5, 4, generator=gen),
+            "targets": torch.randint(0, 3, (b,), generator=gen),
+        }
+        for b in (3, 1, 4)
+    ]
+    assert_steps_match(
+        CellLoop(),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        nn.CrossEntropyLoss(),
+        batches,
+        tmp_path / "static",
+        dynamic_dims={"x": {0: "batch"}},
+    )
 
 
 class StackedLstm(nn.Module):

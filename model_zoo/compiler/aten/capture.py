@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import re
 import traceback
 from dataclasses import dataclass, field
 
@@ -150,20 +151,55 @@ def _composites():
     kernels fix a dynamic size while tracing) run as compositions of core ops:
     F.scaled_dot_product_attention as matmuls and a softmax (nn.MultiheadAttention and
     the Transformer layers call it through torch.nn.functional too), F.embedding_bag as a
-    lookup and a reduction, F.max_pool1d as a one-row max_pool2d."""
-    table = {
-        "scaled_dot_product_attention": attention,
-        "embedding_bag": embedding_bag,
-        "max_pool1d": max_pool1d,
-    }
-    fused = {name: getattr(F, name) for name in table}
-    for name, composite in table.items():
-        setattr(F, name, composite)
+    lookup and a reduction, F.max_pool1d as a one-row max_pool2d, F.bilinear as an
+    einsum, torch._weight_norm (nn.utils.parametrizations.weight_norm) and torch.cdist
+    as their formulas."""
+    table = [
+        (F, "scaled_dot_product_attention", attention),
+        (F, "embedding_bag", embedding_bag),
+        (F, "max_pool1d", max_pool1d),
+        (F, "bilinear", bilinear),
+        (torch, "_weight_norm", weight_norm),
+        (torch, "cdist", cdist),
+    ]
+    fused = [(owner, name, getattr(owner, name)) for owner, name, _ in table]
+    for owner, name, composite in table:
+        setattr(owner, name, composite)
     try:
         yield
     finally:
-        for name, fn in fused.items():
-            setattr(F, name, fn)
+        for owner, name, fn in fused:
+            setattr(owner, name, fn)
+
+
+def bilinear(input1, input2, weight, bias=None):
+    """F.bilinear: x1^T W_o x2 (+ b_o) per output o. PyTorch's _trilinear kernel fails
+    inside export's joint tracing; the einsum is the same sum."""
+    out = torch.einsum("...i,oij,...j->...o", input1, weight, input2)
+    return out if bias is None else out + bias
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """torch.cdist as differences of every pair: its fused kernel's backward is not core
+    ATen. A distance of zero has gradient zero, as in PyTorch (the clamp's)."""
+    diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)  # [..., P, R, M]
+    if p == 2:
+        return torch.sqrt(torch.clamp(diff.pow(2).sum(-1), min=1e-30))
+    if p == 1:
+        return diff.abs().sum(-1)
+    if p == float("inf"):
+        return diff.abs().amax(-1)
+    return torch.clamp(diff.abs().pow(p).sum(-1), min=1e-30).pow(1.0 / p)
+
+
+def weight_norm(v, g, dim=0):
+    """torch._weight_norm: g * v / ||v||, the norm over every dimension but `dim` (over
+    all of v when dim is -1). Its fused backward has no lowering; the formula's does."""
+    if dim == -1:
+        return g * v / torch.linalg.vector_norm(v)
+    dim = dim % v.dim()
+    others = [i for i in range(v.dim()) if i != dim]
+    return g * v / torch.linalg.vector_norm(v, dim=others, keepdim=True)
 
 
 def max_pool1d(
@@ -307,6 +343,7 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     is made of core ops; the ops in `lowering.KEPT` stay whole (their lowerings are
     faster than their decompositions)."""
     table = {op: fn for op, fn in core_aten_decompositions().items() if op not in KEPT}
+    table[torch.ops.aten.constant_pad_nd.default] = _pad_by_concat
     try:
         ep = _decompose_exported_program(
             ep,
@@ -324,6 +361,27 @@ def _joint(ep: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
     return ep._update(gm, signature)
 
 
+def _pad_by_concat(x, pad, value=0):
+    """constant_pad_nd as slices (negative amounts crop: the backward of every padding)
+    and concatenated constant blocks. PyTorch's kernel reads sizes as plain ints, which
+    on the joint trace's symbolic sizes quietly fixes the batch (and sequence) size to the
+    sample's; these ops keep them symbolic."""
+    for i in range(len(pad) // 2):
+        dim = x.dim() - 1 - i
+        before, after = pad[2 * i], pad[2 * i + 1]
+        if before < 0 or after < 0:
+            end = x.shape[dim] + after if after < 0 else x.shape[dim]
+            x = torch.ops.aten.slice.Tensor(x, dim, max(0, -before), end)
+        parts = []
+        for amount in (before, after):
+            shape = list(x.shape)
+            shape[dim] = amount
+            parts.append(torch.full(shape, value, dtype=x.dtype) if amount > 0 else None)
+        if parts[0] is not None or parts[1] is not None:
+            x = torch.cat([p for p in (parts[0], x, parts[1]) if p is not None], dim)
+    return x
+
+
 def _export(
     module: nn.Module, args: tuple, dynamic_shapes, decompose: bool = True
 ) -> torch.export.ExportedProgram:
@@ -334,9 +392,30 @@ def _export(
         frame = _user_frame(e)
         raise UnsupportedError(f"{e} (at {frame})" if frame else str(e)) from None
     except Exception as e:  # torch.export raises many kinds; name the cause
+        fixed = _fixed_dimension(e, [*module.input_names, "the targets"])
+        if fixed:
+            raise UnsupportedError(fixed) from e
         raise UnsupportedError(
             f"PyTorch could not capture the train step ({type(e).__name__}: {_first_line(e)})"
         ) from e
+
+
+def _fixed_dimension(e: Exception, names: list[str]) -> str | None:
+    """torch.export's "Constraints violated (L['tensors'][i].size()[d])" in the user's
+    terms: the model fixes a dimension the bundle was asked to keep dynamic."""
+    found = re.search(r"L\['tensors'\]\[(\d+)\]\.size\(\)\[(\d+)\]", str(e))
+    if not found or "Constraints violated" not in str(e):
+        return None
+    index, dim = int(found[1]), int(found[2])
+    name = names[index] if index < len(names) else f"input {index}"
+    name = name if name == "the targets" else f"input '{name}'"
+    return (
+        f"the model fixes dimension {dim} of {name}, which the bundle keeps dynamic (batch "
+        "and sequence sizes vary from device to device): a Python loop or branch over that "
+        "size (e.g. a loop over time steps with an RNN cell; nn.LSTM / nn.GRU / nn.RNN run "
+        "any length), or a shape computed from it. Rewrite that part, or compile with that "
+        "dimension static (dynamic_dims)"
+    )
 
 
 def _first_line(e: Exception) -> str:

@@ -7,7 +7,9 @@ times `count`.
 - classification / next_word / next_char: count (targets != ignore_index), correct
   (arg-max equals the target; float targets of the outputs' shape compare arg-maxes),
   correct_top3 for language models.
-- multilabel: count (labels), correct (labels whose sign of the logit matches the target).
+- multilabel: count (labels), correct (labels predicted as the target says: an output
+  above the loss's decision threshold, 0 for logits and 0.5 for BCELoss's probabilities,
+  against a target above its midpoint, 0.5 for 0/1 labels and 0 for SoftMarginLoss's -1/1).
 - regression: count (target elements), squared_error, absolute_error.
 """
 
@@ -39,16 +41,20 @@ def emit_metrics(
     num_classes: int,
     loss: str,
     eval_graph: bool,
+    label_thresholds: tuple[float, float] = (0.0, 0.5),
 ) -> dict:
-    out = _TASK_METRICS[task](
-        g,
-        outputs,
-        targets,
-        target_is_float,
-        ignore_index,
-        num_classes,
-        eval_graph and task in ("next_word", "next_char"),
-    )
+    if task == "multilabel":
+        out = _multilabel(g, outputs, targets, *label_thresholds)
+    else:
+        out = _TASK_METRICS[task](
+            g,
+            outputs,
+            targets,
+            target_is_float,
+            ignore_index,
+            num_classes,
+            eval_graph and task in ("next_word", "next_char"),
+        )
     out["loss_sum"] = g.op("Mul", loss, out["count"])
     return out
 
@@ -76,9 +82,9 @@ def _classification(g, outputs, targets, target_is_float, ignore_index, num_clas
     return out
 
 
-def _multilabel(g, outputs, targets, target_is_float, ignore_index, num_classes, top_k):
-    predicted = g.op("Greater", outputs, g.const(0.0))
-    truth = g.op("Greater", g.op("Cast", targets, to=1), g.const(0.5))
+def _multilabel(g, outputs, targets, output_threshold: float, target_threshold: float):
+    predicted = g.op("Greater", outputs, g.const(float(output_threshold)))
+    truth = g.op("Greater", g.op("Cast", targets, to=1), g.const(float(target_threshold)))
     hit = g.op("Cast", g.op("Equal", predicted, truth), to=1)
     count = g.op("Cast", g.op("ReduceProd", g.op("Shape", outputs), keepdims=0), to=1)
     return {"count": count, "correct": g.op("ReduceSum", hit, keepdims=0)}
@@ -99,6 +105,5 @@ _TASK_METRICS = {
     "classification": _classification,
     "next_word": _classification,
     "next_char": _classification,
-    "multilabel": _multilabel,
     "regression": _regression,
 }

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..ops.base import UnsupportedError
-from ..ops.dropout import seeded_uniform
+from ..ops.dropout import emit_normal, seeded_uniform
 from .lowering import ONNX_TYPES, Lowering, _np, keeps, lowers
 
 aten = torch.ops.aten
@@ -600,11 +600,52 @@ def _embedding_backward(ctx, node, dy, indices, num_weights, padding_idx, scale_
     return g.op("ScatterND", zeros, ids, rows, reduction="add")
 
 
-def _uniform(ctx, like: str) -> str:
-    """Uniform [0, 1) noise in the shape of `like`, a fresh salt per random op."""
-    if ctx.seed is None:
-        raise UnsupportedError("random numbers (dropout) in a graph without a seed")
-    return seeded_uniform(ctx.g, like, ctx.seed, ctx.next_random_salt())
+def _uniform(ctx, like: str | None, shape: str | None = None) -> str:
+    """Uniform [0, 1) noise in the shape of `like` (or `shape`), a fresh salt per random
+    op. The train step draws from its seed input; eval and infer graphs (which have none)
+    from seed 0, so a model that samples in eval mode scores the same every run."""
+    seed = ctx.seed if ctx.seed is not None else ctx.g.const(0, "int64")
+    return seeded_uniform(ctx.g, like, seed, ctx.next_random_salt(), shape=shape)
+
+
+def _noise(ctx, node, like: str | None, shape: str | None, normal: bool) -> str:
+    """Uniform or standard normal noise of the node's dtype (two salts for a normal)."""
+    draw = _uniform(ctx, like, shape)
+    if normal:
+        draw = emit_normal(ctx.g, draw, _uniform(ctx, like, shape))
+    return ctx.cast(draw, ctx.dtype(node))
+
+
+@lowers(aten.rand_like.default, aten.randn_like.default)
+def _rand_like(ctx, node, x, *rest, **options):
+    return _noise(ctx, node, x, None, node.target == aten.randn_like.default)
+
+
+@lowers(aten.rand.default, aten.randn.default)
+def _rand(ctx, node, size, *rest, **options):
+    return _noise(ctx, node, None, ctx.sizes(size), node.target == aten.randn.default)
+
+
+@lowers(aten.normal_functional.default)
+def _normal_functional(ctx, node, x, mean=0.0, std=1.0, generator=None):
+    z = _noise(ctx, node, x, None, True)
+    return ctx.g.op("Add", ctx.g.op("Mul", z, ctx.tensor(std)), ctx.tensor(mean))
+
+
+@lowers(aten.normal.Tensor_float, aten.normal.float_Tensor, aten.normal.Tensor_Tensor)
+def _normal(ctx, node, mean, std=1.0, generator=None):
+    like = mean if isinstance(mean, str) else std
+    z = _noise(ctx, node, like, None, True)
+    scaled = ctx.g.op("Mul", z, ctx.tensor(std, ctx.dtype(node)))
+    return ctx.g.op("Add", scaled, ctx.tensor(mean, ctx.dtype(node)))
+
+
+@lowers(aten.uniform.default)
+def _uniform_between(ctx, node, x, low=0.0, high=1.0, generator=None):
+    u = _noise(ctx, node, x, None, False)
+    return ctx.g.op(
+        "Add", ctx.g.op("Mul", u, ctx.g.const(float(high - low))), ctx.g.const(float(low))
+    )
 
 
 @lowers(aten.native_dropout.default)

@@ -40,6 +40,10 @@ class GeneralPlan:
     ignore_index: int
     clip_grad_norm: float | None = None
     uses_seed: bool = False
+    # multilabel: what the model outputs ("logits" or "probabilities", as BCELoss reads)
+    # and the target value above which a label is positive (0.5 for 0/1, 0 for -1/1)
+    label_outputs: str = "logits"
+    label_target_threshold: float = 0.5
 
     @property
     def num_classes(self) -> int:
@@ -109,6 +113,7 @@ class GeneralPlan:
             self.num_classes,
             loss,
             eval_graph,
+            (0.5 if self.label_outputs == "probabilities" else 0.0, self.label_target_threshold),
         ) | {"loss": loss}
 
     # -- train step -------------------------------------------------------------------
@@ -185,9 +190,8 @@ class GeneralPlan:
             g.add_output("top_scores", "float32", top_shape)
             g.add_output("top_ids", "int64", top_shape)
         elif self.task == "multilabel":
+            op = "Identity" if self.label_outputs == "probabilities" else "Sigmoid"
             g.add_output(
-                g.op("Sigmoid", logits, outputs=["probabilities"])[0],
-                "float32",
-                list(self.output_shape),
+                g.op(op, logits, outputs=["probabilities"])[0], "float32", list(self.output_shape)
             )
         return g.to_model("infer")

@@ -39,11 +39,14 @@ def _promoted(ctx, node, *indices) -> torch.dtype:
 def binary(onnx_op: str):
     def lower(ctx: Lowering, node, a, b, *rest):
         dtype = ctx.dtype(node)
+        flags = dtype == torch.bool  # ONNX's arithmetic takes no booleans: int32, then back
+        compute = torch.int32 if flags else dtype
         alpha = rest[0] if rest and node.target in _ALPHA else 1
-        a, b = ctx.tensor(a, dtype), ctx.tensor(b, dtype)
+        a, b = ctx.tensor(a, compute), ctx.tensor(b, compute)
         if alpha != 1:
-            b = ctx.g.op("Mul", b, ctx.tensor(alpha, dtype))
-        return ctx.g.op(onnx_op, a, b)
+            b = ctx.g.op("Mul", b, ctx.tensor(alpha, compute))
+        out = ctx.g.op(onnx_op, a, b)
+        return ctx.cast(_typed(ctx, out, compute), torch.bool) if flags else out
 
     return lower
 
@@ -56,9 +59,20 @@ for _op, _onnx in [
     ((aten.maximum.default,), "Max"),
     ((aten.minimum.default,), "Min"),
     ((aten.pow.Tensor_Tensor, aten.pow.Scalar), "Pow"),
-    ((aten.remainder.Tensor, aten.remainder.Scalar), "Mod"),
 ]:
     lowers(*_op)(binary(_onnx))
+
+
+@lowers(aten.remainder.Tensor, aten.remainder.Scalar)
+def _remainder(ctx, node, a, b):
+    """Python's modulo (the divisor's sign): ONNX's Mod does it for integers only, so
+    floats take a - b * floor(a / b)."""
+    dtype = ctx.dtype(node)
+    a, b = ctx.tensor(a, dtype), ctx.tensor(b, dtype)
+    if not dtype.is_floating_point:
+        return ctx.g.op("Mod", a, b)
+    g = ctx.g
+    return g.op("Sub", a, g.op("Mul", b, g.op("Floor", g.op("Div", a, b))))
 
 
 @lowers(aten.rsub.Scalar)

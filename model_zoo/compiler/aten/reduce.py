@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops.scan import scan
 from .lowering import Lowering, lowers
 
 aten = torch.ops.aten
@@ -50,26 +51,36 @@ def _any(ctx, node, x, dims=None, keepdim=False):
     return ctx.g.op("Cast", out, to=9)
 
 
+def _numeric(ctx, node, x):
+    """ONNX's ArgMax and Reduce* take numbers, not booleans: flags go in as int32."""
+    return ctx.cast(x, torch.int32) if ctx.dtype(node.args[0]) == torch.bool else x
+
+
 @lowers(aten.max.dim, aten.min.dim)
 def _max_dim(ctx, node, x, dim, keepdim=False):
     rank = ctx.rank(node.args[0])
     dim = dim + rank if dim < 0 else dim
     big = node.target == aten.max.dim
+    flags = ctx.dtype(node.args[0]) == torch.bool
+    x = _numeric(ctx, node, x)
     values = ctx.g.op(
         "ReduceMax" if big else "ReduceMin", x, ctx.g.ints(dim), keepdims=int(keepdim)
     )
     idx = ctx.g.op("ArgMax" if big else "ArgMin", x, axis=dim, keepdims=int(keepdim))
-    return values, idx
+    return (ctx.cast(values, torch.bool) if flags else values), idx
 
 
 @lowers(aten.max.default, aten.min.default)
 def _max_all(ctx, node, x):
-    return ctx.g.op("ReduceMax" if node.target == aten.max.default else "ReduceMin", x, keepdims=0)
+    op = "ReduceMax" if node.target == aten.max.default else "ReduceMin"
+    out = ctx.g.op(op, _numeric(ctx, node, x), keepdims=0)
+    return ctx.cast(out, torch.bool) if ctx.dtype(node) == torch.bool else out
 
 
 @lowers(aten.argmax.default, aten.argmin.default)
 def _argmax(ctx, node, x, dim=None, keepdim=False):
     op = "ArgMax" if node.target == aten.argmax.default else "ArgMin"
+    x = _numeric(ctx, node, x)
     if dim is None:
         return ctx.g.op(op, ctx.g.op("Reshape", x, ctx.g.ints(-1)), axis=0, keepdims=0)
     return ctx.g.op(op, x, axis=dim, keepdims=int(keepdim))
@@ -95,8 +106,10 @@ def _cumsum(ctx, node, x, dim, dtype=None):
     )
 
 
-@lowers(aten.var.correction)
+@lowers(aten.var.correction, aten.var_mean.correction)
 def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
+    """var (and var_mean: the variance and the mean, as torch.std_mean's decomposition
+    asks)."""
     g = ctx.g
     axes = _axes(ctx, node, dims)
     mean = g.op("ReduceMean", x, g.ints(*axes), keepdims=1)
@@ -106,7 +119,10 @@ def _var(ctx, node, x, dims=None, correction=None, keepdim=False):
     n = g.op("ReduceProd", g.op("Gather", shape, g.ints(*axes)), keepdims=0)
     n = g.op("Cast", n, to=1)
     corr = 1.0 if correction is None else float(correction)
-    return g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))
+    var = g.op("Div", total, g.op("Max", g.op("Sub", n, g.const(corr)), g.const(0.0)))
+    if node.target == aten.var.correction:
+        return var
+    return var, (mean if keepdim else g.op("Squeeze", mean, g.ints(*axes)))
 
 
 @lowers(aten.linalg_vector_norm.default)
@@ -149,3 +165,24 @@ def _sort(ctx, node, x, *args):
         "TopK", x, k, axis=dim, largest=int(bool(descending)), sorted=1, outputs=2
     )
     return values, indices
+
+
+@lowers(aten.cumprod.default)
+def _cumprod(ctx, node, x, dim, dtype=None):
+    """ONNX has no CumProd: a Scan along `dim` multiplies the running product by each
+    slice, in PyTorch's order (a log-sum-exp form would lose exactness and zeros)."""
+    g = ctx.g
+    rank = ctx.rank(node)
+    dim = dim + rank if dim < 0 else dim
+    perm = [dim] + [i for i in range(rank) if i != dim]
+    inverse = [perm.index(i) for i in range(rank)]
+    x = ctx.tensor(x, ctx.dtype(node))
+    front = g.op("Transpose", x, perm=perm) if dim else x
+    ones = g.op("Expand", g.const(1.0), g.op("Shape", front, start=1))
+
+    def body(b, states, slices):
+        product = b.op("Mul", states[0], slices[0])
+        return [product], [b.op("Identity", product)]
+
+    _, (products,) = scan(g, body, [ones], [front], 1)
+    return g.op("Transpose", products, perm=inverse) if dim else products

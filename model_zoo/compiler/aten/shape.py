@@ -423,6 +423,19 @@ def _arange(ctx, node, *args):
         start, end, step = args[0], args[1], 1
     else:
         start, end, step = args[0], args[1], args[2] if args[2] is not None else 1
-    return ctx.g.op(
-        "Range", ctx.tensor(start, dtype), ctx.tensor(end, dtype), ctx.tensor(step, dtype)
+    # ONNX's Range counts in these types only (torch.eye counts in uint8, for one)
+    counted = (
+        dtype
+        if dtype in _RANGE_TYPES
+        else (torch.float32 if dtype.is_floating_point else torch.int64)
     )
+    out = ctx.g.op(
+        "Range", ctx.tensor(start, counted), ctx.tensor(end, counted), ctx.tensor(step, counted)
+    )
+    if counted != dtype:
+        ctx.types[out] = counted
+        out = ctx.cast(out, dtype)
+    return out
+
+
+_RANGE_TYPES = (torch.float32, torch.float64, torch.int16, torch.int32, torch.int64)

@@ -78,15 +78,41 @@ def emit_keep_mask(g, x: str, seed_input: str, salt: int, p: float) -> str:
 
 def dropout_keep_mask(seed: int, shape: tuple[int, ...], p: float, salt: int = 0) -> np.ndarray:
     """The float32 keep mask (1 or 0) the graphs use for `seed` at dropout layer `salt`."""
+    return (uniform_noise(seed, shape, salt) >= np.float32(p)).astype(np.float32)
+
+
+def uniform_noise(seed: int, shape: tuple[int, ...], salt: int = 0) -> np.ndarray:
+    """The float32 uniform [0, 1) numbers the graphs draw for `seed` at random op `salt`
+    (torch.rand_like and friends; dropout compares them with p)."""
     pos = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     seed = np.int64((seed + salt * _SALT) % _P)
-    return (_hash_uniform(_NumpyOps, pos, seed) >= np.float32(p)).astype(np.float32)
+    return _hash_uniform(_NumpyOps, pos, seed)
 
 
-def seeded_uniform(g, like: str, seed_input: str, salt: int) -> str:
-    """Uniform [0, 1) in the shape of `like` from the step's seed and a salt per random op:
-    the hash of each element's position (what dropout_keep_mask computes in numpy)."""
-    shape = g.op("Shape", like)
+def normal_noise(seed: int, shape: tuple[int, ...], salt: int = 0) -> np.ndarray:
+    """The float32 standard normal numbers the graphs draw for `seed` at random op `salt`
+    (torch.randn_like and friends): Box-Muller over the uniforms of salts `salt` and
+    `salt + 1`, as `emit_normal` computes them."""
+    u1 = uniform_noise(seed, shape, salt)
+    u2 = uniform_noise(seed, shape, salt + 1)
+    radius = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - u1))
+    return (radius * np.cos(np.float32(2 * np.pi) * u2)).astype(np.float32)
+
+
+def emit_normal(g, u1: str, u2: str) -> str:
+    """Graph nodes for standard normals from two uniforms (Box-Muller; 1 - u1 is in
+    (0, 1], so the logarithm is finite)."""
+    radius = g.op("Sqrt", g.op("Mul", g.const(-2.0), g.op("Log", g.op("Sub", g.const(1.0), u1))))
+    return g.op("Mul", radius, g.op("Cos", g.op("Mul", g.const(float(2 * np.pi)), u2)))
+
+
+def seeded_uniform(
+    g, like: str | None, seed_input: str, salt: int, shape: str | None = None
+) -> str:
+    """Uniform [0, 1) in the shape of `like` (or the int64 `shape`) from the step's seed
+    and a salt per random op: the hash of each element's position (what uniform_noise
+    computes in numpy)."""
+    shape = g.op("Shape", like) if shape is None else shape
     count = g.op("ReduceProd", shape, keepdims=1)
     pos = g.op(
         "Reshape",

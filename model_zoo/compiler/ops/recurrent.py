@@ -11,10 +11,13 @@ from .base import Op, UnsupportedError
 from .gru_layer import GruLayer
 from .lstm_layer import LstmLayer
 
+# weight blocks per layer: W_ih is [GATES * H, I]
+GATES = {"lstm": 4, "cifg": 3, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+
 
 @dataclass(frozen=True)
 class RecurrentSpec:
-    kind: str  # "lstm" | "cifg" | "gru"
+    kind: str  # "lstm" | "cifg" | "gru" | "rnn_tanh" | "rnn_relu"
     input_size: int
     hidden_size: int
     proj_size: int  # 0 = no projection
@@ -23,7 +26,7 @@ class RecurrentSpec:
 
     @property
     def gates(self) -> int:
-        return {"lstm": 4, "cifg": 3, "gru": 3}[self.kind]
+        return GATES[self.kind]
 
     @property
     def output_size(self) -> int:
