@@ -1,12 +1,13 @@
-"""What every handler shares: the app's typed state, the one worker thread the service
-runs on, the bounded parsing of request bodies into typed messages, and the replies the
-HTTP and in-process transports both build."""
+"""What every handler shares: the app's typed state, the one thread the service runs on
+(with the grouped commits of its writes), the bounded parsing of request bodies into
+typed messages, and the replies the HTTP and in-process transports both build."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from typing import Callable, TypeVar
 
 import aiohttp
@@ -33,9 +34,6 @@ SERVICE = web.AppKey("service", AggregatorService)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", ServerConfig)
 PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's leader
-# the one thread every service call runs on: the service's state stays serialised as if
-# it ran on the event loop, while the loop keeps answering during a slow disk or database
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 JSON_LIMITS = web.AppKey("json_limits", JsonLimits)
 OPERATION_OF = web.AppKey("operation_of", dict)  # handler -> its route (routes.OPERATIONS)
 DEVICE = web.RequestKey("device", Device)
@@ -46,89 +44,78 @@ M = TypeVar("M", bound=Message)
 
 
 async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
-    """`fn(*args)` on the service's worker thread, returned (or raised) once what it
-    wrote is durable. Cancelling the caller does not stop a call already running there
-    (it finishes, as it would have on the loop); the CancelledError still reaches the
+    """`fn(*args)` on the service's thread, returned (or raised) once what it wrote is
+    durable. Cancelling the caller does not stop a call already running there (it
+    finishes, as it would have on the loop); the CancelledError still reaches the
     caller."""
-    loop = asyncio.get_running_loop()
-    service = app[SERVICE]
+    return await app[WORKER].call(fn, args)
 
-    def call():
+
+class ServiceWorker:
+    """The one thread every service call runs on, and durable writes without an fsync per
+    request. The loop queues calls; the thread takes every call queued, runs them one
+    after another (their writes share the store's open group), commits the group once,
+    and only then hands all their outcomes back to the loop in one wake-up: one hop per
+    call, and under load the batches, so the groups, grow by themselves (no timer).
+    Nothing is answered before the commit that made it durable. A commit that fails loses
+    its group: every call of the batch gets StoreUnavailable, and the service drops what
+    it holds in memory and reloads it from what is durable (AggregatorService.flush)."""
+
+    def __init__(self, service: AggregatorService, loop: asyncio.AbstractEventLoop):
+        self.service, self.loop = service, loop
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="edge-fl-service", daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Callable[..., T], args: tuple = ()) -> asyncio.Future:
+        future = self.loop.create_future()
+        self.queue.put((fn, args, future))
+        return future
+
+    async def stop(self) -> None:
+        """Let the calls queued so far finish, then end the thread."""
+        self.queue.put(None)
+        await self.loop.run_in_executor(None, self.thread.join)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while True:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            calls = [item for item in batch if item is not None]
+            outcomes = [self._call(fn, args, future) for fn, args, future in calls]
+            if self.service.open_group() is not None:
+                try:
+                    self.service.flush()
+                except Exception:  # noqa: BLE001 - every caller of the batch gets it
+                    log.exception("a grouped commit failed: the tasks were reloaded from the store")
+                    outcomes = [(None, _lost()) for _ in calls]
+            self.loop.call_soon_threadsafe(_deliver, [c[2] for c in calls], outcomes)
+            if stop:
+                return
+
+    @staticmethod
+    def _call(fn, args, future) -> tuple:
+        if future.cancelled():  # its caller gave up before it started
+            return None, None
         try:
-            return fn(*args), None, service.open_group()
-        except BaseException as e:  # noqa: BLE001 - raised below, once its writes are durable
-            return None, e, service.open_group()
-
-    result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
-    if group is not None:
-        await app[COMMITS].durable(group)
-    if error is not None:
-        raise error
-    return result
+            return fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - raised on the loop, once durable
+            return None, e
 
 
-class GroupCommit:
-    """Durable writes without an fsync per request: the service thread writes the calls
-    it runs into one open group; the first caller that needs its group durable queues a
-    flush behind whatever is queued already, so everything that ran before the flush
-    commits with it (under load the groups grow by themselves, no timer). A flush that
-    fails loses its group: every caller waiting on it gets the error, and the service
-    drops what it holds in memory and reloads it from what is durable."""
-
-    def __init__(self, app: web.Application):
-        self.app = app
-        self.committed = 0  # every group up to this number is durable, but the lost ones
-        self.lost: set[int] = set()
-        self.waiting: dict[int, asyncio.Future] = {}
-        self.flushing = False
-
-    async def durable(self, group: int) -> None:
-        if group in self.lost:
-            raise _lost()
-        if group <= self.committed:
-            return
-        future = self.waiting.get(group)
-        if future is None:
-            future = self.waiting[group] = asyncio.get_running_loop().create_future()
-        self._flush_soon()
-        await asyncio.shield(future)
-
-    def _flush_soon(self) -> None:
-        if self.flushing or not self.waiting:
-            return
-        self.flushing = True
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(self.app[EXECUTOR], self._flush).add_done_callback(self._flushed)
-
-    def _flush(self) -> tuple[int | None, bool]:
-        """(the group this closed or None, whether it is durable); on the service thread."""
-        service = self.app[SERVICE]
-        group = service.open_group()
-        try:
-            service.flush()
-        except Exception:  # noqa: BLE001 - the waiters get it as StoreUnavailable
-            log.exception("a grouped commit failed: the tasks were reloaded from the store")
-            return group, False
-        return group, True
-
-    def _flushed(self, done: asyncio.Future) -> None:
-        self.flushing = False
-        group, ok = done.result()
-        if group is None:  # nothing was open: every group so far is closed
-            group = max(self.waiting, default=self.committed)
-        elif not ok:
-            self.lost.add(group)
-        if ok:
-            self.committed = max(self.committed, group)
-        for g in [g for g in self.waiting if g <= group]:
-            future = self.waiting.pop(g)
-            if future.done():
-                continue
-            if g in self.lost:
-                future.set_exception(_lost())
-            else:
-                future.set_result(None)
-        self._flush_soon()
+def _deliver(futures: list[asyncio.Future], outcomes: list[tuple]) -> None:
+    for future, (result, error) in zip(futures, outcomes):
+        if future.done():  # cancelled
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _lost() -> StoreUnavailable:
@@ -137,25 +124,23 @@ def _lost() -> StoreUnavailable:
     )
 
 
-COMMITS = web.AppKey("commits", GroupCommit)
+# the one thread every service call runs on: the service's state stays serialised as if
+# it ran on the event loop, while the loop keeps answering during a slow disk or database
+WORKER = web.AppKey("worker", ServiceWorker)
 
 
 def service_thread():
-    """cleanup_ctx: the worker thread, started with the app and drained at its end, and
-    the grouped commits of the writes made on it."""
+    """cleanup_ctx: the service's thread, started with the app and drained at its end
+    (with grouped commits on while it runs)."""
 
     async def ctx(app: web.Application):
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
-        app[EXECUTOR] = executor
-        app[COMMITS] = GroupCommit(app)
-        service = app[SERVICE]
-        await loop.run_in_executor(executor, service.group_commits, True)
+        worker = app[WORKER] = ServiceWorker(app[SERVICE], asyncio.get_running_loop())
+        await worker.call(app[SERVICE].group_commits, (True,))
         try:
             yield
         finally:
-            await loop.run_in_executor(executor, service.group_commits, False)  # flushes
-            await loop.run_in_executor(None, executor.shutdown)
+            await worker.call(app[SERVICE].group_commits, (False,))  # flushes
+            await worker.stop()
 
     return ctx
 
