@@ -264,18 +264,14 @@ class RowStore:
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None:
         """The version the device's update under `key` went into (-1: pending; None:
         never seen)."""
+        # one statement (asked at every upload): a version in the ledger outranks -1
         row = self._one(
-            "SELECT version FROM ledger WHERE task_id = ? AND idempotency_key = ? "
-            "AND device_id IN (?, ?)",
-            (task_id, key, device_id, _LEGACY),
+            "SELECT MAX(v) FROM (SELECT version AS v FROM ledger WHERE task_id = ? AND "
+            "idempotency_key = ? AND device_id IN (?, ?) UNION ALL SELECT -1 FROM updates "
+            "WHERE task_id = ? AND device_id = ? AND idempotency_key = ?) AS seen",
+            (task_id, key, device_id, _LEGACY, task_id, device_id, key),
         )
-        if row is not None:
-            return int(row[0])
-        row = self._one(
-            "SELECT 1 FROM updates WHERE task_id = ? AND device_id = ? AND idempotency_key = ?",
-            (task_id, device_id, key),
-        )
-        return -1 if row is not None else None
+        return None if row is None or row[0] is None else int(row[0])
 
     def save_update(
         self,
@@ -288,15 +284,14 @@ class RowStore:
     ) -> None:
         """Durable before it returns: the raw bytes, the row, and the coordinator state.
         (task, device, key) is unique across pending updates and the ledger: a second
-        insert fails."""
+        insert fails (AlreadyAggregated), and its transaction, its bytes' row with it, is
+        undone. Callers ask `seen_update` first, so that is the rare race, not the rule."""
         import hashlib
 
         digest = hashlib.sha256(
             f"{update.device_id}|{update.idempotency_key}".encode()
         ).hexdigest()[:32]
         rel = f"updates/{task_id}/{digest}.eflu"
-        if self.seen_update(task_id, update.device_id, update.idempotency_key) is not None:
-            raise AlreadyAggregated(update.idempotency_key)  # before any byte is written
         with self._writing(task_id) as tx:
             self._put_blob(tx, rel, data)
             self._crash("update_file_written")
