@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .interface import AlreadyAggregated, Device, PendingUpdate, TaskRecord
+from .interface import AlreadyAggregated, Device, PendingUpdate, Snapshot, TaskRecord
 
 # {real}: a double; {blob}: bytes; {serial}: an auto-increasing integer key
 SCHEMA = """
@@ -162,7 +162,7 @@ class RowStore:
             action()
 
     def _stage_snapshot(
-        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+        self, tx, task_id: str, snapshot: Snapshot, state_path: str | None = None
     ) -> None:
         """The task's coordinator snapshot, written in `tx` (a grouping backend may write
         only the newest of a group, at its commit)."""
@@ -255,7 +255,7 @@ class RowStore:
         with np.load(io.BytesIO(self._read_blob(row[0])), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
 
-    def save_snapshot(self, task_id: str, snapshot: dict) -> None:
+    def save_snapshot(self, task_id: str, snapshot: Snapshot) -> None:
         with self._writing(task_id) as tx:
             self._stage_snapshot(tx, task_id, snapshot)
         self._crash("snapshot_saved")
@@ -279,7 +279,7 @@ class RowStore:
         update: PendingUpdate,
         data: bytes,
         metrics: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         now: float,
     ) -> None:
         """Durable before it returns: the raw bytes, the row, and the coordinator state.
@@ -346,7 +346,7 @@ class RowStore:
         version: int,
         model_bytes: bytes,
         optimizer_state: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         metrics: dict,
         now: float,
     ) -> None:
@@ -548,7 +548,9 @@ def _upload_dict(row: tuple) -> dict:
     )
 
 
-def write_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
+def write_snapshot(tx, task_id: str, snapshot: Snapshot, state_path: str | None = None) -> None:
+    if callable(snapshot):
+        snapshot = snapshot()
     tx.execute(
         "INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
         "DO UPDATE SET snapshot = excluded.snapshot",

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from .interface import Snapshot
 from .rows import SCHEMA, RowStore, migrate, write_snapshot
 from .segments import UpdateSegments
 
@@ -73,7 +74,8 @@ class SqliteStore(RowStore):
         self._grouping = False
         self._group: int | None = None  # the open group's number
         self._groups = 0
-        self._group_snapshots: dict[str, dict] = {}  # task -> newest snapshot of the group
+        # task -> newest snapshot of the group (or what takes it, at the commit)
+        self._group_snapshots: dict[str, Snapshot] = {}
         self._group_after: list = []  # what waits for the group's commit
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
@@ -120,7 +122,7 @@ class SqliteStore(RowStore):
         super()._after_commit(actions)
 
     def _stage_snapshot(
-        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+        self, tx, task_id: str, snapshot: Snapshot, state_path: str | None = None
     ) -> None:
         if self._group is not None and state_path is None:
             self._group_snapshots[task_id] = snapshot

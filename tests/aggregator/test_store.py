@@ -171,6 +171,31 @@ def test_grouped_writes_are_durable_at_the_flush_and_only_then(tmp_path, store_u
     store.close()
 
 
+def test_a_snapshot_given_as_a_function_is_taken_once_at_the_commit(tmp_path, store_url):
+    store = _with_task(tmp_path, store_url)
+    store.group_commits(True)
+    state, taken = {"round_id": 1, "n": 0}, []
+
+    def snapshot() -> dict:
+        taken.append(dict(state))
+        return dict(state)
+
+    for i in range(3):
+        state["n"] = i + 1
+        store.save_update("kb", _update(f"k{i}"), b"u%d" % i, {}, snapshot, 2.0)
+    state["n"] = 9  # what the coordinator holds when the group commits
+    store.flush()
+    if store_url is None:  # SQLite groups: once, the newest state
+        assert taken == [{"round_id": 1, "n": 9}]
+    else:  # PostgreSQL commits each write alone: at each call
+        assert [t["n"] for t in taken] == [1, 2, 3]
+    store.group_commits(False)
+    store.close()
+    store = _store(tmp_path, store_url)
+    assert store.snapshot("kb") == taken[-1]
+    store.close()
+
+
 def test_a_group_cut_short_before_its_commit_is_absent_after_reopening(tmp_path, store_url):
     if store_url is not None:
         pytest.skip("PostgreSQL commits every write alone (it does not group)")
