@@ -19,6 +19,7 @@ that made it durable (the app waits for it), so a crash loses only unacknowledge
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -28,6 +29,8 @@ from ..errors import StoreUnavailable
 from .interface import Snapshot
 from .rows import SCHEMA, RowStore, migrate, write_snapshot
 from .segments import UpdateSegments
+
+log = logging.getLogger(__name__)
 
 
 class _Tx:
@@ -220,9 +223,14 @@ class SqliteStore(RowStore):
                 tx.deferred.append(lambda p=self.root / path: p.unlink(missing_ok=True))
 
     def _free_segments(self) -> None:
+        """After a commit: a segment that could not be removed is garbage, not a failed
+        commit (start-up tries again)."""
         with self._lock:
             live = {r[0] for r in self._db.execute("SELECT DISTINCT segment FROM update_segments")}
-            self._segments.remove_unreferenced(live)
+            try:
+                self._segments.remove_unreferenced(live)
+            except OSError as e:
+                log.warning("update segments not removed yet: %s", e)
 
     def _partial(self, upload_id: str) -> Path:
         return self.root / "partial" / upload_id
