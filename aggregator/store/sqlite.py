@@ -84,8 +84,10 @@ class SqliteStore(RowStore):
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
         self._remove_orphans()
-        # update bytes are rows; a data dir of before that may still hold some as files
+        # update bytes are in segments; a data dir of before may still hold some as files
         self._update_files = any(p.is_file() for p in (self.root / "updates").rglob("*"))
+        # and some as update_bytes rows (nothing adds any now: once empty, never asked)
+        self._update_rows = self._one("SELECT 1 FROM update_bytes LIMIT 1") is not None
 
     # -- connection -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -204,8 +206,10 @@ class SqliteStore(RowStore):
             if row is not None:
                 with self._lock:
                     return self._segments.read(*row)
-            row = self._one("SELECT data FROM update_bytes WHERE path = ?", (path,))
-            if row is not None:
+            row = self._update_rows and self._one(
+                "SELECT data FROM update_bytes WHERE path = ?", (path,)
+            )
+            if row:
                 return bytes(row[0])  # else a file, from a data dir of before the table
         return (self.root / path).read_bytes()
 
@@ -216,7 +220,8 @@ class SqliteStore(RowStore):
         rows = [(p,) for p in paths if _is_update(p)]
         if rows:
             tx.db.executemany("DELETE FROM update_segments WHERE path = ?", rows)
-            tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
+            if self._update_rows:
+                tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
             tx.deferred.append(self._free_segments)  # once no committed row points there
         for path in paths:  # after the commit: a crash before it leaves only orphans
             if self._update_files or not _is_update(path):
