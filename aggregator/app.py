@@ -18,12 +18,14 @@ from edge_sdk.protocol import DecodeLimits
 from edge_sdk.protocol.jsontext import JsonLimits
 
 from .app_state import (
+    CHECK_INS,
     CONFIG,
     JSON_LIMITS,
     METRICS,
     OPERATION_OF,
     PEERS,
     SERVICE,
+    CheckInBodies,
     run_service,
     service_thread,
 )
@@ -61,6 +63,7 @@ def build_app(config: ServerConfig, service: AggregatorService) -> web.Applicati
     app.on_response_prepare.append(close_unread)
     app[SERVICE], app[METRICS], app[CONFIG] = service, Metrics(), config
     app[JSON_LIMITS] = JsonLimits()  # docs/aggregator.md lists them
+    app[CHECK_INS] = CheckInBodies()
     app[OPERATION_OF] = {op.handler: op for op in reversed(OPERATIONS)}  # its first route
     app.add_routes(routes())
     app.cleanup_ctx.append(service_thread())  # first in, last out: the ticker stops before it

@@ -1,14 +1,14 @@
-"""What every handler shares: the app's typed state, the one worker thread the service
-runs on, the bounded parsing of request bodies into typed messages, and the replies the
-HTTP and in-process transports both build."""
+"""What every handler shares: the app's typed state, the one thread the service runs on
+(with the grouped commits of its writes), the bounded parsing of request bodies into
+typed messages, and the replies the HTTP and in-process transports both build."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections import OrderedDict
 from typing import Callable, TypeVar
 
 import aiohttp
@@ -18,6 +18,7 @@ from edge_sdk.protocol.errors import JsonLimitExceeded, ProtocolError
 from edge_sdk.protocol.jsontext import JsonLimits, parse_json
 from edge_sdk.protocol.messages import (
     CheckInReply,
+    CheckInRequest,
     EvaluationAssignment,
     Message,
     TrainingAssignment,
@@ -35,9 +36,6 @@ SERVICE = web.AppKey("service", AggregatorService)
 METRICS = web.AppKey("metrics", Metrics)
 CONFIG = web.AppKey("config", ServerConfig)
 PEERS = web.AppKey("peers", aiohttp.ClientSession)  # forwards calls to a task's leader
-# the one thread every service call runs on: the service's state stays serialised as if
-# it ran on the event loop, while the loop keeps answering during a slow disk or database
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 JSON_LIMITS = web.AppKey("json_limits", JsonLimits)
 OPERATION_OF = web.AppKey("operation_of", dict)  # handler -> its route (routes.OPERATIONS)
 DEVICE = web.RequestKey("device", Device)
@@ -48,118 +46,78 @@ M = TypeVar("M", bound=Message)
 
 
 async def run_service(app: web.Application, fn: Callable[..., T], *args) -> T:
-    """`fn(*args)` on the service's worker thread, returned (or raised) once what it
-    wrote is durable. Cancelling the caller does not stop a call already running there
-    (it finishes, as it would have on the loop); the CancelledError still reaches the
+    """`fn(*args)` on the service's thread, returned (or raised) once what it wrote is
+    durable. Cancelling the caller does not stop a call already running there (it
+    finishes, as it would have on the loop); the CancelledError still reaches the
     caller."""
-    loop = asyncio.get_running_loop()
-    service = app[SERVICE]
+    return await app[WORKER].call(fn, args)
 
-    def call():
+
+class ServiceWorker:
+    """The one thread every service call runs on, and durable writes without an fsync per
+    request. The loop queues calls; the thread takes every call queued, runs them one
+    after another (their writes share the store's open group), commits the group once,
+    and only then hands all their outcomes back to the loop in one wake-up: one hop per
+    call, and under load the batches, so the groups, grow by themselves (no timer).
+    Nothing is answered before the commit that made it durable. A commit that fails loses
+    its group: every call of the batch gets StoreUnavailable, and the service drops what
+    it holds in memory and reloads it from what is durable (AggregatorService.flush)."""
+
+    def __init__(self, service: AggregatorService, loop: asyncio.AbstractEventLoop):
+        self.service, self.loop = service, loop
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="edge-fl-service", daemon=True)
+        self.thread.start()
+
+    def call(self, fn: Callable[..., T], args: tuple = ()) -> asyncio.Future:
+        future = self.loop.create_future()
+        self.queue.put((fn, args, future))
+        return future
+
+    async def stop(self) -> None:
+        """Let the calls queued so far finish, then end the thread."""
+        self.queue.put(None)
+        await self.loop.run_in_executor(None, self.thread.join)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while True:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            calls = [item for item in batch if item is not None]
+            outcomes = [self._call(fn, args, future) for fn, args, future in calls]
+            if self.service.open_group() is not None:
+                try:
+                    self.service.flush()
+                except Exception:  # noqa: BLE001 - every caller of the batch gets it
+                    log.exception("a grouped commit failed: the tasks were reloaded from the store")
+                    outcomes = [(None, _lost()) for _ in calls]
+            self.loop.call_soon_threadsafe(_deliver, [c[2] for c in calls], outcomes)
+            if stop:
+                return
+
+    @staticmethod
+    def _call(fn, args, future) -> tuple:
+        if future.cancelled():  # its caller gave up before it started
+            return None, None
         try:
-            return fn(*args), None, service.open_group()
-        except BaseException as e:  # noqa: BLE001 - raised below, once its writes are durable
-            return None, e, service.open_group()
-
-    commits = app[COMMITS]
-    with commits.asking():
-        result, error, group = await loop.run_in_executor(app[EXECUTOR], call)
-        if group is not None:
-            await commits.durable(group)
-    if error is not None:
-        raise error
-    return result
+            return fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - raised on the loop, once durable
+            return None, e
 
 
-class GroupCommit:
-    """Durable writes without an fsync per request: the service thread writes the calls
-    it runs into one open group; the first caller that needs its group durable queues a
-    flush behind whatever is queued already, so everything that ran before the flush
-    commits with it (under load the groups grow by themselves, no timer). A flush that
-    fails loses its group: every caller waiting on it gets the error, and the service
-    drops what it holds in memory and reloads it from what is durable.
-
-    A lost group is remembered only while a call may still ask about it: each call
-    (`asking`) notes the last group closed when it began, since it can only run in a
-    later one; a lost group at or below every running call's note is forgotten."""
-
-    def __init__(self, app: web.Application):
-        self.app = app
-        self.committed = 0  # every group up to this number is durable, but the lost ones
-        self.closed = 0  # every group up to this number was flushed (committed or lost)
-        self.lost: set[int] = set()
-        self.waiting: dict[int, asyncio.Future] = {}
-        self.flushing = False
-        self.running: collections.Counter[int] = collections.Counter()  # calls by `closed`
-
-    @contextlib.contextmanager
-    def asking(self):
-        """Around one service call and its durable(): keeps the lost groups it could
-        have run in."""
-        floor = self.closed
-        self.running[floor] += 1
-        try:
-            yield
-        finally:
-            self.running[floor] -= 1
-            if not self.running[floor]:
-                del self.running[floor]
-            self._forget_lost()
-
-    def _forget_lost(self) -> None:
-        if self.lost:
-            floor = min(self.running, default=self.closed)
-            self.lost = {g for g in self.lost if g > floor}
-
-    async def durable(self, group: int) -> None:
-        if group in self.lost:
-            raise _lost()
-        if group <= self.committed:
-            return
-        future = self.waiting.get(group)
-        if future is None:
-            future = self.waiting[group] = asyncio.get_running_loop().create_future()
-        self._flush_soon()
-        await asyncio.shield(future)
-
-    def _flush_soon(self) -> None:
-        if self.flushing or not self.waiting:
-            return
-        self.flushing = True
-        loop = asyncio.get_running_loop()
-        loop.run_in_executor(self.app[EXECUTOR], self._flush).add_done_callback(self._flushed)
-
-    def _flush(self) -> tuple[int | None, bool]:
-        """(the group this closed or None, whether it is durable); on the service thread."""
-        service = self.app[SERVICE]
-        group = service.open_group()
-        try:
-            service.flush()
-        except Exception:  # noqa: BLE001 - the waiters get it as StoreUnavailable
-            log.exception("a grouped commit failed: the tasks were reloaded from the store")
-            return group, False
-        return group, True
-
-    def _flushed(self, done: asyncio.Future) -> None:
-        self.flushing = False
-        group, ok = done.result()
-        if group is None:  # nothing was open: every group so far is closed
-            group = max(self.waiting, default=self.committed)
-        elif not ok:
-            self.lost.add(group)
-        if ok:
-            self.committed = max(self.committed, group)
-        self.closed = max(self.closed, group)
-        for g in [g for g in self.waiting if g <= group]:
-            future = self.waiting.pop(g)
-            if future.done():
-                continue
-            if g in self.lost:
-                future.set_exception(_lost())
-            else:
-                future.set_result(None)
-        self._forget_lost()
-        self._flush_soon()
+def _deliver(futures: list[asyncio.Future], outcomes: list[tuple]) -> None:
+    for future, (result, error) in zip(futures, outcomes):
+        if future.done():  # cancelled
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _lost() -> StoreUnavailable:
@@ -168,25 +126,23 @@ def _lost() -> StoreUnavailable:
     )
 
 
-COMMITS = web.AppKey("commits", GroupCommit)
+# the one thread every service call runs on: the service's state stays serialised as if
+# it ran on the event loop, while the loop keeps answering during a slow disk or database
+WORKER = web.AppKey("worker", ServiceWorker)
 
 
 def service_thread():
-    """cleanup_ctx: the worker thread, started with the app and drained at its end, and
-    the grouped commits of the writes made on it."""
+    """cleanup_ctx: the service's thread, started with the app and drained at its end
+    (with grouped commits on while it runs)."""
 
     async def ctx(app: web.Application):
-        loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-fl-service")
-        app[EXECUTOR] = executor
-        app[COMMITS] = GroupCommit(app)
-        service = app[SERVICE]
-        await loop.run_in_executor(executor, service.group_commits, True)
+        worker = app[WORKER] = ServiceWorker(app[SERVICE], asyncio.get_running_loop())
+        await worker.call(app[SERVICE].group_commits, (True,))
         try:
             yield
         finally:
-            await loop.run_in_executor(executor, service.group_commits, False)  # flushes
-            await loop.run_in_executor(None, executor.shutdown)
+            await worker.call(app[SERVICE].group_commits, (False,))  # flushes
+            await worker.stop()
 
     return ctx
 
@@ -208,7 +164,38 @@ async def read_message(request: web.Request, kind: type[M] | None = None) -> M:
             limit="max_bytes",
             max=limits.max_bytes,
         )  # before reading it
-    return kind.from_json(parse_json(await request.read(), limits))
+    body = await request.read()
+    if kind is not CheckInRequest:
+        return kind.from_json(parse_json(body, limits))
+    return request.app[CHECK_INS].decode(body, limits)
+
+
+class CheckInBodies:
+    """The check-in bodies decoded lately, by their exact bytes. A device sends the same
+    check-in every time, and decoding it (the bounded parse, then field by field) was a
+    fair share of a check-in's time on the loop. The same bytes under the same limits
+    decode to the same message (frozen: shared by the requests that sent them), so a hit
+    skips only repeated work; a body that fails is never kept. At most `size` bodies of
+    at most `max_bytes` each (a few hundred kB in all)."""
+
+    def __init__(self, size: int = 1024, max_bytes: int = 256):
+        self.size, self.max_bytes = size, max_bytes
+        self.decoded: OrderedDict[bytes, CheckInRequest] = OrderedDict()
+
+    def decode(self, body: bytes, limits: JsonLimits) -> CheckInRequest:
+        message = self.decoded.get(body)
+        if message is not None:
+            self.decoded.move_to_end(body)
+            return message
+        message = CheckInRequest.from_json(parse_json(body, limits))
+        if len(body) <= self.max_bytes:
+            self.decoded[body] = message
+            if len(self.decoded) > self.size:
+                self.decoded.popitem(last=False)
+        return message
+
+
+CHECK_INS = web.AppKey("check_ins", CheckInBodies)
 
 
 async def answer(request: web.Request, fn: Callable[..., dict], *args) -> web.Response:

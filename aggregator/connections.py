@@ -69,15 +69,17 @@ class ConnectionGuard(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._in_request and data:
-            if not self._awaiting_headers:  # the first byte of a request
+            first = not self._awaiting_headers  # the first byte of a request
+            if first:
                 self._awaiting_headers, self._tail = True, b""
-                self._arm(self.header_timeout_s)
             # the blank line ending the headers: from here the request is the app's, however
             # long a busy event loop takes to start handling it
             if data.find(b"\r\n\r\n") >= 0 or (self._tail + data[:3]).find(b"\r\n\r\n") >= 0:
                 self._in_request, self._awaiting_headers = True, False
                 self._disarm()
             else:
+                if first:  # headers that came whole with their first byte need no timer
+                    self._arm(self.header_timeout_s)
                 self._tail = (self._tail + data[-3:])[-3:]
         self.inner.data_received(data)
 

@@ -171,6 +171,9 @@ class TaskCoordinator:
         self.phase = "selecting"
         self.round_started = now
         self.assigned: dict[str, tuple[int, float]] = {}  # device -> (version, deadline)
+        # no deadline in `assigned` is earlier (async): a tick before it has nothing to
+        # expire, so check-ins and uploads do not each walk every device in flight
+        self._earliest_deadline = -math.inf
         # (device, idempotency key) -> outcome: a key is the device's own, per task
         self.outcomes: dict[tuple[str, str], Outcome] = {}
         self.reported_devices: set[str] = set()
@@ -229,6 +232,7 @@ class TaskCoordinator:
                 self.round_started + self._sync.selection_timeout_s + self._sync.report_deadline_s
             )
         self.assigned[device_id] = (self.version, deadline)
+        self._earliest_deadline = min(self._earliest_deadline, deadline)
         self.funnel.selected += 1
         if self.settings.mode == "sync" and len(self.assigned) >= self._target():
             self.phase = "reporting"
@@ -402,11 +406,17 @@ class TaskCoordinator:
     def tick(self, now: float) -> None:
         """Advance deadlines: end selection, close or abandon a round, expire assignments."""
         if self.settings.mode == "async":
+            if now <= self._earliest_deadline:
+                return
+            earliest = math.inf
             for device, (_, deadline) in list(self.assigned.items()):
                 if now > deadline:
                     del self.assigned[device]
                     if device not in self.refused_devices:  # it reported: not dropped
                         self._drop(device, "deadline")
+                else:
+                    earliest = min(earliest, deadline)
+            self._earliest_deadline = earliest
             return
         s = self._sync
         if self.phase == "selecting" and now >= self.round_started + s.selection_timeout_s:
@@ -498,6 +508,7 @@ class TaskCoordinator:
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
+            self._earliest_deadline = -math.inf  # the next tick looks at every deadline
         target = self.settings.target
         if (
             target is not None
@@ -536,6 +547,7 @@ class TaskCoordinator:
         self._open_round(now)
         if self.settings.mode == "async":
             self.assigned = keep
+            self._earliest_deadline = -math.inf  # the next tick looks at every deadline
 
     # -- persistence ------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -560,6 +572,7 @@ class TaskCoordinator:
         self.round_id, self.phase = snap["round_id"], snap["phase"]
         self.round_started = snap["round_started"]
         self.assigned = {d: (int(v[0]), float(v[1])) for d, v in snap["assigned"].items()}
+        self._earliest_deadline = -math.inf
         self.funnel = Funnel.from_json(snap["funnel"])
         # absent from older snapshots
         self.dropped_devices = {d: int(r) for d, r in snap.get("dropped_devices", {}).items()}

@@ -175,7 +175,7 @@ class AggregatorService:
         """One process owns the store (SQLite): no call is ever forwarded."""
         return not self.store.shared
 
-    # -- durable writes: grouped commits (app_state.GroupCommit) ----------------------------
+    # -- durable writes: grouped commits (app_state.ServiceWorker) -------------------------
     def group_commits(self, on: bool) -> None:
         self.store.group_commits(on)
 

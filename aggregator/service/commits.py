@@ -32,7 +32,8 @@ class Commits:
         if any(e["event"] == "round_abandoned" for e in events):
             self.store.drop_pending(task.record.task_id)
         if not self.maybe_commit(task):
-            self.store.save_snapshot(task.record.task_id, task.coordinator.snapshot())
+            # taken at the group's commit (a grouping store), not at every call
+            self.store.save_snapshot(task.record.task_id, task.coordinator.snapshot)
         self.flush_events(task)
 
     def maybe_commit(self, task: LedTask) -> bool:

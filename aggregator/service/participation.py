@@ -152,7 +152,7 @@ class Participation:
                     ),
                     data,
                     meta.metrics,
-                    c.snapshot(),
+                    c.snapshot,  # taken at the group's commit
                     now,
                 )
             except AlreadyAggregated:  # the store, not this process's memory, decides

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol, Union
 
 # Where a write may be cut short (crash tests make the process exit there, as kill -9):
 # after an update's bytes are written and before its row commits; after a new model's
@@ -18,6 +18,12 @@ CRASH_POINTS = (
     "snapshot_saved",
     "group_written",
 )
+
+
+Snapshot = Union[dict, Callable[[], dict]]
+"""A coordinator's state to store: the plain data, or the function that takes it (e.g.
+`coordinator.snapshot`), which a grouping store calls only at the group's commit, once,
+for the newest state of the group, instead of at every call."""
 
 
 class AlreadyAggregated(KeyError):
@@ -92,7 +98,7 @@ class Store(Protocol):
     # coordinator state
     def snapshot(self, task_id: str) -> dict | None: ...
     def optimizer_state(self, task_id: str) -> dict: ...
-    def save_snapshot(self, task_id: str, snapshot: dict) -> None: ...
+    def save_snapshot(self, task_id: str, snapshot: Snapshot) -> None: ...
 
     # updates and versions
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None: ...
@@ -102,7 +108,7 @@ class Store(Protocol):
         update: PendingUpdate,
         data: bytes,
         metrics: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         now: float,
     ) -> None: ...
     def pending_updates(self, task_id: str) -> list[PendingUpdate]: ...
@@ -114,7 +120,7 @@ class Store(Protocol):
         version: int,
         model_bytes: bytes,
         optimizer_state: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         metrics: dict,
         now: float,
     ) -> None: ...

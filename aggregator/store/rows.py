@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .interface import AlreadyAggregated, Device, PendingUpdate, TaskRecord
+from .interface import AlreadyAggregated, Device, PendingUpdate, Snapshot, TaskRecord
 
 # {real}: a double; {blob}: bytes; {serial}: an auto-increasing integer key
 SCHEMA = """
@@ -162,7 +162,7 @@ class RowStore:
             action()
 
     def _stage_snapshot(
-        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+        self, tx, task_id: str, snapshot: Snapshot, state_path: str | None = None
     ) -> None:
         """The task's coordinator snapshot, written in `tx` (a grouping backend may write
         only the newest of a group, at its commit)."""
@@ -255,7 +255,7 @@ class RowStore:
         with np.load(io.BytesIO(self._read_blob(row[0])), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
 
-    def save_snapshot(self, task_id: str, snapshot: dict) -> None:
+    def save_snapshot(self, task_id: str, snapshot: Snapshot) -> None:
         with self._writing(task_id) as tx:
             self._stage_snapshot(tx, task_id, snapshot)
         self._crash("snapshot_saved")
@@ -264,18 +264,14 @@ class RowStore:
     def seen_update(self, task_id: str, device_id: str, key: str) -> int | None:
         """The version the device's update under `key` went into (-1: pending; None:
         never seen)."""
+        # one statement (asked at every upload): a version in the ledger outranks -1
         row = self._one(
-            "SELECT version FROM ledger WHERE task_id = ? AND idempotency_key = ? "
-            "AND device_id IN (?, ?)",
-            (task_id, key, device_id, _LEGACY),
+            "SELECT MAX(v) FROM (SELECT version AS v FROM ledger WHERE task_id = ? AND "
+            "idempotency_key = ? AND device_id IN (?, ?) UNION ALL SELECT -1 FROM updates "
+            "WHERE task_id = ? AND device_id = ? AND idempotency_key = ?) AS seen",
+            (task_id, key, device_id, _LEGACY, task_id, device_id, key),
         )
-        if row is not None:
-            return int(row[0])
-        row = self._one(
-            "SELECT 1 FROM updates WHERE task_id = ? AND device_id = ? AND idempotency_key = ?",
-            (task_id, device_id, key),
-        )
-        return -1 if row is not None else None
+        return None if row is None or row[0] is None else int(row[0])
 
     def save_update(
         self,
@@ -283,20 +279,19 @@ class RowStore:
         update: PendingUpdate,
         data: bytes,
         metrics: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         now: float,
     ) -> None:
         """Durable before it returns: the raw bytes, the row, and the coordinator state.
         (task, device, key) is unique across pending updates and the ledger: a second
-        insert fails."""
+        insert fails (AlreadyAggregated), and its transaction, its bytes' row with it, is
+        undone. Callers ask `seen_update` first, so that is the rare race, not the rule."""
         import hashlib
 
         digest = hashlib.sha256(
             f"{update.device_id}|{update.idempotency_key}".encode()
         ).hexdigest()[:32]
         rel = f"updates/{task_id}/{digest}.eflu"
-        if self.seen_update(task_id, update.device_id, update.idempotency_key) is not None:
-            raise AlreadyAggregated(update.idempotency_key)  # before any byte is written
         with self._writing(task_id) as tx:
             self._put_blob(tx, rel, data)
             self._crash("update_file_written")
@@ -351,7 +346,7 @@ class RowStore:
         version: int,
         model_bytes: bytes,
         optimizer_state: dict,
-        snapshot: dict,
+        snapshot: Snapshot,
         metrics: dict,
         now: float,
     ) -> None:
@@ -553,7 +548,9 @@ def _upload_dict(row: tuple) -> dict:
     )
 
 
-def write_snapshot(tx, task_id: str, snapshot: dict, state_path: str | None = None) -> None:
+def write_snapshot(tx, task_id: str, snapshot: Snapshot, state_path: str | None = None) -> None:
+    if callable(snapshot):
+        snapshot = snapshot()
     tx.execute(
         "INSERT INTO coordinators (task_id, snapshot) VALUES (?, ?) ON CONFLICT (task_id) "
         "DO UPDATE SET snapshot = excluded.snapshot",

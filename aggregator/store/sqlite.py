@@ -1,11 +1,12 @@
 """The default store: embedded SQLite (WAL, synchronous=FULL) plus files under a data dir.
 
 Files hold the large bytes that are written rarely (model versions in the wire format,
-server optimizer state, partial uploads); SQLite holds everything else, the paths, and
-the raw accepted updates (written at every upload: in the database, one fsync covers
-them all), changed only inside transactions. A file is written to a temporary name,
-fsynced and renamed before the transaction that refers to it commits, so after `kill -9`
-at any point every row points at a whole file; files no row points at are removed at
+server optimizer state, partial uploads), each written to a temporary name, fsynced and
+renamed before the transaction that refers to it commits; the raw accepted updates
+(written at every upload) are appended to segment files (segments.py), fsynced before
+every commit, one fsync for all of a group's. SQLite holds everything else, the paths
+and where each update's bytes are, changed only inside transactions. After `kill -9` at
+any point every row points at whole bytes; files no row points at are removed at
 start-up. One process owns a data dir and leads every task.
 
 Grouped commits (`group_commits(True)`, what `edge-fl serve` runs): the writes of many
@@ -18,13 +19,18 @@ that made it durable (the app waits for it), so a crash loses only unacknowledge
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
 from pathlib import Path
 
 from ..errors import StoreUnavailable
+from .interface import Snapshot
 from .rows import SCHEMA, RowStore, migrate, write_snapshot
+from .segments import UpdateSegments
+
+log = logging.getLogger(__name__)
 
 
 class _Tx:
@@ -58,23 +64,30 @@ class SqliteStore(RowStore):
         self._db.executescript(
             SCHEMA.format(real="REAL", blob="BLOB", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
         )
+        # where each update's bytes are (segments.py); update_bytes: where a data dir of
+        # before the segments held them (read, and freed with their updates)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS update_segments (path TEXT PRIMARY KEY, "
+            "segment TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL)"
+        )
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS update_bytes (path TEXT PRIMARY KEY, data BLOB NOT NULL)"
         )
+        self._segments = UpdateSegments(self.root)
         self._grouping = False
         self._group: int | None = None  # the open group's number
         self._groups = 0
-        self._group_snapshots: dict[str, dict] = {}  # task -> newest snapshot of the group
+        # task -> newest snapshot of the group (or what takes it, at the commit)
+        self._group_snapshots: dict[str, Snapshot] = {}
         self._group_after: list = []  # what waits for the group's commit
-        # update_bytes rows no update refers to any more (their version is durable):
-        # freed a few per grouped commit, not all in the commit of the version
-        self._unreferenced: list[str] = []
         with self._transaction() as tx:
             migrate(tx, self._columns, "REAL")
         self._led: set[str] = set()
         self._remove_orphans()
-        # update bytes are rows; a data dir of before that may still hold some as files
+        # update bytes are in segments; a data dir of before may still hold some as files
         self._update_files = any(p.is_file() for p in (self.root / "updates").rglob("*"))
+        # and some as update_bytes rows (nothing adds any now: once empty, never asked)
+        self._update_rows = self._one("SELECT 1 FROM update_bytes LIMIT 1") is not None
 
     # -- connection -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -84,6 +97,7 @@ class SqliteStore(RowStore):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield _Tx(self._db)
+                    self._segments.sync()  # the update bytes its rows point at
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -113,7 +127,7 @@ class SqliteStore(RowStore):
         super()._after_commit(actions)
 
     def _stage_snapshot(
-        self, tx, task_id: str, snapshot: dict, state_path: str | None = None
+        self, tx, task_id: str, snapshot: Snapshot, state_path: str | None = None
     ) -> None:
         if self._group is not None and state_path is None:
             self._group_snapshots[task_id] = snapshot
@@ -139,20 +153,18 @@ class SqliteStore(RowStore):
             snapshots, self._group_snapshots = self._group_snapshots, {}
             after, self._group_after = self._group_after, []
             self._group = None
-            freed = self._unreferenced[:FREED_PER_GROUP]
             try:
                 if not self._db.in_transaction:
                     raise _group_lost()
                 for task_id, snapshot in snapshots.items():
                     write_snapshot(self._db, task_id, snapshot)
-                self._db.executemany("DELETE FROM update_bytes WHERE path = ?", freed)
+                self._segments.sync()  # the update bytes the group's rows point at
                 self._crash("group_written")
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            del self._unreferenced[: len(freed)]
         for action in after:
             action()
         return group
@@ -175,17 +187,29 @@ class SqliteStore(RowStore):
     def leader_url(self, task_id: str) -> str | None:
         return None
 
-    # -- blobs are files, an update's bytes a row ---------------------------------------------
+    # -- blobs are files, an update's bytes a stretch of a segment --------------------------
     def _put_blob(self, tx, path: str, data: bytes) -> None:
-        if _in_database(path):
-            tx.execute("INSERT OR REPLACE INTO update_bytes VALUES (?, ?)", (path, data))
+        if _is_update(path):
+            segment, offset = self._segments.append(path.split("/")[1], data)
+            tx.execute(
+                "INSERT OR REPLACE INTO update_segments VALUES (?, ?, ?, ?)",
+                (path, segment, offset, len(data)),
+            )
         else:
             _write_durably(self.root / path, data)
 
     def _read_blob(self, path: str) -> bytes:
-        if _in_database(path):
-            row = self._one("SELECT data FROM update_bytes WHERE path = ?", (path,))
+        if _is_update(path):
+            row = self._one(
+                "SELECT segment, offset, length FROM update_segments WHERE path = ?", (path,)
+            )
             if row is not None:
+                with self._lock:
+                    return self._segments.read(*row)
+            row = self._update_rows and self._one(
+                "SELECT data FROM update_bytes WHERE path = ?", (path,)
+            )
+            if row:
                 return bytes(row[0])  # else a file, from a data dir of before the table
         return (self.root / path).read_bytes()
 
@@ -193,17 +217,25 @@ class SqliteStore(RowStore):
         return self.root / path
 
     def _drop_blobs(self, tx, paths: list[str]) -> None:
-        rows = [(p,) for p in paths if _in_database(p)]
-        if rows and self._group is not None:
-            # a version's updates (~150 kB each) freed in its commit would stall every
-            # call behind it; once it is durable, the next groups free them a few at a
-            # time (a crash before leaves rows no update refers to: start-up frees them)
-            tx.deferred.append(lambda: self._unreferenced.extend(rows))
-        elif rows:
-            tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
+        rows = [(p,) for p in paths if _is_update(p)]
+        if rows:
+            tx.db.executemany("DELETE FROM update_segments WHERE path = ?", rows)
+            if self._update_rows:
+                tx.db.executemany("DELETE FROM update_bytes WHERE path = ?", rows)
+            tx.deferred.append(self._free_segments)  # once no committed row points there
         for path in paths:  # after the commit: a crash before it leaves only orphans
-            if self._update_files or not _in_database(path):
+            if self._update_files or not _is_update(path):
                 tx.deferred.append(lambda p=self.root / path: p.unlink(missing_ok=True))
+
+    def _free_segments(self) -> None:
+        """After a commit: a segment that could not be removed is garbage, not a failed
+        commit (start-up tries again)."""
+        with self._lock:
+            live = {r[0] for r in self._db.execute("SELECT DISTINCT segment FROM update_segments")}
+            try:
+                self._segments.remove_unreferenced(live)
+            except OSError as e:
+                log.warning("update segments not removed yet: %s", e)
 
     def _partial(self, upload_id: str) -> Path:
         return self.root / "partial" / upload_id
@@ -228,7 +260,9 @@ class SqliteStore(RowStore):
 
     def _remove_orphans(self) -> None:
         with self._transaction() as tx:  # update bytes whose update left (see _drop_blobs)
-            tx.execute("DELETE FROM update_bytes WHERE path NOT IN (SELECT path FROM updates)")
+            for table in ("update_segments", "update_bytes"):
+                tx.execute(f"DELETE FROM {table} WHERE path NOT IN (SELECT path FROM updates)")
+        self._free_segments()
         referenced = {r[0] for r in self._query("SELECT path FROM models")}
         referenced |= {r[0] for r in self._query("SELECT path FROM updates")}
         referenced |= {
@@ -253,11 +287,7 @@ class SqliteStore(RowStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-FREED_PER_GROUP = 64
-"""How many unreferenced update_bytes rows a grouped commit frees at most: more than a
-group usually adds, so they never pile up under load."""
+            self._segments.close()
 
 
 def _group_lost() -> StoreUnavailable:
@@ -266,7 +296,7 @@ def _group_lost() -> StoreUnavailable:
     )
 
 
-def _in_database(path: str) -> bool:
+def _is_update(path: str) -> bool:
     return path.startswith("updates/")
 
 

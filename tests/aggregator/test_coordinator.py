@@ -301,3 +301,22 @@ def test_a_refused_version_puts_adaptive_clipping_back():
     assert c.stage.clip_norm < 1.0
     c.refuse_version("aggregate_not_finite", 2.0)
     assert c.stage.clip_norm == 1.0 and c.snapshot()["stages"] == [{"clip_norm": 1.0}]
+
+
+def test_async_assignments_expire_at_their_deadlines_between_and_after_quiet_ticks():
+    c = _coordinator("async", async_={"concurrency": 10, "report_deadline_s": 10.0})
+    assert isinstance(c.check_in("a", 0.0), Assignment)  # due at 10
+    c.tick(5.0)  # nothing due yet
+    assert isinstance(c.check_in("b", 6.0), Assignment)  # due at 16
+    c.tick(9.0)
+    assert set(c.assigned) == {"a", "b"}
+    c.tick(11.0)
+    assert set(c.assigned) == {"b"} and c.funnel.dropped["deadline"] == 1
+    restored = _coordinator("async", async_={"concurrency": 10, "report_deadline_s": 10.0})
+    restored.restore(c.snapshot())  # a restored coordinator looks at every deadline
+    restored.tick(17.0)
+    c.tick(17.0)
+    assert c.assigned == {} == restored.assigned
+    with pytest.raises(RoundClosed):  # an upload after its deadline, with no tick between
+        c.check_in("c", 20.0)
+        c.admit(_meta("c", 0), 31.0)

@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 
 from aggregator.app import ServerConfig, build_app, make_service
-from aggregator.app_state import COMMITS
 from aggregator.connections import serve
-from aggregator.errors import StoreUnavailable
 from edge_sdk.clock import FakeClock
 from edge_sdk.errors import TransportError
 from edge_sdk.transport import RetryPolicy, ServerRejected, Transport
@@ -110,7 +108,7 @@ def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
 
 @contextlib.asynccontextmanager
 async def _served(tmp_path, bundle):
-    """server_with_task's server, with its app at hand (its GroupCommit is looked at)."""
+    """server_with_task's server whose store's commits can be made to fail."""
     # no ticks: a failing commit is then always a request's own
     cfg = ServerConfig(str(tmp_path / "data"), ADMIN, {"keyboard": SECRET}, tick_interval_s=1e6)
     clock = FakeClock()
@@ -123,7 +121,7 @@ async def _served(tmp_path, bundle):
         async with serve(app, cfg, sock), aiohttp.ClientSession() as session:
             status, doc = await create_task(session, url, bundle, SYNC)
             assert status == 201, doc
-            yield Env(url, service, session, clock, bundle, tmp_path), app[COMMITS]
+            yield Env(url, service, session, clock, bundle, tmp_path)
     finally:
         service.store.close()
 
@@ -140,9 +138,9 @@ def _fail_next_commits(store) -> list:
     return failing
 
 
-def test_lost_groups_are_forgotten_once_no_call_can_ask_about_them(bundle, tmp_path):
+def test_failed_commits_answer_503_and_retries_are_counted_once(bundle, tmp_path):
     async def scenario():
-        async with _served(tmp_path, bundle) as (env, commits):
+        async with _served(tmp_path, bundle) as env:
             failing = _fail_next_commits(env.service.store)
             phones = [await env.enroll(i) for i in range(8)]
             for phone in phones:
@@ -156,35 +154,14 @@ def test_lost_groups_are_forgotten_once_no_call_can_ask_about_them(bundle, tmp_p
             acknowledged = {f"k{i}" for i, a in enumerate(answers) if a == "accepted"}
             assert set(answers) <= {"accepted", "503"} and "503" in answers
             assert set(_committed_keys(tmp_path)) == acknowledged
-            assert commits.lost == set()  # no call is left that ran in the lost group
-            # every later failure is forgotten too: the set does not grow
+            # every later failure: that upload alone is refused, and its retry counted
             for i, (phone, update) in enumerate(zip(phones, updates)):
                 if f"k{i}" in acknowledged:
                     continue
                 failing.append(True)
                 assert await _upload_once(env, phone, update) == "503"
-                assert commits.lost == set()
                 assert await _upload_once(env, phone, update) == "accepted"
             assert _committed_keys(tmp_path) == sorted(f"k{i}" for i in range(8))
-
-    asyncio.run(scenario())
-
-
-def test_a_lost_group_is_kept_while_a_call_that_began_before_it_is_running(bundle, tmp_path):
-    async def scenario():
-        async with _served(tmp_path, bundle) as (env, commits):
-            failing = _fail_next_commits(env.service.store)
-            phone = await env.enroll(0)
-            await phone.transport.check_in("kb")
-            update = _update(bundle, phone, "k0")
-            with commits.asking():  # a call begun before the failure, not yet answered
-                failing.append(True)
-                assert await _upload_once(env, phone, update) == "503"
-                (lost,) = commits.lost
-                with pytest.raises(StoreUnavailable):  # it may still ask, and is told
-                    await commits.durable(lost)
-            assert commits.lost == set()
-            assert await _upload_once(env, phone, update) == "accepted"
 
     asyncio.run(scenario())
 

@@ -68,7 +68,7 @@ def test_one_key_in_two_tasks_is_two_updates_and_leaves_no_orphan(bundle, tmp_pa
                 )
                 assert answer["status"] == "accepted"
             referenced = {r[0] for r in _rows(env.service, "SELECT path FROM updates")}
-            stored = {r[0] for r in _rows(env.service, "SELECT path FROM update_bytes")}
+            stored = {r[0] for r in _rows(env.service, "SELECT path FROM update_segments")}
             stored |= {
                 str(p.relative_to(tmp_path / "data"))
                 for p in (tmp_path / "data" / "updates").rglob("*")

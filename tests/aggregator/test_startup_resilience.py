@@ -214,12 +214,15 @@ def _model_missing(root, task):
 
 
 def _update_garbage(root, task):
-    with sqlite3.connect(root / "aggregator.db") as db:  # update bytes are rows
-        cut = db.execute(
-            "UPDATE update_bytes SET data = substr(data, 1, 50) WHERE path LIKE ?",
+    with sqlite3.connect(root / "aggregator.db") as db:  # where the update's bytes are
+        (segment, offset, length), *more = db.execute(
+            "SELECT segment, offset, length FROM update_segments WHERE path LIKE ?",
             (f"updates/{task}/%",),
-        ).rowcount
-    assert cut == 1
+        ).fetchall()
+    assert not more
+    with open(root / "segments" / segment, "r+b") as f:  # all but its first 50 bytes zeroed
+        f.seek(offset + 50)
+        f.write(b"\0" * (length - 50))
 
 
 def _one_update_to_bad(service: AggregatorService, bundle: Bundle) -> tuple[Device, bytes, dict]:

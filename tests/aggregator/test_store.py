@@ -139,7 +139,7 @@ def test_a_write_cut_short_is_whole_or_absent_after_reopening(tmp_path, store_ur
             for r in store._query(
                 "SELECT path FROM models UNION SELECT path FROM updates UNION "
                 "SELECT optimizer_state FROM coordinators WHERE optimizer_state IS NOT NULL "
-                "EXCEPT SELECT path FROM update_bytes"
+                "EXCEPT SELECT path FROM update_segments"
             )
         }
     store.close()
@@ -171,6 +171,31 @@ def test_grouped_writes_are_durable_at_the_flush_and_only_then(tmp_path, store_u
     store.close()
 
 
+def test_a_snapshot_given_as_a_function_is_taken_once_at_the_commit(tmp_path, store_url):
+    store = _with_task(tmp_path, store_url)
+    store.group_commits(True)
+    state, taken = {"round_id": 1, "n": 0}, []
+
+    def snapshot() -> dict:
+        taken.append(dict(state))
+        return dict(state)
+
+    for i in range(3):
+        state["n"] = i + 1
+        store.save_update("kb", _update(f"k{i}"), b"u%d" % i, {}, snapshot, 2.0)
+    state["n"] = 9  # what the coordinator holds when the group commits
+    store.flush()
+    if store_url is None:  # SQLite groups: once, the newest state
+        assert taken == [{"round_id": 1, "n": 9}]
+    else:  # PostgreSQL commits each write alone: at each call
+        assert [t["n"] for t in taken] == [1, 2, 3]
+    store.group_commits(False)
+    store.close()
+    store = _store(tmp_path, store_url)
+    assert store.snapshot("kb") == taken[-1]
+    store.close()
+
+
 def test_a_group_cut_short_before_its_commit_is_absent_after_reopening(tmp_path, store_url):
     if store_url is not None:
         pytest.skip("PostgreSQL commits every write alone (it does not group)")
@@ -190,36 +215,76 @@ def test_a_group_cut_short_before_its_commit_is_absent_after_reopening(tmp_path,
     store.close()
 
 
-def _update_byte_rows(store) -> set[str]:
-    return {r[0] for r in store._query("SELECT path FROM update_bytes")}
+def _segment_files(tmp_path) -> set[str]:
+    root = tmp_path / "data" / "segments"
+    return {str(p.relative_to(root)) for p in root.glob("*/*.seg")}
 
 
-def test_a_grouped_versions_update_bytes_are_freed_by_later_groups_or_at_start_up(
-    tmp_path, store_url
+def _segment_rows(store) -> dict[str, str]:
+    return dict(store._query("SELECT path, segment FROM update_segments"))
+
+
+def test_update_bytes_live_in_segments_removed_once_no_row_points_into_them(
+    tmp_path, store_url, monkeypatch
 ):
     if store_url is not None:
-        pytest.skip("PostgreSQL commits every write alone (it does not group)")
+        pytest.skip("PostgreSQL keeps update bytes as rows")
+    from aggregator.store import segments
+
+    monkeypatch.setattr(segments, "SEGMENT_BYTES", 6)  # a segment is full after two updates
     store = _with_task(tmp_path, store_url)
     store.group_commits(True)
     for i in range(3):
         store.save_update("kb", _update(f"k{i}"), b"u%d" % i, {}, {"round_id": 1}, 2.0)
     store.flush()
-    held = _update_byte_rows(store)
-    assert len(held) == 3
+    rows = _segment_rows(store)
+    assert len(rows) == 3 and len(set(rows.values())) == 1  # one group, one segment
+    assert store._query("SELECT COUNT(*) FROM update_bytes") == [(0,)]
+    first = set(rows.values())
+    assert _segment_files(tmp_path) == first  # closed: it holds more than SEGMENT_BYTES
+    store.save_update("kb", _update("k3"), b"u3", {}, {"round_id": 1}, 2.5)
+    store.flush()
+    (second,) = _segment_files(tmp_path) - first  # the open one, not full yet
+    assert [store.update_bytes(u) for u in store.pending_updates("kb")] == [
+        b"u0",
+        b"u1",
+        b"u2",
+        b"u3",
+    ]
     store.commit_version("kb", 1, b"model v1", {"m": np.ones(2)}, {"round_id": 2}, {}, 3.0)
-    store.flush()  # the version is durable; its updates' bytes are not freed in its commit
-    assert _update_byte_rows(store) == held and store.pending_updates("kb") == []
+    store.flush()  # no row points into either: the closed one is gone, the open one stays
+    assert _segment_rows(store) == {} and _segment_files(tmp_path) == {second}
     store.save_update("kb", _update("k9", round_id=2), b"next", {}, {"round_id": 2}, 4.0)
-    store.flush()  # the next group frees them
-    assert _update_byte_rows(store) == {u.path for u in store.pending_updates("kb")}
-    # a version whose bytes no group freed before the process stopped: start-up frees them
-    store.commit_version("kb", 2, b"model v2", {"m": np.ones(2)}, {"round_id": 3}, {}, 5.0)
-    store.group_commits(False)
-    assert len(_update_byte_rows(store)) == 1
+    store.flush()  # appended to the open one, which is full now
+    assert _segment_rows(store) == {u.path: second for u in store.pending_updates("kb")}
+    # bytes appended (to a new segment) by a group that never committed
+    store.save_update("kb", _update("k10", round_id=2), b"lost", {}, {"round_id": 2}, 5.0)
+    store._segments.sync()
+    assert len(_segment_files(tmp_path)) == 2
+    store.close()  # without the flush: the group is lost, as in a crash
+    store = _store(tmp_path, store_url)
+    assert [u.idempotency_key for u in store.pending_updates("kb")] == ["k9"]
+    assert store.update_bytes(store.pending_updates("kb")[0]) == b"next"
+    assert _segment_files(tmp_path) == {second}  # start-up removed the one no row points at
+    store.drop_pending("kb")
+    assert _segment_files(tmp_path) == set()
+    store.close()
+
+
+def test_update_bytes_of_a_data_dir_of_before_the_segments_are_read_and_freed(tmp_path, store_url):
+    if store_url is not None:
+        pytest.skip("PostgreSQL keeps update bytes as rows")
+    store = _with_task(tmp_path, store_url)
+    store.save_update("kb", _update("k1"), b"old", {}, {"round_id": 1}, 2.0)
+    with store._transaction() as tx:  # where the bytes were before segments
+        (path,) = tx.execute("SELECT path FROM updates").fetchone()
+        tx.execute("DELETE FROM update_segments")
+        tx.execute("INSERT INTO update_bytes VALUES (?, ?)", (path, b"old"))
     store.close()
     store = _store(tmp_path, store_url)
-    assert _update_byte_rows(store) == set() and store.latest_model("kb")[0] == 2
-    assert store.seen_update("kb", "dev-1", "k9") == 2  # in the ledger, bytes gone
+    assert store.update_bytes(store.pending_updates("kb")[0]) == b"old"
+    store.drop_pending("kb")
+    assert store._query("SELECT COUNT(*) FROM update_bytes") == [(0,)]
     store.close()
 
 
