@@ -50,14 +50,17 @@ def _positive(check: Checks, settings, *names: str) -> None:
         _finite_and(check, settings, name, lambda v: v > 0, "must be a finite number > 0")
 
 
-def _at_least(check: Checks, settings, minimum: int, *names: str) -> None:
+def _at_least(check: Checks, settings, minimum: int, *names: str) -> bool:
+    """Whether every one of `names` is an integer >= minimum (each that is not refused)."""
+    fine = True
     for name in names:
         value = getattr(settings, name)
-        check.require(
+        fine &= check.require(
             isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
             name,
             f"must be an integer >= {minimum}, got {value!r}",
         )
+    return fine
 
 
 class _Settings:
