@@ -150,6 +150,8 @@ def _conv_input_grad_stride1(ctx, dy, w, w_shape, dilation, groups, spatial, pad
         wt = g.op("Transpose", wt, perm=[0, 2, 1] + list(range(3, 3 + n)))
         wt = g.op("Reshape", wt, g.ints(int(groups) * cig, cog, *spatial))
     big = 2**62
+    if all(k == 1 for k in spatial):  # a 1 x 1 kernel is its own mirror image
+        return g.op("Conv", dy, wt, group=int(groups), kernel_shape=list(spatial))
     wt = g.op(
         "Slice",
         wt,
@@ -413,11 +415,16 @@ def _count(g, x, dtype):
 
 def _affine(g, x, invstd, mean, w, b, rank):
     """x * alpha + beta with alpha = invstd * w, beta = b - mean * alpha (float32, per
-    channel), PyTorch's CPU kernel's order; invstd, mean [C]."""
+    channel), PyTorch's CPU kernel's order; invstd, mean [C].
+
+    One pass: ONNX's BatchNormalization with mean 0, variance 0 and epsilon 1 computes
+    x * (alpha / sqrt(0 + 1)) + (beta - 0 * alpha) = x * alpha + beta, the same two
+    roundings as Mul then Add (bit for bit on ONNX Runtime, tested), in half the time."""
     alpha = invstd if w is None else g.op("Mul", invstd, w)
     shift = g.op("Mul", mean, alpha)
     beta = g.op("Neg", shift) if b is None else g.op("Sub", b, shift)
-    return g.op("Add", g.op("Mul", x, _channel(g, alpha, rank)), _channel(g, beta, rank))
+    zero = g.op("Mul", alpha, g.const(0.0))  # [C] zeros: BatchNormalization's shapes
+    return g.op("BatchNormalization", x, alpha, beta, zero, zero, epsilon=1.0)
 
 
 _F32, _F64 = 1, 11
