@@ -1,5 +1,6 @@
 """Forms the compiler picks for speed compute what the slower forms did: BatchNorm's affine
-as one BatchNormalization node is bit for bit x * alpha + beta, and the cross-entropy
+as one BatchNormalization node is bit for bit x * alpha + beta, embedding rows added by
+ScatterElements take their additions in order like ScatterND, and the cross-entropy
 gradient's scatter keeps a named row dimension so ONNX Runtime can run it in place."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from model_zoo.compiler.aten.nn import _affine
+from model_zoo.compiler.gradients import add_rows
 from model_zoo.compiler.graph import GraphBuilder
 from model_zoo.zoo import build_bundle
 
@@ -48,6 +50,28 @@ def test_batchnorm_affine_node_equals_mul_then_add_bit_for_bit(shape):
     assert np.array_equal(y, expected)
 
 
+@pytest.mark.parametrize("rank", [2, 3])
+def test_rows_added_in_order_with_repeated_ids(rank):
+    """Repeated ids add up in the order of the rows, as np.add.at and ScatterND do, bit
+    for bit (float32 sums depend on the order)."""
+    rng = np.random.default_rng(1)
+    rest = [5] if rank == 2 else [3, 4]
+    g = GraphBuilder()
+    total = g.add_input("total", "float32", [7, *rest])
+    ids = g.add_input("ids", "int64", ["k", 1])
+    updates = g.add_input("updates", "float32", ["k", *rest])
+    g.add_output(g.identity(add_rows(g, total, ids, updates, rank), "y"), "float32")
+    feeds = {
+        "total": rng.standard_normal((7, *rest)).astype(np.float32),
+        "ids": np.array([[3], [0], [3], [6], [3], [0]], np.int64),
+        "updates": (rng.standard_normal((6, *rest)) * 1e3).astype(np.float32),
+    }
+    (y,) = _run(g.to_model("rows"), feeds)
+    expected = feeds["total"].copy()
+    np.add.at(expected, feeds["ids"][:, 0], feeds["updates"])
+    assert np.array_equal(y, expected)
+
+
 def test_cross_entropy_scatter_input_has_a_named_row_dimension(tmp_path):
     """[B, T, C] logits are flattened with a Reshape to [-1, C]: without a name for the
     rows, ONNX Runtime cannot prove the scatter's input and output the same size and
@@ -55,7 +79,11 @@ def test_cross_entropy_scatter_input_has_a_named_row_dimension(tmp_path):
     for name in ("keyboard_cifg_tiny", "keyboard_transformer_tiny"):
         graph = onnx.load(build_bundle(name, tmp_path / name) / "train_step.onnx").graph
         hints = {v.name: v.type.tensor_type.shape for v in graph.value_info}
-        scatters = [n for n in graph.node if n.op_type == "ScatterElements"]
+        scatters = [  # the target column into the probabilities (embedding rows: axis 0)
+            n
+            for n in graph.node
+            if n.op_type == "ScatterElements" and onnx.helper.get_node_attr_value(n, "axis") == 1
+        ]
         assert scatters, name
         for node in scatters:
             dims = hints[node.input[0]].dim
