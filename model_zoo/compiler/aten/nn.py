@@ -453,7 +453,8 @@ def _affine(g, x, invstd, mean, w, b, rank):
 
     One pass: ONNX's BatchNormalization with mean 0, variance 0 and epsilon 1 computes
     x * (alpha / sqrt(0 + 1)) + (beta - 0 * alpha) = x * alpha + beta, the same two
-    roundings as Mul then Add (bit for bit on ONNX Runtime, tested), in half the time."""
+    roundings as Mul then Add (bit for bit on ONNX Runtime, test_speed_forms.py), in
+    one pass over x instead of two."""
     alpha = invstd if w is None else g.op("Mul", invstd, w)
     shift = g.op("Mul", mean, alpha)
     beta = g.op("Neg", shift) if b is None else g.op("Sub", b, shift)
