@@ -138,7 +138,8 @@ class GraphBuilder:
         place instead of a copy of its data) only when it can prove the two have the
         same shape. A Reshape to -1 leaves a dimension unknown, and an unknown dimension
         equals no other, so [B, T, C] logits flattened to [-1, C] lost that; a symbol
-        naming the dimension restores it."""
+        naming the dimension restores it. A symbol claims equal sizes wherever it
+        appears: give each independent dimension its own (`fresh`)."""
         self._hints[name] = (dtype, shape)
         return name
 

@@ -87,5 +87,5 @@ def test_cross_entropy_scatter_input_has_a_named_row_dimension(tmp_path):
         assert scatters, name
         for node in scatters:
             dims = hints[node.input[0]].dim
-            assert dims[0].dim_param == "logit_rows", name
+            assert dims[0].dim_param.startswith("logit_rows"), name
             assert dims[1].dim_value > 0, name
