@@ -54,7 +54,19 @@ class SparseRows:
 
     def dense(self, g: GraphBuilder) -> str:
         zeros = g.op("ConstantOfShape", g.ints(*self.shape))
-        return g.op("ScatterND", zeros, self.ids, self.updates, reduction="add")
+        return add_rows(g, zeros, self.ids, self.updates, len(self.shape))
+
+
+def add_rows(g: GraphBuilder, total: str, ids: str, updates: str, rank: int) -> str:
+    """total with updates [K, *rest] added at rows ids int64 [K, 1], in order.
+
+    For rank 2, ScatterElements with the ids repeated along the row: ONNX Runtime runs it
+    in place on `total`, where ScatterND copies `total` first (docs/compiler.md, factored
+    gradients); each element takes its additions in the same order."""
+    if rank != 2:
+        return g.op("ScatterND", total, ids, updates, reduction="add")
+    ids = g.op("Expand", ids, g.op("Shape", updates))
+    return g.op("ScatterElements", total, ids, updates, axis=0, reduction="add")
 
 
 @dataclass(frozen=True)
@@ -132,4 +144,4 @@ def accumulate(g: GraphBuilder, terms: list[Gradient]) -> Gradient:
         if len(sparse) == 1
         else g.op("Concat", *[s.updates for s in sparse], axis=0)
     )
-    return g.op("ScatterND", total, ids, updates, reduction="add")
+    return add_rows(g, total, ids, updates, len(sparse[0].shape))

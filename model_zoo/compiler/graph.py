@@ -54,6 +54,7 @@ class GraphBuilder:
         self._shared: dict[tuple, object] = {}
         self._exported: set[str] = set()
         self._aliases: dict[str, str] = {}  # renamed by identity(): old name -> public name
+        self._hints: dict[str, tuple] = {}  # value name -> (dtype, shape), see hint_shape
 
     def fresh(self, hint: str) -> str:
         return self._names.fresh(hint)
@@ -129,9 +130,32 @@ class GraphBuilder:
         self._exported.add(name)
         return name
 
+    def hint_shape(self, name: str, dtype, shape: list[int | str]) -> str:
+        """Declare the shape of value `name` (ints and symbolic dimension names) in the
+        graph's value_info; returns `name`.
+
+        ONNX Runtime writes an op's output into an input's buffer (ScatterElements in
+        place instead of a copy of its data) only when it can prove the two have the
+        same shape. A Reshape to -1 leaves a dimension unknown, and an unknown dimension
+        equals no other, so [B, T, C] logits flattened to [-1, C] lost that; a symbol
+        naming the dimension restores it. A symbol claims equal sizes wherever it
+        appears: give each independent dimension its own (`fresh`)."""
+        self._hints[name] = (dtype, shape)
+        return name
+
     def to_graph(self, name: str) -> onnx.GraphProto:
+        aliases = self._root._aliases
+        hints = [
+            helper.make_tensor_value_info(aliases.get(n, n), elem_type(dtype), shape)
+            for n, (dtype, shape) in self._hints.items()
+        ]
         return helper.make_graph(
-            self.nodes, name, self.inputs, self.outputs, initializer=self.initializers
+            self.nodes,
+            name,
+            self.inputs,
+            self.outputs,
+            initializer=self.initializers,
+            value_info=hints,
         )
 
     def to_model(self, name: str) -> onnx.ModelProto:

@@ -62,6 +62,8 @@ class CrossEntropy:
         # 1 / sum_j exp(x_j - max), so log-sum-exp = x_best - log(probs_best) needs no
         # second pass over [N, C] (LogSoftmax, then Exp for the gradient, made two)
         probs = g.op("Softmax", flat_logits, axis=1)
+        if not flat:  # the rows' count is unknown after the Reshape: name it (hint_shape)
+            g.hint_shape(probs, "float32", [g.fresh("logit_rows"), num_classes])
         best = argmax_rows(g, flat_logits, num_classes)
         p_best = g.op("GatherElements", probs, best, axis=1)
         lse = g.op("Sub", g.op("GatherElements", flat_logits, best, axis=1), g.op("Log", p_best))

@@ -80,6 +80,12 @@ def _log_softmax_backward(ctx: Lowering, node, dy, out, dim, input_dtype):
     p = g.op("Exp", out)
     if isinstance(dy, NllGradient):
         dense = g.op("Mul", p, g.op("Neg", dy.coef))
+        classes, dtype = node.args[1].meta["val"].shape[1], ctx.dtype(node)
+        # the rows may be unknown after a Reshape: naming them keeps the scatter in place
+        # (a fresh name per loss: two losses' rows need not be equal)
+        if isinstance(classes, int) and dtype in (torch.float32, torch.float64):
+            rows = g.fresh("logit_rows")
+            g.hint_shape(dense, str(dtype).removeprefix("torch."), [rows, classes])
         p_t = g.op("Exp", g.op("GatherElements", out, dy.column, axis=1))
         at_target = g.op("Sub", dy.coef, g.op("Mul", p_t, dy.coef))
         return g.op("ScatterElements", dense, dy.column, at_target, axis=1)
