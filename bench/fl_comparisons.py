@@ -9,7 +9,8 @@
 2. the default codec (top-k 5% int8 + error feedback) vs float32 uploads: final recall.
 
     python -m bench.fl_comparisons --part sync_async [--model keyboard_cifg] \\
-        [--devices 600] [--versions 40] [--target 0.10] [--pretrain] [--quick]
+        [--devices 600] [--versions 40] [--target 0.10] [--pretrain] [--quick] \\
+        [--out DIR [--reuse | --rerun-async]]
 
 The full comparison is the full keyboard_cifg (1.42M parameters, 10k words) on 600
 devices; `--quick` is keyboard_cifg_tiny with 2,000 words, 300 devices, 15 rounds.
@@ -175,6 +176,48 @@ def throughput(report: dict) -> float:
     return report["funnel"]["accepted"] / max(report["sim_hours"], 1e-9)
 
 
+def examples_aggregated(run_dir: Path) -> float | None:
+    """Training examples in the run's committed versions (the sum of each version's total
+    weight: an update weighs its example count), from the aggregator's store in
+    `run_dir`/server; None without one."""
+    from fleet.simulator import TASK, open_run_store
+
+    try:
+        store = open_run_store(run_dir)
+    except FileNotFoundError:
+        return None
+    try:
+        history = store.model_history(TASK)
+    finally:
+        store.close()
+    return float(
+        sum(v["metrics"].get("measurements", {}).get("total_weight", 0.0) for v in history)
+    )
+
+
+def tail_spread(timeline: list[dict], key: str = "accuracy", tail: float = TAIL) -> float:
+    """Standard deviation of `key` over the last `tail` of the run's simulated time: how
+    far its evaluations swing around its plateau (version to version), not its trend."""
+    end = timeline[-1]["sim_hours"]
+    values = [p[key] for p in timeline if p["sim_hours"] >= (1 - tail) * end]
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def run_figures(report: dict, run_dir: Path) -> dict:
+    """What the table says about one run beyond its timeline: throughput in updates and
+    in examples, and the swing of its top-1 on its plateau."""
+    examples = examples_aggregated(run_dir)
+    hours = max(report["sim_hours"], 1e-9)
+    accepted = report["funnel"]["accepted"]
+    return {
+        "updates_per_hour": throughput(report),
+        "examples_per_hour": None if examples is None else examples / hours,
+        "examples_per_update": None if examples is None or not accepted else examples / accepted,
+        "tail_spread": tail_spread(report["timeline"]),
+    }
+
+
 def crossings(
     sync: list[dict], fedbuff: list[dict], key: str, target: float, lower_is_better: bool
 ) -> dict:
@@ -216,6 +259,13 @@ def _ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+def async_config(fleet: Fleet, sync: dict):
+    """The async run's config: the sync run's simulated hours; versions only as a cap
+    (4x the sync run's updates)."""
+    cap = max(1, 4 * sync["versions"] * fleet.goal // fleet.buffer_size)
+    return simulation_config(fleet, fleet.async_task(), cap, hours=sync["sim_hours"])
+
+
 def compare_sync_async(
     fleet: Fleet, versions: int, target: float | None = None, out: Path | None = None
 ) -> dict:
@@ -225,15 +275,26 @@ def compare_sync_async(
             simulation_config(fleet, fleet.sync_task(), versions, hours=24 * 14), root / "sync"
         )
         _share_pretrain(root / "sync", root / "async")
-        # the same simulated time; versions only as a cap (4x sync's updates)
-        cap = max(1, 4 * versions * fleet.goal // fleet.buffer_size)
-        fedbuff = _run(
-            simulation_config(fleet, fleet.async_task(), cap, hours=sync["sim_hours"]),
-            root / "async",
-        )
+        fedbuff = _run(async_config(fleet, sync), root / "async")
+        return _compare(fleet, sync, fedbuff, root, target)
+
+
+def rerun_async(fleet: Fleet, out: Path, target: float | None = None) -> dict:
+    """Only the async side again (e.g. after a change to async aggregation), against the
+    sync run already in `out`/sync: the same simulated hours, the same start."""
+    sync = _read_run(out / "sync")
+    check_same_fleet(fleet, sync, fleet.sync_task(), out / "sync")
+    _share_pretrain(out / "sync", out / "async")
+    fedbuff = _run(async_config(fleet, sync), out / "async")
+    return _compare(fleet, sync, fedbuff, out, target)
+
+
+def _compare(fleet: Fleet, sync: dict, fedbuff: dict, root: Path, target: float | None) -> dict:
     result = {"fleet": asdict(fleet), "sync": _summary(sync), "async": _summary(fedbuff)}
     result |= compare_timelines(sync["timeline"], fedbuff["timeline"], target)
     result["throughput_ratio"] = throughput(fedbuff) / throughput(sync)
+    result["sync"] |= run_figures(sync, root / "sync")
+    result["async"] |= run_figures(fedbuff, root / "async")
     print_table(fleet, sync, fedbuff, result)
     return result
 
@@ -251,13 +312,20 @@ def print_table(fleet: Fleet, sync: dict, fedbuff: dict, result: dict) -> None:
         f"max staleness {fleet.max_staleness}"
     )
     for name, r, how in (("sync", sync, sync_how), ("async", fedbuff, async_how)):
-        t = r["timeline"]
+        t, figures = r["timeline"], result[name]
+        examples = (
+            ""
+            if figures["examples_per_hour"] is None
+            else f", {figures['examples_per_hour']:.0f} examples/h "
+            f"({figures['examples_per_update']:.1f} per update)"
+        )
         print(
             f"{name}, {how}: {r['versions']} versions in {r['sim_hours']:.2f} simulated "
-            f"hours, {throughput(r):.0f} updates/h; top-1 start {100 * t[0]['accuracy']:.2f}%, "
-            f"final {100 * t[-1]['accuracy']:.2f}%, last-quarter floor "
-            f"{100 * plateau(t, 'accuracy', False):.2f}%, best "
-            f"{100 * max(p['accuracy'] for p in t):.2f}%"
+            f"hours, {throughput(r):.0f} updates/h{examples}; top-1 start "
+            f"{100 * t[0]['accuracy']:.2f}%, final {100 * t[-1]['accuracy']:.2f}%, "
+            f"last-quarter floor {100 * plateau(t, 'accuracy', False):.2f}%, best "
+            f"{100 * max(p['accuracy'] for p in t):.2f}%, last-quarter spread (std) "
+            f"{100 * figures['tail_spread']:.2f} points"
         )
     print(
         "target (held: from that evaluation on, every one is at or past it) | sync | async "
@@ -327,14 +395,28 @@ def _read_run(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def check_same_fleet(fleet: Fleet, report: dict, task: dict, where: Path) -> None:
+    """A stored run must be of `fleet` (else the table would compare, or label, another
+    fleet's run): its config equal to this fleet's but for the run's length."""
+    wanted = json.loads(json.dumps(simulation_config(fleet, task, 1, 1.0).to_json()))
+    differ = sorted(
+        k
+        for k in wanted.keys() | report["config"].keys()
+        if k not in ("max_versions", "hours") and wanted.get(k) != report["config"].get(k)
+    )
+    if differ:
+        raise ValueError(
+            f"the run in {where} was made with other settings ({', '.join(differ)}): give the "
+            "options it was run with (e.g. --pretrain, --quick), or run both sides again"
+        )
+
+
 def reuse_sync_async(fleet: Fleet, out: Path, target: float | None = None) -> dict:
     """The comparison from the two runs already in `out` (sync/, async/), not re-run."""
     sync, fedbuff = _read_run(out / "sync"), _read_run(out / "async")
-    result = {"fleet": asdict(fleet), "sync": _summary(sync), "async": _summary(fedbuff)}
-    result |= compare_timelines(sync["timeline"], fedbuff["timeline"], target)
-    result["throughput_ratio"] = throughput(fedbuff) / throughput(sync)
-    print_table(fleet, sync, fedbuff, result)
-    return result
+    check_same_fleet(fleet, sync, fleet.sync_task(), out / "sync")
+    check_same_fleet(fleet, fedbuff, fleet.async_task(), out / "async")
+    return _compare(fleet, sync, fedbuff, out, target)
 
 
 def main(argv=None) -> dict:
@@ -372,13 +454,19 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--out", type=Path, default=None, help="keep the runs (and a cached pre-trained start) here"
     )
-    parser.add_argument(
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument(
         "--reuse", action="store_true", help="print the table from the runs in --out, not re-run"
+    )
+    again.add_argument(
+        "--rerun-async",
+        action="store_true",
+        help="run only the async side again, against the sync run in --out",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args(argv)
-    if args.reuse and args.out is None:
-        parser.error("--reuse reads the runs in --out: give --out")
+    if (args.reuse or args.rerun_async) and args.out is None:
+        parser.error("--reuse and --rerun-async read the runs in --out: give --out")
     base = Fleet(**QUICK) if args.quick else Fleet()
     chosen = {
         "model": args.model,
@@ -401,11 +489,12 @@ def main(argv=None) -> dict:
     versions = args.versions or (QUICK_VERSIONS if args.quick else 40)
     out = {}
     if args.part in ("sync_async", "all"):
-        out["sync_async"] = (
-            reuse_sync_async(fleet, args.out, args.target)
-            if args.reuse
-            else compare_sync_async(fleet, versions, args.target, out=args.out)
-        )
+        if args.reuse:
+            out["sync_async"] = reuse_sync_async(fleet, args.out, args.target)
+        elif args.rerun_async:
+            out["sync_async"] = rerun_async(fleet, args.out, args.target)
+        else:
+            out["sync_async"] = compare_sync_async(fleet, versions, args.target, out=args.out)
     if args.part in ("codec", "all"):
         out["codec"] = compare_codecs(fleet, versions)
     if args.json:

@@ -1,21 +1,27 @@
-"""The sync vs async comparison's logic (bench/fl_comparisons.py) without a fleet run:
-held crossings of a target, the common target below both plateaus, and that the two runs
-share everything but the task."""
+"""The sync vs async comparison's logic (bench/fl_comparisons.py): held crossings of a
+target, the common target below both plateaus, that the two runs share everything but
+the task and weight updates alike, and (one slow test on a small fleet) re-running the
+async side against a stored sync run."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from bench.fl_comparisons import (
     Fleet,
+    async_config,
     common_target,
     compare_timelines,
+    examples_aggregated,
     hours_held,
     hours_to,
     main,
     plateau,
     simulation_config,
+    tail_spread,
 )
 from fleet.population import draw_profile
 
@@ -110,3 +116,97 @@ def test_async_task_is_valid_fedbuff_settings():
 def test_reuse_needs_the_runs_it_reads(tmp_path):
     with pytest.raises(FileNotFoundError, match="report.json"):
         main(["--part", "sync_async", "--reuse", "--out", str(tmp_path)])
+
+
+def test_tail_spread_is_the_standard_deviation_over_the_last_quarter():
+    t = _timeline([0.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.10, 0.14])  # last quarter: hours 6..8
+    assert tail_spread(t) == pytest.approx(np.std([0.5, 0.10, 0.14]))
+    assert tail_spread(_timeline([0.0, 0.1, 0.2, 0.3, 0.3])) == 0.0
+
+
+def test_the_async_run_gets_the_sync_runs_simulated_hours():
+    fleet = Fleet(model="keyboard_cifg_tiny", vocabulary_size=2000, devices=50)
+    config = async_config(fleet, {"versions": 12, "sim_hours": 1.25})
+    assert config.hours == 1.25
+    assert config.max_versions == 4 * 12 * fleet.goal // fleet.buffer_size  # a cap only
+    assert config.task == fleet.async_task()
+
+
+def _stored_sync_run(tmp_path, fleet):
+    run = tmp_path / "sync"
+    run.mkdir()
+    config = simulation_config(fleet, fleet.sync_task(), 3, hours=336.0).to_json()
+    (run / "report.json").write_text(json.dumps({"config": config, "versions": 3}))
+    return tmp_path
+
+
+def test_rerunning_async_needs_a_sync_run_of_the_same_fleet(tmp_path):
+    with pytest.raises(FileNotFoundError, match="report.json"):
+        main(["--part", "sync_async", "--rerun-async", "--out", str(tmp_path)])
+    out = _stored_sync_run(tmp_path, Fleet(pretrain=True))
+    # the stored sync run started from the pre-trained model; this fleet would not
+    with pytest.raises(ValueError, match=r"other settings \(pretrain\)"):
+        main(["--part", "sync_async", "--rerun-async", "--out", str(out)])
+    with pytest.raises(SystemExit):  # --reuse and --rerun-async exclude each other
+        main(["--part", "sync_async", "--reuse", "--rerun-async", "--out", str(out)])
+
+
+def test_the_benchs_sync_round_and_fresh_async_buffer_weight_updates_alike():
+    """The same fresh updates (staleness 0) make the same mean delta under the bench's
+    sync task and its async task: both weight an update by its example count."""
+    from aggregator.config import TaskSettings
+    from aggregator.coordinator import Outcome, TaskCoordinator
+    from aggregator.stages import WeightedMean
+    from edge_sdk.protocol import UpdateMeta
+
+    fleet = Fleet(goal=10, buffer_size=10)
+    rng = np.random.default_rng(3)
+    updates = [
+        (f"d{i}", int(rng.integers(1, 200)), {"w": rng.normal(size=5).astype(np.float32)})
+        for i in range(10)
+    ]
+    means = []
+    for task in (fleet.sync_task(), fleet.async_task()):
+        c = TaskCoordinator(
+            "t", TaskSettings.from_json(task), 0, WeightedMean(), np.random.default_rng(0), 0.0
+        )
+        for device, _, _ in updates:
+            c.check_in(device, 0.0)
+        for device, n, delta in updates:
+            meta = UpdateMeta("t", "m", 0, device, f"{device}-0", n)
+            admission = c.admit(meta, 1.0)
+            assert not isinstance(admission, Outcome) and admission.weight == n
+            c.accept(meta, delta, admission)
+        mean, measurements = c.take_aggregate(1.0)
+        assert measurements["total_weight"] == sum(n for _, n, _ in updates)
+        means.append(mean["w"])
+    expected = sum(n * d["w"] for _, n, d in updates) / sum(n for _, n, _ in updates)
+    np.testing.assert_allclose(means[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-6)
+
+
+TINY = [
+    "--part", "sync_async", "--model", "keyboard_cifg_tiny", "--vocabulary-size", "500",
+    "--devices", "30", "--goal", "5", "--concurrency", "7", "--buffer-size", "3",
+    "--max-staleness", "6", "--eval-examples", "100", "--versions", "3",
+]  # fmt: skip
+
+
+@pytest.mark.slow  # three small fleet runs: about a minute
+def test_rerunning_async_repeats_it_against_the_stored_sync_run(tmp_path):
+    first = main([*TINY, "--out", str(tmp_path)])["sync_async"]
+    sync_report = (tmp_path / "sync" / "report.json").read_text()
+    again = main([*TINY, "--out", str(tmp_path), "--rerun-async"])["sync_async"]
+    assert (tmp_path / "sync" / "report.json").read_text() == sync_report  # not re-run
+    # the same fleet, seed and simulated hours: the same async run
+    assert again["async"]["timeline"] == first["async"]["timeline"]
+    assert again["async"]["sim_hours"] == pytest.approx(first["sync"]["sim_hours"])
+    reused = main([*TINY, "--out", str(tmp_path), "--reuse"])["sync_async"]
+    assert reused["accuracy"] == again["accuracy"]
+    for side in ("sync", "async"):
+        figures = reused[side]
+        # the examples the store's versions aggregated, per accepted update
+        examples = examples_aggregated(tmp_path / side)
+        assert examples > 0
+        assert figures["examples_per_update"] == pytest.approx(examples / figures["accepted"])
+        assert figures["examples_per_hour"] == pytest.approx(examples / figures["sim_hours"])
