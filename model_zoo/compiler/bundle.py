@@ -109,16 +109,18 @@ def compile_bundle(
     )
     if path in ("auto", "fast"):
         # the fast path's shape pass runs the model in train mode, which updates buffers
-        # (BatchNorm statistics): a failed attempt must leave the module as it was
-        buffers = {n: b.clone() for n, b in module.named_buffers()}
+        # (BatchNorm statistics, or an EMA the model keeps, with autograd history when
+        # the model updates it under no_grad): a failed attempt must leave the module as
+        # it was, so the buffers it held are put back
+        buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
         try:
             return _compile_fast(request)
         except Exception:  # fx cannot trace it (control flow, ...) or no lowering
             if path == "fast":
                 raise
-            with torch.no_grad():
-                for name, b in module.named_buffers():
-                    b.copy_(buffers[name])
+            for name, value in buffers.items():
+                owner, _, attr = name.rpartition(".")
+                module.get_submodule(owner)._buffers[attr] = value
     return _compile_general(request, dynamic_dims)
 
 

@@ -547,6 +547,26 @@ class Prototypes(nn.Module):
         return -torch.cdist(h.unsqueeze(0), self.prototypes.unsqueeze(0)).squeeze(0)
 
 
+class RunningAverage(nn.Module):
+    """A buffer the model itself updates in train mode, under no_grad (an exponential
+    average of its features, as normalizers and EMA heads keep), and a step counter."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+        self.register_buffer("average", torch.zeros(8))
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        h = self.embed(x)
+        if self.training:
+            with torch.no_grad():
+                self.average.mul_(0.9).add_(0.1 * h.mean(0))
+                self.updates += 1
+        return self.head(h - self.average)
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -610,4 +630,5 @@ CASES = {
     "functions": Case(Functions, _vectors(6)),
     "causal_conv": Case(CausalConv, _sequences(4), sequence=True),
     "prototypes": Case(Prototypes, _vectors(6)),
+    "running_average": Case(RunningAverage, _vectors(6)),
 }

@@ -422,6 +422,15 @@ def test_refusal_names_the_op_the_module_and_the_source_line(model, op, module, 
     assert "test_general_path.py:" in message
 
 
+def test_batch_norm_with_a_cumulative_average_is_refused_by_name(tmp_path):
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, momentum=None), nn.Linear(4, 3))
+    gen = torch.Generator().manual_seed(6)
+    batch = _vectors(4, gen)
+    batch["input"] = batch.pop("x")  # nn.Sequential's forward takes `input`
+    with pytest.raises(UnsupportedError, match="BatchNorm1d with momentum=None .* at 1"):
+        _compile(model, batch, tmp_path / "b")
+
+
 class CellLoop(nn.Module):
     def __init__(self):
         super().__init__()

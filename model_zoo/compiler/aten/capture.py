@@ -99,6 +99,7 @@ def capture(
     inputs: the model's inputs by forward-parameter name (sample values); dynamic: per
     input name (and "__target__") the dynamic dimensions by index -> dimension name.
     """
+    _refuse_cumulative_batch_norm(model)
     names = list(inputs)
     sample = [_widen(inputs[n], dynamic.get(n, {})) for n in names]
     target = _widen(target, dynamic.get("__target__", {}))
@@ -143,6 +144,18 @@ def capture(
         (k, n) if k != "buffer" or n in state else ("dropped", n) for k, n in train.outputs
     ]
     return Capture(train, graphs[1], parameters, state, ep)
+
+
+def _refuse_cumulative_batch_norm(model: nn.Module) -> None:
+    """BatchNorm with momentum=None averages with 1 / num_batches_tracked, a Python float
+    read from a buffer, which no graph can take: say so rather than torch's guard error."""
+    for name, module in model.named_modules():
+        norm = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if norm and module.momentum is None and module.track_running_stats:
+            raise UnsupportedError(
+                f"{type(module).__name__} with momentum=None (a cumulative average) at "
+                f"{name or '<root>'}: give it a momentum (PyTorch's default is 0.1)"
+            )
 
 
 @contextlib.contextmanager
