@@ -188,6 +188,6 @@ def test_a_simulation_config_refuses_sizes_out_of_range():
 
     with pytest.raises(ValueError, match="above the vocabulary's special tokens"):
         SimulationConfig(model="keyboard_cifg_tiny", vocabulary_size=2)
-    with pytest.raises(ValueError, match="sequence_length must be an int >= 2"):
+    with pytest.raises(ValueError, match="sequence_length: must be an int >= 2"):
         SimulationConfig(model="keyboard_cifg_tiny", sequence_length=0)
     assert SimulationConfig(model="shakespeare_char_tiny", vocabulary_size=3).vocabulary_size == 3
