@@ -74,15 +74,7 @@ def test_an_acknowledged_update_is_committed_and_concurrent_calls_share_commits(
 def test_a_failed_commit_is_a_503_and_a_retry_counts_once(bundle, tmp_path):
     async def scenario():
         async with server_with_task(tmp_path, bundle, SYNC) as env:
-            store = env.service.store
-            failing = []
-
-            def crash(point: str) -> None:
-                if point == "group_written" and failing:
-                    failing.pop()
-                    raise OSError(28, "No space left on device")
-
-            store._crash = crash
+            failing = _fail_next_commits(env.service.store)
             phone = await env.enroll(0)
             await phone.transport.check_in("kb")
             data = _update(bundle, phone, "k0")

@@ -7,10 +7,6 @@ does. The SDK's run is written into a fixture that clients/web/test/buffers.test
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import numpy as np
 
 from edge_sdk.bundle import Bundle
@@ -19,7 +15,7 @@ from edge_sdk.local_buffers import LocalBuffers
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
 
-from .node import WEB, node_or_skip
+from .node import node_or_skip, run_node_tests
 
 STEPS, BATCH, LR, FEATURES, CLASSES = 4, 8, 0.1, 6, 3
 
@@ -107,21 +103,11 @@ def _sdk_run(bundle: Bundle) -> dict:
 
 
 def test_onnxruntime_web_carries_batchnorm_statistics_like_the_sdk(tmp_path):
-    node = node_or_skip()
+    node_or_skip()  # skip before compiling a bundle when Node cannot run
     bundle = _bundle(tmp_path / "bn")
     assert len(bundle.buffer_names) == 2  # running_mean, running_var
     run = _sdk_run(bundle)
     first, last = run["buffers"][0], run["buffers"][-1]
     assert first != last != run["initial_parameters"]  # the statistics move in Python too
-    fixture = tmp_path / "buffers.json"
-    fixture.write_text(json.dumps(run))
-    done = subprocess.run(
-        [node, "--test", "test/buffers.test.js"],
-        cwd=WEB,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"EDGE_FL_BUFFERS_FIXTURE": str(fixture)},
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "# fail 0" in done.stdout and "# skipped 0" in done.stdout, done.stdout[-3000:]
+    out = run_node_tests("test/buffers.test.js", "EDGE_FL_BUFFERS_FIXTURE", run, tmp_path, 300)
+    assert "# fail 0" in out and "# skipped 0" in out, out[-3000:]

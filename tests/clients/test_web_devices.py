@@ -7,7 +7,6 @@ of the round before, and the aggregated model improves."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 
@@ -16,12 +15,12 @@ from edge_sdk.protocol import decode_parameters
 
 from ..aggregator.fleet import SECRET, lm_examples, server_with_task
 from .checks import BATCH, DEVICES, LR, SETTINGS, assert_same_training, python_delta
-from .node import WEB, node_or_skip
+from .node import node_or_skip, run_tool_async
 
 
 @pytest.mark.slow  # ~30 s on the shared VM: a bundle compile, Node and two rounds
 def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
-    node = node_or_skip()
+    node_or_skip()  # skip before compiling a bundle when Node cannot run
     examples = [lm_examples(i) for i in range(DEVICES)]
 
     async def scenario():
@@ -41,16 +40,7 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
                     for i, ex in enumerate(examples)
                 ],
             }
-            proc = await asyncio.create_subprocess_exec(
-                node,
-                str(WEB / "tools" / "participate.mjs"),
-                cwd=WEB,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(json.dumps(job).encode()), 300)
-            assert proc.returncode == 0, err.decode()[-4000:]
+            answer = await run_tool_async("participate.mjs", job)
             store = env.service.store
             models = [
                 decode_parameters(
@@ -58,7 +48,7 @@ def test_web_devices_train_and_upload_to_a_real_aggregator(bundle, tmp_path):
                 )[1]
                 for v in (0, 1, 2)
             ]
-            return json.loads(out), env.service.describe("keyboard"), models
+            return answer, env.service.describe("keyboard"), models
 
     results, task, models = asyncio.run(scenario())
     assert [r["status"] for r in results] == ["completed"] * 2 * DEVICES, results

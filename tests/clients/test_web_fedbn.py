@@ -8,7 +8,6 @@ model's buffers never change."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from edge_sdk.protocol import decode_parameters, decode_update
 
 from ..aggregator.fleet import SECRET, server_with_task
 from .checks import f32, python_delta
-from .node import WEB, node_or_skip
+from .node import node_or_skip, run_tool_async
 from .test_web_buffers import CLASSES, FEATURES, _bundle
 
 DEVICES, BATCH, LR, EXAMPLES = 2, 4, 0.1, 8
@@ -42,7 +41,7 @@ def _examples(device: int) -> list[dict]:
 
 @pytest.mark.slow  # ~25 s on the shared VM: a bundle compile, Node and two rounds
 def test_web_devices_keep_their_own_batchnorm_statistics(tmp_path):
-    node = node_or_skip()
+    node_or_skip()  # skip before compiling a bundle when Node cannot run
     bundle = _bundle(tmp_path / "bn")
     buffers = bundle.buffer_names
     examples = [_examples(i) for i in range(DEVICES)]
@@ -61,22 +60,13 @@ def test_web_devices_keep_their_own_batchnorm_statistics(tmp_path):
                     for ex in examples
                 ],
             }
-            proc = await asyncio.create_subprocess_exec(
-                node,
-                str(WEB / "tools" / "participate.mjs"),
-                cwd=WEB,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(json.dumps(job).encode()), 300)
-            assert proc.returncode == 0, err.decode()[-4000:]
+            answer = await run_tool_async("participate.mjs", job)
             store = env.service.store
             models = [
                 decode_parameters(store.model_path("bn", v).read_bytes(), bundle.parameter_specs)[1]
                 for v in (0, 1, 2)
             ]
-            return json.loads(out), models
+            return answer, models
 
     results, models = asyncio.run(scenario())
     assert [r["status"] for r in results] == ["completed"] * 2 * DEVICES, results

@@ -4,10 +4,6 @@ The SDK's run is written into a fixture the Node test reads."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import numpy as np
 import pytest
 
@@ -15,7 +11,7 @@ from edge_sdk.bundle import Bundle
 from edge_sdk.schedules import Constant
 from edge_sdk.trainer import LocalTrainer, TrainingPlan
 
-from .node import WEB, node_or_skip
+from .node import run_node_tests
 
 STEPS, BATCH, LR = 5, 8, 0.05
 
@@ -113,17 +109,7 @@ def bundles(tmp_path_factory):
 
 @pytest.mark.slow  # ~60 s on the shared 2-core VM: torch compiles the bundles, Node starts ORT
 def test_onnxruntime_web_trains_like_the_sdk(bundles, tmp_path):
-    node = node_or_skip()
-    fixture = tmp_path / "training.json"
-    fixture.write_text(json.dumps({"cases": [_sdk_run(b) for b in bundles]}))
-    done = subprocess.run(
-        [node, "--test", "test/training.test.js"],
-        cwd=WEB,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ | {"EDGE_FL_TRAINING_FIXTURE": str(fixture)},
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    cases = {"cases": [_sdk_run(b) for b in bundles]}
+    out = run_node_tests("test/training.test.js", "EDGE_FL_TRAINING_FIXTURE", cases, tmp_path)
     passed = f"# pass {len(bundles) + 1}"  # a case per bundle, and the suite's own check
-    assert passed in done.stdout and "# skipped 0" in done.stdout, done.stdout[-3000:]
+    assert passed in out and "# skipped 0" in out, out[-3000:]

@@ -137,27 +137,22 @@ def _conv_input_grad(
         return _conv_input_grad_stride1(
             ctx, dy, w, w_shape, dilation, groups, spatial, flipped_pads
         )
-    if output_padding is not None:
-        return g.op(
-            "ConvTranspose",
-            dy,
-            w,
-            strides=list(stride),
-            dilations=list(dilation),
-            group=int(groups),
-            kernel_shape=list(spatial),
-            pads=list(padding) * 2,
-            output_padding=output_padding,
-        )
-    full = g.op(
-        "ConvTranspose",
-        dy,
-        w,
+    transposed = dict(
         strides=list(stride),
         dilations=list(dilation),
         group=int(groups),
         kernel_shape=list(spatial),
     )
+    if output_padding is not None:
+        return g.op(
+            "ConvTranspose",
+            dy,
+            w,
+            pads=list(padding) * 2,
+            output_padding=output_padding,
+            **transposed,
+        )
+    full = g.op("ConvTranspose", dy, w, **transposed)
     extra = [s - 1 for s in stride]
     if any(extra):
         full = g.op("Pad", full, g.ints(*([0] * (2 + n) + [0, 0] + extra)))
