@@ -567,6 +567,23 @@ class RunningAverage(nn.Module):
         return self.head(h - self.average)
 
 
+class AdaptivePools(nn.Module):
+    """Adaptive pools as torchvision-style heads write them: average to sizes that do
+    not divide the input (windows of two sizes), max to ones that do, and 1-d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 9 + 4 * 4 + 4 * 3, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))  # [N, 4, 6, 6]
+        average = F.adaptive_avg_pool2d(h, (4, 3)).flatten(1)[:, : 4 * 9]
+        largest = F.adaptive_max_pool2d(h, (2, 2)).flatten(1)
+        rows = F.adaptive_avg_pool1d(h.mean(2), 4).flatten(1)[:, : 4 * 3]
+        return self.head(torch.cat([average, largest, rows], 1))
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -631,4 +648,5 @@ CASES = {
     "causal_conv": Case(CausalConv, _sequences(4), sequence=True),
     "prototypes": Case(Prototypes, _vectors(6)),
     "running_average": Case(RunningAverage, _vectors(6)),
+    "adaptive_pools": Case(AdaptivePools, _images(2, 6)),
 }

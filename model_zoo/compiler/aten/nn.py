@@ -333,6 +333,24 @@ def _max_pool_backward(ctx, node, dy, x, kernel, stride, padding, dilation, ceil
     return g.op("Reshape", flat, shape)
 
 
+@lowers(aten.adaptive_max_pool2d.default)
+def _adaptive_max_pool(ctx, node, x, output_size):
+    """A MaxPool when the input sizes are multiples of the output's (equal windows); its
+    indices feed the backward below, like max_pool2d's."""
+    sizes, out = list(node.args[0].meta["val"].shape[2:]), list(node.meta["val"][0].shape[2:])
+    kernel = _adaptive_kernel(sizes, out)
+    if kernel is None:
+        raise UnsupportedError(
+            "adaptive max pooling whose input size is not a fixed multiple of its output size"
+        )
+    return ctx.g.op("MaxPool", x, outputs=2, kernel_shape=kernel, strides=kernel)
+
+
+@lowers(aten.adaptive_max_pool2d_backward.default)
+def _adaptive_max_pool_backward(ctx, node, dy, x, indices):
+    return _max_pool_backward(ctx, node, dy, x, None, None, None, None, None, indices)
+
+
 @lowers(aten.avg_pool2d.default, aten.avg_pool1d.default, aten.avg_pool3d.default)
 def _avg_pool(
     ctx,
@@ -702,34 +720,62 @@ def _bernoulli(ctx, node, x, p=0.5, generator=None):
     return ctx.g.op("Cast", draw, to=ONNX_TYPES[ctx.dtype(node)])
 
 
-def _adaptive_kernel(node, x_arg) -> list[int]:
-    """The window of an adaptive average pool whose input sizes are multiples of its
-    output sizes (then it is an ordinary average pool)."""
-    val = x_arg.meta["val"]
+def _adaptive_sizes(node, x_arg) -> tuple[list, list]:
+    """(input sizes, output sizes) of an adaptive average pool's spatial dimensions."""
     out = (
         node.meta["val"].shape[2:]
         if node.target == aten._adaptive_avg_pool2d.default
         else node.args[0].meta["val"].shape[2:]
     )
-    sizes = val.shape[2:]
-    if not all(
-        isinstance(s, int) and isinstance(o, int) and s % o == 0 for s, o in zip(sizes, out)
-    ):
+    return list(x_arg.meta["val"].shape[2:]), list(out)
+
+
+def _adaptive_kernel(sizes, out) -> list[int] | None:
+    """The window of an adaptive average pool whose input sizes are multiples of its
+    output sizes (then it is an ordinary average pool), else None."""
+    if all(isinstance(s, int) and isinstance(o, int) and s % o == 0 for s, o in zip(sizes, out)):
+        return [s // o for s, o in zip(sizes, out)]
+    return None
+
+
+def _pooling_matrices(sizes, out) -> list:
+    """Per spatial dimension, PyTorch's adaptive windows as a matrix P [out, in]: output i
+    averages inputs floor(i * in / out) to ceil((i + 1) * in / out) - 1."""
+    if not all(isinstance(s, int) for s in sizes):
         raise UnsupportedError(
-            "adaptive average pooling whose input size is not a fixed multiple of its output size"
+            "adaptive average pooling over a dynamic size that is not a multiple of the output size"
         )
-    return [s // o for s, o in zip(sizes, out)]
+    matrices = []
+    for n_in, n_out in zip(sizes, out):
+        p = np.zeros((n_out, n_in), np.float32)
+        for i in range(n_out):
+            start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+            p[i, start:end] = 1.0 / (end - start)
+        matrices.append(p)
+    return matrices
 
 
 @lowers(aten._adaptive_avg_pool2d.default)
 def _adaptive_avg_pool(ctx, node, x, output_size):
-    kernel = _adaptive_kernel(node, node.args[0])
-    return ctx.g.op("AveragePool", x, kernel_shape=kernel, strides=kernel)
+    """An AveragePool when the windows are equal; else each spatial dimension multiplied
+    by its pooling matrix (windows of two sizes, as PyTorch draws them)."""
+    sizes, out = _adaptive_sizes(node, node.args[0])
+    kernel = _adaptive_kernel(sizes, out)
+    if kernel is not None:
+        return ctx.g.op("AveragePool", x, kernel_shape=kernel, strides=kernel)
+    rows, cols = _pooling_matrices(sizes, out)  # [N, C, H, W]: rows act on H, cols on W
+    g = ctx.g
+    return g.op("MatMul", g.op("MatMul", g.const(rows), x), g.const(cols.T.copy()))
 
 
 @lowers(aten._adaptive_avg_pool2d_backward.default)
 def _adaptive_avg_pool_backward(ctx, node, dy, x):
-    kernel = _adaptive_kernel(node, node.args[1])
+    sizes, out = _adaptive_sizes(node, node.args[1])
+    kernel = _adaptive_kernel(sizes, out)
+    if kernel is None:  # dx = P_rows^T dy P_cols
+        rows, cols = _pooling_matrices(sizes, out)
+        g = ctx.g
+        return g.op("MatMul", g.op("MatMul", g.const(rows.T.copy()), dy), g.const(cols))
     channels = node.args[1].meta["val"].shape[1]
     size = 1
     for k in kernel:
