@@ -584,6 +584,22 @@ class AdaptivePools(nn.Module):
         return self.head(torch.cat([average, largest, rows], 1))
 
 
+class AnglesAndRunningSums(nn.Module):
+    """atan2 (angles of feature pairs, every quadrant) and logcumsumexp (a running
+    soft maximum over features)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, x_ = self.pairs(x).chunk(2, dim=1)  # [N, 4] each, both signs
+        angles = torch.atan2(y, x_)
+        running = torch.logcumsumexp(torch.cat([y, x_], 1), dim=1)
+        return self.head(torch.cat([angles, running[:, ::2]], 1))
+
+
 CASES = {
     "linear": Case(lambda: Mlp(), _vectors(6)),
     "activations": Case(Activations, _vectors(6)),
@@ -649,4 +665,5 @@ CASES = {
     "prototypes": Case(Prototypes, _vectors(6)),
     "running_average": Case(RunningAverage, _vectors(6)),
     "adaptive_pools": Case(AdaptivePools, _images(2, 6)),
+    "angles_and_running_sums": Case(AnglesAndRunningSums, _vectors(6)),
 }

@@ -75,6 +75,22 @@ def _remainder(ctx, node, a, b):
     return g.op("Sub", a, g.op("Mul", b, g.op("Floor", g.op("Div", a, b))))
 
 
+@lowers(aten.atan2.default)
+def _atan2(ctx, node, y, x):
+    """ONNX has Atan only: atan(y / x), moved by pi into the left half-plane, and +-pi/2
+    (or 0) on the vertical axis, as atan2 is defined."""
+    g = ctx.g
+    dtype = ctx.dtype(node)
+    y, x = ctx.tensor(y, dtype), ctx.tensor(x, dtype)
+    zero = g.const(0.0)
+    base = g.op("Atan", g.op("Div", y, x))
+    left = g.op("Less", x, zero)
+    turn = g.op("Where", g.op("Less", y, zero), g.const(-math.pi), g.const(math.pi))
+    angle = g.op("Where", left, g.op("Add", base, turn), base)
+    vertical = g.op("Mul", g.op("Sign", y), g.const(math.pi / 2))
+    return g.op("Where", g.op("Equal", x, zero), vertical, angle)
+
+
 @lowers(aten.rsub.Scalar)
 def _rsub(ctx, node, a, b, alpha=1):
     dtype = ctx.dtype(node)

@@ -167,10 +167,10 @@ def _sort(ctx, node, x, *args):
     return values, indices
 
 
-@lowers(aten.cumprod.default)
-def _cumprod(ctx, node, x, dim, dtype=None):
-    """ONNX has no CumProd: a Scan along `dim` multiplies the running product by each
-    slice, in PyTorch's order (a log-sum-exp form would lose exactness and zeros)."""
+def _running(ctx, node, x, dim, start: float, step) -> str:
+    """A cumulative op ONNX lacks, as a Scan along `dim`: the state starts at `start`
+    (broadcast to a slice) and `step(b, state, slice)` gives the next one, which is also
+    that position's output."""
     g = ctx.g
     rank = ctx.rank(node)
     dim = dim + rank if dim < 0 else dim
@@ -178,11 +178,31 @@ def _cumprod(ctx, node, x, dim, dtype=None):
     inverse = [perm.index(i) for i in range(rank)]
     x = ctx.tensor(x, ctx.dtype(node))
     front = g.op("Transpose", x, perm=perm) if dim else x
-    ones = g.op("Expand", g.const(1.0), g.op("Shape", front, start=1))
+    first = g.op("Expand", g.const(start), g.op("Shape", front, start=1))
 
     def body(b, states, slices):
-        product = b.op("Mul", states[0], slices[0])
-        return [product], [b.op("Identity", product)]
+        value = step(b, states[0], slices[0])
+        return [value], [b.op("Identity", value)]
 
-    _, (products,) = scan(g, body, [ones], [front], 1)
-    return g.op("Transpose", products, perm=inverse) if dim else products
+    _, (values,) = scan(g, body, [first], [front], 1)
+    return g.op("Transpose", values, perm=inverse) if dim else values
+
+
+@lowers(aten.cumprod.default)
+def _cumprod(ctx, node, x, dim, dtype=None):
+    """The running product, in PyTorch's order (a log-sum-exp form would lose exactness
+    and zeros)."""
+    return _running(ctx, node, x, dim, 1.0, lambda b, p, v: b.op("Mul", p, v))
+
+
+@lowers(aten.logcumsumexp.default)
+def _logcumsumexp(ctx, node, x, dim):
+    """log(exp(s) + exp(v)) = m + log(exp(s - m) + exp(v - m)), m = max(s, v): stable, and
+    the first step (s = -inf) gives v."""
+
+    def step(b, s, v):
+        m = b.op("Max", s, v)
+        total = b.op("Add", b.op("Exp", b.op("Sub", s, m)), b.op("Exp", b.op("Sub", v, m)))
+        return b.op("Add", m, b.op("Log", total))
+
+    return _running(ctx, node, x, dim, float("-inf"), step)
